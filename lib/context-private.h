@@ -1,0 +1,26 @@
+/* context-private.h: the HutchContext structure. */
+#pragma once
+
+#include "util-private.h"
+
+struct _HutchContext {
+  char *uri;
+  virConnectPtr conn;           /* opened lazily by hutch_context_connect() */
+  HutchProgressFunc progress;
+  gpointer progress_data;
+  /* phase name -> start time (double*), so that callers need not keep timers to report
+   * elapsed time per phase */
+  GHashTable *phase_started;
+};
+
+/* The libvirt connection, opened on first use. Owned by the context. */
+virConnectPtr hutch_context_connect(HutchContext *ctx, GError **error);
+
+/* Progress reporting: a phase begins, is updated, ends. Cheap when nobody listens. */
+void hutch_progress_begin(HutchContext *ctx, const char *phase, const char *detail_fmt, ...)
+    G_GNUC_PRINTF(3, 4);
+void hutch_progress_update(HutchContext *ctx, const char *phase, double fraction,
+                           const char *detail_fmt, ...) G_GNUC_PRINTF(4, 5);
+void hutch_progress_end(HutchContext *ctx, const char *phase, const char *detail_fmt, ...)
+    G_GNUC_PRINTF(3, 4);
+void hutch_progress_note(HutchContext *ctx, const char *fmt, ...) G_GNUC_PRINTF(2, 3);

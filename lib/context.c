@@ -1,0 +1,100 @@
+/* context.c: the libvirt connection (opened lazily) and progress reporting. */
+#include "config.h"
+
+#include <stdarg.h>
+
+#include "context-private.h"
+
+HutchContext *hutch_context_new(const char *uri, GError **error) {
+  hutch_init();
+  HutchContext *ctx = g_new0(HutchContext, 1);
+  if (!uri || !*uri)
+    uri = g_getenv("LIBVIRT_DEFAULT_URI");
+  ctx->uri = g_strdup(uri && *uri ? uri : "qemu:///session");
+  ctx->phase_started = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+  return ctx;
+}
+
+void hutch_context_free(HutchContext *ctx) {
+  if (!ctx)
+    return;
+  if (ctx->conn)
+    virConnectClose(ctx->conn);
+  g_hash_table_unref(ctx->phase_started);
+  g_free(ctx->uri);
+  g_free(ctx);
+}
+
+const char *hutch_context_get_uri(HutchContext *ctx) {
+  return ctx->uri;
+}
+
+void hutch_context_set_progress(HutchContext *ctx, HutchProgressFunc func,
+                                gpointer user_data) {
+  ctx->progress = func;
+  ctx->progress_data = user_data;
+}
+
+virConnectPtr hutch_context_connect(HutchContext *ctx, GError **error) {
+  if (ctx->conn)
+    return ctx->conn;
+  ctx->conn = virConnectOpen(ctx->uri);
+  if (!ctx->conn) {
+    hutch_set_libvirt_error(error, "connecting to %s", ctx->uri);
+    return NULL;
+  }
+  return ctx->conn;
+}
+
+static void emit(HutchContext *ctx, HutchProgressKind kind, const char *phase, double fraction,
+                 const char *fmt, va_list ap) {
+  if (!ctx || !ctx->progress)
+    return;
+  g_autofree char *detail = fmt ? g_strdup_vprintf(fmt, ap) : NULL;
+  double now = hutch_now();
+  double elapsed = 0;
+  if (phase) {
+    if (kind == HUTCH_PROGRESS_BEGIN) {
+      double *start = g_new(double, 1);
+      *start = now;
+      g_hash_table_replace(ctx->phase_started, g_strdup(phase), start);
+    } else {
+      double *start = g_hash_table_lookup(ctx->phase_started, phase);
+      elapsed = start ? now - *start : 0;
+    }
+  }
+  HutchProgress progress = {
+      .kind = kind, .phase = phase, .detail = detail, .elapsed_s = elapsed,
+      .fraction = fraction,
+  };
+  ctx->progress(&progress, ctx->progress_data);
+}
+
+void hutch_progress_begin(HutchContext *ctx, const char *phase, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  emit(ctx, HUTCH_PROGRESS_BEGIN, phase, -1, fmt, ap);
+  va_end(ap);
+}
+
+void hutch_progress_update(HutchContext *ctx, const char *phase, double fraction,
+                           const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  emit(ctx, HUTCH_PROGRESS_UPDATE, phase, fraction, fmt, ap);
+  va_end(ap);
+}
+
+void hutch_progress_end(HutchContext *ctx, const char *phase, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  emit(ctx, HUTCH_PROGRESS_END, phase, 1, fmt, ap);
+  va_end(ap);
+}
+
+void hutch_progress_note(HutchContext *ctx, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  emit(ctx, HUTCH_PROGRESS_NOTE, NULL, -1, fmt, ap);
+  va_end(ap);
+}

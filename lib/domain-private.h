@@ -1,0 +1,61 @@
+/* domain-private.h: profile + instance -> libvirt domain XML. Pure: no I/O. */
+#pragma once
+
+#include "profile-private.h"
+
+#define HUTCH_METADATA_NS "https://hutch.dev/xmlns/instance/1"
+#define HUTCH_METADATA_PREFIX "hutch"
+/* Name of the virtio-serial port the guest writes READY to. */
+#define HUTCH_READY_CHANNEL "org.hutch.ready.0"
+
+typedef struct {
+  char *tag;           /* mount tag the guest uses */
+  char *socket;        /* virtiofs: vhost-user socket of the virtiofsd hutch runs */
+  char *source_dir;    /* 9p: host directory (read-only shares without virtiofsd --readonly) */
+  gboolean readonly;   /* 9p only: <readonly/>, enforced by QEMU */
+} HutchDomainFs;
+
+/* Everything the domain XML depends on besides the profile. Paths are absolute. */
+typedef struct {
+  const char *name;
+  const char *uuid;            /* canonical 36-character form */
+  const char *domain_type;     /* "kvm" or "qemu" (TCG); decided by the caller */
+  const char *emulator;        /* NULL: libvirt's default */
+  const char *disk_path;       /* the instance's qcow2 overlay */
+  const char *seed_path;       /* the cidata ISO, or NULL */
+  const char *kernel;          /* direct kernel boot when non-NULL */
+  const char *initrd;          /* may be NULL */
+  const char *cmdline;         /* may be NULL */
+  const char *console_log;     /* serial console is logged here */
+  const char *passt_socket;    /* NULL: no network */
+  const char *mac;             /* "52:54:00:xx:xx:xx" */
+  const char *ready_socket;    /* unix socket of the ready channel (libvirt binds it) */
+  const char *agent_socket;    /* unix socket of the qemu-guest-agent channel, or NULL */
+  GPtrArray *filesystems;      /* HutchDomainFs*, may be NULL */
+  /* metadata, read back by later hutch processes */
+  const char *profile_name;
+  guint ssh_port;
+  const char *instance_dir;
+  const char *runtime_dir;
+  const char *guest_user;
+} HutchDomainConfig;
+
+/* The domain XML for config and profile (cpus, memory). Returns NULL with error set on
+ * invalid input. */
+char *hutch_domain_build_xml(const HutchProfile *profile, const HutchDomainConfig *config,
+                             GError **error);
+
+/* Metadata read back from a domain's <hutch:instance> element. */
+typedef struct {
+  char *profile_name;
+  guint ssh_port;
+  char *instance_dir;
+  char *runtime_dir;
+  char *guest_user;
+} HutchDomainMeta;
+
+/* Parses the <hutch:instance> element's XML (as virDomainGetMetadata returns it). */
+HutchDomainMeta *hutch_domain_meta_parse(const char *xml, GError **error);
+void hutch_domain_meta_free(HutchDomainMeta *meta);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(HutchDomainMeta, hutch_domain_meta_free)
+void hutch_domain_fs_free(HutchDomainFs *fs);

@@ -1,0 +1,2 @@
+/* domain.c: see domain-private.h. */
+#include "config.h"

@@ -1,0 +1,160 @@
+/* hutch.h: the whole public API of libhutch.
+ *
+ * libhutch creates, runs and removes disposable, provisioned QEMU/KVM development VMs through
+ * libvirt. Objects are opaque; every fallible function takes a final GError ** that is set
+ * (in the HUTCH_ERROR domain unless noted) only on failure. The library never prints.
+ *
+ * No libvirt, libyaml or libssh2 type appears here: they are implementation details. JSON
+ * descriptions are json-glib objects whose fields are documented in docs/json.md and are
+ * stable.
+ */
+#pragma once
+
+#include <glib.h>
+#include <json-glib/json-glib.h>
+
+G_BEGIN_DECLS
+
+#define HUTCH_PUBLIC __attribute__((visibility("default")))
+
+/* Error codes of the HUTCH_ERROR domain. The CLI maps them all to exit status 1 except
+ * HUTCH_ERROR_USAGE (2). Append only: the numbers are part of the ABI. */
+typedef enum {
+  HUTCH_ERROR_FAILED = 0,     /* anything without a more precise code */
+  HUTCH_ERROR_USAGE,          /* a bad argument given by the caller (bad name, bad size) */
+  HUTCH_ERROR_PROFILE,        /* a profile that cannot be read or is invalid */
+  HUTCH_ERROR_NOT_FOUND,      /* no such instance, profile, image or snapshot */
+  HUTCH_ERROR_EXISTS,         /* an instance of that name exists already */
+  HUTCH_ERROR_LIBVIRT,        /* libvirt refused or failed */
+  HUTCH_ERROR_IMAGE,          /* an image could not be built, fetched or was refused */
+  HUTCH_ERROR_DIGEST,         /* a downloaded file did not match its digest */
+  HUTCH_ERROR_SSH,            /* the SSH connection failed */
+  HUTCH_ERROR_HOST_KEY,       /* the guest's host key is not the pinned one */
+  HUTCH_ERROR_TIMEOUT,        /* the guest did not become ready in time */
+  HUTCH_ERROR_PROVISION,      /* a required provisioning step failed */
+  HUTCH_ERROR_NOT_HUTCH,      /* a libvirt domain that hutch did not create */
+  HUTCH_ERROR_STATE,          /* the instance is in the wrong state for the operation */
+  HUTCH_ERROR_PORT_IN_USE,    /* a host port to forward is taken */
+  HUTCH_ERROR_HELPER,         /* passt or virtiofsd failed */
+  HUTCH_ERROR_N
+} HutchErrorCode;
+
+#define HUTCH_ERROR (hutch_error_quark())
+HUTCH_PUBLIC GQuark hutch_error_quark(void);
+
+/* Call once before anything else: silences libvirt's own error printing, initialises
+ * libssh2 and libcurl. */
+HUTCH_PUBLIC void hutch_init(void);
+HUTCH_PUBLIC const char *hutch_version(void);
+
+/* Names of instances: [a-z][a-z0-9-]{0,62}. */
+HUTCH_PUBLIC gboolean hutch_name_is_valid(const char *name, GError **error);
+
+/* ---- Profiles ------------------------------------------------------------------------- */
+
+typedef struct _HutchProfile HutchProfile;
+
+/* Loads a profile by name (searched in $XDG_CONFIG_HOME/hutch/profiles, the installed
+ * profiles, and the source tree's profiles/ when run from a build tree) or by path (anything
+ * containing a '/' or ending in .yaml), resolving `base:` chains. Errors name FILE:LINE:COL. */
+HUTCH_PUBLIC HutchProfile *hutch_profile_load(const char *name_or_path, GError **error);
+HUTCH_PUBLIC void hutch_profile_free(HutchProfile *profile);
+HUTCH_PUBLIC const char *hutch_profile_get_name(const HutchProfile *profile);
+
+/* Command-line overrides, validated like the profile keys they stand for. */
+HUTCH_PUBLIC gboolean hutch_profile_set_cpus(HutchProfile *profile, const char *cpus,
+                                             GError **error);
+HUTCH_PUBLIC gboolean hutch_profile_set_memory(HutchProfile *profile, const char *size,
+                                               GError **error);
+HUTCH_PUBLIC gboolean hutch_profile_set_disk(HutchProfile *profile, const char *size,
+                                             GError **error);
+
+/* The fully expanded profile as YAML (what `hutch profile show` prints). */
+HUTCH_PUBLIC char *hutch_profile_to_yaml(const HutchProfile *profile, GError **error);
+
+/* The profiles hutch can find: an array of {"name", "path", "shadowed"} objects. */
+HUTCH_PUBLIC JsonArray *hutch_profile_list(GError **error);
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(HutchProfile, hutch_profile_free)
+
+/* ---- Context: one libvirt connection and the user's directories ----------------------- */
+
+typedef struct _HutchContext HutchContext;
+
+typedef enum {
+  HUTCH_PROGRESS_BEGIN,   /* a phase starts */
+  HUTCH_PROGRESS_UPDATE,  /* news within a phase (fraction or detail changed) */
+  HUTCH_PROGRESS_END,     /* a phase ended successfully */
+  HUTCH_PROGRESS_NOTE,    /* a remark that is no phase ("creating dev from profile ...") */
+} HutchProgressKind;
+
+typedef struct {
+  HutchProgressKind kind;
+  const char *phase;      /* short word: image, define, boot, provision, ready, ... */
+  const char *detail;     /* human text, may be NULL */
+  double elapsed_s;       /* seconds since the phase began */
+  double fraction;        /* 0..1, or < 0 when unknown */
+} HutchProgress;
+
+typedef void (*HutchProgressFunc)(const HutchProgress *progress, gpointer user_data);
+
+/* uri NULL: $LIBVIRT_DEFAULT_URI, else qemu:///session. The connection is opened when first
+ * needed, so profile and image operations work without libvirt. */
+HUTCH_PUBLIC HutchContext *hutch_context_new(const char *uri, GError **error);
+HUTCH_PUBLIC void hutch_context_free(HutchContext *ctx);
+HUTCH_PUBLIC const char *hutch_context_get_uri(HutchContext *ctx);
+HUTCH_PUBLIC void hutch_context_set_progress(HutchContext *ctx, HutchProgressFunc func,
+                                             gpointer user_data);
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(HutchContext, hutch_context_free)
+
+/* ---- Instances ------------------------------------------------------------------------ */
+
+/* Creates the instance directory, overlay disk, seed and the libvirt domain (shut off).
+ * On failure removes whatever it made. */
+HUTCH_PUBLIC gboolean hutch_instance_create(HutchContext *ctx, const char *name,
+                                            HutchProfile *profile, GError **error);
+HUTCH_PUBLIC gboolean hutch_instance_exists(HutchContext *ctx, const char *name,
+                                            GError **error);
+/* Starts the helpers and the domain and waits until the guest is ready (wait_ready). */
+HUTCH_PUBLIC gboolean hutch_instance_start(HutchContext *ctx, const char *name,
+                                           gboolean wait_ready, GError **error);
+/* Graceful shutdown (ACPI) with a timeout, or force (destroy). */
+HUTCH_PUBLIC gboolean hutch_instance_stop(HutchContext *ctx, const char *name,
+                                          gboolean force, GError **error);
+/* Removes domain, snapshots, helpers and the instance directory. A running instance needs
+ * force. */
+HUTCH_PUBLIC gboolean hutch_instance_delete(HutchContext *ctx, const char *name,
+                                            gboolean force, GError **error);
+/* An array of the objects hutch_instance_info returns, sorted by name. */
+HUTCH_PUBLIC JsonArray *hutch_instance_list(HutchContext *ctx, GError **error);
+HUTCH_PUBLIC JsonObject *hutch_instance_info(HutchContext *ctx, const char *name,
+                                             GError **error);
+
+/* ---- Images --------------------------------------------------------------------------- */
+
+/* Builds (or finds in the cache) the image a profile's `image: build:` describes and returns
+ * its cache key. */
+HUTCH_PUBLIC char *hutch_image_build(HutchContext *ctx, HutchProfile *profile,
+                                     GError **error);
+/* Downloads url into the cache if its digest ("sha256:HEX" or "sha512:HEX") matches; returns
+ * the cache key. */
+HUTCH_PUBLIC char *hutch_image_pull(HutchContext *ctx, const char *url, const char *digest,
+                                    GError **error);
+HUTCH_PUBLIC JsonArray *hutch_image_list(HutchContext *ctx, GError **error);
+HUTCH_PUBLIC gboolean hutch_image_remove(HutchContext *ctx, const char *key_or_name,
+                                         GError **error);
+
+/* ---- SSH ------------------------------------------------------------------------------ */
+
+/* Runs argv (NULL or empty: an interactive login shell with a PTY) in the guest, streaming
+ * stdin/stdout/stderr. Returns the command's exit status (0-255), or -1 with error set. */
+HUTCH_PUBLIC int hutch_shell(HutchContext *ctx, const char *name, const char *workdir,
+                             char **argv, GError **error);
+/* src and dst are local paths or NAME:PATH (exactly one of them remote). */
+HUTCH_PUBLIC gboolean hutch_copy(HutchContext *ctx, const char *src, const char *dst,
+                                 gboolean recursive, GError **error);
+/* An OpenSSH client configuration block for the instance. */
+HUTCH_PUBLIC char *hutch_ssh_config(HutchContext *ctx, const char *name, GError **error);
+
+G_END_DECLS

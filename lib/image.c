@@ -1,0 +1,2 @@
+/* image.c: see image-private.h. */
+#include "config.h"

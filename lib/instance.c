@@ -1,0 +1,2 @@
+/* instance.c: see instance-private.h. */
+#include "config.h"

@@ -1,0 +1,2 @@
+/* net.c: see net-private.h. */
+#include "config.h"

@@ -1,0 +1,2 @@
+/* profile.c: see profile-private.h. */
+#include "config.h"

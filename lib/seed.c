@@ -1,0 +1,2 @@
+/* seed.c: see seed-private.h. */
+#include "config.h"

@@ -1,0 +1,2 @@
+/* share.c: see share-private.h. */
+#include "config.h"

@@ -1,0 +1,2 @@
+/* ssh.c: see ssh-private.h. */
+#include "config.h"

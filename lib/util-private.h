@@ -1,0 +1,42 @@
+/* util-private.h: helpers shared by libhutch's modules. Not installed. */
+#pragma once
+
+#include "hutch.h"
+#include <libvirt/libvirt.h>
+#include <libvirt/virterror.h>
+
+/* Sets *error from libvirt's last error (thread-local: call right after the failing call),
+ * prefixed with the printf-style context. */
+void hutch_set_libvirt_error(GError **error, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(virConnect, virConnectClose)
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(virDomain, virDomainFree)
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(virDomainSnapshot, virDomainSnapshotFree)
+
+/* Parses "4GiB", "512MiB", "40G", "1024" (bytes) into bytes. Units: B, KiB/K, MiB/M, GiB/G,
+ * TiB/T (all powers of 1024). Returns FALSE on anything else, including overflow and 0. */
+gboolean hutch_parse_size(const char *text, guint64 *ret_bytes);
+/* The inverse, for display: the largest unit that divides exactly ("4GiB", "1536MiB"). */
+char *hutch_format_size(guint64 bytes);
+
+/* Writes data to path atomically (temporary file + rename) with the given mode. */
+gboolean hutch_write_file(const char *path, const void *data, gsize len, int mode,
+                          GError **error);
+/* Makes dir and its parents; dir itself gets mode (0700 for everything hutch owns). */
+gboolean hutch_mkdir(const char *dir, int mode, GError **error);
+/* rm -rf, refusing "" and "/". Missing is not an error. */
+gboolean hutch_rmtree(const char *path, GError **error);
+
+/* Expands a leading "~" or "~/" to home. Returns a new string. */
+char *hutch_expand_tilde(const char *path, const char *home);
+
+/* Monotonic seconds. */
+double hutch_now(void);
+
+/* The user's hutch directories (XDG base directories with a "hutch" component), newly
+ * allocated. runtime: $XDG_RUNTIME_DIR/hutch (GLib falls back to the cache directory when
+ * XDG_RUNTIME_DIR is unset). */
+char *hutch_data_dir(void);
+char *hutch_cache_dir(void);
+char *hutch_config_dir(void);
+char *hutch_runtime_dir(void);

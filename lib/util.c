@@ -1,0 +1,207 @@
+/* util.c: errors, sizes, files and directories shared by libhutch's modules. */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <glib/gstdio.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <libssh2.h>
+
+#include "util-private.h"
+
+G_DEFINE_QUARK(hutch-error-quark, hutch_error)
+
+static void quiet_libvirt_error_handler(void *user_data, virErrorPtr err) {
+  /* libvirt prints every error to stderr by default; the CLI prints errors itself, once. */
+}
+
+void hutch_init(void) {
+  static gsize initialised = 0;
+  if (g_once_init_enter(&initialised)) {
+    virInitialize();
+    virSetErrorFunc(NULL, quiet_libvirt_error_handler);
+    libssh2_init(0);
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    g_once_init_leave(&initialised, 1);
+  }
+}
+
+const char *hutch_version(void) {
+  return HUTCH_VERSION;
+}
+
+gboolean hutch_name_is_valid(const char *name, GError **error) {
+  gsize len = name ? strlen(name) : 0;
+  gboolean ok = len >= 1 && len <= 63 && g_ascii_islower(name[0]);
+  for (gsize i = 1; ok && i < len; i++)
+    ok = g_ascii_islower(name[i]) || g_ascii_isdigit(name[i]) || name[i] == '-';
+  if (!ok)
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE,
+                "invalid name '%s': use a lower-case letter followed by up to 62 lower-case "
+                "letters, digits or '-'",
+                name ? name : "");
+  return ok;
+}
+
+void hutch_set_libvirt_error(GError **error, const char *fmt, ...) {
+  /* virGetLastError is thread-local and overwritten by the next call: copy it first. */
+  virErrorPtr last = virGetLastError();
+  g_autofree char *message = g_strdup(last && last->message ? last->message
+                                                             : "unknown libvirt error");
+  va_list ap;
+  va_start(ap, fmt);
+  g_autofree char *context = g_strdup_vprintf(fmt, ap);
+  va_end(ap);
+  g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_LIBVIRT, "%s: %s", context, message);
+}
+
+gboolean hutch_parse_size(const char *text, guint64 *ret_bytes) {
+  static const struct {
+    const char *suffix;
+    guint shift;
+  } units[] = {
+      {"", 0},     {"B", 0},    {"K", 10},   {"KiB", 10}, {"M", 20},
+      {"MiB", 20}, {"G", 30},   {"GiB", 30}, {"T", 40},   {"TiB", 40},
+  };
+  if (!text || !g_ascii_isdigit(text[0]))
+    return FALSE;
+  char *end = NULL;
+  errno = 0;
+  guint64 number = g_ascii_strtoull(text, &end, 10);
+  if (errno != 0 || number == 0)
+    return FALSE;
+  for (gsize i = 0; i < G_N_ELEMENTS(units); i++) {
+    if (strcmp(end, units[i].suffix) != 0)
+      continue;
+    if (units[i].shift && number > (G_MAXUINT64 >> units[i].shift))
+      return FALSE;
+    *ret_bytes = number << units[i].shift;
+    return TRUE;
+  }
+  return FALSE;
+}
+
+char *hutch_format_size(guint64 bytes) {
+  static const char *names[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  guint unit = 0;
+  while (unit < G_N_ELEMENTS(names) - 1 && bytes != 0 && bytes % 1024 == 0) {
+    bytes /= 1024;
+    unit++;
+  }
+  return g_strdup_printf("%" G_GUINT64_FORMAT "%s", bytes, names[unit]);
+}
+
+gboolean hutch_write_file(const char *path, const void *data, gsize len, int mode,
+                          GError **error) {
+  g_autofree char *tmp = g_strdup_printf("%s.tmp-XXXXXX", path);
+  int fd = g_mkstemp_full(tmp, O_WRONLY | O_CLOEXEC, mode);
+  if (fd < 0) {
+    int saved = errno;
+    g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(saved), "writing %s: %s", path,
+                g_strerror(saved));
+    return FALSE;
+  }
+  const char *p = data;
+  gsize left = len;
+  while (left > 0) {
+    ssize_t n = write(fd, p, left);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0) {
+      int saved = errno;
+      close(fd);
+      g_unlink(tmp);
+      g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(saved), "writing %s: %s",
+                  path, g_strerror(saved));
+      return FALSE;
+    }
+    p += n;
+    left -= (gsize)n;
+  }
+  if (fchmod(fd, mode) < 0 || fsync(fd) < 0 || close(fd) < 0 || g_rename(tmp, path) < 0) {
+    int saved = errno;
+    g_unlink(tmp);
+    g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(saved), "writing %s: %s", path,
+                g_strerror(saved));
+    return FALSE;
+  }
+  return TRUE;
+}
+
+gboolean hutch_mkdir(const char *dir, int mode, GError **error) {
+  if (g_mkdir_with_parents(dir, mode) < 0 || g_chmod(dir, mode) < 0) {
+    int saved = errno;
+    g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(saved), "creating %s: %s", dir,
+                g_strerror(saved));
+    return FALSE;
+  }
+  return TRUE;
+}
+
+gboolean hutch_rmtree(const char *path, GError **error) {
+  if (!path || !*path || strcmp(path, "/") == 0) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "refusing to remove '%s'",
+                path ? path : "");
+    return FALSE;
+  }
+  GStatBuf st;
+  if (g_lstat(path, &st) < 0)
+    return errno == ENOENT ? TRUE : (g_set_error(error, G_FILE_ERROR,
+                                                 g_file_error_from_errno(errno),
+                                                 "removing %s: %s", path,
+                                                 g_strerror(errno)),
+                                     FALSE);
+  if (S_ISDIR(st.st_mode)) {
+    g_autoptr(GDir) dir = g_dir_open(path, 0, error);
+    if (!dir)
+      return FALSE;
+    const char *entry;
+    while ((entry = g_dir_read_name(dir))) {
+      g_autofree char *child = g_build_filename(path, entry, NULL);
+      if (!hutch_rmtree(child, error))
+        return FALSE;
+    }
+    if (g_rmdir(path) < 0) {
+      g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(errno), "removing %s: %s",
+                  path, g_strerror(errno));
+      return FALSE;
+    }
+    return TRUE;
+  }
+  if (g_unlink(path) < 0) {
+    g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(errno), "removing %s: %s", path,
+                g_strerror(errno));
+    return FALSE;
+  }
+  return TRUE;
+}
+
+char *hutch_expand_tilde(const char *path, const char *home) {
+  if (path[0] == '~' && (path[1] == '\0' || path[1] == '/'))
+    return g_strconcat(home, path + 1, NULL);
+  return g_strdup(path);
+}
+
+double hutch_now(void) {
+  return g_get_monotonic_time() / 1e6;
+}
+
+char *hutch_data_dir(void) {
+  return g_build_filename(g_get_user_data_dir(), "hutch", NULL);
+}
+
+char *hutch_cache_dir(void) {
+  return g_build_filename(g_get_user_cache_dir(), "hutch", NULL);
+}
+
+char *hutch_config_dir(void) {
+  return g_build_filename(g_get_user_config_dir(), "hutch", NULL);
+}
+
+char *hutch_runtime_dir(void) {
+  return g_build_filename(g_get_user_runtime_dir(), "hutch", NULL);
+}
