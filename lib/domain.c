@@ -1,2 +1,546 @@
 /* domain.c: see domain-private.h. */
 #include "config.h"
+
+#include <stdarg.h>
+
+#include <libxml/parser.h>
+#include <libxml/tree.h>
+#include <libxml/xmlsave.h>
+
+#include "domain-private.h"
+
+#define QEMU_NS "http://libvirt.org/schemas/domain/qemu/1.0"
+/* QEMU's default translation cache is 1 GiB and doubled the RSS of a 1 GiB guest. */
+#define TCG_TB_CACHE_MIB "256"
+/* The slot of the passt NIC on pcie.0. libvirt puts its own devices behind root ports at
+ * 0x1.x, 0x2.x, ... and the SATA controller at 0x1f: 0x10 stays free. */
+#define NET_PCI_ADDR "0x10"
+#define NET_ID "hutchnet0"
+/* The longest tag virtio-fs accepts. */
+#define FS_TAG_MAX 36
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(xmlDoc, xmlFreeDoc)
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(xmlParserCtxt, xmlFreeParserCtxt)
+
+void hutch_domain_fs_free(HutchDomainFs *fs) {
+  if (!fs)
+    return;
+  g_free(fs->tag);
+  g_free(fs->socket);
+  g_free(fs->source_dir);
+  g_free(fs);
+}
+
+void hutch_domain_meta_free(HutchDomainMeta *meta) {
+  if (!meta)
+    return;
+  g_free(meta->profile_name);
+  g_free(meta->instance_dir);
+  g_free(meta->runtime_dir);
+  g_free(meta->guest_user);
+  g_free(meta);
+}
+
+/* ---- Validation ----------------------------------------------------------------------- */
+
+/* libxml2 writes control characters as character references that XML 1.0 forbids, and
+ * libvirt then refuses the whole document: catch them here with the field's name. */
+static gboolean check_text(const char *field, const char *value, GError **error) {
+  if (!g_utf8_validate(value, -1, NULL)) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE, "%s is not valid UTF-8", field);
+    return FALSE;
+  }
+  for (const char *p = value; *p; p++) {
+    if ((guchar)*p < 0x20 || *p == 0x7f) {
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE,
+                  "%s contains a control character", field);
+      return FALSE;
+    }
+  }
+  return TRUE;
+}
+
+static gboolean check_path(const char *field, const char *path, gboolean required,
+                           GError **error) {
+  if (!path || !*path) {
+    if (!required)
+      return TRUE;
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE, "%s is missing", field);
+    return FALSE;
+  }
+  if (!g_path_is_absolute(path)) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE, "%s '%s' is not an absolute path",
+                field, path);
+    return FALSE;
+  }
+  return check_text(field, path, error);
+}
+
+static gboolean check_uuid(const char *uuid, GError **error) {
+  gboolean ok = uuid && strlen(uuid) == 36;
+  for (int i = 0; ok && i < 36; i++) {
+    if (i == 8 || i == 13 || i == 18 || i == 23)
+      ok = uuid[i] == '-';
+    else
+      ok = g_ascii_isxdigit(uuid[i]);
+  }
+  if (!ok)
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE,
+                "invalid uuid '%s': expected xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx",
+                uuid ? uuid : "");
+  return ok;
+}
+
+static gboolean check_mac(const char *mac, GError **error) {
+  gboolean ok = mac && strlen(mac) == 17;
+  for (int i = 0; ok && i < 17; i++)
+    ok = (i % 3 == 2) ? mac[i] == ':' : g_ascii_isxdigit(mac[i]);
+  /* A multicast address (low bit of the first octet) cannot be a NIC's address. */
+  if (ok && (g_ascii_xdigit_value(mac[1]) & 1))
+    ok = FALSE;
+  if (!ok)
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE,
+                "invalid MAC address '%s': expected a unicast xx:xx:xx:xx:xx:xx",
+                mac ? mac : "");
+  return ok;
+}
+
+static gboolean check_tag(const char *tag, GError **error) {
+  gsize len = tag ? strlen(tag) : 0;
+  gboolean ok = len >= 1 && len <= FS_TAG_MAX;
+  for (gsize i = 0; ok && i < len; i++)
+    ok = g_ascii_isalnum(tag[i]) || tag[i] == '-' || tag[i] == '_' || tag[i] == '.';
+  if (!ok)
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE,
+                "invalid share tag '%s': use 1 to %d letters, digits, '-', '_' or '.'",
+                tag ? tag : "", FS_TAG_MAX);
+  return ok;
+}
+
+static gboolean check_filesystems(GPtrArray *filesystems, GError **error) {
+  g_autoptr(GHashTable) tags = g_hash_table_new(g_str_hash, g_str_equal);
+  for (guint i = 0; filesystems && i < filesystems->len; i++) {
+    const HutchDomainFs *fs = g_ptr_array_index(filesystems, i);
+    if (!check_tag(fs->tag, error))
+      return FALSE;
+    if (!g_hash_table_add(tags, fs->tag)) {
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE, "share tag '%s' is used twice",
+                  fs->tag);
+      return FALSE;
+    }
+    if (!fs->socket == !fs->source_dir) {
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE,
+                  "share '%s' needs either a virtiofs socket or a 9p directory", fs->tag);
+      return FALSE;
+    }
+    /* libvirt refuses <readonly/> on virtiofs; a read-only virtiofs share is the job of
+     * virtiofsd --readonly. Dropping the flag silently would make a read-only share
+     * writable. */
+    if (fs->socket && fs->readonly) {
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE,
+                  "share '%s': read-only virtiofs is enforced by virtiofsd, not the domain",
+                  fs->tag);
+      return FALSE;
+    }
+    if (!check_path("share socket", fs->socket, FALSE, error) ||
+        !check_path("share directory", fs->source_dir, FALSE, error))
+      return FALSE;
+  }
+  return TRUE;
+}
+
+static gboolean check_config(const HutchProfile *profile, const HutchDomainConfig *c,
+                             GError **error) {
+  if (!hutch_name_is_valid(c->name, error) || !check_uuid(c->uuid, error))
+    return FALSE;
+  if (g_strcmp0(c->domain_type, "kvm") != 0 && g_strcmp0(c->domain_type, "qemu") != 0) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE,
+                "invalid domain type '%s': expected kvm or qemu",
+                c->domain_type ? c->domain_type : "");
+    return FALSE;
+  }
+  if (profile->cpus == 0) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE, "cpus must be at least 1");
+    return FALSE;
+  }
+  /* libvirt counts memory in KiB; refusing a remainder beats rounding behind the user's
+   * back. */
+  if (profile->memory == 0 || profile->memory % 1024 != 0) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE,
+                "memory must be a positive whole number of KiB (%" G_GUINT64_FORMAT
+                " bytes)",
+                profile->memory);
+    return FALSE;
+  }
+  if (c->ssh_port > G_MAXUINT16) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE, "invalid SSH port %u", c->ssh_port);
+    return FALSE;
+  }
+  if (!check_path("emulator", c->emulator, FALSE, error) ||
+      !check_path("disk", c->disk_path, TRUE, error) ||
+      !check_path("seed", c->seed_path, FALSE, error) ||
+      !check_path("kernel", c->kernel, FALSE, error) ||
+      !check_path("initrd", c->initrd, FALSE, error) ||
+      !check_path("console log", c->console_log, TRUE, error) ||
+      !check_path("passt socket", c->passt_socket, FALSE, error) ||
+      !check_path("ready socket", c->ready_socket, TRUE, error) ||
+      !check_path("agent socket", c->agent_socket, FALSE, error) ||
+      !check_path("instance directory", c->instance_dir, TRUE, error) ||
+      !check_path("runtime directory", c->runtime_dir, TRUE, error))
+    return FALSE;
+  if ((c->initrd || c->cmdline) && !c->kernel) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE, "initrd and cmdline need a kernel");
+    return FALSE;
+  }
+  if (c->cmdline && !check_text("kernel command line", c->cmdline, error))
+    return FALSE;
+  if (c->profile_name && !check_text("profile name", c->profile_name, error))
+    return FALSE;
+  if (c->guest_user && !check_text("guest user", c->guest_user, error))
+    return FALSE;
+  if (c->passt_socket) {
+    if (!check_mac(c->mac, error))
+      return FALSE;
+    /* The socket path lands inside a QEMU option string, where ',' separates options: a
+     * comma would let the path add options of its own. */
+    if (strchr(c->passt_socket, ',')) {
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE,
+                  "passt socket '%s' contains a comma", c->passt_socket);
+      return FALSE;
+    }
+  }
+  return check_filesystems(c->filesystems, error);
+}
+
+/* ---- Building ------------------------------------------------------------------------- */
+
+/* Text children and attributes go through libxml2's own escaping: xmlNewTextChild and
+ * xmlSetProp take raw text (unlike xmlNewChild, which would parse '&' as an entity). */
+static xmlNodePtr add_text(xmlNodePtr parent, xmlNsPtr ns, const char *name, const char *text) {
+  return xmlNewTextChild(parent, ns, BAD_CAST name, BAD_CAST text);
+}
+
+static xmlNodePtr add_node(xmlNodePtr parent, const char *name) {
+  return xmlNewChild(parent, NULL, BAD_CAST name, NULL);
+}
+
+static void set_attr(xmlNodePtr node, const char *name, const char *value) {
+  xmlSetProp(node, BAD_CAST name, BAD_CAST value);
+}
+
+/* An element with up to two attributes (a NULL name ends the list). */
+static xmlNodePtr add_elem(xmlNodePtr parent, const char *name, const char *attr1,
+                           const char *value1, const char *attr2, const char *value2) {
+  xmlNodePtr node = add_node(parent, name);
+  if (attr1)
+    set_attr(node, attr1, value1);
+  if (attr2)
+    set_attr(node, attr2, value2);
+  return node;
+}
+
+static void add_metadata(xmlNodePtr domain, const HutchDomainConfig *c) {
+  xmlNodePtr metadata = add_node(domain, "metadata");
+  xmlNodePtr instance = xmlNewChild(metadata, NULL, BAD_CAST "instance", NULL);
+  xmlNsPtr ns = xmlNewNs(instance, BAD_CAST HUTCH_METADATA_NS, BAD_CAST HUTCH_METADATA_PREFIX);
+  xmlSetNs(instance, ns);
+  g_autofree char *port = g_strdup_printf("%u", c->ssh_port);
+  if (c->profile_name)
+    add_text(instance, ns, "profile", c->profile_name);
+  add_text(instance, ns, "ssh-port", port);
+  add_text(instance, ns, "instance-dir", c->instance_dir);
+  add_text(instance, ns, "runtime-dir", c->runtime_dir);
+  if (c->guest_user)
+    add_text(instance, ns, "user", c->guest_user);
+}
+
+static void add_os(xmlNodePtr domain, const HutchDomainConfig *c) {
+  xmlNodePtr os = add_node(domain, "os");
+  xmlNodePtr type = add_text(os, NULL, "type", "hvm");
+  set_attr(type, "arch", "x86_64");
+  set_attr(type, "machine", "q35");
+  /* No <loader>: SeaBIOS, because libvirt 9.0 refuses internal snapshots with UEFI pflash. */
+  if (c->kernel) {
+    add_text(os, NULL, "kernel", c->kernel);
+    if (c->initrd)
+      add_text(os, NULL, "initrd", c->initrd);
+    if (c->cmdline)
+      add_text(os, NULL, "cmdline", c->cmdline);
+  } else {
+    add_elem(os, "boot", "dev", "hd", NULL, NULL);
+  }
+}
+
+static void add_features_cpu(xmlNodePtr domain, const HutchDomainConfig *c) {
+  gboolean tcg = strcmp(c->domain_type, "qemu") == 0;
+  xmlNodePtr features = add_node(domain, "features");
+  add_node(features, "acpi");
+  add_node(features, "apic");
+  if (tcg) {
+    xmlNodePtr cache = add_text(add_node(features, "tcg"), NULL, "tb-cache", TCG_TB_CACHE_MIB);
+    set_attr(cache, "unit", "MiB");
+  }
+  /* Under TCG no <cpu>: libvirt's default model (qemu64) is what the test guest was measured
+   * with, and host-model needs KVM. */
+  if (!tcg)
+    add_elem(domain, "cpu", "mode", "host-model", NULL, NULL);
+}
+
+static void add_channel(xmlNodePtr devices, const char *path, const char *name) {
+  xmlNodePtr channel = add_elem(devices, "channel", "type", "unix", NULL, NULL);
+  add_elem(channel, "source", "mode", "bind", "path", path);
+  add_elem(channel, "target", "type", "virtio", "name", name);
+}
+
+static void add_filesystem(xmlNodePtr devices, const HutchDomainFs *fs) {
+  xmlNodePtr node = add_elem(devices, "filesystem", "type", "mount", NULL, NULL);
+  if (fs->socket) {
+    /* A virtiofsd hutch starts itself: libvirt 9.0 refuses to run one in session mode. */
+    add_elem(node, "driver", "type", "virtiofs", "queue", "1024");
+    add_elem(node, "source", "socket", fs->socket, NULL, NULL);
+  } else {
+    set_attr(node, "accessmode", "mapped");
+    add_elem(node, "source", "dir", fs->source_dir, NULL, NULL);
+  }
+  add_elem(node, "target", "dir", fs->tag, NULL, NULL);
+  if (fs->readonly)
+    add_node(node, "readonly");
+}
+
+static void add_devices(xmlNodePtr domain, const HutchDomainConfig *c) {
+  xmlNodePtr devices = add_node(domain, "devices");
+  if (c->emulator)
+    add_text(devices, NULL, "emulator", c->emulator);
+
+  xmlNodePtr disk = add_elem(devices, "disk", "type", "file", "device", "disk");
+  xmlNodePtr driver = add_elem(disk, "driver", "name", "qemu", "type", "qcow2");
+  set_attr(driver, "discard", "unmap");
+  add_elem(disk, "source", "file", c->disk_path, NULL, NULL);
+  add_elem(disk, "target", "dev", "vda", "bus", "virtio");
+
+  if (c->seed_path) {
+    xmlNodePtr cdrom = add_elem(devices, "disk", "type", "file", "device", "cdrom");
+    add_elem(cdrom, "driver", "name", "qemu", "type", "raw");
+    add_elem(cdrom, "source", "file", c->seed_path, NULL, NULL);
+    add_elem(cdrom, "target", "dev", "sda", "bus", "sata");
+    add_node(cdrom, "readonly");
+  }
+
+  add_elem(devices, "controller", "type", "usb", "model", "none");
+
+  for (guint i = 0; c->filesystems && i < c->filesystems->len; i++)
+    add_filesystem(devices, g_ptr_array_index(c->filesystems, i));
+
+  /* A plain file, written by QEMU as the user, that hutch reads without libvirt. */
+  xmlNodePtr serial = add_elem(devices, "serial", "type", "file", NULL, NULL);
+  add_elem(serial, "source", "path", c->console_log, NULL, NULL);
+  add_elem(serial, "target", "port", "0", NULL, NULL);
+  xmlNodePtr console = add_elem(devices, "console", "type", "file", NULL, NULL);
+  add_elem(console, "source", "path", c->console_log, NULL, NULL);
+  add_elem(console, "target", "type", "serial", "port", "0");
+
+  if (c->agent_socket)
+    add_channel(devices, c->agent_socket, "org.qemu.guest_agent.0");
+  add_channel(devices, c->ready_socket, HUTCH_READY_CHANNEL);
+
+  add_elem(devices, "memballoon", "model", "virtio", NULL, NULL);
+  /* Without entropy, a TCG guest waited long for its RNG to seed during boot. */
+  xmlNodePtr rng = add_elem(devices, "rng", "model", "virtio", NULL, NULL);
+  xmlNodePtr backend = add_text(rng, NULL, "backend", "/dev/urandom");
+  set_attr(backend, "model", "random");
+}
+
+static void add_qemu_arg(xmlNodePtr commandline, xmlNsPtr ns, const char *value) {
+  xmlNodePtr arg = xmlNewChild(commandline, ns, BAD_CAST "arg", NULL);
+  set_attr(arg, "value", value);
+}
+
+/* Debian's libvirt 9.0 has no passt backend and its slirp ignores port forwards: hutch runs
+ * passt itself and hands QEMU the socket. */
+static void add_network(xmlNodePtr domain, xmlNsPtr qemu_ns, const HutchDomainConfig *c) {
+  xmlNodePtr commandline = xmlNewChild(domain, qemu_ns, BAD_CAST "commandline", NULL);
+  g_autofree char *netdev =
+      g_strdup_printf("stream,id=" NET_ID ",server=off,addr.type=unix,addr.path=%s",
+                      c->passt_socket);
+  g_autofree char *device = g_strdup_printf(
+      "virtio-net-pci,netdev=" NET_ID ",mac=%s,bus=pcie.0,addr=" NET_PCI_ADDR, c->mac);
+  add_qemu_arg(commandline, qemu_ns, "-netdev");
+  add_qemu_arg(commandline, qemu_ns, netdev);
+  add_qemu_arg(commandline, qemu_ns, "-device");
+  add_qemu_arg(commandline, qemu_ns, device);
+}
+
+static gboolean has_virtiofs(GPtrArray *filesystems) {
+  for (guint i = 0; filesystems && i < filesystems->len; i++) {
+    const HutchDomainFs *fs = g_ptr_array_index(filesystems, i);
+    if (fs->socket)
+      return TRUE;
+  }
+  return FALSE;
+}
+
+static char *doc_to_string(xmlDocPtr doc, GError **error) {
+  xmlBufferPtr buffer = xmlBufferCreate();
+  xmlSaveCtxtPtr save =
+      xmlSaveToBuffer(buffer, "UTF-8", XML_SAVE_FORMAT | XML_SAVE_NO_DECL | XML_SAVE_AS_XML);
+  if (!save) {
+    xmlBufferFree(buffer);
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "writing domain XML failed");
+    return NULL;
+  }
+  long written = xmlSaveDoc(save, doc);
+  xmlSaveClose(save);
+  if (written < 0) {
+    xmlBufferFree(buffer);
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "writing domain XML failed");
+    return NULL;
+  }
+  char *text = g_strdup((const char *)xmlBufferContent(buffer));
+  xmlBufferFree(buffer);
+  return text;
+}
+
+char *hutch_domain_build_xml(const HutchProfile *profile, const HutchDomainConfig *config,
+                             GError **error) {
+  if (!check_config(profile, config, error)) {
+    g_prefix_error(error, "building domain XML: ");
+    return NULL;
+  }
+
+  g_autoptr(xmlDoc) doc = xmlNewDoc(BAD_CAST "1.0");
+  xmlNodePtr domain = xmlNewDocNode(doc, NULL, BAD_CAST "domain", NULL);
+  xmlDocSetRootElement(doc, domain);
+  set_attr(domain, "type", config->domain_type);
+  xmlNsPtr qemu_ns = xmlNewNs(domain, BAD_CAST QEMU_NS, BAD_CAST "qemu");
+
+  add_text(domain, NULL, "name", config->name);
+  add_text(domain, NULL, "uuid", config->uuid);
+  add_metadata(domain, config);
+
+  g_autofree char *kib = g_strdup_printf("%" G_GUINT64_FORMAT, profile->memory / 1024);
+  set_attr(add_text(domain, NULL, "memory", kib), "unit", "KiB");
+  set_attr(add_text(domain, NULL, "currentMemory", kib), "unit", "KiB");
+  if (has_virtiofs(config->filesystems)) {
+    /* vhost-user (virtiofsd) maps the guest's memory: it has to be shareable. */
+    xmlNodePtr backing = add_node(domain, "memoryBacking");
+    add_elem(backing, "source", "type", "memfd", NULL, NULL);
+    add_elem(backing, "access", "mode", "shared", NULL, NULL);
+  }
+  g_autofree char *cpus = g_strdup_printf("%u", profile->cpus);
+  add_text(domain, NULL, "vcpu", cpus);
+
+  add_os(domain, config);
+  add_features_cpu(domain, config);
+  add_elem(domain, "clock", "offset", "utc", NULL, NULL);
+  add_text(domain, NULL, "on_poweroff", "destroy");
+  add_text(domain, NULL, "on_reboot", "restart");
+  add_text(domain, NULL, "on_crash", "destroy");
+  add_devices(domain, config);
+  if (config->passt_socket)
+    add_network(domain, qemu_ns, config);
+
+  char *text = doc_to_string(doc, error);
+  if (!text)
+    g_prefix_error(error, "building domain XML: ");
+  return text;
+}
+
+/* ---- Metadata ------------------------------------------------------------------------- */
+
+/* libvirt hands the element back with or without its namespace (the test driver and virsh
+ * strip it): accept both, and nothing in another namespace. */
+static gboolean is_hutch_element(xmlNodePtr node, const char *name) {
+  return node->type == XML_ELEMENT_NODE && xmlStrEqual(node->name, BAD_CAST name) &&
+         (!node->ns || xmlStrEqual(node->ns->href, BAD_CAST HUTCH_METADATA_NS));
+}
+
+static gboolean meta_error(GError **error, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
+
+static gboolean meta_error(GError **error, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  g_autofree char *message = g_strdup_vprintf(fmt, ap);
+  va_end(ap);
+  g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_NOT_HUTCH, "invalid hutch metadata: %s",
+              message);
+  return FALSE;
+}
+
+static gboolean take_text(xmlNodePtr node, char **field, GError **error) {
+  if (*field)
+    return meta_error(error, "<%s> appears twice", (const char *)node->name);
+  xmlChar *content = xmlNodeGetContent(node);
+  *field = g_strdup(content ? (const char *)content : "");
+  xmlFree(content);
+  return TRUE;
+}
+
+static gboolean parse_port(const char *text, guint *ret) {
+  guint64 value = 0;
+  if (!g_ascii_string_to_unsigned(text, 10, 0, G_MAXUINT16, &value, NULL))
+    return FALSE;
+  *ret = (guint)value;
+  return TRUE;
+}
+
+HutchDomainMeta *hutch_domain_meta_parse(const char *xml, GError **error) {
+  if (!xml) {
+    meta_error(error, "empty");
+    return NULL;
+  }
+  g_autoptr(xmlParserCtxt) ctxt = xmlNewParserCtxt();
+  if (!ctxt) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "out of memory");
+    return NULL;
+  }
+  /* No entity expansion, no network, and no printing: the library never prints. */
+  g_autoptr(xmlDoc) doc =
+      xmlCtxtReadMemory(ctxt, xml, (int)strlen(xml), "metadata.xml", "UTF-8",
+                        XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
+  if (!doc) {
+    const xmlError *err = xmlCtxtGetLastError(ctxt);
+    g_autofree char *message =
+        g_strstrip(g_strdup(err && err->message ? err->message : "not XML"));
+    meta_error(error, "%s", message);
+    return NULL;
+  }
+  /* libvirt never hands back a DTD; refusing one rules out entity tricks. */
+  if (doc->intSubset || doc->extSubset) {
+    meta_error(error, "a document type declaration is not allowed");
+    return NULL;
+  }
+  xmlNodePtr root = xmlDocGetRootElement(doc);
+  if (!root || !is_hutch_element(root, "instance")) {
+    meta_error(error, "the root element is not <%s:instance>", HUTCH_METADATA_PREFIX);
+    return NULL;
+  }
+
+  g_autoptr(HutchDomainMeta) meta = g_new0(HutchDomainMeta, 1);
+  g_autofree char *port = NULL;
+  for (xmlNodePtr child = root->children; child; child = child->next) {
+    char **field = NULL;
+    if (is_hutch_element(child, "profile"))
+      field = &meta->profile_name;
+    else if (is_hutch_element(child, "ssh-port"))
+      field = &port;
+    else if (is_hutch_element(child, "instance-dir"))
+      field = &meta->instance_dir;
+    else if (is_hutch_element(child, "runtime-dir"))
+      field = &meta->runtime_dir;
+    else if (is_hutch_element(child, "user"))
+      field = &meta->guest_user;
+    /* Unknown elements are skipped: a newer hutch may add some. */
+    if (field && !take_text(child, field, error))
+      return NULL;
+  }
+  if (!port || !parse_port(port, &meta->ssh_port)) {
+    meta_error(error, "missing or invalid <ssh-port>");
+    return NULL;
+  }
+  if (!meta->instance_dir || !g_path_is_absolute(meta->instance_dir) || !meta->runtime_dir ||
+      !g_path_is_absolute(meta->runtime_dir)) {
+    meta_error(error, "missing or relative <instance-dir> or <runtime-dir>");
+    return NULL;
+  }
+  return g_steal_pointer(&meta);
+}
