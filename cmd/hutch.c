@@ -1,1 +1,300 @@
-int main(void) { return 0; }
+/* hutch: the command line. argv -> one verb -> libhutch calls -> output and exit code. */
+#include "config.h"
+
+#include <stdarg.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+/* Sorted by name: `hutch --help` lists them in this order. */
+static const Verb verbs[] = {
+    {"cp", verb_cp, "copy files between the host and a VM (NAME:PATH on one side)",
+     "usage: hutch cp [-r] SRC DST\n"
+     "\n"
+     "Copies over SFTP. Exactly one of SRC and DST is NAME:PATH; a relative PATH is relative\n"
+     "to the guest user's home. File modes are kept.\n"
+     "\n"
+     "  -r, --recursive   copy directories\n"},
+    {"create", verb_create, "create a VM from a profile (shut off)",
+     "usage: hutch create NAME [--profile PROFILE | -f FILE] [OPTIONS]\n"
+     "\n"
+     "Creates the VM's directory, disk overlay, cloud-init seed and libvirt domain. The image\n"
+     "is built or downloaded first when it is not cached. Nothing is left behind on failure.\n"
+     "\n"
+     "  -p, --profile NAME  profile by name (default: default)\n"
+     "  -f, --file FILE     profile from a file\n"
+     "      --cpus N        override the profile's cpus\n"
+     "      --memory SIZE   override the profile's memory (e.g. 2GiB)\n"
+     "      --disk SIZE     override the profile's disk size (e.g. 20GiB)\n"},
+    {"delete", verb_delete, "remove a VM, its disk, snapshots and helpers",
+     "usage: hutch delete NAME [--force]\n"
+     "\n"
+     "  -f, --force   delete a running VM (it is powered off first)\n"},
+    {"image", verb_image, "build, download, list and remove base images",
+     "usage: hutch image build PROFILE\n"
+     "       hutch image pull URL --digest sha256:HEX|sha512:HEX\n"
+     "       hutch image list [--json]\n"
+     "       hutch image rm KEY\n"
+     "\n"
+     "Images live in $XDG_CACHE_HOME/hutch/images. `build` runs mmdebstrap for a profile\n"
+     "whose image is `build:`; `pull` checks the digest before anything enters the cache; `rm`\n"
+     "refuses an image that still backs a VM.\n"},
+    {"info", verb_info, "show one VM",
+     "usage: hutch info NAME [--json]\n"},
+    {"list", verb_list, "list VMs",
+     "usage: hutch list [--json] [--name]\n"
+     "\n"
+     "      --name   print only the names, one a line\n"},
+    {"profile", verb_profile, "list profiles or show one fully expanded",
+     "usage: hutch profile list [--json]\n"
+     "       hutch profile show NAME|FILE\n"},
+    {"shell", verb_shell, "open a shell in a VM, or run a command there",
+     "usage: hutch shell NAME [--workdir DIR] [-- CMD [ARG...]]\n"
+     "\n"
+     "Without CMD: an interactive login shell with a terminal. With CMD: runs it with stdin,\n"
+     "stdout and stderr connected; hutch exits with CMD's exit status.\n"
+     "\n"
+     "  -w, --workdir DIR   directory to run in (default: the user's home)\n"},
+    {"ssh-config", verb_ssh_config, "print an OpenSSH client configuration for a VM",
+     "usage: hutch ssh-config NAME\n"
+     "\n"
+     "Prints a Host block (with the VM's pinned host key) for ssh -F or ~/.ssh/config.\n"},
+    {"start", verb_start, "start a VM (creating it first when new) and wait until it is ready",
+     "usage: hutch start NAME [--profile PROFILE | -f FILE] [OPTIONS]\n"
+     "\n"
+     "Creates NAME when it does not exist (same options as create), starts its helpers and\n"
+     "the domain, and returns once the guest is provisioned and answers SSH.\n"
+     "\n"
+     "  -p, --profile NAME  profile for a new VM (default: default)\n"
+     "  -f, --file FILE     profile file for a new VM\n"
+     "      --cpus N, --memory SIZE, --disk SIZE   overrides for a new VM\n"
+     "      --no-wait       return once the domain runs\n"},
+    {"stop", verb_stop, "shut a VM down",
+     "usage: hutch stop NAME [--force]\n"
+     "\n"
+     "Asks the guest to power off and waits; powers it off after 60 seconds.\n"
+     "\n"
+     "  -f, --force   power off at once\n"},
+};
+
+static const char main_usage[] =
+    "usage: hutch [-c URI] [--json] [-q] VERB [ARGS...]\n"
+    "\n"
+    "hutch makes disposable, provisioned QEMU/KVM dev VMs through libvirt: only the folders\n"
+    "you name are shared, only the ports you name are forwarded (to 127.0.0.1), and no host\n"
+    "secret goes in.\n"
+    "\n"
+    "options:\n"
+    "  -c, --connect URI   libvirt URI (default: $LIBVIRT_DEFAULT_URI, else qemu:///session)\n"
+    "      --json          machine-readable output (see docs/json.md)\n"
+    "  -q, --quiet         no progress output\n"
+    "  -h, --help          this text; `hutch VERB --help` for a verb\n"
+    "      --version       print the version\n"
+    "\n"
+    "verbs:\n";
+
+const Verb *cli_find_verb(const char *name) {
+  for (gsize i = 0; i < G_N_ELEMENTS(verbs); i++)
+    if (strcmp(verbs[i].name, name) == 0)
+      return &verbs[i];
+  return NULL;
+}
+
+static void print_main_usage(FILE *out) {
+  fputs(main_usage, out);
+  for (gsize i = 0; i < G_N_ELEMENTS(verbs); i++)
+    fprintf(out, "  %-12s %s\n", verbs[i].name, verbs[i].summary);
+  fputs("\nexit status: 0 success, 1 failure, 2 usage error; `shell -- CMD` exits with CMD's.\n",
+        out);
+}
+
+int cli_usage_error(const char *verb, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  g_autofree char *message = g_strdup_vprintf(fmt, ap);
+  va_end(ap);
+  if (verb)
+    fprintf(stderr, "hutch %s: %s (see 'hutch %s --help')\n", verb, message, verb);
+  else
+    fprintf(stderr, "hutch: %s (see 'hutch --help')\n", message);
+  return EXIT_USAGE;
+}
+
+int cli_error(GError *error) {
+  /* One line: multi-line messages (a provisioning log tail) keep their lines after the
+   * first, indented. */
+  g_auto(GStrv) lines = g_strsplit(error->message, "\n", -1);
+  fprintf(stderr, "hutch: %s\n", lines[0]);
+  for (int i = 1; lines[i]; i++)
+    if (*lines[i])
+      fprintf(stderr, "  %s\n", lines[i]);
+  return g_error_matches(error, HUTCH_ERROR, HUTCH_ERROR_USAGE) ? EXIT_USAGE : EXIT_FAILED;
+}
+
+int cli_getopt(CliOptions *opts, int argc, char **argv) {
+  g_autofree char *shortopts = g_strconcat(":h", opts->shortopts ? opts->shortopts : "", NULL);
+  gsize n = 0;
+  while (opts->longopts && opts->longopts[n].name)
+    n++;
+  g_autofree struct option *longopts = g_new0(struct option, n + 2);
+  if (n)
+    memcpy(longopts, opts->longopts, n * sizeof(struct option));
+  longopts[n] = (struct option){"help", no_argument, NULL, 'h'};
+
+  opterr = 0;
+  int c = getopt_long(argc, argv, shortopts, longopts, NULL);
+  switch (c) {
+  case -1:
+    return 0;
+  case 'h':
+    fputs(opts->verb->usage, stdout);
+    opts->exit_code = EXIT_OK;
+    return -1;
+  case ':':
+    opts->exit_code = cli_usage_error(opts->verb->name, "option '%s' needs a value",
+                                      argv[optind - 1]);
+    return -1;
+  case '?':
+    if (optopt)
+      opts->exit_code = cli_usage_error(opts->verb->name, "unknown option '-%c'", optopt);
+    else
+      opts->exit_code = cli_usage_error(opts->verb->name, "unknown option '%s'",
+                                        argv[optind - 1]);
+    return -1;
+  default:
+    return c;
+  }
+}
+
+gboolean cli_expect_args(CliOptions *opts, int argc, char **argv, int min, int max) {
+  int count = argc - optind;
+  if (count < min) {
+    opts->exit_code = cli_usage_error(opts->verb->name, "missing argument");
+    return FALSE;
+  }
+  if (max >= 0 && count > max) {
+    opts->exit_code = cli_usage_error(opts->verb->name, "unexpected argument '%s'",
+                                      argv[optind + max]);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+void cli_print_json(JsonNode *node) {
+  g_autoptr(JsonGenerator) gen = json_generator_new();
+  json_generator_set_pretty(gen, TRUE);
+  json_generator_set_root(gen, node);
+  g_autofree char *text = json_generator_to_data(gen, NULL);
+  printf("%s\n", text);
+  json_node_unref(node);
+}
+
+/* Progress on stderr. On a terminal the current phase is redrawn in place and replaced by
+ * its final line when it ends; otherwise each phase prints one line when it ends. */
+typedef struct {
+  gboolean tty;
+  gboolean line_open;   /* a redrawable line is on the screen */
+} ProgressView;
+
+static void progress_print(const HutchProgress *p, gpointer user_data) {
+  ProgressView *view = user_data;
+  if (view->tty && view->line_open) {
+    fputs("\r\033[K", stderr);
+    view->line_open = FALSE;
+  }
+  switch (p->kind) {
+  case HUTCH_PROGRESS_NOTE:
+    fprintf(stderr, "%s\n", p->detail ? p->detail : "");
+    break;
+  case HUTCH_PROGRESS_BEGIN:
+  case HUTCH_PROGRESS_UPDATE:
+    if (view->tty) {
+      g_autofree char *fraction =
+          p->fraction >= 0 ? g_strdup_printf(" %3.0f%%", p->fraction * 100) : g_strdup("");
+      fprintf(stderr, "  %-9s %-50.50s%s %6.1f s", p->phase, p->detail ? p->detail : "",
+              fraction, p->elapsed_s);
+      view->line_open = TRUE;
+    }
+    break;
+  case HUTCH_PROGRESS_END:
+    fprintf(stderr, "  %-9s %-50.50s %6.1f s\n", p->phase, p->detail ? p->detail : "",
+            p->elapsed_s);
+    break;
+  }
+  fflush(stderr);
+}
+
+static ProgressView progress_view;
+
+HutchContext *cli_context(Cli *cli) {
+  if (cli->ctx)
+    return cli->ctx;
+  g_autoptr(GError) error = NULL;
+  cli->ctx = hutch_context_new(cli->uri, &error);
+  if (!cli->ctx) {
+    cli_error(error);
+    return NULL;
+  }
+  if (!cli->quiet) {
+    progress_view.tty = isatty(STDERR_FILENO);
+    hutch_context_set_progress(cli->ctx, progress_print, &progress_view);
+  }
+  return cli->ctx;
+}
+
+int main(int argc, char **argv) {
+  enum { OPT_JSON = 1000, OPT_VERSION };
+  static const struct option global_options[] = {
+      {"connect", required_argument, NULL, 'c'},
+      {"json", no_argument, NULL, OPT_JSON},
+      {"quiet", no_argument, NULL, 'q'},
+      {"help", no_argument, NULL, 'h'},
+      {"version", no_argument, NULL, OPT_VERSION},
+      {NULL, 0, NULL, 0},
+  };
+  Cli cli = {0};
+  hutch_init();
+
+  /* '+': stop at the verb, whose options are its own. */
+  opterr = 0;
+  int c;
+  while ((c = getopt_long(argc, argv, "+:c:qh", global_options, NULL)) != -1) {
+    switch (c) {
+    case 'c':
+      cli.uri = optarg;
+      break;
+    case 'q':
+      cli.quiet = TRUE;
+      break;
+    case OPT_JSON:
+      cli.json = TRUE;
+      break;
+    case 'h':
+      print_main_usage(stdout);
+      return EXIT_OK;
+    case OPT_VERSION:
+      printf("hutch %s\n", hutch_version());
+      return EXIT_OK;
+    case ':':
+      return cli_usage_error(NULL, "option '%s' needs a value", argv[optind - 1]);
+    default:
+      if (optopt)
+        return cli_usage_error(NULL, "unknown option '-%c'", optopt);
+      return cli_usage_error(NULL, "unknown option '%s'", argv[optind - 1]);
+    }
+  }
+  if (optind >= argc)
+    return cli_usage_error(NULL, "no verb given");
+  const Verb *verb = cli_find_verb(argv[optind]);
+  if (!verb)
+    return cli_usage_error(NULL, "unknown verb '%s'", argv[optind]);
+
+  /* The verb sees argv starting at its own name, with getopt reset. */
+  int verb_argc = argc - optind;
+  char **verb_argv = argv + optind;
+  optind = 0;
+  int status = verb->run(&cli, verb_argc, verb_argv);
+  hutch_context_free(cli.ctx);
+  return status;
+}

@@ -1,2 +1,819 @@
-/* instance.c: see instance-private.h. */
+/* instance.c: the lifecycle of a hutch VM: create, start (with readiness), stop, delete,
+ * list, info. */
 #include "config.h"
+
+#include <errno.h>
+#include <glib/gstdio.h>
+#include <libxml/parser.h>
+#include <libxml/tree.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "image-private.h"
+#include "instance-private.h"
+#include "net-private.h"
+#include "seed-private.h"
+#include "ssh-private.h"
+
+/* ---- finding instances ---------------------------------------------------------------- */
+
+char *hutch_instance_dir(const char *name) {
+  g_autofree char *data = hutch_data_dir();
+  return g_build_filename(data, "instances", name, NULL);
+}
+
+char *hutch_instance_runtime_dir(const char *name) {
+  g_autofree char *runtime = hutch_runtime_dir();
+  return g_build_filename(runtime, name, NULL);
+}
+
+void hutch_instance_free(HutchInstance *instance) {
+  if (!instance)
+    return;
+  g_free(instance->name);
+  if (instance->domain)
+    virDomainFree(instance->domain);
+  hutch_domain_meta_free(instance->meta);
+  g_free(instance);
+}
+
+static virDomainPtr lookup_domain(virConnectPtr conn, const char *name, GError **error) {
+  virDomainPtr domain = virDomainLookupByName(conn, name);
+  if (!domain) {
+    virErrorPtr last = virGetLastError();
+    if (last && last->code == VIR_ERR_NO_DOMAIN)
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_NOT_FOUND, "no VM named '%s'", name);
+    else
+      hutch_set_libvirt_error(error, "looking up '%s'", name);
+  }
+  return domain;
+}
+
+static HutchDomainMeta *read_meta(virDomainPtr domain, GError **error) {
+  g_autofree char *xml =
+      virDomainGetMetadata(domain, VIR_DOMAIN_METADATA_ELEMENT, HUTCH_METADATA_NS, 0);
+  if (!xml) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_NOT_HUTCH,
+                "domain '%s' was not made by hutch (no hutch metadata): hutch leaves it alone",
+                virDomainGetName(domain));
+    return NULL;
+  }
+  return hutch_domain_meta_parse(xml, error);
+}
+
+HutchInstance *hutch_instance_lookup(HutchContext *ctx, const char *name, GError **error) {
+  if (!hutch_name_is_valid(name, error))
+    return NULL;
+  virConnectPtr conn = hutch_context_connect(ctx, error);
+  if (!conn)
+    return NULL;
+  g_autoptr(HutchInstance) instance = g_new0(HutchInstance, 1);
+  instance->name = g_strdup(name);
+  instance->domain = lookup_domain(conn, name, error);
+  if (!instance->domain)
+    return NULL;
+  instance->meta = read_meta(instance->domain, error);
+  if (!instance->meta)
+    return NULL;
+  return g_steal_pointer(&instance);
+}
+
+gboolean hutch_instance_exists(HutchContext *ctx, const char *name, GError **error) {
+  g_autoptr(GError) local = NULL;
+  g_autoptr(HutchInstance) instance = hutch_instance_lookup(ctx, name, &local);
+  if (instance)
+    return TRUE;
+  if (g_error_matches(local, HUTCH_ERROR, HUTCH_ERROR_NOT_FOUND))
+    return FALSE;
+  g_propagate_error(error, g_steal_pointer(&local));
+  return FALSE;
+}
+
+static int domain_state(virDomainPtr domain) {
+  int state = VIR_DOMAIN_NOSTATE, reason = 0;
+  if (virDomainGetState(domain, &state, &reason, 0) < 0)
+    return VIR_DOMAIN_NOSTATE;
+  return state;
+}
+
+gboolean hutch_instance_is_active(HutchInstance *instance) {
+  return virDomainIsActive(instance->domain) == 1;
+}
+
+char *hutch_instance_host_key(HutchInstance *instance, GError **error) {
+  g_autofree char *path = g_strdup_printf("%s/%s.pub", instance->meta->instance_dir,
+                                          HUTCH_INSTANCE_HOST_KEY);
+  char *text = NULL;
+  if (!g_file_get_contents(path, &text, NULL, error)) {
+    g_prefix_error(error, "reading the pinned host key of '%s': ", instance->name);
+    return NULL;
+  }
+  return g_strstrip(text);
+}
+
+/* ---- create --------------------------------------------------------------------------- */
+
+/* The guest user: the profile's, else the host user's name and uid (root becomes "dev",
+ * 1000: the guest user must not be the guest's root). */
+static void guest_user(const HutchProfile *profile, char **ret_name, guint *ret_uid) {
+  const char *name = profile->user_name ? profile->user_name : g_get_user_name();
+  gint64 uid = profile->user_uid >= 0 ? profile->user_uid : (gint64)getuid();
+  if (g_strcmp0(name, "root") == 0)
+    name = "dev";
+  if (uid == 0)
+    uid = 1000;
+  *ret_name = g_strdup(name);
+  *ret_uid = (guint)uid;
+}
+
+/* "kvm" when the profile (or HUTCH_ACCEL, which overrides every profile) allows it and the
+ * connection can use it, else "qemu" (TCG). */
+static const char *choose_domain_type(virConnectPtr conn, const HutchProfile *profile,
+                                      GError **error) {
+  HutchAccel accel = profile->accel;
+  const char *forced = g_getenv("HUTCH_ACCEL");
+  if (forced && *forced && !hutch_accel_from_string(forced, &accel)) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE,
+                "HUTCH_ACCEL='%s' is not one of auto, kvm, tcg", forced);
+    return NULL;
+  }
+  if (accel == HUTCH_ACCEL_TCG)
+    return "qemu";
+  g_autofree char *caps =
+      virConnectGetDomainCapabilities(conn, NULL, "x86_64", "q35", "kvm", 0);
+  if (caps)
+    return "kvm";
+  if (accel == HUTCH_ACCEL_KVM) {
+    hutch_set_libvirt_error(error, "the profile asks for accel: kvm, but KVM is not usable "
+                                   "on %s (use accel: tcg or auto)",
+                            virConnectGetURI(conn));
+    return NULL;
+  }
+  return "qemu";
+}
+
+static char *random_mac(void) {
+  /* 52:54:00 is QEMU's locally administered prefix. */
+  return g_strdup_printf("52:54:00:%02x:%02x:%02x", g_random_int_range(0, 256),
+                         g_random_int_range(0, 256), g_random_int_range(0, 256));
+}
+
+static gboolean write_text(const char *dir, const char *file, const char *text, int mode,
+                           GError **error) {
+  g_autofree char *path = g_build_filename(dir, file, NULL);
+  return hutch_write_file(path, text, strlen(text), mode, error);
+}
+
+/* Everything create makes, so that a failure can remove it. */
+typedef struct {
+  char *instance_dir;
+  virDomainPtr domain;
+} CreateUndo;
+
+static void create_undo(CreateUndo *undo) {
+  if (undo->domain) {
+    virDomainUndefineFlags(undo->domain, VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA);
+    virDomainFree(undo->domain);
+    undo->domain = NULL;
+  }
+  if (undo->instance_dir)
+    hutch_rmtree(undo->instance_dir, NULL);
+}
+
+static gboolean create_steps(HutchContext *ctx, virConnectPtr conn, const char *name,
+                             HutchProfile *profile, CreateUndo *undo, GError **error) {
+  const char *domain_type = choose_domain_type(conn, profile, error);
+  if (!domain_type)
+    return FALSE;
+  if (profile->shares->len > 0) {
+    /* virtiofsd and 9p shares are the next piece of work (issue: shares and ports). */
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE,
+                "%s: shares are not supported by this version of hutch yet", profile->path);
+    return FALSE;
+  }
+  if (!hutch_net_check_ports(profile->ports, error))
+    return FALSE;
+
+  g_autofree char *memory = hutch_format_size(profile->memory);
+  g_autofree char *disk = hutch_format_size(profile->disk);
+  hutch_progress_note(ctx, "creating %s from profile '%s' (%s, %u CPU%s, %s, %s disk)", name,
+                      profile->name, domain_type[0] == 'k' ? "kvm" : "tcg", profile->cpus,
+                      profile->cpus == 1 ? "" : "s", memory, disk);
+
+  g_autoptr(HutchImage) image = hutch_image_resolve(ctx, profile, error);
+  if (!image)
+    return FALSE;
+
+  hutch_progress_begin(ctx, "define", "instance files");
+  undo->instance_dir = hutch_instance_dir(name);
+  if (g_file_test(undo->instance_dir, G_FILE_TEST_EXISTS)) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_EXISTS,
+                "%s exists but no domain '%s' does: remove the directory or pick another name",
+                undo->instance_dir, name);
+    g_clear_pointer(&undo->instance_dir, g_free);  /* not ours to remove */
+    return FALSE;
+  }
+  if (!hutch_mkdir(undo->instance_dir, 0700, error))
+    return FALSE;
+  const char *dir = undo->instance_dir;
+
+  g_autofree char *profile_yaml = hutch_profile_to_yaml(profile, error);
+  if (!profile_yaml || !write_text(dir, HUTCH_INSTANCE_PROFILE, profile_yaml, 0600, error))
+    return FALSE;
+  if (image->key &&
+      !write_text(dir, HUTCH_INSTANCE_IMAGE_KEY_FILE, image->key, 0600, error))
+    return FALSE;
+  g_autofree char *overlay = g_build_filename(dir, HUTCH_INSTANCE_DISK, NULL);
+  if (!hutch_image_create_overlay(image, overlay, profile->disk, error))
+    return FALSE;
+
+  /* The guest's host key is made here so that it is known before the first boot: no trust
+   * on first use. */
+  g_autofree char *host_private = NULL, *host_public = NULL;
+  if (!hutch_ssh_generate_keypair(name, &host_private, &host_public, error))
+    return FALSE;
+  g_strstrip(host_public);
+  g_autofree char *host_key_pub_file = g_strconcat(HUTCH_INSTANCE_HOST_KEY, ".pub", NULL);
+  if (!write_text(dir, HUTCH_INSTANCE_HOST_KEY, host_private, 0600, error) ||
+      !write_text(dir, host_key_pub_file, host_public, 0600, error))
+    return FALSE;
+  g_autofree char *client_public = NULL;
+  g_autofree char *client_key = hutch_ssh_client_key(&client_public, error);
+  if (!client_key)
+    return FALSE;
+
+  g_autofree char *uuid = g_uuid_string_random();
+  g_autofree char *user = NULL;
+  guint uid = 0;
+  guest_user(profile, &user, &uid);
+
+  HutchSeedConfig seed_config = {
+      .instance_id = uuid,
+      .hostname = name,
+      .user_name = user,
+      .user_uid = uid,
+      .authorized_key = client_public,
+      .host_key_private = host_private,
+      .host_key_public = host_public,
+      .mounts = NULL,
+      .ready_channel = HUTCH_READY_CHANNEL,
+  };
+  g_autoptr(HutchSeedDocuments) docs = hutch_seed_build(profile, &seed_config, error);
+  g_autofree char *seed = g_build_filename(dir, HUTCH_INSTANCE_SEED, NULL);
+  if (!docs || !hutch_seed_write_iso(docs, seed, error))
+    return FALSE;
+  hutch_progress_end(ctx, "define", "instance files in %s", dir);
+
+  hutch_progress_begin(ctx, "define", "domain '%s' on %s", name, virConnectGetURI(conn));
+  g_autofree char *runtime_dir = hutch_instance_runtime_dir(name);
+  g_autofree char *console = g_build_filename(dir, HUTCH_INSTANCE_CONSOLE, NULL);
+  g_autofree char *passt_socket = g_build_filename(runtime_dir, HUTCH_PASST_SOCKET, NULL);
+  g_autofree char *ready_socket = g_build_filename(runtime_dir, HUTCH_RUNTIME_READY_SOCKET,
+                                                   NULL);
+  g_autofree char *agent_socket = g_build_filename(runtime_dir, HUTCH_RUNTIME_AGENT_SOCKET,
+                                                   NULL);
+  g_autofree char *mac = random_mac();
+  HutchDomainConfig config = {
+      .name = name,
+      .uuid = uuid,
+      .domain_type = domain_type,
+      .disk_path = overlay,
+      .seed_path = seed,
+      .kernel = image->kernel,
+      .initrd = image->initrd,
+      .cmdline = image->cmdline,
+      .console_log = console,
+      .passt_socket = passt_socket,
+      .mac = mac,
+      .ready_socket = ready_socket,
+      .agent_socket = agent_socket,
+      .filesystems = NULL,
+      .profile_name = profile->name,
+      .ssh_port = 0,  /* chosen at each start */
+      .instance_dir = dir,
+      .runtime_dir = runtime_dir,
+      .guest_user = user,
+  };
+  g_autofree char *xml = hutch_domain_build_xml(profile, &config, error);
+  if (!xml)
+    return FALSE;
+  undo->domain = virDomainDefineXML(conn, xml);
+  if (!undo->domain) {
+    hutch_set_libvirt_error(error, "defining domain '%s'", name);
+    return FALSE;
+  }
+  hutch_progress_end(ctx, "define", "domain '%s' on %s", name, virConnectGetURI(conn));
+  return TRUE;
+}
+
+gboolean hutch_instance_create(HutchContext *ctx, const char *name, HutchProfile *profile,
+                               GError **error) {
+  if (!hutch_name_is_valid(name, error))
+    return FALSE;
+  virConnectPtr conn = hutch_context_connect(ctx, error);
+  if (!conn)
+    return FALSE;
+  g_autoptr(virDomain) existing = virDomainLookupByName(conn, name);
+  if (existing) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_EXISTS, "a VM named '%s' exists already",
+                name);
+    return FALSE;
+  }
+  CreateUndo undo = {0};
+  gboolean ok = create_steps(ctx, conn, name, profile, &undo, error);
+  if (!ok) {
+    create_undo(&undo);
+    g_prefix_error(error, "creating '%s': ", name);
+  } else if (undo.domain) {
+    virDomainFree(undo.domain);
+  }
+  g_free(undo.instance_dir);
+  return ok;
+}
+
+/* ---- start and readiness -------------------------------------------------------------- */
+
+/* Sets <ssh-port> in the domain's hutch metadata (persistent config), keeping the rest. */
+static gboolean set_meta_ssh_port(virDomainPtr domain, guint port, GError **error) {
+  g_autofree char *xml =
+      virDomainGetMetadata(domain, VIR_DOMAIN_METADATA_ELEMENT, HUTCH_METADATA_NS, 0);
+  if (!xml) {
+    hutch_set_libvirt_error(error, "reading metadata");
+    return FALSE;
+  }
+  xmlDocPtr doc = xmlReadMemory(xml, (int)strlen(xml), "metadata.xml", NULL, XML_PARSE_NONET);
+  if (!doc) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "the domain's hutch metadata is not XML");
+    return FALSE;
+  }
+  xmlNodePtr root = xmlDocGetRootElement(doc);
+  g_autofree char *port_text = g_strdup_printf("%u", port);
+  gboolean found = FALSE;
+  for (xmlNodePtr child = root ? root->children : NULL; child; child = child->next) {
+    if (child->type == XML_ELEMENT_NODE && xmlStrEqual(child->name, BAD_CAST "ssh-port")) {
+      xmlNodeSetContent(child, BAD_CAST port_text);
+      found = TRUE;
+    }
+  }
+  if (!found && root)
+    xmlNewTextChild(root, root->ns, BAD_CAST "ssh-port", BAD_CAST port_text);
+  xmlChar *out = NULL;
+  int len = 0;
+  xmlDocDumpMemory(doc, &out, &len);
+  xmlFreeDoc(doc);
+  int rc = virDomainSetMetadata(domain, VIR_DOMAIN_METADATA_ELEMENT, (const char *)out,
+                                HUTCH_METADATA_PREFIX, HUTCH_METADATA_NS,
+                                VIR_DOMAIN_AFFECT_CONFIG);
+  xmlFree(out);
+  if (rc < 0) {
+    hutch_set_libvirt_error(error, "recording the SSH port");
+    return FALSE;
+  }
+  return TRUE;
+}
+
+static char *tail_lines(const char *path, guint count) {
+  g_autofree char *text = NULL;
+  if (!g_file_get_contents(path, &text, NULL, NULL))
+    return g_strdup("(no console log)");
+  g_auto(GStrv) lines = g_strsplit(g_strchomp(text), "\n", -1);
+  guint n = g_strv_length(lines);
+  guint first = n > count ? n - count : 0;
+  GString *out = g_string_new(NULL);
+  for (guint i = first; i < n; i++) {
+    /* consoles print \r\n and escape sequences; keep the text readable */
+    g_strdelimit(lines[i], "\r\033", ' ');
+    g_string_append_printf(out, "\n%s", lines[i]);
+  }
+  return g_string_free(out, FALSE);
+}
+
+static int connect_unix(const char *path) {
+  struct sockaddr_un addr = {.sun_family = AF_UNIX};
+  if (strlen(path) >= sizeof(addr.sun_path))
+    return -1;
+  strcpy(addr.sun_path, path);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return -1;
+  if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+/* What the guest reported on the ready channel (see cloud-init/hutch-provision.sh). */
+typedef enum { READY_WAITING, READY_OK, READY_FAILED } ReadyState;
+
+typedef struct {
+  HutchContext *ctx;
+  gboolean booted;        /* the guest said anything: kernel and cloud-init are up */
+  gboolean provisioning;  /* a provisioning phase is open */
+  char *failed_step;      /* "3 node" of the last FAIL line */
+  GPtrArray *optional_failed;
+} ReadyReport;
+
+static ReadyState ready_line(ReadyReport *report, const char *line) {
+  if (!report->booted) {
+    report->booted = TRUE;
+    hutch_progress_end(report->ctx, "boot", "kernel up, cloud-init running");
+  }
+  if (g_str_has_prefix(line, "STEP ")) {
+    if (!report->provisioning)
+      hutch_progress_begin(report->ctx, "provision", "%s", line + 5);
+    else
+      hutch_progress_update(report->ctx, "provision", -1, "%s", line + 5);
+    report->provisioning = TRUE;
+  } else if (g_str_has_prefix(line, "FAIL ")) {
+    g_free(report->failed_step);
+    report->failed_step = g_strdup(line + 5);
+  } else if (g_str_has_prefix(line, "OPTIONAL-FAILED ")) {
+    g_ptr_array_add(report->optional_failed, g_strdup(line + 16));
+  } else if (strcmp(line, "READY") == 0) {
+    if (report->provisioning)
+      hutch_progress_end(report->ctx, "provision", "all steps done");
+    report->provisioning = FALSE;
+    return READY_OK;
+  } else if (strcmp(line, "FAILED") == 0) {
+    return READY_FAILED;
+  }
+  return READY_WAITING;
+}
+
+/* Reads the ready channel until READY or FAILED, the domain stops, or the timeout. */
+static gboolean wait_ready_channel(HutchContext *ctx, HutchInstance *instance,
+                                   guint timeout_s, GError **error) {
+  g_autofree char *socket_path =
+      g_build_filename(instance->meta->runtime_dir, HUTCH_RUNTIME_READY_SOCKET, NULL);
+  g_autofree char *console =
+      g_build_filename(instance->meta->instance_dir, HUTCH_INSTANCE_CONSOLE, NULL);
+  double deadline = hutch_now() + timeout_s;
+  int fd = -1;
+  while (fd < 0 && hutch_now() < deadline) {
+    fd = connect_unix(socket_path);
+    if (fd < 0)
+      g_usleep(100 * 1000);
+  }
+  if (fd < 0) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "cannot connect to %s: %s",
+                socket_path, g_strerror(errno));
+    return FALSE;
+  }
+  g_autoptr(GPtrArray) optional_failed = g_ptr_array_new_with_free_func(g_free);
+  ReadyReport report = {.ctx = ctx, .optional_failed = optional_failed};
+  GString *pending = g_string_new(NULL);
+  ReadyState state = READY_WAITING;
+  while (state == READY_WAITING) {
+    if (hutch_now() > deadline) {
+      g_autofree char *tail = tail_lines(console, 15);
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_TIMEOUT,
+                  "'%s' was not ready within %u s (boot_timeout); the console's last lines "
+                  "(hutch logs %s):%s",
+                  instance->name, timeout_s, instance->name, tail);
+      break;
+    }
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    int n = poll(&pfd, 1, 1000);
+    if (n > 0) {
+      char buf[512];
+      ssize_t got = read(fd, buf, sizeof(buf));
+      if (got > 0) {
+        g_string_append_len(pending, buf, got);
+        char *newline;
+        while (state == READY_WAITING && (newline = strchr(pending->str, '\n'))) {
+          *newline = '\0';
+          g_strstrip(pending->str);
+          if (*pending->str)
+            state = ready_line(&report, pending->str);
+          g_string_erase(pending, 0, newline - pending->str + 1);
+        }
+        continue;
+      }
+      /* EOF: QEMU closed the channel, the domain is gone */
+      g_usleep(200 * 1000);
+    }
+    if (!hutch_instance_is_active(instance)) {
+      g_autofree char *tail = tail_lines(console, 15);
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED,
+                  "'%s' stopped while booting; the console's last lines:%s", instance->name,
+                  tail);
+      break;
+    }
+  }
+  close(fd);
+  g_string_free(pending, TRUE);
+  if (state == READY_FAILED) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROVISION,
+                "provisioning step %s failed; the VM is kept for inspection: "
+                "hutch logs %s, hutch shell %s",
+                report.failed_step ? report.failed_step : "(unknown)", instance->name,
+                instance->name);
+  }
+  if (state == READY_OK && optional_failed->len > 0) {
+    g_ptr_array_add(optional_failed, NULL);
+    g_autofree char *names = g_strjoinv(", ", (char **)optional_failed->pdata);
+    hutch_progress_note(ctx, "%u optional step%s failed: %s", optional_failed->len - 1,
+                        optional_failed->len == 2 ? "" : "s", names);
+  }
+  g_free(report.failed_step);
+  return state == READY_OK;
+}
+
+/* Connects over SSH with the pinned key, retrying while sshd is not up yet. */
+static HutchSsh *connect_instance(HutchInstance *instance, guint wait_s, GError **error) {
+  g_autofree char *host_key = hutch_instance_host_key(instance, error);
+  if (!host_key)
+    return NULL;
+  g_autofree char *client_key = hutch_ssh_client_key(NULL, error);
+  if (!client_key)
+    return NULL;
+  if (instance->meta->ssh_port == 0) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_STATE, "'%s' is not running (hutch start %s)",
+                instance->name, instance->name);
+    return NULL;
+  }
+  double deadline = hutch_now() + wait_s;
+  for (;;) {
+    g_autoptr(GError) local = NULL;
+    HutchSsh *ssh = hutch_ssh_connect("127.0.0.1", instance->meta->ssh_port,
+                                      instance->meta->guest_user, client_key, host_key, 10000,
+                                      &local);
+    if (ssh)
+      return ssh;
+    /* a wrong host key is never retried: it is the one error that must stop everything */
+    if (g_error_matches(local, HUTCH_ERROR, HUTCH_ERROR_HOST_KEY) || hutch_now() > deadline) {
+      g_propagate_prefixed_error(error, g_steal_pointer(&local), "connecting to '%s': ",
+                                 instance->name);
+      return NULL;
+    }
+    g_usleep(500 * 1000);
+  }
+}
+
+HutchSsh *hutch_instance_connect(HutchContext *ctx, const char *name, GError **error) {
+  g_autoptr(HutchInstance) instance = hutch_instance_lookup(ctx, name, error);
+  if (!instance)
+    return NULL;
+  if (!hutch_instance_is_active(instance)) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_STATE, "'%s' is not running (hutch start %s)",
+                name, name);
+    return NULL;
+  }
+  return connect_instance(instance, 30, error);
+}
+
+static HutchProfile *instance_profile(HutchInstance *instance, GError **error) {
+  g_autofree char *path =
+      g_build_filename(instance->meta->instance_dir, HUTCH_INSTANCE_PROFILE, NULL);
+  return hutch_profile_load_file(path, error);
+}
+
+static gboolean start_steps(HutchContext *ctx, HutchInstance *instance, gboolean wait_ready,
+                            GError **error) {
+  g_autoptr(HutchProfile) profile = instance_profile(instance, error);
+  if (!profile)
+    return FALSE;
+  if (!hutch_net_check_ports(profile->ports, error))
+    return FALSE;
+  if (!hutch_mkdir(instance->meta->runtime_dir, 0700, error))
+    return FALSE;
+  guint ssh_port = hutch_net_free_port(error);
+  if (!ssh_port)
+    return FALSE;
+
+  hutch_progress_begin(ctx, "network", "passt, SSH on 127.0.0.1:%u", ssh_port);
+  if (!hutch_net_start(instance->meta->runtime_dir, ssh_port, profile->ports, error) ||
+      !set_meta_ssh_port(instance->domain, ssh_port, error)) {
+    hutch_net_stop(instance->meta->runtime_dir);
+    return FALSE;
+  }
+  instance->meta->ssh_port = ssh_port;
+  hutch_progress_end(ctx, "network", "passt, SSH on 127.0.0.1:%u", ssh_port);
+
+  hutch_progress_begin(ctx, "boot", "starting the domain");
+  if (virDomainCreate(instance->domain) < 0) {
+    hutch_set_libvirt_error(error, "starting the domain");
+    hutch_net_stop(instance->meta->runtime_dir);
+    return FALSE;
+  }
+  if (!wait_ready) {
+    hutch_progress_end(ctx, "boot", "domain running (not waiting for the guest)");
+    return TRUE;
+  }
+  if (!wait_ready_channel(ctx, instance, profile->boot_timeout, error))
+    return FALSE;
+
+  hutch_progress_begin(ctx, "ready", "SSH with the pinned host key");
+  g_autoptr(HutchSsh) ssh = connect_instance(instance, 60, error);
+  if (!ssh)
+    return FALSE;
+  g_autofree char *stamp =
+      g_build_filename(instance->meta->instance_dir, HUTCH_INSTANCE_PROVISIONED, NULL);
+  if (!g_file_test(stamp, G_FILE_TEST_EXISTS)) {
+    /* First boot: READY is the provisioning runner's last word, but cloud-init's final stage
+     * is still closing; wait for it so that `start` returns a settled guest. */
+    g_autofree char *out = NULL, *err = NULL;
+    int status = hutch_ssh_exec_capture(ssh, "cloud-init status --wait >/dev/null; "
+                                             "cloud-init status --long",
+                                        NULL, &out, &err, error);
+    if (status < 0)
+      return FALSE;
+    if (!hutch_write_file(stamp, "", 0, 0600, error))
+      return FALSE;
+  }
+  hutch_progress_end(ctx, "ready", "SSH with the pinned host key");
+  return TRUE;
+}
+
+gboolean hutch_instance_start(HutchContext *ctx, const char *name, gboolean wait_ready,
+                              GError **error) {
+  double started = hutch_now();
+  g_autoptr(HutchInstance) instance = hutch_instance_lookup(ctx, name, error);
+  if (!instance)
+    return FALSE;
+  if (hutch_instance_is_active(instance)) {
+    if (!wait_ready)
+      return TRUE;
+    /* Started by someone else (virsh, another hutch): ready once SSH answers. */
+    g_autoptr(HutchSsh) ssh = connect_instance(instance, 600, error);
+    if (!ssh)
+      return FALSE;
+    hutch_progress_note(ctx, "%s is running: hutch shell %s", name, name);
+    return TRUE;
+  }
+  if (!start_steps(ctx, instance, wait_ready, error)) {
+    g_prefix_error(error, "starting '%s': ", name);
+    return FALSE;
+  }
+  hutch_progress_note(ctx, "%s in %.1f s: hutch shell %s",
+                      wait_ready ? "ready" : "started", hutch_now() - started, name);
+  return TRUE;
+}
+
+/* ---- stop, delete --------------------------------------------------------------------- */
+
+#define STOP_TIMEOUT_S 60
+
+static gboolean stop_domain(HutchContext *ctx, HutchInstance *instance, gboolean force,
+                            GError **error) {
+  if (!hutch_instance_is_active(instance))
+    return TRUE;
+  if (!force) {
+    hutch_progress_begin(ctx, "stop", "asking the guest to power off");
+    if (virDomainShutdown(instance->domain) == 0) {
+      double deadline = hutch_now() + STOP_TIMEOUT_S;
+      while (hutch_instance_is_active(instance) && hutch_now() < deadline)
+        g_usleep(250 * 1000);
+    }
+    if (!hutch_instance_is_active(instance)) {
+      hutch_progress_end(ctx, "stop", "guest powered off");
+      return TRUE;
+    }
+    hutch_progress_note(ctx, "the guest did not power off within %d s: forcing it",
+                        STOP_TIMEOUT_S);
+  }
+  if (virDomainDestroy(instance->domain) < 0 && hutch_instance_is_active(instance)) {
+    hutch_set_libvirt_error(error, "powering off '%s'", instance->name);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+gboolean hutch_instance_stop(HutchContext *ctx, const char *name, gboolean force,
+                             GError **error) {
+  g_autoptr(HutchInstance) instance = hutch_instance_lookup(ctx, name, error);
+  if (!instance)
+    return FALSE;
+  if (!stop_domain(ctx, instance, force, error))
+    return FALSE;
+  /* passt exits by itself when QEMU goes away; this catches the one that never saw QEMU. */
+  hutch_net_stop(instance->meta->runtime_dir);
+  return TRUE;
+}
+
+gboolean hutch_instance_delete(HutchContext *ctx, const char *name, gboolean force,
+                               GError **error) {
+  g_autoptr(HutchInstance) instance = hutch_instance_lookup(ctx, name, error);
+  if (!instance)
+    return FALSE;
+  if (hutch_instance_is_active(instance)) {
+    if (!force) {
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_STATE,
+                  "'%s' is running: stop it first, or delete --force", name);
+      return FALSE;
+    }
+    if (!stop_domain(ctx, instance, TRUE, error))
+      return FALSE;
+  }
+  hutch_net_stop(instance->meta->runtime_dir);
+  if (virDomainUndefineFlags(instance->domain, VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA |
+                                                   VIR_DOMAIN_UNDEFINE_NVRAM) < 0) {
+    hutch_set_libvirt_error(error, "removing domain '%s'", name);
+    return FALSE;
+  }
+  /* The directories come from the metadata, but only ever below hutch's own roots. */
+  g_autofree char *expected_dir = hutch_instance_dir(name);
+  g_autofree char *expected_runtime = hutch_instance_runtime_dir(name);
+  if (g_strcmp0(instance->meta->instance_dir, expected_dir) == 0 &&
+      !hutch_rmtree(expected_dir, error))
+    return FALSE;
+  if (g_strcmp0(instance->meta->runtime_dir, expected_runtime) == 0)
+    hutch_rmtree(expected_runtime, NULL);
+  hutch_progress_note(ctx, "deleted %s", name);
+  return TRUE;
+}
+
+/* ---- list, info ----------------------------------------------------------------------- */
+
+static const char *state_name(int state) {
+  switch (state) {
+  case VIR_DOMAIN_RUNNING:
+    return "running";
+  case VIR_DOMAIN_BLOCKED:
+    return "blocked";
+  case VIR_DOMAIN_PAUSED:
+    return "paused";
+  case VIR_DOMAIN_SHUTDOWN:
+    return "stopping";
+  case VIR_DOMAIN_SHUTOFF:
+    return "stopped";
+  case VIR_DOMAIN_CRASHED:
+    return "crashed";
+  case VIR_DOMAIN_PMSUSPENDED:
+    return "suspended";
+  case VIR_DOMAIN_NOSTATE:
+  default:
+    return "unknown";
+  }
+}
+
+/* The documented info object (docs/json.md). */
+static JsonObject *describe(HutchContext *ctx, HutchInstance *instance) {
+  JsonObject *o = json_object_new();
+  virDomainInfo info = {0};
+  virDomainGetInfo(instance->domain, &info);
+  char uuid[VIR_UUID_STRING_BUFLEN] = "";
+  virDomainGetUUIDString(instance->domain, uuid);
+  int state = domain_state(instance->domain);
+  g_autofree char *memory = hutch_format_size((guint64)info.maxMem * 1024);
+  g_autofree char *os_type = virDomainGetOSType(instance->domain);
+  g_autofree char *xml = virDomainGetXMLDesc(instance->domain, 0);
+  gboolean tcg = xml && strstr(xml, "<domain type='qemu'") != NULL;
+
+  json_object_set_string_member(o, "name", instance->name);
+  json_object_set_string_member(o, "state", state_name(state));
+  json_object_set_string_member(o, "profile", instance->meta->profile_name);
+  json_object_set_string_member(o, "uuid", uuid);
+  json_object_set_string_member(o, "accel", tcg ? "tcg" : "kvm");
+  json_object_set_int_member(o, "cpus", info.nrVirtCpu);
+  json_object_set_string_member(o, "memory", memory);
+  json_object_set_string_member(o, "user", instance->meta->guest_user);
+  if (state == VIR_DOMAIN_RUNNING || state == VIR_DOMAIN_PAUSED ||
+      state == VIR_DOMAIN_BLOCKED)
+    json_object_set_int_member(o, "ssh_port", instance->meta->ssh_port);
+  json_object_set_string_member(o, "uri", hutch_context_get_uri(ctx));
+  json_object_set_string_member(o, "instance_dir", instance->meta->instance_dir);
+  g_autofree char *stamp =
+      g_build_filename(instance->meta->instance_dir, HUTCH_INSTANCE_PROVISIONED, NULL);
+  json_object_set_boolean_member(o, "provisioned", g_file_test(stamp, G_FILE_TEST_EXISTS));
+  return o;
+}
+
+JsonObject *hutch_instance_info(HutchContext *ctx, const char *name, GError **error) {
+  g_autoptr(HutchInstance) instance = hutch_instance_lookup(ctx, name, error);
+  if (!instance)
+    return NULL;
+  return describe(ctx, instance);
+}
+
+static gint compare_names(gconstpointer a, gconstpointer b) {
+  return g_strcmp0(virDomainGetName(*(virDomainPtr *)a), virDomainGetName(*(virDomainPtr *)b));
+}
+
+JsonArray *hutch_instance_list(HutchContext *ctx, GError **error) {
+  virConnectPtr conn = hutch_context_connect(ctx, error);
+  if (!conn)
+    return NULL;
+  virDomainPtr *domains = NULL;
+  int n = virConnectListAllDomains(conn, &domains, 0);
+  if (n < 0) {
+    hutch_set_libvirt_error(error, "listing domains");
+    return NULL;
+  }
+  qsort(domains, (size_t)n, sizeof(*domains), compare_names);
+  JsonArray *list = json_array_new();
+  for (int i = 0; i < n; i++) {
+    g_autoptr(HutchInstance) instance = g_new0(HutchInstance, 1);
+    instance->domain = domains[i];
+    instance->name = g_strdup(virDomainGetName(domains[i]));
+    /* domains without hutch metadata are not hutch's: leave them out */
+    instance->meta = read_meta(domains[i], NULL);
+    if (instance->meta)
+      json_array_add_object_element(list, describe(ctx, instance));
+  }
+  free(domains);
+  return list;
+}

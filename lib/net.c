@@ -1,2 +1,170 @@
-/* net.c: see net-private.h. */
+/* net.c: the per-VM passt process. See net-private.h for why hutch runs it itself. */
 #include "config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <glib/gstdio.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "net-private.h"
+#include "util-private.h"
+
+static char *port_range(guint16 start, guint16 end) {
+  return start == end ? g_strdup_printf("%u", start) : g_strdup_printf("%u-%u", start, end);
+}
+
+GStrv hutch_net_passt_argv(const char *passt, const char *runtime_dir, guint ssh_port,
+                           GPtrArray *ports) {
+  g_autoptr(GStrvBuilder) argv = g_strv_builder_new();
+  g_autofree char *socket = g_build_filename(runtime_dir, HUTCH_PASST_SOCKET, NULL);
+  g_autofree char *pidfile = g_build_filename(runtime_dir, HUTCH_PASST_PID, NULL);
+  g_autofree char *logfile = g_build_filename(runtime_dir, HUTCH_PASST_LOG, NULL);
+  g_autofree char *ssh = g_strdup_printf("127.0.0.1/%u:22", ssh_port);
+  const char *fixed[] = {
+      passt,
+      /* exit when QEMU disconnects: no orphan when the VM stops */
+      "--one-off",
+      /* do not map the gateway address to the host's loopback: the guest must not reach
+       * services bound to the host's 127.0.0.1 */
+      "--no-map-gw",
+      "--quiet",
+      "--socket", socket,
+      "--pid", pidfile,
+      "--log-file", logfile,
+      /* nothing goes out of the guest on its own but what passt forwards by default; no
+       * inbound port but the ones named */
+      "-t", ssh,
+      NULL,
+  };
+  g_strv_builder_addv(argv, fixed);
+  gboolean any_udp = FALSE;
+  for (guint i = 0; ports && i < ports->len; i++) {
+    HutchPort *port = g_ptr_array_index(ports, i);
+    g_autofree char *host = port_range(port->host_start, port->host_end);
+    g_autofree char *guest = port_range(port->guest_start, port->guest_end);
+    g_autofree char *spec = g_strdup_printf("%s/%s:%s", port->host_ip, host, guest);
+    g_strv_builder_add(argv, port->proto == HUTCH_PROTO_UDP ? "-u" : "-t");
+    g_strv_builder_add(argv, spec);
+    any_udp |= port->proto == HUTCH_PROTO_UDP;
+  }
+  /* passt forwards nothing inbound over UDP unless told; say so explicitly. */
+  if (!any_udp)
+    g_strv_builder_addv(argv, (const char *[]){"-u", "none", NULL});
+  return g_strv_builder_end(argv);
+}
+
+static gboolean bind_test(const char *ip, guint port, int type) {
+  int fd = socket(AF_INET, type | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return FALSE;
+  struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons(port)};
+  gboolean ok = inet_pton(AF_INET, ip, &addr.sin_addr) == 1 &&
+                bind(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0;
+  close(fd);
+  return ok;
+}
+
+gboolean hutch_net_check_ports(GPtrArray *ports, GError **error) {
+  for (guint i = 0; ports && i < ports->len; i++) {
+    HutchPort *port = g_ptr_array_index(ports, i);
+    int type = port->proto == HUTCH_PROTO_UDP ? SOCK_DGRAM : SOCK_STREAM;
+    for (guint p = port->host_start; p <= port->host_end; p++) {
+      if (!bind_test(port->host_ip, p, type)) {
+        g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PORT_IN_USE,
+                    "host port %s %s:%u is in use (or cannot be bound): free it or forward "
+                    "another host port",
+                    hutch_proto_to_string(port->proto), port->host_ip, p);
+        return FALSE;
+      }
+    }
+  }
+  return TRUE;
+}
+
+guint hutch_net_free_port(GError **error) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = 0};
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  if (fd < 0 || bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 ||
+      getsockname(fd, (struct sockaddr *)&addr, &len) < 0) {
+    int saved = errno;
+    if (fd >= 0)
+      close(fd);
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PORT_IN_USE,
+                "finding a free port on 127.0.0.1: %s", g_strerror(saved));
+    return 0;
+  }
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+static pid_t read_pidfile(const char *pidfile) {
+  g_autofree char *text = NULL;
+  if (!g_file_get_contents(pidfile, &text, NULL, NULL))
+    return 0;
+  gint64 pid = g_ascii_strtoll(g_strstrip(text), NULL, 10);
+  return pid > 1 ? (pid_t)pid : 0;
+}
+
+void hutch_kill_pidfile(const char *pidfile) {
+  pid_t pid = read_pidfile(pidfile);
+  if (pid > 0 && kill(pid, SIGTERM) == 0) {
+    for (int i = 0; i < 40 && kill(pid, 0) == 0; i++)
+      g_usleep(50 * 1000);
+    if (kill(pid, 0) == 0)
+      kill(pid, SIGKILL);
+  }
+  g_unlink(pidfile);
+}
+
+static const char *find_passt(void) {
+  const char *configured = g_getenv("HUTCH_PASST");
+  return configured && *configured ? configured : "passt";
+}
+
+gboolean hutch_net_start(const char *runtime_dir, guint ssh_port, GPtrArray *ports,
+                         GError **error) {
+  g_autofree char *socket = g_build_filename(runtime_dir, HUTCH_PASST_SOCKET, NULL);
+  g_autofree char *pidfile = g_build_filename(runtime_dir, HUTCH_PASST_PID, NULL);
+  g_autofree char *logfile = g_build_filename(runtime_dir, HUTCH_PASST_LOG, NULL);
+  /* A passt left over from a VM that died with it still waiting would hold the socket. */
+  hutch_kill_pidfile(pidfile);
+  g_unlink(socket);
+  g_unlink(logfile);
+
+  g_auto(GStrv) argv = hutch_net_passt_argv(find_passt(), runtime_dir, ssh_port, ports);
+  g_autofree char *out = NULL, *err = NULL;
+  int status = 0;
+  /* passt forks into the background and the parent exits once the socket listens. */
+  if (!g_spawn_sync(NULL, argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, &out, &err, &status,
+                    error)) {
+    g_prefix_error(error, "starting passt (apt-get install passt): ");
+    return FALSE;
+  }
+  if (!g_spawn_check_wait_status(status, NULL)) {
+    g_autofree char *log = NULL;
+    g_file_get_contents(logfile, &log, NULL, NULL);
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_HELPER, "passt failed: %s%s",
+                err ? g_strstrip(err) : "", log ? g_strstrip(log) : "");
+    return FALSE;
+  }
+  for (int i = 0; i < 100 && !g_file_test(socket, G_FILE_TEST_EXISTS); i++)
+    g_usleep(20 * 1000);
+  if (!g_file_test(socket, G_FILE_TEST_EXISTS)) {
+    hutch_kill_pidfile(pidfile);
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_HELPER, "passt did not create %s", socket);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+void hutch_net_stop(const char *runtime_dir) {
+  g_autofree char *socket = g_build_filename(runtime_dir, HUTCH_PASST_SOCKET, NULL);
+  g_autofree char *pidfile = g_build_filename(runtime_dir, HUTCH_PASST_PID, NULL);
+  hutch_kill_pidfile(pidfile);
+  g_unlink(socket);
+}

@@ -1,0 +1,288 @@
+/* verb-instance.c: create, start, stop, delete, list, info. */
+#include "config.h"
+
+#include <string.h>
+
+#include "cli.h"
+
+/* Options shared by create and start: which profile, and overrides. */
+typedef struct {
+  const char *profile;
+  const char *file;
+  const char *cpus;
+  const char *memory;
+  const char *disk;
+  gboolean no_wait;
+} CreateOptions;
+
+enum { OPT_CPUS = 1000, OPT_MEMORY, OPT_DISK, OPT_NO_WAIT };
+
+static const struct option create_longopts[] = {
+    {"profile", required_argument, NULL, 'p'},
+    {"file", required_argument, NULL, 'f'},
+    {"cpus", required_argument, NULL, OPT_CPUS},
+    {"memory", required_argument, NULL, OPT_MEMORY},
+    {"disk", required_argument, NULL, OPT_DISK},
+    {"no-wait", no_argument, NULL, OPT_NO_WAIT},
+    {NULL, 0, NULL, 0},
+};
+
+/* Returns -1 when parsing should go on with positional arguments, else an exit code. */
+static int parse_create_options(CliOptions *opts, CreateOptions *out, gboolean allow_no_wait,
+                                int argc, char **argv) {
+  int c;
+  while ((c = cli_getopt(opts, argc, argv)) > 0) {
+    switch (c) {
+    case 'p':
+      out->profile = optarg;
+      break;
+    case 'f':
+      out->file = optarg;
+      break;
+    case OPT_CPUS:
+      out->cpus = optarg;
+      break;
+    case OPT_MEMORY:
+      out->memory = optarg;
+      break;
+    case OPT_DISK:
+      out->disk = optarg;
+      break;
+    case OPT_NO_WAIT:
+      if (!allow_no_wait)
+        return cli_usage_error(opts->verb->name, "unknown option '--no-wait'");
+      out->no_wait = TRUE;
+      break;
+    default:
+      return cli_usage_error(opts->verb->name, "unknown option");
+    }
+  }
+  if (c < 0)
+    return opts->exit_code;
+  if (out->profile && out->file)
+    return cli_usage_error(opts->verb->name, "--profile and --file exclude each other");
+  if (!cli_expect_args(opts, argc, argv, 1, 1))
+    return opts->exit_code;
+  return -1;
+}
+
+static HutchProfile *load_profile(const CreateOptions *o, GError **error) {
+  const char *which = o->file ? o->file : o->profile ? o->profile : "default";
+  g_autoptr(HutchProfile) profile = hutch_profile_load(which, error);
+  if (!profile)
+    return NULL;
+  if (o->cpus && !hutch_profile_set_cpus(profile, o->cpus, error))
+    return NULL;
+  if (o->memory && !hutch_profile_set_memory(profile, o->memory, error))
+    return NULL;
+  if (o->disk && !hutch_profile_set_disk(profile, o->disk, error))
+    return NULL;
+  return g_steal_pointer(&profile);
+}
+
+/* Validates everything given before anything is created: a bad profile or name changes
+ * nothing. */
+static gboolean create_instance(Cli *cli, const char *name, const CreateOptions *o,
+                                GError **error) {
+  if (!hutch_name_is_valid(name, error))
+    return FALSE;
+  g_autoptr(HutchProfile) profile = load_profile(o, error);
+  if (!profile)
+    return FALSE;
+  return hutch_instance_create(cli->ctx, name, profile, error);
+}
+
+int verb_create(Cli *cli, int argc, char **argv) {
+  CliOptions opts = {cli_find_verb("create"), "p:f:", create_longopts, 0};
+  CreateOptions o = {0};
+  int rc = parse_create_options(&opts, &o, FALSE, argc, argv);
+  if (rc >= 0)
+    return rc;
+  const char *name = argv[optind];
+  if (!cli_context(cli))
+    return EXIT_FAILED;
+  g_autoptr(GError) error = NULL;
+  if (!create_instance(cli, name, &o, &error))
+    return cli_error(error);
+  return EXIT_OK;
+}
+
+int verb_start(Cli *cli, int argc, char **argv) {
+  CliOptions opts = {cli_find_verb("start"), "p:f:", create_longopts, 0};
+  CreateOptions o = {0};
+  int rc = parse_create_options(&opts, &o, TRUE, argc, argv);
+  if (rc >= 0)
+    return rc;
+  const char *name = argv[optind];
+  if (!cli_context(cli))
+    return EXIT_FAILED;
+  g_autoptr(GError) error = NULL;
+  if (!hutch_name_is_valid(name, &error))
+    return cli_error(error);
+  gboolean exists = hutch_instance_exists(cli->ctx, name, &error);
+  if (error)
+    return cli_error(error);
+  if (!exists) {
+    if (!create_instance(cli, name, &o, &error))
+      return cli_error(error);
+  } else if (o.profile || o.file || o.cpus || o.memory || o.disk) {
+    return cli_usage_error("start", "'%s' exists already: profile options apply only to a "
+                                    "new VM", name);
+  }
+  if (!hutch_instance_start(cli->ctx, name, !o.no_wait, &error))
+    return cli_error(error);
+  return EXIT_OK;
+}
+
+/* stop and delete: NAME and --force. */
+static int parse_name_force(Cli *cli, const char *verb, int argc, char **argv,
+                            gboolean *force) {
+  static const struct option longopts[] = {
+      {"force", no_argument, NULL, 'f'},
+      {NULL, 0, NULL, 0},
+  };
+  CliOptions opts = {cli_find_verb(verb), "f", longopts, 0};
+  int c;
+  while ((c = cli_getopt(&opts, argc, argv)) > 0)
+    if (c == 'f')
+      *force = TRUE;
+  if (c < 0)
+    return opts.exit_code;
+  if (!cli_expect_args(&opts, argc, argv, 1, 1))
+    return opts.exit_code;
+  return -1;
+}
+
+int verb_stop(Cli *cli, int argc, char **argv) {
+  gboolean force = FALSE;
+  int rc = parse_name_force(cli, "stop", argc, argv, &force);
+  if (rc >= 0)
+    return rc;
+  if (!cli_context(cli))
+    return EXIT_FAILED;
+  g_autoptr(GError) error = NULL;
+  if (!hutch_instance_stop(cli->ctx, argv[optind], force, &error))
+    return cli_error(error);
+  return EXIT_OK;
+}
+
+int verb_delete(Cli *cli, int argc, char **argv) {
+  gboolean force = FALSE;
+  int rc = parse_name_force(cli, "delete", argc, argv, &force);
+  if (rc >= 0)
+    return rc;
+  if (!cli_context(cli))
+    return EXIT_FAILED;
+  g_autoptr(GError) error = NULL;
+  if (!hutch_instance_delete(cli->ctx, argv[optind], force, &error))
+    return cli_error(error);
+  return EXIT_OK;
+}
+
+/* `--json` is accepted after the verb too (`hutch list --json`), as virsh users expect. */
+static const struct option json_longopts[] = {
+    {"json", no_argument, NULL, 'j'},
+    {NULL, 0, NULL, 0},
+};
+
+int verb_info(Cli *cli, int argc, char **argv) {
+  CliOptions opts = {cli_find_verb("info"), "", json_longopts, 0};
+  int c;
+  while ((c = cli_getopt(&opts, argc, argv)) > 0)
+    if (c == 'j')
+      cli->json = TRUE;
+  if (c < 0)
+    return opts.exit_code;
+  if (!cli_expect_args(&opts, argc, argv, 1, 1))
+    return opts.exit_code;
+  if (!cli_context(cli))
+    return EXIT_FAILED;
+  g_autoptr(GError) error = NULL;
+  g_autoptr(JsonObject) info = hutch_instance_info(cli->ctx, argv[optind], &error);
+  if (!info)
+    return cli_error(error);
+  if (cli->json) {
+    JsonNode *node = json_node_new(JSON_NODE_OBJECT);
+    json_node_set_object(node, info);
+    cli_print_json(node);
+    return EXIT_OK;
+  }
+  /* Text: one "key: value" line per scalar member, in the documented order. */
+  g_autoptr(GList) members = json_object_get_members(info);
+  for (GList *l = members; l; l = l->next) {
+    JsonNode *value = json_object_get_member(info, l->data);
+    if (JSON_NODE_HOLDS_VALUE(value)) {
+      g_autofree char *text = NULL;
+      if (json_node_get_value_type(value) == G_TYPE_STRING)
+        text = g_strdup(json_node_get_string(value));
+      else if (json_node_get_value_type(value) == G_TYPE_BOOLEAN)
+        text = g_strdup(json_node_get_boolean(value) ? "yes" : "no");
+      else
+        text = g_strdup_printf("%" G_GINT64_FORMAT, json_node_get_int(value));
+      printf("%-14s %s\n", (const char *)l->data, text);
+    } else if (JSON_NODE_HOLDS_ARRAY(value)) {
+      JsonArray *array = json_node_get_array(value);
+      for (guint i = 0; i < json_array_get_length(array); i++) {
+        JsonNode *element = json_array_get_element(array, i);
+        g_autofree char *text = JSON_NODE_HOLDS_VALUE(element)
+                                    ? g_strdup(json_node_get_string(element))
+                                    : json_to_string(element, FALSE);
+        printf("%-14s %s\n", i == 0 ? (const char *)l->data : "", text ? text : "");
+      }
+    }
+  }
+  return EXIT_OK;
+}
+
+int verb_list(Cli *cli, int argc, char **argv) {
+  static const struct option longopts[] = {
+      {"json", no_argument, NULL, 'j'},
+      {"name", no_argument, NULL, 'n'},
+      {NULL, 0, NULL, 0},
+  };
+  CliOptions opts = {cli_find_verb("list"), "", longopts, 0};
+  gboolean names_only = FALSE;
+  int c;
+  while ((c = cli_getopt(&opts, argc, argv)) > 0) {
+    if (c == 'j')
+      cli->json = TRUE;
+    else if (c == 'n')
+      names_only = TRUE;
+  }
+  if (c < 0)
+    return opts.exit_code;
+  if (!cli_expect_args(&opts, argc, argv, 0, 0))
+    return opts.exit_code;
+  if (!cli_context(cli))
+    return EXIT_FAILED;
+  g_autoptr(GError) error = NULL;
+  g_autoptr(JsonArray) list = hutch_instance_list(cli->ctx, &error);
+  if (!list)
+    return cli_error(error);
+  if (cli->json) {
+    JsonNode *node = json_node_new(JSON_NODE_ARRAY);
+    json_node_set_array(node, list);
+    cli_print_json(node);
+    return EXIT_OK;
+  }
+  if (!names_only)
+    printf("%-20s %-10s %-12s %5s %8s %6s\n", "NAME", "STATE", "PROFILE", "CPUS", "MEMORY",
+           "SSH");
+  for (guint i = 0; i < json_array_get_length(list); i++) {
+    JsonObject *vm = json_array_get_object_element(list, i);
+    if (names_only) {
+      printf("%s\n", json_object_get_string_member(vm, "name"));
+      continue;
+    }
+    gint64 port = json_object_get_int_member_with_default(vm, "ssh_port", 0);
+    g_autofree char *port_text = port ? g_strdup_printf("%" G_GINT64_FORMAT, port)
+                                      : g_strdup("-");
+    printf("%-20s %-10s %-12s %5" G_GINT64_FORMAT " %8s %6s\n",
+           json_object_get_string_member(vm, "name"),
+           json_object_get_string_member(vm, "state"),
+           json_object_get_string_member_with_default(vm, "profile", "-"),
+           json_object_get_int_member_with_default(vm, "cpus", 0),
+           json_object_get_string_member_with_default(vm, "memory", "-"), port_text);
+  }
+  return EXIT_OK;
+}

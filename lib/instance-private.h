@@ -1,0 +1,49 @@
+/* instance-private.h: finding a hutch instance and its files. */
+#pragma once
+
+#include "context-private.h"
+#include "domain-private.h"
+#include "profile-private.h"
+#include "ssh-private.h"
+
+/* Files in an instance directory ($XDG_DATA_HOME/hutch/instances/NAME, 0700). */
+#define HUTCH_INSTANCE_PROFILE "profile.yaml"      /* the frozen, expanded profile */
+#define HUTCH_INSTANCE_DISK "disk.qcow2"           /* overlay on the cached image */
+#define HUTCH_INSTANCE_SEED "seed.iso"             /* cloud-init NoCloud volume */
+#define HUTCH_INSTANCE_HOST_KEY "ssh_host_ed25519_key" /* the guest's host key (+ .pub) */
+#define HUTCH_INSTANCE_KNOWN_HOSTS "known_hosts"   /* the pinned key, for OpenSSH */
+#define HUTCH_INSTANCE_CONSOLE "console.log"       /* the serial console */
+#define HUTCH_INSTANCE_PROVISIONED "provisioned"   /* stamp: first boot finished */
+
+/* Runtime files ($XDG_RUNTIME_DIR/hutch/NAME, 0700) besides passt's. */
+#define HUTCH_RUNTIME_READY_SOCKET "ready.sock"
+#define HUTCH_RUNTIME_AGENT_SOCKET "agent.sock"
+
+/* A hutch instance as a later process finds it: its domain and the metadata hutch put in
+ * it. */
+typedef struct {
+  char *name;
+  virDomainPtr domain;
+  HutchDomainMeta *meta;
+} HutchInstance;
+
+void hutch_instance_free(HutchInstance *instance);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(HutchInstance, hutch_instance_free)
+
+/* Looks the instance up; HUTCH_ERROR_NOT_FOUND when there is no such domain and
+ * HUTCH_ERROR_NOT_HUTCH when the domain has no hutch metadata (hutch never touches it). */
+HutchInstance *hutch_instance_lookup(HutchContext *ctx, const char *name, GError **error);
+
+/* The instance directory and runtime directory of a name (whether or not they exist). */
+char *hutch_instance_dir(const char *name);
+char *hutch_instance_runtime_dir(const char *name);
+
+/* TRUE when the domain is running (or paused). */
+gboolean hutch_instance_is_active(HutchInstance *instance);
+
+/* The pinned host key line ("ssh-ed25519 AAAA...") of an instance. */
+char *hutch_instance_host_key(HutchInstance *instance, GError **error);
+
+/* An SSH session to a running instance, authenticated with the user's hutch key, the host
+ * key checked against the pinned one. */
+HutchSsh *hutch_instance_connect(HutchContext *ctx, const char *name, GError **error);

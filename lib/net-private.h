@@ -1,0 +1,38 @@
+/* net-private.h: the per-VM passt process (user-mode networking and port forwards).
+ *
+ * hutch runs passt itself rather than through libvirt: Debian's libvirt 9.0 has the passt
+ * backend patched out, slirp ignores <portForward>, and libvirt's own passt launcher does not
+ * pass --no-map-gw, which would let the guest reach the host's 127.0.0.1 services. */
+#pragma once
+
+#include "profile-private.h"
+
+/* File names inside the instance's runtime directory. */
+#define HUTCH_PASST_SOCKET "passt.socket"
+#define HUTCH_PASST_PID "passt.pid"
+#define HUTCH_PASST_LOG "passt.log"
+
+/* The passt command line for a VM (argv, NULL-terminated): --one-off --no-map-gw, the SSH
+ * forward 127.0.0.1/ssh_port:22 and one -t/-u per profile port. Pure, for tests. */
+GStrv hutch_net_passt_argv(const char *passt, const char *runtime_dir, guint ssh_port,
+                           GPtrArray *ports);
+
+/* Fails with HUTCH_ERROR_PORT_IN_USE naming the first host port of ports that cannot be
+ * bound now. */
+gboolean hutch_net_check_ports(GPtrArray *ports, GError **error);
+
+/* A TCP port on 127.0.0.1 that is free now (the kernel picks it). */
+guint hutch_net_free_port(GError **error);
+
+/* Starts passt for a VM and returns once its socket exists (passt daemonizes itself; its pid
+ * is in runtime_dir/passt.pid). */
+gboolean hutch_net_start(const char *runtime_dir, guint ssh_port, GPtrArray *ports,
+                         GError **error);
+
+/* Stops the VM's passt if it still runs (it exits by itself when QEMU disconnects) and
+ * removes its files. */
+void hutch_net_stop(const char *runtime_dir);
+
+/* Sends SIGTERM to the pid in pidfile if that process still runs, waiting up to 2 s, then
+ * SIGKILL. Removes the pidfile. */
+void hutch_kill_pidfile(const char *pidfile);

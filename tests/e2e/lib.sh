@@ -1,0 +1,88 @@
+# tests/e2e/lib.sh: what the end-to-end suites share. Source it; it speaks TAP.
+#
+# Each suite runs the real hutch binary ($HUTCH, set by meson) against a real libvirt on
+# qemu:///session. Instances, configuration and keys live in a private temporary XDG tree
+# that is removed at the end; the image cache ($XDG_CACHE_HOME) is the user's own, so the
+# test guest is built once and shared between suites and runs.
+#
+# A suite that cannot get libvirt fails (CI must never pass without it). Only a developer may
+# allow skipping, with HUTCH_ALLOW_SKIP=1, and the skip says why.
+
+set -uo pipefail
+
+: "${HUTCH:?HUTCH must name the hutch binary (meson test sets it)}"
+: "${HUTCH_SOURCE_DIR:?}"
+export LIBVIRT_DEFAULT_URI=qemu:///session
+export HUTCH_ACCEL=tcg   # /dev/kvm here is kvm_pvm, on which stock guest kernels hang
+export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/run/user/$(id -u)}
+
+E2E_TMP=$(mktemp -d "${TMPDIR:-/tmp}/hutch-e2e.XXXXXX")
+export XDG_DATA_HOME=$E2E_TMP/data XDG_CONFIG_HOME=$E2E_TMP/config
+# Runtime paths hold unix sockets (108-byte limit): keep them short.
+export XDG_RUNTIME_DIR_ORIG=$XDG_RUNTIME_DIR
+mkdir -p "$XDG_DATA_HOME" "$XDG_CONFIG_HOME"
+
+tap_count=0
+tap_failed=0
+E2E_VMS=()
+
+ok() { tap_count=$((tap_count + 1)); echo "ok $tap_count - $*"; }
+not_ok() { tap_count=$((tap_count + 1)); tap_failed=$((tap_failed + 1)); echo "not ok $tap_count - $*"; }
+diag() { sed 's/^/# /' <<<"$*"; }
+
+# check "description" command...: ok when the command succeeds; its output goes to the TAP
+# diagnostics when it fails.
+check() {
+  local what=$1; shift
+  local out
+  if out=$("$@" 2>&1); then ok "$what"; else not_ok "$what"; diag "$out"; fi
+}
+
+# check_fails "description" EXPECTED_STATUS command...
+check_status() {
+  local what=$1 expected=$2; shift 2
+  local out rc
+  out=$("$@" 2>&1); rc=$?
+  if [ "$rc" -eq "$expected" ]; then ok "$what"; else not_ok "$what (exit $rc, wanted $expected)"; diag "$out"; fi
+}
+
+skip_all() {
+  echo "1..0 # SKIP $*"
+  exit 0
+}
+
+# Fails the suite (or, for a developer with HUTCH_ALLOW_SKIP=1, skips it) when libvirt's
+# session daemon cannot be reached.
+require_libvirt() {
+  local out
+  if ! out=$(virsh -c qemu:///session uri 2>&1); then
+    if [ "${HUTCH_ALLOW_SKIP:-}" = 1 ] && [ -z "${CI:-}" ]; then
+      skip_all "libvirt qemu:///session unreachable (HUTCH_ALLOW_SKIP=1): $out"
+    fi
+    echo "Bail out! libvirt qemu:///session unreachable: $out"
+    exit 1
+  fi
+}
+
+# Registers a VM name for removal at exit (whatever the tests did).
+track_vm() { E2E_VMS+=("$1"); }
+
+e2e_cleanup() {
+  local vm
+  for vm in "${E2E_VMS[@]}"; do
+    "$HUTCH" -q delete --force "$vm" >/dev/null 2>&1 ||
+      { virsh -c qemu:///session destroy "$vm" >/dev/null 2>&1;
+        virsh -c qemu:///session undefine --snapshots-metadata "$vm" >/dev/null 2>&1; }
+  done
+  rm -rf "$E2E_TMP"
+}
+trap e2e_cleanup EXIT
+
+# Call last: prints the plan and exits non-zero when anything failed.
+finish() {
+  echo "1..$tap_count"
+  [ "$tap_failed" -eq 0 ]
+}
+
+# A unique VM name per run, so that a leftover of a killed run never collides.
+vm_name() { echo "$1-$$"; }
