@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Boot to ready with a real guest (the test image, under TCG): start from nothing, shell,
+# exit status, stdin, cp both ways, ssh-config with real OpenSSH, restart without
+# re-provisioning, a tampered host key refused, and delete leaving nothing behind. One VM
+# serves the whole suite: a boot costs 1.5-3 minutes under TCG.
+. "$(dirname "$0")/lib.sh"
+require_libvirt
+
+vm=$(vm_name boot)
+track_vm "$vm"
+cat >"$E2E_TMP/boot.yaml" <<YAML
+base: $HUTCH_SOURCE_DIR/tests/image/test-guest.yaml
+provision:
+  - name: counter
+    run: |
+      echo "provisioned" >> /var/lib/hutch-e2e-runs
+  - name: as-user
+    as: user
+    run: |
+      id -un > ~/whoami
+  - name: broken-optional
+    optional: true
+    run: |
+      echo "this step fails on purpose" >&2
+      exit 3
+YAML
+
+start_log=$E2E_TMP/start.log
+t0=$(date +%s.%N)
+"$HUTCH" start "$vm" -f "$E2E_TMP/boot.yaml" 2>"$start_log"; rc=$?
+t1=$(date +%s.%N)
+if [ $rc -eq 0 ]; then ok "start from nothing to ready"; else not_ok "start from nothing to ready (exit $rc)"; diag "$(cat "$start_log")"; fi
+diag "start to ready (new VM): $(awk "BEGIN{printf \"%.1f\", $t1 - $t0}") s"
+diag "$(cat "$start_log")"
+for phase in image define boot provision ready; do
+  if grep -q "^  $phase " "$start_log"; then ok "start shows phase '$phase'"; else not_ok "start shows phase '$phase'"; fi
+done
+if grep -q "optional step.*failed: .*broken-optional" "$start_log"; then ok "a failed optional step is named, start still succeeds"; else not_ok "a failed optional step is named"; fi
+
+out=$("$HUTCH" shell "$vm" -- uname -a 2>&1)
+if grep -q "^Linux $vm " <<<"$out"; then ok "shell -- uname -a"; else not_ok "shell -- uname -a"; diag "$out"; fi
+
+check_status "exit status 7 comes back" 7 "$HUTCH" shell "$vm" -- sh -c 'exit 7'
+out=$(echo hi | "$HUTCH" shell "$vm" -- cat 2>&1)
+if [ "$out" = hi ]; then ok "stdin is piped through"; else not_ok "stdin is piped through"; diag "$out"; fi
+out=$("$HUTCH" shell "$vm" -- printf '%s|' 'a b' "it's" '$(true)' 2>&1)
+if [ "$out" = "a b|it's|\$(true)|" ]; then ok "arguments arrive exactly"; else not_ok "arguments arrive exactly"; diag "$out"; fi
+out=$("$HUTCH" shell "$vm" -- cat whoami 2>&1)
+if [ "$out" = "$(id -un)" ]; then ok "the as: user step ran as the host user's name"; else not_ok "as: user step"; diag "$out"; fi
+
+head -c 10M /dev/urandom >"$E2E_TMP/big"
+check "cp a 10 MiB file into the guest" "$HUTCH" cp "$E2E_TMP/big" "$vm:big"
+check "cp it back" "$HUTCH" cp "$vm:big" "$E2E_TMP/big.back"
+if [ "$(sha256sum <"$E2E_TMP/big")" = "$(sha256sum <"$E2E_TMP/big.back")" ] &&
+   [ "$("$HUTCH" shell "$vm" -- sha256sum big | cut -d' ' -f1)" = "$(sha256sum "$E2E_TMP/big" | cut -d' ' -f1)" ]; then
+  ok "checksums equal on host, in the guest, and back"
+else
+  not_ok "checksums equal on host, in the guest, and back"
+fi
+
+"$HUTCH" ssh-config "$vm" >"$E2E_TMP/ssh_config"
+out=$(ssh -F "$E2E_TMP/ssh_config" -o BatchMode=yes "$vm" 'echo via-openssh' 2>&1)
+if [ "$out" = via-openssh ]; then ok "ssh-config works with OpenSSH and the pinned key"; else not_ok "ssh-config works with OpenSSH"; diag "$out"; fi
+
+check "write a file before the restart" "$HUTCH" shell "$vm" -- sh -c 'echo kept > survivor'
+check "stop" "$HUTCH" -q stop "$vm"
+t0=$(date +%s.%N)
+check "start again" "$HUTCH" -q start "$vm"
+t1=$(date +%s.%N)
+diag "start to ready (restart): $(awk "BEGIN{printf \"%.1f\", $t1 - $t0}") s"
+check "the file survived" bash -c "[ \"\$('$HUTCH' shell '$vm' -- cat survivor)\" = kept ]"
+out=$("$HUTCH" shell "$vm" -- sudo cat /var/lib/hutch-e2e-runs 2>&1)
+if [ "$out" = provisioned ]; then ok "provisioning ran once, not again on restart"; else not_ok "provisioning ran once"; diag "$out"; fi
+
+t0=$(date +%s.%N)
+for i in 1 2 3 4 5; do "$HUTCH" shell "$vm" -- true; done
+t1=$(date +%s.%N)
+diag "hutch shell -- true: $(awk "BEGIN{printf \"%.2f\", ($t1 - $t0) / 5}") s each"
+
+# A tampered pinned key: the guest's real key no longer matches what hutch expects.
+pub=$XDG_DATA_HOME/hutch/instances/$vm/ssh_host_ed25519_key.pub
+cp "$pub" "$E2E_TMP/pub.saved"
+ssh-keygen -q -t ed25519 -N '' -f "$E2E_TMP/other" && cp "$E2E_TMP/other.pub" "$pub"
+out=$("$HUTCH" shell "$vm" -- true 2>&1); rc=$?
+if [ $rc -eq 1 ] && grep -qi "host key" <<<"$out"; then ok "a tampered pinned host key is refused"; else not_ok "a tampered pinned host key is refused (exit $rc)"; diag "$out"; fi
+cp "$E2E_TMP/pub.saved" "$pub"
+
+check "delete --force" "$HUTCH" -q delete --force "$vm"
+check_status "no domain" 1 virsh dominfo "$vm"
+sleep 1
+check "no passt process" bash -c "! pgrep -u $(id -u) -f 'passt.*/$vm/'"
+check "no instance directory" test ! -e "$XDG_DATA_HOME/hutch/instances/$vm"
+check "no runtime directory" test ! -e "$XDG_RUNTIME_DIR/hutch/$vm"
+
+finish
