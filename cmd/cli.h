@@ -34,6 +34,7 @@ int verb_delete(Cli *cli, int argc, char **argv);
 int verb_image(Cli *cli, int argc, char **argv);
 int verb_info(Cli *cli, int argc, char **argv);
 int verb_list(Cli *cli, int argc, char **argv);
+int verb_logs(Cli *cli, int argc, char **argv);
 int verb_profile(Cli *cli, int argc, char **argv);
 int verb_shell(Cli *cli, int argc, char **argv);
 int verb_ssh_config(Cli *cli, int argc, char **argv);

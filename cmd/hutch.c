@@ -46,6 +46,11 @@ static const Verb verbs[] = {
      "usage: hutch list [--json] [--name]\n"
      "\n"
      "      --name   print only the names, one a line\n"},
+    {"logs", verb_logs, "print a VM's console log and provisioning logs",
+     "usage: hutch logs NAME\n"
+     "\n"
+     "Prints the serial console log and, while the VM runs, cloud-init's output and each\n"
+     "provisioning step's log from inside the guest.\n"},
     {"profile", verb_profile, "list profiles or show one fully expanded",
      "usage: hutch profile list [--json]\n"
      "       hutch profile show NAME|FILE\n"},

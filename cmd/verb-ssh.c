@@ -70,3 +70,22 @@ int verb_ssh_config(Cli *cli, int argc, char **argv) {
   fputs(config, stdout);
   return EXIT_OK;
 }
+
+int verb_logs(Cli *cli, int argc, char **argv) {
+  CliOptions opts = {cli_find_verb("logs"), "", NULL, 0};
+  int c;
+  while ((c = cli_getopt(&opts, argc, argv)) > 0)
+    ;
+  if (c < 0)
+    return opts.exit_code;
+  if (!cli_expect_args(&opts, argc, argv, 1, 1))
+    return opts.exit_code;
+  if (!cli_context(cli))
+    return EXIT_FAILED;
+  g_autoptr(GError) error = NULL;
+  g_autofree char *logs = hutch_logs(cli->ctx, argv[optind], &error);
+  if (!logs)
+    return cli_error(error);
+  fputs(logs, stdout);
+  return EXIT_OK;
+}

@@ -107,3 +107,35 @@ char *hutch_ssh_config(HutchContext *ctx, const char *name, GError **error) {
                          name, instance->meta->ssh_port, instance->meta->guest_user,
                          client_key, known_hosts);
 }
+
+char *hutch_logs(HutchContext *ctx, const char *name, GError **error) {
+  g_autoptr(HutchInstance) instance = hutch_instance_lookup(ctx, name, error);
+  if (!instance)
+    return NULL;
+  g_autofree char *console_path =
+      g_build_filename(instance->meta->instance_dir, HUTCH_INSTANCE_CONSOLE, NULL);
+  g_autofree char *console = NULL;
+  GString *out = g_string_new(NULL);
+  g_string_append_printf(out, "==> console (%s) <==\n", console_path);
+  if (g_file_get_contents(console_path, &console, NULL, NULL))
+    g_string_append(out, console);
+  else
+    g_string_append(out, "(no console output yet)\n");
+  if (hutch_instance_is_active(instance)) {
+    g_autoptr(GError) ssh_error = NULL;
+    g_autoptr(HutchSsh) ssh = hutch_instance_connect(ctx, name, &ssh_error);
+    g_autofree char *guest_logs = NULL;
+    if (ssh)
+      hutch_ssh_exec_capture(ssh,
+                             "for f in /var/log/cloud-init-output.log /var/log/hutch/steps/*.log;"
+                             " do [ -r \"$f\" ] || sudo -n test -r \"$f\" || continue;"
+                             " echo \"==> $f <==\"; sudo -n cat \"$f\" 2>/dev/null || cat \"$f\"; done",
+                             NULL, &guest_logs, NULL, &ssh_error);
+    if (guest_logs)
+      g_string_append(out, guest_logs);
+    else
+      g_string_append_printf(out, "==> guest logs <==\n(unavailable: %s)\n",
+                             ssh_error ? ssh_error->message : "no SSH");
+  }
+  return g_string_free(out, FALSE);
+}

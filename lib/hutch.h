@@ -154,6 +154,9 @@ HUTCH_PUBLIC int hutch_shell(HutchContext *ctx, const char *name, const char *wo
 /* src and dst are local paths or NAME:PATH (exactly one of them remote). */
 HUTCH_PUBLIC gboolean hutch_copy(HutchContext *ctx, const char *src, const char *dst,
                                  gboolean recursive, GError **error);
+/* The serial console log and, when the VM runs, cloud-init's output and each provisioning
+ * step's log from inside the guest. */
+HUTCH_PUBLIC char *hutch_logs(HutchContext *ctx, const char *name, GError **error);
 /* An OpenSSH client configuration block for the instance. */
 HUTCH_PUBLIC char *hutch_ssh_config(HutchContext *ctx, const char *name, GError **error);
 
