@@ -40,8 +40,9 @@ typedef struct {
   const char *guest_user;
 } HutchDomainConfig;
 
-/* The domain XML for config and profile (cpus, memory). Returns NULL with error set on
- * invalid input. */
+/* The domain XML for config and profile (cpus, memory). Returns NULL with a HUTCH_ERROR_USAGE
+ * error on invalid input (bad name or uuid, relative paths, control characters, a virtiofs
+ * entry marked readonly: virtiofsd enforces that, not the domain). */
 char *hutch_domain_build_xml(const HutchProfile *profile, const HutchDomainConfig *config,
                              GError **error);
 
@@ -54,7 +55,9 @@ typedef struct {
   char *guest_user;
 } HutchDomainMeta;
 
-/* Parses the <hutch:instance> element's XML (as virDomainGetMetadata returns it). */
+/* Parses the <hutch:instance> element's XML (as virDomainGetMetadata returns it, with or
+ * without the namespace). Anything else, or a missing ssh-port/instance-dir/runtime-dir,
+ * is a HUTCH_ERROR_NOT_HUTCH error. */
 HutchDomainMeta *hutch_domain_meta_parse(const char *xml, GError **error);
 void hutch_domain_meta_free(HutchDomainMeta *meta);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(HutchDomainMeta, hutch_domain_meta_free)

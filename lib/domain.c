@@ -447,8 +447,9 @@ char *hutch_domain_build_xml(const HutchProfile *profile, const HutchDomainConfi
 
 /* ---- Metadata ------------------------------------------------------------------------- */
 
-/* libvirt hands the element back with or without its namespace (the test driver and virsh
- * strip it): accept both, and nothing in another namespace. */
+/* libvirt stores the element with its namespace but virDomainGetMetadata returns it without
+ * (seen with libvirt 9.0, qemu and test drivers): accept both, and nothing in another
+ * namespace. */
 static gboolean is_hutch_element(xmlNodePtr node, const char *name) {
   return node->type == XML_ELEMENT_NODE && xmlStrEqual(node->name, BAD_CAST name) &&
          (!node->ns || xmlStrEqual(node->ns->href, BAD_CAST HUTCH_METADATA_NS));
@@ -484,8 +485,8 @@ static gboolean parse_port(const char *text, guint *ret) {
 }
 
 HutchDomainMeta *hutch_domain_meta_parse(const char *xml, GError **error) {
-  if (!xml) {
-    meta_error(error, "empty");
+  if (!xml || strlen(xml) > G_MAXINT) {
+    meta_error(error, "missing or too large");
     return NULL;
   }
   g_autoptr(xmlParserCtxt) ctxt = xmlNewParserCtxt();
