@@ -85,6 +85,7 @@ struct _HutchProfile {
   GPtrArray *provision;/* HutchProvisionStep*, owned, in order */
   GPtrArray *env;      /* HutchEnvVar*, owned, in order of first definition */
   guint boot_timeout;  /* seconds, default 600 */
+  char *description;   /* `description:` of the file itself (not inherited), or NULL */
 };
 
 HutchProfile *hutch_profile_new_defaults(void);
@@ -95,9 +96,18 @@ HutchProfile *hutch_profile_load_data(const char *data, gsize len, const char *f
                                       GError **error);
 /* Finds a profile by name on the search path; returns its absolute path. */
 char *hutch_profile_find(const char *name, GError **error);
-/* Parses a --port / ports: spec "[HOST_IP:]HOST[-END]:GUEST[-END][/tcp|/udp]". */
+/* Parses a --port / ports: spec "[HOST_IP:]HOST[-END]:GUEST[-END][/tcp|/udp]" (an IPv6
+ * HOST_IP in brackets; "PORT" alone means PORT:PORT). Errors: HUTCH_ERROR_USAGE. */
 HutchPort *hutch_port_parse(const char *spec, GError **error);
-/* Parses a --share spec "HOST:GUEST[:ro|rw]". */
+/* Parses a --share spec "HOST:GUEST[:ro|rw]" (default rw: the user asked for it
+ * explicitly). Paths must be absolute or start with "~". Errors: HUTCH_ERROR_USAGE. */
 HutchShare *hutch_share_parse(const char *spec, GError **error);
+/* Command-line additions, with the rules of the profile: a share with the guest path of an
+ * existing one replaces it; a port whose host range overlaps an existing one (same proto) is
+ * a HUTCH_ERROR_USAGE error. Take ownership of the item on success only. */
+gboolean hutch_profile_add_share(HutchProfile *profile, HutchShare *share, GError **error);
+gboolean hutch_profile_add_port(HutchProfile *profile, HutchPort *port, GError **error);
+/* The directories searched for profiles by name, in order (existing or not). */
+GPtrArray *hutch_profile_search_path(void);
 void hutch_share_free(HutchShare *share);
 void hutch_port_free(HutchPort *port);
