@@ -1,0 +1,260 @@
+#!/bin/sh
+# hutch-provision: the guest side of hutch's provisioning. hutch's cloud-init seed installs it
+# as /usr/local/lib/hutch/hutch-provision and runs it from runcmd (first boot only).
+#
+#   hutch-provision run               mount the shares, run the steps, report, disable cloud-init
+#   hutch-provision ready             report READY (or FAILED) again: hutch-ready.service, later boots
+#   hutch-provision install-packages PKG...   what a `packages:` step runs
+#
+# Progress goes to the host over a virtio-serial port, one line each:
+#   STEP i/n NAME | OK i NAME | FAIL i NAME STATUS | WARN TEXT | READY | FAILED
+# The host must ignore lines it does not know. Everything is also printed on stdout, which
+# cloud-init keeps in /var/log/cloud-init-output.log; each step's output is also kept in
+# /var/log/hutch/steps/NN-NAME.log.
+#
+# Every path and command below can be overridden from the environment so that the unit tests
+# can run this script outside a guest.
+set -u
+
+HUTCH_CONF=${HUTCH_CONF:-/etc/hutch/provision.conf}
+if [ -r "$HUTCH_CONF" ]; then
+  # Written by hutch: HUTCH_USER and HUTCH_READY_CHANNEL, shell-quoted.
+  # shellcheck source=/dev/null
+  . "$HUTCH_CONF"
+fi
+HUTCH_USER=${HUTCH_USER:-}
+HUTCH_READY_CHANNEL=${HUTCH_READY_CHANNEL:-org.hutch.ready.0}
+STEPS_DIR=${HUTCH_STEPS_DIR:-/var/lib/hutch/steps}
+STATE_DIR=${HUTCH_STATE_DIR:-/var/lib/hutch}
+LOG_DIR=${HUTCH_LOG_DIR:-/var/log/hutch/steps}
+CHANNEL=${HUTCH_CHANNEL_PATH:-/dev/virtio-ports/$HUTCH_READY_CHANNEL}
+# A write to a virtio port blocks while no host process holds the other end open.
+CHANNEL_TIMEOUT=${HUTCH_CHANNEL_TIMEOUT:-15}
+MOUNTS=${HUTCH_MOUNTS:-/etc/hutch/fstab}
+FSTAB=${HUTCH_FSTAB:-/etc/fstab}
+CLOUD_INIT_DISABLED=${HUTCH_CLOUD_INIT_DISABLED:-/etc/cloud/cloud-init.disabled}
+RUNUSER=${HUTCH_RUNUSER:-runuser}
+SYSTEMCTL=${HUTCH_SYSTEMCTL:-systemctl}
+MOUNT=${HUTCH_MOUNT:-mount}
+SSH_WAIT=${HUTCH_SSH_WAIT:-120}
+
+case "$0" in
+  /*) HUTCH_RUNNER=$0 ;;
+  *) HUTCH_RUNNER=$(pwd)/$0 ;;
+esac
+export HUTCH_RUNNER HUTCH_STATE_DIR="$STATE_DIR"
+
+channel_broken=
+
+say() {
+  printf 'hutch: %s\n' "$*"
+}
+
+# Sends one line to the host. The channel is missing when the guest was not started by hutch
+# (or in tests), and a write blocks when nobody listens: then say so once and stop trying,
+# provisioning itself goes on.
+report() {
+  say "$*"
+  [ -z "$channel_broken" ] || return 0
+  if [ ! -e "$CHANNEL" ]; then
+    say "no ready channel at $CHANNEL; progress is not reported to the host"
+    channel_broken=1
+    return 0
+  fi
+  # shellcheck disable=SC2016 # expanded by the inner shell
+  if ! timeout "$CHANNEL_TIMEOUT" sh -c 'printf "%s\n" "$1" >>"$2"' sh "$*" "$CHANNEL"; then
+    say "writing to $CHANNEL failed; progress is no longer reported to the host"
+    channel_broken=1
+  fi
+  return 0
+}
+
+user_home() {
+  if [ -n "${HUTCH_USER_HOME:-}" ]; then
+    printf '%s\n' "$HUTCH_USER_HOME"
+  elif [ -n "$HUTCH_USER" ]; then
+    getent passwd "$HUTCH_USER" | cut -d: -f6
+  fi
+}
+
+# The shares are mounted here rather than by cloud-init's mounts module because that module
+# runs before users-groups: it would create the user's home directory as root, and useradd
+# would then leave it root-owned. Entries go into fstab (with nofail) so later boots mount
+# them too.
+mount_shares() {
+  [ -r "$MOUNTS" ] || return 0
+  home=$(user_home)
+  while IFS= read -r line <&4; do
+    case "$line" in '' | '#'*) continue ;; esac
+    set -f
+    # shellcheck disable=SC2086 # split the fstab line into its fields
+    set -- $line
+    set +f
+    path=$2
+    if [ ! -d "$path" ]; then
+      case "$path" in
+        "$home"/*)
+          if [ -n "$home" ] && [ -n "$HUTCH_USER" ]; then
+            "$RUNUSER" -u "$HUTCH_USER" -- mkdir -p "$path" </dev/null
+          else
+            mkdir -p "$path"
+          fi
+          ;;
+        *) mkdir -p "$path" ;;
+      esac
+    fi
+    if ! grep -qxF -e "$line" "$FSTAB" 2>/dev/null; then
+      printf '%s\n' "$line" >>"$FSTAB"
+    fi
+    if mountpoint -q "$path" 2>/dev/null; then
+      continue
+    fi
+    if "$MOUNT" --fstab "$FSTAB" "$path" </dev/null; then
+      say "mounted $path"
+    else
+      report "WARN mount $path failed"
+      printf '%s\n' "$path" >>"$STATE_DIR/mount-failed"
+    fi
+  done 4<"$MOUNTS"
+}
+
+# Runs step i of n; returns its exit status. A step that succeeded once is not run again.
+run_step() {
+  step_i=$1 step_n=$2 num=$3 name=$4 who=$5
+  file=$STEPS_DIR/$num-$name.sh
+  stamp=$STATE_DIR/done/$num-$name
+  log=$LOG_DIR/$num-$name.log
+  report "STEP $step_i/$step_n $name"
+  if [ -e "$stamp" ]; then
+    say "step $name succeeded before; not running it again"
+    report "OK $step_i $name"
+    return 0
+  fi
+  status_file=$STATE_DIR/.status
+  rm -f "$status_file"
+  {
+    say "step $name (as $who) started $(date -Iseconds)"
+    # The steps get neither the lock nor the lists being read.
+    if [ "$who" = user ]; then
+      "$RUNUSER" -l "$HUTCH_USER" -c "$file" </dev/null 3<&- 4<&- 9>&-
+    else
+      HOME=${HOME:-/root} "$file" </dev/null 3<&- 4<&- 9>&-
+    fi
+    echo $? >"$status_file"
+  } 2>&1 | tee -a "$log"
+  status=$(cat "$status_file" 2>/dev/null || echo 255)
+  rm -f "$status_file"
+  if [ "$status" = 0 ]; then
+    : >"$stamp"
+    report "OK $step_i $name"
+  else
+    report "FAIL $step_i $name $status"
+  fi
+  return "$status"
+}
+
+wait_for_ssh() {
+  waited=0
+  while [ "$waited" -lt "$SSH_WAIT" ]; do
+    for unit in ssh.service sshd.service ssh.socket; do
+      if "$SYSTEMCTL" is-active --quiet "$unit" </dev/null 2>/dev/null; then
+        return 0
+      fi
+    done
+    sleep 1
+    waited=$((waited + 1))
+  done
+  say "sshd is not active after ${SSH_WAIT}s; reporting anyway"
+}
+
+# cloud-init costs 25-35 s a boot under TCG and has nothing left to do; hutch-ready.service
+# reports readiness on later boots instead.
+finish() {
+  result=$1
+  printf '%s\n' "$result" >"$STATE_DIR/status"
+  mkdir -p "$(dirname "$CLOUD_INIT_DISABLED")"
+  : >"$CLOUD_INIT_DISABLED"
+  if ! "$SYSTEMCTL" enable hutch-ready.service </dev/null; then
+    say "could not enable hutch-ready.service; later boots will not report READY"
+  fi
+  if [ "$result" = ok ]; then
+    wait_for_ssh
+    report READY
+    return 0
+  fi
+  report FAILED
+  return 1
+}
+
+cmd_run() {
+  mkdir -p "$STATE_DIR/done" "$LOG_DIR"
+  if command -v flock >/dev/null 2>&1; then
+    exec 9>"$STATE_DIR/lock"
+    if ! flock -n 9; then
+      say "another hutch-provision is running"
+      return 1
+    fi
+  fi
+  list=$STEPS_DIR/steps.list
+  if [ -r "$list" ]; then
+    n=$(grep -c . "$list")
+  else
+    n=0
+  fi
+  : >"$STATE_DIR/optional-failed"
+  rm -f "$STATE_DIR/mount-failed"
+  mount_shares
+  i=0
+  if [ "$n" -gt 0 ]; then
+    # steps.list: one line a step, "NN NAME root|user required|optional".
+    while read -r num name who need <&3; do
+      [ -n "$num" ] || continue
+      i=$((i + 1))
+      run_step "$i" "$n" "$num" "$name" "$who"
+      status=$?
+      [ "$status" = 0 ] && continue
+      if [ "$need" = optional ]; then
+        printf '%s\n' "$name" >>"$STATE_DIR/optional-failed"
+        say "optional step $name failed with status $status; going on"
+        continue
+      fi
+      say "step $name failed with status $status; provisioning stopped"
+      finish failed
+      return 1
+    done 3<"$list"
+  fi
+  finish ok
+}
+
+cmd_ready() {
+  if [ "$(cat "$STATE_DIR/status" 2>/dev/null)" = ok ]; then
+    report READY
+  else
+    report FAILED
+  fi
+}
+
+cmd_install_packages() {
+  export DEBIAN_FRONTEND=noninteractive
+  # apt-daily may hold the lock on a first boot: wait for it rather than fail.
+  apt="apt-get -o DPkg::Lock::Timeout=600"
+  if [ ! -e "$STATE_DIR/apt-updated" ]; then
+    $apt update || return
+    mkdir -p "$STATE_DIR"
+    : >"$STATE_DIR/apt-updated"
+  fi
+  $apt install -y "$@"
+}
+
+case "${1:-}" in
+  run) cmd_run ;;
+  ready) cmd_ready ;;
+  install-packages)
+    shift
+    cmd_install_packages "$@"
+    ;;
+  *)
+    echo "usage: hutch-provision run | ready | install-packages PACKAGE..." >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,921 @@
+/* test-seed.c: cloud-init seed documents (golden files, YAML round trip, quoting), the cidata
+ * ISO, and the guest-side provisioning runner run on the host with stubbed commands. */
+#include "config.h"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <glib/gstdio.h>
+#include <sys/stat.h>
+#include <yaml.h>
+
+#include "seed-private.h"
+
+#define TRICKY_VALUE "it's '$(rm -rf /)\" `id` \\n $HOME"
+
+/* ---- fixtures --------------------------------------------------------------------------- */
+
+static void add_env(HutchProfile *p, const char *key, const char *value) {
+  HutchEnvVar *var = g_new0(HutchEnvVar, 1);
+  var->key = g_strdup(key);
+  var->value = g_strdup(value);
+  g_ptr_array_add(p->env, var);
+}
+
+static HutchProvisionStep *add_step(HutchProfile *p, const char *name) {
+  HutchProvisionStep *step = g_new0(HutchProvisionStep, 1);
+  step->name = g_strdup(name);
+  g_ptr_array_add(p->provision, step);
+  return step;
+}
+
+/* A profile with every kind of step, `as: user`, an optional step and awkward env values.
+ * Built by hand: the YAML parser is tested on its own. */
+static HutchProfile *make_profile(void) {
+  HutchProfile *p = hutch_profile_new_defaults();
+  p->name = g_strdup("seedtest");
+  add_env(p, "EDITOR", "vim");
+  add_env(p, "TRICKY", TRICKY_VALUE);
+  add_env(p, "MULTI", "line one\nline two\n");
+  add_env(p, "YES", "yes");
+  add_env(p, "EMPTY", "");
+
+  HutchProvisionStep *step = add_step(p, "tools");
+  step->packages = g_strsplit("vim jq build-essential", " ", -1);
+  step = add_step(p, "node");
+  step->script = g_strdup("node.sh");
+  step->script_path =
+      g_build_filename(g_getenv("HUTCH_TEST_DATA"), "seed", "scripts", "node.sh", NULL);
+  step->as_user = TRUE;
+  step = add_step(p, "greet");
+  step->run = g_strdup("echo \"hello from run as $(id -un)\"\n"
+                       "if [ -n \"${HUTCH_TEST_OUT:-}\" ]; then echo greet >>\"$HUTCH_TEST_OUT\"; fi");
+  step->optional = TRUE;
+  return p;
+}
+
+static HutchSeedMount mounts_data[] = {
+    {"hutch0", "/home/dev/Shared", "virtiofs", FALSE},
+    {"hutch1", "/home/dev/reference docs", "9p", TRUE},
+    {"hutch2", "/srv/ro", "9p", TRUE},
+};
+
+typedef struct {
+  HutchSeedConfig config;
+  GPtrArray *mounts;
+} ConfigFixture;
+
+static void config_fixture_init(ConfigFixture *f) {
+  memset(f, 0, sizeof(*f));
+  f->mounts = g_ptr_array_new();
+  g_ptr_array_add(f->mounts, &mounts_data[0]);
+  g_ptr_array_add(f->mounts, &mounts_data[2]);
+  f->config = (HutchSeedConfig){
+      .instance_id = "4d1b7e0a-6a43-4f8e-9b1e-0c5f2d9a7e31",
+      .hostname = "dev",
+      .user_name = "dev",
+      .user_uid = 1000,
+      .authorized_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeClientKeyForTests hutch@host",
+      .host_key_private = "-----BEGIN OPENSSH PRIVATE KEY-----\n"
+                          "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2\n"
+                          "FakeHostKeyBodyForTestsOnly==\n"
+                          "-----END OPENSSH PRIVATE KEY-----\n",
+      .host_key_public = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeHostKeyForTests",
+      .mounts = f->mounts,
+      .ready_channel = "org.hutch.ready.0",
+  };
+}
+
+static void config_fixture_clear(ConfigFixture *f) {
+  g_ptr_array_unref(f->mounts);
+}
+
+static HutchSeedDocuments *build_fixture(void) {
+  g_autoptr(HutchProfile) profile = make_profile();
+  ConfigFixture f;
+  config_fixture_init(&f);
+  g_autoptr(GError) error = NULL;
+  HutchSeedDocuments *docs = hutch_seed_build(profile, &f.config, &error);
+  g_assert_no_error(error);
+  g_assert_nonnull(docs);
+  config_fixture_clear(&f);
+  return docs;
+}
+
+static char *source_file(const char *relative) {
+  return g_build_filename(g_getenv("HUTCH_SOURCE_DIR"), relative, NULL);
+}
+
+static char *read_text(const char *path) {
+  g_autoptr(GError) error = NULL;
+  char *text = NULL;
+  g_file_get_contents(path, &text, NULL, &error);
+  g_assert_no_error(error);
+  return text;
+}
+
+static void write_text(const char *path, const char *text, int mode) {
+  g_autoptr(GError) error = NULL;
+  g_file_set_contents(path, text, -1, &error);
+  g_assert_no_error(error);
+  g_assert_cmpint(g_chmod(path, mode), ==, 0);
+}
+
+/* ---- YAML reading (libyaml's document loader) ------------------------------------------- */
+
+typedef struct {
+  yaml_document_t doc;
+  yaml_node_t *root;
+} Yaml;
+
+static Yaml *yaml_load(const char *text) {
+  yaml_parser_t parser;
+  g_assert_true(yaml_parser_initialize(&parser));
+  yaml_parser_set_input_string(&parser, (const unsigned char *)text, strlen(text));
+  Yaml *y = g_new0(Yaml, 1);
+  int ok = yaml_parser_load(&parser, &y->doc);
+  if (!ok)
+    g_error("YAML does not parse: %s at line %zu", parser.problem,
+            parser.problem_mark.line + 1);
+  y->root = yaml_document_get_root_node(&y->doc);
+  g_assert_nonnull(y->root);
+  /* Exactly one document. */
+  yaml_document_t second;
+  g_assert_true(yaml_parser_load(&parser, &second));
+  g_assert_null(yaml_document_get_root_node(&second));
+  yaml_document_delete(&second);
+  yaml_parser_delete(&parser);
+  return y;
+}
+
+static void yaml_free(Yaml *y) {
+  yaml_document_delete(&y->doc);
+  g_free(y);
+}
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(Yaml, yaml_free)
+
+static yaml_node_t *ymap(Yaml *y, yaml_node_t *map, const char *key) {
+  g_assert_nonnull(map);
+  g_assert_cmpint(map->type, ==, YAML_MAPPING_NODE);
+  for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
+       p++) {
+    yaml_node_t *k = yaml_document_get_node(&y->doc, p->key);
+    if (k->type == YAML_SCALAR_NODE && strcmp((const char *)k->data.scalar.value, key) == 0)
+      return yaml_document_get_node(&y->doc, p->value);
+  }
+  return NULL;
+}
+
+static guint yseq_len(yaml_node_t *seq) {
+  g_assert_nonnull(seq);
+  g_assert_cmpint(seq->type, ==, YAML_SEQUENCE_NODE);
+  return (guint)(seq->data.sequence.items.top - seq->data.sequence.items.start);
+}
+
+static yaml_node_t *yseq(Yaml *y, yaml_node_t *seq, guint i) {
+  g_assert_cmpuint(i, <, yseq_len(seq));
+  return yaml_document_get_node(&y->doc, seq->data.sequence.items.start[i]);
+}
+
+static const char *yscalar(yaml_node_t *node) {
+  g_assert_nonnull(node);
+  g_assert_cmpint(node->type, ==, YAML_SCALAR_NODE);
+  return (const char *)node->data.scalar.value;
+}
+
+/* A plain scalar is what PyYAML would resolve by its look (int, bool, null); a quoted or block
+ * one is a string whatever it says. */
+static gboolean yplain(yaml_node_t *node) {
+  return node->data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
+}
+
+static yaml_node_t *find_write_file(Yaml *y, const char *path) {
+  yaml_node_t *files = ymap(y, y->root, "write_files");
+  for (guint i = 0; i < yseq_len(files); i++) {
+    yaml_node_t *f = yseq(y, files, i);
+    if (strcmp(yscalar(ymap(y, f, "path")), path) == 0)
+      return f;
+  }
+  return NULL;
+}
+
+static const char *write_file_content(Yaml *y, const char *path) {
+  yaml_node_t *f = find_write_file(y, path);
+  if (!f)
+    g_error("user-data writes no %s", path);
+  g_assert_null(ymap(y, f, "encoding"));
+  return yscalar(ymap(y, f, "content"));
+}
+
+/* ---- documents -------------------------------------------------------------------------- */
+
+static void check_golden(const char *name, const char *actual) {
+  g_autofree char *path = g_build_filename(g_getenv("HUTCH_TEST_DATA"), "seed", name, NULL);
+  if (g_strcmp0(g_getenv("HUTCH_REGENERATE"), "1") == 0) {
+    write_text(path, actual, 0644);
+    return;
+  }
+  g_autofree char *expected = read_text(path);
+  g_assert_cmpstr(actual, ==, expected);
+}
+
+static void test_golden(void) {
+  g_autoptr(HutchSeedDocuments) docs = build_fixture();
+  check_golden("meta-data", docs->meta_data);
+  check_golden("user-data", docs->user_data);
+  check_golden("network-config", docs->network_config);
+}
+
+static void test_user_data_structure(void) {
+  g_autoptr(HutchSeedDocuments) docs = build_fixture();
+  g_assert_true(g_str_has_prefix(docs->user_data, "#cloud-config\n"));
+  g_autoptr(Yaml) y = yaml_load(docs->user_data);
+  yaml_node_t *root = y->root;
+
+  g_assert_cmpstr(yscalar(ymap(y, root, "hostname")), ==, "dev");
+  g_assert_cmpstr(yscalar(ymap(y, root, "ssh_pwauth")), ==, "false");
+  g_assert_true(yplain(ymap(y, root, "ssh_pwauth")));
+  g_assert_cmpstr(yscalar(ymap(y, root, "disable_root")), ==, "true");
+  g_assert_cmpstr(yscalar(ymap(y, root, "ssh_deletekeys")), ==, "true");
+  yaml_node_t *gen = ymap(y, root, "ssh_genkeytypes");
+  g_assert_cmpuint(yseq_len(gen), ==, 1);
+  g_assert_cmpstr(yscalar(yseq(y, gen, 0)), ==, "ed25519");
+  yaml_node_t *keys = ymap(y, root, "ssh_keys");
+  ConfigFixture f;
+  config_fixture_init(&f);
+  g_assert_cmpstr(yscalar(ymap(y, keys, "ed25519_private")), ==, f.config.host_key_private);
+  g_assert_cmpstr(yscalar(ymap(y, keys, "ed25519_public")), ==, f.config.host_key_public);
+
+  /* Exactly one user, no "default" user. */
+  yaml_node_t *users = ymap(y, root, "users");
+  g_assert_cmpuint(yseq_len(users), ==, 1);
+  yaml_node_t *user = yseq(y, users, 0);
+  g_assert_cmpint(user->type, ==, YAML_MAPPING_NODE);
+  g_assert_cmpstr(yscalar(ymap(y, user, "name")), ==, "dev");
+  g_assert_cmpstr(yscalar(ymap(y, user, "uid")), ==, "1000");
+  g_assert_true(yplain(ymap(y, user, "uid")));
+  g_assert_cmpstr(yscalar(ymap(y, user, "shell")), ==, "/bin/bash");
+  g_assert_cmpstr(yscalar(ymap(y, user, "sudo")), ==, "ALL=(ALL) NOPASSWD:ALL");
+  g_assert_cmpstr(yscalar(ymap(y, user, "lock_passwd")), ==, "true");
+  yaml_node_t *ak = ymap(y, user, "ssh_authorized_keys");
+  g_assert_cmpuint(yseq_len(ak), ==, 1);
+  g_assert_cmpstr(yscalar(yseq(y, ak, 0)), ==, f.config.authorized_key);
+  config_fixture_clear(&f);
+
+  /* No package installs or mounts by cloud-init: the runner does both. */
+  g_assert_null(ymap(y, root, "packages"));
+  g_assert_null(ymap(y, root, "mounts"));
+  yaml_node_t *runcmd = ymap(y, root, "runcmd");
+  g_assert_cmpuint(yseq_len(runcmd), ==, 1);
+  yaml_node_t *cmd = yseq(y, runcmd, 0);
+  g_assert_cmpuint(yseq_len(cmd), ==, 2);
+  g_assert_cmpstr(yscalar(yseq(y, cmd, 0)), ==, "/usr/local/lib/hutch/hutch-provision");
+  g_assert_cmpstr(yscalar(yseq(y, cmd, 1)), ==, "run");
+
+  /* The runner and the unit travel byte for byte; modes are strings, not octal numbers. */
+  g_autofree char *runner_path = source_file("cloud-init/hutch-provision.sh");
+  g_autofree char *runner = read_text(runner_path);
+  g_assert_cmpstr(write_file_content(y, "/usr/local/lib/hutch/hutch-provision"), ==, runner);
+  g_autofree char *unit_path = source_file("cloud-init/hutch-ready.service");
+  g_autofree char *unit = read_text(unit_path);
+  g_assert_cmpstr(write_file_content(y, "/etc/systemd/system/hutch-ready.service"), ==, unit);
+  yaml_node_t *files = ymap(y, root, "write_files");
+  for (guint i = 0; i < yseq_len(files); i++) {
+    yaml_node_t *perm = ymap(y, yseq(y, files, i), "permissions");
+    g_assert_true(g_str_has_prefix(yscalar(perm), "0"));
+    g_assert_false(yplain(perm));
+  }
+
+  g_assert_cmpstr(write_file_content(y, "/var/lib/hutch/steps/steps.list"), ==,
+                  "01 tools root required\n02 node user required\n03 greet root optional\n");
+  g_assert_cmpstr(write_file_content(y, "/var/lib/hutch/steps/01-tools.sh"), ==,
+                  "#!/bin/sh\nexec \"${HUTCH_RUNNER:-/usr/local/lib/hutch/hutch-provision}\" "
+                  "install-packages vim jq build-essential\n");
+  const char *node = write_file_content(y, "/var/lib/hutch/steps/02-node.sh");
+  g_assert_true(g_str_has_prefix(node, "#!/bin/bash\n# A script step"));
+  g_assert_cmpstr(write_file_content(y, "/etc/hutch/fstab"), ==,
+                  "hutch0 /home/dev/Shared virtiofs defaults,nofail 0 0\n"
+                  "hutch2 /srv/ro 9p trans=virtio,version=9p2000.L,defaults,nofail,ro 0 0\n");
+  g_assert_cmpstr(write_file_content(y, "/etc/hutch/provision.conf"), ==,
+                  "# Written by hutch: read by /usr/local/lib/hutch/hutch-provision.\n"
+                  "HUTCH_USER='dev'\nHUTCH_READY_CHANNEL='org.hutch.ready.0'\n");
+
+  g_autoptr(Yaml) meta = yaml_load(docs->meta_data);
+  g_assert_cmpstr(yscalar(ymap(meta, meta->root, "instance-id")), ==,
+                  "4d1b7e0a-6a43-4f8e-9b1e-0c5f2d9a7e31");
+  g_assert_cmpstr(yscalar(ymap(meta, meta->root, "local-hostname")), ==, "dev");
+  g_autoptr(Yaml) net = yaml_load(docs->network_config);
+  g_assert_cmpstr(yscalar(ymap(net, net->root, "version")), ==, "2");
+  yaml_node_t *eth = ymap(net, ymap(net, net->root, "ethernets"), "eth0");
+  g_assert_cmpstr(yscalar(ymap(net, ymap(net, eth, "match"), "driver")), ==, "virtio_net");
+  g_assert_cmpstr(yscalar(ymap(net, eth, "dhcp4")), ==, "true");
+}
+
+/* Values PyYAML would read as something else must come out quoted and unchanged. */
+static void test_yaml_quoting(void) {
+  static const char *const names[] = {"yes", "on", "n", "null", "1e3", "0755", "12:30", "-1"};
+  for (gsize i = 0; i < G_N_ELEMENTS(names); i++) {
+    g_autoptr(HutchProfile) profile = hutch_profile_new_defaults();
+    g_free(profile->user_shell);
+    profile->user_shell = g_strdup(names[i]);
+    ConfigFixture f;
+    config_fixture_init(&f);
+    g_autoptr(GError) error = NULL;
+    g_autoptr(HutchSeedDocuments) docs = hutch_seed_build(profile, &f.config, &error);
+    g_assert_no_error(error);
+    g_autoptr(Yaml) y = yaml_load(docs->user_data);
+    yaml_node_t *shell = ymap(y, yseq(y, ymap(y, y->root, "users"), 0), "shell");
+    g_assert_cmpstr(yscalar(shell), ==, names[i]);
+    g_assert_false(yplain(shell));
+    /* No steps, env or mounts: an empty step list, no env file. */
+    g_assert_cmpstr(write_file_content(y, "/var/lib/hutch/steps/steps.list"), ==, "");
+    g_assert_null(find_write_file(y, "/etc/profile.d/hutch-env.sh"));
+    config_fixture_clear(&f);
+  }
+}
+
+/* The documents depend on the profile and the config only: built with an almost empty
+ * environment and with one full of the usual suspects, they are the same. */
+static void test_no_host_environment(void) {
+  g_auto(GStrv) saved = g_get_environ();
+  for (char **e = saved; *e; e++) {
+    g_autofree char *key = g_strndup(*e, strcspn(*e, "="));
+    if (strcmp(key, "HUTCH_SOURCE_DIR") != 0 && strcmp(key, "HUTCH_TEST_DATA") != 0)
+      g_unsetenv(key);
+  }
+  g_autoptr(HutchSeedDocuments) bare = build_fixture();
+  static const char *const suspects[][2] = {
+      {"HUTCH_SEED_CANARY_KEY", "canary-value-8d2f61"},
+      {"HOME", "/home/canary-home-5e1"},
+      {"USER", "canaryuser"},
+      {"EDITOR", "canary-editor-77"},
+      {"SSH_AUTH_SOCK", "/tmp/canary-agent.sock"},
+      {"http_proxy", "http://canary-proxy:3128"},
+      {"LANG", "xx_CANARY.UTF-8"},
+  };
+  for (gsize i = 0; i < G_N_ELEMENTS(suspects); i++)
+    g_setenv(suspects[i][0], suspects[i][1], TRUE);
+  g_autoptr(HutchSeedDocuments) docs = build_fixture();
+  for (gsize i = 0; i < G_N_ELEMENTS(suspects); i++)
+    g_unsetenv(suspects[i][0]);
+  for (char **e = saved; *e; e++) {
+    g_autofree char *key = g_strndup(*e, strcspn(*e, "="));
+    g_setenv(key, *e + strlen(key) + 1, TRUE);
+  }
+
+  g_assert_cmpstr(docs->meta_data, ==, bare->meta_data);
+  g_assert_cmpstr(docs->user_data, ==, bare->user_data);
+  g_assert_cmpstr(docs->network_config, ==, bare->network_config);
+  for (gsize i = 0; i < G_N_ELEMENTS(suspects); i++) {
+    g_assert_null(strstr(docs->user_data, suspects[i][1]));
+    g_assert_null(strstr(docs->meta_data, suspects[i][1]));
+  }
+
+  /* The env file defines the profile's variables and nothing else. */
+  g_autoptr(Yaml) y = yaml_load(docs->user_data);
+  const char *env = write_file_content(y, "/etc/profile.d/hutch-env.sh");
+  g_auto(GStrv) lines = g_strsplit(env, "\n", -1);
+  guint exports = 0;
+  for (char **l = lines; *l; l++)
+    exports += g_str_has_prefix(*l, "export ");
+  g_assert_cmpuint(exports, ==, 5);
+}
+
+static char *shell_output(const char *shell, const char *script, const char *arg) {
+  const char *argv[] = {shell, "-c", script, "sh", arg, NULL};
+  const char *envp[] = {"PATH=/usr/bin:/bin", "HOME=/nonexistent", NULL};
+  g_autoptr(GError) error = NULL;
+  char *out = NULL;
+  int status = 0;
+  g_spawn_sync(NULL, (char **)argv, (char **)envp, G_SPAWN_DEFAULT, NULL, NULL, &out, NULL,
+               &status, &error);
+  g_assert_no_error(error);
+  g_assert_true(g_spawn_check_wait_status(status, NULL));
+  return out;
+}
+
+static void test_env_quoting(void) {
+  g_autoptr(HutchSeedDocuments) docs = build_fixture();
+  g_autoptr(Yaml) y = yaml_load(docs->user_data);
+  g_autofree char *dir = g_dir_make_tmp("hutch-seed-XXXXXX", NULL);
+  g_autofree char *file = g_build_filename(dir, "hutch-env.sh", NULL);
+  write_text(file, write_file_content(y, "/etc/profile.d/hutch-env.sh"), 0644);
+  const struct {
+    const char *key, *value;
+  } vars[] = {
+      {"TRICKY", TRICKY_VALUE}, {"MULTI", "line one\nline two\n"}, {"YES", "yes"},
+      {"EMPTY", ""},           {"EDITOR", "vim"},
+  };
+  const char *shells[] = {"/bin/sh", "/bin/bash", "/bin/dash"};
+  for (gsize s = 0; s < G_N_ELEMENTS(shells); s++) {
+    if (!g_file_test(shells[s], G_FILE_TEST_IS_EXECUTABLE))
+      continue;
+    for (gsize i = 0; i < G_N_ELEMENTS(vars); i++) {
+      g_autofree char *script = g_strdup_printf(". \"$1\"; printf %%s \"$%s\"", vars[i].key);
+      g_autofree char *out = shell_output(shells[s], script, file);
+      g_assert_cmpstr(out, ==, vars[i].value);
+    }
+    /* Exported, not just set. */
+    g_autofree char *out = shell_output(shells[s], ". \"$1\"; sh -c 'printf %s \"$TRICKY\"'",
+                                        file);
+    g_assert_cmpstr(out, ==, TRICKY_VALUE);
+  }
+  g_unlink(file);
+  g_rmdir(dir);
+}
+
+static void expect_build_error(HutchProfile *profile, const HutchSeedConfig *config,
+                               int code, const char *fragment) {
+  g_autoptr(GError) error = NULL;
+  g_autoptr(HutchSeedDocuments) docs = hutch_seed_build(profile, config, &error);
+  g_assert_null(docs);
+  g_assert_error(error, HUTCH_ERROR, code);
+  if (!strstr(error->message, fragment))
+    g_error("error '%s' does not mention '%s'", error->message, fragment);
+}
+
+static void test_invalid_input(void) {
+  ConfigFixture f;
+  config_fixture_init(&f);
+  g_autoptr(HutchProfile) good = make_profile();
+
+  HutchSeedConfig c = f.config;
+  c.user_name = "root";
+  expect_build_error(good, &c, HUTCH_ERROR_USAGE, "user name");
+  c = f.config;
+  c.user_uid = 0;
+  expect_build_error(good, &c, HUTCH_ERROR_USAGE, "user id");
+  c = f.config;
+  c.hostname = "bad host";
+  expect_build_error(good, &c, HUTCH_ERROR_USAGE, "host name");
+  c = f.config;
+  c.authorized_key = "ssh-ed25519 AAAA\nssh-rsa BBBB";
+  expect_build_error(good, &c, HUTCH_ERROR_USAGE, "authorized key");
+  c = f.config;
+  c.ready_channel = "../../etc/passwd";
+  expect_build_error(good, &c, HUTCH_ERROR_USAGE, "ready channel");
+  c = f.config;
+  g_autoptr(GPtrArray) bad_mounts = g_ptr_array_new();
+  g_ptr_array_add(bad_mounts, &mounts_data[1]);  /* a blank in the path breaks fstab */
+  c.mounts = bad_mounts;
+  expect_build_error(good, &c, HUTCH_ERROR_USAGE, "guest mount path");
+
+  {
+    g_autoptr(HutchProfile) p = make_profile();
+    HutchEnvVar *var = g_ptr_array_index(p->env, 0);
+    g_free(var->key);
+    var->key = g_strdup("A=B; rm");
+    expect_build_error(p, &f.config, HUTCH_ERROR_PROFILE, "variable name");
+  }
+  {
+    g_autoptr(HutchProfile) p = make_profile();
+    HutchProvisionStep *step = g_ptr_array_index(p->provision, 0);
+    g_free(step->packages[1]);
+    step->packages[1] = g_strdup("--allow-unauthenticated");
+    expect_build_error(p, &f.config, HUTCH_ERROR_PROFILE, "package name");
+  }
+  {
+    g_autoptr(HutchProfile) p = make_profile();
+    HutchProvisionStep *step = g_ptr_array_index(p->provision, 1);
+    g_free(step->name);
+    step->name = g_strdup("../x");
+    expect_build_error(p, &f.config, HUTCH_ERROR_PROFILE, "step name");
+  }
+  {
+    g_autoptr(HutchProfile) p = make_profile();
+    HutchProvisionStep *step = g_ptr_array_index(p->provision, 1);
+    g_free(step->script_path);
+    step->script_path = g_strdup("/nonexistent/hutch/script.sh");
+    expect_build_error(p, &f.config, HUTCH_ERROR_PROFILE, "provision step 'node'");
+  }
+  {
+    g_autoptr(HutchProfile) p = make_profile();
+    HutchProvisionStep *step = g_ptr_array_index(p->provision, 2);
+    step->packages = g_strsplit("vim", " ", -1);
+    expect_build_error(p, &f.config, HUTCH_ERROR_PROFILE, "exactly one of");
+  }
+  config_fixture_clear(&f);
+}
+
+/* ---- the ISO ---------------------------------------------------------------------------- */
+
+static GHashTable *read_iso(const char *path, const char *options) {
+  GHashTable *members = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+  struct archive *a = archive_read_new();
+  archive_read_support_format_iso9660(a);
+  if (options)
+    g_assert_cmpint(archive_read_set_options(a, options), ==, ARCHIVE_OK);
+  g_assert_cmpint(archive_read_open_filename(a, path, 10240), ==, ARCHIVE_OK);
+  struct archive_entry *entry;
+  while (archive_read_next_header(a, &entry) == ARCHIVE_OK) {
+    const char *name = archive_entry_pathname(entry);
+    if (archive_entry_filetype(entry) != AE_IFREG)
+      continue;
+    gsize size = (gsize)archive_entry_size(entry);
+    char *data = g_malloc0(size + 1);
+    g_assert_cmpint(archive_read_data(a, data, size), ==, (la_ssize_t)size);
+    g_hash_table_insert(members, g_strdup(name), data);
+  }
+  archive_read_free(a);
+  return members;
+}
+
+static void test_iso(void) {
+  g_autoptr(HutchSeedDocuments) docs = build_fixture();
+  g_autofree char *dir = g_dir_make_tmp("hutch-seed-XXXXXX", NULL);
+  g_autofree char *iso = g_build_filename(dir, "seed.iso", NULL);
+  g_autoptr(GError) error = NULL;
+  g_assert_true(hutch_seed_write_iso(docs, iso, &error));
+  g_assert_no_error(error);
+
+  GStatBuf st;
+  g_assert_cmpint(g_stat(iso, &st), ==, 0);
+  g_assert_cmpint(st.st_mode & 07777, ==, 0600);
+
+  /* Rock Ridge names (libarchive's default), then Joliet names with Rock Ridge ignored. */
+  const char *options[] = {NULL, "iso9660:!rockridge"};
+  for (gsize o = 0; o < G_N_ELEMENTS(options); o++) {
+    g_autoptr(GHashTable) members = read_iso(iso, options[o]);
+    g_assert_cmpuint(g_hash_table_size(members), ==, 3);
+    g_assert_cmpstr(g_hash_table_lookup(members, "meta-data"), ==, docs->meta_data);
+    g_assert_cmpstr(g_hash_table_lookup(members, "user-data"), ==, docs->user_data);
+    g_assert_cmpstr(g_hash_table_lookup(members, "network-config"), ==, docs->network_config);
+  }
+
+  g_autofree char *blkid = g_find_program_in_path("blkid");
+  if (!blkid && g_file_test("/usr/sbin/blkid", G_FILE_TEST_IS_EXECUTABLE))
+    blkid = g_strdup("/usr/sbin/blkid");
+  if (blkid) {
+    const char *argv[] = {blkid, "-p", "-o", "value", "-s", "LABEL", iso, NULL};
+    g_autofree char *out = NULL;
+    int status = 0;
+    g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_DEFAULT, NULL, NULL, &out, NULL, &status,
+                 &error);
+    g_assert_no_error(error);
+    g_assert_true(g_spawn_check_wait_status(status, NULL));
+    g_assert_cmpstr(g_strstrip(out), ==, "cidata");
+  } else {
+    g_test_message("blkid not found: label not checked by blkid");
+  }
+
+  /* A failed write leaves nothing behind and reports the path. */
+  g_autofree char *bad = g_build_filename(dir, "missing-dir", "seed.iso", NULL);
+  g_assert_false(hutch_seed_write_iso(docs, bad, &error));
+  g_assert_nonnull(error);
+  g_assert_nonnull(strstr(error->message, bad));
+  g_clear_error(&error);
+
+  g_unlink(iso);
+  g_rmdir(dir);
+}
+
+/* ---- the runner ------------------------------------------------------------------------- */
+
+static void test_runner_syntax(void) {
+  g_autofree char *runner = source_file("cloud-init/hutch-provision.sh");
+  const char *checks[][4] = {
+      {"/bin/sh", "-n", NULL, NULL},
+      {"/bin/bash", "-n", NULL, NULL},
+      {"shellcheck", "-s", "sh", NULL},
+  };
+  for (gsize i = 0; i < G_N_ELEMENTS(checks); i++) {
+    g_autofree char *program = g_find_program_in_path(checks[i][0]);
+    if (!program) {
+      g_test_message("%s not found: skipped", checks[i][0]);
+      continue;
+    }
+    const char *argv[6] = {program, checks[i][1]};
+    gsize n = 2;
+    if (checks[i][2])
+      argv[n++] = checks[i][2];
+    argv[n++] = runner;
+    g_autoptr(GError) error = NULL;
+    g_autofree char *out = NULL, *err = NULL;
+    int status = 0;
+    g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_DEFAULT, NULL, NULL, &out, &err, &status,
+                 &error);
+    g_assert_no_error(error);
+    if (!g_spawn_check_wait_status(status, NULL))
+      g_error("%s %s: %s%s", checks[i][0], runner, out, err);
+  }
+}
+
+/* A fake guest in a temporary directory: the runner's paths point into it, and runuser,
+ * systemctl, mount and apt-get are stubs that log their arguments. */
+typedef struct {
+  char *dir;
+  char *shell;
+  GPtrArray *env;
+} Guest;
+
+static char *guest_path(Guest *g, const char *relative) {
+  return g_build_filename(g->dir, relative, NULL);
+}
+
+static void guest_write(Guest *g, const char *relative, const char *text, int mode) {
+  g_autofree char *path = guest_path(g, relative);
+  g_autofree char *parent = g_path_get_dirname(path);
+  g_assert_cmpint(g_mkdir_with_parents(parent, 0755), ==, 0);
+  write_text(path, text, mode);
+}
+
+static char *guest_read(Guest *g, const char *relative) {
+  g_autofree char *path = guest_path(g, relative);
+  char *text = NULL;
+  if (!g_file_get_contents(path, &text, NULL, NULL))
+    return g_strdup("(missing)");
+  return text;
+}
+
+static gboolean guest_exists(Guest *g, const char *relative) {
+  g_autofree char *path = guest_path(g, relative);
+  return g_file_test(path, G_FILE_TEST_EXISTS);
+}
+
+static void guest_setenv(Guest *g, const char *key, const char *relative) {
+  g_autofree char *path = guest_path(g, relative);
+  g_ptr_array_add(g->env, g_strdup_printf("%s=%s", key, path));
+}
+
+static Guest *guest_new(const char *shell) {
+  Guest *g = g_new0(Guest, 1);
+  g->dir = g_dir_make_tmp("hutch-runner-XXXXXX", NULL);
+  g->shell = g_strdup(shell);
+  g->env = g_ptr_array_new_with_free_func(g_free);
+  guest_write(g, "stubs/runuser",
+              "#!/bin/sh\n"
+              "echo \"runuser $*\" >>\"$STUB_LOG\"\n"
+              "case \"$1\" in\n"
+              "  -l) exec sh -c \"$4\" ;;\n"
+              "  -u) shift 3; exec \"$@\" ;;\n"
+              "esac\n"
+              "exit 99\n",
+              0755);
+  guest_write(g, "stubs/systemctl", "#!/bin/sh\necho \"systemctl $*\" >>\"$STUB_LOG\"\n", 0755);
+  guest_write(g, "stubs/mount",
+              "#!/bin/sh\n"
+              "echo \"mount $*\" >>\"$STUB_LOG\"\n"
+              "case \"$3\" in *broken*) exit 32 ;; esac\n",
+              0755);
+  guest_write(g, "stubs/apt-get",
+              "#!/bin/sh\n"
+              "echo \"apt-get $*\" >>\"$STUB_LOG\"\n"
+              "case \"$*\" in *fail-to-install*) exit 100 ;; esac\n",
+              0755);
+  guest_write(g, "fstab", "# host fstab\n", 0644);
+  guest_write(g, "channel", "", 0644);
+  g_autofree char *stubs = guest_path(g, "stubs");
+  g_ptr_array_add(g->env, g_strdup_printf("PATH=%s:/usr/sbin:/usr/bin:/sbin:/bin", stubs));
+  guest_setenv(g, "HOME", "root");
+  guest_setenv(g, "STUB_LOG", "stub.log");
+  guest_setenv(g, "HUTCH_TEST_OUT", "out");
+  guest_setenv(g, "HUTCH_CONF", "etc/hutch/provision.conf");
+  guest_setenv(g, "HUTCH_STEPS_DIR", "var/lib/hutch/steps");
+  guest_setenv(g, "HUTCH_STATE_DIR", "var/lib/hutch");
+  guest_setenv(g, "HUTCH_LOG_DIR", "var/log/hutch/steps");
+  guest_setenv(g, "HUTCH_CHANNEL_PATH", "channel");
+  guest_setenv(g, "HUTCH_MOUNTS", "etc/hutch/fstab");
+  guest_setenv(g, "HUTCH_FSTAB", "fstab");
+  guest_setenv(g, "HUTCH_CLOUD_INIT_DISABLED", "etc/cloud/cloud-init.disabled");
+  guest_setenv(g, "HUTCH_USER_HOME", "home/dev");
+  guest_setenv(g, "HUTCH_RUNUSER", "stubs/runuser");
+  guest_setenv(g, "HUTCH_SYSTEMCTL", "stubs/systemctl");
+  guest_setenv(g, "HUTCH_MOUNT", "stubs/mount");
+  g_ptr_array_add(g->env, g_strdup("HUTCH_CHANNEL_TIMEOUT=5"));
+  g_autofree char *home = guest_path(g, "home/dev");
+  g_assert_cmpint(g_mkdir_with_parents(home, 0755), ==, 0);
+  g_autofree char *root = guest_path(g, "root");
+  g_assert_cmpint(g_mkdir_with_parents(root, 0700), ==, 0);
+  return g;
+}
+
+static void guest_free(Guest *g) {
+  g_autoptr(GError) error = NULL;
+  /* The temporary tree is small; a recursive delete through a child process is simplest. */
+  const char *argv[] = {"rm", "-rf", "--", g->dir, NULL};
+  g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, NULL, NULL, NULL,
+               &error);
+  g_assert_no_error(error);
+  g_free(g->dir);
+  g_free(g->shell);
+  g_ptr_array_unref(g->env);
+  g_free(g);
+}
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(Guest, guest_free)
+
+/* Runs the runner at `runner` (relative to the guest) with the given command; returns its
+ * exit status. */
+static int guest_run(Guest *g, const char *runner, const char *command) {
+  g_autofree char *path = guest_path(g, runner);
+  const char *argv[] = {g->shell, path, command, NULL};
+  g_ptr_array_add(g->env, NULL);
+  g_autoptr(GError) error = NULL;
+  g_autofree char *out = NULL;
+  int status = 0;
+  g_spawn_sync(g->dir, (char **)argv, (char **)g->env->pdata, G_SPAWN_STDERR_TO_DEV_NULL, NULL,
+               NULL, &out, NULL, &status, &error);
+  g_ptr_array_remove_index(g->env, g->env->len - 1);
+  g_assert_no_error(error);
+  g_test_message("runner output:\n%s", out);
+  if (WIFEXITED(status))
+    return WEXITSTATUS(status);
+  return -1;
+}
+
+static void install_runner(Guest *g) {
+  g_autofree char *src = source_file("cloud-init/hutch-provision.sh");
+  g_autofree char *text = read_text(src);
+  guest_write(g, "usr/local/lib/hutch/hutch-provision", text, 0755);
+  guest_write(g, "etc/hutch/provision.conf", "HUTCH_USER='dev'\nHUTCH_READY_CHANNEL='x'\n",
+              0644);
+}
+
+static const char *shells_to_test[] = {"/bin/sh", "/bin/bash"};
+
+static void test_runner_optional_failure(gconstpointer data) {
+  g_autoptr(Guest) g = guest_new(data);
+  install_runner(g);
+  guest_write(g, "var/lib/hutch/steps/steps.list",
+              "01 first root required\n02 second user optional\n03 third root required\n",
+              0644);
+  guest_write(g, "var/lib/hutch/steps/01-first.sh",
+              "#!/bin/sh\necho first output\necho first >>\"$HUTCH_TEST_OUT\"\n", 0755);
+  guest_write(g, "var/lib/hutch/steps/02-second.sh",
+              "#!/bin/sh\necho second >>\"$HUTCH_TEST_OUT\"\nexit 3\n", 0755);
+  guest_write(g, "var/lib/hutch/steps/03-third.sh",
+              "#!/bin/sh\necho third >>\"$HUTCH_TEST_OUT\"\n", 0755);
+  g_autofree char *share = guest_path(g, "home/dev/projects/Shared");
+  g_autofree char *broken = guest_path(g, "mnt/broken");
+  g_autofree char *fstab =
+      g_strdup_printf("hutch0 %s virtiofs defaults,nofail 0 0\n"
+                      "hutch1 %s 9p trans=virtio,version=9p2000.L,defaults,nofail,ro 0 0\n",
+                      share, broken);
+  guest_write(g, "etc/hutch/fstab", fstab, 0644);
+
+  g_assert_cmpint(guest_run(g, "usr/local/lib/hutch/hutch-provision", "run"), ==, 0);
+  g_autofree char *channel = guest_read(g, "channel");
+  g_autofree char *expected_channel = g_strdup_printf("WARN mount %s failed\n"
+                                                      "STEP 1/3 first\nOK 1 first\n"
+                                                      "STEP 2/3 second\nFAIL 2 second 3\n"
+                                                      "STEP 3/3 third\nOK 3 third\n"
+                                                      "READY\n",
+                                                      broken);
+  g_assert_cmpstr(channel, ==, expected_channel);
+  g_autofree char *out = guest_read(g, "out");
+  g_assert_cmpstr(out, ==, "first\nsecond\nthird\n");
+  g_autofree char *optional = guest_read(g, "var/lib/hutch/optional-failed");
+  g_assert_cmpstr(optional, ==, "second\n");
+  g_autofree char *status = guest_read(g, "var/lib/hutch/status");
+  g_assert_cmpstr(status, ==, "ok\n");
+  g_assert_true(guest_exists(g, "etc/cloud/cloud-init.disabled"));
+  g_autofree char *log1 = guest_read(g, "var/log/hutch/steps/01-first.log");
+  g_assert_nonnull(strstr(log1, "first output\n"));
+  g_assert_true(g_file_test(share, G_FILE_TEST_IS_DIR));
+  g_autofree char *host_fstab = guest_read(g, "fstab");
+  g_autofree char *expected_fstab = g_strconcat("# host fstab\n", fstab, NULL);
+  g_assert_cmpstr(host_fstab, ==, expected_fstab);
+  g_autofree char *stub_log = guest_read(g, "stub.log");
+  g_autofree char *host_fstab_path = guest_path(g, "fstab");
+  g_autofree char *runner_step2 = guest_path(g, "var/lib/hutch/steps/02-second.sh");
+  g_autofree char *expected_log = g_strdup_printf(
+      "runuser -u dev -- mkdir -p %s\n"
+      "mount --fstab %s %s\n"
+      "mount --fstab %s %s\n"
+      "runuser -l dev -c %s\n"
+      "systemctl enable hutch-ready.service\n"
+      "systemctl is-active --quiet ssh.service\n",
+      share, host_fstab_path, share, host_fstab_path, broken, runner_step2);
+  g_assert_cmpstr(stub_log, ==, expected_log);
+
+  /* Again: the steps that succeeded are skipped, the optional failure runs again, fstab
+   * keeps one copy of each line. */
+  g_autofree char *ch_path = guest_path(g, "channel");
+  write_text(ch_path, "", 0644);
+  g_assert_cmpint(guest_run(g, "usr/local/lib/hutch/hutch-provision", "run"), ==, 0);
+  g_autofree char *out2 = guest_read(g, "out");
+  g_assert_cmpstr(out2, ==, "first\nsecond\nthird\nsecond\n");
+  g_autofree char *optional2 = guest_read(g, "var/lib/hutch/optional-failed");
+  g_assert_cmpstr(optional2, ==, "second\n");
+  g_autofree char *host_fstab2 = guest_read(g, "fstab");
+  g_assert_cmpstr(host_fstab2, ==, expected_fstab);
+  g_autofree char *channel2 = guest_read(g, "channel");
+  g_assert_nonnull(strstr(channel2, "STEP 1/3 first\nOK 1 first\nSTEP 2/3 second\n"
+                                    "FAIL 2 second 3\nSTEP 3/3 third\nOK 3 third\nREADY\n"));
+
+  /* Later boots: hutch-ready.service says READY. */
+  write_text(ch_path, "", 0644);
+  g_assert_cmpint(guest_run(g, "usr/local/lib/hutch/hutch-provision", "ready"), ==, 0);
+  g_autofree char *channel3 = guest_read(g, "channel");
+  g_assert_cmpstr(channel3, ==, "READY\n");
+}
+
+static void test_runner_required_failure(gconstpointer data) {
+  g_autoptr(Guest) g = guest_new(data);
+  install_runner(g);
+  guest_write(g, "var/lib/hutch/steps/steps.list",
+              "01 first root required\n02 second root required\n03 third root optional\n",
+              0644);
+  guest_write(g, "var/lib/hutch/steps/01-first.sh",
+              "#!/bin/sh\necho first >>\"$HUTCH_TEST_OUT\"\n", 0755);
+  guest_write(g, "var/lib/hutch/steps/02-second.sh",
+              "#!/bin/sh\necho second >>\"$HUTCH_TEST_OUT\"\nexit 7\n", 0755);
+  guest_write(g, "var/lib/hutch/steps/03-third.sh",
+              "#!/bin/sh\necho third >>\"$HUTCH_TEST_OUT\"\n", 0755);
+
+  g_assert_cmpint(guest_run(g, "usr/local/lib/hutch/hutch-provision", "run"), !=, 0);
+  g_autofree char *channel = guest_read(g, "channel");
+  g_assert_cmpstr(channel, ==,
+                  "STEP 1/3 first\nOK 1 first\nSTEP 2/3 second\nFAIL 2 second 7\nFAILED\n");
+  g_autofree char *out = guest_read(g, "out");
+  g_assert_cmpstr(out, ==, "first\nsecond\n");
+  g_autofree char *status = guest_read(g, "var/lib/hutch/status");
+  g_assert_cmpstr(status, ==, "failed\n");
+  g_assert_true(guest_exists(g, "etc/cloud/cloud-init.disabled"));
+
+  g_autofree char *ch_path = guest_path(g, "channel");
+  write_text(ch_path, "", 0644);
+  g_assert_cmpint(guest_run(g, "usr/local/lib/hutch/hutch-provision", "ready"), ==, 0);
+  g_autofree char *channel2 = guest_read(g, "channel");
+  g_assert_cmpstr(channel2, ==, "FAILED\n");
+
+  /* Without a channel (a guest not started by hutch) provisioning still runs. */
+  g_autofree char *step2 = guest_path(g, "var/lib/hutch/steps/02-second.sh");
+  write_text(step2, "#!/bin/sh\necho fixed >>\"$HUTCH_TEST_OUT\"\n", 0755);
+  g_unlink(ch_path);
+  g_assert_cmpint(guest_run(g, "usr/local/lib/hutch/hutch-provision", "run"), ==, 0);
+  g_autofree char *out2 = guest_read(g, "out");
+  g_assert_cmpstr(out2, ==, "first\nsecond\nfixed\nthird\n");
+  g_assert_false(guest_exists(g, "channel"));
+}
+
+/* The whole seed: every write_files entry of the generated user-data lands in the fake guest
+ * and the runner from it runs the generated steps. */
+static void test_runner_generated_seed(void) {
+  g_autoptr(Guest) g = guest_new("/bin/sh");
+  g_autoptr(HutchProfile) profile = make_profile();
+  HutchProvisionStep *extra = add_step(profile, "broken-packages");
+  extra->packages = g_strsplit("fail-to-install", " ", -1);
+  extra->optional = TRUE;
+  ConfigFixture f;
+  config_fixture_init(&f);
+  f.config.mounts = NULL;
+  g_autoptr(GError) error = NULL;
+  g_autoptr(HutchSeedDocuments) docs = hutch_seed_build(profile, &f.config, &error);
+  g_assert_no_error(error);
+  config_fixture_clear(&f);
+
+  g_autoptr(Yaml) y = yaml_load(docs->user_data);
+  yaml_node_t *files = ymap(y, y->root, "write_files");
+  for (guint i = 0; i < yseq_len(files); i++) {
+    yaml_node_t *file = yseq(y, files, i);
+    const char *path = yscalar(ymap(y, file, "path"));
+    int mode = (int)g_ascii_strtoull(yscalar(ymap(y, file, "permissions")), NULL, 8);
+    g_assert_true(mode == 0644 || mode == 0755);
+    guest_write(g, path + 1, yscalar(ymap(y, file, "content")), mode);
+  }
+  /* The runner finds the steps through HUTCH_RUNNER, which it sets itself. */
+  g_assert_cmpint(guest_run(g, "usr/local/lib/hutch/hutch-provision", "run"), ==, 0);
+  g_autofree char *channel = guest_read(g, "channel");
+  g_assert_cmpstr(channel, ==,
+                  "STEP 1/4 tools\nOK 1 tools\nSTEP 2/4 node\nOK 2 node\n"
+                  "STEP 3/4 greet\nOK 3 greet\n"
+                  "STEP 4/4 broken-packages\nFAIL 4 broken-packages 100\nREADY\n");
+  g_autofree char *out = guest_read(g, "out");
+  g_assert_cmpstr(out, ==, "node\ngreet\n");
+  g_autofree char *stub_log = guest_read(g, "stub.log");
+  g_autofree char *node = guest_path(g, "var/lib/hutch/steps/02-node.sh");
+  g_autofree char *expected = g_strdup_printf(
+      "apt-get -o DPkg::Lock::Timeout=600 update\n"
+      "apt-get -o DPkg::Lock::Timeout=600 install -y vim jq build-essential\n"
+      "runuser -l dev -c %s\n"
+      "apt-get -o DPkg::Lock::Timeout=600 install -y fail-to-install\n"
+      "systemctl enable hutch-ready.service\n"
+      "systemctl is-active --quiet ssh.service\n",
+      node);
+  g_assert_cmpstr(stub_log, ==, expected);
+  g_autofree char *optional = guest_read(g, "var/lib/hutch/optional-failed");
+  g_assert_cmpstr(optional, ==, "broken-packages\n");
+  g_autofree char *log = guest_read(g, "var/log/hutch/steps/03-greet.log");
+  g_assert_nonnull(strstr(log, "hello from run as"));
+}
+
+int main(int argc, char **argv) {
+  g_test_init(&argc, &argv, NULL);
+  g_test_add_func("/seed/golden", test_golden);
+  g_test_add_func("/seed/user-data-structure", test_user_data_structure);
+  g_test_add_func("/seed/yaml-quoting", test_yaml_quoting);
+  g_test_add_func("/seed/no-host-environment", test_no_host_environment);
+  g_test_add_func("/seed/env-quoting", test_env_quoting);
+  g_test_add_func("/seed/invalid-input", test_invalid_input);
+  g_test_add_func("/seed/iso", test_iso);
+  g_test_add_func("/seed/runner/syntax", test_runner_syntax);
+  for (gsize i = 0; i < G_N_ELEMENTS(shells_to_test); i++) {
+    if (!g_file_test(shells_to_test[i], G_FILE_TEST_IS_EXECUTABLE))
+      continue;
+    g_autofree char *p1 = g_strdup_printf("/seed/runner/optional-failure%s", shells_to_test[i]);
+    g_test_add_data_func(p1, shells_to_test[i], test_runner_optional_failure);
+    g_autofree char *p2 = g_strdup_printf("/seed/runner/required-failure%s", shells_to_test[i]);
+    g_test_add_data_func(p2, shells_to_test[i], test_runner_required_failure);
+  }
+  g_test_add_func("/seed/runner/generated-seed", test_runner_generated_seed);
+  return g_test_run();
+}
