@@ -379,7 +379,9 @@ static char *check_url(const char *text, gboolean https_only) {
 
 static char *check_digest(const char *text, char **ret) {
   g_autofree char *q = quote(text);
-  gsize hex_len = g_str_has_prefix(text, "sha256:") ? 64 : g_str_has_prefix(text, "sha512:") ? 128 : 0;
+  gsize hex_len = g_ascii_strncasecmp(text, "sha256:", 7) == 0   ? 64
+                  : g_ascii_strncasecmp(text, "sha512:", 7) == 0 ? 128
+                                                                 : 0;
   const char *hex = strchr(text, ':');
   gboolean ok = hex_len > 0 && strlen(hex + 1) == hex_len;
   for (gsize i = 0; ok && i < hex_len; i++)
