@@ -1,2 +1,1259 @@
-/* ssh.c: see ssh-private.h. */
+/* ssh.c: libssh2 sessions to a guest with a pinned host key: exec, PTY shell, SFTP copies,
+ * and the ed25519 keys hutch makes with ssh-keygen. See ssh-private.h. */
 #include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include <glib-unix.h>
+#include <glib/gstdio.h>
+#include <libssh2.h>
+#include <libssh2_sftp.h>
+
+#include "ssh-private.h"
+#include "util-private.h"
+
+struct _HutchSsh {
+  int fd;
+  LIBSSH2_SESSION *session;
+  LIBSSH2_SFTP *sftp; /* started on first use */
+  char *where;        /* "user@host:port", for messages */
+};
+
+/* Big enough that 10 MiB transfers are not dominated by per-call overhead. */
+#define COPY_BUFFER_SIZE (256 * 1024)
+#define CHANNEL_BUFFER_SIZE (64 * 1024)
+#define KEEPALIVE_SECONDS 30
+
+static void set_session_error(LIBSSH2_SESSION *session, GError **error, int code,
+                              const char *fmt, ...) G_GNUC_PRINTF(4, 5);
+
+static void set_session_error(LIBSSH2_SESSION *session, GError **error, int code,
+                              const char *fmt, ...) {
+  char *message = NULL;
+  if (!session || libssh2_session_last_error(session, &message, NULL, 0) == 0 || !message ||
+      !*message)
+    message = "unknown libssh2 error";
+  va_list ap;
+  va_start(ap, fmt);
+  g_autofree char *context = g_strdup_vprintf(fmt, ap);
+  va_end(ap);
+  g_set_error(error, HUTCH_ERROR, code, "%s: %s", context, message);
+}
+
+static gint64 remaining_ms(gint64 deadline) {
+  if (deadline == 0)
+    return -1;
+  gint64 left = (deadline - g_get_monotonic_time()) / 1000;
+  return left > 0 ? left : 0;
+}
+
+/* ---- Keys and fingerprints ------------------------------------------------------------ */
+
+/* The key type a public key blob names in its first field (RFC 4253 6.6). */
+static char *blob_key_type(const guchar *blob, gsize len) {
+  if (len < 4)
+    return NULL;
+  guint32 n = ((guint32)blob[0] << 24) | ((guint32)blob[1] << 16) | ((guint32)blob[2] << 8) |
+              blob[3];
+  if (n == 0 || n > len - 4)
+    return NULL;
+  return g_strndup((const char *)blob + 4, n);
+}
+
+/* Like OpenSSH: "SHA256:" and the unpadded base64 of the blob's SHA-256. */
+static char *fingerprint(const guchar *blob, gsize len) {
+  g_autoptr(GChecksum) sum = g_checksum_new(G_CHECKSUM_SHA256);
+  g_checksum_update(sum, blob, len);
+  guint8 digest[32];
+  gsize digest_len = sizeof digest;
+  g_checksum_get_digest(sum, digest, &digest_len);
+  g_autofree char *b64 = g_base64_encode(digest, digest_len);
+  gsize n = strlen(b64);
+  while (n > 0 && b64[n - 1] == '=')
+    b64[--n] = '\0';
+  return g_strconcat("SHA256:", b64, NULL);
+}
+
+/* Parses "TYPE BASE64 [comment]" into the type and the decoded blob, checking that the blob
+ * names the same type (g_base64_decode accepts anything, so this is the real validation). */
+static gboolean parse_public_key(const char *line, char **ret_type, guchar **ret_blob,
+                                 gsize *ret_len, GError **error) {
+  g_auto(GStrv) words = g_strsplit_set(line ? line : "", " \t\r\n", -1);
+  const char *fields[2] = {NULL, NULL};
+  guint found = 0;
+  for (guint i = 0; words[i] && found < 2; i++)
+    if (*words[i])
+      fields[found++] = words[i];
+  if (found < 2) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED,
+                "invalid public key '%s': expected \"TYPE BASE64 [COMMENT]\"", line ? line : "");
+    return FALSE;
+  }
+  gsize len = 0;
+  g_autofree guchar *blob = g_base64_decode(fields[1], &len);
+  g_autofree char *blob_type = blob ? blob_key_type(blob, len) : NULL;
+  if (!blob_type || strcmp(blob_type, fields[0]) != 0) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED,
+                "invalid public key: its data is not a %s key", fields[0]);
+    return FALSE;
+  }
+  *ret_type = g_strdup(fields[0]);
+  *ret_len = len;
+  *ret_blob = g_steal_pointer(&blob);
+  return TRUE;
+}
+
+/* The host key algorithms to offer: the pinned key's type first, so that a server with several
+ * host keys shows us the one we pinned. libssh2 drops the names it does not support. */
+static char *hostkey_preference(const char *pinned_type) {
+  static const char *const known[] = {
+      "ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
+      "rsa-sha2-512", "rsa-sha2-256", "ssh-rsa",
+  };
+  g_autoptr(GString) pref = g_string_new(pinned_type);
+  for (gsize i = 0; i < G_N_ELEMENTS(known); i++)
+    if (strcmp(known[i], pinned_type) != 0)
+      g_string_append_printf(pref, ",%s", known[i]);
+  return g_string_free(g_steal_pointer(&pref), FALSE);
+}
+
+/* ---- Connecting ----------------------------------------------------------------------- */
+
+static int tcp_connect(const char *host, guint port, gint64 deadline, GError **error) {
+  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                           .ai_flags = AI_NUMERICSERV};
+  struct addrinfo *addrs = NULL;
+  g_autofree char *service = g_strdup_printf("%u", port);
+  int rc = getaddrinfo(host, service, &hints, &addrs);
+  if (rc != 0) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_SSH, "resolving %s: %s", host,
+                gai_strerror(rc));
+    return -1;
+  }
+  int last_errno = ECONNREFUSED;
+  int fd = -1;
+  for (struct addrinfo *ai = addrs; ai && fd < 0; ai = ai->ai_next) {
+    fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
+                ai->ai_protocol);
+    if (fd < 0) {
+      last_errno = errno;
+      continue;
+    }
+    if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
+      break;
+    if (errno != EINPROGRESS) {
+      last_errno = errno;
+      close(fd);
+      fd = -1;
+      continue;
+    }
+    struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+    int n;
+    do
+      n = poll(&pfd, 1, (int)remaining_ms(deadline));
+    while (n < 0 && errno == EINTR);
+    int soerr = 0;
+    socklen_t soerr_len = sizeof soerr;
+    if (n == 0)
+      soerr = ETIMEDOUT;
+    else if (n < 0)
+      soerr = errno;
+    else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &soerr_len) < 0)
+      soerr = errno;
+    if (soerr != 0) {
+      last_errno = soerr;
+      close(fd);
+      fd = -1;
+    }
+  }
+  freeaddrinfo(addrs);
+  if (fd < 0)
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_SSH, "connecting to %s port %u: %s", host, port,
+                g_strerror(last_errno));
+  return fd;
+}
+
+static gboolean check_host_key(LIBSSH2_SESSION *session, const char *where,
+                               const char *pinned_host_key, GError **error) {
+  g_autofree char *pinned_type = NULL;
+  g_autofree guchar *pinned = NULL;
+  gsize pinned_len = 0;
+  if (!parse_public_key(pinned_host_key, &pinned_type, &pinned, &pinned_len, error)) {
+    g_prefix_error(error, "pinned host key of %s: ", where);
+    return FALSE;
+  }
+  size_t len = 0;
+  int type = 0;
+  const char *key = libssh2_session_hostkey(session, &len, &type);
+  if (!key) {
+    set_session_error(session, error, HUTCH_ERROR_SSH, "reading the host key of %s", where);
+    return FALSE;
+  }
+  if (len == pinned_len && memcmp(key, pinned, len) == 0)
+    return TRUE;
+  g_autofree char *offered_type = blob_key_type((const guchar *)key, len);
+  g_autofree char *offered_fp = fingerprint((const guchar *)key, len);
+  g_autofree char *pinned_fp = fingerprint(pinned, pinned_len);
+  g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_HOST_KEY,
+              "host key of %s does not match the pinned key: the server offered %s %s, "
+              "hutch expected %s %s. The VM's host key changed, or someone may be "
+              "intercepting the connection (possible attack); not connecting",
+              where, offered_type ? offered_type : "(unknown type)", offered_fp, pinned_type,
+              pinned_fp);
+  return FALSE;
+}
+
+HutchSsh *hutch_ssh_connect(const char *host, guint port, const char *user,
+                            const char *private_key_path, const char *pinned_host_key,
+                            guint timeout_ms, GError **error) {
+  hutch_init();
+  gint64 deadline = timeout_ms ? g_get_monotonic_time() + (gint64)timeout_ms * 1000 : 0;
+  g_autoptr(HutchSsh) ssh = g_new0(HutchSsh, 1);
+  ssh->fd = -1;
+  ssh->where = g_strdup_printf("%s@%s:%u", user, host, port);
+
+  /* Parse the pin before touching the network: a bad pin is a bug, not a network error. */
+  g_autofree char *pinned_type = NULL;
+  g_autofree guchar *pinned = NULL;
+  gsize pinned_len = 0;
+  if (!parse_public_key(pinned_host_key, &pinned_type, &pinned, &pinned_len, error)) {
+    g_prefix_error(error, "connecting to %s: pinned host key: ", ssh->where);
+    return NULL;
+  }
+
+  ssh->fd = tcp_connect(host, port, deadline, error);
+  if (ssh->fd < 0)
+    return NULL;
+  ssh->session = libssh2_session_init();
+  if (!ssh->session) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_SSH, "connecting to %s: out of memory",
+                ssh->where);
+    return NULL;
+  }
+  g_autofree char *pref = hostkey_preference(pinned_type);
+  if (libssh2_session_method_pref(ssh->session, LIBSSH2_METHOD_HOSTKEY, pref) != 0) {
+    set_session_error(ssh->session, error, HUTCH_ERROR_SSH,
+                      "connecting to %s: host key type %s", ssh->where, pinned_type);
+    return NULL;
+  }
+  /* The socket stays non-blocking: libssh2's blocking mode then waits with poll() and its
+   * own timeout, which is what bounds the handshake. */
+  libssh2_session_set_blocking(ssh->session, 1);
+  libssh2_session_set_timeout(ssh->session, deadline ? (long)MAX(remaining_ms(deadline), 1) : 0);
+  if (libssh2_session_handshake(ssh->session, ssh->fd) != 0) {
+    set_session_error(ssh->session, error, HUTCH_ERROR_SSH, "SSH handshake with %s",
+                      ssh->where);
+    return NULL;
+  }
+  if (!check_host_key(ssh->session, ssh->where, pinned_host_key, error))
+    return NULL;
+
+  g_autofree char *public_key_path = g_strconcat(private_key_path, ".pub", NULL);
+  libssh2_session_set_timeout(ssh->session, deadline ? (long)MAX(remaining_ms(deadline), 1) : 0);
+  if (libssh2_userauth_publickey_fromfile(
+          ssh->session, user,
+          g_file_test(public_key_path, G_FILE_TEST_EXISTS) ? public_key_path : NULL,
+          private_key_path, NULL) != 0) {
+    set_session_error(ssh->session, error, HUTCH_ERROR_SSH,
+                      "authenticating to %s with the key %s", ssh->where, private_key_path);
+    return NULL;
+  }
+  /* Commands and copies may take as long as they take; keepalives notice a dead peer. */
+  libssh2_session_set_timeout(ssh->session, 0);
+  libssh2_keepalive_config(ssh->session, 1, KEEPALIVE_SECONDS);
+  return g_steal_pointer(&ssh);
+}
+
+void hutch_ssh_free(HutchSsh *ssh) {
+  if (!ssh)
+    return;
+  if (ssh->session) {
+    /* A polite goodbye, but never hang on a dead peer. */
+    libssh2_session_set_blocking(ssh->session, 1);
+    libssh2_session_set_timeout(ssh->session, 2000);
+    if (ssh->sftp)
+      libssh2_sftp_shutdown(ssh->sftp);
+    libssh2_session_disconnect(ssh->session, "hutch: done");
+    libssh2_session_free(ssh->session);
+  }
+  if (ssh->fd >= 0)
+    close(ssh->fd);
+  g_free(ssh->where);
+  g_free(ssh);
+}
+
+/* ---- Channels ------------------------------------------------------------------------- */
+
+/* Where a channel's input comes from and where its output goes: a buffer and strings
+ * (capture), or file descriptors (interactive). */
+typedef struct {
+  int in_fd; /* -1: in_data */
+  const char *in_data;
+  gsize in_len;
+  int out_fd, err_fd; /* -1: the GStrings (which may be NULL: discard) */
+  GString *out, *err;
+  int winch_fd;        /* readable when the local terminal was resized, or -1 */
+  int tty_fd;          /* the terminal whose size the PTY follows, or -1 */
+} ChannelIo;
+
+/* Lets a SIGWINCH handler wake the poll loop. Signal handlers are process-wide, so this is
+ * too; only one interactive session at a time follows window sizes. */
+static int winch_pipe[2] = {-1, -1};
+
+static void on_sigwinch(int signo) {
+  int saved = errno;
+  if (winch_pipe[1] >= 0)
+    (void)!write(winch_pipe[1], "w", 1);
+  errno = saved;
+}
+
+static void terminal_size(int fd, guint *ret_cols, guint *ret_rows) {
+  struct winsize ws = {0};
+  if (fd >= 0 && ioctl(fd, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0 && ws.ws_row > 0) {
+    *ret_cols = ws.ws_col;
+    *ret_rows = ws.ws_row;
+  } else {
+    *ret_cols = 80;
+    *ret_rows = 24;
+  }
+}
+
+static gboolean write_all(int fd, const char *data, gsize len, GError **error) {
+  while (len > 0) {
+    ssize_t n = write(fd, data, len);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0 && errno == EAGAIN) {
+      /* Someone else made the descriptor non-blocking (a shared terminal): wait. */
+      struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+      poll(&pfd, 1, -1);
+      continue;
+    }
+    if (n < 0) {
+      int saved = errno;
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "writing output: %s",
+                  g_strerror(saved));
+      return FALSE;
+    }
+    data += n;
+    len -= (gsize)n;
+  }
+  return TRUE;
+}
+
+static gboolean deliver(int fd, GString *sink, const char *data, gsize len, GError **error) {
+  if (fd >= 0)
+    return write_all(fd, data, len, error);
+  if (sink)
+    g_string_append_len(sink, data, (gssize)len);
+  return TRUE;
+}
+
+static int signal_number(const char *name) {
+  /* RFC 4254 6.10 names, with Linux's numbers (the guests are Linux). */
+  static const struct {
+    const char *name;
+    int number;
+  } signals[] = {
+      {"HUP", 1},   {"INT", 2},  {"QUIT", 3}, {"ILL", 4},   {"TRAP", 5},
+      {"ABRT", 6},  {"BUS", 7},  {"FPE", 8},  {"KILL", 9},  {"USR1", 10},
+      {"SEGV", 11}, {"USR2", 12}, {"PIPE", 13}, {"ALRM", 14}, {"TERM", 15},
+  };
+  for (gsize i = 0; i < G_N_ELEMENTS(signals); i++)
+    if (strcmp(signals[i].name, name) == 0)
+      return signals[i].number;
+  return -1;
+}
+
+/* The command's exit status, shells' way: 128+N for signal N (255 for a signal we cannot
+ * name, like OpenSSH's client). */
+static int channel_exit_status(LIBSSH2_SESSION *session, LIBSSH2_CHANNEL *channel) {
+  char *signame = NULL;
+  size_t signame_len = 0;
+  if (libssh2_channel_get_exit_signal(channel, &signame, &signame_len, NULL, NULL, NULL,
+                                      NULL) == 0 &&
+      signame) {
+    g_autofree char *name = g_strndup(signame, signame_len);
+    libssh2_free(session, signame);
+    int number = signal_number(name);
+    return number > 0 ? 128 + number : 255;
+  }
+  return libssh2_channel_get_exit_status(channel);
+}
+
+/* Waits until the session's socket can make progress in the direction libssh2 is blocked on,
+ * or one of the extra descriptors is readable, or the keepalive is due. Returns the revents of
+ * the extra descriptors in extra_revents. */
+static gboolean channel_wait(HutchSsh *ssh, const int *extra_fds, short *extra_revents,
+                             guint n_extra, GError **error) {
+  struct pollfd pfds[4];
+  guint n = 0;
+  int dirs = libssh2_session_block_directions(ssh->session);
+  /* Inbound always: window adjustments and data can arrive whatever we are blocked on. */
+  pfds[n++] = (struct pollfd){.fd = ssh->fd,
+                              .events = POLLIN | ((dirs & LIBSSH2_SESSION_BLOCK_OUTBOUND)
+                                                      ? POLLOUT
+                                                      : 0)};
+  for (guint i = 0; i < n_extra; i++) {
+    pfds[n++] = (struct pollfd){.fd = extra_fds[i], .events = extra_fds[i] >= 0 ? POLLIN : 0};
+    extra_revents[i] = 0;
+  }
+  int next_keepalive = 0;
+  libssh2_keepalive_send(ssh->session, &next_keepalive);
+  int rc = poll(pfds, n, next_keepalive > 0 ? next_keepalive * 1000 : -1);
+  if (rc < 0 && errno != EINTR) {
+    int saved = errno;
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_SSH, "waiting for %s: %s", ssh->where,
+                g_strerror(saved));
+    return FALSE;
+  }
+  for (guint i = 0; rc > 0 && i < n_extra; i++)
+    extra_revents[i] = pfds[i + 1].revents;
+  return TRUE;
+}
+
+/* Moves data between the channel and io until the remote side has closed the channel.
+ * The session must be non-blocking. Returns the exit status or -1. */
+static int channel_pump(HutchSsh *ssh, LIBSSH2_CHANNEL *channel, const ChannelIo *io,
+                        GError **error) {
+  g_autofree char *buf = g_malloc(CHANNEL_BUFFER_SIZE);
+  g_autofree char *in_buf = io->in_fd >= 0 ? g_malloc(CHANNEL_BUFFER_SIZE) : NULL;
+  const char *pending = io->in_fd >= 0 ? NULL : io->in_data;
+  gsize pending_len = io->in_fd >= 0 ? 0 : io->in_len;
+  gboolean in_eof = io->in_fd < 0, in_ready = FALSE, eof_sent = FALSE;
+  gboolean out_eof = FALSE, err_eof = FALSE, resize_pending = FALSE;
+
+  for (;;) {
+    gboolean progress = FALSE;
+    ssize_t n;
+
+    /* Before forwarding input, so that keys typed after a resize reach a resized PTY. */
+    if (resize_pending) {
+      guint cols, rows;
+      terminal_size(io->tty_fd, &cols, &rows);
+      int rc = libssh2_channel_request_pty_size_ex(channel, (int)cols, (int)rows, 0, 0);
+      /* A refused resize is cosmetic: keep going. */
+      if (rc != LIBSSH2_ERROR_EAGAIN)
+        resize_pending = FALSE;
+    }
+
+    while (!out_eof && (n = libssh2_channel_read(channel, buf, CHANNEL_BUFFER_SIZE)) != 0) {
+      if (n == LIBSSH2_ERROR_EAGAIN)
+        break;
+      if (n < 0) {
+        set_session_error(ssh->session, error, HUTCH_ERROR_SSH, "reading from %s",
+                          ssh->where);
+        return -1;
+      }
+      if (!deliver(io->out_fd, io->out, buf, (gsize)n, error))
+        return -1;
+      progress = TRUE;
+    }
+    if (!out_eof && n == 0)
+      out_eof = TRUE;
+    while (!err_eof &&
+           (n = libssh2_channel_read_stderr(channel, buf, CHANNEL_BUFFER_SIZE)) != 0) {
+      if (n == LIBSSH2_ERROR_EAGAIN)
+        break;
+      if (n < 0) {
+        set_session_error(ssh->session, error, HUTCH_ERROR_SSH, "reading from %s",
+                          ssh->where);
+        return -1;
+      }
+      if (!deliver(io->err_fd, io->err, buf, (gsize)n, error))
+        return -1;
+      progress = TRUE;
+    }
+    if (!err_eof && n == 0)
+      err_eof = TRUE;
+
+    if (io->in_fd >= 0 && in_ready && pending_len == 0 && !in_eof) {
+      in_ready = FALSE;
+      ssize_t got = read(io->in_fd, in_buf, CHANNEL_BUFFER_SIZE);
+      if (got > 0) {
+        pending = in_buf;
+        pending_len = (gsize)got;
+      } else if (got == 0 || (errno != EINTR && errno != EAGAIN)) {
+        /* An unreadable stdin (closed, EIO after a hangup) ends the input like EOF does. */
+        in_eof = TRUE;
+      }
+    }
+    while (pending_len > 0 && !eof_sent) {
+      n = libssh2_channel_write(channel, pending, pending_len);
+      if (n == LIBSSH2_ERROR_EAGAIN)
+        break;
+      if (n < 0) {
+        if (!libssh2_channel_eof(channel)) {
+          set_session_error(ssh->session, error, HUTCH_ERROR_SSH, "writing to %s",
+                            ssh->where);
+          return -1;
+        }
+        /* The command is gone and took its stdin with it: drop the rest. */
+        pending_len = 0;
+        in_eof = eof_sent = TRUE;
+        break;
+      }
+      pending += n;
+      pending_len -= (gsize)n;
+      progress = TRUE;
+    }
+    if (in_eof && pending_len == 0 && !eof_sent) {
+      int rc = libssh2_channel_send_eof(channel);
+      if (rc == 0 || (rc != LIBSSH2_ERROR_EAGAIN && libssh2_channel_eof(channel)))
+        eof_sent = TRUE;
+      else if (rc != LIBSSH2_ERROR_EAGAIN) {
+        set_session_error(ssh->session, error, HUTCH_ERROR_SSH, "closing input to %s",
+                          ssh->where);
+        return -1;
+      }
+    }
+
+    if (out_eof && err_eof) {
+      /* The output is complete, but the command may still be running (and reading stdin):
+       * the exit status comes with the channel's close. */
+      int rc = libssh2_channel_wait_closed(channel);
+      if (rc == 0)
+        break;
+      if (rc != LIBSSH2_ERROR_EAGAIN) {
+        set_session_error(ssh->session, error, HUTCH_ERROR_SSH, "waiting for %s", ssh->where);
+        return -1;
+      }
+    }
+    if (progress)
+      continue;
+
+    int extra[2] = {in_eof || pending_len > 0 ? -1 : io->in_fd, io->winch_fd};
+    short revents[2];
+    if (!channel_wait(ssh, extra, revents, 2, error))
+      return -1;
+    if (revents[0])
+      in_ready = TRUE;
+    if (revents[1]) {
+      char drain[64];
+      while (read(io->winch_fd, drain, sizeof drain) > 0)
+        ;
+      resize_pending = TRUE;
+    }
+  }
+  return channel_exit_status(ssh->session, channel);
+}
+
+/* Opens a session channel, optionally with a PTY, and starts command (NULL: a shell), then
+ * pumps io through it non-blocking. */
+static int channel_run(HutchSsh *ssh, const char *command, gboolean pty, const ChannelIo *io,
+                       GError **error) {
+  libssh2_session_set_blocking(ssh->session, 1);
+  LIBSSH2_CHANNEL *channel = libssh2_channel_open_session(ssh->session);
+  if (!channel) {
+    set_session_error(ssh->session, error, HUTCH_ERROR_SSH, "opening a session on %s",
+                      ssh->where);
+    return -1;
+  }
+  int status = -1;
+  if (pty) {
+    const char *term = g_getenv("TERM");
+    if (!term || !*term)
+      term = "vt100";
+    guint cols, rows;
+    terminal_size(io->tty_fd, &cols, &rows);
+    if (libssh2_channel_request_pty_ex(channel, term, (unsigned)strlen(term), NULL, 0,
+                                       (int)cols, (int)rows, 0, 0) != 0) {
+      set_session_error(ssh->session, error, HUTCH_ERROR_SSH, "requesting a terminal on %s",
+                        ssh->where);
+      goto out;
+    }
+  }
+  int rc = command ? libssh2_channel_exec(channel, command) : libssh2_channel_shell(channel);
+  if (rc != 0) {
+    set_session_error(ssh->session, error, HUTCH_ERROR_SSH, "starting %s on %s",
+                      command ? "the command" : "a shell", ssh->where);
+    goto out;
+  }
+  libssh2_session_set_blocking(ssh->session, 0);
+  status = channel_pump(ssh, channel, io, error);
+out:
+  libssh2_session_set_blocking(ssh->session, 1);
+  libssh2_channel_free(channel);
+  return status;
+}
+
+int hutch_ssh_exec_capture(HutchSsh *ssh, const char *command, const char *stdin_data,
+                           char **ret_stdout, char **ret_stderr, GError **error) {
+  g_autoptr(GString) out = ret_stdout ? g_string_new(NULL) : NULL;
+  g_autoptr(GString) err = ret_stderr ? g_string_new(NULL) : NULL;
+  ChannelIo io = {
+      .in_fd = -1,
+      .in_data = stdin_data ? stdin_data : "",
+      .in_len = stdin_data ? strlen(stdin_data) : 0,
+      .out_fd = -1,
+      .err_fd = -1,
+      .out = out,
+      .err = err,
+      .winch_fd = -1,
+      .tty_fd = -1,
+  };
+  int status = channel_run(ssh, command, FALSE, &io, error);
+  if (status < 0)
+    return -1;
+  if (ret_stdout)
+    *ret_stdout = g_string_free(g_steal_pointer(&out), FALSE);
+  if (ret_stderr)
+    *ret_stderr = g_string_free(g_steal_pointer(&err), FALSE);
+  return status;
+}
+
+int hutch_ssh_exec_interactive(HutchSsh *ssh, const char *command, gboolean pty,
+                               GError **error) {
+  ChannelIo io = {
+      .in_fd = STDIN_FILENO,
+      .out_fd = STDOUT_FILENO,
+      .err_fd = STDERR_FILENO,
+      .winch_fd = -1,
+      .tty_fd = -1,
+  };
+  gboolean raw = FALSE, winch = FALSE;
+  struct termios saved_termios;
+  struct sigaction saved_action;
+
+  if (pty) {
+    io.tty_fd = isatty(STDIN_FILENO) ? STDIN_FILENO
+                : isatty(STDOUT_FILENO) ? STDOUT_FILENO
+                                        : -1;
+    if (winch_pipe[0] < 0 && io.tty_fd >= 0 &&
+        g_unix_open_pipe(winch_pipe, FD_CLOEXEC, NULL)) {
+      /* Non-blocking both ways: the handler must never block, the loop drains it. */
+      g_unix_set_fd_nonblocking(winch_pipe[0], TRUE, NULL);
+      g_unix_set_fd_nonblocking(winch_pipe[1], TRUE, NULL);
+      struct sigaction action = {.sa_handler = on_sigwinch, .sa_flags = SA_RESTART};
+      sigemptyset(&action.sa_mask);
+      sigaction(SIGWINCH, &action, &saved_action);
+      io.winch_fd = winch_pipe[0];
+      winch = TRUE;
+    }
+    if (isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &saved_termios) == 0) {
+      struct termios t = saved_termios;
+      cfmakeraw(&t);
+      raw = tcsetattr(STDIN_FILENO, TCSADRAIN, &t) == 0;
+    }
+  }
+
+  int status = channel_run(ssh, command, pty, &io, error);
+
+  /* Every path out of channel_run comes through here. */
+  if (raw)
+    tcsetattr(STDIN_FILENO, TCSADRAIN, &saved_termios);
+  if (winch) {
+    sigaction(SIGWINCH, &saved_action, NULL);
+    close(winch_pipe[0]);
+    close(winch_pipe[1]);
+    winch_pipe[0] = winch_pipe[1] = -1;
+  }
+  return status;
+}
+
+/* ---- SFTP ----------------------------------------------------------------------------- */
+
+static const char *sftp_status_text(unsigned long code) {
+  switch (code) {
+  case LIBSSH2_FX_EOF: return "end of file";
+  case LIBSSH2_FX_NO_SUCH_FILE: return "No such file or directory";
+  case LIBSSH2_FX_PERMISSION_DENIED: return "Permission denied";
+  case LIBSSH2_FX_FAILURE: return "failure (it may exist already or be of the wrong type)";
+  case LIBSSH2_FX_BAD_MESSAGE: return "bad message";
+  case LIBSSH2_FX_NO_CONNECTION: return "no connection";
+  case LIBSSH2_FX_CONNECTION_LOST: return "connection lost";
+  case LIBSSH2_FX_OP_UNSUPPORTED: return "operation not supported";
+  case LIBSSH2_FX_INVALID_HANDLE: return "invalid handle";
+  case LIBSSH2_FX_NO_SUCH_PATH: return "No such file or directory";
+  case LIBSSH2_FX_FILE_ALREADY_EXISTS: return "File exists";
+  case LIBSSH2_FX_WRITE_PROTECT: return "write protected";
+  case LIBSSH2_FX_NO_MEDIA: return "no media";
+  case LIBSSH2_FX_NO_SPACE_ON_FILESYSTEM: return "No space left on device";
+  case LIBSSH2_FX_QUOTA_EXCEEDED: return "Disk quota exceeded";
+  case LIBSSH2_FX_UNKNOWN_PRINCIPAL: return "unknown principal";
+  case LIBSSH2_FX_LOCK_CONFLICT: return "lock conflict";
+  case LIBSSH2_FX_DIR_NOT_EMPTY: return "Directory not empty";
+  case LIBSSH2_FX_NOT_A_DIRECTORY: return "Not a directory";
+  case LIBSSH2_FX_INVALID_FILENAME: return "invalid file name";
+  case LIBSSH2_FX_LINK_LOOP: return "Too many levels of symbolic links";
+  default: return "unknown SFTP error";
+  }
+}
+
+static unsigned long sftp_status(HutchSsh *ssh) {
+  if (!ssh->sftp || libssh2_session_last_errno(ssh->session) != LIBSSH2_ERROR_SFTP_PROTOCOL)
+    return LIBSSH2_FX_OK;
+  return libssh2_sftp_last_error(ssh->sftp);
+}
+
+static void set_sftp_error(HutchSsh *ssh, GError **error, const char *fmt, ...)
+    G_GNUC_PRINTF(3, 4);
+
+static void set_sftp_error(HutchSsh *ssh, GError **error, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  g_autofree char *context = g_strdup_vprintf(fmt, ap);
+  va_end(ap);
+  unsigned long status = sftp_status(ssh);
+  if (status == LIBSSH2_FX_OK) {
+    set_session_error(ssh->session, error, HUTCH_ERROR_SSH, "%s", context);
+    return;
+  }
+  int code = status == LIBSSH2_FX_NO_SUCH_FILE || status == LIBSSH2_FX_NO_SUCH_PATH
+                 ? HUTCH_ERROR_NOT_FOUND
+                 : HUTCH_ERROR_SSH;
+  g_set_error(error, HUTCH_ERROR, code, "%s: %s", context, sftp_status_text(status));
+}
+
+static void set_local_error(GError **error, int saved_errno, const char *fmt, ...)
+    G_GNUC_PRINTF(3, 4);
+
+static void set_local_error(GError **error, int saved_errno, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  g_autofree char *context = g_strdup_vprintf(fmt, ap);
+  va_end(ap);
+  g_set_error(error, HUTCH_ERROR,
+              saved_errno == ENOENT ? HUTCH_ERROR_NOT_FOUND : HUTCH_ERROR_FAILED, "%s: %s",
+              context, g_strerror(saved_errno));
+}
+
+static LIBSSH2_SFTP *get_sftp(HutchSsh *ssh, GError **error) {
+  libssh2_session_set_blocking(ssh->session, 1);
+  if (!ssh->sftp) {
+    ssh->sftp = libssh2_sftp_init(ssh->session);
+    if (!ssh->sftp)
+      set_session_error(ssh->session, error, HUTCH_ERROR_SSH, "starting SFTP on %s",
+                        ssh->where);
+  }
+  return ssh->sftp;
+}
+
+/* SFTP resolves relative paths against its start directory, the remote home: "~" and "~/x"
+ * become "." and "x". */
+static char *remote_path(const char *path) {
+  if (!path || !*path || strcmp(path, "~") == 0)
+    return g_strdup(".");
+  if (g_str_has_prefix(path, "~/")) {
+    const char *rest = path + 2;
+    while (*rest == '/')
+      rest++;
+    return g_strdup(*rest ? rest : ".");
+  }
+  return g_strdup(path);
+}
+
+static char *remote_join(const char *dir, const char *name) {
+  if (strcmp(dir, ".") == 0)
+    return g_strdup(name);
+  return g_str_has_suffix(dir, "/") ? g_strconcat(dir, name, NULL)
+                                    : g_strconcat(dir, "/", name, NULL);
+}
+
+/* The last component of a remote path; "." and ".." are resolved by the server. */
+static char *remote_basename(HutchSsh *ssh, const char *path, GError **error) {
+  g_autofree char *base = g_path_get_basename(path);
+  if (strcmp(base, ".") == 0 || strcmp(base, "..") == 0) {
+    char resolved[4096];
+    int n = libssh2_sftp_realpath(ssh->sftp, path, resolved, sizeof resolved - 1);
+    if (n < 0) {
+      set_sftp_error(ssh, error, "resolving %s", path);
+      return NULL;
+    }
+    resolved[n] = '\0';
+    g_free(base);
+    base = g_path_get_basename(resolved);
+  }
+  if (strcmp(base, "/") == 0 || strcmp(base, ".") == 0) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE, "%s has no name to copy it as", path);
+    return NULL;
+  }
+  return g_steal_pointer(&base);
+}
+
+static char *local_basename(const char *path, GError **error) {
+  g_autofree char *canonical = g_canonicalize_filename(path, NULL);
+  g_autofree char *base = g_path_get_basename(canonical);
+  if (strcmp(base, "/") == 0) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE, "%s has no name to copy it as", path);
+    return NULL;
+  }
+  return g_steal_pointer(&base);
+}
+
+/* Returns 1 when path exists (attrs filled), 0 when it does not, -1 on error. */
+static int remote_stat(HutchSsh *ssh, const char *path, LIBSSH2_SFTP_ATTRIBUTES *attrs,
+                       GError **error) {
+  if (libssh2_sftp_stat(ssh->sftp, path, attrs) == 0)
+    return 1;
+  unsigned long status = sftp_status(ssh);
+  if (status == LIBSSH2_FX_NO_SUCH_FILE || status == LIBSSH2_FX_NO_SUCH_PATH)
+    return 0;
+  set_sftp_error(ssh, error, "reading %s", path);
+  return -1;
+}
+
+static gboolean remote_chmod(HutchSsh *ssh, LIBSSH2_SFTP_HANDLE *handle, const char *path,
+                             unsigned long mode, GError **error) {
+  LIBSSH2_SFTP_ATTRIBUTES attrs = {.flags = LIBSSH2_SFTP_ATTR_PERMISSIONS,
+                                   .permissions = mode & 0777};
+  int rc = handle ? libssh2_sftp_fsetstat(handle, &attrs)
+                  : libssh2_sftp_setstat(ssh->sftp, path, &attrs);
+  if (rc != 0) {
+    set_sftp_error(ssh, error, "setting the mode of %s", path);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+/* Modes are copied without setuid, setgid and sticky bits: a file from the guest must not
+ * become a setuid program of the host user, and the reverse is no more useful. */
+static gboolean upload_file(HutchSsh *ssh, const char *local, const char *remote, mode_t mode,
+                            gboolean nofollow, GError **error) {
+  int fd = open(local, O_RDONLY | O_CLOEXEC | (nofollow ? O_NOFOLLOW : 0));
+  if (fd < 0) {
+    set_local_error(error, errno, "opening %s", local);
+    return FALSE;
+  }
+  LIBSSH2_SFTP_HANDLE *handle =
+      libssh2_sftp_open(ssh->sftp, remote,
+                        LIBSSH2_FXF_WRITE | LIBSSH2_FXF_CREAT | LIBSSH2_FXF_TRUNC, mode & 0777);
+  if (!handle) {
+    set_sftp_error(ssh, error, "creating %s", remote);
+    close(fd);
+    return FALSE;
+  }
+  g_autofree char *buf = g_malloc(COPY_BUFFER_SIZE);
+  gboolean ok = TRUE;
+  for (;;) {
+    ssize_t n = read(fd, buf, COPY_BUFFER_SIZE);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0) {
+      set_local_error(error, errno, "reading %s", local);
+      ok = FALSE;
+      break;
+    }
+    if (n == 0)
+      break;
+    /* libssh2_sftp_write may take part of the buffer; it wants the rest in the next call. */
+    for (ssize_t off = 0; ok && off < n;) {
+      ssize_t w = libssh2_sftp_write(handle, buf + off, (size_t)(n - off));
+      if (w < 0) {
+        set_sftp_error(ssh, error, "writing %s", remote);
+        ok = FALSE;
+      } else {
+        off += w;
+      }
+    }
+    if (!ok)
+      break;
+  }
+  /* The open mode only applies to new files, and through the server's umask. */
+  ok = ok && remote_chmod(ssh, handle, remote, mode, error);
+  if (libssh2_sftp_close_handle(handle) != 0 && ok) {
+    set_sftp_error(ssh, error, "closing %s", remote);
+    ok = FALSE;
+  }
+  close(fd);
+  return ok;
+}
+
+static gboolean upload_dir(HutchSsh *ssh, const char *local, const char *remote, mode_t mode,
+                           GError **error) {
+  /* Made writable for us first; the real mode comes once the contents are in. */
+  if (libssh2_sftp_mkdir(ssh->sftp, remote, (mode & 0777) | 0700) != 0) {
+    LIBSSH2_SFTP_ATTRIBUTES attrs;
+    int exists = remote_stat(ssh, remote, &attrs, NULL);
+    if (exists != 1 || !LIBSSH2_SFTP_S_ISDIR(attrs.permissions)) {
+      set_sftp_error(ssh, error, "creating the directory %s", remote);
+      return FALSE;
+    }
+  }
+  g_autoptr(GError) local_error = NULL;
+  g_autoptr(GDir) dir = g_dir_open(local, 0, &local_error);
+  if (!dir) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "%s", local_error->message);
+    return FALSE;
+  }
+  const char *name;
+  while ((name = g_dir_read_name(dir))) {
+    g_autofree char *local_child = g_build_filename(local, name, NULL);
+    g_autofree char *remote_child = remote_join(remote, name);
+    GStatBuf st;
+    if (g_lstat(local_child, &st) < 0) {
+      set_local_error(error, errno, "reading %s", local_child);
+      return FALSE;
+    }
+    /* Like OpenSSH's sftp: inside a tree only directories and regular files are copied;
+     * symbolic links and special files are skipped. */
+    if (S_ISDIR(st.st_mode)) {
+      if (!upload_dir(ssh, local_child, remote_child, st.st_mode, error))
+        return FALSE;
+    } else if (S_ISREG(st.st_mode)) {
+      if (!upload_file(ssh, local_child, remote_child, st.st_mode, TRUE, error))
+        return FALSE;
+    }
+  }
+  return remote_chmod(ssh, NULL, remote, mode, error);
+}
+
+gboolean hutch_ssh_upload(HutchSsh *ssh, const char *local_path, const char *remote_path_arg,
+                          gboolean recursive, GError **error) {
+  if (!get_sftp(ssh, error))
+    return FALSE;
+  GStatBuf st;
+  if (g_stat(local_path, &st) < 0) {
+    set_local_error(error, errno, "uploading %s", local_path);
+    return FALSE;
+  }
+  if (S_ISDIR(st.st_mode) && !recursive) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE,
+                "uploading %s: it is a directory (copy it recursively)", local_path);
+    return FALSE;
+  }
+  if (!S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode)) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE,
+                "uploading %s: not a regular file or directory", local_path);
+    return FALSE;
+  }
+  g_autofree char *target = remote_path(remote_path_arg);
+  LIBSSH2_SFTP_ATTRIBUTES attrs;
+  int exists = remote_stat(ssh, target, &attrs, error);
+  if (exists < 0) {
+    g_prefix_error(error, "uploading %s to %s: ", local_path, ssh->where);
+    return FALSE;
+  }
+  if (exists && LIBSSH2_SFTP_S_ISDIR(attrs.permissions)) {
+    /* Like cp: into an existing directory, under the source's name. */
+    g_autofree char *base = local_basename(local_path, error);
+    if (!base)
+      return FALSE;
+    g_autofree char *inside = remote_join(target, base);
+    g_free(target);
+    target = g_steal_pointer(&inside);
+  }
+  gboolean ok = S_ISDIR(st.st_mode) ? upload_dir(ssh, local_path, target, st.st_mode, error)
+                                    : upload_file(ssh, local_path, target, st.st_mode, FALSE,
+                                                  error);
+  if (!ok)
+    g_prefix_error(error, "uploading %s to %s: ", local_path, ssh->where);
+  return ok;
+}
+
+static gboolean download_file(HutchSsh *ssh, const char *remote, const char *local,
+                              unsigned long mode, gboolean nofollow, GError **error) {
+  /* Remote first, so that a missing source does not truncate the destination. */
+  LIBSSH2_SFTP_HANDLE *handle = libssh2_sftp_open(ssh->sftp, remote, LIBSSH2_FXF_READ, 0);
+  if (!handle) {
+    set_sftp_error(ssh, error, "opening %s", remote);
+    return FALSE;
+  }
+  /* Inside a tree, never write through a symbolic link that is already there. */
+  int fd = open(local, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | (nofollow ? O_NOFOLLOW : 0),
+                0600);
+  if (fd < 0) {
+    set_local_error(error, errno, "creating %s", local);
+    libssh2_sftp_close_handle(handle);
+    return FALSE;
+  }
+  g_autofree char *buf = g_malloc(COPY_BUFFER_SIZE);
+  gboolean ok = TRUE;
+  for (;;) {
+    ssize_t n = libssh2_sftp_read(handle, buf, COPY_BUFFER_SIZE);
+    if (n < 0) {
+      set_sftp_error(ssh, error, "reading %s", remote);
+      ok = FALSE;
+      break;
+    }
+    if (n == 0)
+      break;
+    if (!write_all(fd, buf, (gsize)n, error)) {
+      g_prefix_error(error, "%s: ", local);
+      ok = FALSE;
+      break;
+    }
+  }
+  libssh2_sftp_close_handle(handle);
+  if (ok && fchmod(fd, (mode_t)(mode & 0777)) < 0) {
+    set_local_error(error, errno, "setting the mode of %s", local);
+    ok = FALSE;
+  }
+  if (close(fd) < 0 && ok) {
+    set_local_error(error, errno, "writing %s", local);
+    ok = FALSE;
+  }
+  return ok;
+}
+
+static gboolean download_dir(HutchSsh *ssh, const char *remote, const char *local,
+                             unsigned long mode, GError **error) {
+  if (g_mkdir(local, 0700) < 0) {
+    int saved = errno;
+    GStatBuf st;
+    if (saved != EEXIST || g_lstat(local, &st) < 0 || !S_ISDIR(st.st_mode)) {
+      set_local_error(error, saved, "creating the directory %s", local);
+      return FALSE;
+    }
+  }
+  LIBSSH2_SFTP_HANDLE *handle = libssh2_sftp_opendir(ssh->sftp, remote);
+  if (!handle) {
+    set_sftp_error(ssh, error, "opening the directory %s", remote);
+    return FALSE;
+  }
+  gboolean ok = TRUE;
+  char name[4096];
+  for (;;) {
+    LIBSSH2_SFTP_ATTRIBUTES attrs = {0};
+    int n = libssh2_sftp_readdir(handle, name, sizeof name - 1, &attrs);
+    if (n < 0) {
+      set_sftp_error(ssh, error, "reading the directory %s", remote);
+      ok = FALSE;
+      break;
+    }
+    if (n == 0)
+      break;
+    name[n] = '\0';
+    /* The names come from the guest: nothing that could step out of the destination. */
+    if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0 || strchr(name, '/') ||
+        !(attrs.flags & LIBSSH2_SFTP_ATTR_PERMISSIONS))
+      continue;
+    g_autofree char *remote_child = remote_join(remote, name);
+    g_autofree char *local_child = g_build_filename(local, name, NULL);
+    /* readdir reports lstat() attributes, so links are seen as links and skipped, as in
+     * OpenSSH's sftp. */
+    if (LIBSSH2_SFTP_S_ISDIR(attrs.permissions))
+      ok = download_dir(ssh, remote_child, local_child, attrs.permissions, error);
+    else if (LIBSSH2_SFTP_S_ISREG(attrs.permissions))
+      ok = download_file(ssh, remote_child, local_child, attrs.permissions, TRUE, error);
+    if (!ok)
+      break;
+  }
+  libssh2_sftp_closedir(handle);
+  if (ok && g_chmod(local, (int)(mode & 0777)) < 0) {
+    set_local_error(error, errno, "setting the mode of %s", local);
+    ok = FALSE;
+  }
+  return ok;
+}
+
+gboolean hutch_ssh_download(HutchSsh *ssh, const char *remote_path_arg, const char *local_path,
+                            gboolean recursive, GError **error) {
+  if (!get_sftp(ssh, error))
+    return FALSE;
+  g_autofree char *source = remote_path(remote_path_arg);
+  LIBSSH2_SFTP_ATTRIBUTES attrs;
+  int exists = remote_stat(ssh, source, &attrs, error);
+  if (exists == 0)
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_NOT_FOUND, "%s: No such file or directory",
+                remote_path_arg);
+  if (exists != 1) {
+    g_prefix_error(error, "downloading from %s: ", ssh->where);
+    return FALSE;
+  }
+  gboolean is_dir = LIBSSH2_SFTP_S_ISDIR(attrs.permissions);
+  if (is_dir && !recursive) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE,
+                "downloading %s: it is a directory (copy it recursively)", remote_path_arg);
+    return FALSE;
+  }
+  if (!is_dir && !LIBSSH2_SFTP_S_ISREG(attrs.permissions)) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE,
+                "downloading %s: not a regular file or directory", remote_path_arg);
+    return FALSE;
+  }
+  g_autofree char *target = g_strdup(local_path);
+  GStatBuf st;
+  if (g_stat(local_path, &st) == 0 && S_ISDIR(st.st_mode)) {
+    g_autofree char *base = remote_basename(ssh, source, error);
+    if (!base) {
+      g_prefix_error(error, "downloading from %s: ", ssh->where);
+      return FALSE;
+    }
+    g_free(target);
+    target = g_build_filename(local_path, base, NULL);
+  }
+  gboolean ok = is_dir ? download_dir(ssh, source, target, attrs.permissions, error)
+                       : download_file(ssh, source, target, attrs.permissions, FALSE, error);
+  if (!ok)
+    g_prefix_error(error, "downloading %s from %s to %s: ", remote_path_arg, ssh->where,
+                   local_path);
+  return ok;
+}
+
+/* ---- Quoting -------------------------------------------------------------------------- */
+
+static gboolean word_is_safe(const char *word) {
+  if (!*word)
+    return FALSE;
+  /* No '=' (a leading NAME=value word would become an assignment) and no '~'. */
+  for (const char *p = word; *p; p++)
+    if (!g_ascii_isalnum(*p) && !strchr("_-+,./:@%", *p))
+      return FALSE;
+  return TRUE;
+}
+
+char *hutch_shell_quote_argv(char *const *argv) {
+  g_autoptr(GString) line = g_string_new(NULL);
+  for (gsize i = 0; argv && argv[i]; i++) {
+    if (i > 0)
+      g_string_append_c(line, ' ');
+    if (word_is_safe(argv[i])) {
+      g_string_append(line, argv[i]);
+      continue;
+    }
+    g_string_append_c(line, '\'');
+    for (const char *p = argv[i]; *p; p++) {
+      if (*p == '\'')
+        g_string_append(line, "'\\''");
+      else
+        g_string_append_c(line, *p);
+    }
+    g_string_append_c(line, '\'');
+  }
+  return g_string_free(g_steal_pointer(&line), FALSE);
+}
+
+/* ---- Keys ----------------------------------------------------------------------------- */
+
+static gboolean run_ssh_keygen(const char *const *argv, char **ret_stdout, GError **error) {
+  g_autofree char *out = NULL;
+  g_autofree char *err = NULL;
+  int wait_status = 0;
+  g_autoptr(GError) local_error = NULL;
+  if (!g_spawn_sync(NULL, (char **)argv, NULL,
+                    G_SPAWN_SEARCH_PATH | G_SPAWN_STDIN_FROM_DEV_NULL, NULL, NULL, &out, &err,
+                    &wait_status, &local_error)) {
+    if (g_error_matches(local_error, G_SPAWN_ERROR, G_SPAWN_ERROR_NOENT))
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED,
+                  "ssh-keygen is missing: install openssh-client");
+    else
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "running ssh-keygen: %s",
+                  local_error->message);
+    return FALSE;
+  }
+  if (!g_spawn_check_wait_status(wait_status, NULL)) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "ssh-keygen failed: %s",
+                g_strstrip(err));
+    return FALSE;
+  }
+  if (ret_stdout)
+    *ret_stdout = g_steal_pointer(&out);
+  return TRUE;
+}
+
+static gboolean keygen_into(const char *path, const char *comment, GError **error) {
+  const char *argv[] = {"ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment,
+                        "-f", path, NULL};
+  return run_ssh_keygen(argv, NULL, error);
+}
+
+gboolean hutch_ssh_generate_keypair(const char *comment, char **ret_private,
+                                    char **ret_public, GError **error) {
+  g_autoptr(GError) local_error = NULL;
+  /* g_dir_make_tmp makes it 0700: the private key never sits where others can read it. */
+  g_autofree char *dir = g_dir_make_tmp("hutch-keygen-XXXXXX", &local_error);
+  if (!dir) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "generating a key pair: %s",
+                local_error->message);
+    return FALSE;
+  }
+  g_autofree char *path = g_build_filename(dir, "key", NULL);
+  g_autofree char *public_path = g_strconcat(path, ".pub", NULL);
+  g_autofree char *private_text = NULL;
+  g_autofree char *public_text = NULL;
+  gboolean ok = keygen_into(path, comment ? comment : "hutch", error) &&
+                g_file_get_contents(path, &private_text, NULL, &local_error) &&
+                g_file_get_contents(public_path, &public_text, NULL, &local_error);
+  if (!ok && local_error)
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "%s", local_error->message);
+  hutch_rmtree(dir, NULL);
+  if (!ok) {
+    g_prefix_error(error, "generating a key pair: ");
+    return FALSE;
+  }
+  if (ret_private)
+    *ret_private = g_steal_pointer(&private_text);
+  if (ret_public)
+    *ret_public = g_strdup(g_strstrip(public_text));
+  return TRUE;
+}
+
+/* Makes the key in a temporary directory beside it and links it into place, so that two
+ * hutch processes starting at once end up with one key. */
+static gboolean create_client_key(const char *dir, const char *path, GError **error) {
+  g_autofree char *tmp = g_build_filename(dir, ".new-XXXXXX", NULL);
+  if (!g_mkdtemp_full(tmp, 0700)) {
+    set_local_error(error, errno, "creating a directory in %s", dir);
+    return FALSE;
+  }
+  g_autofree char *tmp_key = g_build_filename(tmp, "id_ed25519", NULL);
+  g_autofree char *tmp_pub = g_strconcat(tmp_key, ".pub", NULL);
+  g_autofree char *pub = g_strconcat(path, ".pub", NULL);
+  gboolean ok = keygen_into(tmp_key, "hutch", error);
+  if (ok && link(tmp_key, path) == 0) {
+    if (g_rename(tmp_pub, pub) < 0) {
+      set_local_error(error, errno, "creating %s", pub);
+      ok = FALSE;
+    }
+  } else if (ok && errno != EEXIST) {
+    set_local_error(error, errno, "creating %s", path);
+    ok = FALSE;
+  }
+  hutch_rmtree(tmp, NULL);
+  return ok;
+}
+
+char *hutch_ssh_client_key(char **ret_public, GError **error) {
+  g_autofree char *data_dir = hutch_data_dir();
+  g_autofree char *dir = g_build_filename(data_dir, "ssh", NULL);
+  g_autofree char *path = g_build_filename(dir, "id_ed25519", NULL);
+  g_autofree char *pub = g_strconcat(path, ".pub", NULL);
+  g_autoptr(GError) local_error = NULL;
+
+  if (!hutch_mkdir(dir, 0700, &local_error)) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "the hutch SSH key: %s",
+                local_error->message);
+    return NULL;
+  }
+  if (!g_file_test(path, G_FILE_TEST_EXISTS) && !create_client_key(dir, path, error)) {
+    g_prefix_error(error, "creating the hutch SSH key %s: ", path);
+    return NULL;
+  }
+  if (g_chmod(path, 0600) < 0) {
+    set_local_error(error, errno, "the hutch SSH key: %s", path);
+    return NULL;
+  }
+  /* A lost .pub (or a racing creator that has not renamed it yet) is derived again. */
+  if (!g_file_test(pub, G_FILE_TEST_EXISTS)) {
+    const char *argv[] = {"ssh-keygen", "-y", "-f", path, NULL};
+    g_autofree char *line = NULL;
+    if (!run_ssh_keygen(argv, &line, error) ||
+        !hutch_write_file(pub, line, strlen(line), 0644, &local_error)) {
+      if (local_error)
+        g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "%s", local_error->message);
+      g_prefix_error(error, "the hutch SSH key %s: ", path);
+      return NULL;
+    }
+  }
+  if (ret_public) {
+    g_autofree char *text = NULL;
+    if (!g_file_get_contents(pub, &text, NULL, &local_error)) {
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "the hutch SSH key: %s",
+                  local_error->message);
+      return NULL;
+    }
+    *ret_public = g_strdup(g_strstrip(text));
+  }
+  return g_steal_pointer(&path);
+}

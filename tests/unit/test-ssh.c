@@ -1,0 +1,783 @@
+/* test-ssh.c: the SSH module against a real, unprivileged OpenSSH sshd on 127.0.0.1, started
+ * by tools/test-sshd.sh. sshd is a CI dependency (openssh-server): without it the tests fail,
+ * unless HUTCH_ALLOW_SKIP=1, when they are skipped. */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pty.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include <glib-unix.h>
+#include <glib/gstdio.h>
+
+#include "ssh-private.h"
+#include "util-private.h"
+
+#define SSHD "/usr/sbin/sshd"
+#define TIMEOUT_MS 10000
+
+static struct {
+  char *skip;        /* why the server tests cannot run, or NULL */
+  char *dir;         /* everything the tests make, removed at the end */
+  char *server_dir;  /* test-sshd.sh's directory */
+  char *home;        /* SFTP's start directory on the server, i.e. "~" */
+  char *key;         /* the client's private key file */
+  char *host_key;    /* the server's public host key line, pinned */
+  char *authorized_keys;
+  guint port;
+  pid_t server_pid;
+} fx;
+
+/* ---- Helpers -------------------------------------------------------------------------- */
+
+static gboolean need_server(void) {
+  if (!fx.skip)
+    return TRUE;
+  if (g_strcmp0(g_getenv("HUTCH_ALLOW_SKIP"), "1") == 0)
+    g_test_skip(fx.skip);
+  else
+    g_test_fail_printf("%s (set HUTCH_ALLOW_SKIP=1 to skip)", fx.skip);
+  return FALSE;
+}
+
+static HutchSsh *connect_ok(void) {
+  g_autoptr(GError) error = NULL;
+  HutchSsh *ssh = hutch_ssh_connect("127.0.0.1", fx.port, g_get_user_name(), fx.key,
+                                    fx.host_key, TIMEOUT_MS, &error);
+  g_assert_no_error(error);
+  g_assert_nonnull(ssh);
+  return ssh;
+}
+
+static char *sha256_file(const char *path) {
+  g_autofree char *data = NULL;
+  gsize len = 0;
+  g_autoptr(GError) error = NULL;
+  g_file_get_contents(path, &data, &len, &error);
+  g_assert_no_error(error);
+  return g_compute_checksum_for_data(G_CHECKSUM_SHA256, (const guchar *)data, len);
+}
+
+static void write_random_file(const char *path, gsize len, guint32 seed, int mode) {
+  g_autoptr(GRand) rand = g_rand_new_with_seed(seed);
+  g_autofree guint32 *data = g_new(guint32, len / 4 + 1);
+  for (gsize i = 0; i < len / 4 + 1; i++)
+    data[i] = g_rand_int(rand);
+  g_autoptr(GError) error = NULL;
+  g_assert_true(g_file_set_contents_full(path, (const char *)data, (gssize)len,
+                                         G_FILE_SET_CONTENTS_NONE, mode, &error));
+  g_assert_no_error(error);
+  g_assert_cmpint(g_chmod(path, mode), ==, 0);
+}
+
+/* Printable text with newlines, so that it can go through a C string. */
+static char *random_text(gsize len, guint32 seed) {
+  g_autoptr(GRand) rand = g_rand_new_with_seed(seed);
+  char *text = g_malloc(len + 1);
+  for (gsize i = 0; i < len; i++)
+    text[i] = g_rand_int_range(rand, 0, 64) == 0 ? '\n' : (char)g_rand_int_range(rand, 32, 127);
+  text[len] = '\0';
+  return text;
+}
+
+static int file_mode(const char *path) {
+  GStatBuf st;
+  g_assert_cmpint(g_lstat(path, &st), ==, 0);
+  return st.st_mode & 07777;
+}
+
+static char *run_capture(const char *const *argv) {
+  g_autofree char *out = NULL;
+  int status = 0;
+  g_autoptr(GError) error = NULL;
+  g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, &out, NULL,
+               &status, &error);
+  g_assert_no_error(error);
+  g_assert_true(g_spawn_check_wait_status(status, NULL));
+  return g_steal_pointer(&out);
+}
+
+/* The fingerprint as OpenSSH's own ssh-keygen prints it, to check ours against. */
+static char *openssh_fingerprint(const char *public_key_line) {
+  g_autofree char *path = g_build_filename(fx.dir, "fp.pub", NULL);
+  g_assert_true(g_file_set_contents(path, public_key_line, -1, NULL));
+  const char *argv[] = {"ssh-keygen", "-l", "-E", "sha256", "-f", path, NULL};
+  g_autofree char *out = run_capture(argv);
+  g_auto(GStrv) words = g_strsplit(out, " ", -1);
+  g_assert_cmpuint(g_strv_length(words), >=, 2);
+  g_assert_true(g_str_has_prefix(words[1], "SHA256:"));
+  return g_strdup(words[1]);
+}
+
+/* Same names, types, modes and contents; symbolic links in a are expected to be skipped. */
+static void assert_same_tree(const char *a, const char *b) {
+  g_assert_cmpint(file_mode(a), ==, file_mode(b));
+  g_autoptr(GDir) dir = g_dir_open(a, 0, NULL);
+  g_assert_nonnull(dir);
+  guint expected = 0;
+  const char *name;
+  while ((name = g_dir_read_name(dir))) {
+    g_autofree char *pa = g_build_filename(a, name, NULL);
+    g_autofree char *pb = g_build_filename(b, name, NULL);
+    GStatBuf sa, sb;
+    g_assert_cmpint(g_lstat(pa, &sa), ==, 0);
+    if (S_ISLNK(sa.st_mode)) {
+      g_assert_cmpint(g_lstat(pb, &sb), <, 0);
+      continue;
+    }
+    expected++;
+    g_assert_cmpint(g_lstat(pb, &sb), ==, 0);
+    g_assert_cmpint(sa.st_mode, ==, sb.st_mode);
+    if (S_ISDIR(sa.st_mode)) {
+      assert_same_tree(pa, pb);
+    } else {
+      g_autofree char *ha = sha256_file(pa);
+      g_autofree char *hb = sha256_file(pb);
+      g_assert_cmpstr(ha, ==, hb);
+    }
+  }
+  g_autoptr(GDir) other = g_dir_open(b, 0, NULL);
+  guint found = 0;
+  while (g_dir_read_name(other))
+    found++;
+  g_assert_cmpuint(found, ==, expected);
+}
+
+/* ---- Connecting ----------------------------------------------------------------------- */
+
+static void test_exec_capture(void) {
+  if (!need_server())
+    return;
+  g_autoptr(HutchSsh) ssh = connect_ok();
+  g_autoptr(GError) error = NULL;
+  g_autofree char *out = NULL;
+  g_autofree char *err = NULL;
+
+  g_assert_cmpint(hutch_ssh_exec_capture(ssh, "echo hi", NULL, &out, &err, &error), ==, 0);
+  g_assert_no_error(error);
+  g_assert_cmpstr(out, ==, "hi\n");
+  g_assert_cmpstr(err, ==, "");
+  g_clear_pointer(&out, g_free);
+  g_clear_pointer(&err, g_free);
+
+  g_assert_cmpint(hutch_ssh_exec_capture(ssh, "exit 7", NULL, NULL, NULL, &error), ==, 7);
+  g_assert_no_error(error);
+
+  g_assert_cmpint(
+      hutch_ssh_exec_capture(ssh, "echo out; echo err >&2; echo out2", NULL, &out, &err, &error),
+      ==, 0);
+  g_assert_no_error(error);
+  g_assert_cmpstr(out, ==, "out\nout2\n");
+  g_assert_cmpstr(err, ==, "err\n");
+  g_clear_pointer(&out, g_free);
+  g_clear_pointer(&err, g_free);
+
+  /* Killed by a signal: 128+N, as shells report it. */
+  g_assert_cmpint(hutch_ssh_exec_capture(ssh, "kill -TERM $$", NULL, NULL, NULL, &error), ==,
+                  128 + SIGTERM);
+  g_assert_no_error(error);
+
+  /* The exit status arrives after the output has ended. */
+  g_assert_cmpint(hutch_ssh_exec_capture(ssh, "exec >&- 2>&-; sleep 0.3; exit 3", NULL, NULL,
+                                         NULL, &error),
+                  ==, 3);
+  g_assert_no_error(error);
+
+  /* Input that the command never reads is not an error. */
+  g_assert_cmpint(hutch_ssh_exec_capture(ssh, "true", "ignored\n", NULL, NULL, &error), ==, 0);
+  g_assert_no_error(error);
+}
+
+static void test_exec_stdin(void) {
+  if (!need_server())
+    return;
+  g_autoptr(HutchSsh) ssh = connect_ok();
+  g_autoptr(GError) error = NULL;
+  g_autofree char *text = random_text(1024 * 1024, 1);
+  g_autofree char *out = NULL;
+  g_autofree char *err = NULL;
+
+  /* More than the channel windows hold in both directions at once: no deadlock. */
+  g_assert_cmpint(hutch_ssh_exec_capture(ssh, "cat", text, &out, &err, &error), ==, 0);
+  g_assert_no_error(error);
+  g_assert_cmpuint(strlen(out), ==, strlen(text));
+  g_autofree char *want = g_compute_checksum_for_string(G_CHECKSUM_SHA256, text, -1);
+  g_autofree char *got = g_compute_checksum_for_string(G_CHECKSUM_SHA256, out, -1);
+  g_assert_cmpstr(got, ==, want);
+  g_assert_cmpstr(err, ==, "");
+  g_clear_pointer(&out, g_free);
+
+  /* The server's own checksum: stdin really arrived whole, with its end. */
+  g_assert_cmpint(hutch_ssh_exec_capture(ssh, "sha256sum", text, &out, NULL, &error), ==, 0);
+  g_assert_no_error(error);
+  g_assert_true(g_str_has_prefix(out, want));
+}
+
+static void test_host_key_mismatch(void) {
+  if (!need_server())
+    return;
+  g_autofree char *other_private = NULL;
+  g_autofree char *other_public = NULL;
+  g_autoptr(GError) error = NULL;
+  g_assert_true(hutch_ssh_generate_keypair("impostor", &other_private, &other_public, &error));
+  g_assert_no_error(error);
+
+  g_autoptr(HutchSsh) ssh = hutch_ssh_connect("127.0.0.1", fx.port, g_get_user_name(), fx.key,
+                                              other_public, TIMEOUT_MS, &error);
+  g_assert_null(ssh);
+  g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_HOST_KEY);
+  g_autofree char *offered = openssh_fingerprint(fx.host_key);
+  g_autofree char *pinned = openssh_fingerprint(other_public);
+  g_test_message("%s", error->message);
+  g_assert_nonnull(strstr(error->message, offered));
+  g_assert_nonnull(strstr(error->message, pinned));
+  g_assert_nonnull(strstr(error->message, "attack"));
+  g_clear_error(&error);
+
+  /* A pin that is no key at all is refused before connecting. */
+  ssh = hutch_ssh_connect("127.0.0.1", fx.port, g_get_user_name(), fx.key,
+                          "ssh-ed25519 bm90IGEga2V5", TIMEOUT_MS, &error);
+  g_assert_null(ssh);
+  g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED);
+}
+
+static guint closed_port(int *ret_listening_fd, gboolean keep_listening) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  g_assert_cmpint(fd, >=, 0);
+  struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  g_assert_cmpint(bind(fd, (struct sockaddr *)&addr, sizeof addr), ==, 0);
+  socklen_t len = sizeof addr;
+  g_assert_cmpint(getsockname(fd, (struct sockaddr *)&addr, &len), ==, 0);
+  if (keep_listening) {
+    g_assert_cmpint(listen(fd, 4), ==, 0);
+    *ret_listening_fd = fd;
+  } else {
+    close(fd);
+  }
+  return ntohs(addr.sin_port);
+}
+
+static void test_connect_failures(void) {
+  if (!need_server())
+    return;
+  g_autoptr(GError) error = NULL;
+
+  /* Refused: at once. */
+  guint port = closed_port(NULL, FALSE);
+  double start = hutch_now();
+  g_autoptr(HutchSsh) ssh = hutch_ssh_connect("127.0.0.1", port, g_get_user_name(), fx.key,
+                                              fx.host_key, TIMEOUT_MS, &error);
+  g_assert_null(ssh);
+  g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_SSH);
+  g_assert_nonnull(strstr(error->message, "refused"));
+  g_assert_cmpfloat(hutch_now() - start, <, 2.0);
+  g_clear_error(&error);
+
+  /* A server that accepts and never speaks (a booting guest behind a port forward): the
+   * timeout bounds the handshake. */
+  int listening = -1;
+  port = closed_port(&listening, TRUE);
+  start = hutch_now();
+  ssh = hutch_ssh_connect("127.0.0.1", port, g_get_user_name(), fx.key, fx.host_key, 500,
+                          &error);
+  double elapsed = hutch_now() - start;
+  close(listening);
+  g_assert_null(ssh);
+  g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_SSH);
+  g_assert_cmpfloat(elapsed, >=, 0.4);
+  g_assert_cmpfloat(elapsed, <, 3.0);
+  g_clear_error(&error);
+
+  /* A key the server does not know. */
+  g_autofree char *stranger = g_build_filename(fx.dir, "stranger", NULL);
+  const char *argv[] = {"ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", stranger, NULL};
+  g_free(run_capture(argv));
+  ssh = hutch_ssh_connect("127.0.0.1", fx.port, g_get_user_name(), stranger, fx.host_key,
+                          TIMEOUT_MS, &error);
+  g_assert_null(ssh);
+  g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_SSH);
+  g_assert_nonnull(strstr(error->message, "authenticating"));
+}
+
+/* ---- Quoting -------------------------------------------------------------------------- */
+
+static void test_quote(void) {
+  char *simple[] = {"ls", "-la", "/tmp/x_y.z", "a b", "it's", "", "FOO=bar", "~", NULL};
+  g_autofree char *line = hutch_shell_quote_argv(simple);
+  g_assert_cmpstr(line, ==, "ls -la /tmp/x_y.z 'a b' 'it'\\''s' '' 'FOO=bar' '~'");
+  char *none[] = {NULL};
+  g_autofree char *empty = hutch_shell_quote_argv(none);
+  g_assert_cmpstr(empty, ==, "");
+
+  if (!need_server())
+    return;
+  char *words[] = {
+      "printf", "%s\\n", "plain", "with space", "  leading and trailing  ", "it's", "'",
+      "''", "\"double\"", "$(touch pwned)", "`touch pwned`", "$HOME", "${PATH}", "a\nb",
+      "\n", "tab\there", "back\\slash", "*", "?", "[a]", "~", "~/x", "a;b", "a|b", "a&b",
+      "<in", ">out", "#hash", "!bang", "-n", "--", "", "naïve ✓", "%d", NULL,
+  };
+  g_autofree char *command = hutch_shell_quote_argv(words);
+  g_autoptr(GString) want = g_string_new(NULL);
+  for (gsize i = 2; words[i]; i++)
+    g_string_append_printf(want, "%s\n", words[i]);
+
+  g_autoptr(HutchSsh) ssh = connect_ok();
+  g_autoptr(GError) error = NULL;
+  g_autofree char *out = NULL;
+  g_autofree char *err = NULL;
+  g_assert_cmpint(hutch_ssh_exec_capture(ssh, command, NULL, &out, &err, &error), ==, 0);
+  g_assert_no_error(error);
+  g_assert_cmpstr(err, ==, "");
+  g_assert_cmpstr(out, ==, want->str);
+}
+
+/* ---- Interactive ---------------------------------------------------------------------- */
+
+/* Runs exec_interactive in a child whose stdin, stdout and stderr are the given descriptors
+ * (as `hutch shell` would see them) and returns the child's pid; its exit status is the
+ * command's, 100 on an error, 99 when the terminal was not restored. */
+static pid_t spawn_interactive(const char *command, gboolean pty, int in_fd, int out_fd,
+                               int err_fd, int ctty) {
+  fflush(stdout);
+  fflush(stderr);
+  pid_t pid = fork();
+  g_assert_cmpint(pid, >=, 0);
+  if (pid > 0)
+    return pid;
+  if (ctty >= 0) {
+    setsid();
+    ioctl(ctty, TIOCSCTTY, 0);
+  }
+  dup2(in_fd, STDIN_FILENO);
+  dup2(out_fd, STDOUT_FILENO);
+  dup2(err_fd, STDERR_FILENO);
+  struct termios before = {0}, after = {0};
+  gboolean tty = isatty(STDIN_FILENO);
+  if (tty)
+    tcgetattr(STDIN_FILENO, &before);
+  HutchSsh *ssh = hutch_ssh_connect("127.0.0.1", fx.port, g_get_user_name(), fx.key,
+                                    fx.host_key, TIMEOUT_MS, NULL);
+  int status = ssh ? hutch_ssh_exec_interactive(ssh, command, pty, NULL) : -1;
+  hutch_ssh_free(ssh);
+  if (tty) {
+    tcgetattr(STDIN_FILENO, &after);
+    if (before.c_lflag != after.c_lflag || before.c_iflag != after.c_iflag ||
+        before.c_oflag != after.c_oflag)
+      _exit(99);
+  }
+  _exit(status < 0 ? 100 : status);
+}
+
+static int wait_child(pid_t pid) {
+  int wstatus = 0;
+  g_assert_cmpint(waitpid(pid, &wstatus, 0), ==, pid);
+  g_assert_true(WIFEXITED(wstatus));
+  return WEXITSTATUS(wstatus);
+}
+
+static void test_interactive_stream(void) {
+  if (!need_server())
+    return;
+  const gsize size = 10 * 1024 * 1024;
+  g_autofree char *in_path = g_build_filename(fx.dir, "stream-in", NULL);
+  g_autofree char *err_path = g_build_filename(fx.dir, "stream-err", NULL);
+  write_random_file(in_path, size, 2, 0600);
+  g_autofree char *want = sha256_file(in_path);
+
+  int in_fd = open(in_path, O_RDONLY | O_CLOEXEC);
+  int err_fd = open(err_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  int pipe_fds[2];
+  g_assert_cmpint(pipe(pipe_fds), ==, 0);
+  /* Binary data in both directions, and a stdout pipe that the parent drains slowly enough
+   * to push back. */
+  pid_t pid = spawn_interactive("cat; echo done >&2; exit 5", FALSE, in_fd, pipe_fds[1],
+                                err_fd, -1);
+  close(pipe_fds[1]);
+  close(in_fd);
+  close(err_fd);
+  g_autoptr(GChecksum) sum = g_checksum_new(G_CHECKSUM_SHA256);
+  gsize total = 0;
+  char buf[65536];
+  ssize_t n;
+  while ((n = read(pipe_fds[0], buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR)) {
+    if (n > 0) {
+      g_checksum_update(sum, (const guchar *)buf, n);
+      total += (gsize)n;
+    }
+  }
+  close(pipe_fds[0]);
+  g_assert_cmpint(wait_child(pid), ==, 5);
+  g_assert_cmpuint(total, ==, size);
+  g_assert_cmpstr(g_checksum_get_string(sum), ==, want);
+  g_autofree char *err_text = NULL;
+  g_assert_true(g_file_get_contents(err_path, &err_text, NULL, NULL));
+  g_assert_cmpstr(err_text, ==, "done\n");
+}
+
+/* Reads the pty master until needle shows up or the child is gone; returns what it read. */
+static void read_until(int master, GString *seen, const char *needle) {
+  double deadline = hutch_now() + 10;
+  while (!strstr(seen->str, needle) && hutch_now() < deadline) {
+    struct pollfd pfd = {.fd = master, .events = POLLIN};
+    if (poll(&pfd, 1, 200) <= 0)
+      continue;
+    char buf[4096];
+    ssize_t n = read(master, buf, sizeof buf);
+    if (n <= 0)
+      break;
+    g_string_append_len(seen, buf, n);
+  }
+}
+
+static void test_interactive_pty(void) {
+  if (!need_server())
+    return;
+  int master = -1, slave = -1;
+  struct winsize ws = {.ws_row = 33, .ws_col = 111};
+  g_assert_cmpint(openpty(&master, &slave, NULL, NULL, &ws), ==, 0);
+  g_unix_set_fd_nonblocking(master, TRUE, NULL);
+  /* sshd gives a PTY to the user and the tty group; unprivileged, it can do so only when the
+   * kernel already did (devpts mounted with gid=5, as on a normal system, not in some
+   * containers). Otherwise the server, not hutch, kills the session. */
+  struct stat st;
+  struct group *tty_group = getgrnam("tty");
+  if (getuid() != 0 && fstat(slave, &st) == 0 && (!tty_group || st.st_gid != tty_group->gr_gid)) {
+    g_test_skip("unprivileged sshd cannot hand out PTYs here (devpts is not mounted with "
+                "gid=tty); run as root to test PTYs");
+    close(master);
+    close(slave);
+    return;
+  }
+
+  /* The size follows the local terminal, at start and on SIGWINCH; TERM is passed on. */
+  g_setenv("TERM", "xterm-hutch-test", TRUE);
+  pid_t pid = spawn_interactive("tty; echo \"term=$TERM\"; stty size; read x; stty size; "
+                                "exit 4",
+                                TRUE, slave, slave, slave, slave);
+  g_unsetenv("TERM");
+  close(slave);
+  g_autoptr(GString) seen = g_string_new(NULL);
+  read_until(master, seen, "33 111");
+  g_test_message("terminal: %s", seen->str);
+  g_assert_nonnull(strstr(seen->str, "33 111"));
+  g_assert_nonnull(strstr(seen->str, "/dev/pts/"));
+  g_assert_nonnull(strstr(seen->str, "term=xterm-hutch-test"));
+
+  ws = (struct winsize){.ws_row = 44, .ws_col = 122};
+  g_assert_cmpint(ioctl(master, TIOCSWINSZ, &ws), ==, 0);
+  g_assert_cmpint(write(master, "\r", 1), ==, 1);
+  read_until(master, seen, "44 122");
+  g_assert_nonnull(strstr(seen->str, "44 122"));
+  g_assert_cmpint(wait_child(pid), ==, 4);
+  close(master);
+}
+
+/* ---- SFTP ----------------------------------------------------------------------------- */
+
+static void test_sftp_file(void) {
+  if (!need_server())
+    return;
+  g_autoptr(HutchSsh) ssh = connect_ok();
+  g_autoptr(GError) error = NULL;
+  g_autofree char *local = g_build_filename(fx.dir, "big.bin", NULL);
+  write_random_file(local, 10 * 1024 * 1024, 3, 0751);
+  g_autofree char *want = sha256_file(local);
+
+  /* "~/name": the remote home, which test-sshd.sh makes fx.home on this same machine. */
+  g_assert_true(hutch_ssh_upload(ssh, local, "~/up.bin", FALSE, &error));
+  g_assert_no_error(error);
+  g_autofree char *remote_copy = g_build_filename(fx.home, "up.bin", NULL);
+  g_assert_cmpint(file_mode(remote_copy), ==, 0751);
+  g_autofree char *got = sha256_file(remote_copy);
+  g_assert_cmpstr(got, ==, want);
+  g_clear_pointer(&got, g_free);
+
+  /* Relative path, back down. */
+  g_autofree char *back = g_build_filename(fx.dir, "back.bin", NULL);
+  g_assert_true(hutch_ssh_download(ssh, "up.bin", back, FALSE, &error));
+  g_assert_no_error(error);
+  g_assert_cmpint(file_mode(back), ==, 0751);
+  got = sha256_file(back);
+  g_assert_cmpstr(got, ==, want);
+  g_clear_pointer(&got, g_free);
+
+  /* Into existing directories, like cp: "~" remotely, a directory locally. */
+  g_autofree char *small = g_build_filename(fx.dir, "small.txt", NULL);
+  g_assert_true(g_file_set_contents(small, "short\n", -1, NULL));
+  g_assert_cmpint(g_chmod(small, 0640), ==, 0);
+  g_assert_true(hutch_ssh_upload(ssh, small, "~", FALSE, &error));
+  g_assert_no_error(error);
+  g_autofree char *small_remote = g_build_filename(fx.home, "small.txt", NULL);
+  g_assert_cmpint(file_mode(small_remote), ==, 0640);
+  g_autofree char *into = g_build_filename(fx.dir, "into", NULL);
+  g_assert_cmpint(g_mkdir(into, 0700), ==, 0);
+  g_assert_true(hutch_ssh_download(ssh, "~/up.bin", into, FALSE, &error));
+  g_assert_no_error(error);
+  g_autofree char *into_file = g_build_filename(into, "up.bin", NULL);
+  got = sha256_file(into_file);
+  g_assert_cmpstr(got, ==, want);
+  g_clear_pointer(&got, g_free);
+
+  /* Overwriting a bigger file truncates it, and takes the new mode. */
+  g_assert_true(hutch_ssh_upload(ssh, small, "~/up.bin", FALSE, &error));
+  g_assert_no_error(error);
+  g_autofree char *text = NULL;
+  g_assert_true(g_file_get_contents(remote_copy, &text, NULL, NULL));
+  g_assert_cmpstr(text, ==, "short\n");
+  g_assert_cmpint(file_mode(remote_copy), ==, 0640);
+  g_assert_true(hutch_ssh_download(ssh, "~/small.txt", back, FALSE, &error));
+  g_assert_no_error(error);
+  g_clear_pointer(&text, g_free);
+  g_assert_true(g_file_get_contents(back, &text, NULL, NULL));
+  g_assert_cmpstr(text, ==, "short\n");
+
+  /* Failures say what is wrong. */
+  g_assert_false(hutch_ssh_download(ssh, "~/missing", back, FALSE, &error));
+  g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_NOT_FOUND);
+  g_clear_error(&error);
+  g_clear_pointer(&text, g_free);
+  g_assert_true(g_file_get_contents(back, &text, NULL, NULL));
+  g_assert_cmpstr(text, ==, "short\n");
+  g_assert_false(hutch_ssh_upload(ssh, fx.dir, "~/x", FALSE, &error));
+  g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE);
+  g_clear_error(&error);
+  g_assert_false(hutch_ssh_upload(ssh, small, "~/no/such/dir/f", FALSE, &error));
+  g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_NOT_FOUND);
+  g_clear_error(&error);
+}
+
+static void make_tree(const char *root) {
+  g_autofree char *sub = g_build_filename(root, "sub", NULL);
+  g_autofree char *deeper = g_build_filename(sub, "deeper", NULL);
+  g_autofree char *empty = g_build_filename(root, "empty", NULL);
+  g_assert_cmpint(g_mkdir_with_parents(deeper, 0700), ==, 0);
+  g_assert_cmpint(g_mkdir(empty, 0700), ==, 0);
+  g_autofree char *a = g_build_filename(root, "a.txt", NULL);
+  g_autofree char *b = g_build_filename(sub, "b.bin", NULL);
+  g_autofree char *c = g_build_filename(deeper, "c with space", NULL);
+  g_autofree char *link = g_build_filename(root, "link", NULL);
+  write_random_file(a, 1000, 4, 0644);
+  write_random_file(b, 300000, 5, 0755);
+  write_random_file(c, 0, 6, 0600);
+  g_assert_cmpint(symlink("/etc/passwd", link), ==, 0);
+  g_assert_cmpint(g_chmod(sub, 0750), ==, 0);
+  g_assert_cmpint(g_chmod(empty, 0711), ==, 0);
+  g_assert_cmpint(g_chmod(root, 0755), ==, 0);
+}
+
+static void test_sftp_recursive(void) {
+  if (!need_server())
+    return;
+  g_autoptr(HutchSsh) ssh = connect_ok();
+  g_autoptr(GError) error = NULL;
+  g_autofree char *tree = g_build_filename(fx.dir, "tree", NULL);
+  make_tree(tree);
+
+  /* A new name: the copy is the tree itself. */
+  g_assert_true(hutch_ssh_upload(ssh, tree, "~/copy", TRUE, &error));
+  g_assert_no_error(error);
+  g_autofree char *copy = g_build_filename(fx.home, "copy", NULL);
+  assert_same_tree(tree, copy);
+
+  /* An existing directory: the tree goes inside it. */
+  g_autofree char *nest = g_build_filename(fx.home, "nest", NULL);
+  g_assert_cmpint(g_mkdir(nest, 0700), ==, 0);
+  g_assert_true(hutch_ssh_upload(ssh, tree, "~/nest/", TRUE, &error));
+  g_assert_no_error(error);
+  g_autofree char *nested = g_build_filename(nest, "tree", NULL);
+  assert_same_tree(tree, nested);
+
+  /* And back down, to a new name and into an existing directory. */
+  g_autofree char *down = g_build_filename(fx.dir, "down", NULL);
+  g_assert_true(hutch_ssh_download(ssh, "copy", down, TRUE, &error));
+  g_assert_no_error(error);
+  assert_same_tree(tree, down);
+  g_autofree char *down_into = g_build_filename(fx.dir, "down-into", NULL);
+  g_assert_cmpint(g_mkdir(down_into, 0700), ==, 0);
+  g_assert_true(hutch_ssh_download(ssh, "~/nest/tree", down_into, TRUE, &error));
+  g_assert_no_error(error);
+  g_autofree char *down_nested = g_build_filename(down_into, "tree", NULL);
+  assert_same_tree(tree, down_nested);
+
+  g_assert_false(hutch_ssh_download(ssh, "~/copy", down, FALSE, &error));
+  g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE);
+}
+
+/* ---- Keys ----------------------------------------------------------------------------- */
+
+static void test_generate_keypair(void) {
+  g_autofree char *private_key = NULL;
+  g_autofree char *public_key = NULL;
+  g_autoptr(GError) error = NULL;
+  g_assert_true(hutch_ssh_generate_keypair("guest-host", &private_key, &public_key, &error));
+  g_assert_no_error(error);
+  g_assert_true(g_str_has_prefix(private_key, "-----BEGIN OPENSSH PRIVATE KEY-----\n"));
+  g_assert_true(g_str_has_prefix(public_key, "ssh-ed25519 AAAA"));
+  g_assert_true(g_str_has_suffix(public_key, " guest-host"));
+  g_autofree char *second = NULL;
+  g_assert_true(hutch_ssh_generate_keypair("guest-host", NULL, &second, &error));
+  g_assert_cmpstr(second, !=, public_key);
+}
+
+static void test_client_key(void) {
+  g_autoptr(GError) error = NULL;
+  g_autofree char *public_key = NULL;
+  /* G_TEST_OPTION_ISOLATE_DIRS gives this test its own XDG_DATA_HOME. */
+  g_autofree char *path = hutch_ssh_client_key(&public_key, &error);
+  g_assert_no_error(error);
+  g_autofree char *want = g_build_filename(g_get_user_data_dir(), "hutch", "ssh", "id_ed25519",
+                                           NULL);
+  g_assert_cmpstr(path, ==, want);
+  g_autofree char *dir = g_path_get_dirname(path);
+  g_assert_cmpint(file_mode(dir), ==, 0700);
+  g_assert_cmpint(file_mode(path), ==, 0600);
+  g_assert_true(g_str_has_prefix(public_key, "ssh-ed25519 AAAA"));
+  g_assert_true(g_str_has_suffix(public_key, " hutch"));
+  g_autofree char *hash = sha256_file(path);
+
+  /* Used again, not made again. */
+  g_autofree char *public_again = NULL;
+  g_autofree char *path_again = hutch_ssh_client_key(&public_again, &error);
+  g_assert_no_error(error);
+  g_assert_cmpstr(path_again, ==, path);
+  g_assert_cmpstr(public_again, ==, public_key);
+  g_autofree char *hash_again = sha256_file(path);
+  g_assert_cmpstr(hash_again, ==, hash);
+
+  /* A lost public half is derived from the private key, and a loose mode is tightened. */
+  g_autofree char *pub = g_strconcat(path, ".pub", NULL);
+  g_assert_cmpint(g_unlink(pub), ==, 0);
+  g_assert_cmpint(g_chmod(path, 0644), ==, 0);
+  g_autofree char *public_derived = NULL;
+  g_free(hutch_ssh_client_key(&public_derived, &error));
+  g_assert_no_error(error);
+  g_auto(GStrv) a = g_strsplit(public_key, " ", 3);
+  g_auto(GStrv) b = g_strsplit(public_derived, " ", 3);
+  g_assert_cmpstr(a[1], ==, b[1]);
+  g_assert_cmpint(file_mode(path), ==, 0600);
+
+  /* And libssh2 can log in with it. */
+  if (!need_server())
+    return;
+  g_autofree char *line = g_strconcat(public_key, "\n", NULL);
+  g_autoptr(GString) keys = g_string_new(NULL);
+  g_autofree char *old = NULL;
+  g_assert_true(g_file_get_contents(fx.authorized_keys, &old, NULL, NULL));
+  g_string_append_printf(keys, "%s%s", old, line);
+  g_assert_true(g_file_set_contents(fx.authorized_keys, keys->str, -1, NULL));
+  g_autoptr(HutchSsh) ssh = hutch_ssh_connect("127.0.0.1", fx.port, g_get_user_name(), path,
+                                              fx.host_key, TIMEOUT_MS, &error);
+  g_assert_no_error(error);
+  g_autofree char *out = NULL;
+  g_assert_cmpint(hutch_ssh_exec_capture(ssh, "echo ok", NULL, &out, NULL, &error), ==, 0);
+  g_assert_cmpstr(out, ==, "ok\n");
+}
+
+/* ---- The server ----------------------------------------------------------------------- */
+
+static void stop_server(void) {
+  if (fx.server_pid > 0) {
+    kill(fx.server_pid, SIGTERM);
+    fx.server_pid = 0;
+  }
+}
+
+static void on_abort(int signo) {
+  /* A failed assertion must not leave sshd behind. */
+  if (fx.server_pid > 0)
+    kill(fx.server_pid, SIGTERM);
+  signal(signo, SIG_DFL);
+  raise(signo);
+}
+
+static void start_server(void) {
+  if (!g_file_test(SSHD, G_FILE_TEST_IS_EXECUTABLE)) {
+    fx.skip = g_strdup(SSHD " is missing: the SSH tests need openssh-server");
+    return;
+  }
+  const char *source_dir = g_getenv("HUTCH_SOURCE_DIR");
+  g_autofree char *script = g_build_filename(source_dir ? source_dir : HUTCH_SOURCE_DIR,
+                                             "tools", "test-sshd.sh", NULL);
+  fx.dir = g_dir_make_tmp("hutch-test-ssh-XXXXXX", NULL);
+  g_assert_nonnull(fx.dir);
+  fx.server_dir = g_build_filename(fx.dir, "sshd", NULL);
+  fx.home = g_build_filename(fx.server_dir, "home", NULL);
+  fx.key = g_build_filename(fx.dir, "id_ed25519", NULL);
+  fx.authorized_keys = g_build_filename(fx.dir, "authorized_keys", NULL);
+
+  g_autofree char *private_key = NULL;
+  g_autofree char *public_key = NULL;
+  g_autoptr(GError) error = NULL;
+  g_assert_true(hutch_ssh_generate_keypair("test-client", &private_key, &public_key, &error));
+  g_assert_true(hutch_write_file(fx.key, private_key, strlen(private_key), 0600, &error));
+  g_autofree char *pub_path = g_strconcat(fx.key, ".pub", NULL);
+  g_autofree char *line = g_strconcat(public_key, "\n", NULL);
+  g_assert_true(hutch_write_file(pub_path, line, strlen(line), 0644, &error));
+  g_assert_true(hutch_write_file(fx.authorized_keys, line, strlen(line), 0600, &error));
+  g_assert_no_error(error);
+
+  const char *argv[] = {"bash", script, fx.server_dir, fx.authorized_keys, NULL};
+  g_autofree char *out = NULL;
+  g_autofree char *err = NULL;
+  int status = 0;
+  if (!g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, &out, &err,
+                    &status, &error) ||
+      !g_spawn_check_wait_status(status, NULL)) {
+    fx.skip = g_strdup_printf("starting sshd failed: %s",
+                              error ? error->message : g_strstrip(err));
+    return;
+  }
+  fx.port = (guint)g_ascii_strtoull(out, NULL, 10);
+  g_autofree char *pid_path = g_build_filename(fx.server_dir, "sshd.pid", NULL);
+  g_autofree char *pid_text = NULL;
+  g_assert_true(g_file_get_contents(pid_path, &pid_text, NULL, NULL));
+  fx.server_pid = (pid_t)g_ascii_strtoll(pid_text, NULL, 10);
+  signal(SIGABRT, on_abort);
+  g_autofree char *host_pub = g_build_filename(fx.server_dir, "host_ed25519_key.pub", NULL);
+  g_assert_true(g_file_get_contents(host_pub, &fx.host_key, NULL, NULL));
+  g_strstrip(fx.host_key);
+  g_assert_cmpuint(fx.port, >, 0);
+}
+
+int main(int argc, char **argv) {
+  g_test_init(&argc, &argv, G_TEST_OPTION_ISOLATE_DIRS, NULL);
+  hutch_init();
+  start_server();
+
+  g_test_add_func("/ssh/exec-capture", test_exec_capture);
+  g_test_add_func("/ssh/exec-stdin", test_exec_stdin);
+  g_test_add_func("/ssh/host-key-mismatch", test_host_key_mismatch);
+  g_test_add_func("/ssh/connect-failures", test_connect_failures);
+  g_test_add_func("/ssh/quote", test_quote);
+  g_test_add_func("/ssh/interactive-stream", test_interactive_stream);
+  g_test_add_func("/ssh/interactive-pty", test_interactive_pty);
+  g_test_add_func("/ssh/sftp-file", test_sftp_file);
+  g_test_add_func("/ssh/sftp-recursive", test_sftp_recursive);
+  g_test_add_func("/ssh/generate-keypair", test_generate_keypair);
+  g_test_add_func("/ssh/client-key", test_client_key);
+  int rc = g_test_run();
+
+  stop_server();
+  if (fx.dir && g_getenv("HUTCH_KEEP_TEST_DIR") == NULL)
+    hutch_rmtree(fx.dir, NULL);
+  g_free(fx.skip);
+  g_free(fx.dir);
+  g_free(fx.server_dir);
+  g_free(fx.home);
+  g_free(fx.key);
+  g_free(fx.host_key);
+  g_free(fx.authorized_keys);
+  return rc;
+}
