@@ -128,10 +128,10 @@ const char *hutch_profile_get_name(const HutchProfile *p) {
 
 /* ---- Limits ------------------------------------------------------------------------------ */
 
-#define MAX_BASE_DEPTH 8               /* levels of `base:` above the file loaded */
-#define MAX_PROFILE_BYTES (1 << 20)    /* a profile is a few hundred bytes; refuse junk early */
+#define MAX_BASE_DEPTH 8            /* levels of `base:` above the file loaded */
+#define MAX_PROFILE_BYTES (1 << 20) /* a profile is a few hundred bytes; refuse junk early */
 #define MAX_CPUS 256
-#define MIN_MEMORY (256ULL << 20)      /* below this Debian's cloud kernel does not boot */
+#define MIN_MEMORY (256ULL << 20) /* below this Debian's cloud kernel does not boot */
 #define MIN_DISK (1ULL << 30)
 #define MAX_BOOT_TIMEOUT (24 * 3600)
 #define DEFAULT_SUITE "bookworm"
@@ -174,8 +174,8 @@ static gboolean is_word(const char *text, gboolean lower_only, const char *first
     return FALSE;
   for (gsize i = 0; i < len; i++) {
     char c = text[i];
-    gboolean ok = g_ascii_isdigit(c) || g_ascii_islower(c) || (!lower_only && g_ascii_isupper(c))
-                  || strchr(i == 0 ? first_extra : rest_extra, c) != NULL;
+    gboolean ok = g_ascii_isdigit(c) || g_ascii_islower(c) || (!lower_only && g_ascii_isupper(c)) ||
+                  strchr(i == 0 ? first_extra : rest_extra, c) != NULL;
     if (!ok || c == '\0')
       return FALSE;
   }
@@ -191,12 +191,11 @@ static char *check_uint(const char *text, guint64 min, guint64 max, const char *
   guint64 value;
   g_autofree char *q = quote(text);
   if (!g_ascii_string_to_unsigned(text, 10, 0, G_MAXUINT64, &value, NULL))
-    return g_strdup_printf("%s is not %s (%" G_GUINT64_FORMAT " to %" G_GUINT64_FORMAT ")", q,
-                           noun, min, max);
+    return g_strdup_printf("%s is not %s (%" G_GUINT64_FORMAT " to %" G_GUINT64_FORMAT ")", q, noun,
+                           min, max);
   if (value < min || value > max)
-    return g_strdup_printf("%s is out of range (%" G_GUINT64_FORMAT " to %" G_GUINT64_FORMAT
-                           ")",
-                           q, min, max);
+    return g_strdup_printf("%s is out of range (%" G_GUINT64_FORMAT " to %" G_GUINT64_FORMAT ")", q,
+                           min, max);
   *ret = value;
   return NULL;
 }
@@ -368,8 +367,9 @@ static char *check_package(const char *text) {
 }
 
 static char *check_url(const char *text, gboolean https_only) {
-  gboolean ok = (g_str_has_prefix(text, "https://") || (!https_only && g_str_has_prefix(text, "http://")))
-                && !has_control_chars(text, FALSE) && !strchr(text, ' ');
+  gboolean ok =
+      (g_str_has_prefix(text, "https://") || (!https_only && g_str_has_prefix(text, "http://"))) &&
+      !has_control_chars(text, FALSE) && !strchr(text, ' ');
   if (ok)
     return NULL;
   g_autofree char *q = quote(text);
@@ -387,8 +387,7 @@ static char *check_digest(const char *text, char **ret) {
   for (gsize i = 0; ok && i < hex_len; i++)
     ok = g_ascii_isxdigit(hex[1 + i]);
   if (!ok)
-    return g_strdup_printf("%s is not a digest (sha256:64 hex digits or sha512:128 hex digits)",
-                           q);
+    return g_strdup_printf("%s is not a digest (sha256:64 hex digits or sha512:128 hex digits)", q);
   *ret = g_ascii_strdown(text, -1);
   return NULL;
 }
@@ -491,8 +490,8 @@ HutchShare *hutch_share_parse(const char *spec, GError **error) {
 static const HutchPort *find_overlap(GPtrArray *ports, const HutchPort *port) {
   for (guint i = 0; i < ports->len; i++) {
     const HutchPort *other = g_ptr_array_index(ports, i);
-    if (other->proto == port->proto && port->host_start <= other->host_end
-        && other->host_start <= port->host_end)
+    if (other->proto == port->proto && port->host_start <= other->host_end &&
+        other->host_start <= port->host_end)
       return other;
   }
   return NULL;
@@ -629,18 +628,19 @@ char *hutch_profile_find(const char *name, GError **error) {
   g_autofree char *searched = NULL;
   char *path = search(name, &searched);
   if (!path)
-    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_NOT_FOUND,
-                "profile '%s' not found (searched %s)", name, searched);
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_NOT_FOUND, "profile '%s' not found (searched %s)",
+                name, searched);
   return path;
 }
 
 static gint compare_entries(gconstpointer a, gconstpointer b) {
   JsonObject *x = *(JsonObject *const *)a, *y = *(JsonObject *const *)b;
-  int by_name = strcmp(json_object_get_string_member(x, "name"),
-                       json_object_get_string_member(y, "name"));
+  int by_name =
+      strcmp(json_object_get_string_member(x, "name"), json_object_get_string_member(y, "name"));
   if (by_name != 0)
     return by_name;
-  return (gint)json_object_get_int_member(x, "order") - (gint)json_object_get_int_member(y, "order");
+  return (gint)json_object_get_int_member(x, "order") -
+         (gint)json_object_get_int_member(y, "order");
 }
 
 JsonArray *hutch_profile_list(GError **error) {
@@ -686,15 +686,15 @@ JsonArray *hutch_profile_list(GError **error) {
 /* ---- Reading YAML ------------------------------------------------------------------------ */
 
 typedef struct {
-  const char *display;       /* the file's name in messages */
-  char *dir;                 /* the file's directory, absolute: relative paths start here */
+  const char *display; /* the file's name in messages */
+  char *dir;           /* the file's directory, absolute: relative paths start here */
   yaml_document_t doc;
   gboolean have_doc;
-  HutchProfile *profile;     /* being built: the base's values, then this file's */
-  GPtrArray *chain;          /* real paths of the files being read, outermost first */
-  GPtrArray *chain_display;  /* and their names in messages */
-  GHashTable *share_guests;  /* guest paths this file defines (duplicates are errors) */
-  GHashTable *step_names;    /* step names this file defines */
+  HutchProfile *profile;    /* being built: the base's values, then this file's */
+  GPtrArray *chain;         /* real paths of the files being read, outermost first */
+  GPtrArray *chain_display; /* and their names in messages */
+  GHashTable *share_guests; /* guest paths this file defines (duplicates are errors) */
+  GHashTable *step_names;   /* step names this file defines */
 } Loader;
 
 typedef gboolean (*KeyHandler)(Loader *l, gpointer target, yaml_node_t *value, const char *key,
@@ -708,11 +708,11 @@ typedef struct {
 static HutchProfile *load_path(const char *path, GPtrArray *chain, GPtrArray *chain_display,
                                GError **error);
 
-static gboolean fail_at(const Loader *l, const yaml_node_t *node, const char *key,
-                        GError **error, const char *fmt, ...) G_GNUC_PRINTF(5, 6);
+static gboolean fail_at(const Loader *l, const yaml_node_t *node, const char *key, GError **error,
+                        const char *fmt, ...) G_GNUC_PRINTF(5, 6);
 
-static gboolean fail_at(const Loader *l, const yaml_node_t *node, const char *key,
-                        GError **error, const char *fmt, ...) {
+static gboolean fail_at(const Loader *l, const yaml_node_t *node, const char *key, GError **error,
+                        const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   g_autofree char *what = g_strdup_vprintf(fmt, ap);
@@ -747,8 +747,8 @@ static gboolean is_null(const yaml_node_t *node) {
   return FALSE;
 }
 
-static const char *expect_scalar(Loader *l, yaml_node_t *node, const char *key,
-                                 const char *what, GError **error) {
+static const char *expect_scalar(Loader *l, yaml_node_t *node, const char *key, const char *what,
+                                 GError **error) {
   if (node->type != YAML_SCALAR_NODE) {
     fail_at(l, node, key, error, "expected %s, got %s", what, node_kind(node));
     return NULL;
@@ -766,8 +766,7 @@ static const char *expect_scalar(Loader *l, yaml_node_t *node, const char *key,
 }
 
 /* Fails with why (taking it) unless it is NULL. */
-static gboolean check_at(Loader *l, yaml_node_t *node, const char *key, char *why,
-                         GError **error) {
+static gboolean check_at(Loader *l, yaml_node_t *node, const char *key, char *why, GError **error) {
   if (!why)
     return TRUE;
   fail_at(l, node, key, error, "%s", why);
@@ -775,9 +774,9 @@ static gboolean check_at(Loader *l, yaml_node_t *node, const char *key, char *wh
   return FALSE;
 }
 
-#define FOR_EACH_ITEM(l, node, item)                                                          \
-  for (yaml_node_item_t *item##_it = (node)->data.sequence.items.start;                       \
-       item##_it < (node)->data.sequence.items.top; item##_it++)                              \
+#define FOR_EACH_ITEM(l, node, item)                                                               \
+  for (yaml_node_item_t *item##_it = (node)->data.sequence.items.start;                            \
+       item##_it < (node)->data.sequence.items.top; item##_it++)                                   \
     for (yaml_node_t *item = yaml_document_get_node(&(l)->doc, *item##_it); item; item = NULL)
 
 static yaml_node_t *pair_key(Loader *l, yaml_node_pair_t *pair) {
@@ -810,13 +809,13 @@ static char *key_list(const KeySpec *keys, gsize n_keys) {
 }
 
 /* Checks that node is a mapping whose keys are unique scalars; `what` describes it. */
-static gboolean expect_mapping(Loader *l, yaml_node_t *node, const char *prefix,
-                               const char *what, GError **error) {
+static gboolean expect_mapping(Loader *l, yaml_node_t *node, const char *prefix, const char *what,
+                               GError **error) {
   const char *key = prefix ? prefix : "profile";
   if (node->type != YAML_MAPPING_NODE)
     return fail_at(l, node, key, error, "expected %s, got %s", what, node_kind(node));
-  for (yaml_node_pair_t *pair = node->data.mapping.pairs.start;
-       pair < node->data.mapping.pairs.top; pair++) {
+  for (yaml_node_pair_t *pair = node->data.mapping.pairs.start; pair < node->data.mapping.pairs.top;
+       pair++) {
     yaml_node_t *k = pair_key(l, pair);
     if (k->type != YAML_SCALAR_NODE)
       return fail_at(l, k, key, error, "a key must be a single value, not %s", node_kind(k));
@@ -833,12 +832,11 @@ static gboolean expect_mapping(Loader *l, yaml_node_t *node, const char *prefix,
 }
 
 static gboolean walk_mapping(Loader *l, yaml_node_t *node, const char *prefix, const char *what,
-                             const KeySpec *keys, gsize n_keys, gpointer target,
-                             GError **error) {
+                             const KeySpec *keys, gsize n_keys, gpointer target, GError **error) {
   if (!expect_mapping(l, node, prefix, what, error))
     return FALSE;
-  for (yaml_node_pair_t *pair = node->data.mapping.pairs.start;
-       pair < node->data.mapping.pairs.top; pair++) {
+  for (yaml_node_pair_t *pair = node->data.mapping.pairs.start; pair < node->data.mapping.pairs.top;
+       pair++) {
     yaml_node_t *k = pair_key(l, pair);
     const char *name = (const char *)k->data.scalar.value;
     g_autofree char *full = key_path(prefix, name);
@@ -876,7 +874,8 @@ static gboolean get_bool(Loader *l, yaml_node_t *node, const char *key, gboolean
 /* A list of package names, appended to *field (without duplicates). */
 static gboolean get_packages(Loader *l, yaml_node_t *node, const char *key, char ***field,
                              GError **error) {
-  if (node->type != YAML_SEQUENCE_NODE || node->data.sequence.items.start == node->data.sequence.items.top)
+  if (node->type != YAML_SEQUENCE_NODE ||
+      node->data.sequence.items.start == node->data.sequence.items.top)
     return fail_at(l, node, key, error, "expected a list of package names, got %s",
                    node->type == YAML_SEQUENCE_NODE ? "an empty list" : node_kind(node));
   g_autoptr(GPtrArray) all = g_ptr_array_new_with_free_func(g_free);
@@ -959,7 +958,8 @@ static gboolean user_name(Loader *l, gpointer target, yaml_node_t *v, const char
   const char *text = expect_scalar(l, v, key, "a user name", error);
   if (!text)
     return FALSE;
-  if (!is_word(text, TRUE, "_", "_-", 32) || g_ascii_isdigit(text[0]) || strcmp(text, "root") == 0) {
+  if (!is_word(text, TRUE, "_", "_-", 32) || g_ascii_isdigit(text[0]) ||
+      strcmp(text, "root") == 0) {
     g_autofree char *q = quote(text);
     return fail_at(l, v, key, error,
                    "%s is not a user name (lower-case letters, digits, '_', '-'; not root)", q);
@@ -1016,8 +1016,8 @@ static gboolean key_user(Loader *l, gpointer target, yaml_node_t *v, const char 
 
 /* shares: */
 
-static gboolean share_path(Loader *l, yaml_node_t *v, const char *key, gboolean guest,
-                           char **field, GError **error) {
+static gboolean share_path(Loader *l, yaml_node_t *v, const char *key, gboolean guest, char **field,
+                           GError **error) {
   const char *text = expect_scalar(l, v, key, "a path (absolute or starting with ~/)", error);
   char *norm = NULL;
   if (!text || !check_at(l, v, key, check_share_path(text, guest, &norm), error))
@@ -1068,8 +1068,8 @@ static gboolean key_shares(Loader *l, gpointer target, yaml_node_t *v, const cha
   FOR_EACH_ITEM(l, v, item) {
     g_autofree char *item_key = g_strdup_printf("%s[%u]", key, index++);
     g_autoptr(HutchShare) share = g_new0(HutchShare, 1);
-    if (!walk_mapping(l, item, item_key, "a mapping with host, guest, writable, create",
-                      share_keys, G_N_ELEMENTS(share_keys), share, error))
+    if (!walk_mapping(l, item, item_key, "a mapping with host, guest, writable, create", share_keys,
+                      G_N_ELEMENTS(share_keys), share, error))
       return FALSE;
     if (!share->host || !share->guest)
       return fail_at(l, item, item_key, error, "missing %s (a share needs host and guest)",
@@ -1088,10 +1088,9 @@ static gboolean key_shares(Loader *l, gpointer target, yaml_node_t *v, const cha
 
 /* ports: */
 
-static gboolean port_range(Loader *l, yaml_node_t *v, const char *key, guint16 *start,
-                           guint16 *end, GError **error) {
-  const char *text = expect_scalar(l, v, key, "a port or range (e.g. 8080 or 8000-9000)",
-                                   error);
+static gboolean port_range(Loader *l, yaml_node_t *v, const char *key, guint16 *start, guint16 *end,
+                           GError **error) {
+  const char *text = expect_scalar(l, v, key, "a port or range (e.g. 8080 or 8000-9000)", error);
   return text && check_at(l, v, key, check_port_range(text, start, end), error);
 }
 
@@ -1154,8 +1153,8 @@ static gboolean key_ports(Loader *l, gpointer target, yaml_node_t *v, const char
     } else {
       port = g_new0(HutchPort, 1);
       port->host_ip = g_strdup("127.0.0.1");
-      if (!walk_mapping(l, item, item_key, "a mapping with host, guest, proto, host_ip",
-                        port_keys, G_N_ELEMENTS(port_keys), port, error))
+      if (!walk_mapping(l, item, item_key, "a mapping with host, guest, proto, host_ip", port_keys,
+                        G_N_ELEMENTS(port_keys), port, error))
         return FALSE;
       /* Ports start at 1, so 0 means the key was not given. */
       if (port->host_start == 0 || port->guest_start == 0)
@@ -1178,16 +1177,19 @@ static gboolean key_ports(Loader *l, gpointer target, yaml_node_t *v, const char
 
 typedef struct {
   HutchProvisionStep *step;
-  yaml_node_t *action;   /* the first of packages, script, run */
+  yaml_node_t *action; /* the first of packages, script, run */
 } StepBuild;
 
 static gboolean step_action(Loader *l, StepBuild *b, yaml_node_t *v, const char *key,
                             GError **error) {
   if (b->action) {
     /* The key is the last component of the path. */
-    return fail_at(l, v, key, error, "a step has exactly one of packages, script, run (this "
-                                     "one has %s already)",
-                   b->step->packages ? "packages" : b->step->script ? "script" : "run");
+    return fail_at(l, v, key, error,
+                   "a step has exactly one of packages, script, run (this "
+                   "one has %s already)",
+                   b->step->packages ? "packages"
+                   : b->step->script ? "script"
+                                     : "run");
   }
   b->action = v;
   return TRUE;
@@ -1201,8 +1203,7 @@ static gboolean step_name(Loader *l, gpointer target, yaml_node_t *v, const char
     return FALSE;
   if (!is_word(text, FALSE, "", "._-", 64)) {
     g_autofree char *q = quote(text);
-    return fail_at(l, v, key, error, "%s is not a step name (letters, digits, '.', '_', '-')",
-                   q);
+    return fail_at(l, v, key, error, "%s is not a step name (letters, digits, '.', '_', '-')", q);
   }
   b->step->name = g_strdup(text);
   return TRUE;
@@ -1245,8 +1246,8 @@ static gboolean step_script(Loader *l, gpointer target, yaml_node_t *v, const ch
 static gboolean step_run(Loader *l, gpointer target, yaml_node_t *v, const char *key,
                          GError **error) {
   StepBuild *b = target;
-  return step_action(l, b, v, key, error)
-         && get_string(l, v, key, "shell commands", &b->step->run, error);
+  return step_action(l, b, v, key, error) &&
+         get_string(l, v, key, "shell commands", &b->step->run, error);
 }
 
 static gboolean step_as(Loader *l, gpointer target, yaml_node_t *v, const char *key,
@@ -1270,12 +1271,8 @@ static gboolean step_optional(Loader *l, gpointer target, yaml_node_t *v, const 
 }
 
 static const KeySpec step_keys[] = {
-    {"name", step_name},
-    {"packages", step_packages},
-    {"script", step_script},
-    {"run", step_run},
-    {"as", step_as},
-    {"optional", step_optional},
+    {"name", step_name}, {"packages", step_packages}, {"script", step_script}, {"run", step_run},
+    {"as", step_as},     {"optional", step_optional},
 };
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(HutchProvisionStep, provision_step_free)
@@ -1348,8 +1345,9 @@ static gboolean key_env(Loader *l, gpointer target, yaml_node_t *v, const char *
     if (!value)
       return FALSE;
     if (has_control_chars(value, FALSE))
-      return fail_at(l, value_node, full, error, "contains a line break or control character "
-                                                 "(a value is one line)");
+      return fail_at(l, value_node, full, error,
+                     "contains a line break or control character "
+                     "(a value is one line)");
     HutchEnvVar *var = NULL;
     for (guint i = 0; i < p->env->len && !var; i++) {
       HutchEnvVar *old = g_ptr_array_index(p->env, i);
@@ -1415,8 +1413,8 @@ static gboolean image_digest(Loader *l, gpointer target, yaml_node_t *v, const c
 static gboolean image_checksums(Loader *l, gpointer target, yaml_node_t *v, const char *key,
                                 GError **error) {
   HutchImageSpec *img = target;
-  const char *text = expect_scalar(l, v, key, "the https URL of a SHA256SUMS or SHA512SUMS file",
-                                   error);
+  const char *text =
+      expect_scalar(l, v, key, "the https URL of a SHA256SUMS or SHA512SUMS file", error);
   /* The sums are what makes the image trustworthy: they must not travel in clear. */
   if (!text || !check_at(l, v, key, check_url(text, TRUE), error))
     return FALSE;
@@ -1471,11 +1469,8 @@ static gboolean image_build(Loader *l, gpointer target, yaml_node_t *v, const ch
 }
 
 static const KeySpec image_keys[] = {
-    {"file", image_file},
-    {"url", image_url},
-    {"digest", image_digest},
-    {"checksums", image_checksums},
-    {"build", image_build},
+    {"file", image_file},           {"url", image_url},     {"digest", image_digest},
+    {"checksums", image_checksums}, {"build", image_build},
 };
 
 static void extend_strv(char ***field, char **more) {
@@ -1592,15 +1587,15 @@ static void set_syntax_error(const char *display, const char *data, gsize len,
     }
   }
   const char *problem = parser->error == YAML_MEMORY_ERROR ? "out of memory"
-                        : parser->problem                   ? parser->problem
-                                                            : "unknown error";
+                        : parser->problem                  ? parser->problem
+                                                           : "unknown error";
   if (parser->context)
     g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE,
                 "%s:%zu:%zu: syntax error: %s (%s at line %zu)", display, line + 1, column + 1,
                 problem, parser->context, parser->context_mark.line + 1);
   else
-    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE, "%s:%zu:%zu: syntax error: %s",
-                display, line + 1, column + 1, problem);
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE, "%s:%zu:%zu: syntax error: %s", display,
+                line + 1, column + 1, problem);
 }
 
 static gboolean parse_document(Loader *l, const char *data, gsize len, GError **error) {
@@ -1703,8 +1698,8 @@ static char *profile_name_of(const char *path) {
 
 /* Reads one file's text; chain already ends with this file. */
 static HutchProfile *load_text(const char *data, gsize len, const char *display,
-                               const char *abs_path, GPtrArray *chain,
-                               GPtrArray *chain_display, GError **error) {
+                               const char *abs_path, GPtrArray *chain, GPtrArray *chain_display,
+                               GError **error) {
   g_auto(Loader) l = {0};
   l.display = display;
   l.dir = g_path_get_dirname(abs_path);
@@ -1722,8 +1717,8 @@ static HutchProfile *load_text(const char *data, gsize len, const char *display,
   yaml_node_t *root = yaml_document_get_root_node(&l.doc);
   if (root && is_null(root))
     root = NULL;
-  if (root && !expect_mapping(&l, root, NULL, "a mapping of profile keys (cpus, memory, ...)",
-                              error))
+  if (root &&
+      !expect_mapping(&l, root, NULL, "a mapping of profile keys (cpus, memory, ...)", error))
     return NULL;
   yaml_node_t *base = root ? mapping_lookup(&l, root, "base") : NULL;
   if (base)
@@ -1828,8 +1823,8 @@ static void emit_event(Emit *e, int initialised, yaml_event_t *event) {
 
 /* Plain scalars that a YAML 1.1 reader would take for something else than a string. */
 static gboolean looks_typed(const char *text) {
-  static const char *const words[] = {"", "~", "null", "true", "false", "yes", "no", "on",
-                                      "off", "y", "n", ".inf", ".nan"};
+  static const char *const words[] = {"",   "~",   "null", "true", "false", "yes", "no",
+                                      "on", "off", "y",    "n",    ".inf",  ".nan"};
   const char *t = (text[0] == '-' || text[0] == '+') ? text + 1 : text;
   for (gsize i = 0; i < G_N_ELEMENTS(words); i++) {
     if (g_ascii_strcasecmp(text, words[i]) == 0 || g_ascii_strcasecmp(t, words[i]) == 0)
@@ -1853,9 +1848,9 @@ static void emit_plain(Emit *e, const char *text) {
 }
 
 static void emit_string(Emit *e, const char *text) {
-  yaml_scalar_style_t style = looks_typed(text)         ? YAML_DOUBLE_QUOTED_SCALAR_STYLE
-                              : strchr(text, '\n')     ? YAML_LITERAL_SCALAR_STYLE
-                                                       : YAML_ANY_SCALAR_STYLE;
+  yaml_scalar_style_t style = looks_typed(text)    ? YAML_DOUBLE_QUOTED_SCALAR_STYLE
+                              : strchr(text, '\n') ? YAML_LITERAL_SCALAR_STYLE
+                                                   : YAML_ANY_SCALAR_STYLE;
   emit_scalar(e, text, style);
 }
 
@@ -1889,9 +1884,8 @@ static void emit_mapping_start(Emit *e, gboolean flow) {
   if (e->failed)
     return;
   emit_event(e,
-             yaml_mapping_start_event_initialize(&event, NULL, NULL, 1,
-                                                 flow ? YAML_FLOW_MAPPING_STYLE
-                                                      : YAML_BLOCK_MAPPING_STYLE),
+             yaml_mapping_start_event_initialize(
+                 &event, NULL, NULL, 1, flow ? YAML_FLOW_MAPPING_STYLE : YAML_BLOCK_MAPPING_STYLE),
              &event);
 }
 
@@ -1927,8 +1921,8 @@ static void emit_key_packages(Emit *e, const char *key, char **packages) {
 }
 
 static void emit_port_range(Emit *e, const char *key, guint start, guint end) {
-  g_autofree char *text = start == end ? g_strdup_printf("%u", start)
-                                       : g_strdup_printf("%u-%u", start, end);
+  g_autofree char *text =
+      start == end ? g_strdup_printf("%u", start) : g_strdup_printf("%u-%u", start, end);
   emit_key_plain(e, key, text);
 }
 

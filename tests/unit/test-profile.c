@@ -35,8 +35,8 @@ static HutchProfile *load_ok(const char *path) {
 /* ---- Errors ----------------------------------------------------------------------------- */
 
 typedef struct {
-  const char *file;      /* under tests/data/profile/errors/ */
-  const char *expected;  /* the message after "PATH:" */
+  const char *file;     /* under tests/data/profile/errors/ */
+  const char *expected; /* the message after "PATH:" */
 } ErrorCase;
 
 static const ErrorCase error_cases[] = {
@@ -169,14 +169,13 @@ static void test_error_base_not_found(void) {
   g_ptr_array_add(dirs, NULL);
   g_autofree char *searched = g_strjoinv(", ", (char **)dirs->pdata);
   g_autofree char *expected = g_strdup_printf(
-      "%s:1:7: base: profile 'no-such-profile-anywhere' not found (searched %s)", path,
-      searched);
+      "%s:1:7: base: profile 'no-such-profile-anywhere' not found (searched %s)", path, searched);
   assert_profile_error(path, expected);
 
   g_autofree char *by_path = data_path("errors", "base-path-not-found.yaml", NULL);
   g_autofree char *missing = data_path("errors", "missing.yaml", NULL);
-  g_autofree char *expected_path = g_strdup_printf(
-      "%s:1:7: base: './missing.yaml' not found (no file %s)", by_path, missing);
+  g_autofree char *expected_path =
+      g_strdup_printf("%s:1:7: base: './missing.yaml' not found (no file %s)", by_path, missing);
   assert_profile_error(by_path, expected_path);
 }
 
@@ -209,8 +208,7 @@ static void test_error_missing_script(void) {
 static char *make_chain(const char *dir, guint levels) {
   for (guint i = 0; i <= levels; i++) {
     g_autofree char *file = g_strdup_printf("%s/d%u.yaml", dir, i);
-    g_autofree char *text = i < levels ? g_strdup_printf("base: d%u.yaml\ncpus: %u\n", i + 1,
-                                                         i + 1)
+    g_autofree char *text = i < levels ? g_strdup_printf("base: d%u.yaml\ncpus: %u\n", i + 1, i + 1)
                                        : g_strdup("cpus: 100\nmemory: 1GiB\n");
     g_assert_true(g_file_set_contents(file, text, -1, NULL));
   }
@@ -230,8 +228,8 @@ static void test_error_depth(void) {
   g_autoptr(GString) chain = g_string_new(deep);
   for (guint i = 1; i <= 9; i++)
     g_string_append_printf(chain, " -> %s/d%u.yaml", dir, i);
-  g_autofree char *expected = g_strdup_printf(
-      "%s/d8.yaml:1:7: base: more than 8 levels of base: %s", dir, chain->str);
+  g_autofree char *expected =
+      g_strdup_printf("%s/d8.yaml:1:7: base: more than 8 levels of base: %s", dir, chain->str);
   assert_profile_error(deep, expected);
   g_assert_true(hutch_rmtree(dir, NULL));
 }
@@ -298,8 +296,8 @@ static void test_values(void) {
   };
   for (gsize i = 0; i < G_N_ELEMENTS(cases); i++) {
     g_autoptr(GError) error = NULL;
-    g_autoptr(HutchProfile) p = hutch_profile_load_data(cases[i].yaml, strlen(cases[i].yaml),
-                                                        "v.yaml", &error);
+    g_autoptr(HutchProfile) p =
+        hutch_profile_load_data(cases[i].yaml, strlen(cases[i].yaml), "v.yaml", &error);
     g_assert_no_error(error);
     g_assert_cmpuint(p->cpus, ==, cases[i].cpus);
     g_assert_cmpuint(p->memory, ==, cases[i].memory);
@@ -544,8 +542,7 @@ static void test_port_parse(void) {
       {"8080", "127.0.0.1", 8080, 8080, 8080, 8080, HUTCH_PROTO_TCP},
       {"8080:80", "127.0.0.1", 8080, 8080, 80, 80, HUTCH_PROTO_TCP},
       {"5353:53/udp", "127.0.0.1", 5353, 5353, 53, 53, HUTCH_PROTO_UDP},
-      {"127.0.0.2:8000-8010:9000-9010/tcp", "127.0.0.2", 8000, 8010, 9000, 9010,
-       HUTCH_PROTO_TCP},
+      {"127.0.0.2:8000-8010:9000-9010/tcp", "127.0.0.2", 8000, 8010, 9000, 9010, HUTCH_PROTO_TCP},
       {"[::1]:2222:22", "::1", 2222, 2222, 22, 22, HUTCH_PROTO_TCP},
       {"0.0.0.0:1-65535:1-65535/udp", "0.0.0.0", 1, 65535, 1, 65535, HUTCH_PROTO_UDP},
   };
@@ -575,9 +572,8 @@ static void test_port_parse(void) {
        "invalid port forward '8000-9000:80': host range has 1001 ports, guest range 1 (give "
        "ranges of the same length)"},
       {"a:b", "invalid port forward 'a:b': 'a' is not a port or range (e.g. 8080 or 8000-9000)"},
-      {"1:2:3:4",
-       "invalid port forward '1:2:3:4' is not a port forward "
-       "([HOST_IP:]HOST[-END]:GUEST[-END][/tcp|/udp])"},
+      {"1:2:3:4", "invalid port forward '1:2:3:4' is not a port forward "
+                  "([HOST_IP:]HOST[-END]:GUEST[-END][/tcp|/udp])"},
       {"[::1:80:80",
        "invalid port forward '[::1:80:80': unterminated IPv6 address (e.g. [::1]:8080:80)"},
       {"9000-8000:9000-8000",
@@ -753,8 +749,7 @@ static void test_round_trip(void) {
   static const char *const shipped[] = {"default", "minimal", "debian-12", "ubuntu-24.04"};
   for (gsize i = 0; i < G_N_ELEMENTS(shipped); i++) {
     g_autofree char *file = g_strconcat(shipped[i], ".yaml", NULL);
-    g_autofree char *path = g_build_filename(g_getenv("HUTCH_SOURCE_DIR"), "profiles", file,
-                                             NULL);
+    g_autofree char *path = g_build_filename(g_getenv("HUTCH_SOURCE_DIR"), "profiles", file, NULL);
     assert_round_trip(path);
   }
 }
@@ -780,8 +775,8 @@ static void test_golden(void) {
   g_assert_no_error(error);
   check_golden(yaml, "full.expanded.yaml");
 
-  g_autofree char *def = g_build_filename(g_getenv("HUTCH_SOURCE_DIR"), "profiles",
-                                          "default.yaml", NULL);
+  g_autofree char *def =
+      g_build_filename(g_getenv("HUTCH_SOURCE_DIR"), "profiles", "default.yaml", NULL);
   g_autoptr(HutchProfile) d = load_ok(def);
   g_autofree char *def_yaml = hutch_profile_to_yaml(d, &error);
   g_assert_no_error(error);
