@@ -6,60 +6,55 @@
 
 #include "hutch.h"
 
-typedef enum {
-  HUTCH_ACCEL_AUTO,
-  HUTCH_ACCEL_KVM,
-  HUTCH_ACCEL_TCG,
-  HUTCH_ACCEL_N
-} HutchAccel;
+typedef enum { HUTCH_ACCEL_AUTO, HUTCH_ACCEL_KVM, HUTCH_ACCEL_TCG, HUTCH_ACCEL_N } HutchAccel;
 
 const char *hutch_accel_to_string(HutchAccel accel);
 gboolean hutch_accel_from_string(const char *text, HutchAccel *ret);
 
 typedef enum {
-  HUTCH_IMAGE_NONE,    /* not given: an error at create time */
-  HUTCH_IMAGE_FILE,    /* image: { file: PATH } */
-  HUTCH_IMAGE_URL,     /* image: { url: URL, digest: ALG:HEX | checksums: URL } */
-  HUTCH_IMAGE_BUILD,   /* image: { build: { suite, packages, mirror } } */
+  HUTCH_IMAGE_NONE,  /* not given: an error at create time */
+  HUTCH_IMAGE_FILE,  /* image: { file: PATH } */
+  HUTCH_IMAGE_URL,   /* image: { url: URL, digest: ALG:HEX | checksums: URL } */
+  HUTCH_IMAGE_BUILD, /* image: { build: { suite, packages, mirror } } */
   HUTCH_IMAGE_N
 } HutchImageKind;
 
 typedef struct {
   HutchImageKind kind;
-  char *file;          /* FILE: absolute path */
-  char *url;           /* URL */
-  char *digest;        /* URL: "sha256:HEX" / "sha512:HEX", or NULL with checksums */
-  char *checksums;     /* URL: URL of a SHA256SUMS / SHA512SUMS file */
-  char *suite;         /* BUILD: e.g. "bookworm" */
-  char **packages;     /* BUILD: extra packages (NULL-terminated, may be NULL) */
-  char *mirror;        /* BUILD: NULL = host's apt sources, else the distro mirror */
+  char *file;      /* FILE: absolute path */
+  char *url;       /* URL */
+  char *digest;    /* URL: "sha256:HEX" / "sha512:HEX", or NULL with checksums */
+  char *checksums; /* URL: URL of a SHA256SUMS / SHA512SUMS file */
+  char *suite;     /* BUILD: e.g. "bookworm" */
+  char **packages; /* BUILD: extra packages (NULL-terminated, may be NULL) */
+  char *mirror;    /* BUILD: NULL = host's apt sources, else the distro mirror */
 } HutchImageSpec;
 
 typedef struct {
-  char *host;          /* as written, "~" allowed (host user's home) */
-  char *guest;         /* as written, "~" allowed (guest user's home) */
+  char *host;  /* as written, "~" allowed (host user's home) */
+  char *guest; /* as written, "~" allowed (guest user's home) */
   gboolean writable;
-  gboolean create;     /* create the host directory when missing */
+  gboolean create; /* create the host directory when missing */
 } HutchShare;
 
 typedef enum { HUTCH_PROTO_TCP, HUTCH_PROTO_UDP, HUTCH_PROTO_N } HutchProto;
 const char *hutch_proto_to_string(HutchProto proto);
 
 typedef struct {
-  char *host_ip;       /* "127.0.0.1" unless the profile says host_ip */
-  guint16 host_start, host_end;    /* inclusive; start == end for one port */
-  guint16 guest_start, guest_end;  /* same length as the host range */
+  char *host_ip;                  /* "127.0.0.1" unless the profile says host_ip */
+  guint16 host_start, host_end;   /* inclusive; start == end for one port */
+  guint16 guest_start, guest_end; /* same length as the host range */
   HutchProto proto;
 } HutchPort;
 
 typedef struct {
-  char *name;          /* unique within the profile */
-  char **packages;     /* apt packages to install (NULL-terminated), or NULL */
-  char *script;        /* file name under cloud-init/scripts/, or NULL */
-  char *script_path;   /* resolved absolute path of script, or NULL */
-  char *run;           /* inline shell text, or NULL */
-  gboolean as_user;    /* `as: user` (default root) */
-  gboolean optional;   /* a failure does not fail start */
+  char *name;        /* unique within the profile */
+  char **packages;   /* apt packages to install (NULL-terminated), or NULL */
+  char *script;      /* file name under cloud-init/scripts/, or NULL */
+  char *script_path; /* resolved absolute path of script, or NULL */
+  char *run;         /* inline shell text, or NULL */
+  gboolean as_user;  /* `as: user` (default root) */
+  gboolean optional; /* a failure does not fail start */
 } HutchProvisionStep;
 
 typedef struct {
@@ -68,24 +63,24 @@ typedef struct {
 } HutchEnvVar;
 
 struct _HutchProfile {
-  char *name;          /* the profile's name (file name without .yaml) */
-  char *path;          /* absolute path of the file it was read from */
-  char *base;          /* the base as written, or NULL */
-  guint cpus;          /* default 2 */
-  guint64 memory;      /* bytes, default 4 GiB */
-  guint64 disk;        /* bytes, default 40 GiB */
-  HutchAccel accel;    /* default auto */
+  char *name;       /* the profile's name (file name without .yaml) */
+  char *path;       /* absolute path of the file it was read from */
+  char *base;       /* the base as written, or NULL */
+  guint cpus;       /* default 2 */
+  guint64 memory;   /* bytes, default 4 GiB */
+  guint64 disk;     /* bytes, default 40 GiB */
+  HutchAccel accel; /* default auto */
   HutchImageSpec image;
-  char *user_name;     /* NULL: the host user's name */
-  gint64 user_uid;     /* -1: the host user's uid */
-  gboolean user_sudo;  /* default TRUE */
-  char *user_shell;    /* default /bin/bash */
-  GPtrArray *shares;   /* HutchShare*, owned */
-  GPtrArray *ports;    /* HutchPort*, owned */
-  GPtrArray *provision;/* HutchProvisionStep*, owned, in order */
-  GPtrArray *env;      /* HutchEnvVar*, owned, in order of first definition */
-  guint boot_timeout;  /* seconds, default 600 */
-  char *description;   /* `description:` of the file itself (not inherited), or NULL */
+  char *user_name;      /* NULL: the host user's name */
+  gint64 user_uid;      /* -1: the host user's uid */
+  gboolean user_sudo;   /* default TRUE */
+  char *user_shell;     /* default /bin/bash */
+  GPtrArray *shares;    /* HutchShare*, owned */
+  GPtrArray *ports;     /* HutchPort*, owned */
+  GPtrArray *provision; /* HutchProvisionStep*, owned, in order */
+  GPtrArray *env;       /* HutchEnvVar*, owned, in order of first definition */
+  guint boot_timeout;   /* seconds, default 600 */
+  char *description;    /* `description:` of the file itself (not inherited), or NULL */
 };
 
 HutchProfile *hutch_profile_new_defaults(void);
