@@ -20,6 +20,11 @@ typedef struct {
   const char *host_key_public;   /* "ssh-ed25519 AAAA..." */
   GPtrArray *mounts;             /* HutchSeedMount*, may be NULL */
   const char *ready_channel;     /* virtio-serial port name the guest reports to */
+  /* The NIC's MAC "52:54:00:xx:xx:xx", or NULL. With it, network-config matches the NIC by
+   * MAC and names it eth0, which every cloud-init renderer (eni, netplan, networkd) honours;
+   * without it, the match is by driver, which only netplan honours (the others then need the
+   * kernel to call the NIC eth0: net.ifnames=0). */
+  const char *mac_address;
 } HutchSeedConfig;
 
 typedef struct {
@@ -33,6 +38,18 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(HutchSeedDocuments, hutch_seed_documents_free)
 
 HutchSeedDocuments *hutch_seed_build(const HutchProfile *profile, const HutchSeedConfig *config,
                                      GError **error);
+/* Provisioning protocol: the guest writes lines to /dev/virtio-ports/<ready_channel>:
+ *   STEP i/n NAME          step i of n starts (also sent for steps skipped as done before)
+ *   OK i NAME              step i succeeded
+ *   FAIL i NAME STATUS     step i failed with exit STATUS; an optional step's failure is
+ *                          followed by the next STEP, a required one's by FAILED
+ *   WARN TEXT              something non-fatal (a share that did not mount)
+ *   READY / FAILED         the end of provisioning; on later boots hutch-ready.service sends
+ *                          one of them again once sshd is up (FAILED if provisioning failed)
+ * Unknown lines are to be ignored. In the guest: /var/lib/hutch/optional-failed lists the
+ * optional steps that failed, /var/log/hutch/steps/NN-NAME.log holds each step's output, and
+ * `sudo /usr/local/lib/hutch/hutch-provision run` runs the steps not yet done again. */
+
 /* Writes an ISO 9660 volume "cidata" (Rock Ridge + Joliet) holding the three documents. */
 gboolean hutch_seed_write_iso(const HutchSeedDocuments *docs, const char *path,
                               GError **error);

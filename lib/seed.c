@@ -225,6 +225,15 @@ static gboolean is_guest_path(const char *s) {
   return TRUE;
 }
 
+static gboolean is_mac(const char *s) {
+  if (strlen(s) != 17)
+    return FALSE;
+  for (int i = 0; i < 17; i++)
+    if (i % 3 == 2 ? s[i] != ':' : !g_ascii_isxdigit(s[i]))
+      return FALSE;
+  return TRUE;
+}
+
 static gboolean validate_config(const HutchSeedConfig *c, GError **error) {
   const char *bad = NULL;
   const char *value = NULL;
@@ -244,6 +253,8 @@ static gboolean validate_config(const HutchSeedConfig *c, GError **error) {
     bad = "host public key", value = c->host_key_public;
   else if (!is_word(c->ready_channel, "._-"))
     bad = "ready channel name", value = c->ready_channel;
+  else if (c->mac_address && !is_mac(c->mac_address))
+    bad = "MAC address", value = c->mac_address;
   for (guint i = 0; !bad && c->mounts && i < c->mounts->len; i++) {
     const HutchSeedMount *m = g_ptr_array_index(c->mounts, i);
     if (!is_word(m->tag, "._-"))
@@ -541,10 +552,10 @@ static char *build_meta_data(const HutchSeedConfig *config, GError **error) {
   return y_finish(&y, "meta-data", error);
 }
 
-static char *build_network_config(GError **error) {
-  /* passt answers DHCP. The entry matches the virtio NIC by driver (netplan renderers, any
-   * interface name); renderers without match support use the entry's name, which is the
-   * kernel's name under net.ifnames=0, as in the images hutch builds. */
+static char *build_network_config(const HutchSeedConfig *config, GError **error) {
+  /* passt answers DHCP. By MAC, cloud-init renames the NIC to eth0 whatever the renderer.
+   * By driver, netplan matches any name, but eni and networkd use the entry's name (eth0) as
+   * the interface name, which holds under net.ifnames=0 as in the images hutch builds. */
   Yaml y;
   y_init(&y, "");
   y_map(&y);
@@ -556,8 +567,13 @@ static char *build_network_config(GError **error) {
   y_map(&y);
   y_str(&y, "match");
   y_map(&y);
-  y_kv(&y, "driver", "virtio_net");
+  if (config->mac_address)
+    y_kv(&y, "macaddress", config->mac_address);
+  else
+    y_kv(&y, "driver", "virtio_net");
   y_map_end(&y);
+  if (config->mac_address)
+    y_kv(&y, "set-name", "eth0");
   y_kv_bool(&y, "dhcp4", TRUE);
   y_map_end(&y);
   y_map_end(&y);
@@ -574,7 +590,7 @@ HutchSeedDocuments *hutch_seed_build(const HutchProfile *profile, const HutchSee
   g_autoptr(HutchSeedDocuments) docs = g_new0(HutchSeedDocuments, 1);
   if (!(docs->meta_data = build_meta_data(config, error)) ||
       !(docs->user_data = build_user_data(profile, config, error)) ||
-      !(docs->network_config = build_network_config(error))) {
+      !(docs->network_config = build_network_config(config, error))) {
     g_prefix_error(error, "building cloud-init seed: ");
     return NULL;
   }

@@ -310,6 +310,61 @@ static void test_user_data_structure(void) {
   g_assert_cmpstr(yscalar(ymap(net, eth, "dhcp4")), ==, "true");
 }
 
+static void test_network_by_mac(void) {
+  g_autoptr(HutchProfile) profile = make_profile();
+  ConfigFixture f;
+  config_fixture_init(&f);
+  f.config.mac_address = "52:54:00:12:34:56";
+  g_autoptr(GError) error = NULL;
+  g_autoptr(HutchSeedDocuments) docs = hutch_seed_build(profile, &f.config, &error);
+  g_assert_no_error(error);
+  config_fixture_clear(&f);
+  g_autoptr(Yaml) net = yaml_load(docs->network_config);
+  yaml_node_t *eth = ymap(net, ymap(net, net->root, "ethernets"), "eth0");
+  yaml_node_t *mac = ymap(net, ymap(net, eth, "match"), "macaddress");
+  g_assert_cmpstr(yscalar(mac), ==, "52:54:00:12:34:56");
+  /* Plain, YAML 1.1 would read it as a base-60 integer. */
+  g_assert_false(yplain(mac));
+  g_assert_null(ymap(net, ymap(net, eth, "match"), "driver"));
+  g_assert_cmpstr(yscalar(ymap(net, eth, "set-name")), ==, "eth0");
+  g_assert_cmpstr(yscalar(ymap(net, eth, "dhcp4")), ==, "true");
+}
+
+/* Whatever a step's text holds comes out of the YAML byte for byte, through a literal
+ * block, a quoted scalar or base64. */
+static void test_content_round_trip(void) {
+  static const char latin1[] = "#!/bin/sh\necho 'caf\xe9'\n";
+  g_autofree char *dir = g_dir_make_tmp("hutch-seed-XXXXXX", NULL);
+  g_autofree char *script = g_build_filename(dir, "latin1.sh", NULL);
+  write_text(script, latin1, 0644);
+
+  g_autoptr(HutchProfile) profile = hutch_profile_new_defaults();
+  HutchProvisionStep *step = add_step(profile, "awkward");
+  step->run = g_strdup("echo trailing   \n\tindented\r\n  lead: 'x' # not a comment\n\n\n");
+  step = add_step(profile, "latin1");
+  step->script = g_strdup("latin1.sh");
+  step->script_path = g_strdup(script);
+  ConfigFixture f;
+  config_fixture_init(&f);
+  g_autoptr(GError) error = NULL;
+  g_autoptr(HutchSeedDocuments) docs = hutch_seed_build(profile, &f.config, &error);
+  g_assert_no_error(error);
+  config_fixture_clear(&f);
+
+  g_autoptr(Yaml) y = yaml_load(docs->user_data);
+  g_assert_cmpstr(write_file_content(y, "/var/lib/hutch/steps/01-awkward.sh"), ==,
+                  "#!/bin/bash\nset -e\n"
+                  "echo trailing   \n\tindented\r\n  lead: 'x' # not a comment\n\n\n");
+  yaml_node_t *f2 = find_write_file(y, "/var/lib/hutch/steps/02-latin1.sh");
+  g_assert_nonnull(f2);
+  g_assert_cmpstr(yscalar(ymap(y, f2, "encoding")), ==, "b64");
+  gsize len = 0;
+  g_autofree guchar *decoded = g_base64_decode(yscalar(ymap(y, f2, "content")), &len);
+  g_assert_cmpmem(decoded, len, latin1, strlen(latin1));
+  g_unlink(script);
+  g_rmdir(dir);
+}
+
 /* Values PyYAML would read as something else must come out quoted and unchanged. */
 static void test_yaml_quoting(void) {
   static const char *const names[] = {"yes", "on", "n", "null", "1e3", "0755", "12:30", "-1"};
@@ -453,6 +508,9 @@ static void test_invalid_input(void) {
   c = f.config;
   c.ready_channel = "../../etc/passwd";
   expect_build_error(good, &c, HUTCH_ERROR_USAGE, "ready channel");
+  c = f.config;
+  c.mac_address = "52:54:00:12:34:5g";
+  expect_build_error(good, &c, HUTCH_ERROR_USAGE, "MAC address");
   c = f.config;
   g_autoptr(GPtrArray) bad_mounts = g_ptr_array_new();
   g_ptr_array_add(bad_mounts, &mounts_data[1]);  /* a blank in the path breaks fstab */
@@ -902,6 +960,8 @@ int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/seed/golden", test_golden);
   g_test_add_func("/seed/user-data-structure", test_user_data_structure);
+  g_test_add_func("/seed/network-by-mac", test_network_by_mac);
+  g_test_add_func("/seed/content-round-trip", test_content_round_trip);
   g_test_add_func("/seed/yaml-quoting", test_yaml_quoting);
   g_test_add_func("/seed/no-host-environment", test_no_host_environment);
   g_test_add_func("/seed/env-quoting", test_env_quoting);
