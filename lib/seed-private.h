@@ -4,22 +4,22 @@
 #include "profile-private.h"
 
 typedef struct {
-  const char *tag;          /* virtiofs / 9p mount tag */
-  const char *guest_path;   /* absolute, "~" already expanded to the guest user's home */
-  const char *fstype;       /* "virtiofs" or "9p" */
+  const char *tag;        /* virtiofs / 9p mount tag */
+  const char *guest_path; /* absolute, "~" already expanded to the guest user's home */
+  const char *fstype;     /* "virtiofs" or "9p" */
   gboolean readonly;
 } HutchSeedMount;
 
 typedef struct {
-  const char *instance_id;       /* stable: the domain UUID, so provisioning runs once */
+  const char *instance_id; /* stable: the domain UUID, so provisioning runs once */
   const char *hostname;
   const char *user_name;
   guint user_uid;
-  const char *authorized_key;    /* the user's hutch public key, "ssh-ed25519 AAAA... c" */
-  const char *host_key_private;  /* the guest's ed25519 host key, OpenSSH private key text */
-  const char *host_key_public;   /* "ssh-ed25519 AAAA..." */
-  GPtrArray *mounts;             /* HutchSeedMount*, may be NULL */
-  const char *ready_channel;     /* virtio-serial port name the guest reports to */
+  const char *authorized_key;   /* the user's hutch public key, "ssh-ed25519 AAAA... c" */
+  const char *host_key_private; /* the guest's ed25519 host key, OpenSSH private key text */
+  const char *host_key_public;  /* "ssh-ed25519 AAAA..." */
+  GPtrArray *mounts;            /* HutchSeedMount*, may be NULL */
+  const char *ready_channel;    /* virtio-serial port name the guest reports to */
   /* The NIC's MAC "52:54:00:xx:xx:xx", or NULL. With it, network-config matches the NIC by
    * MAC and names it eth0, which every cloud-init renderer (eni, netplan, networkd) honours;
    * without it, the match is by driver, which only netplan honours (the others then need the
@@ -29,7 +29,7 @@ typedef struct {
 
 typedef struct {
   char *meta_data;
-  char *user_data;        /* begins with "#cloud-config\n" */
+  char *user_data; /* begins with "#cloud-config\n" */
   char *network_config;
 } HutchSeedDocuments;
 
@@ -51,5 +51,4 @@ HutchSeedDocuments *hutch_seed_build(const HutchProfile *profile, const HutchSee
  * `sudo /usr/local/lib/hutch/hutch-provision run` runs the steps not yet done again. */
 
 /* Writes an ISO 9660 volume "cidata" (Rock Ridge + Joliet) holding the three documents. */
-gboolean hutch_seed_write_iso(const HutchSeedDocuments *docs, const char *path,
-                              GError **error);
+gboolean hutch_seed_write_iso(const HutchSeedDocuments *docs, const char *path, GError **error);

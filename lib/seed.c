@@ -101,8 +101,8 @@ static char *y_finish(Yaml *y, const char *what, GError **error) {
  * would write them plain. Quote anything that could resolve to something other than a
  * string. Errs on the side of quoting. */
 static gboolean needs_quotes(const char *s) {
-  static const char *const words[] = {"y", "n", "yes", "no", "true", "false", "on", "off",
-                                      "null", "~", "<<", "="};
+  static const char *const words[] = {"y",  "n",   "yes",  "no", "true", "false",
+                                      "on", "off", "null", "~",  "<<",   "="};
   if (!*s || g_ascii_isdigit(s[0]) || s[0] == '.')
     return TRUE;
   if ((s[0] == '+' || s[0] == '-') && (g_ascii_isdigit(s[1]) || s[1] == '.'))
@@ -116,8 +116,8 @@ static gboolean needs_quotes(const char *s) {
 static void y_scalar(Yaml *y, const char *s, yaml_scalar_style_t style) {
   yaml_event_t event;
   y_emit(y, &event,
-         yaml_scalar_event_initialize(&event, NULL, NULL, (const yaml_char_t *)s, (int)strlen(s),
-                                      1, 1, style));
+         yaml_scalar_event_initialize(&event, NULL, NULL, (const yaml_char_t *)s, (int)strlen(s), 1,
+                                      1, style));
 }
 
 static void y_str(Yaml *y, const char *s) {
@@ -334,8 +334,8 @@ static char *step_script(const HutchProvisionStep *step, GError **error) {
                   "provision step '%s': empty package list", step->name);
       return NULL;
     }
-    GString *s = g_string_new("#!/bin/sh\nexec \"${HUTCH_RUNNER:-" GUEST_RUNNER
-                              "}\" install-packages");
+    GString *s =
+        g_string_new("#!/bin/sh\nexec \"${HUTCH_RUNNER:-" GUEST_RUNNER "}\" install-packages");
     for (char **p = step->packages; *p; p++) {
       if (!is_package_name(*p)) {
         g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE,
@@ -361,8 +361,8 @@ static char *step_script(const HutchProvisionStep *step, GError **error) {
     g_autofree char *text = NULL;
     g_autoptr(GError) local = NULL;
     if (!g_file_get_contents(step->script_path, &text, NULL, &local)) {
-      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE, "provision step '%s': %s",
-                  step->name, local->message);
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE, "provision step '%s': %s", step->name,
+                  local->message);
       return NULL;
     }
     /* Steps are executed directly (runuser -c FILE for `as: user`); without an interpreter
@@ -444,8 +444,8 @@ static GPtrArray *guest_files(const HutchProfile *profile, const HutchSeedConfig
     }
     /* Installing packages needs root whatever `as:` says. */
     gboolean as_user = step->as_user && !step->packages;
-    g_string_append_printf(list, "%02u %s %s %s\n", i + 1, step->name,
-                           as_user ? "user" : "root", step->optional ? "optional" : "required");
+    g_string_append_printf(list, "%02u %s %s %s\n", i + 1, step->name, as_user ? "user" : "root",
+                           step->optional ? "optional" : "required");
     add_file(files, g_strdup_printf(GUEST_STEPS_DIR "/%02u-%s.sh", i + 1, step->name), script,
              "0755");
   }
@@ -659,14 +659,13 @@ out:
   return ok;
 }
 
-gboolean hutch_seed_write_iso(const HutchSeedDocuments *docs, const char *path,
-                              GError **error) {
+gboolean hutch_seed_write_iso(const HutchSeedDocuments *docs, const char *path, GError **error) {
   g_autofree char *tmp = g_strdup_printf("%s.tmp-XXXXXX", path);
   int fd = g_mkstemp_full(tmp, O_RDWR | O_CLOEXEC, 0600);
   if (fd < 0) {
     int saved = errno;
-    g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(saved),
-                "writing seed image %s: %s", path, g_strerror(saved));
+    g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(saved), "writing seed image %s: %s",
+                path, g_strerror(saved));
     return FALSE;
   }
   if (!write_iso_to_fd(docs, fd, path, error)) {
@@ -682,8 +681,8 @@ gboolean hutch_seed_write_iso(const HutchSeedDocuments *docs, const char *path,
     rc = -1, saved = errno;
   if (rc < 0) {
     g_unlink(tmp);
-    g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(saved),
-                "writing seed image %s: %s", path, g_strerror(saved));
+    g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(saved), "writing seed image %s: %s",
+                path, g_strerror(saved));
     return FALSE;
   }
   return TRUE;

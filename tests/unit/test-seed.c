@@ -47,8 +47,9 @@ static HutchProfile *make_profile(void) {
       g_build_filename(g_getenv("HUTCH_TEST_DATA"), "seed", "scripts", "node.sh", NULL);
   step->as_user = TRUE;
   step = add_step(p, "greet");
-  step->run = g_strdup("echo \"hello from run as $(id -un)\"\n"
-                       "if [ -n \"${HUTCH_TEST_OUT:-}\" ]; then echo greet >>\"$HUTCH_TEST_OUT\"; fi");
+  step->run =
+      g_strdup("echo \"hello from run as $(id -un)\"\n"
+               "if [ -n \"${HUTCH_TEST_OUT:-}\" ]; then echo greet >>\"$HUTCH_TEST_OUT\"; fi");
   step->optional = TRUE;
   return p;
 }
@@ -134,8 +135,7 @@ static Yaml *yaml_load(const char *text) {
   Yaml *y = g_new0(Yaml, 1);
   int ok = yaml_parser_load(&parser, &y->doc);
   if (!ok)
-    g_error("YAML does not parse: %s at line %zu", parser.problem,
-            parser.problem_mark.line + 1);
+    g_error("YAML does not parse: %s at line %zu", parser.problem, parser.problem_mark.line + 1);
   y->root = yaml_document_get_root_node(&y->doc);
   g_assert_nonnull(y->root);
   /* Exactly one document. */
@@ -156,8 +156,7 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(Yaml, yaml_free)
 static yaml_node_t *ymap(Yaml *y, yaml_node_t *map, const char *key) {
   g_assert_nonnull(map);
   g_assert_cmpint(map->type, ==, YAML_MAPPING_NODE);
-  for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
-       p++) {
+  for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
     yaml_node_t *k = yaml_document_get_node(&y->doc, p->key);
     if (k->type == YAML_SCALAR_NODE && strcmp((const char *)k->data.scalar.value, key) == 0)
       return yaml_document_get_node(&y->doc, p->value);
@@ -441,8 +440,8 @@ static char *shell_output(const char *shell, const char *script, const char *arg
   g_autoptr(GError) error = NULL;
   char *out = NULL;
   int status = 0;
-  g_spawn_sync(NULL, (char **)argv, (char **)envp, G_SPAWN_DEFAULT, NULL, NULL, &out, NULL,
-               &status, &error);
+  g_spawn_sync(NULL, (char **)argv, (char **)envp, G_SPAWN_DEFAULT, NULL, NULL, &out, NULL, &status,
+               &error);
   g_assert_no_error(error);
   g_assert_true(g_spawn_check_wait_status(status, NULL));
   return out;
@@ -457,8 +456,8 @@ static void test_env_quoting(void) {
   const struct {
     const char *key, *value;
   } vars[] = {
-      {"TRICKY", TRICKY_VALUE}, {"MULTI", "line one\nline two\n"}, {"YES", "yes"},
-      {"EMPTY", ""},           {"EDITOR", "vim"},
+      {"TRICKY", TRICKY_VALUE}, {"MULTI", "line one\nline two\n"}, {"YES", "yes"}, {"EMPTY", ""},
+      {"EDITOR", "vim"},
   };
   const char *shells[] = {"/bin/sh", "/bin/bash", "/bin/dash"};
   for (gsize s = 0; s < G_N_ELEMENTS(shells); s++) {
@@ -470,16 +469,15 @@ static void test_env_quoting(void) {
       g_assert_cmpstr(out, ==, vars[i].value);
     }
     /* Exported, not just set. */
-    g_autofree char *out = shell_output(shells[s], ". \"$1\"; sh -c 'printf %s \"$TRICKY\"'",
-                                        file);
+    g_autofree char *out = shell_output(shells[s], ". \"$1\"; sh -c 'printf %s \"$TRICKY\"'", file);
     g_assert_cmpstr(out, ==, TRICKY_VALUE);
   }
   g_unlink(file);
   g_rmdir(dir);
 }
 
-static void expect_build_error(HutchProfile *profile, const HutchSeedConfig *config,
-                               int code, const char *fragment) {
+static void expect_build_error(HutchProfile *profile, const HutchSeedConfig *config, int code,
+                               const char *fragment) {
   g_autoptr(GError) error = NULL;
   g_autoptr(HutchSeedDocuments) docs = hutch_seed_build(profile, config, &error);
   g_assert_null(docs);
@@ -513,7 +511,7 @@ static void test_invalid_input(void) {
   expect_build_error(good, &c, HUTCH_ERROR_USAGE, "MAC address");
   c = f.config;
   g_autoptr(GPtrArray) bad_mounts = g_ptr_array_new();
-  g_ptr_array_add(bad_mounts, &mounts_data[1]);  /* a blank in the path breaks fstab */
+  g_ptr_array_add(bad_mounts, &mounts_data[1]); /* a blank in the path breaks fstab */
   c.mounts = bad_mounts;
   expect_build_error(good, &c, HUTCH_ERROR_USAGE, "guest mount path");
 
@@ -783,8 +781,7 @@ static void install_runner(Guest *g) {
   g_autofree char *src = source_file("cloud-init/hutch-provision.sh");
   g_autofree char *text = read_text(src);
   guest_write(g, "usr/local/lib/hutch/hutch-provision", text, 0755);
-  guest_write(g, "etc/hutch/provision.conf", "HUTCH_USER='dev'\nHUTCH_READY_CHANNEL='x'\n",
-              0644);
+  guest_write(g, "etc/hutch/provision.conf", "HUTCH_USER='dev'\nHUTCH_READY_CHANNEL='x'\n", 0644);
 }
 
 static const char *shells_to_test[] = {"/bin/sh", "/bin/bash"};
@@ -793,14 +790,13 @@ static void test_runner_optional_failure(gconstpointer data) {
   g_autoptr(Guest) g = guest_new(data);
   install_runner(g);
   guest_write(g, "var/lib/hutch/steps/steps.list",
-              "01 first root required\n02 second user optional\n03 third root required\n",
-              0644);
+              "01 first root required\n02 second user optional\n03 third root required\n", 0644);
   guest_write(g, "var/lib/hutch/steps/01-first.sh",
               "#!/bin/sh\necho first output\necho first >>\"$HUTCH_TEST_OUT\"\n", 0755);
   guest_write(g, "var/lib/hutch/steps/02-second.sh",
               "#!/bin/sh\necho second >>\"$HUTCH_TEST_OUT\"\nexit 3\n", 0755);
-  guest_write(g, "var/lib/hutch/steps/03-third.sh",
-              "#!/bin/sh\necho third >>\"$HUTCH_TEST_OUT\"\n", 0755);
+  guest_write(g, "var/lib/hutch/steps/03-third.sh", "#!/bin/sh\necho third >>\"$HUTCH_TEST_OUT\"\n",
+              0755);
   g_autofree char *share = guest_path(g, "home/dev/projects/Shared");
   g_autofree char *broken = guest_path(g, "mnt/broken");
   g_autofree char *fstab =
@@ -834,14 +830,14 @@ static void test_runner_optional_failure(gconstpointer data) {
   g_autofree char *stub_log = guest_read(g, "stub.log");
   g_autofree char *host_fstab_path = guest_path(g, "fstab");
   g_autofree char *runner_step2 = guest_path(g, "var/lib/hutch/steps/02-second.sh");
-  g_autofree char *expected_log = g_strdup_printf(
-      "runuser -u dev -- mkdir -p %s\n"
-      "mount --fstab %s %s\n"
-      "mount --fstab %s %s\n"
-      "runuser -l dev -c %s\n"
-      "systemctl enable hutch-ready.service\n"
-      "systemctl is-active --quiet ssh.service\n",
-      share, host_fstab_path, share, host_fstab_path, broken, runner_step2);
+  g_autofree char *expected_log =
+      g_strdup_printf("runuser -u dev -- mkdir -p %s\n"
+                      "mount --fstab %s %s\n"
+                      "mount --fstab %s %s\n"
+                      "runuser -l dev -c %s\n"
+                      "systemctl enable hutch-ready.service\n"
+                      "systemctl is-active --quiet ssh.service\n",
+                      share, host_fstab_path, share, host_fstab_path, broken, runner_step2);
   g_assert_cmpstr(stub_log, ==, expected_log);
 
   /* Again: the steps that succeeded are skipped, the optional failure runs again, fstab
@@ -870,14 +866,13 @@ static void test_runner_required_failure(gconstpointer data) {
   g_autoptr(Guest) g = guest_new(data);
   install_runner(g);
   guest_write(g, "var/lib/hutch/steps/steps.list",
-              "01 first root required\n02 second root required\n03 third root optional\n",
-              0644);
-  guest_write(g, "var/lib/hutch/steps/01-first.sh",
-              "#!/bin/sh\necho first >>\"$HUTCH_TEST_OUT\"\n", 0755);
+              "01 first root required\n02 second root required\n03 third root optional\n", 0644);
+  guest_write(g, "var/lib/hutch/steps/01-first.sh", "#!/bin/sh\necho first >>\"$HUTCH_TEST_OUT\"\n",
+              0755);
   guest_write(g, "var/lib/hutch/steps/02-second.sh",
               "#!/bin/sh\necho second >>\"$HUTCH_TEST_OUT\"\nexit 7\n", 0755);
-  guest_write(g, "var/lib/hutch/steps/03-third.sh",
-              "#!/bin/sh\necho third >>\"$HUTCH_TEST_OUT\"\n", 0755);
+  guest_write(g, "var/lib/hutch/steps/03-third.sh", "#!/bin/sh\necho third >>\"$HUTCH_TEST_OUT\"\n",
+              0755);
 
   g_assert_cmpint(guest_run(g, "usr/local/lib/hutch/hutch-provision", "run"), !=, 0);
   g_autofree char *channel = guest_read(g, "channel");
@@ -941,14 +936,14 @@ static void test_runner_generated_seed(void) {
   g_assert_cmpstr(out, ==, "node\ngreet\n");
   g_autofree char *stub_log = guest_read(g, "stub.log");
   g_autofree char *node = guest_path(g, "var/lib/hutch/steps/02-node.sh");
-  g_autofree char *expected = g_strdup_printf(
-      "apt-get -o DPkg::Lock::Timeout=600 update\n"
-      "apt-get -o DPkg::Lock::Timeout=600 install -y vim jq build-essential\n"
-      "runuser -l dev -c %s\n"
-      "apt-get -o DPkg::Lock::Timeout=600 install -y fail-to-install\n"
-      "systemctl enable hutch-ready.service\n"
-      "systemctl is-active --quiet ssh.service\n",
-      node);
+  g_autofree char *expected =
+      g_strdup_printf("apt-get -o DPkg::Lock::Timeout=600 update\n"
+                      "apt-get -o DPkg::Lock::Timeout=600 install -y vim jq build-essential\n"
+                      "runuser -l dev -c %s\n"
+                      "apt-get -o DPkg::Lock::Timeout=600 install -y fail-to-install\n"
+                      "systemctl enable hutch-ready.service\n"
+                      "systemctl is-active --quiet ssh.service\n",
+                      node);
   g_assert_cmpstr(stub_log, ==, expected);
   g_autofree char *optional = guest_read(g, "var/lib/hutch/optional-failed");
   g_assert_cmpstr(optional, ==, "broken-packages\n");
