@@ -1,2 +1,826 @@
-/* share.c: see share-private.h. */
+/* share.c: host directories shared into the guest. See share-private.h for the design. */
+/* unshare, setresuid */
+#define _GNU_SOURCE
 #include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <glib/gstdio.h>
+#include <grp.h>
+#include <limits.h>
+#include <poll.h>
+#include <pwd.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "net-private.h"
+#include "share-private.h"
+#include "util-private.h"
+
+extern char **environ;
+
+/* What virtiofsd prints (C and Rust alike) once it listens for QEMU. */
+#define VIRTIOFSD_READY "Waiting for vhost-user socket connection"
+/* The namespace ids 0..65535 cover every id a Debian guest hands out. */
+#define NS_ID_COUNT 65536u
+#define START_TIMEOUT_S 10
+
+static const char *const mode_names[HUTCH_SHARE_MODE_N] = {"virtiofs", "9p"};
+
+const char *hutch_share_mode_to_string(HutchShareMode mode) {
+  return mode < HUTCH_SHARE_MODE_N ? mode_names[mode] : "unknown";
+}
+
+/* g_strv_builder_take is GLib 2.80; Debian 12 has 2.74. */
+static void builder_take(GStrvBuilder *builder, char *text) {
+  g_strv_builder_add(builder, text);
+  g_free(text);
+}
+
+/* ---- finding virtiofsd ---------------------------------------------------------------- */
+
+void hutch_virtiofsd_parse_help(const char *help, HutchVirtiofsdKind *ret_kind,
+                                gboolean *ret_has_readonly) {
+  /* The Rust virtiofsd takes --shared-dir; the C one takes -o source=. */
+  *ret_kind = strstr(help, "--shared-dir") ? HUTCH_VIRTIOFSD_RUST : HUTCH_VIRTIOFSD_C;
+  *ret_has_readonly = strstr(help, "--readonly") != NULL;
+}
+
+void hutch_virtiofsd_free(HutchVirtiofsd *virtiofsd) {
+  if (!virtiofsd)
+    return;
+  g_free(virtiofsd->path);
+  g_free(virtiofsd);
+}
+
+HutchVirtiofsd *hutch_virtiofsd_find(GError **error) {
+  const char *configured = g_getenv("HUTCH_VIRTIOFSD");
+  const char *candidates[] = {"/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd", NULL};
+  g_autofree char *path = NULL;
+  if (configured && *configured) {
+    path = g_find_program_in_path(configured);
+    if (!path) {
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_HELPER,
+                  "HUTCH_VIRTIOFSD=%s is not an executable program", configured);
+      return NULL;
+    }
+  } else {
+    for (guint i = 0; candidates[i] && !path; i++)
+      if (g_file_test(candidates[i], G_FILE_TEST_IS_EXECUTABLE))
+        path = g_strdup(candidates[i]);
+    if (!path) {
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_HELPER,
+                  "virtiofsd not found in /usr/libexec or /usr/lib/qemu (apt-get install "
+                  "qemu-system-common, or virtiofsd on newer distributions; or set "
+                  "HUTCH_VIRTIOFSD)");
+      return NULL;
+    }
+  }
+  const char *argv[] = {path, "--help", NULL};
+  g_autofree char *out = NULL, *err = NULL;
+  if (!g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_DEFAULT, NULL, NULL, &out, &err, NULL,
+                    error)) {
+    g_prefix_error(error, "running %s --help: ", path);
+    return NULL;
+  }
+  /* Both print their usage on stdout; the C one on stderr in some versions. */
+  g_autofree char *help = g_strconcat(out ? out : "", err ? err : "", NULL);
+  HutchVirtiofsd *virtiofsd = g_new0(HutchVirtiofsd, 1);
+  virtiofsd->path = g_steal_pointer(&path);
+  hutch_virtiofsd_parse_help(help, &virtiofsd->kind, &virtiofsd->has_readonly);
+  return virtiofsd;
+}
+
+/* ---- planning ------------------------------------------------------------------------- */
+
+void hutch_share_plan_entry_free(HutchSharePlanEntry *entry) {
+  if (!entry)
+    return;
+  g_free(entry->host_dir);
+  g_free(entry->guest_path);
+  g_free(entry->tag);
+  g_free(entry->socket);
+  g_free(entry->pidfile);
+  g_free(entry->logfile);
+  g_free(entry->virtiofsd);
+  g_free(entry);
+}
+
+/* dir equals path or is one of its parents (both canonical). */
+static gboolean is_dir_or_parent_of(const char *dir, const char *path) {
+  if (strcmp(dir, "/") == 0)
+    return TRUE;
+  size_t len = strlen(dir);
+  return strncmp(dir, path, len) == 0 && (path[len] == '\0' || path[len] == '/');
+}
+
+static gboolean has_control_chars(const char *text) {
+  for (const char *p = text; *p; p++)
+    if ((unsigned char)*p < 0x20 || *p == 0x7f)
+      return TRUE;
+  return FALSE;
+}
+
+/* Resolves symlinks in path (absolute, lexically canonical). A missing tail is kept as
+ * written after the deepest existing parent, which must be a directory. *ret_exists tells
+ * whether the whole path exists. */
+static char *resolve_path(const char *path, gboolean *ret_exists, GError **error) {
+  char resolved[PATH_MAX];
+  if (realpath(path, resolved)) {
+    *ret_exists = TRUE;
+    return g_strdup(resolved);
+  }
+  if (errno == ENOTDIR) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE,
+                "%s: one of its parents is not a directory", path);
+    return NULL;
+  }
+  if (errno != ENOENT) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE, "%s: %s", path, g_strerror(errno));
+    return NULL;
+  }
+  *ret_exists = FALSE;
+  g_autofree char *parent = g_path_get_dirname(path);
+  g_autofree char *base = g_path_get_basename(path);
+  gboolean parent_exists = FALSE;
+  g_autofree char *parent_resolved = resolve_path(parent, &parent_exists, error);
+  if (!parent_resolved)
+    return NULL;
+  if (parent_exists && !g_file_test(parent_resolved, G_FILE_TEST_IS_DIR)) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE, "%s is not a directory",
+                parent_resolved);
+    return NULL;
+  }
+  return g_build_filename(parent_resolved, base, NULL);
+}
+
+static char *canonical_home(const char *home) {
+  char resolved[PATH_MAX];
+  if (realpath(home, resolved))
+    return g_strdup(resolved);
+  return g_canonicalize_filename(home, "/");
+}
+
+static HutchSharePlanEntry *plan_entry(const HutchShare *share, guint index,
+                                       const HutchVirtiofsd *virtiofsd,
+                                       const GError *virtiofsd_error, const char *runtime_dir,
+                                       const char *host_home, const char *guest_home,
+                                       GError **error) {
+  g_autoptr(HutchSharePlanEntry) entry = g_new0(HutchSharePlanEntry, 1);
+  entry->index = index;
+  entry->tag = g_strdup_printf("hutchfs%u", index);
+  entry->readonly = !share->writable;
+  entry->create = share->create;
+
+  if (has_control_chars(share->host) || has_control_chars(share->guest)) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE, "control characters in a path");
+    return NULL;
+  }
+  g_autofree char *host = hutch_expand_tilde(share->host, host_home);
+  if (!g_path_is_absolute(host)) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE,
+                "the host path must be absolute or start with ~");
+    return NULL;
+  }
+  g_autofree char *host_canonical = g_canonicalize_filename(host, "/");
+  gboolean exists = FALSE;
+  entry->host_dir = resolve_path(host_canonical, &exists, error);
+  if (!entry->host_dir)
+    return NULL;
+  g_autofree char *home = canonical_home(host_home);
+  if (strcmp(entry->host_dir, "/") == 0 || is_dir_or_parent_of(entry->host_dir, home)) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE,
+                "refusing to share %s: it is %s; share a project directory instead",
+                entry->host_dir,
+                strcmp(entry->host_dir, "/") == 0 ? "the whole file system"
+                : strcmp(entry->host_dir, home) == 0 ? "your whole home directory"
+                                                      : "a parent of your home directory");
+    return NULL;
+  }
+  if (exists && !g_file_test(entry->host_dir, G_FILE_TEST_IS_DIR)) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE, "%s is not a directory",
+                entry->host_dir);
+    return NULL;
+  }
+  if (!exists && !share->create) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE,
+                "%s does not exist (create it, or set create: true)", entry->host_dir);
+    return NULL;
+  }
+
+  g_autofree char *guest = hutch_expand_tilde(share->guest, guest_home);
+  if (!g_path_is_absolute(guest)) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE,
+                "the guest path must be absolute or start with ~");
+    return NULL;
+  }
+  entry->guest_path = g_canonicalize_filename(guest, "/");
+  g_autofree char *guest_home_canonical = g_canonicalize_filename(guest_home, "/");
+  /* Mounting over the guest's home would hide ~/.ssh/authorized_keys: hutch could not log
+   * in any more. */
+  if (is_dir_or_parent_of(entry->guest_path, guest_home_canonical)) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE,
+                "the guest path %s would hide the guest user's home %s", entry->guest_path,
+                guest_home_canonical);
+    return NULL;
+  }
+
+  if (entry->readonly && !(virtiofsd && virtiofsd->has_readonly)) {
+    entry->mode = HUTCH_SHARE_9P;
+    return g_steal_pointer(&entry);
+  }
+  if (!virtiofsd) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_HELPER, "%s", virtiofsd_error->message);
+    return NULL;
+  }
+  entry->mode = HUTCH_SHARE_VIRTIOFS;
+  entry->virtiofsd = g_strdup(virtiofsd->path);
+  entry->virtiofsd_kind = virtiofsd->kind;
+  g_autofree char *socket = g_strdup_printf(HUTCH_VIRTIOFS_SOCKET, index);
+  g_autofree char *pidfile = g_strdup_printf(HUTCH_VIRTIOFS_PID, index);
+  g_autofree char *logfile = g_strdup_printf(HUTCH_VIRTIOFS_LOG, index);
+  entry->socket = g_build_filename(runtime_dir, socket, NULL);
+  entry->pidfile = g_build_filename(runtime_dir, pidfile, NULL);
+  entry->logfile = g_build_filename(runtime_dir, logfile, NULL);
+  if (strlen(entry->socket) >= sizeof(((struct sockaddr_un *)NULL)->sun_path)) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE,
+                "the socket path %s is too long for a unix socket (shorten XDG_RUNTIME_DIR "
+                "or the VM's name)",
+                entry->socket);
+    return NULL;
+  }
+  return g_steal_pointer(&entry);
+}
+
+GPtrArray *hutch_share_plan(const HutchProfile *profile, const HutchVirtiofsd *virtiofsd,
+                            const char *runtime_dir, const char *host_home,
+                            const char *guest_home, GError **error) {
+  g_autoptr(GPtrArray) plan =
+      g_ptr_array_new_with_free_func((GDestroyNotify)hutch_share_plan_entry_free);
+  g_autoptr(HutchVirtiofsd) found = NULL;
+  g_autoptr(GError) find_error = NULL;
+  if (!virtiofsd && profile->shares->len > 0)
+    virtiofsd = found = hutch_virtiofsd_find(&find_error);
+
+  for (guint i = 0; i < profile->shares->len; i++) {
+    const HutchShare *share = g_ptr_array_index(profile->shares, i);
+    HutchSharePlanEntry *entry = plan_entry(share, i, virtiofsd, find_error, runtime_dir,
+                                            host_home, guest_home, error);
+    if (!entry) {
+      g_prefix_error(error, "share %s -> %s: ", share->host, share->guest);
+      return NULL;
+    }
+    for (guint j = 0; j < plan->len; j++) {
+      const HutchSharePlanEntry *other = g_ptr_array_index(plan, j);
+      if (strcmp(other->guest_path, entry->guest_path) == 0) {
+        g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE,
+                    "share %s -> %s: another share is mounted on %s", share->host,
+                    share->guest, entry->guest_path);
+        hutch_share_plan_entry_free(entry);
+        return NULL;
+      }
+    }
+    g_ptr_array_add(plan, entry);
+  }
+  return g_steal_pointer(&plan);
+}
+
+GPtrArray *hutch_share_plan_domain_fs(GPtrArray *plan) {
+  GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)hutch_domain_fs_free);
+  for (guint i = 0; i < plan->len; i++) {
+    const HutchSharePlanEntry *entry = g_ptr_array_index(plan, i);
+    HutchDomainFs *fs = g_new0(HutchDomainFs, 1);
+    fs->tag = g_strdup(entry->tag);
+    if (entry->mode == HUTCH_SHARE_9P) {
+      fs->source_dir = g_strdup(entry->host_dir);
+      fs->readonly = entry->readonly;
+    } else {
+      /* virtiofsd enforces read-only itself (--readonly) */
+      fs->socket = g_strdup(entry->socket);
+    }
+    g_ptr_array_add(out, fs);
+  }
+  return out;
+}
+
+GPtrArray *hutch_share_plan_seed_mounts(GPtrArray *plan) {
+  GPtrArray *out = g_ptr_array_new_with_free_func(g_free);
+  for (guint i = 0; i < plan->len; i++) {
+    const HutchSharePlanEntry *entry = g_ptr_array_index(plan, i);
+    HutchSeedMount *mount = g_new0(HutchSeedMount, 1);
+    mount->tag = entry->tag;
+    mount->guest_path = entry->guest_path;
+    mount->fstype = hutch_share_mode_to_string(entry->mode);
+    mount->readonly = entry->readonly;
+    g_ptr_array_add(out, mount);
+  }
+  return out;
+}
+
+/* ---- virtiofsd's command line --------------------------------------------------------- */
+
+/* The C virtiofsd splits -o values at commas; its option parser takes \ as an escape. */
+static char *fuse_opt_escape(const char *text) {
+  GString *out = g_string_new(NULL);
+  for (const char *p = text; *p; p++) {
+    if (*p == ',' || *p == '\\')
+      g_string_append_c(out, '\\');
+    g_string_append_c(out, *p);
+  }
+  return g_string_free(out, FALSE);
+}
+
+GStrv hutch_share_virtiofsd_argv(const HutchSharePlanEntry *entry, int listen_fd,
+                                 gboolean unprivileged) {
+  g_autoptr(GStrvBuilder) argv = g_strv_builder_new();
+  g_strv_builder_add(argv, entry->virtiofsd);
+  /* hutch made and bound the socket: it belongs to the host user whatever uid virtiofsd has
+   * in its namespace, and the C virtiofsd skips its lock file under /run with --fd */
+  builder_take(argv, g_strdup_printf("--fd=%d", listen_fd));
+  if (entry->virtiofsd_kind == HUTCH_VIRTIOFSD_RUST) {
+    builder_take(argv, g_strdup_printf("--shared-dir=%s", entry->host_dir));
+    if (unprivileged)
+      g_strv_builder_add(argv, "--sandbox=chroot");
+    if (entry->readonly)
+      g_strv_builder_add(argv, "--readonly");
+    return g_strv_builder_end(argv);
+  }
+  g_autofree char *escaped = fuse_opt_escape(entry->host_dir);
+  /* -f: stay in the foreground, so the pid hutch records is virtiofsd's and its stderr goes
+   * to the log */
+  g_strv_builder_add(argv, "-f");
+  g_strv_builder_add(argv, "-o");
+  builder_take(argv, g_strdup_printf("source=%s", escaped));
+  if (unprivileged) {
+    /* the namespace sandbox's pivot_root and new /proc need more than a user namespace
+     * reliably grants; chroot works there (libvirt-facts: "Shares") */
+    g_strv_builder_addv(argv, (const char *[]){"-o", "sandbox=chroot", NULL});
+    /* raising the open-file limit needs host privileges: leave it */
+    g_strv_builder_add(argv, "--rlimit-nofile=0");
+  }
+  return g_strv_builder_end(argv);
+}
+
+/* ---- user namespace mapping ----------------------------------------------------------- */
+
+guint hutch_share_id_map(guint32 guest_id, guint32 host_id, guint32 sub_start,
+                         guint32 sub_count, HutchIdRange ranges[3]) {
+  guint n = 0;
+  guint32 below = MIN(guest_id, sub_count);
+  if (below > 0)
+    ranges[n++] = (HutchIdRange){.inner = 0, .outer = sub_start, .count = below};
+  ranges[n++] = (HutchIdRange){.inner = guest_id, .outer = host_id, .count = 1};
+  if ((guint64)guest_id + 1 < NS_ID_COUNT && sub_count > below) {
+    guint32 above = MIN(NS_ID_COUNT - guest_id - 1, sub_count - below);
+    ranges[n++] =
+        (HutchIdRange){.inner = guest_id + 1, .outer = sub_start + below, .count = above};
+  }
+  return n;
+}
+
+gboolean hutch_share_parse_subid(const char *text, const char *user, guint32 uid,
+                                 guint32 *ret_start, guint32 *ret_count) {
+  g_autofree char *uid_text = g_strdup_printf("%u", uid);
+  g_auto(GStrv) lines = g_strsplit(text, "\n", -1);
+  for (guint i = 0; lines[i]; i++) {
+    g_auto(GStrv) fields = g_strsplit(g_strstrip(lines[i]), ":", -1);
+    if (g_strv_length(fields) != 3 || fields[0][0] == '#')
+      continue;
+    if (strcmp(fields[0], user) != 0 && strcmp(fields[0], uid_text) != 0)
+      continue;
+    guint64 start = 0, count = 0;
+    if (!g_ascii_string_to_unsigned(fields[1], 10, 0, G_MAXUINT32, &start, NULL) ||
+        !g_ascii_string_to_unsigned(fields[2], 10, 1, G_MAXUINT32 - start, &count, NULL))
+      continue;
+    *ret_start = (guint32)start;
+    *ret_count = (guint32)count;
+    return TRUE;
+  }
+  return FALSE;
+}
+
+/* The newuidmap/newgidmap command for pid. */
+static GStrv id_map_argv(const char *tool, pid_t pid, const char *file, const char *user,
+                         guint32 host_id, guint32 guest_id, GError **error) {
+  g_autofree char *text = NULL;
+  guint32 start = 0, count = 0;
+  if (!g_file_get_contents(file, &text, NULL, NULL) ||
+      !hutch_share_parse_subid(text, user, host_id, &start, &count)) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_HELPER,
+                "%s has no range for %s; virtiofsd needs one to run without root: add the "
+                "line '%s:100000:65536' to both /etc/subuid and /etc/subgid (or run: sudo "
+                "usermod --add-subuids 100000-165535 --add-subgids 100000-165535 %s), with a "
+                "range no other user has",
+                file, user, user, user);
+    return NULL;
+  }
+  HutchIdRange ranges[3];
+  guint n = hutch_share_id_map(guest_id, host_id, start, count, ranges);
+  g_autoptr(GStrvBuilder) argv = g_strv_builder_new();
+  g_strv_builder_add(argv, tool);
+  builder_take(argv, g_strdup_printf("%d", (int)pid));
+  for (guint i = 0; i < n; i++) {
+    builder_take(argv, g_strdup_printf("%u", ranges[i].inner));
+    builder_take(argv, g_strdup_printf("%u", ranges[i].outer));
+    builder_take(argv, g_strdup_printf("%u", ranges[i].count));
+  }
+  return g_strv_builder_end(argv);
+}
+
+static gboolean run_id_map(GStrv argv, GError **error) {
+  g_autofree char *err = NULL;
+  int status = 0;
+  if (!g_spawn_sync(NULL, argv, NULL, G_SPAWN_SEARCH_PATH | G_SPAWN_STDOUT_TO_DEV_NULL, NULL,
+                    NULL, NULL, &err, &status, error)) {
+    g_prefix_error(error, "running %s (apt-get install uidmap): ", argv[0]);
+    return FALSE;
+  }
+  if (!g_spawn_check_wait_status(status, NULL)) {
+    g_autofree char *cmd = g_strjoinv(" ", argv);
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_HELPER, "%s failed: %s", cmd,
+                err ? g_strstrip(err) : "");
+    return FALSE;
+  }
+  return TRUE;
+}
+
+/* ---- starting virtiofsd --------------------------------------------------------------- */
+
+/* Steps of the child, reported to the parent when one fails. */
+typedef enum {
+  STEP_FORK, STEP_SETSID, STEP_FDS, STEP_UNSHARE, STEP_SETGROUPS, STEP_SETGID, STEP_SETUID,
+  STEP_EXEC, STEP_N
+} ChildStep;
+
+static const char *const step_names[STEP_N] = {
+  "fork", "setsid", "setting up file descriptors", "creating a user namespace",
+  "setgroups", "setresgid", "setresuid", "exec",
+};
+
+/* What the child tells the parent: its pid (step -1) or the step that failed. */
+typedef struct {
+  gint32 step;
+  gint32 err;
+  gint32 pid;
+} ChildMsg;
+
+static void child_send(int status_fd, int step, int err) {
+  ChildMsg msg = {.step = step, .err = err, .pid = getpid()};
+  ssize_t rc = write(status_fd, &msg, sizeof(msg));
+  (void)rc;
+}
+
+/* Between fork and exec only async-signal-safe calls: everything is prepared before. */
+static G_GNUC_NORETURN void child_fail(int status_fd, ChildStep step) {
+  child_send(status_fd, step, errno);
+  _exit(127);
+}
+
+typedef struct {
+  int devnull, log, listen, status_w, go_r;
+  gboolean unprivileged;
+  char **argv;
+} ChildSetup;
+
+static G_GNUC_NORETURN void child_run(ChildSetup *s) {
+  /* setsid in the first child, so that the grandchild (virtiofsd) is in a session of its own
+   * without leading it: it can never get a controlling terminal */
+  if (setsid() < 0)
+    child_fail(s->status_w, STEP_SETSID);
+  pid_t pid = fork();
+  if (pid < 0)
+    child_fail(s->status_w, STEP_FORK);
+  if (pid > 0)
+    _exit(0);
+
+  /* Out of the way of 0..3 first, so that no dup2 below overwrites a source. */
+  int fds[5] = {s->devnull, s->log, s->listen, s->status_w, s->go_r};
+  for (int i = 0; i < 5; i++) {
+    fds[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 10);
+    if (fds[i] < 0)
+      child_fail(s->status_w, STEP_FDS);
+  }
+  int status_w = fds[3], go_r = fds[4];
+  if (dup2(fds[0], 0) < 0 || dup2(fds[1], 1) < 0 || dup2(fds[1], 2) < 0 ||
+      dup2(fds[2], 3) < 0)
+    child_fail(status_w, STEP_FDS);
+  /* whatever else the calling process has open must not reach virtiofsd */
+#ifdef SYS_close_range
+  syscall(SYS_close_range, 4u, ~0u, 4u /* CLOSE_RANGE_CLOEXEC */);
+#endif
+
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, NULL);
+  const int reset[] = {SIGTERM, SIGINT, SIGHUP, SIGPIPE, SIGCHLD};
+  for (size_t i = 0; i < G_N_ELEMENTS(reset); i++)
+    signal(reset[i], SIG_DFL);
+
+  if (s->unprivileged && unshare(CLONE_NEWUSER) < 0)
+    child_fail(status_w, STEP_UNSHARE);
+  child_send(status_w, -1, 0);
+  /* the parent writes the id maps, then says go */
+  char go = 0;
+  if (read(go_r, &go, 1) != 1 || go != 'g')
+    _exit(127);
+  if (s->unprivileged) {
+    if (setgroups(0, NULL) < 0)
+      child_fail(status_w, STEP_SETGROUPS);
+    if (setresgid(0, 0, 0) < 0)
+      child_fail(status_w, STEP_SETGID);
+    if (setresuid(0, 0, 0) < 0)
+      child_fail(status_w, STEP_SETUID);
+  }
+  execve(s->argv[0], s->argv, environ);
+  child_fail(status_w, STEP_EXEC);
+}
+
+/* Reads exactly len bytes, waiting at most timeout_ms. Returns the bytes read (0 at EOF). */
+static gssize read_timeout(int fd, void *buf, gsize len, int timeout_ms) {
+  gsize done = 0;
+  gint64 deadline = g_get_monotonic_time() + (gint64)timeout_ms * 1000;
+  while (done < len) {
+    int left = (int)((deadline - g_get_monotonic_time()) / 1000);
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    int rc = poll(&pfd, 1, MAX(left, 0));
+    if (rc < 0 && errno == EINTR)
+      continue;
+    if (rc <= 0)
+      return -1;
+    ssize_t n = read(fd, (char *)buf + done, len - done);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0)
+      return -1;
+    if (n == 0)
+      break;
+    done += (gsize)n;
+  }
+  return (gssize)done;
+}
+
+static int listen_unix(const char *path, GError **error) {
+  struct sockaddr_un addr = {.sun_family = AF_UNIX};
+  g_strlcpy(addr.sun_path, path, sizeof(addr.sun_path));
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0 || bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 ||
+      chmod(path, 0600) < 0 || listen(fd, 1) < 0) {
+    int saved = errno;
+    if (fd >= 0)
+      close(fd);
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_HELPER, "listening on %s: %s", path,
+                g_strerror(saved));
+    return -1;
+  }
+  return fd;
+}
+
+static char *log_tail(const char *path) {
+  g_autofree char *text = NULL;
+  if (!g_file_get_contents(path, &text, NULL, NULL) || !*g_strstrip(text))
+    return g_strdup("(nothing in its log)");
+  g_auto(GStrv) lines = g_strsplit(text, "\n", -1);
+  guint n = g_strv_length(lines);
+  g_autofree char *tail = g_strjoinv("\n", lines + (n > 5 ? n - 5 : 0));
+  return g_strdup_printf("%s says:\n%s", path, tail);
+}
+
+/* Running, not a zombie waiting for init. */
+static gboolean process_alive(pid_t pid) {
+  if (kill(pid, 0) < 0 && errno == ESRCH)
+    return FALSE;
+  g_autofree char *stat_path = g_strdup_printf("/proc/%d/stat", (int)pid);
+  g_autofree char *stat = NULL;
+  if (!g_file_get_contents(stat_path, &stat, NULL, NULL))
+    return FALSE;
+  const char *end = strrchr(stat, ')');
+  return !(end && end[1] == ' ' && (end[2] == 'Z' || end[2] == 'X'));
+}
+
+static gboolean log_says_ready(const char *logfile) {
+  g_autofree char *text = NULL;
+  return g_file_get_contents(logfile, &text, NULL, NULL) && strstr(text, VIRTIOFSD_READY);
+}
+
+static void close_fds(int a, int b, int c, int d) {
+  int fds[] = {a, b, c, d};
+  for (guint i = 0; i < G_N_ELEMENTS(fds); i++)
+    if (fds[i] >= 0)
+      close(fds[i]);
+}
+
+/* Forks the detached virtiofsd; returns its pid once it has exec'd, or 0. */
+static pid_t spawn_virtiofsd(const HutchSharePlanEntry *entry, int listen_fd,
+                             gboolean unprivileged, guint guest_uid, guint guest_gid,
+                             GError **error) {
+  g_auto(GStrv) argv = hutch_share_virtiofsd_argv(entry, 3, unprivileged);
+  g_auto(GStrv) uid_map = NULL, gid_map = NULL;
+  if (unprivileged) {
+    struct passwd pwd, *pw = NULL;
+    char buf[4096];
+    uid_t uid = getuid();
+    gid_t gid = getgid();
+    const char *user = g_get_user_name();
+    /* newgidmap lets a user map the primary group of its passwd entry */
+    if (getpwuid_r(uid, &pwd, buf, sizeof(buf), &pw) == 0 && pw) {
+      gid = pw->pw_gid;
+      user = pw->pw_name;
+    }
+    uid_map = id_map_argv("newuidmap", 0, "/etc/subuid", user, uid, guest_uid, error);
+    if (!uid_map)
+      return 0;
+    gid_map = id_map_argv("newgidmap", 0, "/etc/subgid", user, gid, guest_gid, error);
+    if (!gid_map)
+      return 0;
+  }
+
+  int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+  int log = open(entry->logfile, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+  int status[2] = {-1, -1}, go[2] = {-1, -1};
+  if (devnull < 0 || log < 0 || pipe2(status, O_CLOEXEC) < 0 ||
+      pipe2(go, O_CLOEXEC) < 0) {
+    int saved = errno;
+    close_fds(devnull, log, -1, -1);
+    close_fds(status[0], status[1], go[0], go[1]);
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_HELPER, "opening %s: %s", entry->logfile,
+                g_strerror(saved));
+    return 0;
+  }
+  ChildSetup setup = {
+      .devnull = devnull, .log = log, .listen = listen_fd, .status_w = status[1],
+      .go_r = go[0], .unprivileged = unprivileged, .argv = argv,
+  };
+  pid_t first = fork();
+  if (first == 0)
+    child_run(&setup);
+  int fork_errno = errno;
+  close_fds(devnull, log, status[1], go[0]);
+  if (first < 0) {
+    close_fds(status[0], go[1], -1, -1);
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_HELPER, "fork: %s", g_strerror(fork_errno));
+    return 0;
+  }
+  int wstatus = 0;
+  while (waitpid(first, &wstatus, 0) < 0 && errno == EINTR)
+    ;
+
+  ChildMsg msg = {.step = STEP_FORK, .err = EIO};
+  gboolean ok = read_timeout(status[0], &msg, sizeof(msg), 5000) == sizeof(msg) &&
+                msg.step == -1 && msg.pid > 1;
+  pid_t pid = ok ? msg.pid : 0;
+  if (ok && unprivileged) {
+    g_free(uid_map[1]);
+    uid_map[1] = g_strdup_printf("%d", (int)pid);
+    g_free(gid_map[1]);
+    gid_map[1] = g_strdup_printf("%d", (int)pid);
+    ok = run_id_map(uid_map, error) && run_id_map(gid_map, error);
+  }
+  if (ok) {
+    ok = write(go[1], "g", 1) == 1;
+    /* EOF: exec succeeded (the pipe is close-on-exec); else the step that failed */
+    gssize n = read_timeout(status[0], &msg, sizeof(msg), 5000);
+    if (n != 0) {
+      ok = FALSE;
+      if (n != sizeof(msg))
+        msg.step = STEP_EXEC, msg.err = ETIMEDOUT;
+    }
+  }
+  close_fds(status[0], go[1], -1, -1);
+  if (!ok) {
+    if (pid > 0)
+      kill(pid, SIGKILL);
+    if (error && !*error)
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_HELPER, "starting %s: %s: %s", argv[0],
+                  msg.step >= 0 && msg.step < STEP_N ? step_names[msg.step] : "setup",
+                  g_strerror(msg.err));
+    return 0;
+  }
+  return pid;
+}
+
+static gboolean start_one(const HutchSharePlanEntry *entry, gboolean unprivileged,
+                          guint guest_uid, guint guest_gid, GError **error) {
+  /* a virtiofsd left over from a VM that died before QEMU connected holds nothing we need */
+  hutch_kill_pidfile(entry->pidfile);
+  g_unlink(entry->socket);
+  int listen_fd = listen_unix(entry->socket, error);
+  if (listen_fd < 0)
+    return FALSE;
+  pid_t pid = spawn_virtiofsd(entry, listen_fd, unprivileged, guest_uid, guest_gid, error);
+  close(listen_fd);
+  if (pid == 0) {
+    g_unlink(entry->socket);
+    return FALSE;
+  }
+  g_autofree char *pid_text = g_strdup_printf("%d\n", (int)pid);
+  if (!hutch_write_file(entry->pidfile, pid_text, strlen(pid_text), 0600, error)) {
+    kill(pid, SIGKILL);
+    g_unlink(entry->socket);
+    return FALSE;
+  }
+  for (int i = 0; i < START_TIMEOUT_S * 50; i++) {
+    if (log_says_ready(entry->logfile))
+      return TRUE;
+    if (!process_alive(pid))
+      break;
+    g_usleep(20 * 1000);
+  }
+  gboolean alive = process_alive(pid);
+  hutch_kill_pidfile(entry->pidfile);
+  g_unlink(entry->socket);
+  g_autofree char *tail = log_tail(entry->logfile);
+  g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_HELPER, "virtiofsd %s; %s",
+              alive ? "did not get ready in time" : "exited", tail);
+  return FALSE;
+}
+
+static gboolean prepare_dir(const HutchSharePlanEntry *entry, GError **error) {
+  if (entry->create && !g_file_test(entry->host_dir, G_FILE_TEST_EXISTS) &&
+      g_mkdir_with_parents(entry->host_dir, 0700) < 0) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE, "creating %s: %s", entry->host_dir,
+                g_strerror(errno));
+    return FALSE;
+  }
+  if (!g_file_test(entry->host_dir, G_FILE_TEST_IS_DIR)) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE, "%s is not a directory any more",
+                entry->host_dir);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+gboolean hutch_share_start(GPtrArray *plan, guint guest_uid, guint guest_gid, GError **error) {
+  gboolean unprivileged = geteuid() != 0;
+  for (guint i = 0; i < plan->len; i++) {
+    const HutchSharePlanEntry *entry = g_ptr_array_index(plan, i);
+    if (!prepare_dir(entry, error)) {
+      g_prefix_error(error, "share %s: ", entry->host_dir);
+      return FALSE;
+    }
+  }
+  for (guint i = 0; i < plan->len; i++) {
+    const HutchSharePlanEntry *entry = g_ptr_array_index(plan, i);
+    if (entry->mode != HUTCH_SHARE_VIRTIOFS)
+      continue;
+    if (!start_one(entry, unprivileged, guest_uid, guest_gid, error)) {
+      g_prefix_error(error, "share %s: ", entry->host_dir);
+      for (guint j = 0; j < i; j++) {
+        const HutchSharePlanEntry *started = g_ptr_array_index(plan, j);
+        if (started->mode == HUTCH_SHARE_VIRTIOFS) {
+          hutch_kill_pidfile(started->pidfile);
+          g_unlink(started->socket);
+        }
+      }
+      return FALSE;
+    }
+  }
+  return TRUE;
+}
+
+/* ---- stopping ------------------------------------------------------------------------- */
+
+/* A pid from a stale pidfile may have been reused by another of the user's processes. */
+static gboolean pid_is_virtiofsd(const char *pidfile) {
+  g_autofree char *text = NULL;
+  if (!g_file_get_contents(pidfile, &text, NULL, NULL))
+    return FALSE;
+  gint64 pid = g_ascii_strtoll(g_strstrip(text), NULL, 10);
+  g_autofree char *comm_path = g_strdup_printf("/proc/%" G_GINT64_FORMAT "/comm", pid);
+  g_autofree char *comm = NULL;
+  return pid > 1 && g_file_get_contents(comm_path, &comm, NULL, NULL) &&
+         g_str_has_prefix(comm, "virtiofsd");
+}
+
+void hutch_share_stop(const char *runtime_dir) {
+  g_autoptr(GDir) dir = g_dir_open(runtime_dir, 0, NULL);
+  if (!dir)
+    return;
+  const char *name;
+  while ((name = g_dir_read_name(dir))) {
+    if (!g_str_has_prefix(name, "virtiofs-"))
+      continue;
+    g_autofree char *path = g_build_filename(runtime_dir, name, NULL);
+    if (g_str_has_suffix(name, ".pid")) {
+      if (pid_is_virtiofsd(path))
+        hutch_kill_pidfile(path);
+      else
+        g_unlink(path);
+    }
+  }
+  /* the sockets once nothing listens on them any more */
+  g_dir_rewind(dir);
+  while ((name = g_dir_read_name(dir))) {
+    if (g_str_has_prefix(name, "virtiofs-") && g_str_has_suffix(name, ".sock")) {
+      g_autofree char *path = g_build_filename(runtime_dir, name, NULL);
+      g_unlink(path);
+    }
+  }
+}

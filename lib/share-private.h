@@ -1,0 +1,122 @@
+/* share-private.h: host directories shared into the guest.
+ *
+ * hutch runs virtiofsd itself rather than through libvirt: libvirt 9.0 refuses virtiofs in
+ * session mode and refuses <readonly/> on virtiofs, but accepts <source socket='S'/> for a
+ * virtiofsd started by someone else. Writable shares are virtiofs. Read-only shares are
+ * virtiofs with `--readonly` when the virtiofsd found has it (the Rust one), else 9p with
+ * <readonly/>, which QEMU enforces: the guest's own `ro` mount option is never relied on (the
+ * guest user has sudo).
+ *
+ * Ownership, as an unprivileged host user: virtiofsd runs as root of a user namespace whose
+ * uid `guest_uid` (and gid `guest_gid`) is the host user and whose other ids 0..65535 are the
+ * user's subordinate ids (/etc/subuid, /etc/subgid, mapped with newuidmap/newgidmap). So the
+ * files the guest user creates belong to the host user, and the guest's root (and every other
+ * guest id) can only be a subordinate id on the host, never the user. virtiofsd gets its
+ * listening socket from hutch (`--fd`), so the socket belongs to the host user (QEMU can
+ * connect) and the C virtiofsd needs no lock directory under /run.
+ * As root, virtiofsd runs directly and guest ids are host ids. */
+#pragma once
+
+#include "domain-private.h"
+#include "profile-private.h"
+#include "seed-private.h"
+
+typedef enum {
+  HUTCH_VIRTIOFSD_C,     /* QEMU's C virtiofsd (Debian 12): -o source=, no read-only mode */
+  HUTCH_VIRTIOFSD_RUST,  /* the Rust virtiofsd: --shared-dir, --readonly (best effort) */
+  HUTCH_VIRTIOFSD_N
+} HutchVirtiofsdKind;
+
+typedef struct {
+  char *path;            /* absolute path of the binary */
+  HutchVirtiofsdKind kind;
+  gboolean has_readonly; /* `--readonly` is in its --help */
+} HutchVirtiofsd;
+
+/* Tells the two virtiofsd apart by their --help text. Pure. */
+void hutch_virtiofsd_parse_help(const char *help, HutchVirtiofsdKind *ret_kind,
+                                gboolean *ret_has_readonly);
+/* Finds virtiofsd: $HUTCH_VIRTIOFSD, else /usr/libexec/virtiofsd, /usr/lib/qemu/virtiofsd,
+ * and runs its --help. HUTCH_ERROR_HELPER when none is found. */
+HutchVirtiofsd *hutch_virtiofsd_find(GError **error);
+void hutch_virtiofsd_free(HutchVirtiofsd *virtiofsd);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(HutchVirtiofsd, hutch_virtiofsd_free)
+
+typedef enum { HUTCH_SHARE_VIRTIOFS, HUTCH_SHARE_9P, HUTCH_SHARE_MODE_N } HutchShareMode;
+const char *hutch_share_mode_to_string(HutchShareMode mode);  /* "virtiofs", "9p" */
+
+/* File names inside the instance's runtime directory; %u is the share's index. */
+#define HUTCH_VIRTIOFS_SOCKET "virtiofs-%u.sock"
+#define HUTCH_VIRTIOFS_PID "virtiofs-%u.pid"
+#define HUTCH_VIRTIOFS_LOG "virtiofs-%u.log"
+
+typedef struct {
+  guint index;           /* position in profile->shares */
+  char *host_dir;        /* absolute, "~" expanded, symlinks resolved */
+  char *guest_path;      /* absolute, "~" expanded to the guest user's home */
+  char *tag;             /* "hutchfs<index>" */
+  HutchShareMode mode;
+  gboolean readonly;     /* the guest cannot write (enforced by virtiofsd or QEMU) */
+  gboolean create;       /* host_dir may be missing: hutch_share_start creates it 0700 */
+  /* virtiofs only (NULL for 9p): */
+  char *socket;          /* runtime_dir/virtiofs-N.sock */
+  char *pidfile;         /* runtime_dir/virtiofs-N.pid */
+  char *logfile;         /* runtime_dir/virtiofs-N.log: virtiofsd's stderr */
+  char *virtiofsd;       /* the binary */
+  HutchVirtiofsdKind virtiofsd_kind;
+} HutchSharePlanEntry;
+
+void hutch_share_plan_entry_free(HutchSharePlanEntry *entry);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(HutchSharePlanEntry, hutch_share_plan_entry_free)
+
+/* The shares of a profile, in its order, as entries (the array frees them). Deterministic:
+ * the same profile, directories and virtiofsd give the same tags and paths, so it can be
+ * recomputed at every start from the frozen profile. virtiofsd NULL: found with
+ * hutch_virtiofsd_find() if any share needs it. Errors (HUTCH_ERROR_PROFILE, naming the
+ * share): a host path that is not absolute after "~", "/", the home directory or one of its
+ * parents, a missing host directory without `create: true`, a host path that is not a
+ * directory, a guest path that is not absolute, "/" or the guest user's home or one of its
+ * parents, two shares on one guest path, a socket path too long for a unix socket. */
+GPtrArray *hutch_share_plan(const HutchProfile *profile, const HutchVirtiofsd *virtiofsd,
+                            const char *runtime_dir, const char *host_home,
+                            const char *guest_home, GError **error);
+
+/* For HutchDomainConfig.filesystems: HutchDomainFs* (owned; the array frees them). */
+GPtrArray *hutch_share_plan_domain_fs(GPtrArray *plan);
+/* For HutchSeedConfig.mounts: HutchSeedMount* whose strings point into plan (keep the plan
+ * alive as long as the array; the array frees the structs). */
+GPtrArray *hutch_share_plan_seed_mounts(GPtrArray *plan);
+
+/* virtiofsd's command line for entry, listening on the inherited fd listen_fd; unprivileged:
+ * it runs as root of a user namespace (chroot sandbox, which works there). Pure. */
+GStrv hutch_share_virtiofsd_argv(const HutchSharePlanEntry *entry, int listen_fd,
+                                 gboolean unprivileged);
+
+/* One line of a newuidmap/newgidmap mapping. */
+typedef struct {
+  guint32 inner, outer, count;
+} HutchIdRange;
+
+/* The user namespace mapping for virtiofsd: namespace id `guest_id` -> host_id, the other
+ * namespace ids 0..65535 -> the subordinate range [sub_start, sub_start + sub_count), as far
+ * as it reaches. Returns the number of ranges written to ranges[3]. Pure. */
+guint hutch_share_id_map(guint32 guest_id, guint32 host_id, guint32 sub_start,
+                         guint32 sub_count, HutchIdRange ranges[3]);
+
+/* Finds user's first range in a /etc/subuid-style text ("NAME:START:COUNT" or
+ * "UID:START:COUNT" lines). Pure. */
+gboolean hutch_share_parse_subid(const char *text, const char *user, guint32 uid,
+                                 guint32 *ret_start, guint32 *ret_count);
+
+/* Creates missing `create: true` host directories (0700), then starts one virtiofsd for each
+ * virtiofs entry, detached (own session, stdin /dev/null, stderr to its log), its pid in its
+ * pidfile, and returns once each is waiting for QEMU. Stale virtiofsd of the same entries are
+ * stopped first. guest_uid/guest_gid: the guest user's ids (see the mapping above). On
+ * failure the ones started are stopped again. Errors: HUTCH_ERROR_HELPER (with the log's
+ * tail), HUTCH_ERROR_PROFILE (a host directory is gone or cannot be created). */
+gboolean hutch_share_start(GPtrArray *plan, guint guest_uid, guint guest_gid, GError **error);
+
+/* Stops the virtiofsd processes whose pidfiles are in runtime_dir (they exit by themselves
+ * when QEMU disconnects) and removes their sockets and pidfiles; logs stay. Needs no plan, so
+ * it works when the profile's directories have gone. */
+void hutch_share_stop(const char *runtime_dir);
