@@ -22,13 +22,13 @@
 #include "seed-private.h"
 
 typedef enum {
-  HUTCH_VIRTIOFSD_C,     /* QEMU's C virtiofsd (Debian 12): -o source=, no read-only mode */
-  HUTCH_VIRTIOFSD_RUST,  /* the Rust virtiofsd: --shared-dir, --readonly (best effort) */
+  HUTCH_VIRTIOFSD_C,    /* QEMU's C virtiofsd (Debian 12): -o source=, no read-only mode */
+  HUTCH_VIRTIOFSD_RUST, /* the Rust virtiofsd: --shared-dir, --readonly (best effort) */
   HUTCH_VIRTIOFSD_N
 } HutchVirtiofsdKind;
 
 typedef struct {
-  char *path;            /* absolute path of the binary */
+  char *path; /* absolute path of the binary */
   HutchVirtiofsdKind kind;
   gboolean has_readonly; /* `--readonly` is in its --help */
 } HutchVirtiofsd;
@@ -43,7 +43,7 @@ void hutch_virtiofsd_free(HutchVirtiofsd *virtiofsd);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(HutchVirtiofsd, hutch_virtiofsd_free)
 
 typedef enum { HUTCH_SHARE_VIRTIOFS, HUTCH_SHARE_9P, HUTCH_SHARE_MODE_N } HutchShareMode;
-const char *hutch_share_mode_to_string(HutchShareMode mode);  /* "virtiofs", "9p" */
+const char *hutch_share_mode_to_string(HutchShareMode mode); /* "virtiofs", "9p" */
 
 /* File names inside the instance's runtime directory; %u is the share's index. */
 #define HUTCH_VIRTIOFS_SOCKET "virtiofs-%u.sock"
@@ -51,18 +51,18 @@ const char *hutch_share_mode_to_string(HutchShareMode mode);  /* "virtiofs", "9p
 #define HUTCH_VIRTIOFS_LOG "virtiofs-%u.log"
 
 typedef struct {
-  guint index;           /* position in profile->shares */
-  char *host_dir;        /* absolute, "~" expanded, symlinks resolved */
-  char *guest_path;      /* absolute, "~" expanded to the guest user's home */
-  char *tag;             /* "hutchfs<index>" */
+  guint index;      /* position in profile->shares */
+  char *host_dir;   /* absolute, "~" expanded, symlinks resolved */
+  char *guest_path; /* absolute, "~" expanded to the guest user's home */
+  char *tag;        /* "hutchfs<index>" */
   HutchShareMode mode;
-  gboolean readonly;     /* the guest cannot write (enforced by virtiofsd or QEMU) */
-  gboolean create;       /* host_dir may be missing: hutch_share_start creates it 0700 */
+  gboolean readonly; /* the guest cannot write (enforced by virtiofsd or QEMU) */
+  gboolean create;   /* host_dir may be missing: hutch_share_start creates it 0700 */
   /* virtiofs only (NULL for 9p): */
-  char *socket;          /* runtime_dir/virtiofs-N.sock */
-  char *pidfile;         /* runtime_dir/virtiofs-N.pid */
-  char *logfile;         /* runtime_dir/virtiofs-N.log: virtiofsd's stderr */
-  char *virtiofsd;       /* the binary */
+  char *socket;    /* runtime_dir/virtiofs-N.sock */
+  char *pidfile;   /* runtime_dir/virtiofs-N.pid */
+  char *logfile;   /* runtime_dir/virtiofs-N.log: virtiofsd's stderr */
+  char *virtiofsd; /* the binary */
   HutchVirtiofsdKind virtiofsd_kind;
 } HutchSharePlanEntry;
 
@@ -78,8 +78,8 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(HutchSharePlanEntry, hutch_share_plan_entry_free)
  * directory, a guest path that is not absolute, "/" or the guest user's home or one of its
  * parents, two shares on one guest path, a socket path too long for a unix socket. */
 GPtrArray *hutch_share_plan(const HutchProfile *profile, const HutchVirtiofsd *virtiofsd,
-                            const char *runtime_dir, const char *host_home,
-                            const char *guest_home, GError **error);
+                            const char *runtime_dir, const char *host_home, const char *guest_home,
+                            GError **error);
 
 /* For HutchDomainConfig.filesystems: HutchDomainFs* (owned; the array frees them). */
 GPtrArray *hutch_share_plan_domain_fs(GPtrArray *plan);
@@ -100,8 +100,8 @@ typedef struct {
 /* The user namespace mapping for virtiofsd: namespace id `guest_id` -> host_id, the other
  * namespace ids 0..65535 -> the subordinate range [sub_start, sub_start + sub_count), as far
  * as it reaches. Returns the number of ranges written to ranges[3]. Pure. */
-guint hutch_share_id_map(guint32 guest_id, guint32 host_id, guint32 sub_start,
-                         guint32 sub_count, HutchIdRange ranges[3]);
+guint hutch_share_id_map(guint32 guest_id, guint32 host_id, guint32 sub_start, guint32 sub_count,
+                         HutchIdRange ranges[3]);
 
 /* Finds user's first range in a /etc/subuid-style text ("NAME:START:COUNT" or
  * "UID:START:COUNT" lines). Pure. */

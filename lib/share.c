@@ -155,8 +155,7 @@ static char *resolve_path(const char *path, gboolean *ret_exists, GError **error
   if (!parent_resolved)
     return NULL;
   if (parent_exists && !g_file_test(parent_resolved, G_FILE_TEST_IS_DIR)) {
-    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE, "%s is not a directory",
-                parent_resolved);
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE, "%s is not a directory", parent_resolved);
     return NULL;
   }
   return g_build_filename(parent_resolved, base, NULL);
@@ -200,14 +199,13 @@ static HutchSharePlanEntry *plan_entry(const HutchShare *share, guint index,
     g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE,
                 "refusing to share %s: it is %s; share a project directory instead",
                 entry->host_dir,
-                strcmp(entry->host_dir, "/") == 0 ? "the whole file system"
+                strcmp(entry->host_dir, "/") == 0    ? "the whole file system"
                 : strcmp(entry->host_dir, home) == 0 ? "your whole home directory"
-                                                      : "a parent of your home directory");
+                                                     : "a parent of your home directory");
     return NULL;
   }
   if (exists && !g_file_test(entry->host_dir, G_FILE_TEST_IS_DIR)) {
-    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE, "%s is not a directory",
-                entry->host_dir);
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE, "%s is not a directory", entry->host_dir);
     return NULL;
   }
   if (!exists && !share->create) {
@@ -261,8 +259,8 @@ static HutchSharePlanEntry *plan_entry(const HutchShare *share, guint index,
 }
 
 GPtrArray *hutch_share_plan(const HutchProfile *profile, const HutchVirtiofsd *virtiofsd,
-                            const char *runtime_dir, const char *host_home,
-                            const char *guest_home, GError **error) {
+                            const char *runtime_dir, const char *host_home, const char *guest_home,
+                            GError **error) {
   g_autoptr(GPtrArray) plan =
       g_ptr_array_new_with_free_func((GDestroyNotify)hutch_share_plan_entry_free);
   g_autoptr(HutchVirtiofsd) found = NULL;
@@ -272,8 +270,8 @@ GPtrArray *hutch_share_plan(const HutchProfile *profile, const HutchVirtiofsd *v
 
   for (guint i = 0; i < profile->shares->len; i++) {
     const HutchShare *share = g_ptr_array_index(profile->shares, i);
-    HutchSharePlanEntry *entry = plan_entry(share, i, virtiofsd, find_error, runtime_dir,
-                                            host_home, guest_home, error);
+    HutchSharePlanEntry *entry =
+        plan_entry(share, i, virtiofsd, find_error, runtime_dir, host_home, guest_home, error);
     if (!entry) {
       g_prefix_error(error, "share %s -> %s: ", share->host, share->guest);
       return NULL;
@@ -282,8 +280,8 @@ GPtrArray *hutch_share_plan(const HutchProfile *profile, const HutchVirtiofsd *v
       const HutchSharePlanEntry *other = g_ptr_array_index(plan, j);
       if (strcmp(other->guest_path, entry->guest_path) == 0) {
         g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE,
-                    "share %s -> %s: another share is mounted on %s", share->host,
-                    share->guest, entry->guest_path);
+                    "share %s -> %s: another share is mounted on %s", share->host, share->guest,
+                    entry->guest_path);
         hutch_share_plan_entry_free(entry);
         return NULL;
       }
@@ -371,8 +369,8 @@ GStrv hutch_share_virtiofsd_argv(const HutchSharePlanEntry *entry, int listen_fd
 
 /* ---- user namespace mapping ----------------------------------------------------------- */
 
-guint hutch_share_id_map(guint32 guest_id, guint32 host_id, guint32 sub_start,
-                         guint32 sub_count, HutchIdRange ranges[3]) {
+guint hutch_share_id_map(guint32 guest_id, guint32 host_id, guint32 sub_start, guint32 sub_count,
+                         HutchIdRange ranges[3]) {
   guint n = 0;
   guint32 below = MIN(guest_id, sub_count);
   if (below > 0)
@@ -380,8 +378,7 @@ guint hutch_share_id_map(guint32 guest_id, guint32 host_id, guint32 sub_start,
   ranges[n++] = (HutchIdRange){.inner = guest_id, .outer = host_id, .count = 1};
   if ((guint64)guest_id + 1 < NS_ID_COUNT && sub_count > below) {
     guint32 above = MIN(NS_ID_COUNT - guest_id - 1, sub_count - below);
-    ranges[n++] =
-        (HutchIdRange){.inner = guest_id + 1, .outer = sub_start + below, .count = above};
+    ranges[n++] = (HutchIdRange){.inner = guest_id + 1, .outer = sub_start + below, .count = above};
   }
   return n;
 }
@@ -438,8 +435,8 @@ static GStrv id_map_argv(const char *tool, pid_t pid, const char *file, const ch
 static gboolean run_id_map(GStrv argv, GError **error) {
   g_autofree char *err = NULL;
   int status = 0;
-  if (!g_spawn_sync(NULL, argv, NULL, G_SPAWN_SEARCH_PATH | G_SPAWN_STDOUT_TO_DEV_NULL, NULL,
-                    NULL, NULL, &err, &status, error)) {
+  if (!g_spawn_sync(NULL, argv, NULL, G_SPAWN_SEARCH_PATH | G_SPAWN_STDOUT_TO_DEV_NULL, NULL, NULL,
+                    NULL, &err, &status, error)) {
     g_prefix_error(error, "running %s (apt-get install uidmap): ", argv[0]);
     return FALSE;
   }
@@ -456,13 +453,26 @@ static gboolean run_id_map(GStrv argv, GError **error) {
 
 /* Steps of the child, reported to the parent when one fails. */
 typedef enum {
-  STEP_FORK, STEP_SETSID, STEP_FDS, STEP_UNSHARE, STEP_SETGROUPS, STEP_SETGID, STEP_SETUID,
-  STEP_EXEC, STEP_N
+  STEP_FORK,
+  STEP_SETSID,
+  STEP_FDS,
+  STEP_UNSHARE,
+  STEP_SETGROUPS,
+  STEP_SETGID,
+  STEP_SETUID,
+  STEP_EXEC,
+  STEP_N
 } ChildStep;
 
 static const char *const step_names[STEP_N] = {
-  "fork", "setsid", "setting up file descriptors", "creating a user namespace",
-  "setgroups", "setresgid", "setresuid", "exec",
+    "fork",
+    "setsid",
+    "setting up file descriptors",
+    "creating a user namespace",
+    "setgroups",
+    "setresgid",
+    "setresuid",
+    "exec",
 };
 
 /* What the child tells the parent: its pid (step -1) or the step that failed. */
@@ -509,10 +519,9 @@ static G_GNUC_NORETURN void child_run(ChildSetup *s) {
       child_fail(s->status_w, STEP_FDS);
   }
   int status_w = fds[3], go_r = fds[4];
-  if (dup2(fds[0], 0) < 0 || dup2(fds[1], 1) < 0 || dup2(fds[1], 2) < 0 ||
-      dup2(fds[2], 3) < 0)
+  if (dup2(fds[0], 0) < 0 || dup2(fds[1], 1) < 0 || dup2(fds[1], 2) < 0 || dup2(fds[2], 3) < 0)
     child_fail(status_w, STEP_FDS);
-  /* whatever else the calling process has open must not reach virtiofsd */
+    /* whatever else the calling process has open must not reach virtiofsd */
 #ifdef SYS_close_range
   syscall(SYS_close_range, 4u, ~0u, 4u /* CLOSE_RANGE_CLOEXEC */);
 #endif
@@ -571,8 +580,8 @@ static int listen_unix(const char *path, GError **error) {
   struct sockaddr_un addr = {.sun_family = AF_UNIX};
   g_strlcpy(addr.sun_path, path, sizeof(addr.sun_path));
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0 || bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 ||
-      chmod(path, 0600) < 0 || listen(fd, 1) < 0) {
+  if (fd < 0 || bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 || chmod(path, 0600) < 0 ||
+      listen(fd, 1) < 0) {
     int saved = errno;
     if (fd >= 0)
       close(fd);
@@ -618,9 +627,8 @@ static void close_fds(int a, int b, int c, int d) {
 }
 
 /* Forks the detached virtiofsd; returns its pid once it has exec'd, or 0. */
-static pid_t spawn_virtiofsd(const HutchSharePlanEntry *entry, int listen_fd,
-                             gboolean unprivileged, guint guest_uid, guint guest_gid,
-                             GError **error) {
+static pid_t spawn_virtiofsd(const HutchSharePlanEntry *entry, int listen_fd, gboolean unprivileged,
+                             guint guest_uid, guint guest_gid, GError **error) {
   g_auto(GStrv) argv = hutch_share_virtiofsd_argv(entry, 3, unprivileged);
   g_auto(GStrv) uid_map = NULL, gid_map = NULL;
   if (unprivileged) {
@@ -645,8 +653,7 @@ static pid_t spawn_virtiofsd(const HutchSharePlanEntry *entry, int listen_fd,
   int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
   int log = open(entry->logfile, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
   int status[2] = {-1, -1}, go[2] = {-1, -1};
-  if (devnull < 0 || log < 0 || pipe2(status, O_CLOEXEC) < 0 ||
-      pipe2(go, O_CLOEXEC) < 0) {
+  if (devnull < 0 || log < 0 || pipe2(status, O_CLOEXEC) < 0 || pipe2(go, O_CLOEXEC) < 0) {
     int saved = errno;
     close_fds(devnull, log, -1, -1);
     close_fds(status[0], status[1], go[0], go[1]);
@@ -655,8 +662,13 @@ static pid_t spawn_virtiofsd(const HutchSharePlanEntry *entry, int listen_fd,
     return 0;
   }
   ChildSetup setup = {
-      .devnull = devnull, .log = log, .listen = listen_fd, .status_w = status[1],
-      .go_r = go[0], .unprivileged = unprivileged, .argv = argv,
+      .devnull = devnull,
+      .log = log,
+      .listen = listen_fd,
+      .status_w = status[1],
+      .go_r = go[0],
+      .unprivileged = unprivileged,
+      .argv = argv,
   };
   pid_t first = fork();
   if (first == 0)
@@ -673,8 +685,8 @@ static pid_t spawn_virtiofsd(const HutchSharePlanEntry *entry, int listen_fd,
     ;
 
   ChildMsg msg = {.step = STEP_FORK, .err = EIO};
-  gboolean ok = read_timeout(status[0], &msg, sizeof(msg), 5000) == sizeof(msg) &&
-                msg.step == -1 && msg.pid > 1;
+  gboolean ok = read_timeout(status[0], &msg, sizeof(msg), 5000) == sizeof(msg) && msg.step == -1 &&
+                msg.pid > 1;
   pid_t pid = ok ? msg.pid : 0;
   if (ok && unprivileged) {
     g_free(uid_map[1]);
@@ -706,8 +718,8 @@ static pid_t spawn_virtiofsd(const HutchSharePlanEntry *entry, int listen_fd,
   return pid;
 }
 
-static gboolean start_one(const HutchSharePlanEntry *entry, gboolean unprivileged,
-                          guint guest_uid, guint guest_gid, GError **error) {
+static gboolean start_one(const HutchSharePlanEntry *entry, gboolean unprivileged, guint guest_uid,
+                          guint guest_gid, GError **error) {
   /* a virtiofsd left over from a VM that died before QEMU connected holds nothing we need */
   hutch_kill_pidfile(entry->pidfile);
   g_unlink(entry->socket);

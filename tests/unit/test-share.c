@@ -18,8 +18,8 @@
 /* A scratch home with a few directories, removed at the end. */
 typedef struct {
   char *root;
-  char *home;        /* root/home/me */
-  char *runtime;     /* root/run */
+  char *home;    /* root/home/me */
+  char *runtime; /* root/run */
 } Scratch;
 
 static Scratch *scratch_new(void) {
@@ -51,8 +51,8 @@ static void scratch_free(Scratch *s) {
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(Scratch, scratch_free)
 
-static void add_share(HutchProfile *profile, const char *host, const char *guest,
-                      gboolean writable, gboolean create) {
+static void add_share(HutchProfile *profile, const char *host, const char *guest, gboolean writable,
+                      gboolean create) {
   HutchShare *share = g_new0(HutchShare, 1);
   share->host = g_strdup(host);
   share->guest = g_strdup(guest);
@@ -246,15 +246,13 @@ static void test_plan_no_virtiofsd(void) {
   g_autoptr(HutchProfile) ro = hutch_profile_new_defaults();
   add_share(ro, "~/ro", "/opt/ro", FALSE, FALSE);
   g_autoptr(GError) error = NULL;
-  g_autoptr(GPtrArray) plan =
-      hutch_share_plan(ro, NULL, s->runtime, s->home, "/home/dev", &error);
+  g_autoptr(GPtrArray) plan = hutch_share_plan(ro, NULL, s->runtime, s->home, "/home/dev", &error);
   g_assert_no_error(error);
   g_assert_cmpint(entry_at(plan, 0)->mode, ==, HUTCH_SHARE_9P);
   /* writable ones do */
   g_autoptr(HutchProfile) rw = hutch_profile_new_defaults();
   add_share(rw, "~/proj", "/opt/rw", TRUE, FALSE);
-  g_autoptr(GPtrArray) none =
-      hutch_share_plan(rw, NULL, s->runtime, s->home, "/home/dev", &error);
+  g_autoptr(GPtrArray) none = hutch_share_plan(rw, NULL, s->runtime, s->home, "/home/dev", &error);
   g_assert_null(none);
   g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_HELPER);
   g_assert_nonnull(strstr(error->message, "/nonexistent/virtiofsd"));
@@ -278,7 +276,8 @@ static void assert_argv(GStrv argv, const char *const *want) {
 
 static void test_argv(void) {
   HutchSharePlanEntry e = {
-      .host_dir = (char *)"/home/me/a,b\\c", .virtiofsd = (char *)"/usr/lib/qemu/virtiofsd",
+      .host_dir = (char *)"/home/me/a,b\\c",
+      .virtiofsd = (char *)"/usr/lib/qemu/virtiofsd",
       .virtiofsd_kind = HUTCH_VIRTIOFSD_C,
   };
   g_auto(GStrv) unpriv = hutch_share_virtiofsd_argv(&e, 3, TRUE);
@@ -289,13 +288,15 @@ static void test_argv(void) {
   assert_argv(root, (const char *[]){"/usr/lib/qemu/virtiofsd", "--fd=5", "-f", "-o",
                                      "source=/home/me/a\\,b\\\\c", NULL});
   HutchSharePlanEntry r = {
-      .host_dir = (char *)"/home/me/a,b", .virtiofsd = (char *)"/usr/libexec/virtiofsd",
-      .virtiofsd_kind = HUTCH_VIRTIOFSD_RUST, .readonly = TRUE,
+      .host_dir = (char *)"/home/me/a,b",
+      .virtiofsd = (char *)"/usr/libexec/virtiofsd",
+      .virtiofsd_kind = HUTCH_VIRTIOFSD_RUST,
+      .readonly = TRUE,
   };
   g_auto(GStrv) rust = hutch_share_virtiofsd_argv(&r, 3, TRUE);
-  assert_argv(rust, (const char *[]){"/usr/libexec/virtiofsd", "--fd=3",
-                                     "--shared-dir=/home/me/a,b", "--sandbox=chroot",
-                                     "--readonly", NULL});
+  assert_argv(rust,
+              (const char *[]){"/usr/libexec/virtiofsd", "--fd=3", "--shared-dir=/home/me/a,b",
+                               "--sandbox=chroot", "--readonly", NULL});
   r.readonly = FALSE;
   g_auto(GStrv) rust_root = hutch_share_virtiofsd_argv(&r, 3, FALSE);
   assert_argv(rust_root, (const char *[]){"/usr/libexec/virtiofsd", "--fd=3",
@@ -307,8 +308,8 @@ static char *map_text(guint32 guest, guint32 host, guint32 start, guint32 count)
   guint n = hutch_share_id_map(guest, host, start, count, ranges);
   GString *out = g_string_new(NULL);
   for (guint i = 0; i < n; i++)
-    g_string_append_printf(out, "%s%u %u %u", i ? "; " : "", ranges[i].inner,
-                           ranges[i].outer, ranges[i].count);
+    g_string_append_printf(out, "%s%u %u %u", i ? "; " : "", ranges[i].inner, ranges[i].outer,
+                           ranges[i].count);
   return g_string_free(out, FALSE);
 }
 
@@ -330,8 +331,7 @@ static void test_id_map(void) {
       {70000, 1001, 100000, 65536, "0 100000 65536; 70000 1001 1"},
   };
   for (guint i = 0; i < G_N_ELEMENTS(cases); i++) {
-    g_autofree char *got = map_text(cases[i].guest, cases[i].host, cases[i].start,
-                                    cases[i].count);
+    g_autofree char *got = map_text(cases[i].guest, cases[i].host, cases[i].start, cases[i].count);
     g_assert_cmpstr(got, ==, cases[i].want);
   }
 }
@@ -442,7 +442,7 @@ static void test_start_stop(void) {
     }
   }
   g_assert_cmpint(pids[0], >, 1);
-  g_assert_cmpint(pids[1], ==, 0);  /* read-only on the C virtiofsd: 9p, nothing to run */
+  g_assert_cmpint(pids[1], ==, 0); /* read-only on the C virtiofsd: 9p, nothing to run */
   if (virtiofsd->has_readonly)
     g_test_message("this virtiofsd has --readonly; share 1 is virtiofs");
 
@@ -454,7 +454,7 @@ static void test_start_stop(void) {
   g_assert_cmpint(connect(fd, (struct sockaddr *)&addr, sizeof(addr)), ==, 0);
   g_usleep(300 * 1000);
   g_autofree char *comm2 = proc_text(pids[2], "comm");
-  g_assert_nonnull(comm2);  /* the chroot sandbox worked: still running */
+  g_assert_nonnull(comm2); /* the chroot sandbox worked: still running */
   close(fd);
   g_assert_true(wait_gone(pids[2]));
 
@@ -519,8 +519,8 @@ static void test_stop_reused_pid(void) {
   GPid child = 0;
   const char *argv[] = {"sleep", "30", NULL};
   g_assert_true(g_spawn_async(NULL, (char **)argv, NULL,
-                              G_SPAWN_SEARCH_PATH | G_SPAWN_DO_NOT_REAP_CHILD, NULL, NULL,
-                              &child, NULL));
+                              G_SPAWN_SEARCH_PATH | G_SPAWN_DO_NOT_REAP_CHILD, NULL, NULL, &child,
+                              NULL));
   g_autofree char *pidfile = g_build_filename(s->runtime, "virtiofs-0.pid", NULL);
   g_autofree char *text = g_strdup_printf("%d\n", (int)child);
   g_assert_true(g_file_set_contents(pidfile, text, -1, NULL));
