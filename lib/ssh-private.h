@@ -6,40 +6,56 @@
 typedef struct _HutchSsh HutchSsh;
 
 /* Connects to host:port, checks that the server's host key is exactly pinned_host_key
- * ("ssh-ed25519 BASE64 [comment]"; a mismatch is HUTCH_ERROR_HOST_KEY, never a prompt) and
- * authenticates as user with the private key file (its public key is private_key + ".pub").
- * timeout_ms bounds the connection and handshake. */
+ * ("ssh-ed25519 BASE64 [comment]"; a mismatch is HUTCH_ERROR_HOST_KEY, never a prompt; its
+ * message names both SHA256 fingerprints) and authenticates as user with the private key file
+ * (its public key is private_key + ".pub" when that exists). timeout_ms bounds the TCP
+ * connection, handshake and authentication together (0: no limit); commands run after that
+ * have no time limit. Refused, unreachable, timed out, handshake or authentication failures
+ * are HUTCH_ERROR_SSH (a guest that is still booting gives these: retry); a pin that is no
+ * valid key is HUTCH_ERROR_FAILED. */
 HutchSsh *hutch_ssh_connect(const char *host, guint port, const char *user,
                             const char *private_key_path, const char *pinned_host_key,
                             guint timeout_ms, GError **error);
 void hutch_ssh_free(HutchSsh *ssh);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(HutchSsh, hutch_ssh_free)
 
-/* Runs command (a shell command line) streaming this process's stdin/stdout/stderr. With
- * pty: requests a PTY sized like the local terminal, puts the local terminal in raw mode
- * (restored on return) and follows SIGWINCH. Returns the exit status (signals: 128+N), or -1
- * with error set. command NULL with pty: a login shell. */
+/* Runs command (a shell command line) streaming this process's stdin/stdout/stderr; stdin's
+ * end becomes the command's EOF. With pty: requests a PTY sized like the local terminal
+ * ($TERM is passed on), puts the local terminal in raw mode (restored on return) and follows
+ * SIGWINCH (a process-wide handler, installed for the call). Returns the exit status (a
+ * signal N: 128+N), or -1 with error set. command NULL: a login shell. A closed local
+ * stdout raises SIGPIPE unless the caller ignores it (then it is an error). */
 int hutch_ssh_exec_interactive(HutchSsh *ssh, const char *command, gboolean pty,
                                GError **error);
 
-/* Runs command with stdin_data (may be NULL) and collects output. Returns the exit status,
- * or -1 with error set. */
+/* Runs command with stdin_data (may be NULL; sent whole, then EOF) and collects stdout and
+ * stderr separately (either ret_ may be NULL to discard). Returns the exit status (a signal
+ * N: 128+N), or -1 with error set. */
 int hutch_ssh_exec_capture(HutchSsh *ssh, const char *command, const char *stdin_data,
                            char **ret_stdout, char **ret_stderr, GError **error);
 
-/* SFTP copies; modes are kept; recursive for directories. */
+/* SFTP copies, like cp: a destination that is an existing directory receives the source
+ * under its own name; directories need recursive. Permission bits (0777, never setuid,
+ * setgid or sticky) are kept; an existing file is truncated and takes the new mode. Inside
+ * directories only regular files and directories are copied (symbolic links and special files
+ * are skipped, as OpenSSH's sftp does), and downloads never write through a local link.
+ * Remote paths: "~", "~/x" and relative paths are in the remote home. A missing source is
+ * HUTCH_ERROR_NOT_FOUND, a directory without recursive HUTCH_ERROR_USAGE. */
 gboolean hutch_ssh_upload(HutchSsh *ssh, const char *local_path, const char *remote_path,
                           gboolean recursive, GError **error);
 gboolean hutch_ssh_download(HutchSsh *ssh, const char *remote_path, const char *local_path,
                             gboolean recursive, GError **error);
 
-/* A POSIX shell command line that runs argv exactly (each word single-quoted as needed). */
+/* A POSIX shell command line that runs argv exactly (each word single-quoted unless it is
+ * made only of [A-Za-z0-9_+,./:@%-]). NULL or empty argv: "". */
 char *hutch_shell_quote_argv(char *const *argv);
 
 /* The user's hutch client key, $XDG_DATA_HOME/hutch/ssh/id_ed25519 (0600, made with
  * ssh-keygen on first use). Returns the private key path; ret_public gets the public line. */
 char *hutch_ssh_client_key(char **ret_public, GError **error);
 
-/* Generates an ed25519 key pair (for a guest's host key). */
+/* Generates an ed25519 key pair (for a guest's host key) with ssh-keygen in a private
+ * temporary directory that is removed again. ret_private: the OpenSSH private key file's text;
+ * ret_public: "ssh-ed25519 BASE64 COMMENT" without a newline. Either may be NULL. */
 gboolean hutch_ssh_generate_keypair(const char *comment, char **ret_private,
                                     char **ret_public, GError **error);

@@ -114,16 +114,29 @@ static gboolean parse_public_key(const char *line, char **ret_type, guchar **ret
 }
 
 /* The host key algorithms to offer: the pinned key's type first, so that a server with several
- * host keys shows us the one we pinned. libssh2 drops the names it does not support. */
-static char *hostkey_preference(const char *pinned_type) {
-  static const char *const known[] = {
+ * host keys shows us the one we pinned, then the others this libssh2 supports. Only supported
+ * names: libssh2 1.10 drops unknown ones with an overlapping memcpy (undefined behaviour). */
+static char *hostkey_preference(LIBSSH2_SESSION *session, const char *pinned_type) {
+  static const char *const wanted[] = {
       "ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
       "rsa-sha2-512", "rsa-sha2-256", "ssh-rsa",
   };
-  g_autoptr(GString) pref = g_string_new(pinned_type);
-  for (gsize i = 0; i < G_N_ELEMENTS(known); i++)
-    if (strcmp(known[i], pinned_type) != 0)
-      g_string_append_printf(pref, ",%s", known[i]);
+  const char **algs = NULL;
+  int n_algs = libssh2_session_supported_algs(session, LIBSSH2_METHOD_HOSTKEY, &algs);
+  g_autoptr(GString) pref = g_string_new(NULL);
+  for (gsize i = 0; i <= G_N_ELEMENTS(wanted); i++) {
+    const char *name = i == 0 ? pinned_type : wanted[i - 1];
+    if (i > 0 && strcmp(name, pinned_type) == 0)
+      continue;
+    for (int j = 0; j < n_algs; j++) {
+      if (strcmp(algs[j], name) == 0) {
+        g_string_append_printf(pref, "%s%s", pref->len ? "," : "", name);
+        break;
+      }
+    }
+  }
+  if (algs)
+    libssh2_free(session, (void *)algs);
   return g_string_free(g_steal_pointer(&pref), FALSE);
 }
 
@@ -184,14 +197,8 @@ static int tcp_connect(const char *host, guint port, gint64 deadline, GError **e
 }
 
 static gboolean check_host_key(LIBSSH2_SESSION *session, const char *where,
-                               const char *pinned_host_key, GError **error) {
-  g_autofree char *pinned_type = NULL;
-  g_autofree guchar *pinned = NULL;
-  gsize pinned_len = 0;
-  if (!parse_public_key(pinned_host_key, &pinned_type, &pinned, &pinned_len, error)) {
-    g_prefix_error(error, "pinned host key of %s: ", where);
-    return FALSE;
-  }
+                               const char *pinned_type, const guchar *pinned, gsize pinned_len,
+                               GError **error) {
   size_t len = 0;
   int type = 0;
   const char *key = libssh2_session_hostkey(session, &len, &type);
@@ -240,10 +247,14 @@ HutchSsh *hutch_ssh_connect(const char *host, guint port, const char *user,
                 ssh->where);
     return NULL;
   }
-  g_autofree char *pref = hostkey_preference(pinned_type);
-  if (libssh2_session_method_pref(ssh->session, LIBSSH2_METHOD_HOSTKEY, pref) != 0) {
-    set_session_error(ssh->session, error, HUTCH_ERROR_SSH,
-                      "connecting to %s: host key type %s", ssh->where, pinned_type);
+  g_autofree char *pref = hostkey_preference(ssh->session, pinned_type);
+  gsize type_len = strlen(pinned_type);
+  if (strncmp(pref, pinned_type, type_len) != 0 ||
+      (pref[type_len] != '\0' && pref[type_len] != ',') ||
+      libssh2_session_method_pref(ssh->session, LIBSSH2_METHOD_HOSTKEY, pref) != 0) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_SSH,
+                "connecting to %s: the pinned host key's type %s is not supported by libssh2",
+                ssh->where, pinned_type);
     return NULL;
   }
   /* The socket stays non-blocking: libssh2's blocking mode then waits with poll() and its
@@ -255,7 +266,7 @@ HutchSsh *hutch_ssh_connect(const char *host, guint port, const char *user,
                       ssh->where);
     return NULL;
   }
-  if (!check_host_key(ssh->session, ssh->where, pinned_host_key, error))
+  if (!check_host_key(ssh->session, ssh->where, pinned_type, pinned, pinned_len, error))
     return NULL;
 
   g_autofree char *public_key_path = g_strconcat(private_key_path, ".pub", NULL);
