@@ -245,6 +245,7 @@ static gboolean create_steps(HutchContext *ctx, virConnectPtr conn, const char *
     return FALSE;
 
   g_autofree char *uuid = g_uuid_string_random();
+  g_autofree char *mac = random_mac();
   g_autofree char *user = NULL;
   guint uid = 0;
   guest_user(profile, &user, &uid);
@@ -259,6 +260,7 @@ static gboolean create_steps(HutchContext *ctx, virConnectPtr conn, const char *
       .host_key_public = host_public,
       .mounts = NULL,
       .ready_channel = HUTCH_READY_CHANNEL,
+      .mac_address = mac,
   };
   g_autoptr(HutchSeedDocuments) docs = hutch_seed_build(profile, &seed_config, error);
   g_autofree char *seed = g_build_filename(dir, HUTCH_INSTANCE_SEED, NULL);
@@ -274,7 +276,6 @@ static gboolean create_steps(HutchContext *ctx, virConnectPtr conn, const char *
                                                    NULL);
   g_autofree char *agent_socket = g_build_filename(runtime_dir, HUTCH_RUNTIME_AGENT_SOCKET,
                                                    NULL);
-  g_autofree char *mac = random_mac();
   HutchDomainConfig config = {
       .name = name,
       .uuid = uuid,
@@ -412,7 +413,7 @@ typedef struct {
   HutchContext *ctx;
   gboolean booted;        /* the guest said anything: kernel and cloud-init are up */
   gboolean provisioning;  /* a provisioning phase is open */
-  char *failed_step;      /* "3 node" of the last FAIL line */
+  char *failed_step;      /* "3 node 1" of the last FAIL line not yet known to be optional */
   GPtrArray *optional_failed;
 } ReadyReport;
 
@@ -421,7 +422,13 @@ static ReadyState ready_line(ReadyReport *report, const char *line) {
     report->booted = TRUE;
     hutch_progress_end(report->ctx, "boot", "kernel up, cloud-init running");
   }
-  if (g_str_has_prefix(line, "STEP ")) {
+  gboolean step = g_str_has_prefix(line, "STEP ");
+  gboolean ready = strcmp(line, "READY") == 0;
+  /* A FAIL followed by another STEP or by READY was an optional step's. */
+  if ((step || ready) && report->failed_step) {
+    g_ptr_array_add(report->optional_failed, g_steal_pointer(&report->failed_step));
+  }
+  if (step) {
     if (!report->provisioning)
       hutch_progress_begin(report->ctx, "provision", "%s", line + 5);
     else
@@ -430,9 +437,9 @@ static ReadyState ready_line(ReadyReport *report, const char *line) {
   } else if (g_str_has_prefix(line, "FAIL ")) {
     g_free(report->failed_step);
     report->failed_step = g_strdup(line + 5);
-  } else if (g_str_has_prefix(line, "OPTIONAL-FAILED ")) {
-    g_ptr_array_add(report->optional_failed, g_strdup(line + 16));
-  } else if (strcmp(line, "READY") == 0) {
+  } else if (g_str_has_prefix(line, "WARN ")) {
+    hutch_progress_note(report->ctx, "warning from the guest: %s", line + 5);
+  } else if (ready) {
     if (report->provisioning)
       hutch_progress_end(report->ctx, "provision", "all steps done");
     report->provisioning = FALSE;

@@ -88,7 +88,7 @@ cp "$E2E_TMP/pub.saved" "$pub"
 check "delete --force" "$HUTCH" -q delete --force "$vm"
 check_status "no domain" 1 virsh dominfo "$vm"
 sleep 1
-check "no passt process" bash -c "! pgrep -u $(id -u) -f 'passt.*/$vm/'"
+check "no passt process" bash -c "! pgrep -u $(id -u) -f '[p]asst.*/$vm/'"
 check "no instance directory" test ! -e "$XDG_DATA_HOME/hutch/instances/$vm"
 check "no runtime directory" test ! -e "$XDG_RUNTIME_DIR/hutch/$vm"
 

@@ -38,11 +38,12 @@ check_status "create again is refused" 1 "$HUTCH" -q create "$vm" -f "$E2E_TMP/b
 check "start --no-wait" "$HUTCH" -q start --no-wait "$vm"
 check "the domain runs" bash -c "virsh domstate '$vm' | grep -qx running"
 check "passt runs for it" test -S "$XDG_RUNTIME_DIR/hutch/$vm/passt.socket"
+check "and pgrep finds it (the check below can fail)" pgrep -u "$(id -u)" -f "[p]asst.*/$vm/passt.socket"
 check_status "delete without --force refuses a running VM" 1 "$HUTCH" -q delete "$vm"
 check "stop --force" "$HUTCH" -q stop --force "$vm"
 check "the domain is shut off" bash -c "virsh domstate '$vm' | grep -qx 'shut off'"
 sleep 1
-check "passt is gone" bash -c "! pgrep -u $(id -u) -f 'passt.*$vm/passt.socket'"
+check "passt is gone" bash -c "! pgrep -u $(id -u) -f '[p]asst.*/$vm/passt.socket'"
 check "delete" "$HUTCH" -q delete "$vm"
 check_status "virsh no longer sees it" 1 virsh dominfo "$vm"
 check "the instance directory is gone" test ! -e "$XDG_DATA_HOME/hutch/instances/$vm"
