@@ -147,8 +147,7 @@ static const char *choose_domain_type(virConnectPtr conn, const HutchProfile *pr
     return "kvm";
   if (accel == HUTCH_ACCEL_KVM) {
     hutch_set_libvirt_error(error, "the profile asks for accel: kvm, but KVM is not usable "
-                                   "on %s (use accel: tcg or auto)",
-                            virConnectGetURI(conn));
+                                   "on this connection (use accel: tcg or auto)");
     return NULL;
   }
   return "qemu";
@@ -206,7 +205,7 @@ static gboolean create_steps(HutchContext *ctx, virConnectPtr conn, const char *
   if (!image)
     return FALSE;
 
-  hutch_progress_begin(ctx, "define", "instance files");
+  hutch_progress_begin(ctx, "define", "disk overlay, host key, seed");
   undo->instance_dir = hutch_instance_dir(name);
   if (g_file_test(undo->instance_dir, G_FILE_TEST_EXISTS)) {
     g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_EXISTS,
@@ -266,9 +265,9 @@ static gboolean create_steps(HutchContext *ctx, virConnectPtr conn, const char *
   g_autofree char *seed = g_build_filename(dir, HUTCH_INSTANCE_SEED, NULL);
   if (!docs || !hutch_seed_write_iso(docs, seed, error))
     return FALSE;
-  hutch_progress_end(ctx, "define", "instance files in %s", dir);
+  hutch_progress_end(ctx, "define", "disk overlay, host key, seed");
 
-  hutch_progress_begin(ctx, "define", "domain '%s' on %s", name, virConnectGetURI(conn));
+  hutch_progress_begin(ctx, "define", "domain '%s' on %s", name, hutch_context_get_uri(ctx));
   g_autofree char *runtime_dir = hutch_instance_runtime_dir(name);
   g_autofree char *console = g_build_filename(dir, HUTCH_INSTANCE_CONSOLE, NULL);
   g_autofree char *passt_socket = g_build_filename(runtime_dir, HUTCH_PASST_SOCKET, NULL);
@@ -305,7 +304,7 @@ static gboolean create_steps(HutchContext *ctx, virConnectPtr conn, const char *
     hutch_set_libvirt_error(error, "defining domain '%s'", name);
     return FALSE;
   }
-  hutch_progress_end(ctx, "define", "domain '%s' on %s", name, virConnectGetURI(conn));
+  hutch_progress_end(ctx, "define", "domain '%s' on %s", name, hutch_context_get_uri(ctx));
   return TRUE;
 }
 
