@@ -26,7 +26,12 @@ static const Verb verbs[] = {
      "  -f, --file FILE     profile from a file\n"
      "      --cpus N        override the profile's cpus\n"
      "      --memory SIZE   override the profile's memory (e.g. 2GiB)\n"
-     "      --disk SIZE     override the profile's disk size (e.g. 20GiB)\n"},
+     "      --disk SIZE     override the profile's disk size (e.g. 20GiB)\n"
+     "      --share HOST:GUEST[:ro|rw]\n"
+     "                      share a host directory (repeatable; default rw)\n"
+     "      --port [HOST_IP:]HOST[-END]:GUEST[-END][/tcp|/udp]\n"
+     "                      forward a host port to the guest (repeatable; host side\n"
+     "                      binds 127.0.0.1 unless HOST_IP is given)\n"},
     {"delete", verb_delete, "remove a VM, its disk, snapshots and helpers",
      "usage: hutch delete NAME [--force]\n"
      "\n"
@@ -73,7 +78,8 @@ static const Verb verbs[] = {
      "\n"
      "  -p, --profile NAME  profile for a new VM (default: default)\n"
      "  -f, --file FILE     profile file for a new VM\n"
-     "      --cpus N, --memory SIZE, --disk SIZE   overrides for a new VM\n"
+     "      --cpus N, --memory SIZE, --disk SIZE, --share SPEC, --port SPEC\n"
+     "                      overrides for a new VM (see hutch create --help)\n"
      "      --no-wait       return once the domain runs\n"},
     {"stop", verb_stop, "shut a VM down",
      "usage: hutch stop NAME [--force]\n"

@@ -12,10 +12,12 @@ typedef struct {
   const char *cpus;
   const char *memory;
   const char *disk;
+  GPtrArray *shares;   /* --share specs, in order */
+  GPtrArray *ports;    /* --port specs, in order */
   gboolean no_wait;
 } CreateOptions;
 
-enum { OPT_CPUS = 1000, OPT_MEMORY, OPT_DISK, OPT_NO_WAIT };
+enum { OPT_CPUS = 1000, OPT_MEMORY, OPT_DISK, OPT_NO_WAIT, OPT_SHARE, OPT_PORT };
 
 static const struct option create_longopts[] = {
     {"profile", required_argument, NULL, 'p'},
@@ -24,6 +26,8 @@ static const struct option create_longopts[] = {
     {"memory", required_argument, NULL, OPT_MEMORY},
     {"disk", required_argument, NULL, OPT_DISK},
     {"no-wait", no_argument, NULL, OPT_NO_WAIT},
+    {"share", required_argument, NULL, OPT_SHARE},
+    {"port", required_argument, NULL, OPT_PORT},
     {NULL, 0, NULL, 0},
 };
 
@@ -47,6 +51,12 @@ static int parse_create_options(CliOptions *opts, CreateOptions *out, gboolean a
       break;
     case OPT_DISK:
       out->disk = optarg;
+      break;
+    case OPT_SHARE:
+      g_ptr_array_add(out->shares, optarg);
+      break;
+    case OPT_PORT:
+      g_ptr_array_add(out->ports, optarg);
       break;
     case OPT_NO_WAIT:
       if (!allow_no_wait)
@@ -77,6 +87,12 @@ static HutchProfile *load_profile(const CreateOptions *o, GError **error) {
     return NULL;
   if (o->disk && !hutch_profile_set_disk(profile, o->disk, error))
     return NULL;
+  for (guint i = 0; i < o->shares->len; i++)
+    if (!hutch_profile_add_share_spec(profile, g_ptr_array_index(o->shares, i), error))
+      return NULL;
+  for (guint i = 0; i < o->ports->len; i++)
+    if (!hutch_profile_add_port_spec(profile, g_ptr_array_index(o->ports, i), error))
+      return NULL;
   return g_steal_pointer(&profile);
 }
 
@@ -94,7 +110,9 @@ static gboolean create_instance(Cli *cli, const char *name, const CreateOptions 
 
 int verb_create(Cli *cli, int argc, char **argv) {
   CliOptions opts = {cli_find_verb("create"), "p:f:", create_longopts, 0};
-  CreateOptions o = {0};
+  g_autoptr(GPtrArray) shares = g_ptr_array_new();
+  g_autoptr(GPtrArray) ports = g_ptr_array_new();
+  CreateOptions o = {.shares = shares, .ports = ports};
   int rc = parse_create_options(&opts, &o, FALSE, argc, argv);
   if (rc >= 0)
     return rc;
@@ -109,7 +127,9 @@ int verb_create(Cli *cli, int argc, char **argv) {
 
 int verb_start(Cli *cli, int argc, char **argv) {
   CliOptions opts = {cli_find_verb("start"), "p:f:", create_longopts, 0};
-  CreateOptions o = {0};
+  g_autoptr(GPtrArray) shares = g_ptr_array_new();
+  g_autoptr(GPtrArray) ports = g_ptr_array_new();
+  CreateOptions o = {.shares = shares, .ports = ports};
   int rc = parse_create_options(&opts, &o, TRUE, argc, argv);
   if (rc >= 0)
     return rc;
@@ -125,7 +145,8 @@ int verb_start(Cli *cli, int argc, char **argv) {
   if (!exists) {
     if (!create_instance(cli, name, &o, &error))
       return cli_error(error);
-  } else if (o.profile || o.file || o.cpus || o.memory || o.disk) {
+  } else if (o.profile || o.file || o.cpus || o.memory || o.disk || shares->len ||
+             ports->len) {
     return cli_usage_error("start", "'%s' exists already: profile options apply only to a "
                                     "new VM", name);
   }

@@ -69,6 +69,14 @@ HUTCH_PUBLIC gboolean hutch_profile_set_memory(HutchProfile *profile, const char
 HUTCH_PUBLIC gboolean hutch_profile_set_disk(HutchProfile *profile, const char *size,
                                              GError **error);
 
+/* --share HOST:GUEST[:ro|rw] and --port [HOST_IP:]HOST[-END]:GUEST[-END][/tcp|/udp], added
+ * to the profile under its own rules (a share with the same guest path replaces the
+ * profile's; overlapping host ports are refused). */
+HUTCH_PUBLIC gboolean hutch_profile_add_share_spec(HutchProfile *profile, const char *spec,
+                                                   GError **error);
+HUTCH_PUBLIC gboolean hutch_profile_add_port_spec(HutchProfile *profile, const char *spec,
+                                                  GError **error);
+
 /* The fully expanded profile as YAML (what `hutch profile show` prints). */
 HUTCH_PUBLIC char *hutch_profile_to_yaml(const HutchProfile *profile, GError **error);
 

@@ -2063,3 +2063,21 @@ char *hutch_profile_to_yaml(const HutchProfile *p, GError **error) {
   yaml_emitter_delete(&e.emitter);
   return g_string_free(e.out, FALSE);
 }
+
+gboolean hutch_profile_add_share_spec(HutchProfile *profile, const char *spec,
+                                      GError **error) {
+  HutchShare *share = hutch_share_parse(spec, error);
+  return share && hutch_profile_add_share(profile, share, error);
+}
+
+gboolean hutch_profile_add_port_spec(HutchProfile *profile, const char *spec, GError **error) {
+  HutchPort *port = hutch_port_parse(spec, error);
+  if (!port)
+    return FALSE;
+  /* add_port takes the port only when it succeeds */
+  if (!hutch_profile_add_port(profile, port, error)) {
+    hutch_port_free(port);
+    return FALSE;
+  }
+  return TRUE;
+}
