@@ -35,3 +35,14 @@ gboolean hutch_image_create_overlay(const HutchImage *image, const char *overlay
 /* An instance refers to the image with cache key K when the file "image-key" in its
  * directory ($XDG_DATA_HOME/hutch/instances/NAME/image-key) holds K. */
 #define HUTCH_INSTANCE_IMAGE_KEY_FILE "image-key"
+
+/* Cache keys: "build-" + 16 hex digits of SHA-256 over the canonical build spec (suite,
+ * mirror, sorted package list including the minimum set, recipe version); "url-" + 16 hex
+ * digits of SHA-256 over the digest ("sha256:HEX"). */
+char *hutch_image_build_key(const HutchImageSpec *spec);
+char *hutch_image_url_key(const char *digest, GError **error);
+
+/* The digest ("sha256:HEX" / "sha512:HEX") for file name in a SHA256SUMS-style text (GNU or
+ * BSD lines), and the same after fetching checksums_url and looking up url's basename. */
+char *hutch_image_find_checksum(const char *sums, const char *name, GError **error);
+char *hutch_image_fetch_digest(const char *url, const char *checksums_url, GError **error);
