@@ -10,6 +10,8 @@
 #include <poll.h>
 #include <pty.h>
 #include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -37,6 +39,7 @@ static struct {
   char *authorized_keys;
   guint port;
   pid_t server_pid;
+  pid_t test_pid;    /* the test program itself, not a forked child */
 } fx;
 
 /* ---- Helpers -------------------------------------------------------------------------- */
@@ -463,11 +466,14 @@ static void test_interactive_pty(void) {
 
   /* The size follows the local terminal, at start and on SIGWINCH; TERM is passed on. */
   g_setenv("TERM", "xterm-hutch-test", TRUE);
-  pid_t pid = spawn_interactive("tty; echo \"term=$TERM\"; stty size; read x; stty size; "
-                                "exit 4",
+  /* Under valgrind the SIGWINCH may be handled after the typed line went out: the remote side
+   * waits a little for the new size. */
+  pid_t pid = spawn_interactive("tty; echo \"term=$TERM\"; stty size; read x; "
+                                "for i in $(seq 50); do s=$(stty size); "
+                                "[ \"$s\" != '33 111' ] && break; sleep 0.1; done; "
+                                "echo \"now $s\"; exit 4",
                                 TRUE, slave, slave, slave, slave);
   g_unsetenv("TERM");
-  close(slave);
   g_autoptr(GString) seen = g_string_new(NULL);
   read_until(master, seen, "33 111");
   g_test_message("terminal: %s", seen->str);
@@ -478,9 +484,20 @@ static void test_interactive_pty(void) {
   ws = (struct winsize){.ws_row = 44, .ws_col = 122};
   g_assert_cmpint(ioctl(master, TIOCSWINSZ, &ws), ==, 0);
   g_assert_cmpint(write(master, "\r", 1), ==, 1);
-  read_until(master, seen, "44 122");
-  g_assert_nonnull(strstr(seen->str, "44 122"));
+  read_until(master, seen, "now 44 122");
+  g_test_message("terminal after resizing: %s", seen->str);
+  g_assert_nonnull(strstr(seen->str, "now 44 122"));
   g_assert_cmpint(wait_child(pid), ==, 4);
+
+  /* No command: a login shell on the PTY. */
+  g_string_truncate(seen, 0);
+  pid = spawn_interactive(NULL, TRUE, slave, slave, slave, slave);
+  const char *typed = "echo \"shell $((6 * 7))\"; exit 6\r";
+  g_assert_cmpint(write(master, typed, strlen(typed)), ==, (ssize_t)strlen(typed));
+  read_until(master, seen, "shell 42");
+  g_assert_nonnull(strstr(seen->str, "shell 42"));
+  g_assert_cmpint(wait_child(pid), ==, 6);
+  close(slave);
   close(master);
 }
 
@@ -695,17 +712,40 @@ static void stop_server(void) {
   }
 }
 
+static void cleanup(void) {
+  stop_server();
+  if (fx.dir && g_getenv("HUTCH_KEEP_TEST_DIR") == NULL)
+    hutch_rmtree(fx.dir, NULL);
+  g_clear_pointer(&fx.skip, g_free);
+  g_clear_pointer(&fx.dir, g_free);
+  g_clear_pointer(&fx.server_dir, g_free);
+  g_clear_pointer(&fx.home, g_free);
+  g_clear_pointer(&fx.key, g_free);
+  g_clear_pointer(&fx.host_key, g_free);
+  g_clear_pointer(&fx.authorized_keys, g_free);
+}
+
 static void on_abort(int signo) {
-  /* A failed assertion must not leave sshd behind. */
-  if (fx.server_pid > 0)
-    kill(fx.server_pid, SIGTERM);
+  /* A failed assertion (GLib aborts) must not leave sshd or files behind. Not async-signal
+   * safe, but the aborts that matter come from assertions in ordinary code. The server's log
+   * goes to the test's output first: it often says why. */
+  if (getpid() == fx.test_pid) {
+    g_autofree char *log_path = fx.server_dir ? g_build_filename(fx.server_dir, "sshd.log", NULL)
+                                              : NULL;
+    g_autofree char *log = NULL;
+    if (log_path && g_file_get_contents(log_path, &log, NULL, NULL))
+      fprintf(stderr, "# sshd.log:\n%s", log);
+    cleanup();
+  }
   signal(signo, SIG_DFL);
   raise(signo);
 }
 
 static void start_server(void) {
-  if (!g_file_test(SSHD, G_FILE_TEST_IS_EXECUTABLE)) {
-    fx.skip = g_strdup(SSHD " is missing: the SSH tests need openssh-server");
+  /* HUTCH_TEST_SSHD: another sshd (or a missing one, to check that the tests then fail). */
+  const char *sshd = g_getenv("HUTCH_TEST_SSHD") ? g_getenv("HUTCH_TEST_SSHD") : SSHD;
+  if (!g_file_test(sshd, G_FILE_TEST_IS_EXECUTABLE)) {
+    fx.skip = g_strdup_printf("%s is missing: the SSH tests need openssh-server", sshd);
     return;
   }
   const char *source_dir = g_getenv("HUTCH_SOURCE_DIR");
@@ -728,10 +768,11 @@ static void start_server(void) {
   g_assert_no_error(error);
 
   const char *argv[] = {"bash", script, fx.server_dir, fx.authorized_keys, NULL};
+  g_auto(GStrv) envp = g_environ_setenv(g_get_environ(), "SSHD", sshd, TRUE);
   g_autofree char *out = NULL;
   g_autofree char *err = NULL;
   int status = 0;
-  if (!g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, &out, &err,
+  if (!g_spawn_sync(NULL, (char **)argv, envp, G_SPAWN_SEARCH_PATH, NULL, NULL, &out, &err,
                     &status, &error) ||
       !g_spawn_check_wait_status(status, NULL)) {
     fx.skip = g_strdup_printf("starting sshd failed: %s",
@@ -743,7 +784,6 @@ static void start_server(void) {
   g_autofree char *pid_text = NULL;
   g_assert_true(g_file_get_contents(pid_path, &pid_text, NULL, NULL));
   fx.server_pid = (pid_t)g_ascii_strtoll(pid_text, NULL, 10);
-  signal(SIGABRT, on_abort);
   g_autofree char *host_pub = g_build_filename(fx.server_dir, "host_ed25519_key.pub", NULL);
   g_assert_true(g_file_get_contents(host_pub, &fx.host_key, NULL, NULL));
   g_strstrip(fx.host_key);
@@ -753,8 +793,10 @@ static void start_server(void) {
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   hutch_init();
+  fx.test_pid = getpid();
   fx.dir = g_dir_make_tmp("hutch-test-ssh-XXXXXX", NULL);
   g_assert_nonnull(fx.dir);
+  signal(SIGABRT, on_abort);
   start_server();
   /* Before anything asks GLib for it (it is cached): the client key goes into the test's
    * directory, never into the user's. G_TEST_OPTION_ISOLATE_DIRS would do it per test, but
@@ -773,17 +815,7 @@ int main(int argc, char **argv) {
   g_test_add_func("/ssh/sftp-recursive", test_sftp_recursive);
   g_test_add_func("/ssh/generate-keypair", test_generate_keypair);
   g_test_add_func("/ssh/client-key", test_client_key);
-  int rc = g_test_run();
-
-  stop_server();
-  if (fx.dir && g_getenv("HUTCH_KEEP_TEST_DIR") == NULL)
-    hutch_rmtree(fx.dir, NULL);
-  g_free(fx.skip);
-  g_free(fx.dir);
-  g_free(fx.server_dir);
-  g_free(fx.home);
-  g_free(fx.key);
-  g_free(fx.host_key);
-  g_free(fx.authorized_keys);
-  return rc;
+  /* GLib exits on its own after a failed test: clean up then too. */
+  atexit(cleanup);
+  return g_test_run();
 }
