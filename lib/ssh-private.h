@@ -25,8 +25,7 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(HutchSsh, hutch_ssh_free)
  * SIGWINCH (a process-wide handler, installed for the call). Returns the exit status (a
  * signal N: 128+N), or -1 with error set. command NULL: a login shell. A closed local
  * stdout raises SIGPIPE unless the caller ignores it (then it is an error). */
-int hutch_ssh_exec_interactive(HutchSsh *ssh, const char *command, gboolean pty,
-                               GError **error);
+int hutch_ssh_exec_interactive(HutchSsh *ssh, const char *command, gboolean pty, GError **error);
 
 /* Runs command with stdin_data (may be NULL; sent whole, then EOF) and collects stdout and
  * stderr separately (either ret_ may be NULL to discard). Returns the exit status (a signal
@@ -57,5 +56,5 @@ char *hutch_ssh_client_key(char **ret_public, GError **error);
 /* Generates an ed25519 key pair (for a guest's host key) with ssh-keygen in a private
  * temporary directory that is removed again. ret_private: the OpenSSH private key file's text;
  * ret_public: "ssh-ed25519 BASE64 COMMENT" without a newline. Either may be NULL. */
-gboolean hutch_ssh_generate_keypair(const char *comment, char **ret_private,
-                                    char **ret_public, GError **error);
+gboolean hutch_ssh_generate_keypair(const char *comment, char **ret_private, char **ret_public,
+                                    GError **error);

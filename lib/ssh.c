@@ -34,11 +34,11 @@ struct _HutchSsh {
 #define CHANNEL_BUFFER_SIZE (64 * 1024)
 #define KEEPALIVE_SECONDS 30
 
-static void set_session_error(LIBSSH2_SESSION *session, GError **error, int code,
-                              const char *fmt, ...) G_GNUC_PRINTF(4, 5);
+static void set_session_error(LIBSSH2_SESSION *session, GError **error, int code, const char *fmt,
+                              ...) G_GNUC_PRINTF(4, 5);
 
-static void set_session_error(LIBSSH2_SESSION *session, GError **error, int code,
-                              const char *fmt, ...) {
+static void set_session_error(LIBSSH2_SESSION *session, GError **error, int code, const char *fmt,
+                              ...) {
   char *message = NULL;
   if (!session || libssh2_session_last_error(session, &message, NULL, 0) == 0 || !message ||
       !*message)
@@ -63,8 +63,8 @@ static gint64 remaining_ms(gint64 deadline) {
 static char *blob_key_type(const guchar *blob, gsize len) {
   if (len < 4)
     return NULL;
-  guint32 n = ((guint32)blob[0] << 24) | ((guint32)blob[1] << 16) | ((guint32)blob[2] << 8) |
-              blob[3];
+  guint32 n =
+      ((guint32)blob[0] << 24) | ((guint32)blob[1] << 16) | ((guint32)blob[2] << 8) | blob[3];
   if (n == 0 || n > len - 4)
     return NULL;
   return g_strndup((const char *)blob + 4, n);
@@ -118,8 +118,13 @@ static gboolean parse_public_key(const char *line, char **ret_type, guchar **ret
  * names: libssh2 1.10 drops unknown ones with an overlapping memcpy (undefined behaviour). */
 static char *hostkey_preference(LIBSSH2_SESSION *session, const char *pinned_type) {
   static const char *const wanted[] = {
-      "ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
-      "rsa-sha2-512", "rsa-sha2-256", "ssh-rsa",
+      "ssh-ed25519",
+      "ecdsa-sha2-nistp256",
+      "ecdsa-sha2-nistp384",
+      "ecdsa-sha2-nistp521",
+      "rsa-sha2-512",
+      "rsa-sha2-256",
+      "ssh-rsa",
   };
   const char **algs = NULL;
   int n_algs = libssh2_session_supported_algs(session, LIBSSH2_METHOD_HOSTKEY, &algs);
@@ -143,21 +148,19 @@ static char *hostkey_preference(LIBSSH2_SESSION *session, const char *pinned_typ
 /* ---- Connecting ----------------------------------------------------------------------- */
 
 static int tcp_connect(const char *host, guint port, gint64 deadline, GError **error) {
-  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                           .ai_flags = AI_NUMERICSERV};
+  struct addrinfo hints = {
+      .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
   struct addrinfo *addrs = NULL;
   g_autofree char *service = g_strdup_printf("%u", port);
   int rc = getaddrinfo(host, service, &hints, &addrs);
   if (rc != 0) {
-    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_SSH, "resolving %s: %s", host,
-                gai_strerror(rc));
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_SSH, "resolving %s: %s", host, gai_strerror(rc));
     return -1;
   }
   int last_errno = ECONNREFUSED;
   int fd = -1;
   for (struct addrinfo *ai = addrs; ai && fd < 0; ai = ai->ai_next) {
-    fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
-                ai->ai_protocol);
+    fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
     if (fd < 0) {
       last_errno = errno;
       continue;
@@ -196,9 +199,8 @@ static int tcp_connect(const char *host, guint port, gint64 deadline, GError **e
   return fd;
 }
 
-static gboolean check_host_key(LIBSSH2_SESSION *session, const char *where,
-                               const char *pinned_type, const guchar *pinned, gsize pinned_len,
-                               GError **error) {
+static gboolean check_host_key(LIBSSH2_SESSION *session, const char *where, const char *pinned_type,
+                               const guchar *pinned, gsize pinned_len, GError **error) {
   size_t len = 0;
   int type = 0;
   const char *key = libssh2_session_hostkey(session, &len, &type);
@@ -243,8 +245,7 @@ HutchSsh *hutch_ssh_connect(const char *host, guint port, const char *user,
     return NULL;
   ssh->session = libssh2_session_init();
   if (!ssh->session) {
-    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_SSH, "connecting to %s: out of memory",
-                ssh->where);
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_SSH, "connecting to %s: out of memory", ssh->where);
     return NULL;
   }
   g_autofree char *pref = hostkey_preference(ssh->session, pinned_type);
@@ -262,8 +263,7 @@ HutchSsh *hutch_ssh_connect(const char *host, guint port, const char *user,
   libssh2_session_set_blocking(ssh->session, 1);
   libssh2_session_set_timeout(ssh->session, deadline ? (long)MAX(remaining_ms(deadline), 1) : 0);
   if (libssh2_session_handshake(ssh->session, ssh->fd) != 0) {
-    set_session_error(ssh->session, error, HUTCH_ERROR_SSH, "SSH handshake with %s",
-                      ssh->where);
+    set_session_error(ssh->session, error, HUTCH_ERROR_SSH, "SSH handshake with %s", ssh->where);
     return NULL;
   }
   if (!check_host_key(ssh->session, ssh->where, pinned_type, pinned, pinned_len, error))
@@ -275,8 +275,8 @@ HutchSsh *hutch_ssh_connect(const char *host, guint port, const char *user,
           ssh->session, user,
           g_file_test(public_key_path, G_FILE_TEST_EXISTS) ? public_key_path : NULL,
           private_key_path, NULL) != 0) {
-    set_session_error(ssh->session, error, HUTCH_ERROR_SSH,
-                      "authenticating to %s with the key %s", ssh->where, private_key_path);
+    set_session_error(ssh->session, error, HUTCH_ERROR_SSH, "authenticating to %s with the key %s",
+                      ssh->where, private_key_path);
     return NULL;
   }
   /* Commands and copies may take as long as they take; keepalives notice a dead peer. */
@@ -313,8 +313,8 @@ typedef struct {
   gsize in_len;
   int out_fd, err_fd; /* -1: the GStrings (which may be NULL: discard) */
   GString *out, *err;
-  int winch_fd;        /* readable when the local terminal was resized, or -1 */
-  int tty_fd;          /* the terminal whose size the PTY follows, or -1 */
+  int winch_fd; /* readable when the local terminal was resized, or -1 */
+  int tty_fd;   /* the terminal whose size the PTY follows, or -1 */
 } ChannelIo;
 
 /* Lets a SIGWINCH handler wake the poll loop. Signal handlers are process-wide, so this is
@@ -352,8 +352,7 @@ static gboolean write_all(int fd, const char *data, gsize len, GError **error) {
     }
     if (n < 0) {
       int saved = errno;
-      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "writing output: %s",
-                  g_strerror(saved));
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "writing output: %s", g_strerror(saved));
       return FALSE;
     }
     data += n;
@@ -376,8 +375,8 @@ static int signal_number(const char *name) {
     const char *name;
     int number;
   } signals[] = {
-      {"HUP", 1},   {"INT", 2},  {"QUIT", 3}, {"ILL", 4},   {"TRAP", 5},
-      {"ABRT", 6},  {"BUS", 7},  {"FPE", 8},  {"KILL", 9},  {"USR1", 10},
+      {"HUP", 1},   {"INT", 2},   {"QUIT", 3},  {"ILL", 4},   {"TRAP", 5},
+      {"ABRT", 6},  {"BUS", 7},   {"FPE", 8},   {"KILL", 9},  {"USR1", 10},
       {"SEGV", 11}, {"USR2", 12}, {"PIPE", 13}, {"ALRM", 14}, {"TERM", 15},
   };
   for (gsize i = 0; i < G_N_ELEMENTS(signals); i++)
@@ -391,8 +390,8 @@ static int signal_number(const char *name) {
 static int channel_exit_status(LIBSSH2_SESSION *session, LIBSSH2_CHANNEL *channel) {
   char *signame = NULL;
   size_t signame_len = 0;
-  if (libssh2_channel_get_exit_signal(channel, &signame, &signame_len, NULL, NULL, NULL,
-                                      NULL) == 0 &&
+  if (libssh2_channel_get_exit_signal(channel, &signame, &signame_len, NULL, NULL, NULL, NULL) ==
+          0 &&
       signame) {
     g_autofree char *name = g_strndup(signame, signame_len);
     libssh2_free(session, signame);
@@ -411,10 +410,8 @@ static gboolean channel_wait(HutchSsh *ssh, const int *extra_fds, short *extra_r
   guint n = 0;
   int dirs = libssh2_session_block_directions(ssh->session);
   /* Inbound always: window adjustments and data can arrive whatever we are blocked on. */
-  pfds[n++] = (struct pollfd){.fd = ssh->fd,
-                              .events = POLLIN | ((dirs & LIBSSH2_SESSION_BLOCK_OUTBOUND)
-                                                      ? POLLOUT
-                                                      : 0)};
+  pfds[n++] = (struct pollfd){
+      .fd = ssh->fd, .events = POLLIN | ((dirs & LIBSSH2_SESSION_BLOCK_OUTBOUND) ? POLLOUT : 0)};
   for (guint i = 0; i < n_extra; i++) {
     pfds[n++] = (struct pollfd){.fd = extra_fds[i], .events = extra_fds[i] >= 0 ? POLLIN : 0};
     extra_revents[i] = 0;
@@ -462,8 +459,7 @@ static int channel_pump(HutchSsh *ssh, LIBSSH2_CHANNEL *channel, const ChannelIo
       if (n == LIBSSH2_ERROR_EAGAIN)
         break;
       if (n < 0) {
-        set_session_error(ssh->session, error, HUTCH_ERROR_SSH, "reading from %s",
-                          ssh->where);
+        set_session_error(ssh->session, error, HUTCH_ERROR_SSH, "reading from %s", ssh->where);
         return -1;
       }
       if (!deliver(io->out_fd, io->out, buf, (gsize)n, error))
@@ -472,13 +468,11 @@ static int channel_pump(HutchSsh *ssh, LIBSSH2_CHANNEL *channel, const ChannelIo
     }
     if (!out_eof && n == 0)
       out_eof = TRUE;
-    while (!err_eof &&
-           (n = libssh2_channel_read_stderr(channel, buf, CHANNEL_BUFFER_SIZE)) != 0) {
+    while (!err_eof && (n = libssh2_channel_read_stderr(channel, buf, CHANNEL_BUFFER_SIZE)) != 0) {
       if (n == LIBSSH2_ERROR_EAGAIN)
         break;
       if (n < 0) {
-        set_session_error(ssh->session, error, HUTCH_ERROR_SSH, "reading from %s",
-                          ssh->where);
+        set_session_error(ssh->session, error, HUTCH_ERROR_SSH, "reading from %s", ssh->where);
         return -1;
       }
       if (!deliver(io->err_fd, io->err, buf, (gsize)n, error))
@@ -505,8 +499,7 @@ static int channel_pump(HutchSsh *ssh, LIBSSH2_CHANNEL *channel, const ChannelIo
         break;
       if (n < 0) {
         if (!libssh2_channel_eof(channel)) {
-          set_session_error(ssh->session, error, HUTCH_ERROR_SSH, "writing to %s",
-                            ssh->where);
+          set_session_error(ssh->session, error, HUTCH_ERROR_SSH, "writing to %s", ssh->where);
           return -1;
         }
         /* The command is gone and took its stdin with it: drop the rest. */
@@ -523,8 +516,7 @@ static int channel_pump(HutchSsh *ssh, LIBSSH2_CHANNEL *channel, const ChannelIo
       if (rc == 0 || (rc != LIBSSH2_ERROR_EAGAIN && libssh2_channel_eof(channel)))
         eof_sent = TRUE;
       else if (rc != LIBSSH2_ERROR_EAGAIN) {
-        set_session_error(ssh->session, error, HUTCH_ERROR_SSH, "closing input to %s",
-                          ssh->where);
+        set_session_error(ssh->session, error, HUTCH_ERROR_SSH, "closing input to %s", ssh->where);
         return -1;
       }
     }
@@ -566,8 +558,7 @@ static int channel_run(HutchSsh *ssh, const char *command, gboolean pty, const C
   libssh2_session_set_blocking(ssh->session, 1);
   LIBSSH2_CHANNEL *channel = libssh2_channel_open_session(ssh->session);
   if (!channel) {
-    set_session_error(ssh->session, error, HUTCH_ERROR_SSH, "opening a session on %s",
-                      ssh->where);
+    set_session_error(ssh->session, error, HUTCH_ERROR_SSH, "opening a session on %s", ssh->where);
     return -1;
   }
   int status = -1;
@@ -577,8 +568,8 @@ static int channel_run(HutchSsh *ssh, const char *command, gboolean pty, const C
       term = "vt100";
     guint cols, rows;
     terminal_size(io->tty_fd, &cols, &rows);
-    if (libssh2_channel_request_pty_ex(channel, term, (unsigned)strlen(term), NULL, 0,
-                                       (int)cols, (int)rows, 0, 0) != 0) {
+    if (libssh2_channel_request_pty_ex(channel, term, (unsigned)strlen(term), NULL, 0, (int)cols,
+                                       (int)rows, 0, 0) != 0) {
       set_session_error(ssh->session, error, HUTCH_ERROR_SSH, "requesting a terminal on %s",
                         ssh->where);
       goto out;
@@ -623,8 +614,7 @@ int hutch_ssh_exec_capture(HutchSsh *ssh, const char *command, const char *stdin
   return status;
 }
 
-int hutch_ssh_exec_interactive(HutchSsh *ssh, const char *command, gboolean pty,
-                               GError **error) {
+int hutch_ssh_exec_interactive(HutchSsh *ssh, const char *command, gboolean pty, GError **error) {
   ChannelIo io = {
       .in_fd = STDIN_FILENO,
       .out_fd = STDOUT_FILENO,
@@ -637,11 +627,8 @@ int hutch_ssh_exec_interactive(HutchSsh *ssh, const char *command, gboolean pty,
   struct sigaction saved_action;
 
   if (pty) {
-    io.tty_fd = isatty(STDIN_FILENO) ? STDIN_FILENO
-                : isatty(STDOUT_FILENO) ? STDOUT_FILENO
-                                        : -1;
-    if (winch_pipe[0] < 0 && io.tty_fd >= 0 &&
-        g_unix_open_pipe(winch_pipe, FD_CLOEXEC, NULL)) {
+    io.tty_fd = isatty(STDIN_FILENO) ? STDIN_FILENO : isatty(STDOUT_FILENO) ? STDOUT_FILENO : -1;
+    if (winch_pipe[0] < 0 && io.tty_fd >= 0 && g_unix_open_pipe(winch_pipe, FD_CLOEXEC, NULL)) {
       /* Non-blocking both ways: the handler must never block, the loop drains it. */
       g_unix_set_fd_nonblocking(winch_pipe[0], TRUE, NULL);
       g_unix_set_fd_nonblocking(winch_pipe[1], TRUE, NULL);
@@ -676,28 +663,50 @@ int hutch_ssh_exec_interactive(HutchSsh *ssh, const char *command, gboolean pty,
 
 static const char *sftp_status_text(unsigned long code) {
   switch (code) {
-  case LIBSSH2_FX_EOF: return "end of file";
-  case LIBSSH2_FX_NO_SUCH_FILE: return "No such file or directory";
-  case LIBSSH2_FX_PERMISSION_DENIED: return "Permission denied";
-  case LIBSSH2_FX_FAILURE: return "failure (it may exist already or be of the wrong type)";
-  case LIBSSH2_FX_BAD_MESSAGE: return "bad message";
-  case LIBSSH2_FX_NO_CONNECTION: return "no connection";
-  case LIBSSH2_FX_CONNECTION_LOST: return "connection lost";
-  case LIBSSH2_FX_OP_UNSUPPORTED: return "operation not supported";
-  case LIBSSH2_FX_INVALID_HANDLE: return "invalid handle";
-  case LIBSSH2_FX_NO_SUCH_PATH: return "No such file or directory";
-  case LIBSSH2_FX_FILE_ALREADY_EXISTS: return "File exists";
-  case LIBSSH2_FX_WRITE_PROTECT: return "write protected";
-  case LIBSSH2_FX_NO_MEDIA: return "no media";
-  case LIBSSH2_FX_NO_SPACE_ON_FILESYSTEM: return "No space left on device";
-  case LIBSSH2_FX_QUOTA_EXCEEDED: return "Disk quota exceeded";
-  case LIBSSH2_FX_UNKNOWN_PRINCIPAL: return "unknown principal";
-  case LIBSSH2_FX_LOCK_CONFLICT: return "lock conflict";
-  case LIBSSH2_FX_DIR_NOT_EMPTY: return "Directory not empty";
-  case LIBSSH2_FX_NOT_A_DIRECTORY: return "Not a directory";
-  case LIBSSH2_FX_INVALID_FILENAME: return "invalid file name";
-  case LIBSSH2_FX_LINK_LOOP: return "Too many levels of symbolic links";
-  default: return "unknown SFTP error";
+  case LIBSSH2_FX_EOF:
+    return "end of file";
+  case LIBSSH2_FX_NO_SUCH_FILE:
+    return "No such file or directory";
+  case LIBSSH2_FX_PERMISSION_DENIED:
+    return "Permission denied";
+  case LIBSSH2_FX_FAILURE:
+    return "failure (it may exist already or be of the wrong type)";
+  case LIBSSH2_FX_BAD_MESSAGE:
+    return "bad message";
+  case LIBSSH2_FX_NO_CONNECTION:
+    return "no connection";
+  case LIBSSH2_FX_CONNECTION_LOST:
+    return "connection lost";
+  case LIBSSH2_FX_OP_UNSUPPORTED:
+    return "operation not supported";
+  case LIBSSH2_FX_INVALID_HANDLE:
+    return "invalid handle";
+  case LIBSSH2_FX_NO_SUCH_PATH:
+    return "No such file or directory";
+  case LIBSSH2_FX_FILE_ALREADY_EXISTS:
+    return "File exists";
+  case LIBSSH2_FX_WRITE_PROTECT:
+    return "write protected";
+  case LIBSSH2_FX_NO_MEDIA:
+    return "no media";
+  case LIBSSH2_FX_NO_SPACE_ON_FILESYSTEM:
+    return "No space left on device";
+  case LIBSSH2_FX_QUOTA_EXCEEDED:
+    return "Disk quota exceeded";
+  case LIBSSH2_FX_UNKNOWN_PRINCIPAL:
+    return "unknown principal";
+  case LIBSSH2_FX_LOCK_CONFLICT:
+    return "lock conflict";
+  case LIBSSH2_FX_DIR_NOT_EMPTY:
+    return "Directory not empty";
+  case LIBSSH2_FX_NOT_A_DIRECTORY:
+    return "Not a directory";
+  case LIBSSH2_FX_INVALID_FILENAME:
+    return "invalid file name";
+  case LIBSSH2_FX_LINK_LOOP:
+    return "Too many levels of symbolic links";
+  default:
+    return "unknown SFTP error";
   }
 }
 
@@ -707,8 +716,7 @@ static unsigned long sftp_status(HutchSsh *ssh) {
   return libssh2_sftp_last_error(ssh->sftp);
 }
 
-static void set_sftp_error(HutchSsh *ssh, GError **error, const char *fmt, ...)
-    G_GNUC_PRINTF(3, 4);
+static void set_sftp_error(HutchSsh *ssh, GError **error, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
 
 static void set_sftp_error(HutchSsh *ssh, GError **error, const char *fmt, ...) {
   va_list ap;
@@ -735,8 +743,8 @@ static void set_local_error(GError **error, int saved_errno, const char *fmt, ..
   g_autofree char *context = g_strdup_vprintf(fmt, ap);
   va_end(ap);
   g_set_error(error, HUTCH_ERROR,
-              saved_errno == ENOENT ? HUTCH_ERROR_NOT_FOUND : HUTCH_ERROR_FAILED, "%s: %s",
-              context, g_strerror(saved_errno));
+              saved_errno == ENOENT ? HUTCH_ERROR_NOT_FOUND : HUTCH_ERROR_FAILED, "%s: %s", context,
+              g_strerror(saved_errno));
 }
 
 static LIBSSH2_SFTP *get_sftp(HutchSsh *ssh, GError **error) {
@@ -744,8 +752,7 @@ static LIBSSH2_SFTP *get_sftp(HutchSsh *ssh, GError **error) {
   if (!ssh->sftp) {
     ssh->sftp = libssh2_sftp_init(ssh->session);
     if (!ssh->sftp)
-      set_session_error(ssh->session, error, HUTCH_ERROR_SSH, "starting SFTP on %s",
-                        ssh->where);
+      set_session_error(ssh->session, error, HUTCH_ERROR_SSH, "starting SFTP on %s", ssh->where);
   }
   return ssh->sftp;
 }
@@ -836,9 +843,8 @@ static gboolean upload_file(HutchSsh *ssh, const char *local, const char *remote
     set_local_error(error, errno, "opening %s", local);
     return FALSE;
   }
-  LIBSSH2_SFTP_HANDLE *handle =
-      libssh2_sftp_open(ssh->sftp, remote,
-                        LIBSSH2_FXF_WRITE | LIBSSH2_FXF_CREAT | LIBSSH2_FXF_TRUNC, mode & 0777);
+  LIBSSH2_SFTP_HANDLE *handle = libssh2_sftp_open(
+      ssh->sftp, remote, LIBSSH2_FXF_WRITE | LIBSSH2_FXF_CREAT | LIBSSH2_FXF_TRUNC, mode & 0777);
   if (!handle) {
     set_sftp_error(ssh, error, "creating %s", remote);
     close(fd);
@@ -954,9 +960,9 @@ gboolean hutch_ssh_upload(HutchSsh *ssh, const char *local_path, const char *rem
     g_free(target);
     target = g_steal_pointer(&inside);
   }
-  gboolean ok = S_ISDIR(st.st_mode) ? upload_dir(ssh, local_path, target, st.st_mode, error)
-                                    : upload_file(ssh, local_path, target, st.st_mode, FALSE,
-                                                  error);
+  gboolean ok = S_ISDIR(st.st_mode)
+                    ? upload_dir(ssh, local_path, target, st.st_mode, error)
+                    : upload_file(ssh, local_path, target, st.st_mode, FALSE, error);
   if (!ok)
     g_prefix_error(error, "uploading %s to %s: ", local_path, ssh->where);
   return ok;
@@ -971,8 +977,8 @@ static gboolean download_file(HutchSsh *ssh, const char *remote, const char *loc
     return FALSE;
   }
   /* Inside a tree, never write through a symbolic link that is already there. */
-  int fd = open(local, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | (nofollow ? O_NOFOLLOW : 0),
-                0600);
+  int fd =
+      open(local, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | (nofollow ? O_NOFOLLOW : 0), 0600);
   if (fd < 0) {
     set_local_error(error, errno, "creating %s", local);
     libssh2_sftp_close_handle(handle);
@@ -1142,9 +1148,8 @@ static gboolean run_ssh_keygen(const char *const *argv, char **ret_stdout, GErro
   g_autofree char *err = NULL;
   int wait_status = 0;
   g_autoptr(GError) local_error = NULL;
-  if (!g_spawn_sync(NULL, (char **)argv, NULL,
-                    G_SPAWN_SEARCH_PATH | G_SPAWN_STDIN_FROM_DEV_NULL, NULL, NULL, &out, &err,
-                    &wait_status, &local_error)) {
+  if (!g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_SEARCH_PATH | G_SPAWN_STDIN_FROM_DEV_NULL,
+                    NULL, NULL, &out, &err, &wait_status, &local_error)) {
     if (g_error_matches(local_error, G_SPAWN_ERROR, G_SPAWN_ERROR_NOENT))
       g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED,
                   "ssh-keygen is missing: install openssh-client");
@@ -1154,8 +1159,7 @@ static gboolean run_ssh_keygen(const char *const *argv, char **ret_stdout, GErro
     return FALSE;
   }
   if (!g_spawn_check_wait_status(wait_status, NULL)) {
-    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "ssh-keygen failed: %s",
-                g_strstrip(err));
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "ssh-keygen failed: %s", g_strstrip(err));
     return FALSE;
   }
   if (ret_stdout)
@@ -1164,13 +1168,13 @@ static gboolean run_ssh_keygen(const char *const *argv, char **ret_stdout, GErro
 }
 
 static gboolean keygen_into(const char *path, const char *comment, GError **error) {
-  const char *argv[] = {"ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment,
-                        "-f", path, NULL};
+  const char *argv[] = {"ssh-keygen", "-q",    "-t", "ed25519", "-N", "",
+                        "-C",         comment, "-f", path,      NULL};
   return run_ssh_keygen(argv, NULL, error);
 }
 
-gboolean hutch_ssh_generate_keypair(const char *comment, char **ret_private,
-                                    char **ret_public, GError **error) {
+gboolean hutch_ssh_generate_keypair(const char *comment, char **ret_private, char **ret_public,
+                                    GError **error) {
   g_autoptr(GError) local_error = NULL;
   /* g_dir_make_tmp makes it 0700: the private key never sits where others can read it. */
   g_autofree char *dir = g_dir_make_tmp("hutch-keygen-XXXXXX", &local_error);

@@ -30,16 +30,16 @@
 #define TIMEOUT_MS 10000
 
 static struct {
-  char *skip;        /* why the server tests cannot run, or NULL */
-  char *dir;         /* everything the tests make, removed at the end */
-  char *server_dir;  /* test-sshd.sh's directory */
-  char *home;        /* SFTP's start directory on the server, i.e. "~" */
-  char *key;         /* the client's private key file */
-  char *host_key;    /* the server's public host key line, pinned */
+  char *skip;       /* why the server tests cannot run, or NULL */
+  char *dir;        /* everything the tests make, removed at the end */
+  char *server_dir; /* test-sshd.sh's directory */
+  char *home;       /* SFTP's start directory on the server, i.e. "~" */
+  char *key;        /* the client's private key file */
+  char *host_key;   /* the server's public host key line, pinned */
   char *authorized_keys;
   guint port;
   pid_t server_pid;
-  pid_t test_pid;    /* the test program itself, not a forked child */
+  pid_t test_pid; /* the test program itself, not a forked child */
 } fx;
 
 /* ---- Helpers -------------------------------------------------------------------------- */
@@ -56,8 +56,8 @@ static gboolean need_server(void) {
 
 static HutchSsh *connect_ok(void) {
   g_autoptr(GError) error = NULL;
-  HutchSsh *ssh = hutch_ssh_connect("127.0.0.1", fx.port, g_get_user_name(), fx.key,
-                                    fx.host_key, TIMEOUT_MS, &error);
+  HutchSsh *ssh = hutch_ssh_connect("127.0.0.1", fx.port, g_get_user_name(), fx.key, fx.host_key,
+                                    TIMEOUT_MS, &error);
   g_assert_no_error(error);
   g_assert_nonnull(ssh);
   return ssh;
@@ -104,8 +104,8 @@ static char *run_capture(const char *const *argv) {
   g_autofree char *out = NULL;
   int status = 0;
   g_autoptr(GError) error = NULL;
-  g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, &out, NULL,
-               &status, &error);
+  g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, &out, NULL, &status,
+               &error);
   g_assert_no_error(error);
   g_assert_true(g_spawn_check_wait_status(status, NULL));
   return g_steal_pointer(&out);
@@ -192,9 +192,9 @@ static void test_exec_capture(void) {
   g_assert_no_error(error);
 
   /* The exit status arrives after the output has ended. */
-  g_assert_cmpint(hutch_ssh_exec_capture(ssh, "exec >&- 2>&-; sleep 0.3; exit 3", NULL, NULL,
-                                         NULL, &error),
-                  ==, 3);
+  g_assert_cmpint(
+      hutch_ssh_exec_capture(ssh, "exec >&- 2>&-; sleep 0.3; exit 3", NULL, NULL, NULL, &error), ==,
+      3);
   g_assert_no_error(error);
 
   /* Input that the command never reads is not an error. */
@@ -292,8 +292,7 @@ static void test_connect_failures(void) {
   int listening = -1;
   port = closed_port(&listening, TRUE);
   start = hutch_now();
-  ssh = hutch_ssh_connect("127.0.0.1", port, g_get_user_name(), fx.key, fx.host_key, 500,
-                          &error);
+  ssh = hutch_ssh_connect("127.0.0.1", port, g_get_user_name(), fx.key, fx.host_key, 500, &error);
   double elapsed = hutch_now() - start;
   close(listening);
   g_assert_null(ssh);
@@ -326,10 +325,41 @@ static void test_quote(void) {
   if (!need_server())
     return;
   char *words[] = {
-      "printf", "%s\\n", "plain", "with space", "  leading and trailing  ", "it's", "'",
-      "''", "\"double\"", "$(touch pwned)", "`touch pwned`", "$HOME", "${PATH}", "a\nb",
-      "\n", "tab\there", "back\\slash", "*", "?", "[a]", "~", "~/x", "a;b", "a|b", "a&b",
-      "<in", ">out", "#hash", "!bang", "-n", "--", "", "naïve ✓", "%d", NULL,
+      "printf",
+      "%s\\n",
+      "plain",
+      "with space",
+      "  leading and trailing  ",
+      "it's",
+      "'",
+      "''",
+      "\"double\"",
+      "$(touch pwned)",
+      "`touch pwned`",
+      "$HOME",
+      "${PATH}",
+      "a\nb",
+      "\n",
+      "tab\there",
+      "back\\slash",
+      "*",
+      "?",
+      "[a]",
+      "~",
+      "~/x",
+      "a;b",
+      "a|b",
+      "a&b",
+      "<in",
+      ">out",
+      "#hash",
+      "!bang",
+      "-n",
+      "--",
+      "",
+      "naïve ✓",
+      "%d",
+      NULL,
   };
   g_autofree char *command = hutch_shell_quote_argv(words);
   g_autoptr(GString) want = g_string_new(NULL);
@@ -351,8 +381,8 @@ static void test_quote(void) {
 /* Runs exec_interactive in a child whose stdin, stdout and stderr are the given descriptors
  * (as `hutch shell` would see them) and returns the child's pid; its exit status is the
  * command's, 100 on an error, 99 when the terminal was not restored. */
-static pid_t spawn_interactive(const char *command, gboolean pty, int in_fd, int out_fd,
-                               int err_fd, int ctty) {
+static pid_t spawn_interactive(const char *command, gboolean pty, int in_fd, int out_fd, int err_fd,
+                               int ctty) {
   fflush(stdout);
   fflush(stderr);
   pid_t pid = fork();
@@ -370,8 +400,8 @@ static pid_t spawn_interactive(const char *command, gboolean pty, int in_fd, int
   gboolean tty = isatty(STDIN_FILENO);
   if (tty)
     tcgetattr(STDIN_FILENO, &before);
-  HutchSsh *ssh = hutch_ssh_connect("127.0.0.1", fx.port, g_get_user_name(), fx.key,
-                                    fx.host_key, TIMEOUT_MS, NULL);
+  HutchSsh *ssh = hutch_ssh_connect("127.0.0.1", fx.port, g_get_user_name(), fx.key, fx.host_key,
+                                    TIMEOUT_MS, NULL);
   int status = ssh ? hutch_ssh_exec_interactive(ssh, command, pty, NULL) : -1;
   hutch_ssh_free(ssh);
   if (tty) {
@@ -405,8 +435,8 @@ static void test_interactive_stream(void) {
   g_assert_cmpint(pipe(pipe_fds), ==, 0);
   /* Binary data in both directions, and a stdout pipe that the parent drains slowly enough
    * to push back. */
-  pid_t pid = spawn_interactive("cat; echo done >&2; exit 5", FALSE, in_fd, pipe_fds[1],
-                                err_fd, -1);
+  pid_t pid =
+      spawn_interactive("cat; echo done >&2; exit 5", FALSE, in_fd, pipe_fds[1], err_fd, -1);
   close(pipe_fds[1]);
   close(in_fd);
   close(err_fd);
@@ -655,8 +685,8 @@ static void test_client_key(void) {
   g_assert_true(g_str_has_prefix(g_get_user_data_dir(), fx.dir));
   g_autofree char *path = hutch_ssh_client_key(&public_key, &error);
   g_assert_no_error(error);
-  g_autofree char *want = g_build_filename(g_get_user_data_dir(), "hutch", "ssh", "id_ed25519",
-                                           NULL);
+  g_autofree char *want =
+      g_build_filename(g_get_user_data_dir(), "hutch", "ssh", "id_ed25519", NULL);
   g_assert_cmpstr(path, ==, want);
   g_autofree char *dir = g_path_get_dirname(path);
   g_assert_cmpint(file_mode(dir), ==, 0700);
@@ -730,8 +760,8 @@ static void on_abort(int signo) {
    * safe, but the aborts that matter come from assertions in ordinary code. The server's log
    * goes to the test's output first: it often says why. */
   if (getpid() == fx.test_pid) {
-    g_autofree char *log_path = fx.server_dir ? g_build_filename(fx.server_dir, "sshd.log", NULL)
-                                              : NULL;
+    g_autofree char *log_path =
+        fx.server_dir ? g_build_filename(fx.server_dir, "sshd.log", NULL) : NULL;
     g_autofree char *log = NULL;
     if (log_path && g_file_get_contents(log_path, &log, NULL, NULL))
       fprintf(stderr, "# sshd.log:\n%s", log);
@@ -749,8 +779,8 @@ static void start_server(void) {
     return;
   }
   const char *source_dir = g_getenv("HUTCH_SOURCE_DIR");
-  g_autofree char *script = g_build_filename(source_dir ? source_dir : HUTCH_SOURCE_DIR,
-                                             "tools", "test-sshd.sh", NULL);
+  g_autofree char *script =
+      g_build_filename(source_dir ? source_dir : HUTCH_SOURCE_DIR, "tools", "test-sshd.sh", NULL);
   fx.server_dir = g_build_filename(fx.dir, "sshd", NULL);
   fx.home = g_build_filename(fx.server_dir, "home", NULL);
   fx.key = g_build_filename(fx.dir, "id_ed25519", NULL);
@@ -772,11 +802,10 @@ static void start_server(void) {
   g_autofree char *out = NULL;
   g_autofree char *err = NULL;
   int status = 0;
-  if (!g_spawn_sync(NULL, (char **)argv, envp, G_SPAWN_SEARCH_PATH, NULL, NULL, &out, &err,
-                    &status, &error) ||
+  if (!g_spawn_sync(NULL, (char **)argv, envp, G_SPAWN_SEARCH_PATH, NULL, NULL, &out, &err, &status,
+                    &error) ||
       !g_spawn_check_wait_status(status, NULL)) {
-    fx.skip = g_strdup_printf("starting sshd failed: %s",
-                              error ? error->message : g_strstrip(err));
+    fx.skip = g_strdup_printf("starting sshd failed: %s", error ? error->message : g_strstrip(err));
     return;
   }
   fx.port = (guint)g_ascii_strtoull(out, NULL, 10);
