@@ -23,7 +23,7 @@
 #define IMAGE_JSON "image.json"
 #define IMAGE_CMDLINE "root=/dev/vda rw console=ttyS0 net.ifnames=0"
 /* Part of the build key: bump it when the recipe below changes what an image contains. */
-#define BUILD_RECIPE_VERSION "1"
+#define BUILD_RECIPE_VERSION "2"
 #define CHECKSUMS_MAX_BYTES (4 << 20)
 #define DOWNLOAD_ATTEMPTS 5
 
@@ -39,12 +39,16 @@ static const char *const minimum_packages[] = {
     "udev",
 };
 
-/* Run in the root by mmdebstrap ($1 is the root): the fstab for the direct-boot root device,
- * NoCloud only (no metadata-server probing at boot), no SSH host keys shared by every
- * instance (cloud-init installs the pinned one), loopback plus cloud-init's interfaces. */
+/* Before the kernel is installed, so that update-initramfs sees the root file system and
+ * includes its fsck. */
+static const char essential_hook[] =
+    "printf '/dev/vda / ext4 defaults 0 1\\n' > \"$1/etc/fstab\"\n";
+
+/* Run in the root by mmdebstrap ($1 is the root) at the end: NoCloud only (no metadata-server
+ * probing at boot), no SSH host keys shared by every instance (cloud-init installs the pinned
+ * one), loopback plus cloud-init's interfaces. */
 static const char customize_hook[] =
     "set -e\n"
-    "printf '/dev/vda / ext4 defaults 0 1\\n' > \"$1/etc/fstab\"\n"
     "printf 'hutch\\n' > \"$1/etc/hostname\"\n"
     "mkdir -p \"$1/etc/cloud/cloud.cfg.d\"\n"
     "printf 'datasource_list: [ NoCloud ]\\n' > \"$1/etc/cloud/cloud.cfg.d/90_hutch.cfg\"\n"
@@ -59,6 +63,9 @@ static const char unpack_script[] =
     "out=$1\n"
     "mkdir \"$out/root\"\n"
     "tar -C \"$out/root\" --numeric-owner -xpf \"$out/root.tar\"\n"
+    /* The tar has no /dev (device nodes cannot be made here); the initramfs moves the
+     * kernel's devtmpfs onto it. */
+    "mkdir -m 0755 \"$out/root/dev\"\n"
     "rm -f \"$out/root.tar\"\n"
     "for pair in vmlinuz:vmlinuz initrd.img:initrd.img; do\n"
     "  set -- \"$out\"/root/boot/\"${pair%%:*}\"-*\n"
@@ -1079,12 +1086,14 @@ static gboolean build_into(HutchContext *ctx, const HutchImageSpec *spec, const 
   for (guint i = 0; i < packages->len; i++)
     g_string_append_printf(include, "%s%s", i ? "," : "",
                            (const char *)g_ptr_array_index(packages, i));
+  g_autofree char *early_hook = g_strconcat("--essential-hook=", essential_hook, NULL);
   g_autofree char *hook = g_strconcat("--customize-hook=", customize_hook, NULL);
   g_autoptr(GPtrArray) mirrors = build_mirrors(spec);
 
   g_autoptr(GStrvBuilder) b = g_strv_builder_new();
   g_strv_builder_add_many(b, "mmdebstrap", geteuid() == 0 ? "--mode=root" : "--mode=unshare",
-                          "--variant=apt", "--skip=output/dev", include->str, hook, "--",
+                          "--variant=apt", "--skip=output/dev", include->str, early_hook, hook,
+                          "--",
                           spec->suite, tar, NULL);
   for (guint i = 0; i < mirrors->len; i++)
     g_strv_builder_add(b, g_ptr_array_index(mirrors, i));

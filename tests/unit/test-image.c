@@ -142,13 +142,15 @@ static void test_inspect_foreign(void) {
   assert_refused(qed, "QED");
 
   g_autofree char *luks = tmp_path("disk.luks");
-  g_assert_true(g_file_set_contents(luks, "LUKS\xba\xbe\0\x01 padding", 20, NULL));
+  static const char luks_header[] = "LUKS\xba\xbe\0\x01 padding";
+  g_assert_true(g_file_set_contents(luks, luks_header, sizeof(luks_header) - 1, NULL));
   assert_refused(luks, "LUKS");
   g_autofree char *empty = tmp_path("empty.img");
   g_assert_true(g_file_set_contents(empty, "", 0, NULL));
   assert_refused(empty, "empty");
   g_autofree char *truncated = tmp_path("truncated.qcow2");
-  g_assert_true(g_file_set_contents(truncated, "QFI\xfb\0\0\0\x03", 8, NULL));
+  static const char qcow2_start[] = "QFI\xfb\0\0\0\x03";
+  g_assert_true(g_file_set_contents(truncated, qcow2_start, sizeof(qcow2_start) - 1, NULL));
   assert_refused(truncated, "truncated");
 
   g_autoptr(GError) error = NULL;
