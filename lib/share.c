@@ -505,7 +505,12 @@ static G_GNUC_NORETURN void child_run(ChildSetup *s) {
    * without leading it: it can never get a controlling terminal */
   if (setsid() < 0)
     child_fail(s->status_w, STEP_SETSID);
+    /* _Fork runs no atfork handlers, which may take locks another thread of the parent held */
+#if defined(__GLIBC__) && __GLIBC_PREREQ(2, 34)
+  pid_t pid = _Fork();
+#else
   pid_t pid = fork();
+#endif
   if (pid < 0)
     child_fail(s->status_w, STEP_FORK);
   if (pid > 0)
