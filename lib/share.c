@@ -715,9 +715,13 @@ static pid_t spawn_virtiofsd(const HutchSharePlanEntry *entry, int listen_fd, gb
     if (pid > 0)
       kill(pid, SIGKILL);
     if (error && !*error)
-      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_HELPER, "starting %s: %s: %s", argv[0],
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_HELPER, "starting %s: %s: %s%s", argv[0],
                   msg.step >= 0 && msg.step < STEP_N ? step_names[msg.step] : "setup",
-                  g_strerror(msg.err));
+                  g_strerror(msg.err),
+                  msg.step == STEP_UNSHARE ? " (virtiofsd needs unprivileged user namespaces: "
+                                             "sysctl user.max_user_namespaces, "
+                                             "kernel.unprivileged_userns_clone)"
+                                           : "");
     return 0;
   }
   return pid;
