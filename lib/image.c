@@ -1263,6 +1263,7 @@ HutchImage *hutch_image_resolve(HutchContext *ctx, const HutchProfile *profile,
                                 GError **error) {
   const HutchImageSpec *spec = &profile->image;
   g_autofree char *key = NULL;
+  g_autofree char *images = images_dir();
   switch (spec->kind) {
   case HUTCH_IMAGE_FILE: {
     if (!spec->file || !g_path_is_absolute(spec->file)) {
@@ -1291,25 +1292,30 @@ HutchImage *hutch_image_resolve(HutchContext *ctx, const HutchProfile *profile,
       }
     }
     if (!key) {
+      g_autofree char *expected = hutch_image_url_key(digest, NULL);
+      gboolean cached = expected && is_cached(images, expected);
       hutch_progress_begin(ctx, "image", "%s", spec->url);
       key = pull(ctx, spec->url, digest, spec->checksums, error);
       if (!key) {
         g_prefix_error(error, "pulling image: ");
         return NULL;
       }
-      hutch_progress_end(ctx, "image", "%s", key);
+      hutch_progress_end(ctx, "image", "%s%s", key, cached ? " (cached)" : "");
     }
     break;
   }
-  case HUTCH_IMAGE_BUILD:
+  case HUTCH_IMAGE_BUILD: {
+    g_autofree char *expected = hutch_image_build_key(spec);
+    gboolean cached = is_cached(images, expected);
     hutch_progress_begin(ctx, "image", "Debian %s", spec->suite ? spec->suite : "");
     key = build(ctx, spec, error);
     if (!key) {
       g_prefix_error(error, "building image: ");
       return NULL;
     }
-    hutch_progress_end(ctx, "image", "%s", key);
+    hutch_progress_end(ctx, "image", "%s%s", key, cached ? " (cached)" : "");
     break;
+  }
   case HUTCH_IMAGE_NONE:
   case HUTCH_IMAGE_N:
   default:
