@@ -318,11 +318,16 @@ static void add_devices(xmlNodePtr domain, const HutchDomainConfig *c) {
   add_elem(disk, "source", "file", c->disk_path, NULL, NULL);
   add_elem(disk, "target", "dev", "vda", "bus", "virtio");
 
+  /* The seed is a cdrom on virtio-scsi, not SATA: Debian's cloud kernels
+   * (linux-image-cloud-amd64, also in the official cloud images) have no AHCI driver, but
+   * have virtio_scsi and sr_mod. A cdrom (rather than a read-only virtio disk) keeps
+   * internal snapshots possible. */
   if (c->seed_path) {
+    add_elem(devices, "controller", "type", "scsi", "model", "virtio-scsi");
     xmlNodePtr cdrom = add_elem(devices, "disk", "type", "file", "device", "cdrom");
     add_elem(cdrom, "driver", "name", "qemu", "type", "raw");
     add_elem(cdrom, "source", "file", c->seed_path, NULL, NULL);
-    add_elem(cdrom, "target", "dev", "sda", "bus", "sata");
+    add_elem(cdrom, "target", "dev", "sda", "bus", "scsi");
     add_node(cdrom, "readonly");
   }
 

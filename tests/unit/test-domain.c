@@ -240,7 +240,7 @@ static const char *const shares_checks[] = {
 };
 
 static const char *const ports_checks[] = {
-    "/domain/devices/disk[@device='cdrom']/target/@bus", "sata",
+    "/domain/devices/disk[@device='cdrom']/target/@bus", "scsi",
     "/domain/devices/disk[@device='cdrom']/target/@dev", "sda",
     "count(/domain/devices/disk[@device='cdrom']/readonly)", "1",
     "/domain/devices/channel[target/@name='org.qemu.guest_agent.0']/source/@path",
