@@ -66,5 +66,6 @@ gboolean cli_expect_args(CliOptions *opts, int argc, char **argv, int min, int m
 
 const Verb *cli_find_verb(const char *name);
 
-/* Writes node as pretty JSON and a newline on stdout. Takes ownership. */
-void cli_print_json(JsonNode *node);
+/* Write pretty JSON and a newline on stdout. */
+void cli_print_json_array(JsonArray *array);
+void cli_print_json_object(JsonObject *object);

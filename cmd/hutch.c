@@ -192,13 +192,25 @@ gboolean cli_expect_args(CliOptions *opts, int argc, char **argv, int min, int m
   return TRUE;
 }
 
-void cli_print_json(JsonNode *node) {
+static void print_json(JsonNode *node) {
   g_autoptr(JsonGenerator) gen = json_generator_new();
   json_generator_set_pretty(gen, TRUE);
   json_generator_set_root(gen, node);
   g_autofree char *text = json_generator_to_data(gen, NULL);
   printf("%s\n", text);
   json_node_unref(node);
+}
+
+void cli_print_json_array(JsonArray *array) {
+  JsonNode *node = json_node_new(JSON_NODE_ARRAY);
+  json_node_set_array(node, array);
+  print_json(node);
+}
+
+void cli_print_json_object(JsonObject *object) {
+  JsonNode *node = json_node_new(JSON_NODE_OBJECT);
+  json_node_set_object(node, object);
+  print_json(node);
 }
 
 /* Progress on stderr. On a terminal the current phase is redrawn in place and replaced by

@@ -46,9 +46,7 @@ static int image_list(Cli *cli, CliOptions *opts, int argc, char **argv) {
   if (!list)
     return cli_error(error);
   if (cli->json) {
-    JsonNode *node = json_node_new(JSON_NODE_ARRAY);
-    json_node_set_array(node, list);
-    cli_print_json(node);
+    cli_print_json_array(list);
     return EXIT_OK;
   }
   printf("%-24s %-6s %10s  %s\n", "KEY", "KIND", "SIZE", "SOURCE");

@@ -223,9 +223,7 @@ int verb_info(Cli *cli, int argc, char **argv) {
   if (!info)
     return cli_error(error);
   if (cli->json) {
-    JsonNode *node = json_node_new(JSON_NODE_OBJECT);
-    json_node_set_object(node, info);
-    cli_print_json(node);
+    cli_print_json_object(info);
     return EXIT_OK;
   }
   /* Text: one "key: value" line per scalar member, in the documented order. */
@@ -281,9 +279,7 @@ int verb_list(Cli *cli, int argc, char **argv) {
   if (!list)
     return cli_error(error);
   if (cli->json) {
-    JsonNode *node = json_node_new(JSON_NODE_ARRAY);
-    json_node_set_array(node, list);
-    cli_print_json(node);
+    cli_print_json_array(list);
     return EXIT_OK;
   }
   if (!names_only)

@@ -13,9 +13,7 @@ static int profile_list(Cli *cli, CliOptions *opts, int argc, char **argv) {
   if (!list)
     return cli_error(error);
   if (cli->json) {
-    JsonNode *node = json_node_new(JSON_NODE_ARRAY);
-    json_node_set_array(node, list);
-    cli_print_json(node);
+    cli_print_json_array(list);
     return EXIT_OK;
   }
   for (guint i = 0; i < json_array_get_length(list); i++) {

@@ -52,8 +52,10 @@ int verb_cp(Cli *cli, int argc, char **argv) {
   return EXIT_OK;
 }
 
-int verb_ssh_config(Cli *cli, int argc, char **argv) {
-  CliOptions opts = {cli_find_verb("ssh-config"), "", NULL, 0};
+/* NAME -> a text the library makes -> stdout: ssh-config and logs. */
+static int print_text_of(Cli *cli, const char *verb, int argc, char **argv,
+                         char *(*make_text)(HutchContext *, const char *, GError **)) {
+  CliOptions opts = {cli_find_verb(verb), "", NULL, 0};
   int c;
   while ((c = cli_getopt(&opts, argc, argv)) > 0)
     ;
@@ -64,28 +66,17 @@ int verb_ssh_config(Cli *cli, int argc, char **argv) {
   if (!cli_context(cli))
     return EXIT_FAILED;
   g_autoptr(GError) error = NULL;
-  g_autofree char *config = hutch_ssh_config(cli->ctx, argv[optind], &error);
-  if (!config)
+  g_autofree char *text = make_text(cli->ctx, argv[optind], &error);
+  if (!text)
     return cli_error(error);
-  fputs(config, stdout);
+  fputs(text, stdout);
   return EXIT_OK;
 }
 
+int verb_ssh_config(Cli *cli, int argc, char **argv) {
+  return print_text_of(cli, "ssh-config", argc, argv, hutch_ssh_config);
+}
+
 int verb_logs(Cli *cli, int argc, char **argv) {
-  CliOptions opts = {cli_find_verb("logs"), "", NULL, 0};
-  int c;
-  while ((c = cli_getopt(&opts, argc, argv)) > 0)
-    ;
-  if (c < 0)
-    return opts.exit_code;
-  if (!cli_expect_args(&opts, argc, argv, 1, 1))
-    return opts.exit_code;
-  if (!cli_context(cli))
-    return EXIT_FAILED;
-  g_autoptr(GError) error = NULL;
-  g_autofree char *logs = hutch_logs(cli->ctx, argv[optind], &error);
-  if (!logs)
-    return cli_error(error);
-  fputs(logs, stdout);
-  return EXIT_OK;
+  return print_text_of(cli, "logs", argc, argv, hutch_logs);
 }
