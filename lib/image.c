@@ -233,11 +233,23 @@ static gboolean hash_file(const char *path, GChecksumType type, char **ret_hex,
  * keeping the last lines for the error message. */
 typedef void (*LineFunc)(const char *line, gpointer data);
 
-static gboolean run_command(const char *const *argv, const char *what, LineFunc on_line,
-                            gpointer data, GError **error) {
+/* lock_fd >= 0: the child gets a copy (as fd 3) and so holds the work directory's lock for
+ * as long as it lives, even after hutch died. mmdebstrap ignores SIGTERM and SIGINT while apt
+ * runs, so an orphaned build keeps writing; its directory must not look abandoned. */
+static gboolean run_command_locked(const char *const *argv, const char *what, LineFunc on_line,
+                                   gpointer data, int lock_fd, GError **error) {
   g_autoptr(GError) local = NULL;
-  g_autoptr(GSubprocess) proc = g_subprocess_newv(
-      argv, G_SUBPROCESS_FLAGS_STDOUT_PIPE | G_SUBPROCESS_FLAGS_STDERR_MERGE, &local);
+  g_autoptr(GSubprocessLauncher) launcher = g_subprocess_launcher_new(
+      G_SUBPROCESS_FLAGS_STDOUT_PIPE | G_SUBPROCESS_FLAGS_STDERR_MERGE);
+  if (lock_fd >= 0) {
+    int copy = fcntl(lock_fd, F_DUPFD_CLOEXEC, 3);
+    if (copy < 0) {
+      set_errno_error(error, errno, "running", what);
+      return FALSE;
+    }
+    g_subprocess_launcher_take_fd(launcher, copy, 3);
+  }
+  g_autoptr(GSubprocess) proc = g_subprocess_launcher_spawnv(launcher, argv, &local);
   if (!proc) {
     g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_IMAGE, "%s: %s", what, local->message);
     return FALSE;
@@ -285,6 +297,11 @@ static gboolean run_command(const char *const *argv, const char *what, LineFunc 
   }
   g_queue_clear_full(&tail, g_free);
   return ok;
+}
+
+static gboolean run_command(const char *const *argv, const char *what, LineFunc on_line,
+                            gpointer data, GError **error) {
+  return run_command_locked(argv, what, on_line, data, -1, error);
 }
 
 /* argv of `sh -c script sh arg`, inside a user namespace with the user's subordinate ids
@@ -1077,7 +1094,7 @@ static void convert_line(const char *line, gpointer data) {
 }
 
 static gboolean build_into(HutchContext *ctx, const HutchImageSpec *spec, const char *key,
-                           const char *work, GError **error) {
+                           const char *work, int lock_fd, GError **error) {
   g_autofree char *tar = g_build_filename(work, "root.tar", NULL);
   g_autofree char *raw = g_build_filename(work, "disk.raw", NULL);
   g_autofree char *qcow2 = g_build_filename(work, "disk.qcow2", NULL);
@@ -1100,20 +1117,22 @@ static gboolean build_into(HutchContext *ctx, const HutchImageSpec *spec, const 
   g_auto(GStrv) argv = g_strv_builder_end(b);
   PhaseLines lines = {ctx, "bootstrap"};
   hutch_progress_begin(ctx, "bootstrap", "Debian %s, %u packages", spec->suite, packages->len);
-  if (!run_command((const char *const *)argv, "mmdebstrap", bootstrap_line, &lines, error))
+  if (!run_command_locked((const char *const *)argv, "mmdebstrap", bootstrap_line, &lines,
+                          lock_fd, error))
     return FALSE;
   hutch_progress_end(ctx, "bootstrap", NULL);
 
   hutch_progress_begin(ctx, "kernel", "unpacking the root, copying kernel and initrd");
   g_auto(GStrv) unpack = userns_argv(unpack_script, work);
-  if (!run_command((const char *const *)unpack, "unpacking the root", NULL, NULL, error))
+  if (!run_command_locked((const char *const *)unpack, "unpacking the root", NULL, NULL, lock_fd,
+                          error))
     return FALSE;
   hutch_progress_end(ctx, "kernel", NULL);
 
   hutch_progress_begin(ctx, "filesystem", "mkfs.ext4");
   g_auto(GStrv) mkfs = userns_argv(mkfs_script, work);
-  if (!run_command((const char *const *)mkfs, "making the root file system", NULL, NULL,
-                   error))
+  if (!run_command_locked((const char *const *)mkfs, "making the root file system", NULL, NULL,
+                          lock_fd, error))
     return FALSE;
   hutch_progress_end(ctx, "filesystem", NULL);
 
@@ -1121,7 +1140,7 @@ static gboolean build_into(HutchContext *ctx, const HutchImageSpec *spec, const 
   const char *convert[] = {"qemu-img", "convert", "-p", "-c", "-f", "raw", "-O", "qcow2",
                            raw, qcow2, NULL};
   lines.phase = "convert";
-  if (!run_command(convert, "qemu-img convert", convert_line, &lines, error))
+  if (!run_command_locked(convert, "qemu-img convert", convert_line, &lines, lock_fd, error))
     return FALSE;
   g_unlink(raw);
   hutch_progress_end(ctx, "convert", NULL);
@@ -1175,7 +1194,7 @@ static char *build(HutchContext *ctx, const HutchImageSpec *spec, GError **error
   WorkDir work = {NULL, -1};
   if (!work_dir_create(images, &work, error))
     return NULL;
-  gboolean ok = build_into(ctx, spec, key, work.path, error) &&
+  gboolean ok = build_into(ctx, spec, key, work.path, work.lock_fd, error) &&
                 work_dir_commit(&work, images, key, error);
   work_dir_discard(&work);
   return ok ? g_steal_pointer(&key) : NULL;
