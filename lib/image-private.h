@@ -46,3 +46,7 @@ char *hutch_image_url_key(const char *digest, GError **error);
  * BSD lines), and the same after fetching checksums_url and looking up url's basename. */
 char *hutch_image_find_checksum(const char *sums, const char *name, GError **error);
 char *hutch_image_fetch_digest(const char *url, const char *checksums_url, GError **error);
+
+/* The first Debian archive URI (http(s)://.../debian) in apt_dir's sources.list and
+ * sources.list.d/ (one-line and deb822 files), or NULL. */
+char *hutch_image_host_mirror(const char *apt_dir);

@@ -1038,17 +1038,12 @@ static void collect_source_uris(const char *path, GPtrArray *uris) {
   }
 }
 
-/* mmdebstrap's MIRROR arguments. No argument means deb.debian.org plus its updates and
- * security suites, which is also what the host uses unless it names another archive. */
-static GPtrArray *build_mirrors(const HutchImageSpec *spec) {
-  GPtrArray *mirrors = g_ptr_array_new_with_free_func(g_free);
-  if (spec->mirror) {
-    g_ptr_array_add(mirrors, g_strdup(spec->mirror));
-    return mirrors;
-  }
+char *hutch_image_host_mirror(const char *apt_dir) {
   g_autoptr(GPtrArray) uris = g_ptr_array_new_with_free_func(g_free);
-  collect_source_uris("/etc/apt/sources.list", uris);
-  g_autoptr(GDir) dir = g_dir_open("/etc/apt/sources.list.d", 0, NULL);
+  g_autofree char *list = g_build_filename(apt_dir, "sources.list", NULL);
+  g_autofree char *list_d = g_build_filename(apt_dir, "sources.list.d", NULL);
+  collect_source_uris(list, uris);
+  g_autoptr(GDir) dir = g_dir_open(list_d, 0, NULL);
   g_autoptr(GPtrArray) names = g_ptr_array_new_with_free_func(g_free);
   const char *name;
   while (dir && (name = g_dir_read_name(dir)))
@@ -1056,8 +1051,7 @@ static GPtrArray *build_mirrors(const HutchImageSpec *spec) {
       g_ptr_array_add(names, g_strdup(name));
   g_ptr_array_sort(names, compare_strings);
   for (guint i = 0; i < names->len; i++) {
-    g_autofree char *path = g_build_filename("/etc/apt/sources.list.d",
-                                             (char *)g_ptr_array_index(names, i), NULL);
+    g_autofree char *path = g_build_filename(list_d, (char *)g_ptr_array_index(names, i), NULL);
     collect_source_uris(path, uris);
   }
   for (guint i = 0; i < uris->len; i++) {
@@ -1065,13 +1059,27 @@ static GPtrArray *build_mirrors(const HutchImageSpec *spec) {
     gsize len = strlen(uri);
     while (len > 0 && uri[len - 1] == '/')
       uri[--len] = '\0';
-    if (!g_str_has_suffix(uri, "/debian") ||
-        !(g_str_has_prefix(uri, "http://") || g_str_has_prefix(uri, "https://")))
-      continue;
-    if (strcmp(uri, "http://deb.debian.org/debian") != 0)
-      g_ptr_array_add(mirrors, g_steal_pointer(&uri));
-    break;
+    if (g_str_has_suffix(uri, "/debian") &&
+        (g_str_has_prefix(uri, "http://") || g_str_has_prefix(uri, "https://")))
+      return g_steal_pointer(&uri);
   }
+  return NULL;
+}
+
+/* mmdebstrap's MIRROR arguments. None means deb.debian.org plus its updates and security
+ * suites, which is also what the host uses unless it names another Debian archive (then only
+ * that archive's SUITE: its -updates/-security suites may not exist for every suite). */
+static GPtrArray *build_mirrors(const HutchImageSpec *spec) {
+  GPtrArray *mirrors = g_ptr_array_new_with_free_func(g_free);
+  if (spec->mirror) {
+    g_ptr_array_add(mirrors, g_strdup(spec->mirror));
+    return mirrors;
+  }
+  char *host = hutch_image_host_mirror("/etc/apt");
+  if (host && strcmp(host, "http://deb.debian.org/debian") != 0)
+    g_ptr_array_add(mirrors, host);
+  else
+    g_free(host);
   return mirrors;
 }
 

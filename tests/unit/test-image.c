@@ -241,6 +241,70 @@ static void test_find_checksum(void) {
   g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_NOT_FOUND);
 }
 
+static void test_host_mirror(void) {
+  g_autofree char *apt = tmp_path("apt");
+  g_autofree char *list_d = g_build_filename(apt, "sources.list.d", NULL);
+  g_assert_cmpint(g_mkdir_with_parents(list_d, 0700), ==, 0);
+  g_assert_null(hutch_image_host_mirror(apt));
+
+  /* deb822 in sources.list.d; the security archive and third-party repositories do not count. */
+  g_autofree char *sources = g_build_filename(list_d, "debian.sources", NULL);
+  g_assert_true(g_file_set_contents(sources,
+                                    "Types: deb\nURIs: http://security.example/debian-security\n"
+                                    "Suites: bookworm-security\n\n"
+                                    "Types: deb\nURIs: http://mirror.example/debian/\n"
+                                    "Suites: bookworm\nComponents: main\n",
+                                    -1, NULL));
+  g_autofree char *other = g_build_filename(list_d, "0-node.list", NULL);
+  g_assert_true(g_file_set_contents(other, "deb https://deb.nodesource.com/node_20.x nodistro "
+                                    "main\n", -1, NULL));
+  g_autofree char *m1 = hutch_image_host_mirror(apt);
+  g_assert_cmpstr(m1, ==, "http://mirror.example/debian");
+
+  /* One-line sources.list comes first, options in brackets skipped. */
+  g_autofree char *list = g_build_filename(apt, "sources.list", NULL);
+  g_assert_true(g_file_set_contents(list, "# deb http://commented.example/debian bookworm main\n"
+                                    "deb [arch=amd64 signed-by=/k.gpg] "
+                                    "https://one.example/debian bookworm main\n",
+                                    -1, NULL));
+  g_autofree char *m2 = hutch_image_host_mirror(apt);
+  g_assert_cmpstr(m2, ==, "https://one.example/debian");
+}
+
+static void test_build_refuses_bad_spec(void) {
+  g_autoptr(GError) error = NULL;
+  g_autoptr(HutchContext) ctx = hutch_context_new("test:///default", &error);
+  const struct {
+    const char *suite;
+    const char *package;
+    const char *mirror;
+  } bad[] = {
+      {"bookworm", "vim,--root-owner", NULL},
+      {"bookworm", "--hook=x", NULL},
+      {"bookworm", "Vim", NULL},
+      {"../sid", "vim", NULL},
+      {"bookworm", "vim", "--customize-hook=rm"},
+      {"bookworm", "vim", "http://mirror.example/debian bookworm main"},
+  };
+  for (gsize i = 0; i < G_N_ELEMENTS(bad); i++) {
+    g_autoptr(HutchProfile) profile = hutch_profile_new_defaults();
+    profile->image.kind = HUTCH_IMAGE_BUILD;
+    profile->image.suite = g_strdup(bad[i].suite);
+    profile->image.packages = g_new0(char *, 2);
+    profile->image.packages[0] = g_strdup(bad[i].package);
+    profile->image.mirror = g_strdup(bad[i].mirror);
+    g_autofree char *key = hutch_image_build(ctx, profile, &error);
+    g_assert_null(key);
+    g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE);
+    g_clear_error(&error);
+  }
+  g_autoptr(HutchProfile) file = hutch_profile_new_defaults();
+  file->image.kind = HUTCH_IMAGE_FILE;
+  g_assert_null(hutch_image_build(ctx, file, &error));
+  g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE);
+  g_assert_false(g_file_test(images, G_FILE_TEST_EXISTS) && dir_has_prefix(images, "build-"));
+}
+
 /* ---- downloads ------------------------------------------------------------------------ */
 
 typedef struct {
@@ -713,6 +777,8 @@ int main(int argc, char **argv) {
   g_test_add_func("/image/key/build", test_build_key);
   g_test_add_func("/image/key/url", test_url_key);
   g_test_add_func("/image/checksums/find", test_find_checksum);
+  g_test_add_func("/image/build/host-mirror", test_host_mirror);
+  g_test_add_func("/image/build/refuses-bad-spec", test_build_refuses_bad_spec);
   g_test_add_func("/image/pull/ok-then-cache-hit", test_pull_ok_then_cache_hit);
   g_test_add_func("/image/pull/wrong-digest", test_pull_wrong_digest);
   g_test_add_func("/image/pull/resumes", test_pull_resumes);
