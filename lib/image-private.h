@@ -6,11 +6,11 @@
 
 /* A base image ready to back an instance's overlay. */
 typedef struct {
-  char *key;       /* cache key (directory name under $XDG_CACHE_HOME/hutch/images), or NULL
-                    * for an image: { file: } that is used in place */
-  char *disk;      /* absolute path of the base disk */
-  char *format;    /* "qcow2" or "raw" */
-  char *kernel;    /* direct kernel boot: kernel, initrd and command line, else NULL */
+  char *key;    /* cache key (directory name under $XDG_CACHE_HOME/hutch/images), or NULL
+                 * for an image: { file: } that is used in place */
+  char *disk;   /* absolute path of the base disk */
+  char *format; /* "qcow2" or "raw" */
+  char *kernel; /* direct kernel boot: kernel, initrd and command line, else NULL */
   char *initrd;
   char *cmdline;
 } HutchImage;
@@ -20,8 +20,7 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(HutchImage, hutch_image_free)
 
 /* The image a profile names, built or downloaded into the cache first when it is not there
  * (with progress on ctx), inspected before it is returned. */
-HutchImage *hutch_image_resolve(HutchContext *ctx, const HutchProfile *profile,
-                                GError **error);
+HutchImage *hutch_image_resolve(HutchContext *ctx, const HutchProfile *profile, GError **error);
 
 /* Refuses anything but raw or a qcow2 without backing file or external data file. Returns
  * the format ("qcow2" / "raw") in ret_format. */
@@ -29,8 +28,8 @@ gboolean hutch_image_inspect(const char *path, char **ret_format, GError **error
 
 /* Creates overlay (qcow2, backing file image->disk with its format recorded) of size bytes
  * (never smaller than the base's virtual size). */
-gboolean hutch_image_create_overlay(const HutchImage *image, const char *overlay,
-                                    guint64 size, GError **error);
+gboolean hutch_image_create_overlay(const HutchImage *image, const char *overlay, guint64 size,
+                                    GError **error);
 
 /* An instance refers to the image with cache key K when the file "image-key" in its
  * directory ($XDG_DATA_HOME/hutch/instances/NAME/image-key) holds K. */

@@ -32,10 +32,20 @@
  * is not enabled on Debian 12), and serve hutch's SSH, SFTP and guest agent. mmdebstrap
  * installs no Recommends, so udev, dbus and the SFTP server are named. */
 static const char *const minimum_packages[] = {
-    "ca-certificates", "cloud-init",       "dbus",     "e2fsprogs",
-    "ifupdown",        "isc-dhcp-client",  "linux-image-cloud-amd64",
-    "locales",         "netbase",          "openssh-server",
-    "openssh-sftp-server", "qemu-guest-agent", "sudo", "systemd-sysv",
+    "ca-certificates",
+    "cloud-init",
+    "dbus",
+    "e2fsprogs",
+    "ifupdown",
+    "isc-dhcp-client",
+    "linux-image-cloud-amd64",
+    "locales",
+    "netbase",
+    "openssh-server",
+    "openssh-sftp-server",
+    "qemu-guest-agent",
+    "sudo",
+    "systemd-sysv",
     "udev",
 };
 
@@ -105,8 +115,7 @@ static char *images_dir(void) {
 
 /* "doing PATH: strerror" */
 static void set_errno_error(GError **error, int saved, const char *doing, const char *path) {
-  g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_IMAGE, "%s %s: %s", doing, path,
-              g_strerror(saved));
+  g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_IMAGE, "%s %s: %s", doing, path, g_strerror(saved));
 }
 
 /* ---- Names and keys ------------------------------------------------------------------- */
@@ -134,8 +143,8 @@ static GPtrArray *build_packages(const HutchImageSpec *spec) {
   g_ptr_array_sort(all, compare_strings);
   GPtrArray *unique = g_ptr_array_new();
   for (guint i = 0; i < all->len; i++)
-    if (unique->len == 0 || strcmp(g_ptr_array_index(unique, unique->len - 1),
-                                   g_ptr_array_index(all, i)) != 0)
+    if (unique->len == 0 ||
+        strcmp(g_ptr_array_index(unique, unique->len - 1), g_ptr_array_index(all, i)) != 0)
       g_ptr_array_add(unique, g_ptr_array_index(all, i));
   return unique;
 }
@@ -147,8 +156,8 @@ char *hutch_image_build_key(const HutchImageSpec *spec) {
                          spec->suite ? spec->suite : "", spec->mirror ? spec->mirror : "");
   for (guint i = 0; i < packages->len; i++)
     g_string_append_printf(canon, "package=%s\n", (const char *)g_ptr_array_index(packages, i));
-  g_autofree char *sum = g_compute_checksum_for_string(G_CHECKSUM_SHA256, canon->str,
-                                                       (gssize)canon->len);
+  g_autofree char *sum =
+      g_compute_checksum_for_string(G_CHECKSUM_SHA256, canon->str, (gssize)canon->len);
   return g_strdup_printf("build-%.16s", sum);
 }
 
@@ -186,9 +195,8 @@ char *hutch_image_url_key(const char *digest, GError **error) {
   g_autofree char *hex = NULL;
   if (!parse_digest(digest, &type, &hex, error))
     return NULL;
-  g_autofree char *canon = g_strdup_printf("%s:%s", type == G_CHECKSUM_SHA256 ? "sha256"
-                                                                              : "sha512",
-                                           hex);
+  g_autofree char *canon =
+      g_strdup_printf("%s:%s", type == G_CHECKSUM_SHA256 ? "sha256" : "sha512", hex);
   g_autofree char *sum = g_compute_checksum_for_string(G_CHECKSUM_SHA256, canon, -1);
   return g_strdup_printf("url-%.16s", sum);
 }
@@ -196,8 +204,8 @@ char *hutch_image_url_key(const char *digest, GError **error) {
 /* ---- Files ---------------------------------------------------------------------------- */
 
 /* Hashes path with type, and also with SHA-256 when ret_sha256 is given (one read). */
-static gboolean hash_file(const char *path, GChecksumType type, char **ret_hex,
-                          char **ret_sha256, GError **error) {
+static gboolean hash_file(const char *path, GChecksumType type, char **ret_hex, char **ret_sha256,
+                          GError **error) {
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     set_errno_error(error, errno, "reading", path);
@@ -239,8 +247,8 @@ typedef void (*LineFunc)(const char *line, gpointer data);
 static gboolean run_command_locked(const char *const *argv, const char *what, LineFunc on_line,
                                    gpointer data, int lock_fd, GError **error) {
   g_autoptr(GError) local = NULL;
-  g_autoptr(GSubprocessLauncher) launcher = g_subprocess_launcher_new(
-      G_SUBPROCESS_FLAGS_STDOUT_PIPE | G_SUBPROCESS_FLAGS_STDERR_MERGE);
+  g_autoptr(GSubprocessLauncher) launcher =
+      g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_STDOUT_PIPE | G_SUBPROCESS_FLAGS_STDERR_MERGE);
   if (lock_fd >= 0) {
     int copy = fcntl(lock_fd, F_DUPFD_CLOEXEC, 3);
     if (copy < 0) {
@@ -289,11 +297,11 @@ static gboolean run_command_locked(const char *const *argv, const char *what, Li
     if (local)
       g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_IMAGE, "%s: %s", what, local->message);
     else if (g_subprocess_get_if_exited(proc))
-      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_IMAGE, "%s failed (exit status %d)%s%s",
-                  what, g_subprocess_get_exit_status(proc), msg->len ? ": " : "", msg->str);
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_IMAGE, "%s failed (exit status %d)%s%s", what,
+                  g_subprocess_get_exit_status(proc), msg->len ? ": " : "", msg->str);
     else
-      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_IMAGE, "%s was killed by signal %d%s%s",
-                  what, g_subprocess_get_term_sig(proc), msg->len ? ": " : "", msg->str);
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_IMAGE, "%s was killed by signal %d%s%s", what,
+                  g_subprocess_get_term_sig(proc), msg->len ? ": " : "", msg->str);
   }
   g_queue_clear_full(&tail, g_free);
   return ok;
@@ -322,8 +330,7 @@ static gboolean remove_tree(const char *path, GError **error) {
     return TRUE;
   if (geteuid() != 0) {
     g_auto(GStrv) argv = userns_argv("rm -rf -- \"$1\"", path);
-    if (run_command((const char *const *)argv, "removing in a user namespace", NULL, NULL,
-                    NULL) &&
+    if (run_command((const char *const *)argv, "removing in a user namespace", NULL, NULL, NULL) &&
         !g_file_test(path, G_FILE_TEST_EXISTS))
       return TRUE;
   }
@@ -475,8 +482,7 @@ static gboolean read_at(int fd, guchar *buf, gsize len, guint64 offset, gsize *r
   return TRUE;
 }
 
-static gboolean refuse(GError **error, const char *path, const char *fmt, ...)
-    G_GNUC_PRINTF(3, 4);
+static gboolean refuse(GError **error, const char *path, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
 
 static gboolean refuse(GError **error, const char *path, const char *fmt, ...) {
   va_list ap;
@@ -526,8 +532,8 @@ static gboolean inspect_qcow2(int fd, const char *path, const guchar *hdr, gsize
     if (incompatible & QCOW2_INCOMPAT_DATA_FILE)
       return refuse(error, path, "the qcow2 image uses an external data file: %s", danger);
     if (incompatible & ~QCOW2_INCOMPAT_KNOWN)
-      return refuse(error, path, "unknown qcow2 incompatible features 0x%" G_GINT64_MODIFIER
-                    "x", (guint64)(incompatible & ~QCOW2_INCOMPAT_KNOWN));
+      return refuse(error, path, "unknown qcow2 incompatible features 0x%" G_GINT64_MODIFIER "x",
+                    (guint64)(incompatible & ~QCOW2_INCOMPAT_KNOWN));
     header_length = be32(hdr + 100);
     if (header_length < 104)
       return refuse(error, path, "invalid qcow2 header length %u", header_length);
@@ -549,13 +555,12 @@ static gboolean inspect_qcow2(int fd, const char *path, const guchar *hdr, gsize
     if (type == 0)
       break;
     if (ext_len > have - off - 8)
-      return refuse(error, path, "qcow2 header extension 0x%08x runs past the first cluster",
-                    type);
+      return refuse(error, path, "qcow2 header extension 0x%08x runs past the first cluster", type);
     if (type == QCOW2_EXT_DATA_FILE) {
       g_autofree char *name = g_strndup((const char *)first + off + 8, MIN(ext_len, 255));
       g_autofree char *shown = g_utf8_make_valid(name, -1);
-      return refuse(error, path, "the qcow2 image names an external data file ('%s'): %s",
-                    shown, danger);
+      return refuse(error, path, "the qcow2 image names an external data file ('%s'): %s", shown,
+                    danger);
     }
     off += 8 + (((gsize)ext_len + 7) & ~(gsize)7);
   }
@@ -608,8 +613,7 @@ static gboolean inspect_file(const char *path, char **ret_format, guint64 *ret_v
   for (gsize i = 0; ok && i < G_N_ELEMENTS(foreign); i++) {
     if (len >= foreign[i].offset + foreign[i].len &&
         memcmp(hdr + foreign[i].offset, foreign[i].magic, foreign[i].len) == 0)
-      ok = refuse(error, path, "%s images are not supported (use raw or qcow2)",
-                  foreign[i].name);
+      ok = refuse(error, path, "%s images are not supported (use raw or qcow2)", foreign[i].name);
   }
   guint64 vsize = (guint64)st.st_size;
   const char *format = "raw";
@@ -637,10 +641,10 @@ typedef struct {
   HutchContext *ctx;
   const char *phase;
   int fd;
-  guint64 offset;       /* bytes in the file when this attempt started */
-  guint64 written;      /* bytes written by this attempt */
+  guint64 offset;  /* bytes in the file when this attempt started */
+  guint64 written; /* bytes written by this attempt */
   double last_report;
-  GByteArray *memory;   /* instead of fd: collect into memory, up to CHECKSUMS_MAX_BYTES */
+  GByteArray *memory; /* instead of fd: collect into memory, up to CHECKSUMS_MAX_BYTES */
   int write_errno;
 } Download;
 
@@ -723,14 +727,13 @@ static gboolean fetch_to_memory(const char *url, GBytes **ret_bytes, GError **er
   CURL *curl = download_handle(url, &d, errbuf);
   if (!curl) {
     g_byte_array_unref(d.memory);
-    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_IMAGE, "downloading %s: curl init failed",
-                url);
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_IMAGE, "downloading %s: curl init failed", url);
     return FALSE;
   }
   CURLcode code = curl_easy_perform(curl);
   if (code == CURLE_WRITE_ERROR) {
-    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_IMAGE, "downloading %s: larger than %d MiB",
-                url, CHECKSUMS_MAX_BYTES >> 20);
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_IMAGE, "downloading %s: larger than %d MiB", url,
+                CHECKSUMS_MAX_BYTES >> 20);
   } else if (code != CURLE_OK) {
     set_curl_error(error, curl, code, errbuf, url);
   }
@@ -762,8 +765,7 @@ static gboolean download_file(HutchContext *ctx, const char *url, const char *pa
     CURL *curl = download_handle(url, &d, errbuf);
     if (!curl) {
       close(fd);
-      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_IMAGE, "downloading %s: curl init failed",
-                  url);
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_IMAGE, "downloading %s: curl init failed", url);
       return FALSE;
     }
     curl_easy_setopt(curl, CURLOPT_RESUME_FROM_LARGE, (curl_off_t)d.offset);
@@ -784,10 +786,9 @@ static gboolean download_file(HutchContext *ctx, const char *url, const char *pa
      * partial file longer than the resource (416): start over from nothing. */
     gboolean restart = d.offset > 0 && (code == CURLE_RANGE_ERROR ||
                                         (code == CURLE_HTTP_RETURNED_ERROR && status == 416));
-    gboolean transient = d.written > 0 &&
-                         (code == CURLE_PARTIAL_FILE || code == CURLE_RECV_ERROR ||
-                          code == CURLE_OPERATION_TIMEDOUT || code == CURLE_GOT_NOTHING ||
-                          code == CURLE_SEND_ERROR);
+    gboolean transient = d.written > 0 && (code == CURLE_PARTIAL_FILE || code == CURLE_RECV_ERROR ||
+                                           code == CURLE_OPERATION_TIMEDOUT ||
+                                           code == CURLE_GOT_NOTHING || code == CURLE_SEND_ERROR);
     if (attempt >= DOWNLOAD_ATTEMPTS || (!restart && !transient)) {
       set_curl_error(error, curl, code, errbuf, url);
       curl_easy_cleanup(curl);
@@ -931,8 +932,8 @@ static gboolean pull_locked(HutchContext *ctx, const char *url, const char *dige
   json_object_set_int_member(obj, "virtual_size", (gint64)vsize);
   json_object_set_string_member(obj, "created", created);
   json_object_set_string_member(obj, "sha256", sha256);
-  gboolean ok = write_image_json(work.path, obj, error) &&
-                work_dir_commit(&work, images, key, error);
+  gboolean ok =
+      write_image_json(work.path, obj, error) && work_dir_commit(&work, images, key, error);
   work_dir_discard(&work);
   if (ok)
     hutch_progress_end(ctx, "download", "%s", key);
@@ -967,14 +968,13 @@ static char *pull(HutchContext *ctx, const char *url, const char *digest, const 
       close(lock_fd);
     return NULL;
   }
-  gboolean ok = is_cached(images, key) ||
-                pull_locked(ctx, url, digest, checksums, key, partial, error);
+  gboolean ok =
+      is_cached(images, key) || pull_locked(ctx, url, digest, checksums, key, partial, error);
   close(lock_fd);
   return ok ? g_steal_pointer(&key) : NULL;
 }
 
-char *hutch_image_pull(HutchContext *ctx, const char *url, const char *digest,
-                       GError **error) {
+char *hutch_image_pull(HutchContext *ctx, const char *url, const char *digest, GError **error) {
   char *key = pull(ctx, url, digest, NULL, error);
   if (!key)
     g_prefix_error(error, "pulling image: ");
@@ -991,13 +991,13 @@ static gboolean validate_build_spec(const HutchImageSpec *spec, GError **error) 
   }
   for (char **p = spec->packages; p && *p; p++) {
     if (!is_debian_name(*p)) {
-      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE,
-                  "image build: invalid package name '%s'", *p);
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE, "image build: invalid package name '%s'",
+                  *p);
       return FALSE;
     }
   }
-  if (spec->mirror && (!strstr(spec->mirror, "://") ||
-                       strpbrk(spec->mirror, " \t\n") || spec->mirror[0] == '-')) {
+  if (spec->mirror &&
+      (!strstr(spec->mirror, "://") || strpbrk(spec->mirror, " \t\n") || spec->mirror[0] == '-')) {
     g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE,
                 "image build: invalid mirror '%s': expected a URI", spec->mirror);
     return FALSE;
@@ -1118,15 +1118,14 @@ static gboolean build_into(HutchContext *ctx, const HutchImageSpec *spec, const 
   g_autoptr(GStrvBuilder) b = g_strv_builder_new();
   g_strv_builder_add_many(b, "mmdebstrap", geteuid() == 0 ? "--mode=root" : "--mode=unshare",
                           "--variant=apt", "--skip=output/dev", include->str, early_hook, hook,
-                          "--",
-                          spec->suite, tar, NULL);
+                          "--", spec->suite, tar, NULL);
   for (guint i = 0; i < mirrors->len; i++)
     g_strv_builder_add(b, g_ptr_array_index(mirrors, i));
   g_auto(GStrv) argv = g_strv_builder_end(b);
   PhaseLines lines = {ctx, "bootstrap"};
   hutch_progress_begin(ctx, "bootstrap", "Debian %s, %u packages", spec->suite, packages->len);
-  if (!run_command_locked((const char *const *)argv, "mmdebstrap", bootstrap_line, &lines,
-                          lock_fd, error))
+  if (!run_command_locked((const char *const *)argv, "mmdebstrap", bootstrap_line, &lines, lock_fd,
+                          error))
     return FALSE;
   hutch_progress_end(ctx, "bootstrap", NULL);
 
@@ -1145,8 +1144,8 @@ static gboolean build_into(HutchContext *ctx, const HutchImageSpec *spec, const 
   hutch_progress_end(ctx, "filesystem", NULL);
 
   hutch_progress_begin(ctx, "convert", "qcow2, compressed");
-  const char *convert[] = {"qemu-img", "convert", "-p", "-c", "-f", "raw", "-O", "qcow2",
-                           raw, qcow2, NULL};
+  const char *convert[] = {"qemu-img", "convert", "-p", "-c",  "-f", "raw",
+                           "-O",       "qcow2",   raw,  qcow2, NULL};
   lines.phase = "convert";
   if (!run_command_locked(convert, "qemu-img convert", convert_line, &lines, lock_fd, error))
     return FALSE;
@@ -1210,9 +1209,9 @@ static char *build(HutchContext *ctx, const HutchImageSpec *spec, GError **error
 
 char *hutch_image_build(HutchContext *ctx, HutchProfile *profile, GError **error) {
   if (profile->image.kind != HUTCH_IMAGE_BUILD) {
-    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE,
-                "building image: profile '%s' has no image: build:",
-                profile->name ? profile->name : "");
+    g_set_error(
+        error, HUTCH_ERROR, HUTCH_ERROR_USAGE,
+        "building image: profile '%s' has no image: build:", profile->name ? profile->name : "");
     return NULL;
   }
   char *key = build(ctx, &profile->image, error);
@@ -1246,8 +1245,7 @@ static HutchImage *load_cached(const char *key, GError **error) {
   const char *cmdline = json_object_get_string_member_with_default(obj, "cmdline", NULL);
   image->cmdline = image->kernel && cmdline ? g_strdup(cmdline) : NULL;
   if (!image->disk) {
-    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_IMAGE, "image %s: no disk in %s", key,
-                IMAGE_JSON);
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_IMAGE, "image %s: no disk in %s", key, IMAGE_JSON);
     return NULL;
   }
   /* The header is checked again: the cache is the user's to modify. */
@@ -1270,10 +1268,8 @@ static char *find_cached_by_checksums(const char *url, const char *checksums) {
     g_autofree char *path = g_build_filename(images, name, NULL);
     g_autoptr(JsonObject) obj = read_image_json(path, NULL);
     JsonObject *spec = obj ? json_object_get_object_member(obj, "spec") : NULL;
-    if (!spec ||
-        g_strcmp0(json_object_get_string_member_with_default(spec, "url", NULL), url) ||
-        g_strcmp0(json_object_get_string_member_with_default(spec, "checksums", NULL),
-                  checksums))
+    if (!spec || g_strcmp0(json_object_get_string_member_with_default(spec, "url", NULL), url) ||
+        g_strcmp0(json_object_get_string_member_with_default(spec, "checksums", NULL), checksums))
       continue;
     const char *created = json_object_get_string_member_with_default(obj, "created", "");
     if (!best || strcmp(created, best_created) > 0) {
@@ -1286,15 +1282,15 @@ static char *find_cached_by_checksums(const char *url, const char *checksums) {
   return best;
 }
 
-HutchImage *hutch_image_resolve(HutchContext *ctx, const HutchProfile *profile,
-                                GError **error) {
+HutchImage *hutch_image_resolve(HutchContext *ctx, const HutchProfile *profile, GError **error) {
   const HutchImageSpec *spec = &profile->image;
   g_autofree char *key = NULL;
   g_autofree char *images = images_dir();
   switch (spec->kind) {
   case HUTCH_IMAGE_FILE: {
     if (!spec->file || !g_path_is_absolute(spec->file)) {
-      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE, "image file must be an absolute "
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE,
+                  "image file must be an absolute "
                   "path");
       return NULL;
     }
@@ -1353,16 +1349,16 @@ HutchImage *hutch_image_resolve(HutchContext *ctx, const HutchProfile *profile,
   return load_cached(key, error);
 }
 
-gboolean hutch_image_create_overlay(const HutchImage *image, const char *overlay,
-                                    guint64 size, GError **error) {
+gboolean hutch_image_create_overlay(const HutchImage *image, const char *overlay, guint64 size,
+                                    GError **error) {
   guint64 vsize = 0;
   if (!inspect_file(image->disk, NULL, &vsize, error)) {
     g_prefix_error(error, "creating overlay %s: ", overlay);
     return FALSE;
   }
   g_autofree char *size_arg = g_strdup_printf("%" G_GUINT64_FORMAT, MAX(size, vsize));
-  const char *argv[] = {"qemu-img", "create", "-q", "-f", "qcow2", "-F", image->format,
-                        "-b", image->disk, overlay, size_arg, NULL};
+  const char *argv[] = {"qemu-img",    "create", "-q",        "-f",    "qcow2",  "-F",
+                        image->format, "-b",     image->disk, overlay, size_arg, NULL};
   if (!run_command(argv, "qemu-img create", NULL, NULL, error)) {
     g_prefix_error(error, "creating overlay %s: ", overlay);
     g_unlink(overlay);
@@ -1379,8 +1375,8 @@ gboolean hutch_image_create_overlay(const HutchImage *image, const char *overlay
 
 /* key -> GPtrArray of instance names that use it. */
 static GHashTable *image_users(void) {
-  GHashTable *users = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
-                                            (GDestroyNotify)g_ptr_array_unref);
+  GHashTable *users =
+      g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify)g_ptr_array_unref);
   g_autofree char *data = hutch_data_dir();
   g_autofree char *instances = g_build_filename(data, "instances", NULL);
   g_autoptr(GDir) dir = g_dir_open(instances, 0, NULL);
@@ -1391,8 +1387,8 @@ static GHashTable *image_users(void) {
   g_ptr_array_sort(names, compare_strings);
   for (guint i = 0; i < names->len; i++) {
     const char *instance = g_ptr_array_index(names, i);
-    g_autofree char *path = g_build_filename(instances, instance,
-                                             HUTCH_INSTANCE_IMAGE_KEY_FILE, NULL);
+    g_autofree char *path =
+        g_build_filename(instances, instance, HUTCH_INSTANCE_IMAGE_KEY_FILE, NULL);
     g_autofree char *key = NULL;
     if (!g_file_get_contents(path, &key, NULL, NULL))
       continue;
@@ -1408,9 +1404,8 @@ static GHashTable *image_users(void) {
 }
 
 static const char *image_source(JsonObject *obj) {
-  JsonObject *spec = json_object_has_member(obj, "spec")
-                         ? json_object_get_object_member(obj, "spec")
-                         : NULL;
+  JsonObject *spec =
+      json_object_has_member(obj, "spec") ? json_object_get_object_member(obj, "spec") : NULL;
   if (!spec)
     return NULL;
   const char *suite = json_object_get_string_member_with_default(spec, "suite", NULL);
@@ -1448,8 +1443,7 @@ JsonArray *hutch_image_list(HutchContext *ctx, GError **error) {
     json_object_set_int_member(item, "size",
                                json_object_get_int_member_with_default(obj, "size", 0));
     json_object_set_string_member(item, "created",
-                                  json_object_get_string_member_with_default(obj, "created",
-                                                                             NULL));
+                                  json_object_get_string_member_with_default(obj, "created", NULL));
     const char *kernel = json_object_has_member(obj, "kernel")
                              ? json_object_get_string_member_with_default(obj, "kernel", NULL)
                              : NULL;
@@ -1485,11 +1479,10 @@ static char *find_key(const char *images, const char *key_or_name, GError **erro
   if (matches->len == 1)
     return g_strdup(g_ptr_array_index(matches, 0));
   if (matches->len == 0)
-    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_NOT_FOUND, "no cached image '%s'",
-                key_or_name);
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_NOT_FOUND, "no cached image '%s'", key_or_name);
   else
-    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE,
-                "'%s' names %u cached images: give the key", key_or_name, matches->len);
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE, "'%s' names %u cached images: give the key",
+                key_or_name, matches->len);
   return NULL;
 }
 
@@ -1506,9 +1499,8 @@ gboolean hutch_image_remove(HutchContext *ctx, const char *key_or_name, GError *
     g_ptr_array_add(names, NULL);
     g_autofree char *joined = g_strjoinv(", ", (char **)names->pdata);
     g_ptr_array_remove_index(names, names->len - 1);
-    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_STATE,
-                "removing image %s: used by instance%s %s", key, names->len > 1 ? "s" : "",
-                joined);
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_STATE, "removing image %s: used by instance%s %s",
+                key, names->len > 1 ? "s" : "", joined);
     return FALSE;
   }
   /* Renamed first, so a half-removed entry never looks like a complete image. */

@@ -11,9 +11,9 @@
 
 #include "image-private.h"
 
-static char *tmp_root;   /* everything a test makes lives below */
-static char *images;     /* $XDG_CACHE_HOME/hutch/images */
-static char *instances;  /* $XDG_DATA_HOME/hutch/instances */
+static char *tmp_root;  /* everything a test makes lives below */
+static char *images;    /* $XDG_CACHE_HOME/hutch/images */
+static char *instances; /* $XDG_DATA_HOME/hutch/instances */
 
 static char *tmp_path(const char *name) {
   return g_build_filename(tmp_root, name, NULL);
@@ -24,8 +24,8 @@ static void run_ok(const char *const *argv) {
   g_autofree char *out = NULL;
   g_autofree char *err = NULL;
   int status = 0;
-  g_assert_true(g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, &out,
-                             &err, &status, &error));
+  g_assert_true(g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, &out, &err,
+                             &status, &error));
   if (!g_spawn_check_wait_status(status, NULL))
     g_error("%s failed: %s", argv[0], err);
 }
@@ -84,8 +84,8 @@ static void test_inspect_accepts(void) {
   g_autofree char *v2 = tmp_path("plain-v2.qcow2");
   write_random(raw, 65536);
   run_ok((const char *[]){"qemu-img", "create", "-q", "-f", "qcow2", qcow2, "16M", NULL});
-  run_ok((const char *[]){"qemu-img", "create", "-q", "-f", "qcow2", "-o", "compat=0.10", v2,
-                          "16M", NULL});
+  run_ok((const char *[]){"qemu-img", "create", "-q", "-f", "qcow2", "-o", "compat=0.10", v2, "16M",
+                          NULL});
   assert_format(raw, "raw");
   assert_format(qcow2, "qcow2");
   assert_format(v2, "qcow2");
@@ -110,8 +110,8 @@ static void test_inspect_data_file(void) {
   g_autofree char *data = tmp_path("external.data");
   g_autofree char *image = tmp_path("with-data-file.qcow2");
   g_autofree char *opt = g_strdup_printf("data_file=%s", data);
-  run_ok((const char *[]){"qemu-img", "create", "-q", "-f", "qcow2", "-o", opt, image, "16M",
-                          NULL});
+  run_ok(
+      (const char *[]){"qemu-img", "create", "-q", "-f", "qcow2", "-o", opt, image, "16M", NULL});
   assert_refused(image, "external data file");
 
   /* Without the incompatible-feature bit the header extension alone must be refused. */
@@ -256,14 +256,17 @@ static void test_host_mirror(void) {
                                     "Suites: bookworm\nComponents: main\n",
                                     -1, NULL));
   g_autofree char *other = g_build_filename(list_d, "0-node.list", NULL);
-  g_assert_true(g_file_set_contents(other, "deb https://deb.nodesource.com/node_20.x nodistro "
-                                    "main\n", -1, NULL));
+  g_assert_true(g_file_set_contents(other,
+                                    "deb https://deb.nodesource.com/node_20.x nodistro "
+                                    "main\n",
+                                    -1, NULL));
   g_autofree char *m1 = hutch_image_host_mirror(apt);
   g_assert_cmpstr(m1, ==, "http://mirror.example/debian");
 
   /* One-line sources.list comes first, options in brackets skipped. */
   g_autofree char *list = g_build_filename(apt, "sources.list", NULL);
-  g_assert_true(g_file_set_contents(list, "# deb http://commented.example/debian bookworm main\n"
+  g_assert_true(g_file_set_contents(list,
+                                    "# deb http://commented.example/debian bookworm main\n"
                                     "deb [arch=amd64 signed-by=/k.gpg] "
                                     "https://one.example/debian bookworm main\n",
                                     -1, NULL));
@@ -309,9 +312,9 @@ static void test_build_refuses_bad_spec(void) {
 
 typedef struct {
   GSubprocess *proc;
-  char *root;   /* served directory */
-  char *log;    /* one JSON line per request */
-  char *base;   /* http://127.0.0.1:PORT/ */
+  char *root; /* served directory */
+  char *log;  /* one JSON line per request */
+  char *base; /* http://127.0.0.1:PORT/ */
 } Server;
 
 static void server_start(Server *s, const char *name, const char *const *extra) {
@@ -322,11 +325,11 @@ static void server_start(Server *s, const char *name, const char *const *extra) 
   g_assert_cmpint(g_mkdir_with_parents(dir, 0700), ==, 0);
   s->log = g_build_filename(dir, "log", NULL);
   g_autofree char *port_file = g_build_filename(dir, "port", NULL);
-  g_autofree char *script = g_build_filename(g_getenv("HUTCH_SOURCE_DIR"), "tools",
-                                             "http-test-server.py", NULL);
+  g_autofree char *script =
+      g_build_filename(g_getenv("HUTCH_SOURCE_DIR"), "tools", "http-test-server.py", NULL);
   g_autoptr(GPtrArray) argv = g_ptr_array_new();
-  const char *base_argv[] = {"python3", script, "--root", s->root, "--port-file", port_file,
-                             "--log", s->log};
+  const char *base_argv[] = {"python3",     script,    "--root", s->root,
+                             "--port-file", port_file, "--log",  s->log};
   for (gsize i = 0; i < G_N_ELEMENTS(base_argv); i++)
     g_ptr_array_add(argv, (gpointer)base_argv[i]);
   for (const char *const *e = extra; e && *e; e++)
@@ -364,14 +367,14 @@ static GPtrArray *server_requests(Server *s) {
     g_autoptr(JsonParser) parser = json_parser_new();
     g_assert_true(json_parser_load_from_data(parser, *l, -1, NULL));
     JsonObject *o = json_node_get_object(json_parser_get_root(parser));
-    g_ptr_array_add(out, g_strdup_printf(
-                             "%s %s %s %" G_GINT64_FORMAT,
-                             json_object_get_string_member(o, "method"),
-                             json_object_get_string_member(o, "path"),
-                             json_object_get_string_member_with_default(o, "range", NULL)
-                                 ? json_object_get_string_member(o, "range")
-                                 : "-",
-                             json_object_get_int_member(o, "status")));
+    g_ptr_array_add(out,
+                    g_strdup_printf("%s %s %s %" G_GINT64_FORMAT,
+                                    json_object_get_string_member(o, "method"),
+                                    json_object_get_string_member(o, "path"),
+                                    json_object_get_string_member_with_default(o, "range", NULL)
+                                        ? json_object_get_string_member(o, "range")
+                                        : "-",
+                                    json_object_get_int_member(o, "status")));
   }
   return out;
 }
@@ -543,8 +546,8 @@ static void test_pull_checksums_and_resolve(void) {
   g_autofree char *digest = file_digest(file);
   g_autofree char *unrelated = g_strdup(digest + 7);
   unrelated[0] = unrelated[0] == '0' ? '1' : '0';
-  g_autofree char *sums_text = g_strdup_printf("%s  unrelated.img\n%s *cloud.img\n", unrelated,
-                                               digest + 7);
+  g_autofree char *sums_text =
+      g_strdup_printf("%s  unrelated.img\n%s *cloud.img\n", unrelated, digest + 7);
   g_autofree char *sums = g_build_filename(s.root, "SHA256SUMS", NULL);
   g_assert_true(g_file_set_contents(sums, sums_text, -1, NULL));
   g_autofree char *url = g_strconcat(s.base, "cloud.img", NULL);
@@ -710,8 +713,8 @@ static void test_overlay(void) {
   for (gsize i = 0; i < G_N_ELEMENTS(want); i++) {
     g_autofree char *out = NULL;
     const char *argv[] = {"qemu-img", "info", "-U", "--output=json", want[i].path, NULL};
-    g_assert_true(g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL,
-                               &out, NULL, NULL, &error));
+    g_assert_true(g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, &out,
+                               NULL, NULL, &error));
     g_autoptr(JsonParser) parser = json_parser_new();
     g_assert_true(json_parser_load_from_data(parser, out, -1, &error));
     JsonObject *o = json_node_get_object(json_parser_get_root(parser));
