@@ -14,6 +14,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -231,10 +232,10 @@ static HutchSharePlanEntry *plan_entry(const HutchShare *share, guint index,
     return NULL;
   }
 
-  if (entry->readonly && !(virtiofsd && virtiofsd->has_readonly)) {
-    entry->mode = HUTCH_SHARE_9P;
-    return g_steal_pointer(&entry);
-  }
+  /* Read-only shares are virtiofs too, enforced on the host: the Rust virtiofsd by
+   * --readonly, the C one (Debian 12) by a read-only bind mount of the directory in a mount
+   * namespace of its own (see child_run). 9p is no option for them: Debian's cloud kernels
+   * (linux-image-cloud-amd64, as in the official cloud images) are built without 9p. */
   if (!virtiofsd) {
     g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_HELPER, "%s", virtiofsd_error->message);
     return NULL;
@@ -460,6 +461,7 @@ typedef enum {
   STEP_SETGROUPS,
   STEP_SETGID,
   STEP_SETUID,
+  STEP_READONLY,
   STEP_EXEC,
   STEP_N
 } ChildStep;
@@ -472,6 +474,7 @@ static const char *const step_names[STEP_N] = {
     "setgroups",
     "setresgid",
     "setresuid",
+    "making the shared directory read-only",
     "exec",
 };
 
@@ -497,6 +500,7 @@ static G_GNUC_NORETURN void child_fail(int status_fd, ChildStep step) {
 typedef struct {
   int devnull, log, listen, status_w, go_r;
   gboolean unprivileged;
+  const char *readonly_dir;  /* bind-mount this directory read-only before exec, or NULL */
   char **argv;
 } ChildSetup;
 
@@ -553,6 +557,14 @@ static G_GNUC_NORETURN void child_run(ChildSetup *s) {
     if (setresuid(0, 0, 0) < 0)
       child_fail(status_w, STEP_SETUID);
   }
+  /* A read-only share for a virtiofsd without --readonly: a private mount namespace in which
+   * the directory is a read-only bind mount of itself. The kernel refuses every write
+   * (EROFS) whatever the guest does, and nothing outside this process sees the mount. */
+  if (s->readonly_dir &&
+      (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+       mount(s->readonly_dir, s->readonly_dir, NULL, MS_BIND | MS_REC, NULL) < 0 ||
+       mount(NULL, s->readonly_dir, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL) < 0))
+    child_fail(status_w, STEP_READONLY);
   execve(s->argv[0], s->argv, environ);
   child_fail(status_w, STEP_EXEC);
 }
@@ -673,6 +685,9 @@ static pid_t spawn_virtiofsd(const HutchSharePlanEntry *entry, int listen_fd, gb
       .status_w = status[1],
       .go_r = go[0],
       .unprivileged = unprivileged,
+      .readonly_dir = entry->readonly && entry->virtiofsd_kind != HUTCH_VIRTIOFSD_RUST
+                          ? entry->host_dir
+                          : NULL,
       .argv = argv,
   };
   pid_t first = fork();

@@ -109,7 +109,8 @@ static void test_plan(void) {
   g_autofree char *new_abs = g_build_filename(s->home, "new", "sub", NULL);
   const char *hosts[] = {proj_abs, ro_abs, new_abs, proj_abs};
   const char *guests[] = {"/home/dev/Shared", "/opt/ro", "/home/dev/y", "/srv/again"};
-  const HutchShareMode modes[] = {HUTCH_SHARE_VIRTIOFS, HUTCH_SHARE_9P, HUTCH_SHARE_VIRTIOFS,
+  /* read-only shares are virtiofs too (enforced on the host), never 9p */
+  const HutchShareMode modes[] = {HUTCH_SHARE_VIRTIOFS, HUTCH_SHARE_VIRTIOFS, HUTCH_SHARE_VIRTIOFS,
                                   HUTCH_SHARE_VIRTIOFS};
   for (guint i = 0; i < plan->len; i++) {
     const HutchSharePlanEntry *e = entry_at(plan, i);
@@ -157,9 +158,10 @@ static void test_plan(void) {
   g_assert_null(fs0->source_dir);
   g_assert_false(fs0->readonly);
   g_assert_cmpstr(fs1->tag, ==, "hutchfs1");
-  g_assert_null(fs1->socket);
-  g_assert_cmpstr(fs1->source_dir, ==, ro_abs);
-  g_assert_true(fs1->readonly);
+  g_assert_cmpstr(fs1->socket, ==, entry_at(plan, 1)->socket);
+  g_assert_null(fs1->source_dir);
+  /* virtiofsd enforces it; the domain has no <readonly/> for virtiofs */
+  g_assert_false(fs1->readonly);
 
   g_autoptr(GPtrArray) mounts = hutch_share_plan_seed_mounts(plan);
   g_assert_cmpuint(mounts->len, ==, 4);
@@ -168,7 +170,7 @@ static void test_plan(void) {
   g_assert_cmpstr(m0->guest_path, ==, "/home/dev/Shared");
   g_assert_cmpstr(m0->fstype, ==, "virtiofs");
   g_assert_false(m0->readonly);
-  g_assert_cmpstr(m1->fstype, ==, "9p");
+  g_assert_cmpstr(m1->fstype, ==, "virtiofs");
   g_assert_true(m1->readonly);
 }
 
@@ -242,14 +244,15 @@ static void test_plan_refusals(void) {
 static void test_plan_no_virtiofsd(void) {
   g_autoptr(Scratch) s = scratch_new();
   g_setenv("HUTCH_VIRTIOFSD", "/nonexistent/virtiofsd", TRUE);
-  /* read-only shares do not need virtiofsd: 9p */
+  /* read-only shares need virtiofsd too */
   g_autoptr(HutchProfile) ro = hutch_profile_new_defaults();
   add_share(ro, "~/ro", "/opt/ro", FALSE, FALSE);
   g_autoptr(GError) error = NULL;
   g_autoptr(GPtrArray) plan = hutch_share_plan(ro, NULL, s->runtime, s->home, "/home/dev", &error);
-  g_assert_no_error(error);
-  g_assert_cmpint(entry_at(plan, 0)->mode, ==, HUTCH_SHARE_9P);
-  /* writable ones do */
+  g_assert_null(plan);
+  g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_HELPER);
+  g_clear_error(&error);
+  /* and so do writable ones */
   g_autoptr(HutchProfile) rw = hutch_profile_new_defaults();
   add_share(rw, "~/proj", "/opt/rw", TRUE, FALSE);
   g_autoptr(GPtrArray) none = hutch_share_plan(rw, NULL, s->runtime, s->home, "/home/dev", &error);
@@ -442,9 +445,25 @@ static void test_start_stop(void) {
     }
   }
   g_assert_cmpint(pids[0], >, 1);
-  g_assert_cmpint(pids[1], ==, 0); /* read-only on the C virtiofsd: 9p, nothing to run */
-  if (virtiofsd->has_readonly)
-    g_test_message("this virtiofsd has --readonly; share 1 is virtiofs");
+  g_assert_cmpint(pids[1], >, 1);
+  if (!virtiofsd->has_readonly) {
+    /* the read-only share is a read-only bind mount in virtiofsd's own mount namespace; the
+     * writable one is not */
+    g_autofree char *mountinfo = proc_text(pids[1], "mountinfo");
+    g_assert_nonnull(mountinfo);
+    g_auto(GStrv) lines = g_strsplit(mountinfo, "\n", -1);
+    gboolean ro_found = FALSE;
+    const char *ro_dir = entry_at(plan, 1)->host_dir;
+    for (guint l = 0; lines[l]; l++) {
+      g_auto(GStrv) fields = g_strsplit(lines[l], " ", 7);
+      if (g_strv_length(fields) >= 6 && strcmp(fields[4], ro_dir) == 0)
+        ro_found = g_str_has_prefix(fields[5], "ro,") || strcmp(fields[5], "ro") == 0;
+    }
+    if (!ro_found)
+      g_error("no read-only mount of %s in virtiofsd's mountinfo:\n%s", ro_dir, mountinfo);
+    g_autofree char *rw_info = proc_text(pids[0], "mountinfo");
+    g_assert_null(strstr(rw_info, entry_at(plan, 0)->host_dir));
+  }
 
   /* QEMU connecting and going away: virtiofsd sets up its sandbox, then exits by itself */
   const HutchSharePlanEntry *e2 = entry_at(plan, 2);
