@@ -15,6 +15,7 @@
 #include "instance-private.h"
 #include "net-private.h"
 #include "seed-private.h"
+#include "share-private.h"
 #include "ssh-private.h"
 
 /* ---- finding instances ---------------------------------------------------------------- */
@@ -165,6 +166,13 @@ static gboolean write_text(const char *dir, const char *file, const char *text, 
   return hutch_write_file(path, text, strlen(text), mode, error);
 }
 
+/* The shares of a profile for an instance: guest paths relative to the guest user's home. */
+static GPtrArray *plan_shares(const HutchProfile *profile, const char *runtime_dir,
+                              const char *guest_user_name, GError **error) {
+  g_autofree char *guest_home = g_build_filename("/home", guest_user_name, NULL);
+  return hutch_share_plan(profile, NULL, runtime_dir, g_get_home_dir(), guest_home, error);
+}
+
 /* Everything create makes, so that a failure can remove it. */
 typedef struct {
   char *instance_dir;
@@ -186,13 +194,16 @@ static gboolean create_steps(HutchContext *ctx, virConnectPtr conn, const char *
   const char *domain_type = choose_domain_type(conn, profile, error);
   if (!domain_type)
     return FALSE;
-  if (profile->shares->len > 0) {
-    /* virtiofsd and 9p shares are the next piece of work (issue: shares and ports). */
-    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE,
-                "%s: shares are not supported by this version of hutch yet", profile->path);
-    return FALSE;
-  }
   if (!hutch_net_check_ports(profile->ports, error))
+    return FALSE;
+  g_autofree char *user = NULL;
+  guint uid = 0;
+  guest_user(profile, &user, &uid);
+  /* Shares are planned (and refused) before anything is made; the plan is made again, the
+   * same, at every start. */
+  g_autofree char *runtime_dir = hutch_instance_runtime_dir(name);
+  g_autoptr(GPtrArray) share_plan = plan_shares(profile, runtime_dir, user, error);
+  if (!share_plan)
     return FALSE;
 
   g_autofree char *memory = hutch_format_size(profile->memory);
@@ -245,9 +256,8 @@ static gboolean create_steps(HutchContext *ctx, virConnectPtr conn, const char *
 
   g_autofree char *uuid = g_uuid_string_random();
   g_autofree char *mac = random_mac();
-  g_autofree char *user = NULL;
-  guint uid = 0;
-  guest_user(profile, &user, &uid);
+  g_autoptr(GPtrArray) seed_mounts = hutch_share_plan_seed_mounts(share_plan);
+  g_autoptr(GPtrArray) filesystems = hutch_share_plan_domain_fs(share_plan);
 
   HutchSeedConfig seed_config = {
       .instance_id = uuid,
@@ -257,7 +267,7 @@ static gboolean create_steps(HutchContext *ctx, virConnectPtr conn, const char *
       .authorized_key = client_public,
       .host_key_private = host_private,
       .host_key_public = host_public,
-      .mounts = NULL,
+      .mounts = seed_mounts,
       .ready_channel = HUTCH_READY_CHANNEL,
       .mac_address = mac,
   };
@@ -268,7 +278,6 @@ static gboolean create_steps(HutchContext *ctx, virConnectPtr conn, const char *
   hutch_progress_end(ctx, "define", "disk overlay, host key, seed");
 
   hutch_progress_begin(ctx, "define", "domain '%s' on %s", name, hutch_context_get_uri(ctx));
-  g_autofree char *runtime_dir = hutch_instance_runtime_dir(name);
   g_autofree char *console = g_build_filename(dir, HUTCH_INSTANCE_CONSOLE, NULL);
   g_autofree char *passt_socket = g_build_filename(runtime_dir, HUTCH_PASST_SOCKET, NULL);
   g_autofree char *ready_socket = g_build_filename(runtime_dir, HUTCH_RUNTIME_READY_SOCKET,
@@ -289,7 +298,7 @@ static gboolean create_steps(HutchContext *ctx, virConnectPtr conn, const char *
       .mac = mac,
       .ready_socket = ready_socket,
       .agent_socket = agent_socket,
-      .filesystems = NULL,
+      .filesystems = filesystems,
       .profile_name = profile->name,
       .ssh_port = 0,  /* chosen at each start */
       .instance_dir = dir,
@@ -571,6 +580,13 @@ HutchSsh *hutch_instance_connect(HutchContext *ctx, const char *name, GError **e
   return connect_instance(instance, 30, error);
 }
 
+/* passt and virtiofsd exit by themselves when QEMU goes away; this also catches the ones
+ * that never saw QEMU (a start that failed on the way). */
+static void stop_helpers(const char *runtime_dir) {
+  hutch_net_stop(runtime_dir);
+  hutch_share_stop(runtime_dir);
+}
+
 static HutchProfile *instance_profile(HutchInstance *instance, GError **error) {
   g_autofree char *path =
       g_build_filename(instance->meta->instance_dir, HUTCH_INSTANCE_PROFILE, NULL);
@@ -590,10 +606,26 @@ static gboolean start_steps(HutchContext *ctx, HutchInstance *instance, gboolean
   if (!ssh_port)
     return FALSE;
 
+  g_autoptr(GPtrArray) share_plan =
+      plan_shares(profile, instance->meta->runtime_dir, instance->meta->guest_user, error);
+  if (!share_plan)
+    return FALSE;
+  if (share_plan->len > 0) {
+    hutch_progress_begin(ctx, "shares", "virtiofsd for %u folder%s", share_plan->len,
+                         share_plan->len == 1 ? "" : "s");
+    g_autofree char *guest_name = NULL;
+    guint guest_uid = 0;
+    guest_user(profile, &guest_name, &guest_uid);
+    if (!hutch_share_start(share_plan, guest_uid, guest_uid, error))
+      return FALSE;
+    hutch_progress_end(ctx, "shares", "virtiofsd for %u folder%s", share_plan->len,
+                       share_plan->len == 1 ? "" : "s");
+  }
+
   hutch_progress_begin(ctx, "network", "passt, SSH on 127.0.0.1:%u", ssh_port);
   if (!hutch_net_start(instance->meta->runtime_dir, ssh_port, profile->ports, error) ||
       !set_meta_ssh_port(instance->domain, ssh_port, error)) {
-    hutch_net_stop(instance->meta->runtime_dir);
+    stop_helpers(instance->meta->runtime_dir);
     return FALSE;
   }
   instance->meta->ssh_port = ssh_port;
@@ -602,7 +634,7 @@ static gboolean start_steps(HutchContext *ctx, HutchInstance *instance, gboolean
   hutch_progress_begin(ctx, "boot", "starting the domain");
   if (virDomainCreate(instance->domain) < 0) {
     hutch_set_libvirt_error(error, "starting the domain");
-    hutch_net_stop(instance->meta->runtime_dir);
+    stop_helpers(instance->meta->runtime_dir);
     return FALSE;
   }
   if (!wait_ready) {
@@ -695,8 +727,7 @@ gboolean hutch_instance_stop(HutchContext *ctx, const char *name, gboolean force
     return FALSE;
   if (!stop_domain(ctx, instance, force, error))
     return FALSE;
-  /* passt exits by itself when QEMU goes away; this catches the one that never saw QEMU. */
-  hutch_net_stop(instance->meta->runtime_dir);
+  stop_helpers(instance->meta->runtime_dir);
   return TRUE;
 }
 
@@ -714,7 +745,7 @@ gboolean hutch_instance_delete(HutchContext *ctx, const char *name, gboolean for
     if (!stop_domain(ctx, instance, TRUE, error))
       return FALSE;
   }
-  hutch_net_stop(instance->meta->runtime_dir);
+  stop_helpers(instance->meta->runtime_dir);
   if (virDomainUndefineFlags(instance->domain, VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA |
                                                    VIR_DOMAIN_UNDEFINE_NVRAM) < 0) {
     hutch_set_libvirt_error(error, "removing domain '%s'", name);
