@@ -90,7 +90,7 @@ start=$(now)
 qemu-system-x86_64 -accel tcg -smp 1 -m 1024 -display none -monitor none -no-reboot \
   -serial "file:$CONSOLE" -device virtio-rng-pci -nic none \
   -kernel "$IMAGE_DIR/vmlinuz" -initrd "$IMAGE_DIR/initrd.img" -append "$cmdline" \
-  -drive "file=$OVERLAY,if=virtio,format=qcow2" &
+  -drive "file=$OVERLAY,if=virtio,format=qcow2" 2>"$E2E_TMP/qemu.err" &
 QEMU_PID=$!
 booted=
 while [ "$(elapsed "$start" | cut -d. -f1)" -lt "$BOOT_TIMEOUT" ] && kill -0 "$QEMU_PID" 2>/dev/null; do
