@@ -521,7 +521,7 @@ static void test_pull_refuses_backing_file(void) {
   Server s = {0};
   server_start(&s, "srv-backing", NULL);
   g_autofree char *file = g_build_filename(s.root, "backed.qcow2", NULL);
-  run_ok((const char *[]){"qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
+  run_ok((const char *[]){"qemu-img", "create", "-q", "-u", "-f", "qcow2", "-F", "raw", "-b",
                           "/etc/shadow", file, "16M", NULL});
   g_autofree char *digest = file_digest(file);
   g_autofree char *url = g_strconcat(s.base, "backed.qcow2", NULL);
