@@ -16,6 +16,9 @@ export LIBVIRT_DEFAULT_URI=qemu:///session
 export HUTCH_ACCEL=tcg   # /dev/kvm here is kvm_pvm, on which stock guest kernels hang
 export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/run/user/$(id -u)}
 
+# The image cache stays the user's own even when a suite moves HOME.
+export XDG_CACHE_HOME=${XDG_CACHE_HOME:-$HOME/.cache}
+
 E2E_TMP=$(mktemp -d "${TMPDIR:-/tmp}/hutch-e2e.XXXXXX")
 export XDG_DATA_HOME=$E2E_TMP/data XDG_CONFIG_HOME=$E2E_TMP/config
 # Runtime paths hold unix sockets (108-byte limit): keep them short.
