@@ -530,8 +530,15 @@ static gboolean wait_ready_channel(HutchContext *ctx, HutchInstance *instance,
   if (state == READY_OK && optional_failed->len > 0) {
     g_ptr_array_add(optional_failed, NULL);
     g_autofree char *names = g_strjoinv(", ", (char **)optional_failed->pdata);
-    hutch_progress_note(ctx, "%u optional step%s failed: %s", optional_failed->len - 1,
-                        optional_failed->len == 2 ? "" : "s", names);
+    hutch_progress_note(ctx, "ready, with %u optional step%s failed: %s (hutch logs %s)",
+                        optional_failed->len - 1, optional_failed->len == 2 ? "" : "s", names,
+                        instance->name);
+    /* kept for `hutch info`: later boots do not provision again */
+    g_autofree char *lines = g_strjoinv("\n", (char **)optional_failed->pdata);
+    g_autofree char *path =
+        g_build_filename(instance->meta->instance_dir, HUTCH_INSTANCE_OPTIONAL_FAILED, NULL);
+    g_autofree char *text = g_strconcat(lines, "\n", NULL);
+    hutch_write_file(path, text, strlen(text), 0600, NULL);
   }
   g_free(report.failed_step);
   return state == READY_OK;
@@ -816,6 +823,18 @@ static JsonObject *describe(HutchContext *ctx, HutchInstance *instance) {
   g_autofree char *stamp =
       g_build_filename(instance->meta->instance_dir, HUTCH_INSTANCE_PROVISIONED, NULL);
   json_object_set_boolean_member(o, "provisioned", g_file_test(stamp, G_FILE_TEST_EXISTS));
+  /* optional provisioning steps that failed: "INDEX NAME STATUS" each */
+  JsonArray *failed = json_array_new();
+  g_autofree char *failed_path =
+      g_build_filename(instance->meta->instance_dir, HUTCH_INSTANCE_OPTIONAL_FAILED, NULL);
+  g_autofree char *failed_text = NULL;
+  if (g_file_get_contents(failed_path, &failed_text, NULL, NULL)) {
+    g_auto(GStrv) lines = g_strsplit(g_strstrip(failed_text), "\n", -1);
+    for (guint i = 0; lines[i]; i++)
+      if (*lines[i])
+        json_array_add_string_element(failed, lines[i]);
+  }
+  json_object_set_array_member(o, "optional_failed", failed);
   return o;
 }
 
