@@ -130,6 +130,11 @@ HUTCH_PUBLIC gboolean hutch_instance_start(HutchContext *ctx, const char *name,
 /* Graceful shutdown (ACPI) with a timeout, or force (destroy). */
 HUTCH_PUBLIC gboolean hutch_instance_stop(HutchContext *ctx, const char *name,
                                           gboolean force, GError **error);
+/* Waits up to timeout_ms for the domain to stop (whoever stops it: the guest, virsh, another
+ * hutch); *ret_stopped says whether it did. For `hutch start --foreground`. */
+HUTCH_PUBLIC gboolean hutch_instance_wait_stopped(HutchContext *ctx, const char *name,
+                                                  guint timeout_ms, gboolean *ret_stopped,
+                                                  GError **error);
 /* Removes domain, snapshots, helpers and the instance directory. A running instance needs
  * force. */
 HUTCH_PUBLIC gboolean hutch_instance_delete(HutchContext *ctx, const char *name,
@@ -167,5 +172,30 @@ HUTCH_PUBLIC gboolean hutch_copy(HutchContext *ctx, const char *src, const char 
 HUTCH_PUBLIC char *hutch_logs(HutchContext *ctx, const char *name, GError **error);
 /* An OpenSSH client configuration block for the instance. */
 HUTCH_PUBLIC char *hutch_ssh_config(HutchContext *ctx, const char *name, GError **error);
+
+/* ---- Snapshots ------------------------------------------------------------------------ */
+
+/* libvirt internal snapshots of the shut-off VM (libvirt 9.0 reverts no other kind). A
+ * running VM is shut down gracefully, snapshotted and started again; revert restarts it when
+ * it was running. Snapshot names follow the rule of VM names. Shared folders are not part of a
+ * snapshot. A missing snapshot is HUTCH_ERROR_NOT_FOUND; an existing one on create
+ * HUTCH_ERROR_EXISTS. */
+HUTCH_PUBLIC gboolean hutch_snapshot_create(HutchContext *ctx, const char *name,
+                                            const char *snapshot, const char *description,
+                                            GError **error);
+HUTCH_PUBLIC gboolean hutch_snapshot_revert(HutchContext *ctx, const char *name,
+                                            const char *snapshot, GError **error);
+HUTCH_PUBLIC gboolean hutch_snapshot_delete(HutchContext *ctx, const char *name,
+                                            const char *snapshot, GError **error);
+/* An array of {"name", "description", "created", "current"} (docs/json.md), oldest first. */
+HUTCH_PUBLIC JsonArray *hutch_snapshot_list(HutchContext *ctx, const char *name,
+                                            GError **error);
+
+/* ---- Doctor --------------------------------------------------------------------------- */
+
+/* Checks the host (KVM, libvirt, QEMU, passt, virtiofsd, subuids, mmdebstrap,
+ * XDG_RUNTIME_DIR, free space): an array of {"check", "ok", "severity", "detail", "fix"}
+ * (docs/json.md). Never fails: what cannot be checked is a failed check. */
+HUTCH_PUBLIC JsonArray *hutch_doctor(HutchContext *ctx);
 
 G_END_DECLS

@@ -738,6 +738,19 @@ gboolean hutch_instance_stop(HutchContext *ctx, const char *name, gboolean force
   return TRUE;
 }
 
+gboolean hutch_instance_wait_stopped(HutchContext *ctx, const char *name, guint timeout_ms,
+                                     gboolean *ret_stopped, GError **error) {
+  g_autoptr(HutchInstance) instance = hutch_instance_lookup(ctx, name, error);
+  if (!instance)
+    return FALSE;
+  double deadline = hutch_now() + timeout_ms / 1000.0;
+  gboolean stopped;
+  while (!(stopped = !hutch_instance_is_active(instance)) && hutch_now() < deadline)
+    g_usleep(250 * 1000);
+  *ret_stopped = stopped;
+  return TRUE;
+}
+
 gboolean hutch_instance_delete(HutchContext *ctx, const char *name, gboolean force,
                                GError **error) {
   g_autoptr(HutchInstance) instance = hutch_instance_lookup(ctx, name, error);

@@ -1,0 +1,284 @@
+/* doctor.c: what `hutch doctor` checks on the host, and the fix for each problem. */
+#include "config.h"
+
+#include <errno.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include "doctor-private.h"
+#include "share-private.h"
+
+/* Adds one result. fix is only kept when the check failed. */
+static void add(JsonArray *results, const char *check, gboolean ok, const char *severity,
+                const char *detail, const char *fix) {
+  JsonObject *o = json_object_new();
+  json_object_set_string_member(o, "check", check);
+  json_object_set_boolean_member(o, "ok", ok);
+  json_object_set_string_member(o, "severity", ok ? "info" : severity);
+  json_object_set_string_member(o, "detail", detail);
+  if (!ok && fix)
+    json_object_set_string_member(o, "fix", fix);
+  json_array_add_object_element(results, o);
+}
+
+static char *host_path(const HutchDoctorEnv *env, const char *path) {
+  return g_strconcat(env->root ? env->root : "", path, NULL);
+}
+
+/* Like g_find_program_in_path, but in env->path rather than the process's PATH. */
+static char *find_program(const HutchDoctorEnv *env, const char *program) {
+  if (strchr(program, '/'))
+    return g_file_test(program, G_FILE_TEST_IS_EXECUTABLE) ? g_strdup(program) : NULL;
+  g_auto(GStrv) dirs = g_strsplit(env->path ? env->path : "", ":", -1);
+  for (guint i = 0; dirs[i]; i++) {
+    if (!*dirs[i])
+      continue;
+    g_autofree char *candidate = g_build_filename(dirs[i], program, NULL);
+    if (g_file_test(candidate, G_FILE_TEST_IS_EXECUTABLE) &&
+        !g_file_test(candidate, G_FILE_TEST_IS_DIR))
+      return g_steal_pointer(&candidate);
+  }
+  return NULL;
+}
+
+/* kvm_pvm is a paravirtual KVM: /dev/kvm works and libvirt offers kvm, but stock guest
+ * kernels hang in their decompressor under it. It shows as a module in /sys/module, or in
+ * /proc/modules where /sys is not mounted. */
+static gboolean host_has_kvm_pvm(const HutchDoctorEnv *env) {
+  g_autofree char *sys = host_path(env, "/sys/module/kvm_pvm");
+  if (g_file_test(sys, G_FILE_TEST_EXISTS))
+    return TRUE;
+  g_autofree char *modules_path = host_path(env, "/proc/modules");
+  g_autofree char *modules = NULL;
+  if (!g_file_get_contents(modules_path, &modules, NULL, NULL))
+    return FALSE;
+  return g_str_has_prefix(modules, "kvm_pvm ") || strstr(modules, "\nkvm_pvm ") != NULL;
+}
+
+static void check_kvm(JsonArray *results, const HutchDoctorEnv *env) {
+  static const char tcg_fix[] =
+      "guests need TCG emulation: set `accel: tcg` in your profiles (and `cpus: 1` on small "
+      "hosts), or export HUTCH_ACCEL=tcg to override every profile";
+  g_autofree char *dev = host_path(env, "/dev/kvm");
+  gboolean pvm = host_has_kvm_pvm(env);
+  if (!g_file_test(dev, G_FILE_TEST_EXISTS)) {
+    if (pvm)
+      add(results, "kvm", FALSE, "warning",
+          "KVM unavailable: there is no /dev/kvm, and the host's KVM is the paravirtual kvm_pvm "
+          "(on which stock guest kernels hang)",
+          tcg_fix);
+    else
+      add(results, "kvm", FALSE, "warning", "KVM unavailable: there is no /dev/kvm",
+          "enable virtualization (VT-x/AMD-V) in the firmware and load kvm_intel or kvm_amd "
+          "(in a VM: enable nested virtualization); until then guests need TCG emulation: "
+          "`accel: tcg` in profiles or HUTCH_ACCEL=tcg");
+    return;
+  }
+  if (access(dev, R_OK | W_OK) != 0) {
+    g_autofree char *detail = g_strdup_printf("cannot open /dev/kvm: %s", g_strerror(errno));
+    g_autofree char *fix =
+        g_strdup_printf("add yourself to the group of /dev/kvm (sudo usermod -aG kvm %s) and log "
+                        "in again; until then guests run under TCG emulation",
+                        env->user);
+    add(results, "kvm", FALSE, "warning", detail, fix);
+    return;
+  }
+  if (pvm) {
+    add(results, "kvm", FALSE, "warning",
+        "/dev/kvm is the paravirtual kvm_pvm: stock guest kernels hang under it", tcg_fix);
+    return;
+  }
+  add(results, "kvm", TRUE, NULL, "/dev/kvm is usable", NULL);
+}
+
+static void check_libvirt(JsonArray *results, HutchContext *ctx) {
+  g_autoptr(GError) error = NULL;
+  virConnectPtr conn = hutch_context_connect(ctx, &error);
+  if (!conn) {
+    g_autofree char *detail = g_strdup_printf("libvirt unreachable: %s", error->message);
+    add(results, "libvirt", FALSE, "error", detail,
+        "apt-get install libvirt-daemon libvirt-clients (as an ordinary user, qemu:///session "
+        "starts its own daemon when XDG_RUNTIME_DIR is set); check with: virsh -c "
+        "qemu:///session uri");
+    return;
+  }
+  unsigned long lib = 0, hv = 0;
+  if (virConnectGetLibVersion(conn, &lib) < 0) {
+    add(results, "libvirt", FALSE, "error", "libvirt did not say its version",
+        "check the daemon: virsh version");
+    return;
+  }
+  const char *hv_type = virConnectGetType(conn);
+  g_autofree char *hv_text = NULL;
+  if (virConnectGetVersion(conn, &hv) == 0 && hv > 0)
+    hv_text = g_strdup_printf(", %s %lu.%lu.%lu", hv_type ? hv_type : "hypervisor",
+                              hv / 1000000, hv / 1000 % 1000, hv % 1000);
+  g_autofree char *detail =
+      g_strdup_printf("libvirt %lu.%lu.%lu on %s%s", lib / 1000000, lib / 1000 % 1000,
+                      lib % 1000, hutch_context_get_uri(ctx), hv_text ? hv_text : "");
+  if (lib < 9000000)
+    add(results, "libvirt", FALSE, "error", detail, "hutch needs libvirt 9.0 or later");
+  else
+    add(results, "libvirt", TRUE, NULL, detail, NULL);
+}
+
+/* A program hutch runs: found or not, with the package that has it. */
+static void check_program(JsonArray *results, const HutchDoctorEnv *env, const char *check,
+                          const char *program, const char *severity, const char *needed_for,
+                          const char *fix) {
+  g_autofree char *found = find_program(env, program);
+  g_autofree char *detail = found ? g_strdup_printf("%s (%s)", found, needed_for)
+                                  : g_strdup_printf("%s not found in PATH (%s)", program,
+                                                    needed_for);
+  add(results, check, found != NULL, severity, detail, fix);
+}
+
+static void check_virtiofsd(JsonArray *results) {
+  g_autoptr(GError) error = NULL;
+  g_autoptr(HutchVirtiofsd) virtiofsd = hutch_virtiofsd_find(&error);
+  if (!virtiofsd) {
+    add(results, "virtiofsd", FALSE, "warning", error->message,
+        "apt-get install qemu-system-common (Debian 12) or virtiofsd (newer distributions); "
+        "only profiles with shares need it");
+    return;
+  }
+  /* hutch makes read-only shares read-only itself (a read-only bind mount in virtiofsd's
+   * mount namespace), so --readonly is informational. */
+  g_autofree char *detail = g_strdup_printf(
+      "%s (%s virtiofsd, %s); read-only shares are enforced by hutch with a read-only bind "
+      "mount either way",
+      virtiofsd->path, virtiofsd->kind == HUTCH_VIRTIOFSD_RUST ? "Rust" : "C",
+      virtiofsd->has_readonly ? "has --readonly" : "no --readonly");
+  add(results, "virtiofsd", TRUE, NULL, detail, NULL);
+}
+
+static void check_subids(JsonArray *results, const HutchDoctorEnv *env) {
+  if (env->uid == 0) {
+    add(results, "subuid", TRUE, NULL, "root: virtiofsd runs without a user namespace", NULL);
+    return;
+  }
+  g_autofree char *fix = g_strdup_printf(
+      "add the line '%s:100000:65536' to /etc/subuid and /etc/subgid, with a range no other "
+      "user has (or: sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 "
+      "%s); only profiles with shares need it",
+      env->user, env->user);
+  GString *missing = g_string_new(NULL);
+  for (const char *const *tool = (const char *const[]){"newuidmap", "newgidmap", NULL}; *tool;
+       tool++) {
+    g_autofree char *found = find_program(env, *tool);
+    if (!found)
+      g_string_append_printf(missing, "%s%s", missing->len ? ", " : "", *tool);
+  }
+  if (missing->len) {
+    g_autofree char *detail = g_strdup_printf(
+        "%s not found: virtiofsd cannot run in a user namespace without root",
+        missing->str);
+    g_string_free(missing, TRUE);
+    add(results, "subuid", FALSE, "warning", detail,
+        "apt-get install uidmap; only profiles with shares need it");
+    return;
+  }
+  g_string_free(missing, TRUE);
+  g_autoptr(GString) ranges = g_string_new(NULL);
+  for (const char *const *file = (const char *const[]){"/etc/subuid", "/etc/subgid", NULL};
+       *file; file++) {
+    g_autofree char *path = host_path(env, *file);
+    g_autofree char *text = NULL;
+    guint32 start = 0, count = 0;
+    if (!g_file_get_contents(path, &text, NULL, NULL) ||
+        !hutch_share_parse_subid(text, env->user, env->uid, &start, &count)) {
+      g_autofree char *detail = g_strdup_printf(
+          "%s has no range for %s: virtiofsd cannot run in a user namespace", *file,
+          env->user);
+      add(results, "subuid", FALSE, "warning", detail, fix);
+      return;
+    }
+    g_string_append_printf(ranges, "%s%s %u+%u", ranges->len ? ", " : "", *file, start,
+                           count);
+  }
+  g_autofree char *detail = g_strdup_printf("%s; newuidmap and newgidmap found", ranges->str);
+  add(results, "subuid", TRUE, NULL, detail, NULL);
+}
+
+static void check_runtime_dir(JsonArray *results, const HutchDoctorEnv *env) {
+  static const char fix[] =
+      "log in through a session that sets it (systemd-logind), or create it yourself: "
+      "sudo install -d -m 0700 -o $USER /run/user/$(id -u) and export "
+      "XDG_RUNTIME_DIR=/run/user/$(id -u)";
+  if (!env->runtime_dir || !*env->runtime_dir) {
+    add(results, "runtime-dir", FALSE, "error",
+        "XDG_RUNTIME_DIR is not set: libvirt's session daemon and hutch's sockets live there",
+        fix);
+    return;
+  }
+  if (!g_file_test(env->runtime_dir, G_FILE_TEST_IS_DIR) ||
+      access(env->runtime_dir, W_OK | X_OK) != 0) {
+    g_autofree char *detail = g_strdup_printf(
+        "XDG_RUNTIME_DIR=%s is not a directory you can write to", env->runtime_dir);
+    add(results, "runtime-dir", FALSE, "error", detail, fix);
+    return;
+  }
+  g_autofree char *detail = g_strdup_printf("XDG_RUNTIME_DIR=%s", env->runtime_dir);
+  add(results, "runtime-dir", TRUE, NULL, detail, NULL);
+}
+
+static void check_cache_space(JsonArray *results, const HutchDoctorEnv *env) {
+  /* The cache may not exist yet: measure the filesystem it will be made on. */
+  g_autofree char *dir = g_strdup(env->cache_dir);
+  while (!g_file_test(dir, G_FILE_TEST_IS_DIR) && strcmp(dir, "/") != 0 && strcmp(dir, ".") != 0) {
+    char *parent = g_path_get_dirname(dir);
+    g_free(dir);
+    dir = parent;
+  }
+  struct statvfs fs;
+  if (statvfs(dir, &fs) != 0) {
+    g_autofree char *detail = g_strdup_printf("cannot measure free space of %s: %s",
+                                              env->cache_dir, g_strerror(errno));
+    add(results, "cache-space", FALSE, "warning", detail,
+        "check that the cache directory ($XDG_CACHE_HOME/hutch) can be made");
+    return;
+  }
+  guint64 free_bytes = (guint64)fs.f_bavail * fs.f_frsize;
+  g_autofree char *free_text = g_format_size_full(free_bytes, G_FORMAT_SIZE_IEC_UNITS);
+  g_autofree char *min_text = g_format_size_full(env->min_free, G_FORMAT_SIZE_IEC_UNITS);
+  g_autofree char *detail = g_strdup_printf("%s free for %s", free_text, env->cache_dir);
+  g_autofree char *fix = g_strdup_printf(
+      "images and VM disks need room (%s or more): free some space, or point XDG_CACHE_HOME "
+      "and XDG_DATA_HOME at a larger filesystem",
+      min_text);
+  add(results, "cache-space", free_bytes >= env->min_free, "warning", detail, fix);
+}
+
+JsonArray *hutch_doctor_run(HutchContext *ctx, const HutchDoctorEnv *env) {
+  JsonArray *results = json_array_new();
+  check_kvm(results, env);
+  if (ctx)
+    check_libvirt(results, ctx);
+  check_program(results, env, "qemu", "qemu-system-x86_64", "error", "runs the guests",
+                "apt-get install qemu-system-x86");
+  const char *passt = g_getenv("HUTCH_PASST");
+  check_program(results, env, "passt", passt && *passt ? passt : "passt", "error",
+                "the guests' network", "apt-get install passt");
+  check_virtiofsd(results);
+  check_subids(results, env);
+  check_program(results, env, "mmdebstrap", "mmdebstrap", "warning",
+                "builds images of profiles with `image: build:`", "apt-get install mmdebstrap");
+  check_runtime_dir(results, env);
+  check_cache_space(results, env);
+  return results;
+}
+
+JsonArray *hutch_doctor(HutchContext *ctx) {
+  g_autofree char *cache = hutch_cache_dir();
+  g_autofree char *images = g_build_filename(cache, "images", NULL);
+  HutchDoctorEnv env = {
+      .root = "",
+      .path = g_getenv("PATH"),
+      .runtime_dir = g_getenv("XDG_RUNTIME_DIR"),
+      .cache_dir = images,
+      .user = g_get_user_name(),
+      .uid = getuid(),
+      .min_free = (guint64)10 << 30,
+  };
+  return hutch_doctor_run(ctx, &env);
+}
