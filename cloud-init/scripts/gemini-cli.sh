@@ -1,0 +1,57 @@
+#!/bin/bash
+# hutch provisioning step: Gemini CLI (as: user), `npm install -g @google/gemini-cli` under the user's own
+# prefix: nvm's directory when Node.js came from nvm, else ~/.local (set by the node step).
+# Nothing is logged in: run `gemini` in the VM and sign in there (docs/ai-tools.md).
+#   HUTCH_GEMINI_CLI_VERSION   the package version or tag (default latest)
+# Installed once; running again leaves a working install alone. When the package does not
+# run on this VM's Node.js, it is uninstalled again and the step fails saying which Node.js
+# the package wants.
+set -u
+NAME=gemini-cli
+PKG=@google/gemini-cli
+BIN=gemini
+log() { printf 'hutch-%s: %s\n' "$NAME" "$*"; }
+die() { printf 'hutch-%s: error: %s\n' "$NAME" "$*" >&2; exit 1; }
+# shellcheck source=/dev/null
+[ -r /etc/profile.d/hutch-env.sh ] && . /etc/profile.d/hutch-env.sh
+[ "$(id -u)" != 0 ] || die "run this step as the guest user (as: user), not root"
+spec=$PKG@${HUTCH_GEMINI_CLI_VERSION:-latest}
+
+export NVM_DIR=$HOME/.nvm
+if [ -s "$NVM_DIR/nvm.sh" ]; then
+  # shellcheck source=/dev/null
+  . "$NVM_DIR/nvm.sh" && nvm use default >/dev/null 2>&1
+fi
+command -v npm >/dev/null 2>&1 ||
+  die "npm is not installed: the node step failed or did not run (see its log in /var/log/hutch/steps/)"
+prefix=$(npm config get prefix) || die "npm config get prefix failed"
+case "$prefix" in
+  "$HOME"/*) ;;
+  *)
+    # Never a root-owned global install: the node step sets this, but do not depend on it.
+    npm config set prefix "$HOME/.local" || die "npm config set prefix failed"
+    prefix=$HOME/.local
+    ;;
+esac
+export PATH=$prefix/bin:$PATH
+node_version=$(node --version 2>/dev/null)
+
+if [ -e "$prefix/lib/node_modules/$PKG/package.json" ] && out=$(timeout 300 "$BIN" --version 2>&1 </dev/null); then
+  log "$PKG is already installed: $BIN --version: $out"
+  exit 0
+fi
+
+log "npm install -g $spec (prefix $prefix, Node.js $node_version)"
+npm install -g --no-fund --no-audit --no-update-notifier --fetch-timeout=60000 \
+  --fetch-retries=2 "$spec" ||
+  die "npm install -g $spec failed (is registry.npmjs.org reachable? see npm's message above)"
+
+if out=$(timeout 300 "$BIN" --version 2>&1 </dev/null); then
+  log "installed: $BIN --version: $out"
+  exit 0
+fi
+wants=$(node -p "(require('$prefix/lib/node_modules/$PKG/package.json').engines || {}).node || ''" 2>/dev/null)
+version=$(node -p "require('$prefix/lib/node_modules/$PKG/package.json').version" 2>/dev/null)
+printf '%s\n' "$out" | tail -n 5 | sed "s/^/hutch-$NAME: $BIN: /"
+npm uninstall -g --no-fund --no-audit "$PKG" >/dev/null 2>&1
+die "$PKG $version does not run on Node.js $node_version${wants:+ (it needs Node.js $wants)}; uninstalled. Install a newer Node.js (nvm) and run this step again"

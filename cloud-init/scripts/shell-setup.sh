@@ -1,0 +1,93 @@
+#!/bin/sh
+# hutch provisioning step: the sandbox's shell setup (as root). Writes
+# /etc/profile.d/hutch-shell.sh (login shells) and makes /etc/bash.bashrc source it too
+# (interactive shells that are not login shells: screen windows, terminals in editors).
+# Rewritten whole on every run, so running it again changes nothing.
+set -u
+NAME=shell-setup
+log() { printf 'hutch-%s: %s\n' "$NAME" "$*"; }
+die() { printf 'hutch-%s: error: %s\n' "$NAME" "$*" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || die "must run as root (as: root)"
+
+target=/etc/profile.d/hutch-shell.sh
+tmp=$target.tmp.$$
+cat >"$tmp" <<'SHELL' || die "cannot write $tmp"
+# Written by hutch (cloud-init/scripts/shell-setup.sh); rewritten when provisioning runs again.
+# Profile settings (HUTCH_* and others) come from /etc/profile.d/hutch-env.sh.
+
+# PATH: Go's toolchain and binaries, and the user's own (npm's global prefix, pip --user).
+# Each directory once, however often this file is sourced.
+for hutch_dir in /usr/local/go/bin "$HOME/go/bin" "$HOME/.local/bin"; do
+  case ":$PATH:" in
+    *":$hutch_dir:"*) ;;
+    *) PATH=$hutch_dir:$PATH ;;
+  esac
+done
+unset hutch_dir
+export PATH
+
+# The rest is for interactive shells only.
+case $- in *i*) ;; *) return 0 2>/dev/null || exit 0 ;; esac
+
+export EDITOR=${EDITOR:-vim} VISUAL=${VISUAL:-${EDITOR:-vim}} PAGER=${PAGER:-less}
+
+if [ -n "${BASH_VERSION:-}" ]; then
+  # Long history, shared between the shells of a session, with times.
+  HISTSIZE=100000
+  HISTFILESIZE=200000
+  HISTCONTROL=ignoreboth
+  HISTTIMEFORMAT='%F %T '
+  shopt -s histappend checkwinsize
+  case "${PROMPT_COMMAND:-}" in
+    *'history -a'*) ;;
+    *) PROMPT_COMMAND="history -a${PROMPT_COMMAND:+; $PROMPT_COMMAND}" ;;
+  esac
+fi
+
+# System
+alias ls='ls --color=auto'
+alias ll='ls -alhF'
+alias la='ls -A'
+alias l='ls -CF'
+alias ..='cd ..'
+alias ...='cd ../..'
+alias grep='grep --color=auto'
+alias df='df -h'
+alias du1='du -h --max-depth=1'
+alias free='free -h'
+alias ports='ss -tulpn'
+alias psg='ps aux | grep -v grep | grep -i'
+alias update='sudo apt-get update && sudo apt-get upgrade'
+alias syslog='sudo journalctl -f | ccze -A'
+
+# Git
+alias g='git'
+alias gs='git status'
+alias ga='git add'
+alias gc='git commit'
+alias gd='git diff'
+alias gds='git diff --staged'
+alias gl='git log --oneline --graph --decorate -20'
+alias gp='git push'
+alias gpl='git pull'
+alias gco='git checkout'
+alias gb='git branch'
+SHELL
+chmod 0644 "$tmp" || die "chmod $tmp failed"
+mv "$tmp" "$target" || die "cannot install $target"
+log "wrote $target"
+
+marker='# hutch: the shell setup for interactive non-login shells'
+if [ -f /etc/bash.bashrc ] && ! grep -qF "$marker" /etc/bash.bashrc; then
+  printf '\n%s\n[ -r %s ] && . %s\n' "$marker" "$target" "$target" >>/etc/bash.bashrc ||
+    die "cannot append to /etc/bash.bashrc"
+  log "/etc/bash.bashrc sources $target"
+fi
+# Check it: the file must parse, and a login shell must get the PATH.
+sh -n "$target" || die "$target does not parse"
+out=$(env -i HOME=/nonexistent PATH=/usr/bin:/bin sh -c ". $target; echo \$PATH") ||
+  die "sourcing $target failed"
+case "$out" in
+  */usr/local/go/bin*/.local/bin*) log "login PATH: $out" ;;
+  *) die "$target did not set PATH (got $out)" ;;
+esac
