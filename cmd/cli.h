@@ -31,15 +31,21 @@ typedef struct {
 int verb_cp(Cli *cli, int argc, char **argv);
 int verb_create(Cli *cli, int argc, char **argv);
 int verb_delete(Cli *cli, int argc, char **argv);
+int verb_doctor(Cli *cli, int argc, char **argv);
 int verb_image(Cli *cli, int argc, char **argv);
 int verb_info(Cli *cli, int argc, char **argv);
 int verb_list(Cli *cli, int argc, char **argv);
 int verb_logs(Cli *cli, int argc, char **argv);
 int verb_profile(Cli *cli, int argc, char **argv);
 int verb_shell(Cli *cli, int argc, char **argv);
+int verb_snapshot(Cli *cli, int argc, char **argv);
 int verb_ssh_config(Cli *cli, int argc, char **argv);
 int verb_start(Cli *cli, int argc, char **argv);
 int verb_stop(Cli *cli, int argc, char **argv);
+
+/* start --foreground NAME (cmd/foreground.c): start or adopt, notify systemd, stay until the
+ * domain stops or SIGTERM/SIGINT (then a graceful shutdown). */
+int cli_start_foreground(Cli *cli, const char *name);
 
 /* The context for library calls, with progress drawn on stderr unless -q. NULL after
  * printing the error. */

@@ -36,6 +36,11 @@ static const Verb verbs[] = {
      "usage: hutch delete NAME [--force]\n"
      "\n"
      "  -f, --force   delete a running VM (it is powered off first)\n"},
+    {"doctor", verb_doctor, "check the host: KVM, libvirt, QEMU, passt, virtiofsd, subuids, space",
+     "usage: hutch doctor [--json]\n"
+     "\n"
+     "Checks what hutch needs on this host and prints the fix for each problem. Exits 0 when\n"
+     "all is well, 1 otherwise.\n"},
     {"image", verb_image, "build, download, list and remove base images",
      "usage: hutch image build PROFILE\n"
      "       hutch image pull URL --digest sha256:HEX|sha512:HEX\n"
@@ -66,6 +71,18 @@ static const Verb verbs[] = {
      "stdout and stderr connected; hutch exits with CMD's exit status.\n"
      "\n"
      "  -w, --workdir DIR   directory to run in (default: the user's home)\n"},
+    {"snapshot", verb_snapshot, "take, list, revert to and delete snapshots of a VM",
+     "usage: hutch snapshot create NAME SNAPSHOT [--description TEXT]\n"
+     "       hutch snapshot list NAME [--json] [--name]\n"
+     "       hutch snapshot revert NAME SNAPSHOT\n"
+     "       hutch snapshot delete NAME SNAPSHOT\n"
+     "\n"
+     "Snapshots are libvirt internal snapshots of the VM's disk, taken while it is shut off: a\n"
+     "running VM is shut down, snapshotted and started again, and revert restarts a running\n"
+     "VM. Shared folders are on the host and not part of a snapshot.\n"
+     "\n"
+     "  -d, --description TEXT   a note kept with the snapshot (create)\n"
+     "      --name               print only the snapshot names, one a line (list)\n"},
     {"ssh-config", verb_ssh_config, "print an OpenSSH client configuration for a VM",
      "usage: hutch ssh-config NAME\n"
      "\n"
@@ -80,7 +97,9 @@ static const Verb verbs[] = {
      "  -f, --file FILE     profile file for a new VM\n"
      "      --cpus N, --memory SIZE, --disk SIZE, --share SPEC, --port SPEC\n"
      "                      overrides for a new VM (see hutch create --help)\n"
-     "      --no-wait       return once the domain runs\n"},
+     "      --no-wait       return once the domain runs\n"
+     "      --foreground    stay attached: tell systemd (NOTIFY_SOCKET) when the VM is ready,\n"
+     "                      shut it down on SIGTERM, return when it stops (hutch@.service)\n"},
     {"stop", verb_stop, "shut a VM down",
      "usage: hutch stop NAME [--force]\n"
      "\n"

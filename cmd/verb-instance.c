@@ -15,9 +15,10 @@ typedef struct {
   GPtrArray *shares;   /* --share specs, in order */
   GPtrArray *ports;    /* --port specs, in order */
   gboolean no_wait;
+  gboolean foreground;  /* start --foreground (cmd/foreground.c) */
 } CreateOptions;
 
-enum { OPT_CPUS = 1000, OPT_MEMORY, OPT_DISK, OPT_NO_WAIT, OPT_SHARE, OPT_PORT };
+enum { OPT_CPUS = 1000, OPT_MEMORY, OPT_DISK, OPT_NO_WAIT, OPT_SHARE, OPT_PORT, OPT_FOREGROUND };
 
 static const struct option create_longopts[] = {
     {"profile", required_argument, NULL, 'p'},
@@ -28,6 +29,7 @@ static const struct option create_longopts[] = {
     {"no-wait", no_argument, NULL, OPT_NO_WAIT},
     {"share", required_argument, NULL, OPT_SHARE},
     {"port", required_argument, NULL, OPT_PORT},
+    {"foreground", no_argument, NULL, OPT_FOREGROUND},
     {NULL, 0, NULL, 0},
 };
 
@@ -62,6 +64,11 @@ static int parse_create_options(CliOptions *opts, CreateOptions *out, gboolean a
       if (!allow_no_wait)
         return cli_usage_error(opts->verb->name, "unknown option '--no-wait'");
       out->no_wait = TRUE;
+      break;
+    case OPT_FOREGROUND:
+      if (!allow_no_wait)
+        return cli_usage_error(opts->verb->name, "unknown option '--foreground'");
+      out->foreground = TRUE;
       break;
     default:
       return cli_usage_error(opts->verb->name, "unknown option");
@@ -133,6 +140,8 @@ int verb_start(Cli *cli, int argc, char **argv) {
   int rc = parse_create_options(&opts, &o, TRUE, argc, argv);
   if (rc >= 0)
     return rc;
+  if (o.foreground && o.no_wait)
+    return cli_usage_error("start", "--foreground and --no-wait exclude each other");
   const char *name = argv[optind];
   if (!cli_context(cli))
     return EXIT_FAILED;
@@ -150,6 +159,8 @@ int verb_start(Cli *cli, int argc, char **argv) {
     return cli_usage_error("start", "'%s' exists already: profile options apply only to a "
                                     "new VM", name);
   }
+  if (o.foreground)
+    return cli_start_foreground(cli, name);
   if (!hutch_instance_start(cli->ctx, name, !o.no_wait, &error))
     return cli_error(error);
   return EXIT_OK;
