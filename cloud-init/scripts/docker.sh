@@ -43,7 +43,7 @@ case "$source" in
       url=https://download.docker.com/linux/$ID/gpg
       log "fetching Docker's signing key from $url"
       err=$(curl -fsSL --connect-timeout 10 --max-time 60 --retry 2 -o "$keyring.tmp" "$url" 2>&1) ||
-        { rm -f "$keyring.tmp"; die "cannot fetch Docker's key ($url unreachable): $err"; }
+        { rm -f "$keyring.tmp"; die "cannot fetch Docker's key ($url unreachable): $(printf '%s\n' "$err" | tail -n 1)"; }
       mv "$keyring.tmp" "$keyring" && chmod 0644 "$keyring"
       echo "deb [arch=$(dpkg --print-architecture) signed-by=$keyring] https://download.docker.com/linux/$ID $VERSION_CODENAME stable" >"$list"
       # shellcheck disable=SC2086 # apt's options

@@ -23,7 +23,7 @@ url=https://cli.github.com/packages/githubcli-archive-keyring.gpg
 mkdir -p /etc/apt/keyrings
 log "fetching the GitHub CLI signing key from $url"
 err=$(curl -fsSL --connect-timeout 10 --max-time 60 --retry 2 -o "$keyring.tmp" "$url" 2>&1) ||
-  { rm -f "$keyring.tmp"; die "cannot fetch the GitHub CLI key (cli.github.com unreachable): $err"; }
+  { rm -f "$keyring.tmp"; die "cannot fetch the GitHub CLI key (cli.github.com unreachable): $(printf '%s\n' "$err" | tail -n 1)"; }
 mv "$keyring.tmp" "$keyring" || die "cannot install $keyring"
 chmod 0644 "$keyring"
 echo "deb [arch=$(dpkg --print-architecture) signed-by=$keyring] https://cli.github.com/packages stable main" >"$list"

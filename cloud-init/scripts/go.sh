@@ -45,7 +45,7 @@ if [ -z "$sha" ]; then
   list_url='https://go.dev/dl/?mode=json&include=all'
   log "looking up the sha256 of $file in $list_url"
   list=$(curl -fsS --connect-timeout 10 --max-time 120 --retry 2 "$list_url" 2>&1) ||
-    die "cannot fetch go.dev's release list ($list_url): $list"
+    die "cannot fetch go.dev's release list ($list_url): $(printf '%s\n' "$list" | tail -n 1)"
   sha=$(printf '%s' "$list" | jq -r --arg f "$file" '.[].files[] | select(.filename == $f) | .sha256' | head -n 1)
   [ -n "$sha" ] || die "go.dev lists no $file: is $version a Go release?"
 fi
@@ -58,7 +58,7 @@ work=$(mktemp -d) || die "mktemp failed"
 trap 'rm -rf "$work"' EXIT
 log "downloading $url"
 err=$(curl -fsSL --connect-timeout 10 --max-time 900 --retry 2 -o "$work/$file" "$url" 2>&1) ||
-  die "cannot download $url (go.dev unreachable?): $err"
+  die "cannot download $url (go.dev unreachable?): $(printf '%s\n' "$err" | tail -n 1)"
 got=$(sha256sum "$work/$file" | cut -d' ' -f1)
 [ "$got" = "$sha" ] || die "$file has sha256 $got, expected $sha: refused"
 log "sha256 verified: $sha"

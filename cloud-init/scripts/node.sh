@@ -64,7 +64,7 @@ if err=$(curl -fsSL --connect-timeout 10 --max-time 120 --retry 2 -o "$installer
   fi
   why="nvm could not install Node.js $node_version (nodejs.org unreachable?)"
 else
-  why="nvm's source is unreachable ($nvm_url: $err)"
+  why="nvm's source is unreachable ($nvm_url: $(printf '%s\n' "$err" | tail -n 1))"
 fi
 
 log "$why"
