@@ -136,8 +136,10 @@ if grep -qi "read-only" <<<"$got"; then ok "writes fail with EROFS (enforced by 
 # ---- (e) no host secrets in the guest ----------------------------------------------------
 got=$(in_guest sh -c 'env; ls -la ~/.ssh; echo "agent=${SSH_AUTH_SOCK:-none}"' 2>&1)
 if ! grep -q "$tag" <<<"$got" && grep -q "agent=none" <<<"$got"; then ok "no host environment and no SSH agent in a guest shell"; else not_ok "host environment or agent in the guest"; diag "$got"; fi
+# A positive control, so that a search that finds nothing because it did not run fails.
+as_root sh -c "echo '$tag-control' > /var/tmp/canary-control"
 got=$(as_root sh -c "grep -rIl --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev --exclude-dir=run --exclude-dir=Shared -e '$tag' / 2>/dev/null; true")
-if [ -z "$got" ]; then ok "no canary (env, ~/.npmrc, ~/.ssh key, agent key) anywhere on the guest's disk"; else not_ok "canaries found in the guest"; diag "$got"; fi
+if [ "$got" = /var/tmp/canary-control ]; then ok "no canary (env, ~/.npmrc, ~/.ssh key, agent key) anywhere on the guest's disk"; else not_ok "canaries found in the guest (or the search did not run)"; diag "$got"; fi
 got=$(as_root sh -c "ls /home/*/.ssh /root/.ssh 2>/dev/null; cat /home/*/.ssh/authorized_keys" 2>&1)
 if ! grep -q "$tag-agent-key" <<<"$got" && ! grep -q id_canary <<<"$got"; then ok "only hutch's key is authorized; no host key files copied"; else not_ok "host keys in the guest"; diag "$got"; fi
 
