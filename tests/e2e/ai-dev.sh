@@ -30,6 +30,12 @@ env:
   HUTCH_AI_SKIP_PERMISSIONS: "1"
 YAML
 diag "$(cat "$E2E_TMP/ai-dev.yaml")"
+# Workaround: start re-reads the instance's saved profile.yaml and resolves its script:
+# steps beside it (INSTANCES/../cloud-init/scripts) or in the installed data directory, so an
+# uninstalled hutch cannot start a profile with scripts. Remove once the profile loader also
+# looks in the source tree (as the seed does for hutch-provision.sh).
+mkdir -p -m 0700 "$XDG_DATA_HOME/hutch/instances"
+ln -s "$HUTCH_SOURCE_DIR/cloud-init" "$XDG_DATA_HOME/hutch/instances/cloud-init"
 
 start_log=$E2E_TMP/start.log
 t0=$(date +%s)
