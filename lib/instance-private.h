@@ -14,6 +14,7 @@
 #define HUTCH_INSTANCE_KNOWN_HOSTS "known_hosts"   /* the pinned key, for OpenSSH */
 #define HUTCH_INSTANCE_CONSOLE "console.log"       /* the serial console */
 #define HUTCH_INSTANCE_PROVISIONED "provisioned"   /* stamp: first boot finished */
+#define HUTCH_INSTANCE_CREATING ".creating"       /* present while create runs */
 #define HUTCH_INSTANCE_OPTIONAL_FAILED "optional-failed" /* optional steps that failed */
 
 /* Runtime files ($XDG_RUNTIME_DIR/hutch/NAME, 0700) besides passt's. */

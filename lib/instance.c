@@ -218,6 +218,14 @@ static gboolean create_steps(HutchContext *ctx, virConnectPtr conn, const char *
 
   hutch_progress_begin(ctx, "define", "disk overlay, host key, seed");
   undo->instance_dir = hutch_instance_dir(name);
+  g_autofree char *creating_marker =
+      g_build_filename(undo->instance_dir, HUTCH_INSTANCE_CREATING, NULL);
+  if (g_file_test(creating_marker, G_FILE_TEST_EXISTS)) {
+    /* a create that was killed half-way (no domain was defined, or we would not be here) */
+    hutch_progress_note(ctx, "removing what an interrupted create of %s left behind", name);
+    if (!hutch_rmtree(undo->instance_dir, error))
+      return FALSE;
+  }
   if (g_file_test(undo->instance_dir, G_FILE_TEST_EXISTS)) {
     g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_EXISTS,
                 "%s exists but no domain '%s' does: remove the directory or pick another name",
@@ -225,7 +233,8 @@ static gboolean create_steps(HutchContext *ctx, virConnectPtr conn, const char *
     g_clear_pointer(&undo->instance_dir, g_free);  /* not ours to remove */
     return FALSE;
   }
-  if (!hutch_mkdir(undo->instance_dir, 0700, error))
+  if (!hutch_mkdir(undo->instance_dir, 0700, error) ||
+      !hutch_write_file(creating_marker, "", 0, 0600, error))
     return FALSE;
   const char *dir = undo->instance_dir;
 
@@ -311,6 +320,11 @@ static gboolean create_steps(HutchContext *ctx, virConnectPtr conn, const char *
   undo->domain = virDomainDefineXML(conn, xml);
   if (!undo->domain) {
     hutch_set_libvirt_error(error, "defining domain '%s'", name);
+    return FALSE;
+  }
+  if (g_unlink(creating_marker) < 0) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "removing %s: %s", creating_marker,
+                g_strerror(errno));
     return FALSE;
   }
   hutch_progress_end(ctx, "define", "domain '%s' on %s", name, hutch_context_get_uri(ctx));

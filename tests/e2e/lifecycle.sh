@@ -73,6 +73,17 @@ check_status "create with a missing image fails" 1 "$HUTCH" -q create "$vm" -f "
 check_status "and leaves no domain" 1 virsh dominfo "$vm"
 check "and no instance directory" test ! -e "$XDG_DATA_HOME/hutch/instances/$vm"
 
+# What a create killed half-way leaves (its directory, marked, no domain) is cleaned up by
+# the next create of that name; a directory without the mark is never removed.
+mkdir -p "$XDG_DATA_HOME/hutch/instances/$vm" && touch "$XDG_DATA_HOME/hutch/instances/$vm/.creating" "$XDG_DATA_HOME/hutch/instances/$vm/disk.qcow2"
+check "create after an interrupted create" "$HUTCH" -q create "$vm" -f "$E2E_TMP/blank.yaml"
+check "and the marker is gone" test ! -e "$XDG_DATA_HOME/hutch/instances/$vm/.creating"
+check "delete it" "$HUTCH" -q delete "$vm"
+mkdir -p "$XDG_DATA_HOME/hutch/instances/$vm" && echo mine >"$XDG_DATA_HOME/hutch/instances/$vm/precious"
+check_status "an unmarked leftover directory is refused" 1 "$HUTCH" -q create "$vm" -f "$E2E_TMP/blank.yaml"
+check "and kept" test -e "$XDG_DATA_HOME/hutch/instances/$vm/precious"
+rm -rf "$XDG_DATA_HOME/hutch/instances/$vm"
+
 # hutch leaves domains it did not make alone.
 foreign=$(vm_name foreign)
 cat >"$E2E_TMP/foreign.xml" <<XML
