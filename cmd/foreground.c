@@ -72,7 +72,7 @@ static void foreground_progress(const HutchProgress *p, gpointer user_data) {
 typedef struct {
   HutchContext *ctx;
   const char *name;
-  int done_fd;        /* written to when the start returns */
+  int done_fd; /* written to when the start returns */
   gboolean ok;
   GError *error;
 } StartJob;

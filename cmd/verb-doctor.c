@@ -31,8 +31,7 @@ int verb_doctor(Cli *cli, int argc, char **argv) {
       continue;
     const char *severity = json_object_get_string_member(r, "severity");
     printf("%-8s %-12s %s\n", strcmp(severity, "info") == 0 ? "ok" : severity,
-           json_object_get_string_member(r, "check"),
-           json_object_get_string_member(r, "detail"));
+           json_object_get_string_member(r, "check"), json_object_get_string_member(r, "detail"));
     const char *fix = json_object_get_string_member_with_default(r, "fix", NULL);
     if (fix)
       printf("%-8s %-12s fix: %s\n", "", "", fix);

@@ -11,7 +11,7 @@ typedef struct {
   const char *cache_dir;   /* where images are cached (may not exist yet) */
   const char *user;        /* the user's name and uid, for /etc/subuid */
   guint32 uid;
-  guint64 min_free;        /* bytes the cache's filesystem should have free */
+  guint64 min_free; /* bytes the cache's filesystem should have free */
 } HutchDoctorEnv;
 
 /* Runs every check and returns an array of {"check", "ok", "severity" ("info", "warning" or

@@ -111,11 +111,11 @@ static void check_libvirt(JsonArray *results, HutchContext *ctx) {
   const char *hv_type = virConnectGetType(conn);
   g_autofree char *hv_text = NULL;
   if (virConnectGetVersion(conn, &hv) == 0 && hv > 0)
-    hv_text = g_strdup_printf(", %s %lu.%lu.%lu", hv_type ? hv_type : "hypervisor",
-                              hv / 1000000, hv / 1000 % 1000, hv % 1000);
+    hv_text = g_strdup_printf(", %s %lu.%lu.%lu", hv_type ? hv_type : "hypervisor", hv / 1000000,
+                              hv / 1000 % 1000, hv % 1000);
   g_autofree char *detail =
-      g_strdup_printf("libvirt %lu.%lu.%lu on %s%s", lib / 1000000, lib / 1000 % 1000,
-                      lib % 1000, hutch_context_get_uri(ctx), hv_text ? hv_text : "");
+      g_strdup_printf("libvirt %lu.%lu.%lu on %s%s", lib / 1000000, lib / 1000 % 1000, lib % 1000,
+                      hutch_context_get_uri(ctx), hv_text ? hv_text : "");
   if (lib < 9000000)
     add(results, "libvirt", FALSE, "error", detail, "hutch needs libvirt 9.0 or later");
   else
@@ -127,9 +127,9 @@ static void check_program(JsonArray *results, const HutchDoctorEnv *env, const c
                           const char *program, const char *severity, const char *needed_for,
                           const char *fix) {
   g_autofree char *found = find_program(env, program);
-  g_autofree char *detail = found ? g_strdup_printf("%s (%s)", found, needed_for)
-                                  : g_strdup_printf("%s not found in PATH (%s)", program,
-                                                    needed_for);
+  g_autofree char *detail = found
+                                ? g_strdup_printf("%s (%s)", found, needed_for)
+                                : g_strdup_printf("%s not found in PATH (%s)", program, needed_for);
   add(results, check, found != NULL, severity, detail, fix);
 }
 
@@ -171,8 +171,7 @@ static void check_subids(JsonArray *results, const HutchDoctorEnv *env) {
   }
   if (missing->len) {
     g_autofree char *detail = g_strdup_printf(
-        "%s not found: virtiofsd cannot run in a user namespace without root",
-        missing->str);
+        "%s not found: virtiofsd cannot run in a user namespace without root", missing->str);
     g_string_free(missing, TRUE);
     add(results, "subuid", FALSE, "warning", detail,
         "apt-get install uidmap; only profiles with shares need it");
@@ -180,21 +179,19 @@ static void check_subids(JsonArray *results, const HutchDoctorEnv *env) {
   }
   g_string_free(missing, TRUE);
   g_autoptr(GString) ranges = g_string_new(NULL);
-  for (const char *const *file = (const char *const[]){"/etc/subuid", "/etc/subgid", NULL};
-       *file; file++) {
+  for (const char *const *file = (const char *const[]){"/etc/subuid", "/etc/subgid", NULL}; *file;
+       file++) {
     g_autofree char *path = host_path(env, *file);
     g_autofree char *text = NULL;
     guint32 start = 0, count = 0;
     if (!g_file_get_contents(path, &text, NULL, NULL) ||
         !hutch_share_parse_subid(text, env->user, env->uid, &start, &count)) {
       g_autofree char *detail = g_strdup_printf(
-          "%s has no range for %s: virtiofsd cannot run in a user namespace", *file,
-          env->user);
+          "%s has no range for %s: virtiofsd cannot run in a user namespace", *file, env->user);
       add(results, "subuid", FALSE, "warning", detail, fix);
       return;
     }
-    g_string_append_printf(ranges, "%s%s %u+%u", ranges->len ? ", " : "", *file, start,
-                           count);
+    g_string_append_printf(ranges, "%s%s %u+%u", ranges->len ? ", " : "", *file, start, count);
   }
   g_autofree char *detail = g_strdup_printf("%s; newuidmap and newgidmap found", ranges->str);
   add(results, "subuid", TRUE, NULL, detail, NULL);
@@ -207,14 +204,13 @@ static void check_runtime_dir(JsonArray *results, const HutchDoctorEnv *env) {
       "XDG_RUNTIME_DIR=/run/user/$(id -u)";
   if (!env->runtime_dir || !*env->runtime_dir) {
     add(results, "runtime-dir", FALSE, "error",
-        "XDG_RUNTIME_DIR is not set: libvirt's session daemon and hutch's sockets live there",
-        fix);
+        "XDG_RUNTIME_DIR is not set: libvirt's session daemon and hutch's sockets live there", fix);
     return;
   }
   if (!g_file_test(env->runtime_dir, G_FILE_TEST_IS_DIR) ||
       access(env->runtime_dir, W_OK | X_OK) != 0) {
-    g_autofree char *detail = g_strdup_printf(
-        "XDG_RUNTIME_DIR=%s is not a directory you can write to", env->runtime_dir);
+    g_autofree char *detail =
+        g_strdup_printf("XDG_RUNTIME_DIR=%s is not a directory you can write to", env->runtime_dir);
     add(results, "runtime-dir", FALSE, "error", detail, fix);
     return;
   }
@@ -232,8 +228,8 @@ static void check_cache_space(JsonArray *results, const HutchDoctorEnv *env) {
   }
   struct statvfs fs;
   if (statvfs(dir, &fs) != 0) {
-    g_autofree char *detail = g_strdup_printf("cannot measure free space of %s: %s",
-                                              env->cache_dir, g_strerror(errno));
+    g_autofree char *detail =
+        g_strdup_printf("cannot measure free space of %s: %s", env->cache_dir, g_strerror(errno));
     add(results, "cache-space", FALSE, "warning", detail,
         "check that the cache directory ($XDG_CACHE_HOME/hutch) can be made");
     return;

@@ -66,10 +66,11 @@ static HutchInstance *prepare(HutchContext *ctx, const char *name, const char *s
 }
 
 /* libvirt 9.0 snapshots only a shut-off domain: stop it and say why. */
-static gboolean shut_down_for(HutchContext *ctx, const char *name, const char *why,
-                              gboolean force, GError **error) {
-  hutch_progress_note(ctx, "%s is running: shutting it down to %s (libvirt snapshots only a "
-                           "shut-off VM); it is started again afterwards",
+static gboolean shut_down_for(HutchContext *ctx, const char *name, const char *why, gboolean force,
+                              GError **error) {
+  hutch_progress_note(ctx,
+                      "%s is running: shutting it down to %s (libvirt snapshots only a "
+                      "shut-off VM); it is started again afterwards",
                       name, why);
   return hutch_instance_stop(ctx, name, force, error);
 }

@@ -187,6 +187,7 @@ sleep 1
 out=$(state)
 if [ "$out" = stopped ]; then ok "hutch list shows it stopped"; else not_ok "hutch list shows it stopped ($out)"; fi
 check "passt went away by itself" bash -c "! pgrep -u $(id -u) -f '[p]asst.*/$vm/passt.socket'"
+check "virtiofsd went away by itself" bash -c "! pgrep -f '[v]irtiofsd.*$share'"
 
 check "snapshot delete" "$HUTCH" -q snapshot delete "$vm" running-one
 out=$("$HUTCH" snapshot list --name "$vm")
@@ -209,4 +210,27 @@ diag "$out"
 check "delete" "$HUTCH" -q delete "$vm"
 check_status "the domain and its snapshots are gone" 1 virsh snapshot-list "$vm"
 check "no instance directory" test ! -e "$instance_dir"
+
+# ---- SIGTERM while --foreground is still starting (systemctl stop during a first boot) -----
+# A blank disk never becomes ready, so the start is still waiting when the signal comes; the
+# guest (SeaBIOS) ignores the power button, so this also shows the forced power-off.
+blank=$(vm_name snapblank)
+track_vm "$blank"
+qemu-img create -q -f qcow2 "$E2E_TMP/blank.qcow2" 1G
+printf 'cpus: 1\nmemory: 256MiB\ndisk: 2GiB\naccel: tcg\nimage: { file: %s }\n' \
+  "$E2E_TMP/blank.qcow2" >"$E2E_TMP/blank.yaml"
+check "create a VM that never gets ready" "$HUTCH" -q create "$blank" -f "$E2E_TMP/blank.yaml"
+: >"$notify_log"
+NOTIFY_SOCKET=$notify_sock "$HUTCH" start --foreground "$blank" 2>"$fg_log" &
+fg=$!
+for _ in $(seq 60); do grep -q "STATUS=$blank: boot" "$notify_log" && break; sleep 0.5; done
+check "it is booting" bash -c "[ \"\$(virsh domstate '$blank')\" = running ]"
+kill -TERM $fg
+wait $fg; rc=$?
+if [ $rc -eq 0 ]; then ok "SIGTERM during the start: exit 0"; else not_ok "SIGTERM during the start: exit $rc"; diag "$(cat "$fg_log")"; fi
+check "no READY=1 was sent" bash -c "! grep -q READY=1 '$notify_log'"
+check "the domain is shut off" bash -c "[ \"\$(virsh domstate '$blank')\" = 'shut off' ]"
+check "its passt is gone" bash -c "! pgrep -u $(id -u) -f '[p]asst.*/$blank/passt.socket'"
+diag "$(cat "$fg_log")"
+check "delete it" "$HUTCH" -q delete "$blank"
 finish

@@ -31,8 +31,8 @@ static Fake *fake_new(void) {
   f->bin = g_build_filename(f->root, "bin", NULL);
   f->runtime = g_build_filename(f->root, "run", NULL);
   g_assert_cmpint(g_mkdir_with_parents(f->runtime, 0700), ==, 0);
-  const char *programs[] = {"qemu-system-x86_64", "passt", "newuidmap", "newgidmap",
-                            "mmdebstrap", NULL};
+  const char *programs[] = {"qemu-system-x86_64", "passt",      "newuidmap",
+                            "newgidmap",          "mmdebstrap", NULL};
   for (guint i = 0; programs[i]; i++)
     put(f->bin, programs[i], "#!/bin/sh\nexit 0\n", 0755);
   put(f->root, "etc/subuid", "other:200000:65536\nme:100000:65536\n", 0644);
@@ -91,14 +91,13 @@ static void assert_shape(JsonArray *results) {
   }
 }
 
-static void assert_check(JsonArray *results, const char *check, gboolean ok,
-                         const char *severity, const char *detail_part) {
+static void assert_check(JsonArray *results, const char *check, gboolean ok, const char *severity,
+                         const char *detail_part) {
   JsonObject *r = result(results, check);
   g_assert_cmpint(json_object_get_boolean_member(r, "ok"), ==, ok);
   g_assert_cmpstr(json_object_get_string_member(r, "severity"), ==, severity);
   if (detail_part && !strstr(json_object_get_string_member(r, "detail"), detail_part))
-    g_error("%s: '%s' not in '%s'", check, detail_part,
-            json_object_get_string_member(r, "detail"));
+    g_error("%s: '%s' not in '%s'", check, detail_part, json_object_get_string_member(r, "detail"));
 }
 
 static void test_all_well_but_kvm(void) {
@@ -106,16 +105,15 @@ static void test_all_well_but_kvm(void) {
   g_autoptr(JsonArray) results = hutch_doctor_run(NULL, &f->env);
   assert_shape(results);
   /* fixed order, no libvirt check without a context */
-  const char *order[] = {"kvm", "qemu", "passt", "virtiofsd", "subuid", "mmdebstrap",
-                         "runtime-dir", "cache-space", NULL};
+  const char *order[] = {"kvm",        "qemu",        "passt",       "virtiofsd", "subuid",
+                         "mmdebstrap", "runtime-dir", "cache-space", NULL};
   g_assert_cmpuint(json_array_get_length(results), ==, g_strv_length((char **)order));
   for (guint i = 0; order[i]; i++)
-    g_assert_cmpstr(json_object_get_string_member(json_array_get_object_element(results, i),
-                                                  "check"),
-                    ==, order[i]);
+    g_assert_cmpstr(
+        json_object_get_string_member(json_array_get_object_element(results, i), "check"), ==,
+        order[i]);
   assert_check(results, "kvm", FALSE, "warning", "no /dev/kvm");
-  g_assert_null(strstr(json_object_get_string_member(result(results, "kvm"), "detail"),
-                       "kvm_pvm"));
+  g_assert_null(strstr(json_object_get_string_member(result(results, "kvm"), "detail"), "kvm_pvm"));
   assert_check(results, "qemu", TRUE, "info", f->bin);
   assert_check(results, "passt", TRUE, "info", NULL);
   assert_check(results, "virtiofsd", TRUE, "info", "Rust virtiofsd, has --readonly");
@@ -132,8 +130,8 @@ static void test_kvm(void) {
   g_assert_cmpint(g_mkdir_with_parents(pvm, 0700), ==, 0);
   g_autoptr(JsonArray) r1 = hutch_doctor_run(NULL, &f->env);
   assert_check(r1, "kvm", FALSE, "warning", "kvm_pvm");
-  g_assert_nonnull(strstr(json_object_get_string_member(result(r1, "kvm"), "fix"),
-                          "HUTCH_ACCEL=tcg"));
+  g_assert_nonnull(
+      strstr(json_object_get_string_member(result(r1, "kvm"), "fix"), "HUTCH_ACCEL=tcg"));
   /* a usable /dev/kvm on a kvm_pvm host is still a warning */
   put(f->root, "dev/kvm", "", 0600);
   g_autoptr(JsonArray) r2 = hutch_doctor_run(NULL, &f->env);
@@ -153,8 +151,8 @@ static void test_kvm(void) {
     g_assert_cmpint(g_chmod(dev, 0), ==, 0);
     g_autoptr(JsonArray) r5 = hutch_doctor_run(NULL, &f->env);
     assert_check(r5, "kvm", FALSE, "warning", "cannot open /dev/kvm");
-    g_assert_nonnull(strstr(json_object_get_string_member(result(r5, "kvm"), "fix"),
-                            "usermod -aG kvm me"));
+    g_assert_nonnull(
+        strstr(json_object_get_string_member(result(r5, "kvm"), "fix"), "usermod -aG kvm me"));
   }
 }
 
@@ -175,8 +173,8 @@ static void test_missing_programs(void) {
   assert_check(results, "mmdebstrap", FALSE, "warning", NULL);
   assert_check(results, "virtiofsd", FALSE, "warning", "HUTCH_VIRTIOFSD");
   assert_check(results, "subuid", FALSE, "warning", "newgidmap not found");
-  g_assert_nonnull(strstr(json_object_get_string_member(result(results, "subuid"), "fix"),
-                          "uidmap"));
+  g_assert_nonnull(
+      strstr(json_object_get_string_member(result(results, "subuid"), "fix"), "uidmap"));
   /* HUTCH_PASST names the passt hutch runs */
   g_autofree char *other = g_build_filename(f->bin, "newuidmap", NULL);
   g_setenv("HUTCH_PASST", other, TRUE);
@@ -190,8 +188,8 @@ static void test_subids(void) {
   put(f->root, "etc/subgid", "other:100000:65536\n", 0644);
   g_autoptr(JsonArray) r1 = hutch_doctor_run(NULL, &f->env);
   assert_check(r1, "subuid", FALSE, "warning", "/etc/subgid has no range for me");
-  g_assert_nonnull(strstr(json_object_get_string_member(result(r1, "subuid"), "fix"),
-                          "me:100000:65536"));
+  g_assert_nonnull(
+      strstr(json_object_get_string_member(result(r1, "subuid"), "fix"), "me:100000:65536"));
   /* a line by uid counts as well */
   put(f->root, "etc/subgid", "1234:300000:65536\n", 0644);
   g_autoptr(JsonArray) r2 = hutch_doctor_run(NULL, &f->env);
@@ -230,8 +228,8 @@ static void test_libvirt(void) {
   g_autoptr(JsonArray) r1 = hutch_doctor_run(ctx, &f->env);
   assert_shape(r1);
   assert_check(r1, "libvirt", TRUE, "info", "on test:///default");
-  g_assert_cmpstr(json_object_get_string_member(json_array_get_object_element(r1, 1), "check"),
-                  ==, "libvirt");
+  g_assert_cmpstr(json_object_get_string_member(json_array_get_object_element(r1, 1), "check"), ==,
+                  "libvirt");
   g_autoptr(HutchContext) broken = hutch_context_new("nosuchdriver:///x", NULL);
   g_assert_nonnull(broken);
   g_autoptr(JsonArray) r2 = hutch_doctor_run(broken, &f->env);

@@ -39,8 +39,7 @@ static void test_lifecycle(void) {
   g_assert_no_error(error);
   g_assert_cmpuint(json_array_get_length(empty), ==, 0);
 
-  g_assert_true(hutch_snapshot_create(ctx, "snappy", "first", "with <xml> & \"quotes\"",
-                                      &error));
+  g_assert_true(hutch_snapshot_create(ctx, "snappy", "first", "with <xml> & \"quotes\"", &error));
   g_assert_no_error(error);
   g_assert_true(hutch_snapshot_create(ctx, "snappy", "second", NULL, &error));
   g_assert_no_error(error);
