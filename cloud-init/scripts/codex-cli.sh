@@ -14,13 +14,19 @@ log() { printf 'hutch-%s: %s\n' "$NAME" "$*"; }
 die() { printf 'hutch-%s: error: %s\n' "$NAME" "$*" >&2; exit 1; }
 # shellcheck source=/dev/null
 [ -r /etc/profile.d/hutch-env.sh ] && . /etc/profile.d/hutch-env.sh
+# NODE_EXTRA_CA_CERTS, when the profile adds certificate authorities (ca-certs.sh).
+# shellcheck source=/dev/null
+[ -r /etc/profile.d/hutch-ca.sh ] && . /etc/profile.d/hutch-ca.sh
 [ "$(id -u)" != 0 ] || die "run this step as the guest user (as: user), not root"
 spec=$PKG@${HUTCH_CODEX_VERSION:-latest}
 
 export NVM_DIR=$HOME/.nvm
 if [ -s "$NVM_DIR/nvm.sh" ]; then
+  # nvm's functions are not written for set -u.
+  set +u
   # shellcheck source=/dev/null
   . "$NVM_DIR/nvm.sh" && nvm use default >/dev/null 2>&1
+  set -u
 fi
 command -v npm >/dev/null 2>&1 ||
   die "npm is not installed: the node step failed or did not run (see its log in /var/log/hutch/steps/)"

@@ -12,16 +12,25 @@ log() { printf 'hutch-%s: %s\n' "$NAME" "$*"; }
 die() { printf 'hutch-%s: error: %s\n' "$NAME" "$*" >&2; exit 1; }
 # shellcheck source=/dev/null
 [ -r /etc/profile.d/hutch-env.sh ] && . /etc/profile.d/hutch-env.sh
+# NODE_EXTRA_CA_CERTS, when the profile adds certificate authorities (ca-certs.sh).
+# shellcheck source=/dev/null
+[ -r /etc/profile.d/hutch-ca.sh ] && . /etc/profile.d/hutch-ca.sh
 [ "$(id -u)" != 0 ] || die "run this step as the guest user (as: user), not root"
 
 nvm_version=${HUTCH_NVM_VERSION:-v0.40.1}
 node_version=${HUTCH_NODE_VERSION:---lts}
 export NVM_DIR=$HOME/.nvm
 
+# nvm's functions are not written for set -u.
 use_nvm() {
+  local rc
+  set +u
   # shellcheck source=/dev/null
   [ -s "$NVM_DIR/nvm.sh" ] && . "$NVM_DIR/nvm.sh" && nvm use default >/dev/null 2>&1 &&
     command -v node >/dev/null 2>&1
+  rc=$?
+  set -u
+  return $rc
 }
 
 # The distro's npm installs globals under /usr/local unless told otherwise.
@@ -57,11 +66,13 @@ trap 'rm -f "$installer"' EXIT
 nvm_url=https://raw.githubusercontent.com/nvm-sh/nvm/$nvm_version/install.sh
 log "fetching nvm $nvm_version from $nvm_url"
 if err=$(curl -fsSL --connect-timeout 10 --max-time 120 --retry 2 -o "$installer" "$nvm_url" 2>&1); then
+  set +u
   # shellcheck source=/dev/null
   if bash "$installer" && . "$NVM_DIR/nvm.sh" &&
     nvm install "$node_version" && nvm alias default node >/dev/null && use_nvm; then
     done_msg "nvm $nvm_version"
   fi
+  set -u
   why="nvm could not install Node.js $node_version (nodejs.org unreachable?)"
 else
   why="nvm's source is unreachable ($nvm_url: $(printf '%s\n' "$err" | tail -n 1))"

@@ -15,6 +15,9 @@ track_vm "$vm"
 export XDG_CACHE_HOME=${XDG_CACHE_HOME:-$HOME/.cache}
 export HOME=$E2E_TMP/home
 mkdir -p "$HOME"
+# The certificate authorities this host's administrator added (an intercepting HTTPS proxy
+# here): without them the guest cannot verify the npm registry.
+ca=$(cat /usr/local/share/ca-certificates/*.crt /usr/local/share/ca-certificates/*/*.crt 2>/dev/null | base64 -w0)
 build=$(sed -n '/^image:/,/^[a-z]/p' "$HUTCH_SOURCE_DIR/tests/image/test-guest.yaml" | sed '$d')
 cat >"$E2E_TMP/ai-dev.yaml" <<YAML
 base: $HUTCH_SOURCE_DIR/profiles/ai-dev.yaml
@@ -28,8 +31,10 @@ env:
   HUTCH_GIT_NAME: Hutch Test
   HUTCH_GIT_EMAIL: hutch-test@example.invalid
   HUTCH_AI_SKIP_PERMISSIONS: "1"
+  HUTCH_CA_CERTS: "$ca"
 YAML
-diag "$(cat "$E2E_TMP/ai-dev.yaml")"
+diag "$(grep -v HUTCH_CA_CERTS "$E2E_TMP/ai-dev.yaml")"
+diag "HUTCH_CA_CERTS: ${#ca} characters of base64"
 # Workaround: start re-reads the instance's saved profile.yaml and resolves its script:
 # steps beside it (INSTANCES/../cloud-init/scripts) or in the installed data directory, so an
 # uninstalled hutch cannot start a profile with scripts. Remove once the profile loader also
@@ -108,6 +113,7 @@ works_or_fails_with() {
 worked=
 failed_ok=
 
+must_work ca-certs '[ -z "$HUTCH_CA_CERTS" ] || ls /usr/local/share/ca-certificates/hutch/'
 must_work tools 'for c in vim screen htop iotop sar smem ccze jq make gcc git curl; do command -v $c >/dev/null || { echo "missing: $c"; exit 1; }; done; git --version'
 must_work shell 'for d in /usr/local/go/bin $HOME/go/bin $HOME/.local/bin; do case ":$PATH:" in *:$d:*) ;; *) echo "$d not in PATH=$PATH"; exit 1;; esac; done; [ "$EDITOR" = vim ] && echo "PATH and EDITOR set"'
 out=$("$HUTCH" shell "$vm" -- bash -lic 'alias gs; alias ll; echo "HISTSIZE=$HISTSIZE"' 2>&1)

@@ -818,8 +818,8 @@ static void test_shipped(void) {
   g_assert_cmpuint(port->host_start, ==, 8000);
   g_assert_cmpuint(port->guest_end, ==, 9000);
   g_assert_cmpstr(port->host_ip, ==, "127.0.0.1");
-  g_assert_cmpstr(step_at(d, 0)->name, ==, "tools");
-  g_assert_true(g_strv_contains((const char *const *)step_at(d, 0)->packages, "git"));
+  g_assert_cmpstr(step_at(d, 1)->name, ==, "tools");
+  g_assert_true(g_strv_contains((const char *const *)step_at(d, 1)->packages, "git"));
 
   g_autoptr(HutchProfile) m = hutch_profile_load("minimal", &error);
   g_assert_no_error(error);
