@@ -48,9 +48,21 @@ if [ -e "$prefix/lib/node_modules/$PKG/package.json" ] && out=$(timeout 300 "$BI
 fi
 
 log "npm install -g $spec (prefix $prefix, Node.js $node_version)"
-npm install -g --no-fund --no-audit --no-update-notifier --fetch-timeout=60000 \
-  --fetch-retries=2 "$spec" ||
-  die "npm install -g $spec failed (is registry.npmjs.org reachable? see npm's message above)"
+npm_log=$(mktemp) || die "mktemp failed"
+trap 'rm -f "$npm_log"' EXIT
+set -o pipefail
+if ! npm install -g --no-fund --no-audit --no-update-notifier --fetch-timeout=60000 \
+  --fetch-retries=2 "$spec" 2>&1 | tee "$npm_log"; then
+  code=$(grep -m 1 -E '^npm (ERR!|error) code ' "$npm_log" | awk '{ print $NF }')
+  # Say "too old" only when the package's ">=N" says so: anything else is npm's own message.
+  wants=$(npm view "$spec" engines.node 2>/dev/null)
+  need=$(printf '%s\n' "$wants" | sed -n 's/^>= *v\{0,1\}\([0-9][0-9]*\).*/\1/p')
+  have=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null)
+  if [ -n "$need" ] && [ -n "$have" ] && [ "$have" -lt "$need" ]; then
+    die "$spec does not install on Node.js $node_version${code:+ ($code)}: it needs Node.js $wants. Install a newer Node.js (nvm) and run this step again"
+  fi
+  die "npm install -g $spec failed${code:+ ($code)} on Node.js $node_version; see npm's messages above"
+fi
 
 if out=$(timeout 300 "$BIN" --version 2>&1 </dev/null); then
   log "installed: $BIN --version: $out"

@@ -131,7 +131,7 @@ unreachable='unreachable|cannot (download|fetch)'
 works_or_fails_with go 'go version' "$unreachable"
 works_or_fails_with gh 'gh --version' "$unreachable"
 # An npm CLI may fail only because it does not run on this Node.js: the registry answers.
-too_old='does not run on Node.js'
+too_old='does not (run|install) on Node.js'
 works_or_fails_with claude-code 'claude --version' "$too_old"
 works_or_fails_with gemini-cli 'gemini --version' "$too_old"
 works_or_fails_with codex-cli 'codex --version' "$too_old"
