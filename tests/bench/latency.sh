@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Benchmark 2: the latency of one command in a running VM.
+#
+#   hutch shell NAME -- true       against  ssh -F <(hutch ssh-config NAME) NAME true
+#                                           (a fresh OpenSSH connection each time)
+#                                  and      the same over an OpenSSH ControlMaster connection
+#
+# One VM (booted untimed); each run times COUNT calls of each and records the mean per call.
+#
+# Usage: latency.sh [RUNS] [COUNT]   (defaults 3, 20)
+. "$(dirname "$0")/lib.sh"
+
+runs=${1:-3}
+count=${2:-20}
+estimate $((200 + runs * count * 3)) "one boot, then $runs runs x $count x 3 commands"
+
+vm=bl-$$
+hutch_new "$vm" || exit 1
+"$HUTCH" ssh-config "$vm" >"$BENCH_TMP/ssh_config"
+cm=$BENCH_TMP/cm.sock
+ssh -F "$BENCH_TMP/ssh_config" -o ControlMaster=yes -o ControlPath="$cm" -o ControlPersist=600 \
+    -fN "$vm" || { say "ControlMaster failed"; exit 1; }
+BENCH_PIDS+=("$(ssh -F "$BENCH_TMP/ssh_config" -o ControlPath="$cm" -O check "$vm" 2>&1 | sed -n 's/.*pid=\([0-9]*\).*/\1/p')")
+
+# per_call SIDE NAME COMMAND...: the mean wall time of COUNT runs of COMMAND, in ms.
+per_call() {
+  local side=$1 name=$2 t0 t1 i; shift 2
+  "$@" || { say "$* failed"; exit 1; }
+  t0=$(now)
+  for i in $(seq 1 "$count"); do "$@" || { say "$* failed"; exit 1; }; done
+  t1=$(now)
+  sample "$name" "$side" "$(awk -v a="$t0" -v b="$t1" -v n="$count" 'BEGIN { printf "%.1f", (b - a) * 1000 / n }')" "$LOAD"
+}
+
+for r in $(seq 1 "$runs"); do
+  wait_quiet
+  per_call hutch latency-ssh "$HUTCH" shell "$vm" -- true
+  # The same hutch figures serve both comparisons.
+  tail -1 "$BENCH_JSON" | sed 's/"latency-ssh"/"latency-controlmaster"/' >>"$BENCH_JSON"
+  per_call baseline latency-ssh ssh -F "$BENCH_TMP/ssh_config" "$vm" true
+  per_call baseline latency-controlmaster ssh -F "$BENCH_TMP/ssh_config" -o ControlPath="$cm" "$vm" true
+done
+
+result latency-ssh ms "hutch shell -- true vs a fresh OpenSSH connection"
+result latency-controlmaster ms "hutch shell -- true vs OpenSSH over a ControlMaster"
+ssh -F "$BENCH_TMP/ssh_config" -o ControlPath="$cm" -O exit "$vm" 2>/dev/null
+bench_write_json runs="$runs" count="$count"
