@@ -32,6 +32,7 @@ int verb_cp(Cli *cli, int argc, char **argv);
 int verb_create(Cli *cli, int argc, char **argv);
 int verb_delete(Cli *cli, int argc, char **argv);
 int verb_doctor(Cli *cli, int argc, char **argv);
+int verb_forward(Cli *cli, int argc, char **argv);
 int verb_image(Cli *cli, int argc, char **argv);
 int verb_info(Cli *cli, int argc, char **argv);
 int verb_list(Cli *cli, int argc, char **argv);

@@ -41,6 +41,17 @@ static const Verb verbs[] = {
      "\n"
      "Checks what hutch needs on this host and prints the fix for each problem. Exits 0 when\n"
      "all is well, 1 otherwise.\n"},
+    {"forward", verb_forward, "add a port forward to a running VM, list or remove them",
+     "usage: hutch forward NAME [HOST_IP:]HOST:GUEST\n"
+     "       hutch forward NAME --list [--json]\n"
+     "       hutch forward NAME --remove HOST\n"
+     "\n"
+     "Forwards host port HOST (on 127.0.0.1 unless HOST_IP is given) to TCP port GUEST in\n"
+     "the running VM, over its SSH connection, through a small background process that ends\n"
+     "when the VM stops. Ports that are always needed belong in the profile (--port).\n"
+     "\n"
+     "      --list          the forwards added this way, HOST_IP:HOST -> GUEST\n"
+     "      --remove HOST   stop the forward from host port HOST\n"},
     {"image", verb_image, "build, download, list and remove base images",
      "usage: hutch image build PROFILE\n"
      "       hutch image pull URL --digest sha256:HEX|sha512:HEX\n"

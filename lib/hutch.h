@@ -173,6 +173,19 @@ HUTCH_PUBLIC char *hutch_logs(HutchContext *ctx, const char *name, GError **erro
 /* An OpenSSH client configuration block for the instance. */
 HUTCH_PUBLIC char *hutch_ssh_config(HutchContext *ctx, const char *name, GError **error);
 
+/* Ports added to a running VM, relayed over SSH direct-tcpip by a background process per
+ * forward that ends with the VM (or on remove). spec: "[HOST_IP:]HOST:GUEST", one TCP port,
+ * HOST_IP 127.0.0.1 unless given. Returns once the host port listens; a taken host port is
+ * HUTCH_ERROR_PORT_IN_USE naming it, a VM that is not running HUTCH_ERROR_STATE. */
+HUTCH_PUBLIC gboolean hutch_forward_add(HutchContext *ctx, const char *name, const char *spec,
+                                        GError **error);
+/* An array of {"host_ip", "host_port", "guest_port", "pid"} (docs/json.md), by host port;
+ * forwards whose process is gone are dropped. */
+HUTCH_PUBLIC JsonArray *hutch_forward_list(HutchContext *ctx, const char *name, GError **error);
+/* Stops the forward from host_port; none is HUTCH_ERROR_NOT_FOUND. */
+HUTCH_PUBLIC gboolean hutch_forward_remove(HutchContext *ctx, const char *name, guint host_port,
+                                           GError **error);
+
 /* ---- Snapshots ------------------------------------------------------------------------ */
 
 /* libvirt internal snapshots of the shut-off VM (libvirt 9.0 reverts no other kind). A

@@ -11,6 +11,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "forward-private.h"
 #include "image-private.h"
 #include "instance-private.h"
 #include "net-private.h"
@@ -606,6 +607,7 @@ HutchSsh *hutch_instance_connect(HutchContext *ctx, const char *name, GError **e
 static void stop_helpers(const char *runtime_dir) {
   hutch_net_stop(runtime_dir);
   hutch_share_stop(runtime_dir);
+  hutch_forward_stop_all(runtime_dir);
 }
 
 static HutchProfile *instance_profile(HutchInstance *instance, GError **error) {

@@ -1,0 +1,505 @@
+/* test-forward.c: `hutch forward`'s spec parsing, and its relay against a real, unprivileged
+ * OpenSSH sshd on 127.0.0.1 (tools/test-sshd.sh) that forwards direct-tcpip channels to an
+ * echo server the test runs. Without sshd the relay tests fail, unless HUTCH_ALLOW_SKIP=1. */
+#define _GNU_SOURCE /* accept4 */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <glib-unix.h>
+#include <glib/gstdio.h>
+
+#include "forward-private.h"
+#include "util-private.h"
+
+#define SSHD "/usr/sbin/sshd"
+#define TIMEOUT_MS 10000
+
+static struct {
+  char *skip;
+  char *dir;
+  char *server_dir;
+  char *key;
+  char *host_key;
+  guint port;
+  pid_t server_pid;
+  pid_t test_pid;
+} fx;
+
+static gboolean need_server(void) {
+  if (!fx.skip)
+    return TRUE;
+  if (g_strcmp0(g_getenv("HUTCH_ALLOW_SKIP"), "1") == 0)
+    g_test_skip(fx.skip);
+  else
+    g_test_fail_printf("%s (set HUTCH_ALLOW_SKIP=1 to skip)", fx.skip);
+  return FALSE;
+}
+
+/* ---- Sockets -------------------------------------------------------------------------- */
+
+static int listen_loopback(guint *ret_port) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  g_assert_cmpint(fd, >=, 0);
+  struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t len = sizeof addr;
+  g_assert_cmpint(bind(fd, (struct sockaddr *)&addr, sizeof addr), ==, 0);
+  g_assert_cmpint(listen(fd, 64), ==, 0);
+  g_assert_cmpint(getsockname(fd, (struct sockaddr *)&addr, &len), ==, 0);
+  *ret_port = ntohs(addr.sin_port);
+  return fd;
+}
+
+static int connect_loopback(guint port) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  g_assert_cmpint(fd, >=, 0);
+  struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons(port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  g_assert_cmpint(connect(fd, (struct sockaddr *)&addr, sizeof addr), ==, 0);
+  return fd;
+}
+
+static gboolean write_all(int fd, const char *data, gsize len) {
+  while (len > 0) {
+    ssize_t n = send(fd, data, len, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      return FALSE;
+    data += n;
+    len -= (gsize)n;
+  }
+  return TRUE;
+}
+
+/* The "guest" service: echoes each connection until EOF, then closes it. */
+static gpointer echo_connection(gpointer data) {
+  int fd = GPOINTER_TO_INT(data);
+  char buf[16384];
+  ssize_t n;
+  while ((n = recv(fd, buf, sizeof buf, 0)) > 0)
+    if (!write_all(fd, buf, (gsize)n))
+      break;
+  shutdown(fd, SHUT_WR);
+  close(fd);
+  return NULL;
+}
+
+typedef struct {
+  int listen_fd;
+  int stop_r;
+} Server;
+
+static gpointer echo_server(gpointer data) {
+  Server *s = data;
+  GPtrArray *threads = g_ptr_array_new();
+  for (;;) {
+    struct pollfd pfds[2] = {{.fd = s->listen_fd, .events = POLLIN},
+                             {.fd = s->stop_r, .events = POLLIN}};
+    if (poll(pfds, 2, -1) < 0 && errno == EINTR)
+      continue;
+    if (pfds[1].revents)
+      break;
+    int fd = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+    if (fd >= 0)
+      g_ptr_array_add(threads, g_thread_new("echo", echo_connection, GINT_TO_POINTER(fd)));
+  }
+  for (guint i = 0; i < threads->len; i++)
+    g_thread_join(g_ptr_array_index(threads, i));
+  g_ptr_array_free(threads, TRUE);
+  return NULL;
+}
+
+/* A client: sends data and reads concurrently until the relay closes; returns what came
+ * back. */
+static GByteArray *exchange(guint port, const guint8 *data, gsize len) {
+  int fd = connect_loopback(port);
+  g_unix_set_fd_nonblocking(fd, TRUE, NULL);
+  GByteArray *back = g_byte_array_new();
+  gsize sent = 0;
+  gboolean shut = FALSE;
+  char buf[32768];
+  for (;;) {
+    if (sent == len && !shut) {
+      shutdown(fd, SHUT_WR);
+      shut = TRUE;
+    }
+    struct pollfd pfd = {.fd = fd, .events = POLLIN | (sent < len ? POLLOUT : 0)};
+    int rc = poll(&pfd, 1, 30000);
+    g_assert_cmpint(rc, >, 0);
+    if (pfd.revents & POLLOUT) {
+      ssize_t n = send(fd, data + sent, MIN(len - sent, 65536), MSG_NOSIGNAL);
+      if (n > 0)
+        sent += (gsize)n;
+    }
+    if (pfd.revents & (POLLIN | POLLHUP | POLLERR)) {
+      ssize_t n = recv(fd, buf, sizeof buf, 0);
+      if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+        break;
+      if (n > 0)
+        g_byte_array_append(back, (guint8 *)buf, (guint)n);
+    }
+  }
+  close(fd);
+  return back;
+}
+
+/* ---- A relay in a thread -------------------------------------------------------------- */
+
+typedef struct {
+  HutchSsh *ssh;
+  int listen_fd;
+  guint guest_port;
+  int stop_r;
+  gboolean ok;
+  GError *error;
+} RelayRun;
+
+static gpointer relay_thread(gpointer data) {
+  RelayRun *run = data;
+  run->ok = hutch_forward_relay(run->ssh, run->listen_fd, run->guest_port, run->stop_r,
+                                g_test_verbose() ? STDERR_FILENO : -1, &run->error);
+  return NULL;
+}
+
+static HutchSsh *connect_ssh(guint port) {
+  g_autoptr(GError) error = NULL;
+  HutchSsh *ssh = hutch_ssh_connect("127.0.0.1", port, g_get_user_name(), fx.key, fx.host_key,
+                                    TIMEOUT_MS, &error);
+  g_assert_no_error(error);
+  return ssh;
+}
+
+typedef struct {
+  guint port;
+  gsize len;
+  guint32 seed;
+  gboolean ok;
+} Client;
+
+static gpointer client_thread(gpointer data) {
+  Client *c = data;
+  g_autoptr(GRand) rand = g_rand_new_with_seed(c->seed);
+  g_autofree guint8 *payload = g_malloc(c->len);
+  for (gsize i = 0; i < c->len; i++)
+    payload[i] = (guint8)g_rand_int(rand);
+  GByteArray *back = exchange(c->port, payload, c->len);
+  c->ok = back->len == c->len && memcmp(back->data, payload, c->len) == 0;
+  if (!c->ok)
+    g_printerr("# client %u: sent %zu bytes, got %u back\n", c->seed, c->len, back->len);
+  g_byte_array_unref(back);
+  return NULL;
+}
+
+/* ---- Tests ---------------------------------------------------------------------------- */
+
+static void test_parse(void) {
+  static const struct {
+    const char *spec;
+    const char *ip;
+    guint host, guest;
+  } good[] = {
+      {"8080:80", "127.0.0.1", 8080, 80},
+      {"0.0.0.0:8080:80", "0.0.0.0", 8080, 80},
+      {"127.0.0.2:9000:9000/tcp", "127.0.0.2", 9000, 9000},
+      {"[::1]:8443:443", "::1", 8443, 443},
+  };
+  for (gsize i = 0; i < G_N_ELEMENTS(good); i++) {
+    g_autoptr(GError) error = NULL;
+    HutchPort *port = hutch_forward_parse(good[i].spec, &error);
+    g_assert_no_error(error);
+    g_assert_cmpstr(port->host_ip, ==, good[i].ip);
+    g_assert_cmpuint(port->host_start, ==, good[i].host);
+    g_assert_cmpuint(port->host_end, ==, good[i].host);
+    g_assert_cmpuint(port->guest_start, ==, good[i].guest);
+    hutch_port_free(port);
+  }
+  static const struct {
+    const char *spec;
+    const char *why;
+  } bad[] = {
+      {"8080", "HOST:GUEST"},
+      {"[::1]:8080", "HOST:GUEST"},
+      {"8080:80/udp", "only TCP"},
+      {"8080-8081:80-81", "one port"},
+      {"x:80", "invalid port forward"},
+      {"70000:80", "invalid port forward"},
+      {"8080:0", "invalid port forward"},
+      {"1.2.3:8080:80", "invalid port forward"},
+      {"", "invalid port forward"},
+  };
+  for (gsize i = 0; i < G_N_ELEMENTS(bad); i++) {
+    g_autoptr(GError) error = NULL;
+    HutchPort *port = hutch_forward_parse(bad[i].spec, &error);
+    g_assert_null(port);
+    g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE);
+    if (!strstr(error->message, bad[i].why))
+      g_test_fail_printf("'%s': \"%s\" does not say \"%s\"", bad[i].spec, error->message,
+                         bad[i].why);
+  }
+}
+
+/* Several connections at once, each a few MiB both ways, byte-exact. */
+static void test_relay_concurrent(void) {
+  if (!need_server())
+    return;
+  int stop[2], server_stop[2];
+  g_assert_true(g_unix_open_pipe(stop, FD_CLOEXEC, NULL));
+  g_assert_true(g_unix_open_pipe(server_stop, FD_CLOEXEC, NULL));
+  Server server = {.stop_r = server_stop[0]};
+  guint guest_port = 0, host_port = 0;
+  server.listen_fd = listen_loopback(&guest_port);
+  GThread *server_thread = g_thread_new("server", echo_server, &server);
+
+  RelayRun run = {.ssh = connect_ssh(fx.port), .guest_port = guest_port, .stop_r = stop[0]};
+  run.listen_fd = listen_loopback(&host_port);
+  GThread *relay = g_thread_new("relay", relay_thread, &run);
+
+  /* one small, then five at once (3 MiB each: beyond any window and buffer) */
+  Client first = {.port = host_port, .len = 10, .seed = 1};
+  client_thread(&first);
+  g_assert_true(first.ok);
+  Client clients[5];
+  GThread *threads[5];
+  for (guint i = 0; i < 5; i++) {
+    clients[i] = (Client){.port = host_port, .len = 3 * 1024 * 1024 + i * 7, .seed = 10 + i};
+    threads[i] = g_thread_new("client", client_thread, &clients[i]);
+  }
+  for (guint i = 0; i < 5; i++) {
+    g_thread_join(threads[i]);
+    g_assert_true(clients[i].ok);
+  }
+  /* and the relay is still there for another */
+  Client last = {.port = host_port, .len = 100000, .seed = 99};
+  client_thread(&last);
+  g_assert_true(last.ok);
+
+  g_assert_cmpint(write(stop[1], "x", 1), ==, 1);
+  g_thread_join(relay);
+  g_assert_no_error(run.error);
+  g_assert_true(run.ok);
+
+  g_assert_cmpint(write(server_stop[1], "x", 1), ==, 1);
+  g_thread_join(server_thread);
+  hutch_ssh_free(run.ssh);
+  close(run.listen_fd);
+  close(server.listen_fd);
+  for (int i = 0; i < 2; i++) {
+    close(stop[i]);
+    close(server_stop[i]);
+  }
+}
+
+/* Nothing listens on the guest port: the client's connection closes, the relay carries on. */
+static void test_relay_refused(void) {
+  if (!need_server())
+    return;
+  guint dead_port = 0, host_port = 0;
+  int dead = listen_loopback(&dead_port);
+  close(dead);
+  int stop[2];
+  g_assert_true(g_unix_open_pipe(stop, FD_CLOEXEC, NULL));
+  RelayRun run = {.ssh = connect_ssh(fx.port), .guest_port = dead_port, .stop_r = stop[0]};
+  run.listen_fd = listen_loopback(&host_port);
+  GThread *relay = g_thread_new("relay", relay_thread, &run);
+  for (int i = 0; i < 3; i++) {
+    GByteArray *back = exchange(host_port, (const guint8 *)"hello", 5);
+    g_assert_cmpuint(back->len, ==, 0);
+    g_byte_array_unref(back);
+  }
+  g_assert_cmpint(write(stop[1], "x", 1), ==, 1);
+  g_thread_join(relay);
+  g_assert_no_error(run.error);
+  g_assert_true(run.ok);
+  hutch_ssh_free(run.ssh);
+  close(run.listen_fd);
+  close(stop[0]);
+  close(stop[1]);
+}
+
+/* A TCP proxy between the relay and sshd, to cut the SSH connection under it. */
+typedef struct {
+  int listen_fd;
+  guint target;
+  int stop_r;
+} Proxy;
+
+static gpointer proxy_thread(gpointer data) {
+  Proxy *p = data;
+  int a = accept4(p->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+  int b = connect_loopback(p->target);
+  char buf[16384];
+  for (;;) {
+    struct pollfd pfds[3] = {{.fd = a, .events = POLLIN},
+                             {.fd = b, .events = POLLIN},
+                             {.fd = p->stop_r, .events = POLLIN}};
+    if (poll(pfds, 3, -1) < 0)
+      continue;
+    if (pfds[2].revents)
+      break;
+    if (pfds[0].revents) {
+      ssize_t n = recv(a, buf, sizeof buf, 0);
+      if (n <= 0 || !write_all(b, buf, (gsize)n))
+        break;
+    }
+    if (pfds[1].revents) {
+      ssize_t n = recv(b, buf, sizeof buf, 0);
+      if (n <= 0 || !write_all(a, buf, (gsize)n))
+        break;
+    }
+  }
+  close(a);
+  close(b);
+  return NULL;
+}
+
+/* The VM stops: passt closes the SSH connection, and the relay ends with an error. */
+static void test_relay_session_dies(void) {
+  if (!need_server())
+    return;
+  int proxy_stop[2];
+  g_assert_true(g_unix_open_pipe(proxy_stop, FD_CLOEXEC, NULL));
+  guint proxy_port = 0, host_port = 0, guest_port = 0;
+  Proxy proxy = {.target = fx.port, .stop_r = proxy_stop[0]};
+  proxy.listen_fd = listen_loopback(&proxy_port);
+  GThread *proxy_t = g_thread_new("proxy", proxy_thread, &proxy);
+  int server_stop[2];
+  g_assert_true(g_unix_open_pipe(server_stop, FD_CLOEXEC, NULL));
+  Server server = {.stop_r = server_stop[0]};
+  server.listen_fd = listen_loopback(&guest_port);
+  GThread *server_thread = g_thread_new("server", echo_server, &server);
+
+  RelayRun run = {.ssh = connect_ssh(proxy_port), .guest_port = guest_port, .stop_r = -1};
+  run.listen_fd = listen_loopback(&host_port);
+  GThread *relay = g_thread_new("relay", relay_thread, &run);
+  Client one = {.port = host_port, .len = 50000, .seed = 5};
+  client_thread(&one);
+  g_assert_true(one.ok);
+
+  gint64 cut = g_get_monotonic_time();
+  g_assert_cmpint(write(proxy_stop[1], "x", 1), ==, 1);
+  g_thread_join(proxy_t);
+  g_thread_join(relay);
+  g_assert_false(run.ok);
+  g_assert_error(run.error, HUTCH_ERROR, HUTCH_ERROR_SSH);
+  g_assert_cmpint(g_get_monotonic_time() - cut, <, 5 * G_USEC_PER_SEC);
+  g_clear_error(&run.error);
+
+  g_assert_cmpint(write(server_stop[1], "x", 1), ==, 1);
+  g_thread_join(server_thread);
+  hutch_ssh_free(run.ssh);
+  close(run.listen_fd);
+  close(server.listen_fd);
+  close(proxy.listen_fd);
+  for (int i = 0; i < 2; i++) {
+    close(proxy_stop[i]);
+    close(server_stop[i]);
+  }
+}
+
+/* stop_all kills only a process that calls itself hutch-forward, and removes the files. */
+static void test_stop_all(void) {
+  g_autofree char *dir = g_build_filename(fx.dir, "runtime", NULL);
+  g_autoptr(GError) error = NULL;
+  g_assert_true(hutch_mkdir(dir, 0700, &error));
+  /* a pid that is alive but not ours: this very test */
+  g_autofree char *pid_text = g_strdup_printf("%d\n", (int)getpid());
+  g_autofree char *pidfile = g_build_filename(dir, "forward-8080.pid", NULL);
+  g_autofree char *specfile = g_build_filename(dir, "forward-8080.spec", NULL);
+  g_autofree char *other = g_build_filename(dir, "passt.pid", NULL);
+  g_assert_true(hutch_write_file(pidfile, pid_text, strlen(pid_text), 0600, &error));
+  g_assert_true(hutch_write_file(specfile, "127.0.0.1 8080 80\n", 18, 0600, &error));
+  g_assert_true(hutch_write_file(other, pid_text, strlen(pid_text), 0600, &error));
+  hutch_forward_stop_all(dir);
+  g_assert_false(g_file_test(pidfile, G_FILE_TEST_EXISTS));
+  g_assert_false(g_file_test(specfile, G_FILE_TEST_EXISTS));
+  g_assert_true(g_file_test(other, G_FILE_TEST_EXISTS));
+}
+
+/* ---- The server ----------------------------------------------------------------------- */
+
+static void cleanup(void) {
+  if (fx.server_pid > 0)
+    kill(fx.server_pid, SIGTERM);
+  fx.server_pid = 0;
+  if (fx.dir && g_getenv("HUTCH_KEEP_TEST_DIR") == NULL)
+    hutch_rmtree(fx.dir, NULL);
+  g_clear_pointer(&fx.skip, g_free);
+  g_clear_pointer(&fx.dir, g_free);
+  g_clear_pointer(&fx.server_dir, g_free);
+  g_clear_pointer(&fx.key, g_free);
+  g_clear_pointer(&fx.host_key, g_free);
+}
+
+static void on_abort(int signo) {
+  if (getpid() == fx.test_pid)
+    cleanup();
+  signal(signo, SIG_DFL);
+  raise(signo);
+}
+
+static void start_server(void) {
+  const char *sshd = g_getenv("HUTCH_TEST_SSHD") ? g_getenv("HUTCH_TEST_SSHD") : SSHD;
+  if (!g_file_test(sshd, G_FILE_TEST_IS_EXECUTABLE)) {
+    fx.skip = g_strdup_printf("%s is missing: the relay tests need openssh-server", sshd);
+    return;
+  }
+  const char *source_dir = g_getenv("HUTCH_SOURCE_DIR");
+  g_autofree char *script =
+      g_build_filename(source_dir ? source_dir : HUTCH_SOURCE_DIR, "tools", "test-sshd.sh", NULL);
+  fx.server_dir = g_build_filename(fx.dir, "sshd", NULL);
+  fx.key = g_build_filename(fx.dir, "id_ed25519", NULL);
+  g_autofree char *authorized_keys = g_build_filename(fx.dir, "authorized_keys", NULL);
+  g_autofree char *private_key = NULL, *public_key = NULL;
+  g_autoptr(GError) error = NULL;
+  g_assert_true(hutch_ssh_generate_keypair("test-client", &private_key, &public_key, &error));
+  g_assert_true(hutch_write_file(fx.key, private_key, strlen(private_key), 0600, &error));
+  g_autofree char *line = g_strconcat(public_key, "\n", NULL);
+  g_assert_true(hutch_write_file(authorized_keys, line, strlen(line), 0600, &error));
+
+  const char *argv[] = {"bash", script, fx.server_dir, authorized_keys, NULL};
+  g_auto(GStrv) envp = g_environ_setenv(g_get_environ(), "SSHD", sshd, TRUE);
+  g_autofree char *out = NULL, *err = NULL;
+  int status = 0;
+  if (!g_spawn_sync(NULL, (char **)argv, envp, G_SPAWN_SEARCH_PATH, NULL, NULL, &out, &err, &status,
+                    &error) ||
+      !g_spawn_check_wait_status(status, NULL)) {
+    fx.skip = g_strdup_printf("starting sshd failed: %s", error ? error->message : g_strstrip(err));
+    return;
+  }
+  fx.port = (guint)g_ascii_strtoull(out, NULL, 10);
+  g_autofree char *pid_path = g_build_filename(fx.server_dir, "sshd.pid", NULL);
+  g_autofree char *pid_text = NULL;
+  g_assert_true(g_file_get_contents(pid_path, &pid_text, NULL, NULL));
+  fx.server_pid = (pid_t)g_ascii_strtoll(pid_text, NULL, 10);
+  g_autofree char *host_pub = g_build_filename(fx.server_dir, "host_ed25519_key.pub", NULL);
+  g_assert_true(g_file_get_contents(host_pub, &fx.host_key, NULL, NULL));
+  g_strstrip(fx.host_key);
+}
+
+int main(int argc, char **argv) {
+  g_test_init(&argc, &argv, NULL);
+  hutch_init();
+  signal(SIGPIPE, SIG_IGN);
+  fx.test_pid = getpid();
+  fx.dir = g_dir_make_tmp("hutch-test-forward-XXXXXX", NULL);
+  g_assert_nonnull(fx.dir);
+  signal(SIGABRT, on_abort);
+  start_server();
+
+  g_test_add_func("/forward/parse", test_parse);
+  g_test_add_func("/forward/relay-concurrent", test_relay_concurrent);
+  g_test_add_func("/forward/relay-refused", test_relay_refused);
+  g_test_add_func("/forward/relay-session-dies", test_relay_session_dies);
+  g_test_add_func("/forward/stop-all", test_stop_all);
+  atexit(cleanup);
+  return g_test_run();
+}
