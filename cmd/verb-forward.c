@@ -28,8 +28,10 @@ static int list_forwards(Cli *cli, const char *name) {
 }
 
 int verb_forward(Cli *cli, int argc, char **argv) {
-  enum { OPT_LIST = 1000, OPT_REMOVE };
+  enum { OPT_LIST = 1000, OPT_REMOVE, OPT_JSON };
+  /* --json after the verb too, as for list and info */
   static const struct option longopts[] = {
+      {"json", no_argument, NULL, OPT_JSON},
       {"list", no_argument, NULL, OPT_LIST},
       {"remove", required_argument, NULL, OPT_REMOVE},
       {NULL, 0, NULL, 0},
@@ -43,6 +45,8 @@ int verb_forward(Cli *cli, int argc, char **argv) {
       list = TRUE;
     else if (c == OPT_REMOVE)
       remove = optarg;
+    else if (c == OPT_JSON)
+      cli->json = TRUE;
   }
   if (c < 0)
     return opts.exit_code;

@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# hutch forward: a port added to a running VM over SSH direct-tcpip. A guest HTTP server on a
+# port no profile declares, forwarded to a free host port: a page, five concurrent downloads
+# and 20 MiB byte-exact; --list, bound on 127.0.0.1 only, files 0600; a taken host port is a
+# clear error; --remove; the helper ends by itself when the VM dies, and with `hutch stop`.
+# One VM, started twice.
+. "$(dirname "$0")/lib.sh"
+require_libvirt
+
+vm=$(vm_name fwd)
+track_vm "$vm"
+cat >"$E2E_TMP/fwd.yaml" <<YAML
+base: $HUTCH_SOURCE_DIR/tests/image/test-guest.yaml
+YAML
+guest_port=8790
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+forward_pid() { "$HUTCH" --json forward "$vm" --list | python3 -c 'import json,sys; f=json.load(sys.stdin); print(f[0]["pid"] if f else "")'; }
+wait_gone() { for _ in $(seq 1 "$2"); do kill -0 "$1" 2>/dev/null || return 0; sleep 1; done; return 1; }
+runtime=$XDG_RUNTIME_DIR/hutch/$vm
+
+out=$("$HUTCH" -q start "$vm" -f "$E2E_TMP/fwd.yaml" 2>&1); rc=$?
+if [ $rc -eq 0 ]; then ok "start"; else not_ok "start (exit $rc)"; diag "$out"; finish; exit 1; fi
+in_guest() { "$HUTCH" shell "$vm" -- "$@"; }
+serve() {
+  in_guest sh -c "cd ~/www && nohup setsid python3 -m http.server --bind 127.0.0.1 $guest_port >/dev/null 2>&1 </dev/null &"
+}
+
+check "a page, a 1 MiB and a 20 MiB file in the guest" in_guest sh -c \
+  'mkdir -p ~/www && echo "hello from the guest" > ~/www/index.html && head -c 1M /dev/urandom > ~/www/mid && head -c 20M /dev/urandom > ~/www/big'
+serve
+guest_big=$(in_guest sha256sum www/big | cut -d' ' -f1)
+guest_mid=$(in_guest sha256sum www/mid | cut -d' ' -f1)
+check_status "the guest port is not reachable from the host before the forward" 7 curl -s -m 5 "http://127.0.0.1:$guest_port/"
+
+port=$(free_port)
+out=$("$HUTCH" forward "$vm" "$port:$guest_port" 2>&1); rc=$?
+if [ $rc -eq 0 ]; then ok "forward $port:$guest_port"; else not_ok "forward $port:$guest_port (exit $rc)"; diag "$out"; fi
+page=""
+for _ in $(seq 1 20); do page=$(curl -s -m 10 "http://127.0.0.1:$port/index.html") && [ -n "$page" ] && break; sleep 1; done
+if [ "$page" = "hello from the guest" ]; then ok "curl gets the guest's page through the forward"; else not_ok "curl through the forward"; diag "$page"; fi
+
+for i in 1 2 3 4 5; do curl -s -m 120 -o "$E2E_TMP/mid.$i" "http://127.0.0.1:$port/mid" & done
+wait
+good=0
+for i in 1 2 3 4 5; do [ "$(sha256sum <"$E2E_TMP/mid.$i" | cut -d' ' -f1)" = "$guest_mid" ] && good=$((good + 1)); done
+if [ $good -eq 5 ]; then ok "five concurrent 1 MiB downloads, all byte-exact"; else not_ok "five concurrent downloads: $good of 5 byte-exact"; fi
+
+t0=$(date +%s.%N)
+curl -s -m 600 -o "$E2E_TMP/big" "http://127.0.0.1:$port/big"
+t1=$(date +%s.%N)
+if [ "$(sha256sum <"$E2E_TMP/big" | cut -d' ' -f1)" = "$guest_big" ]; then ok "20 MiB download, checksum equal"; else not_ok "20 MiB download, checksum equal"; fi
+diag "20 MiB through the forward: $(awk "BEGIN{printf \"%.1f\", 20 / ($t1 - $t0)}") MiB/s"
+
+out=$("$HUTCH" forward "$vm" --list 2>&1)
+if [ "$out" = "127.0.0.1:$port -> $guest_port" ]; then ok "--list shows it"; else not_ok "--list shows it"; diag "$out"; fi
+pid=$(forward_pid)
+if [ -n "$pid" ] && [ "$(cat /proc/"$pid"/comm 2>/dev/null)" = hutch-forward ]; then ok "--json names the helper's pid"; else not_ok "--json names the helper's pid ($pid)"; fi
+listen=$(ss -ltnH "sport = :$port" | awk '{print $4}')
+if [ "$listen" = "127.0.0.1:$port" ]; then ok "the host port is bound on 127.0.0.1 only"; else not_ok "bound on 127.0.0.1 only"; diag "$listen"; fi
+host_addr=$(ip -4 -o addr show scope global | awk '{print $4}' | cut -d/ -f1 | head -1)
+if [ -n "$host_addr" ]; then
+  check_status "not reachable through the host's address $host_addr" 7 curl -s -m 5 "http://$host_addr:$port/"
+fi
+modes=$(stat -c '%a %n' "$runtime"/forward-"$port".* 2>&1)
+if [ "$(grep -c '^600 ' <<<"$modes")" = 3 ] && [ "$(stat -c %a "$runtime")" = 700 ]; then ok "pid, spec and log files are 0600 in a 0700 directory"; else not_ok "file modes"; diag "$modes"; fi
+
+# ---- errors --------------------------------------------------------------------------------
+taken=$(free_port)
+python3 -m http.server --bind 127.0.0.1 "$taken" >/dev/null 2>&1 &
+squatter=$!
+for _ in $(seq 1 20); do ss -ltnH "sport = :$taken" | grep -q . && break; sleep 0.2; done
+out=$("$HUTCH" forward "$vm" "$taken:$guest_port" 2>&1); rc=$?
+if [ $rc -eq 1 ] && grep -q "port tcp 127.0.0.1:$taken is in use" <<<"$out"; then ok "a taken host port: exit 1, the port named"; else not_ok "a taken host port (exit $rc)"; fi
+diag "$out"
+kill "$squatter"
+out=$("$HUTCH" forward "$vm" "$port:$guest_port" 2>&1); rc=$?
+if [ $rc -eq 1 ] && grep -q "forwarded to '$vm' already" <<<"$out"; then ok "the same host port twice: exit 1"; else not_ok "the same host port twice (exit $rc)"; diag "$out"; fi
+check_status "a spec without GUEST is a usage error" 2 "$HUTCH" forward "$vm" 8080
+check_status "UDP is a usage error" 2 "$HUTCH" forward "$vm" 8080:80/udp
+check_status "a range is a usage error" 2 "$HUTCH" forward "$vm" 8080-8081:80-81
+check_status "no such VM" 1 "$HUTCH" forward "nope-$$" "$port:80"
+
+# ---- remove --------------------------------------------------------------------------------
+check "--remove $port" "$HUTCH" forward "$vm" --remove "$port"
+check_status "curl fails after --remove" 7 curl -s -m 5 "http://127.0.0.1:$port/"
+if ! kill -0 "$pid" 2>/dev/null; then ok "the helper is gone"; else not_ok "the helper is gone"; fi
+out=$("$HUTCH" forward "$vm" --list 2>&1)
+if [ -z "$out" ] && [ ! -e "$runtime/forward-$port.pid" ]; then ok "--list is empty, the pidfile removed"; else not_ok "--list is empty"; diag "$out"; fi
+check_status "--remove again: exit 1" 1 "$HUTCH" forward "$vm" --remove "$port"
+
+# ---- the helper ends with the VM -----------------------------------------------------------
+check "forward again" "$HUTCH" -q forward "$vm" "$port:$guest_port"
+pid=$(forward_pid)
+check "it answers" curl -s -m 10 -o /dev/null "http://127.0.0.1:$port/index.html"
+# Behind hutch's back: nothing kills the helper but the end of its SSH connection.
+check "virsh destroy" virsh -c qemu:///session destroy "$vm"
+if [ -n "$pid" ] && wait_gone "$pid" 20; then ok "the helper ends by itself when the VM dies"; else not_ok "the helper ends by itself when the VM dies (pid $pid)"; fi
+out=$("$HUTCH" forward "$vm" "$port:$guest_port" 2>&1); rc=$?
+if [ $rc -eq 1 ] && grep -q "not running" <<<"$out"; then ok "forward to a VM that is not running: exit 1"; else not_ok "forward to a stopped VM (exit $rc)"; diag "$out"; fi
+
+out=$("$HUTCH" -q start "$vm" 2>&1); rc=$?
+if [ $rc -eq 0 ]; then ok "start again"; else not_ok "start again (exit $rc)"; diag "$out"; fi
+serve
+check "forward after the restart" "$HUTCH" -q forward "$vm" "$port:$guest_port"
+pid=$(forward_pid)
+page=""
+for _ in $(seq 1 20); do page=$(curl -s -m 10 "http://127.0.0.1:$port/index.html") && [ -n "$page" ] && break; sleep 1; done
+if [ "$page" = "hello from the guest" ]; then ok "it answers after the restart"; else not_ok "it answers after the restart"; diag "$page"; fi
+check "hutch stop" "$HUTCH" -q stop "$vm"
+if [ -n "$pid" ] && wait_gone "$pid" 5; then ok "after hutch stop the helper is gone"; else not_ok "after hutch stop the helper is gone (pid $pid)"; fi
+if ! ls "$runtime"/forward-*.pid >/dev/null 2>&1; then ok "no forward pidfile left"; else not_ok "no forward pidfile left"; fi
+check_status "curl fails after the stop" 7 curl -s -m 5 "http://127.0.0.1:$port/"
+
+check "delete" "$HUTCH" -q delete "$vm"
+finish
