@@ -30,9 +30,9 @@ check "a page, a 1 MiB and a 20 MiB file in the guest" in_guest sh -c \
 serve
 guest_big=$(in_guest sha256sum www/big | cut -d' ' -f1)
 guest_mid=$(in_guest sha256sum www/mid | cut -d' ' -f1)
-check_status "the guest port is not reachable from the host before the forward" 7 curl -s -m 5 "http://127.0.0.1:$guest_port/"
 
 port=$(free_port)
+check_status "nothing answers on host port $port before the forward" 7 curl -s -m 5 "http://127.0.0.1:$port/"
 out=$("$HUTCH" forward "$vm" "$port:$guest_port" 2>&1); rc=$?
 if [ $rc -eq 0 ]; then ok "forward $port:$guest_port"; else not_ok "forward $port:$guest_port (exit $rc)"; diag "$out"; fi
 page=""
