@@ -223,8 +223,10 @@ check "create a VM that never gets ready" "$HUTCH" -q create "$blank" -f "$E2E_T
 : >"$notify_log"
 NOTIFY_SOCKET=$notify_sock "$HUTCH" start --foreground "$blank" 2>"$fg_log" &
 fg=$!
-for _ in $(seq 60); do grep -q "STATUS=$blank: boot" "$notify_log" && break; sleep 0.5; done
+# STATUS=...boot comes just before the domain is started: wait for the domain itself
+for _ in $(seq 60); do [ "$(virsh domstate "$blank" 2>/dev/null)" = running ] && break; sleep 0.5; done
 check "it is booting" bash -c "[ \"\$(virsh domstate '$blank')\" = running ]"
+check "STATUS= said so" grep -q "STATUS=$blank: boot" "$notify_log"
 kill -TERM $fg
 wait $fg; rc=$?
 if [ $rc -eq 0 ]; then ok "SIGTERM during the start: exit 0"; else not_ok "SIGTERM during the start: exit $rc"; diag "$(cat "$fg_log")"; fi
