@@ -58,8 +58,7 @@ HutchPort *hutch_forward_parse(const char *spec, GError **error) {
     /* "PORT" alone means PORT:PORT for --port; here both sides are asked for */
     why = "expected [HOST_IP:]HOST:GUEST";
   if (why) {
-    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE, "invalid port forward '%s': %s", spec,
-                why);
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE, "invalid port forward '%s': %s", spec, why);
     hutch_port_free(port);
     return NULL;
   }
@@ -178,8 +177,9 @@ static void op_finished(Relay *r, Conn *c, Op op) {
 static void conn_finish(Relay *r, Conn *c, const char *why) {
   if (c->state == CONN_CLOSING)
     return;
-  relay_log(r, "connection %u from %s:%u closed (%s; %" G_GUINT64_FORMAT " bytes in, %" G_GUINT64_FORMAT
-            " bytes out)",
+  relay_log(r,
+            "connection %u from %s:%u closed (%s; %" G_GUINT64_FORMAT
+            " bytes in, %" G_GUINT64_FORMAT " bytes out)",
             c->id, c->peer_host, c->peer_port, why, c->bytes_up, c->bytes_down);
   if (c->fd >= 0)
     close(c->fd);
@@ -212,8 +212,8 @@ static int op_open(Relay *r, Conn *c, GError **error) {
   op_finished(r, c, OP_OPEN);
   if (is_channel_error(rc)) {
     g_autofree char *message = session_message(r->session);
-    g_autofree char *why = g_strdup_printf("the guest refused 127.0.0.1:%u: %s", r->guest_port,
-                                           message);
+    g_autofree char *why =
+        g_strdup_printf("the guest refused 127.0.0.1:%u: %s", r->guest_port, message);
     r->opening = NULL;
     conn_finish(r, c, why);
     c->done = TRUE;
@@ -322,8 +322,8 @@ static gboolean client_io(Relay *r, Conn *c) {
   if (c->state == CONN_CLOSING)
     return FALSE;
   if (c->down_off < c->down_len) {
-    ssize_t n = send(c->fd, c->down + c->down_off, c->down_len - c->down_off,
-                     MSG_NOSIGNAL | MSG_DONTWAIT);
+    ssize_t n =
+        send(c->fd, c->down + c->down_off, c->down_len - c->down_off, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n > 0) {
       c->down_off += (gsize)n;
       progress = TRUE;
@@ -502,10 +502,13 @@ gboolean hutch_forward_relay(HutchSsh *ssh, int listen_fd, guint guest_port, int
   gboolean ok = TRUE;
 
   for (;;) {
-    int rc;
+    /* A bounded number of rounds, so that a busy transfer does not keep new connections
+     * and SIGTERM waiting: then a look at the descriptors without waiting. */
+    int rc, rounds = 0;
     do
       rc = relay_round(&r, error);
-    while (rc > 0);
+    while (rc > 0 && ++rounds < 32);
+    gboolean busy = rc > 0;
     if (rc < 0) {
       ok = FALSE;
       break;
@@ -516,8 +519,8 @@ gboolean hutch_forward_relay(HutchSsh *ssh, int listen_fd, guint guest_port, int
     g_autofree struct pollfd *pfds = g_new0(struct pollfd, r.conns->len + 3);
     nfds_t n = 0;
     gboolean ssh_in = r.owner != NULL, transient = r.owner != NULL || r.opening != NULL;
-    pfds[n++] = (struct pollfd){.fd = r.listen_fd,
-                                .events = r.conns->len < MAX_CONNECTIONS ? POLLIN : 0};
+    pfds[n++] =
+        (struct pollfd){.fd = r.listen_fd, .events = r.conns->len < MAX_CONNECTIONS ? POLLIN : 0};
     pfds[n++] = (struct pollfd){.fd = stop_fd, .events = POLLIN};
     nfds_t ssh_index = n++;
     for (guint i = 0; i < r.conns->len; i++) {
@@ -532,9 +535,8 @@ gboolean hutch_forward_relay(HutchSsh *ssh, int listen_fd, guint guest_port, int
         events |= POLLOUT;
       if (c->up_off == c->up_len && !c->client_eof)
         events |= POLLIN;
-      if (c->state == CONN_OPEN &&
-          ((c->down_off == c->down_len && !c->guest_eof) || c->up_off < c->up_len ||
-           (c->client_eof && !c->eof_sent)))
+      if (c->state == CONN_OPEN && ((c->down_off == c->down_len && !c->guest_eof) ||
+                                    c->up_off < c->up_len || (c->client_eof && !c->eof_sent)))
         ssh_in = TRUE;
       pfds[n++] = (struct pollfd){.fd = c->fd, .events = events};
     }
@@ -549,7 +551,7 @@ gboolean hutch_forward_relay(HutchSsh *ssh, int listen_fd, guint guest_port, int
 
     /* Channel opens and closes finish on packets a read of another channel may already have
      * queued: look again soon rather than wait for the socket. */
-    int timeout = channels_ready(&r) ? 0 : transient ? 20 : -1;
+    int timeout = busy || channels_ready(&r) ? 0 : transient ? 20 : -1;
     rc = poll(pfds, n, timeout);
     if (rc < 0 && errno != EINTR) {
       int saved = errno;
@@ -650,8 +652,7 @@ static int listen_on(const char *ip, guint port, GError **error) {
   g_autofree char *service = g_strdup_printf("%u", port);
   int rc = getaddrinfo(ip, service, &hints, &ai);
   if (rc != 0) {
-    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE, "host address %s: %s", ip,
-                gai_strerror(rc));
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE, "host address %s: %s", ip, gai_strerror(rc));
     return -1;
   }
   int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -711,13 +712,12 @@ static HutchSsh *helper_connect(const Helper *h, GError **error) {
   double deadline = hutch_now() + CONNECT_WAIT_S;
   for (;;) {
     g_autoptr(GError) local = NULL;
-    HutchSsh *ssh = hutch_ssh_connect("127.0.0.1", h->ssh_port, h->user, h->client_key,
-                                      h->host_key, 10000, &local);
+    HutchSsh *ssh = hutch_ssh_connect("127.0.0.1", h->ssh_port, h->user, h->client_key, h->host_key,
+                                      10000, &local);
     if (ssh)
       return ssh;
     if (g_error_matches(local, HUTCH_ERROR, HUTCH_ERROR_HOST_KEY) || hutch_now() > deadline) {
-      g_propagate_prefixed_error(error, g_steal_pointer(&local), "connecting to '%s': ",
-                                 h->name);
+      g_propagate_prefixed_error(error, g_steal_pointer(&local), "connecting to '%s': ", h->name);
       return NULL;
     }
     g_usleep(500 * 1000);
@@ -768,13 +768,13 @@ static G_GNUC_NORETURN void helper_main(const Helper *h) {
     remove_forward_files(h->runtime_dir, host_port);
     _exit(1);
   }
-  g_printerr("forwarding %s:%u to guest port %u of '%s' (pid %d)\n", h->port->host_ip,
-             host_port, h->port->guest_start, h->name, (int)getpid());
+  g_printerr("forwarding %s:%u to guest port %u of '%s' (pid %d)\n", h->port->host_ip, host_port,
+             h->port->guest_start, h->name, (int)getpid());
   report(h->status_fd, "OK");
   close(h->status_fd);
 
-  gboolean ok = hutch_forward_relay(ssh, h->listen_fd, h->port->guest_start, stop_fd,
-                                    STDERR_FILENO, &error);
+  gboolean ok =
+      hutch_forward_relay(ssh, h->listen_fd, h->port->guest_start, stop_fd, STDERR_FILENO, &error);
   /* the files are ours only while they name this process */
   g_autofree char *now = NULL;
   if (g_file_get_contents(pidfile, &now, NULL, NULL) && strcmp(now, pid_text) == 0)
@@ -861,16 +861,15 @@ static HutchInstance *running_instance(HutchContext *ctx, const char *name, GErr
   if (!instance)
     return NULL;
   if (!hutch_instance_is_active(instance) || instance->meta->ssh_port == 0) {
-    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_STATE, "'%s' is not running (hutch start %s)",
-                name, name);
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_STATE, "'%s' is not running (hutch start %s)", name,
+                name);
     hutch_instance_free(instance);
     return NULL;
   }
   return instance;
 }
 
-gboolean hutch_forward_add(HutchContext *ctx, const char *name, const char *spec,
-                           GError **error) {
+gboolean hutch_forward_add(HutchContext *ctx, const char *name, const char *spec, GError **error) {
   HutchPort *port = hutch_forward_parse(spec, error);
   if (!port)
     return FALSE;
@@ -971,8 +970,8 @@ gboolean hutch_forward_remove(HutchContext *ctx, const char *name, guint host_po
   if (forward_pid(pidfile) <= 0) {
     remove_forward_files(instance->meta->runtime_dir, host_port);
     g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_NOT_FOUND,
-                "'%s' has no forward from host port %u (hutch forward %s --list)", name,
-                host_port, name);
+                "'%s' has no forward from host port %u (hutch forward %s --list)", name, host_port,
+                name);
     return FALSE;
   }
   stop_forward(instance->meta->runtime_dir, host_port);

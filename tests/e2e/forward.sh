@@ -50,6 +50,10 @@ curl -s -m 600 -o "$E2E_TMP/big" "http://127.0.0.1:$port/big"
 t1=$(date +%s.%N)
 if [ "$(sha256sum <"$E2E_TMP/big" | cut -d' ' -f1)" = "$guest_big" ]; then ok "20 MiB download, checksum equal"; else not_ok "20 MiB download, checksum equal"; fi
 diag "20 MiB through the forward: $(awk "BEGIN{printf \"%.1f\", 20 / ($t1 - $t0)}") MiB/s"
+t0=$(date +%s.%N)
+"$HUTCH" cp "$vm:www/big" "$E2E_TMP/big.cp"
+t1=$(date +%s.%N)
+diag "the same file with hutch cp (SFTP, same SSH server): $(awk "BEGIN{printf \"%.1f\", 20 / ($t1 - $t0)}") MiB/s"
 
 out=$("$HUTCH" forward "$vm" --list 2>&1)
 if [ "$out" = "127.0.0.1:$port -> $guest_port" ]; then ok "--list shows it"; else not_ok "--list shows it"; diag "$out"; fi

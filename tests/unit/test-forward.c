@@ -61,8 +61,8 @@ static int listen_loopback(guint *ret_port) {
 static int connect_loopback(guint port) {
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   g_assert_cmpint(fd, >=, 0);
-  struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons(port),
-                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  struct sockaddr_in addr = {
+      .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
   g_assert_cmpint(connect(fd, (struct sockaddr *)&addr, sizeof addr), ==, 0);
   return fd;
 }
