@@ -61,13 +61,18 @@ check "the guest user writes to the share" in_guest sh -c 'echo from-guest > ~/S
 if [ "$(cat "$HOME/VM-Shared/guest-file" 2>&1)" = from-guest ]; then ok "a file made in the guest appears on the host"; else not_ok "guest file on host"; fi
 if [ "$(stat -c %u "$HOME/VM-Shared/guest-file")" = "$(id -u)" ]; then ok "the guest user's file belongs to the host user"; else not_ok "owner of the guest's file: $(stat -c %u "$HOME/VM-Shared/guest-file")"; fi
 in_guest sh -c 'cd ~/Shared && nohup setsid python3 -m http.server 8777 >/dev/null 2>&1 </dev/null &'
-in_guest sh -c 'nohup setsid python3 -m http.server 8778 >/dev/null 2>&1 </dev/null &'
+# an undeclared guest port: one that is free on the host too, so that only a forward could
+# make it answer there
+undeclared_port=$(free_port)
+in_guest sh -c "nohup setsid python3 -m http.server $undeclared_port >/dev/null 2>&1 </dev/null &"
 listing=""
 for i in $(seq 1 30); do listing=$(curl -s -m 5 "http://127.0.0.1:$fwd_port/" 2>/dev/null) && [ -n "$listing" ] && break; sleep 1; done
 if grep -q host-file <<<"$listing" && grep -q guest-file <<<"$listing"; then ok "the guest's server answers on the host's 127.0.0.1:$fwd_port"; else not_ok "guest server through the forwarded port"; diag "$listing"; fi
 
 # ---- (d) ports ---------------------------------------------------------------------------
-check_status "an undeclared guest port (8778) is not reachable from the host" 7 curl -s -m 5 "http://127.0.0.1:8778/"
+got=$(in_guest sh -c "for i in 1 2 3 4 5 6 7 8 9 10; do curl -s -m 5 http://127.0.0.1:$undeclared_port/ && break; sleep 1; done" 2>&1)
+if grep -q "Shared/" <<<"$got"; then ok "the undeclared guest server answers inside the guest"; else not_ok "the undeclared guest server answers inside the guest"; diag "$got"; fi
+check_status "an undeclared guest port ($undeclared_port) is not reachable from the host" 7 curl -s -m 5 "http://127.0.0.1:$undeclared_port/"
 host_addr=$(ip -4 -o addr show scope global | awk '{print $4}' | cut -d/ -f1 | head -1)
 if [ -n "$host_addr" ]; then
   if ! curl -s -m 5 "http://$host_addr:$fwd_port/" >/dev/null 2>&1; then ok "the forwarded port does not answer on $host_addr"; else not_ok "the forwarded port answers on $host_addr"; fi
