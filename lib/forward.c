@@ -34,15 +34,6 @@
 /* How long the helper keeps trying to reach a guest that is still booting. */
 #define CONNECT_WAIT_S 30
 
-/* ssh-private.h does not expose the libssh2 session of a HutchSsh yet; struct _HutchSsh in
- * lib/ssh.c begins with these two members. TODO: replace with an accessor in ssh-private.h
- * (hutch_ssh_session()) once the SSH module has one. The relay unit test fails if this layout
- * ever diverges. */
-typedef struct {
-  int fd;
-  LIBSSH2_SESSION *session;
-} SshHead;
-
 /* ---- Spec ----------------------------------------------------------------------------- */
 
 HutchPort *hutch_forward_parse(const char *spec, GError **error) {
@@ -487,11 +478,12 @@ static void relay_shutdown(Relay *r) {
 
 gboolean hutch_forward_relay(HutchSsh *ssh, int listen_fd, guint guest_port, int stop_fd,
                              int log_fd, GError **error) {
-  SshHead *head = (SshHead *)ssh;
+  int ssh_fd = -1;
+  LIBSSH2_SESSION *session = hutch_ssh_session(ssh, &ssh_fd);
   g_autoptr(GPtrArray) conns = g_ptr_array_new_with_free_func((GDestroyNotify)conn_free);
   Relay r = {
-      .session = head->session,
-      .ssh_fd = head->fd,
+      .session = session,
+      .ssh_fd = ssh_fd,
       .listen_fd = listen_fd,
       .guest_port = guest_port,
       .log_fd = log_fd,

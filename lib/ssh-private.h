@@ -1,6 +1,8 @@
 /* ssh-private.h: libssh2 sessions to a guest with a pinned host key. */
 #pragma once
 
+#include <libssh2.h>
+
 #include "hutch.h"
 
 typedef struct _HutchSsh HutchSsh;
@@ -17,6 +19,9 @@ HutchSsh *hutch_ssh_connect(const char *host, guint port, const char *user,
                             const char *private_key_path, const char *pinned_host_key,
                             guint timeout_ms, GError **error);
 void hutch_ssh_free(HutchSsh *ssh);
+/* The libssh2 session and its socket, for code that drives channels itself (the forward
+ * relay). Owned by ssh. */
+LIBSSH2_SESSION *hutch_ssh_session(HutchSsh *ssh, int *ret_fd);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(HutchSsh, hutch_ssh_free)
 
 /* Runs command (a shell command line) streaming this process's stdin/stdout/stderr; stdin's

@@ -29,6 +29,11 @@ struct _HutchSsh {
   char *where;        /* "user@host:port", for messages */
 };
 
+LIBSSH2_SESSION *hutch_ssh_session(HutchSsh *ssh, int *ret_fd) {
+  *ret_fd = ssh->fd;
+  return ssh->session;
+}
+
 /* Big enough that 10 MiB transfers are not dominated by per-call overhead. */
 #define COPY_BUFFER_SIZE (256 * 1024)
 #define CHANNEL_BUFFER_SIZE (64 * 1024)
