@@ -87,7 +87,10 @@ fi
 sh -n "$target" || die "$target does not parse"
 out=$(env -i HOME=/nonexistent PATH=/usr/bin:/bin sh -c ". $target; echo \$PATH") ||
   die "sourcing $target failed"
-case "$out" in
-  */usr/local/go/bin*/.local/bin*) log "login PATH: $out" ;;
-  *) die "$target did not set PATH (got $out)" ;;
-esac
+for dir in /usr/local/go/bin /nonexistent/go/bin /nonexistent/.local/bin; do
+  case ":$out:" in
+    *":$dir:"*) ;;
+    *) die "$target did not put $dir on PATH (got $out)" ;;
+  esac
+done
+log "login PATH (for a user whose home is /nonexistent): $out"
