@@ -1228,19 +1228,28 @@ static gboolean step_script(Loader *l, gpointer target, yaml_node_t *v, const ch
   if (!ok)
     return fail_at(l, v, key, error,
                    "%s is not a script name (a file name under cloud-init/scripts/)", q);
+  /* Beside the profile (a profiles/ next to cloud-init/), installed, and the source tree
+   * when run from a build tree: the last also serves an instance's frozen profile, which
+   * lives in the instance directory. */
   g_autofree char *local = g_build_filename(l->dir, "..", "cloud-init", "scripts", NULL);
-  g_autofree char *local_dir = g_canonicalize_filename(local, NULL);
-  g_autofree char *installed = g_build_filename(HUTCH_DATADIR, "cloud-init", "scripts", NULL);
-  const char *dirs[] = {local_dir, installed};
-  for (gsize i = 0; i < G_N_ELEMENTS(dirs); i++) {
-    g_autofree char *path = g_build_filename(dirs[i], text, NULL);
+  g_autoptr(GPtrArray) dirs = g_ptr_array_new_with_free_func(g_free);
+  add_dir(dirs, g_canonicalize_filename(local, NULL));
+  add_dir(dirs, g_build_filename(HUTCH_DATADIR, "cloud-init", "scripts", NULL));
+  const char *source = g_getenv("HUTCH_SOURCE_DIR");
+  if (source && *source)
+    add_dir(dirs, g_build_filename(source, "cloud-init", "scripts", NULL));
+  else if (running_from_build_tree())
+    add_dir(dirs, g_build_filename(HUTCH_SOURCE_DIR, "cloud-init", "scripts", NULL));
+  for (guint i = 0; i < dirs->len; i++) {
+    g_autofree char *path = g_build_filename(g_ptr_array_index(dirs, i), text, NULL);
     if (g_file_test(path, G_FILE_TEST_IS_REGULAR)) {
       b->step->script = g_strdup(text);
       b->step->script_path = g_steal_pointer(&path);
       return TRUE;
     }
   }
-  return fail_at(l, v, key, error, "%s not found (looked in %s, %s)", q, local_dir, installed);
+  g_autofree char *looked = join_dirs(dirs);
+  return fail_at(l, v, key, error, "%s not found (looked in %s)", q, looked);
 }
 
 static gboolean step_run(Loader *l, gpointer target, yaml_node_t *v, const char *key,

@@ -48,6 +48,16 @@ check "delete" "$HUTCH" -q delete "$vm"
 check_status "virsh no longer sees it" 1 virsh dominfo "$vm"
 check "the instance directory is gone" test ! -e "$XDG_DATA_HOME/hutch/instances/$vm"
 
+# A profile with a script step starts from its frozen copy (in the instance directory, far
+# from cloud-init/scripts/) with a hutch run from the build tree.
+cat "$E2E_TMP/blank.yaml" - >"$E2E_TMP/script.yaml" <<'YAML'
+provision:
+  - { name: shell, script: shell-setup.sh }
+YAML
+check "create with a script step (not installed, from the build tree)" env -u HUTCH_SOURCE_DIR "$HUTCH" -q create "$vm" -f "$E2E_TMP/script.yaml"
+check "start it from the frozen profile" env -u HUTCH_SOURCE_DIR "$HUTCH" -q start --no-wait "$vm"
+check "delete it" "$HUTCH" -q delete --force "$vm"
+
 # Bad input changes nothing.
 cat >"$E2E_TMP/broken.yaml" <<'YAML'
 cpus: 1

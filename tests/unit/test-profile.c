@@ -198,9 +198,12 @@ static void test_error_missing_script(void) {
   /* errors/../cloud-init/scripts */
   g_autofree char *local = data_path("cloud-init", "scripts", NULL);
   g_autofree char *local_canon = g_canonicalize_filename(local, NULL);
+  /* and the source tree's, which the tests name through HUTCH_SOURCE_DIR */
+  g_autofree char *source =
+      g_build_filename(g_getenv("HUTCH_SOURCE_DIR"), "cloud-init", "scripts", NULL);
   g_autofree char *expected = g_strdup_printf(
-      "%s:3:13: provision[0].script: 'no-such-script.sh' not found (looked in %s, %s)", path,
-      local_canon, HUTCH_DATADIR "/cloud-init/scripts");
+      "%s:3:13: provision[0].script: 'no-such-script.sh' not found (looked in %s, %s, %s)",
+      path, local_canon, HUTCH_DATADIR "/cloud-init/scripts", source);
   assert_profile_error(path, expected);
 }
 
