@@ -71,7 +71,10 @@ SH
 measure() {  # measure SIDE DIR
   local out
   wait_quiet
-  out=$(in_guest sh ops.sh "$2" "$size" 2>&1) || { say "ops in $2 failed: $out"; exit 1; }
+  out=$(in_guest sh ops.sh "$2" "$size" 2>&1) ||
+    { say "ops in $2 failed ($(grep -c . <<<"$out") lines), the last:"; tail -3 <<<"$out" >&2
+      grep -q "Too many open files" <<<"$out" && say "virtiofsd keeps one fd per inode the guest knows: FILES must stay below its open-file limit"
+      exit 1; }
   while read -r op a b; do
     sample "share-$op" "$1" "$(elapsed "$a" "$b")" "$LOAD"
   done <<<"$out"
