@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -362,7 +363,10 @@ GStrv hutch_share_virtiofsd_argv(const HutchSharePlanEntry *entry, int listen_fd
     /* the namespace sandbox's pivot_root and new /proc need more than a user namespace
      * reliably grants; chroot works there (libvirt-facts: "Shares") */
     g_strv_builder_addv(argv, (const char *[]){"-o", "sandbox=chroot", NULL});
-    /* raising the open-file limit needs host privileges: leave it */
+    /* virtiofsd keeps a file open for every inode the guest has looked up, so it needs a
+     * high open-file limit, but its own default (1,000,000, soft and hard) needs host
+     * privileges. 0: leave the limit alone; the child raises its soft limit to the hard
+     * one before exec instead (child_run). */
     g_strv_builder_add(argv, "--rlimit-nofile=0");
   }
   return g_strv_builder_end(argv);
@@ -565,6 +569,13 @@ static G_GNUC_NORETURN void child_run(ChildSetup *s) {
        mount(s->readonly_dir, s->readonly_dir, NULL, MS_BIND | MS_REC, NULL) < 0 ||
        mount(NULL, s->readonly_dir, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL) < 0))
     child_fail(status_w, STEP_READONLY);
+  /* the soft open-file limit (often 1024) would stop a guest that writes a node_modules
+   * tree into the share with EMFILE; up to the hard limit needs no privilege */
+  struct rlimit nofile;
+  if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+    nofile.rlim_cur = nofile.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &nofile);
+  }
   execve(s->argv[0], s->argv, environ);
   child_fail(status_w, STEP_EXEC);
 }

@@ -446,6 +446,15 @@ static void test_start_stop(void) {
   }
   g_assert_cmpint(pids[0], >, 1);
   g_assert_cmpint(pids[1], >, 1);
+  /* its soft open-file limit is the hard one: it holds a file per inode the guest saw */
+  g_autofree char *limits = proc_text(pids[0], "limits");
+  g_assert_nonnull(limits);
+  const char *line = strstr(limits, "Max open files");
+  g_assert_nonnull(line);
+  guint64 soft = 0, hard = 0;
+  g_assert_cmpint(sscanf(line + strlen("Max open files"), "%" G_GUINT64_FORMAT " %" G_GUINT64_FORMAT,
+                         &soft, &hard), ==, 2);
+  g_assert_cmpuint(soft, ==, hard);
   if (!virtiofsd->has_readonly) {
     /* the read-only share is a read-only bind mount in virtiofsd's own mount namespace; the
      * writable one is not */
