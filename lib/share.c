@@ -365,9 +365,13 @@ GStrv hutch_share_virtiofsd_argv(const HutchSharePlanEntry *entry, int listen_fd
     g_strv_builder_addv(argv, (const char *[]){"-o", "sandbox=chroot", NULL});
     /* virtiofsd keeps a file open for every inode the guest has looked up, so it needs a
      * high open-file limit, but its own default (1,000,000, soft and hard) needs host
-     * privileges. 0: leave the limit alone; the child raises its soft limit to the hard
-     * one before exec instead (child_run). */
-    g_strv_builder_add(argv, "--rlimit-nofile=0");
+     * privileges. It sets soft and hard to the value given: the current hard limit, which
+     * needs none (the soft one is often 1024: a node_modules tree would hit EMFILE). */
+    struct rlimit nofile = {0};
+    if (getrlimit(RLIMIT_NOFILE, &nofile) < 0 || nofile.rlim_max == RLIM_INFINITY)
+      nofile.rlim_max = 0; /* 0: virtiofsd leaves the limit alone */
+    builder_take(argv, g_strdup_printf("--rlimit-nofile=%llu",
+                                       (unsigned long long)nofile.rlim_max));
   }
   return g_strv_builder_end(argv);
 }
@@ -569,13 +573,6 @@ static G_GNUC_NORETURN void child_run(ChildSetup *s) {
        mount(s->readonly_dir, s->readonly_dir, NULL, MS_BIND | MS_REC, NULL) < 0 ||
        mount(NULL, s->readonly_dir, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL) < 0))
     child_fail(status_w, STEP_READONLY);
-  /* the soft open-file limit (often 1024) would stop a guest that writes a node_modules
-   * tree into the share with EMFILE; up to the hard limit needs no privilege */
-  struct rlimit nofile;
-  if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
-    nofile.rlim_cur = nofile.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &nofile);
-  }
   execve(s->argv[0], s->argv, environ);
   child_fail(status_w, STEP_EXEC);
 }
