@@ -7,7 +7,9 @@
 #   hutch-provision install-packages PKG...   what a `packages:` step runs
 #
 # Progress goes to the host over a virtio-serial port, one line each:
-#   STEP i/n NAME | OK i NAME | FAIL i NAME STATUS | WARN TEXT | READY | FAILED
+#   STEP i/n NAME | OK i NAME | FAIL i NAME STATUS REASON | WARN TEXT | READY | FAILED
+# REASON is the step's last line saying "error:" or the like (else its last line), so that `hutch start`
+# can say why an optional step failed without the user digging in the logs.
 # The host must ignore lines it does not know. Everything is also printed on stdout, which
 # cloud-init keeps in /var/log/cloud-init-output.log; each step's output is also kept in
 # /var/log/hutch/steps/NN-NAME.log.
@@ -37,6 +39,10 @@ RUNUSER=${HUTCH_RUNUSER:-runuser}
 SYSTEMCTL=${HUTCH_SYSTEMCTL:-systemctl}
 MOUNT=${HUTCH_MOUNT:-mount}
 SSH_WAIT=${HUTCH_SSH_WAIT:-120}
+# Provisioning-time speedups (see speedups_on): dpkg without fsync, man-db's index not rebuilt
+# after every install. Both cost minutes under TCG and are put back when provisioning ends.
+DPKG_CFG=${HUTCH_DPKG_CFG:-/etc/dpkg/dpkg.cfg.d/hutch-provisioning}
+MANDB_FLAG=${HUTCH_MANDB_FLAG:-/var/lib/man-db/auto-update}
 
 case "$0" in
   /*) HUTCH_RUNNER=$0 ;;
@@ -118,6 +124,38 @@ mount_shares() {
   done 4<"$MOUNTS"
 }
 
+# Why a step failed, in one line of at most 200 characters: the last line of its log that says
+# "error:" (the scripts' "hutch-NAME: error: ..."), "E: " (apt), "ERR!" (npm) or "fatal:" (git),
+# else the log's last line. Not a bare "error": package names such as libgpg-error0 have it.
+# Reads only this run's part of the log: the lines after the first $2.
+failure_reason() {
+  this_run=$(tail -n +$(($2 + 1)) "$1" 2>/dev/null | grep -v '^hutch: ')
+  reason=$(printf '%s\n' "$this_run" | grep -iE 'error:|^E: |ERR!|fatal:' | tail -n 1)
+  [ -n "$reason" ] || reason=$(printf '%s\n' "$this_run" | grep . | tail -n 1)
+  [ -n "$reason" ] || reason="no output"
+  printf '%s\n' "$reason" | tr -d '\r' | tr '\t' ' ' | cut -c 1-200
+}
+
+# dpkg's fsyncs and man-db's trigger (mandb over every manual page, after each apt-get run)
+# make a package step minutes slower under TCG. A crash during first provisioning means
+# creating the VM again anyway, so the fsyncs buy nothing then. Both go back in speedups_off.
+speedups_on() {
+  if [ -d "$(dirname "$DPKG_CFG")" ]; then
+    printf '# written by hutch-provision while provisioning; removed when it ends\nforce-unsafe-io\n' \
+      >"$DPKG_CFG"
+  fi
+  if [ -e "$MANDB_FLAG" ]; then
+    mv -f "$MANDB_FLAG" "$MANDB_FLAG.hutch-off"
+  fi
+}
+
+speedups_off() {
+  rm -f "$DPKG_CFG"
+  if [ -e "$MANDB_FLAG.hutch-off" ]; then
+    mv -f "$MANDB_FLAG.hutch-off" "$MANDB_FLAG"
+  fi
+}
+
 # Runs step i of n; returns its exit status. A step that succeeded once is not run again.
 run_step() {
   step_i=$1 step_n=$2 num=$3 name=$4 who=$5
@@ -132,6 +170,8 @@ run_step() {
   fi
   status_file=$STATE_DIR/.status
   rm -f "$status_file"
+  log_lines_before=0
+  [ ! -r "$log" ] || log_lines_before=$(wc -l <"$log")
   {
     say "step $name (as $who) started $(date -Iseconds)"
     # The steps get neither the lock nor the lists being read.
@@ -148,7 +188,7 @@ run_step() {
     : >"$stamp"
     report "OK $step_i $name"
   else
-    report "FAIL $step_i $name $status"
+    report "FAIL $step_i $name $status $(failure_reason "$log" "$log_lines_before")"
   fi
   return "$status"
 }
@@ -171,6 +211,7 @@ wait_for_ssh() {
 # reports readiness on later boots instead.
 finish() {
   result=$1
+  speedups_off
   printf '%s\n' "$result" >"$STATE_DIR/status"
   mkdir -p "$(dirname "$CLOUD_INIT_DISABLED")"
   : >"$CLOUD_INIT_DISABLED"
@@ -204,6 +245,7 @@ cmd_run() {
   : >"$STATE_DIR/optional-failed"
   rm -f "$STATE_DIR/mount-failed"
   mount_shares
+  speedups_on
   i=0
   if [ "$n" -gt 0 ]; then
     # steps.list: one line a step, "NN NAME root|user required|optional".
@@ -243,7 +285,9 @@ cmd_install_packages() {
     mkdir -p "$STATE_DIR"
     : >"$STATE_DIR/apt-updated"
   fi
-  $apt install -y "$@"
+  # Recommends are left out: they are what made the base tools take 26 minutes under TCG
+  # (smem recommends matplotlib and a Tk stack). Name a package to get it.
+  $apt install -y --no-install-recommends "$@"
 }
 
 case "${1:-}" in

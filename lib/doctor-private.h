@@ -12,6 +12,7 @@ typedef struct {
   const char *user;        /* the user's name and uid, for /etc/subuid */
   guint32 uid;
   guint64 min_free; /* bytes the cache's filesystem should have free */
+  guint64 nofile_hard; /* the hard limit on open files (RLIMIT_NOFILE) hutch runs with */
 } HutchDoctorEnv;
 
 /* Runs every check and returns an array of {"check", "ok", "severity" ("info", "warning" or

@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <sys/resource.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -152,6 +153,35 @@ static void check_virtiofsd(JsonArray *results) {
   add(results, "virtiofsd", TRUE, NULL, detail, NULL);
 }
 
+/* A share's virtiofsd keeps one open descriptor for every file and directory the guest has
+ * looked up, and it can raise its soft limit only as far as the hard one (lib/share.c). */
+#define NOFILE_WANTED 65536
+
+static void check_open_files(JsonArray *results, const HutchDoctorEnv *env) {
+  g_autofree char *detail = NULL;
+  if (env->nofile_hard == G_MAXUINT64) {
+    add(results, "open-files", TRUE, NULL, "hard limit unlimited", NULL);
+    return;
+  }
+  if (env->nofile_hard >= NOFILE_WANTED) {
+    detail = g_strdup_printf("hard limit %" G_GUINT64_FORMAT
+                             ": a share can hold that many files and directories",
+                             env->nofile_hard);
+    add(results, "open-files", TRUE, NULL, detail, NULL);
+    return;
+  }
+  detail = g_strdup_printf(
+      "hard limit %" G_GUINT64_FORMAT ": virtiofsd keeps a descriptor open for every file "
+      "the guest has looked up in a share, so a share holding more than about that many "
+      "files and directories (a node_modules) fails in the guest with 'Too many open files'",
+      env->nofile_hard);
+  g_autofree char *fix = g_strdup_printf(
+      "raise the hard limit to %d or more for %s: a line '%s hard nofile 524288' in "
+      "/etc/security/limits.conf and a new login (systemd login sessions have 524288)",
+      NOFILE_WANTED, env->user, env->user);
+  add(results, "open-files", FALSE, "warning", detail, fix);
+}
+
 static void check_subids(JsonArray *results, const HutchDoctorEnv *env) {
   if (env->uid == 0) {
     add(results, "subuid", TRUE, NULL, "root: virtiofsd runs without a user namespace", NULL);
@@ -256,6 +286,7 @@ JsonArray *hutch_doctor_run(HutchContext *ctx, const HutchDoctorEnv *env) {
   check_program(results, env, "passt", passt && *passt ? passt : "passt", "error",
                 "the guests' network", "apt-get install passt");
   check_virtiofsd(results);
+  check_open_files(results, env);
   check_subids(results, env);
   check_program(results, env, "mmdebstrap", "mmdebstrap", "warning",
                 "builds images of profiles with `image: build:`", "apt-get install mmdebstrap");
@@ -265,6 +296,8 @@ JsonArray *hutch_doctor_run(HutchContext *ctx, const HutchDoctorEnv *env) {
 }
 
 JsonArray *hutch_doctor(HutchContext *ctx) {
+  struct rlimit nofile = {0};
+  getrlimit(RLIMIT_NOFILE, &nofile);
   g_autofree char *cache = hutch_cache_dir();
   g_autofree char *images = g_build_filename(cache, "images", NULL);
   HutchDoctorEnv env = {
@@ -275,6 +308,7 @@ JsonArray *hutch_doctor(HutchContext *ctx) {
       .user = g_get_user_name(),
       .uid = getuid(),
       .min_free = (guint64)10 << 30,
+      .nofile_hard = nofile.rlim_max == RLIM_INFINITY ? G_MAXUINT64 : (guint64)nofile.rlim_max,
   };
   return hutch_doctor_run(ctx, &env);
 }

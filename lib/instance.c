@@ -436,11 +436,46 @@ typedef struct {
   HutchContext *ctx;
   gboolean booted;        /* the guest said anything: kernel and cloud-init are up */
   gboolean provisioning;  /* a provisioning phase is open */
-  char *failed_step;      /* "3 node 1" of the last FAIL line not yet known to be optional */
+  char *failed_step;      /* "3 node 1 REASON" of the last FAIL line not yet known to be optional */
   GPtrArray *optional_failed;
 } ReadyReport;
 
-static ReadyState ready_line(ReadyReport *report, const char *line) {
+/* A FAIL line's "INDEX NAME STATUS REASON" (the format of the optional-failed file too). */
+typedef struct {
+  char *index;
+  char *name;
+  char *status;
+  char *reason;
+} FailedStep;
+
+static gboolean failed_step_parse(const char *text, FailedStep *out) {
+  g_auto(GStrv) fields = g_strsplit(text, " ", 4);
+  if (g_strv_length(fields) < 3)
+    return FALSE;
+  out->index = g_strdup(fields[0]);
+  out->name = g_strdup(fields[1]);
+  out->status = g_strdup(fields[2]);
+  out->reason = g_strdup(fields[3] && *fields[3] ? fields[3] : "no reason given");
+  return TRUE;
+}
+
+static void failed_step_clear(FailedStep *step) {
+  g_free(step->index);
+  g_free(step->name);
+  g_free(step->status);
+  g_free(step->reason);
+}
+
+/* What the guest sends ends up on the user's terminal: no escape sequences or other control
+ * characters from a guest that may be hostile. */
+static void replace_control_chars(char *line) {
+  for (unsigned char *c = (unsigned char *)line; *c; c++)
+    if (*c < 0x20 || *c == 0x7f)
+      *c = '?';
+}
+
+static ReadyState ready_line(ReadyReport *report, char *line) {
+  replace_control_chars(line);
   if (!report->booted) {
     report->booted = TRUE;
     hutch_progress_end(report->ctx, "boot", "kernel up, cloud-init running");
@@ -520,6 +555,9 @@ static gboolean wait_ready_channel(HutchContext *ctx, HutchInstance *instance,
             state = ready_line(&report, pending->str);
           g_string_erase(pending, 0, newline - pending->str + 1);
         }
+        /* The guest does not get to grow this without end: a line is short. */
+        if (pending->len > 4096)
+          g_string_truncate(pending, 0);
         continue;
       }
       /* EOF: QEMU closed the channel, the domain is gone */
@@ -535,19 +573,35 @@ static gboolean wait_ready_channel(HutchContext *ctx, HutchInstance *instance,
   }
   close(fd);
   g_string_free(pending, TRUE);
+  FailedStep failed = {0};
   if (state == READY_FAILED) {
-    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROVISION,
-                "provisioning step %s failed; the VM is kept for inspection: "
-                "hutch logs %s, hutch shell %s",
-                report.failed_step ? report.failed_step : "(unknown)", instance->name,
-                instance->name);
+    if (report.failed_step && failed_step_parse(report.failed_step, &failed))
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROVISION,
+                  "provisioning step %s (%s) failed with status %s: %s; the VM is kept for "
+                  "inspection: hutch logs %s, hutch shell %s",
+                  failed.name, failed.index, failed.status, failed.reason, instance->name,
+                  instance->name);
+    else
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROVISION,
+                  "provisioning failed; the VM is kept for inspection: hutch logs %s, "
+                  "hutch shell %s",
+                  instance->name, instance->name);
+    failed_step_clear(&failed);
   }
   if (state == READY_OK && optional_failed->len > 0) {
+    g_autoptr(GString) names = g_string_new(NULL);
+    g_autoptr(GString) reasons = g_string_new(NULL);
+    for (guint i = 0; i < optional_failed->len; i++) {
+      if (!failed_step_parse(optional_failed->pdata[i], &failed))
+        continue;
+      g_string_append_printf(names, "%s%s", names->len ? ", " : "", failed.name);
+      g_string_append_printf(reasons, "\n  %s: %s", failed.name, failed.reason);
+      failed_step_clear(&failed);
+    }
+    hutch_progress_note(ctx, "ready, with %u optional step%s failed: %s (hutch logs %s)%s",
+                        optional_failed->len, optional_failed->len == 1 ? "" : "s", names->str,
+                        instance->name, reasons->str);
     g_ptr_array_add(optional_failed, NULL);
-    g_autofree char *names = g_strjoinv(", ", (char **)optional_failed->pdata);
-    hutch_progress_note(ctx, "ready, with %u optional step%s failed: %s (hutch logs %s)",
-                        optional_failed->len - 1, optional_failed->len == 2 ? "" : "s", names,
-                        instance->name);
     /* kept for `hutch info`: later boots do not provision again */
     g_autofree char *lines = g_strjoinv("\n", (char **)optional_failed->pdata);
     g_autofree char *path =
@@ -852,16 +906,25 @@ static JsonObject *describe(HutchContext *ctx, HutchInstance *instance) {
   g_autofree char *stamp =
       g_build_filename(instance->meta->instance_dir, HUTCH_INSTANCE_PROVISIONED, NULL);
   json_object_set_boolean_member(o, "provisioned", g_file_test(stamp, G_FILE_TEST_EXISTS));
-  /* optional provisioning steps that failed: "INDEX NAME STATUS" each */
+  /* optional provisioning steps that failed, as the guest reported them at first boot */
   JsonArray *failed = json_array_new();
   g_autofree char *failed_path =
       g_build_filename(instance->meta->instance_dir, HUTCH_INSTANCE_OPTIONAL_FAILED, NULL);
   g_autofree char *failed_text = NULL;
   if (g_file_get_contents(failed_path, &failed_text, NULL, NULL)) {
     g_auto(GStrv) lines = g_strsplit(g_strstrip(failed_text), "\n", -1);
-    for (guint i = 0; lines[i]; i++)
-      if (*lines[i])
-        json_array_add_string_element(failed, lines[i]);
+    for (guint i = 0; lines[i]; i++) {
+      FailedStep step = {0};
+      if (!failed_step_parse(lines[i], &step))
+        continue;
+      JsonObject *entry = json_object_new();
+      json_object_set_int_member(entry, "index", g_ascii_strtoll(step.index, NULL, 10));
+      json_object_set_string_member(entry, "name", step.name);
+      json_object_set_int_member(entry, "status", g_ascii_strtoll(step.status, NULL, 10));
+      json_object_set_string_member(entry, "reason", step.reason);
+      json_array_add_object_element(failed, entry);
+      failed_step_clear(&step);
+    }
   }
   json_object_set_array_member(o, "optional_failed", failed);
   return o;

@@ -68,12 +68,15 @@ reason() {
     grep "^hutch-$1: error: " | tail -n 1
 }
 
-# Each named failed step must be in start's summary line.
+# Each failed step is named in start's summary line and has its reason on a line of its own.
 if [ -n "$failed" ]; then
-  summary=$(grep "optional step.* failed: " "$start_log")
+  summary=$(grep "optional steps\{0,1\} failed: " "$start_log")
   missing=
-  for s in $failed; do grep -q "[0-9] $s [0-9]" <<<"$summary" || missing="$missing $s"; done
-  if [ -z "$missing" ]; then ok "start names the failed optional steps"; else not_ok "start names the failed optional steps (missing:$missing)"; diag "$summary"; fi
+  for s in $failed; do
+    grep -Eq "failed: (.*, )?$s[ ,]" <<<"$summary" && grep -q "^  $s: ." "$start_log" ||
+      missing="$missing $s"
+  done
+  if [ -z "$missing" ]; then ok "start names the failed optional steps with their reasons"; else not_ok "start names the failed optional steps with their reasons (missing:$missing)"; diag "$summary"; fi
 fi
 
 # must_work STEP COMMAND: the step succeeded and the command runs in the guest.

@@ -197,13 +197,20 @@ check_status "deleting a missing snapshot fails" 1 "$HUTCH" -q snapshot delete "
 # ---- doctor -------------------------------------------------------------------------------
 out=$("$HUTCH" doctor 2>&1); rc=$?
 json=$("$HUTCH" doctor --json 2>/dev/null)
-if python3 -c 'import json,sys; l=json.load(sys.stdin); rc=int(sys.argv[1]); checks={r["check"]:r for r in l}; need={"kvm","libvirt","qemu","passt","virtiofsd","subuid","mmdebstrap","runtime-dir","cache-space"}; sys.exit(0 if need <= set(checks) and checks["libvirt"]["ok"] and (rc == 1) == any(not r["ok"] for r in l) and all("fix" in r for r in l if not r["ok"]) else 1)' "$rc" <<<"$json"; then
+if python3 -c 'import json,sys; l=json.load(sys.stdin); rc=int(sys.argv[1]); checks={r["check"]:r for r in l}; need={"kvm","libvirt","qemu","passt","virtiofsd","open-files","subuid","mmdebstrap","runtime-dir","cache-space"}; sys.exit(0 if need <= set(checks) and checks["libvirt"]["ok"] and (rc == 1) == any(not r["ok"] for r in l) and all("fix" in r for r in l if not r["ok"]) else 1)' "$rc" <<<"$json"; then
   ok "doctor --json: every check, a fix for each problem, exit status to match"
 else
   not_ok "doctor --json"; diag "$json"
 fi
 if [ -e /sys/module/kvm_pvm ]; then
   if grep -q "kvm_pvm" <<<"$out" && grep -q "HUTCH_ACCEL=tcg" <<<"$out"; then ok "doctor names the kvm_pvm limitation and the fix"; else not_ok "doctor names kvm_pvm"; fi
+fi
+# The hard open-file limit doctor reports is the one this process has.
+hard=$(ulimit -Hn)
+if python3 -c 'import json,sys; c={r["check"]:r for r in json.load(sys.stdin)}["open-files"]; h=sys.argv[1]; sys.exit(0 if ("hard limit %s" % h) in c["detail"] and c["ok"] == (h == "unlimited" or int(h) >= 65536) else 1)' "$hard" <<<"$json"; then
+  ok "doctor reports the hard open-file limit ($hard) and whether shares are bounded by it"
+else
+  not_ok "doctor reports the hard open-file limit ($hard)"; diag "$json"
 fi
 diag "$out"
 

@@ -51,6 +51,7 @@ static Fake *fake_new(void) {
       .user = "me",
       .uid = 1234,
       .min_free = 0,
+      .nofile_hard = 524288,
   };
   return f;
 }
@@ -105,8 +106,8 @@ static void test_all_well_but_kvm(void) {
   g_autoptr(JsonArray) results = hutch_doctor_run(NULL, &f->env);
   assert_shape(results);
   /* fixed order, no libvirt check without a context */
-  const char *order[] = {"kvm",        "qemu",        "passt",       "virtiofsd", "subuid",
-                         "mmdebstrap", "runtime-dir", "cache-space", NULL};
+  const char *order[] = {"kvm",    "qemu",       "passt",       "virtiofsd",   "open-files",
+                         "subuid", "mmdebstrap", "runtime-dir", "cache-space", NULL};
   g_assert_cmpuint(json_array_get_length(results), ==, g_strv_length((char **)order));
   for (guint i = 0; order[i]; i++)
     g_assert_cmpstr(
@@ -117,6 +118,7 @@ static void test_all_well_but_kvm(void) {
   assert_check(results, "qemu", TRUE, "info", f->bin);
   assert_check(results, "passt", TRUE, "info", NULL);
   assert_check(results, "virtiofsd", TRUE, "info", "Rust virtiofsd, has --readonly");
+  assert_check(results, "open-files", TRUE, "info", "hard limit 524288");
   assert_check(results, "subuid", TRUE, "info", "100000+65536");
   assert_check(results, "mmdebstrap", TRUE, "info", NULL);
   assert_check(results, "runtime-dir", TRUE, "info", f->runtime);
@@ -183,6 +185,19 @@ static void test_missing_programs(void) {
   g_unsetenv("HUTCH_PASST");
 }
 
+/* This machine's case: a hard limit of 20,000 stops a share at about 20,000 files. */
+static void test_open_files(void) {
+  g_autoptr(Fake) f = fake_new();
+  f->env.nofile_hard = 20000;
+  g_autoptr(JsonArray) r1 = hutch_doctor_run(NULL, &f->env);
+  assert_check(r1, "open-files", FALSE, "warning", "hard limit 20000");
+  g_assert_nonnull(strstr(json_object_get_string_member(result(r1, "open-files"), "fix"),
+                          "me hard nofile 524288"));
+  f->env.nofile_hard = 65536;
+  g_autoptr(JsonArray) r2 = hutch_doctor_run(NULL, &f->env);
+  assert_check(r2, "open-files", TRUE, "info", "hard limit 65536");
+}
+
 static void test_subids(void) {
   g_autoptr(Fake) f = fake_new();
   put(f->root, "etc/subgid", "other:100000:65536\n", 0644);
@@ -243,6 +258,7 @@ int main(int argc, char **argv) {
   g_test_add_func("/doctor/all-well-but-kvm", test_all_well_but_kvm);
   g_test_add_func("/doctor/kvm", test_kvm);
   g_test_add_func("/doctor/missing-programs", test_missing_programs);
+  g_test_add_func("/doctor/open-files", test_open_files);
   g_test_add_func("/doctor/subids", test_subids);
   g_test_add_func("/doctor/runtime-dir-and-space", test_runtime_dir_and_space);
   g_test_add_func("/doctor/libvirt", test_libvirt);

@@ -715,7 +715,9 @@ static Guest *guest_new(const char *shell) {
   guest_write(g, "stubs/apt-get",
               "#!/bin/sh\n"
               "echo \"apt-get $*\" >>\"$STUB_LOG\"\n"
-              "case \"$*\" in *fail-to-install*) exit 100 ;; esac\n",
+              "case \"$*\" in *fail-to-install*)\n"
+              "  echo 'E: Unable to locate package fail-to-install' >&2; exit 100 ;;\n"
+              "esac\n",
               0755);
   guest_write(g, "fstab", "# host fstab\n", 0644);
   guest_write(g, "channel", "", 0644);
@@ -736,6 +738,9 @@ static Guest *guest_new(const char *shell) {
   guest_setenv(g, "HUTCH_RUNUSER", "stubs/runuser");
   guest_setenv(g, "HUTCH_SYSTEMCTL", "stubs/systemctl");
   guest_setenv(g, "HUTCH_MOUNT", "stubs/mount");
+  /* Never the host's own /etc/dpkg or /var/lib/man-db. */
+  guest_setenv(g, "HUTCH_DPKG_CFG", "etc/dpkg/dpkg.cfg.d/hutch-provisioning");
+  guest_setenv(g, "HUTCH_MANDB_FLAG", "var/lib/man-db/auto-update");
   g_ptr_array_add(g->env, g_strdup("HUTCH_CHANNEL_TIMEOUT=5"));
   g_autofree char *home = guest_path(g, "home/dev");
   g_assert_cmpint(g_mkdir_with_parents(home, 0755), ==, 0);
@@ -791,10 +796,20 @@ static void test_runner_optional_failure(gconstpointer data) {
   install_runner(g);
   guest_write(g, "var/lib/hutch/steps/steps.list",
               "01 first root required\n02 second user optional\n03 third root required\n", 0644);
+  /* The first step sees the provisioning-time speedups in place. */
   guest_write(g, "var/lib/hutch/steps/01-first.sh",
-              "#!/bin/sh\necho first output\necho first >>\"$HUTCH_TEST_OUT\"\n", 0755);
+              "#!/bin/sh\necho first output\necho first >>\"$HUTCH_TEST_OUT\"\n"
+              "grep -qx force-unsafe-io \"$HUTCH_DPKG_CFG\" && echo unsafe-io >>\"$HUTCH_TEST_OUT\"\n"
+              "[ -e \"$HUTCH_MANDB_FLAG\" ] || echo no-mandb >>\"$HUTCH_TEST_OUT\"\n",
+              0755);
+  guest_write(g, "etc/dpkg/dpkg.cfg.d/keep", "", 0644);
+  guest_write(g, "var/lib/man-db/auto-update", "", 0644);
+  /* The reason is this run's last line saying "error", not the last line. */
   guest_write(g, "var/lib/hutch/steps/02-second.sh",
-              "#!/bin/sh\necho second >>\"$HUTCH_TEST_OUT\"\nexit 3\n", 0755);
+              "#!/bin/sh\necho second >>\"$HUTCH_TEST_OUT\"\n"
+              "echo 'hutch-second: error: example.invalid is unreachable\t(dns)' >&2\n"
+              "echo 'cleaning up'\nexit 3\n",
+              0755);
   guest_write(g, "var/lib/hutch/steps/03-third.sh", "#!/bin/sh\necho third >>\"$HUTCH_TEST_OUT\"\n",
               0755);
   g_autofree char *share = guest_path(g, "home/dev/projects/Shared");
@@ -809,15 +824,21 @@ static void test_runner_optional_failure(gconstpointer data) {
   g_autofree char *channel = guest_read(g, "channel");
   g_autofree char *expected_channel = g_strdup_printf("WARN mount %s failed\n"
                                                       "STEP 1/3 first\nOK 1 first\n"
-                                                      "STEP 2/3 second\nFAIL 2 second 3\n"
+                                                      "STEP 2/3 second\nFAIL 2 second 3 "
+                                                      "hutch-second: error: example.invalid is "
+                                                      "unreachable (dns)\n"
                                                       "STEP 3/3 third\nOK 3 third\n"
                                                       "READY\n",
                                                       broken);
   g_assert_cmpstr(channel, ==, expected_channel);
   g_autofree char *out = guest_read(g, "out");
-  g_assert_cmpstr(out, ==, "first\nsecond\nthird\n");
+  g_assert_cmpstr(out, ==, "first\nunsafe-io\nno-mandb\nsecond\nthird\n");
   g_autofree char *optional = guest_read(g, "var/lib/hutch/optional-failed");
   g_assert_cmpstr(optional, ==, "second\n");
+  /* ... and they are gone once provisioning ends. */
+  g_assert_false(guest_exists(g, "etc/dpkg/dpkg.cfg.d/hutch-provisioning"));
+  g_assert_true(guest_exists(g, "var/lib/man-db/auto-update"));
+  g_assert_false(guest_exists(g, "var/lib/man-db/auto-update.hutch-off"));
   g_autofree char *status = guest_read(g, "var/lib/hutch/status");
   g_assert_cmpstr(status, ==, "ok\n");
   g_assert_true(guest_exists(g, "etc/cloud/cloud-init.disabled"));
@@ -846,14 +867,15 @@ static void test_runner_optional_failure(gconstpointer data) {
   write_text(ch_path, "", 0644);
   g_assert_cmpint(guest_run(g, "usr/local/lib/hutch/hutch-provision", "run"), ==, 0);
   g_autofree char *out2 = guest_read(g, "out");
-  g_assert_cmpstr(out2, ==, "first\nsecond\nthird\nsecond\n");
+  g_assert_cmpstr(out2, ==, "first\nunsafe-io\nno-mandb\nsecond\nthird\nsecond\n");
   g_autofree char *optional2 = guest_read(g, "var/lib/hutch/optional-failed");
   g_assert_cmpstr(optional2, ==, "second\n");
   g_autofree char *host_fstab2 = guest_read(g, "fstab");
   g_assert_cmpstr(host_fstab2, ==, expected_fstab);
   g_autofree char *channel2 = guest_read(g, "channel");
   g_assert_nonnull(strstr(channel2, "STEP 1/3 first\nOK 1 first\nSTEP 2/3 second\n"
-                                    "FAIL 2 second 3\nSTEP 3/3 third\nOK 3 third\nREADY\n"));
+                                    "FAIL 2 second 3 hutch-second: error: example.invalid is "
+                                    "unreachable (dns)\nSTEP 3/3 third\nOK 3 third\nREADY\n"));
 
   /* Later boots: hutch-ready.service says READY. */
   write_text(ch_path, "", 0644);
@@ -870,14 +892,14 @@ static void test_runner_required_failure(gconstpointer data) {
   guest_write(g, "var/lib/hutch/steps/01-first.sh", "#!/bin/sh\necho first >>\"$HUTCH_TEST_OUT\"\n",
               0755);
   guest_write(g, "var/lib/hutch/steps/02-second.sh",
-              "#!/bin/sh\necho second >>\"$HUTCH_TEST_OUT\"\nexit 7\n", 0755);
+              "#!/bin/sh\necho second >>\"$HUTCH_TEST_OUT\"\necho 'gave up'\nexit 7\n", 0755);
   guest_write(g, "var/lib/hutch/steps/03-third.sh", "#!/bin/sh\necho third >>\"$HUTCH_TEST_OUT\"\n",
               0755);
 
   g_assert_cmpint(guest_run(g, "usr/local/lib/hutch/hutch-provision", "run"), !=, 0);
   g_autofree char *channel = guest_read(g, "channel");
   g_assert_cmpstr(channel, ==,
-                  "STEP 1/3 first\nOK 1 first\nSTEP 2/3 second\nFAIL 2 second 7\nFAILED\n");
+                  "STEP 1/3 first\nOK 1 first\nSTEP 2/3 second\nFAIL 2 second 7 gave up\nFAILED\n");
   g_autofree char *out = guest_read(g, "out");
   g_assert_cmpstr(out, ==, "first\nsecond\n");
   g_autofree char *status = guest_read(g, "var/lib/hutch/status");
@@ -931,16 +953,19 @@ static void test_runner_generated_seed(void) {
   g_assert_cmpstr(channel, ==,
                   "STEP 1/4 tools\nOK 1 tools\nSTEP 2/4 node\nOK 2 node\n"
                   "STEP 3/4 greet\nOK 3 greet\n"
-                  "STEP 4/4 broken-packages\nFAIL 4 broken-packages 100\nREADY\n");
+                  "STEP 4/4 broken-packages\nFAIL 4 broken-packages 100 "
+                  "E: Unable to locate package fail-to-install\nREADY\n");
   g_autofree char *out = guest_read(g, "out");
   g_assert_cmpstr(out, ==, "node\ngreet\n");
   g_autofree char *stub_log = guest_read(g, "stub.log");
   g_autofree char *node = guest_path(g, "var/lib/hutch/steps/02-node.sh");
   g_autofree char *expected =
       g_strdup_printf("apt-get -o DPkg::Lock::Timeout=600 update\n"
-                      "apt-get -o DPkg::Lock::Timeout=600 install -y vim jq build-essential\n"
+                      "apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends vim jq "
+                      "build-essential\n"
                       "runuser -l dev -c %s\n"
-                      "apt-get -o DPkg::Lock::Timeout=600 install -y fail-to-install\n"
+                      "apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends "
+                      "fail-to-install\n"
                       "systemctl enable hutch-ready.service\n"
                       "systemctl is-active --quiet ssh.service\n",
                       node);
