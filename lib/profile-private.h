@@ -15,7 +15,7 @@ typedef enum {
   HUTCH_IMAGE_NONE,  /* not given: an error at create time */
   HUTCH_IMAGE_FILE,  /* image: { file: PATH } */
   HUTCH_IMAGE_URL,   /* image: { url: URL, digest: ALG:HEX | checksums: URL } */
-  HUTCH_IMAGE_BUILD, /* image: { build: { suite, packages, mirror } } */
+  HUTCH_IMAGE_BUILD, /* image: { build: { suite, packages, mirror, kernel } } */
   HUTCH_IMAGE_N
 } HutchImageKind;
 
@@ -28,6 +28,7 @@ typedef struct {
   char *suite;     /* BUILD: e.g. "bookworm" */
   char **packages; /* BUILD: extra packages (NULL-terminated, may be NULL) */
   char *mirror;    /* BUILD: NULL = host's apt sources, else the distro mirror */
+  char *kernel;    /* BUILD: the kernel package, NULL = linux-image-cloud-amd64 */
 } HutchImageSpec;
 
 typedef struct {

@@ -85,6 +85,7 @@ static void image_spec_clear(HutchImageSpec *image) {
   g_free(image->suite);
   g_strfreev(image->packages);
   g_free(image->mirror);
+  g_free(image->kernel);
   memset(image, 0, sizeof(*image));
 }
 
@@ -1461,10 +1462,27 @@ static gboolean build_mirror(Loader *l, gpointer target, yaml_node_t *v, const c
   return TRUE;
 }
 
+/* The generic kernel (linux-image-amd64) has what the cloud one leaves out (9p, AHCI, most
+ * drivers) at the cost of a larger image and initrd. */
+static gboolean build_kernel(Loader *l, gpointer target, yaml_node_t *v, const char *key,
+                             GError **error) {
+  HutchImageSpec *img = target;
+  const char *text = expect_scalar(l, v, key, "a kernel package (e.g. linux-image-amd64)", error);
+  if (!text || !check_at(l, v, key, check_package(text), error))
+    return FALSE;
+  if (!g_str_has_prefix(text, "linux-image-")) {
+    g_autofree char *q = quote(text);
+    return fail_at(l, v, key, error, "%s is not a kernel package (linux-image-...)", q);
+  }
+  img->kernel = g_strdup(text);
+  return TRUE;
+}
+
 static const KeySpec build_keys[] = {
     {"suite", build_suite},
     {"packages", build_packages},
     {"mirror", build_mirror},
+    {"kernel", build_kernel},
 };
 
 static gboolean image_build(Loader *l, gpointer target, yaml_node_t *v, const char *key,
@@ -1473,7 +1491,7 @@ static gboolean image_build(Loader *l, gpointer target, yaml_node_t *v, const ch
   img->kind = HUTCH_IMAGE_BUILD;
   if (is_null(v))
     return TRUE;
-  return walk_mapping(l, v, key, "a mapping with suite, packages, mirror", build_keys,
+  return walk_mapping(l, v, key, "a mapping with suite, packages, mirror, kernel", build_keys,
                       G_N_ELEMENTS(build_keys), img, error);
 }
 
@@ -1542,6 +1560,10 @@ static gboolean key_image(Loader *l, gpointer target, yaml_node_t *v, const char
     if (img->mirror) {
       g_free(p->image.mirror);
       p->image.mirror = g_steal_pointer(&img->mirror);
+    }
+    if (img->kernel) {
+      g_free(p->image.kernel);
+      p->image.kernel = g_steal_pointer(&img->kernel);
     }
     extend_strv(&p->image.packages, img->packages);
     return TRUE;
@@ -1957,6 +1979,8 @@ static void emit_image(Emit *e, const HutchImageSpec *image) {
       emit_key_packages(e, "packages", image->packages);
     if (image->mirror)
       emit_key_string(e, "mirror", image->mirror);
+    if (image->kernel)
+      emit_key_string(e, "kernel", image->kernel);
     emit_mapping_end(e);
     break;
   case HUTCH_IMAGE_NONE:

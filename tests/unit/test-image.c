@@ -184,6 +184,13 @@ static void test_build_key(void) {
   HutchImageSpec e = a;
   e.mirror = "http://mirror.example/debian";
   g_autofree char *ke = hutch_image_build_key(&e);
+  /* the default kernel named explicitly is the same image; another kernel is not */
+  HutchImageSpec f = a;
+  f.kernel = "linux-image-cloud-amd64";
+  g_autofree char *kf = hutch_image_build_key(&f);
+  HutchImageSpec g = a;
+  g.kernel = "linux-image-amd64";
+  g_autofree char *kg = hutch_image_build_key(&g);
 
   g_assert_true(g_str_has_prefix(ka, "build-"));
   g_assert_cmpuint(strlen(ka), ==, 6 + 16);
@@ -193,6 +200,8 @@ static void test_build_key(void) {
   g_assert_cmpstr(ka, ==, kb);
   g_assert_cmpstr(ka, !=, kc);
   g_assert_cmpstr(ka, !=, kd);
+  g_assert_cmpstr(ka, ==, kf);
+  g_assert_cmpstr(ka, !=, kg);
   g_assert_cmpstr(ka, !=, ke);
 }
 

@@ -120,6 +120,8 @@ static const ErrorCase error_cases[] = {
      "3:14: image.checksums: 'http://example.org/SHA256SUMS' is not an https URL (e.g. "
      "https://example.org/file)"},
     {"image-digest-alone.yaml", "3:11: image.digest: only valid with url"},
+    {"image-bad-kernel.yaml",
+     "4:13: image.build.kernel: 'vmlinuz-6.1' is not a kernel package (linux-image-...)"},
     {"user-root.yaml",
      "2:9: user.name: 'root' is not a user name (lower-case letters, digits, '_', '-'; not "
      "root)"},
@@ -411,6 +413,7 @@ static void test_inherit_chain_of_three(void) {
   g_assert_cmpuint(p->disk, ==, 20ULL << 30);  /* from base */
   g_assert_cmpstr(p->image.suite, ==, "trixie");
   g_assert_cmpstr(p->image.mirror, ==, "http://deb.debian.org/debian");
+  g_assert_cmpstr(p->image.kernel, ==, "linux-image-amd64"); /* from child */
   g_assert_cmpuint(g_strv_length(p->image.packages), ==, 3);
   g_assert_cmpuint(p->shares->len, ==, 3);
   g_assert_cmpuint(p->provision->len, ==, 5);
@@ -678,6 +681,7 @@ static void assert_profiles_equal(const HutchProfile *a, const HutchProfile *b) 
   g_assert_cmpstr(a->image.checksums, ==, b->image.checksums);
   g_assert_cmpstr(a->image.suite, ==, b->image.suite);
   g_assert_cmpstr(a->image.mirror, ==, b->image.mirror);
+  g_assert_cmpstr(a->image.kernel, ==, b->image.kernel);
   g_assert_true((a->image.packages == NULL) == (b->image.packages == NULL));
   if (a->image.packages)
     g_assert_cmpstrv(a->image.packages, b->image.packages);
