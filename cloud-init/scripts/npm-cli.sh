@@ -1,15 +1,29 @@
 #!/bin/bash
-# hutch provisioning step: Gemini CLI (as: user), `npm install -g @google/gemini-cli` under the user's own
-# prefix: nvm's directory when Node.js came from nvm, else ~/.local (set by the node step).
-# Nothing is logged in: run `gemini` in the VM and sign in there (docs/ai-tools.md).
-#   HUTCH_GEMINI_CLI_VERSION   the package version or tag (default latest)
+# hutch provisioning step (as: user): an AI coding CLI from the npm registry, chosen by the
+# step's name, installed with `npm install -g` under the user's own prefix (nvm's directory
+# when Node.js came from nvm, else ~/.local, set by the node step):
+#   step name     package                     command   version setting (default latest)
+#   claude-code   @anthropic-ai/claude-code   claude    HUTCH_CLAUDE_CODE_VERSION
+#   gemini-cli    @google/gemini-cli          gemini    HUTCH_GEMINI_CLI_VERSION
+#   codex-cli     @openai/codex               codex     HUTCH_CODEX_VERSION
+# The name comes from the step file the seed writes, /var/lib/hutch/steps/NN-NAME.sh (or
+# HUTCH_NPM_CLI when set). Nothing is logged in: run the command in the VM and sign in there
+# (docs/ai-tools.md).
 # Installed once; running again leaves a working install alone. When the package does not
 # run on this VM's Node.js, it is uninstalled again and the step fails saying which Node.js
 # the package wants.
 set -u
-NAME=gemini-cli
-PKG=@google/gemini-cli
-BIN=gemini
+step=$(basename "$0" .sh)
+NAME=${HUTCH_NPM_CLI:-${step#*-}}
+case "$NAME" in
+  claude-code) PKG=@anthropic-ai/claude-code BIN=claude VERSION_SETTING=HUTCH_CLAUDE_CODE_VERSION ;;
+  gemini-cli) PKG=@google/gemini-cli BIN=gemini VERSION_SETTING=HUTCH_GEMINI_CLI_VERSION ;;
+  codex-cli) PKG=@openai/codex BIN=codex VERSION_SETTING=HUTCH_CODEX_VERSION ;;
+  *)
+    printf 'hutch-npm-cli: error: no CLI is known by the step name %s (claude-code, gemini-cli or codex-cli)\n' "$NAME" >&2
+    exit 1
+    ;;
+esac
 log() { printf 'hutch-%s: %s\n' "$NAME" "$*"; }
 die() { printf 'hutch-%s: error: %s\n' "$NAME" "$*" >&2; exit 1; }
 # shellcheck source=/dev/null
@@ -18,7 +32,7 @@ die() { printf 'hutch-%s: error: %s\n' "$NAME" "$*" >&2; exit 1; }
 # shellcheck source=/dev/null
 [ -r /etc/profile.d/hutch-ca.sh ] && . /etc/profile.d/hutch-ca.sh
 [ "$(id -u)" != 0 ] || die "run this step as the guest user (as: user), not root"
-spec=$PKG@${HUTCH_GEMINI_CLI_VERSION:-latest}
+spec=$PKG@${!VERSION_SETTING:-latest}
 
 export NVM_DIR=$HOME/.nvm
 if [ -s "$NVM_DIR/nvm.sh" ]; then
