@@ -53,6 +53,7 @@ typedef struct {
   char *instance_dir;
   char *runtime_dir;
   char *guest_user;
+  char *accel; /* "kvm" or "tcg"; NULL for domains defined before hutch recorded it */
 } HutchDomainMeta;
 
 /* Parses the <hutch:instance> element's XML (as virDomainGetMetadata returns it, with or

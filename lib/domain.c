@@ -38,6 +38,7 @@ void hutch_domain_meta_free(HutchDomainMeta *meta) {
   g_free(meta->instance_dir);
   g_free(meta->runtime_dir);
   g_free(meta->guest_user);
+  g_free(meta->accel);
   g_free(meta);
 }
 
@@ -252,6 +253,8 @@ static void add_metadata(xmlNodePtr domain, const HutchDomainConfig *c) {
   add_text(instance, ns, "runtime-dir", c->runtime_dir);
   if (c->guest_user)
     add_text(instance, ns, "user", c->guest_user);
+  /* kept here so that `hutch list` need not fetch the whole domain XML to tell */
+  add_text(instance, ns, "accel", g_strcmp0(c->domain_type, "qemu") == 0 ? "tcg" : "kvm");
 }
 
 static void add_os(xmlNodePtr domain, const HutchDomainConfig *c) {
@@ -535,6 +538,8 @@ HutchDomainMeta *hutch_domain_meta_parse(const char *xml, GError **error) {
       field = &meta->runtime_dir;
     else if (is_hutch_element(child, "user"))
       field = &meta->guest_user;
+    else if (is_hutch_element(child, "accel"))
+      field = &meta->accel;
     /* Unknown elements are skipped: a newer hutch may add some. */
     if (field && !take_text(child, field, error))
       return NULL;

@@ -93,13 +93,6 @@ gboolean hutch_instance_exists(HutchContext *ctx, const char *name, GError **err
   return FALSE;
 }
 
-static int domain_state(virDomainPtr domain) {
-  int state = VIR_DOMAIN_NOSTATE, reason = 0;
-  if (virDomainGetState(domain, &state, &reason, 0) < 0)
-    return VIR_DOMAIN_NOSTATE;
-  return state;
-}
-
 gboolean hutch_instance_is_active(HutchInstance *instance) {
   return virDomainIsActive(instance->domain) == 1;
 }
@@ -880,15 +873,21 @@ static const char *state_name(int state) {
 /* The documented info object (docs/json.md). */
 static JsonObject *describe(HutchContext *ctx, HutchInstance *instance) {
   JsonObject *o = json_object_new();
-  virDomainInfo info = {0};
+  /* One round trip to libvirtd per domain beyond the metadata: `hutch list` with many VMs
+   * should cost about what `virsh list` does. */
+  virDomainInfo info = {.state = VIR_DOMAIN_NOSTATE};
   virDomainGetInfo(instance->domain, &info);
   char uuid[VIR_UUID_STRING_BUFLEN] = "";
   virDomainGetUUIDString(instance->domain, uuid);
-  int state = domain_state(instance->domain);
+  int state = info.state;
   g_autofree char *memory = hutch_format_size((guint64)info.maxMem * 1024);
-  g_autofree char *os_type = virDomainGetOSType(instance->domain);
-  g_autofree char *xml = virDomainGetXMLDesc(instance->domain, 0);
-  gboolean tcg = xml && strstr(xml, "<domain type='qemu'") != NULL;
+  gboolean tcg;
+  if (instance->meta->accel) {
+    tcg = strcmp(instance->meta->accel, "tcg") == 0;
+  } else {
+    g_autofree char *xml = virDomainGetXMLDesc(instance->domain, 0);
+    tcg = xml && strstr(xml, "<domain type='qemu'") != NULL;
+  }
 
   json_object_set_string_member(o, "name", instance->name);
   json_object_set_string_member(o, "state", state_name(state));

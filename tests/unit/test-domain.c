@@ -178,6 +178,7 @@ static void assert_meta_matches(const HutchDomainMeta *meta, const HutchDomainCo
   g_assert_cmpstr(meta->instance_dir, ==, c->instance_dir);
   g_assert_cmpstr(meta->runtime_dir, ==, c->runtime_dir);
   g_assert_cmpstr(meta->guest_user, ==, c->guest_user);
+  g_assert_cmpstr(meta->accel, ==, strcmp(c->domain_type, "qemu") == 0 ? "tcg" : "kvm");
 }
 
 typedef struct {
@@ -507,7 +508,7 @@ static void test_meta_forms(void) {
     g_assert_cmpstr(meta->runtime_dir, ==, "/r/i");
     g_assert_cmpstr(meta->guest_user, ==, "a&b");
   }
-  /* profile and user are optional. */
+  /* profile, user and accel are optional (accel: domains from before it was recorded). */
   g_autoptr(GError) error = NULL;
   g_autoptr(HutchDomainMeta) meta = hutch_domain_meta_parse(
       "<instance><ssh-port>0</ssh-port><instance-dir>/d</instance-dir>"
@@ -516,6 +517,7 @@ static void test_meta_forms(void) {
   g_assert_no_error(error);
   g_assert_null(meta->profile_name);
   g_assert_null(meta->guest_user);
+  g_assert_null(meta->accel);
   g_assert_cmpuint(meta->ssh_port, ==, 0);
 }
 
