@@ -1,5 +1,5 @@
 /* test-forward.c: `hutch forward`'s spec parsing, and its relay against a real, unprivileged
- * OpenSSH sshd on 127.0.0.1 (tools/test-sshd.sh) that forwards direct-tcpip channels to an
+ * OpenSSH sshd on 127.0.0.1 (sshd-fixture.h) that forwards direct-tcpip channels to an
  * echo server the test runs. Without sshd the relay tests fail, unless HUTCH_ALLOW_SKIP=1. */
 #define _GNU_SOURCE /* accept4 */
 #include "config.h"
@@ -18,31 +18,12 @@
 #include <glib/gstdio.h>
 
 #include "forward-private.h"
+#include "sshd-fixture.h"
 #include "util-private.h"
 
-#define SSHD "/usr/sbin/sshd"
 #define TIMEOUT_MS 10000
 
-static struct {
-  char *skip;
-  char *dir;
-  char *server_dir;
-  char *key;
-  char *host_key;
-  guint port;
-  pid_t server_pid;
-  pid_t test_pid;
-} fx;
-
-static gboolean need_server(void) {
-  if (!fx.skip)
-    return TRUE;
-  if (g_strcmp0(g_getenv("HUTCH_ALLOW_SKIP"), "1") == 0)
-    g_test_skip(fx.skip);
-  else
-    g_test_fail_printf("%s (set HUTCH_ALLOW_SKIP=1 to skip)", fx.skip);
-  return FALSE;
-}
+static SshdFixture fx;
 
 /* ---- Sockets -------------------------------------------------------------------------- */
 
@@ -249,7 +230,7 @@ static void test_parse(void) {
 
 /* Several connections at once, each a few MiB both ways, byte-exact. */
 static void test_relay_concurrent(void) {
-  if (!need_server())
+  if (!sshd_fixture_ready(&fx))
     return;
   int stop[2], server_stop[2];
   g_assert_true(g_unix_open_pipe(stop, FD_CLOEXEC, NULL));
@@ -300,7 +281,7 @@ static void test_relay_concurrent(void) {
 
 /* Nothing listens on the guest port: the client's connection closes, the relay carries on. */
 static void test_relay_refused(void) {
-  if (!need_server())
+  if (!sshd_fixture_ready(&fx))
     return;
   guint dead_port = 0, host_port = 0;
   int dead = listen_loopback(&dead_port);
@@ -363,7 +344,7 @@ static gpointer proxy_thread(gpointer data) {
 
 /* The VM stops: passt closes the SSH connection, and the relay ends with an error. */
 static void test_relay_session_dies(void) {
-  if (!need_server())
+  if (!sshd_fixture_ready(&fx))
     return;
   int proxy_stop[2];
   g_assert_true(g_unix_open_pipe(proxy_stop, FD_CLOEXEC, NULL));
@@ -424,82 +405,16 @@ static void test_stop_all(void) {
   g_assert_true(g_file_test(other, G_FILE_TEST_EXISTS));
 }
 
-/* ---- The server ----------------------------------------------------------------------- */
-
-static void cleanup(void) {
-  if (fx.server_pid > 0)
-    kill(fx.server_pid, SIGTERM);
-  fx.server_pid = 0;
-  if (fx.dir && g_getenv("HUTCH_KEEP_TEST_DIR") == NULL)
-    hutch_rmtree(fx.dir, NULL);
-  g_clear_pointer(&fx.skip, g_free);
-  g_clear_pointer(&fx.dir, g_free);
-  g_clear_pointer(&fx.server_dir, g_free);
-  g_clear_pointer(&fx.key, g_free);
-  g_clear_pointer(&fx.host_key, g_free);
-}
-
-static void on_abort(int signo) {
-  if (getpid() == fx.test_pid)
-    cleanup();
-  signal(signo, SIG_DFL);
-  raise(signo);
-}
-
-static void start_server(void) {
-  const char *sshd = g_getenv("HUTCH_TEST_SSHD") ? g_getenv("HUTCH_TEST_SSHD") : SSHD;
-  if (!g_file_test(sshd, G_FILE_TEST_IS_EXECUTABLE)) {
-    fx.skip = g_strdup_printf("%s is missing: the relay tests need openssh-server", sshd);
-    return;
-  }
-  const char *source_dir = g_getenv("HUTCH_SOURCE_DIR");
-  g_autofree char *script =
-      g_build_filename(source_dir ? source_dir : HUTCH_SOURCE_DIR, "tools", "test-sshd.sh", NULL);
-  fx.server_dir = g_build_filename(fx.dir, "sshd", NULL);
-  fx.key = g_build_filename(fx.dir, "id_ed25519", NULL);
-  g_autofree char *authorized_keys = g_build_filename(fx.dir, "authorized_keys", NULL);
-  g_autofree char *private_key = NULL, *public_key = NULL;
-  g_autoptr(GError) error = NULL;
-  g_assert_true(hutch_ssh_generate_keypair("test-client", &private_key, &public_key, &error));
-  g_assert_true(hutch_write_file(fx.key, private_key, strlen(private_key), 0600, &error));
-  g_autofree char *line = g_strconcat(public_key, "\n", NULL);
-  g_assert_true(hutch_write_file(authorized_keys, line, strlen(line), 0600, &error));
-
-  const char *argv[] = {"bash", script, fx.server_dir, authorized_keys, NULL};
-  g_auto(GStrv) envp = g_environ_setenv(g_get_environ(), "SSHD", sshd, TRUE);
-  g_autofree char *out = NULL, *err = NULL;
-  int status = 0;
-  if (!g_spawn_sync(NULL, (char **)argv, envp, G_SPAWN_SEARCH_PATH, NULL, NULL, &out, &err, &status,
-                    &error) ||
-      !g_spawn_check_wait_status(status, NULL)) {
-    fx.skip = g_strdup_printf("starting sshd failed: %s", error ? error->message : g_strstrip(err));
-    return;
-  }
-  fx.port = (guint)g_ascii_strtoull(out, NULL, 10);
-  g_autofree char *pid_path = g_build_filename(fx.server_dir, "sshd.pid", NULL);
-  g_autofree char *pid_text = NULL;
-  g_assert_true(g_file_get_contents(pid_path, &pid_text, NULL, NULL));
-  fx.server_pid = (pid_t)g_ascii_strtoll(pid_text, NULL, 10);
-  g_autofree char *host_pub = g_build_filename(fx.server_dir, "host_ed25519_key.pub", NULL);
-  g_assert_true(g_file_get_contents(host_pub, &fx.host_key, NULL, NULL));
-  g_strstrip(fx.host_key);
-}
-
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   hutch_init();
   signal(SIGPIPE, SIG_IGN);
-  fx.test_pid = getpid();
-  fx.dir = g_dir_make_tmp("hutch-test-forward-XXXXXX", NULL);
-  g_assert_nonnull(fx.dir);
-  signal(SIGABRT, on_abort);
-  start_server();
+  sshd_fixture_start(&fx, "forward", "the relay tests");
 
   g_test_add_func("/forward/parse", test_parse);
   g_test_add_func("/forward/relay-concurrent", test_relay_concurrent);
   g_test_add_func("/forward/relay-refused", test_relay_refused);
   g_test_add_func("/forward/relay-session-dies", test_relay_session_dies);
   g_test_add_func("/forward/stop-all", test_stop_all);
-  atexit(cleanup);
   return g_test_run();
 }

@@ -1,5 +1,5 @@
-/* test-ssh.c: the SSH module against a real, unprivileged OpenSSH sshd on 127.0.0.1, started
- * by tools/test-sshd.sh. sshd is a CI dependency (openssh-server): without it the tests fail,
+/* test-ssh.c: the SSH module against a real, unprivileged OpenSSH sshd on 127.0.0.1
+ * (sshd-fixture.h). sshd is a CI dependency (openssh-server): without it the tests fail,
  * unless HUTCH_ALLOW_SKIP=1, when they are skipped. */
 #include "config.h"
 
@@ -11,7 +11,6 @@
 #include <pty.h>
 #include <signal.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -24,35 +23,14 @@
 #include <glib/gstdio.h>
 
 #include "ssh-private.h"
+#include "sshd-fixture.h"
 #include "util-private.h"
 
-#define SSHD "/usr/sbin/sshd"
 #define TIMEOUT_MS 10000
 
-static struct {
-  char *skip;       /* why the server tests cannot run, or NULL */
-  char *dir;        /* everything the tests make, removed at the end */
-  char *server_dir; /* test-sshd.sh's directory */
-  char *home;       /* SFTP's start directory on the server, i.e. "~" */
-  char *key;        /* the client's private key file */
-  char *host_key;   /* the server's public host key line, pinned */
-  char *authorized_keys;
-  guint port;
-  pid_t server_pid;
-  pid_t test_pid; /* the test program itself, not a forked child */
-} fx;
+static SshdFixture fx;
 
 /* ---- Helpers -------------------------------------------------------------------------- */
-
-static gboolean need_server(void) {
-  if (!fx.skip)
-    return TRUE;
-  if (g_strcmp0(g_getenv("HUTCH_ALLOW_SKIP"), "1") == 0)
-    g_test_skip(fx.skip);
-  else
-    g_test_fail_printf("%s (set HUTCH_ALLOW_SKIP=1 to skip)", fx.skip);
-  return FALSE;
-}
 
 static HutchSsh *connect_ok(void) {
   g_autoptr(GError) error = NULL;
@@ -160,7 +138,7 @@ static void assert_same_tree(const char *a, const char *b) {
 /* ---- Connecting ----------------------------------------------------------------------- */
 
 static void test_exec_capture(void) {
-  if (!need_server())
+  if (!sshd_fixture_ready(&fx))
     return;
   g_autoptr(HutchSsh) ssh = connect_ok();
   g_autoptr(GError) error = NULL;
@@ -203,7 +181,7 @@ static void test_exec_capture(void) {
 }
 
 static void test_exec_stdin(void) {
-  if (!need_server())
+  if (!sshd_fixture_ready(&fx))
     return;
   g_autoptr(HutchSsh) ssh = connect_ok();
   g_autoptr(GError) error = NULL;
@@ -228,7 +206,7 @@ static void test_exec_stdin(void) {
 }
 
 static void test_host_key_mismatch(void) {
-  if (!need_server())
+  if (!sshd_fixture_ready(&fx))
     return;
   g_autofree char *other_private = NULL;
   g_autofree char *other_public = NULL;
@@ -272,7 +250,7 @@ static guint closed_port(int *ret_listening_fd, gboolean keep_listening) {
 }
 
 static void test_connect_failures(void) {
-  if (!need_server())
+  if (!sshd_fixture_ready(&fx))
     return;
   g_autoptr(GError) error = NULL;
 
@@ -322,7 +300,7 @@ static void test_quote(void) {
   g_autofree char *empty = hutch_shell_quote_argv(none);
   g_assert_cmpstr(empty, ==, "");
 
-  if (!need_server())
+  if (!sshd_fixture_ready(&fx))
     return;
   char *words[] = {
       "printf",
@@ -421,7 +399,7 @@ static int wait_child(pid_t pid) {
 }
 
 static void test_interactive_stream(void) {
-  if (!need_server())
+  if (!sshd_fixture_ready(&fx))
     return;
   const gsize size = 10 * 1024 * 1024;
   g_autofree char *in_path = g_build_filename(fx.dir, "stream-in", NULL);
@@ -475,7 +453,7 @@ static void read_until(int master, GString *seen, const char *needle) {
 }
 
 static void test_interactive_pty(void) {
-  if (!need_server())
+  if (!sshd_fixture_ready(&fx))
     return;
   int master = -1, slave = -1;
   struct winsize ws = {.ws_row = 33, .ws_col = 111};
@@ -541,7 +519,7 @@ static void test_interactive_pty(void) {
 /* ---- SFTP ----------------------------------------------------------------------------- */
 
 static void test_sftp_file(void) {
-  if (!need_server())
+  if (!sshd_fixture_ready(&fx))
     return;
   g_autoptr(HutchSsh) ssh = connect_ok();
   g_autoptr(GError) error = NULL;
@@ -632,7 +610,7 @@ static void make_tree(const char *root) {
 }
 
 static void test_sftp_recursive(void) {
-  if (!need_server())
+  if (!sshd_fixture_ready(&fx))
     return;
   g_autoptr(HutchSsh) ssh = connect_ok();
   g_autoptr(GError) error = NULL;
@@ -724,7 +702,7 @@ static void test_client_key(void) {
   g_assert_cmpint(file_mode(path), ==, 0600);
 
   /* And libssh2 can log in with it. */
-  if (!need_server())
+  if (!sshd_fixture_ready(&fx))
     return;
   g_autofree char *line = g_strconcat(public_key, "\n", NULL);
   g_autoptr(GString) keys = g_string_new(NULL);
@@ -740,100 +718,10 @@ static void test_client_key(void) {
   g_assert_cmpstr(out, ==, "ok\n");
 }
 
-/* ---- The server ----------------------------------------------------------------------- */
-
-static void stop_server(void) {
-  if (fx.server_pid > 0) {
-    kill(fx.server_pid, SIGTERM);
-    fx.server_pid = 0;
-  }
-}
-
-static void cleanup(void) {
-  stop_server();
-  if (fx.dir && g_getenv("HUTCH_KEEP_TEST_DIR") == NULL)
-    hutch_rmtree(fx.dir, NULL);
-  g_clear_pointer(&fx.skip, g_free);
-  g_clear_pointer(&fx.dir, g_free);
-  g_clear_pointer(&fx.server_dir, g_free);
-  g_clear_pointer(&fx.home, g_free);
-  g_clear_pointer(&fx.key, g_free);
-  g_clear_pointer(&fx.host_key, g_free);
-  g_clear_pointer(&fx.authorized_keys, g_free);
-}
-
-static void on_abort(int signo) {
-  /* A failed assertion (GLib aborts) must not leave sshd or files behind. Not async-signal
-   * safe, but the aborts that matter come from assertions in ordinary code. The server's log
-   * goes to the test's output first: it often says why. */
-  if (getpid() == fx.test_pid) {
-    g_autofree char *log_path =
-        fx.server_dir ? g_build_filename(fx.server_dir, "sshd.log", NULL) : NULL;
-    g_autofree char *log = NULL;
-    if (log_path && g_file_get_contents(log_path, &log, NULL, NULL))
-      fprintf(stderr, "# sshd.log:\n%s", log);
-    cleanup();
-  }
-  signal(signo, SIG_DFL);
-  raise(signo);
-}
-
-static void start_server(void) {
-  /* HUTCH_TEST_SSHD: another sshd (or a missing one, to check that the tests then fail). */
-  const char *sshd = g_getenv("HUTCH_TEST_SSHD") ? g_getenv("HUTCH_TEST_SSHD") : SSHD;
-  if (!g_file_test(sshd, G_FILE_TEST_IS_EXECUTABLE)) {
-    fx.skip = g_strdup_printf("%s is missing: the SSH tests need openssh-server", sshd);
-    return;
-  }
-  const char *source_dir = g_getenv("HUTCH_SOURCE_DIR");
-  g_autofree char *script =
-      g_build_filename(source_dir ? source_dir : HUTCH_SOURCE_DIR, "tools", "test-sshd.sh", NULL);
-  fx.server_dir = g_build_filename(fx.dir, "sshd", NULL);
-  fx.home = g_build_filename(fx.server_dir, "home", NULL);
-  fx.key = g_build_filename(fx.dir, "id_ed25519", NULL);
-  fx.authorized_keys = g_build_filename(fx.dir, "authorized_keys", NULL);
-
-  g_autofree char *private_key = NULL;
-  g_autofree char *public_key = NULL;
-  g_autoptr(GError) error = NULL;
-  g_assert_true(hutch_ssh_generate_keypair("test-client", &private_key, &public_key, &error));
-  g_assert_true(hutch_write_file(fx.key, private_key, strlen(private_key), 0600, &error));
-  g_autofree char *pub_path = g_strconcat(fx.key, ".pub", NULL);
-  g_autofree char *line = g_strconcat(public_key, "\n", NULL);
-  g_assert_true(hutch_write_file(pub_path, line, strlen(line), 0644, &error));
-  g_assert_true(hutch_write_file(fx.authorized_keys, line, strlen(line), 0600, &error));
-  g_assert_no_error(error);
-
-  const char *argv[] = {"bash", script, fx.server_dir, fx.authorized_keys, NULL};
-  g_auto(GStrv) envp = g_environ_setenv(g_get_environ(), "SSHD", sshd, TRUE);
-  g_autofree char *out = NULL;
-  g_autofree char *err = NULL;
-  int status = 0;
-  if (!g_spawn_sync(NULL, (char **)argv, envp, G_SPAWN_SEARCH_PATH, NULL, NULL, &out, &err, &status,
-                    &error) ||
-      !g_spawn_check_wait_status(status, NULL)) {
-    fx.skip = g_strdup_printf("starting sshd failed: %s", error ? error->message : g_strstrip(err));
-    return;
-  }
-  fx.port = (guint)g_ascii_strtoull(out, NULL, 10);
-  g_autofree char *pid_path = g_build_filename(fx.server_dir, "sshd.pid", NULL);
-  g_autofree char *pid_text = NULL;
-  g_assert_true(g_file_get_contents(pid_path, &pid_text, NULL, NULL));
-  fx.server_pid = (pid_t)g_ascii_strtoll(pid_text, NULL, 10);
-  g_autofree char *host_pub = g_build_filename(fx.server_dir, "host_ed25519_key.pub", NULL);
-  g_assert_true(g_file_get_contents(host_pub, &fx.host_key, NULL, NULL));
-  g_strstrip(fx.host_key);
-  g_assert_cmpuint(fx.port, >, 0);
-}
-
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   hutch_init();
-  fx.test_pid = getpid();
-  fx.dir = g_dir_make_tmp("hutch-test-ssh-XXXXXX", NULL);
-  g_assert_nonnull(fx.dir);
-  signal(SIGABRT, on_abort);
-  start_server();
+  sshd_fixture_start(&fx, "ssh", "the SSH tests");
   /* Before anything asks GLib for it (it is cached): the client key goes into the test's
    * directory, never into the user's. G_TEST_OPTION_ISOLATE_DIRS would do it per test, but
    * GLib 2.74 leaks its old values, which valgrind counts against us. */
@@ -851,7 +739,5 @@ int main(int argc, char **argv) {
   g_test_add_func("/ssh/sftp-recursive", test_sftp_recursive);
   g_test_add_func("/ssh/generate-keypair", test_generate_keypair);
   g_test_add_func("/ssh/client-key", test_client_key);
-  /* GLib exits on its own after a failed test: clean up then too. */
-  atexit(cleanup);
   return g_test_run();
 }
