@@ -83,6 +83,23 @@ if [ -f /etc/bash.bashrc ] && ! grep -qF "$marker" /etc/bash.bashrc; then
     die "cannot append to /etc/bash.bashrc"
   log "/etc/bash.bashrc sources $target"
 fi
+# Debian's ~/.bashrc (from /etc/skel) sets HISTSIZE=1000 and HISTFILESIZE=2000 after all of
+# the above has run: source the setup again at its end, for the guest user and future users.
+# shellcheck source=/dev/null
+[ -r /etc/hutch/provision.conf ] && . /etc/hutch/provision.conf
+home=
+if [ -n "${HUTCH_USER:-}" ]; then
+  home=$(getent passwd "$HUTCH_USER" | cut -d: -f6)
+fi
+rc_marker='# hutch: the shell setup again, after the defaults above (long history)'
+for rc in /etc/skel/.bashrc ${home:+"$home/.bashrc"}; do
+  [ -f "$rc" ] || continue
+  grep -qF "$rc_marker" "$rc" && continue
+  printf '\n%s\n[ -r %s ] && . %s\n' "$rc_marker" "$target" "$target" >>"$rc" ||
+    die "cannot append to $rc"
+  log "$rc sources $target at its end"
+done
+
 # Check it: the file must parse, and a login shell must get the PATH.
 sh -n "$target" || die "$target does not parse"
 out=$(env -i HOME=/nonexistent PATH=/usr/bin:/bin sh -c ". $target; echo \$PATH") ||
@@ -94,3 +111,10 @@ for dir in /usr/local/go/bin /nonexistent/go/bin /nonexistent/.local/bin; do
   esac
 done
 log "login PATH (for a user whose home is /nonexistent): $out"
+if [ -n "$home" ] && [ -f "$home/.bashrc" ]; then
+  # shellcheck disable=SC2016 # expanded by the user's shell
+  size=$(runuser -u "$HUTCH_USER" -- env -i HOME="$home" PATH=/usr/bin:/bin TERM=dumb \
+    bash -ic 'echo "$HISTSIZE"' 2>/dev/null </dev/null | tail -n 1)
+  [ "$size" = 100000 ] || die "an interactive shell of $HUTCH_USER has HISTSIZE=$size, not 100000"
+  log "an interactive shell of $HUTCH_USER has HISTSIZE=$size"
+fi

@@ -35,16 +35,13 @@ env:
 YAML
 diag "$(grep -v HUTCH_CA_CERTS "$E2E_TMP/ai-dev.yaml")"
 diag "HUTCH_CA_CERTS: ${#ca} characters of base64"
-# Workaround: start re-reads the instance's saved profile.yaml and resolves its script:
-# steps beside it (INSTANCES/../cloud-init/scripts) or in the installed data directory, so an
-# uninstalled hutch cannot start a profile with scripts. Remove once the profile loader also
-# looks in the source tree (as the seed does for hutch-provision.sh).
-mkdir -p -m 0700 "$XDG_DATA_HOME/hutch/instances"
-ln -s "$HUTCH_SOURCE_DIR/cloud-init" "$XDG_DATA_HOME/hutch/instances/cloud-init"
-
+# Secrets in hutch's own environment, as a developer's shell has them: none may reach the guest.
+canary=hutch-canary-$$-$RANDOM
 start_log=$E2E_TMP/start.log
 t0=$(date +%s)
-"$HUTCH" start "$vm" -f "$E2E_TMP/ai-dev.yaml" 2>"$start_log"; rc=$?
+ANTHROPIC_API_KEY=sk-ant-$canary OPENAI_API_KEY=sk-$canary GEMINI_API_KEY=$canary \
+  GITHUB_TOKEN=ghp_$canary GH_TOKEN=ghp_$canary \
+  "$HUTCH" start "$vm" -f "$E2E_TMP/ai-dev.yaml" 2>"$start_log"; rc=$?
 t1=$(date +%s)
 diag "$(cat "$start_log")"
 diag "start to ready with ai-dev provisioned: $((t1 - t0)) s"
@@ -117,7 +114,8 @@ worked=
 failed_ok=
 
 must_work ca-certs '[ -z "$HUTCH_CA_CERTS" ] || ls /usr/local/share/ca-certificates/hutch/'
-must_work tools 'for c in vim screen htop iotop sar smem ccze jq make gcc git curl; do command -v $c >/dev/null || { echo "missing: $c"; exit 1; }; done; git --version'
+# By package: iotop and the like are in /usr/sbin, not on a user's PATH.
+must_work tools 'for p in vim screen htop iotop sysstat smem ccze jq build-essential ca-certificates git curl; do dpkg-query -W -f="\${Status}" $p 2>/dev/null | grep -q "ok installed" || { echo "not installed: $p"; exit 1; }; done; gcc --version | head -n 1; git --version'
 must_work shell 'for d in /usr/local/go/bin $HOME/go/bin $HOME/.local/bin; do case ":$PATH:" in *:$d:*) ;; *) echo "$d not in PATH=$PATH"; exit 1;; esac; done; [ "$EDITOR" = vim ] && echo "PATH and EDITOR set"'
 out=$("$HUTCH" shell "$vm" -- bash -lic 'alias gs; alias ll; echo "HISTSIZE=$HISTSIZE"' 2>&1)
 if grep -q "git status" <<<"$out" && grep -q "HISTSIZE=100000" <<<"$out"; then ok "interactive shells get the aliases and the long history"; else not_ok "interactive shells get the aliases and the long history"; diag "$out"; fi
@@ -145,8 +143,11 @@ esac
 out=$("$HUTCH" shell "$vm" -- bash -lic 'alias claude-yolo' 2>&1)
 if grep -q -- "--dangerously-skip-permissions" <<<"$out"; then ok "HUTCH_AI_SKIP_PERMISSIONS=1 gives the skip-permissions aliases"; else not_ok "skip-permissions aliases"; diag "$out"; fi
 
-# hutch writes no key or token: nothing secret-looking in what it put in the guest.
-out=$("$HUTCH" shell "$vm" -- sudo grep -rliE 'api_?key|token|secret' /etc/profile.d /etc/hutch /var/lib/hutch/steps 2>&1)
+# hutch writes no key or token: the host's (the canaries above) appear nowhere in the guest,
+# and nothing hutch wrote assigns a key-, token- or secret-named variable.
+out=$("$HUTCH" shell "$vm" -- sudo grep -rlF "$canary" /etc /home /root /var/lib/hutch /var/log /tmp 2>&1)
+if [ -z "$out" ]; then ok "the host's API keys and tokens do not reach the guest"; else not_ok "the host's API keys and tokens do not reach the guest"; diag "$out"; fi
+out=$("$HUTCH" shell "$vm" -- sudo grep -rhiE '^[^#]*(api_?key|token|secret)[a-z_]*=' /etc/profile.d /etc/hutch /var/lib/hutch/steps 2>&1)
 if [ -z "$out" ]; then ok "no API key or token in what hutch wrote"; else not_ok "no API key or token in what hutch wrote"; diag "$out"; fi
 
 # Idempotent: the steps that succeeded run again with success and leave things working.
