@@ -254,9 +254,18 @@ int verb_info(Cli *cli, int argc, char **argv) {
       JsonArray *array = json_node_get_array(value);
       for (guint i = 0; i < json_array_get_length(array); i++) {
         JsonNode *element = json_array_get_element(array, i);
-        g_autofree char *text = JSON_NODE_HOLDS_VALUE(element)
-                                    ? g_strdup(json_node_get_string(element))
-                                    : json_to_string(element, FALSE);
+        g_autofree char *text = NULL;
+        if (JSON_NODE_HOLDS_VALUE(element)) {
+          text = g_strdup(json_node_get_string(element));
+        } else if (JSON_NODE_HOLDS_OBJECT(element) &&
+                   json_object_has_member(json_node_get_object(element), "reason")) {
+          /* optional_failed: "NAME: REASON" reads better than the object */
+          JsonObject *step = json_node_get_object(element);
+          text = g_strdup_printf("%s: %s", json_object_get_string_member(step, "name"),
+                                 json_object_get_string_member(step, "reason"));
+        } else {
+          text = json_to_string(element, FALSE);
+        }
         printf("%-14s %s\n", i == 0 ? (const char *)l->data : "", text ? text : "");
       }
     }
