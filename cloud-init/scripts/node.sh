@@ -6,6 +6,12 @@
 # so `npm install -g` needs no root and its commands land in ~/.local/bin.
 #   HUTCH_NVM_VERSION   nvm's release tag (default v0.40.1)
 #   HUTCH_NODE_VERSION  what nvm installs (default --lts)
+#   HUTCH_NODE_FROM_NPM a major version (e.g. 22): with Debian's Node.js (18), also install
+#                       that Node.js from the npm registry's `node` package into ~/.local/bin,
+#                       ahead of Debian's on PATH. Off by default: those are nodejs.org's
+#                       binaries repackaged by that package's maintainers, not published by the
+#                       Node.js project; for networks that reach the npm registry but not
+#                       nodejs.org or GitHub, when a CLI needs a newer Node.js.
 set -u
 NAME=node
 log() { printf 'hutch-%s: %s\n' "$NAME" "$*"; }
@@ -52,12 +58,37 @@ done_msg() {
   exit 0
 }
 
+# See HUTCH_NODE_FROM_NPM above. Needs npm's prefix in ~/.local (user_prefix) and ~/.local/bin
+# first on PATH (the shell step's /etc/profile.d/hutch-shell.sh).
+node_from_npm() {
+  local want=${HUTCH_NODE_FROM_NPM:-} have
+  [ -n "$want" ] || return 0
+  case "$want" in
+    *[!0-9]*) die "HUTCH_NODE_FROM_NPM must be a major version such as 22, not '$want'" ;;
+  esac
+  have=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null)
+  if [ "$have" = "$want" ]; then
+    log "Node.js $(node --version) from the npm registry's node package is installed"
+    return 0
+  fi
+  log "installing Node.js $want from the npm registry's node package (HUTCH_NODE_FROM_NPM):" \
+    "nodejs.org's binaries as repackaged by that package's maintainers"
+  npm install -g --no-fund --no-audit --no-update-notifier --fetch-timeout=60000 \
+    --fetch-retries=2 "node@$want" ||
+    die "npm install -g node@$want failed (see above); Debian's Node.js $(node --version) stays"
+  hash -r
+  have=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null)
+  [ "$have" = "$want" ] ||
+    die "node is $(node --version) after installing node@$want: ~/.local/bin is not first on PATH ($PATH)"
+}
+
 if use_nvm; then
   done_msg "nvm, already installed"
 fi
 if [ -e "$HOME/.hutch-node-distro" ] && command -v node >/dev/null && command -v npm >/dev/null; then
   user_prefix
-  done_msg "Debian's packages, already installed"
+  node_from_npm
+  done_msg "Debian's packages, already installed${HUTCH_NODE_FROM_NPM:+; node $HUTCH_NODE_FROM_NPM from the npm registry}"
 fi
 
 why=
@@ -91,4 +122,5 @@ for cmd in node npm; do
 done
 : >"$HOME/.hutch-node-distro"
 user_prefix
-done_msg "Debian's packages: fallback because $why"
+node_from_npm
+done_msg "Debian's packages: fallback because $why${HUTCH_NODE_FROM_NPM:+; node $HUTCH_NODE_FROM_NPM from the npm registry}"
