@@ -81,7 +81,11 @@ host_addr=$(ip -4 -o addr show scope global | awk '{print $4}' | cut -d/ -f1 | h
 if [ -n "$host_addr" ]; then
   if ! curl -s -m 5 "http://$host_addr:$fwd_port/" >/dev/null 2>&1; then ok "the forwarded port does not answer on $host_addr"; else not_ok "the forwarded port answers on $host_addr"; fi
 fi
-if ss -ltn | awk '{print $4}' | grep -qx "127.0.0.1:$fwd_port" && ! ss -ltn | awk '{print $4}' | grep -q "^\(0.0.0.0\|\*\|\[::\]\):$fwd_port$"; then
+# The port's listeners alone (a filter, not grep -q on all of them: under pipefail, grep -q
+# leaving early kills ss with SIGPIPE when the host has many listeners, e.g. another VM's
+# 8000-9000).
+listeners=$(ss -ltnH "sport = :$fwd_port" | awk '{print $4}')
+if grep -qx "127.0.0.1:$fwd_port" <<<"$listeners" && ! grep -q "^\(0.0.0.0\|\*\|\[::\]\):$fwd_port$" <<<"$listeners"; then
   ok "the forward listens on 127.0.0.1 only"
 else
   not_ok "the forward listens on 127.0.0.1 only"; diag "$(ss -ltn | grep ":$fwd_port")"
