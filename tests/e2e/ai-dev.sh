@@ -31,6 +31,7 @@ env:
   HUTCH_GIT_NAME: Hutch Test
   HUTCH_GIT_EMAIL: hutch-test@example.invalid
   HUTCH_AI_SKIP_PERMISSIONS: "1"
+  HUTCH_NODE_FROM_NPM: "22"
   HUTCH_CA_CERTS: "$ca"
 YAML
 diag "$(grep -v HUTCH_CA_CERTS "$E2E_TMP/ai-dev.yaml")"
@@ -127,6 +128,11 @@ if grep -q "nvm's source is unreachable" <<<"$node_log"; then
   if grep -q "falling back to Debian's nodejs" <<<"$node_log"; then ok "node: the fallback to Debian's nodejs is said in the log"; else not_ok "node: fallback said in the log"; diag "$node_log"; fi
 fi
 diag "node: $(grep '^hutch-node: Node.js' <<<"$node_log")"
+# HUTCH_NODE_FROM_NPM=22: with Debian's Node.js, Node.js 22 from the npm registry comes first.
+if grep -q "falling back to Debian's nodejs" <<<"$node_log" && ! is_failed node; then
+  out=$(in_guest 'node --version; command -v node')
+  if grep -q '^v22\.' <<<"$out" && grep -q '/.local/bin/node$' <<<"$out"; then ok "node: HUTCH_NODE_FROM_NPM=22 puts Node.js 22 first: $(head -n 1 <<<"$out")"; else not_ok "node: HUTCH_NODE_FROM_NPM=22 puts Node.js 22 first"; diag "$out"; fi
+fi
 
 unreachable='unreachable|cannot (download|fetch)'
 works_or_fails_with go 'go version' "$unreachable"
@@ -145,7 +151,9 @@ if grep -q -- "--dangerously-skip-permissions" <<<"$out"; then ok "HUTCH_AI_SKIP
 
 # hutch writes no key or token: the host's (the canaries above) appear nowhere in the guest,
 # and nothing hutch wrote assigns a key-, token- or secret-named variable.
-out=$("$HUTCH" shell "$vm" -- sudo grep -rlF "$canary" /etc /home /root /var/lib/hutch /var/log /tmp 2>&1)
+# The pattern must not match itself: sudo logs this very command line to the journal.
+pattern="${canary%?}[${canary: -1}]"
+out=$("$HUTCH" shell "$vm" -- sudo grep -rlE "$pattern" /etc /home /root /var/lib/hutch /var/log /tmp 2>&1)
 if [ -z "$out" ]; then ok "the host's API keys and tokens do not reach the guest"; else not_ok "the host's API keys and tokens do not reach the guest"; diag "$out"; fi
 out=$("$HUTCH" shell "$vm" -- sudo grep -rhiE '^[^#]*(api_?key|token|secret)[a-z_]*=' /etc/profile.d /etc/hutch /var/lib/hutch/steps 2>&1)
 if [ -z "$out" ]; then ok "no API key or token in what hutch wrote"; else not_ok "no API key or token in what hutch wrote"; diag "$out"; fi
