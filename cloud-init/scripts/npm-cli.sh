@@ -78,7 +78,9 @@ if ! npm install -g --no-fund --no-audit --no-update-notifier --fetch-timeout=60
   die "npm install -g $spec failed${code:+ ($code)} on Node.js $node_version; see npm's messages above"
 fi
 
-if out=$(timeout 300 "$BIN" --version 2>&1 </dev/null); then
+out=$(timeout 300 "$BIN" --version 2>&1 </dev/null)
+status=$?
+if [ $status = 0 ]; then
   log "installed: $BIN --version: $out"
   exit 0
 fi
@@ -86,4 +88,15 @@ wants=$(node -p "(require('$prefix/lib/node_modules/$PKG/package.json').engines 
 version=$(node -p "require('$prefix/lib/node_modules/$PKG/package.json').version" 2>/dev/null)
 printf '%s\n' "$out" | tail -n 5 | sed "s/^/hutch-$NAME: $BIN: /"
 npm uninstall -g --no-fund --no-audit "$PKG" >/dev/null 2>&1
-die "$PKG $version does not run on Node.js $node_version${wants:+ (it needs Node.js $wants)}; uninstalled. Install a newer Node.js (nvm) and run this step again"
+# Blame Node.js only when it is older than the package's ">=N"; else say what happened.
+need=$(printf '%s\n' "$wants" | sed -n 's/^>= *v\{0,1\}\([0-9][0-9]*\).*/\1/p')
+have=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null)
+if [ -n "$need" ] && [ -n "$have" ] && [ "$have" -lt "$need" ]; then
+  die "$PKG $version does not run on Node.js $node_version (it needs Node.js $wants); uninstalled. Install a newer Node.js (nvm) and run this step again"
+fi
+case $status in
+  124) why="did not answer within 300 s" ;;
+  132) why="was killed by SIGILL: this VM's CPU model lacks instructions it uses (under TCG QEMU's default model, qemu64, has no AVX)" ;;
+  *) why="exited with status $status" ;;
+esac
+die "$PKG $version: $BIN --version $why; uninstalled"
