@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The ai-dev profile provisioned for real (suite 'slow': 15-40 minutes under TCG): the
+# The ai-dev profile provisioned for real (suite 'slow': about 20 minutes under TCG): the
 # profile's own steps and scripts, on the test guest instead of the cloud image. Every tool
 # either works in the guest or its optional step failed with its reason while the others
 # went on. The base tools, the shell setup, the git identity, Docker from the distro, Node.js
