@@ -15,6 +15,7 @@
 #include "image-private.h"
 #include "instance-private.h"
 #include "net-private.h"
+#include "ready-private.h"
 #include "seed-private.h"
 #include "share-private.h"
 #include "ssh-private.h"
@@ -422,85 +423,6 @@ static int connect_unix(const char *path) {
   return fd;
 }
 
-/* What the guest reported on the ready channel (see cloud-init/hutch-provision.sh). */
-typedef enum { READY_WAITING, READY_OK, READY_FAILED } ReadyState;
-
-typedef struct {
-  HutchContext *ctx;
-  gboolean booted;        /* the guest said anything: kernel and cloud-init are up */
-  gboolean provisioning;  /* a provisioning phase is open */
-  char *failed_step;      /* "3 node 1 REASON" of the last FAIL line not yet known to be optional */
-  GPtrArray *optional_failed;
-} ReadyReport;
-
-/* A FAIL line's "INDEX NAME STATUS REASON" (the format of the optional-failed file too). */
-typedef struct {
-  char *index;
-  char *name;
-  char *status;
-  char *reason;
-} FailedStep;
-
-static gboolean failed_step_parse(const char *text, FailedStep *out) {
-  g_auto(GStrv) fields = g_strsplit(text, " ", 4);
-  if (g_strv_length(fields) < 3)
-    return FALSE;
-  out->index = g_strdup(fields[0]);
-  out->name = g_strdup(fields[1]);
-  out->status = g_strdup(fields[2]);
-  out->reason = g_strdup(fields[3] && *fields[3] ? fields[3] : "no reason given");
-  return TRUE;
-}
-
-static void failed_step_clear(FailedStep *step) {
-  g_free(step->index);
-  g_free(step->name);
-  g_free(step->status);
-  g_free(step->reason);
-}
-
-/* What the guest sends ends up on the user's terminal: no escape sequences or other control
- * characters from a guest that may be hostile. */
-static void replace_control_chars(char *line) {
-  for (unsigned char *c = (unsigned char *)line; *c; c++)
-    if (*c < 0x20 || *c == 0x7f)
-      *c = '?';
-}
-
-static ReadyState ready_line(ReadyReport *report, char *line) {
-  replace_control_chars(line);
-  if (!report->booted) {
-    report->booted = TRUE;
-    hutch_progress_end(report->ctx, "boot", "kernel up, cloud-init running");
-  }
-  gboolean step = g_str_has_prefix(line, "STEP ");
-  gboolean ready = strcmp(line, "READY") == 0;
-  /* A FAIL followed by another STEP or by READY was an optional step's. */
-  if ((step || ready) && report->failed_step) {
-    g_ptr_array_add(report->optional_failed, g_steal_pointer(&report->failed_step));
-  }
-  if (step) {
-    if (!report->provisioning)
-      hutch_progress_begin(report->ctx, "provision", "%s", line + 5);
-    else
-      hutch_progress_update(report->ctx, "provision", -1, "%s", line + 5);
-    report->provisioning = TRUE;
-  } else if (g_str_has_prefix(line, "FAIL ")) {
-    g_free(report->failed_step);
-    report->failed_step = g_strdup(line + 5);
-  } else if (g_str_has_prefix(line, "WARN ")) {
-    hutch_progress_note(report->ctx, "warning from the guest: %s", line + 5);
-  } else if (ready) {
-    if (report->provisioning)
-      hutch_progress_end(report->ctx, "provision", "all steps done");
-    report->provisioning = FALSE;
-    return READY_OK;
-  } else if (strcmp(line, "FAILED") == 0) {
-    return READY_FAILED;
-  }
-  return READY_WAITING;
-}
-
 /* Reads the ready channel until READY or FAILED, the domain stops, or the timeout. */
 static gboolean wait_ready_channel(HutchContext *ctx, HutchInstance *instance,
                                    guint timeout_s, GError **error) {
@@ -520,11 +442,10 @@ static gboolean wait_ready_channel(HutchContext *ctx, HutchInstance *instance,
                 socket_path, g_strerror(errno));
     return FALSE;
   }
-  g_autoptr(GPtrArray) optional_failed = g_ptr_array_new_with_free_func(g_free);
-  ReadyReport report = {.ctx = ctx, .optional_failed = optional_failed};
+  g_autoptr(HutchReadyReport) report = hutch_ready_report_new(ctx);
   GString *pending = g_string_new(NULL);
-  ReadyState state = READY_WAITING;
-  while (state == READY_WAITING) {
+  HutchReadyState state = HUTCH_READY_WAITING;
+  while (state == HUTCH_READY_WAITING) {
     if (hutch_now() > deadline) {
       g_autofree char *tail = tail_lines(console, 15);
       g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_TIMEOUT,
@@ -541,11 +462,11 @@ static gboolean wait_ready_channel(HutchContext *ctx, HutchInstance *instance,
       if (got > 0) {
         g_string_append_len(pending, buf, got);
         char *newline;
-        while (state == READY_WAITING && (newline = strchr(pending->str, '\n'))) {
+        while (state == HUTCH_READY_WAITING && (newline = strchr(pending->str, '\n'))) {
           *newline = '\0';
           g_strstrip(pending->str);
           if (*pending->str)
-            state = ready_line(&report, pending->str);
+            state = hutch_ready_report_line(report, pending->str);
           g_string_erase(pending, 0, newline - pending->str + 1);
         }
         /* The guest does not get to grow this without end: a line is short. */
@@ -566,44 +487,21 @@ static gboolean wait_ready_channel(HutchContext *ctx, HutchInstance *instance,
   }
   close(fd);
   g_string_free(pending, TRUE);
-  FailedStep failed = {0};
-  if (state == READY_FAILED) {
-    if (report.failed_step && failed_step_parse(report.failed_step, &failed))
-      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROVISION,
-                  "provisioning step %s (%s) failed with status %s: %s; the VM is kept for "
-                  "inspection: hutch logs %s, hutch shell %s",
-                  failed.name, failed.index, failed.status, failed.reason, instance->name,
-                  instance->name);
-    else
-      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROVISION,
-                  "provisioning failed; the VM is kept for inspection: hutch logs %s, "
-                  "hutch shell %s",
-                  instance->name, instance->name);
-    failed_step_clear(&failed);
-  }
-  if (state == READY_OK && optional_failed->len > 0) {
-    g_autoptr(GString) names = g_string_new(NULL);
-    g_autoptr(GString) reasons = g_string_new(NULL);
-    for (guint i = 0; i < optional_failed->len; i++) {
-      if (!failed_step_parse(optional_failed->pdata[i], &failed))
-        continue;
-      g_string_append_printf(names, "%s%s", names->len ? ", " : "", failed.name);
-      g_string_append_printf(reasons, "\n  %s: %s", failed.name, failed.reason);
-      failed_step_clear(&failed);
-    }
-    hutch_progress_note(ctx, "ready, with %u optional step%s failed: %s (hutch logs %s)%s",
-                        optional_failed->len, optional_failed->len == 1 ? "" : "s", names->str,
-                        instance->name, reasons->str);
-    g_ptr_array_add(optional_failed, NULL);
+  if (state == HUTCH_READY_FAILED)
+    hutch_ready_report_set_error(report, instance->name, error);
+  g_autofree char *summary =
+      state == HUTCH_READY_OK ? hutch_ready_report_summary(report, instance->name) : NULL;
+  if (summary) {
+    hutch_progress_note(ctx, "%s", summary);
     /* kept for `hutch info`: later boots do not provision again */
-    g_autofree char *lines = g_strjoinv("\n", (char **)optional_failed->pdata);
+    g_autoptr(GString) text = g_string_new(NULL);
+    for (guint i = 0; i < report->optional_failed->len; i++)
+      g_string_append_printf(text, "%s\n", (const char *)report->optional_failed->pdata[i]);
     g_autofree char *path =
         g_build_filename(instance->meta->instance_dir, HUTCH_INSTANCE_OPTIONAL_FAILED, NULL);
-    g_autofree char *text = g_strconcat(lines, "\n", NULL);
-    hutch_write_file(path, text, strlen(text), 0600, NULL);
+    hutch_write_file(path, text->str, text->len, 0600, NULL);
   }
-  g_free(report.failed_step);
-  return state == READY_OK;
+  return state == HUTCH_READY_OK;
 }
 
 /* Connects over SSH with the pinned key, retrying while sshd is not up yet. */
@@ -913,8 +811,8 @@ static JsonObject *describe(HutchContext *ctx, HutchInstance *instance) {
   if (g_file_get_contents(failed_path, &failed_text, NULL, NULL)) {
     g_auto(GStrv) lines = g_strsplit(g_strstrip(failed_text), "\n", -1);
     for (guint i = 0; lines[i]; i++) {
-      FailedStep step = {0};
-      if (!failed_step_parse(lines[i], &step))
+      HutchFailedStep step = {0};
+      if (!hutch_failed_step_parse(lines[i], &step))
         continue;
       JsonObject *entry = json_object_new();
       json_object_set_int_member(entry, "index", g_ascii_strtoll(step.index, NULL, 10));
@@ -922,7 +820,7 @@ static JsonObject *describe(HutchContext *ctx, HutchInstance *instance) {
       json_object_set_int_member(entry, "status", g_ascii_strtoll(step.status, NULL, 10));
       json_object_set_string_member(entry, "reason", step.reason);
       json_array_add_object_element(failed, entry);
-      failed_step_clear(&step);
+      hutch_failed_step_clear(&step);
     }
   }
   json_object_set_array_member(o, "optional_failed", failed);
