@@ -158,28 +158,21 @@ static void check_virtiofsd(JsonArray *results) {
 #define NOFILE_WANTED 65536
 
 static void check_open_files(JsonArray *results, const HutchDoctorEnv *env) {
-  g_autofree char *detail = NULL;
-  if (env->nofile_hard == G_MAXUINT64) {
-    add(results, "open-files", TRUE, NULL, "hard limit unlimited", NULL);
-    return;
-  }
-  if (env->nofile_hard >= NOFILE_WANTED) {
-    detail = g_strdup_printf("hard limit %" G_GUINT64_FORMAT
-                             ": a share can hold that many files and directories",
-                             env->nofile_hard);
-    add(results, "open-files", TRUE, NULL, detail, NULL);
-    return;
-  }
-  detail = g_strdup_printf(
-      "hard limit %" G_GUINT64_FORMAT ": virtiofsd keeps a descriptor open for every file "
-      "the guest has looked up in a share, so a share holding more than about that many "
-      "files and directories (a node_modules) fails in the guest with 'Too many open files'",
-      env->nofile_hard);
+  gboolean ok = env->nofile_hard >= NOFILE_WANTED;
+  g_autofree char *limit = env->nofile_hard == G_MAXUINT64
+                               ? g_strdup("unlimited")
+                               : g_strdup_printf("%" G_GUINT64_FORMAT, env->nofile_hard);
+  g_autofree char *detail = g_strdup_printf(
+      "hard limit %s: %s", limit,
+      ok ? "a share can hold that many files and directories"
+         : "virtiofsd keeps a descriptor open for every file the guest has looked up in a "
+           "share, so a share holding more than about that many files and directories (a "
+           "node_modules) fails in the guest with 'Too many open files'");
   g_autofree char *fix = g_strdup_printf(
       "raise the hard limit to %d or more for %s: a line '%s hard nofile 524288' in "
       "/etc/security/limits.conf and a new login (systemd login sessions have 524288)",
       NOFILE_WANTED, env->user, env->user);
-  add(results, "open-files", FALSE, "warning", detail, fix);
+  add(results, "open-files", ok, "warning", detail, fix);
 }
 
 static void check_subids(JsonArray *results, const HutchDoctorEnv *env) {

@@ -993,15 +993,13 @@ static gboolean validate_build_spec(const HutchImageSpec *spec, GError **error) 
                 spec->suite ? spec->suite : "");
     return FALSE;
   }
-  if (spec->kernel && !is_debian_name(spec->kernel)) {
-    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE, "image build: invalid kernel package '%s'",
-                spec->kernel);
-    return FALSE;
-  }
-  for (char **p = spec->packages; p && *p; p++) {
-    if (!is_debian_name(*p)) {
+  /* Every package mmdebstrap will be given, the kernel included. */
+  g_autoptr(GPtrArray) packages = build_packages(spec);
+  for (guint i = 0; i < packages->len; i++) {
+    const char *name = g_ptr_array_index(packages, i);
+    if (!is_debian_name(name)) {
       g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE, "image build: invalid package name '%s'",
-                  *p);
+                  name);
       return FALSE;
     }
   }

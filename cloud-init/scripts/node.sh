@@ -60,14 +60,15 @@ done_msg() {
 
 # See HUTCH_NODE_FROM_NPM above. Needs npm's prefix in ~/.local (user_prefix) and ~/.local/bin
 # first on PATH (the shell step's /etc/profile.d/hutch-shell.sh).
+node_major() { node -p 'process.versions.node.split(".")[0]' 2>/dev/null; }
+
 node_from_npm() {
-  local want=${HUTCH_NODE_FROM_NPM:-} have
+  local want=${HUTCH_NODE_FROM_NPM:-}
   [ -n "$want" ] || return 0
   case "$want" in
     *[!0-9]*) die "HUTCH_NODE_FROM_NPM must be a major version such as 22, not '$want'" ;;
   esac
-  have=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null)
-  if [ "$have" = "$want" ]; then
+  if [ "$(node_major)" = "$want" ]; then
     log "Node.js $(node --version) from the npm registry's node package is installed"
     return 0
   fi
@@ -77,8 +78,7 @@ node_from_npm() {
     --fetch-retries=2 "node@$want" ||
     die "npm install -g node@$want failed (see above); Debian's Node.js $(node --version) stays"
   hash -r
-  have=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null)
-  [ "$have" = "$want" ] ||
+  [ "$(node_major)" = "$want" ] ||
     die "node is $(node --version) after installing node@$want: ~/.local/bin is not first on PATH ($PATH)"
 }
 

@@ -56,6 +56,15 @@ esac
 export PATH=$prefix/bin:$PATH
 node_version=$(node --version 2>/dev/null)
 
+# node_too_old WANTS: this Node.js is older than WANTS (a package's engines.node) asks for.
+# Only a ">=N" is understood: anything else is not blamed on Node.js.
+node_too_old() {
+  local need have
+  need=$(printf '%s\n' "$1" | sed -n 's/^>= *v\{0,1\}\([0-9][0-9]*\).*/\1/p')
+  have=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null)
+  [ -n "$need" ] && [ -n "$have" ] && [ "$have" -lt "$need" ]
+}
+
 if [ -e "$prefix/lib/node_modules/$PKG/package.json" ] && out=$(timeout 300 "$BIN" --version 2>&1 </dev/null); then
   log "$PKG is already installed: $BIN --version: $out"
   exit 0
@@ -68,11 +77,8 @@ set -o pipefail
 if ! npm install -g --no-fund --no-audit --no-update-notifier --fetch-timeout=60000 \
   --fetch-retries=2 "$spec" 2>&1 | tee "$npm_log"; then
   code=$(grep -m 1 -E '^npm (ERR!|error) code ' "$npm_log" | awk '{ print $NF }')
-  # Say "too old" only when the package's ">=N" says so: anything else is npm's own message.
   wants=$(npm view "$spec" engines.node 2>/dev/null)
-  need=$(printf '%s\n' "$wants" | sed -n 's/^>= *v\{0,1\}\([0-9][0-9]*\).*/\1/p')
-  have=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null)
-  if [ -n "$need" ] && [ -n "$have" ] && [ "$have" -lt "$need" ]; then
+  if node_too_old "$wants"; then
     die "$spec does not install on Node.js $node_version${code:+ ($code)}: it needs Node.js $wants. Install a newer Node.js (nvm) and run this step again"
   fi
   die "npm install -g $spec failed${code:+ ($code)} on Node.js $node_version; see npm's messages above"
@@ -88,10 +94,8 @@ wants=$(node -p "(require('$prefix/lib/node_modules/$PKG/package.json').engines 
 version=$(node -p "require('$prefix/lib/node_modules/$PKG/package.json').version" 2>/dev/null)
 printf '%s\n' "$out" | tail -n 5 | sed "s/^/hutch-$NAME: $BIN: /"
 npm uninstall -g --no-fund --no-audit "$PKG" >/dev/null 2>&1
-# Blame Node.js only when it is older than the package's ">=N"; else say what happened.
-need=$(printf '%s\n' "$wants" | sed -n 's/^>= *v\{0,1\}\([0-9][0-9]*\).*/\1/p')
-have=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null)
-if [ -n "$need" ] && [ -n "$have" ] && [ "$have" -lt "$need" ]; then
+# Blame Node.js only when it is older than the package asks for; else say what happened.
+if node_too_old "$wants"; then
   die "$PKG $version does not run on Node.js $node_version (it needs Node.js $wants); uninstalled. Install a newer Node.js (nvm) and run this step again"
 fi
 case $status in

@@ -77,27 +77,23 @@ chmod 0644 "$tmp" || die "chmod $tmp failed"
 mv "$tmp" "$target" || die "cannot install $target"
 log "wrote $target"
 
-marker='# hutch: the shell setup for interactive non-login shells'
-if [ -f /etc/bash.bashrc ] && ! grep -qF "$marker" /etc/bash.bashrc; then
-  printf '\n%s\n[ -r %s ] && . %s\n' "$marker" "$target" "$target" >>/etc/bash.bashrc ||
-    die "cannot append to /etc/bash.bashrc"
-  log "/etc/bash.bashrc sources $target"
-fi
-# Debian's ~/.bashrc (from /etc/skel) sets HISTSIZE=1000 and HISTFILESIZE=2000 after all of
-# the above has run: source the setup again at its end, for the guest user and future users.
+# Interactive shells that are not login shells read /etc/bash.bashrc, then ~/.bashrc; Debian's
+# ~/.bashrc (from /etc/skel) then sets HISTSIZE=1000 and HISTFILESIZE=2000. So the setup is
+# sourced from /etc/bash.bashrc, and again at the end of ~/.bashrc, for the guest user and
+# future users.
 # shellcheck source=/dev/null
 [ -r /etc/hutch/provision.conf ] && . /etc/hutch/provision.conf
 home=
 if [ -n "${HUTCH_USER:-}" ]; then
   home=$(getent passwd "$HUTCH_USER" | cut -d: -f6)
 fi
-rc_marker='# hutch: the shell setup again, after the defaults above (long history)'
-for rc in /etc/skel/.bashrc ${home:+"$home/.bashrc"}; do
+marker='# hutch: the shell setup for interactive shells (after the defaults above)'
+for rc in /etc/bash.bashrc /etc/skel/.bashrc ${home:+"$home/.bashrc"}; do
   [ -f "$rc" ] || continue
-  grep -qF "$rc_marker" "$rc" && continue
-  printf '\n%s\n[ -r %s ] && . %s\n' "$rc_marker" "$target" "$target" >>"$rc" ||
+  grep -qF "$marker" "$rc" && continue
+  printf '\n%s\n[ -r %s ] && . %s\n' "$marker" "$target" "$target" >>"$rc" ||
     die "cannot append to $rc"
-  log "$rc sources $target at its end"
+  log "$rc sources $target"
 done
 
 # Check it: the file must parse, and a login shell must get the PATH.
