@@ -2,6 +2,8 @@
 #include "config.h"
 
 #include <errno.h>
+#include <grp.h>
+#include <sys/stat.h>
 #include <sys/resource.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -56,6 +58,26 @@ static gboolean host_has_kvm_pvm(const HutchDoctorEnv *env) {
   return g_str_has_prefix(modules, "kvm_pvm ") || strstr(modules, "\nkvm_pvm ") != NULL;
 }
 
+/* How the user gets to open /dev/kvm. Joining its group helps only when that group may read
+ * and write it and is not root's (on some hosts /dev/kvm is root's alone, mode 0600). */
+static char *kvm_access_fix(const char *dev, const char *user) {
+  struct stat st = {0};
+  if (stat(dev, &st) == 0 && st.st_gid != 0 && (st.st_mode & 0060) == 0060) {
+    struct group *group = getgrgid(st.st_gid);
+    g_autofree char *name =
+        group ? g_strdup(group->gr_name) : g_strdup_printf("%u", (unsigned)st.st_gid);
+    return g_strdup_printf("add yourself to the group of /dev/kvm (sudo usermod -aG %s %s) and "
+                           "log in again; until then guests run under TCG emulation",
+                           name, user);
+  }
+  return g_strdup_printf(
+      "/dev/kvm is not open to a group you could join (mode %04o, group id %u): give it to "
+      "group kvm with mode 0660 (a udev rule KERNEL==\"kvm\", GROUP=\"kvm\", MODE=\"0660\", "
+      "then sudo udevadm trigger), then sudo usermod -aG kvm %s and log in again; until then "
+      "guests run under TCG emulation",
+      (unsigned)(st.st_mode & 07777), (unsigned)st.st_gid, user);
+}
+
 static void check_kvm(JsonArray *results, const HutchDoctorEnv *env) {
   static const char tcg_fix[] =
       "guests need TCG emulation: set `accel: tcg` in your profiles (and `cpus: 1` on small "
@@ -75,18 +97,23 @@ static void check_kvm(JsonArray *results, const HutchDoctorEnv *env) {
           "`accel: tcg` in profiles or HUTCH_ACCEL=tcg");
     return;
   }
-  if (access(dev, R_OK | W_OK) != 0) {
-    g_autofree char *detail = g_strdup_printf("cannot open /dev/kvm: %s", g_strerror(errno));
-    g_autofree char *fix =
-        g_strdup_printf("add yourself to the group of /dev/kvm (sudo usermod -aG kvm %s) and log "
-                        "in again; until then guests run under TCG emulation",
-                        env->user);
-    add(results, "kvm", FALSE, "warning", detail, fix);
+  gboolean usable = access(dev, R_OK | W_OK) == 0;
+  int access_errno = errno;
+  /* kvm_pvm first: on such a host access to /dev/kvm would not help, so advising a group
+   * (perhaps root's) would send the user the wrong way. */
+  if (pvm) {
+    g_autofree char *detail = g_strdup_printf(
+        "/dev/kvm is the paravirtual kvm_pvm: stock guest kernels hang under it%s%s%s",
+        usable ? "" : " (and you cannot open it: ", usable ? "" : g_strerror(access_errno),
+        usable ? "" : ")");
+    add(results, "kvm", FALSE, "warning", detail, tcg_fix);
     return;
   }
-  if (pvm) {
-    add(results, "kvm", FALSE, "warning",
-        "/dev/kvm is the paravirtual kvm_pvm: stock guest kernels hang under it", tcg_fix);
+  if (!usable) {
+    g_autofree char *detail =
+        g_strdup_printf("cannot open /dev/kvm: %s", g_strerror(access_errno));
+    g_autofree char *fix = kvm_access_fix(dev, env->user);
+    add(results, "kvm", FALSE, "warning", detail, fix);
     return;
   }
   add(results, "kvm", TRUE, NULL, "/dev/kvm is usable", NULL);

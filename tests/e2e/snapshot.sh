@@ -202,9 +202,18 @@ if python3 -c 'import json,sys; l=json.load(sys.stdin); rc=int(sys.argv[1]); che
 else
   not_ok "doctor --json"; diag "$json"
 fi
+# Whatever the permissions of /dev/kvm on this machine: on a kvm_pvm host the advice is TCG
+# (access would not help), and no advice ever names a group that cannot open the device.
 if [ -e /sys/module/kvm_pvm ]; then
   if grep -q "kvm_pvm" <<<"$out" && grep -q "HUTCH_ACCEL=tcg" <<<"$out"; then ok "doctor names the kvm_pvm limitation and the fix"; else not_ok "doctor names kvm_pvm"; fi
 fi
+if [ -e /dev/kvm ] && ! [ -r /dev/kvm -a -w /dev/kvm ] && [ ! -e /sys/module/kvm_pvm ]; then
+  kvm_group=$(stat -c %G /dev/kvm); kvm_mode=$(stat -c %a /dev/kvm)
+  if [ "$kvm_group" = root ] || [ $(( 0$kvm_mode & 060 )) -ne $(( 060 )) ]; then
+    if grep -q "udev rule" <<<"$out"; then ok "doctor: /dev/kvm open to no group, the fix is a udev rule"; else not_ok "doctor: /dev/kvm open to no group"; fi
+  fi
+fi
+if grep -q "usermod -aG root" <<<"$out"; then not_ok "doctor advises joining group root"; else ok "doctor never advises joining group root"; fi
 # The hard open-file limit doctor reports is the one this process has.
 hard=$(ulimit -Hn)
 if python3 -c 'import json,sys; c={r["check"]:r for r in json.load(sys.stdin)}["open-files"]; h=sys.argv[1]; sys.exit(0 if ("hard limit %s" % h) in c["detail"] and c["ok"] == (h == "unlimited" or int(h) >= 65536) else 1)' "$hard" <<<"$json"; then
