@@ -13,6 +13,8 @@ set -uo pipefail
 : "${HUTCH:?HUTCH must name the hutch binary (meson test sets it)}"
 : "${HUTCH_SOURCE_DIR:?}"
 export LIBVIRT_DEFAULT_URI=qemu:///session
+# ip(8) is in /usr/sbin, which an ordinary user's PATH (and tests/run's) leaves out.
+export PATH=$PATH:/usr/sbin:/sbin
 export HUTCH_ACCEL=tcg   # /dev/kvm here is kvm_pvm, on which stock guest kernels hang
 export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/run/user/$(id -u)}
 
