@@ -118,6 +118,8 @@ static int walk(int dirfd, const char *path, int flags, guint *links, GString *w
   if (path[0] == '/') {
     cur = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
     g_string_assign(where, "/");
+  } else if (dirfd == AT_FDCWD) {
+    cur = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
   } else {
     cur = fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
   }

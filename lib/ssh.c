@@ -789,10 +789,29 @@ static char *remote_join(const char *dir, const char *name) {
 /* The longest file name or REALPATH answer we take from the server. */
 #define SFTP_NAME_MAX 4096
 
+char *hutch_ssh_realpath_name(const char *path, const char *answer, gsize len, GError **error) {
+  if (len == 1 && answer[0] == '/') {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE,
+                "%s (the guest's /) has no name to copy it as", path);
+    return NULL;
+  }
+  gsize start = len;
+  while (start > 0 && answer[start - 1] != '/')
+    start--;
+  if (!hutch_hostpath_name_is_safe(answer + start, len - start)) {
+    g_autofree char *shown = hutch_hostpath_name_display(answer, len);
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED,
+                "resolving %s: the guest's SFTP server answered \"%s\", which does not end in "
+                "a valid file name (refusing to copy)",
+                path, shown);
+    return NULL;
+  }
+  return g_strndup(answer + start, len - start);
+}
+
 /* The name a remote source is copied as (into an existing local directory): the last
- * component of its path, or for "." and ".." (so "NAME:" and "NAME:~") the last component
- * of the server's REALPATH answer. That answer comes from the guest: it only ever yields a
- * name, checked like a directory entry's, never a path. */
+ * component of its path, or for "." and ".." (so "NAME:" and "NAME:~") the name in the
+ * server's REALPATH answer (hutch_ssh_realpath_name). */
 static char *remote_basename(HutchSsh *ssh, const char *path, GError **error) {
   g_autofree char *base = g_path_get_basename(path);
   if (strcmp(base, ".") != 0 && strcmp(base, "..") != 0) {
@@ -808,23 +827,7 @@ static char *remote_basename(HutchSsh *ssh, const char *path, GError **error) {
     set_sftp_error(ssh, error, "resolving %s", path);
     return NULL;
   }
-  if (n == 1 && resolved[0] == '/') {
-    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE,
-                "%s (the guest's /) has no name to copy it as", path);
-    return NULL;
-  }
-  gsize start = (gsize)n;
-  while (start > 0 && resolved[start - 1] != '/')
-    start--;
-  if (!hutch_hostpath_name_is_safe(resolved + start, (gsize)n - start)) {
-    g_autofree char *shown = hutch_hostpath_name_display(resolved, (gsize)n);
-    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED,
-                "resolving %s: the guest's SFTP server answered \"%s\", which does not end in a "
-                "valid file name (refusing to copy)",
-                path, shown);
-    return NULL;
-  }
-  return g_strndup(resolved + start, (gsize)n - start);
+  return hutch_ssh_realpath_name(path, resolved, (gsize)n, error);
 }
 
 static char *local_basename(const char *path, GError **error) {
