@@ -788,6 +788,9 @@ static char *remote_join(const char *dir, const char *name) {
 
 /* The longest file name or REALPATH answer we take from the server. */
 #define SFTP_NAME_MAX 4096
+/* How deep a copied tree may go (OpenSSH's sftp stops at 64): a server that lists a
+ * directory inside every directory must not exhaust our stack or descriptors. */
+#define COPY_MAX_DEPTH 128
 
 char *hutch_ssh_realpath_name(const char *path, const char *answer, gsize len, GError **error) {
   if (len == 1 && answer[0] == '/') {
@@ -917,13 +920,13 @@ static gboolean upload_file(HutchSsh *ssh, int fd, const char *shown, const char
 }
 
 static gboolean upload_dir(HutchSsh *ssh, int fd, const char *shown, const char *remote,
-                           mode_t mode, GError **error);
+                           mode_t mode, guint depth, GError **error);
 
 /* One entry of a local directory being uploaded: decided by its lstat (like OpenSSH's sftp,
  * only directories and regular files are copied; links and special files are skipped), then
  * opened by name without following a link and checked to be the same file. */
 static gboolean upload_entry(HutchSsh *ssh, int dirfd, const char *name, const char *shown,
-                             const char *remote, GError **error) {
+                             const char *remote, guint depth, GError **error) {
   struct stat st;
   if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
     set_local_error(error, errno, "reading %s", shown);
@@ -936,12 +939,18 @@ static gboolean upload_entry(HutchSsh *ssh, int dirfd, const char *name, const c
                            : hutch_hostpath_open_child_file(dirfd, name, &st, shown, error);
   if (fd < 0)
     return FALSE;
-  return S_ISDIR(st.st_mode) ? upload_dir(ssh, fd, shown, remote, st.st_mode, error)
+  return S_ISDIR(st.st_mode) ? upload_dir(ssh, fd, shown, remote, st.st_mode, depth + 1, error)
                              : upload_file(ssh, fd, shown, remote, st.st_mode, error);
 }
 
 static gboolean upload_dir(HutchSsh *ssh, int fd, const char *shown, const char *remote,
-                           mode_t mode, GError **error) {
+                           mode_t mode, guint depth, GError **error) {
+  if (depth > COPY_MAX_DEPTH) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED,
+                "%s: more than %d directory levels (refusing to copy deeper)", shown,
+                COPY_MAX_DEPTH);
+    return FALSE;
+  }
   /* Made writable for us first; the real mode comes once the contents are in. */
   if (libssh2_sftp_mkdir(ssh->sftp, remote, (mode & 0777) | 0700) != 0) {
     LIBSSH2_SFTP_ATTRIBUTES attrs;
@@ -975,7 +984,7 @@ static gboolean upload_dir(HutchSsh *ssh, int fd, const char *shown, const char 
       continue;
     g_autofree char *local_child = g_build_filename(shown, entry->d_name, NULL);
     g_autofree char *remote_child = remote_join(remote, entry->d_name);
-    if (!upload_entry(ssh, fd, entry->d_name, local_child, remote_child, error)) {
+    if (!upload_entry(ssh, fd, entry->d_name, local_child, remote_child, depth, error)) {
       ok = FALSE;
       break;
     }
@@ -1018,7 +1027,7 @@ gboolean hutch_ssh_upload(HutchSsh *ssh, const char *local_path, const char *rem
     g_free(target);
     target = g_steal_pointer(&inside);
   }
-  gboolean ok = S_ISDIR(st.st_mode) ? upload_dir(ssh, fd, local_path, target, st.st_mode, error)
+  gboolean ok = S_ISDIR(st.st_mode) ? upload_dir(ssh, fd, local_path, target, st.st_mode, 0, error)
                                     : upload_file(ssh, fd, local_path, target, st.st_mode, error);
   if (!ok)
     g_prefix_error(error, "uploading %s to %s: ", local_path, ssh->where);
@@ -1076,7 +1085,13 @@ static gboolean download_file(HutchSsh *ssh, const char *remote, int dirfd, cons
  * leads nowhere. Every name the server lists is checked: "." and ".." (which servers list)
  * are skipped, any other invalid name fails the copy. */
 static gboolean download_dir(HutchSsh *ssh, const char *remote, int dirfd, const char *name,
-                             const char *shown, unsigned long mode, GError **error) {
+                             const char *shown, unsigned long mode, guint depth, GError **error) {
+  if (depth > COPY_MAX_DEPTH) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED,
+                "%s: more than %d directory levels (refusing to copy deeper)", remote,
+                COPY_MAX_DEPTH);
+    return FALSE;
+  }
   g_auto(HutchFd) fd = hutch_hostpath_make_child_dir(dirfd, name, 0700, shown, error);
   if (fd < 0)
     return FALSE;
@@ -1116,7 +1131,8 @@ static gboolean download_dir(HutchSsh *ssh, const char *remote, int dirfd, const
     /* readdir reports lstat() attributes, so links are seen as links and skipped, as in
      * OpenSSH's sftp. */
     if (LIBSSH2_SFTP_S_ISDIR(attrs.permissions))
-      ok = download_dir(ssh, remote_child, fd, entry, local_child, attrs.permissions, error);
+      ok = download_dir(ssh, remote_child, fd, entry, local_child, attrs.permissions, depth + 1,
+                        error);
     else if (LIBSSH2_SFTP_S_ISREG(attrs.permissions))
       ok = download_file(ssh, remote_child, fd, entry, local_child, attrs.permissions, error);
     if (!ok)
@@ -1241,7 +1257,7 @@ gboolean hutch_ssh_download(HutchSsh *ssh, const char *remote_path_arg, const ch
   } else {
     shown = g_strdup(local_path);
   }
-  gboolean ok = is_dir ? download_dir(ssh, source, dirfd, name, shown, attrs.permissions, error)
+  gboolean ok = is_dir ? download_dir(ssh, source, dirfd, name, shown, attrs.permissions, 0, error)
                        : download_file(ssh, source, dirfd, name, shown, attrs.permissions, error);
   if (!ok)
     g_prefix_error(error, "downloading %s from %s to %s: ", remote_path_arg, ssh->where,

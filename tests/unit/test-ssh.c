@@ -791,6 +791,30 @@ static void test_sftp_planted_links(void) {
   g_assert_false(g_file_test(up_keydir, G_FILE_TEST_EXISTS | G_FILE_TEST_IS_SYMLINK));
 }
 
+/* A tree deeper than hutch copies (a hostile server can list a directory in every directory):
+ * an error, both ways. */
+static void test_sftp_depth(void) {
+  if (!sshd_fixture_ready(&fx))
+    return;
+  g_autoptr(HutchSsh) ssh = connect_ok();
+  g_autoptr(GError) error = NULL;
+  g_autoptr(GString) deep = g_string_new(fx.home);
+  g_string_append(deep, "/deep");
+  for (guint i = 0; i < 130; i++)
+    g_string_append(deep, "/d");
+  g_assert_cmpint(g_mkdir_with_parents(deep->str, 0700), ==, 0);
+  g_autofree char *down = g_build_filename(fx.dir, "deep-down", NULL);
+  g_assert_false(hutch_ssh_download(ssh, "deep", down, TRUE, &error));
+  assert_error_has(&error, "more than 128 directory levels (refusing to copy deeper)");
+  g_autofree char *local = g_build_filename(fx.dir, "deep-up", NULL);
+  g_autoptr(GString) local_deep = g_string_new(local);
+  for (guint i = 0; i < 130; i++)
+    g_string_append(local_deep, "/d");
+  g_assert_cmpint(g_mkdir_with_parents(local_deep->str, 0700), ==, 0);
+  g_assert_false(hutch_ssh_upload(ssh, local, "~/deep-up", TRUE, &error));
+  assert_error_has(&error, "more than 128 directory levels (refusing to copy deeper)");
+}
+
 /* A REALPATH answer, from a guest whose root replaced its sftp-server, only ever gives a name:
  * "/home/x/.." once made hutch copy the guest's home into the destination's parent. */
 static void test_realpath_name(void) {
@@ -958,6 +982,7 @@ int main(int argc, char **argv) {
   g_test_add_func("/ssh/sftp-planted-links", test_sftp_planted_links);
   g_test_add_func("/ssh/sftp-realpath-name", test_sftp_realpath_name);
   g_test_add_func("/ssh/realpath-name", test_realpath_name);
+  g_test_add_func("/ssh/sftp-depth", test_sftp_depth);
   g_test_add_func("/ssh/generate-keypair", test_generate_keypair);
   g_test_add_func("/ssh/client-key", test_client_key);
   return g_test_run();
