@@ -6,7 +6,8 @@
  * and it can plant a link there at any moment ("share/x -> ~/.ssh", "file ->
  * ~/.ssh/id_ed25519") or rename directories while hutch copies. A link root owns was made by
  * the system (/home -> var/home), never through a share: virtiofsd maps guest ids to the host
- * user or its subordinate ids. */
+ * user or its subordinate ids (when hutch itself runs as root, no link is trusted: see
+ * hutch_hostpath_link_is_trusted). */
 #pragma once
 
 #include <sys/stat.h>
@@ -30,8 +31,14 @@ gboolean hutch_hostpath_name_is_safe(const char *name, gsize len);
  * every other byte (and the backslash) becomes \xHH; at most 64 bytes are shown. */
 char *hutch_hostpath_name_display(const char *name, gsize len);
 
-/* Whether a walk follows a symbolic link whose lstat is st: only when root owns it. */
-gboolean hutch_hostpath_link_is_trusted(const struct stat *st);
+/* Whether a walk by a process with effective uid euid follows a symbolic link whose lstat is
+ * st: only when root owns it, and never when we are root ourselves: hutch run as root runs
+ * virtiofsd without a user namespace, so guest root's files in a share are host root's. */
+gboolean hutch_hostpath_link_is_trusted(const struct stat *st, uid_t euid);
+
+/* The one refusal of a link that is not trusted: "refusing to VERB the symbolic link SHOWN
+ * (WHY): name the real path", VERB being "follow" or "write through". */
+void hutch_hostpath_refuse_link(GError **error, const char *verb, const char *shown, uid_t euid);
 
 /* Opens a path the user named: relative ones from the working directory, absolute ones from
  * "/", one component at a time (".." as typed is the physical parent). A component that is
@@ -43,6 +50,9 @@ gboolean hutch_hostpath_link_is_trusted(const struct stat *st);
  * HUTCH_ERROR_NOT_FOUND, a special file opened for reading HUTCH_ERROR_USAGE; errors name
  * the path. Returns the descriptor, or -1 with error set. */
 int hutch_hostpath_open(const char *path, int flags, GError **error);
+/* The same walk as if hutch ran with effective uid euid: for tests, which run as root and as
+ * an ordinary user. */
+int hutch_hostpath_open_as(const char *path, int flags, uid_t euid, GError **error);
 
 /* Opens the directory holding path's last component (as hutch_hostpath_open with
  * O_PATH | O_DIRECTORY) and returns that component in ret_name: "a/b" -> "a", "b";

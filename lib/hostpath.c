@@ -48,8 +48,16 @@ char *hutch_hostpath_name_display(const char *name, gsize len) {
   return g_string_free(out, FALSE);
 }
 
-gboolean hutch_hostpath_link_is_trusted(const struct stat *st) {
-  return S_ISLNK(st->st_mode) && st->st_uid == 0;
+gboolean hutch_hostpath_link_is_trusted(const struct stat *st, uid_t euid) {
+  return S_ISLNK(st->st_mode) && st->st_uid == 0 && euid != 0;
+}
+
+void hutch_hostpath_refuse_link(GError **error, const char *verb, const char *shown, uid_t euid) {
+  g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED,
+              "refusing to %s the symbolic link %s (%s): name the real path", verb, shown,
+              euid != 0 ? "not owned by root; a guest could have planted it through a share"
+                        : "hutch runs as root, so a guest could have planted even a root-owned "
+                          "link through a share");
 }
 
 static void set_errno_error(GError **error, int saved_errno, const char *shown) {
@@ -112,7 +120,7 @@ static int open_final(int dirfd, const char *name, HutchFd *entry, const struct 
 /* Resolves path from dirfd (absolute paths from "/"), opening the last component with flags.
  * where is the path walked so far, for messages: components are appended as they are
  * walked, and a followed link's target takes the link's place. */
-static int walk(int dirfd, const char *path, int flags, guint *links, GString *where,
+static int walk(int dirfd, const char *path, int flags, uid_t euid, guint *links, GString *where,
                 GError **error) {
   g_auto(HutchFd) cur = -1;
   if (path[0] == '/') {
@@ -156,11 +164,8 @@ static int walk(int dirfd, const char *path, int flags, guint *links, GString *w
       return -1;
     }
     if (S_ISLNK(st.st_mode)) {
-      if (!hutch_hostpath_link_is_trusted(&st)) {
-        g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED,
-                    "refusing to follow the symbolic link %s (not owned by root; a guest "
-                    "could have planted it through a share): name the real path",
-                    where->str);
+      if (!hutch_hostpath_link_is_trusted(&st, euid)) {
+        hutch_hostpath_refuse_link(error, "follow", where->str, euid);
         return -1;
       }
       if (++*links > HUTCH_HOSTPATH_MAX_LINKS) {
@@ -172,7 +177,7 @@ static int walk(int dirfd, const char *path, int flags, guint *links, GString *w
         return -1;
       g_string_truncate(where, where_len);
       g_auto(HutchFd) next =
-          walk(cur, target, last ? flags : O_PATH | O_DIRECTORY, links, where, error);
+          walk(cur, target, last ? flags : O_PATH | O_DIRECTORY, euid, links, where, error);
       if (next < 0)
         return -1;
       hutch_fd_close(cur);
@@ -196,12 +201,16 @@ static int walk(int dirfd, const char *path, int flags, guint *links, GString *w
   return ret;
 }
 
-int hutch_hostpath_open(const char *path, int flags, GError **error) {
+int hutch_hostpath_open_as(const char *path, int flags, uid_t euid, GError **error) {
   g_return_val_if_fail(path != NULL, -1);
   g_return_val_if_fail((flags & (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC)) == 0, -1);
   guint links = 0;
   g_autoptr(GString) where = g_string_new(NULL);
-  return walk(AT_FDCWD, path, flags, &links, where, error);
+  return walk(AT_FDCWD, path, flags, euid, &links, where, error);
+}
+
+int hutch_hostpath_open(const char *path, int flags, GError **error) {
+  return hutch_hostpath_open_as(path, flags, geteuid(), error);
 }
 
 int hutch_hostpath_open_parent(const char *path, char **ret_name, GError **error) {

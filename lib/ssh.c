@@ -1171,11 +1171,8 @@ static int local_destination(const char *local_path, gboolean source_is_dir, cha
     return fd;
   }
   if (S_ISLNK(st.st_mode)) {
-    if (!hutch_hostpath_link_is_trusted(&st)) {
-      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED,
-                  "refusing to write through the symbolic link %s (not owned by root; a guest "
-                  "could have planted it through a share): name the real path",
-                  local_path);
+    if (!hutch_hostpath_link_is_trusted(&st, geteuid())) {
+      hutch_hostpath_refuse_link(error, "write through", local_path, geteuid());
       return -1;
     }
     /* A system link (/tmp -> private/tmp): fine to go into, never to write through. */

@@ -719,7 +719,7 @@ static void test_sftp_planted_links(void) {
   g_autofree char *below_link = g_build_filename(dir_link, "x", NULL);
   g_assert_false(hutch_ssh_download(ssh, "guest.txt", below_link, FALSE, &error));
   g_clear_pointer(&want, g_free);
-  want = g_strdup_printf("refusing to follow the symbolic link %s (not owned by root", dir_link);
+  want = g_strdup_printf("refusing to follow the symbolic link %s (", dir_link);
   assert_error_has(&error, want);
   g_assert_false(hutch_ssh_download(ssh, "ltree", dir_link, TRUE, &error));
   g_clear_error(&error);
@@ -763,7 +763,7 @@ static void test_sftp_planted_links(void) {
    * file or a directory) are skipped, so no secret leaves the host. */
   g_assert_false(hutch_ssh_upload(ssh, file_link, "~/leak", FALSE, &error));
   g_clear_pointer(&want, g_free);
-  want = g_strdup_printf("refusing to follow the symbolic link %s (not owned by root", file_link);
+  want = g_strdup_printf("refusing to follow the symbolic link %s (", file_link);
   assert_error_has(&error, want);
   g_autofree char *via_dir_link = g_build_filename(dir_link, "x", NULL);
   g_assert_false(hutch_ssh_upload(ssh, via_dir_link, "~/leak", FALSE, &error));
