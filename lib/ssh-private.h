@@ -54,11 +54,11 @@ int hutch_ssh_exec_capture(HutchSsh *ssh, const char *command, const char *stdin
  * escaped. Its modes are masked with 0777 and set with fchmod on our own descriptors.
  *
  * On the host every step goes through hostpath-private.h: the local path the user named is
- * walked following only root's symbolic links (another link is refused: "refusing to follow
- * the symbolic link PATH ..."); below it everything is opened by single names relative to
- * directory descriptors with O_NOFOLLOW. So a download never writes through a link (a
- * destination that is one is "refusing to write through the symbolic link PATH", also when
- * a guest plants it mid-copy inside a tree in one of its shares), a FIFO or device at a
+ * walked following only root's symbolic links (none when hutch runs as root; another link is
+ * refused: "refusing to follow the symbolic link PATH ..."); below it everything is opened by
+ * single names relative to directory descriptors with O_NOFOLLOW. So a download never writes
+ * through a link (a destination that is one is "refusing to write through the symbolic link PATH",
+ * also when a guest plants it mid-copy inside a tree in one of its shares), a FIFO or device at a
  * destination fails at once, and an upload never reads through a link swapped in during the
  * copy (an entry that changed between its lstat and its open is an error). */
 gboolean hutch_ssh_upload(HutchSsh *ssh, const char *local_path, const char *remote_path,
