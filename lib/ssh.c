@@ -1113,7 +1113,8 @@ static gboolean download_dir(HutchSsh *ssh, const char *remote, int dirfd, const
     if (n == 0)
       break;
     entry[n] = '\0';
-    if (strcmp(entry, ".") == 0 || strcmp(entry, "..") == 0)
+    /* By length: ".\0x" is no "." but an invalid name. */
+    if ((n == 1 && entry[0] == '.') || (n == 2 && entry[0] == '.' && entry[1] == '.'))
       continue;
     if (!hutch_hostpath_name_is_safe(entry, (gsize)n)) {
       g_autofree char *bad = hutch_hostpath_name_display(entry, (gsize)n);
