@@ -1,7 +1,9 @@
 /* ssh.c: libssh2 sessions to a guest with a pinned host key: exec, PTY shell, SFTP copies,
  * and the ed25519 keys hutch makes with ssh-keygen. See ssh-private.h. */
+#define _GNU_SOURCE /* O_PATH */
 #include "config.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -19,6 +21,7 @@
 #include <libssh2.h>
 #include <libssh2_sftp.h>
 
+#include "hostpath-private.h"
 #include "ssh-private.h"
 #include "util-private.h"
 
@@ -783,25 +786,51 @@ static char *remote_join(const char *dir, const char *name) {
                                     : g_strconcat(dir, "/", name, NULL);
 }
 
-/* The last component of a remote path; "." and ".." are resolved by the server. */
-static char *remote_basename(HutchSsh *ssh, const char *path, GError **error) {
-  g_autofree char *base = g_path_get_basename(path);
-  if (strcmp(base, ".") == 0 || strcmp(base, "..") == 0) {
-    char resolved[4096];
-    int n = libssh2_sftp_realpath(ssh->sftp, path, resolved, sizeof resolved - 1);
-    if (n < 0) {
-      set_sftp_error(ssh, error, "resolving %s", path);
-      return NULL;
-    }
-    resolved[n] = '\0';
-    g_free(base);
-    base = g_path_get_basename(resolved);
-  }
-  if (strcmp(base, "/") == 0 || strcmp(base, ".") == 0) {
-    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE, "%s has no name to copy it as", path);
+/* The longest file name or REALPATH answer we take from the server. */
+#define SFTP_NAME_MAX 4096
+/* How deep a copied tree may go (OpenSSH's sftp stops at 64): a server that lists a
+ * directory inside every directory must not exhaust our stack or descriptors. */
+#define COPY_MAX_DEPTH 128
+
+char *hutch_ssh_realpath_name(const char *path, const char *answer, gsize len, GError **error) {
+  if (len == 1 && answer[0] == '/') {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE,
+                "%s (the guest's /) has no name to copy it as", path);
     return NULL;
   }
-  return g_steal_pointer(&base);
+  gsize start = len;
+  while (start > 0 && answer[start - 1] != '/')
+    start--;
+  if (!hutch_hostpath_name_is_safe(answer + start, len - start)) {
+    g_autofree char *shown = hutch_hostpath_name_display(answer, len);
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED,
+                "resolving %s: the guest's SFTP server answered \"%s\", which does not end in "
+                "a valid file name (refusing to copy)",
+                path, shown);
+    return NULL;
+  }
+  return g_strndup(answer + start, len - start);
+}
+
+/* The name a remote source is copied as (into an existing local directory): the last
+ * component of its path, or for "." and ".." (so "NAME:" and "NAME:~") the name in the
+ * server's REALPATH answer (hutch_ssh_realpath_name). */
+static char *remote_basename(HutchSsh *ssh, const char *path, GError **error) {
+  g_autofree char *base = g_path_get_basename(path);
+  if (strcmp(base, ".") != 0 && strcmp(base, "..") != 0) {
+    if (!hutch_hostpath_name_is_safe(base, strlen(base))) {
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE, "%s has no name to copy it as", path);
+      return NULL;
+    }
+    return g_steal_pointer(&base);
+  }
+  g_autofree char *resolved = g_malloc(SFTP_NAME_MAX);
+  int n = libssh2_sftp_realpath(ssh->sftp, path, resolved, SFTP_NAME_MAX - 1);
+  if (n < 0) {
+    set_sftp_error(ssh, error, "resolving %s", path);
+    return NULL;
+  }
+  return hutch_ssh_realpath_name(path, resolved, (gsize)n, error);
 }
 
 static char *local_basename(const char *path, GError **error) {
@@ -840,19 +869,19 @@ static gboolean remote_chmod(HutchSsh *ssh, LIBSSH2_SFTP_HANDLE *handle, const c
 }
 
 /* Modes are copied without setuid, setgid and sticky bits: a file from the guest must not
- * become a setuid program of the host user, and the reverse is no more useful. */
-static gboolean upload_file(HutchSsh *ssh, const char *local, const char *remote, mode_t mode,
-                            gboolean nofollow, GError **error) {
-  int fd = open(local, O_RDONLY | O_CLOEXEC | (nofollow ? O_NOFOLLOW : 0));
-  if (fd < 0) {
-    set_local_error(error, errno, "opening %s", local);
-    return FALSE;
-  }
+ * become a setuid program of the host user, and the reverse is no more useful.
+ *
+ * Local files are only ever reached through descriptors (hostpath-private.h): the source
+ * the user named is opened with the walker, everything below it by single names with
+ * O_NOFOLLOW, so a link a guest swaps into a share during an upload is never read through,
+ * and a download never writes outside the destination the user named. shown (the local
+ * path) is only for messages. */
+static gboolean upload_file(HutchSsh *ssh, int fd, const char *shown, const char *remote,
+                            mode_t mode, GError **error) {
   LIBSSH2_SFTP_HANDLE *handle = libssh2_sftp_open(
       ssh->sftp, remote, LIBSSH2_FXF_WRITE | LIBSSH2_FXF_CREAT | LIBSSH2_FXF_TRUNC, mode & 0777);
   if (!handle) {
     set_sftp_error(ssh, error, "creating %s", remote);
-    close(fd);
     return FALSE;
   }
   g_autofree char *buf = g_malloc(COPY_BUFFER_SIZE);
@@ -862,7 +891,7 @@ static gboolean upload_file(HutchSsh *ssh, const char *local, const char *remote
     if (n < 0 && errno == EINTR)
       continue;
     if (n < 0) {
-      set_local_error(error, errno, "reading %s", local);
+      set_local_error(error, errno, "reading %s", shown);
       ok = FALSE;
       break;
     }
@@ -887,12 +916,41 @@ static gboolean upload_file(HutchSsh *ssh, const char *local, const char *remote
     set_sftp_error(ssh, error, "closing %s", remote);
     ok = FALSE;
   }
-  close(fd);
   return ok;
 }
 
-static gboolean upload_dir(HutchSsh *ssh, const char *local, const char *remote, mode_t mode,
-                           GError **error) {
+static gboolean upload_dir(HutchSsh *ssh, int fd, const char *shown, const char *remote,
+                           mode_t mode, guint depth, GError **error);
+
+/* One entry of a local directory being uploaded: decided by its lstat (like OpenSSH's sftp,
+ * only directories and regular files are copied; links and special files are skipped), then
+ * opened by name without following a link and checked to be the same file. */
+static gboolean upload_entry(HutchSsh *ssh, int dirfd, const char *name, const char *shown,
+                             const char *remote, guint depth, GError **error) {
+  struct stat st;
+  if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+    set_local_error(error, errno, "reading %s", shown);
+    return FALSE;
+  }
+  if (!S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode))
+    return TRUE;
+  g_auto(HutchFd) fd = S_ISDIR(st.st_mode)
+                           ? hutch_hostpath_open_child_dir(dirfd, name, &st, shown, error)
+                           : hutch_hostpath_open_child_file(dirfd, name, &st, shown, error);
+  if (fd < 0)
+    return FALSE;
+  return S_ISDIR(st.st_mode) ? upload_dir(ssh, fd, shown, remote, st.st_mode, depth + 1, error)
+                             : upload_file(ssh, fd, shown, remote, st.st_mode, error);
+}
+
+static gboolean upload_dir(HutchSsh *ssh, int fd, const char *shown, const char *remote,
+                           mode_t mode, guint depth, GError **error) {
+  if (depth > COPY_MAX_DEPTH) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED,
+                "%s: more than %d directory levels (refusing to copy deeper)", shown,
+                COPY_MAX_DEPTH);
+    return FALSE;
+  }
   /* Made writable for us first; the real mode comes once the contents are in. */
   if (libssh2_sftp_mkdir(ssh->sftp, remote, (mode & 0777) | 0700) != 0) {
     LIBSSH2_SFTP_ATTRIBUTES attrs;
@@ -902,51 +960,55 @@ static gboolean upload_dir(HutchSsh *ssh, const char *local, const char *remote,
       return FALSE;
     }
   }
-  g_autoptr(GError) local_error = NULL;
-  g_autoptr(GDir) dir = g_dir_open(local, 0, &local_error);
+  /* fdopendir takes the descriptor it is given: a duplicate, so that fd stays ours. */
+  int listing_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  DIR *dir = listing_fd >= 0 ? fdopendir(listing_fd) : NULL;
   if (!dir) {
-    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "%s", local_error->message);
+    set_local_error(error, errno, "reading the directory %s", shown);
+    if (listing_fd >= 0)
+      close(listing_fd);
     return FALSE;
   }
-  const char *name;
-  while ((name = g_dir_read_name(dir))) {
-    g_autofree char *local_child = g_build_filename(local, name, NULL);
-    g_autofree char *remote_child = remote_join(remote, name);
-    GStatBuf st;
-    if (g_lstat(local_child, &st) < 0) {
-      set_local_error(error, errno, "reading %s", local_child);
-      return FALSE;
+  gboolean ok = TRUE;
+  for (;;) {
+    errno = 0;
+    struct dirent *entry = readdir(dir);
+    if (!entry) {
+      if (errno != 0) {
+        set_local_error(error, errno, "reading the directory %s", shown);
+        ok = FALSE;
+      }
+      break;
     }
-    /* Like OpenSSH's sftp: inside a tree only directories and regular files are copied;
-     * symbolic links and special files are skipped. */
-    if (S_ISDIR(st.st_mode)) {
-      if (!upload_dir(ssh, local_child, remote_child, st.st_mode, error))
-        return FALSE;
-    } else if (S_ISREG(st.st_mode)) {
-      if (!upload_file(ssh, local_child, remote_child, st.st_mode, TRUE, error))
-        return FALSE;
+    if (strcmp(entry->d_name, ".") == 0 || strcmp(entry->d_name, "..") == 0)
+      continue;
+    g_autofree char *local_child = g_build_filename(shown, entry->d_name, NULL);
+    g_autofree char *remote_child = remote_join(remote, entry->d_name);
+    if (!upload_entry(ssh, fd, entry->d_name, local_child, remote_child, depth, error)) {
+      ok = FALSE;
+      break;
     }
   }
-  return remote_chmod(ssh, NULL, remote, mode, error);
+  closedir(dir);
+  return ok && remote_chmod(ssh, NULL, remote, mode, error);
 }
 
 gboolean hutch_ssh_upload(HutchSsh *ssh, const char *local_path, const char *remote_path_arg,
                           gboolean recursive, GError **error) {
   if (!get_sftp(ssh, error))
     return FALSE;
-  GStatBuf st;
-  if (g_stat(local_path, &st) < 0) {
-    set_local_error(error, errno, "uploading %s", local_path);
+  /* Only directories and regular files open, and only through root's links. */
+  g_auto(HutchFd) fd = hutch_hostpath_open(local_path, O_RDONLY, error);
+  struct stat st;
+  if (fd < 0 || fstat(fd, &st) < 0) {
+    if (fd >= 0)
+      set_local_error(error, errno, "%s", local_path);
+    g_prefix_error(error, "uploading: ");
     return FALSE;
   }
   if (S_ISDIR(st.st_mode) && !recursive) {
     g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE,
                 "uploading %s: it is a directory (copy it recursively)", local_path);
-    return FALSE;
-  }
-  if (!S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode)) {
-    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE,
-                "uploading %s: not a regular file or directory", local_path);
     return FALSE;
   }
   g_autofree char *target = remote_path(remote_path_arg);
@@ -965,27 +1027,25 @@ gboolean hutch_ssh_upload(HutchSsh *ssh, const char *local_path, const char *rem
     g_free(target);
     target = g_steal_pointer(&inside);
   }
-  gboolean ok = S_ISDIR(st.st_mode)
-                    ? upload_dir(ssh, local_path, target, st.st_mode, error)
-                    : upload_file(ssh, local_path, target, st.st_mode, FALSE, error);
+  gboolean ok = S_ISDIR(st.st_mode) ? upload_dir(ssh, fd, local_path, target, st.st_mode, 0, error)
+                                    : upload_file(ssh, fd, local_path, target, st.st_mode, error);
   if (!ok)
     g_prefix_error(error, "uploading %s to %s: ", local_path, ssh->where);
   return ok;
 }
 
-static gboolean download_file(HutchSsh *ssh, const char *remote, const char *local,
-                              unsigned long mode, gboolean nofollow, GError **error) {
+/* Writes the remote file to name below dirfd (created 0600, or truncated; never through a
+ * link, never into a FIFO or device), then gives it the remote mode & 0777. */
+static gboolean download_file(HutchSsh *ssh, const char *remote, int dirfd, const char *name,
+                              const char *shown, unsigned long mode, GError **error) {
   /* Remote first, so that a missing source does not truncate the destination. */
   LIBSSH2_SFTP_HANDLE *handle = libssh2_sftp_open(ssh->sftp, remote, LIBSSH2_FXF_READ, 0);
   if (!handle) {
     set_sftp_error(ssh, error, "opening %s", remote);
     return FALSE;
   }
-  /* Inside a tree, never write through a symbolic link that is already there. */
-  int fd =
-      open(local, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | (nofollow ? O_NOFOLLOW : 0), 0600);
+  g_auto(HutchFd) fd = hutch_hostpath_create_child_file(dirfd, name, shown, error);
   if (fd < 0) {
-    set_local_error(error, errno, "creating %s", local);
     libssh2_sftp_close_handle(handle);
     return FALSE;
   }
@@ -1001,43 +1061,50 @@ static gboolean download_file(HutchSsh *ssh, const char *remote, const char *loc
     if (n == 0)
       break;
     if (!write_all(fd, buf, (gsize)n, error)) {
-      g_prefix_error(error, "%s: ", local);
+      g_prefix_error(error, "%s: ", shown);
       ok = FALSE;
       break;
     }
   }
   libssh2_sftp_close_handle(handle);
   if (ok && fchmod(fd, (mode_t)(mode & 0777)) < 0) {
-    set_local_error(error, errno, "setting the mode of %s", local);
+    set_local_error(error, errno, "setting the mode of %s", shown);
     ok = FALSE;
   }
-  if (close(fd) < 0 && ok) {
-    set_local_error(error, errno, "writing %s", local);
+  int written = fd;
+  fd = -1;
+  if (close(written) < 0 && ok) {
+    set_local_error(error, errno, "writing %s", shown);
     ok = FALSE;
   }
   return ok;
 }
 
-static gboolean download_dir(HutchSsh *ssh, const char *remote, const char *local,
-                             unsigned long mode, GError **error) {
-  if (g_mkdir(local, 0700) < 0) {
-    int saved = errno;
-    GStatBuf st;
-    if (saved != EEXIST || g_lstat(local, &st) < 0 || !S_ISDIR(st.st_mode)) {
-      set_local_error(error, saved, "creating the directory %s", local);
-      return FALSE;
-    }
+/* Makes (or reuses) the directory name below dirfd and fills it; everything below is
+ * created relative to its descriptor, so a directory the guest swaps for a link meanwhile
+ * leads nowhere. Every name the server lists is checked: "." and ".." (which servers list)
+ * are skipped, any other invalid name fails the copy. */
+static gboolean download_dir(HutchSsh *ssh, const char *remote, int dirfd, const char *name,
+                             const char *shown, unsigned long mode, guint depth, GError **error) {
+  if (depth > COPY_MAX_DEPTH) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED,
+                "%s: more than %d directory levels (refusing to copy deeper)", remote,
+                COPY_MAX_DEPTH);
+    return FALSE;
   }
+  g_auto(HutchFd) fd = hutch_hostpath_make_child_dir(dirfd, name, 0700, shown, error);
+  if (fd < 0)
+    return FALSE;
   LIBSSH2_SFTP_HANDLE *handle = libssh2_sftp_opendir(ssh->sftp, remote);
   if (!handle) {
     set_sftp_error(ssh, error, "opening the directory %s", remote);
     return FALSE;
   }
   gboolean ok = TRUE;
-  char name[4096];
+  g_autofree char *entry = g_malloc(SFTP_NAME_MAX);
   for (;;) {
     LIBSSH2_SFTP_ATTRIBUTES attrs = {0};
-    int n = libssh2_sftp_readdir(handle, name, sizeof name - 1, &attrs);
+    int n = libssh2_sftp_readdir(handle, entry, SFTP_NAME_MAX - 1, &attrs);
     if (n < 0) {
       set_sftp_error(ssh, error, "reading the directory %s", remote);
       ok = FALSE;
@@ -1045,28 +1112,104 @@ static gboolean download_dir(HutchSsh *ssh, const char *remote, const char *loca
     }
     if (n == 0)
       break;
-    name[n] = '\0';
-    /* The names come from the guest: nothing that could step out of the destination. */
-    if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0 || strchr(name, '/') ||
-        !(attrs.flags & LIBSSH2_SFTP_ATTR_PERMISSIONS))
+    entry[n] = '\0';
+    /* By length: ".\0x" is no "." but an invalid name. */
+    if ((n == 1 && entry[0] == '.') || (n == 2 && entry[0] == '.' && entry[1] == '.'))
       continue;
-    g_autofree char *remote_child = remote_join(remote, name);
-    g_autofree char *local_child = g_build_filename(local, name, NULL);
+    if (!hutch_hostpath_name_is_safe(entry, (gsize)n)) {
+      g_autofree char *bad = hutch_hostpath_name_display(entry, (gsize)n);
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED,
+                  "reading the directory %s: the guest's SFTP server listed an invalid file "
+                  "name \"%s\" (refusing to copy)",
+                  remote, bad);
+      ok = FALSE;
+      break;
+    }
+    if (!(attrs.flags & LIBSSH2_SFTP_ATTR_PERMISSIONS))
+      continue;
+    g_autofree char *remote_child = remote_join(remote, entry);
+    g_autofree char *local_child = g_build_filename(shown, entry, NULL);
     /* readdir reports lstat() attributes, so links are seen as links and skipped, as in
      * OpenSSH's sftp. */
     if (LIBSSH2_SFTP_S_ISDIR(attrs.permissions))
-      ok = download_dir(ssh, remote_child, local_child, attrs.permissions, error);
+      ok = download_dir(ssh, remote_child, fd, entry, local_child, attrs.permissions, depth + 1,
+                        error);
     else if (LIBSSH2_SFTP_S_ISREG(attrs.permissions))
-      ok = download_file(ssh, remote_child, local_child, attrs.permissions, TRUE, error);
+      ok = download_file(ssh, remote_child, fd, entry, local_child, attrs.permissions, error);
     if (!ok)
       break;
   }
   libssh2_sftp_closedir(handle);
-  if (ok && g_chmod(local, (int)(mode & 0777)) < 0) {
-    set_local_error(error, errno, "setting the mode of %s", local);
+  if (ok && fchmod(fd, (mode_t)(mode & 0777)) < 0) {
+    set_local_error(error, errno, "setting the mode of %s", shown);
     ok = FALSE;
   }
   return ok;
+}
+
+/* Where a download goes, like cp: when the destination the user named is a directory (root's
+ * links followed, see hostpath-private.h), the source goes inside it (*ret_inside; the name
+ * is the source's); otherwise the destination's last component is created or replaced in
+ * its parent (*ret_name), and a link there is refused. Returns the directory's descriptor. */
+static int local_destination(const char *local_path, gboolean source_is_dir, char **ret_name,
+                             gboolean *ret_inside, GError **error) {
+  g_autofree char *name = NULL;
+  g_auto(HutchFd) parent = hutch_hostpath_open_parent(local_path, &name, error);
+  if (parent < 0)
+    return -1;
+  gboolean want_dir = g_str_has_suffix(local_path, "/");
+  struct stat st;
+  if (fstatat(parent, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+    int saved = errno;
+    if (saved != ENOENT || (want_dir && !source_is_dir)) {
+      set_local_error(error, saved, "%s", local_path);
+      return -1;
+    }
+    *ret_inside = FALSE;
+    *ret_name = g_steal_pointer(&name);
+    int fd = parent;
+    parent = -1;
+    return fd;
+  }
+  if (S_ISLNK(st.st_mode)) {
+    if (!hutch_hostpath_link_is_trusted(&st, geteuid())) {
+      hutch_hostpath_refuse_link(error, "write through", local_path, geteuid());
+      return -1;
+    }
+    /* A system link (/tmp -> private/tmp): fine to go into, never to write through. */
+    g_auto(HutchFd) target = hutch_hostpath_open(local_path, O_PATH, error);
+    struct stat target_st;
+    if (target < 0 || fstat(target, &target_st) < 0) {
+      if (target >= 0)
+        set_local_error(error, errno, "%s", local_path);
+      return -1;
+    }
+    if (!S_ISDIR(target_st.st_mode)) {
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED,
+                  "refusing to write through the symbolic link %s", local_path);
+      return -1;
+    }
+    *ret_inside = TRUE;
+    int fd = target;
+    target = -1;
+    return fd;
+  }
+  if (S_ISDIR(st.st_mode)) {
+    int fd = openat(parent, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+      set_local_error(error, errno, "%s", local_path);
+    *ret_inside = TRUE;
+    return fd;
+  }
+  if (want_dir) {
+    set_local_error(error, ENOTDIR, "%s", local_path);
+    return -1;
+  }
+  *ret_inside = FALSE;
+  *ret_name = g_steal_pointer(&name);
+  int fd = parent;
+  parent = -1;
+  return fd;
 }
 
 gboolean hutch_ssh_download(HutchSsh *ssh, const char *remote_path_arg, const char *local_path,
@@ -1094,19 +1237,26 @@ gboolean hutch_ssh_download(HutchSsh *ssh, const char *remote_path_arg, const ch
                 "downloading %s: not a regular file or directory", remote_path_arg);
     return FALSE;
   }
-  g_autofree char *target = g_strdup(local_path);
-  GStatBuf st;
-  if (g_stat(local_path, &st) == 0 && S_ISDIR(st.st_mode)) {
-    g_autofree char *base = remote_basename(ssh, source, error);
-    if (!base) {
+  g_autofree char *name = NULL;
+  gboolean inside = FALSE;
+  g_auto(HutchFd) dirfd = local_destination(local_path, is_dir, &name, &inside, error);
+  if (dirfd < 0) {
+    g_prefix_error(error, "downloading %s from %s: ", remote_path_arg, ssh->where);
+    return FALSE;
+  }
+  g_autofree char *shown = NULL;
+  if (inside) {
+    name = remote_basename(ssh, source, error);
+    if (!name) {
       g_prefix_error(error, "downloading from %s: ", ssh->where);
       return FALSE;
     }
-    g_free(target);
-    target = g_build_filename(local_path, base, NULL);
+    shown = g_build_filename(local_path, name, NULL);
+  } else {
+    shown = g_strdup(local_path);
   }
-  gboolean ok = is_dir ? download_dir(ssh, source, target, attrs.permissions, error)
-                       : download_file(ssh, source, target, attrs.permissions, FALSE, error);
+  gboolean ok = is_dir ? download_dir(ssh, source, dirfd, name, shown, attrs.permissions, 0, error)
+                       : download_file(ssh, source, dirfd, name, shown, attrs.permissions, error);
   if (!ok)
     g_prefix_error(error, "downloading %s from %s to %s: ", remote_path_arg, ssh->where,
                    local_path);

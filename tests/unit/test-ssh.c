@@ -647,6 +647,248 @@ static void test_sftp_recursive(void) {
   g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE);
 }
 
+/* A link as a guest would plant it through a share: not root's (given to nobody when the
+ * tests run as root, where every link we make would be root's). */
+static void plant_link(const char *target, const char *path) {
+  g_assert_cmpint(symlink(target, path), ==, 0);
+  if (getuid() == 0)
+    g_assert_cmpint(lchown(path, 65534, 65534), ==, 0);
+}
+
+static void assert_text(const char *path, const char *text) {
+  g_autofree char *got = NULL;
+  g_assert_true(g_file_get_contents(path, &got, NULL, NULL));
+  g_assert_cmpstr(got, ==, text);
+}
+
+static void assert_empty_dir(const char *path) {
+  g_autoptr(GDir) dir = g_dir_open(path, 0, NULL);
+  g_assert_nonnull(dir);
+  g_assert_null(g_dir_read_name(dir));
+}
+
+static void assert_error_has(GError **error, const char *needle) {
+  g_assert_nonnull(*error);
+  if (!strstr((*error)->message, needle))
+    g_error("expected \"%s\" in: %s", needle, (*error)->message);
+  g_clear_error(error);
+}
+
+static void on_alarm(int signo) {
+  /* A copy blocked (on a FIFO): fail, through the fixture's abort handler. */
+  abort();
+}
+
+/* Downloads never write outside the destination the user named, whatever a guest planted
+ * there (through a share of the same VM); uploads never read through a planted link. */
+static void test_sftp_planted_links(void) {
+  if (!sshd_fixture_ready(&fx))
+    return;
+  g_autoptr(HutchSsh) ssh = connect_ok();
+  g_autoptr(GError) error = NULL;
+  g_autofree char *secret = g_build_filename(fx.dir, "secret", NULL);
+  g_autofree char *secret_dir = g_build_filename(fx.dir, "secret-dir", NULL);
+  g_assert_true(g_file_set_contents(secret, "host secret", -1, NULL));
+  g_assert_cmpint(g_mkdir(secret_dir, 0700), ==, 0);
+  g_autofree char *remote_file = g_build_filename(fx.home, "guest.txt", NULL);
+  g_assert_true(g_file_set_contents(remote_file, "from the guest", -1, NULL));
+  g_autofree char *remote_tree = g_build_filename(fx.home, "ltree", NULL);
+  g_autofree char *remote_sub = g_build_filename(remote_tree, "sub", NULL);
+  g_assert_cmpint(g_mkdir_with_parents(remote_sub, 0755), ==, 0);
+  g_autofree char *remote_a = g_build_filename(remote_tree, "a.txt", NULL);
+  g_autofree char *remote_b = g_build_filename(remote_sub, "b.txt", NULL);
+  g_assert_true(g_file_set_contents(remote_a, "a", -1, NULL));
+  g_assert_true(g_file_set_contents(remote_b, "b", -1, NULL));
+
+  /* The destination file is a link: refused, its target unchanged. */
+  g_autofree char *file_link = g_build_filename(fx.dir, "dest-link", NULL);
+  plant_link(secret, file_link);
+  g_assert_false(hutch_ssh_download(ssh, "guest.txt", file_link, FALSE, &error));
+  g_autofree char *want =
+      g_strdup_printf("refusing to write through the symbolic link %s", file_link);
+  assert_error_has(&error, want);
+  assert_text(secret, "host secret");
+
+  /* A link to a directory as the destination, or in its path: refused, nothing written. */
+  g_autofree char *dir_link = g_build_filename(fx.dir, "dir-link", NULL);
+  plant_link(secret_dir, dir_link);
+  g_assert_false(hutch_ssh_download(ssh, "guest.txt", dir_link, FALSE, &error));
+  g_clear_pointer(&want, g_free);
+  want = g_strdup_printf("refusing to write through the symbolic link %s", dir_link);
+  assert_error_has(&error, want);
+  g_autofree char *below_link = g_build_filename(dir_link, "x", NULL);
+  g_assert_false(hutch_ssh_download(ssh, "guest.txt", below_link, FALSE, &error));
+  g_clear_pointer(&want, g_free);
+  want = g_strdup_printf("refusing to follow the symbolic link %s (", dir_link);
+  assert_error_has(&error, want);
+  g_assert_false(hutch_ssh_download(ssh, "ltree", dir_link, TRUE, &error));
+  g_clear_error(&error);
+  assert_empty_dir(secret_dir);
+
+  /* Inside a tree being copied into: a directory or a file swapped for a link. */
+  g_autofree char *into = g_build_filename(fx.dir, "into", NULL);
+  g_autofree char *into_tree = g_build_filename(into, "ltree", NULL);
+  g_autofree char *into_sub = g_build_filename(into_tree, "sub", NULL);
+  g_autofree char *into_a = g_build_filename(into_tree, "a.txt", NULL);
+  g_assert_cmpint(g_mkdir_with_parents(into_tree, 0700), ==, 0);
+  plant_link(secret_dir, into_sub);
+  g_assert_false(hutch_ssh_download(ssh, "ltree", into, TRUE, &error));
+  g_clear_pointer(&want, g_free);
+  want = g_strdup_printf("refusing to write through the symbolic link %s", into_sub);
+  assert_error_has(&error, want);
+  assert_empty_dir(secret_dir);
+  g_assert_cmpint(g_unlink(into_sub), ==, 0);
+  plant_link(secret, into_a);
+  g_assert_false(hutch_ssh_download(ssh, "ltree", into, TRUE, &error));
+  g_clear_pointer(&want, g_free);
+  want = g_strdup_printf("refusing to write through the symbolic link %s", into_a);
+  assert_error_has(&error, want);
+  assert_text(secret, "host secret");
+  g_assert_cmpint(g_unlink(into_a), ==, 0);
+  g_assert_true(hutch_ssh_download(ssh, "ltree", into, TRUE, &error));
+  g_assert_no_error(error);
+  assert_text(into_a, "a");
+
+  /* A FIFO as the destination fails at once instead of blocking hutch. */
+  g_autofree char *fifo = g_build_filename(fx.dir, "fifo", NULL);
+  g_assert_cmpint(mkfifo(fifo, 0600), ==, 0);
+  signal(SIGALRM, on_alarm);
+  alarm(30);
+  g_assert_false(hutch_ssh_download(ssh, "guest.txt", fifo, FALSE, &error));
+  alarm(0);
+  signal(SIGALRM, SIG_DFL);
+  assert_error_has(&error, "fifo: not a regular file");
+
+  /* Uploads: a source named through a planted link is refused; links inside a tree (to a
+   * file or a directory) are skipped, so no secret leaves the host. */
+  g_assert_false(hutch_ssh_upload(ssh, file_link, "~/leak", FALSE, &error));
+  g_clear_pointer(&want, g_free);
+  want = g_strdup_printf("refusing to follow the symbolic link %s (", file_link);
+  assert_error_has(&error, want);
+  g_autofree char *via_dir_link = g_build_filename(dir_link, "x", NULL);
+  g_assert_false(hutch_ssh_upload(ssh, via_dir_link, "~/leak", FALSE, &error));
+  g_clear_error(&error);
+  g_autofree char *leak = g_build_filename(fx.home, "leak", NULL);
+  g_assert_false(g_file_test(leak, G_FILE_TEST_EXISTS));
+  g_autofree char *utree = g_build_filename(fx.dir, "utree", NULL);
+  g_assert_cmpint(g_mkdir(utree, 0755), ==, 0);
+  g_autofree char *plain = g_build_filename(utree, "plain", NULL);
+  g_assert_true(g_file_set_contents(plain, "plain", -1, NULL));
+  g_autofree char *key = g_build_filename(utree, "key", NULL);
+  g_autofree char *keydir = g_build_filename(utree, "keydir", NULL);
+  g_autofree char *secret_in_dir = g_build_filename(secret_dir, "id", NULL);
+  g_assert_true(g_file_set_contents(secret_in_dir, "host secret", -1, NULL));
+  plant_link(secret, key);
+  plant_link(secret_dir, keydir);
+  g_assert_true(hutch_ssh_upload(ssh, utree, "~/utree-up", TRUE, &error));
+  g_assert_no_error(error);
+  g_autofree char *up = g_build_filename(fx.home, "utree-up", NULL);
+  g_autofree char *up_plain = g_build_filename(up, "plain", NULL);
+  g_autofree char *up_key = g_build_filename(up, "key", NULL);
+  g_autofree char *up_keydir = g_build_filename(up, "keydir", NULL);
+  assert_text(up_plain, "plain");
+  g_assert_false(g_file_test(up_key, G_FILE_TEST_EXISTS | G_FILE_TEST_IS_SYMLINK));
+  g_assert_false(g_file_test(up_keydir, G_FILE_TEST_EXISTS | G_FILE_TEST_IS_SYMLINK));
+}
+
+/* A tree deeper than hutch copies (a hostile server can list a directory in every directory):
+ * an error, both ways. */
+static void test_sftp_depth(void) {
+  if (!sshd_fixture_ready(&fx))
+    return;
+  g_autoptr(HutchSsh) ssh = connect_ok();
+  g_autoptr(GError) error = NULL;
+  g_autoptr(GString) deep = g_string_new(fx.home);
+  g_string_append(deep, "/deep");
+  for (guint i = 0; i < 130; i++)
+    g_string_append(deep, "/d");
+  g_assert_cmpint(g_mkdir_with_parents(deep->str, 0700), ==, 0);
+  g_autofree char *down = g_build_filename(fx.dir, "deep-down", NULL);
+  g_assert_false(hutch_ssh_download(ssh, "deep", down, TRUE, &error));
+  assert_error_has(&error, "more than 128 directory levels (refusing to copy deeper)");
+  g_autofree char *local = g_build_filename(fx.dir, "deep-up", NULL);
+  g_autoptr(GString) local_deep = g_string_new(local);
+  for (guint i = 0; i < 130; i++)
+    g_string_append(local_deep, "/d");
+  g_assert_cmpint(g_mkdir_with_parents(local_deep->str, 0700), ==, 0);
+  g_assert_false(hutch_ssh_upload(ssh, local, "~/deep-up", TRUE, &error));
+  assert_error_has(&error, "more than 128 directory levels (refusing to copy deeper)");
+}
+
+/* A REALPATH answer, from a guest whose root replaced its sftp-server, only ever gives a name:
+ * "/home/x/.." once made hutch copy the guest's home into the destination's parent. */
+static void test_realpath_name(void) {
+  g_autoptr(GError) error = NULL;
+  const struct {
+    const char *answer;
+    gsize len;
+    const char *name; /* NULL: refused */
+  } cases[] = {
+      {"/home/x", 7, "x"},
+      {"/home/x y", 9, "x y"},
+      {"x", 1, "x"},
+      {"/home/...", 9, "..."},
+      {"/home/x/..", 10, NULL},
+      {"/home/x/.", 9, NULL},
+      {"..", 2, NULL},
+      {".", 1, NULL},
+      {"", 0, NULL},
+      {"/home/x/", 8, NULL},
+      {"/home/x\0/..", 11, NULL},
+      {"/home/a\0b", 9, NULL},
+      {"/home/..\0", 9, NULL},
+  };
+  for (gsize i = 0; i < G_N_ELEMENTS(cases); i++) {
+    g_autofree char *name = hutch_ssh_realpath_name("~", cases[i].answer, cases[i].len, &error);
+    if (cases[i].name) {
+      g_assert_no_error(error);
+      g_assert_cmpstr(name, ==, cases[i].name);
+      continue;
+    }
+    g_assert_null(name);
+    g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED);
+    g_assert_true(
+        g_str_has_prefix(error->message, "resolving ~: the guest's SFTP server answered \""));
+    g_assert_true(g_str_has_suffix(
+        error->message, "\", which does not end in a valid file name (refusing to copy)"));
+    g_clear_error(&error);
+  }
+  /* What reaches a terminal is escaped. */
+  g_assert_null(hutch_ssh_realpath_name("~", "/x\x1b[2J\n/..", 10, &error));
+  g_assert_cmpstr(error->message, ==,
+                  "resolving ~: the guest's SFTP server answered \"/x\\x1b[2J\\x0a/..\", which "
+                  "does not end in a valid file name (refusing to copy)");
+  g_clear_error(&error);
+  g_assert_null(hutch_ssh_realpath_name("~", "/", 1, &error));
+  g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE);
+}
+
+/* "NAME:", "NAME:~" and "x/..": the name comes from the server's REALPATH answer, as the
+ * last component only. */
+static void test_sftp_realpath_name(void) {
+  if (!sshd_fixture_ready(&fx))
+    return;
+  g_autoptr(HutchSsh) ssh = connect_ok();
+  g_autoptr(GError) error = NULL;
+  g_autofree char *remote = g_build_filename(fx.home, "rp", "inner", NULL);
+  g_assert_cmpint(g_mkdir_with_parents(remote, 0755), ==, 0);
+  g_autofree char *file = g_build_filename(remote, "f", NULL);
+  g_assert_true(g_file_set_contents(file, "f", -1, NULL));
+  g_autofree char *dest = g_build_filename(fx.dir, "rp-dest", NULL);
+  g_assert_cmpint(g_mkdir(dest, 0700), ==, 0);
+  g_assert_true(hutch_ssh_download(ssh, "~/rp/inner/..", dest, TRUE, &error));
+  g_assert_no_error(error);
+  g_autofree char *got = g_build_filename(dest, "rp", "inner", "f", NULL);
+  assert_text(got, "f");
+  g_assert_true(hutch_ssh_download(ssh, "rp/inner/.", dest, TRUE, &error));
+  g_assert_no_error(error);
+  g_autofree char *got_inner = g_build_filename(dest, "inner", "f", NULL);
+  assert_text(got_inner, "f");
+  /* The guest's / has no name. */
+  g_assert_false(hutch_ssh_download(ssh, "/", dest, TRUE, &error));
+  g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE);
+}
+
 /* ---- Keys ----------------------------------------------------------------------------- */
 
 static void test_generate_keypair(void) {
@@ -737,6 +979,10 @@ int main(int argc, char **argv) {
   g_test_add_func("/ssh/interactive-pty", test_interactive_pty);
   g_test_add_func("/ssh/sftp-file", test_sftp_file);
   g_test_add_func("/ssh/sftp-recursive", test_sftp_recursive);
+  g_test_add_func("/ssh/sftp-planted-links", test_sftp_planted_links);
+  g_test_add_func("/ssh/sftp-realpath-name", test_sftp_realpath_name);
+  g_test_add_func("/ssh/realpath-name", test_realpath_name);
+  g_test_add_func("/ssh/sftp-depth", test_sftp_depth);
   g_test_add_func("/ssh/generate-keypair", test_generate_keypair);
   g_test_add_func("/ssh/client-key", test_client_key);
   return g_test_run();
