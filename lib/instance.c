@@ -615,10 +615,9 @@ static gboolean start_steps(HutchContext *ctx, HutchInstance *instance, gboolean
   if (!g_file_test(stamp, G_FILE_TEST_EXISTS)) {
     /* First boot: READY is the provisioning runner's last word, but cloud-init's final stage
      * is still closing; wait for it so that `start` returns a settled guest. */
-    g_autofree char *out = NULL, *err = NULL;
     int status = hutch_ssh_exec_capture(ssh, "cloud-init status --wait >/dev/null; "
                                              "cloud-init status --long",
-                                        NULL, &out, &err, error);
+                                        NULL, NULL, NULL, error);
     if (status < 0)
       return FALSE;
     if (!hutch_write_file(stamp, "", 0, 0600, error))
