@@ -181,9 +181,13 @@ HUTCH_PUBLIC int hutch_shell(HutchContext *ctx, const char *name, const char *wo
 /* src and dst are local paths or NAME:PATH (exactly one of them remote). */
 HUTCH_PUBLIC gboolean hutch_copy(HutchContext *ctx, const char *src, const char *dst,
                                  gboolean recursive, GError **error);
-/* The serial console log and, when the VM runs, cloud-init's output and each provisioning
- * step's log from inside the guest. */
-HUTCH_PUBLIC char *hutch_logs(HutchContext *ctx, const char *name, GError **error);
+/* Writes the serial console log and, when the VM runs, cloud-init's output and each
+ * provisioning step's log from inside the guest to out_fd, as they are read (in pieces:
+ * nothing is held whole). The guest writes all of it: unless raw, it is sanitised like
+ * hutch_text_sanitize(HUTCH_TEXT_LINES) does. A guest that cannot be reached is a line in the
+ * output, not an error; failing to write to out_fd is one. */
+HUTCH_PUBLIC gboolean hutch_logs(HutchContext *ctx, const char *name, int out_fd, gboolean raw,
+                                 GError **error);
 /* An OpenSSH client configuration block for the instance. */
 HUTCH_PUBLIC char *hutch_ssh_config(HutchContext *ctx, const char *name, GError **error);
 
