@@ -393,13 +393,12 @@ static gboolean set_meta_ssh_port(virDomainPtr domain, guint port, GError **erro
   return TRUE;
 }
 
-/* The console's last lines for an error message. The guest writes the console: the text is
- * sanitised, and only the file's last CONSOLE_TAIL_BYTES are read, each line cut to
- * CONSOLE_TAIL_LINE_MAX bytes. */
+/* Only the file's last CONSOLE_TAIL_BYTES are read, each line cut to CONSOLE_TAIL_LINE_MAX
+ * bytes. */
 #define CONSOLE_TAIL_BYTES (64 * 1024)
 #define CONSOLE_TAIL_LINE_MAX 1024
 
-static char *tail_lines(const char *path, guint count) {
+char *hutch_console_tail(const char *path, guint count) {
   gsize len = 0;
   g_autofree char *raw = hutch_read_file_part(path, CONSOLE_TAIL_BYTES, TRUE, &len, NULL);
   if (!raw)
@@ -455,7 +454,7 @@ static gboolean wait_ready_channel(HutchContext *ctx, HutchInstance *instance,
   HutchReadyState state = HUTCH_READY_WAITING;
   while (state == HUTCH_READY_WAITING) {
     if (hutch_now() > deadline) {
-      g_autofree char *tail = tail_lines(console, 15);
+      g_autofree char *tail = hutch_console_tail(console, 15);
       g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_TIMEOUT,
                   "'%s' was not ready within %u s (boot_timeout); the console's last lines "
                   "(hutch logs %s):%s",
@@ -475,7 +474,7 @@ static gboolean wait_ready_channel(HutchContext *ctx, HutchInstance *instance,
       g_usleep(200 * 1000);
     }
     if (!hutch_instance_is_active(instance)) {
-      g_autofree char *tail = tail_lines(console, 15);
+      g_autofree char *tail = hutch_console_tail(console, 15);
       g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED,
                   "'%s' stopped while booting; the console's last lines:%s", instance->name,
                   tail);

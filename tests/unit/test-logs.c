@@ -185,6 +185,34 @@ static void test_info_no_more(Fixture *f, gconstpointer data) {
   g_assert_false(json_object_has_member(info, "optional_failed_more"));
 }
 
+/* The console's last lines in `start`'s errors: sanitised, from the file's end only, each
+ * line bounded. */
+static void test_console_tail(Fixture *f, gconstpointer data) {
+  g_autofree char *path = g_build_filename(f->dir, HUTCH_INSTANCE_CONSOLE, NULL);
+  g_autofree char *missing = hutch_console_tail(path, 3);
+  g_assert_cmpstr(missing, ==, "(no console log)");
+
+  g_autoptr(GString) console = g_string_new(NULL);
+  for (guint i = 0; i < 100000; i++)
+    g_string_append_printf(console, "early line %u\r\n", i);
+  g_string_append(console, "\x1b]0;title\x07 login: \x9b"
+                           "2J\r\n");
+  for (guint i = 0; i < 5000; i++)
+    g_string_append(console, "\xe6\x97\xa5"); /* a 15000-byte line */
+  g_string_append(console, "\r\nlast\t\xc2\x9b"
+                           "H\r\n\r\n");
+  write_in(f, HUTCH_INSTANCE_CONSOLE, console->str, console->len);
+  g_autofree char *tail = hutch_console_tail(path, 3);
+  g_auto(GStrv) lines = g_strsplit(tail, "\n", -1);
+  g_assert_cmpuint(g_strv_length(lines), ==, 4);
+  g_assert_cmpstr(lines[0], ==, "");
+  g_assert_cmpstr(lines[1], ==, "?]0;title? login: ?2J");
+  /* cut at a character boundary: 341 characters of 3 bytes */
+  g_assert_cmpuint(strlen(lines[2]), ==, 1023);
+  g_assert_true(g_utf8_validate(lines[2], -1, NULL));
+  g_assert_cmpstr(lines[3], ==, "last\t?H");
+}
+
 /* ---- the hutch command ---------------------------------------------------------------- */
 
 static char *hutch_binary(void) {
@@ -277,6 +305,7 @@ int main(int argc, char **argv) {
   ADD("/logs/write-error", test_logs_write_error);
   ADD("/logs/info-reasons", test_info_reasons);
   ADD("/logs/info-no-more", test_info_no_more);
+  ADD("/logs/console-tail", test_console_tail);
   ADD("/logs/cli-logs", test_cli_logs);
 #undef ADD
   g_test_add_func("/logs/cli-error", test_cli_error);
