@@ -68,10 +68,13 @@ static const Verb verbs[] = {
      "\n"
      "      --name   print only the names, one a line\n"},
     {"logs", verb_logs, "print a VM's console log and provisioning logs",
-     "usage: hutch logs NAME\n"
+     "usage: hutch logs NAME [--raw]\n"
      "\n"
      "Prints the serial console log and, while the VM runs, cloud-init's output and each\n"
-     "provisioning step's log from inside the guest.\n"},
+     "provisioning step's log from inside the guest. The guest writes them: control\n"
+     "characters (escape sequences too) and invalid UTF-8 are printed as '?'.\n"
+     "\n"
+     "      --raw   the bytes as they are (for a file; a terminal obeys escape sequences)\n"},
     {"profile", verb_profile, "list profiles or show one fully expanded",
      "usage: hutch profile list [--json]\n"
      "       hutch profile show NAME|FILE\n"},
@@ -163,9 +166,12 @@ int cli_usage_error(const char *verb, const char *fmt, ...) {
 }
 
 int cli_error(GError *error) {
+  /* Messages may quote the guest (a console tail, a step's reason, a path it named): no
+   * escape sequence or other control character of theirs reaches the terminal. */
+  g_autofree char *message = hutch_text_sanitize(error->message, -1, HUTCH_TEXT_LINES);
   /* One line: multi-line messages (a provisioning log tail) keep their lines after the
    * first, indented. */
-  g_auto(GStrv) lines = g_strsplit(error->message, "\n", -1);
+  g_auto(GStrv) lines = g_strsplit(message, "\n", -1);
   fprintf(stderr, "hutch: %s\n", lines[0]);
   for (int i = 1; lines[i]; i++)
     if (*lines[i])

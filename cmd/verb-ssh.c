@@ -1,5 +1,7 @@
-/* verb-ssh.c: shell, cp, ssh-config. */
+/* verb-ssh.c: shell, cp, ssh-config, logs. */
 #include "config.h"
+
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -52,10 +54,8 @@ int verb_cp(Cli *cli, int argc, char **argv) {
   return EXIT_OK;
 }
 
-/* NAME -> a text the library makes -> stdout: ssh-config and logs. */
-static int print_text_of(Cli *cli, const char *verb, int argc, char **argv,
-                         char *(*make_text)(HutchContext *, const char *, GError **)) {
-  CliOptions opts = {cli_find_verb(verb), "", NULL, 0};
+int verb_ssh_config(Cli *cli, int argc, char **argv) {
+  CliOptions opts = {cli_find_verb("ssh-config"), "", NULL, 0};
   int c;
   while ((c = cli_getopt(&opts, argc, argv)) > 0)
     ;
@@ -66,17 +66,34 @@ static int print_text_of(Cli *cli, const char *verb, int argc, char **argv,
   if (!cli_context(cli))
     return EXIT_FAILED;
   g_autoptr(GError) error = NULL;
-  g_autofree char *text = make_text(cli->ctx, argv[optind], &error);
+  g_autofree char *text = hutch_ssh_config(cli->ctx, argv[optind], &error);
   if (!text)
     return cli_error(error);
   fputs(text, stdout);
   return EXIT_OK;
 }
 
-int verb_ssh_config(Cli *cli, int argc, char **argv) {
-  return print_text_of(cli, "ssh-config", argc, argv, hutch_ssh_config);
-}
-
 int verb_logs(Cli *cli, int argc, char **argv) {
-  return print_text_of(cli, "logs", argc, argv, hutch_logs);
+  static const struct option longopts[] = {
+      {"raw", no_argument, NULL, 'r'},
+      {NULL, 0, NULL, 0},
+  };
+  CliOptions opts = {cli_find_verb("logs"), "", longopts, 0};
+  gboolean raw = FALSE;
+  int c;
+  while ((c = cli_getopt(&opts, argc, argv)) > 0)
+    if (c == 'r')
+      raw = TRUE;
+  if (c < 0)
+    return opts.exit_code;
+  if (!cli_expect_args(&opts, argc, argv, 1, 1))
+    return opts.exit_code;
+  if (!cli_context(cli))
+    return EXIT_FAILED;
+  g_autoptr(GError) error = NULL;
+  /* the library writes to the descriptor itself: nothing may wait in stdio's buffer */
+  fflush(stdout);
+  if (!hutch_logs(cli->ctx, argv[optind], STDOUT_FILENO, raw, &error))
+    return cli_error(error);
+  return EXIT_OK;
 }

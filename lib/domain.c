@@ -339,7 +339,14 @@ static void add_devices(xmlNodePtr domain, const HutchDomainConfig *c) {
   for (guint i = 0; c->filesystems && i < c->filesystems->len; i++)
     add_filesystem(devices, g_ptr_array_index(c->filesystems, i));
 
-  /* A plain file, written by QEMU as the user, that hutch reads without libvirt. */
+  /* A plain file that hutch reads without libvirt. The guest writes it, as much as it likes,
+   * and it must not fill the host's disk: with qemu.conf's stdio_handler = "logd" (libvirt's
+   * default, session mode included: ~/.config/libvirt/qemu.conf) libvirt does not give QEMU
+   * the file but a pipe to virtlogd (qemuProcessPrepareHostBackendChardevFileHelper in
+   * libvirt 9.0's qemu_process.c), and virtlogd rolls the file over at max_size (2 MiB),
+   * keeping max_backups (3) as console.log.0-.2 (virtlogd.conf). A <log> on a pty serial
+   * would go the same way, so it would bound nothing more. With stdio_handler = "file" QEMU
+   * writes the file itself and nothing bounds it. */
   xmlNodePtr serial = add_elem(devices, "serial", "type", "file", NULL, NULL);
   add_elem(serial, "source", "path", c->console_log, NULL, NULL);
   add_elem(serial, "target", "port", "0", NULL, NULL);

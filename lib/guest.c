@@ -1,9 +1,13 @@
-/* guest.c: reaching into a running instance: shell, cp, ssh-config. */
+/* guest.c: reaching into a running instance: shell, cp, ssh-config, logs. */
 #include "config.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <gio/gunixoutputstream.h>
 #include <unistd.h>
 
 #include "instance-private.h"
+#include "text-private.h"
 
 int hutch_shell(HutchContext *ctx, const char *name, const char *workdir, char **argv,
                 GError **error) {
@@ -108,34 +112,111 @@ char *hutch_ssh_config(HutchContext *ctx, const char *name, GError **error) {
                          client_key, known_hosts);
 }
 
-char *hutch_logs(HutchContext *ctx, const char *name, GError **error) {
+/* hutch logs: what is read goes out at once, in pieces (nothing grows with the logs),
+ * sanitised unless raw. */
+typedef struct {
+  GOutputStream *out;
+  gboolean raw;
+  HutchTextStream text;
+  GString *buf;
+  gboolean write_failed; /* the error is ours (out), not the source's */
+} LogsOutput;
+
+#define LOGS_CHUNK (64 * 1024)
+
+static gboolean logs_write_out(LogsOutput *o, const char *data, gsize len, GError **error) {
+  if (g_output_stream_write_all(o->out, data, len, NULL, NULL, error))
+    return TRUE;
+  o->write_failed = TRUE;
+  g_prefix_error(error, "writing the logs: ");
+  return FALSE;
+}
+
+static gboolean logs_write(const char *data, gsize len, gpointer user_data, GError **error) {
+  LogsOutput *o = user_data;
+  if (o->raw)
+    return logs_write_out(o, data, len, error);
+  g_string_truncate(o->buf, 0);
+  hutch_text_stream_feed(&o->text, data, len, o->buf);
+  return logs_write_out(o, o->buf->str, o->buf->len, error);
+}
+
+/* The end of one source: a UTF-8 sequence it left incomplete is not completed by the next. */
+static gboolean logs_end_source(LogsOutput *o, GError **error) {
+  if (o->raw)
+    return TRUE;
+  g_string_truncate(o->buf, 0);
+  hutch_text_stream_finish(&o->text, o->buf);
+  return logs_write_out(o, o->buf->str, o->buf->len, error);
+}
+
+/* hutch's own lines between the sources; what they quote (an error) is sanitised always. */
+static gboolean logs_note(LogsOutput *o, const char *header, const char *detail, GError **error) {
+  g_autofree char *clean = hutch_text_sanitize(detail, -1, HUTCH_TEXT_LINE);
+  g_autofree char *text = g_strdup_printf("==> %s <==\n%s%s", header, clean, *clean ? "\n" : "");
+  return logs_write_out(o, text, strlen(text), error);
+}
+
+static gboolean logs_console(LogsOutput *o, const char *path, GError **error) {
+  g_autofree char *header = g_strdup_printf("console (%s)", path);
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0)
+    return logs_note(o, header, "(no console output yet)", error);
+  if (!logs_note(o, header, "", error)) {
+    close(fd);
+    return FALSE;
+  }
+  g_autofree char *buf = g_malloc(LOGS_CHUNK);
+  gboolean ok = TRUE;
+  for (;;) {
+    ssize_t n = read(fd, buf, LOGS_CHUNK);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0) {
+      int saved = errno;
+      g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(saved), "reading %s: %s", path,
+                  g_strerror(saved));
+      ok = FALSE;
+      break;
+    }
+    if (n == 0 || !(ok = logs_write(buf, (gsize)n, o, error)))
+      break;
+  }
+  close(fd);
+  return ok && logs_end_source(o, error);
+}
+
+/* cloud-init's output and each provisioning step's log; the guest prints the headers. */
+static const char guest_logs_command[] =
+    "for f in /var/log/cloud-init-output.log /var/log/hutch/steps/*.log;"
+    " do [ -r \"$f\" ] || sudo -n test -r \"$f\" || continue;"
+    " echo \"==> $f <==\"; sudo -n cat \"$f\" 2>/dev/null || cat \"$f\"; done";
+
+gboolean hutch_logs(HutchContext *ctx, const char *name, int out_fd, gboolean raw, GError **error) {
   g_autoptr(HutchInstance) instance = hutch_instance_lookup(ctx, name, error);
   if (!instance)
-    return NULL;
+    return FALSE;
+  g_autoptr(GOutputStream) out = g_unix_output_stream_new(out_fd, FALSE);
+  g_autoptr(GString) buf = g_string_new(NULL);
+  LogsOutput o = {.out = out, .raw = raw, .buf = buf};
+  hutch_text_stream_init(&o.text, HUTCH_TEXT_LINES);
   g_autofree char *console_path =
       g_build_filename(instance->meta->instance_dir, HUTCH_INSTANCE_CONSOLE, NULL);
-  g_autofree char *console = NULL;
-  GString *out = g_string_new(NULL);
-  g_string_append_printf(out, "==> console (%s) <==\n", console_path);
-  if (g_file_get_contents(console_path, &console, NULL, NULL))
-    g_string_append(out, console);
-  else
-    g_string_append(out, "(no console output yet)\n");
-  if (hutch_instance_is_active(instance)) {
-    g_autoptr(GError) ssh_error = NULL;
-    g_autoptr(HutchSsh) ssh = hutch_instance_connect(ctx, name, &ssh_error);
-    g_autofree char *guest_logs = NULL;
-    if (ssh)
-      hutch_ssh_exec_capture(ssh,
-                             "for f in /var/log/cloud-init-output.log /var/log/hutch/steps/*.log;"
-                             " do [ -r \"$f\" ] || sudo -n test -r \"$f\" || continue;"
-                             " echo \"==> $f <==\"; sudo -n cat \"$f\" 2>/dev/null || cat \"$f\"; done",
-                             NULL, &guest_logs, NULL, &ssh_error);
-    if (guest_logs)
-      g_string_append(out, guest_logs);
-    else
-      g_string_append_printf(out, "==> guest logs <==\n(unavailable: %s)\n",
-                             ssh_error ? ssh_error->message : "no SSH");
+  if (!logs_console(&o, console_path, error))
+    return FALSE;
+  if (!hutch_instance_is_active(instance))
+    return TRUE;
+  g_autoptr(GError) ssh_error = NULL;
+  g_autoptr(HutchSsh) ssh = hutch_instance_connect(ctx, name, &ssh_error);
+  if (ssh && hutch_ssh_exec_stream(ssh, guest_logs_command, logs_write, &o, &ssh_error) >= 0)
+    return logs_end_source(&o, error);
+  if (o.write_failed) {
+    g_propagate_error(error, g_steal_pointer(&ssh_error));
+    return FALSE;
   }
-  return g_string_free(out, FALSE);
+  /* the guest's logs are a bonus: a guest that cannot be reached still has its console */
+  if (!logs_end_source(&o, error))
+    return FALSE;
+  g_autofree char *why = g_strdup_printf("(unavailable: %s)", ssh_error->message);
+  return logs_note(&o, "guest logs", why, error);
 }

@@ -50,6 +50,20 @@ HUTCH_PUBLIC const char *hutch_version(void);
 /* Names of instances: [a-z][a-z0-9-]{0,62}. */
 HUTCH_PUBLIC gboolean hutch_name_is_valid(const char *name, GError **error);
 
+/* Text from a guest (which may be hostile) on its way to a terminal. */
+typedef enum {
+  HUTCH_TEXT_LINE = 0,       /* one line: every control character is replaced, \n and \t too */
+  HUTCH_TEXT_LINES = 1 << 0, /* text of lines: \n and \t are kept, "\r\n" becomes "\n" */
+} HutchTextFlags;
+
+/* The text of len bytes (-1: up to the NUL) as valid UTF-8 that a terminal only prints:
+ * C0 controls (but for what flags keep), \r, ESC, DEL, the C1 controls U+0080-U+009F (as raw
+ * bytes or UTF-8 encoded) and the bidirectional override and isolate characters
+ * (U+202A-U+202E, U+2066-U+2069) become '?', one per character, and so does each byte of
+ * invalid UTF-8 (overlong forms, surrogates, beyond U+10FFFF, truncated sequences). Other
+ * text, printable UTF-8 included, is unchanged. Never NULL; bytes NULL gives "". */
+HUTCH_PUBLIC char *hutch_text_sanitize(const char *bytes, gssize len, HutchTextFlags flags);
+
 /* ---- Profiles ------------------------------------------------------------------------- */
 
 typedef struct _HutchProfile HutchProfile;
@@ -167,9 +181,13 @@ HUTCH_PUBLIC int hutch_shell(HutchContext *ctx, const char *name, const char *wo
 /* src and dst are local paths or NAME:PATH (exactly one of them remote). */
 HUTCH_PUBLIC gboolean hutch_copy(HutchContext *ctx, const char *src, const char *dst,
                                  gboolean recursive, GError **error);
-/* The serial console log and, when the VM runs, cloud-init's output and each provisioning
- * step's log from inside the guest. */
-HUTCH_PUBLIC char *hutch_logs(HutchContext *ctx, const char *name, GError **error);
+/* Writes the serial console log and, when the VM runs, cloud-init's output and each
+ * provisioning step's log from inside the guest to out_fd, as they are read (in pieces:
+ * nothing is held whole). The guest writes all of it: unless raw, it is sanitised like
+ * hutch_text_sanitize(HUTCH_TEXT_LINES) does. A guest that cannot be reached is a line in the
+ * output, not an error; failing to write to out_fd is one. */
+HUTCH_PUBLIC gboolean hutch_logs(HutchContext *ctx, const char *name, int out_fd, gboolean raw,
+                                 GError **error);
 /* An OpenSSH client configuration block for the instance. */
 HUTCH_PUBLIC char *hutch_ssh_config(HutchContext *ctx, const char *name, GError **error);
 

@@ -40,6 +40,11 @@ HutchInstance *hutch_instance_lookup(HutchContext *ctx, const char *name, GError
 char *hutch_instance_dir(const char *name);
 char *hutch_instance_runtime_dir(const char *name);
 
+/* The last count lines of a console log for an error message, each after a "\n" ("(no
+ * console log)" when it cannot be read). The guest writes the console: the text is sanitised
+ * (HUTCH_TEXT_LINES), and what is read of the file and kept of a line is bounded. */
+char *hutch_console_tail(const char *path, guint count);
+
 /* TRUE when the domain is running (or paused). */
 gboolean hutch_instance_is_active(HutchInstance *instance);
 

@@ -19,6 +19,7 @@
 #include "seed-private.h"
 #include "share-private.h"
 #include "ssh-private.h"
+#include "text-private.h"
 
 /* ---- finding instances ---------------------------------------------------------------- */
 
@@ -392,17 +393,24 @@ static gboolean set_meta_ssh_port(virDomainPtr domain, guint port, GError **erro
   return TRUE;
 }
 
-static char *tail_lines(const char *path, guint count) {
-  g_autofree char *text = NULL;
-  if (!g_file_get_contents(path, &text, NULL, NULL))
+/* Only the file's last CONSOLE_TAIL_BYTES are read, each line cut to CONSOLE_TAIL_LINE_MAX
+ * bytes. */
+#define CONSOLE_TAIL_BYTES (64 * 1024)
+#define CONSOLE_TAIL_LINE_MAX 1024
+
+char *hutch_console_tail(const char *path, guint count) {
+  gsize len = 0;
+  g_autofree char *raw = hutch_read_file_part(path, CONSOLE_TAIL_BYTES, TRUE, &len, NULL);
+  if (!raw)
     return g_strdup("(no console log)");
+  /* consoles print \r\n and escape sequences: HUTCH_TEXT_LINES keeps only the lines */
+  g_autofree char *text = hutch_text_sanitize(raw, (gssize)len, HUTCH_TEXT_LINES);
   g_auto(GStrv) lines = g_strsplit(g_strchomp(text), "\n", -1);
   guint n = g_strv_length(lines);
   guint first = n > count ? n - count : 0;
   GString *out = g_string_new(NULL);
   for (guint i = first; i < n; i++) {
-    /* consoles print \r\n and escape sequences; keep the text readable */
-    g_strdelimit(lines[i], "\r\033", ' ');
+    hutch_text_truncate(lines[i], CONSOLE_TAIL_LINE_MAX);
     g_string_append_printf(out, "\n%s", lines[i]);
   }
   return g_string_free(out, FALSE);
@@ -443,11 +451,10 @@ static gboolean wait_ready_channel(HutchContext *ctx, HutchInstance *instance,
     return FALSE;
   }
   g_autoptr(HutchReadyReport) report = hutch_ready_report_new(ctx);
-  GString *pending = g_string_new(NULL);
   HutchReadyState state = HUTCH_READY_WAITING;
   while (state == HUTCH_READY_WAITING) {
     if (hutch_now() > deadline) {
-      g_autofree char *tail = tail_lines(console, 15);
+      g_autofree char *tail = hutch_console_tail(console, 15);
       g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_TIMEOUT,
                   "'%s' was not ready within %u s (boot_timeout); the console's last lines "
                   "(hutch logs %s):%s",
@@ -460,25 +467,14 @@ static gboolean wait_ready_channel(HutchContext *ctx, HutchInstance *instance,
       char buf[512];
       ssize_t got = read(fd, buf, sizeof(buf));
       if (got > 0) {
-        g_string_append_len(pending, buf, got);
-        char *newline;
-        while (state == HUTCH_READY_WAITING && (newline = strchr(pending->str, '\n'))) {
-          *newline = '\0';
-          g_strstrip(pending->str);
-          if (*pending->str)
-            state = hutch_ready_report_line(report, pending->str);
-          g_string_erase(pending, 0, newline - pending->str + 1);
-        }
-        /* The guest does not get to grow this without end: a line is short. */
-        if (pending->len > 4096)
-          g_string_truncate(pending, 0);
+        state = hutch_ready_report_feed(report, buf, (gsize)got);
         continue;
       }
       /* EOF: QEMU closed the channel, the domain is gone */
       g_usleep(200 * 1000);
     }
     if (!hutch_instance_is_active(instance)) {
-      g_autofree char *tail = tail_lines(console, 15);
+      g_autofree char *tail = hutch_console_tail(console, 15);
       g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED,
                   "'%s' stopped while booting; the console's last lines:%s", instance->name,
                   tail);
@@ -486,7 +482,6 @@ static gboolean wait_ready_channel(HutchContext *ctx, HutchInstance *instance,
     }
   }
   close(fd);
-  g_string_free(pending, TRUE);
   if (state == HUTCH_READY_FAILED)
     hutch_ready_report_set_error(report, instance->name, error);
   g_autofree char *summary =
@@ -494,12 +489,10 @@ static gboolean wait_ready_channel(HutchContext *ctx, HutchInstance *instance,
   if (summary) {
     hutch_progress_note(ctx, "%s", summary);
     /* kept for `hutch info`: later boots do not provision again */
-    g_autoptr(GString) text = g_string_new(NULL);
-    for (guint i = 0; i < report->optional_failed->len; i++)
-      g_string_append_printf(text, "%s\n", (const char *)report->optional_failed->pdata[i]);
+    g_autofree char *text = hutch_ready_report_failed_text(report);
     g_autofree char *path =
         g_build_filename(instance->meta->instance_dir, HUTCH_INSTANCE_OPTIONAL_FAILED, NULL);
-    hutch_write_file(path, text->str, text->len, 0600, NULL);
+    hutch_write_file(path, text, strlen(text), 0600, NULL);
   }
   return state == HUTCH_READY_OK;
 }
@@ -621,10 +614,9 @@ static gboolean start_steps(HutchContext *ctx, HutchInstance *instance, gboolean
   if (!g_file_test(stamp, G_FILE_TEST_EXISTS)) {
     /* First boot: READY is the provisioning runner's last word, but cloud-init's final stage
      * is still closing; wait for it so that `start` returns a settled guest. */
-    g_autofree char *out = NULL, *err = NULL;
     int status = hutch_ssh_exec_capture(ssh, "cloud-init status --wait >/dev/null; "
                                              "cloud-init status --long",
-                                        NULL, &out, &err, error);
+                                        NULL, NULL, NULL, error);
     if (status < 0)
       return FALSE;
     if (!hutch_write_file(stamp, "", 0, 0600, error))
@@ -768,6 +760,10 @@ static const char *state_name(int state) {
   }
 }
 
+/* What `info` reads of the optional-failed file: HUTCH_READY_FAILED_MAX lines of the longest
+ * an older hutch kept (a ready-channel line). */
+#define OPTIONAL_FAILED_READ_MAX (HUTCH_READY_FAILED_MAX * (HUTCH_READY_LINE_MAX + 1))
+
 /* The documented info object (docs/json.md). */
 static JsonObject *describe(HutchContext *ctx, HutchInstance *instance) {
   JsonObject *o = json_object_new();
@@ -807,23 +803,26 @@ static JsonObject *describe(HutchContext *ctx, HutchInstance *instance) {
   JsonArray *failed = json_array_new();
   g_autofree char *failed_path =
       g_build_filename(instance->meta->instance_dir, HUTCH_INSTANCE_OPTIONAL_FAILED, NULL);
-  g_autofree char *failed_text = NULL;
-  if (g_file_get_contents(failed_path, &failed_text, NULL, NULL)) {
-    g_auto(GStrv) lines = g_strsplit(g_strstrip(failed_text), "\n", -1);
-    for (guint i = 0; lines[i]; i++) {
-      HutchFailedStep step = {0};
-      if (!hutch_failed_step_parse(lines[i], &step))
-        continue;
-      JsonObject *entry = json_object_new();
-      json_object_set_int_member(entry, "index", g_ascii_strtoll(step.index, NULL, 10));
-      json_object_set_string_member(entry, "name", step.name);
-      json_object_set_int_member(entry, "status", g_ascii_strtoll(step.status, NULL, 10));
-      json_object_set_string_member(entry, "reason", step.reason);
-      json_array_add_object_element(failed, entry);
-      hutch_failed_step_clear(&step);
-    }
+  gsize failed_len = 0;
+  guint failed_more = 0;
+  /* The file may come from an older hutch that kept whatever the guest sent: read a bounded
+   * part, sanitised and cut again. */
+  g_autofree char *failed_text =
+      hutch_read_file_part(failed_path, OPTIONAL_FAILED_READ_MAX, FALSE, &failed_len, NULL);
+  g_autoptr(GPtrArray) steps =
+      failed_text ? hutch_failed_steps_from_text(failed_text, failed_len, &failed_more) : NULL;
+  for (guint i = 0; steps && i < steps->len; i++) {
+    const HutchFailedStep *step = steps->pdata[i];
+    JsonObject *entry = json_object_new();
+    json_object_set_int_member(entry, "index", g_ascii_strtoll(step->index, NULL, 10));
+    json_object_set_string_member(entry, "name", step->name);
+    json_object_set_int_member(entry, "status", g_ascii_strtoll(step->status, NULL, 10));
+    json_object_set_string_member(entry, "reason", step->reason);
+    json_array_add_object_element(failed, entry);
   }
   json_object_set_array_member(o, "optional_failed", failed);
+  if (failed_more > 0)
+    json_object_set_int_member(o, "optional_failed_more", failed_more);
   return o;
 }
 

@@ -2,11 +2,13 @@
 #include "config.h"
 
 #include "ready-private.h"
+#include "text-private.h"
 
 HutchReadyReport *hutch_ready_report_new(HutchContext *ctx) {
   HutchReadyReport *report = g_new0(HutchReadyReport, 1);
   report->ctx = ctx;
   report->optional_failed = g_ptr_array_new_with_free_func(g_free);
+  report->pending = g_string_new(NULL);
   return report;
 }
 
@@ -15,6 +17,7 @@ void hutch_ready_report_free(HutchReadyReport *report) {
     return;
   g_free(report->failed_step);
   g_ptr_array_unref(report->optional_failed);
+  g_string_free(report->pending, TRUE);
   g_free(report);
 }
 
@@ -37,16 +40,54 @@ void hutch_failed_step_clear(HutchFailedStep *step) {
   memset(step, 0, sizeof(*step));
 }
 
-/* What the guest sends ends up on the user's terminal: no escape sequences or other control
- * characters from a guest that may be hostile. */
-static void replace_control_chars(char *line) {
-  for (unsigned char *c = (unsigned char *)line; *c; c++)
-    if (*c < 0x20 || *c == 0x7f)
-      *c = '?';
+void hutch_failed_step_free(HutchFailedStep *step) {
+  if (!step)
+    return;
+  hutch_failed_step_clear(step);
+  g_free(step);
 }
 
-HutchReadyState hutch_ready_report_line(HutchReadyReport *report, char *line) {
-  replace_control_chars(line);
+/* Parses sanitised text and cuts each field to its bound: what hutch keeps of a step. */
+static gboolean failed_step_parse_bounded(const char *text, HutchFailedStep *out) {
+  if (!hutch_failed_step_parse(text, out))
+    return FALSE;
+  hutch_text_truncate(out->index, HUTCH_READY_FIELD_MAX);
+  hutch_text_truncate(out->name, HUTCH_READY_FIELD_MAX);
+  hutch_text_truncate(out->status, HUTCH_READY_FIELD_MAX);
+  hutch_text_truncate(out->reason, HUTCH_READY_REASON_MAX);
+  return TRUE;
+}
+
+/* The kept form of a FAIL line's text, or NULL when it names no step. */
+static char *failed_step_bounded(const char *text) {
+  HutchFailedStep step = {0};
+  if (!failed_step_parse_bounded(text, &step))
+    return NULL;
+  char *kept = g_strdup_printf("%s %s %s %s", step.index, step.name, step.status, step.reason);
+  hutch_failed_step_clear(&step);
+  return kept;
+}
+
+static void keep_optional_failure(HutchReadyReport *report) {
+  g_autofree char *failed = g_steal_pointer(&report->failed_step);
+  if (report->optional_failed->len < HUTCH_READY_FAILED_MAX)
+    g_ptr_array_add(report->optional_failed, g_steal_pointer(&failed));
+  else if (report->optional_failed_more < G_MAXUINT)
+    report->optional_failed_more++;
+}
+
+/* One complete line (without its newline), as the guest sent it. */
+static HutchReadyState report_line(HutchReadyReport *report, const char *bytes, gsize len) {
+  while (len > 0 && g_ascii_isspace(bytes[0])) {
+    bytes++;
+    len--;
+  }
+  while (len > 0 && g_ascii_isspace(bytes[len - 1]))
+    len--;
+  if (len == 0)
+    return HUTCH_READY_WAITING;
+  /* What the guest sends ends up on the user's terminal and in the instance's files. */
+  g_autofree char *line = hutch_text_sanitize(bytes, (gssize)len, HUTCH_TEXT_LINE);
   if (!report->booted) {
     report->booted = TRUE;
     hutch_progress_end(report->ctx, "boot", "kernel up, cloud-init running");
@@ -55,7 +96,7 @@ HutchReadyState hutch_ready_report_line(HutchReadyReport *report, char *line) {
   gboolean ready = strcmp(line, "READY") == 0;
   /* A FAIL followed by another STEP or by READY was an optional step's. */
   if ((step || ready) && report->failed_step)
-    g_ptr_array_add(report->optional_failed, g_steal_pointer(&report->failed_step));
+    keep_optional_failure(report);
   if (step) {
     if (!report->provisioning)
       hutch_progress_begin(report->ctx, "provision", "%s", line + 5);
@@ -64,7 +105,7 @@ HutchReadyState hutch_ready_report_line(HutchReadyReport *report, char *line) {
     report->provisioning = TRUE;
   } else if (g_str_has_prefix(line, "FAIL ")) {
     g_free(report->failed_step);
-    report->failed_step = g_strdup(line + 5);
+    report->failed_step = failed_step_bounded(line + 5);
   } else if (g_str_has_prefix(line, "WARN ")) {
     hutch_progress_note(report->ctx, "warning from the guest: %s", line + 5);
   } else if (ready) {
@@ -74,6 +115,34 @@ HutchReadyState hutch_ready_report_line(HutchReadyReport *report, char *line) {
     return HUTCH_READY_OK;
   } else if (strcmp(line, "FAILED") == 0) {
     return HUTCH_READY_FAILED;
+  }
+  return HUTCH_READY_WAITING;
+}
+
+HutchReadyState hutch_ready_report_feed(HutchReadyReport *report, const char *bytes, gsize len) {
+  while (len > 0) {
+    const char *newline = memchr(bytes, '\n', len);
+    gsize part = newline ? (gsize)(newline - bytes) : len;
+    /* The guest does not get to grow this without end: past the limit, the line is dropped
+     * and so is the rest of it, up to its newline. */
+    if (!report->discarding && report->pending->len + part > HUTCH_READY_LINE_MAX) {
+      report->discarding = TRUE;
+      g_string_truncate(report->pending, 0);
+    }
+    if (!report->discarding)
+      g_string_append_len(report->pending, bytes, (gssize)part);
+    if (!newline)
+      break;
+    bytes += part + 1;
+    len -= part + 1;
+    if (report->discarding) {
+      report->discarding = FALSE;
+      continue;
+    }
+    HutchReadyState state = report_line(report, report->pending->str, report->pending->len);
+    g_string_truncate(report->pending, 0);
+    if (state != HUTCH_READY_WAITING)
+      return state;
   }
   return HUTCH_READY_WAITING;
 }
@@ -107,7 +176,49 @@ char *hutch_ready_report_summary(const HutchReadyReport *report, const char *ins
     g_string_append_printf(reasons, "\n  %s: %s", failed.name, failed.reason);
     hutch_failed_step_clear(&failed);
   }
-  guint n = report->optional_failed->len;
-  return g_strdup_printf("ready, with %u optional step%s failed: %s (hutch logs %s)%s", n,
-                         n == 1 ? "" : "s", names->str, instance_name, reasons->str);
+  if (report->optional_failed_more)
+    g_string_append_printf(names, " and %u more", report->optional_failed_more);
+  guint64 n = (guint64)report->optional_failed->len + report->optional_failed_more;
+  return g_strdup_printf("ready, with %" G_GUINT64_FORMAT " optional step%s failed: %s (hutch "
+                         "logs %s)%s",
+                         n, n == 1 ? "" : "s", names->str, instance_name, reasons->str);
+}
+
+char *hutch_ready_report_failed_text(const HutchReadyReport *report) {
+  if (report->optional_failed->len == 0)
+    return NULL;
+  GString *text = g_string_new(NULL);
+  for (guint i = 0; i < report->optional_failed->len; i++)
+    g_string_append_printf(text, "%s\n", (const char *)report->optional_failed->pdata[i]);
+  if (report->optional_failed_more)
+    g_string_append_printf(text, "MORE %u\n", report->optional_failed_more);
+  return g_string_free(text, FALSE);
+}
+
+GPtrArray *hutch_failed_steps_from_text(const char *text, gsize len, guint *ret_more) {
+  GPtrArray *steps = g_ptr_array_new_with_free_func((GDestroyNotify)hutch_failed_step_free);
+  guint64 more = 0;
+  const char *end = text + len;
+  while (text < end) {
+    const char *newline = memchr(text, '\n', (gsize)(end - text));
+    gsize line_len = newline ? (gsize)(newline - text) : (gsize)(end - text);
+    g_autofree char *line = hutch_text_sanitize(text, (gssize)line_len, HUTCH_TEXT_LINE);
+    text += line_len + (newline ? 1 : 0);
+    g_strstrip(line);
+    guint64 count = 0;
+    if (g_str_has_prefix(line, "MORE ") &&
+        g_ascii_string_to_unsigned(line + 5, 10, 0, G_MAXUINT, &count, NULL)) {
+      more += count;
+      continue;
+    }
+    g_autoptr(HutchFailedStep) step = g_new0(HutchFailedStep, 1);
+    if (!failed_step_parse_bounded(line, step))
+      continue;
+    if (steps->len < HUTCH_READY_FAILED_MAX)
+      g_ptr_array_add(steps, g_steal_pointer(&step));
+    else
+      more++;
+  }
+  *ret_more = (guint)MIN(more, G_MAXUINT);
+  return steps;
 }

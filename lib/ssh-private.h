@@ -32,11 +32,26 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(HutchSsh, hutch_ssh_free)
  * stdout raises SIGPIPE unless the caller ignores it (then it is an error). */
 int hutch_ssh_exec_interactive(HutchSsh *ssh, const char *command, gboolean pty, GError **error);
 
+/* The most hutch_ssh_exec_capture keeps of each of stdout and stderr. */
+#define HUTCH_SSH_CAPTURE_MAX (16u * 1024 * 1024)
+
 /* Runs command with stdin_data (may be NULL; sent whole, then EOF) and collects stdout and
  * stderr separately (either ret_ may be NULL to discard). Returns the exit status (a signal
- * N: 128+N), or -1 with error set. */
+ * N: 128+N), or -1 with error set. A captured stream that grows beyond HUTCH_SSH_CAPTURE_MAX
+ * is an error (HUTCH_ERROR_FAILED) at once: the channel is closed without waiting for the
+ * command, so that a guest that sends without end neither fills memory nor holds hutch. What
+ * may be larger is for hutch_ssh_exec_stream. */
 int hutch_ssh_exec_capture(HutchSsh *ssh, const char *command, const char *stdin_data,
                            char **ret_stdout, char **ret_stderr, GError **error);
+
+/* Receives output as it arrives; returns FALSE with error set to stop the command. */
+typedef gboolean (*HutchSshOutputFunc)(const char *data, gsize len, gpointer user_data,
+                                       GError **error);
+/* Runs command with no input and hands its stdout to func in pieces as they arrive (stderr
+ * is dropped); nothing is kept. Returns the exit status, or -1 with error set (func's error
+ * when func stopped it). */
+int hutch_ssh_exec_stream(HutchSsh *ssh, const char *command, HutchSshOutputFunc func,
+                          gpointer user_data, GError **error);
 
 /* SFTP copies, like cp: a destination that is an existing directory receives the source
  * under its own name; directories need recursive. Permission bits (0777, never setuid,

@@ -314,12 +314,14 @@ void hutch_ssh_free(HutchSsh *ssh) {
 /* ---- Channels ------------------------------------------------------------------------- */
 
 /* Where a channel's input comes from and where its output goes: a buffer and strings
- * (capture), or file descriptors (interactive). */
+ * (capture), a function (stream), or file descriptors (interactive). */
 typedef struct {
   int in_fd; /* -1: in_data */
   const char *in_data;
   gsize in_len;
-  int out_fd, err_fd; /* -1: the GStrings (which may be NULL: discard) */
+  int out_fd, err_fd; /* -1: out_func for stdout, else the GStrings (NULL: discard) */
+  HutchSshOutputFunc out_func;
+  gpointer out_data;
   GString *out, *err;
   int winch_fd; /* readable when the local terminal was resized, or -1 */
   int tty_fd;   /* the terminal whose size the PTY follows, or -1 */
@@ -369,11 +371,22 @@ static gboolean write_all(int fd, const char *data, gsize len, GError **error) {
   return TRUE;
 }
 
-static gboolean deliver(int fd, GString *sink, const char *data, gsize len, GError **error) {
+static gboolean deliver(int fd, HutchSshOutputFunc func, gpointer func_data, GString *sink,
+                        const char *what, const char *data, gsize len, GError **error) {
   if (fd >= 0)
     return write_all(fd, data, len, error);
-  if (sink)
-    g_string_append_len(sink, data, (gssize)len);
+  if (func)
+    return func(data, len, func_data, error);
+  if (!sink)
+    return TRUE;
+  /* The guest decides how much it sends: a captured output has a bound. */
+  if (len > HUTCH_SSH_CAPTURE_MAX - sink->len) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED,
+                "the command's %s is larger than %u MiB: it was stopped", what,
+                HUTCH_SSH_CAPTURE_MAX / (1024 * 1024));
+    return FALSE;
+  }
+  g_string_append_len(sink, data, (gssize)len);
   return TRUE;
 }
 
@@ -470,7 +483,7 @@ static int channel_pump(HutchSsh *ssh, LIBSSH2_CHANNEL *channel, const ChannelIo
         set_session_error(ssh->session, error, HUTCH_ERROR_SSH, "reading from %s", ssh->where);
         return -1;
       }
-      if (!deliver(io->out_fd, io->out, buf, (gsize)n, error))
+      if (!deliver(io->out_fd, io->out_func, io->out_data, io->out, "output", buf, (gsize)n, error))
         return -1;
       progress = TRUE;
     }
@@ -483,7 +496,7 @@ static int channel_pump(HutchSsh *ssh, LIBSSH2_CHANNEL *channel, const ChannelIo
         set_session_error(ssh->session, error, HUTCH_ERROR_SSH, "reading from %s", ssh->where);
         return -1;
       }
-      if (!deliver(io->err_fd, io->err, buf, (gsize)n, error))
+      if (!deliver(io->err_fd, NULL, NULL, io->err, "error output", buf, (gsize)n, error))
         return -1;
       progress = TRUE;
     }
@@ -620,6 +633,21 @@ int hutch_ssh_exec_capture(HutchSsh *ssh, const char *command, const char *stdin
   if (ret_stderr)
     *ret_stderr = g_string_free(g_steal_pointer(&err), FALSE);
   return status;
+}
+
+int hutch_ssh_exec_stream(HutchSsh *ssh, const char *command, HutchSshOutputFunc func,
+                          gpointer user_data, GError **error) {
+  ChannelIo io = {
+      .in_fd = -1,
+      .in_data = "",
+      .out_fd = -1,
+      .err_fd = -1,
+      .out_func = func,
+      .out_data = user_data,
+      .winch_fd = -1,
+      .tty_fd = -1,
+  };
+  return channel_run(ssh, command, FALSE, &io, error);
 }
 
 int hutch_ssh_exec_interactive(HutchSsh *ssh, const char *command, gboolean pty, GError **error) {

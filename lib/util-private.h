@@ -22,6 +22,11 @@ char *hutch_format_size(guint64 bytes);
 /* Writes data to path atomically (temporary file + rename) with the given mode. */
 gboolean hutch_write_file(const char *path, const void *data, gsize len, int mode,
                           GError **error);
+/* Reads at most max bytes of path: its first ones, or with from_end its last ones (for files
+ * that others write and that may be large: a console log). The text is NUL-terminated;
+ * *ret_len gets its length (it may hold NULs). */
+char *hutch_read_file_part(const char *path, gsize max, gboolean from_end, gsize *ret_len,
+                           GError **error);
 /* Makes dir and its parents; dir itself gets mode (0700 for everything hutch owns). */
 gboolean hutch_mkdir(const char *dir, int mode, GError **error);
 /* rm -rf, refusing "" and "/". Missing is not an error. */

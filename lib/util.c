@@ -6,6 +6,7 @@
 #include <glib/gstdio.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
@@ -130,6 +131,47 @@ gboolean hutch_write_file(const char *path, const void *data, gsize len, int mod
     return FALSE;
   }
   return TRUE;
+}
+
+char *hutch_read_file_part(const char *path, gsize max, gboolean from_end, gsize *ret_len,
+                           GError **error) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+  struct stat st;
+  if (fd < 0 || fstat(fd, &st) < 0) {
+    int saved = errno;
+    if (fd >= 0)
+      close(fd);
+    g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(saved), "reading %s: %s", path,
+                g_strerror(saved));
+    return NULL;
+  }
+  if (from_end && S_ISREG(st.st_mode) && (guint64)st.st_size > max)
+    lseek(fd, st.st_size - (off_t)max, SEEK_SET);
+  /* a regular file's size is known: no bigger buffer than that (it may grow meanwhile) */
+  if (S_ISREG(st.st_mode) && (guint64)st.st_size < max)
+    max = (gsize)st.st_size;
+  char *data = g_malloc(max + 1);
+  gsize len = 0;
+  while (len < max) {
+    ssize_t n = read(fd, data + len, max - len);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0) {
+      int saved = errno;
+      close(fd);
+      g_free(data);
+      g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(saved), "reading %s: %s", path,
+                  g_strerror(saved));
+      return NULL;
+    }
+    if (n == 0)
+      break;
+    len += (gsize)n;
+  }
+  close(fd);
+  data[len] = '\0';
+  *ret_len = len;
+  return data;
 }
 
 gboolean hutch_mkdir(const char *dir, int mode, GError **error) {

@@ -205,6 +205,75 @@ static void test_exec_stdin(void) {
   g_assert_true(g_str_has_prefix(out, want));
 }
 
+/* A guest that sends without end: a capture stops at its bound, with an error, and does not
+ * wait for the command to end. */
+static void test_exec_capture_bounded(void) {
+  if (!sshd_fixture_ready(&fx))
+    return;
+  g_autoptr(HutchSsh) ssh = connect_ok();
+  g_autoptr(GError) error = NULL;
+  g_autofree char *out = NULL;
+  g_autofree char *err = NULL;
+
+  /* (16 MiB through libssh2 takes valgrind a while: once is enough, stderr has the same
+   * path) */
+  g_assert_cmpint(hutch_ssh_exec_capture(ssh, "echo err >&2; exec yes", NULL, &out, &err, &error),
+                  ==, -1);
+  g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED);
+  g_assert_cmpstr(error->message, ==, "the command's output is larger than 16 MiB: it was stopped");
+  g_assert_null(out);
+  g_assert_null(err);
+  g_clear_error(&error);
+
+  /* the session is still good */
+  g_assert_cmpint(hutch_ssh_exec_capture(ssh, "echo hi", NULL, &out, NULL, &error), ==, 0);
+  g_assert_no_error(error);
+  g_assert_cmpstr(out, ==, "hi\n");
+}
+
+typedef struct {
+  gsize total;
+  guint calls;
+  gsize stop_after; /* 0: never */
+} StreamSink;
+
+static gboolean stream_sink(const char *data, gsize len, gpointer user_data, GError **error) {
+  StreamSink *sink = user_data;
+  for (gsize i = 0; i < len; i++)
+    g_assert_true(data[i] == 'y' || data[i] == '\n' || data[i] == 'x');
+  sink->total += len;
+  sink->calls++;
+  if (sink->stop_after && sink->total >= sink->stop_after) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "enough");
+    return FALSE;
+  }
+  return TRUE;
+}
+
+static void test_exec_stream(void) {
+  if (!sshd_fixture_ready(&fx))
+    return;
+  g_autoptr(HutchSsh) ssh = connect_ok();
+  g_autoptr(GError) error = NULL;
+
+  /* in pieces, whatever the size, stderr dropped */
+  StreamSink all = {0};
+  g_assert_cmpint(hutch_ssh_exec_stream(ssh,
+                                        "head -c 3000000 /dev/zero | tr '\\0' x; "
+                                        "echo err >&2; exit 4",
+                                        stream_sink, &all, &error),
+                  ==, 4);
+  g_assert_no_error(error);
+  g_assert_cmpuint(all.total, ==, 3000000);
+  g_assert_cmpuint(all.calls, >, 1);
+
+  /* the sink's error stops a command that would never end */
+  StreamSink some = {.stop_after = 1024 * 1024};
+  g_assert_cmpint(hutch_ssh_exec_stream(ssh, "yes", stream_sink, &some, &error), ==, -1);
+  g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED);
+  g_assert_cmpstr(error->message, ==, "enough");
+}
+
 static void test_host_key_mismatch(void) {
   if (!sshd_fixture_ready(&fx))
     return;
@@ -972,6 +1041,8 @@ int main(int argc, char **argv) {
 
   g_test_add_func("/ssh/exec-capture", test_exec_capture);
   g_test_add_func("/ssh/exec-stdin", test_exec_stdin);
+  g_test_add_func("/ssh/exec-capture-bounded", test_exec_capture_bounded);
+  g_test_add_func("/ssh/exec-stream", test_exec_stream);
   g_test_add_func("/ssh/host-key-mismatch", test_host_key_mismatch);
   g_test_add_func("/ssh/connect-failures", test_connect_failures);
   g_test_add_func("/ssh/quote", test_quote);
