@@ -82,10 +82,10 @@ gboolean hutch_ssh_download(HutchSsh *ssh, const char *remote_path, const char *
                             gboolean recursive, GError **error);
 
 /* The name a remote "." or ".." source is copied as: the last component of the server's
- * REALPATH answer (len bytes at answer, which may hold NULs). "/" is HUTCH_ERROR_USAGE (no
- * name); a last component that is not a safe name ("/home/x/..", "", "a\0b") is
- * HUTCH_ERROR_FAILED, "resolving PATH: the guest's SFTP server answered "ESCAPED", which
- * does not end in a valid file name (refusing to copy)". path is the source, for messages. */
+ * REALPATH answer (len bytes at answer, which may hold NULs). Both "/" (no name) and a last
+ * component that is not a safe name ("/home/x/..", "", "a\0b") are HUTCH_ERROR_FAILED, the
+ * latter "resolving PATH: the guest's SFTP server answered "ESCAPED", which does not end in a
+ * valid file name (refusing to copy)". path is the source, for messages. */
 char *hutch_ssh_realpath_name(const char *path, const char *answer, gsize len, GError **error);
 
 /* A POSIX shell command line that runs argv exactly (each word single-quoted unless it is

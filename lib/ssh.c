@@ -822,7 +822,8 @@ static char *remote_join(const char *dir, const char *name) {
 
 char *hutch_ssh_realpath_name(const char *path, const char *answer, gsize len, GError **error) {
   if (len == 1 && answer[0] == '/') {
-    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE,
+    /* The guest's answer, not the user's words: the copy fails (1), it is no usage error. */
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED,
                 "%s (the guest's /) has no name to copy it as", path);
     return NULL;
   }

@@ -929,7 +929,7 @@ static void test_realpath_name(void) {
                   "does not end in a valid file name (refusing to copy)");
   g_clear_error(&error);
   g_assert_null(hutch_ssh_realpath_name("~", "/", 1, &error));
-  g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE);
+  g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED);
 }
 
 /* "NAME:", "NAME:~" and "x/..": the name comes from the server's REALPATH answer, as the
