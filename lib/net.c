@@ -4,8 +4,10 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <glib/gstdio.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -57,14 +59,18 @@ GStrv hutch_net_passt_argv(const char *passt, const char *runtime_dir, guint ssh
   return g_strv_builder_end(argv);
 }
 
+/* Whether ip:port can be bound now; ip is an IPv4 or IPv6 address (no brackets). */
 static gboolean bind_test(const char *ip, guint port, int type) {
-  int fd = socket(AF_INET, type | SOCK_CLOEXEC, 0);
-  if (fd < 0)
+  struct addrinfo hints = {.ai_socktype = type, .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV};
+  struct addrinfo *ai = NULL;
+  g_autofree char *service = g_strdup_printf("%u", port);
+  if (getaddrinfo(ip, service, &hints, &ai) != 0)
     return FALSE;
-  struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons(port)};
-  gboolean ok = inet_pton(AF_INET, ip, &addr.sin_addr) == 1 &&
-                bind(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0;
-  close(fd);
+  int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, 0);
+  gboolean ok = fd >= 0 && bind(fd, ai->ai_addr, ai->ai_addrlen) == 0;
+  if (fd >= 0)
+    close(fd);
+  freeaddrinfo(ai);
   return ok;
 }
 
@@ -74,10 +80,12 @@ gboolean hutch_net_check_ports(GPtrArray *ports, GError **error) {
     int type = port->proto == HUTCH_PROTO_UDP ? SOCK_DGRAM : SOCK_STREAM;
     for (guint p = port->host_start; p <= port->host_end; p++) {
       if (!bind_test(port->host_ip, p, type)) {
+        gboolean v6 = strchr(port->host_ip, ':') != NULL;
         g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PORT_IN_USE,
-                    "host port %s %s:%u is in use (or cannot be bound): free it or forward "
+                    "host port %s %s%s%s:%u is in use (or cannot be bound): free it or forward "
                     "another host port",
-                    hutch_proto_to_string(port->proto), port->host_ip, p);
+                    hutch_proto_to_string(port->proto), v6 ? "[" : "", port->host_ip, v6 ? "]" : "",
+                    p);
         return FALSE;
       }
     }

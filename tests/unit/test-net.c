@@ -75,6 +75,46 @@ static void test_free_port_and_in_use(void) {
   g_assert_no_error(error);
 }
 
+/* An IPv6 host address: passt takes it without brackets; the port check binds it as IPv6. */
+static void test_ipv6_host_ip(void) {
+  g_autoptr(GPtrArray) ports = g_ptr_array_new_with_free_func((GDestroyNotify)hutch_port_free);
+  g_ptr_array_add(ports, port("::1", 18080, 18080, 80, 80, HUTCH_PROTO_TCP));
+  g_auto(GStrv) argv = hutch_net_passt_argv("passt", "/r", 40000, ports);
+  g_autofree char *line = g_strjoinv(" ", argv);
+  g_assert_nonnull(strstr(line, " -t ::1/18080:80 "));
+
+  int fd = socket(AF_INET6, SOCK_STREAM, 0);
+  struct sockaddr_in6 addr = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+  if (fd < 0 || bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+    if (fd >= 0)
+      close(fd);
+    g_test_skip("no IPv6 loopback here");
+    return;
+  }
+  socklen_t len = sizeof(addr);
+  g_assert_cmpint(getsockname(fd, (struct sockaddr *)&addr, &len), ==, 0);
+  guint16 taken = ntohs(addr.sin6_port);
+  close(fd);
+
+  /* free: no error (it failed as "in use" when bound as IPv4) */
+  g_autoptr(GError) error = NULL;
+  g_autoptr(GPtrArray) free_ports = g_ptr_array_new_with_free_func((GDestroyNotify)hutch_port_free);
+  g_ptr_array_add(free_ports, port("::1", taken, taken, 80, 80, HUTCH_PROTO_TCP));
+  g_ptr_array_add(free_ports, port("::1", taken, taken, 53, 53, HUTCH_PROTO_UDP));
+  g_assert_true(hutch_net_check_ports(free_ports, &error));
+  g_assert_no_error(error);
+
+  /* taken */
+  fd = socket(AF_INET6, SOCK_STREAM, 0);
+  g_assert_cmpint(bind(fd, (struct sockaddr *)&addr, sizeof(addr)), ==, 0);
+  g_assert_cmpint(listen(fd, 1), ==, 0);
+  g_assert_false(hutch_net_check_ports(free_ports, &error));
+  g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_PORT_IN_USE);
+  g_autofree char *needle = g_strdup_printf("host port tcp [::1]:%u is in use", taken);
+  g_assert_nonnull(strstr(error->message, needle));
+  close(fd);
+}
+
 /* A child running program with argv[0] set to argv0 (sleep reads only its other arguments). */
 static pid_t spawn_as(const char *program, const char *argv0) {
   const char *argv[] = {program, argv0, "30", NULL};
@@ -145,6 +185,7 @@ int main(int argc, char **argv) {
   g_test_add_func("/net/passt-argv/defaults", test_passt_argv_defaults);
   g_test_add_func("/net/passt-argv/ports", test_passt_argv_ports);
   g_test_add_func("/net/ports/free-and-in-use", test_free_port_and_in_use);
+  g_test_add_func("/net/ports/ipv6", test_ipv6_host_ip);
   g_test_add_func("/net/stop-only-own-passt", test_stop_only_own_passt);
   return g_test_run();
 }
