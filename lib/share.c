@@ -296,6 +296,45 @@ GPtrArray *hutch_share_plan(const HutchProfile *profile, const HutchVirtiofsd *v
   return g_steal_pointer(&plan);
 }
 
+#define RECORD_GROUP "shares"
+
+gboolean hutch_share_check_record(GPtrArray *plan, const HutchProfile *profile, const char *record,
+                                  GError **error) {
+  g_autoptr(GKeyFile) keys = g_key_file_new();
+  g_autoptr(GError) local = NULL;
+  if (!g_key_file_load_from_file(keys, record, G_KEY_FILE_NONE, &local) &&
+      !g_error_matches(local, G_FILE_ERROR, G_FILE_ERROR_NOENT)) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE, "reading %s: %s", record, local->message);
+    return FALSE;
+  }
+  gboolean missing = FALSE;
+  for (guint i = 0; i < plan->len; i++) {
+    const HutchSharePlanEntry *entry = g_ptr_array_index(plan, i);
+    g_autofree char *key = g_strdup_printf("%u", entry->index);
+    g_autofree char *recorded = g_key_file_get_string(keys, RECORD_GROUP, key, NULL);
+    if (!recorded) {
+      g_key_file_set_string(keys, RECORD_GROUP, key, entry->host_dir);
+      missing = TRUE;
+      continue;
+    }
+    if (strcmp(recorded, entry->host_dir) == 0)
+      continue;
+    const HutchShare *share = g_ptr_array_index(profile->shares, entry->index);
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE,
+                "share %s -> %s: the host directory was %s at create but now resolves to %s; "
+                "refusing to share it (a symlink in the path? a guest can plant one through "
+                "another writable share). If you moved it on purpose, remove %s to accept the "
+                "new place, or create the VM again",
+                share->host, share->guest, recorded, entry->host_dir, record);
+    return FALSE;
+  }
+  if (!missing)
+    return TRUE;
+  gsize len = 0;
+  g_autofree char *text = g_key_file_to_data(keys, &len, NULL);
+  return hutch_write_file(record, text, len, 0600, error);
+}
+
 GPtrArray *hutch_share_plan_domain_fs(GPtrArray *plan) {
   GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)hutch_domain_fs_free);
   for (guint i = 0; i < plan->len; i++) {
