@@ -23,6 +23,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "nosetid-private.h"
 #include "pidfile-private.h"
 #include "share-private.h"
 #include "util-private.h"
@@ -512,6 +513,7 @@ typedef enum {
   STEP_SETGID,
   STEP_SETUID,
   STEP_READONLY,
+  STEP_NOSETID,
   STEP_EXEC,
   STEP_N
 } ChildStep;
@@ -525,6 +527,7 @@ static const char *const step_names[STEP_N] = {
     "setresgid",
     "setresuid",
     "making the shared directory read-only",
+    "installing the seccomp filter against set-user-ID files",
     "exec",
 };
 
@@ -615,6 +618,10 @@ static G_GNUC_NORETURN void child_run(ChildSetup *s) {
        mount(s->readonly_dir, s->readonly_dir, NULL, MS_BIND | MS_REC, NULL) < 0 ||
        mount(NULL, s->readonly_dir, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL) < 0))
     child_fail(status_w, STEP_READONLY);
+  /* last, so that nothing above runs under it: no set-user-ID or set-group-ID file from the
+   * guest (nosetid-private.h) */
+  if (hutch_nosetid_install() < 0)
+    child_fail(status_w, STEP_NOSETID);
   execve(s->argv[0], s->argv, environ);
   child_fail(status_w, STEP_EXEC);
 }

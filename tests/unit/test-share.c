@@ -501,6 +501,10 @@ static void test_start_stop(void) {
     g_autofree char *comm = proc_text(pids[i], "comm");
     g_assert_nonnull(comm);
     g_assert_cmpstr(g_strstrip(comm), ==, "virtiofsd");
+    /* under the filter against set-ID files (test-nosetid.c): no new privileges, seccomp */
+    g_autofree char *status = proc_text(pids[i], "status");
+    g_assert_nonnull(strstr(status, "\nNoNewPrivs:\t1\n"));
+    g_assert_nonnull(strstr(status, "\nSeccomp:\t2\n"));
     if (geteuid() != 0) {
       /* namespace uid 1000 is this user; namespace root is a subordinate uid */
       g_autofree char *uid_map = proc_text(pids[i], "uid_map");
