@@ -46,7 +46,7 @@ static void fixture_tear_down(Fixture *f, gconstpointer data) {
 /* What one call did in the filtered child: its result and errno. */
 typedef struct {
   long result;
-  int err;
+  long err; /* long: no padding, whose bytes would go through the pipe uninitialised */
 } Outcome;
 
 typedef long (*Call)(const Fixture *f);
