@@ -22,7 +22,7 @@
 
 #include "forward-private.h"
 #include "instance-private.h"
-#include "net-private.h"
+#include "pidfile-private.h"
 #include "util-private.h"
 
 /* Per direction and connection: large enough that one read fills an SSH packet. */
@@ -577,19 +577,14 @@ static char *forward_file(const char *runtime_dir, guint host_port, const char *
   return g_build_filename(runtime_dir, base, NULL);
 }
 
-static pid_t forward_pid(const char *pidfile) {
-  g_autofree char *text = NULL;
-  if (!g_file_get_contents(pidfile, &text, NULL, NULL))
-    return 0;
-  gint64 pid = g_ascii_strtoll(g_strstrip(text), NULL, 10);
-  if (pid <= 1)
-    return 0;
-  g_autofree char *comm_path = g_strdup_printf("/proc/%" G_GINT64_FORMAT "/comm", pid);
-  g_autofree char *comm = NULL;
-  if (!g_file_get_contents(comm_path, &comm, NULL, NULL) ||
-      strcmp(g_strstrip(comm), HUTCH_FORWARD_COMM) != 0)
-    return 0;
-  return (pid_t)pid;
+/* The forward helper hutch started: a fork of hutch (no exec, so its binary is whichever
+ * program called hutch_forward_add) that names itself HUTCH_FORWARD_COMM and recorded its
+ * start time in its pidfile. A pid reused since, or another VM's forward, never passes. */
+static const HutchHelperId forward_id = {.comm = HUTCH_FORWARD_COMM, .recorded = TRUE};
+
+static pid_t forward_pid(const char *runtime_dir, guint host_port) {
+  g_autofree char *pidfile = forward_file(runtime_dir, host_port, "pid");
+  return hutch_pidfile_check(pidfile, &forward_id);
 }
 
 static void remove_forward_files(const char *runtime_dir, guint host_port) {
@@ -601,9 +596,7 @@ static void remove_forward_files(const char *runtime_dir, guint host_port) {
 
 static void stop_forward(const char *runtime_dir, guint host_port) {
   g_autofree char *pidfile = forward_file(runtime_dir, host_port, "pid");
-  /* only a process that is really ours: a pid may have been reused since */
-  if (forward_pid(pidfile) > 0)
-    hutch_kill_pidfile(pidfile);
+  hutch_pidfile_kill(pidfile, &forward_id);
   remove_forward_files(runtime_dir, host_port);
 }
 
@@ -745,12 +738,14 @@ static G_GNUC_NORETURN void helper_main(const Helper *h) {
   guint host_port = h->port->host_start;
   g_autofree char *pidfile = forward_file(h->runtime_dir, host_port, "pid");
   g_autofree char *specfile = forward_file(h->runtime_dir, host_port, "spec");
-  g_autofree char *pid_text = g_strdup_printf("%d\n", (int)getpid());
+  g_autofree char *pid_text = hutch_pidfile_format(getpid());
   g_autofree char *spec_text =
       g_strdup_printf("%s %u %u\n", h->port->host_ip, host_port, h->port->guest_start);
   g_autoptr(HutchSsh) ssh = NULL;
   if (stop_fd < 0)
     g_set_error(&error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "signalfd: %s", g_strerror(errno));
+  else if (!pid_text)
+    g_set_error(&error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "reading /proc/%d/stat", (int)getpid());
   else if (hutch_write_file(specfile, spec_text, strlen(spec_text), 0600, &error) &&
            hutch_write_file(pidfile, pid_text, strlen(pid_text), 0600, &error))
     ssh = helper_connect(h, &error);
@@ -867,15 +862,14 @@ gboolean hutch_forward_add(HutchContext *ctx, const char *name, const char *spec
     return FALSE;
   gboolean ok = FALSE;
   int listen_fd = -1, log_fd = -1;
-  g_autofree char *host_key = NULL, *client_key = NULL, *log_path = NULL, *pidfile = NULL;
+  g_autofree char *host_key = NULL, *client_key = NULL, *log_path = NULL;
   g_autoptr(HutchInstance) instance = running_instance(ctx, name, error);
   if (!instance)
     goto out;
   const char *runtime_dir = instance->meta->runtime_dir;
   if (!hutch_mkdir(runtime_dir, 0700, error))
     goto out;
-  pidfile = forward_file(runtime_dir, port->host_start, "pid");
-  if (forward_pid(pidfile) > 0) {
+  if (forward_pid(runtime_dir, port->host_start) > 0) {
     g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PORT_IN_USE,
                 "host port %u is forwarded to '%s' already (hutch forward %s --remove %u)",
                 port->host_start, name, name, port->host_start);
@@ -929,10 +923,9 @@ JsonArray *hutch_forward_list(HutchContext *ctx, const char *name, GError **erro
   JsonArray *array = json_array_new();
   for (guint i = 0; i < ports->len; i++) {
     guint host_port = g_array_index(ports, guint, i);
-    g_autofree char *pidfile = forward_file(runtime_dir, host_port, "pid");
     g_autofree char *specfile = forward_file(runtime_dir, host_port, "spec");
     g_autofree char *text = NULL;
-    pid_t pid = forward_pid(pidfile);
+    pid_t pid = forward_pid(runtime_dir, host_port);
     g_auto(GStrv) fields = NULL;
     if (pid > 0 && g_file_get_contents(specfile, &text, NULL, NULL))
       fields = g_strsplit(g_strstrip(text), " ", -1);
@@ -958,8 +951,7 @@ gboolean hutch_forward_remove(HutchContext *ctx, const char *name, guint host_po
   g_autoptr(HutchInstance) instance = hutch_instance_lookup(ctx, name, error);
   if (!instance)
     return FALSE;
-  g_autofree char *pidfile = forward_file(instance->meta->runtime_dir, host_port, "pid");
-  if (forward_pid(pidfile) <= 0) {
+  if (forward_pid(instance->meta->runtime_dir, host_port) <= 0) {
     remove_forward_files(instance->meta->runtime_dir, host_port);
     g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_NOT_FOUND,
                 "'%s' has no forward from host port %u (hutch forward %s --list)", name, host_port,

@@ -8,6 +8,7 @@
 
 /* Files in an instance directory ($XDG_DATA_HOME/hutch/instances/NAME, 0700). */
 #define HUTCH_INSTANCE_PROFILE "profile.yaml"      /* the frozen, expanded profile */
+#define HUTCH_INSTANCE_SHARES "shares"             /* where each share resolved at create */
 #define HUTCH_INSTANCE_DISK "disk.qcow2"           /* overlay on the cached image */
 #define HUTCH_INSTANCE_SEED "seed.iso"             /* cloud-init NoCloud volume */
 #define HUTCH_INSTANCE_HOST_KEY "ssh_host_ed25519_key" /* the guest's host key (+ .pub) */

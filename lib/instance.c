@@ -237,6 +237,10 @@ static gboolean create_steps(HutchContext *ctx, virConnectPtr conn, const char *
   g_autofree char *profile_yaml = hutch_profile_to_yaml(profile, error);
   if (!profile_yaml || !write_text(dir, HUTCH_INSTANCE_PROFILE, profile_yaml, 0600, error))
     return FALSE;
+  /* where each share leads now: every start checks that it still leads there */
+  g_autofree char *shares_record = g_build_filename(dir, HUTCH_INSTANCE_SHARES, NULL);
+  if (!hutch_share_check_record(share_plan, profile, shares_record, error))
+    return FALSE;
   if (image->key &&
       !write_text(dir, HUTCH_INSTANCE_IMAGE_KEY_FILE, image->key, 0600, error))
     return FALSE;
@@ -570,6 +574,12 @@ static gboolean start_steps(HutchContext *ctx, HutchInstance *instance, gboolean
   g_autoptr(GPtrArray) share_plan =
       plan_shares(profile, instance->meta->runtime_dir, instance->meta->guest_user, error);
   if (!share_plan)
+    return FALSE;
+  /* each share must still lead where it did at create (instances created before this record
+   * existed get it now) */
+  g_autofree char *shares_record =
+      g_build_filename(instance->meta->instance_dir, HUTCH_INSTANCE_SHARES, NULL);
+  if (!hutch_share_check_record(share_plan, profile, shares_record, error))
     return FALSE;
   if (share_plan->len > 0) {
     hutch_progress_begin(ctx, "shares", "virtiofsd for %u folder%s", share_plan->len,

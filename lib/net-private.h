@@ -32,7 +32,3 @@ gboolean hutch_net_start(const char *runtime_dir, guint ssh_port, GPtrArray *por
 /* Stops the VM's passt if it still runs (it exits by itself when QEMU disconnects) and
  * removes its files. */
 void hutch_net_stop(const char *runtime_dir);
-
-/* Sends SIGTERM to the pid in pidfile if that process still runs, waiting up to 2 s, then
- * SIGKILL. Removes the pidfile. */
-void hutch_kill_pidfile(const char *pidfile);

@@ -4,12 +4,15 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <glib/gstdio.h>
+#include <netdb.h>
 #include <netinet/in.h>
-#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "net-private.h"
+#include "pidfile-private.h"
 #include "util-private.h"
 
 static char *port_range(guint16 start, guint16 end) {
@@ -56,14 +59,18 @@ GStrv hutch_net_passt_argv(const char *passt, const char *runtime_dir, guint ssh
   return g_strv_builder_end(argv);
 }
 
+/* Whether ip:port can be bound now; ip is an IPv4 or IPv6 address (no brackets). */
 static gboolean bind_test(const char *ip, guint port, int type) {
-  int fd = socket(AF_INET, type | SOCK_CLOEXEC, 0);
-  if (fd < 0)
+  struct addrinfo hints = {.ai_socktype = type, .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV};
+  struct addrinfo *ai = NULL;
+  g_autofree char *service = g_strdup_printf("%u", port);
+  if (getaddrinfo(ip, service, &hints, &ai) != 0)
     return FALSE;
-  struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons(port)};
-  gboolean ok = inet_pton(AF_INET, ip, &addr.sin_addr) == 1 &&
-                bind(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0;
-  close(fd);
+  int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, 0);
+  gboolean ok = fd >= 0 && bind(fd, ai->ai_addr, ai->ai_addrlen) == 0;
+  if (fd >= 0)
+    close(fd);
+  freeaddrinfo(ai);
   return ok;
 }
 
@@ -73,10 +80,12 @@ gboolean hutch_net_check_ports(GPtrArray *ports, GError **error) {
     int type = port->proto == HUTCH_PROTO_UDP ? SOCK_DGRAM : SOCK_STREAM;
     for (guint p = port->host_start; p <= port->host_end; p++) {
       if (!bind_test(port->host_ip, p, type)) {
+        gboolean v6 = strchr(port->host_ip, ':') != NULL;
         g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PORT_IN_USE,
-                    "host port %s %s:%u is in use (or cannot be bound): free it or forward "
+                    "host port %s %s%s%s:%u is in use (or cannot be bound): free it or forward "
                     "another host port",
-                    hutch_proto_to_string(port->proto), port->host_ip, p);
+                    hutch_proto_to_string(port->proto), v6 ? "[" : "", port->host_ip, v6 ? "]" : "",
+                    p);
         return FALSE;
       }
     }
@@ -102,28 +111,21 @@ guint hutch_net_free_port(GError **error) {
   return ntohs(addr.sin_port);
 }
 
-static pid_t read_pidfile(const char *pidfile) {
-  g_autofree char *text = NULL;
-  if (!g_file_get_contents(pidfile, &text, NULL, NULL))
-    return 0;
-  gint64 pid = g_ascii_strtoll(g_strstrip(text), NULL, 10);
-  return pid > 1 ? (pid_t)pid : 0;
-}
-
-void hutch_kill_pidfile(const char *pidfile) {
-  pid_t pid = read_pidfile(pidfile);
-  if (pid > 0 && kill(pid, SIGTERM) == 0) {
-    for (int i = 0; i < 40 && kill(pid, 0) == 0; i++)
-      g_usleep(50 * 1000);
-    if (kill(pid, 0) == 0)
-      kill(pid, SIGKILL);
-  }
-  g_unlink(pidfile);
-}
-
 static const char *find_passt(void) {
   const char *configured = g_getenv("HUTCH_PASST");
   return configured && *configured ? configured : "passt";
+}
+
+/* Stops this VM's passt, if the pidfile still names it: the passt binary hutch runs (which
+ * re-executes itself as PASST.avx2 where the CPU has AVX2), with this pidfile as its --pid. A
+ * pidfile left behind can name a pid reused since, or another VM's passt. */
+static void stop_passt(const char *pidfile) {
+  g_autofree char *found = g_find_program_in_path(find_passt());
+  g_autofree char *exe = found ? realpath(found, NULL) : NULL;
+  g_autofree char *avx2 = exe ? g_strconcat(exe, ".avx2", NULL) : NULL;
+  const char *exes[] = {exe, avx2, NULL};
+  HutchHelperId id = {.exes = exes, .arg = pidfile};
+  hutch_pidfile_kill(pidfile, &id);
 }
 
 gboolean hutch_net_start(const char *runtime_dir, guint ssh_port, GPtrArray *ports,
@@ -132,7 +134,7 @@ gboolean hutch_net_start(const char *runtime_dir, guint ssh_port, GPtrArray *por
   g_autofree char *pidfile = g_build_filename(runtime_dir, HUTCH_PASST_PID, NULL);
   g_autofree char *logfile = g_build_filename(runtime_dir, HUTCH_PASST_LOG, NULL);
   /* A passt left over from a VM that died with it still waiting would hold the socket. */
-  hutch_kill_pidfile(pidfile);
+  stop_passt(pidfile);
   g_unlink(socket);
   g_unlink(logfile);
 
@@ -155,7 +157,7 @@ gboolean hutch_net_start(const char *runtime_dir, guint ssh_port, GPtrArray *por
   for (int i = 0; i < 100 && !g_file_test(socket, G_FILE_TEST_EXISTS); i++)
     g_usleep(20 * 1000);
   if (!g_file_test(socket, G_FILE_TEST_EXISTS)) {
-    hutch_kill_pidfile(pidfile);
+    stop_passt(pidfile);
     g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_HELPER, "passt did not create %s", socket);
     return FALSE;
   }
@@ -165,6 +167,6 @@ gboolean hutch_net_start(const char *runtime_dir, guint ssh_port, GPtrArray *por
 void hutch_net_stop(const char *runtime_dir) {
   g_autofree char *socket = g_build_filename(runtime_dir, HUTCH_PASST_SOCKET, NULL);
   g_autofree char *pidfile = g_build_filename(runtime_dir, HUTCH_PASST_PID, NULL);
-  hutch_kill_pidfile(pidfile);
+  stop_passt(pidfile);
   g_unlink(socket);
 }

@@ -81,6 +81,21 @@ GPtrArray *hutch_share_plan(const HutchProfile *profile, const HutchVirtiofsd *v
                             const char *runtime_dir, const char *host_home, const char *guest_home,
                             GError **error);
 
+/* A share's host path is resolved ("~", symlinks) at every start, but where it leads must not
+ * change after create: a guest can replace a part of it with a symlink through another
+ * writable share (share ~/VM-Shared writable and ~/VM-Shared/sub; the guest makes sub a
+ * symlink to ~/.ssh) or through another VM's share, to have the next start share a directory
+ * the user never named. So the resolved host directory of each share is recorded at create in
+ * the file `record` (in the instance directory; a GKeyFile, group "shares", key the share's
+ * index) and compared at every start.
+ *
+ * Writes the entries of plan that record lacks (all of them at create; an instance created
+ * before the record existed gets it at its next start) and checks the others. Fails with
+ * HUTCH_ERROR_PROFILE naming the share and both directories when one now resolves elsewhere,
+ * and writes nothing then. profile: the one plan was made from, for the shares' names. */
+gboolean hutch_share_check_record(GPtrArray *plan, const HutchProfile *profile, const char *record,
+                                  GError **error);
+
 /* For HutchDomainConfig.filesystems: HutchDomainFs* (owned; the array frees them). */
 GPtrArray *hutch_share_plan_domain_fs(GPtrArray *plan);
 /* For HutchSeedConfig.mounts: HutchSeedMount* whose strings point into plan (keep the plan

@@ -23,7 +23,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "net-private.h"
+#include "nosetid-private.h"
+#include "pidfile-private.h"
 #include "share-private.h"
 #include "util-private.h"
 
@@ -63,9 +64,12 @@ void hutch_virtiofsd_free(HutchVirtiofsd *virtiofsd) {
   g_free(virtiofsd);
 }
 
+/* Where the two virtiofsd are installed (the Rust one, then Debian 12's C one). */
+static const char *const virtiofsd_places[] = {"/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd",
+                                               NULL};
+
 HutchVirtiofsd *hutch_virtiofsd_find(GError **error) {
   const char *configured = g_getenv("HUTCH_VIRTIOFSD");
-  const char *candidates[] = {"/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd", NULL};
   g_autofree char *path = NULL;
   if (configured && *configured) {
     path = g_find_program_in_path(configured);
@@ -75,9 +79,9 @@ HutchVirtiofsd *hutch_virtiofsd_find(GError **error) {
       return NULL;
     }
   } else {
-    for (guint i = 0; candidates[i] && !path; i++)
-      if (g_file_test(candidates[i], G_FILE_TEST_IS_EXECUTABLE))
-        path = g_strdup(candidates[i]);
+    for (guint i = 0; virtiofsd_places[i] && !path; i++)
+      if (g_file_test(virtiofsd_places[i], G_FILE_TEST_IS_EXECUTABLE))
+        path = g_strdup(virtiofsd_places[i]);
     if (!path) {
       g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_HELPER,
                   "virtiofsd not found in /usr/libexec or /usr/lib/qemu (apt-get install "
@@ -293,6 +297,45 @@ GPtrArray *hutch_share_plan(const HutchProfile *profile, const HutchVirtiofsd *v
   return g_steal_pointer(&plan);
 }
 
+#define RECORD_GROUP "shares"
+
+gboolean hutch_share_check_record(GPtrArray *plan, const HutchProfile *profile, const char *record,
+                                  GError **error) {
+  g_autoptr(GKeyFile) keys = g_key_file_new();
+  g_autoptr(GError) local = NULL;
+  if (!g_key_file_load_from_file(keys, record, G_KEY_FILE_NONE, &local) &&
+      !g_error_matches(local, G_FILE_ERROR, G_FILE_ERROR_NOENT)) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE, "reading %s: %s", record, local->message);
+    return FALSE;
+  }
+  gboolean missing = FALSE;
+  for (guint i = 0; i < plan->len; i++) {
+    const HutchSharePlanEntry *entry = g_ptr_array_index(plan, i);
+    g_autofree char *key = g_strdup_printf("%u", entry->index);
+    g_autofree char *recorded = g_key_file_get_string(keys, RECORD_GROUP, key, NULL);
+    if (!recorded) {
+      g_key_file_set_string(keys, RECORD_GROUP, key, entry->host_dir);
+      missing = TRUE;
+      continue;
+    }
+    if (strcmp(recorded, entry->host_dir) == 0)
+      continue;
+    const HutchShare *share = g_ptr_array_index(profile->shares, entry->index);
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE,
+                "share %s -> %s: the host directory was %s at create but now resolves to %s; "
+                "refusing to share it (a symlink in the path? a guest can plant one through "
+                "another writable share). If you moved it on purpose, remove %s to accept the "
+                "new place, or create the VM again",
+                share->host, share->guest, recorded, entry->host_dir, record);
+    return FALSE;
+  }
+  if (!missing)
+    return TRUE;
+  gsize len = 0;
+  g_autofree char *text = g_key_file_to_data(keys, &len, NULL);
+  return hutch_write_file(record, text, len, 0600, error);
+}
+
 GPtrArray *hutch_share_plan_domain_fs(GPtrArray *plan) {
   GPtrArray *out = g_ptr_array_new_with_free_func((GDestroyNotify)hutch_domain_fs_free);
   for (guint i = 0; i < plan->len; i++) {
@@ -470,6 +513,7 @@ typedef enum {
   STEP_SETGID,
   STEP_SETUID,
   STEP_READONLY,
+  STEP_NOSETID,
   STEP_EXEC,
   STEP_N
 } ChildStep;
@@ -483,6 +527,7 @@ static const char *const step_names[STEP_N] = {
     "setresgid",
     "setresuid",
     "making the shared directory read-only",
+    "installing the seccomp filter against set-user-ID files",
     "exec",
 };
 
@@ -573,6 +618,10 @@ static G_GNUC_NORETURN void child_run(ChildSetup *s) {
        mount(s->readonly_dir, s->readonly_dir, NULL, MS_BIND | MS_REC, NULL) < 0 ||
        mount(NULL, s->readonly_dir, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL) < 0))
     child_fail(status_w, STEP_READONLY);
+  /* last, so that nothing above runs under it: no set-user-ID or set-group-ID file from the
+   * guest (nosetid-private.h) */
+  if (hutch_nosetid_install() < 0)
+    child_fail(status_w, STEP_NOSETID);
   execve(s->argv[0], s->argv, environ);
   child_fail(status_w, STEP_EXEC);
 }
@@ -750,11 +799,32 @@ static pid_t spawn_virtiofsd(const HutchSharePlanEntry *entry, int listen_fd, gb
   return pid;
 }
 
+/* A virtiofsd hutch started: one of the binaries it may have run (the entry's,
+ * $HUTCH_VIRTIOFSD, the usual places), with the start time hutch recorded in its pidfile. */
+static gboolean stop_virtiofsd(const char *pidfile, const char *binary) {
+  g_autoptr(GPtrArray) exes = g_ptr_array_new_with_free_func(g_free);
+  if (binary)
+    g_ptr_array_add(exes, g_strdup(binary));
+  const char *configured = g_getenv("HUTCH_VIRTIOFSD");
+  char *found = configured && *configured ? g_find_program_in_path(configured) : NULL;
+  if (found)
+    g_ptr_array_add(exes, found);
+  for (guint i = 0; virtiofsd_places[i]; i++)
+    g_ptr_array_add(exes, g_strdup(virtiofsd_places[i]));
+  g_ptr_array_add(exes, NULL);
+  HutchHelperId id = {.exes = (const char *const *)exes->pdata, .recorded = TRUE};
+  return hutch_pidfile_kill(pidfile, &id);
+}
+
+static void stop_entry(const HutchSharePlanEntry *entry) {
+  stop_virtiofsd(entry->pidfile, entry->virtiofsd);
+  g_unlink(entry->socket);
+}
+
 static gboolean start_one(const HutchSharePlanEntry *entry, gboolean unprivileged, guint guest_uid,
                           guint guest_gid, GError **error) {
   /* a virtiofsd left over from a VM that died before QEMU connected holds nothing we need */
-  hutch_kill_pidfile(entry->pidfile);
-  g_unlink(entry->socket);
+  stop_entry(entry);
   int listen_fd = listen_unix(entry->socket, error);
   if (listen_fd < 0)
     return FALSE;
@@ -764,8 +834,9 @@ static gboolean start_one(const HutchSharePlanEntry *entry, gboolean unprivilege
     g_unlink(entry->socket);
     return FALSE;
   }
-  g_autofree char *pid_text = g_strdup_printf("%d\n", (int)pid);
-  if (!hutch_write_file(entry->pidfile, pid_text, strlen(pid_text), 0600, error)) {
+  /* NULL: it exited already; the wait below reports it */
+  g_autofree char *pid_text = hutch_pidfile_format(pid);
+  if (pid_text && !hutch_write_file(entry->pidfile, pid_text, strlen(pid_text), 0600, error)) {
     kill(pid, SIGKILL);
     g_unlink(entry->socket);
     return FALSE;
@@ -778,8 +849,7 @@ static gboolean start_one(const HutchSharePlanEntry *entry, gboolean unprivilege
     g_usleep(20 * 1000);
   }
   gboolean alive = process_alive(pid);
-  hutch_kill_pidfile(entry->pidfile);
-  g_unlink(entry->socket);
+  stop_entry(entry);
   g_autofree char *tail = log_tail(entry->logfile);
   g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_HELPER, "virtiofsd %s; %s",
               alive ? "did not get ready in time" : "exited", tail);
@@ -818,10 +888,8 @@ gboolean hutch_share_start(GPtrArray *plan, guint guest_uid, guint guest_gid, GE
       g_prefix_error(error, "share %s: ", entry->host_dir);
       for (guint j = 0; j < i; j++) {
         const HutchSharePlanEntry *started = g_ptr_array_index(plan, j);
-        if (started->mode == HUTCH_SHARE_VIRTIOFS) {
-          hutch_kill_pidfile(started->pidfile);
-          g_unlink(started->socket);
-        }
+        if (started->mode == HUTCH_SHARE_VIRTIOFS)
+          stop_entry(started);
       }
       return FALSE;
     }
@@ -831,18 +899,6 @@ gboolean hutch_share_start(GPtrArray *plan, guint guest_uid, guint guest_gid, GE
 
 /* ---- stopping ------------------------------------------------------------------------- */
 
-/* A pid from a stale pidfile may have been reused by another of the user's processes. */
-static gboolean pid_is_virtiofsd(const char *pidfile) {
-  g_autofree char *text = NULL;
-  if (!g_file_get_contents(pidfile, &text, NULL, NULL))
-    return FALSE;
-  gint64 pid = g_ascii_strtoll(g_strstrip(text), NULL, 10);
-  g_autofree char *comm_path = g_strdup_printf("/proc/%" G_GINT64_FORMAT "/comm", pid);
-  g_autofree char *comm = NULL;
-  return pid > 1 && g_file_get_contents(comm_path, &comm, NULL, NULL) &&
-         g_str_has_prefix(comm, "virtiofsd");
-}
-
 void hutch_share_stop(const char *runtime_dir) {
   g_autoptr(GDir) dir = g_dir_open(runtime_dir, 0, NULL);
   if (!dir)
@@ -851,12 +907,9 @@ void hutch_share_stop(const char *runtime_dir) {
   while ((name = g_dir_read_name(dir))) {
     if (!g_str_has_prefix(name, "virtiofs-"))
       continue;
-    g_autofree char *path = g_build_filename(runtime_dir, name, NULL);
     if (g_str_has_suffix(name, ".pid")) {
-      if (pid_is_virtiofsd(path))
-        hutch_kill_pidfile(path);
-      else
-        g_unlink(path);
+      g_autofree char *path = g_build_filename(runtime_dir, name, NULL);
+      stop_virtiofsd(path, NULL);
     }
   }
   /* the sockets once nothing listens on them any more */

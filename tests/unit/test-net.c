@@ -2,11 +2,15 @@
 #include "config.h"
 
 #include <arpa/inet.h>
+#include <glib/gstdio.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "net-private.h"
+#include "util-private.h"
 
 static HutchPort *port(const char *ip, guint16 hs, guint16 he, guint16 gs, guint16 ge,
                        HutchProto proto) {
@@ -71,10 +75,117 @@ static void test_free_port_and_in_use(void) {
   g_assert_no_error(error);
 }
 
+/* An IPv6 host address: passt takes it without brackets; the port check binds it as IPv6. */
+static void test_ipv6_host_ip(void) {
+  g_autoptr(GPtrArray) ports = g_ptr_array_new_with_free_func((GDestroyNotify)hutch_port_free);
+  g_ptr_array_add(ports, port("::1", 18080, 18080, 80, 80, HUTCH_PROTO_TCP));
+  g_auto(GStrv) argv = hutch_net_passt_argv("passt", "/r", 40000, ports);
+  g_autofree char *line = g_strjoinv(" ", argv);
+  g_assert_nonnull(strstr(line, " -t ::1/18080:80 "));
+
+  int fd = socket(AF_INET6, SOCK_STREAM, 0);
+  struct sockaddr_in6 addr = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+  if (fd < 0 || bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+    if (fd >= 0)
+      close(fd);
+    g_test_skip("no IPv6 loopback here");
+    return;
+  }
+  socklen_t len = sizeof(addr);
+  g_assert_cmpint(getsockname(fd, (struct sockaddr *)&addr, &len), ==, 0);
+  guint16 taken = ntohs(addr.sin6_port);
+  close(fd);
+
+  /* free: no error (it failed as "in use" when bound as IPv4) */
+  g_autoptr(GError) error = NULL;
+  g_autoptr(GPtrArray) free_ports = g_ptr_array_new_with_free_func((GDestroyNotify)hutch_port_free);
+  g_ptr_array_add(free_ports, port("::1", taken, taken, 80, 80, HUTCH_PROTO_TCP));
+  g_ptr_array_add(free_ports, port("::1", taken, taken, 53, 53, HUTCH_PROTO_UDP));
+  g_assert_true(hutch_net_check_ports(free_ports, &error));
+  g_assert_no_error(error);
+
+  /* taken */
+  fd = socket(AF_INET6, SOCK_STREAM, 0);
+  g_assert_cmpint(bind(fd, (struct sockaddr *)&addr, sizeof(addr)), ==, 0);
+  g_assert_cmpint(listen(fd, 1), ==, 0);
+  g_assert_false(hutch_net_check_ports(free_ports, &error));
+  g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_PORT_IN_USE);
+  g_autofree char *needle = g_strdup_printf("host port tcp [::1]:%u is in use", taken);
+  g_assert_nonnull(strstr(error->message, needle));
+  close(fd);
+}
+
+/* A child running program with argv[0] set to argv0 (sleep reads only its other arguments). */
+static pid_t spawn_as(const char *program, const char *argv0) {
+  const char *argv[] = {program, argv0, "30", NULL};
+  GPid pid = 0;
+  g_assert_true(g_spawn_async(NULL, (char **)argv, NULL,
+                              G_SPAWN_DO_NOT_REAP_CHILD | G_SPAWN_FILE_AND_ARGV_ZERO, NULL, NULL,
+                              &pid, NULL));
+  return pid;
+}
+
+static void write_pid(const char *pidfile, pid_t pid) {
+  g_autofree char *text = g_strdup_printf("%d\n", (int)pid);
+  g_assert_true(g_file_set_contents(pidfile, text, -1, NULL));
+}
+
+/* signalled: reaped with its signal; not: still running */
+static gboolean was_terminated(pid_t pid) {
+  int status = 0;
+  if (waitpid(pid, &status, WNOHANG) == 0) {
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    return FALSE;
+  }
+  return WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM;
+}
+
+/* hutch_net_stop signals only this VM's passt: the program hutch runs as passt, with this
+ * runtime directory's pidfile on its command line. Here "passt" is a copy of sleep. */
+static void test_stop_only_own_passt(void) {
+  g_autofree char *dir = g_dir_make_tmp("hutch-net-XXXXXX", NULL);
+  g_autofree char *passt = g_build_filename(dir, "passt", NULL);
+  g_autofree char *sleep_text = NULL;
+  gsize len = 0;
+  g_assert_true(g_file_get_contents("/bin/sleep", &sleep_text, &len, NULL));
+  g_assert_true(g_file_set_contents(passt, sleep_text, (gssize)len, NULL));
+  g_assert_cmpint(g_chmod(passt, 0755), ==, 0);
+  g_setenv("HUTCH_PASST", passt, TRUE);
+  g_autofree char *runtime = g_build_filename(dir, "vm", NULL);
+  g_assert_cmpint(g_mkdir(runtime, 0700), ==, 0);
+  g_autofree char *pidfile = g_build_filename(runtime, HUTCH_PASST_PID, NULL);
+  g_autofree char *other = g_build_filename(dir, "other-vm", HUTCH_PASST_PID, NULL);
+
+  /* a stale pidfile naming another program (with the right argument, even) */
+  pid_t sleeper = spawn_as("/bin/sleep", pidfile);
+  write_pid(pidfile, sleeper);
+  hutch_net_stop(runtime);
+  g_assert_false(g_file_test(pidfile, G_FILE_TEST_EXISTS));
+  g_assert_false(was_terminated(sleeper));
+
+  /* another VM's passt */
+  pid_t other_vm = spawn_as(passt, other);
+  write_pid(pidfile, other_vm);
+  hutch_net_stop(runtime);
+  g_assert_false(was_terminated(other_vm));
+
+  /* this VM's */
+  pid_t own = spawn_as(passt, pidfile);
+  write_pid(pidfile, own);
+  hutch_net_stop(runtime);
+  g_assert_true(was_terminated(own));
+
+  g_unsetenv("HUTCH_PASST");
+  hutch_rmtree(dir, NULL);
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/net/passt-argv/defaults", test_passt_argv_defaults);
   g_test_add_func("/net/passt-argv/ports", test_passt_argv_ports);
   g_test_add_func("/net/ports/free-and-in-use", test_free_port_and_in_use);
+  g_test_add_func("/net/ports/ipv6", test_ipv6_host_ip);
+  g_test_add_func("/net/stop-only-own-passt", test_stop_only_own_passt);
   return g_test_run();
 }

@@ -272,6 +272,72 @@ static void test_plan_no_virtiofsd(void) {
   g_unsetenv("HUTCH_VIRTIOFSD");
 }
 
+/* A share's host directory is where it led at create: a guest that plants a symlink through
+ * one share (here the parent of another share) cannot redirect the other at the next start. */
+static void test_record(void) {
+  g_autoptr(Scratch) s = scratch_new();
+  g_autofree char *sub = g_build_filename(s->home, "proj", "sub", NULL);
+  g_autofree char *ssh = g_build_filename(s->home, ".ssh", NULL);
+  g_assert_cmpint(g_mkdir(sub, 0700), ==, 0);
+  g_assert_cmpint(g_mkdir(ssh, 0700), ==, 0);
+  g_autoptr(HutchProfile) profile = hutch_profile_new_defaults();
+  add_share(profile, "~/proj", "~/VM-Shared", TRUE, FALSE);
+  add_share(profile, "~/proj/sub", "/opt/sub", FALSE, FALSE);
+  add_share(profile, "~/later", "/opt/later", TRUE, TRUE);
+  g_autofree char *record = g_build_filename(s->root, "shares", NULL);
+  g_autoptr(GError) error = NULL;
+
+  /* at create: recorded (0600); at a start with nothing changed: the same */
+  g_autoptr(GPtrArray) plan =
+      hutch_share_plan(profile, &c_virtiofsd, s->runtime, s->home, "/home/dev", &error);
+  g_assert_no_error(error);
+  g_assert_true(hutch_share_check_record(plan, profile, record, &error));
+  g_assert_no_error(error);
+  struct stat st;
+  g_assert_cmpint(g_stat(record, &st), ==, 0);
+  g_assert_cmpint(st.st_mode & 0777, ==, 0600);
+  g_autofree char *first = NULL;
+  g_assert_true(g_file_get_contents(record, &first, NULL, NULL));
+  g_assert_nonnull(strstr(first, sub));
+  g_assert_true(hutch_share_check_record(plan, profile, record, &error));
+  g_autofree char *later = g_build_filename(s->home, "later", NULL);
+  g_assert_cmpint(g_mkdir(later, 0700), ==, 0); /* create: true made it at the first start */
+  g_autoptr(GPtrArray) again =
+      hutch_share_plan(profile, &c_virtiofsd, s->runtime, s->home, "/home/dev", &error);
+  g_assert_true(hutch_share_check_record(again, profile, record, &error));
+  g_assert_no_error(error);
+
+  /* the guest replaces sub (in the writable share) with a symlink to ~/.ssh */
+  g_assert_cmpint(g_rmdir(sub), ==, 0);
+  g_assert_cmpint(symlink(ssh, sub), ==, 0);
+  g_autoptr(GPtrArray) attacked =
+      hutch_share_plan(profile, &c_virtiofsd, s->runtime, s->home, "/home/dev", &error);
+  g_assert_no_error(error);
+  g_assert_false(hutch_share_check_record(attacked, profile, record, &error));
+  g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE);
+  g_autofree char *want = g_strdup_printf("share ~/proj/sub -> /opt/sub: the host directory was "
+                                          "%s at create but now resolves to %s; refusing",
+                                          sub, ssh);
+  if (!strstr(error->message, want))
+    g_error("%s\nwanted: %s", error->message, want);
+  g_assert_nonnull(strstr(error->message, record));
+  g_clear_error(&error);
+  /* nothing was rewritten: it is refused again */
+  g_autofree char *now = NULL;
+  g_assert_true(g_file_get_contents(record, &now, NULL, NULL));
+  g_assert_cmpstr(now, ==, first);
+
+  /* the way out the message names: without a record the current places are recorded */
+  g_assert_cmpint(g_unlink(record), ==, 0);
+  g_assert_true(hutch_share_check_record(attacked, profile, record, &error));
+  g_assert_no_error(error);
+
+  /* an unreadable record fails closed */
+  g_assert_true(g_file_set_contents(record, "not a key file", -1, NULL));
+  g_assert_false(hutch_share_check_record(plan, profile, record, &error));
+  g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE);
+}
+
 static void assert_argv(GStrv argv, const char *const *want) {
   g_autofree char *got_text = g_strjoinv(" ", argv);
   g_autofree char *want_text = g_strjoinv(" ", (GStrv)want);
@@ -435,6 +501,10 @@ static void test_start_stop(void) {
     g_autofree char *comm = proc_text(pids[i], "comm");
     g_assert_nonnull(comm);
     g_assert_cmpstr(g_strstrip(comm), ==, "virtiofsd");
+    /* under the filter against set-ID files (test-nosetid.c): no new privileges, seccomp */
+    g_autofree char *status = proc_text(pids[i], "status");
+    g_assert_nonnull(strstr(status, "\nNoNewPrivs:\t1\n"));
+    g_assert_nonnull(strstr(status, "\nSeccomp:\t2\n"));
     if (geteuid() != 0) {
       /* namespace uid 1000 is this user; namespace root is a subordinate uid */
       g_autofree char *uid_map = proc_text(pids[i], "uid_map");
@@ -576,6 +646,7 @@ int main(int argc, char **argv) {
   g_test_add_func("/share/plan-rust-readonly", test_plan_rust_readonly);
   g_test_add_func("/share/plan-refusals", test_plan_refusals);
   g_test_add_func("/share/plan-no-virtiofsd", test_plan_no_virtiofsd);
+  g_test_add_func("/share/record", test_record);
   g_test_add_func("/share/argv", test_argv);
   g_test_add_func("/share/id-map", test_id_map);
   g_test_add_func("/share/subid", test_subid);
