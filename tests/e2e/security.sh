@@ -50,10 +50,29 @@ fi
 
 vm=$(vm_name sec)
 track_vm "$vm"
-out=$("$HUTCH" start "$vm" -f "$HUTCH_SOURCE_DIR/tests/image/test-guest.yaml" \
+v6_port=$(free_port)
+mkdir -p "$HOME/VM-Shared/nested"
+# run_tty OUT CMD...: CMD on a pseudo-terminal (as a user's terminal would show it), its output
+# in OUT; sets tty_rc and tty_hwm_kib (CMD's peak resident memory, from /proc).
+run_tty() {
+  local out=$1 cmd spid child="" hwm=0 h; shift
+  cmd=$(printf '%q ' "$@")
+  SHELL=/bin/sh script -qefc "exec $cmd" /dev/null >"$out" 2>&1 </dev/null &
+  spid=$!
+  while kill -0 "$spid" 2>/dev/null; do
+    [ -n "$child" ] || child=$(pgrep -P "$spid" | head -1)
+    if [ -n "$child" ]; then h=$(awk '/^VmHWM/{print $2}' "/proc/$child/status" 2>/dev/null); [ -n "$h" ] && hwm=$h; fi
+    sleep 0.2
+  done
+  wait "$spid"; tty_rc=$?; tty_hwm_kib=$hwm
+}
+run_tty "$E2E_TMP/start1.tty" "$HUTCH" start "$vm" -f "$HUTCH_SOURCE_DIR/tests/image/test-guest.yaml" \
       --share "~/VM-Shared:~/Shared" --share "$HOME/ro-share:/opt/ro:ro" \
-      --port "$fwd_port:8777" 2>&1); rc=$?
-if [ $rc -eq 0 ]; then ok "start with a writable share, a read-only share and a port"; else not_ok "start with shares and a port (exit $rc)"; diag "$out"; finish; exit 1; fi
+      --share "~/VM-Shared/nested:/opt/nested" \
+      --port "$fwd_port:8777" --port "[::1]:$v6_port:8777"
+rc=$tty_rc; first_start_hwm_kib=$tty_hwm_kib; out=$(tr -d '\r' <"$E2E_TMP/start1.tty")
+if [ $rc -eq 0 ]; then ok "start with a writable share, a read-only share, a nested share and ports (IPv4 and IPv6)"; else not_ok "start with shares and ports (exit $rc)"; diag "$out"; finish; exit 1; fi
+diag "hutch start's peak memory: $first_start_hwm_kib KiB"
 in_guest() { "$HUTCH" shell "$vm" -- "$@"; }
 as_root() { "$HUTCH" shell "$vm" -- sudo "$@"; }
 guest_home=$(in_guest sh -c 'echo $HOME')
@@ -172,7 +191,199 @@ for root in "$XDG_DATA_HOME/hutch" "$XDG_RUNTIME_DIR/hutch" "$XDG_CACHE_HOME/hut
 done
 if [ -z "$bad" ]; then ok "every file hutch writes is 0600 or inside a 0700 directory"; else not_ok "modes of hutch's files"; diag "$bad"; fi
 
+# ---- (h) hutch's own tools against a hostile guest -----------------------------------------
+# Everything the guest answers hutch is hostile input: SFTP answers, file names, what it
+# plants in a writable share while hutch works there, its console, logs and ready channel.
+hostile=$HUTCH_SOURCE_DIR/tests/e2e/hostile
+# tree_state DIR: names, types, modes and contents of everything under DIR, as one checksum
+tree_state() { (cd "$1" && find . -printf '%p %y %m %s %l\n' | LC_ALL=C sort && find . -type f -exec sha256sum {} + | LC_ALL=C sort) | sha256sum; }
+# forbidden_bytes FILE: names the terminal controls a guest sent that are in FILE (none: empty)
+forbidden_bytes() {
+  python3 - "$1" <<'PY'
+import sys
+data = open(sys.argv[1], "rb").read()
+bad = {"OSC 52": b"\x1b]52", "ESC[2J": b"\x1b[2J", "raw C1 CSI": b"\x9b", "UTF-8 C1 CSI": b"\xc2\x9b",
+       "UTF-8 C1 OSC": b"\xc2\x9d", "invalid UTF-8 0xff": b"\xff"}
+print(" ".join(k for k, v in bad.items() if v in data))
+PY
+}
+
+# h1. A replaced sftp-server that lies in REALPATH: the copied directory's name must not come
+# out as "..", "" or "/" (once this copied the guest's home into the destination's parent).
+as_root mv /usr/lib/openssh/sftp-server /usr/lib/openssh/sftp-server.real
+as_root tee /usr/lib/openssh/sftp-server <"$hostile/evil-sftp-server.py" >/dev/null
+as_root chmod 755 /usr/lib/openssh/sftp-server
+in_guest sh -c 'echo guest-victim > ~/victim; mkdir -p ~/lsdir && echo listed > ~/lsdir/file'
+as_root rm -f /var/tmp/evil-sftp.mode
+rm -rf "$E2E_TMP/ctl"; mkdir -p "$E2E_TMP/ctl"
+if "$HUTCH" cp -r "$vm:lsdir" "$E2E_TMP/ctl/" >/dev/null 2>&1 && [ "$(cat "$E2E_TMP/ctl/lsdir/file")" = listed ]; then
+  ok "control: hutch cp works through the guest's replaced sftp-server"
+else
+  not_ok "control: hutch cp through the replaced sftp-server"
+fi
+mkdir -p "$E2E_TMP/cp/inner"; echo host-victim >"$E2E_TMP/cp/victim"; chmod 750 "$E2E_TMP/cp"
+cp_state=$(tree_state "$E2E_TMP/cp")
+for lie in "$guest_home/.." "/" ".." ""; do
+  printf 'realpath %s\n' "$lie" | as_root tee /var/tmp/evil-sftp.mode >/dev/null
+  for src in "$vm:" "$vm:." "$vm:~"; do
+    out=$("$HUTCH" cp -r "$src" "$E2E_TMP/cp/inner" 2>&1); rc=$?
+    if [ $rc -eq 1 ] && [ "$(tree_state "$E2E_TMP/cp")" = "$cp_state" ] && [ "$(stat -c %a "$E2E_TMP/cp")" = 750 ]; then
+      ok "REALPATH answered '$lie': hutch cp -r $src DIR fails and changes nothing"
+    else
+      not_ok "REALPATH answered '$lie': hutch cp -r $src DIR (exit $rc)"; diag "$out"; diag "$(ls -laR "$E2E_TMP/cp" | head -30)"
+    fi
+  done
+done
+# The same server naming hostile entries in a directory listing.
+for name in '..' '.' '../escaped' 'a/b' '' 'x\0/../../escaped'; do
+  for kind in readdir readdir-dir; do
+    printf '%s %s\n' "$kind" "$name" | as_root tee /var/tmp/evil-sftp.mode >/dev/null
+    rm -rf "$E2E_TMP/ls"; mkdir -p "$E2E_TMP/ls/p"
+    out=$("$HUTCH" cp -r "$vm:lsdir" "$E2E_TMP/ls/p/out" 2>&1); rc=$?
+    stray=$(find "$E2E_TMP/ls" -mindepth 1 ! -path "$E2E_TMP/ls/p" ! -path "$E2E_TMP/ls/p/out" ! -path "$E2E_TMP/ls/p/out/file")
+    # "." and ".." are in every real listing: skipped. libssh2 reads an empty name as the
+    # listing's end: the copy ends there. Any other invalid name fails the copy.
+    want=1; case $name in .|..|'') want=0;; esac
+    if [ $rc -eq $want ] && [ -z "$stray" ] && [ ! -e "$E2E_TMP/escaped" ]; then
+      ok "a listing naming '$name' ($kind): exit $want, nothing is written outside the destination"
+    else
+      not_ok "a listing naming '$name' ($kind) (exit $rc)"; diag "$out"; diag "$stray"
+    fi
+  done
+done
+as_root rm -f /var/tmp/evil-sftp.mode
+as_root mv /usr/lib/openssh/sftp-server.real /usr/lib/openssh/sftp-server
+
+# h2. A symbolic link (or FIFO) the guest plants in a writable share where hutch cp writes.
+echo host-rc >"$E2E_TMP/rc-victim"; mkdir -p "$E2E_TMP/dir-victim"
+in_guest sh -c "echo payload > ~/payload; mkdir -p ~/tree && echo payload > ~/tree/f
+  ln -s '$E2E_TMP/rc-victim' ~/Shared/result.txt
+  mkdir -p ~/Shared/dl/tree && ln -s '$E2E_TMP/rc-victim' ~/Shared/dl/tree/f
+  ln -s '$E2E_TMP/dir-victim' ~/Shared/dl2
+  mkfifo ~/Shared/fifo"
+check_status "download onto a planted link (share/result.txt -> a host file) is refused" 1 "$HUTCH" cp "$vm:payload" "$HOME/VM-Shared/result.txt"
+check_status "download into a tree holding a planted link is refused" 1 "$HUTCH" cp -r "$vm:tree" "$HOME/VM-Shared/dl"
+check_status "download through a planted directory link (share/dl2 -> a host directory) is refused" 1 "$HUTCH" cp -r "$vm:tree" "$HOME/VM-Shared/dl2/"
+check_status "download onto a planted FIFO fails at once instead of hanging" 1 timeout 60 "$HUTCH" cp "$vm:payload" "$HOME/VM-Shared/fifo"
+if [ "$(cat "$E2E_TMP/rc-victim")" = host-rc ] && [ -z "$(ls -A "$E2E_TMP/dir-victim")" ]; then ok "the links' targets on the host are unchanged"; else not_ok "a planted link's target changed"; diag "$(cat "$E2E_TMP/rc-victim"; ls -la "$E2E_TMP/dir-victim")"; fi
+in_guest sh -c "ln -s '$E2E_TMP/outside/secret' ~/Shared/to-secret-file; ln -s '$E2E_TMP/outside' ~/Shared/to-outside"
+"$HUTCH" cp "$HOME/VM-Shared/to-secret-file" "$vm:up-secret" >/dev/null 2>&1
+"$HUTCH" cp -r "$HOME/VM-Shared/to-outside" "$vm:up-outside" >/dev/null 2>&1
+got=$(in_guest sh -c 'cat ~/up-secret; cat ~/up-outside/secret; cat ~/up-outside/*/secret' 2>/dev/null)
+if ! grep -q "$tag" <<<"$got"; then ok "upload from a planted link (to a host file, to a host directory) sends nothing of the host"; else not_ok "upload through a planted link sent a host file"; diag "$got"; fi
+
+# h3. Directories and files swapped for links while hutch cp runs, both ways. The guest swaps
+# as fast as it can; whether or not a swap lands mid-copy, nothing outside may be touched.
+mkdir -p "$E2E_TMP/swap-victim" "$HOME/VM-Shared/up/sub"
+for i in $(seq 1 60); do echo "up $i" >"$HOME/VM-Shared/up/sub/f$i"; echo "up $i" >"$HOME/VM-Shared/up/g$i"; done
+in_guest sh -c 'mkdir -p ~/big/sub && for i in $(seq 1 60); do echo "down $i" > ~/big/sub/f$i; done; mkdir -p ~/Shared/race'
+# The guest's swapper, with this run's host paths in it (the links it makes point there).
+sed "s|@E2E_TMP@|$E2E_TMP|g" <<'SWAP' | in_guest sh -c 'cat > /tmp/swapper.sh'
+cd ~/Shared || exit 1
+end=$(($(date +%s) + 120))
+while [ "$(date +%s)" -lt "$end" ] && [ ! -e /tmp/stop-swap ]; do
+  mv race/big/sub race/big/sub.away 2>/dev/null && ln -sfn @E2E_TMP@/swap-victim race/big/sub &&
+    rm -f race/big/sub && mv race/big/sub.away race/big/sub
+  mv up/sub up/sub.away 2>/dev/null && ln -sfn @E2E_TMP@/outside up/sub && rm -f up/sub &&
+    mv up/sub.away up/sub
+  ln -sfn @E2E_TMP@/outside/secret up/g7.new && mv -T up/g7.new up/g7 &&
+    echo 'up 7' > up/g7.tmp && mv -T up/g7.tmp up/g7
+done
+SWAP
+in_guest sh -c 'rm -f /tmp/stop-swap; nohup setsid sh /tmp/swapper.sh >/dev/null 2>&1 </dev/null &'
+copies=0
+for round in 1 2 3 4 5; do
+  "$HUTCH" cp -r "$vm:big" "$HOME/VM-Shared/race" >/dev/null 2>&1 && copies=$((copies + 1))
+  "$HUTCH" cp -r "$HOME/VM-Shared/up" "$vm:upcopy$round" >/dev/null 2>&1 && copies=$((copies + 1))
+done
+in_guest touch /tmp/stop-swap
+diag "copies that completed while the guest swapped: $copies of 10"
+if [ -z "$(ls -A "$E2E_TMP/swap-victim")" ]; then ok "downloads while the guest swaps a directory for a link: nothing written outside the share"; else not_ok "download followed a swapped link"; diag "$(ls -la "$E2E_TMP/swap-victim")"; fi
+got=$(in_guest sh -c 'grep -rl hutch-canary ~/upcopy* 2>/dev/null; true')
+if [ -z "$got" ]; then ok "uploads while the guest swaps files and directories for links: no host file uploaded"; else not_ok "upload read through a swapped link"; diag "$got"; fi
+
+# h4. Setuid and setgid bits in a writable share: the guest's files are the host user's.
+in_guest sh -c 'cp /bin/true ~/Shared/suid && chmod 4755 ~/Shared/suid; cp /bin/true ~/Shared/sgid && chmod 2755 ~/Shared/sgid; install -m 6755 /bin/true ~/Shared/suid-new' >/dev/null 2>&1
+as_root sh -c "cp /bin/true '$guest_home/Shared/suid-root' && chown $(in_guest id -u) '$guest_home/Shared/suid-root' && chmod 6755 '$guest_home/Shared/suid-root'" >/dev/null 2>&1
+setid=$(find "$HOME/VM-Shared" -perm /6000 -type f)
+if [ -e "$HOME/VM-Shared/suid" ] && [ -z "$setid" ]; then ok "no file in a share gets a setuid or setgid bit on the host (guest user and root)"; else not_ok "setuid/setgid bits in the share"; diag "$(ls -la $setid "$HOME/VM-Shared/suid" 2>&1)"; fi
+
+# h5. A forward on the host's IPv6 loopback.
+got=$(curl -g -s -m 10 "http://[::1]:$v6_port/" 2>&1)
+if grep -q host-file <<<"$got"; then ok "a port with an IPv6 host address ([::1]:$v6_port) forwards"; else not_ok "IPv6 forward [::1]:$v6_port"; diag "$got"; fi
+
+# h6. Escapes in the guest's logs and on its console, and a console that floods the disk.
+as_root sh -c "printf 'EVILLOG\033]52;c;ZXZpbA==\007\033[2J\233;2J\302\2332J\302\235\377\n' >> /var/log/cloud-init-output.log
+  printf 'EVILCONSOLE\033]52;c;ZXZpbA==\007\033[2J\233;2J\302\2332J\302\235\377\n' > /dev/ttyS0"
+run_tty "$E2E_TMP/logs.tty" "$HUTCH" logs "$vm"
+bad=$(forbidden_bytes "$E2E_TMP/logs.tty")
+if [ $tty_rc -eq 0 ] && grep -q EVILLOG "$E2E_TMP/logs.tty" && grep -q EVILCONSOLE "$E2E_TMP/logs.tty" && [ -z "$bad" ]; then
+  ok "hutch logs on a terminal: the guest's log and console lines arrive without their controls"
+else
+  not_ok "hutch logs on a terminal (exit $tty_rc; found: $bad)"
+fi
+"$HUTCH" logs --raw "$vm" >"$E2E_TMP/logs.raw" 2>&1
+if grep -q "OSC 52" <<<"$(forbidden_bytes "$E2E_TMP/logs.raw")"; then ok "hutch logs --raw gives the bytes unchanged"; else not_ok "hutch logs --raw"; fi
+console_log=$XDG_DATA_HOME/hutch/instances/$vm/console.log
+t0=$(date +%s)
+as_root sh -c 'python3 -c "import sys; sys.stdout.buffer.write((b\"F\" * 1023 + b\"\\n\") * 4096)" > /dev/ttyS0'
+diag "the guest wrote 4 MiB to its console in $(( $(date +%s) - t0 )) s"
+sleep 2
+console_bytes=$(stat -c %s "$console_log")
+all_console_bytes=$(cat "$console_log"* | wc -c)
+if [ "$console_bytes" -le $((2 * 1024 * 1024 + 65536)) ] && [ "$all_console_bytes" -le $((8 * 1024 * 1024 + 65536)) ]; then
+  ok "a console flood of 4 MiB leaves the console log capped ($console_bytes bytes, $all_console_bytes with its rotated copies)"
+else
+  not_ok "console log not capped ($console_bytes bytes, $all_console_bytes in all)"; diag "$(ls -la "$console_log"*)"
+fi
+
 check "virtiofsd runs for the share" pgrep -f "[v]irtiofsd.*$HOME/VM-Shared"
+
+# h7. A nested share redirected between two starts: the guest replaces ~/VM-Shared/nested
+# (another share's host directory) with a link to the host's ~/.ssh.
+in_guest sh -c "rm -rf ~/Shared/nested && ln -s '$HOME/.ssh' ~/Shared/nested"
+# ... and arms its hostile ready channel for the next boot (a flood, escapes, an overlong line)
+as_root mv /usr/local/lib/hutch/hutch-provision /usr/local/lib/hutch/hutch-provision.real
+as_root tee /usr/local/lib/hutch/hutch-provision <"$hostile/evil-provision.sh" >/dev/null
+as_root tee /usr/local/lib/hutch/evil-ready.py <"$hostile/evil-ready.py" >/dev/null
+as_root chmod 755 /usr/local/lib/hutch/hutch-provision
+check "stop" "$HUTCH" -q stop "$vm"
+out=$("$HUTCH" start "$vm" 2>&1); rc=$?
+if [ $rc -eq 1 ] && grep -q nested <<<"$out" && [ "$(virsh domstate "$vm" 2>/dev/null)" = "shut off" ]; then
+  ok "a start where a share now resolves elsewhere is refused, and the VM stays off"
+else
+  not_ok "start with a redirected nested share (exit $rc)"; diag "$out"
+fi
+check "no virtiofsd serves the link's target" bash -c "! pgrep -f '[v]irtiofsd.*$HOME/.ssh'"
+rm "$HOME/VM-Shared/nested" && mkdir "$HOME/VM-Shared/nested"
+
+# h8. The ready channel at that start: escapes in a step name, a reason and a warning, a line
+# longer than 4 KiB that would read FAILED once cut, and a flood of 64 MiB of failed steps.
+run_tty "$E2E_TMP/start2.tty" "$HUTCH" start "$vm"
+bad=$(forbidden_bytes "$E2E_TMP/start2.tty")
+diag "hutch start's peak memory under the flood: $tty_hwm_kib KiB (first start: $first_start_hwm_kib KiB)"
+if [ $tty_rc -eq 0 ]; then ok "the start ignores the overlong line and ends ready"; else not_ok "start under the ready-channel attack (exit $tty_rc)"; diag "$(tr -d '\r' <"$E2E_TMP/start2.tty" | tail -20)"; fi
+if grep -q EVILREASON "$E2E_TMP/start2.tty" && [ -z "$bad" ]; then ok "step names, reasons and warnings reach the terminal without their controls"; else not_ok "guest text on the terminal at start (found: $bad)"; fi
+if [ "$tty_hwm_kib" -gt 0 ] && [ "$tty_hwm_kib" -lt $((first_start_hwm_kib + 32768)) ]; then ok "hutch's memory stays bounded under the flood"; else not_ok "hutch's memory under the flood: $tty_hwm_kib KiB"; fi
+failed_file=$XDG_DATA_HOME/hutch/instances/$vm/optional-failed
+if [ "$(stat -c %s "$failed_file" 2>/dev/null || echo 0)" -lt 262144 ]; then ok "what hutch stores of the failures is bounded ($(stat -c %s "$failed_file" 2>/dev/null) bytes)"; else not_ok "stored failures: $(stat -c %s "$failed_file") bytes"; fi
+run_tty "$E2E_TMP/info.tty" "$HUTCH" info "$vm"
+bad=$(forbidden_bytes "$E2E_TMP/info.tty")
+if grep -q EVILREASON "$E2E_TMP/info.tty" && [ -z "$bad" ]; then ok "hutch info shows the stored reasons without their controls"; else not_ok "hutch info (found: $bad)"; diag "$(tr -d '\r' <"$E2E_TMP/info.tty" | head -20)"; fi
+check "the nested share works again" in_guest test -d /opt/nested
+
+# h9. The console tail in start's error: the guest writes escapes to its console and powers
+# off before it is ready.
+as_root touch /var/tmp/evil-poweroff
+check "stop" "$HUTCH" -q stop "$vm"
+run_tty "$E2E_TMP/start3.tty" "$HUTCH" start "$vm"
+bad=$(forbidden_bytes "$E2E_TMP/start3.tty")
+if [ $tty_rc -eq 1 ] && grep -q EVILCONSOLE "$E2E_TMP/start3.tty" && [ -z "$bad" ]; then
+  ok "the console's last lines in start's error arrive without their controls"
+else
+  not_ok "console tail in start's error (exit $tty_rc; found: $bad)"; diag "$(tr -d '\r' <"$E2E_TMP/start3.tty" | tail -20)"
+fi
+
 check "delete --force" "$HUTCH" -q delete --force "$vm"
 sleep 1
 check "no virtiofsd left" bash -c "! pgrep -f '[v]irtiofsd.*$HOME/VM-Shared'"
