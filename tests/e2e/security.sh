@@ -69,7 +69,7 @@ run_tty() {
 run_tty "$E2E_TMP/start1.tty" "$HUTCH" start "$vm" -f "$HUTCH_SOURCE_DIR/tests/image/test-guest.yaml" \
       --share "~/VM-Shared:~/Shared" --share "$HOME/ro-share:/opt/ro:ro" \
       --share "~/VM-Shared/nested:/opt/nested" \
-      --port "$fwd_port:8777" --port "[::1]:$v6_port:8777"
+      --port "$fwd_port:8777" --port "[::1]:$v6_port:8779"
 rc=$tty_rc; first_start_hwm_kib=$tty_hwm_kib; out=$(tr -d '\r' <"$E2E_TMP/start1.tty")
 if [ $rc -eq 0 ]; then ok "start with a writable share, a read-only share, a nested share and ports (IPv4 and IPv6)"; else not_ok "start with shares and ports (exit $rc)"; diag "$out"; finish; exit 1; fi
 diag "hutch start's peak memory: $first_start_hwm_kib KiB"
@@ -308,8 +308,11 @@ as_root sh -c "cp /bin/true '$guest_home/Shared/suid-root' && chown $(in_guest i
 setid=$(find "$HOME/VM-Shared" -perm /6000 -type f)
 if [ -e "$HOME/VM-Shared/suid" ] && [ -z "$setid" ]; then ok "no file in a share gets a setuid or setgid bit on the host (guest user and root)"; else not_ok "setuid/setgid bits in the share"; diag "$(ls -la $setid "$HOME/VM-Shared/suid" 2>&1)"; fi
 
-# h5. A forward on the host's IPv6 loopback.
-got=$(curl -g -s -m 10 "http://[::1]:$v6_port/" 2>&1)
+# h5. A forward on the host's IPv6 loopback (passt reaches the guest over IPv6: its server
+# listens on ::).
+in_guest sh -c 'cd ~/Shared && nohup setsid python3 -m http.server --bind :: 8779 >/dev/null 2>&1 </dev/null &'
+got=""
+for _ in $(seq 1 20); do got=$(curl -g -s -m 5 "http://[::1]:$v6_port/" 2>&1) && [ -n "$got" ] && break; sleep 1; done
 if grep -q host-file <<<"$got"; then ok "a port with an IPv6 host address ([::1]:$v6_port) forwards"; else not_ok "IPv6 forward [::1]:$v6_port"; diag "$got"; fi
 
 # h6. Escapes in the guest's logs and on its console, and a console that floods the disk.
