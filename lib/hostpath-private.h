@@ -71,9 +71,10 @@ int hutch_hostpath_open_parent(const char *path, char **ret_name, GError **error
 int hutch_hostpath_open_child_dir(int dirfd, const char *name, const struct stat *expected,
                                   const char *shown, GError **error);
 /* A directory made with mode if missing (an existing directory is used as it is), then
- * opened O_RDONLY; something else there is an error. */
-int hutch_hostpath_make_child_dir(int dirfd, const char *name, mode_t mode, const char *shown,
-                                  GError **error);
+ * opened O_RDONLY; something else there is an error. ret_created (may be NULL): whether this
+ * call made it, so that callers change the mode of what they made only. */
+int hutch_hostpath_make_child_dir(int dirfd, const char *name, mode_t mode, gboolean *ret_created,
+                                  const char *shown, GError **error);
 /* A regular file for writing: created 0600 or truncated. A FIFO, socket or device there fails
  * at once (never blocks, never written). */
 int hutch_hostpath_create_child_file(int dirfd, const char *name, const char *shown,

@@ -97,7 +97,7 @@ static int open_final(int dirfd, const char *name, HutchFd *entry, const struct 
                 shown);
     return -1;
   }
-  g_auto(HutchFd) fd = openat(dirfd, name, flags | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+  g_auto(HutchFd) fd = openat(dirfd, name, flags | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
   struct stat now;
   if (fd < 0 || fstat(fd, &now) < 0) {
     set_errno_error(error, errno, shown);
@@ -273,7 +273,7 @@ static int open_child(int dirfd, const char *name, int flags, mode_t type,
                       GError **error) {
   if (!check_name(name, shown, error))
     return -1;
-  g_auto(HutchFd) fd = openat(dirfd, name, flags | O_NOFOLLOW | O_CLOEXEC, 0600);
+  g_auto(HutchFd) fd = openat(dirfd, name, flags | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC, 0600);
   if (fd < 0) {
     set_child_error(error, dirfd, name, errno, verb, shown);
     return -1;
@@ -307,14 +307,17 @@ int hutch_hostpath_open_child_dir(int dirfd, const char *name, const struct stat
   return open_child(dirfd, name, O_RDONLY | O_DIRECTORY, S_IFDIR, expected, "read", shown, error);
 }
 
-int hutch_hostpath_make_child_dir(int dirfd, const char *name, mode_t mode, const char *shown,
-                                  GError **error) {
+int hutch_hostpath_make_child_dir(int dirfd, const char *name, mode_t mode, gboolean *ret_created,
+                                  const char *shown, GError **error) {
   if (!check_name(name, shown, error))
     return -1;
-  if (mkdirat(dirfd, name, mode) < 0 && errno != EEXIST) {
+  gboolean created = mkdirat(dirfd, name, mode) == 0;
+  if (!created && errno != EEXIST) {
     set_child_error(error, dirfd, name, errno, "write", shown);
     return -1;
   }
+  if (ret_created)
+    *ret_created = created;
   return open_child(dirfd, name, O_RDONLY | O_DIRECTORY, S_IFDIR, NULL, "write", shown, error);
 }
 

@@ -54,19 +54,21 @@ int hutch_ssh_exec_stream(HutchSsh *ssh, const char *command, HutchSshOutputFunc
                           gpointer user_data, GError **error);
 
 /* SFTP copies, like cp: a destination that is an existing directory receives the source
- * under its own name; directories need recursive. Permission bits (0777, never setuid,
- * setgid or sticky) are kept; an existing file is truncated and takes the new mode. Inside
- * directories only regular files and directories are copied (symbolic links and special files
- * are skipped, as OpenSSH's sftp does). Remote paths: "~", "~/x" and relative paths are in
- * the remote home. A missing source is HUTCH_ERROR_NOT_FOUND, a directory without recursive
- * HUTCH_ERROR_USAGE.
+ * under its own name; directories need recursive. A downloaded file, and a directory the copy
+ * makes, get the source's permission bits through the user's umask (never setuid, setgid or
+ * sticky; a directory made keeps u+rwx), an existing file is truncated and takes that mode, an
+ * existing directory keeps its own. Inside directories only regular files and directories
+ * are copied (symbolic links and special files are skipped, as OpenSSH's sftp does). Remote
+ * paths: "~", "~/x" and relative paths are in the remote home. A missing source is
+ * HUTCH_ERROR_NOT_FOUND, a directory without recursive HUTCH_ERROR_USAGE.
  *
- * The guest's SFTP server is hostile (its root can replace it). Nothing it answers moves a
- * write or a mode change outside the destination the user named: a REALPATH answer only
- * yields the last component as a name (hutch_ssh_realpath_name), directory entries are
- * names, and both must pass hutch_hostpath_name_is_safe; a listed "." or ".." is skipped,
- * any other invalid name (empty, '/', NUL) fails the copy with an error that shows it
- * escaped. Its modes are masked with 0777 and set with fchmod on our own descriptors.
+ * The guest's SFTP server is hostile (its root can replace it). Nothing it answers names or
+ * moves a write or a mode change outside the destination the user named: the top-level name
+ * is always the user's (a source with none of its own, "NAME:", "NAME:~", "x/..", needs a
+ * destination that does not exist yet: HUTCH_ERROR_USAGE otherwise; REALPATH is never
+ * asked), and directory entries must pass hutch_hostpath_name_is_safe: a listed "." or ".."
+ * is skipped, any other invalid name (empty, '/', NUL) fails the copy with an error that
+ * shows it escaped.
  *
  * On the host every step goes through hostpath-private.h: the local path the user named is
  * walked following only root's symbolic links (none when hutch runs as root; another link is
@@ -80,13 +82,6 @@ gboolean hutch_ssh_upload(HutchSsh *ssh, const char *local_path, const char *rem
                           gboolean recursive, GError **error);
 gboolean hutch_ssh_download(HutchSsh *ssh, const char *remote_path, const char *local_path,
                             gboolean recursive, GError **error);
-
-/* The name a remote "." or ".." source is copied as: the last component of the server's
- * REALPATH answer (len bytes at answer, which may hold NULs). Both "/" (no name) and a last
- * component that is not a safe name ("/home/x/..", "", "a\0b") are HUTCH_ERROR_FAILED, the
- * latter "resolving PATH: the guest's SFTP server answered "ESCAPED", which does not end in a
- * valid file name (refusing to copy)". path is the source, for messages. */
-char *hutch_ssh_realpath_name(const char *path, const char *answer, gsize len, GError **error);
 
 /* A POSIX shell command line that runs argv exactly (each word single-quoted unless it is
  * made only of [A-Za-z0-9_+,./:@%-]). NULL or empty argv: "". */

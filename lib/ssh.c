@@ -814,52 +814,31 @@ static char *remote_join(const char *dir, const char *name) {
                                     : g_strconcat(dir, "/", name, NULL);
 }
 
-/* The longest file name or REALPATH answer we take from the server. */
+/* The longest file name we take from the server. */
 #define SFTP_NAME_MAX 4096
 /* How deep a copied tree may go (OpenSSH's sftp stops at 64): a server that lists a
  * directory inside every directory must not exhaust our stack or descriptors. */
 #define COPY_MAX_DEPTH 128
 
-char *hutch_ssh_realpath_name(const char *path, const char *answer, gsize len, GError **error) {
-  if (len == 1 && answer[0] == '/') {
-    /* The guest's answer, not the user's words: the copy fails (1), it is no usage error. */
-    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED,
-                "%s (the guest's /) has no name to copy it as", path);
-    return NULL;
-  }
-  gsize start = len;
-  while (start > 0 && answer[start - 1] != '/')
-    start--;
-  if (!hutch_hostpath_name_is_safe(answer + start, len - start)) {
-    g_autofree char *shown = hutch_hostpath_name_display(answer, len);
-    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED,
-                "resolving %s: the guest's SFTP server answered \"%s\", which does not end in "
-                "a valid file name (refusing to copy)",
-                path, shown);
-    return NULL;
-  }
-  return g_strndup(answer + start, len - start);
-}
-
-/* The name a remote source is copied as (into an existing local directory): the last
- * component of its path, or for "." and ".." (so "NAME:" and "NAME:~") the name in the
- * server's REALPATH answer (hutch_ssh_realpath_name). */
-static char *remote_basename(HutchSsh *ssh, const char *path, GError **error) {
+/* The name a remote source is copied as into an existing local directory: the last component
+ * of the path the user typed. "NAME:", "NAME:~", "x/." and "x/.." have none of their own, and
+ * hutch never lets the guest choose one (its REALPATH answer could say ".bashrc" or ".ssh",
+ * scp's CVE-2019-6111): the user names a destination that does not exist yet instead. */
+static char *remote_basename(const char *path, const char *typed, const char *local_path,
+                             GError **error) {
   g_autofree char *base = g_path_get_basename(path);
-  if (strcmp(base, ".") != 0 && strcmp(base, "..") != 0) {
-    if (!hutch_hostpath_name_is_safe(base, strlen(base))) {
-      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE, "%s has no name to copy it as", path);
-      return NULL;
-    }
-    return g_steal_pointer(&base);
-  }
-  g_autofree char *resolved = g_malloc(SFTP_NAME_MAX);
-  int n = libssh2_sftp_realpath(ssh->sftp, path, resolved, SFTP_NAME_MAX - 1);
-  if (n < 0) {
-    set_sftp_error(ssh, error, "resolving %s", path);
+  if (strcmp(base, ".") == 0 || strcmp(base, "..") == 0) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE,
+                "'%s' has no name of its own to copy it as (hutch does not let the guest choose "
+                "one): name a destination that does not exist yet, e.g. %s/NEW",
+                typed, local_path);
     return NULL;
   }
-  return hutch_ssh_realpath_name(path, resolved, (gsize)n, error);
+  if (!hutch_hostpath_name_is_safe(base, strlen(base))) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE, "%s has no name to copy it as", typed);
+    return NULL;
+  }
+  return g_steal_pointer(&base);
 }
 
 static char *local_basename(const char *path, GError **error) {
@@ -1063,8 +1042,22 @@ gboolean hutch_ssh_upload(HutchSsh *ssh, const char *local_path, const char *rem
   return ok;
 }
 
+/* What a downloaded file or a directory hutch made gets of the guest's mode: its permission
+ * bits through the user's umask, as if the user had made it (the guest must not make a file
+ * of the user's world-writable), never setuid, setgid or sticky. */
+static mode_t local_mode(unsigned long guest_mode) {
+  /* Read, not set: umask(2) would change it for every thread for a moment. */
+  mode_t umask_bits = 022;
+  g_autofree char *status = NULL;
+  const char *line;
+  if (g_file_get_contents("/proc/self/status", &status, NULL, NULL) &&
+      (line = strstr(status, "\nUmask:")))
+    umask_bits = (mode_t)g_ascii_strtoull(line + 7, NULL, 8) & 0777;
+  return (mode_t)(guest_mode & 0777) & ~umask_bits;
+}
+
 /* Writes the remote file to name below dirfd (created 0600, or truncated; never through a
- * link, never into a FIFO or device), then gives it the remote mode & 0777. */
+ * link, never into a FIFO or device), then gives it the remote mode through the umask (local_mode). */
 static gboolean download_file(HutchSsh *ssh, const char *remote, int dirfd, const char *name,
                               const char *shown, unsigned long mode, GError **error) {
   /* Remote first, so that a missing source does not truncate the destination. */
@@ -1096,7 +1089,7 @@ static gboolean download_file(HutchSsh *ssh, const char *remote, int dirfd, cons
     }
   }
   libssh2_sftp_close_handle(handle);
-  if (ok && fchmod(fd, (mode_t)(mode & 0777)) < 0) {
+  if (ok && fchmod(fd, local_mode(mode)) < 0) {
     set_local_error(error, errno, "setting the mode of %s", shown);
     ok = FALSE;
   }
@@ -1121,7 +1114,8 @@ static gboolean download_dir(HutchSsh *ssh, const char *remote, int dirfd, const
                 COPY_MAX_DEPTH);
     return FALSE;
   }
-  g_auto(HutchFd) fd = hutch_hostpath_make_child_dir(dirfd, name, 0700, shown, error);
+  gboolean created = FALSE;
+  g_auto(HutchFd) fd = hutch_hostpath_make_child_dir(dirfd, name, 0700, &created, shown, error);
   if (fd < 0)
     return FALSE;
   LIBSSH2_SFTP_HANDLE *handle = libssh2_sftp_opendir(ssh->sftp, remote);
@@ -1169,7 +1163,8 @@ static gboolean download_dir(HutchSsh *ssh, const char *remote, int dirfd, const
       break;
   }
   libssh2_sftp_closedir(handle);
-  if (ok && fchmod(fd, (mode_t)(mode & 0777)) < 0) {
+  /* A directory that was there keeps its mode: the guest does not get to open it up. */
+  if (ok && created && fchmod(fd, local_mode(mode) | 0700) < 0) {
     set_local_error(error, errno, "setting the mode of %s", shown);
     ok = FALSE;
   }
@@ -1275,7 +1270,7 @@ gboolean hutch_ssh_download(HutchSsh *ssh, const char *remote_path_arg, const ch
   }
   g_autofree char *shown = NULL;
   if (inside) {
-    name = remote_basename(ssh, source, error);
+    name = remote_basename(source, remote_path_arg, local_path, error);
     if (!name) {
       g_prefix_error(error, "downloading from %s: ", ssh->where);
       return FALSE;

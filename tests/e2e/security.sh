@@ -213,27 +213,41 @@ PY
 as_root mv /usr/lib/openssh/sftp-server /usr/lib/openssh/sftp-server.real
 as_root tee /usr/lib/openssh/sftp-server <"$hostile/evil-sftp-server.py" >/dev/null
 as_root chmod 755 /usr/lib/openssh/sftp-server
-in_guest sh -c 'echo guest-victim > ~/victim; mkdir -p ~/lsdir && echo listed > ~/lsdir/file'
+in_guest sh -c 'echo guest-victim > ~/victim; mkdir -p ~/lsdir && echo listed > ~/lsdir/file; chmod 0777 ~/lsdir ~/lsdir/file'
 as_root rm -f /var/tmp/evil-sftp.mode
-rm -rf "$E2E_TMP/ctl"; mkdir -p "$E2E_TMP/ctl"
+rm -rf "$E2E_TMP/ctl"; mkdir -p "$E2E_TMP/ctl/lsdir"; chmod 700 "$E2E_TMP/ctl/lsdir"
 if "$HUTCH" cp -r "$vm:lsdir" "$E2E_TMP/ctl/" >/dev/null 2>&1 && [ "$(cat "$E2E_TMP/ctl/lsdir/file")" = listed ]; then
   ok "control: hutch cp works through the guest's replaced sftp-server"
 else
   not_ok "control: hutch cp through the replaced sftp-server"
 fi
+# The guest's modes go through the user's umask; a directory that was there keeps its mode.
+if [ $(( 0$(stat -c %a "$E2E_TMP/ctl/lsdir/file") & 022 )) -eq 0 ] && [ "$(stat -c %a "$E2E_TMP/ctl/lsdir")" = 700 ]; then
+  ok "a guest file of mode 0777 arrives without group/other write; an existing directory keeps 0700"
+else
+  not_ok "modes from the guest: file $(stat -c %a "$E2E_TMP/ctl/lsdir/file"), dir $(stat -c %a "$E2E_TMP/ctl/lsdir")"
+fi
 mkdir -p "$E2E_TMP/cp/inner"; echo host-victim >"$E2E_TMP/cp/victim"; chmod 750 "$E2E_TMP/cp"
 cp_state=$(tree_state "$E2E_TMP/cp")
-for lie in "$guest_home/.." "/" ".." ""; do
+# hutch never asks: a source with no name of its own ("NAME:", "NAME:~") needs a new
+# destination name from the user (exit 2 into an existing directory), whatever REALPATH says.
+for lie in "$guest_home/.." "/" ".." "" "/.bashrc"; do
   printf 'realpath %s\n' "$lie" | as_root tee /var/tmp/evil-sftp.mode >/dev/null
   for src in "$vm:" "$vm:." "$vm:~"; do
     out=$("$HUTCH" cp -r "$src" "$E2E_TMP/cp/inner" 2>&1); rc=$?
-    if [ $rc -eq 1 ] && [ "$(tree_state "$E2E_TMP/cp")" = "$cp_state" ] && [ "$(stat -c %a "$E2E_TMP/cp")" = 750 ]; then
-      ok "REALPATH answered '$lie': hutch cp -r $src DIR fails and changes nothing"
+    if [ $rc -eq 2 ] && [ "$(tree_state "$E2E_TMP/cp")" = "$cp_state" ] && [ "$(stat -c %a "$E2E_TMP/cp")" = 750 ]; then
+      ok "REALPATH answered '$lie': hutch cp -r $src DIR is refused and changes nothing"
     else
       not_ok "REALPATH answered '$lie': hutch cp -r $src DIR (exit $rc)"; diag "$out"; diag "$(ls -laR "$E2E_TMP/cp" | head -30)"
     fi
   done
 done
+out=$("$HUTCH" cp -r "$vm:lsdir/." "$E2E_TMP/cp/inner/new" 2>&1); rc=$?
+if [ $rc -eq 0 ] && [ "$(cat "$E2E_TMP/cp/inner/new/file" 2>&1)" = listed ] && [ "$(cat "$E2E_TMP/cp/victim")" = host-victim ]; then
+  ok "with REALPATH lying, hutch cp -r NAME:dir/. DIR/NEW copies into DIR/NEW, nowhere else"
+else
+  not_ok "hutch cp -r NAME:dir/. DIR/NEW with REALPATH lying (exit $rc)"; diag "$out"
+fi
 # The same server naming hostile entries in a directory listing.
 for name in '..' '.' '../escaped' 'a/b' '' 'x\0/../../escaped'; do
   for kind in readdir readdir-dir; do

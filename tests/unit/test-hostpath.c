@@ -332,7 +332,7 @@ static void test_children(void) {
                   -1);
   g_assert_true(g_str_has_prefix(error->message, "refusing to read through the symbolic link"));
   g_clear_error(&error);
-  g_assert_cmpint(hutch_hostpath_make_child_dir(dirfd, "dir-link", 0700, dir_link, &error), ==, -1);
+  g_assert_cmpint(hutch_hostpath_make_child_dir(dirfd, "dir-link", 0700, NULL, dir_link, &error), ==, -1);
   g_clear_pointer(&want, g_free);
   want = g_strdup_printf("refusing to write through the symbolic link %s", dir_link);
   g_assert_cmpstr(error->message, ==, want);
@@ -368,19 +368,22 @@ static void test_children(void) {
   hutch_fd_close(fd);
   assert_text(made, "");
   g_autofree char *sub = g_build_filename(dir, "sub", NULL);
-  fd = hutch_hostpath_make_child_dir(dirfd, "sub", 0700, sub, &error);
+  gboolean created = FALSE;
+  fd = hutch_hostpath_make_child_dir(dirfd, "sub", 0700, &created, sub, &error);
   g_assert_no_error(error);
+  g_assert_true(created);
   g_assert_cmpint(fchmod(fd, 0750), ==, 0);
   hutch_fd_close(fd);
-  fd = hutch_hostpath_make_child_dir(dirfd, "sub", 0700, sub, &error);
+  fd = hutch_hostpath_make_child_dir(dirfd, "sub", 0700, &created, sub, &error);
   g_assert_no_error(error);
+  g_assert_false(created);
   assert_same_file(fd, sub);
   hutch_fd_close(fd);
   fd = -1;
   GStatBuf st;
   g_assert_cmpint(g_stat(sub, &st), ==, 0);
   g_assert_cmpint(st.st_mode & 07777, ==, 0750);
-  g_assert_cmpint(hutch_hostpath_make_child_dir(dirfd, "made", 0700, made, &error), ==, -1);
+  g_assert_cmpint(hutch_hostpath_make_child_dir(dirfd, "made", 0700, NULL, made, &error), ==, -1);
   g_assert_true(g_str_has_suffix(error->message, "made: Not a directory"));
   g_clear_error(&error);
 
@@ -388,7 +391,7 @@ static void test_children(void) {
   g_assert_cmpint(hutch_hostpath_create_child_file(dirfd, "../escape", "x", &error), ==, -1);
   g_assert_cmpstr(error->message, ==, "x: an invalid file name");
   g_clear_error(&error);
-  g_assert_cmpint(hutch_hostpath_make_child_dir(dirfd, "..", 0700, "x", &error), ==, -1);
+  g_assert_cmpint(hutch_hostpath_make_child_dir(dirfd, "..", 0700, NULL, "x", &error), ==, -1);
   g_clear_error(&error);
 
   /* Swapped between the lstat that decided and the open: an error, never the new file. The

@@ -884,57 +884,10 @@ static void test_sftp_depth(void) {
   assert_error_has(&error, "more than 128 directory levels (refusing to copy deeper)");
 }
 
-/* A REALPATH answer, from a guest whose root replaced its sftp-server, only ever gives a name:
- * "/home/x/.." once made hutch copy the guest's home into the destination's parent. */
-static void test_realpath_name(void) {
-  g_autoptr(GError) error = NULL;
-  const struct {
-    const char *answer;
-    gsize len;
-    const char *name; /* NULL: refused */
-  } cases[] = {
-      {"/home/x", 7, "x"},
-      {"/home/x y", 9, "x y"},
-      {"x", 1, "x"},
-      {"/home/...", 9, "..."},
-      {"/home/x/..", 10, NULL},
-      {"/home/x/.", 9, NULL},
-      {"..", 2, NULL},
-      {".", 1, NULL},
-      {"", 0, NULL},
-      {"/home/x/", 8, NULL},
-      {"/home/x\0/..", 11, NULL},
-      {"/home/a\0b", 9, NULL},
-      {"/home/..\0", 9, NULL},
-  };
-  for (gsize i = 0; i < G_N_ELEMENTS(cases); i++) {
-    g_autofree char *name = hutch_ssh_realpath_name("~", cases[i].answer, cases[i].len, &error);
-    if (cases[i].name) {
-      g_assert_no_error(error);
-      g_assert_cmpstr(name, ==, cases[i].name);
-      continue;
-    }
-    g_assert_null(name);
-    g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED);
-    g_assert_true(
-        g_str_has_prefix(error->message, "resolving ~: the guest's SFTP server answered \""));
-    g_assert_true(g_str_has_suffix(
-        error->message, "\", which does not end in a valid file name (refusing to copy)"));
-    g_clear_error(&error);
-  }
-  /* What reaches a terminal is escaped. */
-  g_assert_null(hutch_ssh_realpath_name("~", "/x\x1b[2J\n/..", 10, &error));
-  g_assert_cmpstr(error->message, ==,
-                  "resolving ~: the guest's SFTP server answered \"/x\\x1b[2J\\x0a/..\", which "
-                  "does not end in a valid file name (refusing to copy)");
-  g_clear_error(&error);
-  g_assert_null(hutch_ssh_realpath_name("~", "/", 1, &error));
-  g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED);
-}
-
-/* "NAME:", "NAME:~" and "x/..": the name comes from the server's REALPATH answer, as the
- * last component only. */
-static void test_sftp_realpath_name(void) {
+/* "NAME:", "NAME:~" and "x/..": no name of their own, and the guest's REALPATH answer must
+ * not give one (it could say ".bashrc"): into an existing directory they are refused; to a
+ * new path they are copied. */
+static void test_sftp_no_guest_name(void) {
   if (!sshd_fixture_ready(&fx))
     return;
   g_autoptr(HutchSsh) ssh = connect_ok();
@@ -945,17 +898,53 @@ static void test_sftp_realpath_name(void) {
   g_assert_true(g_file_set_contents(file, "f", -1, NULL));
   g_autofree char *dest = g_build_filename(fx.dir, "rp-dest", NULL);
   g_assert_cmpint(g_mkdir(dest, 0700), ==, 0);
-  g_assert_true(hutch_ssh_download(ssh, "~/rp/inner/..", dest, TRUE, &error));
+  const char *nameless[] = {"~/rp/inner/..", "rp/inner/.", "~", "", NULL};
+  for (guint i = 0; nameless[i]; i++) {
+    g_assert_false(hutch_ssh_download(ssh, nameless[i], dest, TRUE, &error));
+    g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE);
+    g_assert_nonnull(strstr(error->message, "name a destination that does not exist yet"));
+    g_clear_error(&error);
+  }
+  g_autoptr(GDir) dir = g_dir_open(dest, 0, NULL);
+  g_assert_null(g_dir_read_name(dir));
+  /* To a path that does not exist yet, the user's name is used. */
+  g_autofree char *fresh = g_build_filename(dest, "fresh", NULL);
+  g_assert_true(hutch_ssh_download(ssh, "~/rp/inner/..", fresh, TRUE, &error));
   g_assert_no_error(error);
-  g_autofree char *got = g_build_filename(dest, "rp", "inner", "f", NULL);
+  g_autofree char *got = g_build_filename(fresh, "inner", "f", NULL);
   assert_text(got, "f");
-  g_assert_true(hutch_ssh_download(ssh, "rp/inner/.", dest, TRUE, &error));
-  g_assert_no_error(error);
-  g_autofree char *got_inner = g_build_filename(dest, "inner", "f", NULL);
-  assert_text(got_inner, "f");
-  /* The guest's / has no name. */
+  /* The guest's / has no name either. */
   g_assert_false(hutch_ssh_download(ssh, "/", dest, TRUE, &error));
   g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE);
+}
+
+/* The guest's modes pass through the user's umask; a directory that was there keeps its own. */
+static void test_sftp_modes(void) {
+  if (!sshd_fixture_ready(&fx))
+    return;
+  g_autoptr(HutchSsh) ssh = connect_ok();
+  g_autoptr(GError) error = NULL;
+  g_autofree char *remote = g_build_filename(fx.home, "modes", "sub", NULL);
+  g_assert_cmpint(g_mkdir_with_parents(remote, 0777), ==, 0);
+  g_autofree char *remote_top = g_build_filename(fx.home, "modes", NULL);
+  g_assert_cmpint(chmod(remote_top, 0777), ==, 0);
+  g_assert_cmpint(chmod(remote, 0777), ==, 0);
+  g_autofree char *file = g_build_filename(remote, "w", NULL);
+  g_assert_true(g_file_set_contents(file, "w", -1, NULL));
+  g_assert_cmpint(chmod(file, 04777), ==, 0);
+  g_autofree char *dest = g_build_filename(fx.dir, "modes-dest", NULL);
+  g_assert_cmpint(g_mkdir(dest, 0700), ==, 0);
+  /* an existing directory inside the destination tree */
+  g_autofree char *existing = g_build_filename(dest, "modes", "sub", NULL);
+  g_assert_cmpint(g_mkdir_with_parents(existing, 0700), ==, 0);
+  mode_t old_umask = umask(022);
+  gboolean ok = hutch_ssh_download(ssh, "modes", dest, TRUE, &error);
+  umask(old_umask);
+  g_assert_no_error(error);
+  g_assert_true(ok);
+  g_autofree char *got = g_build_filename(existing, "w", NULL);
+  g_assert_cmpint(file_mode(got), ==, 0755);
+  g_assert_cmpint(file_mode(existing), ==, 0700);
 }
 
 /* ---- Keys ----------------------------------------------------------------------------- */
@@ -1051,8 +1040,8 @@ int main(int argc, char **argv) {
   g_test_add_func("/ssh/sftp-file", test_sftp_file);
   g_test_add_func("/ssh/sftp-recursive", test_sftp_recursive);
   g_test_add_func("/ssh/sftp-planted-links", test_sftp_planted_links);
-  g_test_add_func("/ssh/sftp-realpath-name", test_sftp_realpath_name);
-  g_test_add_func("/ssh/realpath-name", test_realpath_name);
+  g_test_add_func("/ssh/sftp-no-guest-name", test_sftp_no_guest_name);
+  g_test_add_func("/ssh/sftp-modes", test_sftp_modes);
   g_test_add_func("/ssh/sftp-depth", test_sftp_depth);
   g_test_add_func("/ssh/generate-keypair", test_generate_keypair);
   g_test_add_func("/ssh/client-key", test_client_key);
