@@ -575,11 +575,13 @@ static gboolean start_steps(HutchContext *ctx, HutchInstance *instance, gboolean
       plan_shares(profile, instance->meta->runtime_dir, instance->meta->guest_user, error);
   if (!share_plan)
     return FALSE;
-  /* each share must still lead where it did at create (instances created before this record
-   * existed get it now) */
+  /* each share must still lead to the directory it did at create (instances created before
+   * this record existed get it now; `create: true` directories are made first, so that their
+   * identity is recorded too); the directories checked are the ones virtiofsd gets */
   g_autofree char *shares_record =
       g_build_filename(instance->meta->instance_dir, HUTCH_INSTANCE_SHARES, NULL);
-  if (!hutch_share_check_record(share_plan, profile, shares_record, error))
+  if (!hutch_share_make_dirs(share_plan, error) ||
+      !hutch_share_check_record(share_plan, profile, shares_record, error))
     return FALSE;
   if (share_plan->len > 0) {
     hutch_progress_begin(ctx, "shares", "virtiofsd for %u folder%s", share_plan->len,

@@ -49,6 +49,10 @@ const char *hutch_share_mode_to_string(HutchShareMode mode); /* "virtiofs", "9p"
 #define HUTCH_VIRTIOFS_SOCKET "virtiofs-%u.sock"
 #define HUTCH_VIRTIOFS_PID "virtiofs-%u.pid"
 #define HUTCH_VIRTIOFS_LOG "virtiofs-%u.log"
+/* An empty directory (0700) on which virtiofsd's own mount namespace has the share's host
+ * directory bind-mounted: virtiofsd is given this path, never the host path (see
+ * hutch_share_start). */
+#define HUTCH_VIRTIOFS_ROOT "virtiofs-%u.root"
 
 typedef struct {
   guint index;      /* position in profile->shares */
@@ -62,8 +66,13 @@ typedef struct {
   char *socket;    /* runtime_dir/virtiofs-N.sock */
   char *pidfile;   /* runtime_dir/virtiofs-N.pid */
   char *logfile;   /* runtime_dir/virtiofs-N.log: virtiofsd's stderr */
+  char *root;      /* runtime_dir/virtiofs-N.root: virtiofsd's shared directory */
   char *virtiofsd; /* the binary */
   HutchVirtiofsdKind virtiofsd_kind;
+  /* host_dir itself (O_PATH | O_DIRECTORY), opened without following any link that is not
+   * root's and checked against the record by hutch_share_check_record (or opened by
+   * hutch_share_start); -1 until then. Closed with the entry. */
+  int dir_fd;
 } HutchSharePlanEntry;
 
 void hutch_share_plan_entry_free(HutchSharePlanEntry *entry);
@@ -85,16 +94,29 @@ GPtrArray *hutch_share_plan(const HutchProfile *profile, const HutchVirtiofsd *v
  * change after create: a guest can replace a part of it with a symlink through another
  * writable share (share ~/VM-Shared writable and ~/VM-Shared/sub; the guest makes sub a
  * symlink to ~/.ssh) or through another VM's share, to have the next start share a directory
- * the user never named. So the resolved host directory of each share is recorded at create in
- * the file `record` (in the instance directory; a GKeyFile, group "shares", key the share's
- * index) and compared at every start.
+ * the user never named; or it can put another directory in its place (rmdir and mkdir, or
+ * rename). So each share's resolved host directory and its identity (st_dev, st_ino) are
+ * recorded at create in the file `record` (in the instance directory; a GKeyFile, group
+ * "shares", keys "N" for the path, "N.device" and "N.inode", N the share's index) and
+ * compared at every start.
  *
- * Writes the entries of plan that record lacks (all of them at create; an instance created
- * before the record existed gets it at its next start) and checks the others. Fails with
- * HUTCH_ERROR_PROFILE naming the share and both directories when one now resolves elsewhere,
- * and writes nothing then. profile: the one plan was made from, for the shares' names. */
+ * Opens each entry's host directory into entry->dir_fd with hutch_hostpath_open: host_dir is
+ * fully resolved, so any link met now that root does not own was planted and is refused. The
+ * descriptor is what hutch_share_start hands virtiofsd, so what was checked is what is served
+ * whatever happens to the path after. A `create: true` directory that does not exist yet has
+ * only its path recorded (hutch_share_make_dirs makes it; call that first at start).
+ *
+ * Writes what record lacks (everything at create; the identity of an instance created before
+ * it was recorded, or of a `create: true` directory made since) and checks the rest. Fails
+ * with HUTCH_ERROR_PROFILE naming the share and both directories (or both identities) when
+ * one now resolves elsewhere or is another directory, and writes nothing then. profile: the
+ * one plan was made from, for the shares' names. */
 gboolean hutch_share_check_record(GPtrArray *plan, const HutchProfile *profile, const char *record,
                                   GError **error);
+
+/* Creates the missing host directories of `create: true` entries (0700, with their parents).
+ * HUTCH_ERROR_PROFILE naming the directory when that fails. */
+gboolean hutch_share_make_dirs(GPtrArray *plan, GError **error);
 
 /* For HutchDomainConfig.filesystems: HutchDomainFs* (owned; the array frees them). */
 GPtrArray *hutch_share_plan_domain_fs(GPtrArray *plan);
@@ -102,8 +124,9 @@ GPtrArray *hutch_share_plan_domain_fs(GPtrArray *plan);
  * alive as long as the array; the array frees the structs). */
 GPtrArray *hutch_share_plan_seed_mounts(GPtrArray *plan);
 
-/* virtiofsd's command line for entry, listening on the inherited fd listen_fd; unprivileged:
- * it runs as root of a user namespace (chroot sandbox, which works there). Pure. */
+/* virtiofsd's command line for entry, listening on the inherited fd listen_fd, sharing
+ * entry->root (where the host directory is mounted for it); unprivileged: it runs as root of
+ * a user namespace (chroot sandbox, which works there). Pure. */
 GStrv hutch_share_virtiofsd_argv(const HutchSharePlanEntry *entry, int listen_fd,
                                  gboolean unprivileged);
 
@@ -123,15 +146,21 @@ guint hutch_share_id_map(guint32 guest_id, guint32 host_id, guint32 sub_start, g
 gboolean hutch_share_parse_subid(const char *text, const char *user, guint32 uid,
                                  guint32 *ret_start, guint32 *ret_count);
 
-/* Creates missing `create: true` host directories (0700), then starts one virtiofsd for each
- * virtiofs entry, detached (own session, stdin /dev/null, stderr to its log), its pid in its
- * pidfile, and returns once each is waiting for QEMU. Stale virtiofsd of the same entries are
- * stopped first. guest_uid/guest_gid: the guest user's ids (see the mapping above). On
- * failure the ones started are stopped again. Errors: HUTCH_ERROR_HELPER (with the log's
- * tail), HUTCH_ERROR_PROFILE (a host directory is gone or cannot be created). */
+/* Creates missing `create: true` host directories (hutch_share_make_dirs), opens the host
+ * directories hutch_share_check_record has not opened (entry->dir_fd), then starts one
+ * virtiofsd for each virtiofs entry, detached (own session, stdin /dev/null, stderr to its
+ * log), its pid in its pidfile, and returns once each is waiting for QEMU. virtiofsd never
+ * sees the host path: it runs in a private mount namespace where entry->dir_fd, the very
+ * directory that was checked, is bind-mounted (read-only for a read-only share and a
+ * virtiofsd without --readonly) on entry->root, and it shares that. Stale virtiofsd of the
+ * same entries are stopped first. guest_uid/guest_gid: the guest user's ids (see the mapping
+ * above). On failure the ones started are stopped again. Errors: HUTCH_ERROR_HELPER (with
+ * the log's tail), HUTCH_ERROR_PROFILE (a host directory is gone, is reached through a link
+ * that root does not own, or cannot be created). */
 gboolean hutch_share_start(GPtrArray *plan, guint guest_uid, guint guest_gid, GError **error);
 
 /* Stops the virtiofsd processes whose pidfiles are in runtime_dir (they exit by themselves
- * when QEMU disconnects) and removes their sockets and pidfiles; logs stay. Needs no plan, so
+ * when QEMU disconnects) and removes their sockets, pidfiles and (empty) mount points; logs
+ * stay. Needs no plan, so
  * it works when the profile's directories have gone. */
 void hutch_share_stop(const char *runtime_dir);

@@ -23,6 +23,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "hostpath-private.h"
 #include "nosetid-private.h"
 #include "pidfile-private.h"
 #include "share-private.h"
@@ -116,7 +117,10 @@ void hutch_share_plan_entry_free(HutchSharePlanEntry *entry) {
   g_free(entry->socket);
   g_free(entry->pidfile);
   g_free(entry->logfile);
+  g_free(entry->root);
   g_free(entry->virtiofsd);
+  if (entry->dir_fd >= 0)
+    close(entry->dir_fd);
   g_free(entry);
 }
 
@@ -181,6 +185,7 @@ static HutchSharePlanEntry *plan_entry(const HutchShare *share, guint index,
                                        GError **error) {
   g_autoptr(HutchSharePlanEntry) entry = g_new0(HutchSharePlanEntry, 1);
   entry->index = index;
+  entry->dir_fd = -1;
   entry->tag = g_strdup_printf("hutchfs%u", index);
   entry->readonly = !share->writable;
   entry->create = share->create;
@@ -251,9 +256,11 @@ static HutchSharePlanEntry *plan_entry(const HutchShare *share, guint index,
   g_autofree char *socket = g_strdup_printf(HUTCH_VIRTIOFS_SOCKET, index);
   g_autofree char *pidfile = g_strdup_printf(HUTCH_VIRTIOFS_PID, index);
   g_autofree char *logfile = g_strdup_printf(HUTCH_VIRTIOFS_LOG, index);
+  g_autofree char *root = g_strdup_printf(HUTCH_VIRTIOFS_ROOT, index);
   entry->socket = g_build_filename(runtime_dir, socket, NULL);
   entry->pidfile = g_build_filename(runtime_dir, pidfile, NULL);
   entry->logfile = g_build_filename(runtime_dir, logfile, NULL);
+  entry->root = g_build_filename(runtime_dir, root, NULL);
   if (strlen(entry->socket) >= sizeof(((struct sockaddr_un *)NULL)->sun_path)) {
     g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE,
                 "the socket path %s is too long for a unix socket (shorten XDG_RUNTIME_DIR "
@@ -299,6 +306,47 @@ GPtrArray *hutch_share_plan(const HutchProfile *profile, const HutchVirtiofsd *v
 
 #define RECORD_GROUP "shares"
 
+/* Opens entry->host_dir for good (see hutch_share_check_record). A missing directory is
+ * HUTCH_ERROR_NOT_FOUND; every other failure HUTCH_ERROR_PROFILE. */
+static gboolean open_host_dir(HutchSharePlanEntry *entry, GError **error) {
+  g_autoptr(GError) local = NULL;
+  int fd = hutch_hostpath_open(entry->host_dir, O_PATH | O_DIRECTORY, &local);
+  if (fd < 0) {
+    g_set_error(error, HUTCH_ERROR,
+                g_error_matches(local, HUTCH_ERROR, HUTCH_ERROR_NOT_FOUND) ? HUTCH_ERROR_NOT_FOUND
+                                                                           : HUTCH_ERROR_PROFILE,
+                "%s", local->message);
+    return FALSE;
+  }
+  if (entry->dir_fd >= 0)
+    close(entry->dir_fd);
+  entry->dir_fd = fd;
+  return TRUE;
+}
+
+/* The identity recorded for key ("N.device", "N.inode"): FALSE when there is none (a record
+ * from before identities were kept); a value that is not a number is an error. */
+static gboolean record_get_id(GKeyFile *keys, const char *key, const char *field, guint64 *ret,
+                              gboolean *ret_present, GError **error) {
+  g_autofree char *name = g_strdup_printf("%s.%s", key, field);
+  *ret_present = g_key_file_has_key(keys, RECORD_GROUP, name, NULL);
+  if (!*ret_present)
+    return TRUE;
+  g_autofree char *text = g_key_file_get_string(keys, RECORD_GROUP, name, NULL);
+  if (!text || !g_ascii_string_to_unsigned(text, 10, 0, G_MAXUINT64, ret, NULL)) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE, "%s is not a number", name);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+static void record_set_id(GKeyFile *keys, const char *key, const struct stat *st) {
+  g_autofree char *device = g_strdup_printf("%s.device", key);
+  g_autofree char *inode = g_strdup_printf("%s.inode", key);
+  g_key_file_set_uint64(keys, RECORD_GROUP, device, (guint64)st->st_dev);
+  g_key_file_set_uint64(keys, RECORD_GROUP, inode, (guint64)st->st_ino);
+}
+
 gboolean hutch_share_check_record(GPtrArray *plan, const HutchProfile *profile, const char *record,
                                   GError **error) {
   g_autoptr(GKeyFile) keys = g_key_file_new();
@@ -308,28 +356,73 @@ gboolean hutch_share_check_record(GPtrArray *plan, const HutchProfile *profile, 
     g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE, "reading %s: %s", record, local->message);
     return FALSE;
   }
-  gboolean missing = FALSE;
+  gboolean changed = FALSE;
   for (guint i = 0; i < plan->len; i++) {
-    const HutchSharePlanEntry *entry = g_ptr_array_index(plan, i);
+    HutchSharePlanEntry *entry = g_ptr_array_index(plan, i);
+    const HutchShare *share = g_ptr_array_index(profile->shares, entry->index);
     g_autofree char *key = g_strdup_printf("%u", entry->index);
+    g_autoptr(GError) open_error = NULL;
+    /* the directory itself, opened once: what is checked here is what virtiofsd serves */
+    gboolean opened = open_host_dir(entry, &open_error);
+    if (!opened &&
+        !(entry->create && g_error_matches(open_error, HUTCH_ERROR, HUTCH_ERROR_NOT_FOUND))) {
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE, "share %s -> %s: %s", share->host,
+                  share->guest, open_error->message);
+      return FALSE;
+    }
+    struct stat st;
+    if (opened && fstat(entry->dir_fd, &st) < 0) {
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE, "share %s -> %s: %s: %s", share->host,
+                  share->guest, entry->host_dir, g_strerror(errno));
+      return FALSE;
+    }
+
     g_autofree char *recorded = g_key_file_get_string(keys, RECORD_GROUP, key, NULL);
     if (!recorded) {
       g_key_file_set_string(keys, RECORD_GROUP, key, entry->host_dir);
-      missing = TRUE;
+      if (opened)
+        record_set_id(keys, key, &st);
+      changed = TRUE;
       continue;
     }
-    if (strcmp(recorded, entry->host_dir) == 0)
+    if (strcmp(recorded, entry->host_dir) != 0) {
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE,
+                  "share %s -> %s: the host directory was %s at create but now resolves to %s; "
+                  "refusing to share it (a symlink in the path? a guest can plant one through "
+                  "another writable share). If you moved it on purpose, remove %s to accept "
+                  "the new place, or create the VM again",
+                  share->host, share->guest, recorded, entry->host_dir, record);
+      return FALSE;
+    }
+    if (!opened)
+      continue; /* create: true, not made yet: hutch_share_make_dirs makes it */
+    guint64 device = 0, inode = 0;
+    gboolean has_device = FALSE, has_inode = FALSE;
+    if (!record_get_id(keys, key, "device", &device, &has_device, error) ||
+        !record_get_id(keys, key, "inode", &inode, &has_inode, error)) {
+      g_prefix_error(error, "reading %s: ", record);
+      return FALSE;
+    }
+    if (!has_device || !has_inode) {
+      /* recorded before identities were (or before create: true made it): record it now */
+      record_set_id(keys, key, &st);
+      changed = TRUE;
       continue;
-    const HutchShare *share = g_ptr_array_index(profile->shares, entry->index);
+    }
+    if (device == (guint64)st.st_dev && inode == (guint64)st.st_ino)
+      continue;
     g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE,
-                "share %s -> %s: the host directory was %s at create but now resolves to %s; "
-                "refusing to share it (a symlink in the path? a guest can plant one through "
-                "another writable share). If you moved it on purpose, remove %s to accept the "
-                "new place, or create the VM again",
-                share->host, share->guest, recorded, entry->host_dir, record);
+                "share %s -> %s: the host directory %s was device %" G_GUINT64_FORMAT
+                " inode %" G_GUINT64_FORMAT " at create but is now device %" G_GUINT64_FORMAT
+                " inode %" G_GUINT64_FORMAT "; refusing to share it (another directory in its "
+                "place? a guest can remove or rename it and put another there through another "
+                "writable share). If you replaced it on purpose, remove %s to accept the new "
+                "one, or create the VM again",
+                share->host, share->guest, entry->host_dir, device, inode, (guint64)st.st_dev,
+                (guint64)st.st_ino, record);
     return FALSE;
   }
-  if (!missing)
+  if (!changed)
     return TRUE;
   gsize len = 0;
   g_autofree char *text = g_key_file_to_data(keys, &len, NULL);
@@ -388,15 +481,17 @@ GStrv hutch_share_virtiofsd_argv(const HutchSharePlanEntry *entry, int listen_fd
   /* hutch made and bound the socket: it belongs to the host user whatever uid virtiofsd has
    * in its namespace, and the C virtiofsd skips its lock file under /run with --fd */
   builder_take(argv, g_strdup_printf("--fd=%d", listen_fd));
+  /* never the host path, which a guest may have changed since it was checked: the checked
+   * directory itself, mounted there in virtiofsd's own mount namespace (see child_run) */
   if (entry->virtiofsd_kind == HUTCH_VIRTIOFSD_RUST) {
-    builder_take(argv, g_strdup_printf("--shared-dir=%s", entry->host_dir));
+    builder_take(argv, g_strdup_printf("--shared-dir=%s", entry->root));
     if (unprivileged)
       g_strv_builder_add(argv, "--sandbox=chroot");
     if (entry->readonly)
       g_strv_builder_add(argv, "--readonly");
     return g_strv_builder_end(argv);
   }
-  g_autofree char *escaped = fuse_opt_escape(entry->host_dir);
+  g_autofree char *escaped = fuse_opt_escape(entry->root);
   /* -f: stay in the foreground, so the pid hutch records is virtiofsd's and its stderr goes
    * to the log */
   g_strv_builder_add(argv, "-f");
@@ -413,8 +508,8 @@ GStrv hutch_share_virtiofsd_argv(const HutchSharePlanEntry *entry, int listen_fd
     struct rlimit nofile = {0};
     if (getrlimit(RLIMIT_NOFILE, &nofile) < 0 || nofile.rlim_max == RLIM_INFINITY)
       nofile.rlim_max = 0; /* 0: virtiofsd leaves the limit alone */
-    builder_take(argv, g_strdup_printf("--rlimit-nofile=%llu",
-                                       (unsigned long long)nofile.rlim_max));
+    builder_take(argv,
+                 g_strdup_printf("--rlimit-nofile=%llu", (unsigned long long)nofile.rlim_max));
   }
   return g_strv_builder_end(argv);
 }
@@ -512,6 +607,7 @@ typedef enum {
   STEP_SETGROUPS,
   STEP_SETGID,
   STEP_SETUID,
+  STEP_MOUNT,
   STEP_READONLY,
   STEP_NOSETID,
   STEP_EXEC,
@@ -526,6 +622,7 @@ static const char *const step_names[STEP_N] = {
     "setgroups",
     "setresgid",
     "setresuid",
+    "mounting the shared directory in a mount namespace of its own",
     "making the shared directory read-only",
     "installing the seccomp filter against set-user-ID files",
     "exec",
@@ -552,8 +649,10 @@ static G_GNUC_NORETURN void child_fail(int status_fd, ChildStep step) {
 
 typedef struct {
   int devnull, log, listen, status_w, go_r;
+  int dir_fd;       /* the checked host directory (O_PATH) */
+  const char *root; /* where to mount it for virtiofsd */
   gboolean unprivileged;
-  const char *readonly_dir;  /* bind-mount this directory read-only before exec, or NULL */
+  gboolean readonly; /* mount it read-only (a virtiofsd without --readonly) */
   char **argv;
 } ChildSetup;
 
@@ -574,13 +673,13 @@ static G_GNUC_NORETURN void child_run(ChildSetup *s) {
     _exit(0);
 
   /* Out of the way of 0..3 first, so that no dup2 below overwrites a source. */
-  int fds[5] = {s->devnull, s->log, s->listen, s->status_w, s->go_r};
-  for (int i = 0; i < 5; i++) {
+  int fds[6] = {s->devnull, s->log, s->listen, s->status_w, s->go_r, s->dir_fd};
+  for (int i = 0; i < 6; i++) {
     fds[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 10);
     if (fds[i] < 0)
       child_fail(s->status_w, STEP_FDS);
   }
-  int status_w = fds[3], go_r = fds[4];
+  int status_w = fds[3], go_r = fds[4], dir_fd = fds[5];
   if (dup2(fds[0], 0) < 0 || dup2(fds[1], 1) < 0 || dup2(fds[1], 2) < 0 || dup2(fds[2], 3) < 0)
     child_fail(status_w, STEP_FDS);
     /* whatever else the calling process has open must not reach virtiofsd */
@@ -610,13 +709,22 @@ static G_GNUC_NORETURN void child_run(ChildSetup *s) {
     if (setresuid(0, 0, 0) < 0)
       child_fail(status_w, STEP_SETUID);
   }
-  /* A read-only share for a virtiofsd without --readonly: a private mount namespace in which
-   * the directory is a read-only bind mount of itself. The kernel refuses every write
-   * (EROFS) whatever the guest does, and nothing outside this process sees the mount. */
-  if (s->readonly_dir &&
-      (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
-       mount(s->readonly_dir, s->readonly_dir, NULL, MS_BIND | MS_REC, NULL) < 0 ||
-       mount(NULL, s->readonly_dir, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL) < 0))
+  /* virtiofsd gets the directory that was checked, not its path, which a guest can swap for
+   * a link through another share at any moment: a private mount namespace in which that
+   * directory is bind-mounted on s->root, a directory in hutch's runtime directory no guest
+   * reaches. The source is the working directory, set from dir_fd: unshare(CLONE_NEWNS)
+   * moves it into the new namespace's copy of its mount, where "/proc/self/fd/N" would still
+   * name the old namespace's mount (mount(2) refuses that with EINVAL). Recursive, because a
+   * user namespace may not uncover what mounts below the directory hide. Nothing outside
+   * this process sees the mount. */
+  if (fchdir(dir_fd) < 0 || unshare(CLONE_NEWNS) < 0 ||
+      mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+      mount(".", s->root, NULL, MS_BIND | MS_REC, NULL) < 0 || chdir("/") < 0)
+    child_fail(status_w, STEP_MOUNT);
+  close(dir_fd);
+  /* A read-only share for a virtiofsd without --readonly: the kernel refuses every write
+   * (EROFS) whatever the guest does. */
+  if (s->readonly && mount(NULL, s->root, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL) < 0)
     child_fail(status_w, STEP_READONLY);
   /* last, so that nothing above runs under it: no set-user-ID or set-group-ID file from the
    * guest (nosetid-private.h) */
@@ -741,10 +849,10 @@ static pid_t spawn_virtiofsd(const HutchSharePlanEntry *entry, int listen_fd, gb
       .listen = listen_fd,
       .status_w = status[1],
       .go_r = go[0],
+      .dir_fd = entry->dir_fd,
+      .root = entry->root,
       .unprivileged = unprivileged,
-      .readonly_dir = entry->readonly && entry->virtiofsd_kind != HUTCH_VIRTIOFSD_RUST
-                          ? entry->host_dir
-                          : NULL,
+      .readonly = entry->readonly && entry->virtiofsd_kind != HUTCH_VIRTIOFSD_RUST,
       .argv = argv,
   };
   pid_t first = fork();
@@ -819,12 +927,31 @@ static gboolean stop_virtiofsd(const char *pidfile, const char *binary) {
 static void stop_entry(const HutchSharePlanEntry *entry) {
   stop_virtiofsd(entry->pidfile, entry->virtiofsd);
   g_unlink(entry->socket);
+  g_rmdir(entry->root); /* empty outside virtiofsd's mount namespace */
+}
+
+/* entry->root: a directory of ours (the runtime directory is 0700 and hutch's). */
+static gboolean make_root(const HutchSharePlanEntry *entry, GError **error) {
+  struct stat st;
+  if (g_mkdir(entry->root, 0700) < 0 && errno != EEXIST) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_HELPER, "creating %s: %s", entry->root,
+                g_strerror(errno));
+    return FALSE;
+  }
+  if (lstat(entry->root, &st) < 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid()) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_HELPER, "%s is not a directory of yours",
+                entry->root);
+    return FALSE;
+  }
+  return TRUE;
 }
 
 static gboolean start_one(const HutchSharePlanEntry *entry, gboolean unprivileged, guint guest_uid,
                           guint guest_gid, GError **error) {
   /* a virtiofsd left over from a VM that died before QEMU connected holds nothing we need */
   stop_entry(entry);
+  if (!make_root(entry, error))
+    return FALSE;
   int listen_fd = listen_unix(entry->socket, error);
   if (listen_fd < 0)
     return FALSE;
@@ -832,6 +959,7 @@ static gboolean start_one(const HutchSharePlanEntry *entry, gboolean unprivilege
   close(listen_fd);
   if (pid == 0) {
     g_unlink(entry->socket);
+    g_rmdir(entry->root);
     return FALSE;
   }
   /* NULL: it exited already; the wait below reports it */
@@ -856,27 +984,29 @@ static gboolean start_one(const HutchSharePlanEntry *entry, gboolean unprivilege
   return FALSE;
 }
 
-static gboolean prepare_dir(const HutchSharePlanEntry *entry, GError **error) {
-  if (entry->create && !g_file_test(entry->host_dir, G_FILE_TEST_EXISTS) &&
-      g_mkdir_with_parents(entry->host_dir, 0700) < 0) {
-    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE, "creating %s: %s", entry->host_dir,
-                g_strerror(errno));
-    return FALSE;
-  }
-  if (!g_file_test(entry->host_dir, G_FILE_TEST_IS_DIR)) {
-    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE, "%s is not a directory any more",
-                entry->host_dir);
-    return FALSE;
+gboolean hutch_share_make_dirs(GPtrArray *plan, GError **error) {
+  for (guint i = 0; i < plan->len; i++) {
+    const HutchSharePlanEntry *entry = g_ptr_array_index(plan, i);
+    if (entry->create && !g_file_test(entry->host_dir, G_FILE_TEST_EXISTS) &&
+        g_mkdir_with_parents(entry->host_dir, 0700) < 0) {
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE, "share %s: creating it: %s",
+                  entry->host_dir, g_strerror(errno));
+      return FALSE;
+    }
   }
   return TRUE;
 }
 
 gboolean hutch_share_start(GPtrArray *plan, guint guest_uid, guint guest_gid, GError **error) {
   gboolean unprivileged = geteuid() != 0;
+  if (!hutch_share_make_dirs(plan, error))
+    return FALSE;
   for (guint i = 0; i < plan->len; i++) {
-    const HutchSharePlanEntry *entry = g_ptr_array_index(plan, i);
-    if (!prepare_dir(entry, error)) {
-      g_prefix_error(error, "share %s: ", entry->host_dir);
+    HutchSharePlanEntry *entry = g_ptr_array_index(plan, i);
+    g_autoptr(GError) local = NULL;
+    if (entry->dir_fd < 0 && !open_host_dir(entry, &local)) {
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE, "share %s: %s", entry->host_dir,
+                  local->message);
       return FALSE;
     }
   }
@@ -912,12 +1042,16 @@ void hutch_share_stop(const char *runtime_dir) {
       stop_virtiofsd(path, NULL);
     }
   }
-  /* the sockets once nothing listens on them any more */
+  /* the sockets once nothing listens on them any more, and the mount points (empty here:
+   * the mounts were in virtiofsd's own namespace) */
   g_dir_rewind(dir);
   while ((name = g_dir_read_name(dir))) {
-    if (g_str_has_prefix(name, "virtiofs-") && g_str_has_suffix(name, ".sock")) {
-      g_autofree char *path = g_build_filename(runtime_dir, name, NULL);
+    if (!g_str_has_prefix(name, "virtiofs-"))
+      continue;
+    g_autofree char *path = g_build_filename(runtime_dir, name, NULL);
+    if (g_str_has_suffix(name, ".sock"))
       g_unlink(path);
-    }
+    else if (g_str_has_suffix(name, ".root"))
+      g_rmdir(path);
   }
 }

@@ -296,16 +296,37 @@ static void test_record(void) {
   struct stat st;
   g_assert_cmpint(g_stat(record, &st), ==, 0);
   g_assert_cmpint(st.st_mode & 0777, ==, 0600);
-  g_autofree char *first = NULL;
-  g_assert_true(g_file_get_contents(record, &first, NULL, NULL));
-  g_assert_nonnull(strstr(first, sub));
+  g_autofree char *created = NULL;
+  g_assert_true(g_file_get_contents(record, &created, NULL, NULL));
+  g_assert_nonnull(strstr(created, sub));
+  /* the identity of each directory beside its path; none yet for the one not made yet */
+  struct stat sub_st;
+  g_assert_cmpint(g_stat(sub, &sub_st), ==, 0);
+  g_autofree char *sub_id =
+      g_strdup_printf("1.device=%" G_GUINT64_FORMAT "\n1.inode=%" G_GUINT64_FORMAT "\n",
+                      (guint64)sub_st.st_dev, (guint64)sub_st.st_ino);
+  if (!strstr(created, sub_id))
+    g_error("no '%s' in the record:\n%s", sub_id, created);
+  g_assert_null(strstr(created, "2.inode"));
+  /* the directories checked are held open: those are what virtiofsd gets */
+  struct stat fd_st;
+  g_assert_cmpint(fstat(entry_at(plan, 1)->dir_fd, &fd_st), ==, 0);
+  g_assert_true(fd_st.st_dev == sub_st.st_dev && fd_st.st_ino == sub_st.st_ino);
+  g_assert_cmpint(entry_at(plan, 2)->dir_fd, ==, -1);
   g_assert_true(hutch_share_check_record(plan, profile, record, &error));
   g_autofree char *later = g_build_filename(s->home, "later", NULL);
-  g_assert_cmpint(g_mkdir(later, 0700), ==, 0); /* create: true made it at the first start */
+  g_assert_false(g_file_test(later, G_FILE_TEST_EXISTS));
   g_autoptr(GPtrArray) again =
       hutch_share_plan(profile, &c_virtiofsd, s->runtime, s->home, "/home/dev", &error);
+  g_assert_true(hutch_share_make_dirs(again, &error)); /* create: true, at the first start */
+  g_assert_no_error(error);
+  g_assert_true(g_file_test(later, G_FILE_TEST_IS_DIR));
   g_assert_true(hutch_share_check_record(again, profile, record, &error));
   g_assert_no_error(error);
+  g_autofree char *first = NULL;
+  g_assert_true(g_file_get_contents(record, &first, NULL, NULL));
+  g_assert_nonnull(strstr(first, "2.inode="));
+  g_assert_cmpint(entry_at(again, 2)->dir_fd, >=, 0);
 
   /* the guest replaces sub (in the writable share) with a symlink to ~/.ssh */
   g_assert_cmpint(g_rmdir(sub), ==, 0);
@@ -338,6 +359,96 @@ static void test_record(void) {
   g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE);
 }
 
+/* The same path, another directory: a guest that can write the parent of a share (through a
+ * share of its own) removes or renames the directory and puts another in its place. */
+static void test_record_identity(void) {
+  g_autoptr(Scratch) s = scratch_new();
+  g_autofree char *sub = g_build_filename(s->home, "proj", "sub", NULL);
+  g_autofree char *old = g_build_filename(s->home, "proj", "sub.old", NULL);
+  g_autofree char *other = g_build_filename(s->home, "proj", "other", NULL);
+  g_assert_cmpint(g_mkdir(sub, 0700), ==, 0);
+  g_assert_cmpint(g_mkdir(other, 0700), ==, 0);
+  g_autoptr(HutchProfile) profile = hutch_profile_new_defaults();
+  add_share(profile, "~/proj/sub", "/opt/sub", TRUE, FALSE);
+  g_autofree char *record = g_build_filename(s->root, "shares", NULL);
+  g_autoptr(GError) error = NULL;
+  g_autoptr(GPtrArray) plan =
+      hutch_share_plan(profile, &c_virtiofsd, s->runtime, s->home, "/home/dev", &error);
+  g_assert_no_error(error);
+  g_assert_true(hutch_share_check_record(plan, profile, record, &error));
+  g_assert_no_error(error);
+  g_autofree char *first = NULL;
+  g_assert_true(g_file_get_contents(record, &first, NULL, NULL));
+  struct stat was, now;
+  g_assert_cmpint(g_stat(sub, &was), ==, 0);
+  g_assert_cmpint(g_stat(other, &now), ==, 0);
+
+  /* another directory renamed into place: the path is the same, the directory is not */
+  g_assert_cmpint(g_rename(sub, old), ==, 0);
+  g_assert_cmpint(g_rename(other, sub), ==, 0);
+  g_autoptr(GPtrArray) swapped =
+      hutch_share_plan(profile, &c_virtiofsd, s->runtime, s->home, "/home/dev", &error);
+  g_assert_no_error(error);
+  g_assert_false(hutch_share_check_record(swapped, profile, record, &error));
+  g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE);
+  g_autofree char *want = g_strdup_printf(
+      "share ~/proj/sub -> /opt/sub: the host directory %s was device %" G_GUINT64_FORMAT
+      " inode %" G_GUINT64_FORMAT " at create but is now device %" G_GUINT64_FORMAT
+      " inode %" G_GUINT64_FORMAT "; refusing",
+      sub, (guint64)was.st_dev, (guint64)was.st_ino, (guint64)now.st_dev, (guint64)now.st_ino);
+  if (!strstr(error->message, want) || !strstr(error->message, record))
+    g_error("%s\nwanted: %s", error->message, want);
+  g_clear_error(&error);
+  g_autofree char *after = NULL;
+  g_assert_true(g_file_get_contents(record, &after, NULL, NULL));
+  g_assert_cmpstr(after, ==, first);
+
+  /* removed and made again */
+  g_assert_cmpint(g_rmdir(sub), ==, 0);
+  g_assert_cmpint(g_mkdir(sub, 0700), ==, 0);
+  g_assert_false(hutch_share_check_record(swapped, profile, record, &error));
+  g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE);
+  g_assert_nonnull(strstr(error->message, "refusing to share it"));
+  g_clear_error(&error);
+
+  /* the original back in place: accepted */
+  g_assert_cmpint(g_rmdir(sub), ==, 0);
+  g_assert_cmpint(g_rename(old, sub), ==, 0);
+  g_assert_true(hutch_share_check_record(swapped, profile, record, &error));
+  g_assert_no_error(error);
+
+  /* a record from before identities were kept: the path is compared, the identity added */
+  g_autofree char *legacy = g_strdup_printf("[shares]\n0=%s\n", sub);
+  g_assert_true(g_file_set_contents(record, legacy, -1, NULL));
+  g_assert_true(hutch_share_check_record(swapped, profile, record, &error));
+  g_assert_no_error(error);
+  g_autofree char *upgraded = NULL;
+  g_assert_true(g_file_get_contents(record, &upgraded, NULL, NULL));
+  g_assert_cmpstr(upgraded, ==, first);
+  /* a broken identity fails closed */
+  g_autofree char *broken = g_strdup_printf("[shares]\n0=%s\n0.device=x\n0.inode=1\n", sub);
+  g_assert_true(g_file_set_contents(record, broken, -1, NULL));
+  g_assert_false(hutch_share_check_record(swapped, profile, record, &error));
+  g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE);
+  g_assert_nonnull(strstr(error->message, "0.device is not a number"));
+  g_clear_error(&error);
+
+  /* a link planted after the path was resolved (between plan and check): the directory is
+   * opened without following it */
+  g_assert_true(g_file_set_contents(record, first, -1, NULL));
+  g_autoptr(GPtrArray) planned =
+      hutch_share_plan(profile, &c_virtiofsd, s->runtime, s->home, "/home/dev", &error);
+  g_assert_no_error(error);
+  g_assert_cmpint(g_rename(sub, old), ==, 0);
+  g_autofree char *ssh = g_build_filename(s->home, ".ssh", NULL);
+  g_assert_cmpint(g_mkdir(ssh, 0700), ==, 0);
+  g_assert_cmpint(symlink(ssh, sub), ==, 0);
+  g_assert_false(hutch_share_check_record(planned, profile, record, &error));
+  g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE);
+  if (!strstr(error->message, "share ~/proj/sub -> /opt/sub: refusing to follow the symbolic link"))
+    g_error("unexpected: %s", error->message);
+}
+
 static void assert_argv(GStrv argv, const char *const *want) {
   g_autofree char *got_text = g_strjoinv(" ", argv);
   g_autofree char *want_text = g_strjoinv(" ", (GStrv)want);
@@ -346,7 +457,8 @@ static void assert_argv(GStrv argv, const char *const *want) {
 
 static void test_argv(void) {
   HutchSharePlanEntry e = {
-      .host_dir = (char *)"/home/me/a,b\\c",
+      .host_dir = (char *)"/home/me/not-given",
+      .root = (char *)"/run/user/1000/hutch/a,b\\c/virtiofs-0.root",
       .virtiofsd = (char *)"/usr/lib/qemu/virtiofsd",
       .virtiofsd_kind = HUTCH_VIRTIOFSD_C,
   };
@@ -358,25 +470,27 @@ static void test_argv(void) {
       "--rlimit-nofile=%llu",
       nofile.rlim_max == RLIM_INFINITY ? 0ULL : (unsigned long long)nofile.rlim_max);
   assert_argv(unpriv, (const char *[]){"/usr/lib/qemu/virtiofsd", "--fd=3", "-f", "-o",
-                                       "source=/home/me/a\\,b\\\\c", "-o", "sandbox=chroot",
-                                       rlimit, NULL});
+                                       "source=/run/user/1000/hutch/a\\,b\\\\c/virtiofs-0.root",
+                                       "-o", "sandbox=chroot", rlimit, NULL});
   g_auto(GStrv) root = hutch_share_virtiofsd_argv(&e, 5, FALSE);
-  assert_argv(root, (const char *[]){"/usr/lib/qemu/virtiofsd", "--fd=5", "-f", "-o",
-                                     "source=/home/me/a\\,b\\\\c", NULL});
+  assert_argv(root,
+              (const char *[]){"/usr/lib/qemu/virtiofsd", "--fd=5", "-f", "-o",
+                               "source=/run/user/1000/hutch/a\\,b\\\\c/virtiofs-0.root", NULL});
   HutchSharePlanEntry r = {
-      .host_dir = (char *)"/home/me/a,b",
+      .host_dir = (char *)"/home/me/not-given",
+      .root = (char *)"/run/hutch/a,b/virtiofs-1.root",
       .virtiofsd = (char *)"/usr/libexec/virtiofsd",
       .virtiofsd_kind = HUTCH_VIRTIOFSD_RUST,
       .readonly = TRUE,
   };
   g_auto(GStrv) rust = hutch_share_virtiofsd_argv(&r, 3, TRUE);
-  assert_argv(rust,
-              (const char *[]){"/usr/libexec/virtiofsd", "--fd=3", "--shared-dir=/home/me/a,b",
-                               "--sandbox=chroot", "--readonly", NULL});
+  assert_argv(rust, (const char *[]){"/usr/libexec/virtiofsd", "--fd=3",
+                                     "--shared-dir=/run/hutch/a,b/virtiofs-1.root",
+                                     "--sandbox=chroot", "--readonly", NULL});
   r.readonly = FALSE;
   g_auto(GStrv) rust_root = hutch_share_virtiofsd_argv(&r, 3, FALSE);
   assert_argv(rust_root, (const char *[]){"/usr/libexec/virtiofsd", "--fd=3",
-                                          "--shared-dir=/home/me/a,b", NULL});
+                                          "--shared-dir=/run/hutch/a,b/virtiofs-1.root", NULL});
 }
 
 static char *map_text(guint32 guest, guint32 host, guint32 start, guint32 count) {
@@ -523,23 +637,28 @@ static void test_start_stop(void) {
   }
   g_assert_cmpint(pids[0], >, 1);
   g_assert_cmpint(pids[1], >, 1);
-  if (!virtiofsd->has_readonly) {
-    /* the read-only share is a read-only bind mount in virtiofsd's own mount namespace; the
-     * writable one is not */
-    g_autofree char *mountinfo = proc_text(pids[1], "mountinfo");
+  for (guint i = 0; i < 2; i++) {
+    /* each virtiofsd shares its mount point, on which its own mount namespace has the host
+     * directory; read-only there for a read-only share when virtiofsd cannot do it itself */
+    const HutchSharePlanEntry *e = entry_at(plan, i);
+    g_autofree char *mountinfo = proc_text(pids[i], "mountinfo");
     g_assert_nonnull(mountinfo);
     g_auto(GStrv) lines = g_strsplit(mountinfo, "\n", -1);
-    gboolean ro_found = FALSE;
-    const char *ro_dir = entry_at(plan, 1)->host_dir;
+    const char *options = NULL;
     for (guint l = 0; lines[l]; l++) {
       g_auto(GStrv) fields = g_strsplit(lines[l], " ", 7);
-      if (g_strv_length(fields) >= 6 && strcmp(fields[4], ro_dir) == 0)
-        ro_found = g_str_has_prefix(fields[5], "ro,") || strcmp(fields[5], "ro") == 0;
+      if (g_strv_length(fields) >= 6 && strcmp(fields[4], e->root) == 0)
+        options = strstr(lines[l], fields[5]);
     }
-    if (!ro_found)
-      g_error("no read-only mount of %s in virtiofsd's mountinfo:\n%s", ro_dir, mountinfo);
-    g_autofree char *rw_info = proc_text(pids[0], "mountinfo");
-    g_assert_null(strstr(rw_info, entry_at(plan, 0)->host_dir));
+    if (!options)
+      g_error("no mount on %s in virtiofsd's mountinfo:\n%s", e->root, mountinfo);
+    gboolean ro = g_str_has_prefix(options, "ro,") || g_str_has_prefix(options, "ro ");
+    g_assert_cmpint(ro, ==, e->readonly && !virtiofsd->has_readonly);
+    g_assert_true(g_file_test(e->root, G_FILE_TEST_IS_DIR));
+    /* outside virtiofsd, nothing is mounted there */
+    g_autoptr(GDir) empty = g_dir_open(e->root, 0, NULL);
+    g_assert_nonnull(empty);
+    g_assert_null(g_dir_read_name(empty));
   }
 
   /* QEMU connecting and going away: virtiofsd sets up its sandbox, then exits by itself */
@@ -574,6 +693,7 @@ static void test_start_stop(void) {
       continue;
     g_assert_false(g_file_test(e->socket, G_FILE_TEST_EXISTS));
     g_assert_false(g_file_test(e->pidfile, G_FILE_TEST_EXISTS));
+    g_assert_false(g_file_test(e->root, G_FILE_TEST_EXISTS));
     g_assert_true(g_file_test(e->logfile, G_FILE_TEST_EXISTS));
   }
 
@@ -584,6 +704,89 @@ static void test_start_stop(void) {
   g_assert_cmpint(again, !=, pids[0]);
   hutch_share_stop(s->runtime);
   g_assert_true(wait_gone(again));
+}
+
+/* stat of path inside pid's mount namespace */
+static gboolean stat_in(pid_t pid, const char *path, struct stat *st) {
+  g_autofree char *through = g_strdup_printf("/proc/%d/root%s", (int)pid, path);
+  return g_stat(through, st) == 0;
+}
+
+/* The directory checked is the directory served: the host path swapped for a link to another
+ * directory after the check (as a guest of another VM writing the parent through its own share
+ * can, at any moment) changes nothing for virtiofsd, which never gets the path. */
+static void test_start_serves_checked(void) {
+  g_autoptr(Scratch) s = scratch_new();
+  g_autoptr(GError) error = NULL;
+  g_autoptr(HutchVirtiofsd) virtiofsd = hutch_virtiofsd_find(&error);
+  if (!virtiofsd) {
+    g_test_skip(error->message);
+    return;
+  }
+  /* the share is ~/proj/mid/sub; the guest makes ~/proj/mid a link to ~/secret, which
+   * holds a sub too: the path then leads to a real directory, no link at its end */
+  g_autofree char *mid = g_build_filename(s->home, "proj", "mid", NULL);
+  g_autofree char *moved = g_build_filename(s->home, "proj", "mid.moved", NULL);
+  g_autofree char *victim = g_build_filename(mid, "sub", NULL);
+  g_autofree char *elsewhere = g_build_filename(s->home, "secret", NULL);
+  g_autofree char *ssh = g_build_filename(elsewhere, "sub", NULL);
+  g_autofree char *victim_mark = g_build_filename(victim, "shared-file", NULL);
+  g_autofree char *ssh_mark = g_build_filename(ssh, "id_ed25519", NULL);
+  g_assert_cmpint(g_mkdir_with_parents(victim, 0700), ==, 0);
+  g_assert_cmpint(g_mkdir_with_parents(ssh, 0700), ==, 0);
+  g_assert_true(g_file_set_contents(victim_mark, "ok", -1, NULL));
+  g_assert_true(g_file_set_contents(ssh_mark, "secret", -1, NULL));
+  struct stat victim_st, ssh_st;
+  g_assert_cmpint(g_stat(victim, &victim_st), ==, 0);
+  g_assert_cmpint(g_stat(ssh, &ssh_st), ==, 0);
+
+  g_autoptr(HutchProfile) profile = hutch_profile_new_defaults();
+  add_share(profile, "~/proj/mid/sub", "/opt/sub", TRUE, FALSE);
+  add_share(profile, "~/proj/mid/sub/", "/opt/sub-ro", FALSE, FALSE);
+  g_autoptr(GPtrArray) plan =
+      hutch_share_plan(profile, virtiofsd, s->runtime, s->home, "/home/dev", &error);
+  g_assert_no_error(error);
+  g_autofree char *record = g_build_filename(s->root, "shares", NULL);
+  g_assert_true(hutch_share_check_record(plan, profile, record, &error));
+  g_assert_no_error(error);
+
+  /* checked; now the guest swaps a part of the path for a link */
+  g_assert_cmpint(g_rename(mid, moved), ==, 0);
+  g_assert_cmpint(symlink(elsewhere, mid), ==, 0);
+  if (!hutch_share_start(plan, 1000, 1000, &error))
+    g_error("hutch_share_start: %s", error->message);
+
+  pid_t pids[2] = {0};
+  for (guint i = 0; i < plan->len; i++) {
+    const HutchSharePlanEntry *e = entry_at(plan, i);
+    pid_t pid = read_pid(e->pidfile);
+    /* what virtiofsd shares, seen from inside its mount namespace: the directory checked */
+    struct stat served;
+    if (!stat_in(pid, e->root, &served))
+      g_error("stat %s in virtiofsd %d: %s", e->root, (int)pid, g_strerror(errno));
+    g_assert_true(served.st_dev == victim_st.st_dev && served.st_ino == victim_st.st_ino);
+    g_assert_false(served.st_dev == ssh_st.st_dev && served.st_ino == ssh_st.st_ino);
+    g_autofree char *mark = g_build_filename(e->root, "shared-file", NULL);
+    g_autofree char *secret = g_build_filename(e->root, "id_ed25519", NULL);
+    struct stat st;
+    g_assert_true(stat_in(pid, mark, &st));
+    g_assert_false(stat_in(pid, secret, &st));
+    /* and its command line names the mount point, never the host path */
+    g_autofree char *cmdline = NULL;
+    gsize len = 0;
+    g_autofree char *cmdline_path = g_strdup_printf("/proc/%d/cmdline", (int)pid);
+    g_assert_true(g_file_get_contents(cmdline_path, &cmdline, &len, NULL));
+    gboolean names_root = FALSE;
+    for (gsize off = 0; off < len; off += strlen(cmdline + off) + 1) {
+      g_assert_null(strstr(cmdline + off, victim));
+      names_root |= strstr(cmdline + off, e->root) != NULL;
+    }
+    g_assert_true(names_root);
+    pids[i] = pid;
+  }
+  hutch_share_stop(s->runtime);
+  for (guint i = 0; i < plan->len; i++)
+    g_assert_true(wait_gone(pids[i]));
 }
 
 static void test_start_failures(void) {
@@ -647,10 +850,12 @@ int main(int argc, char **argv) {
   g_test_add_func("/share/plan-refusals", test_plan_refusals);
   g_test_add_func("/share/plan-no-virtiofsd", test_plan_no_virtiofsd);
   g_test_add_func("/share/record", test_record);
+  g_test_add_func("/share/record-identity", test_record_identity);
   g_test_add_func("/share/argv", test_argv);
   g_test_add_func("/share/id-map", test_id_map);
   g_test_add_func("/share/subid", test_subid);
   g_test_add_func("/share/start-stop", test_start_stop);
+  g_test_add_func("/share/start-serves-checked", test_start_serves_checked);
   g_test_add_func("/share/start-failures", test_start_failures);
   g_test_add_func("/share/stop-reused-pid", test_stop_reused_pid);
   return g_test_run();
