@@ -20,6 +20,10 @@ typedef struct {
   const char *name;
   const char *uuid;            /* canonical 36-character form */
   const char *domain_type;     /* "kvm" or "qemu" (TCG); decided by the caller */
+  guint cpus;                  /* vCPUs (hutch_domain_vcpus); 0: the profile's cpus */
+  /* TCG: libvirt's default CPU model (QEMU's qemu64) instead of the maximum one; only the
+   * boot benchmark's baseline asks for it (HUTCH_TCG_CPU=qemu64). */
+  gboolean tcg_qemu64;
   const char *emulator;        /* NULL: libvirt's default */
   const char *disk_path;       /* the instance's qcow2 overlay */
   const char *seed_path;       /* the cidata ISO, or NULL */
@@ -39,6 +43,15 @@ typedef struct {
   const char *runtime_dir;
   const char *guest_user;
 } HutchDomainConfig;
+
+/* The vCPUs a domain gets when the profile asks for `wanted`. Under TCG (tcg) at most
+ * `limit`, or when limit is 0 max(1, host_cores / 2): each TCG vCPU is a host thread that
+ * runs flat out, and QEMU's I/O thread, passt, virtiofsd and hutch need a core too. Two vCPUs
+ * on a 2-core host wedged the guest with RCU stalls; one was fine. Under KVM `wanted`. When
+ * the count is capped, *ret_notice (if given) gets a one-line notice saying so and how to
+ * keep the profile's count. */
+guint hutch_domain_vcpus(guint wanted, gboolean tcg, guint host_cores, guint limit,
+                         char **ret_notice);
 
 /* The domain XML for config and profile (cpus, memory). Returns NULL with a HUTCH_ERROR_USAGE
  * error on invalid input (bad name or uuid, relative paths, control characters, a virtiofs

@@ -160,7 +160,7 @@ static gboolean check_config(const HutchProfile *profile, const HutchDomainConfi
                 c->domain_type ? c->domain_type : "");
     return FALSE;
   }
-  if (profile->cpus == 0) {
+  if (profile->cpus == 0 && c->cpus == 0) {
     g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE, "cpus must be at least 1");
     return FALSE;
   }
@@ -211,6 +211,28 @@ static gboolean check_config(const HutchProfile *profile, const HutchDomainConfi
     }
   }
   return check_filesystems(c->filesystems, error);
+}
+
+/* ---- vCPUs ---------------------------------------------------------------------------- */
+
+guint hutch_domain_vcpus(guint wanted, gboolean tcg, guint host_cores, guint limit,
+                         char **ret_notice) {
+  if (!tcg)
+    return wanted;
+  guint cap = limit ? limit : MAX(1, host_cores / 2);
+  if (wanted <= cap)
+    return wanted;
+  if (ret_notice && limit)
+    *ret_notice = g_strdup_printf("cpus: %u capped to %u under TCG emulation "
+                                  "(HUTCH_TCG_MAX_CPUS=%u)",
+                                  wanted, cap, limit);
+  else if (ret_notice)
+    *ret_notice = g_strdup_printf(
+        "cpus: %u capped to %u under TCG emulation on this %u-core host (more vCPUs stall the "
+        "guest); give the profile cpus: %u to silence this, or set HUTCH_TCG_MAX_CPUS=%u to "
+        "keep %u",
+        wanted, cap, host_cores, cap, wanted, wanted);
+  return cap;
 }
 
 /* ---- Building ------------------------------------------------------------------------- */
@@ -283,10 +305,13 @@ static void add_features_cpu(xmlNodePtr domain, const HutchDomainConfig *c) {
     xmlNodePtr cache = add_text(add_node(features, "tcg"), NULL, "tb-cache", TCG_TB_CACHE_MIB);
     set_attr(cache, "unit", "MiB");
   }
-  /* Under TCG no <cpu>: libvirt's default model (qemu64) is what the test guest was measured
-   * with, and host-model needs KVM. */
+  /* host-model needs KVM. Under TCG the maximum model (QEMU's -cpu max: avx, avx2, bmi2, fma
+   * with QEMU 7.2), not libvirt's default qemu64, on which current binaries (Claude Code's)
+   * die of SIGILL. Not migratable: nothing migrates, and snapshots are taken shut off. */
   if (!tcg)
     add_elem(domain, "cpu", "mode", "host-model", NULL, NULL);
+  else if (!c->tcg_qemu64)
+    add_elem(domain, "cpu", "mode", "maximum", "migratable", "off");
 }
 
 static void add_channel(xmlNodePtr devices, const char *path, const char *name) {
@@ -441,7 +466,7 @@ char *hutch_domain_build_xml(const HutchProfile *profile, const HutchDomainConfi
     add_elem(backing, "source", "type", "memfd", NULL, NULL);
     add_elem(backing, "access", "mode", "shared", NULL, NULL);
   }
-  g_autofree char *cpus = g_strdup_printf("%u", profile->cpus);
+  g_autofree char *cpus = g_strdup_printf("%u", config->cpus ? config->cpus : profile->cpus);
   add_text(domain, NULL, "vcpu", cpus);
 
   add_os(domain, config);

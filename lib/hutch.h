@@ -160,8 +160,8 @@ HUTCH_PUBLIC JsonObject *hutch_instance_info(HutchContext *ctx, const char *name
 
 /* ---- Images --------------------------------------------------------------------------- */
 
-/* Builds (or finds in the cache) the image a profile's `image: build:` describes and returns
- * its cache key. */
+/* Builds (or finds in the cache) the image a profile's `image: build:` describes, or the
+ * `fallback: build:` of its `image: url:`, and returns its cache key. */
 HUTCH_PUBLIC char *hutch_image_build(HutchContext *ctx, HutchProfile *profile,
                                      GError **error);
 /* Downloads url into the cache if its digest ("sha256:HEX" or "sha512:HEX") matches; returns

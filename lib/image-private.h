@@ -19,7 +19,10 @@ void hutch_image_free(HutchImage *image);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(HutchImage, hutch_image_free)
 
 /* The image a profile names, built or downloaded into the cache first when it is not there
- * (with progress on ctx), inspected before it is returned. */
+ * (with progress on ctx), inspected before it is returned. An image: url: that cannot be
+ * downloaded at all (hutch_image_curl_unreachable, for the checksums or the file) and has no
+ * cached copy is replaced by its fallback: build:, with a progress note saying why; a file
+ * that arrives and is wrong (digest, header, no checksum for it) is an error all the same. */
 HutchImage *hutch_image_resolve(HutchContext *ctx, const HutchProfile *profile, GError **error);
 
 /* Refuses anything but raw or a qcow2 without backing file or external data file. Returns
@@ -45,6 +48,11 @@ char *hutch_image_url_key(const char *digest, GError **error);
  * BSD lines), and the same after fetching checksums_url and looking up url's basename. */
 char *hutch_image_find_checksum(const char *sums, const char *name, GError **error);
 char *hutch_image_fetch_digest(const char *url, const char *checksums_url, GError **error);
+
+/* TRUE when a libcurl result (a CURLcode) means the file could not be downloaded from here:
+ * name resolution, connection, TLS, an HTTP error status, a transfer cut short. FALSE for
+ * CURLE_OK and for failures on hutch's side (writing the file, memory). */
+gboolean hutch_image_curl_unreachable(int code);
 
 /* The first Debian archive URI (http(s)://.../debian) in apt_dir's sources.list and
  * sources.list.d/ (one-line and deb822 files), or NULL. */

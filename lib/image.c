@@ -716,16 +716,37 @@ static CURL *download_handle(const char *url, Download *d, char *errbuf) {
   return curl;
 }
 
+gboolean hutch_image_curl_unreachable(int code) {
+  switch (code) {
+  case CURLE_OK:
+  /* hutch's side: the disk (or the size limit of a checksums file), memory, libcurl */
+  case CURLE_WRITE_ERROR:
+  case CURLE_OUT_OF_MEMORY:
+  case CURLE_FAILED_INIT:
+  case CURLE_ABORTED_BY_CALLBACK:
+    return FALSE;
+  default:
+    return TRUE;
+  }
+}
+
+/* ret_unreachable (may be NULL): "URL (why)" when the transfer itself failed
+ * (hutch_image_curl_unreachable). */
 static void set_curl_error(GError **error, CURL *curl, CURLcode code, const char *errbuf,
-                           const char *url) {
+                           const char *url, char **ret_unreachable) {
   long status = 0;
   curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
   const char *why = errbuf && *errbuf ? errbuf : curl_easy_strerror(code);
   int err_code = status == 404 ? HUTCH_ERROR_NOT_FOUND : HUTCH_ERROR_IMAGE;
   g_set_error(error, HUTCH_ERROR, err_code, "downloading %s: %s", url, why);
+  if (ret_unreachable && hutch_image_curl_unreachable(code)) {
+    g_free(*ret_unreachable);
+    *ret_unreachable = g_strdup_printf("%s (%s)", url, why);
+  }
 }
 
-static gboolean fetch_to_memory(const char *url, GBytes **ret_bytes, GError **error) {
+static gboolean fetch_to_memory(const char *url, GBytes **ret_bytes, char **ret_unreachable,
+                                GError **error) {
   char errbuf[CURL_ERROR_SIZE] = "";
   Download d = {.fd = -1, .memory = g_byte_array_new()};
   CURL *curl = download_handle(url, &d, errbuf);
@@ -739,7 +760,7 @@ static gboolean fetch_to_memory(const char *url, GBytes **ret_bytes, GError **er
     g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_IMAGE, "downloading %s: larger than %d MiB", url,
                 CHECKSUMS_MAX_BYTES >> 20);
   } else if (code != CURLE_OK) {
-    set_curl_error(error, curl, code, errbuf, url);
+    set_curl_error(error, curl, code, errbuf, url, ret_unreachable);
   }
   curl_easy_cleanup(curl);
   if (code != CURLE_OK) {
@@ -753,7 +774,7 @@ static gboolean fetch_to_memory(const char *url, GBytes **ret_bytes, GError **er
 /* Downloads url into path, resuming from what path holds already and retrying after
  * transfer errors. */
 static gboolean download_file(HutchContext *ctx, const char *url, const char *path,
-                              GError **error) {
+                              char **ret_unreachable, GError **error) {
   char errbuf[CURL_ERROR_SIZE];
   for (int attempt = 1;; attempt++) {
     int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
@@ -794,7 +815,7 @@ static gboolean download_file(HutchContext *ctx, const char *url, const char *pa
                                            code == CURLE_OPERATION_TIMEDOUT ||
                                            code == CURLE_GOT_NOTHING || code == CURLE_SEND_ERROR);
     if (attempt >= DOWNLOAD_ATTEMPTS || (!restart && !transient)) {
-      set_curl_error(error, curl, code, errbuf, url);
+      set_curl_error(error, curl, code, errbuf, url, ret_unreachable);
       curl_easy_cleanup(curl);
       return FALSE;
     }
@@ -855,9 +876,10 @@ char *hutch_image_find_checksum(const char *sums, const char *name, GError **err
   return NULL;
 }
 
-char *hutch_image_fetch_digest(const char *url, const char *checksums_url, GError **error) {
+static char *fetch_digest(const char *url, const char *checksums_url, char **ret_unreachable,
+                          GError **error) {
   g_autoptr(GBytes) bytes = NULL;
-  if (!fetch_to_memory(checksums_url, &bytes, error))
+  if (!fetch_to_memory(checksums_url, &bytes, ret_unreachable, error))
     return NULL;
   gsize len = 0;
   const char *data = g_bytes_get_data(bytes, &len);
@@ -867,6 +889,10 @@ char *hutch_image_fetch_digest(const char *url, const char *checksums_url, GErro
   if (!digest)
     g_prefix_error(error, "%s: ", checksums_url);
   return digest;
+}
+
+char *hutch_image_fetch_digest(const char *url, const char *checksums_url, GError **error) {
+  return fetch_digest(url, checksums_url, NULL, error);
 }
 
 static JsonObject *url_spec_json(const char *url, const char *digest, const char *checksums) {
@@ -881,7 +907,7 @@ static JsonObject *url_spec_json(const char *url, const char *digest, const char
 /* Downloads, verifies, inspects and caches; called with the URL's download lock held. */
 static gboolean pull_locked(HutchContext *ctx, const char *url, const char *digest,
                             const char *checksums, const char *key, const char *partial,
-                            GError **error) {
+                            char **ret_unreachable, GError **error) {
   GChecksumType type;
   g_autofree char *want = NULL;
   g_autofree char *actual = NULL;
@@ -893,7 +919,7 @@ static gboolean pull_locked(HutchContext *ctx, const char *url, const char *dige
   if (!parse_digest(digest, &type, &want, error))
     return FALSE;
   hutch_progress_begin(ctx, "download", "%s", url);
-  if (!download_file(ctx, url, partial, error) ||
+  if (!download_file(ctx, url, partial, ret_unreachable, error) ||
       !hash_file(partial, type, &actual, &sha256, error))
     return FALSE;
   if (strcmp(actual, want) != 0) {
@@ -944,8 +970,9 @@ static gboolean pull_locked(HutchContext *ctx, const char *url, const char *dige
   return ok;
 }
 
+/* ret_unreachable (may be NULL): see set_curl_error. */
 static char *pull(HutchContext *ctx, const char *url, const char *digest, const char *checksums,
-                  GError **error) {
+                  char **ret_unreachable, GError **error) {
   if (!url || !*url) {
     g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE, "no URL to download");
     return NULL;
@@ -972,14 +999,14 @@ static char *pull(HutchContext *ctx, const char *url, const char *digest, const 
       close(lock_fd);
     return NULL;
   }
-  gboolean ok =
-      is_cached(images, key) || pull_locked(ctx, url, digest, checksums, key, partial, error);
+  gboolean ok = is_cached(images, key) ||
+                pull_locked(ctx, url, digest, checksums, key, partial, ret_unreachable, error);
   close(lock_fd);
   return ok ? g_steal_pointer(&key) : NULL;
 }
 
 char *hutch_image_pull(HutchContext *ctx, const char *url, const char *digest, GError **error) {
-  char *key = pull(ctx, url, digest, NULL, error);
+  char *key = pull(ctx, url, digest, NULL, NULL, error);
   if (!key)
     g_prefix_error(error, "pulling image: ");
   return key;
@@ -1215,13 +1242,17 @@ static char *build(HutchContext *ctx, const HutchImageSpec *spec, GError **error
 }
 
 char *hutch_image_build(HutchContext *ctx, HutchProfile *profile, GError **error) {
-  if (profile->image.kind != HUTCH_IMAGE_BUILD) {
-    g_set_error(
-        error, HUTCH_ERROR, HUTCH_ERROR_USAGE,
-        "building image: profile '%s' has no image: build:", profile->name ? profile->name : "");
+  /* A downloaded image's fallback can be built ahead, for a machine about to go offline. */
+  const HutchImageSpec *spec = profile->image.kind == HUTCH_IMAGE_URL && profile->image.fallback
+                                   ? profile->image.fallback
+                                   : &profile->image;
+  if (spec->kind != HUTCH_IMAGE_BUILD) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE,
+                "building image: profile '%s' has no image: build: (nor fallback: build:)",
+                profile->name ? profile->name : "");
     return NULL;
   }
-  char *key = build(ctx, &profile->image, error);
+  char *key = build(ctx, spec, error);
   if (!key)
     g_prefix_error(error, "building image: ");
   return key;
@@ -1289,10 +1320,62 @@ static char *find_cached_by_checksums(const char *url, const char *checksums) {
   return best;
 }
 
+/* The cache key of spec's download; *ret_unreachable says why when the download (of the
+ * checksums or of the file) could not be made at all. */
+static char *resolve_url(HutchContext *ctx, const HutchImageSpec *spec, char **ret_unreachable,
+                         GError **error) {
+  g_autofree char *images = images_dir();
+  g_autofree char *digest = g_strdup(spec->digest);
+  if (!digest && spec->checksums) {
+    g_autoptr(GError) fetch_error = NULL;
+    g_autofree char *unreachable = NULL;
+    digest = fetch_digest(spec->url, spec->checksums, &unreachable, &fetch_error);
+    if (!digest) {
+      char *key = find_cached_by_checksums(spec->url, spec->checksums);
+      if (key)
+        return key;
+      *ret_unreachable = g_steal_pointer(&unreachable);
+      g_propagate_prefixed_error(error, g_steal_pointer(&fetch_error),
+                                 "resolving image %s: ", spec->url);
+      return NULL;
+    }
+  }
+  g_autofree char *expected = hutch_image_url_key(digest, NULL);
+  gboolean cached = expected && is_cached(images, expected);
+  hutch_progress_begin(ctx, "image", "%s", spec->url);
+  char *key = pull(ctx, spec->url, digest, spec->checksums, ret_unreachable, error);
+  if (!key) {
+    g_prefix_error(error, "pulling image: ");
+    return NULL;
+  }
+  hutch_progress_end(ctx, "image", "%s%s", key, cached ? " (cached)" : "");
+  return key;
+}
+
+/* fallback_why: NULL for an image: build:, else why the download it replaces failed. */
+static char *resolve_build(HutchContext *ctx, const HutchImageSpec *spec, const char *fallback_why,
+                           GError **error) {
+  g_autofree char *images = images_dir();
+  const char *suite = spec->suite ? spec->suite : "";
+  if (fallback_why)
+    hutch_progress_note(ctx, "cannot download %s: building Debian %s locally from %s instead",
+                        fallback_why, suite, spec->mirror ? spec->mirror : "the Debian mirror");
+  g_autofree char *expected = hutch_image_build_key(spec);
+  gboolean cached = is_cached(images, expected);
+  const char *how = fallback_why ? ", built locally" : "";
+  hutch_progress_begin(ctx, "image", "Debian %s%s", suite, how);
+  char *key = build(ctx, spec, error);
+  if (!key) {
+    g_prefix_error(error, "building image%s: ", fallback_why ? " (the download's fallback)" : "");
+    return NULL;
+  }
+  hutch_progress_end(ctx, "image", "%s%s%s", key, how, cached ? " (cached)" : "");
+  return key;
+}
+
 HutchImage *hutch_image_resolve(HutchContext *ctx, const HutchProfile *profile, GError **error) {
   const HutchImageSpec *spec = &profile->image;
   g_autofree char *key = NULL;
-  g_autofree char *images = images_dir();
   switch (spec->kind) {
   case HUTCH_IMAGE_FILE: {
     if (!spec->file || !g_path_is_absolute(spec->file)) {
@@ -1308,44 +1391,32 @@ HutchImage *hutch_image_resolve(HutchContext *ctx, const HutchProfile *profile, 
     return g_steal_pointer(&image);
   }
   case HUTCH_IMAGE_URL: {
-    g_autofree char *digest = g_strdup(spec->digest);
-    if (!digest && spec->checksums) {
-      g_autoptr(GError) fetch_error = NULL;
-      digest = hutch_image_fetch_digest(spec->url, spec->checksums, &fetch_error);
-      if (!digest) {
-        key = find_cached_by_checksums(spec->url, spec->checksums);
-        if (!key) {
-          g_propagate_prefixed_error(error, g_steal_pointer(&fetch_error),
-                                     "resolving image %s: ", spec->url);
-          return NULL;
-        }
+    g_autoptr(GError) local = NULL;
+    g_autofree char *unreachable = NULL;
+    key = resolve_url(ctx, spec, &unreachable, &local);
+    /* Only a download that could not be made falls back: a file that arrived and is wrong
+     * (digest, header, no checksum for it) stays an error. */
+    if (!key && unreachable && spec->fallback) {
+      key = resolve_build(ctx, spec->fallback, unreachable, error);
+    } else if (!key) {
+      if (unreachable) {
+        char *message = g_strdup_printf("%s (the profile's image has no fallback: to build "
+                                        "instead; see hutch-profile(5))",
+                                        local->message);
+        g_free(local->message);
+        local->message = message;
       }
+      g_propagate_error(error, g_steal_pointer(&local));
     }
-    if (!key) {
-      g_autofree char *expected = hutch_image_url_key(digest, NULL);
-      gboolean cached = expected && is_cached(images, expected);
-      hutch_progress_begin(ctx, "image", "%s", spec->url);
-      key = pull(ctx, spec->url, digest, spec->checksums, error);
-      if (!key) {
-        g_prefix_error(error, "pulling image: ");
-        return NULL;
-      }
-      hutch_progress_end(ctx, "image", "%s%s", key, cached ? " (cached)" : "");
-    }
-    break;
-  }
-  case HUTCH_IMAGE_BUILD: {
-    g_autofree char *expected = hutch_image_build_key(spec);
-    gboolean cached = is_cached(images, expected);
-    hutch_progress_begin(ctx, "image", "Debian %s", spec->suite ? spec->suite : "");
-    key = build(ctx, spec, error);
-    if (!key) {
-      g_prefix_error(error, "building image: ");
+    if (!key)
       return NULL;
-    }
-    hutch_progress_end(ctx, "image", "%s%s", key, cached ? " (cached)" : "");
     break;
   }
+  case HUTCH_IMAGE_BUILD:
+    key = resolve_build(ctx, spec, NULL, error);
+    if (!key)
+      return NULL;
+    break;
   case HUTCH_IMAGE_NONE:
   case HUTCH_IMAGE_N:
   default:

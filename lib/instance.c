@@ -150,6 +150,39 @@ static const char *choose_domain_type(virConnectPtr conn, const HutchProfile *pr
   return "qemu";
 }
 
+/* The vCPUs of a new domain (hutch_domain_vcpus), with the notice when TCG caps the
+ * profile's count; HUTCH_TCG_MAX_CPUS sets the cap. */
+static gboolean plan_vcpus(const HutchProfile *profile, gboolean tcg, guint *ret_cpus,
+                           char **ret_notice, GError **error) {
+  const char *text = g_getenv("HUTCH_TCG_MAX_CPUS");
+  guint64 limit = 0;
+  if (text && *text && !g_ascii_string_to_unsigned(text, 10, 1, 256, &limit, NULL)) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE,
+                "HUTCH_TCG_MAX_CPUS='%s' is not a number from 1 to 256", text);
+    return FALSE;
+  }
+  *ret_cpus =
+      hutch_domain_vcpus(profile->cpus, tcg, g_get_num_processors(), (guint)limit, ret_notice);
+  return TRUE;
+}
+
+/* HUTCH_TCG_CPU=qemu64: the CPU model TCG guests had before -cpu max, for the boot
+ * benchmark's baseline (tests/bench/boot.sh). */
+static gboolean tcg_cpu_qemu64(gboolean *ret, GError **error) {
+  const char *text = g_getenv("HUTCH_TCG_CPU");
+  if (!text || !*text || strcmp(text, "max") == 0) {
+    *ret = FALSE;
+    return TRUE;
+  }
+  if (strcmp(text, "qemu64") == 0) {
+    *ret = TRUE;
+    return TRUE;
+  }
+  g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE, "HUTCH_TCG_CPU='%s' is not max or qemu64",
+              text);
+  return FALSE;
+}
+
 static char *random_mac(void) {
   /* 52:54:00 is QEMU's locally administered prefix. */
   return g_strdup_printf("52:54:00:%02x:%02x:%02x", g_random_int_range(0, 256),
@@ -190,6 +223,12 @@ static gboolean create_steps(HutchContext *ctx, virConnectPtr conn, const char *
   const char *domain_type = choose_domain_type(conn, profile, error);
   if (!domain_type)
     return FALSE;
+  gboolean tcg = strcmp(domain_type, "qemu") == 0;
+  guint cpus = 0;
+  g_autofree char *cpus_notice = NULL;
+  gboolean qemu64 = FALSE;
+  if (!plan_vcpus(profile, tcg, &cpus, &cpus_notice, error) || !tcg_cpu_qemu64(&qemu64, error))
+    return FALSE;
   if (!hutch_net_check_ports(profile->ports, error))
     return FALSE;
   g_autofree char *user = NULL;
@@ -205,8 +244,9 @@ static gboolean create_steps(HutchContext *ctx, virConnectPtr conn, const char *
   g_autofree char *memory = hutch_format_size(profile->memory);
   g_autofree char *disk = hutch_format_size(profile->disk);
   hutch_progress_note(ctx, "creating %s from profile '%s' (%s, %u CPU%s, %s, %s disk)", name,
-                      profile->name, domain_type[0] == 'k' ? "kvm" : "tcg", profile->cpus,
-                      profile->cpus == 1 ? "" : "s", memory, disk);
+                      profile->name, tcg ? "tcg" : "kvm", cpus, cpus == 1 ? "" : "s", memory, disk);
+  if (cpus_notice)
+    hutch_progress_note(ctx, "%s", cpus_notice);
 
   g_autoptr(HutchImage) image = hutch_image_resolve(ctx, profile, error);
   if (!image)
@@ -297,6 +337,8 @@ static gboolean create_steps(HutchContext *ctx, virConnectPtr conn, const char *
       .name = name,
       .uuid = uuid,
       .domain_type = domain_type,
+      .cpus = cpus,
+      .tcg_qemu64 = qemu64,
       .disk_path = overlay,
       .seed_path = seed,
       .kernel = image->kernel,

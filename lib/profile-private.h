@@ -14,12 +14,14 @@ gboolean hutch_accel_from_string(const char *text, HutchAccel *ret);
 typedef enum {
   HUTCH_IMAGE_NONE,  /* not given: an error at create time */
   HUTCH_IMAGE_FILE,  /* image: { file: PATH } */
-  HUTCH_IMAGE_URL,   /* image: { url: URL, digest: ALG:HEX | checksums: URL } */
+  HUTCH_IMAGE_URL,   /* image: { url: URL, digest: ALG:HEX | checksums: URL, fallback: } */
   HUTCH_IMAGE_BUILD, /* image: { build: { suite, packages, mirror, kernel } } */
   HUTCH_IMAGE_N
 } HutchImageKind;
 
-typedef struct {
+typedef struct _HutchImageSpec HutchImageSpec;
+
+struct _HutchImageSpec {
   HutchImageKind kind;
   char *file;      /* FILE: absolute path */
   char *url;       /* URL */
@@ -29,7 +31,11 @@ typedef struct {
   char **packages; /* BUILD: extra packages (NULL-terminated, may be NULL) */
   char *mirror;    /* BUILD: NULL = host's apt sources, else the distro mirror */
   char *kernel;    /* BUILD: the kernel package, NULL = linux-image-cloud-amd64 */
-} HutchImageSpec;
+  /* URL: image: { fallback: { build: } }, built when the file cannot be downloaded (no
+   * name resolution, no connection, an HTTP error; never after a digest mismatch), or
+   * NULL. Its kind is always BUILD. */
+  HutchImageSpec *fallback;
+};
 
 typedef struct {
   char *host;  /* as written, "~" allowed (host user's home) */

@@ -78,6 +78,10 @@ static void env_var_free(HutchEnvVar *var) {
 }
 
 static void image_spec_clear(HutchImageSpec *image) {
+  if (image->fallback) {
+    image_spec_clear(image->fallback);
+    g_free(image->fallback);
+  }
   g_free(image->file);
   g_free(image->url);
   g_free(image->digest);
@@ -1495,9 +1499,31 @@ static gboolean image_build(Loader *l, gpointer target, yaml_node_t *v, const ch
                       G_N_ELEMENTS(build_keys), img, error);
 }
 
+static const KeySpec fallback_keys[] = {
+    {"build", image_build},
+};
+
+/* What to build when the url cannot be downloaded: only a build (a second URL would fail the
+ * same way on a machine without the network to reach it). */
+static gboolean image_fallback(Loader *l, gpointer target, yaml_node_t *v, const char *key,
+                               GError **error) {
+  HutchImageSpec *img = target;
+  g_autoptr(HutchImageSpec) fallback = g_new0(HutchImageSpec, 1);
+  if (!walk_mapping(l, v, key, "a mapping with build (the image to build instead)", fallback_keys,
+                    G_N_ELEMENTS(fallback_keys), fallback, error))
+    return FALSE;
+  if (fallback->kind != HUTCH_IMAGE_BUILD)
+    return fail_at(l, v, key, error,
+                   "missing build (a fallback is built: fallback: { build: { suite: ... } })");
+  if (!fallback->suite)
+    fallback->suite = g_strdup(DEFAULT_SUITE);
+  img->fallback = g_steal_pointer(&fallback);
+  return TRUE;
+}
+
 static const KeySpec image_keys[] = {
     {"file", image_file},           {"url", image_url},     {"digest", image_digest},
-    {"checksums", image_checksums}, {"build", image_build},
+    {"checksums", image_checksums}, {"build", image_build}, {"fallback", image_fallback},
 };
 
 static void extend_strv(char ***field, char **more) {
@@ -1517,7 +1543,8 @@ static gboolean key_image(Loader *l, gpointer target, yaml_node_t *v, const char
                           GError **error) {
   HutchProfile *p = target;
   g_autoptr(HutchImageSpec) img = g_new0(HutchImageSpec, 1);
-  if (!walk_mapping(l, v, key, "a mapping with file, url (and digest or checksums) or build",
+  if (!walk_mapping(l, v, key,
+                    "a mapping with file, url (and digest or checksums, fallback) or build",
                     image_keys, G_N_ELEMENTS(image_keys), img, error))
     return FALSE;
 
@@ -1542,6 +1569,12 @@ static gboolean key_image(Loader *l, gpointer target, yaml_node_t *v, const char
   if (img->kind != HUTCH_IMAGE_URL && (digest || checksums)) {
     g_autofree char *full = key_path(key, digest ? "digest" : "checksums");
     return fail_at(l, digest ? digest : checksums, full, error, "only valid with url");
+  }
+  yaml_node_t *fallback = mapping_lookup(l, v, "fallback");
+  if (img->kind != HUTCH_IMAGE_URL && fallback) {
+    g_autofree char *full = key_path(key, "fallback");
+    return fail_at(l, fallback, full, error,
+                   "only valid with url (an image that is not downloaded needs none)");
   }
   if (img->kind == HUTCH_IMAGE_URL && digest && checksums) {
     g_autofree char *full = key_path(key, "checksums");
@@ -1957,6 +1990,19 @@ static void emit_port_range(Emit *e, const char *key, guint start, guint end) {
   emit_key_plain(e, key, text);
 }
 
+static void emit_build(Emit *e, const HutchImageSpec *image) {
+  emit_plain(e, "build");
+  emit_mapping_start(e, FALSE);
+  emit_key_string(e, "suite", image->suite);
+  if (image->packages && image->packages[0])
+    emit_key_packages(e, "packages", image->packages);
+  if (image->mirror)
+    emit_key_string(e, "mirror", image->mirror);
+  if (image->kernel)
+    emit_key_string(e, "kernel", image->kernel);
+  emit_mapping_end(e);
+}
+
 static void emit_image(Emit *e, const HutchImageSpec *image) {
   emit_plain(e, "image");
   emit_mapping_start(e, FALSE);
@@ -1970,18 +2016,15 @@ static void emit_image(Emit *e, const HutchImageSpec *image) {
       emit_key_string(e, "digest", image->digest);
     if (image->checksums)
       emit_key_string(e, "checksums", image->checksums);
+    if (image->fallback) {
+      emit_plain(e, "fallback");
+      emit_mapping_start(e, FALSE);
+      emit_build(e, image->fallback);
+      emit_mapping_end(e);
+    }
     break;
   case HUTCH_IMAGE_BUILD:
-    emit_plain(e, "build");
-    emit_mapping_start(e, FALSE);
-    emit_key_string(e, "suite", image->suite);
-    if (image->packages && image->packages[0])
-      emit_key_packages(e, "packages", image->packages);
-    if (image->mirror)
-      emit_key_string(e, "mirror", image->mirror);
-    if (image->kernel)
-      emit_key_string(e, "kernel", image->kernel);
-    emit_mapping_end(e);
+    emit_build(e, image);
     break;
   case HUTCH_IMAGE_NONE:
   case HUTCH_IMAGE_N:

@@ -12,11 +12,15 @@
 # process for hutch (hutch runs no daemon; the VM has no share, so no virtiofsd); qemu alone
 # for the baseline (slirp is inside it).
 #
-# Usage: boot.sh [RUNS]   (default 3; each run is four boots, 2.5-4 minutes each under TCG)
+# The cost of TCG's CPU model (cpu-max): hutch's new boot (QEMU's -cpu max, what TCG guests
+# get) against a new boot of the same hutch with HUTCH_TCG_CPU=qemu64 (libvirt's default
+# model, what they had before). Only meaningful under TCG (HUTCH_ACCEL=tcg, lib.sh's default).
+#
+# Usage: boot.sh [RUNS]   (default 3; each run is five boots, 2.5-4 minutes each under TCG)
 . "$(dirname "$0")/lib.sh"
 
 runs=${1:-3}
-estimate $((runs * 4 * 150 + 60)) "$runs runs x (2 new + 2 restarted boots)"
+estimate $((runs * 5 * 150 + 60)) "$runs runs x (3 new + 2 restarted boots)"
 baseline_prepare || exit 1
 
 hutch_rss() {
@@ -31,12 +35,22 @@ run_hutch() {
   wait_quiet; t0=$(now)
   hutch_new "$vm" || return 1
   t1=$(now); sample boot-new hutch "$(elapsed "$t0" "$t1")" "$LOAD"
+  sample cpu-max hutch "$(elapsed "$t0" "$t1")" "$LOAD"
   sleep 10
   sample host-rss hutch "$(awk -v k="$(hutch_rss "$vm")" 'BEGIN { printf "%.1f", k / 1024 }')" "$(load1)"
   "$HUTCH" -q stop "$vm" || return 1
   wait_quiet; t0=$(now)
   "$HUTCH" -q start "$vm" || return 1
   t1=$(now); sample boot-restart hutch "$(elapsed "$t0" "$t1")" "$LOAD"
+  "$HUTCH" -q delete --force "$vm"
+}
+
+# The same new boot with the CPU model TCG guests had before -cpu max.
+run_qemu64() {
+  local vm=bq-$$-$1 t0 t1
+  wait_quiet; t0=$(now)
+  HUTCH_TCG_CPU=qemu64 hutch_new "$vm" || return 1
+  t1=$(now); sample cpu-max baseline "$(elapsed "$t0" "$t1")" "$LOAD"
   "$HUTCH" -q delete --force "$vm"
 }
 
@@ -57,13 +71,14 @@ run_baseline() {
 # Alternate which side goes first, so that neither always boots on the quieter host.
 for i in $(seq 1 "$runs"); do
   if [ $((i % 2)) -eq 1 ]; then
-    run_baseline "$i" || exit 1; run_hutch "$i" || exit 1
+    run_baseline "$i" || exit 1; run_hutch "$i" || exit 1; run_qemu64 "$i" || exit 1
   else
-    run_hutch "$i" || exit 1; run_baseline "$i" || exit 1
+    run_qemu64 "$i" || exit 1; run_hutch "$i" || exit 1; run_baseline "$i" || exit 1
   fi
 done
 
 result boot-new s
 result boot-restart s
 result host-rss MiB "qemu+passt+hutch vs qemu (slirp in-process), 10 s after ready"
+result cpu-max s "new boot to ready: TCG -cpu max (hutch) vs qemu64 (baseline), both hutch"
 bench_write_json runs="$runs"

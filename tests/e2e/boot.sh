@@ -3,6 +3,11 @@
 # exit status, stdin, cp both ways, ssh-config with real OpenSSH, restart without
 # re-provisioning, a tampered host key refused, and delete leaving nothing behind. One VM
 # serves the whole suite: a boot costs 1.5-3 minutes under TCG.
+#
+# The VM's profile names a cloud image that cannot be downloaded (nothing listens on
+# 127.0.0.1:1, whatever the network), so the start builds its fallback, the test guest's
+# recipe (a cache hit once tests/e2e/image.sh or any suite built it); it asks for the default
+# profile's 2 vCPUs, which TCG caps to half the host's cores; and its CPU is QEMU's max model.
 . "$(dirname "$0")/lib.sh"
 require_libvirt
 
@@ -10,6 +15,14 @@ vm=$(vm_name boot)
 track_vm "$vm"
 cat >"$E2E_TMP/boot.yaml" <<YAML
 base: $HUTCH_SOURCE_DIR/tests/image/test-guest.yaml
+cpus: 2
+image:
+  url: https://127.0.0.1:1/hutch-e2e/debian-12-genericcloud-amd64.qcow2
+  checksums: https://127.0.0.1:1/hutch-e2e/SHA512SUMS
+  fallback:
+    build:
+      suite: bookworm
+      packages: [python3, curl]
 provision:
   - name: counter
     run: |
@@ -35,6 +48,36 @@ diag "$(cat "$start_log")"
 for phase in image define boot provision ready; do
   if grep -q "^  $phase " "$start_log"; then ok "start shows phase '$phase'"; else not_ok "start shows phase '$phase'"; fi
 done
+# The fallback: said, taken, and the very image the test guest's recipe builds.
+fallback_note="cannot download https://127.0.0.1:1/hutch-e2e/SHA512SUMS ("
+if grep -qF "$fallback_note" "$start_log" &&
+   grep -q "): building Debian bookworm locally from the Debian mirror instead$" "$start_log"; then
+  ok "start says the cloud image cannot be downloaded and builds it locally instead"
+else
+  not_ok "start says the cloud image cannot be downloaded and builds it locally instead"
+fi
+guest_key=$("$HUTCH" -q image build "$HUTCH_SOURCE_DIR/tests/image/test-guest.yaml" 2>&1)
+vm_key=$(cat "$XDG_DATA_HOME/hutch/instances/$vm/image-key" 2>&1)
+if [ "$vm_key" = "$guest_key" ] && grep -q "^  image .*$guest_key, built locally" "$start_log"; then
+  ok "the VM runs on the locally built image ($vm_key)"
+else
+  not_ok "the VM runs on the locally built image"; diag "instance: $vm_key, test guest: $guest_key"
+fi
+
+# TCG: at most half the host's cores (at least 1), with a notice when the profile asked more.
+cores=$(nproc)
+want_cpus=$(( cores / 2 > 0 ? cores / 2 : 1 )); [ "$want_cpus" -gt 2 ] && want_cpus=2
+cpus=$("$HUTCH" info --json "$vm" 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["cpus"])')
+if [ "$cpus" = "$want_cpus" ]; then ok "info shows $cpus vCPU(s) on this $cores-core host"; else not_ok "info shows $want_cpus vCPU(s) (got '$cpus', $cores cores)"; fi
+if [ "$want_cpus" -lt 2 ]; then
+  if grep -qF "cpus: 2 capped to $want_cpus under TCG emulation on this $cores-core host" "$start_log"; then ok "start gives the TCG cap notice"; else not_ok "start gives the TCG cap notice"; fi
+else
+  if ! grep -q "capped to" "$start_log"; then ok "no cap notice when the host has the cores"; else not_ok "no cap notice when the host has the cores"; fi
+fi
+# -cpu max: what QEMU 7.2's TCG emulates beyond qemu64, which current binaries need.
+out=$("$HUTCH" shell "$vm" -- grep -m1 '^flags' /proc/cpuinfo 2>&1)
+if grep -qw avx2 <<<"$out" && grep -qw bmi2 <<<"$out"; then ok "the guest CPU has avx2 and bmi2 (TCG -cpu max)"; else not_ok "the guest CPU has avx2 and bmi2"; diag "$out"; fi
+
 if grep -q "ready, with 1 optional step failed: broken-optional " "$start_log"; then ok "a failed optional step is named, start still succeeds"; else not_ok "a failed optional step is named"; fi
 if grep -qx "  broken-optional: this step fails on purpose" "$start_log"; then ok "start gives the failed optional step's reason"; else not_ok "start gives the failed optional step's reason"; fi
 out=$("$HUTCH" info --json "$vm" 2>&1)

@@ -101,8 +101,10 @@ static Shape *shape_new(const char *which) {
     shape_add_seed_agent(s);
     shape_add_network(s);
   } else if (strcmp(which, "tcg") == 0) {
+    /* The profile asks for 4 vCPUs, the caller capped them (hutch_domain_vcpus). */
     s = shape_base("tcg", "2c3d4e5f-6071-4829-a3b4-c5d6e7f80912", "qemu");
-    s->profile->cpus = 1;
+    s->profile->cpus = 4;
+    s->config.cpus = 1;
     s->profile->memory = 2ULL << 30;
     shape_add_seed_agent(s);
   }
@@ -270,6 +272,8 @@ static const char *const direct_kernel_checks[] = {
     "/domain/features/tcg/tb-cache", "262144",
     "/domain/vcpu", "1",
     "/domain/memory", "1048576",
+    "/domain/cpu/@mode", "maximum",
+    "/domain/cpu/@migratable", "off",
     NULL,
 };
 
@@ -278,6 +282,9 @@ static const char *const tcg_checks[] = {
     "/domain/features/tcg/tb-cache", "262144",
     "/domain/features/tcg/tb-cache/@unit", "KiB",
     "count(/domain/cpu[@mode='host-model'])", "0",
+    "/domain/cpu/@mode", "maximum",
+    "/domain/cpu/@migratable", "off",
+    "/domain/vcpu", "1",
     "/domain/memory", "2097152",
     "count(/domain/os/kernel)", "0",
     NULL,
@@ -357,6 +364,71 @@ static void test_escaping(void) {
   assert_xpaths(xml, checks);
   g_autoptr(HutchDomainMeta) meta = define_on_test_driver("escaping", xml, checks);
   assert_meta_matches(meta, &shape->config);
+}
+
+/* HUTCH_TCG_CPU=qemu64 (the boot benchmark's baseline): no <cpu> under TCG, libvirt's
+ * default model; KVM keeps host-model. */
+static void test_tcg_qemu64(void) {
+  g_autoptr(Shape) tcg = shape_new("tcg");
+  tcg->config.tcg_qemu64 = TRUE;
+  g_autoptr(GError) error = NULL;
+  g_autofree char *xml = hutch_domain_build_xml(tcg->profile, &tcg->config, &error);
+  g_assert_no_error(error);
+  const char *const tcg_checks_qemu64[] = {"count(/domain/cpu)", "0", NULL};
+  assert_xpaths(xml, tcg_checks_qemu64);
+
+  g_autoptr(Shape) kvm = shape_new("minimal");
+  kvm->config.tcg_qemu64 = TRUE;
+  g_autofree char *kvm_xml = hutch_domain_build_xml(kvm->profile, &kvm->config, &error);
+  g_assert_no_error(error);
+  const char *const kvm_checks[] = {"/domain/cpu/@mode", "host-model", "/domain/vcpu", "2", NULL};
+  assert_xpaths(kvm_xml, kvm_checks);
+}
+
+/* The TCG cap: max(1, cores / 2) unless HUTCH_TCG_MAX_CPUS gives another; never under KVM. */
+static void test_vcpus(void) {
+  static const struct {
+    guint wanted;
+    gboolean tcg;
+    guint cores, limit, expected;
+    const char *notice; /* NULL: no notice */
+  } cases[] = {
+      {2, FALSE, 2, 0, 2, NULL},
+      {64, FALSE, 1, 0, 64, NULL},
+      {1, TRUE, 2, 0, 1, NULL},
+      {2, TRUE, 2, 0, 1,
+       "cpus: 2 capped to 1 under TCG emulation on this 2-core host (more vCPUs stall the guest); "
+       "give the profile cpus: 1 to silence this, or set HUTCH_TCG_MAX_CPUS=2 to keep 2"},
+      {4, TRUE, 2, 0, 1,
+       "cpus: 4 capped to 1 under TCG emulation on this 2-core host (more vCPUs stall the guest); "
+       "give the profile cpus: 1 to silence this, or set HUTCH_TCG_MAX_CPUS=4 to keep 4"},
+      {2, TRUE, 1, 0, 1,
+       "cpus: 2 capped to 1 under TCG emulation on this 1-core host (more vCPUs stall the guest); "
+       "give the profile cpus: 1 to silence this, or set HUTCH_TCG_MAX_CPUS=2 to keep 2"},
+      {2, TRUE, 3, 0, 1,
+       "cpus: 2 capped to 1 under TCG emulation on this 3-core host (more vCPUs stall the guest); "
+       "give the profile cpus: 1 to silence this, or set HUTCH_TCG_MAX_CPUS=2 to keep 2"},
+      {2, TRUE, 4, 0, 2, NULL},
+      {8, TRUE, 16, 0, 8, NULL},
+      {16, TRUE, 16, 0, 8,
+       "cpus: 16 capped to 8 under TCG emulation on this 16-core host (more vCPUs stall the "
+       "guest); give the profile cpus: 8 to silence this, or set HUTCH_TCG_MAX_CPUS=16 to keep "
+       "16"},
+      {4, TRUE, 2, 4, 4, NULL},
+      {4, TRUE, 2, 8, 4, NULL},
+      {4, TRUE, 16, 2, 2, "cpus: 4 capped to 2 under TCG emulation (HUTCH_TCG_MAX_CPUS=2)"},
+      {4, FALSE, 2, 1, 4, NULL},
+  };
+  for (gsize i = 0; i < G_N_ELEMENTS(cases); i++) {
+    g_autofree char *notice = NULL;
+    guint got = hutch_domain_vcpus(cases[i].wanted, cases[i].tcg, cases[i].cores, cases[i].limit,
+                                   &notice);
+    g_assert_cmpuint(got, ==, cases[i].expected);
+    g_assert_cmpstr(notice, ==, cases[i].notice);
+    g_assert_cmpuint(hutch_domain_vcpus(cases[i].wanted, cases[i].tcg, cases[i].cores,
+                                        cases[i].limit, NULL),
+                     ==, cases[i].expected);
+  }
 }
 
 typedef void (*ShapeEdit)(Shape *s);
@@ -580,6 +652,8 @@ int main(int argc, char **argv) {
     g_test_add_data_func(path, &golden_cases[i], test_golden);
   }
   g_test_add_func("/domain/escaping", test_escaping);
+  g_test_add_func("/domain/tcg-qemu64", test_tcg_qemu64);
+  g_test_add_func("/domain/vcpus", test_vcpus);
   for (gsize i = 0; i < G_N_ELEMENTS(invalid_cases); i++) {
     g_autofree char *path = g_strdup_printf("/domain/invalid/%s", invalid_cases[i].what);
     g_test_add_data_func(path, &invalid_cases[i], test_invalid);

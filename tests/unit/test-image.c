@@ -9,6 +9,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <curl/curl.h>
+
 #include "image-private.h"
 
 static char *tmp_root;  /* everything a test makes lives below */
@@ -606,6 +608,200 @@ static void test_pull_file_url(void) {
   assert_cached(key, digest);
 }
 
+/* ---- fallback: build when the download cannot be made ---------------------------------- */
+
+static void test_curl_unreachable(void) {
+  static const int unreachable[] = {
+      CURLE_COULDNT_RESOLVE_HOST,
+      CURLE_COULDNT_RESOLVE_PROXY,
+      CURLE_COULDNT_CONNECT,
+      CURLE_OPERATION_TIMEDOUT,
+      CURLE_HTTP_RETURNED_ERROR,
+      CURLE_SSL_CONNECT_ERROR,
+      CURLE_PEER_FAILED_VERIFICATION,
+      CURLE_RECV_ERROR,
+      CURLE_SEND_ERROR,
+      CURLE_GOT_NOTHING,
+      CURLE_PARTIAL_FILE,
+      CURLE_TOO_MANY_REDIRECTS,
+      CURLE_FILE_COULDNT_READ_FILE,
+      CURLE_RANGE_ERROR,
+  };
+  for (gsize i = 0; i < G_N_ELEMENTS(unreachable); i++)
+    g_assert_true(hutch_image_curl_unreachable(unreachable[i]));
+  /* hutch's own side: a full disk or an oversized checksums file is no network trouble */
+  static const int local[] = {CURLE_OK, CURLE_WRITE_ERROR, CURLE_OUT_OF_MEMORY, CURLE_FAILED_INIT,
+                              CURLE_ABORTED_BY_CALLBACK};
+  for (gsize i = 0; i < G_N_ELEMENTS(local); i++)
+    g_assert_false(hutch_image_curl_unreachable(local[i]));
+}
+
+typedef struct {
+  GPtrArray *notes;
+  GPtrArray *ends; /* "phase: detail" */
+} Seen;
+
+static void record_progress(const HutchProgress *p, gpointer data) {
+  Seen *seen = data;
+  if (p->kind == HUTCH_PROGRESS_NOTE)
+    g_ptr_array_add(seen->notes, g_strdup(p->detail));
+  else if (p->kind == HUTCH_PROGRESS_END)
+    g_ptr_array_add(seen->ends, g_strdup_printf("%s: %s", p->phase, p->detail ? p->detail : ""));
+}
+
+/* A URL image with a fallback whose build is in the cache already (a real build takes
+ * minutes): resolving it tells which way the decision went without mmdebstrap. */
+static HutchProfile *fallback_profile(const char *url, const char *digest, const char *sums,
+                                      char **ret_fallback_key) {
+  HutchProfile *profile = hutch_profile_new_defaults();
+  profile->name = g_strdup("fb");
+  profile->image.kind = HUTCH_IMAGE_URL;
+  profile->image.url = g_strdup(url);
+  profile->image.digest = g_strdup(digest);
+  profile->image.checksums = g_strdup(sums);
+  HutchImageSpec *fb = g_new0(HutchImageSpec, 1);
+  fb->kind = HUTCH_IMAGE_BUILD;
+  fb->suite = g_strdup("bookworm");
+  fb->packages = g_strsplit("python3,curl,hutch-fallback-test", ",", -1);
+  profile->image.fallback = fb;
+
+  char *key = hutch_image_build_key(fb);
+  g_autofree char *dir = g_build_filename(images, key, NULL);
+  g_autofree char *disk = g_build_filename(dir, "disk.raw", NULL);
+  g_autofree char *json = g_build_filename(dir, "image.json", NULL);
+  g_assert_cmpint(g_mkdir_with_parents(dir, 0700), ==, 0);
+  write_random(disk, 65536);
+  g_autofree char *text = g_strdup_printf(
+      "{\"key\": \"%s\", \"kind\": \"build\", \"spec\": {\"suite\": \"bookworm\"}, "
+      "\"format\": \"raw\", \"disk\": \"disk.raw\", \"created\": \"2025-01-01T00:00:00Z\"}",
+      key);
+  g_assert_true(g_file_set_contents(json, text, -1, NULL));
+  *ret_fallback_key = key;
+  return profile;
+}
+
+static void assert_fell_back(const char *url, const char *digest, const char *sums,
+                             const char *cause) {
+  g_autoptr(GError) error = NULL;
+  g_autoptr(HutchContext) ctx = hutch_context_new("test:///default", &error);
+  Seen seen = {g_ptr_array_new_with_free_func(g_free), g_ptr_array_new_with_free_func(g_free)};
+  hutch_context_set_progress(ctx, record_progress, &seen);
+  g_autofree char *fb_key = NULL;
+  g_autoptr(HutchProfile) profile = fallback_profile(url, digest, sums, &fb_key);
+  g_autoptr(HutchImage) image = hutch_image_resolve(ctx, profile, &error);
+  g_assert_no_error(error);
+  g_assert_cmpstr(image->key, ==, fb_key);
+  g_assert_cmpuint(seen.notes->len, ==, 1);
+  const char *note = g_ptr_array_index(seen.notes, 0);
+  g_autofree char *want = g_strdup_printf("cannot download %s (", cause);
+  if (!g_str_has_prefix(note, want) ||
+      !g_str_has_suffix(note, "): building Debian bookworm locally from the Debian mirror "
+                              "instead"))
+    g_error("unexpected note '%s' (wanted '%s...')", note, want);
+  g_autofree char *end = g_strdup_printf("image: %s, built locally (cached)", fb_key);
+  g_assert_true(g_ptr_array_find_with_equal_func(seen.ends, end, g_str_equal, NULL));
+  g_ptr_array_unref(seen.notes);
+  g_ptr_array_unref(seen.ends);
+}
+
+/* The image is wrong, not missing: an error, and the fallback is not taken. */
+static void assert_no_fallback(const char *url, const char *digest, const char *sums, int code,
+                               const char *needle) {
+  g_autoptr(GError) error = NULL;
+  g_autoptr(HutchContext) ctx = hutch_context_new("test:///default", &error);
+  Seen seen = {g_ptr_array_new_with_free_func(g_free), g_ptr_array_new_with_free_func(g_free)};
+  hutch_context_set_progress(ctx, record_progress, &seen);
+  g_autofree char *fb_key = NULL;
+  g_autoptr(HutchProfile) profile = fallback_profile(url, digest, sums, &fb_key);
+  g_autoptr(HutchImage) image = hutch_image_resolve(ctx, profile, &error);
+  g_assert_null(image);
+  g_assert_error(error, HUTCH_ERROR, code);
+  if (!strstr(error->message, needle))
+    g_error("'%s' does not mention '%s'", error->message, needle);
+  g_assert_null(strstr(error->message, "fallback"));
+  g_assert_cmpuint(seen.notes->len, ==, 0);
+  g_ptr_array_unref(seen.notes);
+  g_ptr_array_unref(seen.ends);
+}
+
+static void test_fallback_when_unreachable(void) {
+  const char *digest = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+  /* Nothing listens on port 1: connection refused, for the file and for its checksums. */
+  assert_fell_back("http://127.0.0.1:1/x.qcow2", digest, NULL, "http://127.0.0.1:1/x.qcow2");
+  assert_fell_back("https://127.0.0.1:1/x.qcow2", NULL, "https://127.0.0.1:1/SHA512SUMS",
+                   "https://127.0.0.1:1/SHA512SUMS");
+
+  /* A server that answers 404, for the checksums and for the file. */
+  Server s = {0};
+  server_start(&s, "srv-fallback", NULL);
+  g_autofree char *url = g_strconcat(s.base, "gone.qcow2", NULL);
+  g_autofree char *sums = g_strconcat(s.base, "SHA512SUMS", NULL);
+  assert_fell_back(url, NULL, sums, sums);
+  assert_fell_back(url, digest, NULL, url);
+  server_stop(&s);
+}
+
+static void test_no_fallback_when_wrong(void) {
+  Server s = {0};
+  server_start(&s, "srv-nofallback", NULL);
+  /* a digest mismatch: a wrong image is never swapped for a built one */
+  g_autofree char *file = g_build_filename(s.root, "evil.img", NULL);
+  g_autofree char *other = tmp_path("other-fb.img");
+  write_random(file, 1 << 16);
+  write_random(other, 1 << 16);
+  g_autofree char *wrong = file_digest(other);
+  g_autofree char *url = g_strconcat(s.base, "evil.img", NULL);
+  assert_no_fallback(url, wrong, NULL, HUTCH_ERROR_DIGEST, "digest mismatch");
+
+  /* checksums that do not list the file */
+  g_autofree char *sums = g_build_filename(s.root, "SHA256SUMS", NULL);
+  g_autofree char *right = file_digest(file);
+  g_autofree char *sums_text = g_strdup_printf("%s  other.img\n", right + 7);
+  g_assert_true(g_file_set_contents(sums, sums_text, -1, NULL));
+  g_autofree char *sums_url = g_strconcat(s.base, "SHA256SUMS", NULL);
+  assert_no_fallback(url, NULL, sums_url, HUTCH_ERROR_NOT_FOUND, "no checksum for 'evil.img'");
+
+  /* a file that arrives but is refused (a backing file) */
+  g_autofree char *backed = g_build_filename(s.root, "backed.qcow2", NULL);
+  run_ok((const char *[]){"qemu-img", "create", "-q", "-u", "-f", "qcow2", "-F", "raw", "-b",
+                          "/etc/shadow", backed, "16M", NULL});
+  g_autofree char *backed_digest = file_digest(backed);
+  g_autofree char *backed_url = g_strconcat(s.base, "backed.qcow2", NULL);
+  assert_no_fallback(backed_url, backed_digest, NULL, HUTCH_ERROR_IMAGE, "/etc/shadow");
+  server_stop(&s);
+}
+
+/* Without a fallback the error says what a profile could do about it. */
+static void test_unreachable_without_fallback(void) {
+  g_autoptr(GError) error = NULL;
+  g_autoptr(HutchContext) ctx = hutch_context_new("test:///default", &error);
+  g_autoptr(HutchProfile) profile = hutch_profile_new_defaults();
+  profile->image.kind = HUTCH_IMAGE_URL;
+  profile->image.url = g_strdup("https://127.0.0.1:1/x.qcow2");
+  profile->image.checksums = g_strdup("https://127.0.0.1:1/SHA256SUMS");
+  g_autoptr(HutchImage) image = hutch_image_resolve(ctx, profile, &error);
+  g_assert_null(image);
+  g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_IMAGE);
+  g_assert_true(g_str_has_prefix(
+      error->message,
+      "resolving image https://127.0.0.1:1/x.qcow2: downloading https://127.0.0.1:1/SHA256SUMS: "));
+  g_assert_true(g_str_has_suffix(
+      error->message,
+      " (the profile's image has no fallback: to build instead; see hutch-profile(5))"));
+}
+
+/* `hutch image build` of a downloaded image's profile builds (here: finds) its fallback. */
+static void test_build_fallback_ahead(void) {
+  g_autoptr(GError) error = NULL;
+  g_autoptr(HutchContext) ctx = hutch_context_new("test:///default", &error);
+  g_autofree char *fb_key = NULL;
+  g_autoptr(HutchProfile) profile = fallback_profile("https://127.0.0.1:1/x.qcow2", NULL,
+                                                     "https://127.0.0.1:1/SHA256SUMS", &fb_key);
+  g_autofree char *key = hutch_image_build(ctx, profile, &error);
+  g_assert_no_error(error);
+  g_assert_cmpstr(key, ==, fb_key);
+}
+
 /* ---- list, remove, stale work directories, overlays ----------------------------------- */
 
 static char *pull_local(HutchContext *ctx, gsize size) {
@@ -798,6 +994,11 @@ int main(int argc, char **argv) {
   g_test_add_func("/image/pull/refuses-backing-file", test_pull_refuses_backing_file);
   g_test_add_func("/image/pull/checksums-and-resolve", test_pull_checksums_and_resolve);
   g_test_add_func("/image/pull/file-url", test_pull_file_url);
+  g_test_add_func("/image/fallback/curl-unreachable", test_curl_unreachable);
+  g_test_add_func("/image/fallback/when-unreachable", test_fallback_when_unreachable);
+  g_test_add_func("/image/fallback/not-when-wrong", test_no_fallback_when_wrong);
+  g_test_add_func("/image/fallback/none", test_unreachable_without_fallback);
+  g_test_add_func("/image/fallback/build-ahead", test_build_fallback_ahead);
   g_test_add_func("/image/cache/list-and-remove", test_list_and_remove);
   g_test_add_func("/image/cache/stale-work-dirs", test_stale_work_dirs);
   g_test_add_func("/image/overlay", test_overlay);

@@ -122,6 +122,15 @@ static const ErrorCase error_cases[] = {
     {"image-digest-alone.yaml", "3:11: image.digest: only valid with url"},
     {"image-bad-kernel.yaml",
      "4:13: image.build.kernel: 'vmlinuz-6.1' is not a kernel package (linux-image-...)"},
+    {"image-fallback-file.yaml",
+     "4:5: image.fallback: only valid with url (an image that is not downloaded needs none)"},
+    {"image-fallback-url.yaml", "5:5: image.fallback.url: unknown key (valid keys: build)"},
+    {"image-fallback-empty.yaml",
+     "4:13: image.fallback: missing build (a fallback is built: fallback: { build: { suite: ... "
+     "} })"},
+    {"image-fallback-bad-package.yaml",
+     "6:24: image.fallback.build.packages: '-o Dpkg::x' is not a package name (e.g. "
+     "build-essential)"},
     {"user-root.yaml",
      "2:9: user.name: 'root' is not a user name (lower-case letters, digits, '_', '-'; not "
      "root)"},
@@ -666,6 +675,23 @@ static void test_add_share_port(void) {
 
 /* ---- YAML out --------------------------------------------------------------------------- */
 
+static void assert_images_equal(const HutchImageSpec *a, const HutchImageSpec *b) {
+  g_assert_cmpint(a->kind, ==, b->kind);
+  g_assert_cmpstr(a->file, ==, b->file);
+  g_assert_cmpstr(a->url, ==, b->url);
+  g_assert_cmpstr(a->digest, ==, b->digest);
+  g_assert_cmpstr(a->checksums, ==, b->checksums);
+  g_assert_cmpstr(a->suite, ==, b->suite);
+  g_assert_cmpstr(a->mirror, ==, b->mirror);
+  g_assert_cmpstr(a->kernel, ==, b->kernel);
+  g_assert_true((a->packages == NULL) == (b->packages == NULL));
+  if (a->packages)
+    g_assert_cmpstrv(a->packages, b->packages);
+  g_assert_true((a->fallback == NULL) == (b->fallback == NULL));
+  if (a->fallback)
+    assert_images_equal(a->fallback, b->fallback);
+}
+
 static void assert_profiles_equal(const HutchProfile *a, const HutchProfile *b) {
   g_assert_cmpstr(a->name, ==, b->name);
   g_assert_cmpstr(a->description, ==, b->description);
@@ -674,17 +700,7 @@ static void assert_profiles_equal(const HutchProfile *a, const HutchProfile *b) 
   g_assert_cmpuint(a->disk, ==, b->disk);
   g_assert_cmpint(a->accel, ==, b->accel);
   g_assert_cmpuint(a->boot_timeout, ==, b->boot_timeout);
-  g_assert_cmpint(a->image.kind, ==, b->image.kind);
-  g_assert_cmpstr(a->image.file, ==, b->image.file);
-  g_assert_cmpstr(a->image.url, ==, b->image.url);
-  g_assert_cmpstr(a->image.digest, ==, b->image.digest);
-  g_assert_cmpstr(a->image.checksums, ==, b->image.checksums);
-  g_assert_cmpstr(a->image.suite, ==, b->image.suite);
-  g_assert_cmpstr(a->image.mirror, ==, b->image.mirror);
-  g_assert_cmpstr(a->image.kernel, ==, b->image.kernel);
-  g_assert_true((a->image.packages == NULL) == (b->image.packages == NULL));
-  if (a->image.packages)
-    g_assert_cmpstrv(a->image.packages, b->image.packages);
+  assert_images_equal(&a->image, &b->image);
   g_assert_cmpstr(a->user_name, ==, b->user_name);
   g_assert_cmpint(a->user_uid, ==, b->user_uid);
   g_assert_cmpint(a->user_sudo, ==, b->user_sudo);
@@ -790,6 +806,50 @@ static void test_golden(void) {
   check_golden(def_yaml, "default.expanded.yaml");
 }
 
+/* ---- image: fallback: -------------------------------------------------------------------- */
+
+static HutchProfile *load_text(const char *yaml) {
+  g_autoptr(GError) error = NULL;
+  HutchProfile *p = hutch_profile_load_data(yaml, strlen(yaml), "/tmp/fallback.yaml", &error);
+  g_assert_no_error(error);
+  return p;
+}
+
+static void test_image_fallback(void) {
+  /* build: without a value is bookworm with the minimum set */
+  g_autoptr(HutchProfile) p = load_text("image:\n"
+                                        "  url: https://example.org/x.qcow2\n"
+                                        "  checksums: https://example.org/SHA256SUMS\n"
+                                        "  fallback: {build: }\n");
+  g_assert_cmpint(p->image.kind, ==, HUTCH_IMAGE_URL);
+  g_assert_nonnull(p->image.fallback);
+  g_assert_cmpint(p->image.fallback->kind, ==, HUTCH_IMAGE_BUILD);
+  g_assert_cmpstr(p->image.fallback->suite, ==, "bookworm");
+  g_assert_null(p->image.fallback->packages);
+  g_assert_null(p->image.fallback->fallback);
+
+  g_autoptr(HutchProfile) q =
+      load_text("image:\n"
+                "  url: https://example.org/x.qcow2\n"
+                "  digest: sha256:"
+                "0000000000000000000000000000000000000000000000000000000000000000\n"
+                "  fallback:\n"
+                "    build: {suite: trixie, packages: [vim], kernel: "
+                "linux-image-amd64, mirror: http://m.example/debian}\n");
+  g_assert_cmpstr(q->image.fallback->suite, ==, "trixie");
+  g_assert_cmpstr(q->image.fallback->kernel, ==, "linux-image-amd64");
+  g_assert_cmpstr(q->image.fallback->mirror, ==, "http://m.example/debian");
+  g_assert_cmpstr(q->image.fallback->packages[0], ==, "vim");
+
+  /* A profile's own image: replaces the base's as a whole, its fallback too. */
+  g_autoptr(HutchProfile) r = load_text("base: debian-12\n"
+                                        "image:\n"
+                                        "  url: https://example.org/y.qcow2\n"
+                                        "  checksums: https://example.org/SHA256SUMS\n");
+  g_assert_cmpstr(r->image.url, ==, "https://example.org/y.qcow2");
+  g_assert_null(r->image.fallback);
+}
+
 /* ---- Shipped profiles ------------------------------------------------------------------- */
 
 static void test_shipped(void) {
@@ -828,10 +888,21 @@ static void test_shipped(void) {
   g_assert_cmpstr(step_at(d, 1)->name, ==, "tools");
   g_assert_true(g_strv_contains((const char *const *)step_at(d, 1)->packages, "git"));
 
+  /* Debian's cloud image, or where it cannot be downloaded the test guest's recipe (one
+   * cache entry for both: tests/image/test-guest.yaml). */
+  g_assert_cmpint(d->image.kind, ==, HUTCH_IMAGE_URL);
+  g_assert_true(g_str_has_suffix(d->image.checksums, "/latest/SHA512SUMS"));
+  g_assert_nonnull(d->image.fallback);
+  g_autofree char *guest_path =
+      g_build_filename(g_getenv("HUTCH_SOURCE_DIR"), "tests", "image", "test-guest.yaml", NULL);
+  g_autoptr(HutchProfile) guest = load_ok(guest_path);
+  assert_images_equal(d->image.fallback, &guest->image);
+
   g_autoptr(HutchProfile) m = hutch_profile_load("minimal", &error);
   g_assert_no_error(error);
   g_assert_cmpuint(m->shares->len + m->ports->len + m->provision->len, ==, 0);
   g_assert_nonnull(m->image.checksums);
+  g_assert_nonnull(m->image.fallback);
 
   g_autoptr(HutchProfile) u = hutch_profile_load("ubuntu-24.04", &error);
   g_assert_no_error(error);
@@ -863,5 +934,6 @@ int main(int argc, char **argv) {
   g_test_add_func("/profile/yaml/round-trip", test_round_trip);
   g_test_add_func("/profile/yaml/golden", test_golden);
   g_test_add_func("/profile/shipped", test_shipped);
+  g_test_add_func("/profile/image-fallback", test_image_fallback);
   return g_test_run();
 }
