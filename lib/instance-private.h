@@ -36,6 +36,13 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(HutchInstance, hutch_instance_free)
  * HUTCH_ERROR_NOT_HUTCH when the domain has no hutch metadata (hutch never touches it). */
 HutchInstance *hutch_instance_lookup(HutchContext *ctx, const char *name, GError **error);
 
+/* The guest user of a profile: its name, uid and the gid of its own group (the profile's,
+ * else the host user's name and uid, the gid the uid; root becomes "dev", 1000: the guest
+ * user must not be the guest's root). The seed creates exactly this user and group; shares
+ * map the host user to them. */
+void hutch_instance_guest_user(const HutchProfile *profile, char **ret_name, guint *ret_uid,
+                               guint *ret_gid);
+
 /* The instance directory and runtime directory of a name (whether or not they exist). */
 char *hutch_instance_dir(const char *name);
 char *hutch_instance_runtime_dir(const char *name);

@@ -112,9 +112,8 @@ char *hutch_instance_host_key(HutchInstance *instance, GError **error) {
 
 /* ---- create --------------------------------------------------------------------------- */
 
-/* The guest user: the profile's, else the host user's name and uid (root becomes "dev",
- * 1000: the guest user must not be the guest's root). */
-static void guest_user(const HutchProfile *profile, char **ret_name, guint *ret_uid) {
+void hutch_instance_guest_user(const HutchProfile *profile, char **ret_name, guint *ret_uid,
+                               guint *ret_gid) {
   const char *name = profile->user_name ? profile->user_name : g_get_user_name();
   gint64 uid = profile->user_uid >= 0 ? profile->user_uid : (gint64)getuid();
   if (g_strcmp0(name, "root") == 0)
@@ -123,6 +122,7 @@ static void guest_user(const HutchProfile *profile, char **ret_name, guint *ret_
     uid = 1000;
   *ret_name = g_strdup(name);
   *ret_uid = (guint)uid;
+  *ret_gid = profile->user_gid >= 0 ? (guint)profile->user_gid : (guint)uid;
 }
 
 /* "kvm" when the profile (or HUTCH_ACCEL, which overrides every profile) allows it and the
@@ -193,8 +193,8 @@ static gboolean create_steps(HutchContext *ctx, virConnectPtr conn, const char *
   if (!hutch_net_check_ports(profile->ports, error))
     return FALSE;
   g_autofree char *user = NULL;
-  guint uid = 0;
-  guest_user(profile, &user, &uid);
+  guint uid = 0, gid = 0;
+  hutch_instance_guest_user(profile, &user, &uid, &gid);
   /* Shares are planned (and refused) before anything is made; the plan is made again, the
    * same, at every start. */
   g_autofree char *runtime_dir = hutch_instance_runtime_dir(name);
@@ -269,6 +269,7 @@ static gboolean create_steps(HutchContext *ctx, virConnectPtr conn, const char *
       .hostname = name,
       .user_name = user,
       .user_uid = uid,
+      .user_gid = gid,
       .authorized_key = client_public,
       .host_key_private = host_private,
       .host_key_public = host_public,
@@ -575,9 +576,9 @@ static gboolean start_steps(HutchContext *ctx, HutchInstance *instance, gboolean
     hutch_progress_begin(ctx, "shares", "virtiofsd for %u folder%s", share_plan->len,
                          share_plan->len == 1 ? "" : "s");
     g_autofree char *guest_name = NULL;
-    guint guest_uid = 0;
-    guest_user(profile, &guest_name, &guest_uid);
-    if (!hutch_share_start(share_plan, guest_uid, guest_uid, error))
+    guint guest_uid = 0, guest_gid = 0;
+    hutch_instance_guest_user(profile, &guest_name, &guest_uid, &guest_gid);
+    if (!hutch_share_start(share_plan, guest_uid, guest_gid, error))
       return FALSE;
     hutch_progress_end(ctx, "shares", "virtiofsd for %u folder%s", share_plan->len,
                        share_plan->len == 1 ? "" : "s");

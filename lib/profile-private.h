@@ -74,6 +74,7 @@ struct _HutchProfile {
   HutchImageSpec image;
   char *user_name;      /* NULL: the host user's name */
   gint64 user_uid;      /* -1: the host user's uid */
+  gint64 user_gid;      /* -1: the guest uid (the user's own group gets its number) */
   gboolean user_sudo;   /* default TRUE */
   char *user_shell;     /* default /bin/bash */
   GPtrArray *shares;    /* HutchShare*, owned */

@@ -96,6 +96,7 @@ HutchProfile *hutch_profile_new_defaults(void) {
   p->disk = 40ULL << 30;
   p->accel = HUTCH_ACCEL_AUTO;
   p->user_uid = -1;
+  p->user_gid = -1;
   p->user_sudo = TRUE;
   p->user_shell = g_strdup("/bin/bash");
   p->shares = g_ptr_array_new_with_free_func((GDestroyNotify)hutch_share_free);
@@ -981,6 +982,17 @@ static gboolean user_uid(Loader *l, gpointer target, yaml_node_t *v, const char 
   return TRUE;
 }
 
+static gboolean user_gid(Loader *l, gpointer target, yaml_node_t *v, const char *key,
+                         GError **error) {
+  HutchProfile *p = target;
+  guint64 gid = 0;
+  const char *text = expect_scalar(l, v, key, "a gid (1 to 2147483646)", error);
+  if (!text || !check_at(l, v, key, check_uint(text, 1, G_MAXINT32 - 1, "a gid", &gid), error))
+    return FALSE;
+  p->user_gid = (gint64)gid;
+  return TRUE;
+}
+
 static gboolean user_sudo(Loader *l, gpointer target, yaml_node_t *v, const char *key,
                           GError **error) {
   HutchProfile *p = target;
@@ -1005,13 +1017,14 @@ static gboolean user_shell(Loader *l, gpointer target, yaml_node_t *v, const cha
 static const KeySpec user_keys[] = {
     {"name", user_name},
     {"uid", user_uid},
+    {"gid", user_gid},
     {"sudo", user_sudo},
     {"shell", user_shell},
 };
 
 static gboolean key_user(Loader *l, gpointer target, yaml_node_t *v, const char *key,
                          GError **error) {
-  return walk_mapping(l, v, key, "a mapping with name, uid, sudo, shell", user_keys,
+  return walk_mapping(l, v, key, "a mapping with name, uid, gid, sudo, shell", user_keys,
                       G_N_ELEMENTS(user_keys), target, error);
 }
 
@@ -2012,6 +2025,8 @@ static void emit_profile(Emit *e, const HutchProfile *p) {
     emit_key_string(e, "name", p->user_name);
   if (p->user_uid >= 0)
     emit_key_uint(e, "uid", (guint64)p->user_uid);
+  if (p->user_gid >= 0)
+    emit_key_uint(e, "gid", (guint64)p->user_gid);
   emit_key_bool(e, "sudo", p->user_sudo);
   emit_key_string(e, "shell", p->user_shell);
   emit_mapping_end(e);

@@ -15,6 +15,7 @@ typedef struct {
   const char *hostname;
   const char *user_name;
   guint user_uid;
+  guint user_gid;               /* the user's own group, named like the user */
   const char *authorized_key;   /* the user's hutch public key, "ssh-ed25519 AAAA... c" */
   const char *host_key_private; /* the guest's ed25519 host key, OpenSSH private key text */
   const char *host_key_public;  /* "ssh-ed25519 AAAA..." */

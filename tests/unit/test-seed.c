@@ -75,6 +75,7 @@ static void config_fixture_init(ConfigFixture *f) {
       .hostname = "dev",
       .user_name = "dev",
       .user_uid = 1000,
+      .user_gid = 1001,
       .authorized_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeClientKeyForTests hutch@host",
       .host_key_private = "-----BEGIN OPENSSH PRIVATE KEY-----\n"
                           "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2\n"
@@ -252,6 +253,14 @@ static void test_user_data_structure(void) {
   g_assert_cmpstr(yscalar(ymap(y, user, "name")), ==, "dev");
   g_assert_cmpstr(yscalar(ymap(y, user, "uid")), ==, "1000");
   g_assert_true(yplain(ymap(y, user, "uid")));
+  /* the user's own group has the gid the host maps shares to, made before users-groups */
+  g_assert_cmpstr(yscalar(ymap(y, user, "primary_group")), ==, "dev");
+  yaml_node_t *bootcmd = ymap(y, root, "bootcmd");
+  g_assert_cmpuint(yseq_len(bootcmd), ==, 1);
+  yaml_node_t *group = yseq(y, bootcmd, 0);
+  g_assert_cmpuint(yseq_len(group), ==, 6);
+  g_assert_cmpstr(yscalar(yseq(y, group, 4)), ==, "dev");
+  g_assert_cmpstr(yscalar(yseq(y, group, 5)), ==, "1001");
   g_assert_cmpstr(yscalar(ymap(y, user, "shell")), ==, "/bin/bash");
   g_assert_cmpstr(yscalar(ymap(y, user, "sudo")), ==, "ALL=(ALL) NOPASSWD:ALL");
   g_assert_cmpstr(yscalar(ymap(y, user, "lock_passwd")), ==, "true");
@@ -497,6 +506,9 @@ static void test_invalid_input(void) {
   c = f.config;
   c.user_uid = 0;
   expect_build_error(good, &c, HUTCH_ERROR_USAGE, "user id");
+  c = f.config;
+  c.user_gid = 0;
+  expect_build_error(good, &c, HUTCH_ERROR_USAGE, "group id");
   c = f.config;
   c.hostname = "bad host";
   expect_build_error(good, &c, HUTCH_ERROR_USAGE, "host name");
