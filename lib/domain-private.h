@@ -54,6 +54,9 @@ typedef struct {
   char *runtime_dir;
   char *guest_user;
   char *accel; /* "kvm" or "tcg"; NULL for domains defined before hutch recorded it */
+  /* <provisioned>yes|no: whether the first boot had finished when a snapshot was taken (the
+   * snapshot keeps this definition, and a revert brings it back); -1 when not recorded */
+  int provisioned;
 } HutchDomainMeta;
 
 /* Parses the <hutch:instance> element's XML (as virDomainGetMetadata returns it, with or

@@ -532,7 +532,7 @@ HutchDomainMeta *hutch_domain_meta_parse(const char *xml, GError **error) {
   }
 
   g_autoptr(HutchDomainMeta) meta = g_new0(HutchDomainMeta, 1);
-  g_autofree char *port = NULL;
+  g_autofree char *port = NULL, *provisioned = NULL;
   for (xmlNodePtr child = root->children; child; child = child->next) {
     char **field = NULL;
     if (is_hutch_element(child, "profile"))
@@ -547,10 +547,15 @@ HutchDomainMeta *hutch_domain_meta_parse(const char *xml, GError **error) {
       field = &meta->guest_user;
     else if (is_hutch_element(child, "accel"))
       field = &meta->accel;
+    else if (is_hutch_element(child, "provisioned"))
+      field = &provisioned;
     /* Unknown elements are skipped: a newer hutch may add some. */
     if (field && !take_text(child, field, error))
       return NULL;
   }
+  meta->provisioned = g_strcmp0(provisioned, "yes") == 0  ? 1
+                      : g_strcmp0(provisioned, "no") == 0 ? 0
+                                                          : -1;
   if (!port || !parse_port(port, &meta->ssh_port)) {
     meta_error(error, "missing or invalid <ssh-port>");
     return NULL;

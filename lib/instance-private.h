@@ -52,6 +52,11 @@ char *hutch_instance_runtime_dir(const char *name);
  * (HUTCH_TEXT_LINES), and what is read of the file and kept of a line is bounded. */
 char *hutch_console_tail(const char *path, guint count);
 
+/* Sets the text of <hutch:ELEMENT> in the domain's hutch metadata (persistent config; added
+ * when missing), keeping the rest. */
+gboolean hutch_instance_set_meta(virDomainPtr domain, const char *element, const char *text,
+                                 GError **error);
+
 /* TRUE when the domain is running (or paused). */
 gboolean hutch_instance_is_active(HutchInstance *instance);
 

@@ -355,8 +355,8 @@ gboolean hutch_instance_create(HutchContext *ctx, const char *name, HutchProfile
 
 /* ---- start and readiness -------------------------------------------------------------- */
 
-/* Sets <ssh-port> in the domain's hutch metadata (persistent config), keeping the rest. */
-static gboolean set_meta_ssh_port(virDomainPtr domain, guint port, GError **error) {
+gboolean hutch_instance_set_meta(virDomainPtr domain, const char *element, const char *text,
+                                 GError **error) {
   g_autofree char *xml =
       virDomainGetMetadata(domain, VIR_DOMAIN_METADATA_ELEMENT, HUTCH_METADATA_NS, 0);
   if (!xml) {
@@ -369,16 +369,15 @@ static gboolean set_meta_ssh_port(virDomainPtr domain, guint port, GError **erro
     return FALSE;
   }
   xmlNodePtr root = xmlDocGetRootElement(doc);
-  g_autofree char *port_text = g_strdup_printf("%u", port);
   gboolean found = FALSE;
   for (xmlNodePtr child = root ? root->children : NULL; child; child = child->next) {
-    if (child->type == XML_ELEMENT_NODE && xmlStrEqual(child->name, BAD_CAST "ssh-port")) {
-      xmlNodeSetContent(child, BAD_CAST port_text);
+    if (child->type == XML_ELEMENT_NODE && xmlStrEqual(child->name, BAD_CAST element)) {
+      xmlNodeSetContent(child, BAD_CAST text);
       found = TRUE;
     }
   }
   if (!found && root)
-    xmlNewTextChild(root, root->ns, BAD_CAST "ssh-port", BAD_CAST port_text);
+    xmlNewTextChild(root, root->ns, BAD_CAST element, BAD_CAST text);
   xmlChar *out = NULL;
   int len = 0;
   xmlDocDumpMemory(doc, &out, &len);
@@ -388,7 +387,7 @@ static gboolean set_meta_ssh_port(virDomainPtr domain, guint port, GError **erro
                                 VIR_DOMAIN_AFFECT_CONFIG);
   xmlFree(out);
   if (rc < 0) {
-    hutch_set_libvirt_error(error, "recording the SSH port");
+    hutch_set_libvirt_error(error, "recording <%s> in the domain's metadata", element);
     return FALSE;
   }
   return TRUE;
@@ -567,6 +566,7 @@ static gboolean start_steps(HutchContext *ctx, HutchInstance *instance, gboolean
   guint ssh_port = hutch_net_free_port(error);
   if (!ssh_port)
     return FALSE;
+  g_autofree char *port_text = g_strdup_printf("%u", ssh_port);
 
   g_autoptr(GPtrArray) share_plan =
       plan_shares(profile, instance->meta->runtime_dir, instance->meta->guest_user, error);
@@ -586,7 +586,7 @@ static gboolean start_steps(HutchContext *ctx, HutchInstance *instance, gboolean
 
   hutch_progress_begin(ctx, "network", "passt, SSH on 127.0.0.1:%u", ssh_port);
   if (!hutch_net_start(instance->meta->runtime_dir, ssh_port, profile->ports, error) ||
-      !set_meta_ssh_port(instance->domain, ssh_port, error)) {
+      !hutch_instance_set_meta(instance->domain, "ssh-port", port_text, error)) {
     stop_helpers(instance->meta->runtime_dir);
     return FALSE;
   }
