@@ -8,11 +8,11 @@
 /* Name of the virtio-serial port the guest writes READY to. */
 #define HUTCH_READY_CHANNEL "org.hutch.ready.0"
 
+/* A virtiofs share: read-only ones are virtiofsd's to enforce (libvirt refuses <readonly/> on
+ * virtiofs), so the domain has no such flag. */
 typedef struct {
-  char *tag;           /* mount tag the guest uses */
-  char *socket;        /* virtiofs: vhost-user socket of the virtiofsd hutch runs */
-  char *source_dir;    /* 9p: host directory (read-only shares without virtiofsd --readonly) */
-  gboolean readonly;   /* 9p only: <readonly/>, enforced by QEMU */
+  char *tag;    /* mount tag the guest uses */
+  char *socket; /* vhost-user socket of the virtiofsd hutch runs */
 } HutchDomainFs;
 
 /* Everything the domain XML depends on besides the profile. Paths are absolute. */

@@ -27,7 +27,6 @@ void hutch_domain_fs_free(HutchDomainFs *fs) {
     return;
   g_free(fs->tag);
   g_free(fs->socket);
-  g_free(fs->source_dir);
   g_free(fs);
 }
 
@@ -129,22 +128,7 @@ static gboolean check_filesystems(GPtrArray *filesystems, GError **error) {
                   fs->tag);
       return FALSE;
     }
-    if (!fs->socket == !fs->source_dir) {
-      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE,
-                  "share '%s' needs either a virtiofs socket or a 9p directory", fs->tag);
-      return FALSE;
-    }
-    /* libvirt refuses <readonly/> on virtiofs; a read-only virtiofs share is the job of
-     * virtiofsd --readonly. Dropping the flag silently would make a read-only share
-     * writable. */
-    if (fs->socket && fs->readonly) {
-      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE,
-                  "share '%s': read-only virtiofs is enforced by virtiofsd, not the domain",
-                  fs->tag);
-      return FALSE;
-    }
-    if (!check_path("share socket", fs->socket, FALSE, error) ||
-        !check_path("share directory", fs->source_dir, FALSE, error))
+    if (!check_path("share socket", fs->socket, TRUE, error))
       return FALSE;
   }
   return TRUE;
@@ -297,17 +281,10 @@ static void add_channel(xmlNodePtr devices, const char *path, const char *name) 
 
 static void add_filesystem(xmlNodePtr devices, const HutchDomainFs *fs) {
   xmlNodePtr node = add_elem(devices, "filesystem", "type", "mount", NULL, NULL);
-  if (fs->socket) {
-    /* A virtiofsd hutch starts itself: libvirt 9.0 refuses to run one in session mode. */
-    add_elem(node, "driver", "type", "virtiofs", "queue", "1024");
-    add_elem(node, "source", "socket", fs->socket, NULL, NULL);
-  } else {
-    set_attr(node, "accessmode", "mapped");
-    add_elem(node, "source", "dir", fs->source_dir, NULL, NULL);
-  }
+  /* A virtiofsd hutch starts itself: libvirt 9.0 refuses to run one in session mode. */
+  add_elem(node, "driver", "type", "virtiofs", "queue", "1024");
+  add_elem(node, "source", "socket", fs->socket, NULL, NULL);
   add_elem(node, "target", "dir", fs->tag, NULL, NULL);
-  if (fs->readonly)
-    add_node(node, "readonly");
 }
 
 static void add_devices(xmlNodePtr domain, const HutchDomainConfig *c) {

@@ -4,10 +4,9 @@
 #include "profile-private.h"
 
 typedef struct {
-  const char *tag;        /* virtiofs / 9p mount tag */
+  const char *tag;        /* virtiofs mount tag */
   const char *guest_path; /* absolute, "~" already expanded to the guest user's home */
-  const char *fstype;     /* "virtiofs" or "9p" */
-  gboolean readonly;
+  gboolean readonly;      /* mounted ro: a courtesy, the host enforces it */
 } HutchSeedMount;
 
 typedef struct {

@@ -263,8 +263,6 @@ static gboolean validate_config(const HutchSeedConfig *c, GError **error) {
       bad = "mount tag", value = m->tag;
     else if (!is_guest_path(m->guest_path))
       bad = "guest mount path", value = m->guest_path;
-    else if (g_strcmp0(m->fstype, "virtiofs") != 0 && g_strcmp0(m->fstype, "9p") != 0)
-      bad = "mount file system type", value = m->fstype;
   }
   if (bad) {
     g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE, "invalid %s '%s'", bad,
@@ -410,10 +408,8 @@ static GPtrArray *guest_files(const HutchProfile *profile, const HutchSeedConfig
     GString *s = g_string_new("");
     for (guint i = 0; i < config->mounts->len; i++) {
       const HutchSeedMount *m = g_ptr_array_index(config->mounts, i);
-      gboolean ninep = strcmp(m->fstype, "9p") == 0;
       /* ro in the guest is a courtesy only: the guest user has sudo, the host enforces it. */
-      g_string_append_printf(s, "%s %s %s %sdefaults,nofail%s 0 0\n", m->tag, m->guest_path,
-                             m->fstype, ninep ? "trans=virtio,version=9p2000.L," : "",
+      g_string_append_printf(s, "%s %s virtiofs defaults,nofail%s 0 0\n", m->tag, m->guest_path,
                              m->readonly ? ",ro" : "");
     }
     add_file(files, g_strdup(GUEST_MOUNTS), g_string_free(s, FALSE), "0644");

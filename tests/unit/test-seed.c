@@ -55,9 +55,9 @@ static HutchProfile *make_profile(void) {
 }
 
 static HutchSeedMount mounts_data[] = {
-    {"hutch0", "/home/dev/Shared", "virtiofs", FALSE},
-    {"hutch1", "/home/dev/reference docs", "9p", TRUE},
-    {"hutch2", "/srv/ro", "9p", TRUE},
+    {"hutch0", "/home/dev/Shared", FALSE},
+    {"hutch1", "/home/dev/reference docs", TRUE},
+    {"hutch2", "/srv/ro", TRUE},
 };
 
 typedef struct {
@@ -302,7 +302,7 @@ static void test_user_data_structure(void) {
   g_assert_true(g_str_has_prefix(node, "#!/bin/bash\n# A script step"));
   g_assert_cmpstr(write_file_content(y, "/etc/hutch/fstab"), ==,
                   "hutch0 /home/dev/Shared virtiofs defaults,nofail 0 0\n"
-                  "hutch2 /srv/ro 9p trans=virtio,version=9p2000.L,defaults,nofail,ro 0 0\n");
+                  "hutch2 /srv/ro virtiofs defaults,nofail,ro 0 0\n");
   g_assert_cmpstr(write_file_content(y, "/etc/hutch/provision.conf"), ==,
                   "# Written by hutch: read by /usr/local/lib/hutch/hutch-provision.\n"
                   "HUTCH_USER='dev'\nHUTCH_READY_CHANNEL='org.hutch.ready.0'\n");
@@ -826,10 +826,9 @@ static void test_runner_optional_failure(gconstpointer data) {
               0755);
   g_autofree char *share = guest_path(g, "home/dev/projects/Shared");
   g_autofree char *broken = guest_path(g, "mnt/broken");
-  g_autofree char *fstab =
-      g_strdup_printf("hutch0 %s virtiofs defaults,nofail 0 0\n"
-                      "hutch1 %s 9p trans=virtio,version=9p2000.L,defaults,nofail,ro 0 0\n",
-                      share, broken);
+  g_autofree char *fstab = g_strdup_printf("hutch0 %s virtiofs defaults,nofail 0 0\n"
+                                           "hutch1 %s virtiofs defaults,nofail,ro 0 0\n",
+                                           share, broken);
   guest_write(g, "etc/hutch/fstab", fstab, 0644);
 
   g_assert_cmpint(guest_run(g, "usr/local/lib/hutch/hutch-provision", "run"), ==, 0);
