@@ -190,6 +190,18 @@ HUTCH_PUBLIC gboolean hutch_logs(HutchContext *ctx, const char *name, int out_fd
                                  GError **error);
 /* An OpenSSH client configuration block for the instance. */
 HUTCH_PUBLIC char *hutch_ssh_config(HutchContext *ctx, const char *name, GError **error);
+/* Writes $XDG_CONFIG_HOME/hutch/ssh_config (0600) with a Host block for every running VM,
+ * kept current from then on by create, start, stop and delete, and puts one
+ * `Include "THAT FILE"` line at the top of ~/.ssh/config (made 0600, ~/.ssh 0700, when
+ * missing; a symlinked config is written where it points), above any Host or Match block so
+ * that its values win. *ret_config: the file edited; *ret_added: FALSE when the line was
+ * there already (nothing changed). */
+HUTCH_PUBLIC gboolean hutch_ssh_config_install(HutchContext *ctx, char **ret_config,
+                                               gboolean *ret_added, GError **error);
+/* Removes exactly that line from ~/.ssh/config (*ret_removed: whether it was there) and the
+ * generated file. */
+HUTCH_PUBLIC gboolean hutch_ssh_config_uninstall(HutchContext *ctx, char **ret_config,
+                                                 gboolean *ret_removed, GError **error);
 
 /* Ports added to a running VM, relayed over SSH direct-tcpip by a background process per
  * forward that ends with the VM (or on remove). spec: "[HOST_IP:]HOST:GUEST", one TCP port,

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "forward-private.h"
+#include "guest-private.h"
 #include "image-private.h"
 #include "instance-private.h"
 #include "net-private.h"
@@ -348,6 +349,7 @@ gboolean hutch_instance_create(HutchContext *ctx, const char *name, HutchProfile
     g_prefix_error(error, "creating '%s': ", name);
   } else if (undo.domain) {
     virDomainFree(undo.domain);
+    hutch_ssh_config_refresh(ctx);
   }
   g_free(undo.instance_dir);
   return ok;
@@ -647,6 +649,7 @@ gboolean hutch_instance_start(HutchContext *ctx, const char *name, gboolean wait
     g_prefix_error(error, "starting '%s': ", name);
     return FALSE;
   }
+  hutch_ssh_config_refresh(ctx);
   hutch_progress_note(ctx, "%s in %.1f s: hutch shell %s",
                       wait_ready ? "ready" : "started", hutch_now() - started, name);
   return TRUE;
@@ -689,6 +692,7 @@ gboolean hutch_instance_stop(HutchContext *ctx, const char *name, gboolean force
   if (!stop_domain(ctx, instance, force, error))
     return FALSE;
   stop_helpers(instance->meta->runtime_dir);
+  hutch_ssh_config_refresh(ctx);
   return TRUE;
 }
 
@@ -733,6 +737,7 @@ gboolean hutch_instance_delete(HutchContext *ctx, const char *name, gboolean for
     return FALSE;
   if (g_strcmp0(instance->meta->runtime_dir, expected_runtime) == 0)
     hutch_rmtree(expected_runtime, NULL);
+  hutch_ssh_config_refresh(ctx);
   hutch_progress_note(ctx, "deleted %s", name);
   return TRUE;
 }
