@@ -153,7 +153,9 @@ HUTCH_PUBLIC gboolean hutch_instance_wait_stopped(HutchContext *ctx, const char 
  * force. */
 HUTCH_PUBLIC gboolean hutch_instance_delete(HutchContext *ctx, const char *name,
                                             gboolean force, GError **error);
-/* An array of the objects hutch_instance_info returns, sorted by name. */
+/* An array of the objects hutch_instance_info returns, sorted by name, and of
+ * {"name", "state": "missing", "uri", "instance_dir", "provisioned"} for each instance
+ * directory whose domain libvirt does not know (docs/json.md). */
 HUTCH_PUBLIC JsonArray *hutch_instance_list(HutchContext *ctx, GError **error);
 HUTCH_PUBLIC JsonObject *hutch_instance_info(HutchContext *ctx, const char *name,
                                              GError **error);
@@ -236,9 +238,10 @@ HUTCH_PUBLIC JsonArray *hutch_snapshot_list(HutchContext *ctx, const char *name,
 
 /* ---- Doctor --------------------------------------------------------------------------- */
 
-/* Checks the host (KVM, libvirt, QEMU, passt, virtiofsd, subuids, mmdebstrap,
- * XDG_RUNTIME_DIR, free space): an array of {"check", "ok", "severity", "detail", "fix"}
- * (docs/json.md). Never fails: what cannot be checked is a failed check. */
+/* Checks the host (KVM, libvirt, instance directories libvirt does not know, QEMU, passt,
+ * virtiofsd, subuids, mmdebstrap, XDG_RUNTIME_DIR, free space): an array of {"check", "ok",
+ * "severity", "detail", "fix"} (docs/json.md). Never fails: what cannot be checked is a failed
+ * check. */
 HUTCH_PUBLIC JsonArray *hutch_doctor(HutchContext *ctx);
 
 G_END_DECLS

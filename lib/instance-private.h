@@ -43,6 +43,16 @@ HutchInstance *hutch_instance_lookup(HutchContext *ctx, const char *name, GError
 void hutch_instance_guest_user(const HutchProfile *profile, char **ret_name, guint *ret_uid,
                                guint *ret_gid);
 
+/* What an instance directory without its domain most likely means, for messages. */
+#define HUTCH_INSTANCE_MISSING_HINT                                                                \
+  "a libvirt session daemon started with another XDG_CONFIG_HOME (a test or benchmark run "        \
+  "that kept your XDG_RUNTIME_DIR) may be serving this socket, knowing other domains than "        \
+  "yours (hutch doctor checks; virsh -c qemu:///session list --all shows what it knows)"
+
+/* The names of the instance directories in instances_dir (sorted) whose domain libvirt does
+ * not know (directories a create is still working in left out). */
+GPtrArray *hutch_instance_missing(HutchContext *ctx, const char *instances_dir, GError **error);
+
 /* The instance directory and runtime directory of a name (whether or not they exist). */
 char *hutch_instance_dir(const char *name);
 char *hutch_instance_runtime_dir(const char *name);

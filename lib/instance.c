@@ -44,11 +44,23 @@ void hutch_instance_free(HutchInstance *instance) {
   g_free(instance);
 }
 
+/* An instance directory that no create is working in (or was killed in: create cleans that
+ * up). */
+static gboolean is_instance_dir(const char *dir) {
+  g_autofree char *creating = g_build_filename(dir, HUTCH_INSTANCE_CREATING, NULL);
+  return g_file_test(dir, G_FILE_TEST_IS_DIR) && !g_file_test(creating, G_FILE_TEST_EXISTS);
+}
+
 static virDomainPtr lookup_domain(virConnectPtr conn, const char *name, GError **error) {
   virDomainPtr domain = virDomainLookupByName(conn, name);
   if (!domain) {
     virErrorPtr last = virGetLastError();
-    if (last && last->code == VIR_ERR_NO_DOMAIN)
+    g_autofree char *dir = hutch_instance_dir(name);
+    if (last && last->code == VIR_ERR_NO_DOMAIN && is_instance_dir(dir))
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_NOT_FOUND,
+                  "no VM named '%s' on this connection, but its files are in %s: %s", name, dir,
+                  HUTCH_INSTANCE_MISSING_HINT);
+    else if (last && last->code == VIR_ERR_NO_DOMAIN)
       g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_NOT_FOUND, "no VM named '%s'", name);
     else
       hutch_set_libvirt_error(error, "looking up '%s'", name);
@@ -340,6 +352,15 @@ gboolean hutch_instance_create(HutchContext *ctx, const char *name, HutchProfile
   if (existing) {
     g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_EXISTS, "a VM named '%s' exists already",
                 name);
+    return FALSE;
+  }
+  /* before anything is downloaded or built: this is rarely a VM to make anew */
+  g_autofree char *dir = hutch_instance_dir(name);
+  if (is_instance_dir(dir)) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_EXISTS,
+                "creating '%s': its files are in %s already, but libvirt knows no such domain: "
+                "%s",
+                name, dir, HUTCH_INSTANCE_MISSING_HINT);
     return FALSE;
   }
   CreateUndo undo = {0};
@@ -839,8 +860,46 @@ JsonObject *hutch_instance_info(HutchContext *ctx, const char *name, GError **er
   return describe(ctx, instance);
 }
 
-static gint compare_names(gconstpointer a, gconstpointer b) {
-  return g_strcmp0(virDomainGetName(*(virDomainPtr *)a), virDomainGetName(*(virDomainPtr *)b));
+static gint compare_strings(gconstpointer a, gconstpointer b) {
+  return g_strcmp0(*(const char *const *)a, *(const char *const *)b);
+}
+
+GPtrArray *hutch_instance_missing(HutchContext *ctx, const char *instances_dir, GError **error) {
+  virConnectPtr conn = hutch_context_connect(ctx, error);
+  if (!conn)
+    return NULL;
+  g_autoptr(GPtrArray) names = g_ptr_array_new_with_free_func(g_free);
+  g_autoptr(GDir) dir = g_dir_open(instances_dir, 0, NULL);
+  const char *entry;
+  while (dir && (entry = g_dir_read_name(dir))) {
+    g_autofree char *path = g_build_filename(instances_dir, entry, NULL);
+    if (!hutch_name_is_valid(entry, NULL) || !is_instance_dir(path))
+      continue;
+    g_autoptr(virDomain) domain = virDomainLookupByName(conn, entry);
+    virErrorPtr last = domain ? NULL : virGetLastError();
+    if (last && last->code == VIR_ERR_NO_DOMAIN)
+      g_ptr_array_add(names, g_strdup(entry));
+  }
+  g_ptr_array_sort(names, compare_strings);
+  return g_steal_pointer(&names);
+}
+
+/* The list entry of an instance directory without its domain (docs/json.md). */
+static JsonObject *describe_missing(HutchContext *ctx, const char *name) {
+  g_autofree char *dir = hutch_instance_dir(name);
+  g_autofree char *stamp = g_build_filename(dir, HUTCH_INSTANCE_PROVISIONED, NULL);
+  JsonObject *o = json_object_new();
+  json_object_set_string_member(o, "name", name);
+  json_object_set_string_member(o, "state", "missing");
+  json_object_set_string_member(o, "uri", hutch_context_get_uri(ctx));
+  json_object_set_string_member(o, "instance_dir", dir);
+  json_object_set_boolean_member(o, "provisioned", g_file_test(stamp, G_FILE_TEST_EXISTS));
+  return o;
+}
+
+static gint compare_described(gconstpointer a, gconstpointer b) {
+  return g_strcmp0(json_object_get_string_member(*(JsonObject **)a, "name"),
+                   json_object_get_string_member(*(JsonObject **)b, "name"));
 }
 
 JsonArray *hutch_instance_list(HutchContext *ctx, GError **error) {
@@ -853,8 +912,8 @@ JsonArray *hutch_instance_list(HutchContext *ctx, GError **error) {
     hutch_set_libvirt_error(error, "listing domains");
     return NULL;
   }
-  qsort(domains, (size_t)n, sizeof(*domains), compare_names);
-  JsonArray *list = json_array_new();
+  g_autoptr(GPtrArray) described =
+      g_ptr_array_new_with_free_func((GDestroyNotify)json_object_unref);
   for (int i = 0; i < n; i++) {
     g_autoptr(HutchInstance) instance = g_new0(HutchInstance, 1);
     instance->domain = domains[i];
@@ -862,8 +921,17 @@ JsonArray *hutch_instance_list(HutchContext *ctx, GError **error) {
     /* domains without hutch metadata are not hutch's: leave them out */
     instance->meta = read_meta(domains[i], NULL);
     if (instance->meta)
-      json_array_add_object_element(list, describe(ctx, instance));
+      g_ptr_array_add(described, describe(ctx, instance));
   }
   free(domains);
+  g_autofree char *data = hutch_data_dir();
+  g_autofree char *instances = g_build_filename(data, "instances", NULL);
+  g_autoptr(GPtrArray) missing = hutch_instance_missing(ctx, instances, NULL);
+  for (guint i = 0; missing && i < missing->len; i++)
+    g_ptr_array_add(described, describe_missing(ctx, g_ptr_array_index(missing, i)));
+  g_ptr_array_sort(described, compare_described);
+  JsonArray *list = json_array_new();
+  for (guint i = 0; i < described->len; i++)
+    json_array_add_object_element(list, json_object_ref(g_ptr_array_index(described, i)));
   return list;
 }
