@@ -76,7 +76,10 @@ static const Verb verbs[] = {
      "      --raw   the bytes as they are (for a file; a terminal obeys escape sequences)\n"},
     {"profile", verb_profile, "list profiles or show one fully expanded",
      "usage: hutch profile list [--json]\n"
-     "       hutch profile show NAME|FILE\n"},
+     "       hutch profile show [--origin] NAME|FILE\n"
+     "\n"
+     "      --origin   for each value, the file and line it came from through the base chain\n"
+     "                 (\"default\" when no file sets it), like git config --show-origin\n"},
     {"shell", verb_shell, "open a shell in a VM, or run a command there",
      "usage: hutch shell NAME [--workdir DIR] [-- CMD [ARG...]]\n"
      "\n"

@@ -93,6 +93,12 @@ HUTCH_PUBLIC gboolean hutch_profile_add_port_spec(HutchProfile *profile, const c
 
 /* The fully expanded profile as YAML (what `hutch profile show` prints). */
 HUTCH_PUBLIC char *hutch_profile_to_yaml(const HutchProfile *profile, GError **error);
+/* Where each value of the profile came from through its base chain, like
+ * `git config --show-origin`: a line "FILE:LINE<TAB>KEY: VALUE" for each value ("default"
+ * for a value no file sets; "FILE:LINE, FILE:LINE" for an image build several files extend),
+ * list items by position (shares[0], env.NAME, ...). What `hutch profile show --origin`
+ * prints. */
+HUTCH_PUBLIC char *hutch_profile_to_origins(const HutchProfile *profile);
 
 /* The profiles hutch can find: an array of {"name", "path", "shadowed"} objects. */
 HUTCH_PUBLIC JsonArray *hutch_profile_list(GError **error);

@@ -83,6 +83,10 @@ struct _HutchProfile {
   GPtrArray *env;       /* HutchEnvVar*, owned, in order of first definition */
   guint boot_timeout;   /* seconds, default 600 */
   char *description;    /* `description:` of the file itself (not inherited), or NULL */
+  /* Where each value was read, through the base chain: "FILE:LINE" by key ("cpus",
+   * "user.uid", "image", "shares:GUEST", "ports[N]", "provision:NAME", "env.NAME"); a key
+   * that is absent has its default. */
+  GHashTable *origins;
 };
 
 HutchProfile *hutch_profile_new_defaults(void);

@@ -794,6 +794,20 @@ static void test_golden(void) {
   check_golden(def_yaml, "default.expanded.yaml");
 }
 
+/* `profile show --origin`: each value with the file and line it came from through a chain
+ * of three files (the data directory written as DATA, so that the golden file does not
+ * depend on where the tree is). */
+static void test_origins(void) {
+  g_autofree char *path = data_path("inherit", "grandchild.yaml", NULL);
+  g_autoptr(HutchProfile) p = load_ok(path);
+  g_autofree char *text = hutch_profile_to_origins(p);
+  g_autofree char *dir = data_path("inherit", NULL);
+  *strrchr(dir, G_DIR_SEPARATOR) = '\0';
+  g_auto(GStrv) parts = g_strsplit(text, dir, -1);
+  g_autofree char *relative = g_strjoinv("DATA", parts);
+  check_golden(relative, "inherit/grandchild.origins");
+}
+
 /* ---- Shipped profiles ------------------------------------------------------------------- */
 
 static void test_shipped(void) {
@@ -866,6 +880,7 @@ int main(int argc, char **argv) {
   g_test_add_func("/profile/add-share-port", test_add_share_port);
   g_test_add_func("/profile/yaml/round-trip", test_round_trip);
   g_test_add_func("/profile/yaml/golden", test_golden);
+  g_test_add_func("/profile/origins", test_origins);
   g_test_add_func("/profile/shipped", test_shipped);
   return g_test_run();
 }
