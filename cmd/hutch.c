@@ -61,8 +61,7 @@ static const Verb verbs[] = {
      "Images live in $XDG_CACHE_HOME/hutch/images. `build` runs mmdebstrap for a profile\n"
      "whose image is `build:`; `pull` checks the digest before anything enters the cache; `rm`\n"
      "refuses an image that still backs a VM.\n"},
-    {"info", verb_info, "show one VM",
-     "usage: hutch info NAME [--json]\n"},
+    {"info", verb_info, "show one VM", "usage: hutch info NAME [--json]\n"},
     {"list", verb_list, "list VMs",
      "usage: hutch list [--json] [--name]\n"
      "\n"
@@ -77,7 +76,10 @@ static const Verb verbs[] = {
      "      --raw   the bytes as they are (for a file; a terminal obeys escape sequences)\n"},
     {"profile", verb_profile, "list profiles or show one fully expanded",
      "usage: hutch profile list [--json]\n"
-     "       hutch profile show NAME|FILE\n"},
+     "       hutch profile show [--origin] NAME|FILE\n"
+     "\n"
+     "      --origin   for each value, the file and line it came from through the base chain\n"
+     "                 (\"default\" when no file sets it), like git config --show-origin\n"},
     {"shell", verb_shell, "open a shell in a VM, or run a command there",
      "usage: hutch shell NAME [--workdir DIR] [-- CMD [ARG...]]\n"
      "\n"
@@ -97,10 +99,17 @@ static const Verb verbs[] = {
      "\n"
      "  -d, --description TEXT   a note kept with the snapshot (create)\n"
      "      --name               print only the snapshot names, one a line (list)\n"},
-    {"ssh-config", verb_ssh_config, "print an OpenSSH client configuration for a VM",
+    {"ssh-config", verb_ssh_config, "OpenSSH client configuration for a VM, or for all of them",
      "usage: hutch ssh-config NAME\n"
+     "       hutch ssh-config --install | --uninstall\n"
      "\n"
-     "Prints a Host block (with the VM's pinned host key) for ssh -F or ~/.ssh/config.\n"},
+     "Prints a Host block (with the VM's pinned host key) for ssh -F or ~/.ssh/config.\n"
+     "\n"
+     "      --install    keep $XDG_CONFIG_HOME/hutch/ssh_config current for every VM (rewritten\n"
+     "                   at create, start, stop, delete) and put one Include line of it at the\n"
+     "                   top of ~/.ssh/config: `ssh NAME` and VS Code Remote-SSH find every\n"
+     "                   running VM\n"
+     "      --uninstall  remove that line and the file\n"},
     {"start", verb_start, "start a VM (creating it first when new) and wait until it is ready",
      "usage: hutch start NAME [--profile PROFILE | -f FILE] [OPTIONS]\n"
      "\n"

@@ -314,11 +314,12 @@ int verb_list(Cli *cli, int argc, char **argv) {
     gint64 port = json_object_get_int_member_with_default(vm, "ssh_port", 0);
     g_autofree char *port_text = port ? g_strdup_printf("%" G_GINT64_FORMAT, port)
                                       : g_strdup("-");
-    printf("%-20s %-10s %-12s %5" G_GINT64_FORMAT " %8s %6s\n",
-           json_object_get_string_member(vm, "name"),
+    /* a "missing" VM (files without a domain) has no profile, CPUs or memory to show */
+    gint64 cpus = json_object_get_int_member_with_default(vm, "cpus", 0);
+    g_autofree char *cpus_text = cpus ? g_strdup_printf("%" G_GINT64_FORMAT, cpus) : g_strdup("-");
+    printf("%-20s %-10s %-12s %5s %8s %6s\n", json_object_get_string_member(vm, "name"),
            json_object_get_string_member(vm, "state"),
-           json_object_get_string_member_with_default(vm, "profile", "-"),
-           json_object_get_int_member_with_default(vm, "cpus", 0),
+           json_object_get_string_member_with_default(vm, "profile", "-"), cpus_text,
            json_object_get_string_member_with_default(vm, "memory", "-"), port_text);
   }
   return EXIT_OK;

@@ -54,17 +54,51 @@ int verb_cp(Cli *cli, int argc, char **argv) {
   return EXIT_OK;
 }
 
+/* ssh-config --install / --uninstall */
+static int ssh_config_install(Cli *cli, gboolean install) {
+  g_autoptr(GError) error = NULL;
+  g_autofree char *config = NULL;
+  gboolean changed = FALSE;
+  if (install ? !hutch_ssh_config_install(cli->ctx, &config, &changed, &error)
+              : !hutch_ssh_config_uninstall(cli->ctx, &config, &changed, &error))
+    return cli_error(error);
+  if (cli->quiet)
+    return EXIT_OK;
+  if (install && changed)
+    printf("added an Include of hutch's ssh_config at the top of %s; every running VM is a "
+           "Host there (ssh NAME, VS Code Remote-SSH). Undo: hutch ssh-config --uninstall\n",
+           config);
+  else if (install)
+    printf("%s includes hutch's ssh_config already; it is up to date\n", config);
+  else if (changed)
+    printf("removed hutch's Include line from %s\n", config);
+  else
+    printf("%s has no Include line of hutch's; nothing to remove\n", config);
+  return EXIT_OK;
+}
+
 int verb_ssh_config(Cli *cli, int argc, char **argv) {
-  CliOptions opts = {cli_find_verb("ssh-config"), "", NULL, 0};
+  static const struct option longopts[] = {
+      {"install", no_argument, NULL, 'I'},
+      {"uninstall", no_argument, NULL, 'U'},
+      {NULL, 0, NULL, 0},
+  };
+  CliOptions opts = {cli_find_verb("ssh-config"), "", longopts, 0};
+  int mode = 0;
   int c;
-  while ((c = cli_getopt(&opts, argc, argv)) > 0)
-    ;
+  while ((c = cli_getopt(&opts, argc, argv)) > 0) {
+    if (mode && mode != c)
+      return cli_usage_error("ssh-config", "--install and --uninstall exclude each other");
+    mode = c;
+  }
   if (c < 0)
     return opts.exit_code;
-  if (!cli_expect_args(&opts, argc, argv, 1, 1))
+  if (!cli_expect_args(&opts, argc, argv, mode ? 0 : 1, mode ? 0 : 1))
     return opts.exit_code;
   if (!cli_context(cli))
     return EXIT_FAILED;
+  if (mode)
+    return ssh_config_install(cli, mode == 'I');
   g_autoptr(GError) error = NULL;
   g_autofree char *text = hutch_ssh_config(cli->ctx, argv[optind], &error);
   if (!text)

@@ -13,9 +13,12 @@ typedef struct {
   guint32 uid;
   guint64 min_free; /* bytes the cache's filesystem should have free */
   guint64 nofile_hard; /* the hard limit on open files (RLIMIT_NOFILE) hutch runs with */
+  const char *instances_dir; /* $XDG_DATA_HOME/hutch/instances */
+  const char *config_dir;    /* $XDG_CONFIG_HOME: where a session daemon of ours keeps domains */
 } HutchDoctorEnv;
 
 /* Runs every check and returns an array of {"check", "ok", "severity" ("info", "warning" or
  * "error"), "detail", "fix" (absent when ok)} objects in a fixed order. ctx NULL: the
- * libvirt check is skipped. Never fails: a check that cannot be made is a failed check. */
+ * libvirt and instances checks are skipped. Never fails: a check that cannot be made is a
+ * failed check. */
 JsonArray *hutch_doctor_run(HutchContext *ctx, const HutchDoctorEnv *env);

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "doctor-private.h"
+#include "instance-private.h"
 #include "share-private.h"
 
 /* Adds one result. fix is only kept when the check failed. */
@@ -148,6 +149,91 @@ static void check_libvirt(JsonArray *results, HutchContext *ctx) {
     add(results, "libvirt", FALSE, "error", detail, "hutch needs libvirt 9.0 or later");
   else
     add(results, "libvirt", TRUE, NULL, detail, NULL);
+}
+
+/* The session daemon serving $XDG_RUNTIME_DIR/libvirt: its pid (from its pid file, libvirtd's
+ * or the modular virtqemud's) and the config tree it keeps domains in (its XDG_CONFIG_HOME,
+ * else $HOME/.config), when /proc lets us read its environment. FALSE when unknown. */
+static gboolean session_daemon_config(const HutchDoctorEnv *env, char **ret_pid,
+                                      char **ret_config) {
+  if (!env->runtime_dir)
+    return FALSE;
+  for (const char *const *daemon = (const char *const[]){"libvirtd", "virtqemud", NULL}; *daemon;
+       daemon++) {
+    g_autofree char *pidfile_name = g_strconcat(*daemon, ".pid", NULL);
+    g_autofree char *pidfile = g_build_filename(env->runtime_dir, "libvirt", pidfile_name, NULL);
+    g_autofree char *pid = NULL;
+    if (!g_file_get_contents(pidfile, &pid, NULL, NULL))
+      continue;
+    g_strstrip(pid);
+    if (!*pid || strspn(pid, "0123456789") != strlen(pid))
+      continue;
+    g_autofree char *environ_rel = g_strdup_printf("/proc/%s/environ", pid);
+    g_autofree char *environ_path = host_path(env, environ_rel);
+    g_autofree char *text = NULL;
+    gsize len = 0;
+    if (!g_file_get_contents(environ_path, &text, &len, NULL))
+      continue;
+    const char *config = NULL, *home = NULL;
+    for (const char *p = text; p < text + len; p += strlen(p) + 1) {
+      if (g_str_has_prefix(p, "XDG_CONFIG_HOME="))
+        config = p + strlen("XDG_CONFIG_HOME=");
+      else if (g_str_has_prefix(p, "HOME="))
+        home = p + strlen("HOME=");
+    }
+    if (!config && !home)
+      continue;
+    *ret_pid = g_steal_pointer(&pid);
+    *ret_config = config && *config ? g_strdup(config) : g_build_filename(home, ".config", NULL);
+    return TRUE;
+  }
+  return FALSE;
+}
+
+/* Instance directories whose domain libvirt does not know: the VMs that vanished from view. */
+static void check_instances(JsonArray *results, HutchContext *ctx, const HutchDoctorEnv *env) {
+  g_autoptr(GError) error = NULL;
+  g_autoptr(GPtrArray) missing = hutch_instance_missing(ctx, env->instances_dir, &error);
+  if (!missing)
+    return; /* the libvirt check says why */
+  g_autofree char *pid = NULL, *daemon_config = NULL;
+  gboolean known = session_daemon_config(env, &pid, &daemon_config);
+  g_autofree char *ours = env->config_dir ? g_canonicalize_filename(env->config_dir, "/") : NULL;
+  g_autofree char *theirs = known ? g_canonicalize_filename(daemon_config, "/") : NULL;
+  gboolean foreign = known && ours && g_strcmp0(ours, theirs) != 0;
+  g_autofree char *fix = NULL;
+  if (foreign)
+    fix = g_strdup_printf(
+        "the libvirt session daemon serving %s/libvirt (pid %s) keeps its domains under "
+        "XDG_CONFIG_HOME=%s, not %s: it was started by something with other XDG directories "
+        "(a test or benchmark run) and does not know your VMs. Stop it (kill %s; it also exits "
+        "after 120 s without clients and VMs), then hutch list",
+        env->runtime_dir, pid, daemon_config, ours, pid);
+  if (missing->len == 0) {
+    if (foreign) {
+      g_autofree char *detail = g_strdup_printf(
+          "the session daemon (pid %s) keeps its domains under XDG_CONFIG_HOME=%s, not %s", pid,
+          daemon_config, ours);
+      add(results, "instances", FALSE, "warning", detail, fix);
+      return;
+    }
+    add(results, "instances", TRUE, NULL, "every instance directory has its libvirt domain", NULL);
+    return;
+  }
+  g_autoptr(GString) names = g_string_new(NULL);
+  for (guint i = 0; i < missing->len; i++)
+    g_string_append_printf(names, "%s%s", i ? ", " : "", (char *)g_ptr_array_index(missing, i));
+  g_autofree char *detail = g_strdup_printf(
+      "%u VM%s whose files are in %s but whose domain %s does not know: %s", missing->len,
+      missing->len == 1 ? "" : "s", env->instances_dir, hutch_context_get_uri(ctx), names->str);
+  if (!fix)
+    fix = g_strdup_printf(
+        "a libvirt session daemon started with another XDG_CONFIG_HOME may be serving this "
+        "socket: does virsh -c %s list --all show your VMs? If not, stop that daemon (it exits "
+        "by itself after 120 s without clients and VMs) and try again. A VM whose domain was "
+        "removed for good (virsh undefine) is gone: remove its directory",
+        hutch_context_get_uri(ctx));
+  add(results, "instances", FALSE, "warning", detail, fix);
 }
 
 /* A program hutch runs: found or not, with the package that has it. */
@@ -300,6 +386,8 @@ JsonArray *hutch_doctor_run(HutchContext *ctx, const HutchDoctorEnv *env) {
   check_kvm(results, env);
   if (ctx)
     check_libvirt(results, ctx);
+  if (ctx && env->instances_dir)
+    check_instances(results, ctx, env);
   check_program(results, env, "qemu", "qemu-system-x86_64", "error", "runs the guests",
                 "apt-get install qemu-system-x86");
   const char *passt = g_getenv("HUTCH_PASST");
@@ -320,6 +408,8 @@ JsonArray *hutch_doctor(HutchContext *ctx) {
   getrlimit(RLIMIT_NOFILE, &nofile);
   g_autofree char *cache = hutch_cache_dir();
   g_autofree char *images = g_build_filename(cache, "images", NULL);
+  g_autofree char *data = hutch_data_dir();
+  g_autofree char *instances = g_build_filename(data, "instances", NULL);
   HutchDoctorEnv env = {
       .root = "",
       .path = g_getenv("PATH"),
@@ -329,6 +419,8 @@ JsonArray *hutch_doctor(HutchContext *ctx) {
       .uid = getuid(),
       .min_free = (guint64)10 << 30,
       .nofile_hard = nofile.rlim_max == RLIM_INFINITY ? G_MAXUINT64 : (guint64)nofile.rlim_max,
+      .instances_dir = instances,
+      .config_dir = g_get_user_config_dir(),
   };
   return hutch_doctor_run(ctx, &env);
 }

@@ -8,11 +8,11 @@
 /* Name of the virtio-serial port the guest writes READY to. */
 #define HUTCH_READY_CHANNEL "org.hutch.ready.0"
 
+/* A virtiofs share: read-only ones are virtiofsd's to enforce (libvirt refuses <readonly/> on
+ * virtiofs), so the domain has no such flag. */
 typedef struct {
-  char *tag;           /* mount tag the guest uses */
-  char *socket;        /* virtiofs: vhost-user socket of the virtiofsd hutch runs */
-  char *source_dir;    /* 9p: host directory (read-only shares without virtiofsd --readonly) */
-  gboolean readonly;   /* 9p only: <readonly/>, enforced by QEMU */
+  char *tag;    /* mount tag the guest uses */
+  char *socket; /* vhost-user socket of the virtiofsd hutch runs */
 } HutchDomainFs;
 
 /* Everything the domain XML depends on besides the profile. Paths are absolute. */
@@ -67,6 +67,9 @@ typedef struct {
   char *runtime_dir;
   char *guest_user;
   char *accel; /* "kvm" or "tcg"; NULL for domains defined before hutch recorded it */
+  /* <provisioned>yes|no: whether the first boot had finished when a snapshot was taken (the
+   * snapshot keeps this definition, and a revert brings it back); -1 when not recorded */
+  int provisioned;
 } HutchDomainMeta;
 
 /* Parses the <hutch:instance> element's XML (as virDomainGetMetadata returns it, with or

@@ -27,7 +27,6 @@ void hutch_domain_fs_free(HutchDomainFs *fs) {
     return;
   g_free(fs->tag);
   g_free(fs->socket);
-  g_free(fs->source_dir);
   g_free(fs);
 }
 
@@ -129,22 +128,7 @@ static gboolean check_filesystems(GPtrArray *filesystems, GError **error) {
                   fs->tag);
       return FALSE;
     }
-    if (!fs->socket == !fs->source_dir) {
-      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE,
-                  "share '%s' needs either a virtiofs socket or a 9p directory", fs->tag);
-      return FALSE;
-    }
-    /* libvirt refuses <readonly/> on virtiofs; a read-only virtiofs share is the job of
-     * virtiofsd --readonly. Dropping the flag silently would make a read-only share
-     * writable. */
-    if (fs->socket && fs->readonly) {
-      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE,
-                  "share '%s': read-only virtiofs is enforced by virtiofsd, not the domain",
-                  fs->tag);
-      return FALSE;
-    }
-    if (!check_path("share socket", fs->socket, FALSE, error) ||
-        !check_path("share directory", fs->source_dir, FALSE, error))
+    if (!check_path("share socket", fs->socket, TRUE, error))
       return FALSE;
   }
   return TRUE;
@@ -322,17 +306,10 @@ static void add_channel(xmlNodePtr devices, const char *path, const char *name) 
 
 static void add_filesystem(xmlNodePtr devices, const HutchDomainFs *fs) {
   xmlNodePtr node = add_elem(devices, "filesystem", "type", "mount", NULL, NULL);
-  if (fs->socket) {
-    /* A virtiofsd hutch starts itself: libvirt 9.0 refuses to run one in session mode. */
-    add_elem(node, "driver", "type", "virtiofs", "queue", "1024");
-    add_elem(node, "source", "socket", fs->socket, NULL, NULL);
-  } else {
-    set_attr(node, "accessmode", "mapped");
-    add_elem(node, "source", "dir", fs->source_dir, NULL, NULL);
-  }
+  /* A virtiofsd hutch starts itself: libvirt 9.0 refuses to run one in session mode. */
+  add_elem(node, "driver", "type", "virtiofs", "queue", "1024");
+  add_elem(node, "source", "socket", fs->socket, NULL, NULL);
   add_elem(node, "target", "dir", fs->tag, NULL, NULL);
-  if (fs->readonly)
-    add_node(node, "readonly");
 }
 
 static void add_devices(xmlNodePtr domain, const HutchDomainConfig *c) {
@@ -557,7 +534,7 @@ HutchDomainMeta *hutch_domain_meta_parse(const char *xml, GError **error) {
   }
 
   g_autoptr(HutchDomainMeta) meta = g_new0(HutchDomainMeta, 1);
-  g_autofree char *port = NULL;
+  g_autofree char *port = NULL, *provisioned = NULL;
   for (xmlNodePtr child = root->children; child; child = child->next) {
     char **field = NULL;
     if (is_hutch_element(child, "profile"))
@@ -572,10 +549,15 @@ HutchDomainMeta *hutch_domain_meta_parse(const char *xml, GError **error) {
       field = &meta->guest_user;
     else if (is_hutch_element(child, "accel"))
       field = &meta->accel;
+    else if (is_hutch_element(child, "provisioned"))
+      field = &provisioned;
     /* Unknown elements are skipped: a newer hutch may add some. */
     if (field && !take_text(child, field, error))
       return NULL;
   }
+  meta->provisioned = g_strcmp0(provisioned, "yes") == 0  ? 1
+                      : g_strcmp0(provisioned, "no") == 0 ? 0
+                                                          : -1;
   if (!port || !parse_port(port, &meta->ssh_port)) {
     meta_error(error, "missing or invalid <ssh-port>");
     return NULL;

@@ -4,8 +4,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <gio/gunixoutputstream.h>
+#include <glib/gstdio.h>
+#include <stdlib.h>
 #include <unistd.h>
 
+#include "guest-private.h"
 #include "instance-private.h"
 #include "text-private.h"
 
@@ -73,16 +76,9 @@ gboolean hutch_copy(HutchContext *ctx, const char *src, const char *dst, gboolea
   return hutch_ssh_upload(ssh, src, dst_path, recursive, error);
 }
 
-char *hutch_ssh_config(HutchContext *ctx, const char *name, GError **error) {
-  g_autoptr(HutchInstance) instance = hutch_instance_lookup(ctx, name, error);
-  if (!instance)
-    return NULL;
-  if (!hutch_instance_is_active(instance) || instance->meta->ssh_port == 0) {
-    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_STATE,
-                "'%s' is not running: its SSH port is chosen at start (hutch start %s)", name,
-                name);
-    return NULL;
-  }
+/* The Host block of a running instance; rewrites its known_hosts for the current port. */
+static char *host_block(HutchInstance *instance, GError **error) {
+  const char *name = instance->name;
   g_autofree char *host_key = hutch_instance_host_key(instance, error);
   if (!host_key)
     return NULL;
@@ -110,6 +106,228 @@ char *hutch_ssh_config(HutchContext *ctx, const char *name, GError **error) {
                          "  LogLevel ERROR\n",
                          name, instance->meta->ssh_port, instance->meta->guest_user,
                          client_key, known_hosts);
+}
+
+static gboolean has_port(HutchInstance *instance) {
+  return hutch_instance_is_active(instance) && instance->meta->ssh_port != 0;
+}
+
+char *hutch_ssh_config(HutchContext *ctx, const char *name, GError **error) {
+  g_autoptr(HutchInstance) instance = hutch_instance_lookup(ctx, name, error);
+  if (!instance)
+    return NULL;
+  if (!has_port(instance)) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_STATE,
+                "'%s' is not running: its SSH port is chosen at start (hutch start %s)", name,
+                name);
+    return NULL;
+  }
+  return host_block(instance, error);
+}
+
+/* ---- ssh-config --install: every VM for OpenSSH and VS Code Remote-SSH ------------------ */
+
+char *hutch_ssh_config_file(void) {
+  g_autofree char *config = hutch_config_dir();
+  return g_build_filename(config, "ssh_config", NULL);
+}
+
+static char *user_ssh_config(void) {
+  return g_build_filename(g_get_home_dir(), ".ssh", "config", NULL);
+}
+
+/* What the generated file holds: a Host block for each running VM (with the port of this
+ * start), a comment for each stopped one (`hutch start` rewrites the file). */
+static char *all_blocks(HutchContext *ctx, GError **error) {
+  g_autoptr(JsonArray) list = hutch_instance_list(ctx, error);
+  if (!list)
+    return NULL;
+  GString *out =
+      g_string_new("# Written by hutch (hutch ssh-config --install): rewritten when a VM\n"
+                   "# is created, started, stopped or deleted. Edits are lost.\n");
+  for (guint i = 0; i < json_array_get_length(list); i++) {
+    JsonObject *o = json_array_get_object_element(list, i);
+    const char *name = json_object_get_string_member(o, "name");
+    /* an instance directory without its domain is listed too, but has no block */
+    g_autoptr(GError) local = NULL;
+    g_autoptr(HutchInstance) instance = hutch_instance_lookup(ctx, name, &local);
+    if (!instance)
+      continue;
+    if (!has_port(instance)) {
+      g_string_append_printf(out, "\n# %s: stopped (hutch start %s adds it)\n", name, name);
+      continue;
+    }
+    g_autofree char *block = host_block(instance, &local);
+    if (!block) {
+      g_autofree char *why = hutch_text_sanitize(local->message, -1, HUTCH_TEXT_LINE);
+      g_string_append_printf(out, "\n# %s: left out: %s\n", name, why);
+      continue;
+    }
+    g_string_append_printf(out, "\n%s", block);
+  }
+  return g_string_free(out, FALSE);
+}
+
+static gboolean write_all_blocks(HutchContext *ctx, const char *path, GError **error) {
+  g_autofree char *text = all_blocks(ctx, error);
+  g_autofree char *dir = g_path_get_dirname(path);
+  return text && hutch_mkdir(dir, 0700, error) &&
+         hutch_write_file(path, text, strlen(text), 0600, error);
+}
+
+void hutch_ssh_config_refresh(HutchContext *ctx) {
+  g_autofree char *path = hutch_ssh_config_file();
+  if (!g_file_test(path, G_FILE_TEST_EXISTS))
+    return; /* not installed */
+  g_autoptr(GError) error = NULL;
+  if (!write_all_blocks(ctx, path, &error))
+    hutch_progress_note(ctx, "updating %s failed (hutch ssh-config --install retries): %s", path,
+                        error->message);
+}
+
+char *hutch_ssh_include_line(const char *path) {
+  /* OpenSSH splits arguments at blanks unless quoted, and has no escape for '"' */
+  if (strchr(path, '"') || strchr(path, '\n'))
+    return NULL;
+  return g_strdup_printf("Include \"%s\"", path);
+}
+
+/* Host and Match begin a block: what follows them applies to matching hosts only. */
+static gboolean starts_block(const char *line) {
+  while (*line == ' ' || *line == '\t')
+    line++;
+  gsize n = strcspn(line, " \t=");
+  return (n == 4 && g_ascii_strncasecmp(line, "Host", 4) == 0) ||
+         (n == 5 && g_ascii_strncasecmp(line, "Match", 5) == 0);
+}
+
+static gboolean is_line(const char *line, const char *include) {
+  g_autofree char *stripped = g_strstrip(g_strdup(line));
+  return strcmp(stripped, include) == 0;
+}
+
+char *hutch_ssh_config_text_add(const char *text, const char *include) {
+  g_auto(GStrv) lines = g_strsplit(text ? text : "", "\n", -1);
+  /* already where it counts: before any Host or Match line */
+  for (guint i = 0; lines[i] && !starts_block(lines[i]); i++)
+    if (is_line(lines[i], include))
+      return NULL;
+  /* OpenSSH takes the first value it reads, so the Include goes first (where it also wins
+   * over a `Host *` with ForwardAgent yes); a copy further down goes. */
+  GString *out = g_string_new(include);
+  g_string_append_c(out, '\n');
+  for (guint i = 0; lines[i]; i++) {
+    if (!lines[i + 1] && !*lines[i])
+      break; /* the text's final newline */
+    if (is_line(lines[i], include))
+      continue;
+    g_string_append_printf(out, "%s\n", lines[i]);
+  }
+  return g_string_free(out, FALSE);
+}
+
+char *hutch_ssh_config_text_remove(const char *text, const char *include) {
+  g_auto(GStrv) lines = g_strsplit(text ? text : "", "\n", -1);
+  GString *out = g_string_new(NULL);
+  gboolean found = FALSE;
+  for (guint i = 0; lines[i]; i++) {
+    if (is_line(lines[i], include)) {
+      found = TRUE;
+      continue;
+    }
+    if (!lines[i + 1] && !*lines[i])
+      break;
+    g_string_append_printf(out, "%s\n", lines[i]);
+  }
+  if (!found) {
+    g_string_free(out, TRUE);
+    return NULL;
+  }
+  return g_string_free(out, FALSE);
+}
+
+/* ~/.ssh/config, or the file it links to (a dotfiles checkout): written there, not over the
+ * link. */
+static char *resolve_user_config(GError **error) {
+  g_autofree char *path = user_ssh_config();
+  char *real = realpath(path, NULL);
+  if (real) {
+    char *copy = g_strdup(real);
+    free(real);
+    return copy;
+  }
+  if (errno != ENOENT) {
+    int saved = errno;
+    g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(saved), "reading %s: %s", path,
+                g_strerror(saved));
+    return NULL;
+  }
+  return g_steal_pointer(&path);
+}
+
+gboolean hutch_ssh_config_install(HutchContext *ctx, char **ret_config, gboolean *ret_added,
+                                  GError **error) {
+  g_autofree char *file = hutch_ssh_config_file();
+  g_autofree char *include = hutch_ssh_include_line(file);
+  if (!include) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED,
+                "%s cannot be named in an OpenSSH Include (it has a '\"' or a newline)", file);
+    return FALSE;
+  }
+  if (!write_all_blocks(ctx, file, error))
+    return FALSE;
+  g_autofree char *ssh_dir = g_build_filename(g_get_home_dir(), ".ssh", NULL);
+  if (!g_file_test(ssh_dir, G_FILE_TEST_IS_DIR) && !hutch_mkdir(ssh_dir, 0700, error))
+    return FALSE;
+  g_autofree char *config = resolve_user_config(error);
+  if (!config)
+    return FALSE;
+  g_autofree char *text = NULL;
+  g_autoptr(GError) read_error = NULL;
+  if (!g_file_get_contents(config, &text, NULL, &read_error) &&
+      !g_error_matches(read_error, G_FILE_ERROR, G_FILE_ERROR_NOENT)) {
+    g_propagate_error(error, g_steal_pointer(&read_error));
+    return FALSE;
+  }
+  g_autofree char *changed = hutch_ssh_config_text_add(text, include);
+  if (changed && !hutch_write_file(config, changed, strlen(changed), 0600, error))
+    return FALSE;
+  if (ret_config)
+    *ret_config = g_steal_pointer(&config);
+  if (ret_added)
+    *ret_added = changed != NULL;
+  return TRUE;
+}
+
+gboolean hutch_ssh_config_uninstall(HutchContext *ctx, char **ret_config, gboolean *ret_removed,
+                                    GError **error) {
+  g_autofree char *file = hutch_ssh_config_file();
+  g_autofree char *include = hutch_ssh_include_line(file);
+  g_autofree char *config = resolve_user_config(error);
+  if (!config)
+    return FALSE;
+  g_autofree char *text = NULL;
+  g_autoptr(GError) read_error = NULL;
+  if (!g_file_get_contents(config, &text, NULL, &read_error) &&
+      !g_error_matches(read_error, G_FILE_ERROR, G_FILE_ERROR_NOENT)) {
+    g_propagate_error(error, g_steal_pointer(&read_error));
+    return FALSE;
+  }
+  g_autofree char *changed = include && text ? hutch_ssh_config_text_remove(text, include) : NULL;
+  if (changed && !hutch_write_file(config, changed, strlen(changed), 0600, error))
+    return FALSE;
+  /* without the file, create, start and delete stop keeping it */
+  if (g_unlink(file) < 0 && errno != ENOENT) {
+    int saved = errno;
+    g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(saved), "removing %s: %s", file,
+                g_strerror(saved));
+    return FALSE;
+  }
+  if (ret_config)
+    *ret_config = g_steal_pointer(&config);
+  if (ret_removed)
+    *ret_removed = changed != NULL;
+  return TRUE;
 }
 
 /* hutch logs: what is read goes out at once, in pieces (nothing grows with the logs),

@@ -93,6 +93,12 @@ HUTCH_PUBLIC gboolean hutch_profile_add_port_spec(HutchProfile *profile, const c
 
 /* The fully expanded profile as YAML (what `hutch profile show` prints). */
 HUTCH_PUBLIC char *hutch_profile_to_yaml(const HutchProfile *profile, GError **error);
+/* Where each value of the profile came from through its base chain, like
+ * `git config --show-origin`: a line "FILE:LINE<TAB>KEY: VALUE" for each value ("default"
+ * for a value no file sets; "FILE:LINE, FILE:LINE" for an image build several files extend),
+ * list items by position (shares[0], env.NAME, ...). What `hutch profile show --origin`
+ * prints. */
+HUTCH_PUBLIC char *hutch_profile_to_origins(const HutchProfile *profile);
 
 /* The profiles hutch can find: an array of {"name", "path", "shadowed"} objects. */
 HUTCH_PUBLIC JsonArray *hutch_profile_list(GError **error);
@@ -153,7 +159,9 @@ HUTCH_PUBLIC gboolean hutch_instance_wait_stopped(HutchContext *ctx, const char 
  * force. */
 HUTCH_PUBLIC gboolean hutch_instance_delete(HutchContext *ctx, const char *name,
                                             gboolean force, GError **error);
-/* An array of the objects hutch_instance_info returns, sorted by name. */
+/* An array of the objects hutch_instance_info returns, sorted by name, and of
+ * {"name", "state": "missing", "uri", "instance_dir", "provisioned"} for each instance
+ * directory whose domain libvirt does not know (docs/json.md). */
 HUTCH_PUBLIC JsonArray *hutch_instance_list(HutchContext *ctx, GError **error);
 HUTCH_PUBLIC JsonObject *hutch_instance_info(HutchContext *ctx, const char *name,
                                              GError **error);
@@ -190,6 +198,18 @@ HUTCH_PUBLIC gboolean hutch_logs(HutchContext *ctx, const char *name, int out_fd
                                  GError **error);
 /* An OpenSSH client configuration block for the instance. */
 HUTCH_PUBLIC char *hutch_ssh_config(HutchContext *ctx, const char *name, GError **error);
+/* Writes $XDG_CONFIG_HOME/hutch/ssh_config (0600) with a Host block for every running VM,
+ * kept current from then on by create, start, stop and delete, and puts one
+ * `Include "THAT FILE"` line at the top of ~/.ssh/config (made 0600, ~/.ssh 0700, when
+ * missing; a symlinked config is written where it points), above any Host or Match block so
+ * that its values win. *ret_config: the file edited; *ret_added: FALSE when the line was
+ * there already (nothing changed). */
+HUTCH_PUBLIC gboolean hutch_ssh_config_install(HutchContext *ctx, char **ret_config,
+                                               gboolean *ret_added, GError **error);
+/* Removes exactly that line from ~/.ssh/config (*ret_removed: whether it was there) and the
+ * generated file. */
+HUTCH_PUBLIC gboolean hutch_ssh_config_uninstall(HutchContext *ctx, char **ret_config,
+                                                 gboolean *ret_removed, GError **error);
 
 /* Ports added to a running VM, relayed over SSH direct-tcpip by a background process per
  * forward that ends with the VM (or on remove). spec: "[HOST_IP:]HOST:GUEST", one TCP port,
@@ -224,9 +244,10 @@ HUTCH_PUBLIC JsonArray *hutch_snapshot_list(HutchContext *ctx, const char *name,
 
 /* ---- Doctor --------------------------------------------------------------------------- */
 
-/* Checks the host (KVM, libvirt, QEMU, passt, virtiofsd, subuids, mmdebstrap,
- * XDG_RUNTIME_DIR, free space): an array of {"check", "ok", "severity", "detail", "fix"}
- * (docs/json.md). Never fails: what cannot be checked is a failed check. */
+/* Checks the host (KVM, libvirt, instance directories libvirt does not know, QEMU, passt,
+ * virtiofsd, subuids, mmdebstrap, XDG_RUNTIME_DIR, free space): an array of {"check", "ok",
+ * "severity", "detail", "fix"} (docs/json.md). Never fails: what cannot be checked is a failed
+ * check. */
 HUTCH_PUBLIC JsonArray *hutch_doctor(HutchContext *ctx);
 
 G_END_DECLS

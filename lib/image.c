@@ -970,6 +970,26 @@ static gboolean pull_locked(HutchContext *ctx, const char *url, const char *dige
   return ok;
 }
 
+/* Opens (creating it) and locks path; returns the descriptor, or -1 with error set. Whoever
+ * holds the lock may unlink path before closing: a process that locked the unlinked inode
+ * finds path gone or another file, and tries again on the new one. */
+static int lock_path_exclusive(const char *path, GError **error) {
+  for (;;) {
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0 || flock(fd, LOCK_EX) < 0) {
+      set_errno_error(error, errno, "locking", path);
+      if (fd >= 0)
+        close(fd);
+      return -1;
+    }
+    struct stat held, now;
+    if (fstat(fd, &held) == 0 && stat(path, &now) == 0 && held.st_dev == now.st_dev &&
+        held.st_ino == now.st_ino)
+      return fd;
+    close(fd);
+  }
+}
+
 /* ret_unreachable (may be NULL): see set_curl_error. */
 static char *pull(HutchContext *ctx, const char *url, const char *digest, const char *checksums,
                   char **ret_unreachable, GError **error) {
@@ -990,17 +1010,15 @@ static char *pull(HutchContext *ctx, const char *url, const char *digest, const 
   g_autofree char *url_sum = g_compute_checksum_for_string(G_CHECKSUM_SHA256, url, -1);
   g_autofree char *partial = g_build_filename(partial_dir, url_sum, NULL);
   g_autofree char *lock_path = g_strconcat(partial, ".lock", NULL);
-  /* One download of a URL at a time; whoever waited finds it cached. The lock file stays:
-   * removing it would let a third process lock a different inode. */
-  int lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (lock_fd < 0 || flock(lock_fd, LOCK_EX) < 0) {
-    set_errno_error(error, errno, "locking", lock_path);
-    if (lock_fd >= 0)
-      close(lock_fd);
+  /* One download of a URL at a time; whoever waited finds it cached. */
+  int lock_fd = lock_path_exclusive(lock_path, error);
+  if (lock_fd < 0)
     return NULL;
-  }
   gboolean ok = is_cached(images, key) ||
                 pull_locked(ctx, url, digest, checksums, key, partial, ret_unreachable, error);
+  /* Removed while still held: a waiter on this inode then sees it is gone and locks anew. A
+   * partial download stays: the next pull resumes it. */
+  g_unlink(lock_path);
   close(lock_fd);
   return ok ? g_steal_pointer(&key) : NULL;
 }

@@ -37,6 +37,23 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(HutchInstance, hutch_instance_free)
  * HUTCH_ERROR_NOT_HUTCH when the domain has no hutch metadata (hutch never touches it). */
 HutchInstance *hutch_instance_lookup(HutchContext *ctx, const char *name, GError **error);
 
+/* The guest user of a profile: its name, uid and the gid of its own group (the profile's,
+ * else the host user's name and uid, the gid the uid; root becomes "dev", 1000: the guest
+ * user must not be the guest's root). The seed creates exactly this user and group; shares
+ * map the host user to them. */
+void hutch_instance_guest_user(const HutchProfile *profile, char **ret_name, guint *ret_uid,
+                               guint *ret_gid);
+
+/* What an instance directory without its domain most likely means, for messages. */
+#define HUTCH_INSTANCE_MISSING_HINT                                                                \
+  "a libvirt session daemon started with another XDG_CONFIG_HOME (a test or benchmark run "        \
+  "that kept your XDG_RUNTIME_DIR) may be serving this socket, knowing other domains than "        \
+  "yours (hutch doctor checks; virsh -c qemu:///session list --all shows what it knows)"
+
+/* The names of the instance directories in instances_dir (sorted) whose domain libvirt does
+ * not know (directories a create is still working in left out). */
+GPtrArray *hutch_instance_missing(HutchContext *ctx, const char *instances_dir, GError **error);
+
 /* The instance directory and runtime directory of a name (whether or not they exist). */
 char *hutch_instance_dir(const char *name);
 char *hutch_instance_runtime_dir(const char *name);
@@ -45,6 +62,11 @@ char *hutch_instance_runtime_dir(const char *name);
  * console log)" when it cannot be read). The guest writes the console: the text is sanitised
  * (HUTCH_TEXT_LINES), and what is read of the file and kept of a line is bounded. */
 char *hutch_console_tail(const char *path, guint count);
+
+/* Sets the text of <hutch:ELEMENT> in the domain's hutch metadata (persistent config; added
+ * when missing), keeping the rest. */
+gboolean hutch_instance_set_meta(virDomainPtr domain, const char *element, const char *text,
+                                 GError **error);
 
 /* TRUE when the domain is running (or paused). */
 gboolean hutch_instance_is_active(HutchInstance *instance);

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "forward-private.h"
+#include "guest-private.h"
 #include "image-private.h"
 #include "instance-private.h"
 #include "net-private.h"
@@ -43,11 +44,23 @@ void hutch_instance_free(HutchInstance *instance) {
   g_free(instance);
 }
 
+/* An instance directory that no create is working in (or was killed in: create cleans that
+ * up). */
+static gboolean is_instance_dir(const char *dir) {
+  g_autofree char *creating = g_build_filename(dir, HUTCH_INSTANCE_CREATING, NULL);
+  return g_file_test(dir, G_FILE_TEST_IS_DIR) && !g_file_test(creating, G_FILE_TEST_EXISTS);
+}
+
 static virDomainPtr lookup_domain(virConnectPtr conn, const char *name, GError **error) {
   virDomainPtr domain = virDomainLookupByName(conn, name);
   if (!domain) {
     virErrorPtr last = virGetLastError();
-    if (last && last->code == VIR_ERR_NO_DOMAIN)
+    g_autofree char *dir = hutch_instance_dir(name);
+    if (last && last->code == VIR_ERR_NO_DOMAIN && is_instance_dir(dir))
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_NOT_FOUND,
+                  "no VM named '%s' on this connection, but its files are in %s: %s", name, dir,
+                  HUTCH_INSTANCE_MISSING_HINT);
+    else if (last && last->code == VIR_ERR_NO_DOMAIN)
       g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_NOT_FOUND, "no VM named '%s'", name);
     else
       hutch_set_libvirt_error(error, "looking up '%s'", name);
@@ -112,9 +125,8 @@ char *hutch_instance_host_key(HutchInstance *instance, GError **error) {
 
 /* ---- create --------------------------------------------------------------------------- */
 
-/* The guest user: the profile's, else the host user's name and uid (root becomes "dev",
- * 1000: the guest user must not be the guest's root). */
-static void guest_user(const HutchProfile *profile, char **ret_name, guint *ret_uid) {
+void hutch_instance_guest_user(const HutchProfile *profile, char **ret_name, guint *ret_uid,
+                               guint *ret_gid) {
   const char *name = profile->user_name ? profile->user_name : g_get_user_name();
   gint64 uid = profile->user_uid >= 0 ? profile->user_uid : (gint64)getuid();
   if (g_strcmp0(name, "root") == 0)
@@ -123,6 +135,7 @@ static void guest_user(const HutchProfile *profile, char **ret_name, guint *ret_
     uid = 1000;
   *ret_name = g_strdup(name);
   *ret_uid = (guint)uid;
+  *ret_gid = profile->user_gid >= 0 ? (guint)profile->user_gid : (guint)uid;
 }
 
 /* "kvm" when the profile (or HUTCH_ACCEL, which overrides every profile) allows it and the
@@ -232,8 +245,8 @@ static gboolean create_steps(HutchContext *ctx, virConnectPtr conn, const char *
   if (!hutch_net_check_ports(profile->ports, error))
     return FALSE;
   g_autofree char *user = NULL;
-  guint uid = 0;
-  guest_user(profile, &user, &uid);
+  guint uid = 0, gid = 0;
+  hutch_instance_guest_user(profile, &user, &uid, &gid);
   /* Shares are planned (and refused) before anything is made; the plan is made again, the
    * same, at every start. */
   g_autofree char *runtime_dir = hutch_instance_runtime_dir(name);
@@ -313,6 +326,7 @@ static gboolean create_steps(HutchContext *ctx, virConnectPtr conn, const char *
       .hostname = name,
       .user_name = user,
       .user_uid = uid,
+      .user_gid = gid,
       .authorized_key = client_public,
       .host_key_private = host_private,
       .host_key_public = host_public,
@@ -386,6 +400,15 @@ gboolean hutch_instance_create(HutchContext *ctx, const char *name, HutchProfile
                 name);
     return FALSE;
   }
+  /* before anything is downloaded or built: this is rarely a VM to make anew */
+  g_autofree char *dir = hutch_instance_dir(name);
+  if (is_instance_dir(dir)) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_EXISTS,
+                "creating '%s': its files are in %s already, but libvirt knows no such domain: "
+                "%s",
+                name, dir, HUTCH_INSTANCE_MISSING_HINT);
+    return FALSE;
+  }
   CreateUndo undo = {0};
   gboolean ok = create_steps(ctx, conn, name, profile, &undo, error);
   if (!ok) {
@@ -393,6 +416,7 @@ gboolean hutch_instance_create(HutchContext *ctx, const char *name, HutchProfile
     g_prefix_error(error, "creating '%s': ", name);
   } else if (undo.domain) {
     virDomainFree(undo.domain);
+    hutch_ssh_config_refresh(ctx);
   }
   g_free(undo.instance_dir);
   return ok;
@@ -400,8 +424,8 @@ gboolean hutch_instance_create(HutchContext *ctx, const char *name, HutchProfile
 
 /* ---- start and readiness -------------------------------------------------------------- */
 
-/* Sets <ssh-port> in the domain's hutch metadata (persistent config), keeping the rest. */
-static gboolean set_meta_ssh_port(virDomainPtr domain, guint port, GError **error) {
+gboolean hutch_instance_set_meta(virDomainPtr domain, const char *element, const char *text,
+                                 GError **error) {
   g_autofree char *xml =
       virDomainGetMetadata(domain, VIR_DOMAIN_METADATA_ELEMENT, HUTCH_METADATA_NS, 0);
   if (!xml) {
@@ -414,16 +438,15 @@ static gboolean set_meta_ssh_port(virDomainPtr domain, guint port, GError **erro
     return FALSE;
   }
   xmlNodePtr root = xmlDocGetRootElement(doc);
-  g_autofree char *port_text = g_strdup_printf("%u", port);
   gboolean found = FALSE;
   for (xmlNodePtr child = root ? root->children : NULL; child; child = child->next) {
-    if (child->type == XML_ELEMENT_NODE && xmlStrEqual(child->name, BAD_CAST "ssh-port")) {
-      xmlNodeSetContent(child, BAD_CAST port_text);
+    if (child->type == XML_ELEMENT_NODE && xmlStrEqual(child->name, BAD_CAST element)) {
+      xmlNodeSetContent(child, BAD_CAST text);
       found = TRUE;
     }
   }
   if (!found && root)
-    xmlNewTextChild(root, root->ns, BAD_CAST "ssh-port", BAD_CAST port_text);
+    xmlNewTextChild(root, root->ns, BAD_CAST element, BAD_CAST text);
   xmlChar *out = NULL;
   int len = 0;
   xmlDocDumpMemory(doc, &out, &len);
@@ -433,7 +456,7 @@ static gboolean set_meta_ssh_port(virDomainPtr domain, guint port, GError **erro
                                 VIR_DOMAIN_AFFECT_CONFIG);
   xmlFree(out);
   if (rc < 0) {
-    hutch_set_libvirt_error(error, "recording the SSH port");
+    hutch_set_libvirt_error(error, "recording <%s> in the domain's metadata", element);
     return FALSE;
   }
   return TRUE;
@@ -612,6 +635,7 @@ static gboolean start_steps(HutchContext *ctx, HutchInstance *instance, gboolean
   guint ssh_port = hutch_net_free_port(error);
   if (!ssh_port)
     return FALSE;
+  g_autofree char *port_text = g_strdup_printf("%u", ssh_port);
 
   g_autoptr(GPtrArray) share_plan =
       plan_shares(profile, instance->meta->runtime_dir, instance->meta->guest_user, error);
@@ -629,9 +653,9 @@ static gboolean start_steps(HutchContext *ctx, HutchInstance *instance, gboolean
     hutch_progress_begin(ctx, "shares", "virtiofsd for %u folder%s", share_plan->len,
                          share_plan->len == 1 ? "" : "s");
     g_autofree char *guest_name = NULL;
-    guint guest_uid = 0;
-    guest_user(profile, &guest_name, &guest_uid);
-    if (!hutch_share_start(share_plan, guest_uid, guest_uid, error))
+    guint guest_uid = 0, guest_gid = 0;
+    hutch_instance_guest_user(profile, &guest_name, &guest_uid, &guest_gid);
+    if (!hutch_share_start(share_plan, guest_uid, guest_gid, error))
       return FALSE;
     hutch_progress_end(ctx, "shares", "virtiofsd for %u folder%s", share_plan->len,
                        share_plan->len == 1 ? "" : "s");
@@ -639,7 +663,7 @@ static gboolean start_steps(HutchContext *ctx, HutchInstance *instance, gboolean
 
   hutch_progress_begin(ctx, "network", "passt, SSH on 127.0.0.1:%u", ssh_port);
   if (!hutch_net_start(instance->meta->runtime_dir, ssh_port, profile->ports, error) ||
-      !set_meta_ssh_port(instance->domain, ssh_port, error)) {
+      !hutch_instance_set_meta(instance->domain, "ssh-port", port_text, error)) {
     stop_helpers(instance->meta->runtime_dir);
     return FALSE;
   }
@@ -700,6 +724,7 @@ gboolean hutch_instance_start(HutchContext *ctx, const char *name, gboolean wait
     g_prefix_error(error, "starting '%s': ", name);
     return FALSE;
   }
+  hutch_ssh_config_refresh(ctx);
   hutch_progress_note(ctx, "%s in %.1f s: hutch shell %s",
                       wait_ready ? "ready" : "started", hutch_now() - started, name);
   return TRUE;
@@ -742,6 +767,7 @@ gboolean hutch_instance_stop(HutchContext *ctx, const char *name, gboolean force
   if (!stop_domain(ctx, instance, force, error))
     return FALSE;
   stop_helpers(instance->meta->runtime_dir);
+  hutch_ssh_config_refresh(ctx);
   return TRUE;
 }
 
@@ -786,6 +812,7 @@ gboolean hutch_instance_delete(HutchContext *ctx, const char *name, gboolean for
     return FALSE;
   if (g_strcmp0(instance->meta->runtime_dir, expected_runtime) == 0)
     hutch_rmtree(expected_runtime, NULL);
+  hutch_ssh_config_refresh(ctx);
   hutch_progress_note(ctx, "deleted %s", name);
   return TRUE;
 }
@@ -887,8 +914,46 @@ JsonObject *hutch_instance_info(HutchContext *ctx, const char *name, GError **er
   return describe(ctx, instance);
 }
 
-static gint compare_names(gconstpointer a, gconstpointer b) {
-  return g_strcmp0(virDomainGetName(*(virDomainPtr *)a), virDomainGetName(*(virDomainPtr *)b));
+static gint compare_strings(gconstpointer a, gconstpointer b) {
+  return g_strcmp0(*(const char *const *)a, *(const char *const *)b);
+}
+
+GPtrArray *hutch_instance_missing(HutchContext *ctx, const char *instances_dir, GError **error) {
+  virConnectPtr conn = hutch_context_connect(ctx, error);
+  if (!conn)
+    return NULL;
+  g_autoptr(GPtrArray) names = g_ptr_array_new_with_free_func(g_free);
+  g_autoptr(GDir) dir = g_dir_open(instances_dir, 0, NULL);
+  const char *entry;
+  while (dir && (entry = g_dir_read_name(dir))) {
+    g_autofree char *path = g_build_filename(instances_dir, entry, NULL);
+    if (!hutch_name_is_valid(entry, NULL) || !is_instance_dir(path))
+      continue;
+    g_autoptr(virDomain) domain = virDomainLookupByName(conn, entry);
+    virErrorPtr last = domain ? NULL : virGetLastError();
+    if (last && last->code == VIR_ERR_NO_DOMAIN)
+      g_ptr_array_add(names, g_strdup(entry));
+  }
+  g_ptr_array_sort(names, compare_strings);
+  return g_steal_pointer(&names);
+}
+
+/* The list entry of an instance directory without its domain (docs/json.md). */
+static JsonObject *describe_missing(HutchContext *ctx, const char *name) {
+  g_autofree char *dir = hutch_instance_dir(name);
+  g_autofree char *stamp = g_build_filename(dir, HUTCH_INSTANCE_PROVISIONED, NULL);
+  JsonObject *o = json_object_new();
+  json_object_set_string_member(o, "name", name);
+  json_object_set_string_member(o, "state", "missing");
+  json_object_set_string_member(o, "uri", hutch_context_get_uri(ctx));
+  json_object_set_string_member(o, "instance_dir", dir);
+  json_object_set_boolean_member(o, "provisioned", g_file_test(stamp, G_FILE_TEST_EXISTS));
+  return o;
+}
+
+static gint compare_described(gconstpointer a, gconstpointer b) {
+  return g_strcmp0(json_object_get_string_member(*(JsonObject **)a, "name"),
+                   json_object_get_string_member(*(JsonObject **)b, "name"));
 }
 
 JsonArray *hutch_instance_list(HutchContext *ctx, GError **error) {
@@ -901,8 +966,8 @@ JsonArray *hutch_instance_list(HutchContext *ctx, GError **error) {
     hutch_set_libvirt_error(error, "listing domains");
     return NULL;
   }
-  qsort(domains, (size_t)n, sizeof(*domains), compare_names);
-  JsonArray *list = json_array_new();
+  g_autoptr(GPtrArray) described =
+      g_ptr_array_new_with_free_func((GDestroyNotify)json_object_unref);
   for (int i = 0; i < n; i++) {
     g_autoptr(HutchInstance) instance = g_new0(HutchInstance, 1);
     instance->domain = domains[i];
@@ -910,8 +975,17 @@ JsonArray *hutch_instance_list(HutchContext *ctx, GError **error) {
     /* domains without hutch metadata are not hutch's: leave them out */
     instance->meta = read_meta(domains[i], NULL);
     if (instance->meta)
-      json_array_add_object_element(list, describe(ctx, instance));
+      g_ptr_array_add(described, describe(ctx, instance));
   }
   free(domains);
+  g_autofree char *data = hutch_data_dir();
+  g_autofree char *instances = g_build_filename(data, "instances", NULL);
+  g_autoptr(GPtrArray) missing = hutch_instance_missing(ctx, instances, NULL);
+  for (guint i = 0; missing && i < missing->len; i++)
+    g_ptr_array_add(described, describe_missing(ctx, g_ptr_array_index(missing, i)));
+  g_ptr_array_sort(described, compare_described);
+  JsonArray *list = json_array_new();
+  for (guint i = 0; i < described->len; i++)
+    json_array_add_object_element(list, json_object_ref(g_ptr_array_index(described, i)));
   return list;
 }

@@ -80,6 +80,7 @@ struct _HutchProfile {
   HutchImageSpec image;
   char *user_name;      /* NULL: the host user's name */
   gint64 user_uid;      /* -1: the host user's uid */
+  gint64 user_gid;      /* -1: the guest uid (the user's own group gets its number) */
   gboolean user_sudo;   /* default TRUE */
   char *user_shell;     /* default /bin/bash */
   GPtrArray *shares;    /* HutchShare*, owned */
@@ -88,6 +89,10 @@ struct _HutchProfile {
   GPtrArray *env;       /* HutchEnvVar*, owned, in order of first definition */
   guint boot_timeout;   /* seconds, default 600 */
   char *description;    /* `description:` of the file itself (not inherited), or NULL */
+  /* Where each value was read, through the base chain: "FILE:LINE" by key ("cpus",
+   * "user.uid", "image", "shares:GUEST", "ports[N]", "provision:NAME", "env.NAME"); a key
+   * that is absent has its default. */
+  GHashTable *origins;
 };
 
 HutchProfile *hutch_profile_new_defaults(void);

@@ -100,6 +100,7 @@ HutchProfile *hutch_profile_new_defaults(void) {
   p->disk = 40ULL << 30;
   p->accel = HUTCH_ACCEL_AUTO;
   p->user_uid = -1;
+  p->user_gid = -1;
   p->user_sudo = TRUE;
   p->user_shell = g_strdup("/bin/bash");
   p->shares = g_ptr_array_new_with_free_func((GDestroyNotify)hutch_share_free);
@@ -107,6 +108,7 @@ HutchProfile *hutch_profile_new_defaults(void) {
   p->provision = g_ptr_array_new_with_free_func((GDestroyNotify)provision_step_free);
   p->env = g_ptr_array_new_with_free_func((GDestroyNotify)env_var_free);
   p->boot_timeout = 600;
+  p->origins = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
   return p;
 }
 
@@ -119,6 +121,7 @@ void hutch_profile_free(HutchProfile *p) {
   image_spec_clear(&p->image);
   g_free(p->user_name);
   g_free(p->user_shell);
+  g_hash_table_unref(p->origins);
   g_ptr_array_unref(p->shares);
   g_ptr_array_unref(p->ports);
   g_ptr_array_unref(p->provision);
@@ -779,6 +782,15 @@ static gboolean check_at(Loader *l, yaml_node_t *node, const char *key, char *wh
   return FALSE;
 }
 
+/* Records that the value of key (see HutchProfile.origins) was read from node; with append,
+ * after where it was read before (a value that several files extend). */
+static void set_origin(Loader *l, const char *key, const yaml_node_t *node, gboolean append) {
+  g_autofree char *here = g_strdup_printf("%s:%zu", l->display, node->start_mark.line + 1);
+  const char *before = append ? g_hash_table_lookup(l->profile->origins, key) : NULL;
+  char *origin = before ? g_strdup_printf("%s, %s", before, here) : g_steal_pointer(&here);
+  g_hash_table_replace(l->profile->origins, g_strdup(key), origin);
+}
+
 #define FOR_EACH_ITEM(l, node, item)                                                               \
   for (yaml_node_item_t *item##_it = (node)->data.sequence.items.start;                            \
        item##_it < (node)->data.sequence.items.top; item##_it++)                                   \
@@ -856,6 +868,9 @@ static gboolean walk_mapping(Loader *l, yaml_node_t *node, const char *prefix, c
     }
     if (!spec->handler(l, target, pair_value(l, pair), full, error))
       return FALSE;
+    /* the profile's single values and user's; image and list items record their own */
+    if (target == l->profile && pair_value(l, pair)->type == YAML_SCALAR_NODE)
+      set_origin(l, full, pair_value(l, pair), FALSE);
   }
   return TRUE;
 }
@@ -985,6 +1000,17 @@ static gboolean user_uid(Loader *l, gpointer target, yaml_node_t *v, const char 
   return TRUE;
 }
 
+static gboolean user_gid(Loader *l, gpointer target, yaml_node_t *v, const char *key,
+                         GError **error) {
+  HutchProfile *p = target;
+  guint64 gid = 0;
+  const char *text = expect_scalar(l, v, key, "a gid (1 to 2147483646)", error);
+  if (!text || !check_at(l, v, key, check_uint(text, 1, G_MAXINT32 - 1, "a gid", &gid), error))
+    return FALSE;
+  p->user_gid = (gint64)gid;
+  return TRUE;
+}
+
 static gboolean user_sudo(Loader *l, gpointer target, yaml_node_t *v, const char *key,
                           GError **error) {
   HutchProfile *p = target;
@@ -1009,13 +1035,14 @@ static gboolean user_shell(Loader *l, gpointer target, yaml_node_t *v, const cha
 static const KeySpec user_keys[] = {
     {"name", user_name},
     {"uid", user_uid},
+    {"gid", user_gid},
     {"sudo", user_sudo},
     {"shell", user_shell},
 };
 
 static gboolean key_user(Loader *l, gpointer target, yaml_node_t *v, const char *key,
                          GError **error) {
-  return walk_mapping(l, v, key, "a mapping with name, uid, sudo, shell", user_keys,
+  return walk_mapping(l, v, key, "a mapping with name, uid, gid, sudo, shell", user_keys,
                       G_N_ELEMENTS(user_keys), target, error);
 }
 
@@ -1086,6 +1113,8 @@ static gboolean key_shares(Loader *l, gpointer target, yaml_node_t *v, const cha
                      "%s is shared twice (each guest path once)", q);
     }
     g_hash_table_add(l->share_guests, g_strdup(share->guest));
+    g_autofree char *origin_key = g_strconcat("shares:", share->guest, NULL);
+    set_origin(l, origin_key, item, FALSE);
     hutch_profile_add_share(p, g_steal_pointer(&share), NULL);
   }
   return TRUE;
@@ -1173,6 +1202,8 @@ static gboolean key_ports(Loader *l, gpointer target, yaml_node_t *v, const char
     const HutchPort *other = find_overlap(p->ports, port);
     if (other)
       return check_at(l, item, item_key, describe_overlap(other), error);
+    g_autofree char *origin_key = g_strdup_printf("ports[%u]", p->ports->len);
+    set_origin(l, origin_key, item, FALSE);
     g_ptr_array_add(p->ports, g_steal_pointer(&port));
   }
   return TRUE;
@@ -1317,6 +1348,8 @@ static gboolean key_provision(Loader *l, gpointer target, yaml_node_t *v, const 
                      "'%s' names two steps (step names are unique)", step->name);
     }
     g_hash_table_add(l->step_names, g_strdup(step->name));
+    g_autofree char *origin_key = g_strconcat("provision:", step->name, NULL);
+    set_origin(l, origin_key, item, FALSE);
     /* A base's step of the same name is replaced where it stands, so the order of the
      * base's steps (which may depend on each other) is kept. */
     gboolean replaced = FALSE;
@@ -1375,6 +1408,7 @@ static gboolean key_env(Loader *l, gpointer target, yaml_node_t *v, const char *
     }
     g_free(var->value);
     var->value = g_strdup(value);
+    set_origin(l, full, value_node, FALSE);
   }
   return TRUE;
 }
@@ -1599,8 +1633,10 @@ static gboolean key_image(Loader *l, gpointer target, yaml_node_t *v, const char
       p->image.kernel = g_steal_pointer(&img->kernel);
     }
     extend_strv(&p->image.packages, img->packages);
+    set_origin(l, key, v, TRUE);
     return TRUE;
   }
+  set_origin(l, key, v, FALSE);
   image_spec_clear(&p->image);
   p->image = *img;
   memset(img, 0, sizeof(*img));
@@ -2055,6 +2091,8 @@ static void emit_profile(Emit *e, const HutchProfile *p) {
     emit_key_string(e, "name", p->user_name);
   if (p->user_uid >= 0)
     emit_key_uint(e, "uid", (guint64)p->user_uid);
+  if (p->user_gid >= 0)
+    emit_key_uint(e, "gid", (guint64)p->user_gid);
   emit_key_bool(e, "sudo", p->user_sudo);
   emit_key_string(e, "shell", p->user_shell);
   emit_mapping_end(e);
@@ -2138,6 +2176,108 @@ char *hutch_profile_to_yaml(const HutchProfile *p, GError **error) {
   }
   yaml_emitter_delete(&e.emitter);
   return g_string_free(e.out, FALSE);
+}
+
+/* ---- Where each value came from (profile show --origin) ----------------------------------- */
+
+static void origin_line(GString *out, const HutchProfile *p, const char *origin_key,
+                        const char *key, const char *value) {
+  const char *origin = g_hash_table_lookup(p->origins, origin_key);
+  g_string_append_printf(out, "%s\t%s: %s\n", origin ? origin : "default", key, value);
+}
+
+static void origin_uint(GString *out, const HutchProfile *p, const char *key, guint64 value) {
+  g_autofree char *text = g_strdup_printf("%" G_GUINT64_FORMAT, value);
+  origin_line(out, p, key, key, text);
+}
+
+static void origin_size(GString *out, const HutchProfile *p, const char *key, guint64 value) {
+  g_autofree char *text = hutch_format_size(value);
+  origin_line(out, p, key, key, text);
+}
+
+static char *describe_image(const HutchImageSpec *image) {
+  switch (image->kind) {
+  case HUTCH_IMAGE_FILE:
+    return g_strdup_printf("file %s", image->file);
+  case HUTCH_IMAGE_URL:
+    return g_strdup_printf("url %s", image->url);
+  case HUTCH_IMAGE_BUILD: {
+    g_autofree char *packages = image->packages ? g_strjoinv(" ", image->packages) : NULL;
+    return g_strdup_printf("build %s%s%s%s%s%s%s", image->suite,
+                           packages && *packages ? ", packages " : "", packages ? packages : "",
+                           image->mirror ? ", mirror " : "", image->mirror ? image->mirror : "",
+                           image->kernel ? ", kernel " : "", image->kernel ? image->kernel : "");
+  }
+  case HUTCH_IMAGE_NONE:
+  case HUTCH_IMAGE_N:
+    break;
+  }
+  return g_strdup("none");
+}
+
+char *hutch_profile_to_origins(const HutchProfile *p) {
+  GString *out = g_string_new(NULL);
+  if (p->description)
+    origin_line(out, p, "description", "description", p->description);
+  origin_uint(out, p, "cpus", p->cpus);
+  origin_size(out, p, "memory", p->memory);
+  origin_size(out, p, "disk", p->disk);
+  origin_line(out, p, "accel", "accel", hutch_accel_to_string(p->accel));
+  origin_uint(out, p, "boot_timeout", p->boot_timeout);
+  g_autofree char *image = describe_image(&p->image);
+  origin_line(out, p, "image", "image", image);
+  origin_line(out, p, "user.name", "user.name", p->user_name ? p->user_name : "(the host user's)");
+  if (p->user_uid >= 0)
+    origin_uint(out, p, "user.uid", (guint64)p->user_uid);
+  else
+    origin_line(out, p, "user.uid", "user.uid", "(the host user's)");
+  if (p->user_gid >= 0)
+    origin_uint(out, p, "user.gid", (guint64)p->user_gid);
+  else
+    origin_line(out, p, "user.gid", "user.gid", "(the uid)");
+  origin_line(out, p, "user.sudo", "user.sudo", p->user_sudo ? "true" : "false");
+  origin_line(out, p, "user.shell", "user.shell", p->user_shell);
+  for (guint i = 0; i < p->shares->len; i++) {
+    const HutchShare *share = g_ptr_array_index(p->shares, i);
+    g_autofree char *origin_key = g_strconcat("shares:", share->guest, NULL);
+    g_autofree char *key = g_strdup_printf("shares[%u]", i);
+    g_autofree char *value =
+        g_strdup_printf("%s -> %s (%s%s)", share->host, share->guest, share->writable ? "rw" : "ro",
+                        share->create ? ", create" : "");
+    origin_line(out, p, origin_key, key, value);
+  }
+  for (guint i = 0; i < p->ports->len; i++) {
+    const HutchPort *port = g_ptr_array_index(p->ports, i);
+    g_autofree char *key = g_strdup_printf("ports[%u]", i);
+    g_autofree char *host = port->host_start == port->host_end
+                                ? g_strdup_printf("%u", port->host_start)
+                                : g_strdup_printf("%u-%u", port->host_start, port->host_end);
+    g_autofree char *guest = port->guest_start == port->guest_end
+                                 ? g_strdup_printf("%u", port->guest_start)
+                                 : g_strdup_printf("%u-%u", port->guest_start, port->guest_end);
+    g_autofree char *value = g_strdup_printf("%s %s -> %s/%s", port->host_ip, host, guest,
+                                             hutch_proto_to_string(port->proto));
+    origin_line(out, p, key, key, value);
+  }
+  for (guint i = 0; i < p->provision->len; i++) {
+    const HutchProvisionStep *step = g_ptr_array_index(p->provision, i);
+    g_autofree char *origin_key = g_strconcat("provision:", step->name, NULL);
+    g_autofree char *key = g_strdup_printf("provision[%u]", i);
+    g_autofree char *value =
+        g_strdup_printf("%s (%s, as %s%s)", step->name,
+                        step->packages ? "packages"
+                        : step->script ? "script"
+                                       : "run",
+                        step->as_user ? "user" : "root", step->optional ? ", optional" : "");
+    origin_line(out, p, origin_key, key, value);
+  }
+  for (guint i = 0; i < p->env->len; i++) {
+    const HutchEnvVar *var = g_ptr_array_index(p->env, i);
+    g_autofree char *key = g_strconcat("env.", var->key, NULL);
+    origin_line(out, p, key, key, var->value);
+  }
+  return g_string_free(out, FALSE);
 }
 
 gboolean hutch_profile_add_share_spec(HutchProfile *profile, const char *spec,

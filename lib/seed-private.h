@@ -4,10 +4,9 @@
 #include "profile-private.h"
 
 typedef struct {
-  const char *tag;        /* virtiofs / 9p mount tag */
+  const char *tag;        /* virtiofs mount tag */
   const char *guest_path; /* absolute, "~" already expanded to the guest user's home */
-  const char *fstype;     /* "virtiofs" or "9p" */
-  gboolean readonly;
+  gboolean readonly;      /* mounted ro: a courtesy, the host enforces it */
 } HutchSeedMount;
 
 typedef struct {
@@ -15,6 +14,7 @@ typedef struct {
   const char *hostname;
   const char *user_name;
   guint user_uid;
+  guint user_gid;               /* the user's own group, named like the user */
   const char *authorized_key;   /* the user's hutch public key, "ssh-ed25519 AAAA... c" */
   const char *host_key_private; /* the guest's ed25519 host key, OpenSSH private key text */
   const char *host_key_public;  /* "ssh-ed25519 AAAA..." */

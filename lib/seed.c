@@ -245,6 +245,8 @@ static gboolean validate_config(const HutchSeedConfig *c, GError **error) {
     bad = "user name", value = c->user_name;
   else if (c->user_uid == 0)
     bad = "user id", value = "0";
+  else if (c->user_gid == 0)
+    bad = "group id", value = "0";
   else if (!is_single_line(c->authorized_key))
     bad = "authorized key", value = c->authorized_key;
   else if (!c->host_key_private || !g_utf8_validate(c->host_key_private, -1, NULL))
@@ -261,8 +263,6 @@ static gboolean validate_config(const HutchSeedConfig *c, GError **error) {
       bad = "mount tag", value = m->tag;
     else if (!is_guest_path(m->guest_path))
       bad = "guest mount path", value = m->guest_path;
-    else if (g_strcmp0(m->fstype, "virtiofs") != 0 && g_strcmp0(m->fstype, "9p") != 0)
-      bad = "mount file system type", value = m->fstype;
   }
   if (bad) {
     g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE, "invalid %s '%s'", bad,
@@ -408,10 +408,8 @@ static GPtrArray *guest_files(const HutchProfile *profile, const HutchSeedConfig
     GString *s = g_string_new("");
     for (guint i = 0; i < config->mounts->len; i++) {
       const HutchSeedMount *m = g_ptr_array_index(config->mounts, i);
-      gboolean ninep = strcmp(m->fstype, "9p") == 0;
       /* ro in the guest is a courtesy only: the guest user has sudo, the host enforces it. */
-      g_string_append_printf(s, "%s %s %s %sdefaults,nofail%s 0 0\n", m->tag, m->guest_path,
-                             m->fstype, ninep ? "trans=virtio,version=9p2000.L," : "",
+      g_string_append_printf(s, "%s %s virtiofs defaults,nofail%s 0 0\n", m->tag, m->guest_path,
                              m->readonly ? ",ro" : "");
     }
     add_file(files, g_strdup(GUEST_MOUNTS), g_string_free(s, FALSE), "0644");
@@ -505,6 +503,23 @@ static char *build_user_data(const HutchProfile *profile, const HutchSeedConfig 
   y_kv(&y, "ed25519_public", config->host_key_public);
   y_map_end(&y);
 
+  /* The user's own group with the gid the host maps shares to: useradd would give it the
+   * uid's number only when that is free, and cloud-init's `groups:` takes no gid. bootcmd
+   * runs before users-groups (at every boot: a group that exists is left alone); a gid that
+   * is taken falls back to useradd's choice rather than leaving the guest without a user. */
+  g_autofree char *gid_text = g_strdup_printf("%u", config->user_gid);
+  y_str(&y, "bootcmd");
+  y_seq(&y, FALSE);
+  y_seq(&y, TRUE);
+  y_str(&y, "sh");
+  y_str(&y, "-c");
+  y_str(&y, "getent group \"$1\" >/dev/null || groupadd -g \"$2\" \"$1\" || groupadd \"$1\"");
+  y_str(&y, "hutch-user-group");
+  y_str(&y, config->user_name);
+  y_str(&y, gid_text);
+  y_seq_end(&y);
+  y_seq_end(&y);
+
   /* `users:` without "default" creates exactly this one account. */
   y_str(&y, "users");
   y_seq(&y, FALSE);
@@ -512,6 +527,7 @@ static char *build_user_data(const HutchProfile *profile, const HutchSeedConfig 
   y_kv(&y, "name", config->user_name);
   y_str(&y, "uid");
   y_uint(&y, config->user_uid);
+  y_kv(&y, "primary_group", config->user_name);
   if (profile->user_shell)
     y_kv(&y, "shell", profile->user_shell);
   y_kv_bool(&y, "lock_passwd", TRUE);

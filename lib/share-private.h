@@ -2,9 +2,9 @@
  *
  * hutch runs virtiofsd itself rather than through libvirt: libvirt 9.0 refuses virtiofs in
  * session mode and refuses <readonly/> on virtiofs, but accepts <source socket='S'/> for a
- * virtiofsd started by someone else. Writable shares are virtiofs. Read-only shares are
- * virtiofs with `--readonly` when the virtiofsd found has it (the Rust one), else 9p with
- * <readonly/>, which QEMU enforces: the guest's own `ro` mount option is never relied on (the
+ * virtiofsd started by someone else. Every share is virtiofs. A read-only share is enforced
+ * on the host: by `--readonly` in the Rust virtiofsd, by a read-only bind mount in virtiofsd's
+ * own mount namespace for the C one; the guest's own `ro` mount option is never relied on (the
  * guest user has sudo).
  *
  * Ownership, as an unprivileged host user: virtiofsd runs as root of a user namespace whose
@@ -42,9 +42,6 @@ HutchVirtiofsd *hutch_virtiofsd_find(GError **error);
 void hutch_virtiofsd_free(HutchVirtiofsd *virtiofsd);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(HutchVirtiofsd, hutch_virtiofsd_free)
 
-typedef enum { HUTCH_SHARE_VIRTIOFS, HUTCH_SHARE_9P, HUTCH_SHARE_MODE_N } HutchShareMode;
-const char *hutch_share_mode_to_string(HutchShareMode mode); /* "virtiofs", "9p" */
-
 /* File names inside the instance's runtime directory; %u is the share's index. */
 #define HUTCH_VIRTIOFS_SOCKET "virtiofs-%u.sock"
 #define HUTCH_VIRTIOFS_PID "virtiofs-%u.pid"
@@ -59,10 +56,8 @@ typedef struct {
   char *host_dir;   /* absolute, "~" expanded, symlinks resolved */
   char *guest_path; /* absolute, "~" expanded to the guest user's home */
   char *tag;        /* "hutchfs<index>" */
-  HutchShareMode mode;
-  gboolean readonly; /* the guest cannot write (enforced by virtiofsd or QEMU) */
+  gboolean readonly; /* the guest cannot write (enforced on the host, see above) */
   gboolean create;   /* host_dir may be missing: hutch_share_start creates it 0700 */
-  /* virtiofs only (NULL for 9p): */
   char *socket;    /* runtime_dir/virtiofs-N.sock */
   char *pidfile;   /* runtime_dir/virtiofs-N.pid */
   char *logfile;   /* runtime_dir/virtiofs-N.log: virtiofsd's stderr */

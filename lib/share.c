@@ -37,12 +37,6 @@ extern char **environ;
 #define NS_ID_COUNT 65536u
 #define START_TIMEOUT_S 10
 
-static const char *const mode_names[HUTCH_SHARE_MODE_N] = {"virtiofs", "9p"};
-
-const char *hutch_share_mode_to_string(HutchShareMode mode) {
-  return mode < HUTCH_SHARE_MODE_N ? mode_names[mode] : "unknown";
-}
-
 /* g_strv_builder_take is GLib 2.80; Debian 12 has 2.74. */
 static void builder_take(GStrvBuilder *builder, char *text) {
   g_strv_builder_add(builder, text);
@@ -250,7 +244,6 @@ static HutchSharePlanEntry *plan_entry(const HutchShare *share, guint index,
     g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_HELPER, "%s", virtiofsd_error->message);
     return NULL;
   }
-  entry->mode = HUTCH_SHARE_VIRTIOFS;
   entry->virtiofsd = g_strdup(virtiofsd->path);
   entry->virtiofsd_kind = virtiofsd->kind;
   g_autofree char *socket = g_strdup_printf(HUTCH_VIRTIOFS_SOCKET, index);
@@ -435,13 +428,7 @@ GPtrArray *hutch_share_plan_domain_fs(GPtrArray *plan) {
     const HutchSharePlanEntry *entry = g_ptr_array_index(plan, i);
     HutchDomainFs *fs = g_new0(HutchDomainFs, 1);
     fs->tag = g_strdup(entry->tag);
-    if (entry->mode == HUTCH_SHARE_9P) {
-      fs->source_dir = g_strdup(entry->host_dir);
-      fs->readonly = entry->readonly;
-    } else {
-      /* virtiofsd enforces read-only itself (--readonly) */
-      fs->socket = g_strdup(entry->socket);
-    }
+    fs->socket = g_strdup(entry->socket);
     g_ptr_array_add(out, fs);
   }
   return out;
@@ -454,7 +441,6 @@ GPtrArray *hutch_share_plan_seed_mounts(GPtrArray *plan) {
     HutchSeedMount *mount = g_new0(HutchSeedMount, 1);
     mount->tag = entry->tag;
     mount->guest_path = entry->guest_path;
-    mount->fstype = hutch_share_mode_to_string(entry->mode);
     mount->readonly = entry->readonly;
     g_ptr_array_add(out, mount);
   }
@@ -1012,14 +998,11 @@ gboolean hutch_share_start(GPtrArray *plan, guint guest_uid, guint guest_gid, GE
   }
   for (guint i = 0; i < plan->len; i++) {
     const HutchSharePlanEntry *entry = g_ptr_array_index(plan, i);
-    if (entry->mode != HUTCH_SHARE_VIRTIOFS)
-      continue;
     if (!start_one(entry, unprivileged, guest_uid, guest_gid, error)) {
       g_prefix_error(error, "share %s: ", entry->host_dir);
       for (guint j = 0; j < i; j++) {
         const HutchSharePlanEntry *started = g_ptr_array_index(plan, j);
-        if (started->mode == HUTCH_SHARE_VIRTIOFS)
-          stop_entry(started);
+        stop_entry(started);
       }
       return FALSE;
     }

@@ -8,6 +8,8 @@
  * folders live on the host and are not part of a snapshot. */
 #include "config.h"
 
+#include <errno.h>
+#include <glib/gstdio.h>
 #include <libxml/tree.h>
 
 #include "instance-private.h"
@@ -80,6 +82,44 @@ static gboolean start_again(HutchContext *ctx, const char *name, GError **error)
   return hutch_instance_start(ctx, name, TRUE, error);
 }
 
+/* The provisioned stamp lives in the instance directory, outside the snapshot: the domain's
+ * metadata says whether it existed when the snapshot was taken, and the snapshot keeps that
+ * definition. */
+static gboolean record_provisioned(HutchInstance *instance, GError **error) {
+  g_autofree char *stamp =
+      g_build_filename(instance->meta->instance_dir, HUTCH_INSTANCE_PROVISIONED, NULL);
+  return hutch_instance_set_meta(instance->domain, "provisioned",
+                                 g_file_test(stamp, G_FILE_TEST_EXISTS) ? "yes" : "no", error);
+}
+
+/* The stamp as the snapshot says: after a revert to a snapshot of a VM whose first boot had
+ * not finished, the next start is a first boot again (its provisioning report, the wait for
+ * cloud-init); a revert to a provisioned one puts the stamp back. A snapshot from before
+ * hutch recorded it leaves the stamp alone. */
+static gboolean restore_provisioned(HutchContext *ctx, const char *name, GError **error) {
+  g_autoptr(HutchInstance) reverted = hutch_instance_lookup(ctx, name, error);
+  if (!reverted)
+    return FALSE;
+  if (reverted->meta->provisioned < 0)
+    return TRUE;
+  if (reverted->meta->provisioned == 1) {
+    g_autofree char *stamp =
+        g_build_filename(reverted->meta->instance_dir, HUTCH_INSTANCE_PROVISIONED, NULL);
+    return g_file_test(stamp, G_FILE_TEST_EXISTS) || hutch_write_file(stamp, "", 0, 0600, error);
+  }
+  const char *files[] = {HUTCH_INSTANCE_PROVISIONED, HUTCH_INSTANCE_OPTIONAL_FAILED};
+  for (gsize i = 0; i < G_N_ELEMENTS(files); i++) {
+    g_autofree char *path = g_build_filename(reverted->meta->instance_dir, files[i], NULL);
+    if (g_unlink(path) < 0 && errno != ENOENT) {
+      int saved = errno;
+      g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(saved), "removing %s: %s", path,
+                  g_strerror(saved));
+      return FALSE;
+    }
+  }
+  return TRUE;
+}
+
 static gboolean create_steps(HutchContext *ctx, const char *name, const char *snapshot,
                              const char *description, GError **error) {
   gboolean running = FALSE;
@@ -98,9 +138,13 @@ static gboolean create_steps(HutchContext *ctx, const char *name, const char *sn
 
   hutch_progress_begin(ctx, "snapshot", "saving '%s' of %s", snapshot, name);
   g_autofree char *xml = snapshot_xml(snapshot, description);
-  g_autoptr(virDomainSnapshot) snap = virDomainSnapshotCreateXML(instance->domain, xml, 0);
+  g_autoptr(virDomainSnapshot) snap = NULL;
+  if (record_provisioned(instance, error)) {
+    snap = virDomainSnapshotCreateXML(instance->domain, xml, 0);
+    if (!snap)
+      hutch_set_libvirt_error(error, "taking the snapshot");
+  }
   if (!snap) {
-    hutch_set_libvirt_error(error, "taking the snapshot");
     /* the VM was running before: leave it running even though the snapshot failed */
     g_autoptr(GError) start_error = NULL;
     if (running && !start_again(ctx, name, &start_error))
@@ -136,6 +180,8 @@ static gboolean revert_steps(HutchContext *ctx, const char *name, const char *sn
     hutch_set_libvirt_error(error, "reverting");
     return FALSE;
   }
+  if (!restore_provisioned(ctx, name, error))
+    return FALSE;
   hutch_progress_end(ctx, "revert", "to '%s'", snapshot);
   return !running || start_again(ctx, name, error);
 }

@@ -9,8 +9,11 @@
 # load= lists the 1-minute load average read just before each timed run. The same figures,
 # every sample included, go to $BENCH_OUT/<benchmark>.json.
 #
-# Like tests/e2e, instances live in a private XDG tree removed at the end; the image cache
-# ($XDG_CACHE_HOME) is the user's own. Every VM a benchmark defines is removed by a trap.
+# Like tests/e2e, instances live in a private XDG tree removed at the end, runtime directory
+# included, with a libvirt session daemon of the benchmark's own that is stopped at the end
+# (tests/libvirt-session.sh: a daemon with the benchmark's config tree serving the user's
+# socket hid the user's VMs); the image cache ($XDG_CACHE_HOME) is the user's own. Every VM a
+# benchmark defines is removed by a trap.
 
 set -uo pipefail
 
@@ -19,7 +22,6 @@ BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 HUTCH_SOURCE_DIR=${HUTCH_SOURCE_DIR:-$(cd "$BENCH_DIR/../.." && pwd)}
 export LIBVIRT_DEFAULT_URI=qemu:///session
 export HUTCH_ACCEL=${HUTCH_ACCEL:-tcg}
-export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/run/user/$(id -u)}
 export XDG_CACHE_HOME=${XDG_CACHE_HOME:-$HOME/.cache}
 BENCH_OUT=${BENCH_OUT:-${TMPDIR:-/tmp}/hutch-bench}
 # Before each timed run: wait until the 1-minute load average is below BENCH_LOAD_MAX or
@@ -32,6 +34,9 @@ BENCH_TMP=$(mktemp -d "${TMPDIR:-/tmp}/hutch-bench.XXXXXX")
 chmod 700 "$BENCH_TMP"
 export XDG_DATA_HOME=$BENCH_TMP/data XDG_CONFIG_HOME=$BENCH_TMP/config
 mkdir -p "$XDG_DATA_HOME" "$XDG_CONFIG_HOME" "$BENCH_OUT"
+# shellcheck source=tests/libvirt-session.sh
+. "$HUTCH_SOURCE_DIR/tests/libvirt-session.sh"
+private_session_begin || { echo "# cannot make a private XDG_RUNTIME_DIR" >&2; exit 1; }
 
 BENCH_NAME=${BENCH_NAME:-$(basename "$0" .sh)}
 BENCH_VMS=()      # hutch instances to delete
@@ -57,6 +62,7 @@ bench_cleanup() {
     virsh destroy "$vm" >/dev/null 2>&1
     virsh undefine --nvram "$vm" >/dev/null 2>&1 || virsh undefine "$vm" >/dev/null 2>&1
   done
+  private_session_end
   rm -rf "$BENCH_TMP"
 }
 trap bench_cleanup EXIT

@@ -1,9 +1,11 @@
 # tests/e2e/lib.sh: what the end-to-end suites share. Source it; it speaks TAP.
 #
 # Each suite runs the real hutch binary ($HUTCH, set by meson) against a real libvirt on
-# qemu:///session. Instances, configuration and keys live in a private temporary XDG tree
-# that is removed at the end; the image cache ($XDG_CACHE_HOME) is the user's own, so the
-# test guest is built once and shared between suites and runs.
+# qemu:///session. Instances, configuration, keys and the runtime directory live in a private
+# temporary XDG tree that is removed at the end, and so does the libvirt session daemon the
+# suite starts (tests/libvirt-session.sh: it never serves the user's socket); the image cache
+# ($XDG_CACHE_HOME) is the user's own, so the test guest is built once and shared between
+# suites and runs.
 #
 # A suite that cannot get libvirt fails (CI must never pass without it). Only a developer may
 # allow skipping, with HUTCH_ALLOW_SKIP=1, and the skip says why.
@@ -16,16 +18,16 @@ export LIBVIRT_DEFAULT_URI=qemu:///session
 # ip(8) is in /usr/sbin, which an ordinary user's PATH (and tests/run's) leaves out.
 export PATH=$PATH:/usr/sbin:/sbin
 export HUTCH_ACCEL=tcg   # /dev/kvm here is kvm_pvm, on which stock guest kernels hang
-export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/run/user/$(id -u)}
 
 # The image cache stays the user's own even when a suite moves HOME.
 export XDG_CACHE_HOME=${XDG_CACHE_HOME:-$HOME/.cache}
 
 E2E_TMP=$(mktemp -d "${TMPDIR:-/tmp}/hutch-e2e.XXXXXX")
 export XDG_DATA_HOME=$E2E_TMP/data XDG_CONFIG_HOME=$E2E_TMP/config
-# Runtime paths hold unix sockets (108-byte limit): keep them short.
-export XDG_RUNTIME_DIR_ORIG=$XDG_RUNTIME_DIR
 mkdir -p "$XDG_DATA_HOME" "$XDG_CONFIG_HOME"
+# shellcheck source=tests/libvirt-session.sh
+. "$HUTCH_SOURCE_DIR/tests/libvirt-session.sh"
+private_session_begin || { echo "Bail out! cannot make a private XDG_RUNTIME_DIR"; exit 1; }
 
 tap_count=0
 tap_failed=0
@@ -79,6 +81,7 @@ e2e_cleanup() {
       { virsh -c qemu:///session destroy "$vm" >/dev/null 2>&1;
         virsh -c qemu:///session undefine --snapshots-metadata "$vm" >/dev/null 2>&1; }
   done
+  private_session_end
   rm -rf "$E2E_TMP"
 }
 trap e2e_cleanup EXIT

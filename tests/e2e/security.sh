@@ -83,6 +83,11 @@ if [ "$out" = "from the host" ]; then ok "a file made on the host appears in the
 check "the guest user writes to the share" in_guest sh -c 'echo from-guest > ~/Shared/guest-file'
 if [ "$(cat "$HOME/VM-Shared/guest-file" 2>&1)" = from-guest ]; then ok "a file made in the guest appears on the host"; else not_ok "guest file on host"; fi
 if [ "$(stat -c %u "$HOME/VM-Shared/guest-file")" = "$(id -u)" ]; then ok "the guest user's file belongs to the host user"; else not_ok "owner of the guest's file: $(stat -c %u "$HOME/VM-Shared/guest-file")"; fi
+if [ "$(stat -c %g "$HOME/VM-Shared/guest-file")" = "$(id -g)" ]; then ok "and to the host user's group"; else not_ok "group of the guest's file: $(stat -c %g "$HOME/VM-Shared/guest-file")"; fi
+# the seed makes the guest user's own group with the gid shares are mapped to (user.gid,
+# default the uid), named like the user
+out=$(in_guest sh -c 'echo "$(id -u) $(id -g) $(id -un) $(id -gn)"' 2>&1)
+if [ "$out" = "$(id -u) $(id -u) $(id -un) $(id -un)" ]; then ok "the guest user's primary group is its own, with the uid's number"; else not_ok "guest user and group (uid gid user group): $out"; fi
 in_guest sh -c 'cd ~/Shared && nohup setsid python3 -m http.server 8777 >/dev/null 2>&1 </dev/null &'
 # an undeclared guest port: one that is free on the host too, so that only a forward could
 # make it answer there

@@ -13,6 +13,7 @@ typedef struct {
   char *root;
   char *bin;
   char *runtime;
+  char *instances;
   HutchDoctorEnv env;
 } Fake;
 
@@ -31,6 +32,7 @@ static Fake *fake_new(void) {
   g_assert_nonnull(f->root);
   f->bin = g_build_filename(f->root, "bin", NULL);
   f->runtime = g_build_filename(f->root, "run", NULL);
+  f->instances = g_build_filename(f->root, "data", "hutch", "instances", NULL);
   g_assert_cmpint(g_mkdir_with_parents(f->runtime, 0700), ==, 0);
   const char *programs[] = {"qemu-system-x86_64", "passt",      "newuidmap",
                             "newgidmap",          "mmdebstrap", NULL};
@@ -53,6 +55,8 @@ static Fake *fake_new(void) {
       .uid = 1234,
       .min_free = 0,
       .nofile_hard = 524288,
+      .instances_dir = f->instances,
+      .config_dir = "/home/me/.config",
   };
   return f;
 }
@@ -62,6 +66,7 @@ static void fake_free(Fake *f) {
   g_free(f->root);
   g_free(f->bin);
   g_free(f->runtime);
+  g_free(f->instances);
   g_free(f);
 }
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(Fake, fake_free)
@@ -276,6 +281,55 @@ static void test_libvirt(void) {
   assert_check(r2, "libvirt", FALSE, "error", "libvirt unreachable");
 }
 
+static const char *fix_of(JsonArray *results, const char *check) {
+  return json_object_get_string_member(result(results, check), "fix");
+}
+
+/* VMs that vanished from view: their directories are there, their domains are not, because
+ * a session daemon with another config tree serves the socket (a bench run kept the user's
+ * XDG_RUNTIME_DIR but had its own XDG_CONFIG_HOME). */
+static void test_instances(void) {
+  g_autoptr(Fake) f = fake_new();
+  g_autoptr(HutchContext) ctx = hutch_context_new("test:///default", NULL);
+  g_autoptr(JsonArray) r1 = hutch_doctor_run(ctx, &f->env);
+  assert_shape(r1);
+  assert_check(r1, "instances", TRUE, "info", "every instance directory");
+
+  g_autofree char *ghost = g_build_filename(f->instances, "dev", NULL);
+  g_assert_cmpint(g_mkdir_with_parents(ghost, 0700), ==, 0);
+  g_autoptr(JsonArray) r2 = hutch_doctor_run(ctx, &f->env);
+  assert_shape(r2);
+  assert_check(r2, "instances", FALSE, "warning", "1 VM whose files are in");
+  assert_check(r2, "instances", FALSE, "warning", ": dev");
+  /* the daemon cannot be asked: the likely cause, and how to see it */
+  g_assert_nonnull(strstr(fix_of(r2, "instances"), "another XDG_CONFIG_HOME"));
+  g_assert_nonnull(strstr(fix_of(r2, "instances"), "virsh -c test:///default list --all"));
+
+  /* the daemon's pid file and environment say it keeps another config tree */
+  put(f->runtime, "libvirt/libvirtd.pid", "4242\n", 0644);
+  put(f->root, "proc/4242/environ", "", 0644);
+  g_autofree char *environ_path = g_build_filename(f->root, "proc/4242/environ", NULL);
+  const char env_bytes[] = "HOME=/home/me\0XDG_CONFIG_HOME=/tmp/hutch-bench.X/config\0PATH=/bin";
+  g_assert_true(g_file_set_contents(environ_path, env_bytes, sizeof(env_bytes), NULL));
+  g_autoptr(JsonArray) r3 = hutch_doctor_run(ctx, &f->env);
+  assert_shape(r3);
+  const char *fix3 = fix_of(r3, "instances");
+  g_assert_nonnull(strstr(fix3, "pid 4242"));
+  g_assert_nonnull(strstr(fix3, "XDG_CONFIG_HOME=/tmp/hutch-bench.X/config, not /home/me/.config"));
+  g_assert_nonnull(strstr(fix3, "kill 4242"));
+
+  /* no missing VM, but the same daemon: still a warning (the user's VMs are not shown) */
+  g_assert_cmpint(g_rmdir(ghost), ==, 0);
+  g_autoptr(JsonArray) r4 = hutch_doctor_run(ctx, &f->env);
+  assert_check(r4, "instances", FALSE, "warning", "keeps its domains under");
+
+  /* a daemon of this user's own tree (HOME/.config, no XDG_CONFIG_HOME) is fine */
+  const char own[] = "HOME=/home/me\0PATH=/bin";
+  g_assert_true(g_file_set_contents(environ_path, own, sizeof(own), NULL));
+  g_autoptr(JsonArray) r5 = hutch_doctor_run(ctx, &f->env);
+  assert_check(r5, "instances", TRUE, "info", NULL);
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   hutch_init();
@@ -286,5 +340,6 @@ int main(int argc, char **argv) {
   g_test_add_func("/doctor/subids", test_subids);
   g_test_add_func("/doctor/runtime-dir-and-space", test_runtime_dir_and_space);
   g_test_add_func("/doctor/libvirt", test_libvirt);
+  g_test_add_func("/doctor/instances", test_instances);
   return g_test_run();
 }

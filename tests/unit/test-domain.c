@@ -30,13 +30,10 @@ static void shape_free(Shape *shape) {
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(Shape, shape_free)
 
-static HutchDomainFs *fs_new(const char *tag, const char *socket, const char *dir,
-                             gboolean readonly) {
+static HutchDomainFs *fs_new(const char *tag, const char *socket) {
   HutchDomainFs *fs = g_new0(HutchDomainFs, 1);
   fs->tag = g_strdup(tag);
   fs->socket = g_strdup(socket);
-  fs->source_dir = g_strdup(dir);
-  fs->readonly = readonly;
   return fs;
 }
 
@@ -81,9 +78,9 @@ static Shape *shape_new(const char *which) {
     s = shape_base("shares", "0b9c1d2e-3f40-4152-8637-48596a7b8c9d", "kvm");
     s->filesystems = g_ptr_array_new_with_free_func((GDestroyNotify)hutch_domain_fs_free);
     g_ptr_array_add(s->filesystems,
-                    fs_new("hutch-share0", "/run/user/1000/hutch/x/virtiofs0.sock", NULL,
-                           FALSE));
-    g_ptr_array_add(s->filesystems, fs_new("hutch-share1", NULL, "/home/dev/docs", TRUE));
+                    fs_new("hutch-share0", "/run/user/1000/hutch/x/virtiofs0.sock"));
+    g_ptr_array_add(s->filesystems,
+                    fs_new("hutch-share1", "/run/user/1000/hutch/x/virtiofs1.sock"));
     s->config.filesystems = s->filesystems;
   } else if (strcmp(which, "ports") == 0) {
     s = shape_base("ports", "6a1b2c3d-4e5f-4061-9273-8495a6b7c8d9", "kvm");
@@ -228,17 +225,23 @@ static const char *const minimal_own[] = {
 };
 
 static const char *const shares_checks[] = {
-    "/domain/memoryBacking/source/@type", "memfd",
-    "/domain/memoryBacking/access/@mode", "shared",
-    "count(/domain/devices/filesystem)", "2",
-    "/domain/devices/filesystem[target/@dir='hutch-share0']/driver/@type", "virtiofs",
-    "/domain/devices/filesystem[target/@dir='hutch-share0']/driver/@queue", "1024",
+    "/domain/memoryBacking/source/@type",
+    "memfd",
+    "/domain/memoryBacking/access/@mode",
+    "shared",
+    "count(/domain/devices/filesystem)",
+    "2",
+    "/domain/devices/filesystem[target/@dir='hutch-share0']/driver/@type",
+    "virtiofs",
+    "/domain/devices/filesystem[target/@dir='hutch-share0']/driver/@queue",
+    "1024",
     "/domain/devices/filesystem[target/@dir='hutch-share0']/source/@socket",
     "/run/user/1000/hutch/x/virtiofs0.sock",
-    "count(/domain/devices/filesystem[target/@dir='hutch-share0']/readonly)", "0",
-    "/domain/devices/filesystem[target/@dir='hutch-share1']/@accessmode", "mapped",
-    "/domain/devices/filesystem[target/@dir='hutch-share1']/source/@dir", "/home/dev/docs",
-    "count(/domain/devices/filesystem[target/@dir='hutch-share1']/readonly)", "1",
+    "/domain/devices/filesystem[target/@dir='hutch-share1']/source/@socket",
+    "/run/user/1000/hutch/x/virtiofs1.sock",
+    /* read-only shares are enforced by virtiofsd on the host, never by the domain */
+    "count(/domain/devices/filesystem/readonly)",
+    "0",
     NULL,
 };
 
@@ -345,20 +348,27 @@ static void test_escaping(void) {
   shape->config.guest_user = "d&v";
   shape->config.profile_name = "p'q\"";
   shape->filesystems = g_ptr_array_new_with_free_func((GDestroyNotify)hutch_domain_fs_free);
-  g_ptr_array_add(shape->filesystems, fs_new("t", NULL, "/srv/it's & <that>", TRUE));
+  g_ptr_array_add(shape->filesystems, fs_new("t", "/srv/it's & <that>.sock"));
   shape->config.filesystems = shape->filesystems;
 
   g_autoptr(GError) error = NULL;
   g_autofree char *xml = hutch_domain_build_xml(shape->profile, &shape->config, &error);
   g_assert_no_error(error);
   const char *const checks[] = {
-      "/domain/devices/disk/source/@file", nasty,
-      "/domain/devices/serial/source/@path", "/tmp/&amp;.log",
-      "/domain/os/kernel", "/tmp/k&'",
-      "/domain/os/cmdline", "root=/dev/vda x=\"a b\" y='&lt;'",
-      "/domain/devices/filesystem/source/@dir", "/srv/it's & <that>",
-      "/domain/metadata/hutch:instance/hutch:instance-dir", nasty,
-      "/domain/metadata/hutch:instance/hutch:user", "d&v",
+      "/domain/devices/disk/source/@file",
+      nasty,
+      "/domain/devices/serial/source/@path",
+      "/tmp/&amp;.log",
+      "/domain/os/kernel",
+      "/tmp/k&'",
+      "/domain/os/cmdline",
+      "root=/dev/vda x=\"a b\" y='&lt;'",
+      "/domain/devices/filesystem/source/@socket",
+      "/srv/it's & <that>.sock",
+      "/domain/metadata/hutch:instance/hutch:instance-dir",
+      nasty,
+      "/domain/metadata/hutch:instance/hutch:user",
+      "d&v",
       NULL,
   };
   assert_xpaths(xml, checks);
@@ -491,18 +501,22 @@ static void add_fs(Shape *s, HutchDomainFs *fs) {
 }
 
 static void edit_fs_dup(Shape *s) {
-  add_fs(s, fs_new("t", "/tmp/a.sock", NULL, FALSE));
-  add_fs(s, fs_new("t", NULL, "/tmp", TRUE));
+  add_fs(s, fs_new("t", "/tmp/a.sock"));
+  add_fs(s, fs_new("t", "/tmp/b.sock"));
 }
 
-static void edit_fs_both(Shape *s) { add_fs(s, fs_new("t", "/tmp/a.sock", "/tmp", FALSE)); }
-static void edit_fs_neither(Shape *s) { add_fs(s, fs_new("t", NULL, NULL, FALSE)); }
-static void edit_fs_ro_virtiofs(Shape *s) { add_fs(s, fs_new("t", "/tmp/a.sock", NULL, TRUE)); }
-static void edit_fs_tag(Shape *s) { add_fs(s, fs_new("a b", NULL, "/tmp", TRUE)); }
-static void edit_fs_relative(Shape *s) { add_fs(s, fs_new("t", NULL, "tmp", TRUE)); }
+static void edit_fs_no_socket(Shape *s) {
+  add_fs(s, fs_new("t", NULL));
+}
+static void edit_fs_tag(Shape *s) {
+  add_fs(s, fs_new("a b", "/tmp/a.sock"));
+}
+static void edit_fs_relative(Shape *s) {
+  add_fs(s, fs_new("t", "tmp/a.sock"));
+}
 
 static void edit_fs_long_tag(Shape *s) {
-  add_fs(s, fs_new("0123456789012345678901234567890123456", NULL, "/tmp", TRUE));
+  add_fs(s, fs_new("0123456789012345678901234567890123456", "/tmp/a.sock"));
 }
 
 static const InvalidCase invalid_cases[] = {
@@ -531,12 +545,10 @@ static const InvalidCase invalid_cases[] = {
     {"mac-missing", edit_no_mac, "invalid MAC address"},
     {"passt-comma", edit_passt_comma, "comma"},
     {"fs-dup", edit_fs_dup, "used twice"},
-    {"fs-both", edit_fs_both, "either"},
-    {"fs-neither", edit_fs_neither, "either"},
-    {"fs-ro-virtiofs", edit_fs_ro_virtiofs, "read-only virtiofs"},
+    {"fs-no-socket", edit_fs_no_socket, "share socket is missing"},
     {"fs-tag", edit_fs_tag, "invalid share tag 'a b'"},
     {"fs-long-tag", edit_fs_long_tag, "invalid share tag"},
-    {"fs-relative", edit_fs_relative, "share directory 'tmp'"},
+    {"fs-relative", edit_fs_relative, "share socket 'tmp/a.sock'"},
 };
 
 static void test_invalid(gconstpointer data) {

@@ -408,6 +408,9 @@ static void assert_nothing_left(const char *url) {
   g_autofree char *url_sum = g_compute_checksum_for_string(G_CHECKSUM_SHA256, url, -1);
   g_autofree char *partial = g_build_filename(images, ".partial", url_sum, NULL);
   g_assert_false(g_file_test(partial, G_FILE_TEST_EXISTS));
+  /* nor its lock, whether the pull worked or not */
+  g_autofree char *lock = g_strconcat(partial, ".lock", NULL);
+  g_assert_false(g_file_test(lock, G_FILE_TEST_EXISTS));
   g_assert_false(dir_has_prefix(images, ".tmp-"));
 }
 
@@ -483,6 +486,47 @@ static void test_pull_wrong_digest(void) {
   g_autofree char *right = hutch_image_url_key(actual, NULL);
   g_autofree char *right_dir = g_build_filename(images, right, NULL);
   g_assert_false(g_file_test(right_dir, G_FILE_TEST_EXISTS));
+  assert_nothing_left(url);
+  server_stop(&s);
+}
+
+typedef struct {
+  const char *url, *digest;
+  char *key;
+} PullJob;
+
+static gpointer pull_thread(gpointer data) {
+  PullJob *job = data;
+  g_autoptr(GError) error = NULL;
+  g_autoptr(HutchContext) ctx = hutch_context_new("test:///default", &error);
+  job->key = hutch_image_pull(ctx, job->url, job->digest, &error);
+  g_assert_no_error(error);
+  return NULL;
+}
+
+/* Pulls of one URL at once: one download, the others find it cached; the lock file that
+ * serialised them is gone (each removes it while holding it, the next locks a new one). */
+static void test_pull_concurrent(void) {
+  Server s = {0};
+  server_start(&s, "srv-concurrent", NULL);
+  g_autofree char *file = g_build_filename(s.root, "same.img", NULL);
+  write_random(file, 2 << 20);
+  g_autofree char *digest = file_digest(file);
+  g_autofree char *url = g_strconcat(s.base, "same.img", NULL);
+  PullJob jobs[4];
+  GThread *threads[G_N_ELEMENTS(jobs)];
+  for (gsize i = 0; i < G_N_ELEMENTS(jobs); i++) {
+    jobs[i] = (PullJob){url, digest, NULL};
+    threads[i] = g_thread_new("pull", pull_thread, &jobs[i]);
+  }
+  for (gsize i = 0; i < G_N_ELEMENTS(jobs); i++) {
+    g_thread_join(threads[i]);
+    g_assert_nonnull(jobs[i].key);
+    assert_cached(jobs[i].key, digest);
+    g_free(jobs[i].key);
+  }
+  g_autoptr(GPtrArray) requests = server_requests(&s);
+  g_assert_cmpuint(requests->len, ==, 1);
   assert_nothing_left(url);
   server_stop(&s);
 }
@@ -990,6 +1034,7 @@ int main(int argc, char **argv) {
   g_test_add_func("/image/pull/ok-then-cache-hit", test_pull_ok_then_cache_hit);
   g_test_add_func("/image/pull/wrong-digest", test_pull_wrong_digest);
   g_test_add_func("/image/pull/resumes", test_pull_resumes);
+  g_test_add_func("/image/pull/concurrent", test_pull_concurrent);
   g_test_add_func("/image/pull/server-ignores-range", test_pull_server_ignores_range);
   g_test_add_func("/image/pull/refuses-backing-file", test_pull_refuses_backing_file);
   g_test_add_func("/image/pull/checksums-and-resolve", test_pull_checksums_and_resolve);

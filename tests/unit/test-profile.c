@@ -46,7 +46,8 @@ static const ErrorCase error_cases[] = {
     {"unknown-key.yaml",
      "2:1: memroy: unknown key (valid keys: base, description, cpus, memory, disk, accel, "
      "boot_timeout, image, user, shares, ports, provision, env)"},
-    {"unknown-nested-key.yaml", "3:3: user.home: unknown key (valid keys: name, uid, sudo, shell)"},
+    {"unknown-nested-key.yaml",
+     "3:3: user.home: unknown key (valid keys: name, uid, gid, sudo, shell)"},
     {"wrong-type.yaml", "3:3: memory: expected a size (e.g. 4GiB), got a mapping"},
     {"list-for-scalar.yaml", "1:8: accel: expected auto, kvm or tcg, got a list"},
     {"null-value.yaml", "1:6: cpus: expected a number from 1 to 256, got no value"},
@@ -135,6 +136,7 @@ static const ErrorCase error_cases[] = {
      "2:9: user.name: 'root' is not a user name (lower-case letters, digits, '_', '-'; not "
      "root)"},
     {"user-uid-zero.yaml", "1:25: user.uid: '0' is out of range (1 to 2147483646)"},
+    {"user-gid-zero.yaml", "1:25: user.gid: '0' is out of range (1 to 2147483646)"},
 };
 
 static void assert_profile_error(const char *path, const char *expected) {
@@ -290,6 +292,7 @@ static void test_defaults(void) {
   g_assert_cmpint(p->image.kind, ==, HUTCH_IMAGE_NONE);
   g_assert_null(p->user_name);
   g_assert_cmpint(p->user_uid, ==, -1);
+  g_assert_cmpint(p->user_gid, ==, -1);
   g_assert_true(p->user_sudo);
   g_assert_cmpstr(p->user_shell, ==, "/bin/bash");
   g_assert_cmpuint(p->shares->len + p->ports->len + p->provision->len + p->env->len, ==, 0);
@@ -703,6 +706,7 @@ static void assert_profiles_equal(const HutchProfile *a, const HutchProfile *b) 
   assert_images_equal(&a->image, &b->image);
   g_assert_cmpstr(a->user_name, ==, b->user_name);
   g_assert_cmpint(a->user_uid, ==, b->user_uid);
+  g_assert_cmpint(a->user_gid, ==, b->user_gid);
   g_assert_cmpint(a->user_sudo, ==, b->user_sudo);
   g_assert_cmpstr(a->user_shell, ==, b->user_shell);
   g_assert_cmpuint(a->shares->len, ==, b->shares->len);
@@ -850,6 +854,20 @@ static void test_image_fallback(void) {
   g_assert_null(r->image.fallback);
 }
 
+/* `profile show --origin`: each value with the file and line it came from through a chain
+ * of three files (the data directory written as DATA, so that the golden file does not
+ * depend on where the tree is). */
+static void test_origins(void) {
+  g_autofree char *path = data_path("inherit", "grandchild.yaml", NULL);
+  g_autoptr(HutchProfile) p = load_ok(path);
+  g_autofree char *text = hutch_profile_to_origins(p);
+  g_autofree char *dir = data_path("inherit", NULL);
+  *strrchr(dir, G_DIR_SEPARATOR) = '\0';
+  g_auto(GStrv) parts = g_strsplit(text, dir, -1);
+  g_autofree char *relative = g_strjoinv("DATA", parts);
+  check_golden(relative, "inherit/grandchild.origins");
+}
+
 /* ---- Shipped profiles ------------------------------------------------------------------- */
 
 static void test_shipped(void) {
@@ -933,6 +951,7 @@ int main(int argc, char **argv) {
   g_test_add_func("/profile/add-share-port", test_add_share_port);
   g_test_add_func("/profile/yaml/round-trip", test_round_trip);
   g_test_add_func("/profile/yaml/golden", test_golden);
+  g_test_add_func("/profile/origins", test_origins);
   g_test_add_func("/profile/shipped", test_shipped);
   g_test_add_func("/profile/image-fallback", test_image_fallback);
   return g_test_run();

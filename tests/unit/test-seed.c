@@ -55,9 +55,9 @@ static HutchProfile *make_profile(void) {
 }
 
 static HutchSeedMount mounts_data[] = {
-    {"hutch0", "/home/dev/Shared", "virtiofs", FALSE},
-    {"hutch1", "/home/dev/reference docs", "9p", TRUE},
-    {"hutch2", "/srv/ro", "9p", TRUE},
+    {"hutch0", "/home/dev/Shared", FALSE},
+    {"hutch1", "/home/dev/reference docs", TRUE},
+    {"hutch2", "/srv/ro", TRUE},
 };
 
 typedef struct {
@@ -75,6 +75,7 @@ static void config_fixture_init(ConfigFixture *f) {
       .hostname = "dev",
       .user_name = "dev",
       .user_uid = 1000,
+      .user_gid = 1001,
       .authorized_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeClientKeyForTests hutch@host",
       .host_key_private = "-----BEGIN OPENSSH PRIVATE KEY-----\n"
                           "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2\n"
@@ -252,6 +253,14 @@ static void test_user_data_structure(void) {
   g_assert_cmpstr(yscalar(ymap(y, user, "name")), ==, "dev");
   g_assert_cmpstr(yscalar(ymap(y, user, "uid")), ==, "1000");
   g_assert_true(yplain(ymap(y, user, "uid")));
+  /* the user's own group has the gid the host maps shares to, made before users-groups */
+  g_assert_cmpstr(yscalar(ymap(y, user, "primary_group")), ==, "dev");
+  yaml_node_t *bootcmd = ymap(y, root, "bootcmd");
+  g_assert_cmpuint(yseq_len(bootcmd), ==, 1);
+  yaml_node_t *group = yseq(y, bootcmd, 0);
+  g_assert_cmpuint(yseq_len(group), ==, 6);
+  g_assert_cmpstr(yscalar(yseq(y, group, 4)), ==, "dev");
+  g_assert_cmpstr(yscalar(yseq(y, group, 5)), ==, "1001");
   g_assert_cmpstr(yscalar(ymap(y, user, "shell")), ==, "/bin/bash");
   g_assert_cmpstr(yscalar(ymap(y, user, "sudo")), ==, "ALL=(ALL) NOPASSWD:ALL");
   g_assert_cmpstr(yscalar(ymap(y, user, "lock_passwd")), ==, "true");
@@ -293,7 +302,7 @@ static void test_user_data_structure(void) {
   g_assert_true(g_str_has_prefix(node, "#!/bin/bash\n# A script step"));
   g_assert_cmpstr(write_file_content(y, "/etc/hutch/fstab"), ==,
                   "hutch0 /home/dev/Shared virtiofs defaults,nofail 0 0\n"
-                  "hutch2 /srv/ro 9p trans=virtio,version=9p2000.L,defaults,nofail,ro 0 0\n");
+                  "hutch2 /srv/ro virtiofs defaults,nofail,ro 0 0\n");
   g_assert_cmpstr(write_file_content(y, "/etc/hutch/provision.conf"), ==,
                   "# Written by hutch: read by /usr/local/lib/hutch/hutch-provision.\n"
                   "HUTCH_USER='dev'\nHUTCH_READY_CHANNEL='org.hutch.ready.0'\n");
@@ -497,6 +506,9 @@ static void test_invalid_input(void) {
   c = f.config;
   c.user_uid = 0;
   expect_build_error(good, &c, HUTCH_ERROR_USAGE, "user id");
+  c = f.config;
+  c.user_gid = 0;
+  expect_build_error(good, &c, HUTCH_ERROR_USAGE, "group id");
   c = f.config;
   c.hostname = "bad host";
   expect_build_error(good, &c, HUTCH_ERROR_USAGE, "host name");
@@ -814,10 +826,9 @@ static void test_runner_optional_failure(gconstpointer data) {
               0755);
   g_autofree char *share = guest_path(g, "home/dev/projects/Shared");
   g_autofree char *broken = guest_path(g, "mnt/broken");
-  g_autofree char *fstab =
-      g_strdup_printf("hutch0 %s virtiofs defaults,nofail 0 0\n"
-                      "hutch1 %s 9p trans=virtio,version=9p2000.L,defaults,nofail,ro 0 0\n",
-                      share, broken);
+  g_autofree char *fstab = g_strdup_printf("hutch0 %s virtiofs defaults,nofail 0 0\n"
+                                           "hutch1 %s virtiofs defaults,nofail,ro 0 0\n",
+                                           share, broken);
   guest_write(g, "etc/hutch/fstab", fstab, 0644);
 
   g_assert_cmpint(guest_run(g, "usr/local/lib/hutch/hutch-provision", "run"), ==, 0);

@@ -110,9 +110,6 @@ static void test_plan(void) {
   g_autofree char *new_abs = g_build_filename(s->home, "new", "sub", NULL);
   const char *hosts[] = {proj_abs, ro_abs, new_abs, proj_abs};
   const char *guests[] = {"/home/dev/Shared", "/opt/ro", "/home/dev/y", "/srv/again"};
-  /* read-only shares are virtiofs too (enforced on the host), never 9p */
-  const HutchShareMode modes[] = {HUTCH_SHARE_VIRTIOFS, HUTCH_SHARE_VIRTIOFS, HUTCH_SHARE_VIRTIOFS,
-                                  HUTCH_SHARE_VIRTIOFS};
   for (guint i = 0; i < plan->len; i++) {
     const HutchSharePlanEntry *e = entry_at(plan, i);
     g_autofree char *tag = g_strdup_printf("hutchfs%u", i);
@@ -120,21 +117,15 @@ static void test_plan(void) {
     g_assert_cmpstr(e->tag, ==, tag);
     g_assert_cmpstr(e->host_dir, ==, hosts[i]);
     g_assert_cmpstr(e->guest_path, ==, guests[i]);
-    g_assert_cmpint(e->mode, ==, modes[i]);
     g_assert_cmpint(e->readonly, ==, i == 1);
-    if (e->mode == HUTCH_SHARE_VIRTIOFS) {
-      g_autofree char *sock = g_strdup_printf("%s/virtiofs-%u.sock", s->runtime, i);
-      g_autofree char *pid = g_strdup_printf("%s/virtiofs-%u.pid", s->runtime, i);
-      g_autofree char *log = g_strdup_printf("%s/virtiofs-%u.log", s->runtime, i);
-      g_assert_cmpstr(e->socket, ==, sock);
-      g_assert_cmpstr(e->pidfile, ==, pid);
-      g_assert_cmpstr(e->logfile, ==, log);
-      g_assert_cmpstr(e->virtiofsd, ==, c_virtiofsd.path);
-    } else {
-      g_assert_null(e->socket);
-      g_assert_null(e->pidfile);
-      g_assert_null(e->virtiofsd);
-    }
+    /* read-only shares are virtiofs too, enforced on the host */
+    g_autofree char *sock = g_strdup_printf("%s/virtiofs-%u.sock", s->runtime, i);
+    g_autofree char *pid = g_strdup_printf("%s/virtiofs-%u.pid", s->runtime, i);
+    g_autofree char *log = g_strdup_printf("%s/virtiofs-%u.log", s->runtime, i);
+    g_assert_cmpstr(e->socket, ==, sock);
+    g_assert_cmpstr(e->pidfile, ==, pid);
+    g_assert_cmpstr(e->logfile, ==, log);
+    g_assert_cmpstr(e->virtiofsd, ==, c_virtiofsd.path);
   }
   g_assert_true(entry_at(plan, 2)->create);
   /* planning creates nothing: create: true happens at start */
@@ -156,22 +147,15 @@ static void test_plan(void) {
   const HutchDomainFs *fs0 = g_ptr_array_index(fs, 0), *fs1 = g_ptr_array_index(fs, 1);
   g_assert_cmpstr(fs0->tag, ==, "hutchfs0");
   g_assert_cmpstr(fs0->socket, ==, entry_at(plan, 0)->socket);
-  g_assert_null(fs0->source_dir);
-  g_assert_false(fs0->readonly);
   g_assert_cmpstr(fs1->tag, ==, "hutchfs1");
   g_assert_cmpstr(fs1->socket, ==, entry_at(plan, 1)->socket);
-  g_assert_null(fs1->source_dir);
-  /* virtiofsd enforces it; the domain has no <readonly/> for virtiofs */
-  g_assert_false(fs1->readonly);
 
   g_autoptr(GPtrArray) mounts = hutch_share_plan_seed_mounts(plan);
   g_assert_cmpuint(mounts->len, ==, 4);
   const HutchSeedMount *m0 = g_ptr_array_index(mounts, 0), *m1 = g_ptr_array_index(mounts, 1);
   g_assert_cmpstr(m0->tag, ==, "hutchfs0");
   g_assert_cmpstr(m0->guest_path, ==, "/home/dev/Shared");
-  g_assert_cmpstr(m0->fstype, ==, "virtiofs");
   g_assert_false(m0->readonly);
-  g_assert_cmpstr(m1->fstype, ==, "virtiofs");
   g_assert_true(m1->readonly);
 }
 
@@ -184,13 +168,11 @@ static void test_plan_rust_readonly(void) {
       hutch_share_plan(profile, &rust_virtiofsd, s->runtime, s->home, "/home/dev", &error);
   g_assert_no_error(error);
   const HutchSharePlanEntry *e = entry_at(plan, 0);
-  g_assert_cmpint(e->mode, ==, HUTCH_SHARE_VIRTIOFS);
   g_assert_true(e->readonly);
   g_assert_cmpint(e->virtiofsd_kind, ==, HUTCH_VIRTIOFSD_RUST);
-  /* virtiofsd enforces it: the domain entry must not carry <readonly/> (libvirt refuses) */
+  /* virtiofsd enforces it: the domain entry has no read-only flag (libvirt refuses one) */
   g_autoptr(GPtrArray) fs = hutch_share_plan_domain_fs(plan);
   const HutchDomainFs *fs0 = g_ptr_array_index(fs, 0);
-  g_assert_false(fs0->readonly);
   g_assert_nonnull(fs0->socket);
   g_autoptr(GPtrArray) mounts = hutch_share_plan_seed_mounts(plan);
   g_assert_true(((HutchSeedMount *)g_ptr_array_index(mounts, 0))->readonly);
@@ -608,8 +590,6 @@ static void test_start_stop(void) {
   pid_t pids[3] = {0};
   for (guint i = 0; i < plan->len; i++) {
     const HutchSharePlanEntry *e = entry_at(plan, i);
-    if (e->mode != HUTCH_SHARE_VIRTIOFS)
-      continue;
     g_assert_true(is_socket(e->socket));
     pids[i] = read_pid(e->pidfile);
     g_autofree char *comm = proc_text(pids[i], "comm");
@@ -689,8 +669,6 @@ static void test_start_stop(void) {
   g_assert_true(wait_gone(pids[0]));
   for (guint i = 0; i < plan->len; i++) {
     const HutchSharePlanEntry *e = entry_at(plan, i);
-    if (e->mode != HUTCH_SHARE_VIRTIOFS)
-      continue;
     g_assert_false(g_file_test(e->socket, G_FILE_TEST_EXISTS));
     g_assert_false(g_file_test(e->pidfile, G_FILE_TEST_EXISTS));
     g_assert_false(g_file_test(e->root, G_FILE_TEST_EXISTS));

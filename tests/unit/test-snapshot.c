@@ -2,7 +2,10 @@
  * driver (the running case, which stops and starts the VM, is in tests/e2e/snapshot.sh). */
 #include "config.h"
 
+#include <glib/gstdio.h>
+
 #include "context-private.h"
+#include "instance-private.h"
 #include "util-private.h"
 
 static const char domain_xml[] =
@@ -114,10 +117,84 @@ static void test_errors(void) {
   g_assert_error(list_error, HUTCH_ERROR, HUTCH_ERROR_NOT_HUTCH);
 }
 
+static gboolean stamp_exists(const char *dir) {
+  g_autofree char *stamp = g_build_filename(dir, HUTCH_INSTANCE_PROVISIONED, NULL);
+  return g_file_test(stamp, G_FILE_TEST_EXISTS);
+}
+
+static void set_stamp(const char *dir, gboolean on) {
+  g_autofree char *stamp = g_build_filename(dir, HUTCH_INSTANCE_PROVISIONED, NULL);
+  if (on)
+    g_assert_true(g_file_set_contents(stamp, "", 0, NULL));
+  else
+    g_unlink(stamp);
+}
+
+/* A snapshot taken before the first boot finished brings back a first boot: the provisioned
+ * stamp (outside the snapshot, in the instance directory) goes with a revert to it. */
+static void test_revert_provisioned(void) {
+  g_autoptr(GError) error = NULL;
+  g_autofree char *dir = g_dir_make_tmp("hutch-snapshot-XXXXXX", &error);
+  g_assert_no_error(error);
+  g_autofree char *xml = g_strdup_printf(
+      "<domain type='test'><name>stamped</name><memory unit='MiB'>256</memory>"
+      "<os><type>hvm</type></os>"
+      "<metadata><hutch:instance xmlns:hutch='https://hutch.dev/xmlns/instance/1'>"
+      "<hutch:profile>p</hutch:profile><hutch:ssh-port>0</hutch:ssh-port>"
+      "<hutch:instance-dir>%s</hutch:instance-dir>"
+      "<hutch:runtime-dir>/nonexistent/r</hutch:runtime-dir><hutch:user>u</hutch:user>"
+      "</hutch:instance></metadata></domain>",
+      dir);
+  g_autoptr(HutchContext) ctx = hutch_context_new("test:///default", &error);
+  virConnectPtr conn = hutch_context_connect(ctx, &error);
+  g_assert_no_error(error);
+  g_autoptr(virDomain) domain = virDomainDefineXML(conn, xml);
+  g_assert_nonnull(domain);
+
+  /* what an older hutch took: nothing recorded */
+  g_autoptr(virDomainSnapshot) old =
+      virDomainSnapshotCreateXML(domain, "<domainsnapshot><name>old</name></domainsnapshot>", 0);
+  g_assert_nonnull(old);
+
+  /* before the first boot finished, then after */
+  g_assert_true(hutch_snapshot_create(ctx, "stamped", "fresh", NULL, &error));
+  g_assert_no_error(error);
+  set_stamp(dir, TRUE);
+  g_autofree char *failed = g_build_filename(dir, HUTCH_INSTANCE_OPTIONAL_FAILED, NULL);
+  g_assert_true(g_file_set_contents(failed, "01 tools 1 E: x\n", -1, NULL));
+  g_assert_true(hutch_snapshot_create(ctx, "stamped", "done", NULL, &error));
+  g_assert_no_error(error);
+
+  g_assert_true(hutch_snapshot_revert(ctx, "stamped", "done", &error));
+  g_assert_no_error(error);
+  g_assert_true(stamp_exists(dir));
+  g_assert_true(hutch_snapshot_revert(ctx, "stamped", "fresh", &error));
+  g_assert_no_error(error);
+  g_assert_false(stamp_exists(dir));
+  g_assert_false(g_file_test(failed, G_FILE_TEST_EXISTS));
+  /* and back to the provisioned disk: the stamp with it */
+  g_assert_true(hutch_snapshot_revert(ctx, "stamped", "done", &error));
+  g_assert_no_error(error);
+  g_assert_true(stamp_exists(dir));
+
+  /* a snapshot from before hutch recorded it (no <provisioned>) leaves the stamp alone */
+  g_assert_true(hutch_snapshot_revert(ctx, "stamped", "old", &error));
+  g_assert_no_error(error);
+  g_assert_true(stamp_exists(dir));
+  set_stamp(dir, FALSE);
+  g_assert_true(hutch_snapshot_revert(ctx, "stamped", "old", &error));
+  g_assert_no_error(error);
+  g_assert_false(stamp_exists(dir));
+
+  virDomainUndefineFlags(domain, VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA);
+  g_assert_true(hutch_rmtree(dir, NULL));
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   hutch_init();
   g_test_add_func("/snapshot/lifecycle", test_lifecycle);
   g_test_add_func("/snapshot/errors", test_errors);
+  g_test_add_func("/snapshot/revert-provisioned", test_revert_provisioned);
   return g_test_run();
 }

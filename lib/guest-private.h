@@ -1,0 +1,23 @@
+/* guest-private.h: OpenSSH's view of the instances (hutch ssh-config --install). */
+#pragma once
+
+#include "context-private.h"
+
+/* $XDG_CONFIG_HOME/hutch/ssh_config: a Host block for each running VM, a comment for each
+ * stopped one. */
+char *hutch_ssh_config_file(void);
+
+/* Rewrites that file when it exists (ssh-config --install made it): called after create,
+ * start, stop and delete. Best effort: a failure is a progress note, never the operation's
+ * error. */
+void hutch_ssh_config_refresh(HutchContext *ctx);
+
+/* `Include "PATH"`, or NULL when OpenSSH could not read PATH back (a '"' or a newline). */
+char *hutch_ssh_include_line(const char *path);
+
+/* ~/.ssh/config's text (NULL: no file) with the include line first, before any Host or Match
+ * line (OpenSSH keeps the first value it reads), other copies of it removed; NULL when it is
+ * there already, above every Host and Match. Pure. */
+char *hutch_ssh_config_text_add(const char *text, const char *include);
+/* The text without the include line; NULL when it has none. Pure. */
+char *hutch_ssh_config_text_remove(const char *text, const char *include);
