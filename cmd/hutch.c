@@ -31,7 +31,9 @@ static const Verb verbs[] = {
      "                      share a host directory (repeatable; default rw)\n"
      "      --port [HOST_IP:]HOST[-END]:GUEST[-END][/tcp|/udp]\n"
      "                      forward a host port to the guest (repeatable; host side\n"
-     "                      binds 127.0.0.1 unless HOST_IP is given)\n"},
+     "                      binds 127.0.0.1 unless HOST_IP is given)\n"
+     "      --no-ports      drop the profile's port forwards (--port adds others): for a\n"
+     "                      second VM from a profile whose ports the first one holds\n"},
     {"delete", verb_delete, "remove a VM, its disk, snapshots and helpers",
      "usage: hutch delete NAME [--force]\n"
      "\n"
@@ -109,7 +111,7 @@ static const Verb verbs[] = {
      "\n"
      "  -p, --profile NAME  profile for a new VM (default: default)\n"
      "  -f, --file FILE     profile file for a new VM\n"
-     "      --cpus N, --memory SIZE, --disk SIZE, --share SPEC, --port SPEC\n"
+     "      --cpus N, --memory SIZE, --disk SIZE, --share SPEC, --port SPEC, --no-ports\n"
      "                      overrides for a new VM (see hutch create --help)\n"
      "      --no-wait       return once the domain runs\n"
      "      --foreground    stay attached: tell systemd (NOTIFY_SOCKET) when the VM is ready,\n"

@@ -91,6 +91,10 @@ HUTCH_PUBLIC gboolean hutch_profile_add_share_spec(HutchProfile *profile, const 
 HUTCH_PUBLIC gboolean hutch_profile_add_port_spec(HutchProfile *profile, const char *spec,
                                                   GError **error);
 
+/* Drops every port forward of the profile (`--no-ports`: a second VM from a profile whose
+ * ports the first one holds); --port specs added afterwards are kept. */
+HUTCH_PUBLIC void hutch_profile_clear_ports(HutchProfile *profile);
+
 /* The fully expanded profile as YAML (what `hutch profile show` prints). */
 HUTCH_PUBLIC char *hutch_profile_to_yaml(const HutchProfile *profile, GError **error);
 

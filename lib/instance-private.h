@@ -45,6 +45,14 @@ char *hutch_instance_runtime_dir(const char *name);
  * (HUTCH_TEXT_LINES), and what is read of the file and kept of a line is bounded. */
 char *hutch_console_tail(const char *path, guint count);
 
+/* Why a VM cannot have its host ports, and the way out: "host ports 127.0.0.1:8000-9000 are
+ * in use by VM 'dev': give this VM other ports with --no-ports --port 3000:3000, or stop
+ * 'dev'". port: the profile's port that is taken, busy_port the host port that could not be
+ * bound, holder the running hutch VM that forwards it (NULL: unknown), name the VM being
+ * created or started, exists whether it exists already (then the way is `hutch edit`). */
+char *hutch_instance_ports_busy_message(const HutchPort *port, guint busy_port, const char *holder,
+                                        const char *name, gboolean exists);
+
 /* TRUE when the domain is running (or paused). */
 gboolean hutch_instance_is_active(HutchInstance *instance);
 

@@ -1,0 +1,306 @@
+/* test-instance.c: what `hutch info` shows of a VM's shares, ports and forwards, and the
+ * message when a VM's host ports are taken (by another hutch VM or anything else), with
+ * `--no-ports` as the way out. hutch domains on libvirt's test driver; the data directory
+ * (instances and their frozen profiles) is a temporary one. */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <glib/gstdio.h>
+
+#include "context-private.h"
+#include "forward-private.h"
+#include "instance-private.h"
+
+static char *data_home; /* $XDG_DATA_HOME for the whole program */
+
+/* Defines hutch domain `name` whose instance directory is $XDG_DATA_HOME/hutch/instances/NAME
+ * holding profile_yaml as its frozen profile; returns the instance directory. */
+static char *define_instance(HutchContext *ctx, const char *name, const char *profile_yaml,
+                             const char *user) {
+  g_autoptr(GError) error = NULL;
+  char *dir = hutch_instance_dir(name);
+  g_assert_true(hutch_mkdir(dir, 0700, &error));
+  g_autofree char *profile = g_build_filename(dir, HUTCH_INSTANCE_PROFILE, NULL);
+  g_assert_true(g_file_set_contents(profile, profile_yaml, -1, NULL));
+  g_autofree char *xml =
+      g_strdup_printf("<domain type='test'><name>%s</name><memory unit='MiB'>256</memory>"
+                      "<os><type>hvm</type></os>"
+                      "<metadata><hutch:instance xmlns:hutch='https://hutch.dev/xmlns/instance/1'>"
+                      "<hutch:profile>p</hutch:profile><hutch:ssh-port>0</hutch:ssh-port>"
+                      "<hutch:instance-dir>%s</hutch:instance-dir>"
+                      "<hutch:runtime-dir>%s/run</hutch:runtime-dir><hutch:user>%s</hutch:user>"
+                      "</hutch:instance></metadata></domain>",
+                      name, dir, dir, user);
+  virConnectPtr conn = hutch_context_connect(ctx, &error);
+  g_assert_no_error(error);
+  g_autoptr(virDomain) dom = virDomainDefineXML(conn, xml);
+  g_assert_nonnull(dom);
+  return dir;
+}
+
+static void undefine_instance(HutchContext *ctx, const char *name) {
+  virConnectPtr conn = hutch_context_connect(ctx, NULL);
+  g_autoptr(virDomain) dom = virDomainLookupByName(conn, name);
+  if (dom) {
+    if (virDomainIsActive(dom) == 1)
+      virDomainDestroy(dom);
+    virDomainUndefine(dom);
+  }
+  g_autofree char *dir = hutch_instance_dir(name);
+  g_assert_true(hutch_rmtree(dir, NULL));
+}
+
+/* A process whose name is hutch-forward's, as a forward's pidfile must name. */
+static pid_t fake_forward_process(void) {
+  pid_t pid = fork();
+  g_assert_cmpint(pid, >=, 0);
+  if (pid == 0) {
+    prctl(PR_SET_NAME, HUTCH_FORWARD_COMM, 0, 0, 0);
+    for (;;)
+      pause();
+  }
+  g_autofree char *comm_path = g_strdup_printf("/proc/%d/comm", (int)pid);
+  for (int i = 0; i < 200; i++) {
+    g_autofree char *comm = NULL;
+    if (g_file_get_contents(comm_path, &comm, NULL, NULL) &&
+        strcmp(g_strstrip(comm), HUTCH_FORWARD_COMM) == 0)
+      return pid;
+    g_usleep(10 * 1000);
+  }
+  g_error("the fake forward process did not take its name");
+}
+
+static void write_in(const char *dir, const char *file, const char *text) {
+  g_autofree char *path = g_build_filename(dir, file, NULL);
+  g_assert_true(g_file_set_contents(path, text, -1, NULL));
+}
+
+static void test_info_shares_ports_forwards(void) {
+  g_autoptr(GError) error = NULL;
+  g_autoptr(HutchContext) ctx = hutch_context_new("test:///default", &error);
+  g_assert_no_error(error);
+  g_autofree char *dir =
+      define_instance(ctx, "dev",
+                      "shares:\n"
+                      "  - { host: ~/src, guest: ~/Shared, writable: true }\n"
+                      "  - { host: /srv/data, guest: /mnt/data }\n"
+                      "ports:\n"
+                      "  - { host: 8000-9000, guest: 8000-9000 }\n"
+                      "  - { host: 5353, guest: 53, proto: udp, host_ip: '::1' }\n",
+                      "u");
+  g_autofree char *run = g_build_filename(dir, "run", NULL);
+  g_assert_true(hutch_mkdir(run, 0700, &error));
+  pid_t forward = fake_forward_process();
+  g_autofree char *pid_text = g_strdup_printf("%d\n", (int)forward);
+  write_in(run, "forward-4000.pid", pid_text);
+  write_in(run, "forward-4000.spec", "127.0.0.1 4000 80\n");
+  /* a forward whose process is gone is not shown */
+  write_in(run, "forward-4001.pid", "1\n");
+  write_in(run, "forward-4001.spec", "127.0.0.1 4001 81\n");
+
+  g_autoptr(JsonObject) info = hutch_instance_info(ctx, "dev", &error);
+  g_assert_no_error(error);
+  JsonNode *node = json_node_new(JSON_NODE_OBJECT);
+  json_node_set_object(node, info);
+  g_autofree char *text = json_to_string(node, FALSE);
+  json_node_unref(node);
+  g_autofree char *home = g_strdup(g_get_home_dir());
+  g_autofree char *want = g_strdup_printf(
+      "\"shares\":[{\"host\":\"%s/src\",\"guest\":\"/home/u/Shared\",\"writable\":true},"
+      "{\"host\":\"/srv/data\",\"guest\":\"/mnt/data\",\"writable\":false}],"
+      "\"ports\":[{\"host_ip\":\"127.0.0.1\",\"host_start\":8000,\"host_end\":9000,"
+      "\"guest_start\":8000,\"guest_end\":9000,\"proto\":\"tcp\"},"
+      "{\"host_ip\":\"::1\",\"host_start\":5353,\"host_end\":5353,"
+      "\"guest_start\":53,\"guest_end\":53,\"proto\":\"udp\"}],"
+      "\"forwards\":[{\"host_ip\":\"127.0.0.1\",\"host_port\":4000,\"guest_port\":80,"
+      "\"pid\":%d}]}",
+      home, (int)forward);
+  if (!g_str_has_suffix(text, want))
+    g_error("info is\n%s\nwanted it to end in\n%s", text, want);
+  g_autofree char *stale = g_build_filename(run, "forward-4001.pid", NULL);
+  g_assert_false(g_file_test(stale, G_FILE_TEST_EXISTS));
+
+  kill(forward, SIGKILL);
+  waitpid(forward, NULL, 0);
+  /* without a readable frozen profile there is nothing to say about shares and ports */
+  write_in(dir, HUTCH_INSTANCE_PROFILE, "cpus: many\n");
+  g_autoptr(JsonObject) info2 = hutch_instance_info(ctx, "dev", &error);
+  g_assert_no_error(error);
+  g_assert_false(json_object_has_member(info2, "shares"));
+  g_assert_false(json_object_has_member(info2, "ports"));
+  g_assert_cmpuint(json_array_get_length(json_object_get_array_member(info2, "forwards")), ==, 0);
+  undefine_instance(ctx, "dev");
+}
+
+static HutchPort *tcp_port(guint16 start, guint16 end) {
+  HutchPort *p = g_new0(HutchPort, 1);
+  p->host_ip = g_strdup("127.0.0.1");
+  p->host_start = p->guest_start = start;
+  p->host_end = p->guest_end = end;
+  return p;
+}
+
+static void test_ports_busy_message(void) {
+  g_autoptr(HutchPort) range = tcp_port(8000, 9000);
+  g_autoptr(HutchPort) one = tcp_port(3000, 3000);
+  const struct {
+    const HutchPort *port;
+    const char *holder;
+    gboolean exists;
+    const char *message;
+  } cases[] = {
+      {range, "dev", FALSE,
+       "host ports 127.0.0.1:8000-9000 are in use by VM 'dev': give this VM other ports with "
+       "--no-ports --port 3000:3000, or stop 'dev'"},
+      {range, NULL, FALSE,
+       "host ports 127.0.0.1:8000-9000 are in use (8001 cannot be bound): give this VM other "
+       "ports with --no-ports --port 3000:3000, or free it"},
+      {one, NULL, TRUE,
+       "host port 127.0.0.1:3000 is in use (or cannot be bound): give 'two' other ports with "
+       "hutch edit two --no-ports --port 3000:3000, or free it"},
+      {one, "dev", TRUE,
+       "host port 127.0.0.1:3000 is in use by VM 'dev': give 'two' other ports with hutch edit "
+       "two --no-ports --port 3000:3000, or stop 'dev'"},
+  };
+  for (gsize i = 0; i < G_N_ELEMENTS(cases); i++) {
+    g_autofree char *message =
+        hutch_instance_ports_busy_message(cases[i].port, cases[i].port == range ? 8001 : 3000,
+                                          cases[i].holder, "two", cases[i].exists);
+    g_assert_cmpstr(message, ==, cases[i].message);
+  }
+}
+
+static int hold_port(guint *ret_port) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t len = sizeof addr;
+  g_assert_cmpint(bind(fd, (struct sockaddr *)&addr, sizeof addr), ==, 0);
+  g_assert_cmpint(listen(fd, 1), ==, 0);
+  g_assert_cmpint(getsockname(fd, (struct sockaddr *)&addr, &len), ==, 0);
+  *ret_port = ntohs(addr.sin_port);
+  return fd;
+}
+
+/* A second VM whose host port a running hutch VM forwards: create names that VM. */
+static void test_ports_busy_holder(void) {
+  g_autoptr(GError) error = NULL;
+  g_autoptr(HutchContext) ctx = hutch_context_new("test:///default", &error);
+  g_assert_no_error(error);
+  guint port = 0;
+  int fd = hold_port(&port);
+  g_autofree char *yaml = g_strdup_printf("ports:\n  - { host: %u, guest: 80 }\n", port);
+  /* a stopped VM with the port holds nothing; a running one does */
+  g_autofree char *stopped_dir = define_instance(ctx, "asleep", yaml, "u");
+  g_autofree char *dir = define_instance(ctx, "dev", yaml, "u");
+  virConnectPtr conn = hutch_context_connect(ctx, &error);
+  g_autoptr(virDomain) dom = virDomainLookupByName(conn, "dev");
+  g_assert_cmpint(virDomainCreate(dom), ==, 0);
+
+  g_autoptr(HutchProfile) profile = hutch_profile_load_data(yaml, strlen(yaml), "two.yaml", &error);
+  g_assert_no_error(error);
+  g_assert_false(hutch_instance_create(ctx, "two", profile, &error));
+  g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_PORT_IN_USE);
+  g_autofree char *want = g_strdup_printf(
+      "creating 'two': host port 127.0.0.1:%u is in use by VM 'dev': give this VM other ports "
+      "with --no-ports --port 3000:3000, or stop 'dev'",
+      port);
+  g_assert_cmpstr(error->message, ==, want);
+  g_clear_error(&error);
+
+  g_assert_cmpint(virDomainDestroy(dom), ==, 0);
+  g_assert_false(hutch_instance_create(ctx, "two", profile, &error));
+  g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_PORT_IN_USE);
+  g_autofree char *want2 = g_strdup_printf(
+      "creating 'two': host port 127.0.0.1:%u is in use (or cannot be bound): give this VM "
+      "other ports with --no-ports --port 3000:3000, or free it",
+      port);
+  g_assert_cmpstr(error->message, ==, want2);
+  g_clear_error(&error);
+  g_autofree char *two_dir = hutch_instance_dir("two");
+  g_assert_false(g_file_test(two_dir, G_FILE_TEST_EXISTS));
+  close(fd);
+  undefine_instance(ctx, "dev");
+  undefine_instance(ctx, "asleep");
+}
+
+/* ---- the hutch command ---------------------------------------------------------------- */
+
+static int run_hutch(const char *const *args, char **ret_stderr) {
+  g_autofree char *hutch = g_build_filename(g_getenv("HUTCH_BUILD_DIR"), "cmd", "hutch", NULL);
+  g_autoptr(GPtrArray) argv = g_ptr_array_new();
+  g_ptr_array_add(argv, hutch);
+  for (guint i = 0; args[i]; i++)
+    g_ptr_array_add(argv, (gpointer)args[i]);
+  g_ptr_array_add(argv, NULL);
+  g_autoptr(GError) error = NULL;
+  g_autoptr(GBytes) err = NULL;
+  g_autoptr(GSubprocess) proc =
+      g_subprocess_newv((const char *const *)argv->pdata,
+                        G_SUBPROCESS_FLAGS_STDOUT_SILENCE | G_SUBPROCESS_FLAGS_STDERR_PIPE, &error);
+  g_assert_no_error(error);
+  g_assert_true(g_subprocess_communicate(proc, NULL, NULL, NULL, &err, &error));
+  g_assert_no_error(error);
+  gsize len = 0;
+  const char *data = g_bytes_get_data(err, &len);
+  *ret_stderr = g_strndup(len ? data : "", len);
+  return g_subprocess_get_exit_status(proc);
+}
+
+/* `--no-ports` drops the profile's ports: a create that failed on a taken port goes on (to the
+ * image, which this profile lacks), also with other ports given by --port. */
+static void test_cli_no_ports(void) {
+  guint port = 0;
+  int fd = hold_port(&port);
+  g_autofree char *dir = g_dir_make_tmp("hutch-instance-XXXXXX", NULL);
+  g_autofree char *file = g_build_filename(dir, "ports.yaml", NULL);
+  g_autofree char *yaml = g_strdup_printf(
+      "image: { file: %s/missing.qcow2 }\nports:\n  - { host: %u, guest: 80 }\n", dir, port);
+  g_assert_true(g_file_set_contents(file, yaml, -1, NULL));
+
+  const char *const taken[] = {"-q", "-c", "test:///default", "create", "two", "-f", file, NULL};
+  g_autofree char *err = NULL;
+  g_assert_cmpint(run_hutch(taken, &err), ==, 1);
+  g_autofree char *want = g_strdup_printf(
+      "hutch: creating 'two': host port 127.0.0.1:%u is in use (or cannot be bound): give this "
+      "VM other ports with --no-ports --port 3000:3000, or free it\n",
+      port);
+  g_assert_cmpstr(err, ==, want);
+
+  close(fd);
+  int other = hold_port(&port); /* a port that is free again once closed */
+  close(other);
+  g_autofree char *spec = g_strdup_printf("%u:80", port);
+  fd = hold_port(&port);
+  const char *const no_ports[] = {"-q", "-c",         "test:///default", "create", "two", "-f",
+                                  file, "--no-ports", "--port",          spec,     NULL};
+  g_autofree char *err2 = NULL;
+  g_assert_cmpint(run_hutch(no_ports, &err2), ==, 1);
+  g_assert_null(strstr(err2, "in use"));
+  g_assert_nonnull(strstr(err2, "missing.qcow2"));
+  close(fd);
+
+  g_assert_true(hutch_rmtree(dir, NULL));
+}
+
+int main(int argc, char **argv) {
+  g_test_init(&argc, &argv, NULL);
+  hutch_init();
+  /* Before anything asks GLib for it (it is cached). */
+  data_home = g_dir_make_tmp("hutch-instance-data-XXXXXX", NULL);
+  g_setenv("XDG_DATA_HOME", data_home, TRUE);
+  g_test_add_func("/instance/info/shares-ports-forwards", test_info_shares_ports_forwards);
+  g_test_add_func("/instance/ports-busy/message", test_ports_busy_message);
+  g_test_add_func("/instance/ports-busy/holder", test_ports_busy_holder);
+  g_test_add_func("/instance/cli/no-ports", test_cli_no_ports);
+  int rc = g_test_run();
+  hutch_rmtree(data_home, NULL);
+  g_free(data_home);
+  return rc;
+}
