@@ -43,6 +43,25 @@ static const Verb verbs[] = {
      "\n"
      "Checks what hutch needs on this host and prints the fix for each problem. Exits 0 when\n"
      "all is well, 1 otherwise.\n"},
+    {"edit", verb_edit, "change a stopped VM: CPUs, memory, disk, shares, ports",
+     "usage: hutch edit NAME [OPTIONS]\n"
+     "\n"
+     "Changes a stopped VM (hutch stop NAME first) as create would have made it: its profile\n"
+     "(kept in its directory, what every start uses), its domain and its disk. Everything is\n"
+     "checked first, as create checks it: a bad edit changes nothing.\n"
+     "\n"
+     "      --cpus N                 virtual CPUs\n"
+     "      --memory SIZE            memory (e.g. 8GiB)\n"
+     "      --disk SIZE              grow the disk (never shrinks it); the guest's root file\n"
+     "                               system grows at the next boot\n"
+     "      --share HOST:GUEST[:ro|rw]\n"
+     "                               add a shared folder (repeatable; same GUEST replaces)\n"
+     "      --remove-share GUEST     remove the share on guest path GUEST (repeatable)\n"
+     "      --port [HOST_IP:]HOST[-END]:GUEST[-END][/tcp|/udp]\n"
+     "                               add a port forward (repeatable)\n"
+     "      --remove-port HOST[-END][/tcp|/udp]\n"
+     "                               remove the port forward from these host ports\n"
+     "      --no-ports               remove every port forward (before --port adds any)\n"},
     {"forward", verb_forward, "add a port forward to a running VM, list or remove them",
      "usage: hutch forward NAME [HOST_IP:]HOST:GUEST\n"
      "       hutch forward NAME --list [--json]\n"
@@ -80,6 +99,13 @@ static const Verb verbs[] = {
     {"profile", verb_profile, "list profiles or show one fully expanded",
      "usage: hutch profile list [--json]\n"
      "       hutch profile show NAME|FILE\n"},
+    {"restart", verb_restart, "stop a VM and start it again",
+     "usage: hutch restart NAME [--no-wait]\n"
+     "\n"
+     "hutch stop NAME (the guest is asked to power off, and powered off after 60 seconds),\n"
+     "then hutch start NAME: returns once the guest is ready. A stopped VM is just started.\n"
+     "\n"
+     "      --no-wait   return once the domain runs\n"},
     {"shell", verb_shell, "open a shell in a VM, or run a command there",
      "usage: hutch shell NAME [--workdir DIR] [-- CMD [ARG...]]\n"
      "\n"

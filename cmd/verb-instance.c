@@ -1,4 +1,4 @@
-/* verb-instance.c: create, start, stop, delete, list, info. */
+/* verb-instance.c: create, start, edit, restart, stop, delete, list, info. */
 #include "config.h"
 
 #include <string.h>
@@ -182,6 +182,104 @@ int verb_start(Cli *cli, int argc, char **argv) {
   if (o.foreground)
     return cli_start_foreground(cli, name);
   if (!hutch_instance_start(cli->ctx, name, !o.no_wait, &error))
+    return cli_error(error);
+  return EXIT_OK;
+}
+
+static const char *const *strv_of(GPtrArray *array) {
+  g_ptr_array_add(array, NULL);
+  return (const char *const *)array->pdata;
+}
+
+int verb_edit(Cli *cli, int argc, char **argv) {
+  static const struct option longopts[] = {
+      {"cpus", required_argument, NULL, OPT_CPUS},
+      {"memory", required_argument, NULL, OPT_MEMORY},
+      {"disk", required_argument, NULL, OPT_DISK},
+      {"share", required_argument, NULL, OPT_SHARE},
+      {"remove-share", required_argument, NULL, OPT_REMOVE_SHARE},
+      {"port", required_argument, NULL, OPT_PORT},
+      {"remove-port", required_argument, NULL, OPT_REMOVE_PORT},
+      {"no-ports", no_argument, NULL, OPT_NO_PORTS},
+      {NULL, 0, NULL, 0},
+  };
+  CliOptions opts = {cli_find_verb("edit"), "", longopts, 0};
+  g_autoptr(GPtrArray) add_shares = g_ptr_array_new();
+  g_autoptr(GPtrArray) remove_shares = g_ptr_array_new();
+  g_autoptr(GPtrArray) add_ports = g_ptr_array_new();
+  g_autoptr(GPtrArray) remove_ports = g_ptr_array_new();
+  HutchEdit edit = {0};
+  int c;
+  while ((c = cli_getopt(&opts, argc, argv)) > 0) {
+    switch (c) {
+    case OPT_CPUS:
+      edit.cpus = optarg;
+      break;
+    case OPT_MEMORY:
+      edit.memory = optarg;
+      break;
+    case OPT_DISK:
+      edit.disk = optarg;
+      break;
+    case OPT_SHARE:
+      g_ptr_array_add(add_shares, optarg);
+      break;
+    case OPT_REMOVE_SHARE:
+      g_ptr_array_add(remove_shares, optarg);
+      break;
+    case OPT_PORT:
+      g_ptr_array_add(add_ports, optarg);
+      break;
+    case OPT_REMOVE_PORT:
+      g_ptr_array_add(remove_ports, optarg);
+      break;
+    case OPT_NO_PORTS:
+      edit.no_ports = TRUE;
+      break;
+    default:
+      return cli_usage_error("edit", "unknown option");
+    }
+  }
+  if (c < 0)
+    return opts.exit_code;
+  if (!cli_expect_args(&opts, argc, argv, 1, 1))
+    return opts.exit_code;
+  if (!edit.cpus && !edit.memory && !edit.disk && !edit.no_ports && add_shares->len == 0 &&
+      remove_shares->len == 0 && add_ports->len == 0 && remove_ports->len == 0)
+    return cli_usage_error("edit", "nothing to change: give --cpus, --memory, --disk, --share, "
+                                   "--remove-share, --port, --remove-port or --no-ports");
+  edit.add_shares = strv_of(add_shares);
+  edit.remove_shares = strv_of(remove_shares);
+  edit.add_ports = strv_of(add_ports);
+  edit.remove_ports = strv_of(remove_ports);
+  if (!cli_context(cli))
+    return EXIT_FAILED;
+  g_autoptr(GError) error = NULL;
+  if (!hutch_name_is_valid(argv[optind], &error) ||
+      !hutch_instance_edit(cli->ctx, argv[optind], &edit, &error))
+    return cli_error(error);
+  return EXIT_OK;
+}
+
+int verb_restart(Cli *cli, int argc, char **argv) {
+  static const struct option longopts[] = {
+      {"no-wait", no_argument, NULL, OPT_NO_WAIT},
+      {NULL, 0, NULL, 0},
+  };
+  CliOptions opts = {cli_find_verb("restart"), "", longopts, 0};
+  gboolean no_wait = FALSE;
+  int c;
+  while ((c = cli_getopt(&opts, argc, argv)) > 0)
+    if (c == OPT_NO_WAIT)
+      no_wait = TRUE;
+  if (c < 0)
+    return opts.exit_code;
+  if (!cli_expect_args(&opts, argc, argv, 1, 1))
+    return opts.exit_code;
+  if (!cli_context(cli))
+    return EXIT_FAILED;
+  g_autoptr(GError) error = NULL;
+  if (!hutch_instance_restart(cli->ctx, argv[optind], !no_wait, &error))
     return cli_error(error);
   return EXIT_OK;
 }

@@ -157,6 +157,34 @@ HUTCH_PUBLIC gboolean hutch_instance_wait_stopped(HutchContext *ctx, const char 
  * force. */
 HUTCH_PUBLIC gboolean hutch_instance_delete(HutchContext *ctx, const char *name,
                                             gboolean force, GError **error);
+/* stop (graceful, as hutch_instance_stop without force) then start (as hutch_instance_start).
+ * A stopped VM is just started. */
+HUTCH_PUBLIC gboolean hutch_instance_restart(HutchContext *ctx, const char *name,
+                                             gboolean wait_ready, GError **error);
+
+/* What `hutch edit` changes of a stopped VM; NULL (or FALSE) leaves a thing as it is. The
+ * lists are NULL-terminated. Applied in this order: remove_shares (guest paths), no_ports
+ * (drop every port), remove_ports ("HOST[-END][/tcp|/udp]"), cpus, memory, disk,
+ * add_shares (--share specs), add_ports (--port specs). */
+typedef struct {
+  const char *cpus;
+  const char *memory;
+  const char *disk; /* only larger than the disk is now */
+  const char *const *remove_shares;
+  gboolean no_ports;
+  const char *const *remove_ports;
+  const char *const *add_shares;
+  const char *const *add_ports;
+} HutchEdit;
+
+/* Changes a stopped VM: its frozen profile (what every start uses), its domain (vCPUs,
+ * memory, shared folders) and its disk (grown; the guest's root file system grows at the next
+ * boot). Validated like create before anything changes: a bad edit changes nothing. A running
+ * VM is HUTCH_ERROR_STATE; a bad value HUTCH_ERROR_USAGE (HUTCH_ERROR_PROFILE for a share that
+ * the share checks refuse); a host port taken now HUTCH_ERROR_PORT_IN_USE. */
+HUTCH_PUBLIC gboolean hutch_instance_edit(HutchContext *ctx, const char *name,
+                                          const HutchEdit *edit, GError **error);
+
 /* An array of the objects hutch_instance_info returns, sorted by name. */
 HUTCH_PUBLIC JsonArray *hutch_instance_list(HutchContext *ctx, GError **error);
 HUTCH_PUBLIC JsonObject *hutch_instance_info(HutchContext *ctx, const char *name,

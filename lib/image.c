@@ -1378,6 +1378,37 @@ gboolean hutch_image_create_overlay(const HutchImage *image, const char *overlay
   return TRUE;
 }
 
+gboolean hutch_image_overlay_size(const char *overlay, guint64 *ret_size, GError **error) {
+  g_autofree char *format = NULL;
+  if (!inspect_file(overlay, &format, ret_size, error)) {
+    g_prefix_error(error, "reading the size of %s: ", overlay);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+gboolean hutch_image_grow_overlay(const char *overlay, guint64 size, GError **error) {
+  guint64 current = 0;
+  if (!hutch_image_overlay_size(overlay, &current, error))
+    return FALSE;
+  if (size < current) {
+    g_autofree char *want = hutch_format_size(size);
+    g_autofree char *have = hutch_format_size(current);
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE,
+                "disk: %s is smaller than the disk's %s: a disk only grows", want, have);
+    return FALSE;
+  }
+  if (size == current)
+    return TRUE;
+  g_autofree char *size_arg = g_strdup_printf("%" G_GUINT64_FORMAT, size);
+  const char *argv[] = {"qemu-img", "resize", "-q", "-f", "qcow2", overlay, size_arg, NULL};
+  if (!run_command(argv, "qemu-img resize", NULL, NULL, error)) {
+    g_prefix_error(error, "growing %s: ", overlay);
+    return FALSE;
+  }
+  return TRUE;
+}
+
 /* ---- Listing and removal -------------------------------------------------------------- */
 
 /* key -> GPtrArray of instance names that use it. */

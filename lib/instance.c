@@ -162,9 +162,8 @@ static gboolean write_text(const char *dir, const char *file, const char *text, 
   return hutch_write_file(path, text, strlen(text), mode, error);
 }
 
-/* The shares of a profile for an instance: guest paths relative to the guest user's home. */
-static GPtrArray *plan_shares(const HutchProfile *profile, const char *runtime_dir,
-                              const char *guest_user_name, GError **error) {
+GPtrArray *hutch_instance_plan_shares(const HutchProfile *profile, const char *runtime_dir,
+                                      const char *guest_user_name, GError **error) {
   g_autofree char *guest_home = g_build_filename("/home", guest_user_name, NULL);
   return hutch_share_plan(profile, NULL, runtime_dir, g_get_home_dir(), guest_home, error);
 }
@@ -222,12 +221,10 @@ static char *find_port_holder(HutchContext *ctx, const char *name, const HutchPo
   return NULL;
 }
 
-/* HUTCH_ERROR_PORT_IN_USE when a host port of the profile cannot be bound, naming the hutch VM
- * that holds it when there is one, and the way out. exists: the VM `name` exists already. */
-static gboolean check_ports(HutchContext *ctx, const char *name, const HutchProfile *profile,
-                            gboolean exists, GError **error) {
+gboolean hutch_instance_check_ports(HutchContext *ctx, const char *name, GPtrArray *ports,
+                                    gboolean exists, GError **error) {
   guint busy_port = 0;
-  const HutchPort *busy = hutch_net_find_busy_port(profile->ports, &busy_port);
+  const HutchPort *busy = hutch_net_find_busy_port(ports, &busy_port);
   if (!busy)
     return TRUE;
   g_autofree char *holder = find_port_holder(ctx, name, busy);
@@ -258,7 +255,7 @@ static gboolean create_steps(HutchContext *ctx, virConnectPtr conn, const char *
   const char *domain_type = choose_domain_type(conn, profile, error);
   if (!domain_type)
     return FALSE;
-  if (!check_ports(ctx, name, profile, FALSE, error))
+  if (!hutch_instance_check_ports(ctx, name, profile->ports, FALSE, error))
     return FALSE;
   g_autofree char *user = NULL;
   guint uid = 0;
@@ -266,7 +263,7 @@ static gboolean create_steps(HutchContext *ctx, virConnectPtr conn, const char *
   /* Shares are planned (and refused) before anything is made; the plan is made again, the
    * same, at every start. */
   g_autofree char *runtime_dir = hutch_instance_runtime_dir(name);
-  g_autoptr(GPtrArray) share_plan = plan_shares(profile, runtime_dir, user, error);
+  g_autoptr(GPtrArray) share_plan = hutch_instance_plan_shares(profile, runtime_dir, user, error);
   if (!share_plan)
     return FALSE;
 
@@ -627,7 +624,7 @@ static gboolean start_steps(HutchContext *ctx, HutchInstance *instance, gboolean
   g_autoptr(HutchProfile) profile = instance_profile(instance, error);
   if (!profile)
     return FALSE;
-  if (!check_ports(ctx, instance->name, profile, TRUE, error))
+  if (!hutch_instance_check_ports(ctx, instance->name, profile->ports, TRUE, error))
     return FALSE;
   if (!hutch_mkdir(instance->meta->runtime_dir, 0700, error))
     return FALSE;
@@ -635,8 +632,8 @@ static gboolean start_steps(HutchContext *ctx, HutchInstance *instance, gboolean
   if (!ssh_port)
     return FALSE;
 
-  g_autoptr(GPtrArray) share_plan =
-      plan_shares(profile, instance->meta->runtime_dir, instance->meta->guest_user, error);
+  g_autoptr(GPtrArray) share_plan = hutch_instance_plan_shares(profile, instance->meta->runtime_dir,
+                                                               instance->meta->guest_user, error);
   if (!share_plan)
     return FALSE;
   if (share_plan->len > 0) {
@@ -757,6 +754,12 @@ gboolean hutch_instance_stop(HutchContext *ctx, const char *name, gboolean force
     return FALSE;
   stop_helpers(instance->meta->runtime_dir);
   return TRUE;
+}
+
+gboolean hutch_instance_restart(HutchContext *ctx, const char *name, gboolean wait_ready,
+                                GError **error) {
+  return hutch_instance_stop(ctx, name, FALSE, error) &&
+         hutch_instance_start(ctx, name, wait_ready, error);
 }
 
 gboolean hutch_instance_wait_stopped(HutchContext *ctx, const char *name, guint timeout_ms,

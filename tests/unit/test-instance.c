@@ -15,6 +15,7 @@
 #include <glib/gstdio.h>
 
 #include "context-private.h"
+#include "edit-private.h"
 #include "forward-private.h"
 #include "instance-private.h"
 
@@ -230,6 +231,241 @@ static void test_ports_busy_holder(void) {
   undefine_instance(ctx, "asleep");
 }
 
+/* ---- hutch edit ----------------------------------------------------------------------- */
+
+/* The pure part: the order of the edits (removals first), and the create options' messages. */
+static void test_edit_apply(void) {
+  g_autoptr(GError) error = NULL;
+  static const char yaml[] = "cpus: 2\nmemory: 1GiB\nshares:\n"
+                             "  - { host: /srv/a, guest: ~/A }\n"
+                             "ports:\n  - { host: 8000-9000, guest: 8000-9000 }\n";
+  g_autoptr(HutchProfile) p = hutch_profile_load_data(yaml, strlen(yaml), "p.yaml", &error);
+  g_assert_no_error(error);
+  const char *const remove_shares[] = {"/home/u/A", NULL};
+  const char *const add_shares[] = {"/srv/a:~/A:ro", "/srv/b:/mnt/b", NULL};
+  const char *const add_ports[] = {"127.0.0.1:3000:3000", NULL};
+  HutchEdit edit = {.cpus = "4",
+                    .memory = "2GiB",
+                    .remove_shares = remove_shares,
+                    .no_ports = TRUE,
+                    .add_shares = add_shares,
+                    .add_ports = add_ports};
+  g_assert_true(hutch_edit_apply(p, &edit, "/home/u", &error));
+  g_assert_no_error(error);
+  g_assert_cmpuint(p->cpus, ==, 4);
+  g_assert_cmpuint(p->memory, ==, 2ULL << 30);
+  g_assert_cmpuint(p->shares->len, ==, 2);
+  g_assert_false(((HutchShare *)g_ptr_array_index(p->shares, 0))->writable);
+  g_assert_cmpuint(p->ports->len, ==, 1);
+  g_assert_cmpuint(((HutchPort *)g_ptr_array_index(p->ports, 0))->host_start, ==, 3000);
+
+  const struct {
+    HutchEdit edit;
+    const char *message;
+  } bad[] = {
+      {{.cpus = "0"}, "cpus: '0' is out of range (1 to 256)"},
+      {{.memory = "lots"}, "memory: 'lots' is not a size (e.g. 4GiB)"},
+      {{.disk = "10MiB"}, "disk: '10MiB' is too small (at least 1GiB)"},
+      {{.add_ports = (const char *const[]){"3000:80", NULL}},
+       "port 3000: host port overlaps 3000/tcp, forwarded already (host ports must not overlap)"},
+      {{.remove_ports = (const char *const[]){"8000-9000", NULL}},
+       "no port forward from host port 8000-9000 to remove (forwarded: 127.0.0.1:3000)"},
+      {{.remove_shares = (const char *const[]){"~/B", NULL}},
+       "no share on guest path '~/B' to remove (shared: ~/A, /mnt/b)"},
+      {{.add_shares = (const char *const[]){"srv:/x", NULL}},
+       "invalid share 'srv:/x': 'srv' is a relative path (use an absolute path or one starting "
+       "with ~/)"},
+  };
+  for (gsize i = 0; i < G_N_ELEMENTS(bad); i++) {
+    g_autoptr(GError) e = NULL;
+    g_assert_false(hutch_edit_apply(p, &bad[i].edit, "/home/u", &e));
+    g_assert_error(e, HUTCH_ERROR, HUTCH_ERROR_USAGE);
+    g_assert_cmpstr(e->message, ==, bad[i].message);
+  }
+}
+
+typedef struct {
+  HutchContext *ctx;
+  char *dir; /* the instance directory of "ed" */
+} EditFixture;
+
+static char *read_in(const char *dir, const char *file) {
+  g_autofree char *path = g_build_filename(dir, file, NULL);
+  char *text = NULL;
+  g_assert_true(g_file_get_contents(path, &text, NULL, NULL));
+  return text;
+}
+
+static guint64 disk_size(const char *dir) {
+  g_autofree char *path = g_build_filename(dir, HUTCH_INSTANCE_DISK, NULL);
+  const char *argv[] = {"qemu-img", "info", "--output=json", path, NULL};
+  g_autofree char *out = NULL;
+  int status = 0;
+  g_autoptr(GError) error = NULL;
+  g_assert_true(g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, &out, NULL,
+                             &status, &error));
+  g_assert_no_error(error);
+  g_autoptr(JsonParser) parser = json_parser_new();
+  g_assert_true(json_parser_load_from_data(parser, out, -1, NULL));
+  return (guint64)json_object_get_int_member(json_node_get_object(json_parser_get_root(parser)),
+                                             "virtual-size");
+}
+
+static char *domain_xml_of(HutchContext *ctx, const char *name) {
+  virConnectPtr conn = hutch_context_connect(ctx, NULL);
+  g_autoptr(virDomain) dom = virDomainLookupByName(conn, name);
+  g_assert_nonnull(dom);
+  return virDomainGetXMLDesc(dom, VIR_DOMAIN_XML_INACTIVE);
+}
+
+static void edit_set_up(EditFixture *f, gconstpointer data) {
+  g_autoptr(GError) error = NULL;
+  f->ctx = hutch_context_new("test:///default", &error);
+  g_assert_no_error(error);
+  f->dir = define_instance(f->ctx, "ed",
+                           "cpus: 1\nmemory: 256MiB\ndisk: 1GiB\n"
+                           "ports:\n  - { host: 8000-9000, guest: 8000-9000 }\n",
+                           "u");
+  g_autofree char *disk = g_build_filename(f->dir, HUTCH_INSTANCE_DISK, NULL);
+  const char *argv[] = {"qemu-img", "create", "-q", "-f", "qcow2", disk, "1G", NULL};
+  int status = 0;
+  g_assert_true(g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, NULL, NULL,
+                             &status, &error));
+  g_assert_no_error(error);
+  g_assert_true(g_spawn_check_wait_status(status, NULL));
+}
+
+static void edit_tear_down(EditFixture *f, gconstpointer data) {
+  undefine_instance(f->ctx, "ed");
+  hutch_context_free(f->ctx);
+  g_free(f->dir);
+}
+
+static void test_edit_instance(EditFixture *f, gconstpointer data) {
+  g_autoptr(GError) error = NULL;
+  HutchEdit edit = {.cpus = "3", .memory = "512MiB", .disk = "2GiB"};
+  g_assert_true(hutch_instance_edit(f->ctx, "ed", &edit, &error));
+  g_assert_no_error(error);
+  g_autofree char *xml = domain_xml_of(f->ctx, "ed");
+  g_assert_nonnull(strstr(xml, "<vcpu placement='static'>3</vcpu>"));
+  g_assert_nonnull(strstr(xml, "<memory unit='KiB'>524288</memory>"));
+  g_assert_nonnull(strstr(xml, "<currentMemory unit='KiB'>524288</currentMemory>"));
+  /* the metadata is kept: it is still a hutch VM */
+  g_autoptr(JsonObject) info = hutch_instance_info(f->ctx, "ed", &error);
+  g_assert_no_error(error);
+  g_assert_cmpint(json_object_get_int_member(info, "cpus"), ==, 3);
+  g_assert_cmpstr(json_object_get_string_member(info, "memory"), ==, "512MiB");
+  g_assert_cmpuint(disk_size(f->dir), ==, 2ULL << 30);
+  g_autoptr(HutchProfile) frozen = NULL;
+  {
+    g_autofree char *path = g_build_filename(f->dir, HUTCH_INSTANCE_PROFILE, NULL);
+    frozen = hutch_profile_load_file(path, &error);
+    g_assert_no_error(error);
+  }
+  g_assert_cmpuint(frozen->cpus, ==, 3);
+  g_assert_cmpuint(frozen->disk, ==, 2ULL << 30);
+
+  /* bad edits change nothing: not the profile, the domain or the disk */
+  g_autofree char *profile_before = read_in(f->dir, HUTCH_INSTANCE_PROFILE);
+  const struct {
+    HutchEdit edit;
+    int code;
+    const char *message;
+  } bad[] = {
+      {{.cpus = "4", .disk = "1GiB"},
+       HUTCH_ERROR_USAGE,
+       "editing 'ed': disk: 1GiB is smaller than the disk's 2GiB: a disk only grows (--disk 2GiB "
+       "or more)"},
+      {{.cpus = "4", .memory = "1MiB"},
+       HUTCH_ERROR_USAGE,
+       "editing 'ed': memory: '1MiB' is too small (at least 256MiB)"},
+      {{.cpus = "4", .remove_ports = (const char *const[]){"8000", NULL}},
+       HUTCH_ERROR_USAGE,
+       "editing 'ed': no port forward from host port 8000 to remove (forwarded: "
+       "127.0.0.1:8000-9000)"},
+      {{.cpus = "4", .add_shares = (const char *const[]){"/nonexistent/hutch-x:/mnt/x", NULL}},
+       HUTCH_ERROR_PROFILE,
+       NULL},
+  };
+  for (gsize i = 0; i < G_N_ELEMENTS(bad); i++) {
+    g_autoptr(GError) e = NULL;
+    g_assert_false(hutch_instance_edit(f->ctx, "ed", &bad[i].edit, &e));
+    g_assert_error(e, HUTCH_ERROR, bad[i].code);
+    if (bad[i].message)
+      g_assert_cmpstr(e->message, ==, bad[i].message);
+    else
+      g_assert_nonnull(strstr(e->message, "/nonexistent/hutch-x"));
+    g_autofree char *profile_after = read_in(f->dir, HUTCH_INSTANCE_PROFILE);
+    g_assert_cmpstr(profile_after, ==, profile_before);
+    g_autofree char *xml_after = domain_xml_of(f->ctx, "ed");
+    g_assert_cmpstr(xml_after, ==, xml);
+    g_assert_cmpuint(disk_size(f->dir), ==, 2ULL << 30);
+  }
+
+  /* a host port taken now is refused with the create message (the VM exists: hutch edit) */
+  guint port = 0;
+  int fd = hold_port(&port);
+  g_autofree char *spec = g_strdup_printf("%u:80", port);
+  const char *const taken[] = {spec, NULL};
+  HutchEdit take = {.no_ports = TRUE, .add_ports = taken};
+  g_assert_false(hutch_instance_edit(f->ctx, "ed", &take, &error));
+  g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_PORT_IN_USE);
+  g_assert_nonnull(strstr(error->message, "hutch edit ed --no-ports"));
+  g_clear_error(&error);
+  close(fd);
+  /* ... and once free, the ports are replaced */
+  g_assert_true(hutch_instance_edit(f->ctx, "ed", &take, &error));
+  g_assert_no_error(error);
+  g_autoptr(JsonObject) info2 = hutch_instance_info(f->ctx, "ed", &error);
+  JsonArray *ports = json_object_get_array_member(info2, "ports");
+  g_assert_cmpuint(json_array_get_length(ports), ==, 1);
+  g_assert_cmpint(json_object_get_int_member(json_array_get_object_element(ports, 0), "host_start"),
+                  ==, port);
+
+  /* a running VM is refused */
+  virConnectPtr conn = hutch_context_connect(f->ctx, NULL);
+  g_autoptr(virDomain) dom = virDomainLookupByName(conn, "ed");
+  g_assert_cmpint(virDomainCreate(dom), ==, 0);
+  HutchEdit cpus = {.cpus = "2"};
+  g_assert_false(hutch_instance_edit(f->ctx, "ed", &cpus, &error));
+  g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_STATE);
+  g_assert_cmpstr(error->message, ==, "ed is running: hutch stop ed first");
+}
+
+/* Shares: the domain gets the virtiofs device (and shareable memory), and loses it again. */
+static void test_edit_shares(EditFixture *f, gconstpointer data) {
+  g_autoptr(GError) error = NULL;
+  g_autofree char *fake = g_build_filename(f->dir, "virtiofsd", NULL);
+  g_assert_true(g_file_set_contents(fake, "#!/bin/sh\necho '--shared-dir --readonly'\n", -1, NULL));
+  g_assert_cmpint(g_chmod(fake, 0755), ==, 0);
+  g_setenv("HUTCH_VIRTIOFSD", fake, TRUE);
+  g_autofree char *src = g_build_filename(f->dir, "src", NULL);
+  g_assert_true(hutch_mkdir(src, 0700, &error));
+  g_autofree char *spec = g_strdup_printf("%s:~/src", src);
+  const char *const add[] = {spec, NULL};
+  HutchEdit edit = {.add_shares = add};
+  g_assert_true(hutch_instance_edit(f->ctx, "ed", &edit, &error));
+  g_assert_no_error(error);
+  g_autofree char *xml = domain_xml_of(f->ctx, "ed");
+  g_assert_nonnull(strstr(xml, "<driver type='virtiofs' queue='1024'/>"));
+  g_assert_nonnull(strstr(xml, "<target dir='hutchfs0'/>"));
+  g_assert_nonnull(strstr(xml, "<access mode='shared'/>"));
+  g_autoptr(JsonObject) info = hutch_instance_info(f->ctx, "ed", &error);
+  JsonArray *shares = json_object_get_array_member(info, "shares");
+  g_assert_cmpuint(json_array_get_length(shares), ==, 1);
+  g_assert_cmpstr(json_object_get_string_member(json_array_get_object_element(shares, 0), "guest"),
+                  ==, "/home/u/src");
+
+  const char *const remove[] = {"/home/u/src", NULL};
+  HutchEdit undo = {.remove_shares = remove};
+  g_assert_true(hutch_instance_edit(f->ctx, "ed", &undo, &error));
+  g_assert_no_error(error);
+  g_autofree char *xml2 = domain_xml_of(f->ctx, "ed");
+  g_assert_null(strstr(xml2, "<filesystem"));
+  g_assert_null(strstr(xml2, "memoryBacking"));
+  g_unsetenv("HUTCH_VIRTIOFSD");
+}
+
 /* ---- the hutch command ---------------------------------------------------------------- */
 
 static int run_hutch(const char *const *args, char **ret_stderr) {
@@ -299,6 +535,11 @@ int main(int argc, char **argv) {
   g_test_add_func("/instance/ports-busy/message", test_ports_busy_message);
   g_test_add_func("/instance/ports-busy/holder", test_ports_busy_holder);
   g_test_add_func("/instance/cli/no-ports", test_cli_no_ports);
+  g_test_add_func("/instance/edit/apply", test_edit_apply);
+  g_test_add("/instance/edit/instance", EditFixture, NULL, edit_set_up, test_edit_instance,
+             edit_tear_down);
+  g_test_add("/instance/edit/shares", EditFixture, NULL, edit_set_up, test_edit_shares,
+             edit_tear_down);
   int rc = g_test_run();
   hutch_rmtree(data_home, NULL);
   g_free(data_home);
