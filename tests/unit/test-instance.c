@@ -435,10 +435,6 @@ static void test_edit_instance(EditFixture *f, gconstpointer data) {
 /* Shares: the domain gets the virtiofs device (and shareable memory), and loses it again. */
 static void test_edit_shares(EditFixture *f, gconstpointer data) {
   g_autoptr(GError) error = NULL;
-  g_autofree char *fake = g_build_filename(f->dir, "virtiofsd", NULL);
-  g_assert_true(g_file_set_contents(fake, "#!/bin/sh\necho '--shared-dir --readonly'\n", -1, NULL));
-  g_assert_cmpint(g_chmod(fake, 0755), ==, 0);
-  g_setenv("HUTCH_VIRTIOFSD", fake, TRUE);
   g_autofree char *src = g_build_filename(f->dir, "src", NULL);
   g_assert_true(hutch_mkdir(src, 0700, &error));
   g_autofree char *spec = g_strdup_printf("%s:~/src", src);
@@ -463,7 +459,6 @@ static void test_edit_shares(EditFixture *f, gconstpointer data) {
   g_autofree char *xml2 = domain_xml_of(f->ctx, "ed");
   g_assert_null(strstr(xml2, "<filesystem"));
   g_assert_null(strstr(xml2, "memoryBacking"));
-  g_unsetenv("HUTCH_VIRTIOFSD");
 }
 
 /* ---- the hutch command ---------------------------------------------------------------- */
@@ -531,6 +526,11 @@ int main(int argc, char **argv) {
   /* Before anything asks GLib for it (it is cached). */
   data_home = g_dir_make_tmp("hutch-instance-data-XXXXXX", NULL);
   g_setenv("XDG_DATA_HOME", data_home, TRUE);
+  /* a Rust virtiofsd by its --help, for the share plan of /instance/edit/shares */
+  g_autofree char *fake = g_build_filename(data_home, "virtiofsd", NULL);
+  g_assert_true(g_file_set_contents(fake, "#!/bin/sh\necho '--shared-dir --readonly'\n", -1, NULL));
+  g_assert_cmpint(g_chmod(fake, 0755), ==, 0);
+  g_setenv("HUTCH_VIRTIOFSD", fake, TRUE);
   g_test_add_func("/instance/info/shares-ports-forwards", test_info_shares_ports_forwards);
   g_test_add_func("/instance/ports-busy/message", test_ports_busy_message);
   g_test_add_func("/instance/ports-busy/holder", test_ports_busy_holder);
