@@ -326,13 +326,20 @@ static void edit_set_up(EditFixture *f, gconstpointer data) {
                            "cpus: 1\nmemory: 256MiB\ndisk: 1GiB\n"
                            "ports:\n  - { host: 8000-9000, guest: 8000-9000 }\n",
                            "u");
+  /* an overlay on a base image, as create makes it */
+  g_autofree char *base = g_build_filename(f->dir, "base.qcow2", NULL);
   g_autofree char *disk = g_build_filename(f->dir, HUTCH_INSTANCE_DISK, NULL);
-  const char *argv[] = {"qemu-img", "create", "-q", "-f", "qcow2", disk, "1G", NULL};
-  int status = 0;
-  g_assert_true(g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, NULL, NULL,
-                             &status, &error));
-  g_assert_no_error(error);
-  g_assert_true(g_spawn_check_wait_status(status, NULL));
+  const char *base_argv[] = {"qemu-img", "create", "-q", "-f", "qcow2", base, "512M", NULL};
+  const char *argv[] = {"qemu-img", "create", "-q", "-f", "qcow2", "-F",
+                        "qcow2",    "-b",     base, disk, "1G",    NULL};
+  const char *const *commands[] = {base_argv, argv};
+  for (gsize i = 0; i < G_N_ELEMENTS(commands); i++) {
+    int status = 0;
+    g_assert_true(g_spawn_sync(NULL, (char **)commands[i], NULL, G_SPAWN_SEARCH_PATH, NULL, NULL,
+                               NULL, NULL, &status, &error));
+    g_assert_no_error(error);
+    g_assert_true(g_spawn_check_wait_status(status, NULL));
+  }
 }
 
 static void edit_tear_down(EditFixture *f, gconstpointer data) {
