@@ -3,7 +3,8 @@
 # as /usr/local/lib/hutch/hutch-provision and runs it from runcmd (first boot only).
 #
 #   hutch-provision run               mount the shares, run the steps, report, disable cloud-init
-#   hutch-provision ready             report READY (or FAILED) again: hutch-ready.service, later boots
+#   hutch-provision ready             grow the root file system to its disk if that grew, report
+#                                     READY (or FAILED) again: hutch-ready.service, later boots
 #   hutch-provision install-packages PKG...   what a `packages:` step runs
 #
 # Progress goes to the host over a virtio-serial port, one line each:
@@ -43,6 +44,12 @@ SSH_WAIT=${HUTCH_SSH_WAIT:-120}
 # after every install. Both cost minutes under TCG and are put back when provisioning ends.
 DPKG_CFG=${HUTCH_DPKG_CFG:-/etc/dpkg/dpkg.cfg.d/hutch-provisioning}
 MANDB_FLAG=${HUTCH_MANDB_FLAG:-/var/lib/man-db/auto-update}
+# The root file system's block device in sysfs (found from / when empty), and the tools that
+# grow a partition and an ext2/3/4 file system.
+ROOT_SYSFS=${HUTCH_ROOT_SYSFS:-}
+ROOT_FSTYPE=${HUTCH_ROOT_FSTYPE:-}
+GROWPART=${HUTCH_GROWPART:-growpart}
+RESIZE2FS=${HUTCH_RESIZE2FS:-resize2fs}
 
 case "$0" in
   /*) HUTCH_RUNNER=$0 ;;
@@ -268,7 +275,45 @@ cmd_run() {
   finish ok
 }
 
+# `hutch edit --disk` grows the disk of a stopped VM. cloud-init grows the root file system at
+# the first boot only (and is disabled after it), so every later boot does it here when the
+# disk's size is not the one the root file system was last grown to: growpart for a root on a
+# partition (Debian's cloud images), then resize2fs, online. Failing is a warning, never a
+# reason not to report READY.
+grow_root() {
+  sys=$ROOT_SYSFS
+  if [ -z "$sys" ]; then
+    majmin=$(mountpoint -d / 2>/dev/null) || return 0
+    sys=/sys/dev/block/$majmin
+  fi
+  sys=$(readlink -f "$sys") || return 0
+  dev=/dev/$(basename "$sys")
+  disk_sys=$sys
+  [ -r "$sys/partition" ] && disk_sys=$(dirname "$sys")
+  size=$(cat "$disk_sys/size" 2>/dev/null) || return 0
+  [ "$size" != "$(cat "$STATE_DIR/root-size" 2>/dev/null)" ] || return 0
+  if [ "$disk_sys" != "$sys" ] && command -v "$GROWPART" >/dev/null 2>&1; then
+    # exit 1 with NOCHANGE: the partition fills the disk already
+    "$GROWPART" "/dev/$(basename "$disk_sys")" "$(cat "$sys/partition")" </dev/null
+  fi
+  fstype=${ROOT_FSTYPE:-$(findmnt -n -o FSTYPE / 2>/dev/null)}
+  case "$fstype" in
+    ext2 | ext3 | ext4)
+      if ! "$RESIZE2FS" "$dev" </dev/null; then
+        report "WARN growing the root file system ($dev) failed"
+        return 0
+      fi
+      ;;
+    *)
+      say "not growing the root file system: $fstype"
+      ;;
+  esac
+  mkdir -p "$STATE_DIR"
+  printf '%s\n' "$size" >"$STATE_DIR/root-size"
+}
+
 cmd_ready() {
+  grow_root
   if [ "$(cat "$STATE_DIR/status" 2>/dev/null)" = ok ]; then
     report READY
   else

@@ -31,7 +31,9 @@ static const Verb verbs[] = {
      "                      share a host directory (repeatable; default rw)\n"
      "      --port [HOST_IP:]HOST[-END]:GUEST[-END][/tcp|/udp]\n"
      "                      forward a host port to the guest (repeatable; host side\n"
-     "                      binds 127.0.0.1 unless HOST_IP is given)\n"},
+     "                      binds 127.0.0.1 unless HOST_IP is given)\n"
+     "      --no-ports      drop the profile's port forwards (--port adds others): for a\n"
+     "                      second VM from a profile whose ports the first one holds\n"},
     {"delete", verb_delete, "remove a VM, its disk, snapshots and helpers",
      "usage: hutch delete NAME [--force]\n"
      "\n"
@@ -41,6 +43,25 @@ static const Verb verbs[] = {
      "\n"
      "Checks what hutch needs on this host and prints the fix for each problem. Exits 0 when\n"
      "all is well, 1 otherwise.\n"},
+    {"edit", verb_edit, "change a stopped VM: CPUs, memory, disk, shares, ports",
+     "usage: hutch edit NAME [OPTIONS]\n"
+     "\n"
+     "Changes a stopped VM (hutch stop NAME first) as create would have made it: its profile\n"
+     "(kept in its directory, what every start uses), its domain and its disk. Everything is\n"
+     "checked first, as create checks it: a bad edit changes nothing.\n"
+     "\n"
+     "      --cpus N                 virtual CPUs\n"
+     "      --memory SIZE            memory (e.g. 8GiB)\n"
+     "      --disk SIZE              grow the disk (never shrinks it); the guest's root file\n"
+     "                               system grows at the next boot\n"
+     "      --share HOST:GUEST[:ro|rw]\n"
+     "                               add a shared folder (repeatable; same GUEST replaces)\n"
+     "      --remove-share GUEST     remove the share on guest path GUEST (repeatable)\n"
+     "      --port [HOST_IP:]HOST[-END]:GUEST[-END][/tcp|/udp]\n"
+     "                               add a port forward (repeatable)\n"
+     "      --remove-port HOST[-END][/tcp|/udp]\n"
+     "                               remove the port forward from these host ports\n"
+     "      --no-ports               remove every port forward (before --port adds any)\n"},
     {"forward", verb_forward, "add a port forward to a running VM, list or remove them",
      "usage: hutch forward NAME [HOST_IP:]HOST:GUEST\n"
      "       hutch forward NAME --list [--json]\n"
@@ -80,6 +101,13 @@ static const Verb verbs[] = {
      "\n"
      "      --origin   for each value, the file and line it came from through the base chain\n"
      "                 (\"default\" when no file sets it), like git config --show-origin\n"},
+    {"restart", verb_restart, "stop a VM and start it again",
+     "usage: hutch restart NAME [--no-wait]\n"
+     "\n"
+     "hutch stop NAME (the guest is asked to power off, and powered off after 60 seconds),\n"
+     "then hutch start NAME: returns once the guest is ready. A stopped VM is just started.\n"
+     "\n"
+     "      --no-wait   return once the domain runs\n"},
     {"shell", verb_shell, "open a shell in a VM, or run a command there",
      "usage: hutch shell NAME [--workdir DIR] [-- CMD [ARG...]]\n"
      "\n"
@@ -118,7 +146,7 @@ static const Verb verbs[] = {
      "\n"
      "  -p, --profile NAME  profile for a new VM (default: default)\n"
      "  -f, --file FILE     profile file for a new VM\n"
-     "      --cpus N, --memory SIZE, --disk SIZE, --share SPEC, --port SPEC\n"
+     "      --cpus N, --memory SIZE, --disk SIZE, --share SPEC, --port SPEC, --no-ports\n"
      "                      overrides for a new VM (see hutch create --help)\n"
      "      --no-wait       return once the domain runs\n"
      "      --foreground    stay attached: tell systemd (NOTIFY_SOCKET) when the VM is ready,\n"

@@ -1,4 +1,4 @@
-/* verb-instance.c: create, start, stop, delete, list, info. */
+/* verb-instance.c: create, start, edit, restart, stop, delete, list, info. */
 #include "config.h"
 
 #include <string.h>
@@ -14,11 +14,23 @@ typedef struct {
   const char *disk;
   GPtrArray *shares;   /* --share specs, in order */
   GPtrArray *ports;    /* --port specs, in order */
+  gboolean no_ports;   /* --no-ports: drop the profile's ports (before --port adds any) */
   gboolean no_wait;
   gboolean foreground;  /* start --foreground (cmd/foreground.c) */
 } CreateOptions;
 
-enum { OPT_CPUS = 1000, OPT_MEMORY, OPT_DISK, OPT_NO_WAIT, OPT_SHARE, OPT_PORT, OPT_FOREGROUND };
+enum {
+  OPT_CPUS = 1000,
+  OPT_MEMORY,
+  OPT_DISK,
+  OPT_NO_WAIT,
+  OPT_SHARE,
+  OPT_PORT,
+  OPT_NO_PORTS,
+  OPT_FOREGROUND,
+  OPT_REMOVE_SHARE,
+  OPT_REMOVE_PORT,
+};
 
 static const struct option create_longopts[] = {
     {"profile", required_argument, NULL, 'p'},
@@ -29,6 +41,7 @@ static const struct option create_longopts[] = {
     {"no-wait", no_argument, NULL, OPT_NO_WAIT},
     {"share", required_argument, NULL, OPT_SHARE},
     {"port", required_argument, NULL, OPT_PORT},
+    {"no-ports", no_argument, NULL, OPT_NO_PORTS},
     {"foreground", no_argument, NULL, OPT_FOREGROUND},
     {NULL, 0, NULL, 0},
 };
@@ -59,6 +72,9 @@ static int parse_create_options(CliOptions *opts, CreateOptions *out, gboolean a
       break;
     case OPT_PORT:
       g_ptr_array_add(out->ports, optarg);
+      break;
+    case OPT_NO_PORTS:
+      out->no_ports = TRUE;
       break;
     case OPT_NO_WAIT:
       if (!allow_no_wait)
@@ -97,6 +113,8 @@ static HutchProfile *load_profile(const CreateOptions *o, GError **error) {
   for (guint i = 0; i < o->shares->len; i++)
     if (!hutch_profile_add_share_spec(profile, g_ptr_array_index(o->shares, i), error))
       return NULL;
+  if (o->no_ports)
+    hutch_profile_clear_ports(profile);
   for (guint i = 0; i < o->ports->len; i++)
     if (!hutch_profile_add_port_spec(profile, g_ptr_array_index(o->ports, i), error))
       return NULL;
@@ -154,14 +172,114 @@ int verb_start(Cli *cli, int argc, char **argv) {
   if (!exists) {
     if (!create_instance(cli, name, &o, &error))
       return cli_error(error);
-  } else if (o.profile || o.file || o.cpus || o.memory || o.disk || shares->len ||
-             ports->len) {
-    return cli_usage_error("start", "'%s' exists already: profile options apply only to a "
-                                    "new VM", name);
+  } else if (o.profile || o.file || o.cpus || o.memory || o.disk || shares->len || ports->len ||
+             o.no_ports) {
+    return cli_usage_error("start",
+                           "'%s' exists already: profile options apply only to a "
+                           "new VM (hutch edit %s changes a stopped one)",
+                           name, name);
   }
   if (o.foreground)
     return cli_start_foreground(cli, name);
   if (!hutch_instance_start(cli->ctx, name, !o.no_wait, &error))
+    return cli_error(error);
+  return EXIT_OK;
+}
+
+static const char *const *strv_of(GPtrArray *array) {
+  g_ptr_array_add(array, NULL);
+  return (const char *const *)array->pdata;
+}
+
+int verb_edit(Cli *cli, int argc, char **argv) {
+  static const struct option longopts[] = {
+      {"cpus", required_argument, NULL, OPT_CPUS},
+      {"memory", required_argument, NULL, OPT_MEMORY},
+      {"disk", required_argument, NULL, OPT_DISK},
+      {"share", required_argument, NULL, OPT_SHARE},
+      {"remove-share", required_argument, NULL, OPT_REMOVE_SHARE},
+      {"port", required_argument, NULL, OPT_PORT},
+      {"remove-port", required_argument, NULL, OPT_REMOVE_PORT},
+      {"no-ports", no_argument, NULL, OPT_NO_PORTS},
+      {NULL, 0, NULL, 0},
+  };
+  CliOptions opts = {cli_find_verb("edit"), "", longopts, 0};
+  g_autoptr(GPtrArray) add_shares = g_ptr_array_new();
+  g_autoptr(GPtrArray) remove_shares = g_ptr_array_new();
+  g_autoptr(GPtrArray) add_ports = g_ptr_array_new();
+  g_autoptr(GPtrArray) remove_ports = g_ptr_array_new();
+  HutchEdit edit = {0};
+  int c;
+  while ((c = cli_getopt(&opts, argc, argv)) > 0) {
+    switch (c) {
+    case OPT_CPUS:
+      edit.cpus = optarg;
+      break;
+    case OPT_MEMORY:
+      edit.memory = optarg;
+      break;
+    case OPT_DISK:
+      edit.disk = optarg;
+      break;
+    case OPT_SHARE:
+      g_ptr_array_add(add_shares, optarg);
+      break;
+    case OPT_REMOVE_SHARE:
+      g_ptr_array_add(remove_shares, optarg);
+      break;
+    case OPT_PORT:
+      g_ptr_array_add(add_ports, optarg);
+      break;
+    case OPT_REMOVE_PORT:
+      g_ptr_array_add(remove_ports, optarg);
+      break;
+    case OPT_NO_PORTS:
+      edit.no_ports = TRUE;
+      break;
+    default:
+      return cli_usage_error("edit", "unknown option");
+    }
+  }
+  if (c < 0)
+    return opts.exit_code;
+  if (!cli_expect_args(&opts, argc, argv, 1, 1))
+    return opts.exit_code;
+  if (!edit.cpus && !edit.memory && !edit.disk && !edit.no_ports && add_shares->len == 0 &&
+      remove_shares->len == 0 && add_ports->len == 0 && remove_ports->len == 0)
+    return cli_usage_error("edit", "nothing to change: give --cpus, --memory, --disk, --share, "
+                                   "--remove-share, --port, --remove-port or --no-ports");
+  edit.add_shares = strv_of(add_shares);
+  edit.remove_shares = strv_of(remove_shares);
+  edit.add_ports = strv_of(add_ports);
+  edit.remove_ports = strv_of(remove_ports);
+  if (!cli_context(cli))
+    return EXIT_FAILED;
+  g_autoptr(GError) error = NULL;
+  if (!hutch_name_is_valid(argv[optind], &error) ||
+      !hutch_instance_edit(cli->ctx, argv[optind], &edit, &error))
+    return cli_error(error);
+  return EXIT_OK;
+}
+
+int verb_restart(Cli *cli, int argc, char **argv) {
+  static const struct option longopts[] = {
+      {"no-wait", no_argument, NULL, OPT_NO_WAIT},
+      {NULL, 0, NULL, 0},
+  };
+  CliOptions opts = {cli_find_verb("restart"), "", longopts, 0};
+  gboolean no_wait = FALSE;
+  int c;
+  while ((c = cli_getopt(&opts, argc, argv)) > 0)
+    if (c == OPT_NO_WAIT)
+      no_wait = TRUE;
+  if (c < 0)
+    return opts.exit_code;
+  if (!cli_expect_args(&opts, argc, argv, 1, 1))
+    return opts.exit_code;
+  if (!cli_context(cli))
+    return EXIT_FAILED;
+  g_autoptr(GError) error = NULL;
+  if (!hutch_instance_restart(cli->ctx, argv[optind], !no_wait, &error))
     return cli_error(error);
   return EXIT_OK;
 }
@@ -217,6 +335,52 @@ static const struct option json_longopts[] = {
     {NULL, 0, NULL, 0},
 };
 
+static char *range_text(JsonObject *o, const char *start, const char *end) {
+  gint64 first = json_object_get_int_member_with_default(o, start, 0);
+  gint64 last = json_object_get_int_member_with_default(o, end, first);
+  if (first == last)
+    return g_strdup_printf("%" G_GINT64_FORMAT, first);
+  return g_strdup_printf("%" G_GINT64_FORMAT "-%" G_GINT64_FORMAT, first, last);
+}
+
+static char *host_text(const char *ip, const char *ports) {
+  gboolean v6 = strchr(ip, ':') != NULL;
+  return g_strdup_printf("%s%s%s:%s", v6 ? "[" : "", ip, v6 ? "]" : "", ports);
+}
+
+/* One line for an object of an info array, or NULL for the JSON text. */
+static char *info_element_text(const char *member, JsonObject *o) {
+  if (strcmp(member, "optional_failed") == 0) {
+    /* "NAME: REASON" reads better than the object */
+    return g_strdup_printf("%s: %s", json_object_get_string_member_with_default(o, "name", ""),
+                           json_object_get_string_member_with_default(o, "reason", ""));
+  }
+  if (strcmp(member, "shares") == 0) {
+    return g_strdup_printf(
+        "%s -> %s (%s)", json_object_get_string_member_with_default(o, "host", ""),
+        json_object_get_string_member_with_default(o, "guest", ""),
+        json_object_get_boolean_member_with_default(o, "writable", FALSE) ? "rw" : "ro");
+  }
+  if (strcmp(member, "ports") == 0) {
+    g_autofree char *host_ports = range_text(o, "host_start", "host_end");
+    g_autofree char *guest_ports = range_text(o, "guest_start", "guest_end");
+    g_autofree char *host =
+        host_text(json_object_get_string_member_with_default(o, "host_ip", ""), host_ports);
+    return g_strdup_printf("%s -> %s/%s", host, guest_ports,
+                           json_object_get_string_member_with_default(o, "proto", "tcp"));
+  }
+  if (strcmp(member, "forwards") == 0) {
+    g_autofree char *host_port = range_text(o, "host_port", "host_port");
+    g_autofree char *host =
+        host_text(json_object_get_string_member_with_default(o, "host_ip", ""), host_port);
+    return g_strdup_printf("%s -> %" G_GINT64_FORMAT "/tcp (hutch forward, pid %" G_GINT64_FORMAT
+                           ")",
+                           host, json_object_get_int_member_with_default(o, "guest_port", 0),
+                           json_object_get_int_member_with_default(o, "pid", 0));
+  }
+  return NULL;
+}
+
 int verb_info(Cli *cli, int argc, char **argv) {
   CliOptions opts = {cli_find_verb("info"), "", json_longopts, 0};
   int c;
@@ -257,15 +421,11 @@ int verb_info(Cli *cli, int argc, char **argv) {
         g_autofree char *text = NULL;
         if (JSON_NODE_HOLDS_VALUE(element)) {
           text = g_strdup(json_node_get_string(element));
-        } else if (JSON_NODE_HOLDS_OBJECT(element) &&
-                   json_object_has_member(json_node_get_object(element), "reason")) {
-          /* optional_failed: "NAME: REASON" reads better than the object */
-          JsonObject *step = json_node_get_object(element);
-          text = g_strdup_printf("%s: %s", json_object_get_string_member(step, "name"),
-                                 json_object_get_string_member(step, "reason"));
-        } else {
-          text = json_to_string(element, FALSE);
+        } else if (JSON_NODE_HOLDS_OBJECT(element)) {
+          text = info_element_text(l->data, json_node_get_object(element));
         }
+        if (!text)
+          text = json_to_string(element, FALSE);
         printf("%-14s %s\n", i == 0 ? (const char *)l->data : "", text ? text : "");
       }
     }

@@ -462,6 +462,80 @@ char *hutch_domain_build_xml(const HutchProfile *profile, const HutchDomainConfi
   return text;
 }
 
+/* The named child elements of node. */
+static GPtrArray *children_named(xmlNodePtr node, const char *name) {
+  GPtrArray *found = g_ptr_array_new();
+  for (xmlNodePtr child = node ? node->children : NULL; child; child = child->next)
+    if (child->type == XML_ELEMENT_NODE && xmlStrEqual(child->name, BAD_CAST name))
+      g_ptr_array_add(found, child);
+  return found;
+}
+
+static void remove_node(xmlNodePtr node) {
+  xmlUnlinkNode(node);
+  xmlFreeNode(node);
+}
+
+/* Sets the text of root's first child `name` (made at the end when missing), keeping its
+ * attributes but `unit`, which becomes unit (when non-NULL). */
+static xmlNodePtr set_child_text(xmlNodePtr root, const char *name, const char *text,
+                                 const char *unit) {
+  g_autoptr(GPtrArray) nodes = children_named(root, name);
+  xmlNodePtr node = nodes->len ? g_ptr_array_index(nodes, 0) : add_node(root, name);
+  xmlNodeSetContent(node, BAD_CAST text);
+  if (unit)
+    set_attr(node, "unit", unit);
+  return node;
+}
+
+char *hutch_domain_edit_xml(const char *xml, const HutchProfile *profile, GPtrArray *filesystems,
+                            GError **error) {
+  if (!check_filesystems(filesystems, error)) {
+    g_prefix_error(error, "editing domain XML: ");
+    return NULL;
+  }
+  if (profile->memory == 0 || profile->memory % 1024 != 0) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE,
+                "editing domain XML: memory must be a positive whole number of KiB");
+    return NULL;
+  }
+  g_autoptr(xmlDoc) doc = xmlReadMemory(xml, (int)strlen(xml), "domain.xml", NULL,
+                                        XML_PARSE_NONET | XML_PARSE_NOBLANKS);
+  xmlNodePtr domain = doc ? xmlDocGetRootElement(doc) : NULL;
+  g_autoptr(GPtrArray) devices = children_named(domain, "devices");
+  if (!domain || !xmlStrEqual(domain->name, BAD_CAST "domain") || devices->len != 1) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED,
+                "editing domain XML: not a domain with one <devices>");
+    return NULL;
+  }
+  g_autofree char *kib = g_strdup_printf("%" G_GUINT64_FORMAT, profile->memory / 1024);
+  set_child_text(domain, "memory", kib, "KiB");
+  set_child_text(domain, "currentMemory", kib, "KiB");
+  g_autofree char *cpus = g_strdup_printf("%u", profile->cpus);
+  set_child_text(domain, "vcpu", cpus, NULL);
+
+  /* the shares: those of the profile now, and shareable memory exactly when one is virtiofs */
+  g_autoptr(GPtrArray) old_fs = children_named(g_ptr_array_index(devices, 0), "filesystem");
+  for (guint i = 0; i < old_fs->len; i++)
+    remove_node(g_ptr_array_index(old_fs, i));
+  for (guint i = 0; filesystems && i < filesystems->len; i++)
+    add_filesystem(g_ptr_array_index(devices, 0), g_ptr_array_index(filesystems, i));
+  g_autoptr(GPtrArray) backing = children_named(domain, "memoryBacking");
+  for (guint i = 0; i < backing->len; i++)
+    remove_node(g_ptr_array_index(backing, i));
+  if (has_virtiofs(filesystems)) {
+    xmlNodePtr node = xmlNewDocNode(doc, NULL, BAD_CAST "memoryBacking", NULL);
+    add_elem(node, "source", "type", "memfd", NULL, NULL);
+    add_elem(node, "access", "mode", "shared", NULL, NULL);
+    g_autoptr(GPtrArray) current = children_named(domain, "currentMemory");
+    xmlAddNextSibling(g_ptr_array_index(current, 0), node);
+  }
+  char *text = doc_to_string(doc, error);
+  if (!text)
+    g_prefix_error(error, "editing domain XML: ");
+  return text;
+}
+
 /* ---- Metadata ------------------------------------------------------------------------- */
 
 /* libvirt stores the element with its namespace but virDomainGetMetadata returns it without

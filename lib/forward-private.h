@@ -29,6 +29,10 @@ HutchPort *hutch_forward_parse(const char *spec, GError **error);
 gboolean hutch_forward_relay(HutchSsh *ssh, int listen_fd, guint guest_port, int stop_fd,
                              int log_fd, GError **error);
 
+/* What hutch_forward_list returns, for the instance whose runtime directory this is (for
+ * `hutch info`); stale files are removed on the way. */
+JsonArray *hutch_forward_list_dir(const char *runtime_dir);
+
 /* Stops every forward process of the instance whose runtime directory this is and removes
  * their pid and spec files (not the logs). For stop and delete. */
 void hutch_forward_stop_all(const char *runtime_dir);

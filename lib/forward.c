@@ -917,7 +917,10 @@ JsonArray *hutch_forward_list(HutchContext *ctx, const char *name, GError **erro
   g_autoptr(HutchInstance) instance = hutch_instance_lookup(ctx, name, error);
   if (!instance)
     return NULL;
-  const char *runtime_dir = instance->meta->runtime_dir;
+  return hutch_forward_list_dir(instance->meta->runtime_dir);
+}
+
+JsonArray *hutch_forward_list_dir(const char *runtime_dir) {
   g_autoptr(GArray) ports = forward_ports(runtime_dir);
   g_array_sort(ports, compare_uint);
   JsonArray *array = json_array_new();

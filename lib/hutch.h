@@ -91,6 +91,10 @@ HUTCH_PUBLIC gboolean hutch_profile_add_share_spec(HutchProfile *profile, const 
 HUTCH_PUBLIC gboolean hutch_profile_add_port_spec(HutchProfile *profile, const char *spec,
                                                   GError **error);
 
+/* Drops every port forward of the profile (`--no-ports`: a second VM from a profile whose
+ * ports the first one holds); --port specs added afterwards are kept. */
+HUTCH_PUBLIC void hutch_profile_clear_ports(HutchProfile *profile);
+
 /* The fully expanded profile as YAML (what `hutch profile show` prints). */
 HUTCH_PUBLIC char *hutch_profile_to_yaml(const HutchProfile *profile, GError **error);
 /* Where each value of the profile came from through its base chain, like
@@ -159,6 +163,34 @@ HUTCH_PUBLIC gboolean hutch_instance_wait_stopped(HutchContext *ctx, const char 
  * force. */
 HUTCH_PUBLIC gboolean hutch_instance_delete(HutchContext *ctx, const char *name,
                                             gboolean force, GError **error);
+/* stop (graceful, as hutch_instance_stop without force) then start (as hutch_instance_start).
+ * A stopped VM is just started. */
+HUTCH_PUBLIC gboolean hutch_instance_restart(HutchContext *ctx, const char *name,
+                                             gboolean wait_ready, GError **error);
+
+/* What `hutch edit` changes of a stopped VM; NULL (or FALSE) leaves a thing as it is. The
+ * lists are NULL-terminated. Applied in this order: remove_shares (guest paths), no_ports
+ * (drop every port), remove_ports ("HOST[-END][/tcp|/udp]"), cpus, memory, disk,
+ * add_shares (--share specs), add_ports (--port specs). */
+typedef struct {
+  const char *cpus;
+  const char *memory;
+  const char *disk; /* only larger than the disk is now */
+  const char *const *remove_shares;
+  gboolean no_ports;
+  const char *const *remove_ports;
+  const char *const *add_shares;
+  const char *const *add_ports;
+} HutchEdit;
+
+/* Changes a stopped VM: its frozen profile (what every start uses), its domain (vCPUs,
+ * memory, shared folders) and its disk (grown; the guest's root file system grows at the next
+ * boot). Validated like create before anything changes: a bad edit changes nothing. A running
+ * VM is HUTCH_ERROR_STATE; a bad value HUTCH_ERROR_USAGE (HUTCH_ERROR_PROFILE for a share that
+ * the share checks refuse); a host port taken now HUTCH_ERROR_PORT_IN_USE. */
+HUTCH_PUBLIC gboolean hutch_instance_edit(HutchContext *ctx, const char *name,
+                                          const HutchEdit *edit, GError **error);
+
 /* An array of the objects hutch_instance_info returns, sorted by name, and of
  * {"name", "state": "missing", "uri", "instance_dir", "provisioned"} for each instance
  * directory whose domain libvirt does not know (docs/json.md). */

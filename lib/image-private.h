@@ -33,6 +33,12 @@ gboolean hutch_image_inspect(const char *path, char **ret_format, GError **error
  * (never smaller than the base's virtual size). */
 gboolean hutch_image_create_overlay(const HutchImage *image, const char *overlay, guint64 size,
                                     GError **error);
+/* The virtual size of an instance's overlay (what the guest sees as its disk). */
+gboolean hutch_image_overlay_size(const char *overlay, guint64 *ret_size, GError **error);
+/* Grows overlay (qcow2) to size bytes with qemu-img resize; the same size does nothing, a
+ * smaller one is HUTCH_ERROR_USAGE (a disk only grows: shrinking would cut the guest's file
+ * system). */
+gboolean hutch_image_grow_overlay(const char *overlay, guint64 size, GError **error);
 
 /* An instance refers to the image with cache key K when the file "image-key" in its
  * directory ($XDG_DATA_HOME/hutch/instances/NAME/image-key) holds K. */

@@ -1467,6 +1467,48 @@ gboolean hutch_image_create_overlay(const HutchImage *image, const char *overlay
   return TRUE;
 }
 
+/* The overlay is hutch's own file (with a backing file, which inspect_file rightly refuses in
+ * an image): its size is read from the qcow2 header (big-endian, at offset 24). */
+gboolean hutch_image_overlay_size(const char *overlay, guint64 *ret_size, GError **error) {
+  gsize len = 0;
+  g_autofree char *header = hutch_read_file_part(overlay, 32, FALSE, &len, error);
+  if (!header) {
+    g_prefix_error(error, "reading the size of %s: ", overlay);
+    return FALSE;
+  }
+  if (len < 32 || memcmp(header, "QFI\xfb", 4) != 0) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "reading the size of %s: not qcow2",
+                overlay);
+    return FALSE;
+  }
+  guint64 size_be;
+  memcpy(&size_be, header + 24, sizeof size_be);
+  *ret_size = GUINT64_FROM_BE(size_be);
+  return TRUE;
+}
+
+gboolean hutch_image_grow_overlay(const char *overlay, guint64 size, GError **error) {
+  guint64 current = 0;
+  if (!hutch_image_overlay_size(overlay, &current, error))
+    return FALSE;
+  if (size < current) {
+    g_autofree char *want = hutch_format_size(size);
+    g_autofree char *have = hutch_format_size(current);
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE,
+                "disk: %s is smaller than the disk's %s: a disk only grows", want, have);
+    return FALSE;
+  }
+  if (size == current)
+    return TRUE;
+  g_autofree char *size_arg = g_strdup_printf("%" G_GUINT64_FORMAT, size);
+  const char *argv[] = {"qemu-img", "resize", "-q", "-f", "qcow2", overlay, size_arg, NULL};
+  if (!run_command(argv, "qemu-img resize", NULL, NULL, error)) {
+    g_prefix_error(error, "growing %s: ", overlay);
+    return FALSE;
+  }
+  return TRUE;
+}
+
 /* ---- Listing and removal -------------------------------------------------------------- */
 
 /* key -> GPtrArray of instance names that use it. */

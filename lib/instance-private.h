@@ -68,6 +68,24 @@ char *hutch_console_tail(const char *path, guint count);
 gboolean hutch_instance_set_meta(virDomainPtr domain, const char *element, const char *text,
                                  GError **error);
 
+/* Why a VM cannot have its host ports, and the way out: "host ports 127.0.0.1:8000-9000 are
+ * in use by VM 'dev': give this VM other ports with --no-ports --port 3000:3000, or stop
+ * 'dev'". port: the profile's port that is taken, busy_port the host port that could not be
+ * bound, holder the running hutch VM that forwards it (NULL: unknown), name the VM being
+ * created or started, exists whether it exists already (then the way is `hutch edit`). */
+char *hutch_instance_ports_busy_message(const HutchPort *port, guint busy_port, const char *holder,
+                                        const char *name, gboolean exists);
+
+/* HUTCH_ERROR_PORT_IN_USE (with the message above) when a host port of ports cannot be bound
+ * now, naming the running hutch VM that forwards it when there is one. */
+gboolean hutch_instance_check_ports(HutchContext *ctx, const char *name, GPtrArray *ports,
+                                    gboolean exists, GError **error);
+
+/* The shares of a profile for an instance (hutch_share_plan with the host user's home and the
+ * guest user's, /home/GUEST_USER): made at create, at every start and at edit, the same. */
+GPtrArray *hutch_instance_plan_shares(const HutchProfile *profile, const char *runtime_dir,
+                                      const char *guest_user_name, GError **error);
+
 /* TRUE when the domain is running (or paused). */
 gboolean hutch_instance_is_active(HutchInstance *instance);
 

@@ -208,11 +208,76 @@ static gboolean write_text(const char *dir, const char *file, const char *text, 
   return hutch_write_file(path, text, strlen(text), mode, error);
 }
 
-/* The shares of a profile for an instance: guest paths relative to the guest user's home. */
-static GPtrArray *plan_shares(const HutchProfile *profile, const char *runtime_dir,
-                              const char *guest_user_name, GError **error) {
+GPtrArray *hutch_instance_plan_shares(const HutchProfile *profile, const char *runtime_dir,
+                                      const char *guest_user_name, GError **error) {
   g_autofree char *guest_home = g_build_filename("/home", guest_user_name, NULL);
   return hutch_share_plan(profile, NULL, runtime_dir, g_get_home_dir(), guest_home, error);
+}
+
+/* ---- host ports ----------------------------------------------------------------------- */
+
+char *hutch_instance_ports_busy_message(const HutchPort *port, guint busy_port, const char *holder,
+                                        const char *name, gboolean exists) {
+  g_autofree char *host = hutch_port_host_to_string(port);
+  gboolean range = port->host_start != port->host_end;
+  g_autofree char *who = holder  ? g_strdup_printf("by VM '%s'", holder)
+                         : range ? g_strdup_printf("(%u cannot be bound)", busy_port)
+                                 : g_strdup("(or cannot be bound)");
+  g_autofree char *how =
+      exists ? g_strdup_printf("give '%s' other ports with hutch edit %s --no-ports --port "
+                               "3000:3000",
+                               name, name)
+             : g_strdup("give this VM other ports with --no-ports --port 3000:3000");
+  g_autofree char *or_else = holder ? g_strdup_printf("stop '%s'", holder) : g_strdup("free it");
+  return g_strdup_printf("host port%s %s %s in use %s: %s, or %s", range ? "s" : "", host,
+                         range ? "are" : "is", who, how, or_else);
+}
+
+static gboolean ip_overlaps(const char *a, const char *b) {
+  static const char *const any[] = {"0.0.0.0", "::", NULL};
+  return strcmp(a, b) == 0 || g_strv_contains(any, a) || g_strv_contains(any, b);
+}
+
+/* The running hutch VM (not `name`) whose frozen profile forwards a host port of `port`, or
+ * NULL. Only for an error message: whatever cannot be read is skipped. */
+static char *find_port_holder(HutchContext *ctx, const char *name, const HutchPort *port) {
+  virConnectPtr conn = hutch_context_connect(ctx, NULL);
+  g_autofree char *data = hutch_data_dir();
+  g_autofree char *root = g_build_filename(data, "instances", NULL);
+  g_autoptr(GDir) dir = conn ? g_dir_open(root, 0, NULL) : NULL;
+  const char *other;
+  while (dir && (other = g_dir_read_name(dir))) {
+    if (strcmp(other, name) == 0 || !hutch_name_is_valid(other, NULL))
+      continue;
+    g_autofree char *path = g_build_filename(root, other, HUTCH_INSTANCE_PROFILE, NULL);
+    g_autoptr(HutchProfile) profile = hutch_profile_load_file(path, NULL);
+    gboolean overlaps = FALSE;
+    for (guint i = 0; profile && !overlaps && i < profile->ports->len; i++) {
+      const HutchPort *theirs = g_ptr_array_index(profile->ports, i);
+      overlaps = theirs->proto == port->proto && theirs->host_start <= port->host_end &&
+                 port->host_start <= theirs->host_end &&
+                 ip_overlaps(theirs->host_ip, port->host_ip);
+    }
+    if (!overlaps)
+      continue;
+    g_autoptr(virDomain) domain = virDomainLookupByName(conn, other);
+    if (domain && virDomainIsActive(domain) == 1)
+      return g_strdup(other);
+  }
+  return NULL;
+}
+
+gboolean hutch_instance_check_ports(HutchContext *ctx, const char *name, GPtrArray *ports,
+                                    gboolean exists, GError **error) {
+  guint busy_port = 0;
+  const HutchPort *busy = hutch_net_find_busy_port(ports, &busy_port);
+  if (!busy)
+    return TRUE;
+  g_autofree char *holder = find_port_holder(ctx, name, busy);
+  g_autofree char *message =
+      hutch_instance_ports_busy_message(busy, busy_port, holder, name, exists);
+  g_set_error_literal(error, HUTCH_ERROR, HUTCH_ERROR_PORT_IN_USE, message);
+  return FALSE;
 }
 
 /* Everything create makes, so that a failure can remove it. */
@@ -242,7 +307,7 @@ static gboolean create_steps(HutchContext *ctx, virConnectPtr conn, const char *
   gboolean qemu64 = FALSE;
   if (!plan_vcpus(profile, tcg, &cpus, &cpus_notice, error) || !tcg_cpu_qemu64(&qemu64, error))
     return FALSE;
-  if (!hutch_net_check_ports(profile->ports, error))
+  if (!hutch_instance_check_ports(ctx, name, profile->ports, FALSE, error))
     return FALSE;
   g_autofree char *user = NULL;
   guint uid = 0, gid = 0;
@@ -250,7 +315,7 @@ static gboolean create_steps(HutchContext *ctx, virConnectPtr conn, const char *
   /* Shares are planned (and refused) before anything is made; the plan is made again, the
    * same, at every start. */
   g_autofree char *runtime_dir = hutch_instance_runtime_dir(name);
-  g_autoptr(GPtrArray) share_plan = plan_shares(profile, runtime_dir, user, error);
+  g_autoptr(GPtrArray) share_plan = hutch_instance_plan_shares(profile, runtime_dir, user, error);
   if (!share_plan)
     return FALSE;
 
@@ -628,7 +693,7 @@ static gboolean start_steps(HutchContext *ctx, HutchInstance *instance, gboolean
   g_autoptr(HutchProfile) profile = instance_profile(instance, error);
   if (!profile)
     return FALSE;
-  if (!hutch_net_check_ports(profile->ports, error))
+  if (!hutch_instance_check_ports(ctx, instance->name, profile->ports, TRUE, error))
     return FALSE;
   if (!hutch_mkdir(instance->meta->runtime_dir, 0700, error))
     return FALSE;
@@ -637,8 +702,8 @@ static gboolean start_steps(HutchContext *ctx, HutchInstance *instance, gboolean
     return FALSE;
   g_autofree char *port_text = g_strdup_printf("%u", ssh_port);
 
-  g_autoptr(GPtrArray) share_plan =
-      plan_shares(profile, instance->meta->runtime_dir, instance->meta->guest_user, error);
+  g_autoptr(GPtrArray) share_plan = hutch_instance_plan_shares(profile, instance->meta->runtime_dir,
+                                                               instance->meta->guest_user, error);
   if (!share_plan)
     return FALSE;
   /* each share must still lead to the directory it did at create (instances created before
@@ -771,6 +836,12 @@ gboolean hutch_instance_stop(HutchContext *ctx, const char *name, gboolean force
   return TRUE;
 }
 
+gboolean hutch_instance_restart(HutchContext *ctx, const char *name, gboolean wait_ready,
+                                GError **error) {
+  return hutch_instance_stop(ctx, name, FALSE, error) &&
+         hutch_instance_start(ctx, name, wait_ready, error);
+}
+
 gboolean hutch_instance_wait_stopped(HutchContext *ctx, const char *name, guint timeout_ms,
                                      gboolean *ret_stopped, GError **error) {
   g_autoptr(HutchInstance) instance = hutch_instance_lookup(ctx, name, error);
@@ -845,6 +916,42 @@ static const char *state_name(int state) {
  * an older hutch kept (a ready-channel line). */
 #define OPTIONAL_FAILED_READ_MAX (HUTCH_READY_FAILED_MAX * (HUTCH_READY_LINE_MAX + 1))
 
+/* "shares" and "ports" of the info object, from the frozen profile (the one every start
+ * uses); left out when it cannot be read. */
+static void describe_profile(JsonObject *o, HutchInstance *instance) {
+  g_autofree char *path =
+      g_build_filename(instance->meta->instance_dir, HUTCH_INSTANCE_PROFILE, NULL);
+  g_autoptr(HutchProfile) profile = hutch_profile_load_file(path, NULL);
+  if (!profile)
+    return;
+  g_autofree char *guest_home = g_build_filename("/home", instance->meta->guest_user, NULL);
+  JsonArray *shares = json_array_new();
+  for (guint i = 0; i < profile->shares->len; i++) {
+    const HutchShare *share = g_ptr_array_index(profile->shares, i);
+    g_autofree char *host = hutch_expand_tilde(share->host, g_get_home_dir());
+    g_autofree char *guest = hutch_expand_tilde(share->guest, guest_home);
+    JsonObject *entry = json_object_new();
+    json_object_set_string_member(entry, "host", host);
+    json_object_set_string_member(entry, "guest", guest);
+    json_object_set_boolean_member(entry, "writable", share->writable);
+    json_array_add_object_element(shares, entry);
+  }
+  json_object_set_array_member(o, "shares", shares);
+  JsonArray *ports = json_array_new();
+  for (guint i = 0; i < profile->ports->len; i++) {
+    const HutchPort *port = g_ptr_array_index(profile->ports, i);
+    JsonObject *entry = json_object_new();
+    json_object_set_string_member(entry, "host_ip", port->host_ip);
+    json_object_set_int_member(entry, "host_start", port->host_start);
+    json_object_set_int_member(entry, "host_end", port->host_end);
+    json_object_set_int_member(entry, "guest_start", port->guest_start);
+    json_object_set_int_member(entry, "guest_end", port->guest_end);
+    json_object_set_string_member(entry, "proto", hutch_proto_to_string(port->proto));
+    json_array_add_object_element(ports, entry);
+  }
+  json_object_set_array_member(o, "ports", ports);
+}
+
 /* The documented info object (docs/json.md). */
 static JsonObject *describe(HutchContext *ctx, HutchInstance *instance) {
   JsonObject *o = json_object_new();
@@ -904,6 +1011,8 @@ static JsonObject *describe(HutchContext *ctx, HutchInstance *instance) {
   json_object_set_array_member(o, "optional_failed", failed);
   if (failed_more > 0)
     json_object_set_int_member(o, "optional_failed_more", failed_more);
+  describe_profile(o, instance);
+  json_object_set_array_member(o, "forwards", hutch_forward_list_dir(instance->meta->runtime_dir));
   return o;
 }
 

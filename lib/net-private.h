@@ -17,9 +17,9 @@
 GStrv hutch_net_passt_argv(const char *passt, const char *runtime_dir, guint ssh_port,
                            GPtrArray *ports);
 
-/* Fails with HUTCH_ERROR_PORT_IN_USE naming the first host port of ports that cannot be
- * bound now. */
-gboolean hutch_net_check_ports(GPtrArray *ports, GError **error);
+/* The first port of ports with a host port that cannot be bound now (*ret_port: that one), or
+ * NULL when all can. instance.c says who holds it and what to do. */
+const HutchPort *hutch_net_find_busy_port(GPtrArray *ports, guint *ret_port);
 
 /* A TCP port on 127.0.0.1 that is free now (the kernel picks it). */
 guint hutch_net_free_port(GError **error);

@@ -74,23 +74,18 @@ static gboolean bind_test(const char *ip, guint port, int type) {
   return ok;
 }
 
-gboolean hutch_net_check_ports(GPtrArray *ports, GError **error) {
+const HutchPort *hutch_net_find_busy_port(GPtrArray *ports, guint *ret_port) {
   for (guint i = 0; ports && i < ports->len; i++) {
-    HutchPort *port = g_ptr_array_index(ports, i);
+    const HutchPort *port = g_ptr_array_index(ports, i);
     int type = port->proto == HUTCH_PROTO_UDP ? SOCK_DGRAM : SOCK_STREAM;
     for (guint p = port->host_start; p <= port->host_end; p++) {
       if (!bind_test(port->host_ip, p, type)) {
-        gboolean v6 = strchr(port->host_ip, ':') != NULL;
-        g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PORT_IN_USE,
-                    "host port %s %s%s%s:%u is in use (or cannot be bound): free it or forward "
-                    "another host port",
-                    hutch_proto_to_string(port->proto), v6 ? "[" : "", port->host_ip, v6 ? "]" : "",
-                    p);
-        return FALSE;
+        *ret_port = p;
+        return port;
       }
     }
   }
-  return TRUE;
+  return NULL;
 }
 
 guint hutch_net_free_port(GError **error) {

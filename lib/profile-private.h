@@ -114,7 +114,20 @@ HutchShare *hutch_share_parse(const char *spec, GError **error);
  * a HUTCH_ERROR_USAGE error. Take ownership of the item on success only. */
 gboolean hutch_profile_add_share(HutchProfile *profile, HutchShare *share, GError **error);
 gboolean hutch_profile_add_port(HutchProfile *profile, HutchPort *port, GError **error);
+/* `hutch edit`'s removals, HUTCH_ERROR_USAGE naming what there is when nothing matches.
+ * remove_port: spec is "HOST[-END][/tcp|/udp]" (or a whole --port spec, whose host side
+ * counts); it removes the port whose host range and protocol are exactly these (host ranges
+ * of one protocol never overlap in a profile, so at most one matches). remove_share: the
+ * share on guest path `guest` ("~" is the guest user's home, guest_home, on both sides). */
+gboolean hutch_profile_remove_port(HutchProfile *profile, const char *spec, GError **error);
+gboolean hutch_profile_remove_share(HutchProfile *profile, const char *guest,
+                                    const char *guest_home, GError **error);
+/* A port's host side as the user writes it: "127.0.0.1:8000-9000", "[::1]:8080",
+ * "127.0.0.1:5353/udp"; and its guest side: "8000-9000". */
+char *hutch_port_host_to_string(const HutchPort *port);
+char *hutch_port_guest_to_string(const HutchPort *port);
 /* The directories searched for profiles by name, in order (existing or not). */
 GPtrArray *hutch_profile_search_path(void);
 void hutch_share_free(HutchShare *share);
 void hutch_port_free(HutchPort *port);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(HutchPort, hutch_port_free)

@@ -1087,7 +1087,6 @@ static const KeySpec share_keys[] = {
 };
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(HutchShare, hutch_share_free)
-G_DEFINE_AUTOPTR_CLEANUP_FUNC(HutchPort, hutch_port_free)
 
 static gboolean key_shares(Loader *l, gpointer target, yaml_node_t *v, const char *key,
                            GError **error) {
@@ -2296,4 +2295,73 @@ gboolean hutch_profile_add_port_spec(HutchProfile *profile, const char *spec, GE
     return FALSE;
   }
   return TRUE;
+}
+
+void hutch_profile_clear_ports(HutchProfile *profile) {
+  g_ptr_array_set_size(profile->ports, 0);
+}
+
+static char *range_text(guint16 start, guint16 end) {
+  return start == end ? g_strdup_printf("%u", start) : g_strdup_printf("%u-%u", start, end);
+}
+
+char *hutch_port_host_to_string(const HutchPort *port) {
+  g_autofree char *range = range_text(port->host_start, port->host_end);
+  gboolean v6 = strchr(port->host_ip, ':') != NULL;
+  return g_strdup_printf("%s%s%s:%s%s", v6 ? "[" : "", port->host_ip, v6 ? "]" : "", range,
+                         port->proto == HUTCH_PROTO_UDP ? "/udp" : "");
+}
+
+char *hutch_port_guest_to_string(const HutchPort *port) {
+  return range_text(port->guest_start, port->guest_end);
+}
+
+gboolean hutch_profile_remove_port(HutchProfile *p, const char *spec, GError **error) {
+  g_autoptr(HutchPort) wanted = hutch_port_parse(spec, error);
+  if (!wanted)
+    return FALSE;
+  for (guint i = 0; i < p->ports->len; i++) {
+    const HutchPort *port = g_ptr_array_index(p->ports, i);
+    if (port->proto == wanted->proto && port->host_start == wanted->host_start &&
+        port->host_end == wanted->host_end) {
+      g_ptr_array_remove_index(p->ports, i);
+      return TRUE;
+    }
+  }
+  g_autoptr(GString) have = g_string_new(NULL);
+  for (guint i = 0; i < p->ports->len; i++) {
+    g_autofree char *text = hutch_port_host_to_string(g_ptr_array_index(p->ports, i));
+    g_string_append_printf(have, "%s%s", i ? ", " : "", text);
+  }
+  g_autofree char *range = range_text(wanted->host_start, wanted->host_end);
+  g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE,
+              "no port forward from host port %s%s to remove (%s%s)", range,
+              wanted->proto == HUTCH_PROTO_UDP ? "/udp" : "",
+              have->len ? "forwarded: " : "no ports are forwarded", have->str);
+  return FALSE;
+}
+
+gboolean hutch_profile_remove_share(HutchProfile *p, const char *guest, const char *guest_home,
+                                    GError **error) {
+  g_autofree char *norm = NULL;
+  g_autofree char *why = check_share_path(guest, TRUE, &norm);
+  if (why) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE, "invalid guest path: %s", why);
+    return FALSE;
+  }
+  g_autofree char *wanted = hutch_expand_tilde(norm, guest_home);
+  g_autoptr(GString) have = g_string_new(NULL);
+  for (guint i = 0; i < p->shares->len; i++) {
+    const HutchShare *share = g_ptr_array_index(p->shares, i);
+    g_autofree char *path = hutch_expand_tilde(share->guest, guest_home);
+    if (strcmp(path, wanted) == 0) {
+      g_ptr_array_remove_index(p->shares, i);
+      return TRUE;
+    }
+    g_string_append_printf(have, "%s%s", i ? ", " : "", share->guest);
+  }
+  g_autofree char *q = quote(guest);
+  g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE, "no share on guest path %s to remove (%s%s)",
+              q, have->len ? "shared: " : "no folders are shared", have->str);
+  return FALSE;
 }

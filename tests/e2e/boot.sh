@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Boot to ready with a real guest (the test image, under TCG): start from nothing, shell,
-# exit status, stdin, cp both ways, ssh-config with real OpenSSH, restart without
-# re-provisioning, a tampered host key refused, and delete leaving nothing behind. One VM
+# exit status, stdin, cp both ways, ssh-config with real OpenSSH, hutch edit (memory, disk:
+# the root file system grows) and hutch restart without re-provisioning, a tampered host key refused, and delete leaving nothing behind. One VM
 # serves the whole suite: a boot costs 1.5-3 minutes under TCG.
 #
 # The VM's profile names a cloud image that cannot be downloaded (nothing listens on
@@ -114,12 +114,40 @@ out=$(ssh -F "$E2E_TMP/ssh_config" -o BatchMode=yes "$vm" 'echo via-openssh' 2>&
 if [ "$out" = via-openssh ]; then ok "ssh-config works with OpenSSH and the pinned key"; else not_ok "ssh-config works with OpenSSH"; diag "$out"; fi
 
 check "write a file before the restart" "$HUTCH" shell "$vm" -- sh -c 'echo kept > survivor'
+# hutch edit: refused while the VM runs; stopped, more memory and a bigger disk, which the
+# guest's root file system grows to at the next boot; a shrink is refused and changes nothing.
+mem_before=$("$HUTCH" shell "$vm" -- awk '/^MemTotal:/ {print $2}' /proc/meminfo)
+root_before=$("$HUTCH" shell "$vm" -- df -B1 --output=size / | tail -n 1 | tr -d ' ')
+out=$("$HUTCH" edit "$vm" --memory 1536MiB 2>&1); rc=$?
+if [ $rc -eq 1 ] && [ "$out" = "hutch: $vm is running: hutch stop $vm first" ]; then ok "edit of a running VM is refused"; else not_ok "edit of a running VM is refused (exit $rc)"; diag "$out"; fi
 check "stop" "$HUTCH" -q stop "$vm"
+check "edit --cpus 2 (stopped)" "$HUTCH" -q edit "$vm" --cpus 2
+info_field() { "$HUTCH" info --json "$vm" | python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
+if [ "$(info_field cpus)" = 2 ]; then ok "info shows the edited cpus"; else not_ok "info shows the edited cpus"; fi
+check "edit --cpus 1 --memory 1536MiB --disk 6GiB" "$HUTCH" -q edit "$vm" --cpus 1 --memory 1536MiB --disk 6GiB
+profile_before=$(cat "$XDG_DATA_HOME/hutch/instances/$vm/profile.yaml")
+out=$("$HUTCH" edit "$vm" --memory 2GiB --disk 5GiB 2>&1); rc=$?
+if [ $rc -eq 2 ] && grep -q "disk: 5GiB is smaller than the disk's 6GiB: a disk only grows" <<<"$out"; then ok "a smaller disk is refused"; else not_ok "a smaller disk is refused (exit $rc)"; diag "$out"; fi
+if [ "$(info_field memory)" = 1536MiB ] && [ "$(cat "$XDG_DATA_HOME/hutch/instances/$vm/profile.yaml")" = "$profile_before" ]; then
+  ok "and changes nothing (memory, profile)"
+else
+  not_ok "the refused edit changes nothing"; diag "$("$HUTCH" info "$vm" 2>&1)"
+fi
 t0=$(date +%s.%N)
 check "start again" "$HUTCH" -q start "$vm"
 t1=$(date +%s.%N)
 diag "start to ready (restart): $(awk "BEGIN{printf \"%.1f\", $t1 - $t0}") s"
+mem_after=$("$HUTCH" shell "$vm" -- awk '/^MemTotal:/ {print $2}' /proc/meminfo)
+root_after=$("$HUTCH" shell "$vm" -- df -B1 --output=size / | tail -n 1 | tr -d ' ')
+diag "MemTotal $mem_before -> $mem_after kB, root file system $root_before -> $root_after bytes"
+if [ "$mem_after" -gt $((mem_before + 400000)) ]; then ok "the guest has the edited memory"; else not_ok "the guest has the edited memory"; fi
+if [ "$root_after" -gt $((root_before + 1500000000)) ]; then ok "the guest's root file system grew with the disk"; else not_ok "the guest's root file system grew with the disk"; diag "$("$HUTCH" logs "$vm" 2>&1 | tail -n 20)"; fi
 check "the file survived" bash -c "[ \"\$('$HUTCH' shell '$vm' -- cat survivor)\" = kept ]"
+t0=$(date +%s.%N)
+check "restart" "$HUTCH" -q restart "$vm"
+t1=$(date +%s.%N)
+diag "restart (stop, start to ready): $(awk "BEGIN{printf \"%.1f\", $t1 - $t0}") s"
+check "the file survived the restart" bash -c "[ \"\$('$HUTCH' shell '$vm' -- cat survivor)\" = kept ]"
 out=$("$HUTCH" shell "$vm" -- sudo cat /var/lib/hutch-e2e-runs 2>&1)
 if [ "$out" = provisioned ]; then ok "provisioning ran once, not again on restart"; else not_ok "provisioning ran once"; diag "$out"; fi
 

@@ -57,6 +57,12 @@ diag "the same file with hutch cp (SFTP, same SSH server): $(awk "BEGIN{printf \
 
 out=$("$HUTCH" forward "$vm" --list 2>&1)
 if [ "$out" = "127.0.0.1:$port -> $guest_port" ]; then ok "--list shows it"; else not_ok "--list shows it"; diag "$out"; fi
+out=$("$HUTCH" info --json "$vm" 2>&1)
+if python3 -c 'import json,sys; f=json.load(sys.stdin)["forwards"]; sys.exit(0 if len(f) == 1 and f[0]["host_ip"] == "127.0.0.1" and f[0]["host_port"] == int(sys.argv[1]) and f[0]["guest_port"] == int(sys.argv[2]) else 1)' "$port" "$guest_port" <<<"$out"; then
+  ok "info --json lists it under forwards"
+else
+  not_ok "info --json lists it under forwards"; diag "$out"
+fi
 pid=$(forward_pid)
 if [ -n "$pid" ] && [ "$(cat /proc/"$pid"/comm 2>/dev/null)" = hutch-forward ]; then ok "--json names the helper's pid"; else not_ok "--json names the helper's pid ($pid)"; fi
 listen=$(ss -ltnH "sport = :$port" | awk '{print $4}')

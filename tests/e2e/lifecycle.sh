@@ -48,6 +48,62 @@ check "delete" "$HUTCH" -q delete "$vm"
 check_status "virsh no longer sees it" 1 virsh dominfo "$vm"
 check "the instance directory is gone" test ! -e "$XDG_DATA_HOME/hutch/instances/$vm"
 
+# info shows the shares and ports (from the frozen profile), also of a VM never started.
+mkdir -p "$E2E_TMP/src"
+check "create with --share and --port" "$HUTCH" -q create "$vm" -f "$E2E_TMP/blank.yaml" --share "$E2E_TMP/src:/srv/src:ro" --port 127.0.0.1:18000-18009:8000-8009
+out=$("$HUTCH" info --json "$vm")
+if python3 -c '
+import json, sys
+v = json.load(sys.stdin)
+ok = v["shares"] == [{"host": sys.argv[1], "guest": "/srv/src", "writable": False}] and \
+     v["ports"] == [{"host_ip": "127.0.0.1", "host_start": 18000, "host_end": 18009, "guest_start": 8000, "guest_end": 8009, "proto": "tcp"}] and \
+     v["forwards"] == []
+sys.exit(0 if ok else 1)' "$E2E_TMP/src" <<<"$out"; then
+  ok "info --json lists the share (host, guest, read-only) and the port range"
+else
+  not_ok "info --json lists the share and the port range"; diag "$out"
+fi
+out=$("$HUTCH" info "$vm")
+if grep -qx "shares  *$E2E_TMP/src -> /srv/src (ro)" <<<"$out" && grep -qx "ports  *127.0.0.1:18000-18009 -> 8000-8009/tcp" <<<"$out"; then
+  ok "info shows them as HOST -> GUEST lines"
+else
+  not_ok "info shows them as HOST -> GUEST lines"; diag "$out"
+fi
+check "delete it" "$HUTCH" -q delete "$vm"
+
+# A second VM whose profile's host ports are taken (here by a listener of the test; another
+# VM from the same profile is the everyday case): create says so and how to go on, and
+# --no-ports (with --port for other ports) does.
+python3 -c '
+import socket, sys, time
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen()
+open(sys.argv[1] + ".tmp", "w").write(str(s.getsockname()[1]))
+__import__("os").rename(sys.argv[1] + ".tmp", sys.argv[1])
+time.sleep(600)' "$E2E_TMP/held-port" &
+holder=$!
+for _ in $(seq 1 100); do [ -s "$E2E_TMP/held-port" ] && break; sleep 0.1; done
+held=$(cat "$E2E_TMP/held-port")
+cat "$E2E_TMP/blank.yaml" - >"$E2E_TMP/ports.yaml" <<YAML
+ports:
+  - { host: $held, guest: 80 }
+YAML
+out=$("$HUTCH" create "$vm" -f "$E2E_TMP/ports.yaml" 2>&1); rc=$?
+if [ $rc -eq 1 ] && [ "$out" = "hutch: creating '$vm': host port 127.0.0.1:$held is in use (or cannot be bound): give this VM other ports with --no-ports --port 3000:3000, or free it" ]; then
+  ok "a taken host port: create says which and how to go on (--no-ports), exit 1"
+else
+  not_ok "a taken host port: create says which and how to go on (exit $rc)"; diag "$out"
+fi
+check_status "and defines nothing" 1 virsh dominfo "$vm"
+check "create --no-ports --port 18010:80 succeeds" "$HUTCH" -q create "$vm" -f "$E2E_TMP/ports.yaml" --no-ports --port 18010:80
+out=$("$HUTCH" info --json "$vm")
+if python3 -c 'import json,sys; p=json.load(sys.stdin)["ports"]; sys.exit(0 if [(x["host_start"], x["guest_start"]) for x in p] == [(18010, 80)] else 1)' <<<"$out"; then
+  ok "its ports are only the --port one"
+else
+  not_ok "its ports are only the --port one"; diag "$out"
+fi
+check "delete it" "$HUTCH" -q delete "$vm"
+kill "$holder" 2>/dev/null; wait "$holder" 2>/dev/null
+
 # A profile with a script step starts from its frozen copy (in the instance directory, far
 # from cloud-init/scripts/) with a hutch run from the build tree.
 cat "$E2E_TMP/blank.yaml" - >"$E2E_TMP/script.yaml" <<'YAML'

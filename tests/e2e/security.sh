@@ -359,7 +359,7 @@ else
   not_ok "console log not capped ($console_bytes bytes, $all_console_bytes in all)"; diag "$(ls -la "$console_log"*)"
 fi
 
-check "virtiofsd runs for the share" pgrep -f "[v]irtiofsd.*$HOME/VM-Shared"
+check "virtiofsd runs for the shares" pgrep -f "[v]irtiofsd.*/hutch/$vm/virtiofs-"
 
 # h7. A nested share redirected between two starts: the guest replaces ~/VM-Shared/nested
 # (another share's host directory) with a link to the host's ~/.ssh.
@@ -376,7 +376,7 @@ if [ $rc -eq 1 ] && grep -q nested <<<"$out" && [ "$(virsh domstate "$vm" 2>/dev
 else
   not_ok "start with a redirected nested share (exit $rc)"; diag "$out"
 fi
-check "no virtiofsd serves the link's target" bash -c "! pgrep -f '[v]irtiofsd.*$HOME/.ssh'"
+check "no virtiofsd runs for the VM (none serves the link's target)" bash -c "! pgrep -f '[v]irtiofsd.*/hutch/$vm/virtiofs-'"
 rm "$HOME/VM-Shared/nested" && mkdir "$HOME/VM-Shared/nested"
 
 # h8. The ready channel at that start: escapes in a step name, a reason and a warning, a line
@@ -408,6 +408,6 @@ fi
 
 check "delete --force" "$HUTCH" -q delete --force "$vm"
 sleep 1
-check "no virtiofsd left" bash -c "! pgrep -f '[v]irtiofsd.*$HOME/VM-Shared'"
+check "no virtiofsd left" bash -c "! pgrep -f '[v]irtiofsd.*/hutch/$vm/virtiofs-'"
 check "no passt left" bash -c "! pgrep -u $(id -u) -f '[p]asst.*/$vm/'"
 finish

@@ -27,7 +27,9 @@ runtime_dir=$XDG_RUNTIME_DIR/hutch/$vm
 in_guest() { "$HUTCH" shell "$vm" -- "$@"; }
 passt_runs() { pgrep -u "$(id -u)" -f "[p]asst.*/$vm/passt.socket" >/dev/null; }
 # virtiofsd runs as root of a user namespace: on the host its uid is a subordinate id, not ours.
-virtiofsd_runs() { pgrep -f "[v]irtiofsd.*$share" >/dev/null; }
+# virtiofsd is given the share through a mount in its own namespace, on a directory in the
+# VM's runtime directory (never the host path): it is found by that.
+virtiofsd_runs() { pgrep -f "[v]irtiofsd.*/hutch/$vm/virtiofs-" >/dev/null; }
 state() {
   "$HUTCH" list --json | python3 -c 'import json,sys; print(next((v["state"] for v in json.load(sys.stdin) if v["name"]==sys.argv[1]), "absent"))' "$vm"
 }
@@ -123,7 +125,7 @@ check "STOPPING=1 was sent" grep -q "STOPPING=1" "$notify_log"
 check "the domain is shut off" bash -c "[ \"\$(virsh domstate '$vm')\" = 'shut off' ]"
 sleep 1
 check "passt is gone" bash -c "! pgrep -u $(id -u) -f '[p]asst.*/$vm/passt.socket'"
-check "virtiofsd is gone" bash -c "! pgrep -f '[v]irtiofsd.*$share'"
+check "virtiofsd is gone" bash -c "! pgrep -f '[v]irtiofsd.*/hutch/$vm/virtiofs-'"
 diag "$(cat "$fg_log")"
 
 # ---- snapshots of the stopped VM ----------------------------------------------------------
@@ -157,7 +159,7 @@ check "change the guest: delete a file, make one" in_guest sh -c 'rm keep.txt &&
 check "virsh destroy" virsh destroy "$vm"
 sleep 1
 check "passt went away by itself" bash -c "! pgrep -u $(id -u) -f '[p]asst.*/$vm/passt.socket'"
-check "virtiofsd went away by itself" bash -c "! pgrep -f '[v]irtiofsd.*$share'"
+check "virtiofsd went away by itself" bash -c "! pgrep -f '[v]irtiofsd.*/hutch/$vm/virtiofs-'"
 out=$(state)
 if [ "$out" = stopped ]; then ok "hutch list shows it stopped"; else not_ok "hutch list shows it stopped ($out)"; fi
 
@@ -187,7 +189,7 @@ sleep 1
 out=$(state)
 if [ "$out" = stopped ]; then ok "hutch list shows it stopped"; else not_ok "hutch list shows it stopped ($out)"; fi
 check "passt went away by itself" bash -c "! pgrep -u $(id -u) -f '[p]asst.*/$vm/passt.socket'"
-check "virtiofsd went away by itself" bash -c "! pgrep -f '[v]irtiofsd.*$share'"
+check "virtiofsd went away by itself" bash -c "! pgrep -f '[v]irtiofsd.*/hutch/$vm/virtiofs-'"
 
 check "snapshot delete" "$HUTCH" -q snapshot delete "$vm" running-one
 out=$("$HUTCH" snapshot list --name "$vm")

@@ -676,6 +676,67 @@ static void test_add_share_port(void) {
   g_assert_cmpuint(p->ports->len, ==, 2);
 }
 
+/* `hutch edit`'s removals and `--no-ports`: what matches, and errors naming what there is. */
+static void test_remove_share_port(void) {
+  g_autofree char *path = data_path("inherit", "base.yaml", NULL);
+  g_autoptr(HutchProfile) p = load_ok(path);
+  g_autoptr(GError) error = NULL;
+  HutchPort *udp = hutch_port_parse("8000:8000/udp", &error);
+  g_assert_true(hutch_profile_add_port(p, udp, &error));
+  g_assert_true(hutch_profile_add_port_spec(p, "[::1]:9000-9001:90-91", &error));
+  g_autofree char *host0 = hutch_port_host_to_string(g_ptr_array_index(p->ports, 0));
+  g_autofree char *host1 = hutch_port_host_to_string(g_ptr_array_index(p->ports, 1));
+  g_autofree char *host2 = hutch_port_host_to_string(g_ptr_array_index(p->ports, 2));
+  g_autofree char *guest2 = hutch_port_guest_to_string(g_ptr_array_index(p->ports, 2));
+  g_assert_cmpstr(host0, ==, "127.0.0.1:8000");
+  g_assert_cmpstr(host1, ==, "127.0.0.1:8000/udp");
+  g_assert_cmpstr(host2, ==, "[::1]:9000-9001");
+  g_assert_cmpstr(guest2, ==, "90-91");
+
+  /* a part of a range is not the range */
+  g_assert_false(hutch_profile_remove_port(p, "9000", &error));
+  g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE);
+  g_assert_cmpstr(error->message, ==,
+                  "no port forward from host port 9000 to remove (forwarded: 127.0.0.1:8000, "
+                  "127.0.0.1:8000/udp, [::1]:9000-9001)");
+  g_clear_error(&error);
+  g_assert_false(hutch_profile_remove_port(p, "80-x", &error));
+  g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE);
+  g_clear_error(&error);
+  g_assert_true(hutch_profile_remove_port(p, "8000/udp", &error));
+  g_assert_no_error(error);
+  g_assert_cmpuint(p->ports->len, ==, 2);
+  g_assert_cmpint(((HutchPort *)g_ptr_array_index(p->ports, 0))->proto, ==, HUTCH_PROTO_TCP);
+  /* a whole --port spec names its host side */
+  g_assert_true(hutch_profile_remove_port(p, "9000-9001:90-91", &error));
+  g_assert_cmpuint(p->ports->len, ==, 1);
+  hutch_profile_clear_ports(p);
+  g_assert_cmpuint(p->ports->len, ==, 0);
+  g_assert_false(hutch_profile_remove_port(p, "8000", &error));
+  g_assert_cmpstr(error->message, ==,
+                  "no port forward from host port 8000 to remove (no ports are forwarded)");
+  g_clear_error(&error);
+
+  /* shares by guest path: as written, with "~" expanded, with a trailing slash */
+  g_assert_false(hutch_profile_remove_share(p, "~/C", "/home/dev", &error));
+  g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE);
+  g_assert_cmpstr(error->message, ==, "no share on guest path '~/C' to remove (shared: ~/A, ~/B)");
+  g_clear_error(&error);
+  g_assert_false(hutch_profile_remove_share(p, "A", "/home/dev", &error));
+  g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE);
+  g_assert_true(g_str_has_prefix(error->message, "invalid guest path: 'A' is a relative path"));
+  g_clear_error(&error);
+  g_assert_true(hutch_profile_remove_share(p, "/home/dev/B/", "/home/dev", &error));
+  g_assert_no_error(error);
+  g_assert_cmpuint(p->shares->len, ==, 1);
+  g_assert_cmpstr(share_at(p, 0)->guest, ==, "~/A");
+  g_assert_true(hutch_profile_remove_share(p, "~/A", "/home/dev", &error));
+  g_assert_cmpuint(p->shares->len, ==, 0);
+  g_assert_false(hutch_profile_remove_share(p, "~/A", "/home/dev", &error));
+  g_assert_cmpstr(error->message, ==,
+                  "no share on guest path '~/A' to remove (no folders are shared)");
+}
+
 /* ---- YAML out --------------------------------------------------------------------------- */
 
 static void assert_images_equal(const HutchImageSpec *a, const HutchImageSpec *b) {
@@ -949,6 +1010,7 @@ int main(int argc, char **argv) {
   g_test_add_func("/profile/port-parse", test_port_parse);
   g_test_add_func("/profile/share-parse", test_share_parse);
   g_test_add_func("/profile/add-share-port", test_add_share_port);
+  g_test_add_func("/profile/remove-share-port", test_remove_share_port);
   g_test_add_func("/profile/yaml/round-trip", test_round_trip);
   g_test_add_func("/profile/yaml/golden", test_golden);
   g_test_add_func("/profile/origins", test_origins);

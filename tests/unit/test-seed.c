@@ -731,6 +731,13 @@ static Guest *guest_new(const char *shell) {
               "  echo 'E: Unable to locate package fail-to-install' >&2; exit 100 ;;\n"
               "esac\n",
               0755);
+  guest_write(g, "stubs/growpart", "#!/bin/sh\necho \"growpart $*\" >>\"$STUB_LOG\"\n", 0755);
+  guest_write(g, "stubs/resize2fs",
+              "#!/bin/sh\necho \"resize2fs $*\" >>\"$STUB_LOG\"\n"
+              "[ ! -e \"$HUTCH_TEST_OUT.resize-fails\" ]\n",
+              0755);
+  /* the root file system's disk: never the host's own */
+  guest_write(g, "sys/block/vda/size", "8388608\n", 0644);
   guest_write(g, "fstab", "# host fstab\n", 0644);
   guest_write(g, "channel", "", 0644);
   g_autofree char *stubs = guest_path(g, "stubs");
@@ -750,6 +757,10 @@ static Guest *guest_new(const char *shell) {
   guest_setenv(g, "HUTCH_RUNUSER", "stubs/runuser");
   guest_setenv(g, "HUTCH_SYSTEMCTL", "stubs/systemctl");
   guest_setenv(g, "HUTCH_MOUNT", "stubs/mount");
+  guest_setenv(g, "HUTCH_GROWPART", "stubs/growpart");
+  guest_setenv(g, "HUTCH_RESIZE2FS", "stubs/resize2fs");
+  guest_setenv(g, "HUTCH_ROOT_SYSFS", "sys/block/vda");
+  g_ptr_array_add(g->env, g_strdup("HUTCH_ROOT_FSTYPE=ext4"));
   /* Never the host's own /etc/dpkg or /var/lib/man-db. */
   guest_setenv(g, "HUTCH_DPKG_CFG", "etc/dpkg/dpkg.cfg.d/hutch-provisioning");
   guest_setenv(g, "HUTCH_MANDB_FLAG", "var/lib/man-db/auto-update");
@@ -933,6 +944,59 @@ static void test_runner_required_failure(gconstpointer data) {
   g_assert_false(guest_exists(g, "channel"));
 }
 
+/* Later boots grow the root file system when its disk grew (hutch edit --disk), once per
+ * size; a failure is a warning, READY is still said. */
+static void test_runner_grow_root(gconstpointer data) {
+  g_autoptr(Guest) g = guest_new(data);
+  install_runner(g);
+  guest_write(g, "var/lib/hutch/status", "ok\n", 0644);
+  g_autofree char *ch_path = guest_path(g, "channel");
+  g_autofree char *log_path = guest_path(g, "stub.log");
+  g_assert_cmpint(guest_run(g, "usr/local/lib/hutch/hutch-provision", "ready"), ==, 0);
+  g_autofree char *log1 = guest_read(g, "stub.log");
+  g_assert_cmpstr(log1, ==, "resize2fs /dev/vda\n");
+  g_autofree char *size1 = guest_read(g, "var/lib/hutch/root-size");
+  g_assert_cmpstr(size1, ==, "8388608\n");
+  g_autofree char *channel1 = guest_read(g, "channel");
+  g_assert_cmpstr(channel1, ==, "READY\n");
+
+  /* the same size: nothing to do */
+  write_text(log_path, "", 0644);
+  g_assert_cmpint(guest_run(g, "usr/local/lib/hutch/hutch-provision", "ready"), ==, 0);
+  g_autofree char *log2 = guest_read(g, "stub.log");
+  g_assert_cmpstr(log2, ==, "");
+
+  /* grown, and resize2fs fails: a warning, READY, and the next boot tries again */
+  guest_write(g, "sys/block/vda/size", "16777216\n", 0644);
+  guest_write(g, "out.resize-fails", "", 0644);
+  write_text(ch_path, "", 0644);
+  g_assert_cmpint(guest_run(g, "usr/local/lib/hutch/hutch-provision", "ready"), ==, 0);
+  g_autofree char *channel3 = guest_read(g, "channel");
+  g_assert_cmpstr(channel3, ==, "WARN growing the root file system (/dev/vda) failed\nREADY\n");
+  g_autofree char *size3 = guest_read(g, "var/lib/hutch/root-size");
+  g_assert_cmpstr(size3, ==, "8388608\n");
+  g_autofree char *fails = guest_path(g, "out.resize-fails");
+  g_unlink(fails);
+  write_text(log_path, "", 0644);
+  g_assert_cmpint(guest_run(g, "usr/local/lib/hutch/hutch-provision", "ready"), ==, 0);
+  g_autofree char *log4 = guest_read(g, "stub.log");
+  g_assert_cmpstr(log4, ==, "resize2fs /dev/vda\n");
+  g_autofree char *size4 = guest_read(g, "var/lib/hutch/root-size");
+  g_assert_cmpstr(size4, ==, "16777216\n");
+
+  /* a root on a partition: the partition grows first */
+  guest_write(g, "sys/block/vdb/size", "4194304\n", 0644);
+  guest_write(g, "sys/block/vdb/vdb1/partition", "1\n", 0644);
+  for (guint i = 0; i < g->env->len; i++)
+    if (g_str_has_prefix(g_ptr_array_index(g->env, i), "HUTCH_ROOT_SYSFS="))
+      g_ptr_array_remove_index(g->env, i--);
+  guest_setenv(g, "HUTCH_ROOT_SYSFS", "sys/block/vdb/vdb1");
+  write_text(log_path, "", 0644);
+  g_assert_cmpint(guest_run(g, "usr/local/lib/hutch/hutch-provision", "ready"), ==, 0);
+  g_autofree char *log5 = guest_read(g, "stub.log");
+  g_assert_cmpstr(log5, ==, "growpart /dev/vdb 1\nresize2fs /dev/vdb1\n");
+}
+
 /* The whole seed: every write_files entry of the generated user-data lands in the fake guest
  * and the runner from it runs the generated steps. */
 static void test_runner_generated_seed(void) {
@@ -1006,6 +1070,8 @@ int main(int argc, char **argv) {
     g_test_add_data_func(p1, shells_to_test[i], test_runner_optional_failure);
     g_autofree char *p2 = g_strdup_printf("/seed/runner/required-failure%s", shells_to_test[i]);
     g_test_add_data_func(p2, shells_to_test[i], test_runner_required_failure);
+    g_autofree char *p3 = g_strdup_printf("/seed/runner/grow-root%s", shells_to_test[i]);
+    g_test_add_data_func(p3, shells_to_test[i], test_runner_grow_root);
   }
   g_test_add_func("/seed/runner/generated-seed", test_runner_generated_seed);
   return g_test_run();
