@@ -15,7 +15,9 @@ YAML
 guest_port=8790
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 forward_pid() { "$HUTCH" --json forward "$vm" --list | python3 -c 'import json,sys; f=json.load(sys.stdin); print(f[0]["pid"] if f else "")'; }
-wait_gone() { for _ in $(seq 1 "$2"); do kill -0 "$1" 2>/dev/null || return 0; sleep 1; done; return 1; }
+# Gone: no such process, or a zombie (nothing may reap an orphan at once where PID 1 is no init).
+gone() { ! kill -0 "$1" 2>/dev/null || [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" = Z ]; }
+wait_gone() { for _ in $(seq 1 "$2"); do gone "$1" && return 0; sleep 1; done; return 1; }
 runtime=$XDG_RUNTIME_DIR/hutch/$vm
 
 out=$("$HUTCH" -q start "$vm" -f "$E2E_TMP/fwd.yaml" 2>&1); rc=$?
@@ -93,7 +95,7 @@ check_status "no such VM" 1 "$HUTCH" forward "nope-$$" "$port:80"
 # ---- remove --------------------------------------------------------------------------------
 check "--remove $port" "$HUTCH" forward "$vm" --remove "$port"
 check_status "curl fails after --remove" 7 curl -s -m 5 "http://127.0.0.1:$port/"
-if ! kill -0 "$pid" 2>/dev/null; then ok "the helper is gone"; else not_ok "the helper is gone"; fi
+if wait_gone "$pid" 5; then ok "the helper is gone"; else not_ok "the helper is gone (pid $pid: $(cat /proc/$pid/stat 2>/dev/null | cut -d' ' -f2-3))"; fi
 out=$("$HUTCH" forward "$vm" --list 2>&1)
 if [ -z "$out" ] && [ ! -e "$runtime/forward-$port.pid" ]; then ok "--list is empty, the pidfile removed"; else not_ok "--list is empty"; diag "$out"; fi
 check_status "--remove again: exit 1" 1 "$HUTCH" forward "$vm" --remove "$port"

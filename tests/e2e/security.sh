@@ -363,7 +363,7 @@ check "virtiofsd runs for the shares" pgrep -f "[v]irtiofsd.*/hutch/$vm/virtiofs
 
 # h7. A nested share redirected between two starts: the guest replaces ~/VM-Shared/nested
 # (another share's host directory) with a link to the host's ~/.ssh.
-in_guest sh -c "rm -rf ~/Shared/nested && ln -s '$HOME/.ssh' ~/Shared/nested"
+in_guest sh -c "mv ~/Shared/nested ~/Shared/nested.away && ln -s '$HOME/.ssh' ~/Shared/nested"
 # ... and arms its hostile ready channel for the next boot (a flood, escapes, an overlong line)
 as_root mv /usr/local/lib/hutch/hutch-provision /usr/local/lib/hutch/hutch-provision.real
 as_root tee /usr/local/lib/hutch/hutch-provision <"$hostile/evil-provision.sh" >/dev/null
@@ -377,7 +377,11 @@ else
   not_ok "start with a redirected nested share (exit $rc)"; diag "$out"
 fi
 check "no virtiofsd runs for the VM (none serves the link's target)" bash -c "! pgrep -f '[v]irtiofsd.*/hutch/$vm/virtiofs-'"
+# Another directory at that path is refused too (the record holds the directory's identity).
 rm "$HOME/VM-Shared/nested" && mkdir "$HOME/VM-Shared/nested"
+out=$("$HUTCH" start "$vm" 2>&1); rc=$?
+if [ $rc -eq 1 ] && grep -q "inode" <<<"$out"; then ok "another directory made at the share's path is refused"; else not_ok "another directory at the share's path (exit $rc)"; diag "$out"; fi
+rmdir "$HOME/VM-Shared/nested" && mv "$HOME/VM-Shared/nested.away" "$HOME/VM-Shared/nested"
 
 # h8. The ready channel at that start: escapes in a step name, a reason and a warning, a line
 # longer than 4 KiB that would read FAILED once cut, and a flood of 64 MiB of failed steps.
