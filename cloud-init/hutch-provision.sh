@@ -5,6 +5,9 @@
 #   hutch-provision run               mount the shares, run the steps, report, disable cloud-init
 #   hutch-provision ready             grow the root file system to its disk if that grew, report
 #                                     READY (or FAILED) again: hutch-ready.service, later boots
+#   hutch-provision mounts [FILE]     take a new share table (stdin, or FILE) after `hutch edit`:
+#                                     unmount and forget the shares it no longer lists, mount
+#                                     the ones it does
 #   hutch-provision install-packages PKG...   what a `packages:` step runs
 #
 # Progress goes to the host over a virtio-serial port, one line each:
@@ -39,6 +42,8 @@ CLOUD_INIT_DISABLED=${HUTCH_CLOUD_INIT_DISABLED:-/etc/cloud/cloud-init.disabled}
 RUNUSER=${HUTCH_RUNUSER:-runuser}
 SYSTEMCTL=${HUTCH_SYSTEMCTL:-systemctl}
 MOUNT=${HUTCH_MOUNT:-mount}
+UMOUNT=${HUTCH_UMOUNT:-umount}
+MOUNTPOINT=${HUTCH_MOUNTPOINT:-mountpoint}
 SSH_WAIT=${HUTCH_SSH_WAIT:-120}
 # Provisioning-time speedups (see speedups_on): dpkg without fsync, man-db's index not rebuilt
 # after every install. Both cost minutes under TCG and are put back when provisioning ends.
@@ -119,7 +124,7 @@ mount_shares() {
     if ! grep -qxF -e "$line" "$FSTAB" 2>/dev/null; then
       printf '%s\n' "$line" >>"$FSTAB"
     fi
-    if mountpoint -q "$path" 2>/dev/null; then
+    if "$MOUNTPOINT" -q "$path" 2>/dev/null; then
       continue
     fi
     if "$MOUNT" --fstab "$FSTAB" "$path" </dev/null; then
@@ -321,6 +326,48 @@ cmd_ready() {
   fi
 }
 
+# hutch runs this over SSH at the first start after `hutch edit` changed the shares: the
+# guest's fstab still holds the first boot's lines (and the boot has just mounted them, under
+# mount tags that may now name other shares). Every hutch line (tag hutchfsN) that the new
+# table does not hold exactly is unmounted and dropped from fstab; then the new table is
+# mounted like at first boot. The ready channel is not used: the host is not listening.
+cmd_mounts() {
+  channel_broken=1
+  mkdir -p "$STATE_DIR" "$(dirname "$MOUNTS")"
+  new=$STATE_DIR/fstab.new
+  cat ${1:+"$1"} >"$new" || return 1
+  kept=$STATE_DIR/fstab.kept
+  : >"$kept"
+  if [ -r "$FSTAB" ]; then
+    while IFS= read -r line <&4; do
+      case "$line" in
+        hutchfs[0-9]*' '*)
+          if grep -qxF -e "$line" "$new"; then
+            printf '%s\n' "$line" >>"$kept"
+            continue
+          fi
+          set -f
+          # shellcheck disable=SC2086 # split the fstab line into its fields
+          set -- $line
+          set +f
+          if "$MOUNTPOINT" -q "$2" 2>/dev/null && ! "$UMOUNT" "$2" </dev/null; then
+            say "unmounting $2 failed; detaching it"
+            "$UMOUNT" -l "$2" </dev/null || true
+          fi
+          say "unmounted $2 ($1): no longer shared"
+          ;;
+        *) printf '%s\n' "$line" >>"$kept" ;;
+      esac
+    done 4<"$FSTAB"
+    cat "$kept" >"$FSTAB"
+  fi
+  rm -f "$kept"
+  mv -f "$new" "$MOUNTS"
+  rm -f "$STATE_DIR/mount-failed"
+  mount_shares
+  [ ! -e "$STATE_DIR/mount-failed" ]
+}
+
 cmd_install_packages() {
   export DEBIAN_FRONTEND=noninteractive
   # apt-daily may hold the lock on a first boot: wait for it rather than fail.
@@ -338,12 +385,13 @@ cmd_install_packages() {
 case "${1:-}" in
   run) cmd_run ;;
   ready) cmd_ready ;;
+  mounts) cmd_mounts "${2:-}" ;;
   install-packages)
     shift
     cmd_install_packages "$@"
     ;;
   *)
-    echo "usage: hutch-provision run | ready | install-packages PACKAGE..." >&2
+    echo "usage: hutch-provision run | ready | mounts [FILE] | install-packages PACKAGE..." >&2
     exit 2
     ;;
 esac

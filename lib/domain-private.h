@@ -59,13 +59,14 @@ guint hutch_domain_vcpus(guint wanted, gboolean tcg, guint host_cores, guint lim
 char *hutch_domain_build_xml(const HutchProfile *profile, const HutchDomainConfig *config,
                              GError **error);
 
-/* `hutch edit`: the domain XML xml (as libvirt gives it back, inactive) with the vCPUs and
- * memory of profile and the shared folders filesystems (replacing all it had, and with
- * shareable memory exactly when one is virtiofs); everything else is kept. Pure.
+/* `hutch edit`: the domain XML xml (as libvirt gives it back, inactive) with vcpus vCPUs
+ * (hutch_domain_vcpus of the profile's), the memory of profile and the shared folders
+ * filesystems (replacing all it had, and with shareable memory exactly when one is
+ * virtiofs); everything else is kept. Pure.
  * HUTCH_ERROR_USAGE for invalid filesystems or memory, HUTCH_ERROR_FAILED for XML that is
  * not a domain. */
-char *hutch_domain_edit_xml(const char *xml, const HutchProfile *profile, GPtrArray *filesystems,
-                            GError **error);
+char *hutch_domain_edit_xml(const char *xml, const HutchProfile *profile, guint vcpus,
+                            GPtrArray *filesystems, GError **error);
 
 /* Metadata read back from a domain's <hutch:instance> element. */
 typedef struct {

@@ -488,8 +488,8 @@ static xmlNodePtr set_child_text(xmlNodePtr root, const char *name, const char *
   return node;
 }
 
-char *hutch_domain_edit_xml(const char *xml, const HutchProfile *profile, GPtrArray *filesystems,
-                            GError **error) {
+char *hutch_domain_edit_xml(const char *xml, const HutchProfile *profile, guint vcpus,
+                            GPtrArray *filesystems, GError **error) {
   if (!check_filesystems(filesystems, error)) {
     g_prefix_error(error, "editing domain XML: ");
     return NULL;
@@ -511,7 +511,7 @@ char *hutch_domain_edit_xml(const char *xml, const HutchProfile *profile, GPtrAr
   g_autofree char *kib = g_strdup_printf("%" G_GUINT64_FORMAT, profile->memory / 1024);
   set_child_text(domain, "memory", kib, "KiB");
   set_child_text(domain, "currentMemory", kib, "KiB");
-  g_autofree char *cpus = g_strdup_printf("%u", profile->cpus);
+  g_autofree char *cpus = g_strdup_printf("%u", vcpus);
   set_child_text(domain, "vcpu", cpus, NULL);
 
   /* the shares: those of the profile now, and shareable memory exactly when one is virtiofs */

@@ -88,6 +88,11 @@ static gboolean edit_steps(HutchContext *ctx, HutchInstance *instance, const Hut
                 want, have, have);
     return FALSE;
   }
+  guint vcpus = 0;
+  g_autofree char *vcpus_notice = NULL;
+  if (!hutch_instance_plan_vcpus(edited, hutch_instance_is_tcg(instance), &vcpus, &vcpus_notice,
+                                 error))
+    return FALSE;
   g_autoptr(GPtrArray) added_ports = new_ports(old, edited);
   if (!hutch_instance_check_ports(ctx, name, added_ports, TRUE, error))
     return FALSE;
@@ -101,7 +106,7 @@ static gboolean edit_steps(HutchContext *ctx, HutchInstance *instance, const Hut
     hutch_set_libvirt_error(error, "reading the domain");
     return FALSE;
   }
-  g_autofree char *xml = hutch_domain_edit_xml(old_xml, edited, filesystems, error);
+  g_autofree char *xml = hutch_domain_edit_xml(old_xml, edited, vcpus, filesystems, error);
   g_autofree char *yaml = xml ? hutch_profile_to_yaml(edited, error) : NULL;
   if (!yaml)
     return FALSE;
@@ -129,20 +134,25 @@ static gboolean edit_steps(HutchContext *ctx, HutchInstance *instance, const Hut
   if (g_rename(record_new, record) < 0)
     hutch_progress_note(ctx, "could not replace %s: %s (the next start records the shares)",
                         record, g_strerror(errno));
+  if (vcpus_notice && edit->cpus)
+    hutch_progress_note(ctx, "%s", vcpus_notice);
   g_autofree char *memory = hutch_format_size(edited->memory);
   g_autofree char *disk = hutch_format_size(MAX(edited->disk, disk_now));
   hutch_progress_note(ctx, "%s: %u CPU%s, %s, %s disk, %u shared folder%s, %u port forward%s", name,
-                      edited->cpus, edited->cpus == 1 ? "" : "s", memory, disk, edited->shares->len,
+                      vcpus, vcpus == 1 ? "" : "s", memory, disk, edited->shares->len,
                       edited->shares->len == 1 ? "" : "s", edited->ports->len,
                       edited->ports->len == 1 ? "" : "s");
-  /* TODO(issue 18): the guest mounts the shares listed in its first boot's /etc/hutch/fstab
-   * (cloud-init is disabled after provisioning), so a share added or removed here changes the
-   * host side (virtiofsd, the domain) but not the guest's mount table, and the mount tags
-   * (hutchfs<index>) of the shares after a removed one move. The guest's table has to follow
-   * (hutch-provision `ready` reading it from the seed, or start pushing it over SSH). */
-  if ((edit->add_shares && edit->add_shares[0]) || (edit->remove_shares && edit->remove_shares[0]))
-    hutch_progress_note(ctx, "the guest mounts the shares it had at its first boot: a changed "
-                             "share is mounted there by hand (sudo mount -t virtiofs TAG PATH)");
+  /* The guest mounts the table it was given at its first boot (cloud-init is disabled after
+   * provisioning) under tags hutchfs<index>, which move when a share goes: the next start
+   * gives it the new table over SSH (hutch-provision mounts). */
+  if ((edit->add_shares && edit->add_shares[0]) || (edit->remove_shares && edit->remove_shares[0])) {
+    g_autofree char *pending = g_build_filename(dir, HUTCH_INSTANCE_MOUNTS_PENDING, NULL);
+    if (!hutch_write_file(pending, "", 0, 0600, NULL))
+      hutch_progress_note(ctx, "could not write %s: the guest keeps its old shares until they "
+                               "are mounted by hand", pending);
+    else
+      hutch_progress_note(ctx, "the guest mounts the edited shares at the next start");
+  }
   return TRUE;
 }
 

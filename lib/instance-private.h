@@ -17,6 +17,8 @@
 #define HUTCH_INSTANCE_PROVISIONED "provisioned"   /* stamp: first boot finished */
 #define HUTCH_INSTANCE_CREATING ".creating"       /* present while create runs */
 #define HUTCH_INSTANCE_OPTIONAL_FAILED "optional-failed" /* optional steps that failed */
+/* stamp: `hutch edit` changed the shares; the next start gives the guest its new mount table */
+#define HUTCH_INSTANCE_MOUNTS_PENDING "guest-mounts-pending"
 
 /* Runtime files ($XDG_RUNTIME_DIR/hutch/NAME, 0700) besides passt's. */
 #define HUTCH_RUNTIME_READY_SOCKET "ready.sock"
@@ -88,6 +90,14 @@ GPtrArray *hutch_instance_plan_shares(const HutchProfile *profile, const char *r
 
 /* TRUE when the domain is running (or paused). */
 gboolean hutch_instance_is_active(HutchInstance *instance);
+
+/* Whether the instance runs under TCG (emulation) rather than KVM. */
+gboolean hutch_instance_is_tcg(HutchInstance *instance);
+
+/* The vCPUs a domain gets for profile (hutch_domain_vcpus), with the notice when TCG caps
+ * the profile's count (else NULL); HUTCH_TCG_MAX_CPUS sets the cap. Create and edit. */
+gboolean hutch_instance_plan_vcpus(const HutchProfile *profile, gboolean tcg, guint *ret_cpus,
+                                   char **ret_notice, GError **error);
 
 /* The pinned host key line ("ssh-ed25519 AAAA...") of an instance. */
 char *hutch_instance_host_key(HutchInstance *instance, GError **error);

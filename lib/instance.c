@@ -163,9 +163,15 @@ static const char *choose_domain_type(virConnectPtr conn, const HutchProfile *pr
   return "qemu";
 }
 
-/* The vCPUs of a new domain (hutch_domain_vcpus), with the notice when TCG caps the
- * profile's count; HUTCH_TCG_MAX_CPUS sets the cap. */
-static gboolean plan_vcpus(const HutchProfile *profile, gboolean tcg, guint *ret_cpus,
+gboolean hutch_instance_is_tcg(HutchInstance *instance) {
+  if (instance->meta->accel)
+    return strcmp(instance->meta->accel, "tcg") == 0;
+  /* instances from before the accel was recorded */
+  g_autofree char *xml = virDomainGetXMLDesc(instance->domain, 0);
+  return xml && strstr(xml, "<domain type='qemu'") != NULL;
+}
+
+gboolean hutch_instance_plan_vcpus(const HutchProfile *profile, gboolean tcg, guint *ret_cpus,
                            char **ret_notice, GError **error) {
   const char *text = g_getenv("HUTCH_TCG_MAX_CPUS");
   guint64 limit = 0;
@@ -305,7 +311,7 @@ static gboolean create_steps(HutchContext *ctx, virConnectPtr conn, const char *
   guint cpus = 0;
   g_autofree char *cpus_notice = NULL;
   gboolean qemu64 = FALSE;
-  if (!plan_vcpus(profile, tcg, &cpus, &cpus_notice, error) || !tcg_cpu_qemu64(&qemu64, error))
+  if (!hutch_instance_plan_vcpus(profile, tcg, &cpus, &cpus_notice, error) || !tcg_cpu_qemu64(&qemu64, error))
     return FALSE;
   if (!hutch_instance_check_ports(ctx, name, profile->ports, FALSE, error))
     return FALSE;
@@ -688,6 +694,45 @@ static HutchProfile *instance_profile(HutchInstance *instance, GError **error) {
   return hutch_profile_load_file(path, error);
 }
 
+/* After `hutch edit` changed the shares, the guest still mounts its first boot's table (and
+ * the boot has just done so, under tags that may now name other shares): give it the new
+ * one. Failing leaves the stamp for the next start and is a notice, not a failed start: the
+ * guest is up, and the user can mount by hand. */
+static gboolean apply_guest_mounts(HutchContext *ctx, HutchInstance *instance, HutchSsh *ssh,
+                                   GPtrArray *share_plan, GError **error) {
+  g_autofree char *pending =
+      g_build_filename(instance->meta->instance_dir, HUTCH_INSTANCE_MOUNTS_PENDING, NULL);
+  if (!g_file_test(pending, G_FILE_TEST_EXISTS))
+    return TRUE;
+  g_autoptr(GPtrArray) mounts = hutch_share_plan_seed_mounts(share_plan);
+  g_autofree char *table = hutch_seed_mount_table(mounts);
+  g_autofree char *err_text = NULL;
+  g_autoptr(GError) local = NULL;
+  int status = hutch_ssh_exec_capture(ssh, "sudo -n " HUTCH_SEED_GUEST_RUNNER " mounts", table,
+                                      NULL, &err_text, &local);
+  if (status < 0) {
+    g_propagate_error(error, g_steal_pointer(&local));
+    return FALSE;
+  }
+  if (status != 0) {
+    /* the guest's words: their last line, made safe to print and cut short */
+    g_strchomp(err_text ? err_text : (err_text = g_strdup("")));
+    const char *nl = strrchr(err_text, '\n');
+    g_autofree char *last = hutch_text_sanitize(nl ? nl + 1 : err_text, -1, HUTCH_TEXT_LINE);
+    hutch_text_truncate(last, 200);
+    hutch_progress_note(ctx,
+                        "the guest did not take its new share table (exit %d: %s); mount "
+                        "a share by hand (sudo mount -t virtiofs hutchfsN PATH) or start "
+                        "again to retry",
+                        status, last);
+    return TRUE;
+  }
+  g_unlink(pending);
+  hutch_progress_note(ctx, "the guest mounts its %u shared folder%s as edited", mounts->len,
+                      mounts->len == 1 ? "" : "s");
+  return TRUE;
+}
+
 static gboolean start_steps(HutchContext *ctx, HutchInstance *instance, gboolean wait_ready,
                             GError **error) {
   g_autoptr(HutchProfile) profile = instance_profile(instance, error);
@@ -765,7 +810,67 @@ static gboolean start_steps(HutchContext *ctx, HutchInstance *instance, gboolean
     if (!hutch_write_file(stamp, "", 0, 0600, error))
       return FALSE;
   }
+  if (!apply_guest_mounts(ctx, instance, ssh, share_plan, error))
+    return FALSE;
   hutch_progress_end(ctx, "ready", "SSH with the pinned host key");
+  return TRUE;
+}
+
+/* A running domain whose first boot has not been seen to its end by any hutch (the start
+ * that booted it was killed, or virsh started it): its provisioning may still be running, and
+ * the ready channel cannot tell (the guest stops reporting once a report found nobody
+ * listening). Asks the guest over SSH instead: the runner's status file appears when
+ * provisioning ends ("ok" or "failed"). The answer is the guest's own business, so a hostile
+ * guest gains nothing by lying; it is bounded and sanitised like everything it sends. */
+static gboolean wait_provisioned(HutchContext *ctx, HutchInstance *instance, HutchSsh *ssh,
+                                 GError **error) {
+  g_autofree char *stamp =
+      g_build_filename(instance->meta->instance_dir, HUTCH_INSTANCE_PROVISIONED, NULL);
+  if (g_file_test(stamp, G_FILE_TEST_EXISTS))
+    return TRUE;
+  g_autoptr(HutchProfile) profile = instance_profile(instance, error);
+  if (!profile)
+    return FALSE;
+  hutch_progress_begin(ctx, "provision", "waiting for the first boot's provisioning (the start "
+                                         "that booted %s did not see it end)",
+                       instance->name);
+  g_autofree char *command = g_strdup_printf(
+      "i=0; while [ ! -s /var/lib/hutch/status ] && [ $i -lt %u ]; do sleep 2; i=$((i+2)); "
+      "done; cloud-init status --wait >/dev/null 2>&1; cat /var/lib/hutch/status 2>/dev/null; "
+      "cat /var/lib/hutch/optional-failed 2>/dev/null",
+      profile->boot_timeout);
+  g_autofree char *out = NULL;
+  int status = hutch_ssh_exec_capture(ssh, command, NULL, &out, NULL, error);
+  if (status < 0)
+    return FALSE;
+  g_autofree char *clean = hutch_text_sanitize(out ? out : "", -1, HUTCH_TEXT_LINES);
+  g_auto(GStrv) lines = g_strsplit(clean, "\n", 0);
+  const char *result = lines[0] ? lines[0] : "";
+  if (strcmp(result, "ok") != 0) {
+    if (*result == '\0')
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_TIMEOUT,
+                  "'%s' did not finish provisioning within %u s (boot_timeout); see hutch logs %s",
+                  instance->name, profile->boot_timeout, instance->name);
+    else
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROVISION,
+                  "provisioning '%s' failed; the steps' output: hutch shell %s -- sudo cat "
+                  "/var/log/hutch/steps/*.log",
+                  instance->name, instance->name);
+    return FALSE;
+  }
+  GString *failed = g_string_new("");
+  for (guint i = 1; lines[i] && i <= 64; i++)
+    if (*lines[i])
+      g_string_append_printf(failed, "%s%s", failed->len ? ", " : "", lines[i]);
+  hutch_text_truncate(failed->str, 512);
+  if (failed->str[0])
+    hutch_progress_note(ctx, "ready, with optional steps failed: %s (their output: hutch shell "
+                             "%s -- sudo cat /var/log/hutch/steps/*.log)",
+                        failed->str, instance->name);
+  g_string_free(failed, TRUE);
+  if (!hutch_write_file(stamp, "", 0, 0600, error))
+    return FALSE;
+  hutch_progress_end(ctx, "provision", "the first boot's provisioning ended");
   return TRUE;
 }
 
@@ -778,10 +883,13 @@ gboolean hutch_instance_start(HutchContext *ctx, const char *name, gboolean wait
   if (hutch_instance_is_active(instance)) {
     if (!wait_ready)
       return TRUE;
-    /* Started by someone else (virsh, another hutch): ready once SSH answers. */
+    /* Started by someone else (virsh, another hutch, a start that was killed): ready once SSH
+     * answers and the first boot's provisioning has ended. */
     g_autoptr(HutchSsh) ssh = connect_instance(instance, 600, error);
-    if (!ssh)
+    if (!ssh || !wait_provisioned(ctx, instance, ssh, error)) {
+      g_prefix_error(error, "starting '%s': ", name);
       return FALSE;
+    }
     hutch_progress_note(ctx, "%s is running: hutch shell %s", name, name);
     return TRUE;
   }
@@ -963,13 +1071,7 @@ static JsonObject *describe(HutchContext *ctx, HutchInstance *instance) {
   virDomainGetUUIDString(instance->domain, uuid);
   int state = info.state;
   g_autofree char *memory = hutch_format_size((guint64)info.maxMem * 1024);
-  gboolean tcg;
-  if (instance->meta->accel) {
-    tcg = strcmp(instance->meta->accel, "tcg") == 0;
-  } else {
-    g_autofree char *xml = virDomainGetXMLDesc(instance->domain, 0);
-    tcg = xml && strstr(xml, "<domain type='qemu'") != NULL;
-  }
+  gboolean tcg = hutch_instance_is_tcg(instance);
 
   json_object_set_string_member(o, "name", instance->name);
   json_object_set_string_member(o, "state", state_name(state));

@@ -50,5 +50,13 @@ HutchSeedDocuments *hutch_seed_build(const HutchProfile *profile, const HutchSee
  * optional steps that failed, /var/log/hutch/steps/NN-NAME.log holds each step's output, and
  * `sudo /usr/local/lib/hutch/hutch-provision run` runs the steps not yet done again. */
 
+/* Where the seed installs the provisioning runner in the guest. */
+#define HUTCH_SEED_GUEST_RUNNER "/usr/local/lib/hutch/hutch-provision"
+
+/* The guest's share table (/etc/hutch/fstab): one fstab line a mount, "" for none. The seed
+ * holds it for the first boot; `hutch-provision mounts` takes it on stdin later (after
+ * `hutch edit` changed the shares). */
+char *hutch_seed_mount_table(GPtrArray *mounts);
+
 /* Writes an ISO 9660 volume "cidata" (Rock Ridge + Joliet) holding the three documents. */
 gboolean hutch_seed_write_iso(const HutchSeedDocuments *docs, const char *path, GError **error);

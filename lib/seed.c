@@ -18,7 +18,7 @@
 #include "seed-private.h"
 #include "util-private.h"
 
-#define GUEST_RUNNER "/usr/local/lib/hutch/hutch-provision"
+#define GUEST_RUNNER HUTCH_SEED_GUEST_RUNNER
 #define GUEST_CONF "/etc/hutch/provision.conf"
 #define GUEST_MOUNTS "/etc/hutch/fstab"
 #define GUEST_STEPS_DIR "/var/lib/hutch/steps"
@@ -404,16 +404,8 @@ static GPtrArray *guest_files(const HutchProfile *profile, const HutchSeedConfig
                            user, channel),
            "0644");
 
-  if (config->mounts && config->mounts->len > 0) {
-    GString *s = g_string_new("");
-    for (guint i = 0; i < config->mounts->len; i++) {
-      const HutchSeedMount *m = g_ptr_array_index(config->mounts, i);
-      /* ro in the guest is a courtesy only: the guest user has sudo, the host enforces it. */
-      g_string_append_printf(s, "%s %s virtiofs defaults,nofail%s 0 0\n", m->tag, m->guest_path,
-                             m->readonly ? ",ro" : "");
-    }
-    add_file(files, g_strdup(GUEST_MOUNTS), g_string_free(s, FALSE), "0644");
-  }
+  if (config->mounts && config->mounts->len > 0)
+    add_file(files, g_strdup(GUEST_MOUNTS), hutch_seed_mount_table(config->mounts), "0644");
 
   char *runner = read_data_file("hutch-provision.sh", error);
   if (!runner)
@@ -595,6 +587,17 @@ static char *build_network_config(const HutchSeedConfig *config, GError **error)
   y_map_end(&y);
   y_map_end(&y);
   return y_finish(&y, "network-config", error);
+}
+
+char *hutch_seed_mount_table(GPtrArray *mounts) {
+  GString *s = g_string_new("");
+  for (guint i = 0; mounts && i < mounts->len; i++) {
+    const HutchSeedMount *m = g_ptr_array_index(mounts, i);
+    /* ro in the guest is a courtesy only: the guest user has sudo, the host enforces it. */
+    g_string_append_printf(s, "%s %s virtiofs defaults,nofail%s 0 0\n", m->tag, m->guest_path,
+                           m->readonly ? ",ro" : "");
+  }
+  return g_string_free(s, FALSE);
 }
 
 HutchSeedDocuments *hutch_seed_build(const HutchProfile *profile, const HutchSeedConfig *config,

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Boot to ready with a real guest (the test image, under TCG): start from nothing, shell,
-# exit status, stdin, cp both ways, ssh-config with real OpenSSH, hutch edit (memory, disk:
-# the root file system grows) and hutch restart without re-provisioning, a tampered host key refused, and delete leaving nothing behind. One VM
+# exit status, stdin, cp both ways, ssh-config with real OpenSSH, hutch edit (cpus under the
+# TCG cap, memory, disk: the root file system grows; shares added and removed reach the
+# guest's mounts) and hutch restart without re-provisioning, a tampered host key refused, and delete leaving nothing behind. One VM
 # serves the whole suite: a boot costs 1.5-3 minutes under TCG.
 #
 # The VM's profile names a cloud image that cannot be downloaded (nothing listens on
@@ -121,10 +122,23 @@ root_before=$("$HUTCH" shell "$vm" -- df -B1 --output=size / | tail -n 1 | tr -d
 out=$("$HUTCH" edit "$vm" --memory 1536MiB 2>&1); rc=$?
 if [ $rc -eq 1 ] && [ "$out" = "hutch: $vm is running: hutch stop $vm first" ]; then ok "edit of a running VM is refused"; else not_ok "edit of a running VM is refused (exit $rc)"; diag "$out"; fi
 check "stop" "$HUTCH" -q stop "$vm"
-check "edit --cpus 2 (stopped)" "$HUTCH" -q edit "$vm" --cpus 2
 info_field() { "$HUTCH" info --json "$vm" | python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
-if [ "$(info_field cpus)" = 2 ]; then ok "info shows the edited cpus"; else not_ok "info shows the edited cpus"; fi
-check "edit --cpus 1 --memory 1536MiB --disk 6GiB" "$HUTCH" -q edit "$vm" --cpus 1 --memory 1536MiB --disk 6GiB
+# edit --cpus goes through the same TCG cap as create (max(1, cores/2) here), with its notice
+tcg_cap=$(( $(nproc) / 2 )); [ "$tcg_cap" -ge 1 ] || tcg_cap=1
+out=$("$HUTCH" edit "$vm" --cpus $((tcg_cap + 1)) 2>&1); rc=$?
+if [ $rc -eq 0 ] && grep -q "cpus: $((tcg_cap + 1)) capped to $tcg_cap under TCG" <<<"$out" && [ "$(info_field cpus)" = "$tcg_cap" ]; then
+  ok "edit --cpus is capped under TCG, with a notice"
+else
+  not_ok "edit --cpus is capped under TCG (exit $rc, info cpus $(info_field cpus))"; diag "$out"
+fi
+check "edit --cpus with HUTCH_TCG_MAX_CPUS" env HUTCH_TCG_MAX_CPUS=$((tcg_cap + 1)) "$HUTCH" -q edit "$vm" --cpus $((tcg_cap + 1))
+if [ "$(info_field cpus)" = $((tcg_cap + 1)) ]; then ok "info shows the edited cpus"; else not_ok "info shows the edited cpus"; fi
+# two shares added to a VM that had none: the guest mounts them at the next start
+mkdir -p "$E2E_TMP/one" "$E2E_TMP/two"
+echo one-marker >"$E2E_TMP/one/marker"
+echo two-marker >"$E2E_TMP/two/marker"
+check "edit --cpus 1 --memory 1536MiB --disk 6GiB --share x2" "$HUTCH" -q edit "$vm" --cpus 1 --memory 1536MiB --disk 6GiB \
+  --share "$E2E_TMP/one:~/one" --share "$E2E_TMP/two:~/two"
 profile_before=$(cat "$XDG_DATA_HOME/hutch/instances/$vm/profile.yaml")
 out=$("$HUTCH" edit "$vm" --memory 2GiB --disk 5GiB 2>&1); rc=$?
 if [ $rc -eq 2 ] && grep -q "disk: 5GiB is smaller than the disk's 6GiB: a disk only grows" <<<"$out"; then ok "a smaller disk is refused"; else not_ok "a smaller disk is refused (exit $rc)"; diag "$out"; fi
@@ -143,6 +157,18 @@ diag "MemTotal $mem_before -> $mem_after kB, root file system $root_before -> $r
 if [ "$mem_after" -gt $((mem_before + 400000)) ]; then ok "the guest has the edited memory"; else not_ok "the guest has the edited memory"; fi
 if [ "$root_after" -gt $((root_before + 1500000000)) ]; then ok "the guest's root file system grew with the disk"; else not_ok "the guest's root file system grew with the disk"; diag "$("$HUTCH" logs "$vm" 2>&1 | tail -n 20)"; fi
 check "the file survived" bash -c "[ \"\$('$HUTCH' shell '$vm' -- cat survivor)\" = kept ]"
+out=$("$HUTCH" shell "$vm" -- sh -c 'cat ~/one/marker ~/two/marker; findmnt -n -o FSTYPE ~/one; findmnt -n -o FSTYPE ~/two' 2>&1)
+if [ "$out" = "$(printf 'one-marker\ntwo-marker\nvirtiofs\nvirtiofs')" ]; then ok "the guest mounts the shares edit added"; else not_ok "the guest mounts the shares edit added"; diag "$out"; fi
+# The first share goes: the second's mount tag moves (hutchfs1 -> hutchfs0), so the boot
+# mounts it at the first's old path until start gives the guest its new table.
+check "stop (to remove a share)" "$HUTCH" -q stop "$vm"
+out=$("$HUTCH" edit "$vm" --remove-share '~/one' 2>&1); rc=$?
+if [ $rc -eq 0 ] && grep -q "the guest mounts the edited shares at the next start" <<<"$out"; then ok "edit --remove-share"; else not_ok "edit --remove-share (exit $rc)"; diag "$out"; fi
+out=$("$HUTCH" start "$vm" 2>&1); rc=$?
+if [ $rc -eq 0 ] && grep -q "the guest mounts its 1 shared folder as edited" <<<"$out"; then ok "start gives the guest its new share table"; else not_ok "start gives the guest its new share table (exit $rc)"; diag "$out"; fi
+out=$("$HUTCH" shell "$vm" -- sh -c 'cat ~/two/marker; findmnt -n -o FSTYPE ~/two; mountpoint -q ~/one && echo one-mounted; ls ~/one; grep -c hutchfs /etc/fstab' 2>&1)
+if [ "$out" = "$(printf 'two-marker\nvirtiofs\n1')" ]; then ok "the removed share is gone from the guest, the other is where it was"; else not_ok "the removed share is gone from the guest"; diag "$out"; fi
+check "no pending share table left" test ! -e "$XDG_DATA_HOME/hutch/instances/$vm/guest-mounts-pending"
 t0=$(date +%s.%N)
 check "restart" "$HUTCH" -q restart "$vm"
 t1=$(date +%s.%N)

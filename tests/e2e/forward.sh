@@ -3,7 +3,8 @@
 # port no profile declares, forwarded to a free host port: a page, five concurrent downloads
 # and 20 MiB byte-exact; --list, bound on 127.0.0.1 only, files 0600; a taken host port is a
 # clear error; --remove; the helper ends by itself when the VM dies, and with `hutch stop`.
-# One VM, started twice.
+# One VM, started twice; its first start is killed while the guest provisions, and the start
+# after it waits for provisioning to end.
 . "$(dirname "$0")/lib.sh"
 require_libvirt
 
@@ -11,6 +12,11 @@ vm=$(vm_name fwd)
 track_vm "$vm"
 cat >"$E2E_TMP/fwd.yaml" <<YAML
 base: $HUTCH_SOURCE_DIR/tests/image/test-guest.yaml
+provision:
+  - name: slow
+    run: |
+      sleep 40
+      echo done > /var/lib/hutch-e2e-slow
 YAML
 guest_port=8790
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
@@ -20,9 +26,28 @@ gone() { ! kill -0 "$1" 2>/dev/null || [ "$(awk '{print $3}' "/proc/$1/stat" 2>/
 wait_gone() { for _ in $(seq 1 "$2"); do gone "$1" && return 0; sleep 1; done; return 1; }
 runtime=$XDG_RUNTIME_DIR/hutch/$vm
 
-out=$("$HUTCH" -q start "$vm" -f "$E2E_TMP/fwd.yaml" 2>&1); rc=$?
-if [ $rc -eq 0 ]; then ok "start"; else not_ok "start (exit $rc)"; diag "$out"; finish; exit 1; fi
+# The first start is killed with SIGKILL while the guest provisions (as a user's Ctrl-\ or a
+# closed terminal would): the next start must wait for provisioning to end, not answer at
+# once that the VM is running.
+"$HUTCH" start "$vm" -f "$E2E_TMP/fwd.yaml" 2>"$E2E_TMP/start1.log" &
+start_pid=$!
+for _ in $(seq 1 900); do
+  grep -q "^  provision " "$E2E_TMP/start1.log" && break
+  kill -0 $start_pid 2>/dev/null || break
+  sleep 1
+done
+kill -9 $start_pid 2>/dev/null
+wait $start_pid 2>/dev/null
+if grep -q "^  provision " "$E2E_TMP/start1.log"; then ok "the first start reached provisioning and was killed"; else not_ok "the first start reached provisioning"; diag "$(cat "$E2E_TMP/start1.log")"; finish; exit 1; fi
 in_guest() { "$HUTCH" shell "$vm" -- "$@"; }
+out=$("$HUTCH" start "$vm" 2>&1); rc=$?
+slow=$(in_guest cat /var/lib/hutch-e2e-slow 2>&1)
+if [ $rc -eq 0 ] && grep -q "waiting for the first boot's provisioning" <<<"$out" && [ "$slow" = done ] &&
+   [ -e "$XDG_DATA_HOME/hutch/instances/$vm/provisioned" ]; then
+  ok "the next start waits for provisioning to end"
+else
+  not_ok "the next start waits for provisioning to end (exit $rc, step: $slow)"; diag "$out"
+fi
 serve() {
   in_guest sh -c "cd ~/www && nohup setsid python3 -m http.server --bind 127.0.0.1 $guest_port >/dev/null 2>&1 </dev/null &"
 }

@@ -395,6 +395,30 @@ static void test_tcg_qemu64(void) {
   assert_xpaths(kvm_xml, kvm_checks);
 }
 
+/* `hutch edit`: the vCPUs given (what the cap made of the profile's), not the profile's own;
+ * the memory; the shares replaced, with shared memory exactly when one is left. */
+static void test_edit_xml(void) {
+  g_autoptr(Shape) shape = shape_new("shares");
+  g_autoptr(GError) error = NULL;
+  g_autofree char *xml = hutch_domain_build_xml(shape->profile, &shape->config, &error);
+  g_assert_no_error(error);
+  shape->profile->cpus = 2;
+  shape->profile->memory = 3 * 1024 * 1024 * 1024ULL;
+  g_autofree char *edited = hutch_domain_edit_xml(xml, shape->profile, 1, NULL, &error);
+  g_assert_no_error(error);
+  const char *const checks[] = {"/domain/vcpu", "1", "/domain/memory", "3145728",
+                                "count(/domain/devices/filesystem)", "0",
+                                "count(/domain/memoryBacking)", "0", NULL};
+  assert_xpaths(edited, checks);
+  g_autofree char *again =
+      hutch_domain_edit_xml(edited, shape->profile, 2, shape->filesystems, &error);
+  g_assert_no_error(error);
+  g_autofree char *count = g_strdup_printf("%u", shape->filesystems->len);
+  const char *const checks2[] = {"/domain/vcpu", "2", "count(/domain/devices/filesystem)", count,
+                                 "/domain/memoryBacking/access/@mode", "shared", NULL};
+  assert_xpaths(again, checks2);
+}
+
 /* The TCG cap: max(1, cores / 2) unless HUTCH_TCG_MAX_CPUS gives another; never under KVM. */
 static void test_vcpus(void) {
   static const struct {
@@ -666,6 +690,7 @@ int main(int argc, char **argv) {
   g_test_add_func("/domain/escaping", test_escaping);
   g_test_add_func("/domain/tcg-qemu64", test_tcg_qemu64);
   g_test_add_func("/domain/vcpus", test_vcpus);
+  g_test_add_func("/domain/edit-xml", test_edit_xml);
   for (gsize i = 0; i < G_N_ELEMENTS(invalid_cases); i++) {
     g_autofree char *path = g_strdup_printf("/domain/invalid/%s", invalid_cases[i].what);
     g_test_add_data_func(path, &invalid_cases[i], test_invalid);

@@ -731,6 +731,16 @@ static Guest *guest_new(const char *shell) {
               "  echo 'E: Unable to locate package fail-to-install' >&2; exit 100 ;;\n"
               "esac\n",
               0755);
+  /* mounted: the paths listed in $HUTCH_TEST_OUT.mounted */
+  guest_write(g, "stubs/mountpoint",
+              "#!/bin/sh\n[ \"$1\" = -q ] && shift\n"
+              "grep -qxF -e \"$1\" \"$HUTCH_TEST_OUT.mounted\" 2>/dev/null\n",
+              0755);
+  guest_write(g, "stubs/umount",
+              "#!/bin/sh\necho \"umount $*\" >>\"$STUB_LOG\"\n"
+              "grep -vxF -e \"$1\" \"$HUTCH_TEST_OUT.mounted\" >\"$HUTCH_TEST_OUT.m\"\n"
+              "mv \"$HUTCH_TEST_OUT.m\" \"$HUTCH_TEST_OUT.mounted\"\n",
+              0755);
   guest_write(g, "stubs/growpart", "#!/bin/sh\necho \"growpart $*\" >>\"$STUB_LOG\"\n", 0755);
   guest_write(g, "stubs/resize2fs",
               "#!/bin/sh\necho \"resize2fs $*\" >>\"$STUB_LOG\"\n"
@@ -757,6 +767,8 @@ static Guest *guest_new(const char *shell) {
   guest_setenv(g, "HUTCH_RUNUSER", "stubs/runuser");
   guest_setenv(g, "HUTCH_SYSTEMCTL", "stubs/systemctl");
   guest_setenv(g, "HUTCH_MOUNT", "stubs/mount");
+  guest_setenv(g, "HUTCH_MOUNTPOINT", "stubs/mountpoint");
+  guest_setenv(g, "HUTCH_UMOUNT", "stubs/umount");
   guest_setenv(g, "HUTCH_GROWPART", "stubs/growpart");
   guest_setenv(g, "HUTCH_RESIZE2FS", "stubs/resize2fs");
   guest_setenv(g, "HUTCH_ROOT_SYSFS", "sys/block/vda");
@@ -997,6 +1009,84 @@ static void test_runner_grow_root(gconstpointer data) {
   g_assert_cmpstr(log5, ==, "growpart /dev/vdb 1\nresize2fs /dev/vdb1\n");
 }
 
+/* `hutch-provision mounts TABLE`, what `hutch start` runs after `hutch edit` changed the
+ * shares: hutch's lines that the new table lacks are unmounted and leave fstab (a tag that
+ * now names another share among them), the others stay; the new table is mounted. */
+static void test_runner_mounts(gconstpointer data) {
+  g_autoptr(Guest) g = guest_new(data);
+  install_runner(g);
+  g_autofree char *a = guest_path(g, "home/dev/a");
+  g_autofree char *b = guest_path(g, "home/dev/b");
+  g_autofree char *c = guest_path(g, "home/dev/c");
+  for (const char *const *dir = (const char *const[]){a, b, c, NULL}; *dir; dir++)
+    g_assert_cmpint(g_mkdir_with_parents(*dir, 0755), ==, 0);
+  g_autofree char *old_fstab = g_strdup_printf("# host fstab\n"
+                                               "hutchfs0 %s virtiofs defaults,nofail 0 0\n"
+                                               "UUID=1234 / ext4 defaults 0 1\n"
+                                               "hutchfs1 %s virtiofs defaults,nofail,ro 0 0\n"
+                                               "hutchfs2 %s virtiofs defaults,nofail 0 0\n",
+                                               a, b, c);
+  guest_write(g, "fstab", old_fstab, 0644);
+  g_autofree char *mounted = g_strdup_printf("%s\n%s\n%s\n", a, b, c);
+  guest_write(g, "out.mounted", mounted, 0644);
+  /* a went, b moved from tag 1 to tag 0, c kept its line, d is new */
+  g_autofree char *d = guest_path(g, "home/dev/d");
+  g_autofree char *table = g_strdup_printf("hutchfs0 %s virtiofs defaults,nofail,ro 0 0\n"
+                                           "hutchfs2 %s virtiofs defaults,nofail 0 0\n"
+                                           "hutchfs1 %s virtiofs defaults,nofail 0 0\n",
+                                           b, c, d);
+  guest_write(g, "table", table, 0644);
+  g_autofree char *table_path = guest_path(g, "table");
+  g_autofree char *runner = guest_path(g, "usr/local/lib/hutch/hutch-provision");
+  const char *argv[] = {g->shell, runner, "mounts", table_path, NULL};
+  g_ptr_array_add(g->env, NULL);
+  int status = -1;
+  g_autoptr(GError) error = NULL;
+  g_spawn_sync(g->dir, (char **)argv, (char **)g->env->pdata,
+               G_SPAWN_STDOUT_TO_DEV_NULL | G_SPAWN_STDERR_TO_DEV_NULL, NULL, NULL, NULL, NULL,
+               &status, &error);
+  g_ptr_array_remove_index(g->env, g->env->len - 1);
+  g_assert_no_error(error);
+  g_assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+  g_autofree char *fstab = guest_read(g, "fstab");
+  g_autofree char *expected_fstab = g_strdup_printf(
+      "# host fstab\nUUID=1234 / ext4 defaults 0 1\nhutchfs2 %s virtiofs defaults,nofail 0 0\n"
+      "hutchfs0 %s virtiofs defaults,nofail,ro 0 0\nhutchfs1 %s virtiofs defaults,nofail 0 0\n",
+      c, b, d);
+  g_assert_cmpstr(fstab, ==, expected_fstab);
+  g_autofree char *kept_table = guest_read(g, "etc/hutch/fstab");
+  g_assert_cmpstr(kept_table, ==, table);
+  g_autofree char *fstab_path = guest_path(g, "fstab");
+  g_autofree char *stub_log = guest_read(g, "stub.log");
+  g_autofree char *expected_log = g_strdup_printf(
+      "umount %s\numount %s\n"
+      "mount --fstab %s %s\nrunuser -u dev -- mkdir -p %s\nmount --fstab %s %s\n",
+      a, b, fstab_path, b, d, fstab_path, d);
+  g_assert_cmpstr(stub_log, ==, expected_log);
+  g_assert_true(g_file_test(d, G_FILE_TEST_IS_DIR));
+  /* nothing is reported over the ready channel: the host is not listening then */
+  g_autofree char *channel = guest_read(g, "channel");
+  g_assert_cmpstr(channel, ==, "");
+
+  /* a share that does not mount: the command fails, so that hutch says so */
+  g_autofree char *broken = guest_path(g, "mnt/broken");
+  g_autofree char *table2 = g_strdup_printf("hutchfs0 %s virtiofs defaults,nofail 0 0\n", broken);
+  guest_write(g, "table", table2, 0644);
+  g_ptr_array_add(g->env, NULL);
+  g_spawn_sync(g->dir, (char **)argv, (char **)g->env->pdata,
+               G_SPAWN_STDOUT_TO_DEV_NULL | G_SPAWN_STDERR_TO_DEV_NULL, NULL, NULL, NULL, NULL,
+               &status, &error);
+  g_ptr_array_remove_index(g->env, g->env->len - 1);
+  g_assert_no_error(error);
+  g_assert_true(WIFEXITED(status) && WEXITSTATUS(status) != 0);
+  g_autofree char *fstab2 = guest_read(g, "fstab");
+  g_autofree char *expected_fstab2 = g_strdup_printf(
+      "# host fstab\nUUID=1234 / ext4 defaults 0 1\nhutchfs0 %s virtiofs defaults,nofail 0 0\n",
+      broken);
+  g_assert_cmpstr(fstab2, ==, expected_fstab2);
+}
+
 /* The whole seed: every write_files entry of the generated user-data lands in the fake guest
  * and the runner from it runs the generated steps. */
 static void test_runner_generated_seed(void) {
@@ -1072,6 +1162,8 @@ int main(int argc, char **argv) {
     g_test_add_data_func(p2, shells_to_test[i], test_runner_required_failure);
     g_autofree char *p3 = g_strdup_printf("/seed/runner/grow-root%s", shells_to_test[i]);
     g_test_add_data_func(p3, shells_to_test[i], test_runner_grow_root);
+    g_autofree char *p4 = g_strdup_printf("/seed/runner/mounts%s", shells_to_test[i]);
+    g_test_add_data_func(p4, shells_to_test[i], test_runner_mounts);
   }
   g_test_add_func("/seed/runner/generated-seed", test_runner_generated_seed);
   return g_test_run();
