@@ -157,6 +157,13 @@ static const Verb verbs[] = {
      "Asks the guest to power off and waits; powers it off after 60 seconds.\n"
      "\n"
      "  -f, --force   power off at once\n"},
+    {"supervise", verb_supervise, "the supervisor of a running VM (started by hutch itself)",
+     "usage: hutch supervise NAME\n"
+     "\n"
+     "Holds one SSH session to the running VM NAME and serves hutch shell over it, through\n"
+     "the socket supervisor.sock in the VM's runtime directory; stops the VM's helpers and\n"
+     "exits when the domain stops. hutch start runs it detached, and hutch shell when a\n"
+     "running VM has none; there is no need to run it by hand.\n"},
 };
 
 static const char main_usage[] =
@@ -332,6 +339,10 @@ HutchContext *cli_context(Cli *cli) {
     cli_error(error);
     return NULL;
   }
+  /* the supervisor is this very program, run again (an executed program, not a fork) */
+  g_autofree char *self = g_file_read_link("/proc/self/exe", NULL);
+  if (self)
+    hutch_context_set_supervisor_program(cli->ctx, self);
   if (!cli->quiet) {
     progress_view.tty = isatty(STDERR_FILENO);
     hutch_context_set_progress(cli->ctx, progress_print, &progress_view);

@@ -484,3 +484,22 @@ int verb_list(Cli *cli, int argc, char **argv) {
   }
   return EXIT_OK;
 }
+
+int verb_supervise(Cli *cli, int argc, char **argv) {
+  CliOptions opts = {cli_find_verb("supervise"), "", NULL, 0};
+  static const struct option longopts[] = {{NULL, 0, NULL, 0}};
+  opts.longopts = longopts;
+  int c;
+  while ((c = cli_getopt(&opts, argc, argv)) > 0)
+    ;
+  if (c < 0)
+    return opts.exit_code;
+  if (!cli_expect_args(&opts, argc, argv, 1, 1))
+    return opts.exit_code;
+  if (!cli_context(cli))
+    return EXIT_FAILED;
+  g_autoptr(GError) error = NULL;
+  if (hutch_supervise(cli->ctx, argv[optind], &error) != 0)
+    return cli_error(error);
+  return EXIT_OK;
+}

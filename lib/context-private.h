@@ -11,6 +11,8 @@ struct _HutchContext {
   /* phase name -> start time (double*), so that callers need not keep timers to report
    * elapsed time per phase */
   GHashTable *phase_started;
+  /* the program that `hutch supervise NAME` runs as (hutch_supervisor_spawn), or NULL */
+  char *supervisor_program;
 };
 
 /* The libvirt connection, opened on first use. Owned by the context. */

@@ -21,6 +21,7 @@ void hutch_context_free(HutchContext *ctx) {
   if (ctx->conn)
     virConnectClose(ctx->conn);
   g_hash_table_unref(ctx->phase_started);
+  g_free(ctx->supervisor_program);
   g_free(ctx->uri);
   g_free(ctx);
 }
@@ -33,6 +34,11 @@ void hutch_context_set_progress(HutchContext *ctx, HutchProgressFunc func,
                                 gpointer user_data) {
   ctx->progress = func;
   ctx->progress_data = user_data;
+}
+
+void hutch_context_set_supervisor_program(HutchContext *ctx, const char *program) {
+  g_free(ctx->supervisor_program);
+  ctx->supervisor_program = g_strdup(program);
 }
 
 virConnectPtr hutch_context_connect(HutchContext *ctx, GError **error) {

@@ -10,12 +10,12 @@
 
 #include "guest-private.h"
 #include "instance-private.h"
+#include "supervisor-private.h"
 #include "text-private.h"
 
 int hutch_shell(HutchContext *ctx, const char *name, const char *workdir, char **argv,
                 GError **error) {
-  g_autoptr(HutchSsh) ssh = hutch_instance_connect(ctx, name, error);
-  if (!ssh)
+  if (!hutch_name_is_valid(name, error))
     return -1;
   gboolean interactive = !argv || !argv[0];
   g_autofree char *command = NULL;
@@ -37,7 +37,22 @@ int hutch_shell(HutchContext *ctx, const char *name, const char *workdir, char *
   /* A terminal for the interactive shell, and for a command only when stdin is one (so
    * `hutch shell dev -- vim` works and `... -- cat < file` stays byte-exact). */
   gboolean pty = interactive || (isatty(STDIN_FILENO) && isatty(STDOUT_FILENO));
-  int status = hutch_ssh_exec_interactive(ssh, command, pty, error);
+  /* Through the VM's supervisor when one answers: a channel on its session, no new
+   * connection. Anything wrong before the command runs means connecting directly. */
+  g_autofree char *runtime_dir = hutch_instance_runtime_dir(name);
+  gboolean used = FALSE;
+  int status = hutch_supervisor_exec(runtime_dir, command, pty, &used, error);
+  if (used) {
+    if (status < 0)
+      g_prefix_error(error, "%s: ", name);
+    return status;
+  }
+  g_autoptr(HutchSsh) ssh = hutch_instance_connect(ctx, name, error);
+  if (!ssh)
+    return -1;
+  /* the next command finds one */
+  hutch_supervisor_spawn(ctx, name, runtime_dir);
+  status = hutch_ssh_exec_interactive(ssh, command, pty, error);
   if (status < 0)
     g_prefix_error(error, "%s: ", name);
   return status;

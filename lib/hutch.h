@@ -138,6 +138,13 @@ HUTCH_PUBLIC const char *hutch_context_get_uri(HutchContext *ctx);
 HUTCH_PUBLIC void hutch_context_set_progress(HutchContext *ctx, HutchProgressFunc func,
                                              gpointer user_data);
 
+/* The program that runs `PROGRAM -c URI supervise NAME` (the hutch CLI): with it, start
+ * gives each running VM a supervisor that holds one SSH session for shell and the like. */
+HUTCH_PUBLIC void hutch_context_set_supervisor_program(HutchContext *ctx, const char *program);
+/* `hutch supervise NAME`: the VM's supervisor, until its domain stops. 0 when it ended
+ * normally (or another one serves the VM), 1 with error set otherwise. */
+HUTCH_PUBLIC int hutch_supervise(HutchContext *ctx, const char *name, GError **error);
+
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(HutchContext, hutch_context_free)
 
 /* ---- Instances ------------------------------------------------------------------------ */

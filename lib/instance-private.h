@@ -91,6 +91,10 @@ GPtrArray *hutch_instance_plan_shares(const HutchProfile *profile, const char *r
 /* TRUE when the domain is running (or paused). */
 gboolean hutch_instance_is_active(HutchInstance *instance);
 
+/* Stops passt, the virtiofsd instances and the forwards of the instance whose runtime
+ * directory this is (each verified as the one hutch started). */
+void hutch_instance_stop_helpers(const char *runtime_dir);
+
 /* Whether the instance runs under TCG (emulation) rather than KVM. */
 gboolean hutch_instance_is_tcg(HutchInstance *instance);
 

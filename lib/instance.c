@@ -20,6 +20,7 @@
 #include "seed-private.h"
 #include "share-private.h"
 #include "ssh-private.h"
+#include "supervisor-private.h"
 #include "text-private.h"
 
 /* ---- finding instances ---------------------------------------------------------------- */
@@ -682,7 +683,7 @@ HutchSsh *hutch_instance_connect(HutchContext *ctx, const char *name, GError **e
 
 /* passt and virtiofsd exit by themselves when QEMU goes away; this also catches the ones
  * that never saw QEMU (a start that failed on the way). */
-static void stop_helpers(const char *runtime_dir) {
+void hutch_instance_stop_helpers(const char *runtime_dir) {
   hutch_net_stop(runtime_dir);
   hutch_share_stop(runtime_dir);
   hutch_forward_stop_all(runtime_dir);
@@ -742,6 +743,9 @@ static gboolean start_steps(HutchContext *ctx, HutchInstance *instance, gboolean
     return FALSE;
   if (!hutch_mkdir(instance->meta->runtime_dir, 0700, error))
     return FALSE;
+  /* the supervisor of the VM's last run exits when its domain stops, stopping that run's
+   * helpers: it must be gone before this run's start */
+  hutch_supervisor_wait_gone(instance->meta->runtime_dir, 5000);
   guint ssh_port = hutch_net_free_port(error);
   if (!ssh_port)
     return FALSE;
@@ -774,7 +778,7 @@ static gboolean start_steps(HutchContext *ctx, HutchInstance *instance, gboolean
   hutch_progress_begin(ctx, "network", "passt, SSH on 127.0.0.1:%u", ssh_port);
   if (!hutch_net_start(instance->meta->runtime_dir, ssh_port, profile->ports, error) ||
       !hutch_instance_set_meta(instance->domain, "ssh-port", port_text, error)) {
-    stop_helpers(instance->meta->runtime_dir);
+    hutch_instance_stop_helpers(instance->meta->runtime_dir);
     return FALSE;
   }
   instance->meta->ssh_port = ssh_port;
@@ -783,7 +787,7 @@ static gboolean start_steps(HutchContext *ctx, HutchInstance *instance, gboolean
   hutch_progress_begin(ctx, "boot", "starting the domain");
   if (virDomainCreate(instance->domain) < 0) {
     hutch_set_libvirt_error(error, "starting the domain");
-    stop_helpers(instance->meta->runtime_dir);
+    hutch_instance_stop_helpers(instance->meta->runtime_dir);
     return FALSE;
   }
   if (!wait_ready) {
@@ -890,6 +894,7 @@ gboolean hutch_instance_start(HutchContext *ctx, const char *name, gboolean wait
       g_prefix_error(error, "starting '%s': ", name);
       return FALSE;
     }
+    hutch_supervisor_spawn(ctx, name, instance->meta->runtime_dir);
     hutch_progress_note(ctx, "%s is running: hutch shell %s", name, name);
     return TRUE;
   }
@@ -898,6 +903,8 @@ gboolean hutch_instance_start(HutchContext *ctx, const char *name, gboolean wait
     return FALSE;
   }
   hutch_ssh_config_refresh(ctx);
+  if (wait_ready)
+    hutch_supervisor_spawn(ctx, name, instance->meta->runtime_dir);
   hutch_progress_note(ctx, "%s in %.1f s: hutch shell %s",
                       wait_ready ? "ready" : "started", hutch_now() - started, name);
   return TRUE;
@@ -939,7 +946,7 @@ gboolean hutch_instance_stop(HutchContext *ctx, const char *name, gboolean force
     return FALSE;
   if (!stop_domain(ctx, instance, force, error))
     return FALSE;
-  stop_helpers(instance->meta->runtime_dir);
+  hutch_instance_stop_helpers(instance->meta->runtime_dir);
   hutch_ssh_config_refresh(ctx);
   return TRUE;
 }
@@ -977,7 +984,7 @@ gboolean hutch_instance_delete(HutchContext *ctx, const char *name, gboolean for
     if (!stop_domain(ctx, instance, TRUE, error))
       return FALSE;
   }
-  stop_helpers(instance->meta->runtime_dir);
+  hutch_instance_stop_helpers(instance->meta->runtime_dir);
   if (virDomainUndefineFlags(instance->domain, VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA |
                                                    VIR_DOMAIN_UNDEFINE_NVRAM) < 0) {
     hutch_set_libvirt_error(error, "removing domain '%s'", name);
@@ -1082,8 +1089,18 @@ static JsonObject *describe(HutchContext *ctx, HutchInstance *instance) {
   json_object_set_string_member(o, "memory", memory);
   json_object_set_string_member(o, "user", instance->meta->guest_user);
   if (state == VIR_DOMAIN_RUNNING || state == VIR_DOMAIN_PAUSED ||
-      state == VIR_DOMAIN_BLOCKED)
+      state == VIR_DOMAIN_BLOCKED) {
     json_object_set_int_member(o, "ssh_port", instance->meta->ssh_port);
+    /* the supervisor's own answer: one that does not answer is not there */
+    g_autoptr(JsonObject) supervisor = hutch_supervisor_status(instance->meta->runtime_dir);
+    if (supervisor) {
+      json_object_set_int_member(o, "supervisor_pid",
+                                 json_object_get_int_member_with_default(supervisor, "pid", 0));
+      json_object_set_int_member(
+          o, "supervisor_commands",
+          json_object_get_int_member_with_default(supervisor, "commands", 0));
+    }
+  }
   json_object_set_string_member(o, "uri", hutch_context_get_uri(ctx));
   json_object_set_string_member(o, "instance_dir", instance->meta->instance_dir);
   g_autofree char *stamp =

@@ -2,6 +2,8 @@
 #pragma once
 
 #include <libssh2.h>
+#include <signal.h>
+#include <termios.h>
 
 #include "hutch.h"
 
@@ -31,6 +33,25 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(HutchSsh, hutch_ssh_free)
  * signal N: 128+N), or -1 with error set. command NULL: a login shell. A closed local
  * stdout raises SIGPIPE unless the caller ignores it (then it is an error). */
 int hutch_ssh_exec_interactive(HutchSsh *ssh, const char *command, gboolean pty, GError **error);
+
+/* The exit status of a closed channel, shells' way: 128+N for signal N (255 for a signal
+ * that has no name we know, like OpenSSH's client). */
+int hutch_ssh_channel_exit_status(LIBSSH2_SESSION *session, LIBSSH2_CHANNEL *channel);
+
+/* The local side of an interactive session: with pty, the terminal (stdin, else stdout) in
+ * raw mode and a SIGWINCH handler that makes winch_fd readable; restored by leave. Without
+ * pty, or without a terminal, nothing changes (tty_fd and winch_fd are -1). One at a time. */
+typedef struct {
+  int tty_fd;   /* the terminal whose size the PTY follows, or -1 */
+  int winch_fd; /* readable when that terminal was resized (drain it), or -1 */
+  gboolean raw, winch;
+  struct termios saved_termios;
+  struct sigaction saved_action;
+} HutchTerminal;
+void hutch_terminal_enter(HutchTerminal *t, gboolean pty);
+void hutch_terminal_leave(HutchTerminal *t);
+/* The terminal's size (80x24 when fd is no terminal). */
+void hutch_terminal_size(int fd, guint *ret_cols, guint *ret_rows);
 
 /* The most hutch_ssh_exec_capture keeps of each of stdout and stderr. */
 #define HUTCH_SSH_CAPTURE_MAX (16u * 1024 * 1024)

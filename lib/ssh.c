@@ -338,7 +338,7 @@ static void on_sigwinch(int signo) {
   errno = saved;
 }
 
-static void terminal_size(int fd, guint *ret_cols, guint *ret_rows) {
+void hutch_terminal_size(int fd, guint *ret_cols, guint *ret_rows) {
   struct winsize ws = {0};
   if (fd >= 0 && ioctl(fd, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0 && ws.ws_row > 0) {
     *ret_cols = ws.ws_col;
@@ -408,7 +408,7 @@ static int signal_number(const char *name) {
 
 /* The command's exit status, shells' way: 128+N for signal N (255 for a signal we cannot
  * name, like OpenSSH's client). */
-static int channel_exit_status(LIBSSH2_SESSION *session, LIBSSH2_CHANNEL *channel) {
+int hutch_ssh_channel_exit_status(LIBSSH2_SESSION *session, LIBSSH2_CHANNEL *channel) {
   char *signame = NULL;
   size_t signame_len = 0;
   if (libssh2_channel_get_exit_signal(channel, &signame, &signame_len, NULL, NULL, NULL, NULL) ==
@@ -469,7 +469,7 @@ static int channel_pump(HutchSsh *ssh, LIBSSH2_CHANNEL *channel, const ChannelIo
     /* Before forwarding input, so that keys typed after a resize reach a resized PTY. */
     if (resize_pending) {
       guint cols, rows;
-      terminal_size(io->tty_fd, &cols, &rows);
+      hutch_terminal_size(io->tty_fd, &cols, &rows);
       int rc = libssh2_channel_request_pty_size_ex(channel, (int)cols, (int)rows, 0, 0);
       /* A refused resize is cosmetic: keep going. */
       if (rc != LIBSSH2_ERROR_EAGAIN)
@@ -569,7 +569,7 @@ static int channel_pump(HutchSsh *ssh, LIBSSH2_CHANNEL *channel, const ChannelIo
       resize_pending = TRUE;
     }
   }
-  return channel_exit_status(ssh->session, channel);
+  return hutch_ssh_channel_exit_status(ssh->session, channel);
 }
 
 /* Opens a session channel, optionally with a PTY, and starts command (NULL: a shell), then
@@ -588,7 +588,7 @@ static int channel_run(HutchSsh *ssh, const char *command, gboolean pty, const C
     if (!term || !*term)
       term = "vt100";
     guint cols, rows;
-    terminal_size(io->tty_fd, &cols, &rows);
+    hutch_terminal_size(io->tty_fd, &cols, &rows);
     if (libssh2_channel_request_pty_ex(channel, term, (unsigned)strlen(term), NULL, 0, (int)cols,
                                        (int)rows, 0, 0) != 0) {
       set_session_error(ssh->session, error, HUTCH_ERROR_SSH, "requesting a terminal on %s",
@@ -650,48 +650,55 @@ int hutch_ssh_exec_stream(HutchSsh *ssh, const char *command, HutchSshOutputFunc
   return channel_run(ssh, command, FALSE, &io, error);
 }
 
-int hutch_ssh_exec_interactive(HutchSsh *ssh, const char *command, gboolean pty, GError **error) {
-  ChannelIo io = {
-      .in_fd = STDIN_FILENO,
-      .out_fd = STDOUT_FILENO,
-      .err_fd = STDERR_FILENO,
-      .winch_fd = -1,
-      .tty_fd = -1,
-  };
-  gboolean raw = FALSE, winch = FALSE;
-  struct termios saved_termios;
-  struct sigaction saved_action;
-
-  if (pty) {
-    io.tty_fd = isatty(STDIN_FILENO) ? STDIN_FILENO : isatty(STDOUT_FILENO) ? STDOUT_FILENO : -1;
-    if (winch_pipe[0] < 0 && io.tty_fd >= 0 && g_unix_open_pipe(winch_pipe, FD_CLOEXEC, NULL)) {
-      /* Non-blocking both ways: the handler must never block, the loop drains it. */
-      g_unix_set_fd_nonblocking(winch_pipe[0], TRUE, NULL);
-      g_unix_set_fd_nonblocking(winch_pipe[1], TRUE, NULL);
-      struct sigaction action = {.sa_handler = on_sigwinch, .sa_flags = SA_RESTART};
-      sigemptyset(&action.sa_mask);
-      sigaction(SIGWINCH, &action, &saved_action);
-      io.winch_fd = winch_pipe[0];
-      winch = TRUE;
-    }
-    if (isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &saved_termios) == 0) {
-      struct termios t = saved_termios;
-      cfmakeraw(&t);
-      raw = tcsetattr(STDIN_FILENO, TCSADRAIN, &t) == 0;
-    }
+void hutch_terminal_enter(HutchTerminal *t, gboolean pty) {
+  *t = (HutchTerminal){.tty_fd = -1, .winch_fd = -1};
+  if (!pty)
+    return;
+  t->tty_fd = isatty(STDIN_FILENO) ? STDIN_FILENO : isatty(STDOUT_FILENO) ? STDOUT_FILENO : -1;
+  if (winch_pipe[0] < 0 && t->tty_fd >= 0 && g_unix_open_pipe(winch_pipe, FD_CLOEXEC, NULL)) {
+    /* Non-blocking both ways: the handler must never block, the loop drains it. */
+    g_unix_set_fd_nonblocking(winch_pipe[0], TRUE, NULL);
+    g_unix_set_fd_nonblocking(winch_pipe[1], TRUE, NULL);
+    struct sigaction action = {.sa_handler = on_sigwinch, .sa_flags = SA_RESTART};
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGWINCH, &action, &t->saved_action);
+    t->winch_fd = winch_pipe[0];
+    t->winch = TRUE;
   }
+  if (isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &t->saved_termios) == 0) {
+    struct termios raw = t->saved_termios;
+    cfmakeraw(&raw);
+    t->raw = tcsetattr(STDIN_FILENO, TCSADRAIN, &raw) == 0;
+  }
+}
 
-  int status = channel_run(ssh, command, pty, &io, error);
-
-  /* Every path out of channel_run comes through here. */
-  if (raw)
-    tcsetattr(STDIN_FILENO, TCSADRAIN, &saved_termios);
-  if (winch) {
-    sigaction(SIGWINCH, &saved_action, NULL);
+void hutch_terminal_leave(HutchTerminal *t) {
+  if (t->raw)
+    tcsetattr(STDIN_FILENO, TCSADRAIN, &t->saved_termios);
+  t->raw = FALSE;
+  if (t->winch) {
+    sigaction(SIGWINCH, &t->saved_action, NULL);
     close(winch_pipe[0]);
     close(winch_pipe[1]);
     winch_pipe[0] = winch_pipe[1] = -1;
   }
+  t->winch = FALSE;
+  t->winch_fd = -1;
+}
+
+int hutch_ssh_exec_interactive(HutchSsh *ssh, const char *command, gboolean pty, GError **error) {
+  HutchTerminal terminal;
+  hutch_terminal_enter(&terminal, pty);
+  ChannelIo io = {
+      .in_fd = STDIN_FILENO,
+      .out_fd = STDOUT_FILENO,
+      .err_fd = STDERR_FILENO,
+      .winch_fd = terminal.winch_fd,
+      .tty_fd = terminal.tty_fd,
+  };
+  int status = channel_run(ssh, command, pty, &io, error);
+  /* Every path out of channel_run comes through here. */
+  hutch_terminal_leave(&terminal);
   return status;
 }
 

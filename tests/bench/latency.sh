@@ -2,7 +2,8 @@
 # Benchmark 2: the latency of one command in a running VM.
 #
 #   hutch shell NAME -- true       against  ssh -F <(hutch ssh-config NAME) NAME true
-#                                           (a fresh OpenSSH connection each time)
+#   (through the VM's supervisor,           (a fresh OpenSSH connection each time)
+#    a channel on its session)
 #                                  and      the same over an OpenSSH ControlMaster connection
 #
 # One VM (booted untimed); each run times COUNT calls of each and records the mean per call.
@@ -17,6 +18,13 @@ estimate $((200 + runs * count * 3)) "one boot, then $runs runs x $count x 3 com
 vm=bl-$$
 hutch_new "$vm" || exit 1
 "$HUTCH" ssh-config "$vm" >"$BENCH_TMP/ssh_config"
+# hutch shell goes through the supervisor that start left: make sure it is there
+for _ in $(seq 1 60); do
+  sup=$("$HUTCH" info --json "$vm" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("supervisor_pid", 0))')
+  [ "$sup" -gt 0 ] && break
+  sleep 0.5
+done
+[ "$sup" -gt 0 ] || { say "no supervisor for $vm"; exit 1; }
 cm=$BENCH_TMP/cm.sock
 ssh -F "$BENCH_TMP/ssh_config" -o ControlMaster=yes -o ControlPath="$cm" -o ControlPersist=600 \
     -fN "$vm" || { say "ControlMaster failed"; exit 1; }

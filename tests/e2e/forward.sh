@@ -58,6 +58,44 @@ serve
 guest_big=$(in_guest sha256sum www/big | cut -d' ' -f1)
 guest_mid=$(in_guest sha256sum www/mid | cut -d' ' -f1)
 
+# ---- the supervisor (one per running VM; hutch shell goes through its SSH session) ----------
+info_int() { "$HUTCH" info --json "$vm" 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin).get(sys.argv[1], 0))' "$1"; }
+wait_supervisor() { for _ in $(seq 1 60); do [ "$(info_int supervisor_pid)" -gt 0 ] && return 0; sleep 0.5; done; return 1; }
+if wait_supervisor; then ok "start leaves a supervisor running"; else not_ok "start leaves a supervisor running"; diag "$(cat "$runtime/supervisor.log" 2>&1)"; fi
+sup_pid=$(info_int supervisor_pid)
+if [ "$(cat /proc/"$sup_pid"/comm 2>/dev/null)" = hutch-supervise ] &&
+   [ "$(readlink /proc/"$sup_pid"/exe)" = "$(readlink -f "$HUTCH")" ] &&
+   [ "$(stat -c %a "$runtime/supervisor.sock")" = 600 ]; then
+  ok "it is hutch executed again (hutch-supervise), its socket 0600"
+else
+  not_ok "the supervisor process and socket"; diag "$(ls -l "$runtime" 2>&1; cat /proc/"$sup_pid"/cmdline 2>&1 | tr '\0' ' ')"
+fi
+before=$(info_int supervisor_commands)
+check "shell -- true" "$HUTCH" shell "$vm" -- true
+check_status "exit status 7 through the supervisor" 7 "$HUTCH" shell "$vm" -- sh -c 'exit 7'
+out=$(printf 'line one\nline two\n' | "$HUTCH" shell "$vm" -- cat 2>&1)
+if [ "$out" = "$(printf 'line one\nline two')" ]; then ok "stdin through the supervisor"; else not_ok "stdin through the supervisor"; diag "$out"; fi
+"$HUTCH" shell "$vm" -- sh -c 'echo to-out; echo to-err >&2' >"$E2E_TMP/o" 2>"$E2E_TMP/e"
+if [ "$(cat "$E2E_TMP/o")" = to-out ] && [ "$(cat "$E2E_TMP/e")" = to-err ]; then ok "stdout and stderr stay apart"; else not_ok "stdout and stderr stay apart"; diag "$(cat "$E2E_TMP/o" "$E2E_TMP/e")"; fi
+got=$("$HUTCH" shell "$vm" -- cat www/big | sha256sum | cut -d' ' -f1)
+if [ "$got" = "$guest_big" ]; then ok "20 MiB of stdout through the supervisor, byte-exact"; else not_ok "20 MiB of stdout through the supervisor"; fi
+got=$(head -c 5M /dev/urandom | tee "$E2E_TMP/up" | "$HUTCH" shell "$vm" -- sha256sum | cut -d' ' -f1)
+if [ "$got" = "$(sha256sum <"$E2E_TMP/up" | cut -d' ' -f1)" ]; then ok "5 MiB of stdin through the supervisor, byte-exact"; else not_ok "5 MiB of stdin through the supervisor"; fi
+after=$(info_int supervisor_commands)
+if [ "$after" -eq $((before + 6)) ]; then ok "those 6 commands went through the supervisor"; else not_ok "commands through the supervisor: $before -> $after"; fi
+# Killed with SIGKILL mid-command: the command's client fails, the guest keeps its network,
+# the next shell connects directly and starts a new supervisor.
+"$HUTCH" shell "$vm" -- sleep 30 &
+sleeper=$!
+sleep 2
+kill -9 "$sup_pid"
+wait "$sleeper"; rc=$?
+if [ $rc -ne 0 ]; then ok "a command whose supervisor was killed fails (exit $rc)"; else not_ok "a command whose supervisor was killed fails"; fi
+out=$("$HUTCH" shell "$vm" -- echo still-here 2>&1)
+if [ "$out" = still-here ]; then ok "after kill -9 of the supervisor, hutch shell works"; else not_ok "after kill -9 of the supervisor, hutch shell works"; diag "$out"; fi
+if wait_supervisor && [ "$(info_int supervisor_pid)" != "$sup_pid" ]; then ok "and a new supervisor serves the VM"; else not_ok "a new supervisor serves the VM"; fi
+sup_pid=$(info_int supervisor_pid)
+
 port=$(free_port)
 check_status "nothing answers on host port $port before the forward" 7 curl -s -m 5 "http://127.0.0.1:$port/"
 out=$("$HUTCH" forward "$vm" "$port:$guest_port" 2>&1); rc=$?
@@ -132,6 +170,10 @@ check "it answers" curl -s -m 10 -o /dev/null "http://127.0.0.1:$port/index.html
 # Behind hutch's back: nothing kills the helper but the end of its SSH connection.
 check "virsh destroy" virsh -c qemu:///session destroy "$vm"
 if [ -n "$pid" ] && wait_gone "$pid" 20; then ok "the helper ends by itself when the VM dies"; else not_ok "the helper ends by itself when the VM dies (pid $pid)"; fi
+if wait_gone "$sup_pid" 20; then ok "the supervisor exits when the VM is destroyed behind hutch's back"; else not_ok "the supervisor exits when the VM is destroyed (pid $sup_pid)"; fi
+sleep 1
+if ! pgrep -u "$(id -u)" -f "[p]asst.*/$vm/" >/dev/null; then ok "no passt left after virsh destroy"; else not_ok "no passt left after virsh destroy"; fi
+if [ ! -e "$runtime/supervisor.sock" ] && [ ! -e "$runtime/passt.pid" ]; then ok "no supervisor socket or passt pidfile left"; else not_ok "no supervisor socket or passt pidfile left"; diag "$(ls "$runtime")"; fi
 out=$("$HUTCH" forward "$vm" "$port:$guest_port" 2>&1); rc=$?
 if [ $rc -eq 1 ] && grep -q "not running" <<<"$out"; then ok "forward to a VM that is not running: exit 1"; else not_ok "forward to a stopped VM (exit $rc)"; diag "$out"; fi
 

@@ -1,0 +1,1211 @@
+/* supervisor.c: one process per running VM, holding one SSH session to the guest and serving
+ * commands over it; the client side; starting and stopping it. See supervisor-private.h. */
+#define _GNU_SOURCE /* accept4, struct ucred */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <glib-unix.h>
+#include <glib/gstdio.h>
+#include <json-glib/json-glib.h>
+#include <libssh2.h>
+
+#include "context-private.h"
+#include "instance-private.h"
+#include "pidfile-private.h"
+#include "ssh-private.h"
+#include "supervisor-private.h"
+#include "util-private.h"
+
+/* One read from a channel or a socket. */
+#define CHUNK (32 * 1024)
+/* A frame's payload at most (the length field has 3 bytes). */
+#define FRAME_MAX (1024 * 1024)
+/* Reading stops while this much waits to be sent on: a slow reader slows its writer, and
+ * never grows the supervisor's memory without bound. */
+#define BUFFER_HIGH (256 * 1024)
+/* More concurrent commands wait in the listen backlog. */
+#define MAX_SLOTS 128
+
+static const HutchHelperId supervisor_id = {.comm = HUTCH_SUPERVISOR_COMM, .recorded = TRUE};
+
+/* ---- Frames --------------------------------------------------------------------------- */
+
+static void frame_append(GByteArray *out, char type, const void *data, gsize len) {
+  g_assert(len <= FRAME_MAX);
+  guint8 head[4] = {(guint8)type, (guint8)(len >> 16), (guint8)(len >> 8), (guint8)len};
+  g_byte_array_append(out, head, 4);
+  if (len)
+    g_byte_array_append(out, data, (guint)len);
+}
+
+static void frame_append_text(GByteArray *out, char type, const char *text) {
+  frame_append(out, type, text, MIN(strlen(text), (gsize)FRAME_MAX));
+}
+
+/* The first whole frame of in: 1 with *type, *payload (pointing into in) and *len; 0 when
+ * incomplete; -1 when it is too long (a broken peer). */
+static int frame_peek(GByteArray *in, char *type, const guint8 **payload, gsize *len) {
+  if (in->len < 4)
+    return 0;
+  gsize n = ((gsize)in->data[1] << 16) | ((gsize)in->data[2] << 8) | in->data[3];
+  if (n > FRAME_MAX)
+    return -1;
+  if (in->len < 4 + n)
+    return 0;
+  *type = (char)in->data[0];
+  *payload = in->data + 4;
+  *len = n;
+  return 1;
+}
+
+static void frame_consume(GByteArray *in, gsize len) {
+  g_byte_array_remove_range(in, 0, (guint)(4 + len));
+}
+
+/* ---- The supervisor ------------------------------------------------------------------- */
+
+typedef enum {
+  SLOT_REQUEST,  /* connected, its request not read yet */
+  SLOT_WAITING,  /* its channel not open yet */
+  SLOT_PTY,      /* open, its terminal being requested */
+  SLOT_EXEC,     /* its command being started */
+  SLOT_RUNNING,
+  SLOT_CLOSING,  /* the client is told (or gone); the channel being freed */
+} SlotState;
+
+/* The libssh2 call that left a packet half-sent: libssh2 refuses any other sending call on
+ * the session until that same call is repeated and completes (as in forward.c's relay). */
+typedef enum {
+  OP_NONE,
+  OP_OPEN,
+  OP_PTY,
+  OP_EXEC,
+  OP_RESIZE,
+  OP_READ,
+  OP_WRITE,
+  OP_EOF,
+  OP_CLOSE,
+} Op;
+
+typedef struct {
+  guint id;
+  int fd; /* the client, non-blocking; -1 once gone */
+  SlotState state;
+  LIBSSH2_CHANNEL *channel;
+  GByteArray *in;  /* from the client, not parsed yet */
+  GByteArray *out; /* frames for the client */
+  GByteArray *up;  /* stdin for the channel */
+  char *command;   /* NULL: a login shell */
+  char *term;
+  gboolean pty;
+  guint cols, rows;
+  gboolean resize_pending, stdin_eof, eof_sent, out_eof, err_eof;
+  gboolean told; /* the client has its answer (X, F or S), or is gone */
+} Slot;
+
+typedef struct {
+  HutchContext *ctx;
+  const char *name;
+  const char *runtime_dir;
+  virDomainPtr domain;
+  HutchSsh *ssh; /* NULL after the session failed: the next command connects again */
+  LIBSSH2_SESSION *session;
+  int ssh_fd;
+  int listen_fd;
+  int wake[2]; /* the libvirt event thread -> the loop: "s" the domain stopped */
+  int signal_fd;
+  GPtrArray *slots;
+  Slot *opening;
+  Slot *owner;
+  Op owner_op;
+  guint next_id;
+  guint64 commands;
+  gint quit_events; /* atomic: the event thread stops */
+} Sup;
+
+static void sup_log(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
+
+static void sup_log(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  g_autofree char *message = g_strdup_vprintf(fmt, ap);
+  va_end(ap);
+  g_autoptr(GDateTime) now = g_date_time_new_now_local();
+  g_autofree char *stamp = g_date_time_format(now, "%F %T");
+  g_autofree char *line = g_strdup_printf("%s %s\n", stamp, message);
+  ssize_t rc = write(STDERR_FILENO, line, strlen(line));
+  (void)rc;
+}
+
+static void slot_free(Slot *c) {
+  if (c->fd >= 0)
+    close(c->fd);
+  g_byte_array_unref(c->in);
+  g_byte_array_unref(c->out);
+  g_byte_array_unref(c->up);
+  g_free(c->command);
+  g_free(c->term);
+  g_free(c);
+}
+
+static char *session_message(LIBSSH2_SESSION *session) {
+  char *message = NULL;
+  libssh2_session_last_error(session, &message, NULL, 0);
+  return g_strdup(message && *message ? message : "unknown libssh2 error");
+}
+
+/* Errors of one channel end that command; any other is the session's. */
+static gboolean is_channel_error(int rc) {
+  return (rc <= LIBSSH2_ERROR_CHANNEL_OUTOFORDER && rc >= LIBSSH2_ERROR_CHANNEL_EOF_SENT) ||
+         rc == LIBSSH2_ERROR_CHANNEL_REQUEST_DENIED;
+}
+
+static void note_blocked(Sup *s, Slot *c, Op op) {
+  if (libssh2_session_block_directions(s->session) & LIBSSH2_SESSION_BLOCK_OUTBOUND) {
+    s->owner = c;
+    s->owner_op = op;
+  } else if (s->owner == c && s->owner_op == op) {
+    s->owner = NULL;
+    s->owner_op = OP_NONE;
+  }
+}
+
+static void op_finished(Sup *s, Slot *c, Op op) {
+  if (s->owner == c && s->owner_op == op) {
+    s->owner = NULL;
+    s->owner_op = OP_NONE;
+  }
+}
+
+/* The client is told that the command failed (before it ran: it connects directly); the
+ * channel, if any, is freed. */
+static void slot_fail(Slot *c, const char *why) {
+  if (!c->told && c->fd >= 0)
+    frame_append_text(c->out, 'F', why);
+  c->told = TRUE;
+  c->state = SLOT_CLOSING;
+}
+
+/* The client left: nothing more goes to it. */
+static void slot_drop_client(Slot *c) {
+  if (c->fd >= 0)
+    close(c->fd);
+  c->fd = -1;
+  g_byte_array_set_size(c->out, 0);
+  c->told = TRUE;
+  c->state = SLOT_CLOSING;
+}
+
+static void handle_request(Sup *s, Slot *c, const guint8 *payload, gsize len) {
+  g_autoptr(JsonParser) parser = json_parser_new();
+  JsonNode *root = NULL;
+  if (json_parser_load_from_data(parser, (const char *)payload, (gssize)len, NULL))
+    root = json_parser_get_root(parser);
+  JsonObject *o = root && JSON_NODE_HOLDS_OBJECT(root) ? json_node_get_object(root) : NULL;
+  const char *op = o ? json_object_get_string_member_with_default(o, "op", "") : "";
+  if (strcmp(op, "status") == 0) {
+    guint running = 0;
+    for (guint i = 0; i < s->slots->len; i++)
+      running += ((Slot *)g_ptr_array_index(s->slots, i))->state == SLOT_RUNNING;
+    g_autofree char *status =
+        g_strdup_printf("{\"pid\": %d, \"commands\": %" G_GUINT64_FORMAT ", \"running\": %u}",
+                        (int)getpid(), s->commands, running);
+    frame_append_text(c->out, 'S', status);
+    c->told = TRUE;
+    c->state = SLOT_CLOSING;
+    return;
+  }
+  if (strcmp(op, "exec") != 0) {
+    slot_fail(c, "unknown request");
+    return;
+  }
+  JsonNode *command = json_object_get_member(o, "command");
+  if (command && JSON_NODE_HOLDS_VALUE(command))
+    c->command = g_strdup(json_node_get_string(command));
+  c->pty = json_object_get_boolean_member_with_default(o, "pty", FALSE);
+  c->term = g_strdup(json_object_get_string_member_with_default(o, "term", "vt100"));
+  if (!c->term || !*c->term || strlen(c->term) > 64) {
+    g_free(c->term);
+    c->term = g_strdup("vt100");
+  }
+  c->cols = (guint)CLAMP(json_object_get_int_member_with_default(o, "cols", 80), 1, 10000);
+  c->rows = (guint)CLAMP(json_object_get_int_member_with_default(o, "rows", 24), 1, 10000);
+  if (!s->session) {
+    /* the session failed earlier: connect again (blocking, once) */
+    g_autoptr(GError) error = NULL;
+    s->ssh = hutch_instance_connect(s->ctx, s->name, &error);
+    if (!s->ssh) {
+      sup_log("connecting again failed: %s", error->message);
+      slot_fail(c, error->message);
+      return;
+    }
+    s->session = hutch_ssh_session(s->ssh, &s->ssh_fd);
+    libssh2_session_set_blocking(s->session, 0);
+    libssh2_keepalive_config(s->session, 1, 15);
+    sup_log("connected again");
+  }
+  s->commands++;
+  c->state = SLOT_WAITING;
+}
+
+/* Frames from the client. FALSE: a broken client, dropped. */
+static gboolean parse_client(Sup *s, Slot *c) {
+  char type;
+  const guint8 *payload;
+  gsize len;
+  int rc;
+  while ((rc = frame_peek(c->in, &type, &payload, &len)) > 0) {
+    if (c->state == SLOT_REQUEST) {
+      if (type != 'Q')
+        return FALSE;
+      handle_request(s, c, payload, len);
+    } else if (type == 'I' && !c->stdin_eof) {
+      g_byte_array_append(c->up, payload, (guint)len);
+    } else if (type == 'E') {
+      c->stdin_eof = TRUE;
+    } else if (type == 'W') {
+      g_autofree char *text = g_strndup((const char *)payload, len);
+      guint cols = 0, rows = 0;
+      if (sscanf(text, "%u %u", &cols, &rows) == 2 && cols > 0 && rows > 0 && cols <= 10000 &&
+          rows <= 10000) {
+        c->cols = cols;
+        c->rows = rows;
+        c->resize_pending = c->pty;
+      }
+    }
+    frame_consume(c->in, len);
+  }
+  return rc == 0;
+}
+
+/* The client's socket, which libssh2 never sees. TRUE when something moved. */
+static gboolean client_io(Sup *s, Slot *c) {
+  gboolean progress = FALSE;
+  if (c->fd < 0)
+    return FALSE;
+  while (c->out->len > 0) {
+    ssize_t n = send(c->fd, c->out->data, c->out->len, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0) {
+      g_byte_array_remove_range(c->out, 0, (guint)n);
+      progress = TRUE;
+      continue;
+    }
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+      slot_drop_client(c);
+      return TRUE;
+    }
+    break;
+  }
+  if (c->state == SLOT_CLOSING && c->told && c->out->len == 0) {
+    /* everything said: the client sees the end of the stream */
+    close(c->fd);
+    c->fd = -1;
+    return TRUE;
+  }
+  if (c->up->len < BUFFER_HIGH && c->in->len < FRAME_MAX + 4 && !c->told) {
+    guint8 buf[CHUNK];
+    ssize_t n = recv(c->fd, buf, sizeof buf, MSG_DONTWAIT);
+    if (n > 0) {
+      g_byte_array_append(c->in, buf, (guint)n);
+      if (!parse_client(s, c))
+        slot_drop_client(c);
+      progress = TRUE;
+    } else if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+      slot_drop_client(c);
+      progress = TRUE;
+    }
+  }
+  return progress;
+}
+
+/* Each op: 1 progress, 0 nothing to do now, -1 the session failed (error set). */
+
+static int channel_failed(Sup *s, Slot *c, int rc, const char *what, GError **error) {
+  if (is_channel_error(rc)) {
+    g_autofree char *message = session_message(s->session);
+    g_autofree char *why = g_strdup_printf("%s: %s", what, message);
+    slot_fail(c, why);
+    return 1;
+  }
+  g_autofree char *message = session_message(s->session);
+  g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_SSH, "%s: %s (%d)", what, message, rc);
+  return -1;
+}
+
+static int op_open(Sup *s, Slot *c, GError **error) {
+  LIBSSH2_CHANNEL *channel = libssh2_channel_open_session(s->session);
+  if (channel) {
+    op_finished(s, c, OP_OPEN);
+    s->opening = NULL;
+    c->channel = channel;
+    if (c->state == SLOT_WAITING)
+      c->state = c->pty ? SLOT_PTY : SLOT_EXEC;
+    return 1;
+  }
+  int rc = libssh2_session_last_errno(s->session);
+  if (rc == LIBSSH2_ERROR_EAGAIN) {
+    note_blocked(s, c, OP_OPEN);
+    return 0;
+  }
+  op_finished(s, c, OP_OPEN);
+  s->opening = NULL;
+  return channel_failed(s, c, rc, "opening a session", error);
+}
+
+static int op_pty(Sup *s, Slot *c, GError **error) {
+  int rc = libssh2_channel_request_pty_ex(c->channel, c->term, (unsigned)strlen(c->term), NULL, 0,
+                                          (int)c->cols, (int)c->rows, 0, 0);
+  if (rc == LIBSSH2_ERROR_EAGAIN) {
+    note_blocked(s, c, OP_PTY);
+    return 0;
+  }
+  op_finished(s, c, OP_PTY);
+  if (rc != 0)
+    return channel_failed(s, c, rc, "requesting a terminal", error);
+  c->state = SLOT_EXEC;
+  return 1;
+}
+
+static int op_exec(Sup *s, Slot *c, GError **error) {
+  int rc = c->command ? libssh2_channel_exec(c->channel, c->command)
+                      : libssh2_channel_shell(c->channel);
+  if (rc == LIBSSH2_ERROR_EAGAIN) {
+    note_blocked(s, c, OP_EXEC);
+    return 0;
+  }
+  op_finished(s, c, OP_EXEC);
+  if (rc != 0)
+    return channel_failed(s, c, rc, "starting the command", error);
+  c->state = SLOT_RUNNING;
+  frame_append(c->out, 'A', NULL, 0);
+  return 1;
+}
+
+static int op_resize(Sup *s, Slot *c, GError **error) {
+  (void)error;
+  int rc = libssh2_channel_request_pty_size_ex(c->channel, (int)c->cols, (int)c->rows, 0, 0);
+  if (rc == LIBSSH2_ERROR_EAGAIN) {
+    note_blocked(s, c, OP_RESIZE);
+    return 0;
+  }
+  op_finished(s, c, OP_RESIZE);
+  /* a refused resize is cosmetic */
+  c->resize_pending = FALSE;
+  return 1;
+}
+
+/* stdout, then stderr, into frames while the client keeps up. */
+static int op_read(Sup *s, Slot *c, GError **error) {
+  int progress = 0;
+  for (int stream = 0; stream < 2; stream++) {
+    gboolean *eof = stream ? &c->err_eof : &c->out_eof;
+    while (!*eof && c->out->len < BUFFER_HIGH) {
+      char buf[CHUNK];
+      ssize_t n = libssh2_channel_read_ex(c->channel, stream, buf, sizeof buf);
+      if (n == LIBSSH2_ERROR_EAGAIN) {
+        note_blocked(s, c, OP_READ);
+        break;
+      }
+      op_finished(s, c, OP_READ);
+      if (n > 0) {
+        frame_append(c->out, stream ? 'R' : 'O', buf, (gsize)n);
+        progress = 1;
+        continue;
+      }
+      if (n == 0 || is_channel_error((int)n)) {
+        *eof = TRUE;
+        progress = 1;
+        break;
+      }
+      g_autofree char *message = session_message(s->session);
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_SSH, "reading from the guest: %s", message);
+      return -1;
+    }
+    if (s->owner)
+      break;
+  }
+  return progress;
+}
+
+static int op_write(Sup *s, Slot *c, GError **error) {
+  ssize_t n = libssh2_channel_write(c->channel, (const char *)c->up->data, c->up->len);
+  if (n == LIBSSH2_ERROR_EAGAIN) {
+    note_blocked(s, c, OP_WRITE);
+    return 0;
+  }
+  op_finished(s, c, OP_WRITE);
+  if (n >= 0) {
+    g_byte_array_remove_range(c->up, 0, (guint)n);
+    return n > 0;
+  }
+  if (is_channel_error((int)n) || libssh2_channel_eof(c->channel)) {
+    /* the command is gone and took its stdin with it: drop the rest */
+    g_byte_array_set_size(c->up, 0);
+    c->stdin_eof = c->eof_sent = TRUE;
+    return 1;
+  }
+  g_autofree char *message = session_message(s->session);
+  g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_SSH, "writing to the guest: %s", message);
+  return -1;
+}
+
+static int op_eof(Sup *s, Slot *c, GError **error) {
+  int rc = libssh2_channel_send_eof(c->channel);
+  if (rc == LIBSSH2_ERROR_EAGAIN) {
+    note_blocked(s, c, OP_EOF);
+    return 0;
+  }
+  op_finished(s, c, OP_EOF);
+  if (rc == 0 || is_channel_error(rc) || libssh2_channel_eof(c->channel)) {
+    c->eof_sent = TRUE;
+    return 1;
+  }
+  g_autofree char *message = session_message(s->session);
+  g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_SSH, "closing the command's input: %s", message);
+  return -1;
+}
+
+/* The output is complete: the exit status comes with the channel's close. */
+static int op_wait_closed(Sup *s, Slot *c, GError **error) {
+  int rc = libssh2_channel_wait_closed(c->channel);
+  if (rc == LIBSSH2_ERROR_EAGAIN)
+    return 0;
+  if (rc != 0 && !is_channel_error(rc)) {
+    g_autofree char *message = session_message(s->session);
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_SSH, "waiting for the command: %s", message);
+    return -1;
+  }
+  int status = hutch_ssh_channel_exit_status(s->session, c->channel);
+  g_autofree char *text = g_strdup_printf("%d", status);
+  if (c->fd >= 0)
+    frame_append_text(c->out, 'X', text);
+  c->told = TRUE;
+  c->state = SLOT_CLOSING;
+  return 1;
+}
+
+static int op_close(Sup *s, Slot *c, GError **error) {
+  int rc = libssh2_channel_free(c->channel);
+  if (rc == LIBSSH2_ERROR_EAGAIN) {
+    note_blocked(s, c, OP_CLOSE);
+    return 0;
+  }
+  op_finished(s, c, OP_CLOSE);
+  c->channel = NULL;
+  if (rc != 0 && !is_channel_error(rc)) {
+    g_autofree char *message = session_message(s->session);
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_SSH, "closing a channel: %s", message);
+    return -1;
+  }
+  return 1;
+}
+
+static int run_op(Sup *s, Slot *c, Op op, GError **error) {
+  switch (op) {
+  case OP_OPEN:
+    return op_open(s, c, error);
+  case OP_PTY:
+    return op_pty(s, c, error);
+  case OP_EXEC:
+    return op_exec(s, c, error);
+  case OP_RESIZE:
+    return op_resize(s, c, error);
+  case OP_READ:
+    return op_read(s, c, error);
+  case OP_WRITE:
+    return op_write(s, c, error);
+  case OP_EOF:
+    return op_eof(s, c, error);
+  case OP_CLOSE:
+    return op_close(s, c, error);
+  case OP_NONE:
+    break;
+  }
+  return 0;
+}
+
+/* The SSH side of one slot, while no other call owns the session's output. */
+static int channel_io(Sup *s, Slot *c, GError **error) {
+  int progress = 0, rc;
+  switch (c->state) {
+  case SLOT_REQUEST:
+  case SLOT_WAITING:
+    return 0;
+  case SLOT_PTY:
+    return op_pty(s, c, error);
+  case SLOT_EXEC:
+    return op_exec(s, c, error);
+  case SLOT_CLOSING:
+    return c->channel ? op_close(s, c, error) : 0;
+  case SLOT_RUNNING:
+    break;
+  }
+  if (c->resize_pending && (rc = op_resize(s, c, error)) != 0) {
+    if (rc < 0)
+      return -1;
+    progress = 1;
+  }
+  if (s->owner)
+    return progress;
+  if ((rc = op_read(s, c, error)) < 0)
+    return -1;
+  progress |= rc;
+  if (s->owner)
+    return progress;
+  if (c->up->len > 0) {
+    if ((rc = op_write(s, c, error)) < 0)
+      return -1;
+    progress |= rc;
+  }
+  if (s->owner)
+    return progress;
+  if (c->stdin_eof && c->up->len == 0 && !c->eof_sent) {
+    if ((rc = op_eof(s, c, error)) < 0)
+      return -1;
+    progress |= rc;
+  }
+  if (s->owner)
+    return progress;
+  if (c->out_eof && c->err_eof) {
+    if ((rc = op_wait_closed(s, c, error)) < 0)
+      return -1;
+    progress |= rc;
+  }
+  return progress;
+}
+
+static void accept_clients(Sup *s) {
+  while (s->slots->len < MAX_SLOTS) {
+    int fd = accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED)
+        sup_log("accept: %s", g_strerror(errno));
+      return;
+    }
+    /* the socket is 0600 in a 0700 directory; the peer's uid is checked all the same */
+    struct ucred cred;
+    socklen_t len = sizeof cred;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 || cred.uid != getuid()) {
+      sup_log("refused a client of uid %d", len == sizeof cred ? (int)cred.uid : -1);
+      close(fd);
+      continue;
+    }
+    Slot *c = g_new0(Slot, 1);
+    c->id = ++s->next_id;
+    c->fd = fd;
+    c->in = g_byte_array_new();
+    c->out = g_byte_array_new();
+    c->up = g_byte_array_new();
+    g_ptr_array_add(s->slots, c);
+  }
+}
+
+/* The session failed: every command on it ends with an error, the next one connects again. */
+static void session_lost(Sup *s, GError *error) {
+  sup_log("the SSH session failed: %s", error->message);
+  g_autofree char *why = g_strdup_printf("the supervisor's SSH session failed: %s", error->message);
+  for (guint i = 0; i < s->slots->len; i++) {
+    Slot *c = g_ptr_array_index(s->slots, i);
+    c->channel = NULL; /* freed with the session */
+    if (c->state != SLOT_REQUEST)
+      slot_fail(c, why);
+  }
+  s->opening = s->owner = NULL;
+  s->owner_op = OP_NONE;
+  g_clear_pointer(&s->ssh, hutch_ssh_free);
+  s->session = NULL;
+  s->ssh_fd = -1;
+}
+
+/* One round over everything: 1 when something moved, 0 when all waits. */
+static int sup_round(Sup *s) {
+  int progress = 0, rc = 0;
+  g_autoptr(GError) error = NULL;
+  for (guint i = 0; i < s->slots->len; i++)
+    progress |= client_io(s, g_ptr_array_index(s->slots, i));
+  if (s->session) {
+    if (s->owner)
+      rc = run_op(s, s->owner, s->owner_op, &error);
+    if (rc >= 0 && !s->owner && !s->opening) {
+      for (guint i = 0; i < s->slots->len && !s->opening; i++) {
+        Slot *c = g_ptr_array_index(s->slots, i);
+        if (c->state == SLOT_WAITING)
+          s->opening = c;
+      }
+    }
+    if (rc >= 0 && !s->owner && s->opening)
+      rc = op_open(s, s->opening, &error);
+    progress |= rc > 0;
+    for (guint i = 0; rc >= 0 && i < s->slots->len && !s->owner; i++) {
+      rc = channel_io(s, g_ptr_array_index(s->slots, i), &error);
+      progress |= rc > 0;
+    }
+    if (rc < 0) {
+      session_lost(s, error);
+      progress = 1;
+    }
+  }
+  for (guint i = 0; i < s->slots->len;) {
+    Slot *c = g_ptr_array_index(s->slots, i);
+    gboolean finished = c->state == SLOT_CLOSING && !c->channel && c->fd < 0;
+    /* a slot waiting for a session that is gone */
+    if (!s->session && c->state == SLOT_WAITING)
+      slot_fail(c, "the supervisor has no SSH session");
+    if (finished && s->owner != c && s->opening != c) {
+      slot_free(g_ptr_array_steal_index(s->slots, i));
+      progress = 1;
+    } else {
+      i++;
+    }
+  }
+  return progress;
+}
+
+/* Whether libssh2 holds something a round would take without touching the socket. */
+static gboolean channels_ready(Sup *s) {
+  if (!s->session || s->owner)
+    return FALSE;
+  for (guint i = 0; i < s->slots->len; i++) {
+    Slot *c = g_ptr_array_index(s->slots, i);
+    if (c->state != SLOT_RUNNING || c->out->len >= BUFFER_HIGH)
+      continue;
+    if ((!c->out_eof && libssh2_poll_channel_read(c->channel, 0) > 0) ||
+        (!c->err_eof && libssh2_poll_channel_read(c->channel, 1) > 0) ||
+        ((!c->out_eof || !c->err_eof) && libssh2_channel_eof(c->channel)))
+      return TRUE;
+    if (c->up->len > 0 && libssh2_channel_window_write(c->channel) > 0)
+      return TRUE;
+  }
+  return FALSE;
+}
+
+/* ---- libvirt events ------------------------------------------------------------------- */
+
+static int on_lifecycle(virConnectPtr conn, virDomainPtr domain, int event, int detail,
+                        void *opaque) {
+  (void)conn;
+  (void)domain;
+  (void)detail;
+  Sup *s = opaque;
+  if (event == VIR_DOMAIN_EVENT_STOPPED)
+    (void)!write(s->wake[1], "s", 1);
+  return 0;
+}
+
+static void on_close(virConnectPtr conn, int reason, void *opaque) {
+  (void)conn;
+  (void)reason;
+  Sup *s = opaque;
+  (void)!write(s->wake[1], "c", 1);
+}
+
+static gpointer event_thread(gpointer data) {
+  Sup *s = data;
+  while (!g_atomic_int_get(&s->quit_events))
+    if (virEventRunDefaultImpl() < 0)
+      break;
+  return NULL;
+}
+
+/* ---- Running it ----------------------------------------------------------------------- */
+
+static int listen_on(const char *path, GError **error) {
+  struct sockaddr_un addr = {.sun_family = AF_UNIX};
+  if (strlen(path) >= sizeof addr.sun_path) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "socket path too long: %s", path);
+    return -1;
+  }
+  strcpy(addr.sun_path, path);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "socket: %s", g_strerror(errno));
+    return -1;
+  }
+  g_unlink(path);
+  mode_t old = umask(0177);
+  int rc = bind(fd, (struct sockaddr *)&addr, sizeof addr);
+  umask(old);
+  if (rc < 0 || listen(fd, 32) < 0) {
+    int saved = errno;
+    close(fd);
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "listening on %s: %s", path,
+                g_strerror(saved));
+    return -1;
+  }
+  return fd;
+}
+
+static void sup_loop(Sup *s) {
+  for (;;) {
+    if (sup_round(s) > 0 || channels_ready(s))
+      continue;
+    GArray *pfds = g_array_new(FALSE, TRUE, sizeof(struct pollfd));
+    struct pollfd p = {.fd = s->listen_fd, .events = POLLIN};
+    g_array_append_val(pfds, p);
+    p = (struct pollfd){.fd = s->wake[0], .events = POLLIN};
+    g_array_append_val(pfds, p);
+    p = (struct pollfd){.fd = s->signal_fd, .events = POLLIN};
+    g_array_append_val(pfds, p);
+    int timeout = -1;
+    if (s->session) {
+      int dirs = libssh2_session_block_directions(s->session);
+      p = (struct pollfd){.fd = s->ssh_fd,
+                          .events = POLLIN | ((dirs & LIBSSH2_SESSION_BLOCK_OUTBOUND) ? POLLOUT : 0)};
+      g_array_append_val(pfds, p);
+      int next_keepalive = 0;
+      libssh2_keepalive_send(s->session, &next_keepalive);
+      if (next_keepalive > 0)
+        timeout = next_keepalive * 1000;
+    }
+    for (guint i = 0; i < s->slots->len; i++) {
+      Slot *c = g_ptr_array_index(s->slots, i);
+      if (c->fd < 0)
+        continue;
+      short events = c->out->len > 0 ? POLLOUT : 0;
+      if (c->up->len < BUFFER_HIGH && !c->told)
+        events |= POLLIN;
+      p = (struct pollfd){.fd = c->fd, .events = events};
+      g_array_append_val(pfds, p);
+    }
+    int n = poll((struct pollfd *)pfds->data, pfds->len, timeout);
+    struct pollfd *all = (struct pollfd *)pfds->data;
+    gboolean accept_now = n > 0 && (all[0].revents & POLLIN);
+    gboolean woken = n > 0 && all[1].revents;
+    gboolean signalled = n > 0 && all[2].revents;
+    g_array_unref(pfds);
+    if (n < 0 && errno != EINTR) {
+      sup_log("poll: %s", g_strerror(errno));
+      return;
+    }
+    if (signalled) {
+      struct signalfd_siginfo info;
+      if (read(s->signal_fd, &info, sizeof info) == sizeof info)
+        sup_log("stopping on signal %u", info.ssi_signo);
+      return;
+    }
+    if (woken) {
+      char why = 0;
+      if (read(s->wake[0], &why, 1) == 1 && why == 'c')
+        sup_log("the connection to libvirt closed");
+      /* a stop event, or libvirt gone: either way nothing watches the domain any more */
+      if (why == 'c' || virDomainIsActive(s->domain) != 1) {
+        sup_log("the domain stopped; stopping its helpers");
+        hutch_instance_stop_helpers(s->runtime_dir);
+        return;
+      }
+    }
+    if (accept_now)
+      accept_clients(s);
+  }
+}
+
+/* Watches the domain, connects, listens, and serves until the domain stops or a signal. */
+static int serve(Sup *s, GError **error) {
+  g_autofree char *socket_path = g_build_filename(s->runtime_dir, HUTCH_SUPERVISOR_SOCKET, NULL);
+  g_autofree char *pid_path = g_build_filename(s->runtime_dir, HUTCH_SUPERVISOR_PID, NULL);
+  virConnectPtr conn = virDomainGetConnect(s->domain);
+  int callback = virConnectDomainEventRegisterAny(conn, s->domain, VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+                                                  VIR_DOMAIN_EVENT_CALLBACK(on_lifecycle), s, NULL);
+  if (callback < 0) {
+    hutch_set_libvirt_error(error, "watching the domain");
+    return 1;
+  }
+  virConnectRegisterCloseCallback(conn, on_close, s, NULL);
+  virConnectSetKeepAlive(conn, 5, 3);
+  /* it runs until the process ends: virEventRunDefaultImpl cannot be interrupted */
+  g_thread_unref(g_thread_new("libvirt-events", event_thread, s));
+
+  int status = 1;
+  s->ssh = hutch_instance_connect(s->ctx, s->name, error);
+  if (s->ssh) {
+    s->session = hutch_ssh_session(s->ssh, &s->ssh_fd);
+    libssh2_session_set_blocking(s->session, 0);
+    libssh2_keepalive_config(s->session, 1, 15);
+    s->listen_fd = listen_on(socket_path, error);
+  }
+  g_autofree char *pid_text = s->listen_fd >= 0 ? hutch_pidfile_format(getpid()) : NULL;
+  if (pid_text && hutch_write_file(pid_path, pid_text, strlen(pid_text), 0600, error)) {
+    s->slots = g_ptr_array_new_with_free_func((GDestroyNotify)slot_free);
+    sup_log("serving %s on %s", s->name, socket_path);
+    /* stopped between the lookup and the registration: no event will come */
+    if (virDomainIsActive(s->domain) == 1)
+      sup_loop(s);
+    else
+      hutch_instance_stop_helpers(s->runtime_dir);
+    status = 0;
+    /* the socket goes first: from here on clients connect directly */
+    g_unlink(socket_path);
+    g_unlink(pid_path);
+    for (guint i = 0; i < s->slots->len; i++) {
+      Slot *c = g_ptr_array_index(s->slots, i);
+      if (c->fd >= 0 && !c->told) {
+        frame_append_text(c->out, 'F', "the supervisor stopped");
+        ssize_t rc = send(c->fd, c->out->data, c->out->len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void)rc;
+      }
+    }
+    g_ptr_array_unref(s->slots);
+  } else if (s->listen_fd >= 0) {
+    g_unlink(socket_path);
+  }
+  g_atomic_int_set(&s->quit_events, 1);
+  virConnectDomainEventDeregisterAny(conn, callback);
+  virConnectUnregisterCloseCallback(conn, on_close);
+  return status;
+}
+
+int hutch_supervise(HutchContext *ctx, const char *name, GError **error) {
+  prctl(PR_SET_NAME, HUTCH_SUPERVISOR_COMM, 0, 0, 0);
+  /* The event loop implementation comes before the connection that delivers events. */
+  if (virEventRegisterDefaultImpl() < 0) {
+    hutch_set_libvirt_error(error, "registering libvirt's event loop");
+    return 1;
+  }
+  g_autoptr(HutchInstance) instance = hutch_instance_lookup(ctx, name, error);
+  if (!instance)
+    return 1;
+  Sup s = {.ctx = ctx,
+           .name = name,
+           .runtime_dir = instance->meta->runtime_dir,
+           .domain = instance->domain,
+           .ssh_fd = -1,
+           .listen_fd = -1,
+           .wake = {-1, -1},
+           .signal_fd = -1};
+  g_autofree char *lock_path = g_build_filename(s.runtime_dir, HUTCH_SUPERVISOR_LOCK, NULL);
+  int lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (lock_fd < 0) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "opening %s: %s", lock_path,
+                g_strerror(errno));
+    return 1;
+  }
+  int status = 0;
+  if (flock(lock_fd, LOCK_EX | LOCK_NB) < 0) {
+    sup_log("another supervisor serves %s", name);
+  } else if (!hutch_instance_is_active(instance)) {
+    sup_log("%s is not running", name);
+  } else {
+    /* SIGTERM, SIGINT and SIGHUP end the loop; a client that vanished must not kill us */
+    signal(SIGPIPE, SIG_IGN);
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGHUP);
+    sigprocmask(SIG_BLOCK, &mask, NULL);
+    s.signal_fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (s.signal_fd < 0 || !g_unix_open_pipe(s.wake, FD_CLOEXEC, NULL)) {
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "signalfd or pipe: %s",
+                  g_strerror(errno));
+      status = 1;
+    } else {
+      g_unix_set_fd_nonblocking(s.wake[1], TRUE, NULL);
+      status = serve(&s, error);
+    }
+  }
+  g_clear_pointer(&s.ssh, hutch_ssh_free);
+  if (s.listen_fd >= 0)
+    close(s.listen_fd);
+  if (s.signal_fd >= 0)
+    close(s.signal_fd);
+  /* the wake pipe stays: the event thread may still write to it */
+  close(lock_fd);
+  return status;
+}
+
+/* ---- Starting and stopping it --------------------------------------------------------- */
+
+static void child_setup(gpointer data) {
+  (void)data;
+  setsid();
+}
+
+void hutch_supervisor_spawn(HutchContext *ctx, const char *name, const char *runtime_dir) {
+  if (!ctx->supervisor_program)
+    return;
+  g_autofree char *pid_path = g_build_filename(runtime_dir, HUTCH_SUPERVISOR_PID, NULL);
+  if (hutch_pidfile_check(pid_path, &supervisor_id) > 0)
+    return;
+  g_autofree char *log_path = g_build_filename(runtime_dir, HUTCH_SUPERVISOR_LOG, NULL);
+  /* bounded: a new log when the old one grew past 1 MiB */
+  GStatBuf st;
+  if (g_stat(log_path, &st) == 0 && st.st_size > 1024 * 1024)
+    g_unlink(log_path);
+  int log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
+  int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  const char *argv[] = {ctx->supervisor_program, "-c", ctx->uri, "supervise", name, NULL};
+  g_autoptr(GError) error = NULL;
+  if (log_fd < 0 || null_fd < 0 ||
+      !g_spawn_async_with_fds(NULL, (char **)argv, NULL, G_SPAWN_DEFAULT, child_setup, NULL, NULL,
+                              null_fd, log_fd, log_fd, &error))
+    hutch_progress_note(ctx, "no supervisor for %s (%s): commands connect directly", name,
+                        error ? error->message : g_strerror(errno));
+  if (log_fd >= 0)
+    close(log_fd);
+  if (null_fd >= 0)
+    close(null_fd);
+}
+
+void hutch_supervisor_wait_gone(const char *runtime_dir, guint timeout_ms) {
+  g_autofree char *lock_path = g_build_filename(runtime_dir, HUTCH_SUPERVISOR_LOCK, NULL);
+  int fd = open(lock_path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0)
+    return;
+  double deadline = hutch_now() + timeout_ms / 1000.0;
+  while (flock(fd, LOCK_EX | LOCK_NB) < 0 && hutch_now() < deadline)
+    g_usleep(50 * 1000);
+  if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+    g_autofree char *pid_path = g_build_filename(runtime_dir, HUTCH_SUPERVISOR_PID, NULL);
+    hutch_pidfile_kill(pid_path, &supervisor_id);
+  }
+  close(fd);
+}
+
+/* ---- The client ----------------------------------------------------------------------- */
+
+static int connect_socket(const char *runtime_dir) {
+  g_autofree char *path = g_build_filename(runtime_dir, HUTCH_SUPERVISOR_SOCKET, NULL);
+  struct sockaddr_un addr = {.sun_family = AF_UNIX};
+  if (strlen(path) >= sizeof addr.sun_path)
+    return -1;
+  strcpy(addr.sun_path, path);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return -1;
+  if (connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+static gboolean send_all(int fd, const guint8 *data, gsize len) {
+  while (len > 0) {
+    ssize_t n = send(fd, data, len, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      return FALSE;
+    data += n;
+    len -= (gsize)n;
+  }
+  return TRUE;
+}
+
+/* Reads until one whole frame is in buf or timeout_ms passes (-1: no limit). */
+static int read_frame(int fd, GByteArray *buf, int timeout_ms, char *type, const guint8 **payload,
+                      gsize *len) {
+  int rc;
+  while ((rc = frame_peek(buf, type, payload, len)) == 0) {
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (poll(&p, 1, timeout_ms) <= 0)
+      return -1;
+    guint8 chunk[CHUNK];
+    ssize_t n = recv(fd, chunk, sizeof chunk, 0);
+    if (n <= 0)
+      return -1;
+    g_byte_array_append(buf, chunk, (guint)n);
+  }
+  return rc;
+}
+
+JsonObject *hutch_supervisor_status(const char *runtime_dir) {
+  int fd = connect_socket(runtime_dir);
+  if (fd < 0)
+    return NULL;
+  g_autoptr(GByteArray) out = g_byte_array_new();
+  frame_append_text(out, 'Q', "{\"op\": \"status\"}");
+  g_autoptr(GByteArray) in = g_byte_array_new();
+  char type = 0;
+  const guint8 *payload = NULL;
+  gsize len = 0;
+  JsonObject *status = NULL;
+  if (send_all(fd, out->data, out->len) && read_frame(fd, in, 1000, &type, &payload, &len) > 0 &&
+      type == 'S') {
+    g_autoptr(JsonParser) parser = json_parser_new();
+    if (json_parser_load_from_data(parser, (const char *)payload, (gssize)len, NULL) &&
+        JSON_NODE_HOLDS_OBJECT(json_parser_get_root(parser)))
+      status = json_object_ref(json_node_get_object(json_parser_get_root(parser)));
+  }
+  close(fd);
+  return status;
+}
+
+static gboolean write_out(int fd, const guint8 *data, gsize len, GError **error) {
+  while (len > 0) {
+    ssize_t n = write(fd, data, len);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0 && errno == EAGAIN) {
+      /* someone else made the descriptor non-blocking (a shared terminal): wait */
+      struct pollfd p = {.fd = fd, .events = POLLOUT};
+      poll(&p, 1, -1);
+      continue;
+    }
+    if (n < 0) {
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "writing the command's output: %s",
+                  g_strerror(errno));
+      return FALSE;
+    }
+    data += n;
+    len -= (gsize)n;
+  }
+  return TRUE;
+}
+
+/* After A: stdin, the terminal's size and the supervisor's frames until X. */
+static int client_pump(int fd, GByteArray *in, const HutchTerminal *terminal, GError **error) {
+  g_autoptr(GByteArray) pending = g_byte_array_new();
+  gboolean stdin_done = FALSE;
+  g_unix_set_fd_nonblocking(fd, TRUE, NULL);
+  for (;;) {
+    char type;
+    const guint8 *payload;
+    gsize len;
+    int rc;
+    while ((rc = frame_peek(in, &type, &payload, &len)) > 0) {
+      if (type == 'O' || type == 'R') {
+        if (!write_out(type == 'O' ? STDOUT_FILENO : STDERR_FILENO, payload, len, error))
+          return -1;
+      } else if (type == 'X') {
+        g_autofree char *text = g_strndup((const char *)payload, len);
+        return (int)g_ascii_strtoll(text, NULL, 10);
+      } else if (type == 'F') {
+        g_autofree char *text = g_strndup((const char *)payload, len);
+        g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_SSH, "%s", text);
+        return -1;
+      }
+      frame_consume(in, len);
+    }
+    if (rc < 0) {
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_SSH, "the supervisor sent a broken frame");
+      return -1;
+    }
+    struct pollfd p[3] = {
+        {.fd = fd, .events = POLLIN | (pending->len ? POLLOUT : 0)},
+        {.fd = stdin_done || pending->len ? -1 : STDIN_FILENO, .events = POLLIN},
+        {.fd = terminal->winch_fd, .events = POLLIN},
+    };
+    if (poll(p, 3, -1) < 0) {
+      if (errno == EINTR)
+        continue;
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "poll: %s", g_strerror(errno));
+      return -1;
+    }
+    if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+      guint8 chunk[CHUNK];
+      ssize_t n = recv(fd, chunk, sizeof chunk, MSG_DONTWAIT);
+      if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+        g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_SSH,
+                    "the supervisor went away before the command ended");
+        return -1;
+      }
+      if (n > 0)
+        g_byte_array_append(in, chunk, (guint)n);
+    }
+    if (p[1].revents) {
+      guint8 chunk[CHUNK];
+      ssize_t n = read(STDIN_FILENO, chunk, sizeof chunk);
+      if (n > 0) {
+        frame_append(pending, 'I', chunk, (gsize)n);
+      } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
+        /* an unreadable stdin (closed, EIO after a hangup) ends the input like EOF does */
+        frame_append(pending, 'E', NULL, 0);
+        stdin_done = TRUE;
+      }
+    }
+    if (p[2].revents) {
+      char drain[64];
+      while (read(terminal->winch_fd, drain, sizeof drain) > 0)
+        ;
+      guint cols, rows;
+      hutch_terminal_size(terminal->tty_fd, &cols, &rows);
+      g_autofree char *size = g_strdup_printf("%u %u", cols, rows);
+      frame_append_text(pending, 'W', size);
+    }
+    while (pending->len > 0) {
+      ssize_t n = send(fd, pending->data, pending->len, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n > 0) {
+        g_byte_array_remove_range(pending, 0, (guint)n);
+        continue;
+      }
+      if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        break;
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_SSH,
+                  "the supervisor went away before the command ended");
+      return -1;
+    }
+  }
+}
+
+int hutch_supervisor_exec(const char *runtime_dir, const char *command, gboolean pty,
+                          gboolean *ret_used, GError **error) {
+  *ret_used = FALSE;
+  int fd = connect_socket(runtime_dir);
+  if (fd < 0)
+    return -1;
+  HutchTerminal terminal;
+  hutch_terminal_enter(&terminal, FALSE);
+  guint cols = 80, rows = 24;
+  if (pty) {
+    int tty = isatty(STDIN_FILENO) ? STDIN_FILENO : isatty(STDOUT_FILENO) ? STDOUT_FILENO : -1;
+    hutch_terminal_size(tty, &cols, &rows);
+  }
+  const char *term = g_getenv("TERM");
+  g_autoptr(JsonBuilder) b = json_builder_new();
+  json_builder_begin_object(b);
+  json_builder_set_member_name(b, "op");
+  json_builder_add_string_value(b, "exec");
+  json_builder_set_member_name(b, "command");
+  if (command)
+    json_builder_add_string_value(b, command);
+  else
+    json_builder_add_null_value(b);
+  json_builder_set_member_name(b, "pty");
+  json_builder_add_boolean_value(b, pty);
+  json_builder_set_member_name(b, "term");
+  json_builder_add_string_value(b, term && *term ? term : "vt100");
+  json_builder_set_member_name(b, "cols");
+  json_builder_add_int_value(b, cols);
+  json_builder_set_member_name(b, "rows");
+  json_builder_add_int_value(b, rows);
+  json_builder_end_object(b);
+  g_autoptr(JsonNode) root = json_builder_get_root(b);
+  g_autofree char *request = json_to_string(root, FALSE);
+  g_autoptr(GByteArray) out = g_byte_array_new();
+  if (strlen(request) > FRAME_MAX) {
+    close(fd);
+    return -1;
+  }
+  frame_append_text(out, 'Q', request);
+  g_autoptr(GByteArray) in = g_byte_array_new();
+  char type = 0;
+  const guint8 *payload = NULL;
+  gsize len = 0;
+  /* Until A, anything wrong means: connect directly. The channel opens in well under a
+   * second on a live session; a supervisor that reconnects may take the SSH timeout. */
+  if (!send_all(fd, out->data, out->len) || read_frame(fd, in, 40000, &type, &payload, &len) <= 0 ||
+      type != 'A') {
+    close(fd);
+    return -1;
+  }
+  frame_consume(in, len);
+  *ret_used = TRUE;
+  hutch_terminal_enter(&terminal, pty);
+  int status = client_pump(fd, in, &terminal, error);
+  hutch_terminal_leave(&terminal);
+  close(fd);
+  return status;
+}
