@@ -96,6 +96,7 @@ typedef enum {
   OP_READ,
   OP_WRITE,
   OP_EOF,
+  OP_WAIT,
   OP_CLOSE,
 } Op;
 
@@ -112,7 +113,10 @@ typedef struct {
   gboolean pty;
   guint cols, rows;
   gboolean resize_pending, stdin_eof, eof_sent, out_eof, err_eof;
-  gboolean told; /* the client has its answer (X, F or S), or is gone */
+  gboolean exec_sent; /* the exec request may have reached the guest: never run it twice */
+  gboolean accepted;  /* A sent */
+  gboolean told;      /* the client has its answer (X, F or S), or is gone */
+  double closing_since;
 } Slot;
 
 typedef struct {
@@ -132,7 +136,10 @@ typedef struct {
   Op owner_op;
   guint next_id;
   guint64 commands;
-  gint quit_events; /* atomic: the event thread stops */
+  double opening_since;
+  guint abandoned; /* channels whose close the guest never confirmed */
+  gboolean session_failed; /* the loop ends: the next command connects directly */
+  gint quit_events;        /* atomic: the event thread stops */
 } Sup;
 
 static void sup_log(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
@@ -192,9 +199,17 @@ static void op_finished(Sup *s, Slot *c, Op op) {
 /* The client is told that the command failed (before it ran: it connects directly); the
  * channel, if any, is freed. */
 static void slot_fail(Slot *c, const char *why) {
-  if (!c->told && c->fd >= 0)
+  if (!c->told && c->fd >= 0) {
+    /* F before A means "connect directly and run it there": not for a command that may
+     * be running already */
+    if (c->exec_sent && !c->accepted)
+      frame_append(c->out, 'A', NULL, 0);
     frame_append_text(c->out, 'F', why);
+  }
   c->told = TRUE;
+  c->accepted = TRUE;
+  if (c->state != SLOT_CLOSING)
+    c->closing_since = hutch_now();
   c->state = SLOT_CLOSING;
 }
 
@@ -205,6 +220,8 @@ static void slot_drop_client(Slot *c) {
   c->fd = -1;
   g_byte_array_set_size(c->out, 0);
   c->told = TRUE;
+  if (c->state != SLOT_CLOSING)
+    c->closing_since = hutch_now();
   c->state = SLOT_CLOSING;
 }
 
@@ -232,8 +249,13 @@ static void handle_request(Sup *s, Slot *c, const guint8 *payload, gsize len) {
     return;
   }
   JsonNode *command = json_object_get_member(o, "command");
-  if (command && JSON_NODE_HOLDS_VALUE(command))
+  if (command && JSON_NODE_HOLDS_VALUE(command) &&
+      json_node_get_value_type(command) == G_TYPE_STRING) {
     c->command = g_strdup(json_node_get_string(command));
+  } else if (command && !JSON_NODE_HOLDS_NULL(command)) {
+    slot_fail(c, "the command is not text");
+    return;
+  }
   c->pty = json_object_get_boolean_member_with_default(o, "pty", FALSE);
   c->term = g_strdup(json_object_get_string_member_with_default(o, "term", "vt100"));
   if (!c->term || !*c->term || strlen(c->term) > 64) {
@@ -243,18 +265,8 @@ static void handle_request(Sup *s, Slot *c, const guint8 *payload, gsize len) {
   c->cols = (guint)CLAMP(json_object_get_int_member_with_default(o, "cols", 80), 1, 10000);
   c->rows = (guint)CLAMP(json_object_get_int_member_with_default(o, "rows", 24), 1, 10000);
   if (!s->session) {
-    /* the session failed earlier: connect again (blocking, once) */
-    g_autoptr(GError) error = NULL;
-    s->ssh = hutch_instance_connect(s->ctx, s->name, &error);
-    if (!s->ssh) {
-      sup_log("connecting again failed: %s", error->message);
-      slot_fail(c, error->message);
-      return;
-    }
-    s->session = hutch_ssh_session(s->ssh, &s->ssh_fd);
-    libssh2_session_set_blocking(s->session, 0);
-    libssh2_keepalive_config(s->session, 1, 15);
-    sup_log("connected again");
+    slot_fail(c, "the supervisor has no SSH session");
+    return;
   }
   s->commands++;
   c->state = SLOT_WAITING;
@@ -372,6 +384,8 @@ static int op_pty(Sup *s, Slot *c, GError **error) {
     return 0;
   }
   op_finished(s, c, OP_PTY);
+  if (c->state != SLOT_PTY)
+    return 1; /* the client left meanwhile: the channel is closed */
   if (rc != 0)
     return channel_failed(s, c, rc, "requesting a terminal", error);
   c->state = SLOT_EXEC;
@@ -379,6 +393,7 @@ static int op_pty(Sup *s, Slot *c, GError **error) {
 }
 
 static int op_exec(Sup *s, Slot *c, GError **error) {
+  c->exec_sent = TRUE;
   int rc = c->command ? libssh2_channel_exec(c->channel, c->command)
                       : libssh2_channel_shell(c->channel);
   if (rc == LIBSSH2_ERROR_EAGAIN) {
@@ -386,10 +401,13 @@ static int op_exec(Sup *s, Slot *c, GError **error) {
     return 0;
   }
   op_finished(s, c, OP_EXEC);
+  if (c->state != SLOT_EXEC)
+    return 1; /* the client left meanwhile: the channel is closed */
   if (rc != 0)
     return channel_failed(s, c, rc, "starting the command", error);
   c->state = SLOT_RUNNING;
   frame_append(c->out, 'A', NULL, 0);
+  c->accepted = TRUE;
   return 1;
 }
 
@@ -480,9 +498,26 @@ static int op_eof(Sup *s, Slot *c, GError **error) {
 /* The output is complete: the exit status comes with the channel's close. */
 static int op_wait_closed(Sup *s, Slot *c, GError **error) {
   int rc = libssh2_channel_wait_closed(c->channel);
-  if (rc == LIBSSH2_ERROR_EAGAIN)
+  if (rc == LIBSSH2_ERROR_EAGAIN) {
+    /* its read may have sent (a rekey): then it owns the session's output */
+    note_blocked(s, c, OP_WAIT);
     return 0;
-  if (rc != 0 && !is_channel_error(rc)) {
+  }
+  op_finished(s, c, OP_WAIT);
+  if (rc == LIBSSH2_ERROR_INVAL && !libssh2_channel_eof(c->channel)) {
+    /* data after EOF (the guest may send anything): read on */
+    c->out_eof = c->err_eof = FALSE;
+    return 1;
+  }
+  if (is_channel_error(rc)) {
+    if (c->fd >= 0)
+      frame_append_text(c->out, 'X', "255");
+    c->told = TRUE;
+    c->closing_since = hutch_now();
+    c->state = SLOT_CLOSING;
+    return 1;
+  }
+  if (rc != 0) {
     g_autofree char *message = session_message(s->session);
     g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_SSH, "waiting for the command: %s", message);
     return -1;
@@ -492,6 +527,7 @@ static int op_wait_closed(Sup *s, Slot *c, GError **error) {
   if (c->fd >= 0)
     frame_append_text(c->out, 'X', text);
   c->told = TRUE;
+  c->closing_since = hutch_now();
   c->state = SLOT_CLOSING;
   return 1;
 }
@@ -528,6 +564,8 @@ static int run_op(Sup *s, Slot *c, Op op, GError **error) {
     return op_write(s, c, error);
   case OP_EOF:
     return op_eof(s, c, error);
+  case OP_WAIT:
+    return op_wait_closed(s, c, error);
   case OP_CLOSE:
     return op_close(s, c, error);
   case OP_NONE:
@@ -627,6 +665,10 @@ static void session_lost(Sup *s, GError *error) {
   g_clear_pointer(&s->ssh, hutch_ssh_free);
   s->session = NULL;
   s->ssh_fd = -1;
+  /* No reconnecting here: that would block every other command for up to the SSH timeout.
+   * The loop ends once the clients have their answers, and the next command connects
+   * directly and starts a new supervisor. */
+  s->session_failed = TRUE;
 }
 
 /* One round over everything: 1 when something moved, 0 when all waits. */
@@ -645,8 +687,13 @@ static int sup_round(Sup *s) {
           s->opening = c;
       }
     }
-    if (rc >= 0 && !s->owner && s->opening)
+    if (rc >= 0 && !s->owner && s->opening) {
+      if (s->opening_since == 0)
+        s->opening_since = hutch_now();
       rc = op_open(s, s->opening, &error);
+      if (!s->opening)
+        s->opening_since = 0;
+    }
     progress |= rc > 0;
     for (guint i = 0; rc >= 0 && i < s->slots->len && !s->owner; i++) {
       rc = channel_io(s, g_ptr_array_index(s->slots, i), &error);
@@ -655,6 +702,27 @@ static int sup_round(Sup *s) {
     if (rc < 0) {
       session_lost(s, error);
       progress = 1;
+    }
+  }
+  /* A guest that never confirms an open or a close must not hold the supervisor: an open
+   * that takes longer than any live guest needs ends the session; a channel whose close
+   * never comes is forgotten (libssh2 frees it with the session), up to a bound. */
+  double now = hutch_now();
+  if (s->session && s->opening && s->owner != s->opening && s->opening_since > 0 &&
+      now - s->opening_since > 30) {
+    g_autoptr(GError) late = g_error_new(HUTCH_ERROR, HUTCH_ERROR_TIMEOUT,
+                                         "the guest did not open a channel within 30 s");
+    session_lost(s, late);
+  }
+  for (guint i = 0; i < s->slots->len; i++) {
+    Slot *c = g_ptr_array_index(s->slots, i);
+    if (c->state == SLOT_CLOSING && c->channel && s->owner != c && now - c->closing_since > 30) {
+      c->channel = NULL;
+      if (++s->abandoned > 64 && s->session) {
+        g_autoptr(GError) many = g_error_new(HUTCH_ERROR, HUTCH_ERROR_SSH,
+                                             "the guest left 64 channels unclosed");
+        session_lost(s, many);
+      }
     }
   }
   for (guint i = 0; i < s->slots->len;) {
@@ -747,66 +815,121 @@ static int listen_on(const char *path, GError **error) {
   return fd;
 }
 
-static void sup_loop(Sup *s) {
+/* Whether a slot waits on something that may already sit in libssh2's queue (an open
+ * confirmation, a request's reply, a close): then the loop looks again soon. */
+static gboolean slot_transient(const Slot *c) {
+  return c->state == SLOT_PTY || c->state == SLOT_EXEC ||
+         (c->state == SLOT_CLOSING && c->channel) ||
+         (c->state == SLOT_RUNNING &&
+          ((c->out_eof && c->err_eof) || (c->stdin_eof && !c->eof_sent) || c->resize_pending));
+}
+
+/* Whether a slot needs what the guest sends. */
+static gboolean slot_wants_ssh(const Slot *c) {
+  if (c->state == SLOT_RUNNING)
+    return (c->out->len < BUFFER_HIGH && (!c->out_eof || !c->err_eof)) || c->up->len > 0 ||
+           slot_transient(c);
+  return slot_transient(c);
+}
+
+/* Returns when the domain stops (TRUE: stop the helpers), or on a signal, the end of the
+ * libvirt connection or of the SSH session (FALSE: the domain may still run). */
+static gboolean sup_loop(Sup *s) {
   for (;;) {
-    if (sup_round(s) > 0 || channels_ready(s))
-      continue;
-    GArray *pfds = g_array_new(FALSE, TRUE, sizeof(struct pollfd));
-    struct pollfd p = {.fd = s->listen_fd, .events = POLLIN};
-    g_array_append_val(pfds, p);
-    p = (struct pollfd){.fd = s->wake[0], .events = POLLIN};
-    g_array_append_val(pfds, p);
-    p = (struct pollfd){.fd = s->signal_fd, .events = POLLIN};
-    g_array_append_val(pfds, p);
-    int timeout = -1;
-    if (s->session) {
-      int dirs = libssh2_session_block_directions(s->session);
-      p = (struct pollfd){.fd = s->ssh_fd,
-                          .events = POLLIN | ((dirs & LIBSSH2_SESSION_BLOCK_OUTBOUND) ? POLLOUT : 0)};
-      g_array_append_val(pfds, p);
-      int next_keepalive = 0;
-      libssh2_keepalive_send(s->session, &next_keepalive);
-      if (next_keepalive > 0)
-        timeout = next_keepalive * 1000;
+    /* A bounded number of rounds, so that a busy transfer does not keep new clients, signals
+     * and the stop event waiting. */
+    int rc, rounds = 0;
+    do
+      rc = sup_round(s);
+    while (rc > 0 && ++rounds < 32);
+    gboolean busy = rc > 0;
+    if (s->session_failed) {
+      gboolean answered = TRUE;
+      for (guint i = 0; i < s->slots->len; i++)
+        answered &= ((Slot *)g_ptr_array_index(s->slots, i))->fd < 0;
+      if (answered)
+        return FALSE;
     }
+
+    g_autofree struct pollfd *pfds = g_new0(struct pollfd, s->slots->len + 4);
+    nfds_t n = 0;
+    pfds[n++] = (struct pollfd){
+        .fd = s->listen_fd,
+        .events = s->slots->len < MAX_SLOTS && !s->session_failed ? POLLIN : 0};
+    pfds[n++] = (struct pollfd){.fd = s->wake[0], .events = POLLIN};
+    pfds[n++] = (struct pollfd){.fd = s->signal_fd, .events = POLLIN};
+    nfds_t ssh_index = n++;
+    gboolean ssh_in = s->owner != NULL || s->opening != NULL;
+    gboolean transient = ssh_in;
+    nfds_t first_slot = n;
     for (guint i = 0; i < s->slots->len; i++) {
       Slot *c = g_ptr_array_index(s->slots, i);
-      if (c->fd < 0)
-        continue;
-      short events = c->out->len > 0 ? POLLOUT : 0;
-      if (c->up->len < BUFFER_HIGH && !c->told)
-        events |= POLLIN;
-      p = (struct pollfd){.fd = c->fd, .events = events};
-      g_array_append_val(pfds, p);
+      ssh_in |= slot_wants_ssh(c);
+      transient |= slot_transient(c);
+      short events = 0;
+      if (c->fd >= 0) {
+        if (c->out->len > 0)
+          events |= POLLOUT;
+        if (c->up->len < BUFFER_HIGH && !c->told)
+          events |= POLLIN;
+      }
+      /* fd -1 is skipped by poll; POLLHUP and POLLERR come whatever the events */
+      pfds[n++] = (struct pollfd){.fd = c->fd, .events = events};
     }
-    int n = poll((struct pollfd *)pfds->data, pfds->len, timeout);
-    struct pollfd *all = (struct pollfd *)pfds->data;
-    gboolean accept_now = n > 0 && (all[0].revents & POLLIN);
-    gboolean woken = n > 0 && all[1].revents;
-    gboolean signalled = n > 0 && all[2].revents;
-    g_array_unref(pfds);
-    if (n < 0 && errno != EINTR) {
+    pfds[ssh_index] = (struct pollfd){.fd = -1};
+    if (s->session) {
+      short ssh_events = POLLRDHUP;
+      if (ssh_in)
+        ssh_events |= POLLIN;
+      if (s->owner ||
+          (libssh2_session_block_directions(s->session) & LIBSSH2_SESSION_BLOCK_OUTBOUND))
+        ssh_events |= POLLOUT;
+      pfds[ssh_index] = (struct pollfd){.fd = s->ssh_fd, .events = ssh_events};
+    }
+    int timeout = busy || channels_ready(s) ? 0 : transient ? 20 : -1;
+    if (s->opening || s->session_failed)
+      timeout = timeout < 0 ? 1000 : MIN(timeout, 1000); /* the deadlines */
+    for (guint i = 0; i < s->slots->len && timeout != 0; i++)
+      if (((Slot *)g_ptr_array_index(s->slots, i))->state == SLOT_CLOSING)
+        timeout = timeout < 0 ? 1000 : MIN(timeout, 1000);
+    rc = poll(pfds, n, timeout);
+    if (rc < 0 && errno != EINTR) {
       sup_log("poll: %s", g_strerror(errno));
-      return;
+      return FALSE;
     }
-    if (signalled) {
+    if (rc <= 0)
+      continue;
+    if (pfds[2].revents) {
       struct signalfd_siginfo info;
       if (read(s->signal_fd, &info, sizeof info) == sizeof info)
         sup_log("stopping on signal %u", info.ssi_signo);
-      return;
+      return FALSE;
     }
-    if (woken) {
+    if (pfds[1].revents) {
       char why = 0;
-      if (read(s->wake[0], &why, 1) == 1 && why == 'c')
+      if (read(s->wake[0], &why, 1) == 1 && why == 'c') {
+        /* nothing watches the domain any more: the next command starts a new supervisor */
         sup_log("the connection to libvirt closed");
-      /* a stop event, or libvirt gone: either way nothing watches the domain any more */
-      if (why == 'c' || virDomainIsActive(s->domain) != 1) {
-        sup_log("the domain stopped; stopping its helpers");
-        hutch_instance_stop_helpers(s->runtime_dir);
-        return;
+        return FALSE;
+      }
+      if (virDomainIsActive(s->domain) != 1) {
+        sup_log("the domain stopped");
+        return TRUE;
       }
     }
-    if (accept_now)
+    if (s->session && (pfds[ssh_index].revents & (POLLRDHUP | POLLHUP | POLLERR))) {
+      g_autoptr(GError) closed = g_error_new(HUTCH_ERROR, HUTCH_ERROR_SSH,
+                                             "the guest closed the SSH connection");
+      session_lost(s, closed);
+    }
+    for (guint i = 0; i < s->slots->len; i++) {
+      Slot *c = g_ptr_array_index(s->slots, i);
+      /* a client gone while nothing is read from it (its stdin backlog is full) */
+      if (c->fd >= 0 && (pfds[first_slot + i].revents & (POLLHUP | POLLERR)) &&
+          !(pfds[first_slot + i].revents & POLLIN))
+        slot_drop_client(c);
+    }
+    if (pfds[0].revents)
       accept_clients(s);
   }
 }
@@ -832,7 +955,6 @@ static int serve(Sup *s, GError **error) {
   if (s->ssh) {
     s->session = hutch_ssh_session(s->ssh, &s->ssh_fd);
     libssh2_session_set_blocking(s->session, 0);
-    libssh2_keepalive_config(s->session, 1, 15);
     s->listen_fd = listen_on(socket_path, error);
   }
   g_autofree char *pid_text = s->listen_fd >= 0 ? hutch_pidfile_format(getpid()) : NULL;
@@ -840,10 +962,7 @@ static int serve(Sup *s, GError **error) {
     s->slots = g_ptr_array_new_with_free_func((GDestroyNotify)slot_free);
     sup_log("serving %s on %s", s->name, socket_path);
     /* stopped between the lookup and the registration: no event will come */
-    if (virDomainIsActive(s->domain) == 1)
-      sup_loop(s);
-    else
-      hutch_instance_stop_helpers(s->runtime_dir);
+    gboolean domain_stopped = virDomainIsActive(s->domain) != 1 || sup_loop(s);
     status = 0;
     /* the socket goes first: from here on clients connect directly */
     g_unlink(socket_path);
@@ -857,6 +976,10 @@ static int serve(Sup *s, GError **error) {
       }
     }
     g_ptr_array_unref(s->slots);
+    if (domain_stopped) {
+      sup_log("stopping the domain's helpers");
+      hutch_instance_stop_helpers(s->runtime_dir);
+    }
   } else if (s->listen_fd >= 0) {
     g_unlink(socket_path);
   }
@@ -981,13 +1104,28 @@ static int connect_socket(const char *runtime_dir) {
   if (strlen(path) >= sizeof addr.sun_path)
     return -1;
   strcpy(addr.sun_path, path);
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  /* non-blocking, so that a supervisor whose backlog is full (stuck) cannot hold us */
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0)
     return -1;
   if (connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0) {
+    struct pollfd p = {.fd = fd, .events = POLLOUT};
+    int err = 0;
+    socklen_t err_len = sizeof err;
+    if (errno != EAGAIN || poll(&p, 1, 2000) != 1 ||
+        getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &err_len) < 0 || err != 0) {
+      close(fd);
+      return -1;
+    }
+  }
+  /* keystrokes go through it: only to a supervisor of our own */
+  struct ucred cred;
+  socklen_t len = sizeof cred;
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 || cred.uid != getuid()) {
     close(fd);
     return -1;
   }
+  g_unix_set_fd_nonblocking(fd, FALSE, NULL);
   return fd;
 }
 
