@@ -129,6 +129,13 @@ int cli_start_foreground(Cli *cli, const char *name) {
     hutch_context_set_progress(cli->ctx, foreground_progress, (gpointer)name);
   else
     hutch_context_set_progress(cli->ctx, NULL, NULL);
+  /* This process is the VM's supervisor once it is ready: none is started beside it, and
+   * libvirt's event loop is in place before the first connection. */
+  hutch_context_set_supervisor_program(cli->ctx, NULL);
+  g_autoptr(GError) prepare_error = NULL;
+  gboolean supervise = hutch_supervise_prepare(&prepare_error);
+  if (!supervise)
+    fprintf(stderr, "hutch: %s; waiting without a supervisor\n", prepare_error->message);
   notify("STATUS=%s: starting", name);
 
   StartJob job = {.ctx = cli->ctx, .name = name, .done_fd = done[1]};
@@ -172,7 +179,29 @@ int cli_start_foreground(Cli *cli, const char *name) {
   }
 
   notify("READY=1\nSTATUS=%s: ready (hutch shell %s)", name, name);
-  fprintf(stderr, "%s is ready; waiting until it stops\n", name);
+  fprintf(stderr, "%s is ready; supervising it until it stops\n", name);
+  if (supervise) {
+    HutchSuperviseEnd end = HUTCH_SUPERVISE_LOST;
+    g_autoptr(GError) error = NULL;
+    if (hutch_supervise_full(cli->ctx, name, &end, &error) != 0)
+      fprintf(stderr, "hutch: supervising %s: %s\n", name, error->message);
+    if (end == HUTCH_SUPERVISE_DOMAIN_STOPPED) {
+      fprintf(stderr, "%s stopped\n", name);
+      notify("STOPPING=1\nSTATUS=%s: stopped", name);
+      close(sfd);
+      return stop_vm(cli, name) ? EXIT_OK : EXIT_FAILED;
+    }
+    if (end == HUTCH_SUPERVISE_SIGNAL) {
+      fprintf(stderr, "shutting %s down\n", name);
+      notify("STOPPING=1\nSTATUS=%s: shutting down", name);
+      close(sfd);
+      return stop_vm(cli, name) ? EXIT_OK : EXIT_FAILED;
+    }
+    /* the session or libvirt's connection ended: watch the domain as before */
+    fprintf(stderr, "%s: no longer supervising (commands connect directly); waiting until it "
+                    "stops\n",
+            name);
+  }
   for (;;) {
     struct pollfd pfd = {.fd = sfd, .events = POLLIN};
     if (poll(&pfd, 1, 0) > 0) {

@@ -440,7 +440,13 @@ gboolean hutch_logs(HutchContext *ctx, const char *name, int out_fd, gboolean ra
   if (!hutch_instance_is_active(instance))
     return TRUE;
   g_autoptr(GError) ssh_error = NULL;
-  g_autoptr(HutchSsh) ssh = hutch_instance_connect(ctx, name, &ssh_error);
+  gboolean used = FALSE;
+  int status = hutch_supervisor_exec_stream(instance->meta->runtime_dir, guest_logs_command,
+                                            logs_write, &o, &used, &ssh_error);
+  if (used && status >= 0)
+    return logs_end_source(&o, error);
+  g_autoptr(HutchSsh) ssh =
+      used ? NULL : hutch_instance_connect(ctx, name, &ssh_error);
   if (ssh && hutch_ssh_exec_stream(ssh, guest_logs_command, logs_write, &o, &ssh_error) >= 0)
     return logs_end_source(&o, error);
   if (o.write_failed) {

@@ -142,8 +142,21 @@ HUTCH_PUBLIC void hutch_context_set_progress(HutchContext *ctx, HutchProgressFun
  * gives each running VM a supervisor that holds one SSH session for shell and the like. */
 HUTCH_PUBLIC void hutch_context_set_supervisor_program(HutchContext *ctx, const char *program);
 /* `hutch supervise NAME`: the VM's supervisor, until its domain stops. 0 when it ended
- * normally (or another one serves the VM), 1 with error set otherwise. */
+ * normally (or another one serves the VM), 1 with error set otherwise. The process is named
+ * hutch-supervise, by which its pidfile is verified. */
 HUTCH_PUBLIC int hutch_supervise(HutchContext *ctx, const char *name, GError **error);
+/* Why a supervisor ended. */
+typedef enum {
+  HUTCH_SUPERVISE_DOMAIN_STOPPED, /* however it was stopped; the helpers are stopped too */
+  HUTCH_SUPERVISE_SIGNAL,         /* SIGTERM, SIGINT or SIGHUP (the domain still runs) */
+  HUTCH_SUPERVISE_LOST, /* libvirt's connection or the SSH session ended, or another
+                           supervisor serves the VM (the domain may still run) */
+} HutchSuperviseEnd;
+/* The same in a process that has more to do afterwards (start --foreground): libvirt's event
+ * loop must be registered (hutch_supervise_prepare) before the context first connects. */
+HUTCH_PUBLIC int hutch_supervise_full(HutchContext *ctx, const char *name,
+                                      HutchSuperviseEnd *ret_end, GError **error);
+HUTCH_PUBLIC gboolean hutch_supervise_prepare(GError **error);
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(HutchContext, hutch_context_free)
 

@@ -21,6 +21,7 @@
 #pragma once
 
 #include "hutch.h"
+#include "ssh-private.h"
 
 #define HUTCH_SUPERVISOR_SOCKET "supervisor.sock"
 #define HUTCH_SUPERVISOR_PID "supervisor.pid"
@@ -41,6 +42,12 @@ void hutch_supervisor_spawn(HutchContext *ctx, const char *name, const char *run
  * the exit status, or -1 with error set. */
 int hutch_supervisor_exec(const char *runtime_dir, const char *command, gboolean pty,
                           gboolean *ret_used, GError **error);
+
+/* The same with no input, stdout handed to func as it arrives and stderr dropped, like
+ * hutch_ssh_exec_stream (for `hutch logs`). */
+int hutch_supervisor_exec_stream(const char *runtime_dir, const char *command,
+                                 HutchSshOutputFunc func, gpointer user_data, gboolean *ret_used,
+                                 GError **error);
 
 /* {"pid": N, "commands": N, "running": N} from the VM's supervisor, or NULL when none answers
  * within a second. */

@@ -832,9 +832,9 @@ static gboolean slot_wants_ssh(const Slot *c) {
   return slot_transient(c);
 }
 
-/* Returns when the domain stops (TRUE: stop the helpers), or on a signal, the end of the
- * libvirt connection or of the SSH session (FALSE: the domain may still run). */
-static gboolean sup_loop(Sup *s) {
+/* Returns why it ended: the domain stopped (then the helpers are stopped), a signal, or the
+ * end of the libvirt connection or of the SSH session (the domain may still run). */
+static HutchSuperviseEnd sup_loop(Sup *s) {
   for (;;) {
     /* A bounded number of rounds, so that a busy transfer does not keep new clients, signals
      * and the stop event waiting. */
@@ -847,8 +847,18 @@ static gboolean sup_loop(Sup *s) {
       gboolean answered = TRUE;
       for (guint i = 0; i < s->slots->len; i++)
         answered &= ((Slot *)g_ptr_array_index(s->slots, i))->fd < 0;
-      if (answered)
-        return FALSE;
+      if (answered) {
+        /* The guest's side closes when QEMU dies, often before libvirt tells: give the stop
+         * event a moment, so that the helpers of a domain that is gone are stopped. */
+        struct pollfd p = {.fd = s->wake[0], .events = POLLIN};
+        for (int i = 0; i < 30 && virDomainIsActive(s->domain) == 1; i++)
+          poll(&p, 1, 100);
+        if (virDomainIsActive(s->domain) != 1) {
+          sup_log("the domain stopped");
+          return HUTCH_SUPERVISE_DOMAIN_STOPPED;
+        }
+        return HUTCH_SUPERVISE_LOST;
+      }
     }
 
     g_autofree struct pollfd *pfds = g_new0(struct pollfd, s->slots->len + 4);
@@ -895,7 +905,7 @@ static gboolean sup_loop(Sup *s) {
     rc = poll(pfds, n, timeout);
     if (rc < 0 && errno != EINTR) {
       sup_log("poll: %s", g_strerror(errno));
-      return FALSE;
+      return HUTCH_SUPERVISE_LOST;
     }
     if (rc <= 0)
       continue;
@@ -903,18 +913,18 @@ static gboolean sup_loop(Sup *s) {
       struct signalfd_siginfo info;
       if (read(s->signal_fd, &info, sizeof info) == sizeof info)
         sup_log("stopping on signal %u", info.ssi_signo);
-      return FALSE;
+      return HUTCH_SUPERVISE_SIGNAL;
     }
     if (pfds[1].revents) {
       char why = 0;
       if (read(s->wake[0], &why, 1) == 1 && why == 'c') {
         /* nothing watches the domain any more: the next command starts a new supervisor */
         sup_log("the connection to libvirt closed");
-        return FALSE;
+        return HUTCH_SUPERVISE_LOST;
       }
       if (virDomainIsActive(s->domain) != 1) {
         sup_log("the domain stopped");
-        return TRUE;
+        return HUTCH_SUPERVISE_DOMAIN_STOPPED;
       }
     }
     if (s->session && (pfds[ssh_index].revents & (POLLRDHUP | POLLHUP | POLLERR))) {
@@ -935,7 +945,7 @@ static gboolean sup_loop(Sup *s) {
 }
 
 /* Watches the domain, connects, listens, and serves until the domain stops or a signal. */
-static int serve(Sup *s, GError **error) {
+static int serve(Sup *s, HutchSuperviseEnd *ret_end, GError **error) {
   g_autofree char *socket_path = g_build_filename(s->runtime_dir, HUTCH_SUPERVISOR_SOCKET, NULL);
   g_autofree char *pid_path = g_build_filename(s->runtime_dir, HUTCH_SUPERVISOR_PID, NULL);
   virConnectPtr conn = virDomainGetConnect(s->domain);
@@ -962,7 +972,8 @@ static int serve(Sup *s, GError **error) {
     s->slots = g_ptr_array_new_with_free_func((GDestroyNotify)slot_free);
     sup_log("serving %s on %s", s->name, socket_path);
     /* stopped between the lookup and the registration: no event will come */
-    gboolean domain_stopped = virDomainIsActive(s->domain) != 1 || sup_loop(s);
+    *ret_end = virDomainIsActive(s->domain) != 1 ? HUTCH_SUPERVISE_DOMAIN_STOPPED : sup_loop(s);
+    gboolean domain_stopped = *ret_end == HUTCH_SUPERVISE_DOMAIN_STOPPED;
     status = 0;
     /* the socket goes first: from here on clients connect directly */
     g_unlink(socket_path);
@@ -989,13 +1000,32 @@ static int serve(Sup *s, GError **error) {
   return status;
 }
 
-int hutch_supervise(HutchContext *ctx, const char *name, GError **error) {
-  prctl(PR_SET_NAME, HUTCH_SUPERVISOR_COMM, 0, 0, 0);
-  /* The event loop implementation comes before the connection that delivers events. */
-  if (virEventRegisterDefaultImpl() < 0) {
-    hutch_set_libvirt_error(error, "registering libvirt's event loop");
-    return 1;
+gboolean hutch_supervise_prepare(GError **error) {
+  static gsize registered = 0;
+  static int result = 0;
+  if (g_once_init_enter(&registered)) {
+    result = virEventRegisterDefaultImpl();
+    g_once_init_leave(&registered, 1);
   }
+  if (result < 0) {
+    hutch_set_libvirt_error(error, "registering libvirt's event loop");
+    return FALSE;
+  }
+  return TRUE;
+}
+
+int hutch_supervise(HutchContext *ctx, const char *name, GError **error) {
+  HutchSuperviseEnd end;
+  prctl(PR_SET_NAME, HUTCH_SUPERVISOR_COMM, 0, 0, 0);
+  return hutch_supervise_full(ctx, name, &end, error);
+}
+
+int hutch_supervise_full(HutchContext *ctx, const char *name, HutchSuperviseEnd *ret_end,
+                         GError **error) {
+  *ret_end = HUTCH_SUPERVISE_LOST;
+  /* The event loop implementation comes before the connection that delivers events. */
+  if (!hutch_supervise_prepare(error))
+    return 1;
   g_autoptr(HutchInstance) instance = hutch_instance_lookup(ctx, name, error);
   if (!instance)
     return 1;
@@ -1035,7 +1065,7 @@ int hutch_supervise(HutchContext *ctx, const char *name, GError **error) {
       status = 1;
     } else {
       g_unix_set_fd_nonblocking(s.wake[1], TRUE, NULL);
-      status = serve(&s, error);
+      status = serve(&s, ret_end, error);
     }
   }
   g_clear_pointer(&s.ssh, hutch_ssh_free);
@@ -1203,10 +1233,21 @@ static gboolean write_out(int fd, const guint8 *data, gsize len, GError **error)
   return TRUE;
 }
 
+/* Where a command's input comes from and its output goes: in_fd -1 is no input; out_func,
+ * when set, takes stdout instead of out_fd; err_fd -1 drops stderr. */
+typedef struct {
+  int in_fd, out_fd, err_fd;
+  HutchSshOutputFunc out_func;
+  gpointer out_data;
+} ClientIo;
+
 /* After A: stdin, the terminal's size and the supervisor's frames until X. */
-static int client_pump(int fd, GByteArray *in, const HutchTerminal *terminal, GError **error) {
+static int client_pump(int fd, GByteArray *in, const ClientIo *io, const HutchTerminal *terminal,
+                       GError **error) {
   g_autoptr(GByteArray) pending = g_byte_array_new();
-  gboolean stdin_done = FALSE;
+  gboolean stdin_done = io->in_fd < 0;
+  if (stdin_done)
+    frame_append(pending, 'E', NULL, 0);
   g_unix_set_fd_nonblocking(fd, TRUE, NULL);
   for (;;) {
     char type;
@@ -1214,8 +1255,11 @@ static int client_pump(int fd, GByteArray *in, const HutchTerminal *terminal, GE
     gsize len;
     int rc;
     while ((rc = frame_peek(in, &type, &payload, &len)) > 0) {
-      if (type == 'O' || type == 'R') {
-        if (!write_out(type == 'O' ? STDOUT_FILENO : STDERR_FILENO, payload, len, error))
+      if (type == 'O' && io->out_func) {
+        if (!io->out_func((const char *)payload, len, io->out_data, error))
+          return -1;
+      } else if (type == 'O' || (type == 'R' && io->err_fd >= 0)) {
+        if (!write_out(type == 'O' ? io->out_fd : io->err_fd, payload, len, error))
           return -1;
       } else if (type == 'X') {
         g_autofree char *text = g_strndup((const char *)payload, len);
@@ -1233,7 +1277,7 @@ static int client_pump(int fd, GByteArray *in, const HutchTerminal *terminal, GE
     }
     struct pollfd p[3] = {
         {.fd = fd, .events = POLLIN | (pending->len ? POLLOUT : 0)},
-        {.fd = stdin_done || pending->len ? -1 : STDIN_FILENO, .events = POLLIN},
+        {.fd = stdin_done || pending->len ? -1 : io->in_fd, .events = POLLIN},
         {.fd = terminal->winch_fd, .events = POLLIN},
     };
     if (poll(p, 3, -1) < 0) {
@@ -1255,7 +1299,7 @@ static int client_pump(int fd, GByteArray *in, const HutchTerminal *terminal, GE
     }
     if (p[1].revents) {
       guint8 chunk[CHUNK];
-      ssize_t n = read(STDIN_FILENO, chunk, sizeof chunk);
+      ssize_t n = read(io->in_fd, chunk, sizeof chunk);
       if (n > 0) {
         frame_append(pending, 'I', chunk, (gsize)n);
       } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
@@ -1288,8 +1332,8 @@ static int client_pump(int fd, GByteArray *in, const HutchTerminal *terminal, GE
   }
 }
 
-int hutch_supervisor_exec(const char *runtime_dir, const char *command, gboolean pty,
-                          gboolean *ret_used, GError **error) {
+static int client_run(const char *runtime_dir, const char *command, gboolean pty,
+                      const ClientIo *io, gboolean *ret_used, GError **error) {
   *ret_used = FALSE;
   int fd = connect_socket(runtime_dir);
   if (fd < 0)
@@ -1342,8 +1386,21 @@ int hutch_supervisor_exec(const char *runtime_dir, const char *command, gboolean
   frame_consume(in, len);
   *ret_used = TRUE;
   hutch_terminal_enter(&terminal, pty);
-  int status = client_pump(fd, in, &terminal, error);
+  int status = client_pump(fd, in, io, &terminal, error);
   hutch_terminal_leave(&terminal);
   close(fd);
   return status;
+}
+
+int hutch_supervisor_exec(const char *runtime_dir, const char *command, gboolean pty,
+                          gboolean *ret_used, GError **error) {
+  ClientIo io = {.in_fd = STDIN_FILENO, .out_fd = STDOUT_FILENO, .err_fd = STDERR_FILENO};
+  return client_run(runtime_dir, command, pty, &io, ret_used, error);
+}
+
+int hutch_supervisor_exec_stream(const char *runtime_dir, const char *command,
+                                 HutchSshOutputFunc func, gpointer user_data, gboolean *ret_used,
+                                 GError **error) {
+  ClientIo io = {.in_fd = -1, .out_fd = -1, .err_fd = -1, .out_func = func, .out_data = user_data};
+  return client_run(runtime_dir, command, FALSE, &io, ret_used, error);
 }

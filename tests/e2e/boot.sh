@@ -182,12 +182,18 @@ for i in 1 2 3 4 5; do "$HUTCH" shell "$vm" -- true; done
 t1=$(date +%s.%N)
 diag "hutch shell -- true: $(awk "BEGIN{printf \"%.2f\", ($t1 - $t0) / 5}") s each"
 
-# A tampered pinned key: the guest's real key no longer matches what hutch expects.
+# A tampered pinned key: the guest's real key no longer matches what hutch expects. The
+# supervisor's session was checked when it connected; a new connection, its own or a
+# command's, is checked again and refused (and no supervisor comes up on it).
 pub=$XDG_DATA_HOME/hutch/instances/$vm/ssh_host_ed25519_key.pub
 cp "$pub" "$E2E_TMP/pub.saved"
 ssh-keygen -q -t ed25519 -N '' -f "$E2E_TMP/other" && cp "$E2E_TMP/other.pub" "$pub"
+pkill -TERM -u "$(id -u)" -f "supervise $vm\$"
+for _ in $(seq 1 20); do pgrep -u "$(id -u)" -f "supervise $vm\$" >/dev/null || break; sleep 0.5; done
 out=$("$HUTCH" shell "$vm" -- true 2>&1); rc=$?
 if [ $rc -eq 1 ] && grep -qi "host key" <<<"$out"; then ok "a tampered pinned host key is refused"; else not_ok "a tampered pinned host key is refused (exit $rc)"; diag "$out"; fi
+sleep 1
+if ! pgrep -u "$(id -u)" -f "supervise $vm\$" >/dev/null; then ok "no supervisor serves a VM whose host key does not match"; else not_ok "no supervisor serves a VM whose host key does not match"; fi
 cp "$E2E_TMP/pub.saved" "$pub"
 
 check "delete --force" "$HUTCH" -q delete --force "$vm"

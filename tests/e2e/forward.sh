@@ -42,7 +42,7 @@ if grep -q "^  provision " "$E2E_TMP/start1.log"; then ok "the first start reach
 in_guest() { "$HUTCH" shell "$vm" -- "$@"; }
 out=$("$HUTCH" start "$vm" 2>&1); rc=$?
 slow=$(in_guest cat /var/lib/hutch-e2e-slow 2>&1)
-if [ $rc -eq 0 ] && grep -q "waiting for the first boot's provisioning" <<<"$out" && [ "$slow" = done ] &&
+if [ $rc -eq 0 ] && grep -q "the first boot's provisioning ended" <<<"$out" && [ "$slow" = done ] &&
    [ -e "$XDG_DATA_HOME/hutch/instances/$vm/provisioned" ]; then
   ok "the next start waits for provisioning to end"
 else
@@ -83,6 +83,18 @@ got=$(head -c 5M /dev/urandom | tee "$E2E_TMP/up" | "$HUTCH" shell "$vm" -- sha2
 if [ "$got" = "$(sha256sum <"$E2E_TMP/up" | cut -d' ' -f1)" ]; then ok "5 MiB of stdin through the supervisor, byte-exact"; else not_ok "5 MiB of stdin through the supervisor"; fi
 after=$(info_int supervisor_commands)
 if [ "$after" -eq $((before + 6)) ]; then ok "those 6 commands went through the supervisor"; else not_ok "commands through the supervisor: $before -> $after"; fi
+# A guest that floods a client that does not read: the supervisor stops reading the channel
+# (the guest's writes block), its memory does not follow the flood.
+rss() { awk '/^VmRSS:/ {print $2}' /proc/"$1"/status; }
+rss0=$(rss "$sup_pid")
+("$HUTCH" shell "$vm" -- cat /dev/zero | sleep 10) &
+flood=$!
+sleep 8
+rss1=$(rss "$sup_pid")
+wait $flood
+diag "supervisor RSS ${rss0} kB -> ${rss1} kB while the guest floods a reader that does not read"
+if [ -n "$rss1" ] && [ $((rss1 - rss0)) -lt 65536 ]; then ok "a flood the client does not read leaves the supervisor's memory bounded"; else not_ok "the supervisor's memory is bounded under a flood (${rss0} -> ${rss1} kB)"; fi
+check "the supervisor still serves after the flood" "$HUTCH" shell "$vm" -- true
 # Killed with SIGKILL mid-command: the command's client fails, the guest keeps its network,
 # the next shell connects directly and starts a new supervisor.
 "$HUTCH" shell "$vm" -- sleep 30 &

@@ -110,6 +110,18 @@ else
   not_ok "READY=1 came after provisioning had finished"
 fi
 check "the foreground hutch is still there" kill -0 $fg
+# it is the VM's supervisor (no detached one beside it): shell goes through it
+sup=0
+for _ in $(seq 60); do
+  sup=$("$HUTCH" info --json "$vm" 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin).get("supervisor_pid", 0))')
+  [ "$sup" != 0 ] && break
+  sleep 0.5
+done
+if [ "$sup" = "$fg" ]; then ok "the foreground hutch is the VM's supervisor"; else not_ok "the foreground hutch is the VM's supervisor (supervisor pid $sup, hutch $fg)"; diag "$(cat "$fg_log")"; fi
+commands=$("$HUTCH" info --json "$vm" 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin).get("supervisor_commands", -1))')
+check "shell through it" "$HUTCH" shell "$vm" -- true
+if [ "$("$HUTCH" info --json "$vm" 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin).get("supervisor_commands", -1))')" = $((commands + 1)) ]; then ok "the command went through the foreground supervisor"; else not_ok "the command went through the foreground supervisor"; fi
+if ! pgrep -u "$(id -u)" -f "supervise $vm\$" >/dev/null; then ok "no detached supervisor beside it"; else not_ok "no detached supervisor beside it"; diag "$(pgrep -a -u "$(id -u)" -f "supervise $vm\$")"; fi
 
 check "virsh list shows it running" bash -c "virsh list --name | grep -qx '$vm'"
 out=$(virsh dominfo "$vm" 2>&1)
