@@ -96,28 +96,13 @@ typedef struct {
   int listen_fd;
   guint guest_port;
   int log_fd;
-  GPtrArray *conns; /* Conn*, in order of acceptance */
-  Conn *opening;    /* the one channel being opened (libssh2 opens one at a time) */
-  Conn *owner;      /* with owner_op: the call that must be repeated first */
-  Op owner_op;
+  GPtrArray *conns;    /* Conn*, in order of acceptance */
+  Conn *opening;       /* the one channel being opened (libssh2 opens one at a time) */
+  HutchSshOwner owner; /* the call that must be repeated first (a Conn*, an Op) */
   guint next_id;
 } Relay;
 
-static void relay_log(Relay *r, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
-
-static void relay_log(Relay *r, const char *fmt, ...) {
-  if (r->log_fd < 0)
-    return;
-  va_list ap;
-  va_start(ap, fmt);
-  g_autofree char *message = g_strdup_vprintf(fmt, ap);
-  va_end(ap);
-  g_autoptr(GDateTime) now = g_date_time_new_now_local();
-  g_autofree char *stamp = g_date_time_format(now, "%F %T");
-  g_autofree char *line = g_strdup_printf("%s %s\n", stamp, message);
-  ssize_t rc = write(r->log_fd, line, strlen(line));
-  (void)rc;
-}
+#define relay_log(r, ...) hutch_log_line((r)->log_fd, __VA_ARGS__)
 
 static void conn_free(Conn *c) {
   if (c->fd >= 0)
@@ -128,40 +113,17 @@ static void conn_free(Conn *c) {
   g_free(c);
 }
 
-static char *session_message(LIBSSH2_SESSION *session) {
-  char *message = NULL;
-  libssh2_session_last_error(session, &message, NULL, 0);
-  return g_strdup(message && *message ? message : "unknown libssh2 error");
-}
-
-/* Errors about one channel (the server refused it, it is closed) end that connection; any
- * other error is the session's. */
-static gboolean is_channel_error(int rc) {
-  return rc <= LIBSSH2_ERROR_CHANNEL_OUTOFORDER && rc >= LIBSSH2_ERROR_CHANNEL_EOF_SENT;
-}
-
 static void set_relay_error(Relay *r, GError **error, int rc, const char *what) {
-  g_autofree char *message = session_message(r->session);
+  g_autofree char *message = hutch_ssh_session_message(r->session);
   g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_SSH, "%s: %s (%d)", what, message, rc);
 }
 
-/* After a libssh2 call returned EAGAIN: if it left a packet half-sent, it owns the session's
- * output until repeated. */
 static void note_blocked(Relay *r, Conn *c, Op op) {
-  if (libssh2_session_block_directions(r->session) & LIBSSH2_SESSION_BLOCK_OUTBOUND) {
-    r->owner = c;
-    r->owner_op = op;
-  } else if (r->owner == c && r->owner_op == op) {
-    r->owner = NULL;
-    r->owner_op = OP_NONE;
-  }
+  hutch_ssh_owner_blocked(&r->owner, r->session, c, op);
 }
 
 static void op_finished(Relay *r, Conn *c, Op op) {
-  if (r->owner == c && r->owner_op == op) {
-    r->owner = NULL;
-    r->owner_op = OP_NONE;
-  }
+  hutch_ssh_owner_done(&r->owner, c, op);
 }
 
 /* The connection is over: the client socket goes now, the channel is closed politely. */
@@ -201,8 +163,8 @@ static int op_open(Relay *r, Conn *c, GError **error) {
     return 0;
   }
   op_finished(r, c, OP_OPEN);
-  if (is_channel_error(rc)) {
-    g_autofree char *message = session_message(r->session);
+  if (hutch_ssh_is_channel_error(rc)) {
+    g_autofree char *message = hutch_ssh_session_message(r->session);
     g_autofree char *why =
         g_strdup_printf("the guest refused 127.0.0.1:%u: %s", r->guest_port, message);
     r->opening = NULL;
@@ -227,7 +189,7 @@ static int op_read(Relay *r, Conn *c, GError **error) {
     c->bytes_down += (guint64)n;
     return 1;
   }
-  if (n == 0 || is_channel_error((int)n)) {
+  if (n == 0 || hutch_ssh_is_channel_error((int)n)) {
     /* 0 is the guest's EOF (or a closed channel): what came before it is delivered */
     c->guest_eof = TRUE;
     return 1;
@@ -248,7 +210,7 @@ static int op_write(Relay *r, Conn *c, GError **error) {
     c->bytes_up += (guint64)n;
     return n > 0;
   }
-  if (is_channel_error((int)n)) {
+  if (hutch_ssh_is_channel_error((int)n)) {
     /* the guest's side is gone: nothing more goes there, but what it sent still goes out */
     c->up_off = c->up_len = 0;
     c->client_eof = c->eof_sent = TRUE;
@@ -265,7 +227,7 @@ static int op_eof(Relay *r, Conn *c, GError **error) {
     return 0;
   }
   op_finished(r, c, OP_EOF);
-  if (rc == 0 || is_channel_error(rc)) {
+  if (rc == 0 || hutch_ssh_is_channel_error(rc)) {
     c->eof_sent = TRUE;
     return 1;
   }
@@ -282,7 +244,7 @@ static int op_close(Relay *r, Conn *c, GError **error) {
   op_finished(r, c, OP_CLOSE);
   c->channel = NULL;
   c->done = TRUE;
-  if (rc != 0 && !is_channel_error(rc)) {
+  if (rc != 0 && !hutch_ssh_is_channel_error(rc)) {
     set_relay_error(r, error, rc, "closing a channel");
     return -1;
   }
@@ -361,14 +323,14 @@ static int channel_io(Relay *r, Conn *c, GError **error) {
       return -1;
     progress |= rc;
   }
-  if (r->owner)
+  if (r->owner.who)
     return progress;
   if (c->up_off < c->up_len) {
     if ((rc = op_write(r, c, error)) < 0)
       return -1;
     progress |= rc;
   }
-  if (r->owner)
+  if (r->owner.who)
     return progress;
   if (c->client_eof && c->up_off == c->up_len && !c->eof_sent) {
     if ((rc = op_eof(r, c, error)) < 0)
@@ -407,33 +369,33 @@ static void accept_clients(Relay *r) {
  * session failed. */
 static int relay_round(Relay *r, GError **error) {
   int progress = 0, rc;
-  if (r->owner) {
-    if ((rc = run_op(r, r->owner, r->owner_op, error)) < 0)
+  if (r->owner.who) {
+    if ((rc = run_op(r, r->owner.who, r->owner.op, error)) < 0)
       return -1;
     progress |= rc;
   }
   for (guint i = 0; i < r->conns->len; i++)
     progress |= client_io(r, g_ptr_array_index(r->conns, i));
-  if (!r->owner && !r->opening) {
+  if (!r->owner.who && !r->opening) {
     for (guint i = 0; i < r->conns->len && !r->opening; i++) {
       Conn *c = g_ptr_array_index(r->conns, i);
       if (c->state == CONN_WAITING)
         r->opening = c;
     }
   }
-  if (!r->owner && r->opening) {
+  if (!r->owner.who && r->opening) {
     if ((rc = op_open(r, r->opening, error)) < 0)
       return -1;
     progress |= rc;
   }
-  for (guint i = 0; i < r->conns->len && !r->owner; i++) {
+  for (guint i = 0; i < r->conns->len && !r->owner.who; i++) {
     if ((rc = channel_io(r, g_ptr_array_index(r->conns, i), error)) < 0)
       return -1;
     progress |= rc;
   }
   for (guint i = 0; i < r->conns->len;) {
     Conn *c = g_ptr_array_index(r->conns, i);
-    if (c->done && r->owner != c && r->opening != c) {
+    if (c->done && r->owner.who != c && r->opening != c) {
       g_ptr_array_remove_index(r->conns, i);
       progress = 1;
     } else {
@@ -446,7 +408,7 @@ static int relay_round(Relay *r, GError **error) {
 /* Whether libssh2 holds something a round would take without touching the socket (reading
  * one channel drains the socket into every channel's queue). */
 static gboolean channels_ready(Relay *r) {
-  if (r->owner)
+  if (r->owner.who)
     return FALSE;
   for (guint i = 0; i < r->conns->len; i++) {
     Conn *c = g_ptr_array_index(r->conns, i);
@@ -510,7 +472,7 @@ gboolean hutch_forward_relay(HutchSsh *ssh, int listen_fd, guint guest_port, int
      * for what libssh2 waits on (and for its peer hanging up, always). */
     g_autofree struct pollfd *pfds = g_new0(struct pollfd, r.conns->len + 3);
     nfds_t n = 0;
-    gboolean ssh_in = r.owner != NULL, transient = r.owner != NULL || r.opening != NULL;
+    gboolean ssh_in = r.owner.who != NULL, transient = r.owner.who != NULL || r.opening != NULL;
     pfds[n++] =
         (struct pollfd){.fd = r.listen_fd, .events = r.conns->len < MAX_CONNECTIONS ? POLLIN : 0};
     pfds[n++] = (struct pollfd){.fd = stop_fd, .events = POLLIN};
@@ -537,7 +499,8 @@ gboolean hutch_forward_relay(HutchSsh *ssh, int listen_fd, guint guest_port, int
     short ssh_events = POLLRDHUP;
     if (ssh_in)
       ssh_events |= POLLIN;
-    if (r.owner || (libssh2_session_block_directions(r.session) & LIBSSH2_SESSION_BLOCK_OUTBOUND))
+    if (r.owner.who ||
+        (libssh2_session_block_directions(r.session) & LIBSSH2_SESSION_BLOCK_OUTBOUND))
       ssh_events |= POLLOUT;
     pfds[ssh_index] = (struct pollfd){.fd = r.ssh_fd, .events = ssh_events};
 

@@ -34,6 +34,29 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(HutchSsh, hutch_ssh_free)
  * stdout raises SIGPIPE unless the caller ignores it (then it is an error). */
 int hutch_ssh_exec_interactive(HutchSsh *ssh, const char *command, gboolean pty, GError **error);
 
+/* ---- Many channels on one non-blocking session (the forward relay, the supervisor) ----
+ *
+ * A libssh2 call that returns EAGAIN having sent part of a packet must be repeated, the same
+ * call on the same channel, before any other sending call on the session (else libssh2 says
+ * LIBSSH2_ERROR_BAD_USE). The owner records that call: `who` (a connection) and `op` (which
+ * call, the caller's own numbering; 0 is none). */
+typedef struct {
+  gpointer who;
+  int op;
+} HutchSshOwner;
+/* After `op` of `who` returned EAGAIN: it owns the session's output if libssh2 is blocked
+ * sending. */
+void hutch_ssh_owner_blocked(HutchSshOwner *owner, LIBSSH2_SESSION *session, gpointer who, int op);
+/* After `op` of `who` completed (or failed): it owns nothing any more. */
+void hutch_ssh_owner_done(HutchSshOwner *owner, gpointer who, int op);
+/* libssh2's last error text ("unknown libssh2 error" when it has none). */
+char *hutch_ssh_session_message(LIBSSH2_SESSION *session);
+/* Whether rc is about one channel (refused, closed, EOF sent...), which ends that channel
+ * only; any other error is the session's. */
+gboolean hutch_ssh_is_channel_error(int rc);
+/* "YYYY-MM-DD HH:MM:SS message\n" to fd (-1: nowhere): the helpers' logs. */
+void hutch_log_line(int fd, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
+
 /* The exit status of a closed channel, shells' way: 128+N for signal N (255 for a signal
  * that has no name we know, like OpenSSH's client). */
 int hutch_ssh_channel_exit_status(LIBSSH2_SESSION *session, LIBSSH2_CHANNEL *channel);

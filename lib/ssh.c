@@ -408,6 +408,47 @@ static int signal_number(const char *name) {
 
 /* The command's exit status, shells' way: 128+N for signal N (255 for a signal we cannot
  * name, like OpenSSH's client). */
+void hutch_ssh_owner_blocked(HutchSshOwner *owner, LIBSSH2_SESSION *session, gpointer who, int op) {
+  if (libssh2_session_block_directions(session) & LIBSSH2_SESSION_BLOCK_OUTBOUND) {
+    owner->who = who;
+    owner->op = op;
+  } else {
+    hutch_ssh_owner_done(owner, who, op);
+  }
+}
+
+void hutch_ssh_owner_done(HutchSshOwner *owner, gpointer who, int op) {
+  if (owner->who == who && owner->op == op) {
+    owner->who = NULL;
+    owner->op = 0;
+  }
+}
+
+char *hutch_ssh_session_message(LIBSSH2_SESSION *session) {
+  char *message = NULL;
+  libssh2_session_last_error(session, &message, NULL, 0);
+  return g_strdup(message && *message ? message : "unknown libssh2 error");
+}
+
+gboolean hutch_ssh_is_channel_error(int rc) {
+  return (rc <= LIBSSH2_ERROR_CHANNEL_OUTOFORDER && rc >= LIBSSH2_ERROR_CHANNEL_EOF_SENT) ||
+         rc == LIBSSH2_ERROR_CHANNEL_REQUEST_DENIED;
+}
+
+void hutch_log_line(int fd, const char *fmt, ...) {
+  if (fd < 0)
+    return;
+  va_list ap;
+  va_start(ap, fmt);
+  g_autofree char *message = g_strdup_vprintf(fmt, ap);
+  va_end(ap);
+  g_autoptr(GDateTime) now = g_date_time_new_now_local();
+  g_autofree char *stamp = g_date_time_format(now, "%F %T");
+  g_autofree char *line = g_strdup_printf("%s %s\n", stamp, message);
+  ssize_t rc = write(fd, line, strlen(line));
+  (void)rc;
+}
+
 int hutch_ssh_channel_exit_status(LIBSSH2_SESSION *session, LIBSSH2_CHANNEL *channel) {
   char *signame = NULL;
   size_t signame_len = 0;
@@ -1064,7 +1105,8 @@ static mode_t local_mode(unsigned long guest_mode) {
 }
 
 /* Writes the remote file to name below dirfd (created 0600, or truncated; never through a
- * link, never into a FIFO or device), then gives it the remote mode through the umask (local_mode). */
+ * link, never into a FIFO or device), then gives it the remote mode through the umask (local_mode).
+ */
 static gboolean download_file(HutchSsh *ssh, const char *remote, int dirfd, const char *name,
                               const char *shown, unsigned long mode, GError **error) {
   /* Remote first, so that a missing source does not truncate the destination. */

@@ -77,12 +77,12 @@ static void frame_consume(GByteArray *in, gsize len) {
 /* ---- The supervisor ------------------------------------------------------------------- */
 
 typedef enum {
-  SLOT_REQUEST,  /* connected, its request not read yet */
-  SLOT_WAITING,  /* its channel not open yet */
-  SLOT_PTY,      /* open, its terminal being requested */
-  SLOT_EXEC,     /* its command being started */
+  SLOT_REQUEST, /* connected, its request not read yet */
+  SLOT_WAITING, /* its channel not open yet */
+  SLOT_PTY,     /* open, its terminal being requested */
+  SLOT_EXEC,    /* its command being started */
   SLOT_RUNNING,
-  SLOT_CLOSING,  /* the client is told (or gone); the channel being freed */
+  SLOT_CLOSING, /* the client is told (or gone); the channel being freed */
 } SlotState;
 
 /* The libssh2 call that left a packet half-sent: libssh2 refuses any other sending call on
@@ -132,29 +132,16 @@ typedef struct {
   int signal_fd;
   GPtrArray *slots;
   Slot *opening;
-  Slot *owner;
-  Op owner_op;
+  HutchSshOwner owner; /* the call that must be repeated first (a Slot*, an Op) */
   guint next_id;
   guint64 commands;
   double opening_since;
-  guint abandoned; /* channels whose close the guest never confirmed */
+  guint abandoned;         /* channels whose close the guest never confirmed */
   gboolean session_failed; /* the loop ends: the next command connects directly */
   gint quit_events;        /* atomic: the event thread stops */
 } Sup;
 
-static void sup_log(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
-
-static void sup_log(const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  g_autofree char *message = g_strdup_vprintf(fmt, ap);
-  va_end(ap);
-  g_autoptr(GDateTime) now = g_date_time_new_now_local();
-  g_autofree char *stamp = g_date_time_format(now, "%F %T");
-  g_autofree char *line = g_strdup_printf("%s %s\n", stamp, message);
-  ssize_t rc = write(STDERR_FILENO, line, strlen(line));
-  (void)rc;
-}
+#define sup_log(...) hutch_log_line(STDERR_FILENO, __VA_ARGS__)
 
 static void slot_free(Slot *c) {
   if (c->fd >= 0)
@@ -167,33 +154,12 @@ static void slot_free(Slot *c) {
   g_free(c);
 }
 
-static char *session_message(LIBSSH2_SESSION *session) {
-  char *message = NULL;
-  libssh2_session_last_error(session, &message, NULL, 0);
-  return g_strdup(message && *message ? message : "unknown libssh2 error");
-}
-
-/* Errors of one channel end that command; any other is the session's. */
-static gboolean is_channel_error(int rc) {
-  return (rc <= LIBSSH2_ERROR_CHANNEL_OUTOFORDER && rc >= LIBSSH2_ERROR_CHANNEL_EOF_SENT) ||
-         rc == LIBSSH2_ERROR_CHANNEL_REQUEST_DENIED;
-}
-
 static void note_blocked(Sup *s, Slot *c, Op op) {
-  if (libssh2_session_block_directions(s->session) & LIBSSH2_SESSION_BLOCK_OUTBOUND) {
-    s->owner = c;
-    s->owner_op = op;
-  } else if (s->owner == c && s->owner_op == op) {
-    s->owner = NULL;
-    s->owner_op = OP_NONE;
-  }
+  hutch_ssh_owner_blocked(&s->owner, s->session, c, op);
 }
 
 static void op_finished(Sup *s, Slot *c, Op op) {
-  if (s->owner == c && s->owner_op == op) {
-    s->owner = NULL;
-    s->owner_op = OP_NONE;
-  }
+  hutch_ssh_owner_done(&s->owner, c, op);
 }
 
 /* The client is told that the command failed (before it ran: it connects directly); the
@@ -345,13 +311,13 @@ static gboolean client_io(Sup *s, Slot *c) {
 /* Each op: 1 progress, 0 nothing to do now, -1 the session failed (error set). */
 
 static int channel_failed(Sup *s, Slot *c, int rc, const char *what, GError **error) {
-  if (is_channel_error(rc)) {
-    g_autofree char *message = session_message(s->session);
+  if (hutch_ssh_is_channel_error(rc)) {
+    g_autofree char *message = hutch_ssh_session_message(s->session);
     g_autofree char *why = g_strdup_printf("%s: %s", what, message);
     slot_fail(c, why);
     return 1;
   }
-  g_autofree char *message = session_message(s->session);
+  g_autofree char *message = hutch_ssh_session_message(s->session);
   g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_SSH, "%s: %s (%d)", what, message, rc);
   return -1;
 }
@@ -394,8 +360,8 @@ static int op_pty(Sup *s, Slot *c, GError **error) {
 
 static int op_exec(Sup *s, Slot *c, GError **error) {
   c->exec_sent = TRUE;
-  int rc = c->command ? libssh2_channel_exec(c->channel, c->command)
-                      : libssh2_channel_shell(c->channel);
+  int rc =
+      c->command ? libssh2_channel_exec(c->channel, c->command) : libssh2_channel_shell(c->channel);
   if (rc == LIBSSH2_ERROR_EAGAIN) {
     note_blocked(s, c, OP_EXEC);
     return 0;
@@ -442,16 +408,16 @@ static int op_read(Sup *s, Slot *c, GError **error) {
         progress = 1;
         continue;
       }
-      if (n == 0 || is_channel_error((int)n)) {
+      if (n == 0 || hutch_ssh_is_channel_error((int)n)) {
         *eof = TRUE;
         progress = 1;
         break;
       }
-      g_autofree char *message = session_message(s->session);
+      g_autofree char *message = hutch_ssh_session_message(s->session);
       g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_SSH, "reading from the guest: %s", message);
       return -1;
     }
-    if (s->owner)
+    if (s->owner.who)
       break;
   }
   return progress;
@@ -468,13 +434,13 @@ static int op_write(Sup *s, Slot *c, GError **error) {
     g_byte_array_remove_range(c->up, 0, (guint)n);
     return n > 0;
   }
-  if (is_channel_error((int)n) || libssh2_channel_eof(c->channel)) {
+  if (hutch_ssh_is_channel_error((int)n) || libssh2_channel_eof(c->channel)) {
     /* the command is gone and took its stdin with it: drop the rest */
     g_byte_array_set_size(c->up, 0);
     c->stdin_eof = c->eof_sent = TRUE;
     return 1;
   }
-  g_autofree char *message = session_message(s->session);
+  g_autofree char *message = hutch_ssh_session_message(s->session);
   g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_SSH, "writing to the guest: %s", message);
   return -1;
 }
@@ -486,11 +452,11 @@ static int op_eof(Sup *s, Slot *c, GError **error) {
     return 0;
   }
   op_finished(s, c, OP_EOF);
-  if (rc == 0 || is_channel_error(rc) || libssh2_channel_eof(c->channel)) {
+  if (rc == 0 || hutch_ssh_is_channel_error(rc) || libssh2_channel_eof(c->channel)) {
     c->eof_sent = TRUE;
     return 1;
   }
-  g_autofree char *message = session_message(s->session);
+  g_autofree char *message = hutch_ssh_session_message(s->session);
   g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_SSH, "closing the command's input: %s", message);
   return -1;
 }
@@ -509,7 +475,7 @@ static int op_wait_closed(Sup *s, Slot *c, GError **error) {
     c->out_eof = c->err_eof = FALSE;
     return 1;
   }
-  if (is_channel_error(rc)) {
+  if (hutch_ssh_is_channel_error(rc)) {
     if (c->fd >= 0)
       frame_append_text(c->out, 'X', "255");
     c->told = TRUE;
@@ -518,7 +484,7 @@ static int op_wait_closed(Sup *s, Slot *c, GError **error) {
     return 1;
   }
   if (rc != 0) {
-    g_autofree char *message = session_message(s->session);
+    g_autofree char *message = hutch_ssh_session_message(s->session);
     g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_SSH, "waiting for the command: %s", message);
     return -1;
   }
@@ -540,8 +506,8 @@ static int op_close(Sup *s, Slot *c, GError **error) {
   }
   op_finished(s, c, OP_CLOSE);
   c->channel = NULL;
-  if (rc != 0 && !is_channel_error(rc)) {
-    g_autofree char *message = session_message(s->session);
+  if (rc != 0 && !hutch_ssh_is_channel_error(rc)) {
+    g_autofree char *message = hutch_ssh_session_message(s->session);
     g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_SSH, "closing a channel: %s", message);
     return -1;
   }
@@ -595,26 +561,26 @@ static int channel_io(Sup *s, Slot *c, GError **error) {
       return -1;
     progress = 1;
   }
-  if (s->owner)
+  if (s->owner.who)
     return progress;
   if ((rc = op_read(s, c, error)) < 0)
     return -1;
   progress |= rc;
-  if (s->owner)
+  if (s->owner.who)
     return progress;
   if (c->up->len > 0) {
     if ((rc = op_write(s, c, error)) < 0)
       return -1;
     progress |= rc;
   }
-  if (s->owner)
+  if (s->owner.who)
     return progress;
   if (c->stdin_eof && c->up->len == 0 && !c->eof_sent) {
     if ((rc = op_eof(s, c, error)) < 0)
       return -1;
     progress |= rc;
   }
-  if (s->owner)
+  if (s->owner.who)
     return progress;
   if (c->out_eof && c->err_eof) {
     if ((rc = op_wait_closed(s, c, error)) < 0)
@@ -660,8 +626,8 @@ static void session_lost(Sup *s, GError *error) {
     if (c->state != SLOT_REQUEST)
       slot_fail(c, why);
   }
-  s->opening = s->owner = NULL;
-  s->owner_op = OP_NONE;
+  s->opening = s->owner.who = NULL;
+  s->owner.op = OP_NONE;
   g_clear_pointer(&s->ssh, hutch_ssh_free);
   s->session = NULL;
   s->ssh_fd = -1;
@@ -678,16 +644,16 @@ static int sup_round(Sup *s) {
   for (guint i = 0; i < s->slots->len; i++)
     progress |= client_io(s, g_ptr_array_index(s->slots, i));
   if (s->session) {
-    if (s->owner)
-      rc = run_op(s, s->owner, s->owner_op, &error);
-    if (rc >= 0 && !s->owner && !s->opening) {
+    if (s->owner.who)
+      rc = run_op(s, s->owner.who, s->owner.op, &error);
+    if (rc >= 0 && !s->owner.who && !s->opening) {
       for (guint i = 0; i < s->slots->len && !s->opening; i++) {
         Slot *c = g_ptr_array_index(s->slots, i);
         if (c->state == SLOT_WAITING)
           s->opening = c;
       }
     }
-    if (rc >= 0 && !s->owner && s->opening) {
+    if (rc >= 0 && !s->owner.who && s->opening) {
       if (s->opening_since == 0)
         s->opening_since = hutch_now();
       rc = op_open(s, s->opening, &error);
@@ -695,7 +661,7 @@ static int sup_round(Sup *s) {
         s->opening_since = 0;
     }
     progress |= rc > 0;
-    for (guint i = 0; rc >= 0 && i < s->slots->len && !s->owner; i++) {
+    for (guint i = 0; rc >= 0 && i < s->slots->len && !s->owner.who; i++) {
       rc = channel_io(s, g_ptr_array_index(s->slots, i), &error);
       progress |= rc > 0;
     }
@@ -708,7 +674,7 @@ static int sup_round(Sup *s) {
    * that takes longer than any live guest needs ends the session; a channel whose close
    * never comes is forgotten (libssh2 frees it with the session), up to a bound. */
   double now = hutch_now();
-  if (s->session && s->opening && s->owner != s->opening && s->opening_since > 0 &&
+  if (s->session && s->opening && s->owner.who != s->opening && s->opening_since > 0 &&
       now - s->opening_since > 30) {
     g_autoptr(GError) late = g_error_new(HUTCH_ERROR, HUTCH_ERROR_TIMEOUT,
                                          "the guest did not open a channel within 30 s");
@@ -716,11 +682,12 @@ static int sup_round(Sup *s) {
   }
   for (guint i = 0; i < s->slots->len; i++) {
     Slot *c = g_ptr_array_index(s->slots, i);
-    if (c->state == SLOT_CLOSING && c->channel && s->owner != c && now - c->closing_since > 30) {
+    if (c->state == SLOT_CLOSING && c->channel && s->owner.who != c &&
+        now - c->closing_since > 30) {
       c->channel = NULL;
       if (++s->abandoned > 64 && s->session) {
-        g_autoptr(GError) many = g_error_new(HUTCH_ERROR, HUTCH_ERROR_SSH,
-                                             "the guest left 64 channels unclosed");
+        g_autoptr(GError) many =
+            g_error_new(HUTCH_ERROR, HUTCH_ERROR_SSH, "the guest left 64 channels unclosed");
         session_lost(s, many);
       }
     }
@@ -731,7 +698,7 @@ static int sup_round(Sup *s) {
     /* a slot waiting for a session that is gone */
     if (!s->session && c->state == SLOT_WAITING)
       slot_fail(c, "the supervisor has no SSH session");
-    if (finished && s->owner != c && s->opening != c) {
+    if (finished && s->owner.who != c && s->opening != c) {
       slot_free(g_ptr_array_steal_index(s->slots, i));
       progress = 1;
     } else {
@@ -743,7 +710,7 @@ static int sup_round(Sup *s) {
 
 /* Whether libssh2 holds something a round would take without touching the socket. */
 static gboolean channels_ready(Sup *s) {
-  if (!s->session || s->owner)
+  if (!s->session || s->owner.who)
     return FALSE;
   for (guint i = 0; i < s->slots->len; i++) {
     Slot *c = g_ptr_array_index(s->slots, i);
@@ -864,12 +831,11 @@ static HutchSuperviseEnd sup_loop(Sup *s) {
     g_autofree struct pollfd *pfds = g_new0(struct pollfd, s->slots->len + 4);
     nfds_t n = 0;
     pfds[n++] = (struct pollfd){
-        .fd = s->listen_fd,
-        .events = s->slots->len < MAX_SLOTS && !s->session_failed ? POLLIN : 0};
+        .fd = s->listen_fd, .events = s->slots->len < MAX_SLOTS && !s->session_failed ? POLLIN : 0};
     pfds[n++] = (struct pollfd){.fd = s->wake[0], .events = POLLIN};
     pfds[n++] = (struct pollfd){.fd = s->signal_fd, .events = POLLIN};
     nfds_t ssh_index = n++;
-    gboolean ssh_in = s->owner != NULL || s->opening != NULL;
+    gboolean ssh_in = s->owner.who != NULL || s->opening != NULL;
     gboolean transient = ssh_in;
     nfds_t first_slot = n;
     for (guint i = 0; i < s->slots->len; i++) {
@@ -891,7 +857,7 @@ static HutchSuperviseEnd sup_loop(Sup *s) {
       short ssh_events = POLLRDHUP;
       if (ssh_in)
         ssh_events |= POLLIN;
-      if (s->owner ||
+      if (s->owner.who ||
           (libssh2_session_block_directions(s->session) & LIBSSH2_SESSION_BLOCK_OUTBOUND))
         ssh_events |= POLLOUT;
       pfds[ssh_index] = (struct pollfd){.fd = s->ssh_fd, .events = ssh_events};
@@ -928,8 +894,8 @@ static HutchSuperviseEnd sup_loop(Sup *s) {
       }
     }
     if (s->session && (pfds[ssh_index].revents & (POLLRDHUP | POLLHUP | POLLERR))) {
-      g_autoptr(GError) closed = g_error_new(HUTCH_ERROR, HUTCH_ERROR_SSH,
-                                             "the guest closed the SSH connection");
+      g_autoptr(GError) closed =
+          g_error_new(HUTCH_ERROR, HUTCH_ERROR_SSH, "the guest closed the SSH connection");
       session_lost(s, closed);
     }
     for (guint i = 0; i < s->slots->len; i++) {
