@@ -7,6 +7,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
 #include <string.h>
@@ -251,6 +253,10 @@ HutchSsh *hutch_ssh_connect(const char *host, guint port, const char *user,
   ssh->fd = tcp_connect(host, port, deadline, error);
   if (ssh->fd < 0)
     return NULL;
+  /* Small packets go at once, as OpenSSH does for its sessions: with Nagle, a request sent
+   * while the previous one is not yet acknowledged waits for the guest's delayed ACK. */
+  int one = 1;
+  setsockopt(ssh->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   ssh->session = libssh2_session_init();
   if (!ssh->session) {
     g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_SSH, "connecting to %s: out of memory", ssh->where);

@@ -96,6 +96,15 @@ in_guest sh -c "nohup setsid python3 -m http.server $undeclared_port >/dev/null 
 listing=""
 for i in $(seq 1 30); do listing=$(curl -s -m 5 "http://127.0.0.1:$fwd_port/" 2>/dev/null) && [ -n "$listing" ] && break; sleep 1; done
 if grep -q host-file <<<"$listing" && grep -q guest-file <<<"$listing"; then ok "the guest's server answers on the host's 127.0.0.1:$fwd_port"; else not_ok "guest server through the forwarded port"; diag "$listing"; fi
+# The VM's supervisor killed with SIGKILL loses nothing: the guest keeps its network (the
+# forwarded port answers) and its share, and the next shell works (and starts a new one).
+sup_pid=$("$HUTCH" info --json "$vm" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("supervisor_pid", 0))')
+if [ "$sup_pid" -gt 0 ] && kill -9 "$sup_pid"; then ok "the supervisor (pid $sup_pid) killed with SIGKILL"; else not_ok "a supervisor to kill"; fi
+sleep 1
+echo after-kill >"$HOME/VM-Shared/after-kill"
+out=$(in_guest cat Shared/after-kill 2>&1)
+listing=$(curl -s -m 10 "http://127.0.0.1:$fwd_port/" 2>&1)
+if [ "$out" = after-kill ] && grep -q after-kill <<<"$listing"; then ok "after it, the share and the forwarded port work, and so does hutch shell"; else not_ok "after the supervisor's SIGKILL: share, port, shell"; diag "$out"; diag "$listing"; fi
 
 # ---- (d) ports ---------------------------------------------------------------------------
 got=$(in_guest sh -c "for i in 1 2 3 4 5 6 7 8 9 10; do curl -s -m 5 http://127.0.0.1:$undeclared_port/ && break; sleep 1; done" 2>&1)
