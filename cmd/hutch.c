@@ -108,6 +108,22 @@ static const Verb verbs[] = {
      "then hutch start NAME: returns once the guest is ready. A stopped VM is just started.\n"
      "\n"
      "      --no-wait   return once the domain runs\n"},
+    {"run", verb_run, "run one command in a new VM that is deleted afterwards",
+     "usage: hutch run [--profile PROFILE | -f FILE] [--share DIR[:GUEST][:ro]]... [--port SPEC]...\n"
+     "                 [--no-ports] [--cpus N] [--memory SIZE] [--disk SIZE] [--name NAME]\n"
+     "                 [--keep] -- CMD [ARG...]\n"
+     "\n"
+     "Creates a VM (named run-XXXXXX unless --name), starts it, runs CMD in it (with a\n"
+     "terminal when stdin and stdout are one; in the first share's guest path, else the\n"
+     "user's home), and deletes the VM: after CMD, a failed start, Ctrl-C, SIGTERM or\n"
+     "SIGHUP. Exits with CMD's exit status (128+N after signal N, 1 when the VM could not\n"
+     "be made). A share without GUEST is mounted at the same path in the guest.\n"
+     "\n"
+     "  -p, --profile PROFILE   the profile (default: default)\n"
+     "  -f, --file FILE         a profile file\n"
+     "      --share, --port, --no-ports, --cpus, --memory, --disk   as for create\n"
+     "      --name NAME         the VM's name\n"
+     "      --keep              keep the VM afterwards (stopped only by hutch stop NAME)\n"},
     {"shell", verb_shell, "open a shell in a VM, or run a command there",
      "usage: hutch shell NAME [--workdir DIR] [-- CMD [ARG...]]\n"
      "\n"

@@ -1,7 +1,11 @@
 /* verb-instance.c: create, start, edit, restart, stop, delete, list, info. */
 #include "config.h"
 
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -502,4 +506,185 @@ int verb_supervise(Cli *cli, int argc, char **argv) {
   if (hutch_supervise(cli->ctx, argv[optind], &error) != 0)
     return cli_error(error);
   return EXIT_OK;
+}
+
+/* ---- run: one command in a VM made for it ------------------------------------------------ */
+
+typedef struct {
+  const char *uri;
+  const char *name;
+  sigset_t signals;
+  gint signo; /* atomic: the signal that ended the run, 0 while none came */
+} RunWatch;
+
+/* Waits for SIGINT, SIGTERM or SIGHUP (blocked in every thread) and powers the VM off, so that
+ * whatever the main thread waits on (the boot, the command's channel) ends at once; the main
+ * thread then deletes the VM. */
+static gpointer run_watch_thread(gpointer data) {
+  RunWatch *w = data;
+  int signo = 0;
+  if (sigwait(&w->signals, &signo) != 0 || signo == SIGUSR1)
+    return NULL;
+  g_atomic_int_set(&w->signo, signo);
+  fprintf(stderr, "\nhutch: %s: removing %s\n", g_strsignal(signo), w->name);
+  g_autoptr(GError) error = NULL;
+  g_autoptr(HutchContext) ctx = hutch_context_new(w->uri, &error);
+  if (ctx)
+    hutch_instance_stop(ctx, w->name, TRUE, NULL);
+  return NULL;
+}
+
+static char *random_run_name(void) {
+  static const char alphabet[] = "abcdefghijklmnopqrstuvwxyz0123456789";
+  GString *name = g_string_new("run-");
+  for (int i = 0; i < 6; i++)
+    g_string_append_c(name, alphabet[g_random_int_range(0, (gint32)strlen(alphabet))]);
+  return g_string_free(name, FALSE);
+}
+
+/* "DIR" alone shares DIR at the same absolute path in the guest. */
+static char *run_share_spec(const char *spec) {
+  if (strchr(spec, ':'))
+    return g_strdup(spec);
+  g_autofree char *cwd = g_get_current_dir();
+  g_autofree char *abs = g_canonicalize_filename(spec, cwd);
+  return g_strdup_printf("%s:%s", abs, abs);
+}
+
+int verb_run(Cli *cli, int argc, char **argv) {
+  enum { OPT_NAME = 2000, OPT_KEEP };
+  static const struct option longopts[] = {
+      {"profile", required_argument, NULL, 'p'},
+      {"file", required_argument, NULL, 'f'},
+      {"cpus", required_argument, NULL, OPT_CPUS},
+      {"memory", required_argument, NULL, OPT_MEMORY},
+      {"disk", required_argument, NULL, OPT_DISK},
+      {"share", required_argument, NULL, OPT_SHARE},
+      {"port", required_argument, NULL, OPT_PORT},
+      {"no-ports", no_argument, NULL, OPT_NO_PORTS},
+      {"name", required_argument, NULL, OPT_NAME},
+      {"keep", no_argument, NULL, OPT_KEEP},
+      {NULL, 0, NULL, 0},
+  };
+  CliOptions opts = {cli_find_verb("run"), "p:f:", longopts, 0};
+  g_autoptr(GPtrArray) shares = g_ptr_array_new_with_free_func(g_free);
+  g_autoptr(GPtrArray) ports = g_ptr_array_new();
+  CreateOptions o = {.shares = shares, .ports = ports};
+  const char *given_name = NULL;
+  gboolean keep = FALSE;
+  int c;
+  while ((c = cli_getopt(&opts, argc, argv)) > 0) {
+    switch (c) {
+    case 'p':
+      o.profile = optarg;
+      break;
+    case 'f':
+      o.file = optarg;
+      break;
+    case OPT_CPUS:
+      o.cpus = optarg;
+      break;
+    case OPT_MEMORY:
+      o.memory = optarg;
+      break;
+    case OPT_DISK:
+      o.disk = optarg;
+      break;
+    case OPT_SHARE:
+      g_ptr_array_add(shares, run_share_spec(optarg));
+      break;
+    case OPT_PORT:
+      g_ptr_array_add(ports, optarg);
+      break;
+    case OPT_NO_PORTS:
+      o.no_ports = TRUE;
+      break;
+    case OPT_NAME:
+      given_name = optarg;
+      break;
+    case OPT_KEEP:
+      keep = TRUE;
+      break;
+    default:
+      return cli_usage_error("run", "unknown option");
+    }
+  }
+  if (c < 0)
+    return opts.exit_code;
+  if (o.profile && o.file)
+    return cli_usage_error("run", "--profile and --file exclude each other");
+  if (optind >= argc)
+    return cli_usage_error("run", "missing the command (hutch run [OPTIONS] -- CMD [ARG...])");
+  char **command = argv + optind;
+  if (!cli_context(cli))
+    return EXIT_FAILED;
+
+  /* Everything is checked before anything is made. */
+  g_autoptr(GError) error = NULL;
+  g_autoptr(HutchProfile) profile = load_profile(&o, &error);
+  if (!profile)
+    return cli_error(error);
+  g_autofree char *name = NULL;
+  for (int attempt = 0; !name && attempt < 8; attempt++) {
+    g_autofree char *candidate = given_name ? g_strdup(given_name) : random_run_name();
+    if (!hutch_name_is_valid(candidate, &error))
+      return cli_error(error);
+    gboolean exists = hutch_instance_exists(cli->ctx, candidate, &error);
+    if (error)
+      return cli_error(error);
+    if (!exists)
+      name = g_steal_pointer(&candidate);
+    else if (given_name)
+      return cli_usage_error("run", "'%s' exists already: hutch run makes a VM of its own "
+                                    "(hutch shell %s -- CMD runs in that one)",
+                             given_name, given_name);
+  }
+  if (!name)
+    return cli_usage_error("run", "no free run-XXXXXX name after 8 tries");
+
+  /* From here on the VM is removed however the run ends: signals go to the watcher. */
+  RunWatch watch = {.uri = hutch_context_get_uri(cli->ctx), .name = name};
+  sigemptyset(&watch.signals);
+  sigaddset(&watch.signals, SIGINT);
+  sigaddset(&watch.signals, SIGTERM);
+  sigaddset(&watch.signals, SIGHUP);
+  sigaddset(&watch.signals, SIGUSR1); /* ends the watcher when the run is over */
+  sigset_t saved;
+  pthread_sigmask(SIG_BLOCK, &watch.signals, &saved);
+  GThread *watcher = g_thread_new("run-watch", run_watch_thread, &watch);
+
+  int status = EXIT_FAILED;
+  gboolean made = hutch_instance_create(cli->ctx, name, profile, &error);
+  if (made && !g_atomic_int_get(&watch.signo) &&
+      hutch_instance_start(cli->ctx, name, TRUE, &error)) {
+    /* the first share's guest path: "~/x" is x relative to the home the shell starts in */
+    const char *workdir = hutch_profile_get_first_share_guest(profile);
+    if (workdir && strcmp(workdir, "~") == 0)
+      workdir = NULL;
+    else if (workdir && g_str_has_prefix(workdir, "~/"))
+      workdir += 2;
+    if (!g_atomic_int_get(&watch.signo))
+      status = hutch_shell(cli->ctx, name, workdir, command, &error);
+    if (status < 0)
+      status = EXIT_FAILED;
+  }
+  int signo = g_atomic_int_get(&watch.signo);
+  if (error && !signo)
+    cli_error(error);
+  g_clear_error(&error);
+  if (made && !keep) {
+    g_autoptr(GError) delete_error = NULL;
+    if (!hutch_instance_delete(cli->ctx, name, TRUE, &delete_error)) {
+      fprintf(stderr, "hutch: removing %s: %s\n", name, delete_error->message);
+      if (status == 0)
+        status = EXIT_FAILED;
+    }
+  } else if (made && !cli->quiet) {
+    fprintf(stderr, "hutch: kept %s (hutch delete %s removes it)\n", name, name);
+  }
+  if (!signo)
+    kill(getpid(), SIGUSR1); /* blocked everywhere: the watcher's sigwait takes it */
+  g_thread_join(watcher);
+  pthread_sigmask(SIG_SETMASK, &saved, NULL);
+  return signo ? 128 + signo : status;
 }

@@ -74,6 +74,8 @@ typedef struct _HutchProfile HutchProfile;
 HUTCH_PUBLIC HutchProfile *hutch_profile_load(const char *name_or_path, GError **error);
 HUTCH_PUBLIC void hutch_profile_free(HutchProfile *profile);
 HUTCH_PUBLIC const char *hutch_profile_get_name(const HutchProfile *profile);
+/* The guest path of the profile's first share as written ("~/x" allowed), or NULL. */
+HUTCH_PUBLIC const char *hutch_profile_get_first_share_guest(const HutchProfile *profile);
 
 /* Command-line overrides, validated like the profile keys they stand for. */
 HUTCH_PUBLIC gboolean hutch_profile_set_cpus(HutchProfile *profile, const char *cpus,

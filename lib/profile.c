@@ -134,6 +134,12 @@ const char *hutch_profile_get_name(const HutchProfile *p) {
   return p->name;
 }
 
+const char *hutch_profile_get_first_share_guest(const HutchProfile *p) {
+  if (!p->shares || p->shares->len == 0)
+    return NULL;
+  return ((const HutchShare *)g_ptr_array_index(p->shares, 0))->guest;
+}
+
 /* ---- Limits ------------------------------------------------------------------------------ */
 
 #define MAX_BASE_DEPTH 8            /* levels of `base:` above the file loaded */
