@@ -30,6 +30,12 @@
 /* its process name (PR_SET_NAME), by which its pidfile is verified */
 #define HUTCH_SUPERVISOR_COMM "hutch-supervise"
 
+/* The supervisor's loop on an established session, which it takes (and frees), serving
+ * listen_fd (a listening Unix socket, made non-blocking) until stop_fd is readable or the
+ * session fails (HUTCH_SUPERVISE_LOST either way). For the unit tests; the supervisor runs the
+ * same loop. */
+HutchSuperviseEnd hutch_supervisor_loop(HutchSsh *ssh, int listen_fd, int stop_fd);
+
 /* Starts `PROGRAM -c URI supervise NAME` detached (its own session, stdin /dev/null, output
  * to supervisor.log), when the context has a supervisor program
  * (hutch_context_set_supervisor_program) and none serves the VM yet. Failing is not an error
@@ -45,6 +51,11 @@ int hutch_supervisor_exec(const char *runtime_dir, const char *command, gboolean
 
 /* The same with no input, stdout handed to func as it arrives and stderr dropped, like
  * hutch_ssh_exec_stream (for `hutch logs`). */
+/* The same with the given descriptors (in_fd -1: no input; err_fd -1: stderr dropped), for
+ * the unit tests. */
+int hutch_supervisor_exec_fds(const char *runtime_dir, const char *command, int in_fd,
+                              int out_fd, int err_fd, gboolean *ret_used, GError **error);
+
 int hutch_supervisor_exec_stream(const char *runtime_dir, const char *command,
                                  HutchSshOutputFunc func, gpointer user_data, gboolean *ret_used,
                                  GError **error);

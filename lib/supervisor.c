@@ -818,9 +818,9 @@ static HutchSuperviseEnd sup_loop(Sup *s) {
         /* The guest's side closes when QEMU dies, often before libvirt tells: give the stop
          * event a moment, so that the helpers of a domain that is gone are stopped. */
         struct pollfd p = {.fd = s->wake[0], .events = POLLIN};
-        for (int i = 0; i < 30 && virDomainIsActive(s->domain) == 1; i++)
+        for (int i = 0; s->domain && i < 30 && virDomainIsActive(s->domain) == 1; i++)
           poll(&p, 1, 100);
-        if (virDomainIsActive(s->domain) != 1) {
+        if (s->domain && virDomainIsActive(s->domain) != 1) {
           sup_log("the domain stopped");
           return HUTCH_SUPERVISE_DOMAIN_STOPPED;
         }
@@ -888,6 +888,8 @@ static HutchSuperviseEnd sup_loop(Sup *s) {
         sup_log("the connection to libvirt closed");
         return HUTCH_SUPERVISE_LOST;
       }
+      if (!s->domain)
+        return HUTCH_SUPERVISE_LOST; /* hutch_supervisor_loop's stop */
       if (virDomainIsActive(s->domain) != 1) {
         sup_log("the domain stopped");
         return HUTCH_SUPERVISE_DOMAIN_STOPPED;
@@ -908,6 +910,33 @@ static HutchSuperviseEnd sup_loop(Sup *s) {
     if (pfds[0].revents)
       accept_clients(s);
   }
+}
+
+/* The loop with its slots, which end with it: a client still waiting is told. */
+static HutchSuperviseEnd run_loop(Sup *s) {
+  s->slots = g_ptr_array_new_with_free_func((GDestroyNotify)slot_free);
+  HutchSuperviseEnd end = sup_loop(s);
+  for (guint i = 0; i < s->slots->len; i++) {
+    Slot *c = g_ptr_array_index(s->slots, i);
+    if (c->fd >= 0 && !c->told) {
+      slot_fail(c, "the supervisor stopped");
+      ssize_t rc = send(c->fd, c->out->data, c->out->len, MSG_NOSIGNAL | MSG_DONTWAIT);
+      (void)rc;
+    }
+  }
+  /* channels are freed with the session, which is the caller's */
+  g_clear_pointer(&s->slots, g_ptr_array_unref);
+  return end;
+}
+
+HutchSuperviseEnd hutch_supervisor_loop(HutchSsh *ssh, int listen_fd, int stop_fd) {
+  Sup s = {.ssh = ssh, .listen_fd = listen_fd, .wake = {stop_fd, -1}, .signal_fd = -1};
+  s.session = hutch_ssh_session(ssh, &s.ssh_fd);
+  libssh2_session_set_blocking(s.session, 0);
+  g_unix_set_fd_nonblocking(listen_fd, TRUE, NULL);
+  HutchSuperviseEnd end = run_loop(&s);
+  g_clear_pointer(&s.ssh, hutch_ssh_free); /* unless the loop did, when the session failed */
+  return end;
 }
 
 /* Watches the domain, connects, listens, and serves until the domain stops or a signal. */
@@ -935,24 +964,13 @@ static int serve(Sup *s, HutchSuperviseEnd *ret_end, GError **error) {
   }
   g_autofree char *pid_text = s->listen_fd >= 0 ? hutch_pidfile_format(getpid()) : NULL;
   if (pid_text && hutch_write_file(pid_path, pid_text, strlen(pid_text), 0600, error)) {
-    s->slots = g_ptr_array_new_with_free_func((GDestroyNotify)slot_free);
     sup_log("serving %s on %s", s->name, socket_path);
     /* stopped between the lookup and the registration: no event will come */
-    *ret_end = virDomainIsActive(s->domain) != 1 ? HUTCH_SUPERVISE_DOMAIN_STOPPED : sup_loop(s);
+    *ret_end = virDomainIsActive(s->domain) != 1 ? HUTCH_SUPERVISE_DOMAIN_STOPPED : run_loop(s);
     gboolean domain_stopped = *ret_end == HUTCH_SUPERVISE_DOMAIN_STOPPED;
     status = 0;
-    /* the socket goes first: from here on clients connect directly */
     g_unlink(socket_path);
     g_unlink(pid_path);
-    for (guint i = 0; i < s->slots->len; i++) {
-      Slot *c = g_ptr_array_index(s->slots, i);
-      if (c->fd >= 0 && !c->told) {
-        frame_append_text(c->out, 'F', "the supervisor stopped");
-        ssize_t rc = send(c->fd, c->out->data, c->out->len, MSG_NOSIGNAL | MSG_DONTWAIT);
-        (void)rc;
-      }
-    }
-    g_ptr_array_unref(s->slots);
     if (domain_stopped) {
       sup_log("stopping the domain's helpers");
       hutch_instance_stop_helpers(s->runtime_dir);
@@ -1362,6 +1380,12 @@ int hutch_supervisor_exec(const char *runtime_dir, const char *command, gboolean
                           gboolean *ret_used, GError **error) {
   ClientIo io = {.in_fd = STDIN_FILENO, .out_fd = STDOUT_FILENO, .err_fd = STDERR_FILENO};
   return client_run(runtime_dir, command, pty, &io, ret_used, error);
+}
+
+int hutch_supervisor_exec_fds(const char *runtime_dir, const char *command, int in_fd,
+                              int out_fd, int err_fd, gboolean *ret_used, GError **error) {
+  ClientIo io = {.in_fd = in_fd, .out_fd = out_fd, .err_fd = err_fd};
+  return client_run(runtime_dir, command, FALSE, &io, ret_used, error);
 }
 
 int hutch_supervisor_exec_stream(const char *runtime_dir, const char *command,

@@ -1,0 +1,304 @@
+/* test-supervisor.c: the supervisor's loop (one SSH session, commands as channels on it,
+ * served on a Unix socket) and its client, against a real, unprivileged OpenSSH sshd on
+ * 127.0.0.1 (sshd-fixture.h). Without sshd these tests fail, unless HUTCH_ALLOW_SKIP=1. */
+#define _GNU_SOURCE /* gettid */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <glib-unix.h>
+#include <glib/gstdio.h>
+
+#include "sshd-fixture.h"
+#include "ssh-private.h"
+#include "supervisor-private.h"
+#include "util-private.h"
+
+static SshdFixture fx;
+
+typedef struct {
+  char *dir; /* the "runtime directory": supervisor.sock */
+  int stop[2];
+  GThread *thread;
+  HutchSuperviseEnd end;
+  gint tid;
+} Loop;
+
+static gpointer loop_thread(gpointer data) {
+  Loop *l = data;
+  g_atomic_int_set(&l->tid, (gint)gettid());
+  g_autoptr(GError) error = NULL;
+  HutchSsh *ssh =
+      hutch_ssh_connect("127.0.0.1", fx.port, g_get_user_name(), fx.key, fx.host_key, 10000,
+                        &error);
+  g_assert_no_error(error);
+  g_autofree char *path = g_build_filename(l->dir, HUTCH_SUPERVISOR_SOCKET, NULL);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_un addr = {.sun_family = AF_UNIX};
+  g_strlcpy(addr.sun_path, path, sizeof addr.sun_path);
+  g_assert_cmpint(bind(fd, (struct sockaddr *)&addr, sizeof addr), ==, 0);
+  g_assert_cmpint(listen(fd, 32), ==, 0);
+  l->end = hutch_supervisor_loop(ssh, fd, l->stop[0]);
+  close(fd);
+  return NULL;
+}
+
+static Loop *loop_start(void) {
+  Loop *l = g_new0(Loop, 1);
+  l->dir = g_build_filename(fx.dir, "runtime-XXXXXX", NULL);
+  g_assert_nonnull(g_mkdtemp(l->dir));
+  g_assert_true(g_unix_open_pipe(l->stop, FD_CLOEXEC, NULL));
+  l->thread = g_thread_new("supervisor", loop_thread, l);
+  /* serving once the socket answers a status request */
+  for (int i = 0; i < 200; i++) {
+    g_autoptr(JsonObject) status = hutch_supervisor_status(l->dir);
+    if (status)
+      return l;
+    g_usleep(50 * 1000);
+  }
+  g_assert_not_reached();
+}
+
+static void loop_stop(Loop *l) {
+  g_assert_cmpint(write(l->stop[1], "x", 1), ==, 1);
+  g_thread_join(l->thread);
+  g_assert_cmpint(l->end, ==, HUTCH_SUPERVISE_LOST);
+  close(l->stop[0]);
+  close(l->stop[1]);
+  g_free(l->dir);
+  g_free(l);
+}
+
+static gint64 status_member(Loop *l, const char *member) {
+  g_autoptr(JsonObject) status = hutch_supervisor_status(l->dir);
+  g_assert_nonnull(status);
+  return json_object_get_int_member(status, member);
+}
+
+static char *temp_file(const char *name) {
+  return g_build_filename(fx.dir, name, NULL);
+}
+
+/* Runs command through the supervisor with stdin from in_path (NULL: none), stdout and
+ * stderr into files; returns the exit status. */
+static int run(Loop *l, const char *command, const char *in_path, char **ret_out, char **ret_err) {
+  g_autofree char *out_path = temp_file("out");
+  g_autofree char *err_path = temp_file("err");
+  int in_fd = in_path ? open(in_path, O_RDONLY | O_CLOEXEC) : -1;
+  int out_fd = open(out_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  int err_fd = open(err_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  g_assert_cmpint(out_fd, >=, 0);
+  gboolean used = FALSE;
+  g_autoptr(GError) error = NULL;
+  int status = hutch_supervisor_exec_fds(l->dir, command, in_fd, out_fd, err_fd, &used, &error);
+  g_assert_no_error(error);
+  g_assert_true(used);
+  if (in_fd >= 0)
+    close(in_fd);
+  close(out_fd);
+  close(err_fd);
+  if (ret_out)
+    g_assert_true(g_file_get_contents(out_path, ret_out, NULL, NULL));
+  if (ret_err)
+    g_assert_true(g_file_get_contents(err_path, ret_err, NULL, NULL));
+  return status;
+}
+
+/* stdout and stderr apart, the exit status, a signal's status, a command the shell cannot
+ * find; each one a command on the one session. */
+static void test_exec(void) {
+  if (!sshd_fixture_ready(&fx))
+    return;
+  Loop *l = loop_start();
+  g_autofree char *out = NULL, *err = NULL;
+  g_assert_cmpint(run(l, "echo to-out; echo to-err >&2; exit 7", NULL, &out, &err), ==, 7);
+  g_assert_cmpstr(out, ==, "to-out\n");
+  g_assert_cmpstr(err, ==, "to-err\n");
+  g_assert_cmpint(run(l, "kill -TERM $$", NULL, NULL, NULL), ==, 128 + 15);
+  g_assert_cmpint(run(l, "exec no-such-command-anywhere", NULL, NULL, NULL), ==, 127);
+  g_assert_cmpint(status_member(l, "commands"), ==, 3);
+  g_assert_cmpint(status_member(l, "running"), ==, 0);
+  loop_stop(l);
+}
+
+/* Bytes arrive exactly, both ways, more than the supervisor buffers. */
+static void test_bulk(void) {
+  if (!sshd_fixture_ready(&fx))
+    return;
+  Loop *l = loop_start();
+  g_autofree char *in_path = temp_file("in");
+  gsize size = 3 * 1024 * 1024 + 17;
+  g_autofree char *data = g_malloc(size);
+  for (gsize i = 0; i < size; i++)
+    data[i] = (char)g_random_int();
+  g_assert_true(g_file_set_contents(in_path, data, (gssize)size, NULL));
+  g_autofree char *sum = g_compute_checksum_for_data(G_CHECKSUM_SHA256, (guchar *)data, size);
+  g_autofree char *out = NULL;
+  g_assert_cmpint(run(l, "sha256sum | cut -d' ' -f1", in_path, &out, NULL), ==, 0);
+  g_autofree char *expected = g_strdup_printf("%s\n", sum);
+  g_assert_cmpstr(out, ==, expected);
+  /* and back: cat echoes it all, while stdin is still arriving */
+  g_autofree char *echoed = NULL;
+  gsize echoed_len = 0;
+  g_assert_cmpint(run(l, "cat", in_path, NULL, NULL), ==, 0);
+  g_autofree char *out_path = temp_file("out");
+  g_assert_true(g_file_get_contents(out_path, &echoed, &echoed_len, NULL));
+  g_assert_cmpuint(echoed_len, ==, size);
+  g_assert_true(memcmp(echoed, data, size) == 0);
+  loop_stop(l);
+}
+
+typedef struct {
+  Loop *loop;
+  int index;
+  char *out;
+  int status;
+} Concurrent;
+
+static gpointer concurrent_thread(gpointer data) {
+  Concurrent *c = data;
+  g_autofree char *out_path = g_strdup_printf("%s/conc-%d", fx.dir, c->index);
+  int out_fd = open(out_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  g_autofree char *command = g_strdup_printf("sleep 0.3; echo command-%d", c->index);
+  gboolean used = FALSE;
+  g_autoptr(GError) error = NULL;
+  c->status = hutch_supervisor_exec_fds(c->loop->dir, command, -1, out_fd, -1, &used, &error);
+  close(out_fd);
+  g_file_get_contents(out_path, &c->out, NULL, NULL);
+  return NULL;
+}
+
+/* Several commands at once on the one session, each with its own output. */
+static void test_concurrent(void) {
+  if (!sshd_fixture_ready(&fx))
+    return;
+  Loop *l = loop_start();
+  Concurrent runs[8];
+  GThread *threads[8];
+  for (int i = 0; i < 8; i++) {
+    runs[i] = (Concurrent){.loop = l, .index = i};
+    threads[i] = g_thread_new("client", concurrent_thread, &runs[i]);
+  }
+  for (int i = 0; i < 8; i++) {
+    g_thread_join(threads[i]);
+    g_autofree char *expected = g_strdup_printf("command-%d\n", i);
+    g_assert_cmpint(runs[i].status, ==, 0);
+    g_assert_cmpstr(runs[i].out, ==, expected);
+    g_free(runs[i].out);
+  }
+  g_assert_cmpint(status_member(l, "commands"), ==, 8);
+  loop_stop(l);
+}
+
+/* A client that leaves while its command runs: the channel is closed, the next command runs,
+ * and nothing stays counted as running. */
+static void test_client_leaves(void) {
+  if (!sshd_fixture_ready(&fx))
+    return;
+  Loop *l = loop_start();
+  g_autofree char *path = g_build_filename(l->dir, HUTCH_SUPERVISOR_SOCKET, NULL);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_un addr = {.sun_family = AF_UNIX};
+  g_strlcpy(addr.sun_path, path, sizeof addr.sun_path);
+  g_assert_cmpint(connect(fd, (struct sockaddr *)&addr, sizeof addr), ==, 0);
+  const char request[] = "{\"op\": \"exec\", \"command\": \"sleep 30\"}";
+  guint8 head[4] = {'Q', 0, 0, (guint8)(sizeof request - 1)};
+  g_assert_cmpint(send(fd, head, 4, 0), ==, 4);
+  g_assert_cmpint(send(fd, request, sizeof request - 1, 0), ==, (int)sizeof request - 1);
+  guint8 answer[4];
+  g_assert_cmpint(recv(fd, answer, 4, MSG_WAITALL), ==, 4);
+  g_assert_cmpint(answer[0], ==, 'A');
+  g_assert_cmpint(status_member(l, "running"), ==, 1);
+  close(fd);
+  int running = 1;
+  for (int i = 0; i < 100 && running; i++) {
+    g_usleep(50 * 1000);
+    running = (int)status_member(l, "running");
+  }
+  g_assert_cmpint(running, ==, 0);
+  g_autofree char *out = NULL;
+  g_assert_cmpint(run(l, "echo still", NULL, &out, NULL), ==, 0);
+  g_assert_cmpstr(out, ==, "still\n");
+  loop_stop(l);
+}
+
+/* A broken request: refused with F, so the client connects directly; the loop goes on. */
+static void test_bad_request(void) {
+  if (!sshd_fixture_ready(&fx))
+    return;
+  Loop *l = loop_start();
+  g_autofree char *path = g_build_filename(l->dir, HUTCH_SUPERVISOR_SOCKET, NULL);
+  const char *requests[] = {"{\"op\": \"exec\", \"command\": 42}", "not json", "{\"op\": \"x\"}"};
+  for (gsize i = 0; i < G_N_ELEMENTS(requests); i++) {
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    g_strlcpy(addr.sun_path, path, sizeof addr.sun_path);
+    g_assert_cmpint(connect(fd, (struct sockaddr *)&addr, sizeof addr), ==, 0);
+    gsize len = strlen(requests[i]);
+    guint8 head[4] = {'Q', 0, 0, (guint8)len};
+    g_assert_cmpint(send(fd, head, 4, 0), ==, 4);
+    g_assert_cmpint(send(fd, requests[i], len, 0), ==, (gssize)len);
+    guint8 answer[4];
+    g_assert_cmpint(recv(fd, answer, 4, MSG_WAITALL), ==, 4);
+    g_assert_cmpint(answer[0], ==, 'F');
+    close(fd);
+  }
+  g_assert_cmpint(run(l, "true", NULL, NULL, NULL), ==, 0);
+  loop_stop(l);
+}
+
+/* A supervisor with nothing to do uses no CPU (the loop waits in poll). */
+static void test_idle(void) {
+  if (!sshd_fixture_ready(&fx))
+    return;
+  Loop *l = loop_start();
+  g_assert_cmpint(run(l, "true", NULL, NULL, NULL), ==, 0);
+  g_autofree char *stat_path =
+      g_strdup_printf("/proc/self/task/%d/stat", g_atomic_int_get(&l->tid));
+  guint64 ticks[2];
+  for (int i = 0; i < 2; i++) {
+    if (i)
+      g_usleep(2 * G_USEC_PER_SEC);
+    g_autofree char *stat = NULL;
+    g_assert_true(g_file_get_contents(stat_path, &stat, NULL, NULL));
+    g_auto(GStrv) fields = g_strsplit(strrchr(stat, ')') + 2, " ", -1);
+    /* utime and stime: fields 14 and 15, the 12th and 13th after the state */
+    ticks[i] = g_ascii_strtoull(fields[11], NULL, 10) + g_ascii_strtoull(fields[12], NULL, 10);
+  }
+  g_test_message("supervisor thread: %" G_GUINT64_FORMAT " ticks in 2 s idle", ticks[1] - ticks[0]);
+  g_assert_cmpuint(ticks[1] - ticks[0], <, 20);
+  loop_stop(l);
+}
+
+/* No supervisor: the client says so without an error, and the caller connects directly. */
+static void test_none(void) {
+  g_autofree char *dir = g_dir_make_tmp("hutch-nosup-XXXXXX", NULL);
+  gboolean used = TRUE;
+  g_autoptr(GError) error = NULL;
+  g_assert_cmpint(hutch_supervisor_exec_fds(dir, "true", -1, -1, -1, &used, &error), ==, -1);
+  g_assert_false(used);
+  g_assert_no_error(error);
+  g_assert_null(hutch_supervisor_status(dir));
+  g_rmdir(dir);
+}
+
+int main(int argc, char **argv) {
+  g_test_init(&argc, &argv, NULL);
+  sshd_fixture_start(&fx, "supervisor", "the supervisor tests");
+  g_test_add_func("/supervisor/none", test_none);
+  g_test_add_func("/supervisor/exec", test_exec);
+  g_test_add_func("/supervisor/bulk", test_bulk);
+  g_test_add_func("/supervisor/concurrent", test_concurrent);
+  g_test_add_func("/supervisor/client-leaves", test_client_leaves);
+  g_test_add_func("/supervisor/bad-request", test_bad_request);
+  g_test_add_func("/supervisor/idle", test_idle);
+  int rc = g_test_run();
+  sshd_fixture_stop(&fx);
+  return rc;
+}
