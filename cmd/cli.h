@@ -46,6 +46,7 @@ int verb_ssh_config(Cli *cli, int argc, char **argv);
 int verb_start(Cli *cli, int argc, char **argv);
 int verb_stop(Cli *cli, int argc, char **argv);
 int verb_run(Cli *cli, int argc, char **argv);
+int verb_clone(Cli *cli, int argc, char **argv);
 int verb_supervise(Cli *cli, int argc, char **argv);
 
 /* start --foreground NAME (cmd/foreground.c): start or adopt, notify systemd, stay until the

@@ -9,6 +9,16 @@
 
 /* Sorted by name: `hutch --help` lists them in this order. */
 static const Verb verbs[] = {
+    {"clone", verb_clone, "make a new VM from a stopped one: its disk, profile and provisioning",
+     "usage: hutch clone SRC NAME [--share SPEC]... [--remove-share GUEST]... [--port SPEC]...\n"
+     "                   [--remove-port HOST[-END][/udp]]... [--no-ports] [--cpus N]\n"
+     "                   [--memory SIZE]\n"
+     "\n"
+     "SRC must be stopped and have finished its first boot. NAME gets a copy of its disk\n"
+     "(without its snapshots) and its profile, changed by the options as hutch edit changes\n"
+     "them; provisioning does not run again. NAME has its own UUID, MAC address and pinned SSH\n"
+     "host key: its first start gives the guest that key, the hostname NAME and a new\n"
+     "machine-id. SRC is only read.\n"},
     {"cp", verb_cp, "copy files between the host and a VM (NAME:PATH on one side)",
      "usage: hutch cp [-r] SRC DST\n"
      "\n"

@@ -195,72 +195,114 @@ static const char *const *strv_of(GPtrArray *array) {
   return (const char *const *)array->pdata;
 }
 
-int verb_edit(Cli *cli, int argc, char **argv) {
-  static const struct option longopts[] = {
-      {"cpus", required_argument, NULL, OPT_CPUS},
-      {"memory", required_argument, NULL, OPT_MEMORY},
-      {"disk", required_argument, NULL, OPT_DISK},
-      {"share", required_argument, NULL, OPT_SHARE},
-      {"remove-share", required_argument, NULL, OPT_REMOVE_SHARE},
-      {"port", required_argument, NULL, OPT_PORT},
-      {"remove-port", required_argument, NULL, OPT_REMOVE_PORT},
-      {"no-ports", no_argument, NULL, OPT_NO_PORTS},
-      {NULL, 0, NULL, 0},
-  };
-  CliOptions opts = {cli_find_verb("edit"), "", longopts, 0};
-  g_autoptr(GPtrArray) add_shares = g_ptr_array_new();
-  g_autoptr(GPtrArray) remove_shares = g_ptr_array_new();
-  g_autoptr(GPtrArray) add_ports = g_ptr_array_new();
-  g_autoptr(GPtrArray) remove_ports = g_ptr_array_new();
-  HutchEdit edit = {0};
+static const struct option edit_longopts[] = {
+    {"cpus", required_argument, NULL, OPT_CPUS},
+    {"memory", required_argument, NULL, OPT_MEMORY},
+    {"disk", required_argument, NULL, OPT_DISK},
+    {"share", required_argument, NULL, OPT_SHARE},
+    {"remove-share", required_argument, NULL, OPT_REMOVE_SHARE},
+    {"port", required_argument, NULL, OPT_PORT},
+    {"remove-port", required_argument, NULL, OPT_REMOVE_PORT},
+    {"no-ports", no_argument, NULL, OPT_NO_PORTS},
+    {NULL, 0, NULL, 0},
+};
+
+/* edit's and clone's options: what changes of a stopped VM's profile. */
+typedef struct {
+  GPtrArray *add_shares, *remove_shares, *add_ports, *remove_ports;
+  HutchEdit edit;
+  gboolean any;
+} EditOptions;
+
+static void edit_options_clear(EditOptions *e) {
+  g_ptr_array_unref(e->add_shares);
+  g_ptr_array_unref(e->remove_shares);
+  g_ptr_array_unref(e->add_ports);
+  g_ptr_array_unref(e->remove_ports);
+}
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(EditOptions, edit_options_clear)
+
+/* Returns -1 when the options are read (positional arguments checked), else an exit code. */
+static int parse_edit_options(CliOptions *opts, EditOptions *e, int positional, int argc,
+                              char **argv) {
+  e->add_shares = g_ptr_array_new();
+  e->remove_shares = g_ptr_array_new();
+  e->add_ports = g_ptr_array_new();
+  e->remove_ports = g_ptr_array_new();
   int c;
-  while ((c = cli_getopt(&opts, argc, argv)) > 0) {
+  while ((c = cli_getopt(opts, argc, argv)) > 0) {
     switch (c) {
     case OPT_CPUS:
-      edit.cpus = optarg;
+      e->edit.cpus = optarg;
       break;
     case OPT_MEMORY:
-      edit.memory = optarg;
+      e->edit.memory = optarg;
       break;
     case OPT_DISK:
-      edit.disk = optarg;
+      e->edit.disk = optarg;
       break;
     case OPT_SHARE:
-      g_ptr_array_add(add_shares, optarg);
+      g_ptr_array_add(e->add_shares, optarg);
       break;
     case OPT_REMOVE_SHARE:
-      g_ptr_array_add(remove_shares, optarg);
+      g_ptr_array_add(e->remove_shares, optarg);
       break;
     case OPT_PORT:
-      g_ptr_array_add(add_ports, optarg);
+      g_ptr_array_add(e->add_ports, optarg);
       break;
     case OPT_REMOVE_PORT:
-      g_ptr_array_add(remove_ports, optarg);
+      g_ptr_array_add(e->remove_ports, optarg);
       break;
     case OPT_NO_PORTS:
-      edit.no_ports = TRUE;
+      e->edit.no_ports = TRUE;
       break;
     default:
-      return cli_usage_error("edit", "unknown option");
+      return cli_usage_error(opts->verb->name, "unknown option");
     }
   }
   if (c < 0)
-    return opts.exit_code;
-  if (!cli_expect_args(&opts, argc, argv, 1, 1))
-    return opts.exit_code;
-  if (!edit.cpus && !edit.memory && !edit.disk && !edit.no_ports && add_shares->len == 0 &&
-      remove_shares->len == 0 && add_ports->len == 0 && remove_ports->len == 0)
+    return opts->exit_code;
+  if (!cli_expect_args(opts, argc, argv, positional, positional))
+    return opts->exit_code;
+  e->any = e->edit.cpus || e->edit.memory || e->edit.disk || e->edit.no_ports ||
+           e->add_shares->len || e->remove_shares->len || e->add_ports->len ||
+           e->remove_ports->len;
+  e->edit.add_shares = strv_of(e->add_shares);
+  e->edit.remove_shares = strv_of(e->remove_shares);
+  e->edit.add_ports = strv_of(e->add_ports);
+  e->edit.remove_ports = strv_of(e->remove_ports);
+  return -1;
+}
+
+int verb_edit(Cli *cli, int argc, char **argv) {
+  CliOptions opts = {cli_find_verb("edit"), "", edit_longopts, 0};
+  g_auto(EditOptions) e = {0};
+  int rc = parse_edit_options(&opts, &e, 1, argc, argv);
+  if (rc >= 0)
+    return rc;
+  if (!e.any)
     return cli_usage_error("edit", "nothing to change: give --cpus, --memory, --disk, --share, "
                                    "--remove-share, --port, --remove-port or --no-ports");
-  edit.add_shares = strv_of(add_shares);
-  edit.remove_shares = strv_of(remove_shares);
-  edit.add_ports = strv_of(add_ports);
-  edit.remove_ports = strv_of(remove_ports);
   if (!cli_context(cli))
     return EXIT_FAILED;
   g_autoptr(GError) error = NULL;
   if (!hutch_name_is_valid(argv[optind], &error) ||
-      !hutch_instance_edit(cli->ctx, argv[optind], &edit, &error))
+      !hutch_instance_edit(cli->ctx, argv[optind], &e.edit, &error))
+    return cli_error(error);
+  return EXIT_OK;
+}
+
+int verb_clone(Cli *cli, int argc, char **argv) {
+  CliOptions opts = {cli_find_verb("clone"), "", edit_longopts, 0};
+  g_auto(EditOptions) e = {0};
+  int rc = parse_edit_options(&opts, &e, 2, argc, argv);
+  if (rc >= 0)
+    return rc;
+  if (!cli_context(cli))
+    return EXIT_FAILED;
+  g_autoptr(GError) error = NULL;
+  if (!hutch_name_is_valid(argv[optind], &error) ||
+      !hutch_instance_clone(cli->ctx, argv[optind], argv[optind + 1], &e.edit, &error))
     return cli_error(error);
   return EXIT_OK;
 }

@@ -205,6 +205,14 @@ typedef struct {
   const char *const *add_ports;
 } HutchEdit;
 
+/* A new VM name from the stopped, provisioned VM source: a copy of its disk (without its
+ * snapshots), its frozen profile changed by edit (may be NULL; no disk), its provisioning
+ * (not run again). It gets its own UUID, MAC and pinned SSH host key; its first start gives
+ * the guest that key, its hostname and a new machine-id, and the clone's share table. */
+HUTCH_PUBLIC gboolean hutch_instance_clone(HutchContext *ctx, const char *source,
+                                           const char *name, const HutchEdit *edit,
+                                           GError **error);
+
 /* Changes a stopped VM: its frozen profile (what every start uses), its domain (vCPUs,
  * memory, shared folders) and its disk (grown; the guest's root file system grows at the next
  * boot). Validated like create before anything changes: a bad edit changes nothing. A running

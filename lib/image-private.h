@@ -34,6 +34,10 @@ gboolean hutch_image_inspect(const char *path, char **ret_format, GError **error
 gboolean hutch_image_create_overlay(const HutchImage *image, const char *overlay, guint64 size,
                                     GError **error);
 /* The virtual size of an instance's overlay (what the guest sees as its disk). */
+/* A copy of the overlay source (of image) at overlay: an overlay of the same image holding
+ * what source changed, without source's snapshots. For clones. */
+gboolean hutch_image_copy_overlay(const HutchImage *image, const char *source, const char *overlay,
+                                  GError **error);
 gboolean hutch_image_overlay_size(const char *overlay, guint64 *ret_size, GError **error);
 /* Grows overlay (qcow2) to size bytes with qemu-img resize; the same size does nothing, a
  * smaller one is HUTCH_ERROR_USAGE (a disk only grows: shrinking would cut the guest's file

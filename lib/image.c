@@ -1467,6 +1467,23 @@ gboolean hutch_image_create_overlay(const HutchImage *image, const char *overlay
   return TRUE;
 }
 
+gboolean hutch_image_copy_overlay(const HutchImage *image, const char *source, const char *overlay,
+                                  GError **error) {
+  const char *argv[] = {"qemu-img", "convert", "-q",        "-f",          "qcow2", "-O",
+                        "qcow2",    "-B",      image->disk, "-F",          image->format,
+                        source,     overlay,   NULL};
+  if (!run_command(argv, "qemu-img convert", NULL, NULL, error)) {
+    g_prefix_error(error, "copying %s: ", source);
+    g_unlink(overlay);
+    return FALSE;
+  }
+  if (g_chmod(overlay, 0600) < 0) {
+    set_errno_error(error, errno, "copying the disk", overlay);
+    return FALSE;
+  }
+  return TRUE;
+}
+
 /* The overlay is hutch's own file (with a backing file, which inspect_file rightly refuses in
  * an image): its size is read from the qcow2 header (big-endian, at offset 24). */
 gboolean hutch_image_overlay_size(const char *overlay, guint64 *ret_size, GError **error) {

@@ -19,6 +19,9 @@
 #define HUTCH_INSTANCE_OPTIONAL_FAILED "optional-failed" /* optional steps that failed */
 /* stamp: `hutch edit` changed the shares; the next start gives the guest its new mount table */
 #define HUTCH_INSTANCE_MOUNTS_PENDING "guest-mounts-pending"
+/* a clone before its first start: its source's public host key, which the guest still has;
+ * the first start gives the guest its own (the pinned one) and removes this */
+#define HUTCH_INSTANCE_CLONE_PENDING "clone-pending"
 
 /* Runtime files ($XDG_RUNTIME_DIR/hutch/NAME, 0700) besides passt's. */
 #define HUTCH_RUNTIME_READY_SOCKET "ready.sock"

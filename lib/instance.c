@@ -11,6 +11,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "edit-private.h"
 #include "forward-private.h"
 #include "guest-private.h"
 #include "image-private.h"
@@ -114,8 +115,13 @@ gboolean hutch_instance_is_active(HutchInstance *instance) {
 }
 
 char *hutch_instance_host_key(HutchInstance *instance, GError **error) {
-  g_autofree char *path = g_strdup_printf("%s/%s.pub", instance->meta->instance_dir,
-                                          HUTCH_INSTANCE_HOST_KEY);
+  /* a clone that has not started yet has its source's key until the first start gives it
+   * its own */
+  g_autofree char *pending =
+      g_build_filename(instance->meta->instance_dir, HUTCH_INSTANCE_CLONE_PENDING, NULL);
+  g_autofree char *pinned = g_strdup_printf("%s/%s.pub", instance->meta->instance_dir,
+                                            HUTCH_INSTANCE_HOST_KEY);
+  const char *path = g_file_test(pending, G_FILE_TEST_EXISTS) ? pending : pinned;
   char *text = NULL;
   if (!g_file_get_contents(path, &text, NULL, error)) {
     g_prefix_error(error, "reading the pinned host key of '%s': ", instance->name);
@@ -303,8 +309,17 @@ static void create_undo(CreateUndo *undo) {
     hutch_rmtree(undo->instance_dir, NULL);
 }
 
+/* What a clone takes from its source (hutch_instance_clone); NULL for a new VM. */
+typedef struct {
+  const char *overlay;       /* the source's disk */
+  const char *host_key;      /* the source's pinned public host key: the guest's until the
+                                clone's first start gives it its own */
+  const char *instance_dir;  /* the source's, for its provisioning records */
+} CloneSource;
+
 static gboolean create_steps(HutchContext *ctx, virConnectPtr conn, const char *name,
-                             HutchProfile *profile, CreateUndo *undo, GError **error) {
+                             HutchProfile *profile, const CloneSource *clone, CreateUndo *undo,
+                             GError **error) {
   const char *domain_type = choose_domain_type(conn, profile, error);
   if (!domain_type)
     return FALSE;
@@ -328,8 +343,10 @@ static gboolean create_steps(HutchContext *ctx, virConnectPtr conn, const char *
 
   g_autofree char *memory = hutch_format_size(profile->memory);
   g_autofree char *disk = hutch_format_size(profile->disk);
-  hutch_progress_note(ctx, "creating %s from profile '%s' (%s, %u CPU%s, %s, %s disk)", name,
-                      profile->name, tcg ? "tcg" : "kvm", cpus, cpus == 1 ? "" : "s", memory, disk);
+  if (!clone)
+    hutch_progress_note(ctx, "creating %s from profile '%s' (%s, %u CPU%s, %s, %s disk)", name,
+                        profile->name, tcg ? "tcg" : "kvm", cpus, cpus == 1 ? "" : "s", memory,
+                        disk);
   if (cpus_notice)
     hutch_progress_note(ctx, "%s", cpus_notice);
 
@@ -370,8 +387,26 @@ static gboolean create_steps(HutchContext *ctx, virConnectPtr conn, const char *
       !write_text(dir, HUTCH_INSTANCE_IMAGE_KEY_FILE, image->key, 0600, error))
     return FALSE;
   g_autofree char *overlay = g_build_filename(dir, HUTCH_INSTANCE_DISK, NULL);
-  if (!hutch_image_create_overlay(image, overlay, profile->disk, error))
+  if (clone) {
+    /* the source's disk as an overlay of the same image: what the source changed, without
+     * its snapshots; the source is only read */
+    if (!hutch_image_copy_overlay(image, clone->overlay, overlay, error))
+      return FALSE;
+    /* provisioned already: the clone's starts do not provision again */
+    const char *records[] = {HUTCH_INSTANCE_PROVISIONED, HUTCH_INSTANCE_OPTIONAL_FAILED, NULL};
+    for (int i = 0; records[i]; i++) {
+      g_autofree char *from = g_build_filename(clone->instance_dir, records[i], NULL);
+      g_autofree char *text = NULL;
+      gsize len = 0;
+      if (g_file_get_contents(from, &text, &len, NULL) &&
+          !write_text(dir, records[i], text, 0600, error))
+        return FALSE;
+    }
+    if (!write_text(dir, HUTCH_INSTANCE_CLONE_PENDING, clone->host_key, 0600, error))
+      return FALSE;
+  } else if (!hutch_image_create_overlay(image, overlay, profile->disk, error)) {
     return FALSE;
+  }
 
   /* The guest's host key is made here so that it is known before the first boot: no trust
    * on first use. */
@@ -482,10 +517,80 @@ gboolean hutch_instance_create(HutchContext *ctx, const char *name, HutchProfile
     return FALSE;
   }
   CreateUndo undo = {0};
-  gboolean ok = create_steps(ctx, conn, name, profile, &undo, error);
+  gboolean ok = create_steps(ctx, conn, name, profile, NULL, &undo, error);
   if (!ok) {
     create_undo(&undo);
     g_prefix_error(error, "creating '%s': ", name);
+  } else if (undo.domain) {
+    virDomainFree(undo.domain);
+    hutch_ssh_config_refresh(ctx);
+  }
+  g_free(undo.instance_dir);
+  return ok;
+}
+
+static HutchProfile *instance_profile(HutchInstance *instance, GError **error);
+
+gboolean hutch_instance_clone(HutchContext *ctx, const char *source, const char *name,
+                              const HutchEdit *edit, GError **error) {
+  if (!hutch_name_is_valid(name, error))
+    return FALSE;
+  g_autoptr(HutchInstance) src = hutch_instance_lookup(ctx, source, error);
+  if (!src)
+    return FALSE;
+  if (hutch_instance_is_active(src)) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_STATE,
+                "%s is running: hutch stop %s first (a clone copies a stopped disk)", source,
+                source);
+    return FALSE;
+  }
+  g_autofree char *stamp =
+      g_build_filename(src->meta->instance_dir, HUTCH_INSTANCE_PROVISIONED, NULL);
+  if (!g_file_test(stamp, G_FILE_TEST_EXISTS)) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_STATE,
+                "%s has not finished its first boot: hutch start %s, then stop it and clone",
+                source, source);
+    return FALSE;
+  }
+  if (edit && edit->disk) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE,
+                "a clone has its source's disk size (hutch edit %s --disk grows it later)", name);
+    return FALSE;
+  }
+  g_autoptr(HutchProfile) profile = instance_profile(src, error);
+  if (!profile)
+    return FALSE;
+  g_autofree char *guest_home = g_build_filename("/home", src->meta->guest_user, NULL);
+  if (edit && !hutch_edit_apply(profile, edit, guest_home, error))
+    return FALSE;
+  g_autofree char *host_key = hutch_instance_host_key(src, error);
+  if (!host_key)
+    return FALSE;
+  g_autofree char *overlay = g_build_filename(src->meta->instance_dir, HUTCH_INSTANCE_DISK, NULL);
+  CloneSource clone = {
+      .overlay = overlay, .host_key = host_key, .instance_dir = src->meta->instance_dir};
+
+  virConnectPtr conn = hutch_context_connect(ctx, error);
+  if (!conn)
+    return FALSE;
+  g_autoptr(virDomain) existing = virDomainLookupByName(conn, name);
+  g_autofree char *dir = hutch_instance_dir(name);
+  if (existing || is_instance_dir(dir)) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_EXISTS, "a VM named '%s' exists already", name);
+    return FALSE;
+  }
+  hutch_progress_note(ctx, "cloning %s as %s (its disk, profile and provisioning)", source, name);
+  CreateUndo undo = {0};
+  gboolean ok = create_steps(ctx, conn, name, profile, &clone, &undo, error);
+  if (ok) {
+    /* the disk's fstab holds the source's shares: the first start gives it the clone's */
+    g_autofree char *pending = g_build_filename(undo.instance_dir, HUTCH_INSTANCE_MOUNTS_PENDING,
+                                                NULL);
+    ok = hutch_write_file(pending, "", 0, 0600, error);
+  }
+  if (!ok) {
+    create_undo(&undo);
+    g_prefix_error(error, "cloning '%s' as '%s': ", source, name);
   } else if (undo.domain) {
     virDomainFree(undo.domain);
     hutch_ssh_config_refresh(ctx);
@@ -695,6 +800,57 @@ static HutchProfile *instance_profile(HutchInstance *instance, GError **error) {
   return hutch_profile_load_file(path, error);
 }
 
+/* A clone's first start: the guest is its source's (host key, hostname, machine-id), reached
+ * with the source's pinned key. It gets its own: the host key hutch made for it (then pinned),
+ * its name, a new machine-id; sshd is restarted and reached again with the new pin, which
+ * must hold from here on. *ssh is replaced by that new connection. */
+static gboolean apply_clone_identity(HutchContext *ctx, HutchInstance *instance, HutchSsh **ssh,
+                                     GError **error) {
+  g_autofree char *pending =
+      g_build_filename(instance->meta->instance_dir, HUTCH_INSTANCE_CLONE_PENDING, NULL);
+  if (!g_file_test(pending, G_FILE_TEST_EXISTS))
+    return TRUE;
+  hutch_progress_begin(ctx, "identity", "the clone's own host key, hostname and machine-id");
+  g_autofree char *key_path =
+      g_build_filename(instance->meta->instance_dir, HUTCH_INSTANCE_HOST_KEY, NULL);
+  g_autofree char *private_key = NULL;
+  if (!g_file_get_contents(key_path, &private_key, NULL, error))
+    return FALSE;
+  g_autofree char *quoted_name = g_shell_quote(instance->name);
+  /* the name is a valid instance name (letters, digits, '-'): safe in sed and hosts */
+  g_autofree char *command = g_strdup_printf(
+      "sudo -n sh -c 'set -e; name=$1; umask 077; k=/etc/ssh/ssh_host_ed25519_key; "
+      "cat > $k.new; ssh-keygen -y -f $k.new > $k.pub.new; mv -f $k.new $k; "
+      "mv -f $k.pub.new $k.pub; chmod 644 $k.pub; "
+      "rm -f /etc/ssh/ssh_host_rsa_key* /etc/ssh/ssh_host_ecdsa_key* /etc/ssh/ssh_host_dsa_key*; "
+      "echo $name > /etc/hostname; hostname $name; "
+      "sed -i \"s/^127\\.0\\.1\\.1[[:space:]].*/127.0.1.1 $name/\" /etc/hosts; "
+      "rm -f /etc/machine-id /var/lib/dbus/machine-id; systemd-machine-id-setup >/dev/null; "
+      "(systemctl restart ssh || systemctl restart sshd) </dev/null' sh %s",
+      quoted_name);
+  g_autofree char *err_text = NULL;
+  int status = hutch_ssh_exec_capture(*ssh, command, private_key, NULL, &err_text, error);
+  if (status < 0)
+    return FALSE;
+  if (status != 0) {
+    g_strchomp(err_text ? err_text : (err_text = g_strdup("")));
+    const char *nl = strrchr(err_text, '\n');
+    g_autofree char *last = hutch_text_sanitize(nl ? nl + 1 : err_text, -1, HUTCH_TEXT_LINE);
+    hutch_text_truncate(last, 200);
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED,
+                "giving the clone its own identity failed (exit %d: %s)", status, last);
+    return FALSE;
+  }
+  /* from here on only the clone's own key is accepted */
+  g_unlink(pending);
+  g_clear_pointer(ssh, hutch_ssh_free);
+  *ssh = connect_instance(instance, 60, error);
+  if (!*ssh)
+    return FALSE;
+  hutch_progress_end(ctx, "identity", "the clone's own host key, hostname and machine-id");
+  return TRUE;
+}
+
 /* After `hutch edit` changed the shares, the guest still mounts its first boot's table (and
  * the boot has just done so, under tags that may now name other shares): give it the new
  * one. Failing leaves the stamp for the next start and is a notice, not a failed start: the
@@ -814,7 +970,8 @@ static gboolean start_steps(HutchContext *ctx, HutchInstance *instance, gboolean
     if (!hutch_write_file(stamp, "", 0, 0600, error))
       return FALSE;
   }
-  if (!apply_guest_mounts(ctx, instance, ssh, share_plan, error))
+  if (!apply_clone_identity(ctx, instance, &ssh, error) ||
+      !apply_guest_mounts(ctx, instance, ssh, share_plan, error))
     return FALSE;
   hutch_progress_end(ctx, "ready", "SSH with the pinned host key");
   return TRUE;
