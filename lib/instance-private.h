@@ -22,6 +22,7 @@
 /* a clone before its first start: its source's public host key, which the guest still has;
  * the first start gives the guest its own (the pinned one) and removes this */
 #define HUTCH_INSTANCE_CLONE_PENDING "clone-pending"
+#define HUTCH_INSTANCE_ORIGIN "cloned-from" /* a clone: its source's name */
 
 /* Runtime files ($XDG_RUNTIME_DIR/hutch/NAME, 0700) besides passt's. */
 #define HUTCH_RUNTIME_READY_SOCKET "ready.sock"

@@ -315,6 +315,7 @@ typedef struct {
   const char *host_key;      /* the source's pinned public host key: the guest's until the
                                 clone's first start gives it its own */
   const char *instance_dir;  /* the source's, for its provisioning records */
+  const char *name;          /* the source's, for `hutch info` */
 } CloneSource;
 
 static gboolean create_steps(HutchContext *ctx, virConnectPtr conn, const char *name,
@@ -402,7 +403,8 @@ static gboolean create_steps(HutchContext *ctx, virConnectPtr conn, const char *
           !write_text(dir, records[i], text, 0600, error))
         return FALSE;
     }
-    if (!write_text(dir, HUTCH_INSTANCE_CLONE_PENDING, clone->host_key, 0600, error))
+    if (!write_text(dir, HUTCH_INSTANCE_CLONE_PENDING, clone->host_key, 0600, error) ||
+        !write_text(dir, HUTCH_INSTANCE_ORIGIN, clone->name, 0600, error))
       return FALSE;
   } else if (!hutch_image_create_overlay(image, overlay, profile->disk, error)) {
     return FALSE;
@@ -568,7 +570,10 @@ gboolean hutch_instance_clone(HutchContext *ctx, const char *source, const char 
     return FALSE;
   g_autofree char *overlay = g_build_filename(src->meta->instance_dir, HUTCH_INSTANCE_DISK, NULL);
   CloneSource clone = {
-      .overlay = overlay, .host_key = host_key, .instance_dir = src->meta->instance_dir};
+      .overlay = overlay,
+      .host_key = host_key,
+      .instance_dir = src->meta->instance_dir,
+      .name = source};
 
   virConnectPtr conn = hutch_context_connect(ctx, error);
   if (!conn)
@@ -1263,6 +1268,12 @@ static JsonObject *describe(HutchContext *ctx, HutchInstance *instance) {
   g_autofree char *stamp =
       g_build_filename(instance->meta->instance_dir, HUTCH_INSTANCE_PROVISIONED, NULL);
   json_object_set_boolean_member(o, "provisioned", g_file_test(stamp, G_FILE_TEST_EXISTS));
+  /* a clone names its source */
+  g_autofree char *origin_path =
+      g_build_filename(instance->meta->instance_dir, HUTCH_INSTANCE_ORIGIN, NULL);
+  g_autofree char *origin = hutch_read_file_part(origin_path, 64, FALSE, NULL, NULL);
+  if (origin && hutch_name_is_valid(g_strstrip(origin), NULL))
+    json_object_set_string_member(o, "cloned_from", origin);
   /* optional provisioning steps that failed, as the guest reported them at first boot */
   JsonArray *failed = json_array_new();
   g_autofree char *failed_path =

@@ -59,6 +59,7 @@ if [ -n "${lines[4]:-}" ] && [ "${lines[4]}" != "$src_machine_id" ]; then ok "a 
 out=$(ssh -F "$E2E_TMP/ssh_config" -o BatchMode=yes "$dst" 'echo via-openssh' 2>&1)
 if [ "$out" = via-openssh ]; then ok "OpenSSH accepts the guest with the clone's pinned key"; else not_ok "OpenSSH accepts the guest with the clone's pinned key"; diag "$out"; fi
 if [ ! -e "$instances/$dst/clone-pending" ]; then ok "nothing pending after the first start"; else not_ok "nothing pending after the first start"; fi
+if [ "$("$HUTCH" info --json "$dst" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("cloned_from"))')" = "$src" ]; then ok "info names the source (cloned_from)"; else not_ok "info names the source"; fi
 
 check "delete the clone" "$HUTCH" -q delete --force "$dst"
 check "delete the source" "$HUTCH" -q delete "$src"
