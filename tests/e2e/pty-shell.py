@@ -63,4 +63,4 @@ if ok:
 read_until(b"not-reached", 10)
 _, status = os.waitpid(pid, 0)
 sys.stdout.write(output.decode("utf-8", "replace").replace("\r", ""))
-print("exit=%d" % (os.WEXITSTATUS(status) if os.WIFEXITED(status) else -1))
+print("\nexit=%d" % (os.WEXITSTATUS(status) if os.WIFEXITED(status) else -1))
