@@ -137,7 +137,8 @@ static const Verb verbs[] = {
     {"shell", verb_shell, "open a shell in a VM, or run a command there",
      "usage: hutch shell NAME [--workdir DIR] [-- CMD [ARG...]]\n"
      "\n"
-     "Without CMD: an interactive login shell with a terminal. With CMD: runs it with stdin,\n"
+     "Without CMD: an interactive login shell with a terminal (without one when stdin is no\n"
+     "terminal: it reads commands from stdin). With CMD: runs it with stdin,\n"
      "stdout and stderr connected; hutch exits with CMD's exit status.\n"
      "\n"
      "  -w, --workdir DIR   directory to run in (default: the user's home)\n"},

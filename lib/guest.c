@@ -34,9 +34,11 @@ int hutch_shell(HutchContext *ctx, const char *name, const char *workdir, char *
     /* a login shell that starts in workdir */
     command = g_strdup_printf("cd %s && exec \"$SHELL\" -l", dir);
   }
-  /* A terminal for the interactive shell, and for a command only when stdin is one (so
-   * `hutch shell dev -- vim` works and `... -- cat < file` stays byte-exact). */
-  gboolean pty = interactive || (isatty(STDIN_FILENO) && isatty(STDOUT_FILENO));
+  /* A terminal when stdin is one: for the interactive shell, and for a command when stdout
+   * is one too (so `hutch shell dev -- vim` works and `... -- cat < file` stays byte-exact).
+   * Like ssh, no terminal when stdin is none: `hutch shell dev < script` runs the script and
+   * ends at its end (a PTY would wait for a ^D that never comes). */
+  gboolean pty = isatty(STDIN_FILENO) && (interactive || isatty(STDOUT_FILENO));
   /* Through the VM's supervisor when one answers: a channel on its session, no new
    * connection. Anything wrong before the command runs means connecting directly. */
   g_autofree char *runtime_dir = hutch_instance_runtime_dir(name);

@@ -83,13 +83,17 @@ got=$(head -c 5M /dev/urandom | tee "$E2E_TMP/up" | "$HUTCH" shell "$vm" -- sha2
 if [ "$got" = "$(sha256sum <"$E2E_TMP/up" | cut -d' ' -f1)" ]; then ok "5 MiB of stdin through the supervisor, byte-exact"; else not_ok "5 MiB of stdin through the supervisor"; fi
 after=$(info_int supervisor_commands)
 if [ "$after" -eq $((before + 6)) ]; then ok "those 6 commands went through the supervisor"; else not_ok "commands through the supervisor: $before -> $after"; fi
+# No command and stdin no terminal: a login shell without one reads the script from stdin and
+# ends at its end, as ssh's does (with a PTY it waited for a ^D).
+out=$(printf 'echo from-a-script\nexit 4\n' | timeout 60 "$HUTCH" shell "$vm" 2>&1); rc=$?
+if [ $rc -eq 4 ] && grep -qx from-a-script <<<"$out"; then ok "a shell with a script on stdin runs it and ends (exit 4)"; else not_ok "a shell with a script on stdin runs it and ends (exit $rc)"; diag "$out"; fi
 # On a terminal: the guest's PTY has the terminal's size and follows a resize, a typed line
 # arrives, Ctrl-C interrupts the command (exit 130), all through the supervisor.
 out=$(python3 "$HUTCH_SOURCE_DIR/tests/e2e/pty-shell.py" "$HUTCH" "$vm" 2>&1)
 diag "$out"
 if grep -qx "30 100" <<<"$out" && grep -qx "50 132" <<<"$out"; then ok "the PTY has the terminal's size and follows a resize"; else not_ok "the PTY has the terminal's size and follows a resize"; fi
 if grep -q "got:hello" <<<"$out" && ! grep -q not-reached <<<"$out" && grep -qx "exit=130" <<<"$out"; then ok "a typed line arrives, Ctrl-C interrupts the command: exit 130"; else not_ok "typed line and Ctrl-C through the PTY"; fi
-if [ "$(info_int supervisor_commands)" -eq $((after + 1)) ]; then ok "the terminal session went through the supervisor"; else not_ok "the terminal session went through the supervisor"; fi
+if [ "$(info_int supervisor_commands)" -eq $((after + 2)) ]; then ok "the terminal session went through the supervisor"; else not_ok "the terminal session went through the supervisor"; fi
 # A guest that floods a client that does not read: the supervisor stops reading the channel
 # (the guest's writes block), its memory does not follow the flood.
 rss() { awk '/^VmRSS:/ {print $2}' /proc/"$1"/status; }
