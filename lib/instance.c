@@ -1271,7 +1271,8 @@ static JsonObject *describe(HutchContext *ctx, HutchInstance *instance) {
   /* a clone names its source */
   g_autofree char *origin_path =
       g_build_filename(instance->meta->instance_dir, HUTCH_INSTANCE_ORIGIN, NULL);
-  g_autofree char *origin = hutch_read_file_part(origin_path, 64, FALSE, NULL, NULL);
+  gsize origin_len = 0;
+  g_autofree char *origin = hutch_read_file_part(origin_path, 64, FALSE, &origin_len, NULL);
   if (origin && hutch_name_is_valid(g_strstrip(origin), NULL))
     json_object_set_string_member(o, "cloned_from", origin);
   /* optional provisioning steps that failed, as the guest reported them at first boot */

@@ -41,7 +41,7 @@ check_status "a clone onto an existing name: exit 1" 1 "$HUTCH" clone "$src" "$d
 if [ "$(sha256sum <"$instances/$src/disk.qcow2")" = "$src_disk_sum" ]; then ok "the source's disk is unchanged"; else not_ok "the source's disk is unchanged"; fi
 if ! cmp -s "$instances/$src/ssh_host_ed25519_key.pub" "$instances/$dst/ssh_host_ed25519_key.pub"; then ok "the clone has a pinned host key of its own"; else not_ok "the clone has a pinned host key of its own"; fi
 src_uuid=$(virsh domuuid "$src"); dst_uuid=$(virsh domuuid "$dst")
-mac_of() { virsh dumpxml "$1" | grep -o "mac address='[^']*'" | head -1; }
+mac_of() { virsh dumpxml "$1" | grep -o "52:54:00:[0-9a-f:]*" | head -1; }
 src_mac=$(mac_of "$src"); dst_mac=$(mac_of "$dst")
 if [ -n "$dst_uuid" ] && [ "$src_uuid" != "$dst_uuid" ] && [ -n "$dst_mac" ] && [ "$src_mac" != "$dst_mac" ]; then ok "its own UUID and MAC"; else not_ok "its own UUID and MAC ($src_uuid $dst_uuid $src_mac $dst_mac)"; fi
 
