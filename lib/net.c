@@ -59,7 +59,11 @@ GStrv hutch_net_passt_argv(const char *passt, const char *runtime_dir, guint ssh
   return g_strv_builder_end(argv);
 }
 
-/* Whether ip:port can be bound now; ip is an IPv4 or IPv6 address (no brackets). */
+/* Whether ip:port can be bound now; ip is an IPv4 or IPv6 address (no brackets). TCP with
+ * SO_REUSEADDR, as passt binds: a connection of the VM's last run still in TIME_WAIT on the
+ * port (passt closed it first) does not keep passt from listening there, and must not make
+ * this check refuse for a minute; a socket that listens still refuses. UDP without it, which
+ * would let two sockets share the port. */
 static gboolean bind_test(const char *ip, guint port, int type) {
   struct addrinfo hints = {.ai_socktype = type, .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV};
   struct addrinfo *ai = NULL;
@@ -67,6 +71,9 @@ static gboolean bind_test(const char *ip, guint port, int type) {
   if (getaddrinfo(ip, service, &hints, &ai) != 0)
     return FALSE;
   int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, 0);
+  int one = 1;
+  if (fd >= 0 && type == SOCK_STREAM)
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   gboolean ok = fd >= 0 && bind(fd, ai->ai_addr, ai->ai_addrlen) == 0;
   if (fd >= 0)
     close(fd);

@@ -81,6 +81,39 @@ static void test_free_port_and_in_use(void) {
   g_assert_null(hutch_net_find_busy_port(NULL, &busy));
 }
 
+/* A port whose last connection the server closed first sits in TIME_WAIT for a minute: it is
+ * free for passt (SO_REUSEADDR), so the check says so (it said "in use"). */
+static void test_time_wait_is_free(void) {
+  int listener = socket(AF_INET, SOCK_STREAM, 0);
+  int one = 1;
+  setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = 0};
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  g_assert_cmpint(bind(listener, (struct sockaddr *)&addr, sizeof(addr)), ==, 0);
+  g_assert_cmpint(listen(listener, 1), ==, 0);
+  g_assert_cmpint(getsockname(listener, (struct sockaddr *)&addr, &len), ==, 0);
+  guint16 port_number = ntohs(addr.sin_port);
+  int client = socket(AF_INET, SOCK_STREAM, 0);
+  g_assert_cmpint(connect(client, (struct sockaddr *)&addr, sizeof(addr)), ==, 0);
+  int served = accept(listener, NULL, NULL);
+  g_assert_cmpint(served, >=, 0);
+  close(listener);
+  /* the server's side closes first: its end of the connection goes to TIME_WAIT */
+  close(served);
+  char c;
+  g_assert_cmpint(read(client, &c, 1), ==, 0);
+  close(client);
+  /* without SO_REUSEADDR the port cannot be bound now */
+  int plain = socket(AF_INET, SOCK_STREAM, 0);
+  g_assert_cmpint(bind(plain, (struct sockaddr *)&addr, sizeof(addr)), <, 0);
+  close(plain);
+  g_autoptr(GPtrArray) ports = g_ptr_array_new_with_free_func((GDestroyNotify)hutch_port_free);
+  g_ptr_array_add(ports, port("127.0.0.1", port_number, port_number, 80, 80, HUTCH_PROTO_TCP));
+  guint busy = 0;
+  g_assert_null(hutch_net_find_busy_port(ports, &busy));
+}
+
 /* An IPv6 host address: passt takes it without brackets; the port check binds it as IPv6. */
 static void test_ipv6_host_ip(void) {
   g_autoptr(GPtrArray) ports = g_ptr_array_new_with_free_func((GDestroyNotify)hutch_port_free);
@@ -193,6 +226,7 @@ int main(int argc, char **argv) {
   g_test_add_func("/net/passt-argv/defaults", test_passt_argv_defaults);
   g_test_add_func("/net/passt-argv/ports", test_passt_argv_ports);
   g_test_add_func("/net/ports/free-and-in-use", test_free_port_and_in_use);
+  g_test_add_func("/net/time-wait-is-free", test_time_wait_is_free);
   g_test_add_func("/net/ports/ipv6", test_ipv6_host_ip);
   g_test_add_func("/net/stop-only-own-passt", test_stop_only_own_passt);
   return g_test_run();
