@@ -50,36 +50,47 @@ static const struct option create_longopts[] = {
     {NULL, 0, NULL, 0},
 };
 
+/* One of the options that say what a new VM is (create, start, run); FALSE for another.
+ * --share specs are kept as given. */
+static gboolean create_option(CreateOptions *out, int c, char *arg) {
+  switch (c) {
+  case 'p':
+    out->profile = arg;
+    return TRUE;
+  case 'f':
+    out->file = arg;
+    return TRUE;
+  case OPT_CPUS:
+    out->cpus = arg;
+    return TRUE;
+  case OPT_MEMORY:
+    out->memory = arg;
+    return TRUE;
+  case OPT_DISK:
+    out->disk = arg;
+    return TRUE;
+  case OPT_SHARE:
+    g_ptr_array_add(out->shares, arg);
+    return TRUE;
+  case OPT_PORT:
+    g_ptr_array_add(out->ports, arg);
+    return TRUE;
+  case OPT_NO_PORTS:
+    out->no_ports = TRUE;
+    return TRUE;
+  default:
+    return FALSE;
+  }
+}
+
 /* Returns -1 when parsing should go on with positional arguments, else an exit code. */
 static int parse_create_options(CliOptions *opts, CreateOptions *out, gboolean allow_no_wait,
                                 int argc, char **argv) {
   int c;
   while ((c = cli_getopt(opts, argc, argv)) > 0) {
+    if (create_option(out, c, optarg))
+      continue;
     switch (c) {
-    case 'p':
-      out->profile = optarg;
-      break;
-    case 'f':
-      out->file = optarg;
-      break;
-    case OPT_CPUS:
-      out->cpus = optarg;
-      break;
-    case OPT_MEMORY:
-      out->memory = optarg;
-      break;
-    case OPT_DISK:
-      out->disk = optarg;
-      break;
-    case OPT_SHARE:
-      g_ptr_array_add(out->shares, optarg);
-      break;
-    case OPT_PORT:
-      g_ptr_array_add(out->ports, optarg);
-      break;
-    case OPT_NO_PORTS:
-      out->no_ports = TRUE;
-      break;
     case OPT_NO_WAIT:
       if (!allow_no_wait)
         return cli_usage_error(opts->verb->name, "unknown option '--no-wait'");
@@ -616,31 +627,14 @@ int verb_run(Cli *cli, int argc, char **argv) {
   gboolean keep = FALSE;
   int c;
   while ((c = cli_getopt(&opts, argc, argv)) > 0) {
-    switch (c) {
-    case 'p':
-      o.profile = optarg;
-      break;
-    case 'f':
-      o.file = optarg;
-      break;
-    case OPT_CPUS:
-      o.cpus = optarg;
-      break;
-    case OPT_MEMORY:
-      o.memory = optarg;
-      break;
-    case OPT_DISK:
-      o.disk = optarg;
-      break;
-    case OPT_SHARE:
+    /* "DIR" alone: run_share_spec's copy, freed with the array */
+    if (c == OPT_SHARE) {
       g_ptr_array_add(shares, run_share_spec(optarg));
-      break;
-    case OPT_PORT:
-      g_ptr_array_add(ports, optarg);
-      break;
-    case OPT_NO_PORTS:
-      o.no_ports = TRUE;
-      break;
+      continue;
+    }
+    if (create_option(&o, c, optarg))
+      continue;
+    switch (c) {
     case OPT_NAME:
       given_name = optarg;
       break;

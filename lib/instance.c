@@ -805,6 +805,16 @@ static HutchProfile *instance_profile(HutchInstance *instance, GError **error) {
   return hutch_profile_load_file(path, error);
 }
 
+/* The last line of what a guest command wrote to stderr (the guest's words: sanitised, cut
+ * to 200 bytes), for a message. */
+static char *guest_last_line(const char *err_text) {
+  g_autofree char *text = g_strchomp(g_strdup(err_text ? err_text : ""));
+  const char *nl = strrchr(text, '\n');
+  char *last = hutch_text_sanitize(nl ? nl + 1 : text, -1, HUTCH_TEXT_LINE);
+  hutch_text_truncate(last, 200);
+  return last;
+}
+
 /* A clone's first start: the guest is its source's (host key, hostname, machine-id), reached
  * with the source's pinned key. It gets its own: the host key hutch made for it (then pinned),
  * its name, a new machine-id; sshd is restarted and reached again with the new pin, which
@@ -838,10 +848,7 @@ static gboolean apply_clone_identity(HutchContext *ctx, HutchInstance *instance,
   if (status < 0)
     return FALSE;
   if (status != 0) {
-    g_strchomp(err_text ? err_text : (err_text = g_strdup("")));
-    const char *nl = strrchr(err_text, '\n');
-    g_autofree char *last = hutch_text_sanitize(nl ? nl + 1 : err_text, -1, HUTCH_TEXT_LINE);
-    hutch_text_truncate(last, 200);
+    g_autofree char *last = guest_last_line(err_text);
     g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED,
                 "giving the clone its own identity failed (exit %d: %s)", status, last);
     return FALSE;
@@ -878,10 +885,7 @@ static gboolean apply_guest_mounts(HutchContext *ctx, HutchInstance *instance, H
   }
   if (status != 0) {
     /* the guest's words: their last line, made safe to print and cut short */
-    g_strchomp(err_text ? err_text : (err_text = g_strdup("")));
-    const char *nl = strrchr(err_text, '\n');
-    g_autofree char *last = hutch_text_sanitize(nl ? nl + 1 : err_text, -1, HUTCH_TEXT_LINE);
-    hutch_text_truncate(last, 200);
+    g_autofree char *last = guest_last_line(err_text);
     hutch_progress_note(ctx,
                         "the guest did not take its new share table (exit %d: %s); mount "
                         "a share by hand (sudo mount -t virtiofs hutchfsN PATH) or start "
