@@ -48,6 +48,8 @@ int verb_stop(Cli *cli, int argc, char **argv);
 int verb_run(Cli *cli, int argc, char **argv);
 int verb_clone(Cli *cli, int argc, char **argv);
 int verb_supervise(Cli *cli, int argc, char **argv);
+int verb_egress_helper(Cli *cli, int argc, char **argv);
+int verb_net(Cli *cli, int argc, char **argv);
 
 /* start --foreground NAME (cmd/foreground.c): start or adopt, notify systemd, stay until the
  * domain stops or SIGTERM/SIGINT (then a graceful shutdown). */

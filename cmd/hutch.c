@@ -72,6 +72,13 @@ static const Verb verbs[] = {
      "      --remove-port HOST[-END][/tcp|/udp]\n"
      "                               remove the port forward from these host ports\n"
      "      --no-ports               remove every port forward (before --port adds any)\n"},
+    {"egress-helper", verb_egress_helper,
+     "a VM's network policy at work (started by hutch start)",
+     "usage: hutch egress-helper INSTANCE_DIR RUNTIME_DIR FORWARD... -- PASST_ARGV...\n"
+     "\n"
+     "Runs passt in a network namespace of its own, where every connection the guest opens\n"
+     "ends at this helper's proxy, which allows it or not by the VM's egress policy (see\n"
+     "hutch net). hutch start runs it detached; there is no need to run it by hand.\n"},
     {"forward", verb_forward, "add a port forward to a running VM, list or remove them",
      "usage: hutch forward NAME [HOST_IP:]HOST:GUEST\n"
      "       hutch forward NAME --list [--json]\n"
@@ -105,6 +112,20 @@ static const Verb verbs[] = {
      "characters (escape sequences too) and invalid UTF-8 are printed as '?'.\n"
      "\n"
      "      --raw   the bytes as they are (for a file; a terminal obeys escape sequences)\n"},
+    {"net", verb_net, "a VM's network egress policy: show it, change it, read its log",
+     "usage: hutch net NAME [--egress MODE] [--allow DEST]... [--deny DEST]...\n"
+     "       hutch net NAME --log [--json]\n"
+     "\n"
+     "Shows the egress policy of NAME: what the guest's connections may reach, enforced on\n"
+     "the host (hutch-profile(5), network). A change is saved with the VM and a running VM\n"
+     "has it at once (a change to or from unrestricted at its next start).\n"
+     "\n"
+     "      --egress MODE   none | allowlist | public | unrestricted\n"
+     "      --allow DEST    allow a destination: NAME, *.NAME, NAME:PORT, ADDR[/PREFIX][:PORT]\n"
+     "                      (a name or address without a port: ports 80 and 443)\n"
+     "      --deny DEST     refuse a destination, whatever the mode and allow say\n"
+     "      --log           the VM's decisions, oldest first (with --json: as JSON)\n"
+     "      --json          the policy (or the log) as JSON (docs/json.md)\n"},
     {"profile", verb_profile, "list profiles or show one fully expanded",
      "usage: hutch profile list [--json]\n"
      "       hutch profile show [--origin] NAME|FILE\n"
@@ -368,8 +389,10 @@ HutchContext *cli_context(Cli *cli) {
   }
   /* the supervisor is this very program, run again (an executed program, not a fork) */
   g_autofree char *self = g_file_read_link("/proc/self/exe", NULL);
-  if (self)
+  if (self) {
     hutch_context_set_supervisor_program(cli->ctx, self);
+    hutch_context_set_helper_program(cli->ctx, self);
+  }
   if (!cli->quiet) {
     progress_view.tty = isatty(STDERR_FILENO);
     hutch_context_set_progress(cli->ctx, progress_print, &progress_view);

@@ -13,6 +13,8 @@ struct _HutchContext {
   GHashTable *phase_started;
   /* the program that `hutch supervise NAME` runs as (hutch_supervisor_spawn), or NULL */
   char *supervisor_program;
+  /* hutch's own binary, run as the per-VM egress helper (egress-helper.c), or NULL */
+  char *helper_program;
 };
 
 /* The libvirt connection, opened on first use. Owned by the context. */

@@ -22,6 +22,7 @@ void hutch_context_free(HutchContext *ctx) {
     virConnectClose(ctx->conn);
   g_hash_table_unref(ctx->phase_started);
   g_free(ctx->supervisor_program);
+  g_free(ctx->helper_program);
   g_free(ctx->uri);
   g_free(ctx);
 }
@@ -34,6 +35,11 @@ void hutch_context_set_progress(HutchContext *ctx, HutchProgressFunc func,
                                 gpointer user_data) {
   ctx->progress = func;
   ctx->progress_data = user_data;
+}
+
+void hutch_context_set_helper_program(HutchContext *ctx, const char *program) {
+  g_free(ctx->helper_program);
+  ctx->helper_program = g_strdup(program);
 }
 
 void hutch_context_set_supervisor_program(HutchContext *ctx, const char *program) {

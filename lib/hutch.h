@@ -143,6 +143,16 @@ HUTCH_PUBLIC void hutch_context_set_progress(HutchContext *ctx, HutchProgressFun
 /* The program that runs `PROGRAM -c URI supervise NAME` (the hutch CLI): with it, start
  * gives each running VM a supervisor that holds one SSH session for shell and the like. */
 HUTCH_PUBLIC void hutch_context_set_supervisor_program(HutchContext *ctx, const char *program);
+/* The program run as a VM's egress helper (`PROGRAM egress-helper ...`: hutch's own binary).
+ * Without one, a VM under an egress policy cannot start. */
+HUTCH_PUBLIC void hutch_context_set_helper_program(HutchContext *ctx, const char *program);
+/* `hutch egress-helper INSTANCE_DIR RUNTIME_DIR FORWARD... -- PASST_ARGV...`: a VM's egress
+ * helper (started by hutch start, detached): passt in a network namespace of its own and the
+ * proxy that enforces the instance's policy. forwards: "IP/START-END" host port ranges to
+ * relay into the namespace. Returns when passt exits; 1 with error set when it could not
+ * start. */
+HUTCH_PUBLIC int hutch_egress_helper_main(const char *instance_dir, const char *runtime_dir,
+                                          char **forwards, char **passt_argv, GError **error);
 /* `hutch supervise NAME`: the VM's supervisor, until its domain stops. 0 when it ended
  * normally (or another one serves the VM), 1 with error set otherwise. The process is named
  * hutch-supervise, by which its pidfile is verified. */
@@ -225,6 +235,17 @@ HUTCH_PUBLIC gboolean hutch_instance_edit(HutchContext *ctx, const char *name,
  * {"name", "state": "missing", "uri", "instance_dir", "provisioned"} for each instance
  * directory whose domain libvirt does not know (docs/json.md). */
 HUTCH_PUBLIC JsonArray *hutch_instance_list(HutchContext *ctx, GError **error);
+/* `hutch net`: the egress policy of instance NAME, changed first when mode (none, allowlist,
+ * public, unrestricted), allow or deny (destination rules, NULL-terminated; NULL for none)
+ * say so. The change is saved with the instance and, when the VM runs under a policy, applied
+ * at once. Returns {name, egress, allow, deny, change, allowed?, denied?} (docs/json.md). */
+HUTCH_PUBLIC JsonObject *hutch_instance_net(HutchContext *ctx, const char *name,
+                                            const char *mode, const char *const *allow,
+                                            const char *const *deny, GError **error);
+/* The VM's egress decisions, oldest first, at most max_entries (0: all kept): objects
+ * {time, verdict (allow, deny, fail), name, address, port, reason}. name is the guest's. */
+HUTCH_PUBLIC JsonArray *hutch_instance_net_log(HutchContext *ctx, const char *name,
+                                               guint max_entries, GError **error);
 HUTCH_PUBLIC JsonObject *hutch_instance_info(HutchContext *ctx, const char *name,
                                              GError **error);
 

@@ -1,6 +1,8 @@
 /* instance-private.h: finding a hutch instance and its files. */
 #pragma once
 
+#include "egress-private.h"
+
 #include "context-private.h"
 #include "domain-private.h"
 #include "profile-private.h"
@@ -98,6 +100,11 @@ gboolean hutch_instance_is_active(HutchInstance *instance);
 /* Stops passt, the virtiofsd instances and the forwards of the instance whose runtime
  * directory this is (each verified as the one hutch started). */
 void hutch_instance_stop_helpers(const char *runtime_dir);
+
+/* The instance's egress policy: its policy file, or (an instance from before the file, or
+ * created just now) the profile's, then saved as the file. */
+HutchEgressPolicy *hutch_instance_egress_policy(const char *instance_dir,
+                                                const HutchProfile *profile, GError **error);
 
 /* Whether the instance runs under TCG (emulation) rather than KVM. */
 gboolean hutch_instance_is_tcg(HutchInstance *instance);

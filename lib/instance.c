@@ -12,6 +12,8 @@
 #include <unistd.h>
 
 #include "edit-private.h"
+#include "egress-helper-private.h"
+#include "egress-private.h"
 #include "forward-private.h"
 #include "guest-private.h"
 #include "image-private.h"
@@ -794,9 +796,29 @@ HutchSsh *hutch_instance_connect(HutchContext *ctx, const char *name, GError **e
 /* passt and virtiofsd exit by themselves when QEMU goes away; this also catches the ones
  * that never saw QEMU (a start that failed on the way). */
 void hutch_instance_stop_helpers(const char *runtime_dir) {
+  hutch_egress_stop(runtime_dir);
   hutch_net_stop(runtime_dir);
   hutch_share_stop(runtime_dir);
   hutch_forward_stop_all(runtime_dir);
+}
+
+/* TEMPORARY until the profile's network: key lands (branch profile-network) */
+HutchEgressPolicy *hutch_profile_egress_policy(const HutchProfile *profile, GError **error);
+
+HutchEgressPolicy *hutch_instance_egress_policy(const char *instance_dir,
+                                                const HutchProfile *profile, GError **error) {
+  g_autoptr(GError) local = NULL;
+  HutchEgressPolicy *policy = hutch_egress_policy_load(instance_dir, &local);
+  if (policy)
+    return policy;
+  if (!g_error_matches(local, G_FILE_ERROR, G_FILE_ERROR_NOENT)) {
+    g_propagate_error(error, g_steal_pointer(&local));
+    return NULL;
+  }
+  g_autoptr(HutchEgressPolicy) from_profile = hutch_profile_egress_policy(profile, error);
+  if (!from_profile || !hutch_egress_policy_save(from_profile, instance_dir, error))
+    return NULL;
+  return g_steal_pointer(&from_profile);
 }
 
 static HutchProfile *instance_profile(HutchInstance *instance, GError **error) {
@@ -940,14 +962,23 @@ static gboolean start_steps(HutchContext *ctx, HutchInstance *instance, gboolean
                        share_plan->len == 1 ? "" : "s");
   }
 
-  hutch_progress_begin(ctx, "network", "passt, SSH on 127.0.0.1:%u", ssh_port);
-  if (!hutch_net_start(instance->meta->runtime_dir, ssh_port, profile->ports, error) ||
-      !hutch_instance_set_meta(instance->domain, "ssh-port", port_text, error)) {
+  g_autoptr(HutchEgressPolicy) policy =
+      hutch_instance_egress_policy(instance->meta->instance_dir, profile, error);
+  if (!policy)
+    return FALSE;
+  const char *mode = hutch_egress_mode_to_string(policy->mode);
+  hutch_progress_begin(ctx, "network", "passt (egress: %s), SSH on 127.0.0.1:%u", mode, ssh_port);
+  gboolean network_up =
+      policy->mode == HUTCH_EGRESS_UNRESTRICTED
+          ? hutch_net_start(instance->meta->runtime_dir, ssh_port, profile->ports, error)
+          : hutch_egress_start(ctx, instance->meta->instance_dir, instance->meta->runtime_dir,
+                               ssh_port, profile->ports, error);
+  if (!network_up || !hutch_instance_set_meta(instance->domain, "ssh-port", port_text, error)) {
     hutch_instance_stop_helpers(instance->meta->runtime_dir);
     return FALSE;
   }
   instance->meta->ssh_port = ssh_port;
-  hutch_progress_end(ctx, "network", "passt, SSH on 127.0.0.1:%u", ssh_port);
+  hutch_progress_end(ctx, "network", "passt (egress: %s), SSH on 127.0.0.1:%u", mode, ssh_port);
 
   hutch_progress_begin(ctx, "boot", "starting the domain");
   if (virDomainCreate(instance->domain) < 0) {
@@ -1389,4 +1420,14 @@ JsonArray *hutch_instance_list(HutchContext *ctx, GError **error) {
   for (guint i = 0; i < described->len; i++)
     json_array_add_object_element(list, json_object_ref(g_ptr_array_index(described, i)));
   return list;
+}
+
+HutchEgressPolicy *hutch_profile_egress_policy(const HutchProfile *profile, GError **error) {
+  (void)profile;
+  (void)error;
+  const char *mode_text = g_getenv("HUTCH_TMP_EGRESS");
+  HutchEgressMode mode = HUTCH_EGRESS_UNRESTRICTED;
+  if (mode_text)
+    hutch_egress_mode_from_string(mode_text, &mode);
+  return hutch_egress_policy_new(mode);
 }

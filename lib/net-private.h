@@ -12,10 +12,22 @@
 #define HUTCH_PASST_PID "passt.pid"
 #define HUTCH_PASST_LOG "passt.log"
 
+/* The guest's addresses when passt runs in the egress helper's namespace */
+#define HUTCH_SANDBOX_GUEST_ADDRESS "10.0.2.15"
+#define HUTCH_SANDBOX_GATEWAY "10.0.2.2"
+#define HUTCH_SANDBOX_DNS "10.0.2.3"
+
 /* The passt command line for a VM (argv, NULL-terminated): --one-off --no-map-gw, the SSH
- * forward 127.0.0.1/ssh_port:22 and one -t/-u per profile port. Pure, for tests. */
+ * forward 127.0.0.1/ssh_port:22 and one -t/-u per profile port. sandboxed: for the egress
+ * helper's namespace (egress-helper.c). Pure, for tests. */
 GStrv hutch_net_passt_argv(const char *passt, const char *runtime_dir, guint ssh_port,
-                           GPtrArray *ports);
+                           GPtrArray *ports, gboolean sandboxed);
+
+/* The passt program: $HUTCH_PASST, else "passt" on PATH */
+const char *hutch_net_find_passt(void);
+
+/* Stops the passt whose --pid is pidfile, if it still runs and is hutch's (pidfile-private.h) */
+void hutch_net_stop_passt(const char *pidfile);
 
 /* The first port of ports with a host port that cannot be bound now (*ret_port: that one), or
  * NULL when all can. instance.c says who holds it and what to do. */

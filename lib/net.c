@@ -20,7 +20,7 @@ static char *port_range(guint16 start, guint16 end) {
 }
 
 GStrv hutch_net_passt_argv(const char *passt, const char *runtime_dir, guint ssh_port,
-                           GPtrArray *ports) {
+                           GPtrArray *ports, gboolean sandboxed) {
   g_autoptr(GStrvBuilder) argv = g_strv_builder_new();
   g_autofree char *socket = g_build_filename(runtime_dir, HUTCH_PASST_SOCKET, NULL);
   g_autofree char *pidfile = g_build_filename(runtime_dir, HUTCH_PASST_PID, NULL);
@@ -43,12 +43,26 @@ GStrv hutch_net_passt_argv(const char *passt, const char *runtime_dir, guint ssh
       NULL,
   };
   g_strv_builder_addv(argv, fixed);
+  if (sandboxed) {
+    /* In the egress helper's namespace, whose only interface is its loopback: passt stays in
+     * the foreground as the helper's child; it is root there (mapped to the user) and must
+     * stay so, having no other uid; the guest gets fixed IPv4 addresses (the namespace has
+     * none to copy) and no IPv6; its DNS server is an address whose queries the helper
+     * answers. */
+    const char *sandbox[] = {"--foreground", "--runas", "0", "--ipv4-only", "--interface", "lo",
+                             "--address", HUTCH_SANDBOX_GUEST_ADDRESS, "--netmask", "24",
+                             "--gateway", HUTCH_SANDBOX_GATEWAY, "--mac-addr", "9a:55:9a:55:9a:55",
+                             "--dns", HUTCH_SANDBOX_DNS, "--no-icmp", NULL};
+    g_strv_builder_addv(argv, sandbox);
+  }
   gboolean any_udp = FALSE;
   for (guint i = 0; ports && i < ports->len; i++) {
     HutchPort *port = g_ptr_array_index(ports, i);
     g_autofree char *host = port_range(port->host_start, port->host_end);
     g_autofree char *guest = port_range(port->guest_start, port->guest_end);
-    g_autofree char *spec = g_strdup_printf("%s/%s:%s", port->host_ip, host, guest);
+    /* sandboxed, passt listens in the namespace (on its loopback), the helper on the host */
+    g_autofree char *spec =
+        g_strdup_printf("%s/%s:%s", sandboxed ? "127.0.0.1" : port->host_ip, host, guest);
     g_strv_builder_add(argv, port->proto == HUTCH_PROTO_UDP ? "-u" : "-t");
     g_strv_builder_add(argv, spec);
     any_udp |= port->proto == HUTCH_PROTO_UDP;
@@ -113,7 +127,7 @@ guint hutch_net_free_port(GError **error) {
   return ntohs(addr.sin_port);
 }
 
-static const char *find_passt(void) {
+const char *hutch_net_find_passt(void) {
   const char *configured = g_getenv("HUTCH_PASST");
   return configured && *configured ? configured : "passt";
 }
@@ -121,8 +135,8 @@ static const char *find_passt(void) {
 /* Stops this VM's passt, if the pidfile still names it: the passt binary hutch runs (which
  * re-executes itself as PASST.avx2 where the CPU has AVX2), with this pidfile as its --pid. A
  * pidfile left behind can name a pid reused since, or another VM's passt. */
-static void stop_passt(const char *pidfile) {
-  g_autofree char *found = g_find_program_in_path(find_passt());
+void hutch_net_stop_passt(const char *pidfile) {
+  g_autofree char *found = g_find_program_in_path(hutch_net_find_passt());
   g_autofree char *exe = found ? realpath(found, NULL) : NULL;
   g_autofree char *avx2 = exe ? g_strconcat(exe, ".avx2", NULL) : NULL;
   const char *exes[] = {exe, avx2, NULL};
@@ -136,11 +150,11 @@ gboolean hutch_net_start(const char *runtime_dir, guint ssh_port, GPtrArray *por
   g_autofree char *pidfile = g_build_filename(runtime_dir, HUTCH_PASST_PID, NULL);
   g_autofree char *logfile = g_build_filename(runtime_dir, HUTCH_PASST_LOG, NULL);
   /* A passt left over from a VM that died with it still waiting would hold the socket. */
-  stop_passt(pidfile);
+  hutch_net_stop_passt(pidfile);
   g_unlink(socket);
   g_unlink(logfile);
 
-  g_auto(GStrv) argv = hutch_net_passt_argv(find_passt(), runtime_dir, ssh_port, ports);
+  g_auto(GStrv) argv = hutch_net_passt_argv(hutch_net_find_passt(), runtime_dir, ssh_port, ports, FALSE);
   g_autofree char *out = NULL, *err = NULL;
   int status = 0;
   /* passt forks into the background and the parent exits once the socket listens. */
@@ -159,7 +173,7 @@ gboolean hutch_net_start(const char *runtime_dir, guint ssh_port, GPtrArray *por
   for (int i = 0; i < 100 && !g_file_test(socket, G_FILE_TEST_EXISTS); i++)
     g_usleep(20 * 1000);
   if (!g_file_test(socket, G_FILE_TEST_EXISTS)) {
-    stop_passt(pidfile);
+    hutch_net_stop_passt(pidfile);
     g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_HELPER, "passt did not create %s", socket);
     return FALSE;
   }
@@ -169,6 +183,6 @@ gboolean hutch_net_start(const char *runtime_dir, guint ssh_port, GPtrArray *por
 void hutch_net_stop(const char *runtime_dir) {
   g_autofree char *socket = g_build_filename(runtime_dir, HUTCH_PASST_SOCKET, NULL);
   g_autofree char *pidfile = g_build_filename(runtime_dir, HUTCH_PASST_PID, NULL);
-  stop_passt(pidfile);
+  hutch_net_stop_passt(pidfile);
   g_unlink(socket);
 }

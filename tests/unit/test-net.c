@@ -25,7 +25,7 @@ static HutchPort *port(const char *ip, guint16 hs, guint16 he, guint16 gs, guint
 }
 
 static void test_passt_argv_defaults(void) {
-  g_auto(GStrv) argv = hutch_net_passt_argv("passt", "/run/h/dev", 2222, NULL);
+  g_auto(GStrv) argv = hutch_net_passt_argv("passt", "/run/h/dev", 2222, NULL, FALSE);
   g_autofree char *line = g_strjoinv(" ", argv);
   g_assert_cmpstr(line, ==,
                   "passt --one-off --no-map-gw --quiet --socket /run/h/dev/passt.socket "
@@ -37,7 +37,7 @@ static void test_passt_argv_ports(void) {
   g_autoptr(GPtrArray) ports = g_ptr_array_new_with_free_func((GDestroyNotify)hutch_port_free);
   g_ptr_array_add(ports, port("127.0.0.1", 8000, 9000, 8000, 9000, HUTCH_PROTO_TCP));
   g_ptr_array_add(ports, port("127.0.0.1", 5353, 5353, 53, 53, HUTCH_PROTO_UDP));
-  g_auto(GStrv) argv = hutch_net_passt_argv("/usr/bin/passt", "/r", 40000, ports);
+  g_auto(GStrv) argv = hutch_net_passt_argv("/usr/bin/passt", "/r", 40000, ports, FALSE);
   g_autofree char *line = g_strjoinv(" ", argv);
   g_assert_nonnull(strstr(line, " -t 127.0.0.1/40000:22 -t 127.0.0.1/8000-9000:8000-9000 "
                                 "-u 127.0.0.1/5353:53"));
@@ -118,7 +118,7 @@ static void test_time_wait_is_free(void) {
 static void test_ipv6_host_ip(void) {
   g_autoptr(GPtrArray) ports = g_ptr_array_new_with_free_func((GDestroyNotify)hutch_port_free);
   g_ptr_array_add(ports, port("::1", 18080, 18080, 80, 80, HUTCH_PROTO_TCP));
-  g_auto(GStrv) argv = hutch_net_passt_argv("passt", "/r", 40000, ports);
+  g_auto(GStrv) argv = hutch_net_passt_argv("passt", "/r", 40000, ports, FALSE);
   g_autofree char *line = g_strjoinv(" ", argv);
   g_assert_nonnull(strstr(line, " -t ::1/18080:80 "));
 

@@ -1,0 +1,26 @@
+/* egress-helper-private.h: the per-VM egress helper that enforces the network policy (see
+ * egress-helper.c for how). */
+#pragma once
+
+#include "context-private.h"
+#include "profile-private.h"
+
+/* In the VM's runtime directory */
+#define HUTCH_EGRESS_PID "egress.pid"
+#define HUTCH_EGRESS_HELPER_LOG "egress-helper.log"
+#define HUTCH_EGRESS_COUNTS "egress.counts"
+/* In the instance directory: one JSON line per decision (docs/json.md) */
+#define HUTCH_EGRESS_LOG "egress.log"
+
+/* Starts the helper for a VM (instead of hutch_net_start's passt) and returns once passt's
+ * socket is there. The policy is the instance's policy file; ports: the profile's (TCP only
+ * under a policy). */
+gboolean hutch_egress_start(HutchContext *ctx, const char *instance_dir, const char *runtime_dir,
+                            guint ssh_port, GPtrArray *ports, GError **error);
+/* Stops the VM's helper (and with it passt) if it runs */
+void hutch_egress_stop(const char *runtime_dir);
+/* Makes the running helper read the instance's policy file again; FALSE when none runs */
+gboolean hutch_egress_reload(const char *runtime_dir);
+gboolean hutch_egress_running(const char *runtime_dir);
+/* The running helper's decisions so far */
+gboolean hutch_egress_counts(const char *runtime_dir, guint64 *ret_allowed, guint64 *ret_denied);
