@@ -856,7 +856,8 @@ static void test_round_trip(void) {
     g_autofree char *path = data_path(relative[i][0], relative[i][1], relative[i][2], NULL);
     assert_round_trip(path);
   }
-  static const char *const shipped[] = {"default", "minimal", "debian-12", "ubuntu-24.04"};
+  static const char *const shipped[] = {"default", "minimal", "debian-12", "ubuntu-24.04",
+                                        "ai-dev"};
   for (gsize i = 0; i < G_N_ELEMENTS(shipped); i++) {
     g_autofree char *file = g_strconcat(shipped[i], ".yaml", NULL);
     g_autofree char *path = g_build_filename(g_getenv("HUTCH_SOURCE_DIR"), "profiles", file, NULL);
@@ -1131,6 +1132,35 @@ static void test_shipped(void) {
   g_autoptr(HutchProfile) u = hutch_profile_load("ubuntu-24.04", &error);
   g_assert_no_error(error);
   g_assert_true(g_str_has_suffix(u->image.checksums, "/SHA256SUMS"));
+
+  /* network: default public, minimal none, ai-dev an allowlist; the images' profiles leave
+   * it to the default */
+  g_assert_cmpint(d->egress, ==, HUTCH_EGRESS_PUBLIC);
+  g_assert_cmpint(m->egress, ==, HUTCH_EGRESS_NONE);
+  g_assert_cmpint(u->egress, ==, HUTCH_EGRESS_UNSET);
+  g_autoptr(HutchProfile) debian = hutch_profile_load("debian-12", &error);
+  g_assert_no_error(error);
+  g_assert_cmpint(debian->egress, ==, HUTCH_EGRESS_UNSET);
+  g_assert_cmpuint(debian->egress_allow->len + debian->egress_deny->len, ==, 0);
+  g_assert_cmpint(guest->egress, ==, HUTCH_EGRESS_UNSET);
+  g_autoptr(HutchProfile) ai = hutch_profile_load("ai-dev", &error);
+  g_assert_no_error(error);
+  g_assert_cmpint(ai->egress, ==, HUTCH_EGRESS_ALLOWLIST);
+  /* what its provisioning downloads from (apt, go.sh, node.sh, npm-cli.sh, docker.sh, gh.sh)
+   * and the AI tools' APIs */
+  static const char *const needed[] = {
+      "deb.debian.org",          "security.debian.org", "go.dev",
+      "dl.google.com",           "nodejs.org",          "registry.npmjs.org",
+      "*.githubusercontent.com", "cli.github.com",      "download.docker.com",
+      "api.anthropic.com",       "api.openai.com",      "generativelanguage.googleapis.com",
+  };
+  for (gsize i = 0; i < G_N_ELEMENTS(needed); i++)
+    if (!g_ptr_array_find_with_equal_func(ai->egress_allow, needed[i], g_str_equal, NULL))
+      g_error("ai-dev's allow has no %s", needed[i]);
+  g_assert_cmpuint(ai->egress_deny->len, ==, 0);
+  g_autoptr(HutchEgressPolicy) policy = hutch_profile_egress_policy(ai, &error);
+  g_assert_no_error(error);
+  g_assert_cmpuint(policy->allow->len, ==, ai->egress_allow->len);
 }
 
 int main(int argc, char **argv) {
