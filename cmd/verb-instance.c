@@ -449,6 +449,20 @@ static char *info_element_text(const char *member, JsonObject *o) {
   return NULL;
 }
 
+/* info's "network": the mode, then a line per rule ("allow NAME", "deny NAME"). */
+static void print_network(JsonObject *network) {
+  printf("%-14s %s\n", "network",
+         json_object_get_string_member_with_default(network, "egress", ""));
+  static const char *const lists[] = {"allow", "deny"};
+  for (gsize i = 0; i < G_N_ELEMENTS(lists); i++) {
+    JsonArray *rules = json_object_has_member(network, lists[i])
+                           ? json_object_get_array_member(network, lists[i])
+                           : NULL;
+    for (guint j = 0; rules && j < json_array_get_length(rules); j++)
+      printf("%-14s %s %s\n", "", lists[i], json_array_get_string_element(rules, j));
+  }
+}
+
 int verb_info(Cli *cli, int argc, char **argv) {
   CliOptions opts = {cli_find_verb("info"), "", json_longopts, 0};
   int c;
@@ -496,6 +510,8 @@ int verb_info(Cli *cli, int argc, char **argv) {
           text = json_to_string(element, FALSE);
         printf("%-14s %s\n", i == 0 ? (const char *)l->data : "", text ? text : "");
       }
+    } else if (JSON_NODE_HOLDS_OBJECT(value) && strcmp(l->data, "network") == 0) {
+      print_network(json_node_get_object(value));
     }
   }
   return EXIT_OK;
