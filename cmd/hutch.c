@@ -43,7 +43,9 @@ static const Verb verbs[] = {
      "                      forward a host port to the guest (repeatable; host side\n"
      "                      binds 127.0.0.1 unless HOST_IP is given)\n"
      "      --no-ports      drop the profile's port forwards (--port adds others): for a\n"
-     "                      second VM from a profile whose ports the first one holds\n"},
+     "                      second VM from a profile whose ports the first one holds\n"
+     "      --egress MODE   override the profile's network.egress: none, allowlist, public\n"
+     "                      or unrestricted (see hutch-profile(5))\n"},
     {"delete", verb_delete, "remove a VM, its disk, snapshots and helpers",
      "usage: hutch delete NAME [--force]\n"
      "\n"
@@ -141,8 +143,8 @@ static const Verb verbs[] = {
      "      --no-wait   return once the domain runs\n"},
     {"run", verb_run, "run one command in a new VM that is deleted afterwards",
      "usage: hutch run [--profile PROFILE | -f FILE] [--share DIR[:GUEST][:ro]]... [--port SPEC]...\n"
-     "                 [--no-ports] [--cpus N] [--memory SIZE] [--disk SIZE] [--name NAME]\n"
-     "                 [--keep] -- CMD [ARG...]\n"
+     "                 [--no-ports] [--egress MODE] [--cpus N] [--memory SIZE] [--disk SIZE]\n"
+     "                 [--name NAME] [--keep] -- CMD [ARG...]\n"
      "\n"
      "Creates a VM (named run-XXXXXX unless --name), starts it, runs CMD in it (with a\n"
      "terminal when stdin and stdout are one; in the first share's guest path, else the\n"
@@ -152,7 +154,7 @@ static const Verb verbs[] = {
      "\n"
      "  -p, --profile PROFILE   the profile (default: default)\n"
      "  -f, --file FILE         a profile file\n"
-     "      --share, --port, --no-ports, --cpus, --memory, --disk   as for create\n"
+     "      --share, --port, --no-ports, --egress, --cpus, --memory, --disk   as for create\n"
      "      --name NAME         the VM's name\n"
      "      --keep              keep the VM afterwards (stopped only by hutch stop NAME)\n"},
     {"shell", verb_shell, "open a shell in a VM, or run a command there",

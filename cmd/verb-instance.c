@@ -19,6 +19,7 @@ typedef struct {
   GPtrArray *shares;   /* --share specs, in order */
   GPtrArray *ports;    /* --port specs, in order */
   gboolean no_ports;   /* --no-ports: drop the profile's ports (before --port adds any) */
+  const char *egress;  /* --egress MODE (create and run) */
   gboolean no_wait;
   gboolean foreground;  /* start --foreground (cmd/foreground.c) */
 } CreateOptions;
@@ -34,6 +35,7 @@ enum {
   OPT_FOREGROUND,
   OPT_REMOVE_SHARE,
   OPT_REMOVE_PORT,
+  OPT_EGRESS,
 };
 
 static const struct option create_longopts[] = {
@@ -47,6 +49,7 @@ static const struct option create_longopts[] = {
     {"port", required_argument, NULL, OPT_PORT},
     {"no-ports", no_argument, NULL, OPT_NO_PORTS},
     {"foreground", no_argument, NULL, OPT_FOREGROUND},
+    {"egress", required_argument, NULL, OPT_EGRESS},
     {NULL, 0, NULL, 0},
 };
 
@@ -78,6 +81,9 @@ static gboolean create_option(CreateOptions *out, int c, char *arg) {
   case OPT_NO_PORTS:
     out->no_ports = TRUE;
     return TRUE;
+  case OPT_EGRESS:
+    out->egress = arg;
+    return TRUE;
   default:
     return FALSE;
   }
@@ -107,6 +113,9 @@ static int parse_create_options(CliOptions *opts, CreateOptions *out, gboolean a
   }
   if (c < 0)
     return opts->exit_code;
+  /* start shares create's table; its --egress is not this one */
+  if (allow_no_wait && out->egress)
+    return cli_usage_error(opts->verb->name, "unknown option '--egress'");
   if (out->profile && out->file)
     return cli_usage_error(opts->verb->name, "--profile and --file exclude each other");
   if (!cli_expect_args(opts, argc, argv, 1, 1))
@@ -124,6 +133,8 @@ static HutchProfile *load_profile(const CreateOptions *o, GError **error) {
   if (o->memory && !hutch_profile_set_memory(profile, o->memory, error))
     return NULL;
   if (o->disk && !hutch_profile_set_disk(profile, o->disk, error))
+    return NULL;
+  if (o->egress && !hutch_profile_set_egress(profile, o->egress, error))
     return NULL;
   for (guint i = 0; i < o->shares->len; i++)
     if (!hutch_profile_add_share_spec(profile, g_ptr_array_index(o->shares, i), error))
@@ -438,6 +449,20 @@ static char *info_element_text(const char *member, JsonObject *o) {
   return NULL;
 }
 
+/* info's "network": the mode, then a line per rule ("allow NAME", "deny NAME"). */
+static void print_network(JsonObject *network) {
+  printf("%-14s %s\n", "network",
+         json_object_get_string_member_with_default(network, "egress", ""));
+  static const char *const lists[] = {"allow", "deny"};
+  for (gsize i = 0; i < G_N_ELEMENTS(lists); i++) {
+    JsonArray *rules = json_object_has_member(network, lists[i])
+                           ? json_object_get_array_member(network, lists[i])
+                           : NULL;
+    for (guint j = 0; rules && j < json_array_get_length(rules); j++)
+      printf("%-14s %s %s\n", "", lists[i], json_array_get_string_element(rules, j));
+  }
+}
+
 int verb_info(Cli *cli, int argc, char **argv) {
   CliOptions opts = {cli_find_verb("info"), "", json_longopts, 0};
   int c;
@@ -485,6 +510,8 @@ int verb_info(Cli *cli, int argc, char **argv) {
           text = json_to_string(element, FALSE);
         printf("%-14s %s\n", i == 0 ? (const char *)l->data : "", text ? text : "");
       }
+    } else if (JSON_NODE_HOLDS_OBJECT(value) && strcmp(l->data, "network") == 0) {
+      print_network(json_node_get_object(value));
     }
   }
   return EXIT_OK;
@@ -615,6 +642,7 @@ int verb_run(Cli *cli, int argc, char **argv) {
       {"share", required_argument, NULL, OPT_SHARE},
       {"port", required_argument, NULL, OPT_PORT},
       {"no-ports", no_argument, NULL, OPT_NO_PORTS},
+      {"egress", required_argument, NULL, OPT_EGRESS},
       {"name", required_argument, NULL, OPT_NAME},
       {"keep", no_argument, NULL, OPT_KEEP},
       {NULL, 0, NULL, 0},

@@ -84,6 +84,9 @@ HUTCH_PUBLIC gboolean hutch_profile_set_memory(HutchProfile *profile, const char
                                                GError **error);
 HUTCH_PUBLIC gboolean hutch_profile_set_disk(HutchProfile *profile, const char *size,
                                              GError **error);
+/* --egress MODE: none, allowlist, public or unrestricted (network.egress). */
+HUTCH_PUBLIC gboolean hutch_profile_set_egress(HutchProfile *profile, const char *mode,
+                                               GError **error);
 
 /* --share HOST:GUEST[:ro|rw] and --port [HOST_IP:]HOST[-END]:GUEST[-END][/tcp|/udp], added
  * to the profile under its own rules (a share with the same guest path replaces the

@@ -1228,8 +1228,15 @@ static const char *state_name(int state) {
  * an older hutch kept (a ready-channel line). */
 #define OPTIONAL_FAILED_READ_MAX (HUTCH_READY_FAILED_MAX * (HUTCH_READY_LINE_MAX + 1))
 
-/* "shares" and "ports" of the info object, from the frozen profile (the one every start
- * uses); left out when it cannot be read. */
+static JsonArray *string_array(GPtrArray *strings) {
+  JsonArray *array = json_array_new();
+  for (guint i = 0; i < strings->len; i++)
+    json_array_add_string_element(array, g_ptr_array_index(strings, i));
+  return array;
+}
+
+/* "shares", "ports" and "network" of the info object, from the frozen profile (the one every
+ * start uses); left out when it cannot be read. */
 static void describe_profile(JsonObject *o, HutchInstance *instance) {
   g_autofree char *path =
       g_build_filename(instance->meta->instance_dir, HUTCH_INSTANCE_PROFILE, NULL);
@@ -1262,6 +1269,13 @@ static void describe_profile(JsonObject *o, HutchInstance *instance) {
     json_array_add_object_element(ports, entry);
   }
   json_object_set_array_member(o, "ports", ports);
+  JsonObject *network = json_object_new();
+  HutchEgressMode egress =
+      profile->egress == HUTCH_EGRESS_UNSET ? HUTCH_EGRESS_DEFAULT : profile->egress;
+  json_object_set_string_member(network, "egress", hutch_egress_mode_to_string(egress));
+  json_object_set_array_member(network, "allow", string_array(profile->egress_allow));
+  json_object_set_array_member(network, "deny", string_array(profile->egress_deny));
+  json_object_set_object_member(o, "network", network);
 }
 
 /* The documented info object (docs/json.md). */

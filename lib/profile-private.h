@@ -4,6 +4,7 @@
  * be expanded on the side they belong to. */
 #pragma once
 
+#include "egress-private.h"
 #include "hutch.h"
 
 typedef enum { HUTCH_ACCEL_AUTO, HUTCH_ACCEL_KVM, HUTCH_ACCEL_TCG, HUTCH_ACCEL_N } HutchAccel;
@@ -89,9 +90,16 @@ struct _HutchProfile {
   GPtrArray *env;       /* HutchEnvVar*, owned, in order of first definition */
   guint boot_timeout;   /* seconds, default 600 */
   char *description;    /* `description:` of the file itself (not inherited), or NULL */
+  /* network: egress is HUTCH_EGRESS_UNSET when no file of the chain says (the policy then
+   * has HUTCH_EGRESS_DEFAULT); allow and deny are rule texts (char*, owned, as
+   * hutch_egress_rule_parse normalises them), the base's first, each text once. */
+  HutchEgressMode egress;
+  GPtrArray *egress_allow;
+  GPtrArray *egress_deny;
   /* Where each value was read, through the base chain: "FILE:LINE" by key ("cpus",
-   * "user.uid", "image", "shares:GUEST", "ports[N]", "provision:NAME", "env.NAME"); a key
-   * that is absent has its default. */
+   * "user.uid", "image", "shares:GUEST", "ports[N]", "provision:NAME", "env.NAME",
+   * "network.egress"; "network.allow" and "network.deny" list every file that adds to
+   * them); a key that is absent has its default. */
   GHashTable *origins;
 };
 
@@ -126,6 +134,9 @@ gboolean hutch_profile_remove_share(HutchProfile *profile, const char *guest,
  * "127.0.0.1:5353/udp"; and its guest side: "8000-9000". */
 char *hutch_port_host_to_string(const HutchPort *port);
 char *hutch_port_guest_to_string(const HutchPort *port);
+/* The profile's network policy: its mode (HUTCH_EGRESS_DEFAULT when unset), allow and deny
+ * through hutch_egress_policy_add (deny wins: a text in both is denied). */
+HutchEgressPolicy *hutch_profile_egress_policy(const HutchProfile *profile, GError **error);
 /* The directories searched for profiles by name, in order (existing or not). */
 GPtrArray *hutch_profile_search_path(void);
 void hutch_share_free(HutchShare *share);

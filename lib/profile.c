@@ -108,6 +108,9 @@ HutchProfile *hutch_profile_new_defaults(void) {
   p->provision = g_ptr_array_new_with_free_func((GDestroyNotify)provision_step_free);
   p->env = g_ptr_array_new_with_free_func((GDestroyNotify)env_var_free);
   p->boot_timeout = 600;
+  p->egress = HUTCH_EGRESS_UNSET;
+  p->egress_allow = g_ptr_array_new_with_free_func(g_free);
+  p->egress_deny = g_ptr_array_new_with_free_func(g_free);
   p->origins = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
   return p;
 }
@@ -126,6 +129,8 @@ void hutch_profile_free(HutchProfile *p) {
   g_ptr_array_unref(p->ports);
   g_ptr_array_unref(p->provision);
   g_ptr_array_unref(p->env);
+  g_ptr_array_unref(p->egress_allow);
+  g_ptr_array_unref(p->egress_deny);
   g_free(p->description);
   g_free(p);
 }
@@ -406,6 +411,16 @@ static char *check_digest(const char *text, char **ret) {
   return NULL;
 }
 
+static char *check_egress_mode(const char *text, HutchEgressMode *ret) {
+  HutchEgressMode mode;
+  if (hutch_egress_mode_from_string(text, &mode) && mode != HUTCH_EGRESS_UNSET) {
+    *ret = mode;
+    return NULL;
+  }
+  g_autofree char *q = quote(text);
+  return g_strdup_printf("%s is not an egress mode (none, allowlist, public or unrestricted)", q);
+}
+
 /* ---- Command-line specs ------------------------------------------------------------------ */
 
 static HutchPort *port_from_spec(const char *spec, char **why) {
@@ -571,6 +586,26 @@ gboolean hutch_profile_set_disk(HutchProfile *p, const char *size, GError **erro
   if (why)
     g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE, "disk: %s", why);
   return why == NULL;
+}
+
+gboolean hutch_profile_set_egress(HutchProfile *p, const char *mode, GError **error) {
+  g_autofree char *why = check_egress_mode(mode, &p->egress);
+  if (why)
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE, "egress: %s", why);
+  return why == NULL;
+}
+
+HutchEgressPolicy *hutch_profile_egress_policy(const HutchProfile *p, GError **error) {
+  g_autoptr(HutchEgressPolicy) policy =
+      hutch_egress_policy_new(p->egress == HUTCH_EGRESS_UNSET ? HUTCH_EGRESS_DEFAULT : p->egress);
+  /* deny after allow: policy_add takes a text out of the other list, so deny wins */
+  for (guint i = 0; i < p->egress_allow->len; i++)
+    if (!hutch_egress_policy_add(policy, FALSE, g_ptr_array_index(p->egress_allow, i), error))
+      return NULL;
+  for (guint i = 0; i < p->egress_deny->len; i++)
+    if (!hutch_egress_policy_add(policy, TRUE, g_ptr_array_index(p->egress_deny, i), error))
+      return NULL;
+  return g_steal_pointer(&policy);
 }
 
 /* ---- Search path ------------------------------------------------------------------------- */
@@ -1418,6 +1453,67 @@ static gboolean key_env(Loader *l, gpointer target, yaml_node_t *v, const char *
   return TRUE;
 }
 
+/* network: */
+
+static gboolean network_egress(Loader *l, gpointer target, yaml_node_t *v, const char *key,
+                               GError **error) {
+  HutchProfile *p = target;
+  const char *text = expect_scalar(l, v, key, "none, allowlist, public or unrestricted", error);
+  return text && check_at(l, v, key, check_egress_mode(text, &p->egress), error);
+}
+
+/* A list of destinations, appended to rules (each text once; a base's come first). */
+static gboolean network_rules(Loader *l, yaml_node_t *v, const char *key, GPtrArray *rules,
+                              GError **error) {
+  if (is_null(v))
+    return TRUE;
+  if (v->type != YAML_SEQUENCE_NODE)
+    return fail_at(l, v, key, error,
+                   "expected a list of destinations (e.g. [deb.debian.org, \"*.npmjs.org\", "
+                   "github.com:22]), got %s",
+                   node_kind(v));
+  guint index = 0;
+  FOR_EACH_ITEM(l, v, item) {
+    g_autofree char *item_key = g_strdup_printf("%s[%u]", key, index++);
+    const char *text = expect_scalar(
+        l, item, item_key, "a destination (NAME, *.NAME, NAME:PORT, ADDR[/PREFIX][:PORT])", error);
+    if (!text)
+      return FALSE;
+    g_autoptr(GError) local = NULL;
+    g_autoptr(HutchEgressRule) rule = hutch_egress_rule_parse(text, &local);
+    if (!rule)
+      return fail_at(l, item, item_key, error, "%s", local->message);
+    if (!g_ptr_array_find_with_equal_func(rules, rule->text, g_str_equal, NULL))
+      g_ptr_array_add(rules, g_strdup(rule->text));
+  }
+  set_origin(l, key, v, TRUE);
+  return TRUE;
+}
+
+static gboolean network_allow(Loader *l, gpointer target, yaml_node_t *v, const char *key,
+                              GError **error) {
+  return network_rules(l, v, key, ((HutchProfile *)target)->egress_allow, error);
+}
+
+static gboolean network_deny(Loader *l, gpointer target, yaml_node_t *v, const char *key,
+                             GError **error) {
+  return network_rules(l, v, key, ((HutchProfile *)target)->egress_deny, error);
+}
+
+static const KeySpec network_keys[] = {
+    {"egress", network_egress},
+    {"allow", network_allow},
+    {"deny", network_deny},
+};
+
+static gboolean key_network(Loader *l, gpointer target, yaml_node_t *v, const char *key,
+                            GError **error) {
+  if (is_null(v))
+    return TRUE;
+  return walk_mapping(l, v, key, "a mapping with egress, allow, deny", network_keys,
+                      G_N_ELEMENTS(network_keys), target, error);
+}
+
 /* image: */
 
 static void image_spec_free(HutchImageSpec *image) {
@@ -1662,6 +1758,7 @@ static const KeySpec profile_keys[] = {
     {"user", key_user},
     {"shares", key_shares},
     {"ports", key_ports},
+    {"network", key_network},
     {"provision", key_provision},
     {"env", key_env},
 };
@@ -2031,6 +2128,30 @@ static void emit_port_range(Emit *e, const char *key, guint start, guint end) {
   emit_key_plain(e, key, text);
 }
 
+static void emit_rules(Emit *e, const char *key, GPtrArray *rules) {
+  emit_plain(e, key);
+  emit_sequence_start(e, FALSE);
+  for (guint i = 0; i < rules->len; i++)
+    emit_string(e, g_ptr_array_index(rules, i));
+  emit_sequence_end(e);
+}
+
+/* Only what the files said: an unset mode stays unset (the default may change, and a frozen
+ * profile that never chose should follow it). */
+static void emit_network(Emit *e, const HutchProfile *p) {
+  if (p->egress == HUTCH_EGRESS_UNSET && p->egress_allow->len == 0 && p->egress_deny->len == 0)
+    return;
+  emit_plain(e, "network");
+  emit_mapping_start(e, FALSE);
+  if (p->egress != HUTCH_EGRESS_UNSET)
+    emit_key_plain(e, "egress", hutch_egress_mode_to_string(p->egress));
+  if (p->egress_allow->len > 0)
+    emit_rules(e, "allow", p->egress_allow);
+  if (p->egress_deny->len > 0)
+    emit_rules(e, "deny", p->egress_deny);
+  emit_mapping_end(e);
+}
+
 static void emit_build(Emit *e, const HutchImageSpec *image) {
   emit_plain(e, "build");
   emit_mapping_start(e, FALSE);
@@ -2128,6 +2249,8 @@ static void emit_profile(Emit *e, const HutchProfile *p) {
   }
   emit_sequence_end(e);
 
+  emit_network(e, p);
+
   emit_plain(e, "provision");
   emit_sequence_start(e, p->provision->len == 0);
   for (guint i = 0; i < p->provision->len; i++) {
@@ -2221,6 +2344,13 @@ static char *describe_image(const HutchImageSpec *image) {
   return g_strdup("none");
 }
 
+static char *join_rules(GPtrArray *rules) {
+  GString *out = g_string_new(NULL);
+  for (guint i = 0; i < rules->len; i++)
+    g_string_append_printf(out, "%s%s", i ? ", " : "", (const char *)g_ptr_array_index(rules, i));
+  return g_string_free(out, FALSE);
+}
+
 char *hutch_profile_to_origins(const HutchProfile *p) {
   GString *out = g_string_new(NULL);
   if (p->description)
@@ -2264,6 +2394,16 @@ char *hutch_profile_to_origins(const HutchProfile *p) {
     g_autofree char *value = g_strdup_printf("%s %s -> %s/%s", port->host_ip, host, guest,
                                              hutch_proto_to_string(port->proto));
     origin_line(out, p, key, key, value);
+  }
+  HutchEgressMode egress = p->egress == HUTCH_EGRESS_UNSET ? HUTCH_EGRESS_DEFAULT : p->egress;
+  origin_line(out, p, "network.egress", "network.egress", hutch_egress_mode_to_string(egress));
+  if (p->egress_allow->len > 0) {
+    g_autofree char *allow = join_rules(p->egress_allow);
+    origin_line(out, p, "network.allow", "network.allow", allow);
+  }
+  if (p->egress_deny->len > 0) {
+    g_autofree char *deny = join_rules(p->egress_deny);
+    origin_line(out, p, "network.deny", "network.deny", deny);
   }
   for (guint i = 0; i < p->provision->len; i++) {
     const HutchProvisionStep *step = g_ptr_array_index(p->provision, i);

@@ -95,7 +95,10 @@ static void test_info_shares_ports_forwards(void) {
                       "  - { host: /srv/data, guest: /mnt/data }\n"
                       "ports:\n"
                       "  - { host: 8000-9000, guest: 8000-9000 }\n"
-                      "  - { host: 5353, guest: 53, proto: udp, host_ip: '::1' }\n",
+                      "  - { host: 5353, guest: 53, proto: udp, host_ip: '::1' }\n"
+                      "network:\n"
+                      "  egress: allowlist\n"
+                      "  allow: [deb.debian.org, '*.npmjs.org']\n",
                       "u");
   g_autofree char *run = g_build_filename(dir, "run", NULL);
   g_assert_true(hutch_mkdir(run, 0700, &error));
@@ -121,6 +124,8 @@ static void test_info_shares_ports_forwards(void) {
       "\"guest_start\":8000,\"guest_end\":9000,\"proto\":\"tcp\"},"
       "{\"host_ip\":\"::1\",\"host_start\":5353,\"host_end\":5353,"
       "\"guest_start\":53,\"guest_end\":53,\"proto\":\"udp\"}],"
+      "\"network\":{\"egress\":\"allowlist\",\"allow\":[\"deb.debian.org\",\"*.npmjs.org\"],"
+      "\"deny\":[]},"
       "\"forwards\":[{\"host_ip\":\"127.0.0.1\",\"host_port\":4000,\"guest_port\":80,"
       "\"pid\":%d}]}",
       home, (int)forward);
@@ -131,12 +136,20 @@ static void test_info_shares_ports_forwards(void) {
 
   kill(forward, SIGKILL);
   waitpid(forward, NULL, 0);
+  /* a profile that does not say has the default mode */
+  write_in(dir, HUTCH_INSTANCE_PROFILE, "cpus: 2\n");
+  g_autoptr(JsonObject) info_default = hutch_instance_info(ctx, "dev", &error);
+  g_assert_no_error(error);
+  JsonObject *network = json_object_get_object_member(info_default, "network");
+  g_assert_cmpstr(json_object_get_string_member(network, "egress"), ==, "public");
+  g_assert_cmpuint(json_array_get_length(json_object_get_array_member(network, "allow")), ==, 0);
   /* without a readable frozen profile there is nothing to say about shares and ports */
   write_in(dir, HUTCH_INSTANCE_PROFILE, "cpus: many\n");
   g_autoptr(JsonObject) info2 = hutch_instance_info(ctx, "dev", &error);
   g_assert_no_error(error);
   g_assert_false(json_object_has_member(info2, "shares"));
   g_assert_false(json_object_has_member(info2, "ports"));
+  g_assert_false(json_object_has_member(info2, "network"));
   g_assert_cmpuint(json_array_get_length(json_object_get_array_member(info2, "forwards")), ==, 0);
   undefine_instance(ctx, "dev");
 }

@@ -45,7 +45,7 @@ static const ErrorCase error_cases[] = {
      "line 2)"},
     {"unknown-key.yaml",
      "2:1: memroy: unknown key (valid keys: base, description, cpus, memory, disk, accel, "
-     "boot_timeout, image, user, shares, ports, provision, env)"},
+     "boot_timeout, image, user, shares, ports, network, provision, env)"},
     {"unknown-nested-key.yaml",
      "3:3: user.home: unknown key (valid keys: name, uid, gid, sudo, shell)"},
     {"wrong-type.yaml", "3:3: memory: expected a size (e.g. 4GiB), got a mapping"},
@@ -132,6 +132,19 @@ static const ErrorCase error_cases[] = {
     {"image-fallback-bad-package.yaml",
      "6:24: image.fallback.build.packages: '-o Dpkg::x' is not a package name (e.g. "
      "build-essential)"},
+    {"network-bad-mode.yaml",
+     "2:11: network.egress: 'open' is not an egress mode (none, allowlist, public or "
+     "unrestricted)"},
+    {"network-bad-rule.yaml",
+     "5:7: network.allow[1]: destination 'exa mple.org': not a name (letters, digits, '-' and "
+     "'.'; '*.' only in front), an address or a range"},
+    {"network-bad-deny.yaml",
+     "2:10: network.deny[0]: destination '[::1': an IPv6 address needs its closing ']'"},
+    {"network-unknown-key.yaml",
+     "3:3: network.alow: unknown key (valid keys: egress, allow, deny)"},
+    {"network-not-list.yaml",
+     "2:9: network.deny: expected a list of destinations (e.g. [deb.debian.org, \"*.npmjs.org\", "
+     "github.com:22]), got a single value"},
     {"user-root.yaml",
      "2:9: user.name: 'root' is not a user name (lower-case letters, digits, '_', '-'; not "
      "root)"},
@@ -756,6 +769,12 @@ static void assert_images_equal(const HutchImageSpec *a, const HutchImageSpec *b
     assert_images_equal(a->fallback, b->fallback);
 }
 
+static void assert_rules_equal(GPtrArray *a, GPtrArray *b) {
+  g_assert_cmpuint(a->len, ==, b->len);
+  for (guint i = 0; i < a->len; i++)
+    g_assert_cmpstr(g_ptr_array_index(a, i), ==, g_ptr_array_index(b, i));
+}
+
 static void assert_profiles_equal(const HutchProfile *a, const HutchProfile *b) {
   g_assert_cmpstr(a->name, ==, b->name);
   g_assert_cmpstr(a->description, ==, b->description);
@@ -801,6 +820,9 @@ static void assert_profiles_equal(const HutchProfile *a, const HutchProfile *b) 
     g_assert_cmpint(x->as_user, ==, y->as_user);
     g_assert_cmpint(x->optional, ==, y->optional);
   }
+  g_assert_cmpint(a->egress, ==, b->egress);
+  assert_rules_equal(a->egress_allow, b->egress_allow);
+  assert_rules_equal(a->egress_deny, b->egress_deny);
   g_assert_cmpuint(a->env->len, ==, b->env->len);
   for (guint i = 0; i < a->env->len; i++) {
     const char *xv, *yv;
@@ -834,7 +856,8 @@ static void test_round_trip(void) {
     g_autofree char *path = data_path(relative[i][0], relative[i][1], relative[i][2], NULL);
     assert_round_trip(path);
   }
-  static const char *const shipped[] = {"default", "minimal", "debian-12", "ubuntu-24.04"};
+  static const char *const shipped[] = {"default", "minimal", "debian-12", "ubuntu-24.04",
+                                        "ai-dev"};
   for (gsize i = 0; i < G_N_ELEMENTS(shipped); i++) {
     g_autofree char *file = g_strconcat(shipped[i], ".yaml", NULL);
     g_autofree char *path = g_build_filename(g_getenv("HUTCH_SOURCE_DIR"), "profiles", file, NULL);
@@ -929,6 +952,129 @@ static void test_origins(void) {
   check_golden(relative, "inherit/grandchild.origins");
 }
 
+/* ---- network: --------------------------------------------------------------------------- */
+
+/* The rule texts of a list, as one string (for comparisons). */
+static char *rules_text(GPtrArray *rules) {
+  g_autoptr(GString) out = g_string_new(NULL);
+  for (guint i = 0; i < rules->len; i++)
+    g_string_append_printf(out, "%s%s", i ? " " : "", (const char *)g_ptr_array_index(rules, i));
+  return g_strdup(out->str);
+}
+
+static void test_network_modes(void) {
+  static const struct {
+    const char *yaml;
+    HutchEgressMode mode;
+  } cases[] = {
+      {"network:\n  egress: none\n", HUTCH_EGRESS_NONE},
+      {"network:\n  egress: allowlist\n", HUTCH_EGRESS_ALLOWLIST},
+      {"network:\n  egress: public\n", HUTCH_EGRESS_PUBLIC},
+      {"network: {egress: unrestricted}\n", HUTCH_EGRESS_UNRESTRICTED},
+      {"cpus: 1\n", HUTCH_EGRESS_UNSET},
+      {"network:\n", HUTCH_EGRESS_UNSET},
+      {"network: {allow: [deb.debian.org]}\n", HUTCH_EGRESS_UNSET},
+  };
+  for (gsize i = 0; i < G_N_ELEMENTS(cases); i++) {
+    g_autoptr(HutchProfile) p = load_text(cases[i].yaml);
+    g_assert_cmpint(p->egress, ==, cases[i].mode);
+  }
+  /* rule texts as the rule parser normalises them, each once */
+  g_autoptr(HutchProfile) p =
+      load_text("network:\n"
+                "  allow: [Deb.Debian.org, deb.debian.org, \"*.NPMjs.org\",\n"
+                "          \"198.51.100.7/32:8080\", \"[2001:db8::1]:22\"]\n"
+                "  deny: [evil.example]\n");
+  g_autofree char *allow = rules_text(p->egress_allow);
+  g_assert_cmpstr(allow, ==, "deb.debian.org *.npmjs.org 198.51.100.7/32:8080 [2001:db8::1]:22");
+  g_autofree char *deny = rules_text(p->egress_deny);
+  g_assert_cmpstr(deny, ==, "evil.example");
+  g_assert_nonnull(g_hash_table_lookup(p->origins, "network.allow"));
+  g_assert_null(g_hash_table_lookup(p->origins, "network.egress"));
+}
+
+static void test_network_inherit(void) {
+  g_autofree char *child_path = data_path("inherit", "child.yaml", NULL);
+  g_autoptr(HutchProfile) child = load_ok(child_path);
+  /* egress from the base (the child does not say); lists: the base's, then the child's */
+  g_assert_cmpint(child->egress, ==, HUTCH_EGRESS_ALLOWLIST);
+  g_autofree char *allow = rules_text(child->egress_allow);
+  g_assert_cmpstr(allow, ==, "deb.debian.org *.npmjs.org github.com:22");
+  g_autofree char *deny = rules_text(child->egress_deny);
+  g_assert_cmpstr(deny, ==, "evil.example bad.example");
+
+  g_autofree char *path = data_path("inherit", "grandchild.yaml", NULL);
+  g_autoptr(HutchProfile) p = load_ok(path);
+  /* the most derived file that says wins */
+  g_assert_cmpint(p->egress, ==, HUTCH_EGRESS_PUBLIC);
+  g_autofree char *allow_again = rules_text(p->egress_allow);
+  g_assert_cmpstr(allow_again, ==, allow);
+  g_autofree char *base = data_path("inherit", "base.yaml", NULL);
+  g_autofree char *origin = g_strdup_printf("%s:7", path);
+  g_assert_cmpstr(g_hash_table_lookup(p->origins, "network.egress"), ==, origin);
+  g_autofree char *allow_origin = g_strdup_printf("%s:24, %s:18", base, child_path);
+  g_assert_cmpstr(g_hash_table_lookup(p->origins, "network.allow"), ==, allow_origin);
+}
+
+static void test_network_policy(void) {
+  g_autoptr(GError) error = NULL;
+  /* unset: the default mode, no rules */
+  g_autoptr(HutchProfile) empty = load_text("cpus: 1\n");
+  g_autoptr(HutchEgressPolicy) def = hutch_profile_egress_policy(empty, &error);
+  g_assert_no_error(error);
+  g_assert_cmpint(def->mode, ==, HUTCH_EGRESS_DEFAULT);
+  g_assert_cmpint(def->mode, ==, HUTCH_EGRESS_PUBLIC);
+  g_assert_cmpuint(def->allow->len + def->deny->len, ==, 0);
+
+  /* deny wins over allow: a text in both is only denied */
+  g_autoptr(HutchProfile) p = load_text("network:\n"
+                                        "  egress: allowlist\n"
+                                        "  allow: [deb.debian.org, github.com:22, evil.example]\n"
+                                        "  deny: [evil.example]\n");
+  g_autoptr(HutchEgressPolicy) policy = hutch_profile_egress_policy(p, &error);
+  g_assert_no_error(error);
+  g_assert_cmpint(policy->mode, ==, HUTCH_EGRESS_ALLOWLIST);
+  g_assert_cmpuint(policy->allow->len, ==, 2);
+  const HutchEgressRule *ssh = g_ptr_array_index(policy->allow, 1);
+  g_assert_cmpstr(ssh->name, ==, "github.com");
+  g_assert_cmpuint(ssh->port, ==, 22);
+  g_assert_cmpuint(policy->deny->len, ==, 1);
+  g_assert_cmpstr(((HutchEgressRule *)g_ptr_array_index(policy->deny, 0))->text, ==,
+                  "evil.example");
+
+  /* --egress */
+  g_assert_true(hutch_profile_set_egress(p, "none", &error));
+  g_assert_no_error(error);
+  g_assert_cmpint(p->egress, ==, HUTCH_EGRESS_NONE);
+  g_assert_false(hutch_profile_set_egress(p, "unset", &error));
+  g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE);
+  g_assert_cmpstr(error->message, ==,
+                  "egress: 'unset' is not an egress mode (none, allowlist, public or "
+                  "unrestricted)");
+  g_clear_error(&error);
+  g_assert_false(hutch_profile_set_egress(p, "Public", &error));
+  g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE);
+  g_assert_cmpint(p->egress, ==, HUTCH_EGRESS_NONE);
+}
+
+/* What the writer makes of network: only what was said, and it reads back the same. */
+static void test_network_yaml(void) {
+  g_autoptr(GError) error = NULL;
+  g_autoptr(HutchProfile) empty = load_text("cpus: 1\n");
+  g_autofree char *none = hutch_profile_to_yaml(empty, &error);
+  g_assert_no_error(error);
+  g_assert_null(strstr(none, "network"));
+
+  g_autoptr(HutchProfile) p = load_text("network: {egress: none}\n");
+  g_assert_true(hutch_profile_set_egress(p, "unrestricted", &error));
+  g_autofree char *yaml = hutch_profile_to_yaml(p, &error);
+  g_assert_no_error(error);
+  g_assert_nonnull(strstr(yaml, "network:\n  egress: unrestricted\n"));
+  g_autoptr(HutchProfile) again = hutch_profile_load_data(yaml, strlen(yaml), p->path, &error);
+  g_assert_no_error(error);
+  g_assert_cmpint(again->egress, ==, HUTCH_EGRESS_UNRESTRICTED);
+}
+
 /* ---- Shipped profiles ------------------------------------------------------------------- */
 
 static void test_shipped(void) {
@@ -986,6 +1132,35 @@ static void test_shipped(void) {
   g_autoptr(HutchProfile) u = hutch_profile_load("ubuntu-24.04", &error);
   g_assert_no_error(error);
   g_assert_true(g_str_has_suffix(u->image.checksums, "/SHA256SUMS"));
+
+  /* network: default public, minimal none, ai-dev an allowlist; the images' profiles leave
+   * it to the default */
+  g_assert_cmpint(d->egress, ==, HUTCH_EGRESS_PUBLIC);
+  g_assert_cmpint(m->egress, ==, HUTCH_EGRESS_NONE);
+  g_assert_cmpint(u->egress, ==, HUTCH_EGRESS_UNSET);
+  g_autoptr(HutchProfile) debian = hutch_profile_load("debian-12", &error);
+  g_assert_no_error(error);
+  g_assert_cmpint(debian->egress, ==, HUTCH_EGRESS_UNSET);
+  g_assert_cmpuint(debian->egress_allow->len + debian->egress_deny->len, ==, 0);
+  g_assert_cmpint(guest->egress, ==, HUTCH_EGRESS_UNSET);
+  g_autoptr(HutchProfile) ai = hutch_profile_load("ai-dev", &error);
+  g_assert_no_error(error);
+  g_assert_cmpint(ai->egress, ==, HUTCH_EGRESS_ALLOWLIST);
+  /* what its provisioning downloads from (apt, go.sh, node.sh, npm-cli.sh, docker.sh, gh.sh)
+   * and the AI tools' APIs */
+  static const char *const needed[] = {
+      "deb.debian.org",          "security.debian.org", "go.dev",
+      "dl.google.com",           "nodejs.org",          "registry.npmjs.org",
+      "*.githubusercontent.com", "cli.github.com",      "download.docker.com",
+      "api.anthropic.com",       "api.openai.com",      "generativelanguage.googleapis.com",
+  };
+  for (gsize i = 0; i < G_N_ELEMENTS(needed); i++)
+    if (!g_ptr_array_find_with_equal_func(ai->egress_allow, needed[i], g_str_equal, NULL))
+      g_error("ai-dev's allow has no %s", needed[i]);
+  g_assert_cmpuint(ai->egress_deny->len, ==, 0);
+  g_autoptr(HutchEgressPolicy) policy = hutch_profile_egress_policy(ai, &error);
+  g_assert_no_error(error);
+  g_assert_cmpuint(policy->allow->len, ==, ai->egress_allow->len);
 }
 
 int main(int argc, char **argv) {
@@ -1016,5 +1191,9 @@ int main(int argc, char **argv) {
   g_test_add_func("/profile/origins", test_origins);
   g_test_add_func("/profile/shipped", test_shipped);
   g_test_add_func("/profile/image-fallback", test_image_fallback);
+  g_test_add_func("/profile/network/modes", test_network_modes);
+  g_test_add_func("/profile/network/inherit", test_network_inherit);
+  g_test_add_func("/profile/network/policy", test_network_policy);
+  g_test_add_func("/profile/network/yaml", test_network_yaml);
   return g_test_run();
 }
