@@ -198,6 +198,8 @@ static const Verb verbs[] = {
      "  -f, --file FILE     profile file for a new VM\n"
      "      --cpus N, --memory SIZE, --disk SIZE, --share SPEC, --port SPEC, --no-ports\n"
      "                      overrides for a new VM (see hutch create --help)\n"
+     "      --egress MODE   the network policy: for a new VM as create's, for an existing\n"
+     "                      one saved as hutch net NAME --egress MODE would\n"
      "      --no-wait       return once the domain runs\n"
      "      --foreground    stay attached: tell systemd (NOTIFY_SOCKET) when the VM is ready,\n"
      "                      shut it down on SIGTERM, return when it stops (hutch@.service)\n"},

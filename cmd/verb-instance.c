@@ -113,9 +113,6 @@ static int parse_create_options(CliOptions *opts, CreateOptions *out, gboolean a
   }
   if (c < 0)
     return opts->exit_code;
-  /* start shares create's table; its --egress is not this one */
-  if (allow_no_wait && out->egress)
-    return cli_usage_error(opts->verb->name, "unknown option '--egress'");
   if (out->profile && out->file)
     return cli_usage_error(opts->verb->name, "--profile and --file exclude each other");
   if (!cli_expect_args(opts, argc, argv, 1, 1))
@@ -204,6 +201,13 @@ int verb_start(Cli *cli, int argc, char **argv) {
                            "'%s' exists already: profile options apply only to a "
                            "new VM (hutch edit %s changes a stopped one)",
                            name, name);
+  }
+  if (exists && o.egress) {
+    /* the VM's policy mode from now on, as hutch net --egress would set it */
+    g_autoptr(JsonObject) net = hutch_instance_net(cli->ctx, name, o.egress, NULL, NULL, &error);
+    if (!net)
+      return error->code == HUTCH_ERROR_USAGE ? cli_usage_error("start", "%s", error->message)
+                                              : cli_error(error);
   }
   if (o.foreground)
     return cli_start_foreground(cli, name);

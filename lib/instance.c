@@ -1435,13 +1435,3 @@ JsonArray *hutch_instance_list(HutchContext *ctx, GError **error) {
     json_array_add_object_element(list, json_object_ref(g_ptr_array_index(described, i)));
   return list;
 }
-
-HutchEgressPolicy *hutch_profile_egress_policy(const HutchProfile *profile, GError **error) {
-  (void)profile;
-  (void)error;
-  const char *mode_text = g_getenv("HUTCH_TMP_EGRESS");
-  HutchEgressMode mode = HUTCH_EGRESS_UNRESTRICTED;
-  if (mode_text)
-    hutch_egress_mode_from_string(mode_text, &mode);
-  return hutch_egress_policy_new(mode);
-}
