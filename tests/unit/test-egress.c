@@ -570,8 +570,6 @@ static void test_check_address_special(void) {
       {"255.255.255.255", "reserved"},
       {"198.18.0.1", "reserved"},
       {"2001:db8::1", "reserved"},
-      {"0.0.0.0", "unspecified"},
-      {"::", "unspecified"},
   };
   static const HutchEgressMode modes[] = {HUTCH_EGRESS_PUBLIC, HUTCH_EGRESS_ALLOWLIST};
   for (gsize m = 0; m < G_N_ELEMENTS(modes); m++) {
@@ -674,6 +672,98 @@ static void test_check_address_outside(void) {
     g_autoptr(GPtrArray) host = inet_addresses((const char *const[]){"10.0.2.2", NULL});
     assert_address_allowed(policy, NULL, "10.0.2.2", 8080, host, outside);
     assert_address_refused(policy, NULL, "10.0.2.2", 8080, host, NULL, "address of the host");
+  }
+}
+
+/* The guest's resolver may ask for a name in any case and with a final dot: "EVIL.com." is
+ * evil.com, for deny as for allow (check_name matched only the exact lower-case text, so a
+ * deny rule was passed by "EVIL.com" or "evil.com."). */
+static void test_check_name_case_and_final_dot(void) {
+  g_autoptr(HutchEgressPolicy) pub = policy_of(
+      HUTCH_EGRESS_PUBLIC, NULL, (const char *const[]){"evil.com", "*.tracker.net:*", NULL});
+  static const char *const evil[] = {"EVIL.com", "evil.com.", "Evil.Com.", "EVIL.COM"};
+  for (gsize i = 0; i < G_N_ELEMENTS(evil); i++)
+    assert_name_refused(pub, evil[i], 443, "denied by rule 'evil.com'");
+  assert_name_refused(pub, "Ads.TRACKER.net.", 22, "denied by rule '*.tracker.net:*'");
+  assert_name_refused(pub, "tracker.net.", 22, "denied by rule '*.tracker.net:*'");
+  assert_name_allowed(pub, "notevil.com.", 443);
+
+  g_autoptr(HutchEgressPolicy) list =
+      policy_of(HUTCH_EGRESS_ALLOWLIST,
+                (const char *const[]){"registry.npmjs.org", "*.pypi.org", NULL}, NULL);
+  assert_name_allowed(list, "Registry.NPMJS.org.", 443);
+  assert_name_allowed(list, "FILES.pypi.org.", 443);
+  assert_name_allowed(list, "pypi.org.", 443);
+  /* one final dot only, and the name stays a whole label match */
+  assert_name_refused(list, "registry.npmjs.org..", 443, NULL);
+  assert_name_refused(list, "EVILpypi.org.", 443, NULL);
+}
+
+/* An IPv4 address asked for in its v4-mapped IPv6 form (::ffff:a.b.c.d, from the guest or
+ * from an AAAA record) is the same destination: an IPv4 deny rule and the host's IPv4
+ * addresses applied to it (they did not: only its class was checked, so a deny of a public
+ * address or the host's public address could be reached this way). */
+static void test_check_address_v4_mapped(void) {
+  g_autoptr(GPtrArray) host = inet_addresses((const char *const[]){"81.2.69.142", NULL});
+  g_autoptr(GPtrArray) outside = inet_addresses((const char *const[]){"10.0.2.2", NULL});
+  static const HutchEgressMode modes[] = {HUTCH_EGRESS_PUBLIC, HUTCH_EGRESS_ALLOWLIST};
+  for (gsize m = 0; m < G_N_ELEMENTS(modes); m++) {
+    g_autoptr(HutchEgressPolicy) policy =
+        policy_of(modes[m], (const char *const[]){"10.0.0.0/8:*", "198.51.100.7", NULL},
+                  (const char *const[]){"93.184.216.0/24:*", NULL});
+    assert_address_refused(policy, "example.com", "::ffff:93.184.216.34", 443, host, NULL,
+                           "::ffff:93.184.216.34 (the address of example.com) denied by rule "
+                           "'93.184.216.0/24:*'");
+    assert_address_refused(policy, "me.example", "::ffff:81.2.69.142", 443, host, NULL,
+                           "address of the host");
+    /* allow rules and the outside list read it as IPv4 too */
+    assert_address_allowed(policy, NULL, "::ffff:10.1.2.3", 5432, host, NULL);
+    assert_address_allowed(policy, NULL, "::ffff:198.51.100.7", 443, host, NULL);
+    assert_address_refused(policy, NULL, "::ffff:198.51.100.7", 22, host, NULL, "reserved");
+    assert_address_allowed(policy, NULL, "::ffff:10.0.2.2", 80, NULL, outside);
+  }
+  g_autoptr(HutchEgressPolicy) list =
+      policy_of(HUTCH_EGRESS_ALLOWLIST, (const char *const[]){"93.184.216.34", NULL}, NULL);
+  assert_address_allowed(list, NULL, "::ffff:93.184.216.34", 443, NULL, NULL);
+  assert_address_refused(list, NULL, "::ffff:8.8.8.8", 443, NULL, NULL, "not in the allowlist");
+}
+
+/* On Linux a connection to 0.0.0.0 or :: (or ::ffff:0.0.0.0) reaches the host's loopback:
+ * like loopback, no allow rule opens them ("0.0.0.0/0:*" or "[::/0]:*" did). */
+static void test_check_address_unspecified(void) {
+  static const char *const unspecified[] = {"0.0.0.0", "0.1.2.3", "::", "::ffff:0.0.0.0"};
+  static const HutchEgressMode modes[] = {HUTCH_EGRESS_PUBLIC, HUTCH_EGRESS_ALLOWLIST};
+  for (gsize m = 0; m < G_N_ELEMENTS(modes); m++) {
+    g_autoptr(HutchEgressPolicy) policy = policy_of(
+        modes[m], (const char *const[]){"0.0.0.0/0:*", "[::/0]:*", "0.0.0.0:*", "[::]:*", NULL},
+        NULL);
+    for (gsize i = 0; i < G_N_ELEMENTS(unspecified); i++) {
+      assert_address_refused(policy, NULL, unspecified[i], 443, NULL, NULL, "loopback");
+      assert_address_refused(policy, "zero.example", unspecified[i], 8080, NULL, NULL, "loopback");
+    }
+    /* the ranges still open the rest */
+    assert_address_allowed(policy, NULL, "10.0.0.1", 8080, NULL, NULL);
+    assert_address_allowed(policy, NULL, "fd00::1", 8080, NULL, NULL);
+  }
+}
+
+/* A "mode" that is not a string is a clean error (an array or object made json-glib emit a
+ * critical, a number was reported as "unknown mode '(null)'"). */
+static void test_policy_from_json_mode_type(void) {
+  static const char *const cases[] = {
+      "{\"mode\": 5}",
+      "{\"mode\": true}",
+      "{\"mode\": null}",
+      "{\"mode\": []}",
+      "{\"mode\": {\"public\": 1}}",
+  };
+  for (gsize i = 0; i < G_N_ELEMENTS(cases); i++) {
+    g_autoptr(GError) error = NULL;
+    g_autoptr(HutchEgressPolicy) policy = hutch_egress_policy_from_json(cases[i], &error);
+    if (policy)
+      g_error("%s: read, expected an error", cases[i]);
+    g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED);
+    assert_contains(error->message, "'mode' is not a string");
   }
 }
 
@@ -1027,6 +1117,7 @@ int main(int argc, char **argv) {
   g_test_add_func("/egress/check-name/public", test_check_name_public);
   g_test_add_func("/egress/check-name/deny-wins", test_check_name_deny_wins);
   g_test_add_func("/egress/check-name/port-53", test_check_name_port_53);
+  g_test_add_func("/egress/check-name/case-and-final-dot", test_check_name_case_and_final_dot);
   g_test_add_func("/egress/check-address/none", test_check_address_none);
   g_test_add_func("/egress/check-address/loopback", test_check_address_loopback);
   g_test_add_func("/egress/check-address/host", test_check_address_host);
@@ -1035,10 +1126,13 @@ int main(int argc, char **argv) {
   g_test_add_func("/egress/check-address/allowlist", test_check_address_allowlist);
   g_test_add_func("/egress/check-address/deny-wins", test_check_address_deny_wins);
   g_test_add_func("/egress/check-address/outside", test_check_address_outside);
+  g_test_add_func("/egress/check-address/v4-mapped", test_check_address_v4_mapped);
+  g_test_add_func("/egress/check-address/unspecified", test_check_address_unspecified);
   g_test_add_func("/egress/address-class/ipv4", test_address_class_ipv4);
   g_test_add_func("/egress/address-class/ipv6", test_address_class_ipv6);
   g_test_add_func("/egress/policy/json-round-trip", test_policy_json_round_trip);
   g_test_add_func("/egress/policy/from-json-errors", test_policy_from_json_errors);
+  g_test_add_func("/egress/policy/from-json-mode-type", test_policy_from_json_mode_type);
   g_test_add_func("/egress/policy/add", test_policy_add);
   g_test_add_func("/egress/policy/save-load", test_policy_save_load);
   g_test_add_func("/egress/policy/load-missing", test_policy_load_missing);
