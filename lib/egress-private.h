@@ -90,7 +90,8 @@ gboolean hutch_egress_check_name(const HutchEgressPolicy *policy, const char *na
 /* The decision for one address the name resolved to (or the bare address the guest asked
  * for). host_addresses: the host's own addresses (GInetAddress*), refused unless an address
  * rule of allow names them; outside: addresses to take as outside servers (tests only;
- * NULL). Loopback is never reached. */
+ * NULL). Loopback is never reached, nor the unspecified addresses (0.0.0.0/8, ::) that lead
+ * to it. A v4-mapped IPv6 address (::ffff:a.b.c.d) is taken as the IPv4 address. */
 gboolean hutch_egress_check_address(const HutchEgressPolicy *policy, const char *name,
                                     const struct sockaddr *addr, guint port,
                                     GPtrArray *host_addresses, GPtrArray *outside,

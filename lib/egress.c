@@ -298,7 +298,15 @@ HutchEgressPolicy *hutch_egress_policy_from_json(const char *text, GError **erro
     return NULL;
   }
   JsonObject *obj = json_node_get_object(root);
-  const char *mode_text = json_object_get_string_member_with_default(obj, "mode", "");
+  const char *mode_text = "";
+  if (json_object_has_member(obj, "mode")) {
+    JsonNode *node = json_object_get_member(obj, "mode");
+    if (!JSON_NODE_HOLDS_VALUE(node) || json_node_get_value_type(node) != G_TYPE_STRING) {
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "'mode' is not a string");
+      return NULL;
+    }
+    mode_text = json_node_get_string(node);
+  }
   HutchEgressMode mode;
   if (!hutch_egress_mode_from_string(mode_text, &mode)) {
     g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "unknown mode '%s'", mode_text);
@@ -422,8 +430,21 @@ static const HutchEgressRule *find_address_rule(GPtrArray *rules, const struct s
   return NULL;
 }
 
-gboolean hutch_egress_check_name(const HutchEgressPolicy *policy, const char *name, guint port,
+/* A name as the guest asked for it, as rules hold names: lower case, without a final dot.
+ * Without this "EVIL.com" or "evil.com." passed a deny of evil.com. */
+static char *normalise_name(const char *name) {
+  if (!name)
+    return NULL;
+  char *lower = g_ascii_strdown(name, -1);
+  gsize len = strlen(lower);
+  if (len > 0 && lower[len - 1] == '.')
+    lower[len - 1] = '\0';
+  return lower;
+}
+
+gboolean hutch_egress_check_name(const HutchEgressPolicy *policy, const char *asked, guint port,
                                  char **ret_reason) {
+  g_autofree char *name = normalise_name(asked);
   const HutchEgressRule *rule = find_name_rule(policy->deny, name, port);
   if (rule) {
     *ret_reason = g_strdup_printf("denied by rule '%s'", rule->text);
@@ -439,7 +460,7 @@ gboolean hutch_egress_check_name(const HutchEgressPolicy *policy, const char *na
     return FALSE;
   }
   if (policy->mode == HUTCH_EGRESS_ALLOWLIST && name && !find_name_rule(policy->allow, name, port)) {
-    *ret_reason = g_strdup_printf("%s:%u is not in the allowlist", name, port);
+    *ret_reason = g_strdup_printf("%s:%u is not in the allowlist", asked, port);
     return FALSE;
   }
   return TRUE;
@@ -447,6 +468,8 @@ gboolean hutch_egress_check_name(const HutchEgressPolicy *policy, const char *na
 
 static gboolean same_address(GInetAddress *a, const struct sockaddr *addr) {
   int family = addr->sa_family;
+  if (family != AF_INET && family != AF_INET6)
+    return FALSE;
   if ((family == AF_INET && g_inet_address_get_family(a) != G_SOCKET_FAMILY_IPV4) ||
       (family == AF_INET6 && g_inet_address_get_family(a) != G_SOCKET_FAMILY_IPV6))
     return FALSE;
@@ -471,6 +494,15 @@ gboolean hutch_egress_check_address(const HutchEgressPolicy *policy, const char 
   const char *via = name ? " (the address of " : "";
   const char *via_name = name ? name : "";
   const char *via_end = name ? ")" : "";
+  /* ::ffff:a.b.c.d is a.b.c.d: IPv4 deny and allow rules, the host's IPv4 addresses and the
+   * outside list apply to it (they did not: a denied address or the host's public address
+   * was reached in this form, from the guest or from an AAAA record) */
+  struct sockaddr_in mapped = {.sin_family = AF_INET};
+  if (addr->sa_family == AF_INET6 &&
+      IN6_IS_ADDR_V4MAPPED(&((const struct sockaddr_in6 *)addr)->sin6_addr)) {
+    memcpy(&mapped.sin_addr, ((const struct sockaddr_in6 *)addr)->sin6_addr.s6_addr + 12, 4);
+    addr = (const struct sockaddr *)&mapped;
+  }
   const HutchEgressRule *rule = find_address_rule(policy->deny, addr, port);
   if (rule) {
     *ret_reason = g_strdup_printf("%s%s%s%s denied by rule '%s'", text, via, via_name, via_end,
@@ -487,6 +519,12 @@ gboolean hutch_egress_check_address(const HutchEgressPolicy *policy, const char 
   if (class && strcmp(class, "loopback") == 0) {
     *ret_reason = g_strdup_printf("%s%s%s%s is the host's loopback", text, via, via_name,
                                   via_end);
+    return FALSE;
+  }
+  /* on Linux a connection to 0.0.0.0 or :: goes to the host's loopback: no rule opens it */
+  if (class && strcmp(class, "unspecified") == 0) {
+    *ret_reason = g_strdup_printf("%s%s%s%s is unspecified, which reaches the host's loopback",
+                                  text, via, via_name, via_end);
     return FALSE;
   }
   const HutchEgressRule *allowed = find_address_rule(policy->allow, addr, port);
