@@ -28,7 +28,7 @@ const char *hutch_egress_mode_to_string(HutchEgressMode mode);
 gboolean hutch_egress_mode_from_string(const char *text, HutchEgressMode *ret);
 
 /* One destination of allow: or deny:
- *   NAME            the name, ports 80 and 443
+ *   NAME            the name, ports 80 and 443 (in deny: every port)
  *   *.NAME          the name and every name under it, ports 80 and 443
  *   NAME:PORT       one port; PORT "*" is every port
  *   ADDR[/PREFIX][:PORT]     an IPv4 address or range

@@ -169,8 +169,10 @@ fail:
   return NULL;
 }
 
-static gboolean port_matches(const HutchEgressRule *rule, guint port) {
-  if (rule->port == HUTCH_EGRESS_ANY_PORT)
+/* A rule without a port: ports 80 and 443 in allow, every port in deny (denying a name
+ * means all of it) */
+static gboolean port_matches(const HutchEgressRule *rule, guint port, gboolean deny) {
+  if (rule->port == HUTCH_EGRESS_ANY_PORT || (deny && rule->port == 0))
     return TRUE;
   if (rule->port == 0)
     return port == 80 || port == 443;
@@ -370,6 +372,12 @@ static const SpecialRange special6[] = {
     {{0xff}, 8, "multicast"},
     {{0x20, 0x01, 0x0d, 0xb8}, 32, "reserved"},
     {{0x01, 0x00}, 64, "reserved"}, /* discard */
+    {{0}, 96, "reserved"},          /* IPv4-compatible (::a.b.c.d) */
+    {{0x00, 0x64, 0xff, 0x9b}, 96, "reserved"},       /* NAT64: an IPv4 address behind it */
+    {{0x00, 0x64, 0xff, 0x9b, 0x00, 0x01}, 48, "reserved"}, /* local NAT64 */
+    {{0xfe, 0xc0}, 10, "site-local"},
+    {{0x20, 0x02}, 16, "reserved"},             /* 6to4: an IPv4 address inside */
+    {{0x20, 0x01, 0x00, 0x00}, 32, "reserved"}, /* Teredo */
 };
 
 static gboolean prefix_matches(const guint8 *addr, const guint8 *net, guint prefix) {
@@ -411,20 +419,22 @@ static const guint8 *address_bytes(const struct sockaddr *addr) {
              : ((const struct sockaddr_in6 *)addr)->sin6_addr.s6_addr;
 }
 
-static const HutchEgressRule *find_name_rule(GPtrArray *rules, const char *name, guint port) {
+static const HutchEgressRule *find_name_rule(GPtrArray *rules, const char *name, guint port,
+                                             gboolean deny) {
   for (guint i = 0; name && i < rules->len; i++) {
     const HutchEgressRule *rule = g_ptr_array_index(rules, i);
-    if (name_matches(rule, name) && port_matches(rule, port))
+    if (name_matches(rule, name) && port_matches(rule, port, deny))
       return rule;
   }
   return NULL;
 }
 
 static const HutchEgressRule *find_address_rule(GPtrArray *rules, const struct sockaddr *addr,
-                                                guint port) {
+                                                guint port, gboolean deny) {
   for (guint i = 0; i < rules->len; i++) {
     const HutchEgressRule *rule = g_ptr_array_index(rules, i);
-    if (range_matches(rule, addr->sa_family, address_bytes(addr)) && port_matches(rule, port))
+    if (range_matches(rule, addr->sa_family, address_bytes(addr)) &&
+        port_matches(rule, port, deny))
       return rule;
   }
   return NULL;
@@ -445,7 +455,7 @@ static char *normalise_name(const char *name) {
 gboolean hutch_egress_check_name(const HutchEgressPolicy *policy, const char *asked, guint port,
                                  char **ret_reason) {
   g_autofree char *name = normalise_name(asked);
-  const HutchEgressRule *rule = find_name_rule(policy->deny, name, port);
+  const HutchEgressRule *rule = find_name_rule(policy->deny, name, port, TRUE);
   if (rule) {
     *ret_reason = g_strdup_printf("denied by rule '%s'", rule->text);
     return FALSE;
@@ -459,7 +469,7 @@ gboolean hutch_egress_check_name(const HutchEgressPolicy *policy, const char *as
     *ret_reason = g_strdup("DNS goes to hutch's own resolver only");
     return FALSE;
   }
-  if (policy->mode == HUTCH_EGRESS_ALLOWLIST && name && !find_name_rule(policy->allow, name, port)) {
+  if (policy->mode == HUTCH_EGRESS_ALLOWLIST && name && !find_name_rule(policy->allow, name, port, FALSE)) {
     *ret_reason = g_strdup_printf("%s:%u is not in the allowlist", asked, port);
     return FALSE;
   }
@@ -503,7 +513,7 @@ gboolean hutch_egress_check_address(const HutchEgressPolicy *policy, const char 
     memcpy(&mapped.sin_addr, ((const struct sockaddr_in6 *)addr)->sin6_addr.s6_addr + 12, 4);
     addr = (const struct sockaddr *)&mapped;
   }
-  const HutchEgressRule *rule = find_address_rule(policy->deny, addr, port);
+  const HutchEgressRule *rule = find_address_rule(policy->deny, addr, port, TRUE);
   if (rule) {
     *ret_reason = g_strdup_printf("%s%s%s%s denied by rule '%s'", text, via, via_name, via_end,
                                   rule->text);
@@ -513,8 +523,10 @@ gboolean hutch_egress_check_address(const HutchEgressPolicy *policy, const char 
     *ret_reason = g_strdup("egress is none: nothing leaves this VM");
     return FALSE;
   }
-  if (in_list(outside, addr))
-    return TRUE;
+  if (port == 53) {
+    *ret_reason = g_strdup("DNS goes to hutch's own resolver only");
+    return FALSE;
+  }
   const char *class = hutch_egress_address_class(addr);
   if (class && strcmp(class, "loopback") == 0) {
     *ret_reason = g_strdup_printf("%s%s%s%s is the host's loopback", text, via, via_name,
@@ -527,7 +539,9 @@ gboolean hutch_egress_check_address(const HutchEgressPolicy *policy, const char 
                                   text, via, via_name, via_end);
     return FALSE;
   }
-  const HutchEgressRule *allowed = find_address_rule(policy->allow, addr, port);
+  if (in_list(outside, addr))
+    return TRUE;
+  const HutchEgressRule *allowed = find_address_rule(policy->allow, addr, port, FALSE);
   if (allowed)
     return TRUE;
   if (in_list(host_addresses, addr)) {

@@ -446,8 +446,8 @@ static void test_check_name_deny_wins(void) {
   assert_name_refused(pub, "evil.com", 443, "'*.evil.com'");
   assert_name_refused(pub, "www.evil.com", 80, "denied by rule '*.evil.com'");
   assert_name_allowed(pub, "notevil.com", 443);
-  /* a deny of NAME is, like an allow, for ports 80 and 443 (egress-private.h) */
-  assert_name_allowed(pub, "evil.com", 22);
+  /* a deny without a port is for every port (an allow's is 80 and 443: egress-private.h) */
+  assert_name_refused(pub, "evil.com", 22, "'*.evil.com'");
 
   g_autoptr(HutchEgressPolicy) list =
       policy_of(HUTCH_EGRESS_ALLOWLIST, (const char *const[]){"*.example.com:*", NULL},
@@ -652,8 +652,9 @@ static void test_check_address_deny_wins(void) {
     assert_address_refused(policy, NULL, "93.184.216.34", 22, NULL, outside, "denied by rule");
     assert_address_refused(policy, NULL, "2606:2800:220:1::1", 443, NULL, NULL,
                            "denied by rule '[2606:2800:220::/48]'");
-    /* a deny address rule without a port is for 80 and 443 only */
-    assert_address_allowed(policy, NULL, "2606:2800:220:1::1", 22, NULL, NULL);
+    /* a deny address rule without a port is for every port */
+    assert_address_refused(policy, NULL, "2606:2800:220:1::1", 22, NULL, NULL,
+                           "denied by rule '[2606:2800:220::/48]'");
     assert_address_allowed(policy, NULL, "2606:2800:221::1", 443, NULL, NULL);
   }
 }
@@ -857,8 +858,15 @@ static void test_address_class_ipv6(void) {
       {"fe80::", "link-local"},
       {"fe80::1", "link-local"},
       {"febf:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "link-local"},
-      {"fec0::", NULL},
-      {"feff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", NULL},
+      {"fec0::", "site-local"},
+      {"feff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "site-local"},
+      {"::127.0.0.1", "reserved"},
+      {"::1:0:0:1", NULL},
+      {"64:ff9b::a00:1", "reserved"},
+      {"64:ff9b:1::1", "reserved"},
+      {"2002:a00:1::1", "reserved"},
+      {"2001:0:1::1", "reserved"},
+      {"2001:1::1", NULL},
       {"ff00::", "multicast"},
       {"ff02::1", "multicast"},
       {"ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "multicast"},
