@@ -847,6 +847,9 @@ static gboolean listen_forwards(Helper *h, char **forwards, GError **error) {
 int hutch_egress_helper_main(const char *instance_dir, const char *runtime_dir, char **forwards,
                              char **passt_argv, GError **error) {
   Helper h = {.ctl = -1, .dns_fd = -1};
+  /* declared before the first goto: the cleanups run at every exit */
+  g_autoptr(GSocket) proxy_socket = NULL;
+  g_autofree char *socket_path = g_build_filename(runtime_dir, HUTCH_PASST_SOCKET, NULL);
   h.instance_dir = g_strdup(instance_dir);
   h.runtime_dir = g_strdup(runtime_dir);
   prctl(PR_SET_NAME, "hutch-egress");
@@ -885,7 +888,7 @@ int hutch_egress_helper_main(const char *instance_dir, const char *runtime_dir, 
     goto out;
   }
   g_unix_set_fd_nonblocking(h.dns_fd, TRUE, NULL);
-  g_autoptr(GSocket) proxy_socket = g_socket_new_from_fd(proxy_fd, error);
+  proxy_socket = g_socket_new_from_fd(proxy_fd, error);
   if (!proxy_socket)
     goto out;
   h.proxy = g_socket_service_new();
@@ -908,7 +911,6 @@ int hutch_egress_helper_main(const char *instance_dir, const char *runtime_dir, 
   write_counts(&h);
 
   /* ready once passt's socket is there (QEMU connects to it) */
-  g_autofree char *socket_path = g_build_filename(runtime_dir, HUTCH_PASST_SOCKET, NULL);
   for (int i = 0; i < 250 && !g_file_test(socket_path, G_FILE_TEST_EXISTS); i++) {
     if (waitpid(keeper, NULL, WNOHANG) == keeper) {
       g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_HELPER, "passt did not start (see above)");

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <gio/gio.h>
+#include <json-glib/json-glib.h>
 #include <sys/socket.h>
 
 #include "hutch.h"
@@ -70,6 +71,8 @@ gboolean hutch_egress_policy_add(HutchEgressPolicy *policy, gboolean deny, const
 /* The policy as JSON ({"mode": ..., "allow": [...], "deny": [...]}) and back. The file
  * HUTCH_EGRESS_POLICY_FILE in the instance directory holds a VM's policy. */
 #define HUTCH_EGRESS_POLICY_FILE "egress-policy.json"
+/* The rules' texts as a JSON array */
+JsonArray *hutch_egress_rules_to_json(GPtrArray *rules);
 char *hutch_egress_policy_to_json(const HutchEgressPolicy *policy);
 HutchEgressPolicy *hutch_egress_policy_from_json(const char *text, GError **error);
 gboolean hutch_egress_policy_save(const HutchEgressPolicy *policy, const char *instance_dir,

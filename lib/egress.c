@@ -241,6 +241,13 @@ gboolean hutch_egress_policy_add(HutchEgressPolicy *policy, gboolean deny, const
   return TRUE;
 }
 
+JsonArray *hutch_egress_rules_to_json(GPtrArray *rules) {
+  JsonArray *array = json_array_new();
+  for (guint i = 0; i < rules->len; i++)
+    json_array_add_string_element(array, ((HutchEgressRule *)g_ptr_array_index(rules, i))->text);
+  return array;
+}
+
 static void add_rules(JsonBuilder *b, const char *member, GPtrArray *rules) {
   json_builder_set_member_name(b, member);
   json_builder_begin_array(b);

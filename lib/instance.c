@@ -802,9 +802,6 @@ void hutch_instance_stop_helpers(const char *runtime_dir) {
   hutch_forward_stop_all(runtime_dir);
 }
 
-/* TEMPORARY until the profile's network: key lands (branch profile-network) */
-HutchEgressPolicy *hutch_profile_egress_policy(const HutchProfile *profile, GError **error);
-
 HutchEgressPolicy *hutch_instance_egress_policy(const char *instance_dir,
                                                 const HutchProfile *profile, GError **error) {
   g_autoptr(GError) local = NULL;
@@ -1228,13 +1225,6 @@ static const char *state_name(int state) {
  * an older hutch kept (a ready-channel line). */
 #define OPTIONAL_FAILED_READ_MAX (HUTCH_READY_FAILED_MAX * (HUTCH_READY_LINE_MAX + 1))
 
-static JsonArray *string_array(GPtrArray *strings) {
-  JsonArray *array = json_array_new();
-  for (guint i = 0; i < strings->len; i++)
-    json_array_add_string_element(array, g_ptr_array_index(strings, i));
-  return array;
-}
-
 /* "shares", "ports" and "network" of the info object, from the frozen profile (the one every
  * start uses); left out when it cannot be read. */
 static void describe_profile(JsonObject *o, HutchInstance *instance) {
@@ -1269,12 +1259,21 @@ static void describe_profile(JsonObject *o, HutchInstance *instance) {
     json_array_add_object_element(ports, entry);
   }
   json_object_set_array_member(o, "ports", ports);
+  /* the policy in force: the instance's file (hutch net changes it), else the profile's */
+  g_autoptr(HutchEgressPolicy) policy = hutch_egress_policy_load(instance->meta->instance_dir, NULL);
+  if (!policy)
+    policy = hutch_profile_egress_policy(profile, NULL);
+  if (!policy)
+    return;
   JsonObject *network = json_object_new();
-  HutchEgressMode egress =
-      profile->egress == HUTCH_EGRESS_UNSET ? HUTCH_EGRESS_DEFAULT : profile->egress;
-  json_object_set_string_member(network, "egress", hutch_egress_mode_to_string(egress));
-  json_object_set_array_member(network, "allow", string_array(profile->egress_allow));
-  json_object_set_array_member(network, "deny", string_array(profile->egress_deny));
+  json_object_set_string_member(network, "egress", hutch_egress_mode_to_string(policy->mode));
+  json_object_set_array_member(network, "allow", hutch_egress_rules_to_json(policy->allow));
+  json_object_set_array_member(network, "deny", hutch_egress_rules_to_json(policy->deny));
+  guint64 allowed = 0, denied = 0;
+  if (hutch_egress_counts(instance->meta->runtime_dir, &allowed, &denied)) {
+    json_object_set_int_member(network, "allowed", (gint64)allowed);
+    json_object_set_int_member(network, "denied", (gint64)denied);
+  }
   json_object_set_object_member(o, "network", network);
 }
 

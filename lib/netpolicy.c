@@ -19,13 +19,6 @@ static HutchEgressPolicy *load_policy(HutchInstance *instance, GError **error) {
   return hutch_instance_egress_policy(instance->meta->instance_dir, profile, error);
 }
 
-static JsonArray *rule_texts(GPtrArray *rules) {
-  JsonArray *array = json_array_new();
-  for (guint i = 0; i < rules->len; i++)
-    json_array_add_string_element(array, ((HutchEgressRule *)g_ptr_array_index(rules, i))->text);
-  return array;
-}
-
 JsonObject *hutch_instance_net(HutchContext *ctx, const char *name, const char *mode,
                                const char *const *allow, const char *const *deny,
                                GError **error) {
@@ -57,8 +50,8 @@ JsonObject *hutch_instance_net(HutchContext *ctx, const char *name, const char *
   JsonObject *o = json_object_new();
   json_object_set_string_member(o, "name", name);
   json_object_set_string_member(o, "egress", hutch_egress_mode_to_string(policy->mode));
-  json_object_set_array_member(o, "allow", rule_texts(policy->allow));
-  json_object_set_array_member(o, "deny", rule_texts(policy->deny));
+  json_object_set_array_member(o, "allow", hutch_egress_rules_to_json(policy->allow));
+  json_object_set_array_member(o, "deny", hutch_egress_rules_to_json(policy->deny));
   /* "applied": the running helper enforces it now; "next-start": a stopped VM, or a change
    * to or from unrestricted, which is another network (passt alone); "saved": no change */
   const char *applied = "saved";
