@@ -143,8 +143,10 @@ static void keeper_fail(const char *what) {
 }
 
 /* nftables in the namespace: every TCP connection to anything but the namespace's loopback
- * goes to the proxy; UDP only to port 53 (answered by the helper's socket there); nothing
- * else leaves a process (ICMP, other UDP, IPv6). */
+ * goes to the proxy (TCP is then accepted whatever its addresses: the proxy's answers go to
+ * the address passt connected from, which is the destination's own, every address being
+ * local here); UDP only to and from port 53 (the helper's DNS socket); nothing else leaves a
+ * process (ICMP, other UDP, IPv6). */
 static const char nft_rules[] =
     "table inet hutch {\n"
     "  chain nat_out {\n"
@@ -153,9 +155,9 @@ static const char nft_rules[] =
     "  }\n"
     "  chain filter_out {\n"
     "    type filter hook output priority 0; policy drop;\n"
-    "    meta nfproto ipv4 ip daddr 127.0.0.0/8 meta l4proto tcp accept\n"
+    "    meta l4proto tcp accept\n"
     "    meta nfproto ipv4 udp dport 53 accept\n"
-    "    meta nfproto ipv4 ip daddr 127.0.0.0/8 udp sport 53 accept\n"
+    "    meta nfproto ipv4 udp sport 53 accept\n"
     "  }\n"
     "}\n";
 
@@ -193,7 +195,10 @@ static void G_GNUC_NORETURN keeper_main(int ctl, uid_t uid, gid_t gid, char **pa
     keeper_fail("the proxy's socket");
   int dns = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   struct sockaddr_in dns_addr = {.sin_family = AF_INET, .sin_port = htons(53)};
+  /* IP_TRANSPARENT (root of the namespace may set it): answers go out from whatever address
+   * the query went to, which is no interface's (only the catch-all route makes it local) */
   if (dns < 0 || setsockopt(dns, IPPROTO_IP, IP_PKTINFO, &one, sizeof one) < 0 ||
+      setsockopt(dns, IPPROTO_IP, IP_TRANSPARENT, &one, sizeof one) < 0 ||
       bind(dns, (struct sockaddr *)&dns_addr, sizeof dns_addr) < 0)
     keeper_fail("the DNS socket");
   if (send_fd(ctl, proxy) < 0 || send_fd(ctl, dns) < 0)
