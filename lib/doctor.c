@@ -1,8 +1,11 @@
 /* doctor.c: what `hutch doctor` checks on the host, and the fix for each problem. */
+#define _GNU_SOURCE
 #include "config.h"
 
 #include <errno.h>
 #include <grp.h>
+#include <sched.h>
+#include <sys/wait.h>
 #include <sys/stat.h>
 #include <sys/resource.h>
 #include <sys/statvfs.h>
@@ -247,6 +250,31 @@ static void check_program(JsonArray *results, const HutchDoctorEnv *env, const c
   add(results, check, found != NULL, severity, detail, fix);
 }
 
+/* The egress policy's needs: ip and nft (in /usr/sbin, which a user's PATH often lacks: the
+ * helper looks there too) and user namespaces an unprivileged user may make. */
+static void check_egress(JsonArray *results, const HutchDoctorEnv *env) {
+  g_autofree char *sbin = host_path(env, "/usr/sbin");
+  g_autofree char *path = g_strconcat(env->path ? env->path : "", ":", sbin, NULL);
+  HutchDoctorEnv with_sbin = *env;
+  with_sbin.path = path;
+  g_autofree char *nft = find_program(&with_sbin, "nft");
+  g_autofree char *ip = find_program(&with_sbin, "ip");
+  gboolean userns = FALSE;
+  pid_t pid = fork();
+  if (pid == 0)
+    _exit(unshare(CLONE_NEWUSER | CLONE_NEWNET) == 0 ? 0 : 1);
+  int status = 0;
+  if (pid > 0 && waitpid(pid, &status, 0) == pid)
+    userns = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  g_autofree char *detail = g_strdup_printf(
+      "nft %s, ip %s, unprivileged user namespaces %s (the egress policy: every mode but "
+      "unrestricted)",
+      nft ? nft : "missing", ip ? ip : "missing", userns ? "allowed" : "refused");
+  add(results, "egress", nft && ip && userns, "error", detail,
+      "apt-get install nftables iproute2; user namespaces: sysctl kernel.unprivileged_userns_clone=1 "
+      "(Ubuntu: an AppArmor profile that allows them for hutch); or egress: unrestricted");
+}
+
 static void check_virtiofsd(JsonArray *results) {
   g_autoptr(GError) error = NULL;
   g_autoptr(HutchVirtiofsd) virtiofsd = hutch_virtiofsd_find(&error);
@@ -393,6 +421,7 @@ JsonArray *hutch_doctor_run(HutchContext *ctx, const HutchDoctorEnv *env) {
   const char *passt = g_getenv("HUTCH_PASST");
   check_program(results, env, "passt", passt && *passt ? passt : "passt", "error",
                 "the guests' network", "apt-get install passt");
+  check_egress(results, env);
   check_virtiofsd(results);
   check_open_files(results, env);
   check_subids(results, env);

@@ -35,7 +35,7 @@ static Fake *fake_new(void) {
   f->instances = g_build_filename(f->root, "data", "hutch", "instances", NULL);
   g_assert_cmpint(g_mkdir_with_parents(f->runtime, 0700), ==, 0);
   const char *programs[] = {"qemu-system-x86_64", "passt",      "newuidmap",
-                            "newgidmap",          "mmdebstrap", NULL};
+                            "newgidmap",          "mmdebstrap", "nft", "ip", NULL};
   for (guint i = 0; programs[i]; i++)
     put(f->bin, programs[i], "#!/bin/sh\nexit 0\n", 0755);
   put(f->root, "etc/subuid", "other:200000:65536\nme:100000:65536\n", 0644);
@@ -112,8 +112,9 @@ static void test_all_well_but_kvm(void) {
   g_autoptr(JsonArray) results = hutch_doctor_run(NULL, &f->env);
   assert_shape(results);
   /* fixed order, no libvirt check without a context */
-  const char *order[] = {"kvm",    "qemu",       "passt",       "virtiofsd",   "open-files",
-                         "subuid", "mmdebstrap", "runtime-dir", "cache-space", NULL};
+  const char *order[] = {"kvm",        "qemu",   "passt",      "egress",      "virtiofsd",
+                         "open-files", "subuid", "mmdebstrap", "runtime-dir", "cache-space",
+                         NULL};
   g_assert_cmpuint(json_array_get_length(results), ==, g_strv_length((char **)order));
   for (guint i = 0; order[i]; i++)
     g_assert_cmpstr(
@@ -123,12 +124,28 @@ static void test_all_well_but_kvm(void) {
   g_assert_null(strstr(json_object_get_string_member(result(results, "kvm"), "detail"), "kvm_pvm"));
   assert_check(results, "qemu", TRUE, "info", f->bin);
   assert_check(results, "passt", TRUE, "info", NULL);
+  /* this host allows unprivileged user namespaces (tests/run's hosts do) */
+  assert_check(results, "egress", TRUE, "info", "user namespaces allowed");
   assert_check(results, "virtiofsd", TRUE, "info", "Rust virtiofsd, has --readonly");
   assert_check(results, "open-files", TRUE, "info", "hard limit 524288");
   assert_check(results, "subuid", TRUE, "info", "100000+65536");
   assert_check(results, "mmdebstrap", TRUE, "info", NULL);
   assert_check(results, "runtime-dir", TRUE, "info", f->runtime);
   assert_check(results, "cache-space", TRUE, "info", "free");
+}
+
+/* nft and ip missing (neither in PATH nor in ROOT/usr/sbin): an error naming both packages */
+static void test_egress_programs(void) {
+  g_autoptr(Fake) f = fake_new();
+  g_autofree char *nft = g_build_filename(f->bin, "nft", NULL);
+  g_assert_cmpint(g_unlink(nft), ==, 0);
+  g_autoptr(JsonArray) results = hutch_doctor_run(NULL, &f->env);
+  assert_check(results, "egress", FALSE, "error", "nft missing");
+  g_assert_nonnull(strstr(json_object_get_string_member(result(results, "egress"), "fix"), "nftables"));
+  /* found in /usr/sbin under the root, which a user's PATH lacks */
+  put(f->root, "usr/sbin/nft", "#!/bin/sh\nexit 0\n", 0755);
+  g_autoptr(JsonArray) again = hutch_doctor_run(NULL, &f->env);
+  assert_check(again, "egress", TRUE, "info", "usr/sbin/nft");
 }
 
 static void test_kvm(void) {
@@ -334,6 +351,7 @@ int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   hutch_init();
   g_test_add_func("/doctor/all-well-but-kvm", test_all_well_but_kvm);
+  g_test_add_func("/doctor/egress-programs", test_egress_programs);
   g_test_add_func("/doctor/kvm", test_kvm);
   g_test_add_func("/doctor/missing-programs", test_missing_programs);
   g_test_add_func("/doctor/open-files", test_open_files);
