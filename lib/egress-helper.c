@@ -1,7 +1,7 @@
 /* egress-helper.c: the per-VM egress helper, which enforces the network policy (egress.c).
  *
  * passt runs in a user and network namespace of its own whose only interface is its
- * loopback: a route sends every address there, so nothing the guest sends can reach another
+ * loopback: the default route leads there, so nothing the guest sends can reach another
  * machine, or the host, by itself. In that namespace nftables redirects every TCP connection
  * passt opens for the guest to the helper's proxy socket and drops everything else but DNS,
  * which the helper answers itself. The helper runs on the host's network: it decides each
@@ -55,6 +55,8 @@
 /* the proxy's port inside the namespace (on its loopback): every guest TCP connection ends
  * there, redirected by nftables */
 #define PROXY_PORT 3129
+/* the namespace's own address on its loopback, the source of passt's connections */
+#define NAMESPACE_SOURCE "192.0.2.1"
 /* hutch's name addresses: 198.18.0.0/15 (benchmarking, never a real destination) */
 #define NAME_NET 0xc6120000u
 #define NAME_POOL 131070u
@@ -143,15 +145,16 @@ static void keeper_fail(const char *what) {
 }
 
 /* nftables in the namespace: every TCP connection to anything but the namespace's loopback
- * goes to the proxy (TCP is then accepted whatever its addresses: the proxy's answers go to
- * the address passt connected from, which is the destination's own, every address being
- * local here); UDP only to and from port 53 (the helper's DNS socket); nothing else leaves a
- * process (ICMP, other UDP, IPv6). */
+ * goes to the proxy, every UDP datagram to port 53 to the helper's DNS socket (conntrack
+ * gives the answers the address asked as their source); the rest is dropped (ICMP, other UDP,
+ * IPv6). TCP is accepted whatever its addresses: all of it is between passt and the helper's
+ * sockets, or passt's own listeners. */
 static const char nft_rules[] =
     "table inet hutch {\n"
     "  chain nat_out {\n"
     "    type nat hook output priority -100; policy accept;\n"
     "    meta nfproto ipv4 ip daddr != 127.0.0.0/8 meta l4proto tcp redirect to :3129\n"
+    "    meta nfproto ipv4 ip daddr != 127.0.0.0/8 udp dport 53 redirect to :53\n"
     "  }\n"
     "  chain filter_out {\n"
     "    type filter hook output priority 0; policy drop;\n"
@@ -176,10 +179,16 @@ static void G_GNUC_NORETURN keeper_main(int ctl, uid_t uid, gid_t gid, char **pa
   snprintf(map, sizeof map, "0 %u 1\n", (unsigned)gid);
   if (write_text("/proc/self/gid_map", map) < 0)
     keeper_fail("gid_map");
+  /* The default route goes out through the loopback from an address of its own: every
+   * destination is off this namespace (passt's check "nobody listens on that local port"
+   * must not apply, as it would with a local catch-all route), and nftables turns each
+   * connection to the helper before it is sent. */
   char *lo_up[] = {"ip", "link", "set", "lo", "up", NULL};
-  char *route[] = {"ip", "route", "add", "local", "0.0.0.0/0", "dev", "lo", "table", "local", NULL};
+  char *lo_addr[] = {"ip", "address", "add", NAMESPACE_SOURCE "/32", "dev", "lo", NULL};
+  char *route[] = {"ip", "route", "add", "default", "dev", "lo", "src", NAMESPACE_SOURCE, NULL};
   char *nft[] = {"nft", "-f", "-", NULL};
-  if (run_in_namespace(lo_up, NULL) < 0 || run_in_namespace(route, NULL) < 0)
+  if (run_in_namespace(lo_up, NULL) < 0 || run_in_namespace(lo_addr, NULL) < 0 ||
+      run_in_namespace(route, NULL) < 0)
     keeper_fail("ip (iproute2) could not set up the namespace's loopback");
   if (run_in_namespace(nft, nft_rules) < 0)
     keeper_fail("nft (nftables) could not load the namespace's rules");
@@ -194,11 +203,10 @@ static void G_GNUC_NORETURN keeper_main(int ctl, uid_t uid, gid_t gid, char **pa
       listen(proxy, 128) < 0)
     keeper_fail("the proxy's socket");
   int dns = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  struct sockaddr_in dns_addr = {.sin_family = AF_INET, .sin_port = htons(53)};
-  /* IP_TRANSPARENT (root of the namespace may set it): answers go out from whatever address
-   * the query went to, which is no interface's (only the catch-all route makes it local) */
+  struct sockaddr_in dns_addr = {.sin_family = AF_INET,
+                                 .sin_port = htons(53),
+                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
   if (dns < 0 || setsockopt(dns, IPPROTO_IP, IP_PKTINFO, &one, sizeof one) < 0 ||
-      setsockopt(dns, IPPROTO_IP, IP_TRANSPARENT, &one, sizeof one) < 0 ||
       bind(dns, (struct sockaddr *)&dns_addr, sizeof dns_addr) < 0)
     keeper_fail("the DNS socket");
   if (send_fd(ctl, proxy) < 0 || send_fd(ctl, dns) < 0)
@@ -490,7 +498,8 @@ static gboolean on_dns(int fd, GIOCondition condition, gpointer data) {
   gsize len = dns_answer(h, query, (gsize)n, reply, sizeof reply);
   if (len == 0)
     return G_SOURCE_CONTINUE;
-  /* from the address the query went to: passt's socket is connected to it */
+  /* from the address the query arrived at (conntrack gives the answer the address the guest
+   * asked as its source) */
   union {
     char buf[CMSG_SPACE(sizeof(struct in_pktinfo))];
     struct cmsghdr align;
