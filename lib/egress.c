@@ -546,17 +546,18 @@ gboolean hutch_egress_check_address(const HutchEgressPolicy *policy, const char 
                                   text, via, via_name, via_end);
     return FALSE;
   }
-  if (in_list(outside, addr))
-    return TRUE;
   const HutchEgressRule *allowed = find_address_rule(policy->allow, addr, port, FALSE);
   if (allowed)
     return TRUE;
-  if (in_list(host_addresses, addr)) {
+  /* the tests' stand-ins for servers outside: not the host's, not private; the allowlist
+   * still applies to them */
+  gboolean is_outside = in_list(outside, addr);
+  if (!is_outside && in_list(host_addresses, addr)) {
     *ret_reason = g_strdup_printf("%s%s%s%s is an address of the host", text, via, via_name,
                                   via_end);
     return FALSE;
   }
-  if (class) {
+  if (class && !is_outside) {
     *ret_reason = g_strdup_printf("%s%s%s%s is a %s address (allow it with an address rule)",
                                   text, via, via_name, via_end, class);
     return FALSE;

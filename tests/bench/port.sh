@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
-# Benchmark 4: an HTTP download from the guest through a forwarded port.
+# Benchmark 4: an HTTP download from the guest through a forwarded port, and one by the
+# guest through the egress policy.
 #
-#   hutch:    hutch start --port HOST:8000 (passt, outside QEMU)
-#   baseline: the virt-install VM of boot.sh, <interface type='user'> (QEMU's slirp) with
-#             `hostfwd_add` for the same guest port
+#   port-download   hutch: hutch start --port HOST:8000 under the default policy (public:
+#                   passt in the egress helper's namespace, the helper relaying the port)
+#                   baseline: the virt-install VM of boot.sh, <interface type='user'> (QEMU's
+#                   slirp) with `hostfwd_add` for the same guest port
+#   port-relay      the same forward, hutch: under public; baseline: the same VM restarted
+#                   under egress: unrestricted (passt alone): what the helper's relay costs
+#   egress-download the guest downloads SIZE MiB from a host server (198.51.100.2, which
+#                   tests/run adds on lo; taken as outside with HUTCH_EGRESS_TEST_OUTSIDE)
+#                   hutch: through the policy (public); baseline: unrestricted, same VM
 #
 # The guest serves a SIZE MiB file with python3 -m http.server; curl downloads it to
 # /dev/null on the host. One VM at a time: the hutch VM, then the baseline VM (their boots
@@ -14,7 +21,7 @@
 
 runs=${1:-3}
 size=${2:-500}
-estimate $((2 * 200 + 2 * runs * size / 5)) "two boots, then $runs downloads of $size MiB on each"
+estimate $((3 * 200 + 6 * runs * size / 5)) "three boots, then $runs downloads of $size MiB in each of six cases"
 baseline_prepare || exit 1
 
 serve='truncate -s '$size'M big && (nohup setsid python3 -m http.server 8000 >/dev/null 2>&1 </dev/null &)'
@@ -27,15 +34,44 @@ download() {  # download SIDE PORT
     out=$(curl -sf -o /dev/null -w '%{time_total} %{size_download}' "http://127.0.0.1:$2/big") ||
       { say "download through $2 failed"; exit 1; }
     [ "${out#* }" -eq $((size * 1048576)) ] || { say "short download: $out"; exit 1; }
-    sample port-download "$1" "${out% *}" "$LOAD"
+    sample "${BENCH_SAMPLE_NAME:-port-download}" "$1" "${out% *}" "$LOAD"
   done
 }
 
+# the guest's downloads from a host server standing in for one outside
+outside=198.51.100.2
+ip -4 addr show | grep -q "inet $outside/" || { say "$outside is not on this host (tests/run adds it on lo as root)"; exit 1; }
+export HUTCH_EGRESS_TEST_OUTSIDE=$outside
+mkdir -p "$BENCH_TMP/www" && truncate -s "${size}M" "$BENCH_TMP/www/big"
+www_port=$(free_port)
+python3 -m http.server --bind $outside --directory "$BENCH_TMP/www" "$www_port" >/dev/null 2>&1 &
+www_pid=$!
+trap 'kill $www_pid 2>/dev/null; bench_cleanup' EXIT
+guest_download() {  # guest_download SIDE VM
+  local out i
+  for i in $(seq 1 "$runs"); do
+    wait_quiet
+    out=$("$HUTCH" shell "$2" -- curl -sf -o /dev/null -w '%{time_total} %{size_download}' "http://$outside:$www_port/big") ||
+      { say "the guest's download ($1) failed"; exit 1; }
+    [ "${out#* }" -eq $((size * 1048576)) ] || { say "short download: $out"; exit 1; }
+    sample egress-download "$1" "${out% *}" "$LOAD"
+  done
+}
+# download_as NAME SIDE PORT: download's samples under another result name
+download_as() { local keep=$BENCH_SAMPLE_NAME; BENCH_SAMPLE_NAME=$1; shift; download "$@"; BENCH_SAMPLE_NAME=$keep; }
+
 port=$(free_port)
 vm=bp-$$
-hutch_new "$vm" --port "$port:8000" || exit 1
+hutch_new "$vm" --egress public --port "$port:8000" || exit 1
 "$HUTCH" shell "$vm" -- sh -c "$serve" || exit 1
 download hutch "$port"
+download_as port-relay hutch "$port"
+guest_download hutch "$vm"
+"$HUTCH" -q net "$vm" --egress unrestricted 2>/dev/null || exit 1
+"$HUTCH" -q stop "$vm" && "$HUTCH" -q start "$vm" || { say "restart under unrestricted failed"; exit 1; }
+"$HUTCH" shell "$vm" -- sh -c "$serve" || exit 1
+download_as port-relay baseline "$port"
+guest_download baseline "$vm"
 "$HUTCH" -q delete --force "$vm"
 
 vm=bpb-$$
@@ -46,5 +82,7 @@ baseline_ssh "$vm" "$serve" || exit 1
 download baseline "$port"
 baseline_delete "$vm"
 
-result port-download s "$size MiB over HTTP: passt forward vs slirp hostfwd"
+result port-download s "$size MiB over HTTP: hutch's forward (public: the helper's relay, passt) vs slirp hostfwd"
+result port-relay s "$size MiB over HTTP: the forward under public vs unrestricted (passt alone), same VM"
+result egress-download s "$size MiB downloaded by the guest: through the policy (public) vs unrestricted, same VM"
 bench_write_json runs="$runs" size_mib="$size"

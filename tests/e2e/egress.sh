@@ -69,7 +69,10 @@ else
 fi
 
 as_root() { "$HUTCH" shell "$vm" -- sudo "$@"; }
-# fetch URL: what the guest's root gets from URL (curl's body, then "exit N")
+# fetch URL: what the guest's root gets from URL (curl's body, then "exit N"). HTTPS probes
+# use -k: this machine reaches the mirrors through a TLS-intercepting proxy whose CA only the
+# host trusts, and what they test is whether a connection gets through, which a certificate
+# error would hide (a refused one must not pass as a failed verification).
 fetch() { as_root curl -s -m 10 "$@" 2>&1; echo "exit $?"; }
 # connects HOST PORT: "connected" when the guest's root opens a TCP connection that the far
 # end (the proxy, then the server) keeps open and answers; anything else is a failure
@@ -147,13 +150,13 @@ got=$(fetch -i "http://registry.npmjs.org/")
 if grep -q "403" <<<"$got" && grep -q "not in the allowlist" <<<"$got"; then ok "allowlist: an unlisted name gets a 403 that names the reason"; else not_ok "allowlist: an unlisted name gets a 403 with its reason"; diag "$got"; fi
 got=$(fetch -o /dev/null -w '%{http_code}' "http://deb.debian.org/debian/dists/bookworm/Release")
 if grep -q '^200' <<<"$got"; then ok "allowlist: a listed real name works (deb.debian.org)"; else not_ok "allowlist: deb.debian.org"; diag "$got"; fi
-got=$(fetch -o /dev/null -w '%{http_code}' "https://registry.npmjs.org/")
+got=$(fetch -k -o /dev/null -w '%{http_code}' "https://registry.npmjs.org/")
 if ! grep -q '^200' <<<"$got"; then ok "allowlist: HTTPS to an unlisted name is refused"; else not_ok "allowlist: HTTPS to an unlisted name"; diag "$got"; fi
 check "hutch net --allow adds a name to the running VM" "$HUTCH" net "$vm" --allow registry.npmjs.org
-got=$(fetch -o /dev/null -w '%{http_code}' "https://registry.npmjs.org/")
+got=$(fetch -k -o /dev/null -w '%{http_code}' "https://registry.npmjs.org/")
 if grep -q '^200' <<<"$got"; then ok "allowlist: the name allowed just now works over HTTPS, without a restart"; else not_ok "allowlist: hutch net --allow takes effect without a restart"; diag "$got"; fi
 check "hutch net --deny refuses it again" "$HUTCH" net "$vm" --deny registry.npmjs.org
-got=$(fetch -o /dev/null -w '%{http_code}' "https://registry.npmjs.org/")
+got=$(fetch -k -o /dev/null -w '%{http_code}' "https://registry.npmjs.org/")
 if ! grep -q '^200' <<<"$got"; then ok "deny wins: the denied name is refused again"; else not_ok "deny wins"; diag "$got"; fi
 
 # ---- none --------------------------------------------------------------------------------

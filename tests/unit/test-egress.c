@@ -664,14 +664,18 @@ static void test_check_address_outside(void) {
   static const HutchEgressMode modes[] = {HUTCH_EGRESS_PUBLIC, HUTCH_EGRESS_ALLOWLIST};
   for (gsize m = 0; m < G_N_ELEMENTS(modes); m++) {
     g_autoptr(HutchEgressPolicy) policy = policy_of(modes[m], NULL, NULL);
-    assert_address_allowed(policy, NULL, "10.0.2.2", 8080, NULL, outside);
+    /* a bare address: the allowlist still decides (in public, any outside one goes) */
+    if (modes[m] == HUTCH_EGRESS_PUBLIC)
+      assert_address_allowed(policy, NULL, "10.0.2.2", 8080, NULL, outside);
+    else
+      assert_address_refused(policy, NULL, "10.0.2.2", 8080, NULL, outside, "not in the allowlist");
     assert_address_allowed(policy, "server.test", "fd00::5", 443, NULL, outside);
     /* only the listed addresses */
     assert_address_refused(policy, NULL, "10.0.2.3", 8080, NULL, outside, "private");
     assert_address_refused(policy, NULL, "fd00::6", 443, NULL, outside, "unique-local");
     /* an outside address that is also the host's is taken as outside */
     g_autoptr(GPtrArray) host = inet_addresses((const char *const[]){"10.0.2.2", NULL});
-    assert_address_allowed(policy, NULL, "10.0.2.2", 8080, host, outside);
+    assert_address_allowed(policy, "server.test", "10.0.2.2", 8080, host, outside);
     assert_address_refused(policy, NULL, "10.0.2.2", 8080, host, NULL, "address of the host");
   }
 }
