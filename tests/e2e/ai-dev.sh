@@ -36,6 +36,11 @@ env:
 YAML
 diag "$(grep -v HUTCH_CA_CERTS "$E2E_TMP/ai-dev.yaml")"
 diag "HUTCH_CA_CERTS: ${#ca} characters of base64"
+# The profile's allowlist is enforced (hutch's egress helper): the package mirrors are
+# outside, but this machine reaches them through an address the policy refuses as not public
+# (a TEST-NET-3 address): take those addresses as outside (test-only setting, hutch(1)).
+mirror_addrs=$(getent ahostsv4 deb.debian.org registry.npmjs.org | awk '{print $1}' | sort -u | paste -sd, -)
+export HUTCH_EGRESS_TEST_OUTSIDE=$mirror_addrs
 # Secrets in hutch's own environment, as a developer's shell has them: none may reach the guest.
 canary=hutch-canary-$$-$RANDOM
 start_log=$E2E_TMP/start.log
@@ -53,6 +58,23 @@ if [ $rc -ne 0 ]; then
   exit 1
 fi
 ok "start the ai-dev VM: ready, required steps all succeeded"
+
+# Provisioned through the policy: the VM is under its allowlist, and the log shows the
+# mirror and the npm registry allowed (what was refused is listed for the record).
+net=$("$HUTCH" net "$vm" --json 2>&1)
+check "the ai-dev VM runs under its allowlist" python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["egress"] == "allowlist", d' "$net"
+log=$("$HUTCH" net "$vm" --log --json 2>&1)
+check "provisioning went through the policy: deb.debian.org and registry.npmjs.org allowed" python3 -c '
+import json, sys
+log = json.loads(sys.argv[1])
+allowed = {e["name"] for e in log if e["verdict"] == "allow"}
+assert {"deb.debian.org", "registry.npmjs.org"} <= allowed, allowed
+' "$log"
+diag "refused or failed during provisioning: $(python3 -c '
+import json, sys
+log = json.loads(sys.argv[1])
+print(", ".join(sorted({"%s:%s %s" % (e["name"] or e["address"], e["port"], e["verdict"]) for e in log if e["verdict"] != "allow"})) or "none")
+' "$log")"
 
 # in_guest CMD: a login shell in the guest (PATH and env from /etc/profile.d).
 in_guest() { "$HUTCH" shell "$vm" -- bash -lc "$1" 2>&1; }

@@ -200,4 +200,23 @@ check_status "a bad destination is a usage error" 2 "$HUTCH" net "$vm" --allow "
 out=$("$HUTCH" net "$vm" --egress unrestricted 2>&1)
 if grep -q "next start" <<<"$out"; then ok "a change to unrestricted waits for the next start, and says so"; else not_ok "a change to unrestricted says it waits for the next start"; diag "$out"; fi
 
+# ---- stop: nothing of the network is left, and the helper ran clean -------------------------
+helper_log=$XDG_RUNTIME_DIR/hutch/$vm/egress-helper.log
+cp "$helper_log" "$E2E_TMP/egress-helper.log" 2>/dev/null
+check "the VM stops" "$HUTCH" -q stop "$vm"
+left=""
+for _ in $(seq 1 20); do
+  left=$(pgrep -u "$(id -u)" -af "egress-helper .*/$vm |passt .*/$vm/" || true)
+  [ -z "$left" ] && break
+  sleep 0.5
+done
+if [ -z "$left" ]; then ok "no egress helper or passt of the VM is left after stop"; else not_ok "no egress helper or passt left after stop"; diag "$left"; fi
+# the helper is the hutch binary of this build (ASan+UBSan in tests/run): its reports go to
+# its log, and nothing else would see them
+if ! grep -qE "AddressSanitizer|LeakSanitizer|runtime error" "$helper_log" "$E2E_TMP/egress-helper.log" 2>/dev/null; then
+  ok "the egress helper's log holds no sanitizer report"
+else
+  not_ok "the egress helper's log holds no sanitizer report"; diag "$(grep -A15 -E "AddressSanitizer|LeakSanitizer|runtime error" "$helper_log" | head -40)"
+fi
+
 finish
