@@ -395,8 +395,10 @@ static gboolean create_steps(HutchContext *ctx, virConnectPtr conn, const char *
      * its snapshots; the source is only read */
     if (!hutch_image_copy_overlay(image, clone->overlay, overlay, error))
       return FALSE;
-    /* provisioned already: the clone's starts do not provision again */
-    const char *records[] = {HUTCH_INSTANCE_PROVISIONED, HUTCH_INSTANCE_OPTIONAL_FAILED, NULL};
+    /* provisioned already: the clone's starts do not provision again; and it keeps the
+     * network policy its source has (hutch net may have changed the profile's) */
+    const char *records[] = {HUTCH_INSTANCE_PROVISIONED, HUTCH_INSTANCE_OPTIONAL_FAILED,
+                             HUTCH_EGRESS_POLICY_FILE, NULL};
     for (int i = 0; records[i]; i++) {
       g_autofree char *from = g_build_filename(clone->instance_dir, records[i], NULL);
       g_autofree char *text = NULL;

@@ -33,11 +33,14 @@ fi
 check "stop the source" "$HUTCH" -q stop "$src"
 src_disk_sum=$(sha256sum <"$instances/$src/disk.qcow2")
 
+# the source's network policy as hutch net left it (not its profile's) goes with the clone
+check "hutch net changes the stopped source's policy" "$HUTCH" -q net "$src" --allow example.org:8443
 check_status "a bad name: usage error" 2 "$HUTCH" clone "$src" "Bad_Name"
 check_status "a missing source: exit 1" 1 "$HUTCH" clone "nope-$$" "$dst"
 out=$("$HUTCH" clone "$src" "$dst" --share "$E2E_TMP/extra:~/extra" 2>&1); rc=$?
 if [ $rc -eq 0 ]; then ok "clone (with a share added)"; else not_ok "clone (exit $rc)"; diag "$out"; fi
 check_status "a clone onto an existing name: exit 1" 1 "$HUTCH" clone "$src" "$dst"
+check "the clone has its source's network policy" python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert "example.org:8443" in d["allow"], d' "$("$HUTCH" net "$dst" --json 2>&1)"
 if [ "$(sha256sum <"$instances/$src/disk.qcow2")" = "$src_disk_sum" ]; then ok "the source's disk is unchanged"; else not_ok "the source's disk is unchanged"; fi
 if ! cmp -s "$instances/$src/ssh_host_ed25519_key.pub" "$instances/$dst/ssh_host_ed25519_key.pub"; then ok "the clone has a pinned host key of its own"; else not_ok "the clone has a pinned host key of its own"; fi
 src_uuid=$(virsh domuuid "$src"); dst_uuid=$(virsh domuuid "$dst")
