@@ -41,6 +41,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -57,9 +58,14 @@
 #define PROXY_PORT 3129
 /* the namespace's own address on its loopback, the source of passt's connections */
 #define NAMESPACE_SOURCE "192.0.2.1"
-/* hutch's name addresses: 198.18.0.0/15 (benchmarking, never a real destination) */
+/* hutch's name addresses: 198.18.0.0/16 (benchmarking, never a real destination) */
 #define NAME_NET 0xc6120000u
-#define NAME_POOL 131070u
+#define NAME_POOL 65534u
+/* the guest's connections in flight or relayed at once: more are reset (each holds two
+ * descriptors; the helper raises its limit to the hard one at start) */
+#define MAX_GUEST_CONNECTIONS 2048
+/* a relay's buffer, per direction */
+#define RELAY_BUFFER (32 * 1024)
 #define MAX_LOG_BYTES (1024 * 1024)
 
 static const HutchHelperId helper_id = {.comm = "hutch-egress", .recorded = TRUE};
@@ -166,10 +172,18 @@ static const char nft_rules[] =
 
 /* The keeper: makes the namespaces, hands the helper its sockets there, starts passt, then
  * makes a TCP socket in the namespace for each byte the helper sends, until passt exits. */
-static void G_GNUC_NORETURN keeper_main(int ctl, uid_t uid, gid_t gid, char **passt_argv) {
+static void G_GNUC_NORETURN keeper_main(int ctl, pid_t helper, uid_t uid, gid_t gid,
+                                        char **passt_argv) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
-  if (getppid() == 1)
+  if (getppid() != helper)
     _exit(1);
+  /* stdout is hutch start's "ready" pipe: neither the keeper nor passt may hold it open */
+  int null_fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+  if (null_fd >= 0) {
+    dup2(null_fd, 1);
+    close(null_fd);
+  }
+  signal(SIGHUP, SIG_DFL);
   if (unshare(CLONE_NEWUSER | CLONE_NEWNET) < 0)
     keeper_fail("unshare (user namespaces must be allowed to unprivileged users)");
   char map[64];
@@ -270,9 +284,11 @@ typedef struct {
   /* test-only (HUTCH_EGRESS_TEST_HOSTS, HUTCH_EGRESS_TEST_OUTSIDE) */
   GHashTable *test_hosts; /* name -> GInetAddress* */
   GPtrArray *outside;     /* GInetAddress* */
-  GPtrArray *host_addresses;
+  GPtrArray *host_addresses; /* the last list read; NULL until one could be read */
   gint64 host_addresses_time;
   guint64 allowed, denied;
+  guint guest_connections; /* flows and the guest's relays */
+  GList *relays;           /* Relay*: the live ones, re-checked when the policy changes */
 } Helper;
 
 static void helper_clear(Helper *h) {
@@ -283,6 +299,7 @@ static void helper_clear(Helper *h) {
   g_clear_object(&h->proxy);
   g_clear_object(&h->inbound);
   g_clear_object(&h->client);
+  /* the table's keys are index_to_name's strings */
   g_clear_pointer(&h->name_to_index, g_hash_table_unref);
   if (h->index_to_name)
     for (guint i = 0; i < NAME_POOL; i++)
@@ -295,29 +312,43 @@ static void helper_clear(Helper *h) {
     close(h->ctl);
 }
 
-/* The host's own addresses, read again when older than 2 s */
+/* The host's own addresses, read again when older than 2 s. When they cannot be read (the
+ * helper out of descriptors, say) the last list read stands; NULL when none ever could be
+ * read, and then no address is allowed (the check would pass the host's own). */
 static GPtrArray *host_addresses(Helper *h) {
   gint64 now = g_get_monotonic_time();
   if (h->host_addresses && now - h->host_addresses_time < 2 * G_USEC_PER_SEC)
     return h->host_addresses;
-  g_clear_pointer(&h->host_addresses, g_ptr_array_unref);
-  h->host_addresses = g_ptr_array_new_with_free_func(g_object_unref);
   struct ifaddrs *list = NULL;
-  if (getifaddrs(&list) == 0) {
-    for (struct ifaddrs *i = list; i; i = i->ifa_next)
-      if (i->ifa_addr && (i->ifa_addr->sa_family == AF_INET || i->ifa_addr->sa_family == AF_INET6)) {
-        GSocketAddress *sa = g_socket_address_new_from_native(
-            i->ifa_addr, i->ifa_addr->sa_family == AF_INET ? sizeof(struct sockaddr_in)
-                                                           : sizeof(struct sockaddr_in6));
-        if (sa)
-          g_ptr_array_add(h->host_addresses,
-                          g_object_ref(g_inet_socket_address_get_address(G_INET_SOCKET_ADDRESS(sa))));
-        g_clear_object(&sa);
-      }
-    freeifaddrs(list);
-  }
+  if (getifaddrs(&list) < 0)
+    return h->host_addresses;
+  GPtrArray *addresses = g_ptr_array_new_with_free_func(g_object_unref);
+  for (struct ifaddrs *i = list; i; i = i->ifa_next)
+    if (i->ifa_addr && (i->ifa_addr->sa_family == AF_INET || i->ifa_addr->sa_family == AF_INET6)) {
+      GSocketAddress *sa = g_socket_address_new_from_native(
+          i->ifa_addr, i->ifa_addr->sa_family == AF_INET ? sizeof(struct sockaddr_in)
+                                                         : sizeof(struct sockaddr_in6));
+      if (sa)
+        g_ptr_array_add(addresses,
+                        g_object_ref(g_inet_socket_address_get_address(G_INET_SOCKET_ADDRESS(sa))));
+      g_clear_object(&sa);
+    }
+  freeifaddrs(list);
+  g_clear_pointer(&h->host_addresses, g_ptr_array_unref);
+  h->host_addresses = addresses;
   h->host_addresses_time = now;
   return h->host_addresses;
+}
+
+/* hutch_egress_check_address with the host's addresses, refusing when they are unknown */
+static gboolean check_address(Helper *h, const char *name, const struct sockaddr *addr,
+                              guint port, char **ret_reason) {
+  GPtrArray *host = host_addresses(h);
+  if (!host) {
+    *ret_reason = g_strdup("the host's own addresses could not be read");
+    return FALSE;
+  }
+  return hutch_egress_check_address(h->policy, name, addr, port, host, h->outside, ret_reason);
 }
 
 /* ---- The decision log ------------------------------------------------------------------ */
@@ -335,7 +366,7 @@ static void log_decision(Helper *h, const char *verdict, const char *name, const
                          guint port, const char *reason) {
   if (strcmp(verdict, "allow") == 0)
     h->allowed++;
-  else
+  else if (strcmp(verdict, "note") != 0)
     h->denied++;
   write_counts(h);
   g_autofree char *path = g_build_filename(h->instance_dir, HUTCH_EGRESS_LOG, NULL);
@@ -392,7 +423,7 @@ static guint32 name_address(Helper *h, const char *name) {
   g_free(h->index_to_name[index]);
   h->index_to_name[index] = g_strdup(name);
   /* +1: the network address itself is never handed out */
-  g_hash_table_insert(h->name_to_index, g_strdup(name), GUINT_TO_POINTER(index + 1));
+  g_hash_table_insert(h->name_to_index, h->index_to_name[index], GUINT_TO_POINTER(index + 1));
   return NAME_NET + index + 1;
 }
 
@@ -536,9 +567,12 @@ typedef struct {
   char *first_reason;
   guint8 request[4096]; /* what a refused HTTP client sent, read before the 403 */
   char *response;       /* the 403 being written */
+  struct sockaddr_storage upstream; /* the address being connected to */
 } Flow;
 
 static void flow_free(Flow *f) {
+  if (f->guest)
+    f->h->guest_connections--;
   g_clear_object(&f->guest);
   g_free(f->name);
   g_free(f->address);
@@ -548,16 +582,107 @@ static void flow_free(Flow *f) {
   g_free(f);
 }
 
-static void splice_done(GObject *source, GAsyncResult *result, gpointer data) {
-  (void)data;
-  g_io_stream_splice_finish(result, NULL);
-  (void)source;
+/* ---- Relays: both directions, each to its end ------------------------------------------
+ *
+ * Not g_io_stream_splice_async, which ends both directions when one reaches its end: a client
+ * that sends its request, shuts its side down and waits for the answer got nothing. A
+ * direction that ends shuts the other socket's sending side; the relay closes both once
+ * both directions ended (or at once on an error, or when the policy changed). */
+
+typedef struct _Relay Relay;
+
+typedef struct {
+  Relay *relay;
+  GInputStream *in;
+  GOutputStream *out;
+  GSocket *out_socket;
+  guint8 buffer[RELAY_BUFFER];
+} Direction;
+
+struct _Relay {
+  Helper *h;                /* the guest's relays: re-checked when the policy changes */
+  GSocketConnection *a, *b; /* a: the guest's (or the host client's) side */
+  GCancellable *cancel;
+  Direction to_b, to_a;
+  int running; /* directions not yet ended */
+  /* what the policy allowed (the guest's relays) */
+  char *name;
+  struct sockaddr_storage upstream;
+  guint port;
+};
+
+static void relay_direction_ended(Direction *d) {
+  Relay *r = d->relay;
+  if (--r->running > 0)
+    return;
+  g_io_stream_close(G_IO_STREAM(r->a), NULL, NULL);
+  g_io_stream_close(G_IO_STREAM(r->b), NULL, NULL);
+  if (r->h) {
+    r->h->relays = g_list_remove(r->h->relays, r);
+    r->h->guest_connections--;
+  }
+  g_object_unref(r->a);
+  g_object_unref(r->b);
+  g_object_unref(r->cancel);
+  g_free(r->name);
+  g_free(r);
 }
 
-static void splice_streams(GIOStream *a, GIOStream *b) {
-  g_io_stream_splice_async(a, b,
-                           G_IO_STREAM_SPLICE_CLOSE_STREAM1 | G_IO_STREAM_SPLICE_CLOSE_STREAM2,
-                           G_PRIORITY_DEFAULT, NULL, splice_done, NULL);
+static void relay_read(Direction *d);
+
+static void relay_written(GObject *source, GAsyncResult *result, gpointer data) {
+  Direction *d = data;
+  if (!g_output_stream_write_all_finish(G_OUTPUT_STREAM(source), result, NULL, NULL)) {
+    g_cancellable_cancel(d->relay->cancel);
+    relay_direction_ended(d);
+    return;
+  }
+  relay_read(d);
+}
+
+static void relay_got(GObject *source, GAsyncResult *result, gpointer data) {
+  Direction *d = data;
+  gssize n = g_input_stream_read_finish(G_INPUT_STREAM(source), result, NULL);
+  if (n < 0) {
+    g_cancellable_cancel(d->relay->cancel);
+    relay_direction_ended(d);
+    return;
+  }
+  if (n == 0) {
+    /* the end of this direction: the other side learns it, and may still answer */
+    g_socket_shutdown(d->out_socket, FALSE, TRUE, NULL);
+    relay_direction_ended(d);
+    return;
+  }
+  g_output_stream_write_all_async(d->out, d->buffer, (gsize)n, G_PRIORITY_DEFAULT,
+                                  d->relay->cancel, relay_written, d);
+}
+
+static void relay_read(Direction *d) {
+  g_input_stream_read_async(d->in, d->buffer, sizeof d->buffer, G_PRIORITY_DEFAULT,
+                            d->relay->cancel, relay_got, d);
+}
+
+/* Relays a and b (taking references) until both directions ended. h: the guest's relay, kept
+ * in h->relays (and counted in h->guest_connections by the caller), or NULL. */
+static Relay *relay_start(Helper *h, GSocketConnection *a, GSocketConnection *b) {
+  Relay *r = g_new0(Relay, 1);
+  r->h = h;
+  r->a = g_object_ref(a);
+  r->b = g_object_ref(b);
+  r->cancel = g_cancellable_new();
+  r->running = 2;
+  r->to_b = (Direction){r, g_io_stream_get_input_stream(G_IO_STREAM(a)),
+                        g_io_stream_get_output_stream(G_IO_STREAM(b)),
+                        g_socket_connection_get_socket(b), {0}};
+  r->to_a = (Direction){r, g_io_stream_get_input_stream(G_IO_STREAM(b)),
+                        g_io_stream_get_output_stream(G_IO_STREAM(a)),
+                        g_socket_connection_get_socket(a), {0}};
+  if (h)
+    h->relays = g_list_prepend(h->relays, r);
+  relay_read(&r->to_b);
+  relay_read(&r->to_a);
+  return r;
 }
 
 /* Closes the guest's connection with a reset: a refused connection, as the guest sees it */
@@ -625,11 +750,24 @@ static void connected(GObject *source, GAsyncResult *result, gpointer data) {
     flow_free(f);
     return;
   }
+  /* the policy may have changed while this connected */
+  g_autofree char *reason = NULL;
+  if (!hutch_egress_check_name(f->h->policy, f->name, f->port, &reason) ||
+      !check_address(f->h, f->name, (struct sockaddr *)&f->upstream, f->port, &reason)) {
+    g_object_unref(upstream);
+    refuse(f, f->address, reason);
+    return;
+  }
   log_decision(f->h, "allow", f->name, f->address, f->port, NULL);
   g_socket_set_option(g_socket_connection_get_socket(upstream), IPPROTO_TCP, TCP_NODELAY,
                       1, NULL);
-  splice_streams(G_IO_STREAM(f->guest), G_IO_STREAM(upstream));
+  Relay *r = relay_start(f->h, f->guest, upstream);
+  r->name = g_strdup(f->name);
+  r->upstream = f->upstream;
+  r->port = f->port;
   g_object_unref(upstream);
+  /* the relay counts the connection now */
+  g_clear_object(&f->guest);
   flow_free(f);
 }
 
@@ -646,12 +784,13 @@ static void try_next(Flow *f) {
     g_autofree char *reason = NULL;
     g_free(f->address);
     f->address = g_inet_address_to_string(g_inet_socket_address_get_address(G_INET_SOCKET_ADDRESS(sa)));
-    if (!hutch_egress_check_address(f->h->policy, f->name, (struct sockaddr *)&native, f->port,
-                                    host_addresses(f->h), f->h->outside, &reason)) {
+    if (!hutch_egress_check_name(f->h->policy, f->name, f->port, &reason) ||
+        !check_address(f->h, f->name, (struct sockaddr *)&native, f->port, &reason)) {
       if (!f->first_reason)
         f->first_reason = g_steal_pointer(&reason);
       continue;
     }
+    f->upstream = native;
     g_socket_client_connect_async(f->h->client, G_SOCKET_CONNECTABLE(sa), NULL, connected, f);
     return;
   }
@@ -688,9 +827,16 @@ static gboolean on_guest_connection(GSocketService *service, GSocketConnection *
   Helper *h = data;
   (void)service;
   (void)source;
+  if (h->guest_connections >= MAX_GUEST_CONNECTIONS) {
+    /* a flood: refused without a log line each (the count says it) */
+    h->denied++;
+    reset_guest(conn);
+    return TRUE;
+  }
   Flow *f = g_new0(Flow, 1);
   f->h = h;
   f->guest = g_object_ref(conn);
+  h->guest_connections++;
   int fd = g_socket_get_fd(g_socket_connection_get_socket(conn));
   socklen_t len = sizeof f->dst;
   if (getsockopt(fd, SOL_IP, SO_ORIGINAL_DST, &f->dst, &len) < 0 || f->dst.sin_family != AF_INET) {
@@ -741,7 +887,8 @@ static gboolean on_inbound_connection(GSocketService *service, GSocketConnection
   if (send(h->ctl, &request, 1, MSG_NOSIGNAL) == 1)
     fd = recv_fd(h->ctl);
   if (fd < 0) {
-    g_main_loop_quit(h->loop);
+    /* this connection fails; the keeper's end is seen by on_keeper */
+    reset_guest(conn);
     return TRUE;
   }
   struct sockaddr_in inside = {.sin_family = AF_INET,
@@ -761,7 +908,7 @@ static gboolean on_inbound_connection(GSocketService *service, GSocketConnection
   }
   g_autoptr(GSocketConnection) into = g_socket_connection_factory_create_connection(socket);
   g_socket_set_option(g_socket_connection_get_socket(conn), IPPROTO_TCP, TCP_NODELAY, 1, NULL);
-  splice_streams(G_IO_STREAM(conn), G_IO_STREAM(into));
+  relay_start(NULL, conn, into);
   return TRUE;
 }
 
@@ -778,6 +925,23 @@ static gboolean reload_policy(gpointer data) {
   hutch_egress_policy_free(h->policy);
   h->policy = policy;
   g_printerr("egress helper: policy reloaded (%s)\n", hutch_egress_mode_to_string(policy->mode));
+  /* what the new policy refuses ends now, open connections included */
+  for (GList *l = h->relays; l; l = l->next) {
+    Relay *r = l->data;
+    g_autofree char *reason = NULL;
+    if (hutch_egress_check_name(h->policy, r->name, r->port, &reason) &&
+        check_address(h, r->name, (struct sockaddr *)&r->upstream, r->port, &reason))
+      continue;
+    char text[INET6_ADDRSTRLEN] = "";
+    const struct sockaddr *sa = (struct sockaddr *)&r->upstream;
+    inet_ntop(sa->sa_family,
+              sa->sa_family == AF_INET ? (const void *)&((const struct sockaddr_in *)sa)->sin_addr
+                                       : (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr,
+              text, sizeof text);
+    g_autofree char *why = g_strdup_printf("closed: the policy changed: %s", reason);
+    log_decision(h, "deny", r->name, text, r->port, why);
+    g_cancellable_cancel(r->cancel);
+  }
   return G_SOURCE_CONTINUE;
 }
 
@@ -796,6 +960,16 @@ static gboolean on_keeper(int fd, GIOCondition condition, gpointer data) {
 
 static void read_test_settings(Helper *h) {
   const char *hosts = g_getenv("HUTCH_EGRESS_TEST_HOSTS");
+  const char *outside_text = g_getenv("HUTCH_EGRESS_TEST_OUTSIDE");
+  if ((hosts && *hosts) || (outside_text && *outside_text)) {
+    /* test-only settings weaken the policy: say so where the user looks */
+    g_autofree char *what =
+        g_strdup_printf("test-only settings in force: HUTCH_EGRESS_TEST_HOSTS=%s "
+                        "HUTCH_EGRESS_TEST_OUTSIDE=%s",
+                        hosts ? hosts : "", outside_text ? outside_text : "");
+    g_printerr("egress helper: %s\n", what);
+    log_decision(h, "note", NULL, NULL, 0, what);
+  }
   if (hosts && *hosts) {
     h->test_hosts = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_object_unref);
     g_auto(GStrv) entries = g_strsplit_set(hosts, ", ", -1);
@@ -867,14 +1041,24 @@ int hutch_egress_helper_main(const char *instance_dir, const char *runtime_dir, 
   h.instance_dir = g_strdup(instance_dir);
   h.runtime_dir = g_strdup(runtime_dir);
   prctl(PR_SET_NAME, "hutch-egress");
+  /* hutch net may signal a reload as soon as the pidfile names us: not fatal before the
+   * handler is in place */
+  signal(SIGHUP, SIG_IGN);
+  /* the guest's connections hold descriptors: all the hard limit allows */
+  struct rlimit nofile;
+  if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+    nofile.rlim_cur = nofile.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &nofile);
+  }
   int status = 1;
   h.policy = hutch_egress_policy_load(instance_dir, error);
   if (!h.policy)
     goto out;
   read_test_settings(&h);
-  h.name_to_index = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+  h.name_to_index = g_hash_table_new(g_str_hash, g_str_equal);
   h.index_to_name = g_new0(char *, NAME_POOL);
 
+  pid_t helper_pid = getpid();
   int pair[2];
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0) {
     g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_HELPER, "socketpair: %s", g_strerror(errno));
@@ -887,7 +1071,7 @@ int hutch_egress_helper_main(const char *instance_dir, const char *runtime_dir, 
   }
   if (keeper == 0) {
     close(pair[0]);
-    keeper_main(pair[1], getuid(), getgid(), passt_argv);
+    keeper_main(pair[1], helper_pid, getuid(), getgid(), passt_argv);
   }
   close(pair[1]);
   h.ctl = pair[0];
@@ -982,6 +1166,18 @@ gboolean hutch_egress_start(HutchContext *ctx, const char *instance_dir, const c
                             guint ssh_port, GPtrArray *ports, GError **error) {
   for (guint i = 0; ports && i < ports->len; i++) {
     HutchPort *port = g_ptr_array_index(ports, i);
+    if (port->proto == HUTCH_PROTO_TCP &&
+        ((port->host_start <= PROXY_PORT && PROXY_PORT <= port->host_end) ||
+         (port->host_start <= 53 && 53 <= port->host_end))) {
+      /* passt listens on the host port's number in the helper's namespace, where these two
+       * are the helper's own */
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE,
+                  "host port %u-%u takes port 53 or %u, which the egress helper uses in the "
+                  "VM's network namespace: forward from another host port, or egress: "
+                  "unrestricted",
+                  port->host_start, port->host_end, PROXY_PORT);
+      return FALSE;
+    }
     if (port->proto == HUTCH_PROTO_UDP) {
       g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE,
                   "UDP port %u is not forwarded under an egress policy yet: use TCP, or "

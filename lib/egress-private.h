@@ -91,8 +91,8 @@ gboolean hutch_egress_check_name(const HutchEgressPolicy *policy, const char *na
                                  char **ret_reason);
 
 /* The decision for one address the name resolved to (or the bare address the guest asked
- * for). host_addresses: the host's own addresses (GInetAddress*), refused unless an address
- * rule of allow names them; outside: addresses to take as outside servers (tests only;
+ * for). host_addresses: the host's own addresses (GInetAddress*), always refused (an allow
+ * rule does not open them); outside: addresses to take as outside servers (tests only;
  * NULL). Loopback is never reached, nor the unspecified addresses (0.0.0.0/8, ::) that lead
  * to it. A v4-mapped IPv6 address (::ffff:a.b.c.d) is taken as the IPv4 address. */
 gboolean hutch_egress_check_address(const HutchEgressPolicy *policy, const char *name,

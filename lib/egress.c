@@ -546,17 +546,19 @@ gboolean hutch_egress_check_address(const HutchEgressPolicy *policy, const char 
                                   text, via, via_name, via_end);
     return FALSE;
   }
-  const HutchEgressRule *allowed = find_address_rule(policy->allow, addr, port, FALSE);
-  if (allowed)
-    return TRUE;
   /* the tests' stand-ins for servers outside: not the host's, not private; the allowlist
    * still applies to them */
   gboolean is_outside = in_list(outside, addr);
+  /* the host itself, whatever an allow rule covers (allowing a LAN range must not open the
+   * host's own address in it, and with it every service it has on 0.0.0.0) */
   if (!is_outside && in_list(host_addresses, addr)) {
     *ret_reason = g_strdup_printf("%s%s%s%s is an address of the host", text, via, via_name,
                                   via_end);
     return FALSE;
   }
+  const HutchEgressRule *allowed = find_address_rule(policy->allow, addr, port, FALSE);
+  if (allowed)
+    return TRUE;
   if (class && !is_outside) {
     *ret_reason = g_strdup_printf("%s%s%s%s is a %s address (allow it with an address rule)",
                                   text, via, via_name, via_end, class);

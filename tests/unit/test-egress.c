@@ -530,16 +530,19 @@ static void test_check_address_host(void) {
     assert_address_allowed(bare, "example.com", "81.2.69.143", 443, host, NULL);
     assert_address_allowed(bare, "example.com", "2a02:8010::2", 443, host, NULL);
 
-    /* an allow address rule that names it opens it, for its ports only */
+    /* no allow rule opens it: not one that names it, not a range around it (allowing a LAN
+     * must not open the host's own address there, and its services on 0.0.0.0) */
     g_autoptr(HutchEgressPolicy) named = policy_of(
-        modes[m], (const char *const[]){"81.2.69.142", "[2a02:8010::1]:22", "192.168.1.10:*", NULL},
+        modes[m],
+        (const char *const[]){"81.2.69.142", "[2a02:8010::1]:22", "192.168.1.0/24:*", NULL},
         NULL);
-    assert_address_allowed(named, "me.example", "81.2.69.142", 443, host, NULL);
-    assert_address_allowed(named, NULL, "81.2.69.142", 80, host, NULL);
-    assert_address_refused(named, NULL, "81.2.69.142", 22, host, NULL, "address of the host");
-    assert_address_allowed(named, NULL, "2a02:8010::1", 22, host, NULL);
-    assert_address_refused(named, NULL, "2a02:8010::1", 443, host, NULL, "address of the host");
-    assert_address_allowed(named, NULL, "192.168.1.10", 5432, host, NULL);
+    assert_address_refused(named, "me.example", "81.2.69.142", 443, host, NULL,
+                           "address of the host");
+    assert_address_refused(named, NULL, "81.2.69.142", 80, host, NULL, "address of the host");
+    assert_address_refused(named, NULL, "2a02:8010::1", 22, host, NULL, "address of the host");
+    assert_address_refused(named, NULL, "192.168.1.10", 5432, host, NULL, "address of the host");
+    /* while the range's other addresses are open */
+    assert_address_allowed(named, NULL, "192.168.1.11", 5432, host, NULL);
     /* a name rule for the host's name does not */
     g_autoptr(HutchEgressPolicy) by_name =
         policy_of(modes[m], (const char *const[]){"me.example:*", NULL}, NULL);
