@@ -30,6 +30,8 @@ out_port=$(free_port)     # the outside server's allowed port
 other_port=$(free_port)   # the same server, another port
 udp_port=$(free_udp_port) # a UDP listener on every host address
 fwd_port=$(free_port)     # the VM's forwarded port
+hold_port=$(free_port)    # the outside server's connection that never ends (a tick a 0.3 s)
+eof_port=$(free_port)     # the outside server that answers once the client shut its side
 mkdir -p "$E2E_TMP/any" "$E2E_TMP/loop" "$E2E_TMP/out" "$E2E_TMP/other" "$E2E_TMP/project"
 echo any-address-service >"$E2E_TMP/any/index.html"
 echo loopback-service >"$E2E_TMP/loop/index.html"
@@ -49,6 +51,31 @@ while True:
     with open(sys.argv[2], "ab") as f:
         f.write(b"%s %s\n" % (peer[0].encode(), data[:40]))
 ' "$udp_port" "$E2E_TMP/udp-received" & pids+=($!)
+python3 -c '
+import socket, sys, threading, time
+def hold(c):
+    try:
+        while True:
+            c.sendall(b"tick\n"); time.sleep(0.3)
+    except OSError:
+        pass
+def eof(c):
+    got = b""
+    while True:
+        b = c.recv(4096)
+        if not b:
+            break
+        got += b
+    c.sendall(b"after eof: %d bytes" % len(got)); c.close()
+def serve(port, handler):
+    l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    l.bind((sys.argv[1], port)); l.listen(16)
+    while True:
+        c, _ = l.accept()
+        threading.Thread(target=handler, args=(c,), daemon=True).start()
+threading.Thread(target=serve, args=(int(sys.argv[2]), hold), daemon=True).start()
+serve(int(sys.argv[3]), eof)
+' $outside_addr "$hold_port" "$eof_port" & pids+=($!)
 trap 'kill "${pids[@]}" 2>/dev/null; e2e_cleanup' EXIT
 
 export HUTCH_EGRESS_TEST_HOSTS="good.test=$outside_addr,rebind.test=$host_addr,loop.test=127.0.0.1"
@@ -122,6 +149,14 @@ if grep -q '^200' <<<"$got"; then ok "public: the Debian mirror answers (a real 
 got=$(as_root apt-get -q -o Acquire::Retries=0 update 2>&1; echo "exit $?")
 if grep -q "exit 0" <<<"$got"; then ok "public: apt-get update works unchanged"; else not_ok "public: apt-get update works unchanged"; diag "$(tail -5 <<<"$got")"; fi
 
+got=$(as_root python3 -c '
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+s.sendall(b"x" * 5000); s.shutdown(socket.SHUT_WR)
+print(s.recv(100).decode())
+' good.test "$eof_port" 2>&1)
+if [ "$got" = "after eof: 5000 bytes" ]; then ok "public: a client that shuts its side down still gets the answer (half-close relayed)"; else not_ok "public: half-close relayed"; diag "$got"; fi
+
 # Around the proxy: UDP, ICMP, IPv6
 : >"$E2E_TMP/udp-received"
 as_root python3 -c '
@@ -155,6 +190,27 @@ if ! grep -q '^200' <<<"$got"; then ok "allowlist: HTTPS to an unlisted name is 
 check "hutch net --allow adds a name to the running VM" "$HUTCH" net "$vm" --allow registry.npmjs.org
 got=$(fetch -k -o /dev/null -w '%{http_code}' "https://registry.npmjs.org/")
 if grep -q '^200' <<<"$got"; then ok "allowlist: the name allowed just now works over HTTPS, without a restart"; else not_ok "allowlist: hutch net --allow takes effect without a restart"; diag "$got"; fi
+# An open connection that the policy stops allowing is closed, not left to run on.
+check "hutch net --allow the outside server's long connection" "$HUTCH" net "$vm" --allow "good.test:$hold_port"
+as_root sh -c "nohup setsid python3 -c '
+import socket, sys, time
+t0 = time.time(); n = 0
+s = socket.create_connection(("good.test", $hold_port), timeout=30)
+try:
+    while True:
+        b = s.recv(100)
+        if not b:
+            break
+        n += len(b)
+except OSError as e:
+    pass
+print("ended after %.1f s, %d bytes" % (time.time() - t0, n))
+' > /tmp/hold.out 2>&1 < /dev/null &"
+sleep 3
+check "hutch net --deny the name while the connection runs" "$HUTCH" net "$vm" --deny "good.test:$hold_port"
+got=""
+for _ in $(seq 1 20); do got=$(as_root cat /tmp/hold.out 2>/dev/null); [ -n "$got" ] && break; sleep 0.5; done
+if grep -q "^ended after" <<<"$got" && [ "$(awk '{print int($3)}' <<<"$got")" -lt 15 ]; then ok "an open connection is closed when the policy stops allowing it ($got)"; else not_ok "an open connection is closed when the policy changes"; diag "$got"; fi
 check "hutch net --deny refuses it again" "$HUTCH" net "$vm" --deny registry.npmjs.org
 got=$(fetch -k -o /dev/null -w '%{http_code}' "https://registry.npmjs.org/")
 if ! grep -q '^200' <<<"$got"; then ok "deny wins: the denied name is refused again"; else not_ok "deny wins"; diag "$got"; fi
