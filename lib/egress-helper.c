@@ -8,7 +8,7 @@
  * connection (egress.c), resolves names with the host's resolver, and only then connects.
  *
  * The guest's names never reach a resolver: hutch answers every A query with an address of
- * its own (198.18.0.0/15) that stands for the name, and a connection to that address is a
+ * its own (198.18.0.0/16) that stands for the name, and a connection to that address is a
  * connection to the name. So name rules never trust the guest's DNS answers, names of an
  * allowlist VM that are not listed are never looked up anywhere (no DNS tunnel), and a name
  * is refused after resolving when it resolves to the host or a private address.

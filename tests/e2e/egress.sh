@@ -119,7 +119,7 @@ except Exception as e:
 # ---- public ------------------------------------------------------------------------------
 net_json=$("$HUTCH" net "$vm" --json)
 check "hutch net shows egress: public" python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["egress"] == "public", d' "$net_json"
-# The guest's DNS: every name gets one of hutch's own addresses (198.18.0.0/15), whoever it asks
+# The guest's DNS: every name gets one of hutch's own addresses (198.18.0.0/16), whoever it asks
 got=$(as_root getent ahostsv4 good.test | head -1)
 case $got in 198.18.*|198.19.*) ok "a name resolves to hutch's own address for it ($got)";; *) not_ok "a name resolves to hutch's own address"; diag "$got";; esac
 got=$(as_root python3 -c '
