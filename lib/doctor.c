@@ -1,11 +1,8 @@
 /* doctor.c: what `hutch doctor` checks on the host, and the fix for each problem. */
-#define _GNU_SOURCE
 #include "config.h"
 
 #include <errno.h>
 #include <grp.h>
-#include <sched.h>
-#include <sys/wait.h>
 #include <sys/stat.h>
 #include <sys/resource.h>
 #include <sys/statvfs.h>
@@ -259,13 +256,15 @@ static void check_egress(JsonArray *results, const HutchDoctorEnv *env) {
   with_sbin.path = path;
   g_autofree char *nft = find_program(&with_sbin, "nft");
   g_autofree char *ip = find_program(&with_sbin, "ip");
+  /* asked of util-linux's unshare, a program of its own: this process may have threads (or
+   * run under valgrind), and a process with threads cannot make a user namespace */
   gboolean userns = FALSE;
-  pid_t pid = fork();
-  if (pid == 0)
-    _exit(unshare(CLONE_NEWUSER | CLONE_NEWNET) == 0 ? 0 : 1);
+  const char *argv[] = {"unshare", "--user", "--net", "true", NULL};
   int status = 0;
-  if (pid > 0 && waitpid(pid, &status, 0) == pid)
-    userns = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  if (g_spawn_sync(NULL, (char **)argv, NULL,
+                   G_SPAWN_SEARCH_PATH | G_SPAWN_STDOUT_TO_DEV_NULL | G_SPAWN_STDERR_TO_DEV_NULL,
+                   NULL, NULL, NULL, NULL, &status, NULL))
+    userns = g_spawn_check_wait_status(status, NULL);
   g_autofree char *detail = g_strdup_printf(
       "nft %s, ip %s, unprivileged user namespaces %s (the egress policy: every mode but "
       "unrestricted)",
