@@ -192,20 +192,22 @@ got=$(fetch -k -o /dev/null -w '%{http_code}' "https://registry.npmjs.org/")
 if grep -q '^200' <<<"$got"; then ok "allowlist: the name allowed just now works over HTTPS, without a restart"; else not_ok "allowlist: hutch net --allow takes effect without a restart"; diag "$got"; fi
 # An open connection that the policy stops allowing is closed, not left to run on.
 check "hutch net --allow the outside server's long connection" "$HUTCH" net "$vm" --allow "good.test:$hold_port"
-as_root sh -c "nohup setsid python3 -c '
+cat >"$E2E_TMP/hold.py" <<'PY'
 import socket, sys, time
 t0 = time.time(); n = 0
-s = socket.create_connection(("good.test", $hold_port), timeout=30)
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=30)
 try:
     while True:
         b = s.recv(100)
         if not b:
             break
         n += len(b)
-except OSError as e:
+except OSError:
     pass
 print("ended after %.1f s, %d bytes" % (time.time() - t0, n))
-' > /tmp/hold.out 2>&1 < /dev/null &"
+PY
+"$HUTCH" shell "$vm" -- sh -c 'cat > /tmp/hold.py' <"$E2E_TMP/hold.py"
+as_root sh -c "nohup setsid python3 /tmp/hold.py good.test $hold_port > /tmp/hold.out 2>&1 < /dev/null &"
 sleep 3
 check "hutch net --deny the name while the connection runs" "$HUTCH" net "$vm" --deny "good.test:$hold_port"
 got=""
