@@ -465,6 +465,10 @@ static void print_network(JsonObject *network) {
     for (guint j = 0; rules && j < json_array_get_length(rules); j++)
       printf("%-14s %s %s\n", "", lists[i], json_array_get_string_element(rules, j));
   }
+  if (json_object_has_member(network, "allowed"))
+    printf("%-14s %" G_GINT64_FORMAT " allowed, %" G_GINT64_FORMAT " refused or failed\n", "",
+           json_object_get_int_member(network, "allowed"),
+           json_object_get_int_member(network, "denied"));
 }
 
 int verb_info(Cli *cli, int argc, char **argv) {
