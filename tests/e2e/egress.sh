@@ -251,6 +251,7 @@ text=$("$HUTCH" net "$vm" --log)
 if grep -q "deny .*registry.npmjs.org" <<<"$text"; then ok "hutch net --log prints the decisions as text"; else not_ok "hutch net --log as text"; diag "$(tail -5 <<<"$text")"; fi
 net_json=$("$HUTCH" net "$vm" --json)
 check "hutch net counts the decisions of the running VM" python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["allowed"] > 0 and d["denied"] > 0, d' "$net_json"
+check "hutch info shows the mode in force and the counts" python3 -c 'import json,sys; n=json.loads(sys.argv[1])["network"]; assert n["egress"] == "none" and n["allowed"] > 0 and n["denied"] > 0, n' "$("$HUTCH" info --json "$vm")"
 check_status "a bad mode is a usage error" 2 "$HUTCH" net "$vm" --egress everything
 check_status "a bad destination is a usage error" 2 "$HUTCH" net "$vm" --allow "exa mple.org"
 
