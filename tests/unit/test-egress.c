@@ -726,8 +726,8 @@ static void test_check_address_v4_mapped(void) {
                            "address of the host");
     /* allow rules and the outside list read it as IPv4 too */
     assert_address_allowed(policy, NULL, "::ffff:10.1.2.3", 5432, host, NULL);
-    assert_address_allowed(policy, NULL, "::ffff:198.51.100.7", 443, host, NULL);
-    assert_address_refused(policy, NULL, "::ffff:198.51.100.7", 22, host, NULL, "reserved");
+    assert_address_allowed(policy, NULL, "::ffff:10.9.9.9", 443, host, NULL);
+    assert_address_refused(policy, NULL, "::ffff:172.16.0.7", 22, host, NULL, "private");
     assert_address_allowed(policy, NULL, "::ffff:10.0.2.2", 80, NULL, outside);
   }
   g_autoptr(HutchEgressPolicy) list =
@@ -819,8 +819,8 @@ static void test_address_class_ipv4(void) {
       {"192.0.0.0", "reserved"},
       {"192.0.0.255", "reserved"},
       {"192.0.1.0", NULL},
-      {"192.0.2.0", "reserved"},
-      {"192.0.2.255", "reserved"},
+      {"192.0.2.0", NULL}, /* documentation: not refused */
+      {"192.0.2.255", NULL}, /* documentation: not refused */
       {"192.0.3.0", NULL},
       {"192.167.255.255", NULL},
       {"192.168.0.0", "private"},
@@ -831,12 +831,12 @@ static void test_address_class_ipv4(void) {
       {"198.19.255.255", "reserved"},
       {"198.20.0.0", NULL},
       {"198.51.99.255", NULL},
-      {"198.51.100.0", "reserved"},
-      {"198.51.100.255", "reserved"},
+      {"198.51.100.0", NULL}, /* documentation: not refused */
+      {"198.51.100.255", NULL}, /* documentation: not refused */
       {"198.51.101.0", NULL},
       {"203.0.112.255", NULL},
-      {"203.0.113.0", "reserved"},
-      {"203.0.113.255", "reserved"},
+      {"203.0.113.0", NULL}, /* documentation: not refused */
+      {"203.0.113.255", NULL}, /* documentation: not refused */
       {"203.0.114.0", NULL},
       {"223.255.255.255", NULL},
       {"224.0.0.0", "multicast"},
