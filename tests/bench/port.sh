@@ -58,7 +58,7 @@ guest_download() {  # guest_download SIDE VM
   done
 }
 # download_as NAME SIDE PORT: download's samples under another result name
-download_as() { local keep=$BENCH_SAMPLE_NAME; BENCH_SAMPLE_NAME=$1; shift; download "$@"; BENCH_SAMPLE_NAME=$keep; }
+download_as() { local keep=${BENCH_SAMPLE_NAME:-}; BENCH_SAMPLE_NAME=$1; shift; download "$@"; BENCH_SAMPLE_NAME=$keep; }
 
 port=$(free_port)
 vm=bp-$$
