@@ -220,8 +220,7 @@ static void G_GNUC_NORETURN keeper_main(int ctl, pid_t helper, uid_t uid, gid_t 
   struct sockaddr_in dns_addr = {.sin_family = AF_INET,
                                  .sin_port = htons(53),
                                  .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  if (dns < 0 || setsockopt(dns, IPPROTO_IP, IP_PKTINFO, &one, sizeof one) < 0 ||
-      bind(dns, (struct sockaddr *)&dns_addr, sizeof dns_addr) < 0)
+  if (dns < 0 || bind(dns, (struct sockaddr *)&dns_addr, sizeof dns_addr) < 0)
     keeper_fail("the DNS socket");
   if (send_fd(ctl, proxy) < 0 || send_fd(ctl, dns) < 0)
     keeper_fail("handing over the sockets");
@@ -508,47 +507,16 @@ static gboolean on_dns(int fd, GIOCondition condition, gpointer data) {
   (void)condition;
   guint8 query[1500], reply[1500];
   struct sockaddr_in from;
-  union {
-    char buf[CMSG_SPACE(sizeof(struct in_pktinfo))];
-    struct cmsghdr align;
-  } control;
-  struct iovec iov = {.iov_base = query, .iov_len = sizeof query};
-  struct msghdr msg = {.msg_name = &from,
-                       .msg_namelen = sizeof from,
-                       .msg_iov = &iov,
-                       .msg_iovlen = 1,
-                       .msg_control = control.buf,
-                       .msg_controllen = sizeof control.buf};
-  ssize_t n = recvmsg(fd, &msg, MSG_DONTWAIT);
+  socklen_t from_len = sizeof from;
+  ssize_t n = recvfrom(fd, query, sizeof query, MSG_DONTWAIT, (struct sockaddr *)&from,
+                       &from_len);
   if (n <= 0)
     return G_SOURCE_CONTINUE;
-  struct in_addr to = {0};
-  for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
-    if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO)
-      to = ((struct in_pktinfo *)CMSG_DATA(c))->ipi_addr;
   gsize len = dns_answer(h, query, (gsize)n, reply, sizeof reply);
-  if (len == 0)
-    return G_SOURCE_CONTINUE;
-  /* from the address the query arrived at (conntrack gives the answer the address the guest
-   * asked as its source) */
-  union {
-    char buf[CMSG_SPACE(sizeof(struct in_pktinfo))];
-    struct cmsghdr align;
-  } out_control = {0};
-  struct iovec out_iov = {.iov_base = reply, .iov_len = len};
-  struct msghdr out = {.msg_name = &from,
-                       .msg_namelen = sizeof from,
-                       .msg_iov = &out_iov,
-                       .msg_iovlen = 1,
-                       .msg_control = out_control.buf,
-                       .msg_controllen = sizeof out_control.buf};
-  struct cmsghdr *c = CMSG_FIRSTHDR(&out);
-  c->cmsg_level = IPPROTO_IP;
-  c->cmsg_type = IP_PKTINFO;
-  c->cmsg_len = CMSG_LEN(sizeof(struct in_pktinfo));
-  struct in_pktinfo info = {.ipi_spec_dst = to};
-  memcpy(CMSG_DATA(c), &info, sizeof info);
-  if (sendmsg(fd, &out, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
+  /* the socket is on 127.0.0.1, where nftables redirected the query: conntrack gives the
+   * answer the address the guest asked as its source */
+  if (len > 0 && sendto(fd, reply, len, MSG_DONTWAIT | MSG_NOSIGNAL, (struct sockaddr *)&from,
+                        from_len) < 0) {
     /* the guest asks again */
   }
   return G_SOURCE_CONTINUE;
