@@ -70,6 +70,27 @@ typedef struct {
   char *value;
 } HutchEnvVar;
 
+/* secrets: a credential the guest uses without holding it. The guest's variable holds a
+ * placeholder; the value is fetched on the host and only goes to the hosts listed. */
+typedef enum { HUTCH_SECRET_ENV, HUTCH_SECRET_COMMAND, HUTCH_SECRET_FILE } HutchSecretSource;
+
+typedef struct {
+  char *name; /* the guest's variable: [A-Za-z_][A-Za-z0-9_]*, at most 64 chars */
+  HutchSecretSource source;
+  /* ENV: the host variable's name (the secret's own name for plain `env`); COMMAND: the
+   * command line as written (split with g_shell_parse_argv when run; must parse and be
+   * non-empty); FILE: the path as written, absolute or starting with "~" (the host user's
+   * home) */
+  char *from;
+  /* NULL-terminated, at least one: "NAME", "*.NAME", "NAME:PORT" or "*.NAME:PORT",
+   * lower-cased; a name without a port means 443 and is stored without the port */
+  char **hosts;
+  gboolean optional; /* default FALSE */
+  guint ttl;         /* seconds, 0 = none */
+} HutchSecret;
+
+void hutch_secret_free(HutchSecret *secret);
+
 struct _HutchProfile {
   char *name;       /* the profile's name (file name without .yaml) */
   char *path;       /* absolute path of the file it was read from */
@@ -88,6 +109,9 @@ struct _HutchProfile {
   GPtrArray *ports;     /* HutchPort*, owned */
   GPtrArray *provision; /* HutchProvisionStep*, owned, in order */
   GPtrArray *env;       /* HutchEnvVar*, owned, in order of first definition */
+  /* HutchSecret*, owned, base's first; a name defined again in a derived file replaces the
+   * base's entry in place */
+  GPtrArray *secrets;
   guint boot_timeout;   /* seconds, default 600 */
   char *description;    /* `description:` of the file itself (not inherited), or NULL */
   /* network: egress is HUTCH_EGRESS_UNSET when no file of the chain says (the policy then
@@ -98,8 +122,8 @@ struct _HutchProfile {
   GPtrArray *egress_deny;
   /* Where each value was read, through the base chain: "FILE:LINE" by key ("cpus",
    * "user.uid", "image", "shares:GUEST", "ports[N]", "provision:NAME", "env.NAME",
-   * "network.egress"; "network.allow" and "network.deny" list every file that adds to
-   * them); a key that is absent has its default. */
+   * "secrets:NAME", "network.egress"; "network.allow" and "network.deny" list every file that
+   * adds to them); a key that is absent has its default. */
   GHashTable *origins;
 };
 

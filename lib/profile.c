@@ -77,6 +77,15 @@ static void env_var_free(HutchEnvVar *var) {
   g_free(var);
 }
 
+void hutch_secret_free(HutchSecret *secret) {
+  if (!secret)
+    return;
+  g_free(secret->name);
+  g_free(secret->from);
+  g_strfreev(secret->hosts);
+  g_free(secret);
+}
+
 static void image_spec_clear(HutchImageSpec *image) {
   if (image->fallback) {
     image_spec_clear(image->fallback);
@@ -107,6 +116,7 @@ HutchProfile *hutch_profile_new_defaults(void) {
   p->ports = g_ptr_array_new_with_free_func((GDestroyNotify)hutch_port_free);
   p->provision = g_ptr_array_new_with_free_func((GDestroyNotify)provision_step_free);
   p->env = g_ptr_array_new_with_free_func((GDestroyNotify)env_var_free);
+  p->secrets = g_ptr_array_new_with_free_func((GDestroyNotify)hutch_secret_free);
   p->boot_timeout = 600;
   p->egress = HUTCH_EGRESS_UNSET;
   p->egress_allow = g_ptr_array_new_with_free_func(g_free);
@@ -129,6 +139,7 @@ void hutch_profile_free(HutchProfile *p) {
   g_ptr_array_unref(p->ports);
   g_ptr_array_unref(p->provision);
   g_ptr_array_unref(p->env);
+  g_ptr_array_unref(p->secrets);
   g_ptr_array_unref(p->egress_allow);
   g_ptr_array_unref(p->egress_deny);
   g_free(p->description);
@@ -419,6 +430,102 @@ static char *check_egress_mode(const char *text, HutchEgressMode *ret) {
   }
   g_autofree char *q = quote(text);
   return g_strdup_printf("%s is not an egress mode (none, allowlist, public or unrestricted)", q);
+}
+
+/* An environment variable's name: letters, digits, '_', not starting with a digit. */
+static char *check_var_name(const char *text, gsize max) {
+  if (is_word(text, FALSE, "_", "_", max) && !g_ascii_isdigit(text[0]))
+    return NULL;
+  g_autofree char *q = quote(text);
+  return g_strdup_printf("%s is not a variable name (letters, digits, '_', at most %" G_GSIZE_FORMAT
+                         "; not starting with a digit)",
+                         q, max);
+}
+
+/* A command secret's command line: split into words as it will be when run (no shell). */
+static char *check_secret_command(const char *text) {
+  g_autofree char *q = quote(text);
+  g_auto(GStrv) argv = NULL;
+  g_autoptr(GError) local = NULL;
+  if (g_shell_parse_argv(text, NULL, &argv, &local))
+    return NULL;
+  if (g_error_matches(local, G_SHELL_ERROR, G_SHELL_ERROR_EMPTY_STRING))
+    return g_strdup("the command is empty (give the command that prints the secret, e.g. gh "
+                    "auth token)");
+  if (g_error_matches(local, G_SHELL_ERROR, G_SHELL_ERROR_BAD_QUOTING))
+    return g_strdup_printf("%s cannot be split into words (a quote is not closed, or a "
+                           "backslash ends it)",
+                           q);
+  return g_strdup_printf("%s cannot be split into words (%s)", q, local->message);
+}
+
+/* A file secret's path: as written, and expanded on the host when the VM starts, so it must
+ * not depend on the directory hutch runs in. */
+static char *check_secret_file(const char *text) {
+  g_autofree char *q = quote(text);
+  if (!(text[0] == '/' || g_str_has_prefix(text, "~/")))
+    return g_strdup_printf("%s is neither absolute nor starting with ~/ (e.g. "
+                           "~/.config/x/key)",
+                           q);
+  if (has_control_chars(text, FALSE))
+    return g_strdup_printf("%s contains control characters (use a plain path)", q);
+  return NULL;
+}
+
+/* A DNS name: labels of letters, digits and '-' (1-63, no '-' at either end), at most 253
+ * in all, the last not a number (that would be an address in disguise, such as 127.1). */
+static gboolean is_host_name(const char *name) {
+  gsize len = strlen(name);
+  if (len == 0 || len > 253)
+    return FALSE;
+  g_auto(GStrv) labels = g_strsplit(name, ".", -1);
+  const char *last = NULL;
+  for (char **label = labels; *label; label++) {
+    gsize n = strlen(*label);
+    if (n == 0 || n > 63 || (*label)[0] == '-' || (*label)[n - 1] == '-')
+      return FALSE;
+    for (const char *c = *label; *c; c++)
+      if (!g_ascii_isalnum(*c) && *c != '-')
+        return FALSE;
+    last = *label;
+  }
+  return strspn(last, "0123456789") != strlen(last);
+}
+
+/* A secret's host: NAME, *.NAME, NAME:PORT or *.NAME:PORT, stored in lower case and without
+ * ":443" (the port a name without one means). */
+static char *check_secret_host(const char *text, char **ret) {
+  g_autofree char *q = quote(text);
+  g_autofree char *lower = g_ascii_strdown(text, -1);
+  char *name = lower;
+  guint64 port = 443;
+  char *colon = strchr(lower, ':');
+  gboolean address = lower[0] == '[' || (colon && strchr(colon + 1, ':'));
+  if (colon && !address) {
+    *colon = '\0';
+    g_autoptr(GInetAddress) ip = g_inet_address_new_from_string(name);
+    address = ip != NULL;
+    if (!address && !g_ascii_string_to_unsigned(colon + 1, 10, 1, 65535, &port, NULL))
+      return g_strdup_printf("%s has a bad port (1 to 65535)", q);
+  }
+  if (!address) {
+    g_autoptr(GInetAddress) ip = g_inet_address_new_from_string(name);
+    address = ip != NULL;
+  }
+  if (address)
+    return g_strdup_printf("%s is an IP address (a secret's host is a name: the real value only "
+                           "goes to the name the guest asked for)",
+                           q);
+  gboolean wildcard = g_str_has_prefix(name, "*.");
+  const char *rest = wildcard ? name + 2 : name;
+  if (strchr(rest, '*'))
+    return g_strdup_printf("%s has a '*' that is not a leading '*.' (e.g. *.example.com)", q);
+  if (!is_host_name(rest))
+    return g_strdup_printf("%s is not a host name (letters, digits, '-' and '.', labels of 1 to "
+                           "63, at most 253 in all; e.g. api.example.com)",
+                           q);
+  *ret = port == 443 ? g_strdup(name) : g_strdup_printf("%s:%" G_GUINT64_FORMAT, name, port);
+  return NULL;
 }
 
 /* ---- Command-line specs ------------------------------------------------------------------ */
@@ -744,7 +851,29 @@ typedef struct {
   GPtrArray *chain_display; /* and their names in messages */
   GHashTable *share_guests; /* guest paths this file defines (duplicates are errors) */
   GHashTable *step_names;   /* step names this file defines */
+  GHashTable *secret_names; /* secret names this file defines -> NodeAt of the name */
+  GHashTable *env_names;    /* env names this file sets -> NodeAt of the key */
 } Loader;
+
+/* Where a value was given, for an error found after the whole file is read. */
+typedef struct {
+  char *key; /* as in messages, e.g. "secrets[1].name" */
+  yaml_node_t *node;
+} NodeAt;
+
+static void node_at_free(NodeAt *at) {
+  if (!at)
+    return;
+  g_free(at->key);
+  g_free(at);
+}
+
+static void remember_node(GHashTable *table, const char *name, const char *key, yaml_node_t *node) {
+  NodeAt *at = g_new0(NodeAt, 1);
+  at->key = g_strdup(key);
+  at->node = node;
+  g_hash_table_replace(table, g_strdup(name), at);
+}
 
 typedef gboolean (*KeyHandler)(Loader *l, gpointer target, yaml_node_t *value, const char *key,
                                GError **error);
@@ -1449,6 +1578,239 @@ static gboolean key_env(Loader *l, gpointer target, yaml_node_t *v, const char *
     g_free(var->value);
     var->value = g_strdup(value);
     set_origin(l, full, value_node, FALSE);
+    remember_node(l->env_names, name, full, k);
+  }
+  return TRUE;
+}
+
+/* secrets: */
+
+typedef struct {
+  HutchSecret *secret;
+  const char *source_key; /* the first of from, command, file */
+  gboolean plain_env;     /* `from: env`: the host variable of the secret's own name */
+  yaml_node_t *name_node;
+} SecretBuild;
+
+static gboolean secret_source(Loader *l, SecretBuild *b, yaml_node_t *v, const char *key,
+                              const char *which, GError **error) {
+  if (b->source_key)
+    return fail_at(l, v, key, error,
+                   "a secret has exactly one of from, command, file (this one has %s already)",
+                   b->source_key);
+  b->source_key = which;
+  return TRUE;
+}
+
+static gboolean secret_name(Loader *l, gpointer target, yaml_node_t *v, const char *key,
+                            GError **error) {
+  SecretBuild *b = target;
+  const char *text = expect_scalar(l, v, key, "a variable name", error);
+  if (!text || !check_at(l, v, key, check_var_name(text, 64), error))
+    return FALSE;
+  b->secret->name = g_strdup(text);
+  b->name_node = v;
+  return TRUE;
+}
+
+static gboolean set_command(Loader *l, SecretBuild *b, yaml_node_t *v, const char *key,
+                            const char *command, GError **error) {
+  if (!check_at(l, v, key, check_secret_command(command), error))
+    return FALSE;
+  b->secret->source = HUTCH_SECRET_COMMAND;
+  b->secret->from = g_strdup(command);
+  return TRUE;
+}
+
+static gboolean set_file(Loader *l, SecretBuild *b, yaml_node_t *v, const char *key,
+                         const char *path, GError **error) {
+  if (!check_at(l, v, key, check_secret_file(path), error))
+    return FALSE;
+  b->secret->source = HUTCH_SECRET_FILE;
+  b->secret->from = g_strdup(path);
+  return TRUE;
+}
+
+static gboolean secret_from(Loader *l, gpointer target, yaml_node_t *v, const char *key,
+                            GError **error) {
+  SecretBuild *b = target;
+  if (!secret_source(l, b, v, key, "from", error))
+    return FALSE;
+  const char *text = expect_scalar(l, v, key, "env, env:VAR, command:CMD or file:PATH", error);
+  if (!text)
+    return FALSE;
+  if (strcmp(text, "env") == 0) {
+    b->secret->source = HUTCH_SECRET_ENV;
+    b->plain_env = TRUE;
+    return TRUE;
+  }
+  if (g_str_has_prefix(text, "env:")) {
+    g_autofree char *why = check_var_name(text + 4, 128);
+    if (why) {
+      g_autofree char *q = quote(text);
+      return fail_at(l, v, key, error, "%s: %s", q, why);
+    }
+    b->secret->source = HUTCH_SECRET_ENV;
+    b->secret->from = g_strdup(text + 4);
+    return TRUE;
+  }
+  if (g_str_has_prefix(text, "command:"))
+    return set_command(l, b, v, key, text + strlen("command:"), error);
+  if (g_str_has_prefix(text, "file:"))
+    return set_file(l, b, v, key, text + strlen("file:"), error);
+  g_autofree char *q = quote(text);
+  return fail_at(l, v, key, error,
+                 "%s is not where a secret comes from (env, env:VAR, command:CMD or file:PATH)", q);
+}
+
+static gboolean secret_command(Loader *l, gpointer target, yaml_node_t *v, const char *key,
+                               GError **error) {
+  SecretBuild *b = target;
+  if (!secret_source(l, b, v, key, "command", error))
+    return FALSE;
+  const char *text = expect_scalar(l, v, key, "a command (e.g. gh auth token)", error);
+  return text && set_command(l, b, v, key, text, error);
+}
+
+static gboolean secret_file(Loader *l, gpointer target, yaml_node_t *v, const char *key,
+                            GError **error) {
+  SecretBuild *b = target;
+  if (!secret_source(l, b, v, key, "file", error))
+    return FALSE;
+  const char *text = expect_scalar(l, v, key, "a path (absolute or starting with ~/)", error);
+  return text && set_file(l, b, v, key, text, error);
+}
+
+static gboolean secret_hosts(Loader *l, gpointer target, yaml_node_t *v, const char *key,
+                             GError **error) {
+  SecretBuild *b = target;
+  if (v->type != YAML_SEQUENCE_NODE || v->data.sequence.items.start == v->data.sequence.items.top)
+    return fail_at(l, v, key, error,
+                   "expected a list of host names (e.g. [api.example.com]), got %s",
+                   v->type == YAML_SEQUENCE_NODE ? "an empty list"
+                   : is_null(v)                  ? "no value"
+                                                 : node_kind(v));
+  g_autoptr(GPtrArray) hosts = g_ptr_array_new_with_free_func(g_free);
+  guint index = 0;
+  FOR_EACH_ITEM(l, v, item) {
+    g_autofree char *item_key = g_strdup_printf("%s[%u]", key, index++);
+    const char *text =
+        expect_scalar(l, item, item_key, "a host name (NAME, *.NAME, NAME:PORT)", error);
+    char *host = NULL;
+    if (!text || !check_at(l, item, item_key, check_secret_host(text, &host), error))
+      return FALSE;
+    if (g_ptr_array_find_with_equal_func(hosts, host, g_str_equal, NULL))
+      g_free(host);
+    else
+      g_ptr_array_add(hosts, host);
+  }
+  g_ptr_array_add(hosts, NULL);
+  g_strfreev(b->secret->hosts);
+  b->secret->hosts = (char **)g_ptr_array_free(g_steal_pointer(&hosts), FALSE);
+  return TRUE;
+}
+
+static gboolean secret_optional(Loader *l, gpointer target, yaml_node_t *v, const char *key,
+                                GError **error) {
+  SecretBuild *b = target;
+  return get_bool(l, v, key, &b->secret->optional, error);
+}
+
+static gboolean secret_ttl(Loader *l, gpointer target, yaml_node_t *v, const char *key,
+                           GError **error) {
+  SecretBuild *b = target;
+  const char *text = expect_scalar(l, v, key, "a duration (e.g. 3600 or 12h)", error);
+  return text && check_at(l, v, key, check_duration(text, &b->secret->ttl), error);
+}
+
+static const KeySpec secret_keys[] = {
+    {"name", secret_name}, {"from", secret_from},   {"command", secret_command},
+    {"file", secret_file}, {"hosts", secret_hosts}, {"optional", secret_optional},
+    {"ttl", secret_ttl},
+};
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(HutchSecret, hutch_secret_free)
+
+static gboolean key_secrets(Loader *l, gpointer target, yaml_node_t *v, const char *key,
+                            GError **error) {
+  HutchProfile *p = target;
+  if (is_null(v))
+    return TRUE;
+  if (v->type != YAML_SEQUENCE_NODE)
+    return fail_at(l, v, key, error, "expected a list of secrets, got %s", node_kind(v));
+  guint index = 0;
+  FOR_EACH_ITEM(l, v, item) {
+    g_autofree char *item_key = g_strdup_printf("%s[%u]", key, index++);
+    g_autoptr(HutchSecret) secret = g_new0(HutchSecret, 1);
+    SecretBuild b = {secret, NULL, FALSE, NULL};
+    if (!walk_mapping(l, item, item_key,
+                      "a mapping with name, hosts and one of from, command, file", secret_keys,
+                      G_N_ELEMENTS(secret_keys), &b, error))
+      return FALSE;
+    if (!secret->name)
+      return fail_at(l, item, item_key, error,
+                     "missing name (every secret has one: the guest's variable)");
+    if (!b.source_key)
+      return fail_at(l, item, item_key, error,
+                     "secret '%s' has no source (give one of from, command, file: where its "
+                     "value comes from on the host)",
+                     secret->name);
+    if (!secret->hosts)
+      return fail_at(l, item, item_key, error,
+                     "secret '%s' has no hosts (the names its value may be sent to, e.g. "
+                     "hosts: [api.example.com])",
+                     secret->name);
+    g_autofree char *name_key = key_path(item_key, "name");
+    if (g_hash_table_contains(l->secret_names, secret->name))
+      return fail_at(l, b.name_node, name_key, error,
+                     "'%s' names two secrets (secret names are unique)", secret->name);
+    remember_node(l->secret_names, secret->name, name_key, b.name_node);
+    if (b.plain_env)
+      secret->from = g_strdup(secret->name);
+    g_autofree char *origin_key = g_strconcat("secrets:", secret->name, NULL);
+    set_origin(l, origin_key, item, FALSE);
+    /* A base's secret of the same name is replaced where it stands. */
+    gboolean replaced = FALSE;
+    for (guint i = 0; i < p->secrets->len && !replaced; i++) {
+      HutchSecret *old = g_ptr_array_index(p->secrets, i);
+      if (strcmp(old->name, secret->name) == 0) {
+        hutch_secret_free(old);
+        g_ptr_array_index(p->secrets, i) = g_steal_pointer(&secret);
+        replaced = TRUE;
+      }
+    }
+    if (!replaced)
+      g_ptr_array_add(p->secrets, g_steal_pointer(&secret));
+  }
+  return TRUE;
+}
+
+/* A variable both in env: and secrets: (of this file or a base) would reach the guest with
+ * two values. Checked once the file is read, as env: may come before or after secrets:;
+ * the base was checked alone, so one of the two is this file's, and the error names it. */
+static gboolean check_secrets_env(Loader *l, GError **error) {
+  HutchProfile *p = l->profile;
+  for (guint i = 0; i < p->secrets->len; i++) {
+    const HutchSecret *secret = g_ptr_array_index(p->secrets, i);
+    gboolean in_env = FALSE;
+    for (guint j = 0; j < p->env->len && !in_env; j++)
+      in_env = strcmp(((const HutchEnvVar *)g_ptr_array_index(p->env, j))->key, secret->name) == 0;
+    if (!in_env)
+      continue;
+    const NodeAt *at = g_hash_table_lookup(l->secret_names, secret->name);
+    if (at)
+      return fail_at(l, at->node, at->key, error,
+                     "'%s' is also set in env: (the guest would get two values; keep one)",
+                     secret->name);
+    at = g_hash_table_lookup(l->env_names, secret->name);
+    if (at)
+      return fail_at(l, at->node, at->key, error,
+                     "'%s' is also a secret (the guest would get two values; keep one)",
+                     secret->name);
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE,
+                "%s: '%s' is both in env: and in secrets: (the guest would get two values)",
+                l->display, secret->name);
+    return FALSE;
   }
   return TRUE;
 }
@@ -1761,6 +2123,7 @@ static const KeySpec profile_keys[] = {
     {"network", key_network},
     {"provision", key_provision},
     {"env", key_env},
+    {"secrets", key_secrets},
 };
 
 /* ---- Files and base chains --------------------------------------------------------------- */
@@ -1771,6 +2134,8 @@ static void loader_clear(Loader *l) {
     yaml_document_delete(&l->doc);
   g_clear_pointer(&l->share_guests, g_hash_table_unref);
   g_clear_pointer(&l->step_names, g_hash_table_unref);
+  g_clear_pointer(&l->secret_names, g_hash_table_unref);
+  g_clear_pointer(&l->env_names, g_hash_table_unref);
   hutch_profile_free(l->profile);
 }
 
@@ -1907,6 +2272,10 @@ static HutchProfile *load_text(const char *data, gsize len, const char *display,
   l.dir = g_path_get_dirname(abs_path);
   l.share_guests = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
   l.step_names = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+  l.secret_names =
+      g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify)node_at_free);
+  l.env_names =
+      g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify)node_at_free);
   if (len > MAX_PROFILE_BYTES) {
     g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE,
                 "%s: too large (%" G_GSIZE_FORMAT " bytes; a profile is at most 1MiB)", display,
@@ -1940,6 +2309,8 @@ static HutchProfile *load_text(const char *data, gsize len, const char *display,
   g_clear_pointer(&p->description, g_free);
   if (root && !walk_mapping(&l, root, NULL, "a mapping of profile keys", profile_keys,
                             G_N_ELEMENTS(profile_keys), p, error))
+    return NULL;
+  if (!check_secrets_env(&l, error))
     return NULL;
   return g_steal_pointer(&l.profile);
 }
@@ -2152,6 +2523,42 @@ static void emit_network(Emit *e, const HutchProfile *p) {
   emit_mapping_end(e);
 }
 
+/* Definitions only (a profile holds no values); only when there are some, so that a frozen
+ * profile of a version without secrets reads the same. */
+static void emit_secrets(Emit *e, const HutchProfile *p) {
+  if (p->secrets->len == 0)
+    return;
+  emit_plain(e, "secrets");
+  emit_sequence_start(e, FALSE);
+  for (guint i = 0; i < p->secrets->len; i++) {
+    const HutchSecret *secret = g_ptr_array_index(p->secrets, i);
+    emit_mapping_start(e, FALSE);
+    emit_key_string(e, "name", secret->name);
+    switch (secret->source) {
+    case HUTCH_SECRET_ENV:
+      if (strcmp(secret->from, secret->name) == 0) {
+        emit_key_plain(e, "from", "env");
+      } else {
+        g_autofree char *from = g_strconcat("env:", secret->from, NULL);
+        emit_key_string(e, "from", from);
+      }
+      break;
+    case HUTCH_SECRET_COMMAND:
+      emit_key_string(e, "command", secret->from);
+      break;
+    case HUTCH_SECRET_FILE:
+      emit_key_string(e, "file", secret->from);
+      break;
+    }
+    emit_key_packages(e, "hosts", secret->hosts);
+    emit_key_bool(e, "optional", secret->optional);
+    if (secret->ttl > 0)
+      emit_key_uint(e, "ttl", secret->ttl);
+    emit_mapping_end(e);
+  }
+  emit_sequence_end(e);
+}
+
 static void emit_build(Emit *e, const HutchImageSpec *image) {
   emit_plain(e, "build");
   emit_mapping_start(e, FALSE);
@@ -2276,6 +2683,8 @@ static void emit_profile(Emit *e, const HutchProfile *p) {
     emit_key_string(e, var->key, var->value);
   }
   emit_mapping_end(e);
+
+  emit_secrets(e, p);
 
   emit_mapping_end(e);
   if (!e->failed)
@@ -2421,6 +2830,21 @@ char *hutch_profile_to_origins(const HutchProfile *p) {
     const HutchEnvVar *var = g_ptr_array_index(p->env, i);
     g_autofree char *key = g_strconcat("env.", var->key, NULL);
     origin_line(out, p, key, key, var->value);
+  }
+  for (guint i = 0; i < p->secrets->len; i++) {
+    const HutchSecret *secret = g_ptr_array_index(p->secrets, i);
+    g_autofree char *origin_key = g_strconcat("secrets:", secret->name, NULL);
+    g_autofree char *key = g_strdup_printf("secrets[%u]", i);
+    g_autofree char *from = quote(secret->from);
+    g_autofree char *hosts = g_strjoinv(", ", secret->hosts);
+    g_autofree char *ttl = secret->ttl ? g_strdup_printf(", ttl %us", secret->ttl) : g_strdup("");
+    g_autofree char *value =
+        g_strdup_printf("%s (%s %s, hosts %s%s%s)", secret->name,
+                        secret->source == HUTCH_SECRET_ENV       ? "env"
+                        : secret->source == HUTCH_SECRET_COMMAND ? "command"
+                                                                 : "file",
+                        from, hosts, secret->optional ? ", optional" : "", ttl);
+    origin_line(out, p, origin_key, key, value);
   }
   return g_string_free(out, FALSE);
 }
