@@ -45,7 +45,7 @@ static const ErrorCase error_cases[] = {
      "line 2)"},
     {"unknown-key.yaml",
      "2:1: memroy: unknown key (valid keys: base, description, cpus, memory, disk, accel, "
-     "boot_timeout, image, user, shares, ports, network, provision, env)"},
+     "boot_timeout, image, user, shares, ports, network, provision, env, secrets)"},
     {"unknown-nested-key.yaml",
      "3:3: user.home: unknown key (valid keys: name, uid, gid, sudo, shell)"},
     {"wrong-type.yaml", "3:3: memory: expected a size (e.g. 4GiB), got a mapping"},
@@ -148,6 +148,66 @@ static const ErrorCase error_cases[] = {
     {"user-root.yaml",
      "2:9: user.name: 'root' is not a user name (lower-case letters, digits, '_', '-'; not "
      "root)"},
+    {"secret-not-list.yaml", "1:10: secrets: expected a list of secrets, got a mapping"},
+    {"secret-no-name.yaml",
+     "2:5: secrets[0]: missing name (every secret has one: the guest's variable)"},
+    {"secret-bad-name.yaml",
+     "2:11: secrets[0].name: '1TOKEN' is not a variable name (letters, digits, '_', at most 64; "
+     "not starting with a digit)"},
+    {"secret-dup-name.yaml",
+     "3:11: secrets[1].name: 'TOKEN' names two secrets (secret names are unique)"},
+    {"secret-env-clash.yaml",
+     "2:11: secrets[0].name: 'TOKEN' is also set in env: (the guest would get two values; keep "
+     "one)"},
+    {"secret-env-clash-base.yaml",
+     "3:11: secrets[0].name: 'B' is also set in env: (the guest would get two values; keep "
+     "one)"},
+    {"secret-env-clash-derived.yaml",
+     "3:3: env.ANTHROPIC_API_KEY: 'ANTHROPIC_API_KEY' is also a secret (the guest would get two "
+     "values; keep one)"},
+    {"secret-no-source.yaml",
+     "2:5: secrets[0]: secret 'TOKEN' has no source (give one of from, command, file: where its "
+     "value comes from on the host)"},
+    {"secret-two-sources.yaml",
+     "4:14: secrets[0].command: a secret has exactly one of from, command, file (this one has "
+     "from already)"},
+    {"secret-bad-from.yaml",
+     "3:11: secrets[0].from: 'vault:token' is not where a secret comes from (env, env:VAR, "
+     "command:CMD or file:PATH)"},
+    {"secret-bad-env-var.yaml",
+     "3:11: secrets[0].from: 'env:MY-TOKEN': 'MY-TOKEN' is not a variable name (letters, "
+     "digits, '_', at most 128; not starting with a digit)"},
+    {"secret-empty-command.yaml",
+     "3:11: secrets[0].from: the command is empty (give the command that prints the secret, "
+     "e.g. gh auth token)"},
+    {"secret-bad-command.yaml",
+     "3:14: secrets[0].command: 'pass show \"token' cannot be split into words (a quote is not "
+     "closed, or a backslash ends it)"},
+    {"secret-relative-file.yaml",
+     "3:11: secrets[0].file: '.config/x/key' is neither absolute nor starting with ~/ (e.g. "
+     "~/.config/x/key)"},
+    {"secret-no-hosts.yaml",
+     "2:5: secrets[0]: secret 'TOKEN' has no hosts (the names its value may be sent to, e.g. "
+     "hosts: [api.example.com])"},
+    {"secret-empty-hosts.yaml",
+     "4:12: secrets[0].hosts: expected a list of host names (e.g. [api.example.com]), got an "
+     "empty list"},
+    {"secret-host-ip.yaml",
+     "4:30: secrets[0].hosts[1]: '10.0.0.1' is an IP address (a secret's host is a name: the "
+     "real value only goes to the name the guest asked for)"},
+    {"secret-host-bad-name.yaml",
+     "5:9: secrets[0].hosts[0]: 'api_example.com' is not a host name (letters, digits, '-' and "
+     "'.', labels of 1 to 63, at most 253 in all; e.g. api.example.com)"},
+    {"secret-host-star.yaml",
+     "4:13: secrets[0].hosts[0]: 'api.*.example.com' has a '*' that is not a leading '*.' (e.g. "
+     "*.example.com)"},
+    {"secret-host-port.yaml",
+     "4:13: secrets[0].hosts[0]: 'api.example.com:70000' has a bad port (1 to 65535)"},
+    {"secret-optional.yaml", "5:15: secrets[0].optional: 'maybe' is not a boolean (true or false)"},
+    {"secret-ttl.yaml", "5:10: secrets[0].ttl: '0' is out of range (1s to 24h)"},
+    {"secret-unknown-key.yaml",
+     "4:5: secrets[0].host: unknown key (valid keys: name, from, command, file, hosts, optional, "
+     "ttl)"},
     {"user-uid-zero.yaml", "1:25: user.uid: '0' is out of range (1 to 2147483646)"},
     {"user-gid-zero.yaml", "1:25: user.gid: '0' is out of range (1 to 2147483646)"},
 };
@@ -823,6 +883,17 @@ static void assert_profiles_equal(const HutchProfile *a, const HutchProfile *b) 
   g_assert_cmpint(a->egress, ==, b->egress);
   assert_rules_equal(a->egress_allow, b->egress_allow);
   assert_rules_equal(a->egress_deny, b->egress_deny);
+  g_assert_cmpuint(a->secrets->len, ==, b->secrets->len);
+  for (guint i = 0; i < a->secrets->len; i++) {
+    const HutchSecret *x = g_ptr_array_index(a->secrets, i);
+    const HutchSecret *y = g_ptr_array_index(b->secrets, i);
+    g_assert_cmpstr(x->name, ==, y->name);
+    g_assert_cmpint(x->source, ==, y->source);
+    g_assert_cmpstr(x->from, ==, y->from);
+    g_assert_cmpstrv(x->hosts, y->hosts);
+    g_assert_cmpint(x->optional, ==, y->optional);
+    g_assert_cmpuint(x->ttl, ==, y->ttl);
+  }
   g_assert_cmpuint(a->env->len, ==, b->env->len);
   for (guint i = 0; i < a->env->len; i++) {
     const char *xv, *yv;
@@ -1075,6 +1146,279 @@ static void test_network_yaml(void) {
   g_assert_cmpint(again->egress, ==, HUTCH_EGRESS_UNRESTRICTED);
 }
 
+/* ---- secrets: --------------------------------------------------------------------------- */
+
+static const HutchSecret *secret_at(const HutchProfile *p, guint i) {
+  g_assert_cmpuint(i, <, p->secrets->len);
+  return g_ptr_array_index(p->secrets, i);
+}
+
+static void assert_secret(const HutchSecret *secret, const char *name, HutchSecretSource source,
+                          const char *from, const char *hosts, gboolean optional, guint ttl) {
+  g_assert_cmpstr(secret->name, ==, name);
+  g_assert_cmpint(secret->source, ==, source);
+  g_assert_cmpstr(secret->from, ==, from);
+  g_autofree char *joined = g_strjoinv(" ", secret->hosts);
+  g_assert_cmpstr(joined, ==, hosts);
+  g_assert_cmpint(secret->optional, ==, optional);
+  g_assert_cmpuint(secret->ttl, ==, ttl);
+}
+
+/* Every accepted form, as full.yaml writes them. */
+static void test_secrets_forms(void) {
+  g_autofree char *path = data_path("full.yaml", NULL);
+  g_autoptr(HutchProfile) p = load_ok(path);
+  g_assert_cmpuint(p->secrets->len, ==, 6);
+  /* plain env: the host variable of the secret's own name */
+  assert_secret(secret_at(p, 0), "ANTHROPIC_API_KEY", HUTCH_SECRET_ENV, "ANTHROPIC_API_KEY",
+                "api.anthropic.com", TRUE, 3600);
+  /* lower case, ":443" dropped, each host once */
+  assert_secret(secret_at(p, 1), "OTHER", HUTCH_SECRET_ENV, "HOST_OTHER", "api.example.com", FALSE,
+                0);
+  assert_secret(secret_at(p, 2), "GH_TOKEN", HUTCH_SECRET_COMMAND, "gh auth token",
+                "github.com api.github.com", FALSE, 12 * 3600);
+  assert_secret(secret_at(p, 3), "PASS_TOKEN", HUTCH_SECRET_COMMAND, "pass show 'a b'",
+                "*.example.com:8443", FALSE, 30 * 60);
+  assert_secret(secret_at(p, 4), "X", HUTCH_SECRET_FILE, "~/.config/x/key",
+                "*.example.com:8443 example.com:8443", FALSE, 0);
+  assert_secret(secret_at(p, 5), "_Y2", HUTCH_SECRET_FILE, "/etc/y/key", "y.example", FALSE, 90);
+  g_autofree char *origin = g_strdup_printf("%s:49", path);
+  g_assert_cmpstr(g_hash_table_lookup(p->origins, "secrets:ANTHROPIC_API_KEY"), ==, origin);
+
+  /* none, and the limits of what is accepted */
+  g_autoptr(HutchProfile) none = load_text("secrets:\n");
+  g_assert_cmpuint(none->secrets->len, ==, 0);
+  g_autoptr(HutchProfile) empty = load_text("secrets: []\n");
+  g_assert_cmpuint(empty->secrets->len, ==, 0);
+  g_autofree char *label = g_strnfill(63, 'a');
+  g_autofree char *long_name = g_strnfill(64, 'N');
+  g_autofree char *yaml = g_strdup_printf("secrets:\n"
+                                          "  - name: %s\n"
+                                          "    from: env:_\n"
+                                          "    hosts: [%s.example, localhost:1, \"*.x:65535\", "
+                                          "X-1.Example]\n"
+                                          "    ttl: 24h\n"
+                                          "    optional: yes\n",
+                                          long_name, label);
+  g_autoptr(HutchProfile) edge = load_text(yaml);
+  g_autofree char *hosts = g_strdup_printf("%s.example localhost:1 *.x:65535 x-1.example", label);
+  assert_secret(secret_at(edge, 0), long_name, HUTCH_SECRET_ENV, "_", hosts, TRUE, 24 * 3600);
+}
+
+/* Error cases beyond the fixtures: the checks of each field, on one line of a small file. */
+static void test_secrets_errors_inline(void) {
+  static const struct {
+    const char *field; /* line 3 of the secret, after name and hosts */
+    const char *expected;
+  } field_cases[] = {
+      {"from: \"command:\"",
+       "x.yaml:4:11: secrets[0].from: the command is empty (give the command that prints the "
+       "secret, e.g. gh auth token)"},
+      {"command: \"  \"",
+       "x.yaml:4:14: secrets[0].command: the command is empty (give the command that prints the "
+       "secret, e.g. gh auth token)"},
+      {"command: \"a \\\\\"",
+       "x.yaml:4:14: secrets[0].command: 'a \\' cannot be split into words (a quote is not "
+       "closed, or a backslash ends it)"},
+      {"from: \"command:a 'b\"",
+       "x.yaml:4:11: secrets[0].from: 'a 'b' cannot be split into words (a quote is not closed, "
+       "or a backslash ends it)"},
+      {"command:", "x.yaml:4:13: secrets[0].command: expected a command (e.g. gh auth token), got "
+                   "no value"},
+      {"file: \"~user/key\"",
+       "x.yaml:4:11: secrets[0].file: '~user/key' is neither absolute nor starting with ~/ (e.g. "
+       "~/.config/x/key)"},
+      {"file: \"~\"", "x.yaml:4:11: secrets[0].file: '~' is neither absolute nor starting with "
+                      "~/ (e.g. ~/.config/x/key)"},
+      {"from: \"file:\"", "x.yaml:4:11: secrets[0].from: '' is neither absolute nor starting "
+                          "with ~/ (e.g. ~/.config/x/key)"},
+      {"from: \"file:key\"", "x.yaml:4:11: secrets[0].from: 'key' is neither absolute nor "
+                             "starting with ~/ (e.g. ~/.config/x/key)"},
+      {"from: envy", "x.yaml:4:11: secrets[0].from: 'envy' is not where a secret comes from "
+                     "(env, env:VAR, command:CMD or file:PATH)"},
+      {"from: \"env:\"", "x.yaml:4:11: secrets[0].from: 'env:': '' is not a variable name "
+                         "(letters, digits, '_', at most 128; not starting with a digit)"},
+      {"from: [env]", "x.yaml:4:11: secrets[0].from: expected env, env:VAR, command:CMD or "
+                      "file:PATH, got a list"},
+      {"file: /k\n    from: env",
+       "x.yaml:5:11: secrets[0].from: a secret has exactly one of from, command, file (this one "
+       "has file already)"},
+      {"from: env\n    ttl: -5", "x.yaml:5:10: secrets[0].ttl: '-5' is not a duration (seconds, "
+                                 "or e.g. 90s, 10m, 1h30m)"},
+      {"from: env\n    ttl: 1 day", "x.yaml:5:10: secrets[0].ttl: '1 day' is not a duration "
+                                    "(seconds, or e.g. 90s, 10m, 1h30m)"},
+      {"from: env\n    ttl: 25h", "x.yaml:5:10: secrets[0].ttl: '25h' is out of range (1s to 24h)"},
+      {"from: env\n    optional: 1",
+       "x.yaml:5:15: secrets[0].optional: '1' is not a boolean (true or false)"},
+  };
+  for (gsize i = 0; i < G_N_ELEMENTS(field_cases); i++) {
+    g_autofree char *yaml = g_strdup_printf("secrets:\n"
+                                            "  - name: T\n"
+                                            "    hosts: [a.example]\n"
+                                            "    %s\n",
+                                            field_cases[i].field);
+    g_autoptr(GError) error = NULL;
+    g_autoptr(HutchProfile) p = hutch_profile_load_data(yaml, strlen(yaml), "x.yaml", &error);
+    g_assert_null(p);
+    g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE);
+    g_assert_cmpstr(error->message, ==, field_cases[i].expected);
+  }
+
+  static const char ip[] = "is an IP address (a secret's host is a name: the real value only "
+                           "goes to the name the guest asked for)";
+  static const char not_name[] = "is not a host name (letters, digits, '-' and '.', labels of 1 "
+                                 "to 63, at most 253 in all; e.g. api.example.com)";
+  static const char star[] = "has a '*' that is not a leading '*.' (e.g. *.example.com)";
+  static const char port[] = "has a bad port (1 to 65535)";
+  g_autofree char *label64 = g_strnfill(64, 'a');
+  /* 4 labels of 63 and the dots: 255 */
+  g_autofree char *label63 = g_strnfill(63, 'b');
+  g_autofree char *too_long = g_strjoin(".", label63, label63, label63, label63, NULL);
+  g_autofree char *long_label = g_strconcat(label64, ".example", NULL);
+  const struct {
+    const char *host;
+    const char *why;
+  } host_cases[] = {
+      {"[::1]:443", ip},
+      {"2001:db8::1", ip},
+      {"127.0.0.1:8080", ip},
+      {"198.51.100.7", ip},
+      {"127.1", not_name},
+      {"-a.example", not_name},
+      {"a-.example", not_name},
+      {"a..b", not_name},
+      {"x.example.", not_name},
+      {"exa mple.org", not_name},
+      {long_label, not_name},
+      {too_long, not_name},
+      {"", not_name},
+      {"*", star},
+      {"*.*.example", star},
+      {"example.*", star},
+      {"a*.example", star},
+      {"example.com:0", port},
+      {"example.com:", port},
+      {"example.com:https", port},
+      {"*.example.com:65536", port},
+  };
+  for (gsize i = 0; i < G_N_ELEMENTS(host_cases); i++) {
+    g_autofree char *yaml = g_strdup_printf("secrets:\n"
+                                            "  - name: T\n"
+                                            "    from: env\n"
+                                            "    hosts: [a.example, \"%s\"]\n",
+                                            host_cases[i].host);
+    g_autoptr(GError) error = NULL;
+    g_autoptr(HutchProfile) p = hutch_profile_load_data(yaml, strlen(yaml), "x.yaml", &error);
+    g_assert_null(p);
+    g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE);
+    g_autofree char *q = strlen(host_cases[i].host) > 60
+                             ? g_strdup_printf("'%.60s...'", host_cases[i].host)
+                             : g_strdup_printf("'%s'", host_cases[i].host);
+    g_autofree char *expected =
+        g_strdup_printf("x.yaml:4:24: secrets[0].hosts[1]: %s %s", q, host_cases[i].why);
+    g_assert_cmpstr(error->message, ==, expected);
+  }
+
+  static const struct {
+    const char *yaml, *expected;
+  } other_cases[] = {
+      {"secrets:\n  - name: A-B\n    from: env\n    hosts: [a.example]\n",
+       "x.yaml:2:11: secrets[0].name: 'A-B' is not a variable name (letters, digits, '_', at most "
+       "64; not starting with a digit)"},
+      {"secrets:\n  - name: \"\"\n    from: env\n    hosts: [a.example]\n",
+       "x.yaml:2:11: secrets[0].name: '' is not a variable name (letters, digits, '_', at most 64; "
+       "not starting with a digit)"},
+      {"secrets:\n  - name: T\n    from: env\n    hosts: a.example\n",
+       "x.yaml:4:12: secrets[0].hosts: expected a list of host names (e.g. [api.example.com]), got "
+       "a single value"},
+      {"secrets:\n  - name: T\n    from: env\n    hosts:\n",
+       "x.yaml:4:11: secrets[0].hosts: expected a list of host names (e.g. [api.example.com]), got "
+       "no value"},
+      {"secrets:\n  - name: T\n    from: env\n    hosts: [[a.example]]\n",
+       "x.yaml:4:13: secrets[0].hosts[0]: expected a host name (NAME, *.NAME, NAME:PORT), got a "
+       "list"},
+      {"secrets:\n  - T\n",
+       "x.yaml:2:5: secrets[0]: expected a mapping with name, hosts and one of from, command, "
+       "file, got a single value"},
+      /* env: before secrets: in the same file: the secret is named */
+      {"env: {T: x}\nsecrets:\n  - {name: T, from: env, hosts: [a.example]}\n",
+       "x.yaml:3:12: secrets[0].name: 'T' is also set in env: (the guest would get two values; "
+       "keep one)"},
+  };
+  for (gsize i = 0; i < G_N_ELEMENTS(other_cases); i++) {
+    g_autoptr(GError) error = NULL;
+    g_autoptr(HutchProfile) p =
+        hutch_profile_load_data(other_cases[i].yaml, strlen(other_cases[i].yaml), "x.yaml", &error);
+    g_assert_null(p);
+    g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE);
+    g_assert_cmpstr(error->message, ==, other_cases[i].expected);
+  }
+}
+
+/* A derived file's secret replaces the base's of the same name where it stood, as a whole. */
+static void test_secrets_inherit(void) {
+  g_autofree char *base_path = data_path("inherit", "base.yaml", NULL);
+  g_autofree char *child_path = data_path("inherit", "child.yaml", NULL);
+  g_autoptr(HutchProfile) base = load_ok(base_path);
+  g_assert_cmpuint(base->secrets->len, ==, 3);
+  assert_secret(secret_at(base, 1), "GH_TOKEN", HUTCH_SECRET_COMMAND, "gh auth token", "github.com",
+                FALSE, 3600);
+
+  g_autofree char *grandchild_path = data_path("inherit", "grandchild.yaml", NULL);
+  const char *const paths[] = {child_path, grandchild_path};
+  for (guint i = 0; i < G_N_ELEMENTS(paths); i++) {
+    g_autoptr(HutchProfile) p = load_ok(paths[i]);
+    g_assert_cmpuint(p->secrets->len, ==, 4);
+    assert_secret(secret_at(p, 0), "ANTHROPIC_API_KEY", HUTCH_SECRET_ENV, "ANTHROPIC_API_KEY",
+                  "api.anthropic.com", FALSE, 0);
+    /* the child's, ttl not kept from the base's */
+    assert_secret(secret_at(p, 1), "GH_TOKEN", HUTCH_SECRET_ENV, "GITHUB_TOKEN",
+                  "github.com api.github.com", TRUE, 0);
+    assert_secret(secret_at(p, 2), "NPM_TOKEN", HUTCH_SECRET_FILE, "~/.npmrc-token",
+                  "registry.npmjs.org", FALSE, 0);
+    assert_secret(secret_at(p, 3), "EXTRA", HUTCH_SECRET_FILE, "/etc/extra-key",
+                  "*.example.com:8443", FALSE, 0);
+    g_autofree char *replaced = g_strdup_printf("%s:21", child_path);
+    g_assert_cmpstr(g_hash_table_lookup(p->origins, "secrets:GH_TOKEN"), ==, replaced);
+    g_autofree char *kept = g_strdup_printf("%s:31", base_path);
+    g_assert_cmpstr(g_hash_table_lookup(p->origins, "secrets:NPM_TOKEN"), ==, kept);
+  }
+}
+
+/* The writer: nothing without secrets; every source written so that it reads back the same. */
+static void test_secrets_yaml(void) {
+  g_autoptr(GError) error = NULL;
+  g_autoptr(HutchProfile) empty = load_text("cpus: 1\n");
+  g_autofree char *none = hutch_profile_to_yaml(empty, &error);
+  g_assert_no_error(error);
+  g_assert_null(strstr(none, "secrets"));
+
+  g_autoptr(HutchProfile) p = load_text("secrets:\n"
+                                        "  - {name: A, from: env, hosts: [a.example]}\n"
+                                        "  - {name: B, from: \"env:HOST_B\", hosts: [b.example]}\n"
+                                        "  - {name: C, command: \"true\", hosts: [c.example]}\n"
+                                        "  - {name: D, from: \"command:x 'y z'\", hosts: "
+                                        "[\"*.d.example:8443\"], ttl: 2m}\n"
+                                        "  - {name: E, file: \"~/e: key\", hosts: [e.example], "
+                                        "optional: true}\n");
+  g_autofree char *yaml = hutch_profile_to_yaml(p, &error);
+  g_assert_no_error(error);
+  g_assert_nonnull(strstr(yaml, "secrets:\n"
+                                "- name: A\n"
+                                "  from: env\n"
+                                "  hosts: [a.example]\n"
+                                "  optional: false\n"
+                                "- name: B\n"
+                                "  from: env:HOST_B\n"));
+  g_assert_nonnull(strstr(yaml, "  ttl: 120\n"));
+  g_autoptr(HutchProfile) again = hutch_profile_load_data(yaml, strlen(yaml), p->path, &error);
+  if (error)
+    g_error("%s\n%s", error->message, yaml);
+  assert_profiles_equal(p, again);
+  g_autofree char *yaml_again = hutch_profile_to_yaml(again, &error);
+  g_assert_cmpstr(yaml, ==, yaml_again);
+}
+
 /* ---- Shipped profiles ------------------------------------------------------------------- */
 
 static void test_shipped(void) {
@@ -1195,5 +1539,9 @@ int main(int argc, char **argv) {
   g_test_add_func("/profile/network/inherit", test_network_inherit);
   g_test_add_func("/profile/network/policy", test_network_policy);
   g_test_add_func("/profile/network/yaml", test_network_yaml);
+  g_test_add_func("/profile/secrets/forms", test_secrets_forms);
+  g_test_add_func("/profile/secrets/errors-inline", test_secrets_errors_inline);
+  g_test_add_func("/profile/secrets/inherit", test_secrets_inherit);
+  g_test_add_func("/profile/secrets/yaml", test_secrets_yaml);
   return g_test_run();
 }
