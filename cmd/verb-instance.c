@@ -427,6 +427,20 @@ static char *info_element_text(const char *member, JsonObject *o) {
     return g_strdup_printf("%s: %s", json_object_get_string_member_with_default(o, "name", ""),
                            json_object_get_string_member_with_default(o, "reason", ""));
   }
+  if (strcmp(member, "secrets") == 0) {
+    /* "NAME (env) -> host, host" */
+    GString *hosts = g_string_new(NULL);
+    JsonArray *list = json_object_has_member(o, "hosts") ? json_object_get_array_member(o, "hosts")
+                                                         : NULL;
+    for (guint i = 0; list && i < json_array_get_length(list); i++)
+      g_string_append_printf(hosts, "%s%s", i ? ", " : "", json_array_get_string_element(list, i));
+    char *text = g_strdup_printf("%s (%s) -> %s",
+                                 json_object_get_string_member_with_default(o, "name", ""),
+                                 json_object_get_string_member_with_default(o, "source", ""),
+                                 hosts->str);
+    g_string_free(hosts, TRUE);
+    return text;
+  }
   if (strcmp(member, "shares") == 0) {
     return g_strdup_printf(
         "%s -> %s (%s)", json_object_get_string_member_with_default(o, "host", ""),

@@ -46,6 +46,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "broker-private.h"
 #include "context-private.h"
 #include "egress-helper-private.h"
 #include "egress-private.h"
@@ -288,6 +289,10 @@ typedef struct {
   guint64 allowed, denied;
   guint guest_connections; /* flows and the guest's relays */
   GList *relays;           /* Relay*: the live ones, re-checked when the policy changes */
+  HutchBroker *broker;     /* the VM's secrets, or NULL */
+  /* the broker's threads check addresses too: the policy and the host address cache are
+   * changed under this lock, and read under it outside the main thread */
+  GRecMutex check_lock;
 } Helper;
 
 static void helper_clear(Helper *h) {
@@ -307,6 +312,7 @@ static void helper_clear(Helper *h) {
   g_clear_pointer(&h->test_hosts, g_hash_table_unref);
   g_clear_pointer(&h->outside, g_ptr_array_unref);
   g_clear_pointer(&h->host_addresses, g_ptr_array_unref);
+  g_clear_pointer(&h->broker, hutch_broker_free);
   if (h->ctl >= 0)
     close(h->ctl);
 }
@@ -342,12 +348,15 @@ static GPtrArray *host_addresses(Helper *h) {
 /* hutch_egress_check_address with the host's addresses, refusing when they are unknown */
 static gboolean check_address(Helper *h, const char *name, const struct sockaddr *addr,
                               guint port, char **ret_reason) {
+  g_rec_mutex_lock(&h->check_lock);
   GPtrArray *host = host_addresses(h);
-  if (!host) {
+  gboolean ok = FALSE;
+  if (!host)
     *ret_reason = g_strdup("the host's own addresses could not be read");
-    return FALSE;
-  }
-  return hutch_egress_check_address(h->policy, name, addr, port, host, h->outside, ret_reason);
+  else
+    ok = hutch_egress_check_address(h->policy, name, addr, port, host, h->outside, ret_reason);
+  g_rec_mutex_unlock(&h->check_lock);
+  return ok;
 }
 
 /* ---- The decision log ------------------------------------------------------------------ */
@@ -363,9 +372,12 @@ static void write_counts(Helper *h) {
  * egress.log.1 when it passes 1 MiB). name: the guest's, any bytes: JSON escapes them. */
 static void log_decision(Helper *h, const char *verdict, const char *name, const char *address,
                          guint port, const char *reason) {
+  /* the broker's threads log too */
+  static GMutex lock;
+  g_mutex_lock(&lock);
   if (strcmp(verdict, "allow") == 0)
     h->allowed++;
-  else if (strcmp(verdict, "note") != 0)
+  else if (strcmp(verdict, "deny") == 0 || strcmp(verdict, "fail") == 0)
     h->denied++;
   write_counts(h);
   g_autofree char *path = g_build_filename(h->instance_dir, HUTCH_EGRESS_LOG, NULL);
@@ -407,6 +419,12 @@ static void log_decision(Helper *h, const char *verdict, const char *name, const
     }
     close(fd);
   }
+  g_mutex_unlock(&lock);
+}
+
+static void on_broker_log(const char *verdict, const char *name, const char *address, guint port,
+                          const char *reason, gpointer data) {
+  log_decision(data, verdict, name, address, port, reason);
 }
 
 /* ---- DNS: every name gets an address of hutch's own ----------------------------------- */
@@ -622,6 +640,9 @@ static void relay_got(GObject *source, GAsyncResult *result, gpointer data) {
     relay_direction_ended(d);
     return;
   }
+  Relay *r = d->relay;
+  if (r->h && r->h->broker && d == &r->to_b)
+    hutch_broker_note_plain(r->h->broker, d->buffer, (gsize)n, r->name, NULL, r->port);
   g_output_stream_write_all_async(d->out, d->buffer, (gsize)n, G_PRIORITY_DEFAULT,
                                   d->relay->cancel, relay_written, d);
 }
@@ -790,6 +811,139 @@ static void resolved(GObject *source, GAsyncResult *result, gpointer data) {
   try_next(f);
 }
 
+/* ---- Intercepted connections (the credential broker): a thread each ---------------------- */
+
+/* Connects to the first address of name that the policy allows, blocking (a broker thread
+ * calls it), with the decisions logged as the proxy's own are */
+static int connect_for_broker(const char *name, guint port, char **ret_address,
+                              char **ret_reason, gpointer data) {
+  Helper *h = data;
+  GList *addresses = NULL;
+  GInetAddress *test_address = h->test_hosts ? g_hash_table_lookup(h->test_hosts, name) : NULL;
+  if (test_address) {
+    addresses = g_list_append(NULL, g_object_ref(test_address));
+  } else {
+    g_autoptr(GResolver) resolver = g_resolver_get_default();
+    g_autoptr(GError) error = NULL;
+    addresses = g_resolver_lookup_by_name(resolver, name, NULL, &error);
+    if (!addresses) {
+      *ret_reason = g_strdup_printf("%s could not be resolved: %s", name, error->message);
+      log_decision(h, "fail", name, NULL, port, *ret_reason);
+      return -1;
+    }
+  }
+  /* IPv4 first, as the proxy does */
+  GList *ordered = NULL;
+  for (GList *l = addresses; l; l = l->next)
+    if (g_inet_address_get_family(l->data) == G_SOCKET_FAMILY_IPV4)
+      ordered = g_list_append(ordered, l->data);
+  for (GList *l = addresses; l; l = l->next)
+    if (g_inet_address_get_family(l->data) != G_SOCKET_FAMILY_IPV4)
+      ordered = g_list_append(ordered, l->data);
+  int fd = -1;
+  for (GList *l = ordered; l && fd < 0; l = l->next) {
+    g_autoptr(GSocketAddress) sa = g_inet_socket_address_new(l->data, port);
+    struct sockaddr_storage native;
+    if (!g_socket_address_to_native(sa, &native, sizeof native, NULL))
+      continue;
+    g_free(*ret_address);
+    *ret_address = g_inet_address_to_string(l->data);
+    g_autofree char *reason = NULL;
+    g_rec_mutex_lock(&h->check_lock);
+    gboolean allowed = hutch_egress_check_name(h->policy, name, port, &reason) &&
+                       check_address(h, name, (struct sockaddr *)&native, port, &reason);
+    g_rec_mutex_unlock(&h->check_lock);
+    if (!allowed) {
+      log_decision(h, "deny", name, *ret_address, port, reason);
+      if (!*ret_reason)
+        *ret_reason = g_steal_pointer(&reason);
+      continue;
+    }
+    int s = socket(native.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    socklen_t len = native.ss_family == AF_INET ? sizeof(struct sockaddr_in)
+                                                : sizeof(struct sockaddr_in6);
+    int r = s < 0 ? -1 : connect(s, (struct sockaddr *)&native, len);
+    if (r < 0 && s >= 0 && errno == EINPROGRESS) {
+      struct pollfd p = {.fd = s, .events = POLLOUT};
+      int err = ETIMEDOUT;
+      socklen_t err_len = sizeof err;
+      if (poll(&p, 1, 30000) == 1)
+        getsockopt(s, SOL_SOCKET, SO_ERROR, &err, &err_len);
+      r = err == 0 ? 0 : -1;
+      errno = err;
+    }
+    if (r == 0) {
+      int one = 1;
+      setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      log_decision(h, "allow", name, *ret_address, port, "intercepted by the credential broker");
+      fd = s;
+    } else {
+      g_free(reason);
+      reason = g_strdup_printf("connecting to %s: %s", *ret_address, g_strerror(errno));
+      log_decision(h, "fail", name, *ret_address, port, reason);
+      if (!*ret_reason)
+        *ret_reason = g_steal_pointer(&reason);
+      if (s >= 0)
+        close(s);
+    }
+  }
+  if (fd < 0 && !*ret_reason)
+    *ret_reason = g_strdup_printf("%s has no address", name);
+  g_list_free(ordered);
+  g_resolver_free_addresses(addresses);
+  return fd;
+}
+
+typedef struct {
+  Helper *h;
+  int guest_fd;
+  char *name;
+  guint port;
+} Intercept;
+
+static gboolean intercept_ended(gpointer data) {
+  ((Helper *)data)->guest_connections--;
+  return G_SOURCE_REMOVE;
+}
+
+static gpointer intercept_thread(gpointer data) {
+  Intercept *i = data;
+  hutch_broker_serve(i->h->broker, i->guest_fd, i->name, i->port, connect_for_broker, i->h);
+  g_idle_add(intercept_ended, i->h);
+  g_free(i->name);
+  g_free(i);
+  return NULL;
+}
+
+/* Hands the guest's connection to a broker thread, which counts as the guest's connection
+ * until it ends. Frees the flow. */
+static void intercept(Flow *f) {
+  Intercept *i = g_new0(Intercept, 1);
+  i->h = f->h;
+  i->guest_fd = fcntl(g_socket_get_fd(g_socket_connection_get_socket(f->guest)),
+                      F_DUPFD_CLOEXEC, 3);
+  i->name = g_strdup(f->name);
+  i->port = f->port;
+  g_autoptr(GError) error = NULL;
+  GThread *thread =
+      i->guest_fd >= 0 ? g_thread_try_new("hutch-broker", intercept_thread, i, &error) : NULL;
+  if (thread) {
+    g_thread_unref(thread);
+    /* the thread counts the connection now; the flow's descriptor is a duplicate */
+    g_clear_object(&f->guest);
+    flow_free(f);
+    return;
+  }
+  log_decision(f->h, "fail", f->name, NULL, f->port,
+               error ? error->message : "out of descriptors");
+  if (i->guest_fd >= 0)
+    close(i->guest_fd);
+  g_free(i->name);
+  g_free(i);
+  reset_guest(f->guest);
+  flow_free(f);
+}
+
 static gboolean on_guest_connection(GSocketService *service, GSocketConnection *conn,
                                     GObject *source, gpointer data) {
   Helper *h = data;
@@ -820,6 +974,10 @@ static gboolean on_guest_connection(GSocketService *service, GSocketConnection *
   g_autofree char *reason = NULL;
   if (!hutch_egress_check_name(h->policy, f->name, f->port, &reason)) {
     refuse(f, f->name ? NULL : text, reason);
+    return TRUE;
+  }
+  if (hutch_broker_intercepts(h->broker, f->name, f->port)) {
+    intercept(f);
     return TRUE;
   }
   if (!f->name) {
@@ -890,8 +1048,10 @@ static gboolean reload_policy(gpointer data) {
     g_printerr("egress helper: keeping the policy: %s\n", error->message);
     return G_SOURCE_CONTINUE;
   }
+  g_rec_mutex_lock(&h->check_lock);
   hutch_egress_policy_free(h->policy);
   h->policy = policy;
+  g_rec_mutex_unlock(&h->check_lock);
   g_printerr("egress helper: policy reloaded (%s)\n", hutch_egress_mode_to_string(policy->mode));
   /* what the new policy refuses ends now, open connections included */
   for (GList *l = h->relays; l; l = l->next) {
@@ -929,12 +1089,14 @@ static gboolean on_keeper(int fd, GIOCondition condition, gpointer data) {
 static void read_test_settings(Helper *h) {
   const char *hosts = g_getenv("HUTCH_EGRESS_TEST_HOSTS");
   const char *outside_text = g_getenv("HUTCH_EGRESS_TEST_OUTSIDE");
-  if ((hosts && *hosts) || (outside_text && *outside_text)) {
+  const char *trust = g_getenv("HUTCH_EGRESS_TEST_CA");
+  if ((hosts && *hosts) || (outside_text && *outside_text) || (trust && *trust)) {
     /* test-only settings weaken the policy: say so where the user looks */
     g_autofree char *what =
         g_strdup_printf("test-only settings in force: HUTCH_EGRESS_TEST_HOSTS=%s "
-                        "HUTCH_EGRESS_TEST_OUTSIDE=%s",
-                        hosts ? hosts : "", outside_text ? outside_text : "");
+                        "HUTCH_EGRESS_TEST_OUTSIDE=%s HUTCH_EGRESS_TEST_CA=%s",
+                        hosts ? hosts : "", outside_text ? outside_text : "",
+                        trust ? trust : "");
     g_printerr("egress helper: %s\n", what);
     log_decision(h, "note", NULL, NULL, 0, what);
   }
@@ -1003,6 +1165,7 @@ static gboolean listen_forwards(Helper *h, char **forwards, GError **error) {
 int hutch_egress_helper_main(const char *instance_dir, const char *runtime_dir, char **forwards,
                              char **passt_argv, GError **error) {
   Helper h = {.ctl = -1, .dns_fd = -1};
+  g_rec_mutex_init(&h.check_lock);
   /* declared before the first goto: the cleanups run at every exit */
   g_autoptr(GSocket) proxy_socket = NULL;
   g_autofree char *socket_path = g_build_filename(runtime_dir, HUTCH_PASST_SOCKET, NULL);
@@ -1023,6 +1186,19 @@ int hutch_egress_helper_main(const char *instance_dir, const char *runtime_dir, 
   if (!h.policy)
     goto out;
   read_test_settings(&h);
+  /* no core dump of a process that may hold secrets */
+  struct rlimit no_core = {0, 0};
+  setrlimit(RLIMIT_CORE, &no_core);
+  /* the secrets' values, before the keeper is forked: it and passt get neither them (their
+   * memory is wiped in a fork) nor the environment's copy (overwritten) */
+  const char *trust = g_getenv("HUTCH_EGRESS_TEST_CA");
+  g_autoptr(GError) broker_error = NULL;
+  h.broker = hutch_broker_load(instance_dir, trust && *trust ? trust : NULL, on_broker_log, &h,
+                               &broker_error);
+  if (broker_error) {
+    g_propagate_prefixed_error(error, g_steal_pointer(&broker_error), "the credential broker: ");
+    goto out;
+  }
   h.name_to_index = g_hash_table_new(g_str_hash, g_str_equal);
   h.index_to_name = g_new0(char *, NAME_POOL);
 
@@ -1054,6 +1230,10 @@ int hutch_egress_helper_main(const char *instance_dir, const char *runtime_dir, 
     goto out;
   }
   g_unix_set_fd_nonblocking(h.dns_fd, TRUE, NULL);
+  /* the keeper has its namespace (it needed its own /proc files, which this would have made
+   * root's): from now on the user's other processes cannot read this one's memory */
+  if (h.broker)
+    prctl(PR_SET_DUMPABLE, 0);
   proxy_socket = g_socket_new_from_fd(proxy_fd, error);
   if (!proxy_socket)
     goto out;

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "edit-private.h"
+#include "broker-private.h"
 #include "egress-helper-private.h"
 #include "egress-private.h"
 #include "forward-private.h"
@@ -353,6 +354,14 @@ static gboolean create_steps(HutchContext *ctx, virConnectPtr conn, const char *
   if (cpus_notice)
     hutch_progress_note(ctx, "%s", cpus_notice);
 
+  /* secrets the policy could never let through are refused before anything is made (a
+   * clone keeps its source's policy and broker) */
+  if (!clone) {
+    g_autoptr(HutchEgressPolicy) policy = hutch_profile_egress_policy(profile, error);
+    if (!policy || !hutch_broker_check(profile, policy, error))
+      return FALSE;
+  }
+
   g_autoptr(HutchImage) image = hutch_image_resolve(ctx, profile, error);
   if (!image)
     return FALSE;
@@ -398,7 +407,8 @@ static gboolean create_steps(HutchContext *ctx, virConnectPtr conn, const char *
     /* provisioned already: the clone's starts do not provision again; and it keeps the
      * network policy its source has (hutch net may have changed the profile's) */
     const char *records[] = {HUTCH_INSTANCE_PROVISIONED, HUTCH_INSTANCE_OPTIONAL_FAILED,
-                             HUTCH_EGRESS_POLICY_FILE, NULL};
+                             HUTCH_EGRESS_POLICY_FILE, HUTCH_BROKER_FILE,
+                             HUTCH_BROKER_CA_KEY, HUTCH_BROKER_CA_CERT, NULL};
     for (int i = 0; records[i]; i++) {
       g_autofree char *from = g_build_filename(clone->instance_dir, records[i], NULL);
       g_autofree char *text = NULL;
@@ -413,6 +423,14 @@ static gboolean create_steps(HutchContext *ctx, virConnectPtr conn, const char *
   } else if (!hutch_image_create_overlay(image, overlay, profile->disk, error)) {
     return FALSE;
   }
+  /* the broker's CA and placeholders (the clone's are its source's, on its disk already) */
+  g_autofree char *broker_ca = NULL;
+  g_auto(GStrv) broker_env = NULL, broker_notes = NULL;
+  if (!clone &&
+      !hutch_broker_create(profile, name, dir, &broker_ca, &broker_env, &broker_notes, error))
+    return FALSE;
+  for (char **note = broker_notes; note && *note; note++)
+    hutch_progress_note(ctx, "%s", *note);
 
   /* The guest's host key is made here so that it is known before the first boot: no trust
    * on first use. */
@@ -446,6 +464,8 @@ static gboolean create_steps(HutchContext *ctx, virConnectPtr conn, const char *
       .mounts = seed_mounts,
       .ready_channel = HUTCH_READY_CHANNEL,
       .mac_address = mac,
+      .broker_ca = broker_ca,
+      .broker_env = broker_env,
   };
   g_autoptr(HutchSeedDocuments) docs = hutch_seed_build(profile, &seed_config, error);
   g_autofree char *seed = g_build_filename(dir, HUTCH_INSTANCE_SEED, NULL);
@@ -1277,6 +1297,10 @@ static void describe_profile(JsonObject *o, HutchInstance *instance) {
     json_object_set_int_member(network, "denied", (gint64)denied);
   }
   json_object_set_object_member(o, "network", network);
+  /* the secrets' names, sources, hosts and placeholders: never a value (hutch has none) */
+  JsonArray *secrets = hutch_broker_describe(instance->meta->instance_dir);
+  if (secrets)
+    json_object_set_array_member(o, "secrets", secrets);
 }
 
 /* The documented info object (docs/json.md). */

@@ -6,6 +6,7 @@
 #include <json-glib/json-glib.h>
 #include <string.h>
 
+#include "broker-private.h"
 #include "egress-helper-private.h"
 #include "egress-private.h"
 #include "instance-private.h"
@@ -44,6 +45,15 @@ JsonObject *hutch_instance_net(HutchContext *ctx, const char *name, const char *
   for (const char *const *d = deny; d && *d; d++, changed = TRUE)
     if (!hutch_egress_policy_add(policy, TRUE, *d, error))
       return NULL;
+  g_autofree char *broker = g_build_filename(instance->meta->instance_dir, HUTCH_BROKER_FILE, NULL);
+  if (policy->mode == HUTCH_EGRESS_UNRESTRICTED && before != HUTCH_EGRESS_UNRESTRICTED &&
+      g_file_test(broker, G_FILE_TEST_EXISTS)) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE,
+                "%s has secrets, which only the egress policy's proxy puts into requests: "
+                "under egress unrestricted its keys would not work (use public)",
+                name);
+    return NULL;
+  }
   if (changed && !hutch_egress_policy_save(policy, instance->meta->instance_dir, error))
     return NULL;
 

@@ -25,6 +25,11 @@ typedef struct {
    * without it, the match is by driver, which only netplan honours (the others then need the
    * kernel to call the NIC eth0: net.ifnames=0). */
   const char *mac_address;
+  /* The credential broker (broker.c): the VM's CA certificate (PEM) for the guest's trust
+   * stores, and the guest's variables holding the secrets' placeholders ("NAME=VALUE");
+   * both NULL without secrets. */
+  const char *broker_ca;
+  char **broker_env;
 } HutchSeedConfig;
 
 typedef struct {

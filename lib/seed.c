@@ -15,6 +15,7 @@
 #include <unistd.h>
 #include <yaml.h>
 
+#include "broker-private.h"
 #include "seed-private.h"
 #include "util-private.h"
 
@@ -299,6 +300,7 @@ typedef struct {
   char *path;
   char *content;
   const char *permissions;
+  gboolean append; /* to what the image has there */
 } GuestFile;
 
 static void guest_file_free(GuestFile *f) {
@@ -407,6 +409,30 @@ static GPtrArray *guest_files(const HutchProfile *profile, const HutchSeedConfig
   if (config->mounts && config->mounts->len > 0)
     add_file(files, g_strdup(GUEST_MOUNTS), hutch_seed_mount_table(config->mounts), "0644");
 
+  if (config->broker_ca) {
+    /* the broker's CA in the system store (update-ca-certificates runs before the steps)
+     * and where Node.js, Python and Go look; the placeholders in every session's
+     * environment: pam_env reads /etc/environment for SSH sessions, logins and sudo */
+    add_file(files, g_strdup(HUTCH_BROKER_GUEST_CA), g_strdup(config->broker_ca), "0644");
+    GString *env = g_string_new("# Written by hutch: the credential broker's placeholders and CA\n");
+    g_string_append(env, "NODE_EXTRA_CA_CERTS=" HUTCH_BROKER_GUEST_CA "\n"
+                         "REQUESTS_CA_BUNDLE=" HUTCH_BROKER_GUEST_BUNDLE "\n"
+                         "SSL_CERT_FILE=" HUTCH_BROKER_GUEST_BUNDLE "\n");
+    for (char **e = config->broker_env; e && *e; e++) {
+      const char *eq = strchr(*e, '=');
+      g_autofree char *key = eq ? g_strndup(*e, eq - *e) : NULL;
+      if (!key || !is_env_key(key) || !is_word(eq + 1, "-_")) {
+        g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE, "secrets: invalid variable '%s'",
+                    *e);
+        g_string_free(env, TRUE);
+        return NULL;
+      }
+      g_string_append_printf(env, "%s\n", *e);
+    }
+    add_file(files, g_strdup("/etc/environment"), g_string_free(env, FALSE), "0644");
+    ((GuestFile *)g_ptr_array_index(files, files->len - 1))->append = TRUE;
+  }
+
   char *runner = read_data_file("hutch-provision.sh", error);
   if (!runner)
     return NULL;
@@ -452,6 +478,8 @@ static void emit_write_files(Yaml *y, GPtrArray *files) {
     y_kv(y, "path", f->path);
     y_kv(y, "owner", "root:root");
     y_kv(y, "permissions", f->permissions);
+    if (f->append)
+      y_kv_bool(y, "append", TRUE);
     if (g_utf8_validate(f->content, -1, NULL)) {
       y_str(y, "content");
       y_text(y, f->content);
@@ -539,6 +567,11 @@ static char *build_user_data(const HutchProfile *profile, const HutchSeedConfig 
    * installed by the runner too, one step at a time, so that progress reaches the host. */
   y_str(&y, "runcmd");
   y_seq(&y, FALSE);
+  if (config->broker_ca) {
+    y_seq(&y, TRUE);
+    y_str(&y, "update-ca-certificates");
+    y_seq_end(&y);
+  }
   y_seq(&y, TRUE);
   y_str(&y, GUEST_RUNNER);
   y_str(&y, "run");

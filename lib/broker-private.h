@@ -1,0 +1,97 @@
+/* broker-private.h: the credential broker. The real value of a profile's secret stays on
+ * the host; the guest holds a placeholder, and the egress helper's proxy puts the value in
+ * place of the placeholder in requests to the secret's hosts only, which it intercepts with
+ * a certificate authority of the VM's own (see broker.c). */
+#pragma once
+
+#include "egress-private.h"
+#include "profile-private.h"
+
+/* In the instance directory: the secrets' definitions and placeholders (no value), the
+ * VM's CA key (0600, never in the guest) and certificate */
+#define HUTCH_BROKER_FILE "broker.json"
+#define HUTCH_BROKER_CA_KEY "broker-ca.key"
+#define HUTCH_BROKER_CA_CERT "broker-ca.crt"
+/* In the guest: the CA certificate (in the system store once update-ca-certificates ran) */
+#define HUTCH_BROKER_GUEST_CA "/usr/local/share/ca-certificates/hutch-broker.crt"
+#define HUTCH_BROKER_GUEST_BUNDLE "/etc/ssl/certs/ca-certificates.crt"
+/* how long a command: secret may run */
+#define HUTCH_BROKER_COMMAND_TIMEOUT_S 10
+/* the longest value a secret may have */
+#define HUTCH_BROKER_MAX_VALUE 8191
+
+/* ---- At create (the CLI's side) ---- */
+
+/* Refuses secrets the policy cannot serve: a mode other than allowlist or public, or a host
+ * the policy does not allow on its port. HUTCH_ERROR_PROFILE naming the secret and host. */
+gboolean hutch_broker_check(const HutchProfile *profile, const HutchEgressPolicy *policy,
+                            GError **error);
+/* For a profile with secrets: makes the VM's CA (key, certificate, name-constrained to the
+ * secrets' hosts) and a random placeholder per secret, and writes them into instance_dir.
+ * Returns the CA certificate (PEM) and the guest's variables ("NAME=PLACEHOLDER", NULL-
+ * terminated); both NULL when the profile has no secrets. An optional secret whose source
+ * has nothing now (an unset variable, a missing file or program) is left out: ret_notes
+ * says so (NULL-terminated, may be empty). */
+gboolean hutch_broker_create(const HutchProfile *profile, const char *vm_name,
+                             const char *instance_dir, char **ret_ca_pem, char ***ret_env,
+                             char ***ret_notes, GError **error);
+/* The secrets' names and placeholders of an instance, for `hutch info`: a JSON array, or
+ * NULL when it has none. */
+JsonArray *hutch_broker_describe(const char *instance_dir);
+
+/* ---- In the egress helper ---- */
+
+typedef struct _HutchBroker HutchBroker;
+
+/* What the broker logs: verdict "inject" (the real value went in), "keep" (a placeholder
+ * was left: this destination is not among its secret's hosts), "fail", "note". Called from
+ * the broker's threads. */
+typedef void (*HutchBrokerLog)(const char *verdict, const char *name, const char *address,
+                               guint port, const char *reason, gpointer data);
+
+/* Reads the instance's broker file and fetches every secret's value (env: this process's
+ * environment, whose copy is then wiped; command; file) into locked memory that is left out
+ * of core dumps and of forks. NULL without error when the instance has no secrets.
+ * extra_trust: a PEM file whose CAs the upstream may also present (tests), or NULL. */
+HutchBroker *hutch_broker_load(const char *instance_dir, const char *extra_trust,
+                               HutchBrokerLog log, gpointer log_data, GError **error);
+void hutch_broker_free(HutchBroker *broker);
+/* Whether connections to name:port are intercepted (some secret names this host) */
+gboolean hutch_broker_intercepts(HutchBroker *broker, const char *name, guint port);
+/* Opens the TCP connection to name:port that the policy allows (the egress helper's side:
+ * resolving, checking every address, logging the decision). Returns the descriptor, or -1
+ * with *ret_reason; *ret_address: the address connected to (or tried). Called from the
+ * broker's threads. */
+typedef int (*HutchBrokerConnect)(const char *name, guint port, char **ret_address,
+                                  char **ret_reason, gpointer data);
+
+/* Serves one intercepted connection to its end (blocking: run it in a thread of its own):
+ * TLS with the guest under a certificate for name (the name the guest looked up), the
+ * request head read and its placeholders replaced, then the upstream connected through
+ * connect and its certificate verified for name, and the request sent. An upstream that
+ * cannot be reached or verified gets the guest a 502 that says why. Closes guest_fd. */
+void hutch_broker_serve(HutchBroker *broker, int guest_fd, const char *name, guint port,
+                        HutchBrokerConnect connect, gpointer connect_data);
+/* Scans what the guest sends unintercepted (plain HTTP) for placeholders, to log them */
+void hutch_broker_note_plain(HutchBroker *broker, const guint8 *data, gsize len,
+                             const char *name, const char *address, guint port);
+
+/* ---- The request head's rewrite (pure; tests) ---- */
+
+typedef struct {
+  const char *secret;      /* the secret's name */
+  const char *placeholder; /* what the guest sends */
+  const char *value;       /* the real value, or NULL: not for this destination */
+  gboolean used;           /* out: value went in */
+  gboolean kept;           /* out: the placeholder was seen and left */
+} HutchBrokerSwap;
+
+/* head: a request line and its header lines, up to and including the empty line. Returns
+ * the head with every placeholder that has a value replaced, in the request line and every
+ * header (inside "Authorization: Basic" too), and "Connection: close" in place of the
+ * request's own connection headers (one request per intercepted connection), unless the
+ * request upgrades the connection. NULL when head is not a request head. */
+char *hutch_broker_rewrite_head(const char *head, gsize len, HutchBrokerSwap *swaps,
+                                guint n_swaps, gsize *ret_len);
+/* Whether host (a secret's "NAME", "*.NAME", with ":PORT" or not) covers name:port */
+gboolean hutch_broker_host_matches(const char *host, const char *name, guint port);

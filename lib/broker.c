@@ -1,0 +1,1309 @@
+/* broker.c: the credential broker (see broker-private.h).
+ *
+ * At create, hutch makes the VM a certificate authority of its own (ECDSA P-256, name-
+ * constrained to the secrets' hosts, so that its key could vouch for nothing else) and one
+ * random placeholder per secret; the guest gets the CA certificate in its trust stores and
+ * the placeholders in its environment. The values are never written anywhere.
+ *
+ * The egress helper loads the broker when it starts: it fetches each value (from its own
+ * environment, which `hutch start` passed on, from a command, or a file) into a memory
+ * region that is locked, left out of core dumps and wiped in forked children (passt, the
+ * commands it runs); the environment's copy is overwritten. The helper makes itself non-
+ * dumpable, so that the user's other processes cannot read its memory either.
+ *
+ * A guest connection to a secret's host (the name the guest looked up, through hutch's own
+ * DNS: never the SNI or the Host header the guest sends) is served by a thread of its own:
+ * TLS with the upstream first, verified against the host's trust store for that name (no
+ * fallback of any kind), then TLS with the guest under a certificate for the name, signed by
+ * the VM's CA. The request head is read whole, its placeholders replaced, "Connection:
+ * close" put in (so each request on the connection is seen: the client opens the next one),
+ * and from then on bytes pass both ways untouched. Every other connection is relayed by the
+ * egress helper as before, never intercepted. */
+#define _GNU_SOURCE
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <glib/gstdio.h>
+#include <gnutls/abstract.h>
+#include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
+#include <json-glib/json-glib.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "broker-private.h"
+#include "util-private.h"
+
+extern char **environ;
+
+/* the longest request head the broker reads */
+#define MAX_HEAD (64 * 1024)
+#define TLS_TIMEOUT_MS 30000
+#define IDLE_TIMEOUT_MS (10 * 60 * 1000)
+#define PLACEHOLDER_PREFIX "hutch-placeholder-"
+
+/* ---- Host names ------------------------------------------------------------------------ */
+
+gboolean hutch_broker_host_matches(const char *host, const char *name, guint port) {
+  if (!host || !name)
+    return FALSE;
+  g_autofree char *pattern = g_strdup(host);
+  guint want_port = 443;
+  char *colon = strrchr(pattern, ':');
+  if (colon) {
+    guint64 p = 0;
+    if (!g_ascii_string_to_unsigned(colon + 1, 10, 1, 65535, &p, NULL))
+      return FALSE;
+    want_port = (guint)p;
+    *colon = '\0';
+  }
+  if (port != want_port)
+    return FALSE;
+  if (g_str_has_prefix(pattern, "*.")) {
+    const char *suffix = pattern + 1; /* ".NAME" */
+    size_t n = strlen(name), s = strlen(suffix);
+    return n > s && g_ascii_strcasecmp(name + n - s, suffix) == 0;
+  }
+  return g_ascii_strcasecmp(pattern, name) == 0;
+}
+
+/* The name part of a host: "*.x.org:8443" -> "x.org" (what the CA's name constraint permits:
+ * a DNS name constraint covers the name and every name under it) */
+static char *host_domain(const char *host) {
+  const char *start = g_str_has_prefix(host, "*.") ? host + 2 : host;
+  const char *colon = strrchr(start, ':');
+  return colon ? g_strndup(start, colon - start) : g_strdup(start);
+}
+
+static guint host_port(const char *host) {
+  const char *colon = strrchr(host, ':');
+  guint64 p = 443;
+  if (colon)
+    g_ascii_string_to_unsigned(colon + 1, 10, 1, 65535, &p, NULL);
+  return (guint)p;
+}
+
+/* ---- The request head ------------------------------------------------------------------ */
+
+/* Appends text with every placeholder that has a value replaced */
+static void append_swapped(GString *out, const char *text, gsize len, HutchBrokerSwap *swaps,
+                           guint n) {
+  gsize at = 0;
+  while (at < len) {
+    gboolean matched = FALSE;
+    for (guint i = 0; i < n && !matched; i++) {
+      gsize pl = strlen(swaps[i].placeholder);
+      if (pl > 0 && len - at >= pl && memcmp(text + at, swaps[i].placeholder, pl) == 0) {
+        if (swaps[i].value) {
+          g_string_append(out, swaps[i].value);
+          swaps[i].used = TRUE;
+        } else {
+          g_string_append_len(out, text + at, pl);
+          swaps[i].kept = TRUE;
+        }
+        at += pl;
+        matched = TRUE;
+      }
+    }
+    if (!matched)
+      g_string_append_c(out, text[at++]);
+  }
+}
+
+static gboolean header_is(const char *line, gsize len, const char *name) {
+  gsize n = strlen(name);
+  return len > n && line[n] == ':' && g_ascii_strncasecmp(line, name, n) == 0;
+}
+
+/* Zeroes a GString's buffer (it may hold a real value) and frees it */
+static void string_wipe_free(GString *s) {
+  explicit_bzero(s->str, s->allocated_len);
+  g_string_free(s, TRUE);
+}
+
+/* "Authorization: Basic B64": the placeholder may be inside the encoded user:password */
+static gboolean append_basic(GString *out, const char *line, gsize len, HutchBrokerSwap *swaps,
+                             guint n) {
+  const char *colon = memchr(line, ':', len);
+  if (!colon)
+    return FALSE;
+  const char *v = colon + 1;
+  const char *end = line + len;
+  while (v < end && (*v == ' ' || *v == '\t'))
+    v++;
+  if (end - v < 6 || g_ascii_strncasecmp(v, "Basic ", 6) != 0)
+    return FALSE;
+  const char *b64 = v + 6;
+  while (b64 < end && *b64 == ' ')
+    b64++;
+  g_autofree char *encoded = g_strndup(b64, end - b64);
+  g_strstrip(encoded);
+  gsize decoded_len = 0;
+  guchar *decoded = g_base64_decode(encoded, &decoded_len);
+  if (!decoded || decoded_len == 0) {
+    g_free(decoded);
+    return FALSE;
+  }
+  GString *swapped = g_string_new(NULL);
+  append_swapped(swapped, (const char *)decoded, decoded_len, swaps, n);
+  explicit_bzero(decoded, decoded_len);
+  g_free(decoded);
+  char *again = g_base64_encode((const guchar *)swapped->str, swapped->len);
+  string_wipe_free(swapped);
+  g_string_append_len(out, line, b64 - line);
+  g_string_append(out, again);
+  explicit_bzero(again, strlen(again));
+  g_free(again);
+  return TRUE;
+}
+
+char *hutch_broker_rewrite_head(const char *head, gsize len, HutchBrokerSwap *swaps,
+                                guint n_swaps, gsize *ret_len) {
+  /* a request line "METHOD TARGET HTTP/1.x", header lines, an empty line */
+  const char *first_end = g_strstr_len(head, len, "\r\n");
+  if (!first_end || len < 4 || memcmp(head + len - 4, "\r\n\r\n", 4) != 0)
+    return NULL;
+  const char *sp = memchr(head, ' ', first_end - head);
+  if (!sp || sp == head || g_strstr_len(head, first_end - head, " HTTP/1.") == NULL)
+    return NULL;
+  for (const char *c = head; c < sp; c++)
+    if (!g_ascii_isupper(*c))
+      return NULL;
+  gboolean upgrade = FALSE;
+  for (const char *line = first_end + 2; line < head + len - 2;) {
+    const char *end = g_strstr_len(line, head + len - line, "\r\n");
+    if (header_is(line, end - line, "Upgrade"))
+      upgrade = TRUE;
+    line = end + 2;
+  }
+  GString *out = g_string_sized_new(len + 64);
+  append_swapped(out, head, first_end - head, swaps, n_swaps);
+  g_string_append(out, "\r\n");
+  for (const char *line = first_end + 2; line < head + len - 2;) {
+    const char *end = g_strstr_len(line, head + len - line, "\r\n");
+    gsize line_len = end - line;
+    gboolean drop = !upgrade && (header_is(line, line_len, "Connection") ||
+                                 header_is(line, line_len, "Keep-Alive") ||
+                                 header_is(line, line_len, "Proxy-Connection"));
+    if (!drop) {
+      if (!(header_is(line, line_len, "Authorization") &&
+            append_basic(out, line, line_len, swaps, n_swaps)))
+        append_swapped(out, line, line_len, swaps, n_swaps);
+      g_string_append(out, "\r\n");
+    }
+    line = end + 2;
+  }
+  if (!upgrade)
+    g_string_append(out, "Connection: close\r\n");
+  g_string_append(out, "\r\n");
+  *ret_len = out->len;
+  return g_string_free(out, FALSE);
+}
+
+/* ---- Certificates ---------------------------------------------------------------------- */
+
+static gboolean tls_failed(int ret, const char *what, GError **error) {
+  if (ret >= 0)
+    return FALSE;
+  g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "%s: %s", what, gnutls_strerror(ret));
+  return TRUE;
+}
+
+static gboolean set_serial(gnutls_x509_crt_t crt, GError **error) {
+  guint8 serial[16];
+  for (guint i = 0; i < sizeof serial; i++)
+    serial[i] = (guint8)g_random_int_range(0, 256);
+  serial[0] &= 0x7f; /* positive */
+  serial[0] |= 0x01; /* and not shortened away */
+  return !tls_failed(gnutls_x509_crt_set_serial(crt, serial, sizeof serial), "serial", error);
+}
+
+static gnutls_x509_privkey_t new_key(GError **error) {
+  gnutls_x509_privkey_t key = NULL;
+  if (tls_failed(gnutls_x509_privkey_init(&key), "key", error))
+    return NULL;
+  int ret = gnutls_x509_privkey_generate(key, GNUTLS_PK_ECDSA,
+                                         GNUTLS_CURVE_TO_BITS(GNUTLS_ECC_CURVE_SECP256R1), 0);
+  if (tls_failed(ret, "generating a key", error)) {
+    gnutls_x509_privkey_deinit(key);
+    return NULL;
+  }
+  return key;
+}
+
+static char *export_pem(gnutls_x509_crt_t crt, gnutls_x509_privkey_t key) {
+  gnutls_datum_t out = {0};
+  int ret = crt ? gnutls_x509_crt_export2(crt, GNUTLS_X509_FMT_PEM, &out)
+                : gnutls_x509_privkey_export2(key, GNUTLS_X509_FMT_PEM, &out);
+  if (ret < 0)
+    return NULL;
+  char *text = g_strndup((const char *)out.data, out.size);
+  explicit_bzero(out.data, out.size);
+  gnutls_free(out.data);
+  return text;
+}
+
+/* The VM's CA: valid 20 years, for signing certificates of the names in domains only */
+static gboolean make_ca(const char *vm_name, GPtrArray *domains, char **ret_cert, char **ret_key,
+                        GError **error) {
+  gnutls_x509_privkey_t key = new_key(error);
+  if (!key)
+    return FALSE;
+  gnutls_x509_crt_t crt = NULL;
+  gnutls_x509_name_constraints_t nc = NULL;
+  gboolean ok = FALSE;
+  time_t now = time(NULL);
+  g_autofree char *dn = g_strdup_printf("CN=hutch broker CA for VM %s,O=hutch", vm_name);
+  const char *dn_error = NULL;
+  guint8 key_id[64];
+  size_t key_id_size = sizeof key_id;
+  if (tls_failed(gnutls_x509_crt_init(&crt), "certificate", error) ||
+      tls_failed(gnutls_x509_crt_set_version(crt, 3), "version", error) ||
+      !set_serial(crt, error) ||
+      tls_failed(gnutls_x509_crt_set_activation_time(crt, now - 24 * 3600), "time", error) ||
+      tls_failed(gnutls_x509_crt_set_expiration_time(crt, now + 20L * 365 * 24 * 3600), "time",
+                 error) ||
+      tls_failed(gnutls_x509_crt_set_dn(crt, dn, &dn_error), "name", error) ||
+      tls_failed(gnutls_x509_crt_set_key(crt, key), "key", error) ||
+      tls_failed(gnutls_x509_crt_set_basic_constraints(crt, 1, 0), "constraints", error) ||
+      tls_failed(gnutls_x509_crt_set_key_usage(crt, GNUTLS_KEY_KEY_CERT_SIGN |
+                                                        GNUTLS_KEY_CRL_SIGN),
+                 "usage", error) ||
+      tls_failed(gnutls_x509_crt_get_key_id(crt, GNUTLS_KEYID_USE_SHA1, key_id, &key_id_size),
+                 "key id", error) ||
+      tls_failed(gnutls_x509_crt_set_subject_key_id(crt, key_id, key_id_size), "key id", error) ||
+      tls_failed(gnutls_x509_name_constraints_init(&nc), "constraints", error))
+    goto out;
+  for (guint i = 0; i < domains->len; i++) {
+    const char *d = g_ptr_array_index(domains, i);
+    gnutls_datum_t datum = {(unsigned char *)d, (unsigned int)strlen(d)};
+    if (tls_failed(gnutls_x509_name_constraints_add_permitted(nc, GNUTLS_SAN_DNSNAME, &datum),
+                   "name constraint", error))
+      goto out;
+  }
+  if (tls_failed(gnutls_x509_crt_set_name_constraints(crt, nc, 1), "name constraints", error) ||
+      tls_failed(gnutls_x509_crt_sign2(crt, crt, key, GNUTLS_DIG_SHA256, 0), "signing", error))
+    goto out;
+  *ret_cert = export_pem(crt, NULL);
+  *ret_key = export_pem(NULL, key);
+  ok = *ret_cert && *ret_key;
+  if (!ok)
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "exporting the CA");
+out:
+  if (nc)
+    gnutls_x509_name_constraints_deinit(nc);
+  if (crt)
+    gnutls_x509_crt_deinit(crt);
+  gnutls_x509_privkey_deinit(key);
+  return ok;
+}
+
+/* ---- At create ------------------------------------------------------------------------- */
+
+gboolean hutch_broker_check(const HutchProfile *profile, const HutchEgressPolicy *policy,
+                            GError **error) {
+  if (!profile->secrets || profile->secrets->len == 0)
+    return TRUE;
+  const HutchSecret *first = g_ptr_array_index(profile->secrets, 0);
+  if (policy->mode != HUTCH_EGRESS_ALLOWLIST && policy->mode != HUTCH_EGRESS_PUBLIC) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE,
+                "secrets need the egress policy's proxy (egress: allowlist or public), and "
+                "this VM's egress is %s: secret %s could never reach its hosts",
+                hutch_egress_mode_to_string(policy->mode), first->name);
+    return FALSE;
+  }
+  for (guint i = 0; i < profile->secrets->len; i++) {
+    const HutchSecret *s = g_ptr_array_index(profile->secrets, i);
+    for (char **h = s->hosts; h && *h; h++) {
+      g_autofree char *domain = host_domain(*h);
+      /* a wildcard host: the policy must allow the names under it */
+      g_autofree char *probe = g_str_has_prefix(*h, "*.") ? g_strconcat("x.", domain, NULL)
+                                                          : g_strdup(domain);
+      g_autofree char *reason = NULL;
+      if (!hutch_egress_check_name(policy, probe, host_port(*h), &reason)) {
+        g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE,
+                    "secret %s: its host %s is not allowed by the egress policy (%s): add it to "
+                    "network.allow, or remove it from the secret's hosts",
+                    s->name, *h, reason);
+        return FALSE;
+      }
+    }
+  }
+  return TRUE;
+}
+
+static const char *source_to_string(HutchSecretSource source) {
+  switch (source) {
+  case HUTCH_SECRET_ENV:
+    return "env";
+  case HUTCH_SECRET_COMMAND:
+    return "command";
+  case HUTCH_SECRET_FILE:
+    return "file";
+  }
+  return "env";
+}
+
+static char *random_placeholder(void) {
+  guint8 bytes[16];
+  int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+  gboolean got = fd >= 0 && read(fd, bytes, sizeof bytes) == (ssize_t)sizeof bytes;
+  if (fd >= 0)
+    close(fd);
+  if (!got)
+    for (guint i = 0; i < sizeof bytes; i++)
+      bytes[i] = (guint8)g_random_int_range(0, 256);
+  GString *s = g_string_new(PLACEHOLDER_PREFIX);
+  for (guint i = 0; i < sizeof bytes; i++)
+    g_string_append_printf(s, "%02x", bytes[i]);
+  return g_string_free(s, FALSE);
+}
+
+/* Whether the secret's source has something now (an optional secret without is left out) */
+static gboolean source_present(const HutchSecret *s, char **ret_why) {
+  switch (s->source) {
+  case HUTCH_SECRET_ENV: {
+    const char *v = g_getenv(s->from);
+    if (v && *v)
+      return TRUE;
+    *ret_why = g_strdup_printf("the host variable %s is not set", s->from);
+    return FALSE;
+  }
+  case HUTCH_SECRET_FILE: {
+    g_autofree char *path = g_str_has_prefix(s->from, "~")
+                                ? g_build_filename(g_get_home_dir(), s->from + 1, NULL)
+                                : g_strdup(s->from);
+    if (g_file_test(path, G_FILE_TEST_IS_REGULAR))
+      return TRUE;
+    *ret_why = g_strdup_printf("%s is not a file", path);
+    return FALSE;
+  }
+  case HUTCH_SECRET_COMMAND: {
+    g_auto(GStrv) argv = NULL;
+    g_autofree char *found = NULL;
+    if (g_shell_parse_argv(s->from, NULL, &argv, NULL) && argv[0])
+      found = strchr(argv[0], '/') ? g_strdup(argv[0]) : g_find_program_in_path(argv[0]);
+    if (found && g_file_test(found, G_FILE_TEST_IS_EXECUTABLE))
+      return TRUE;
+    *ret_why = g_strdup_printf("%s is not a program here", argv && argv[0] ? argv[0] : s->from);
+    return FALSE;
+  }
+  }
+  return FALSE;
+}
+
+gboolean hutch_broker_create(const HutchProfile *profile, const char *vm_name,
+                             const char *instance_dir, char **ret_ca_pem, char ***ret_env,
+                             char ***ret_notes, GError **error) {
+  *ret_ca_pem = NULL;
+  *ret_env = NULL;
+  *ret_notes = NULL;
+  if (!profile->secrets || profile->secrets->len == 0)
+    return TRUE;
+  g_autoptr(GStrvBuilder) notes = g_strv_builder_new();
+  guint kept = 0;
+  g_autoptr(GPtrArray) domains = g_ptr_array_new_with_free_func(g_free);
+  g_autoptr(JsonBuilder) b = json_builder_new();
+  g_autoptr(GStrvBuilder) env = g_strv_builder_new();
+  json_builder_begin_object(b);
+  json_builder_set_member_name(b, "secrets");
+  json_builder_begin_array(b);
+  for (guint i = 0; i < profile->secrets->len; i++) {
+    const HutchSecret *s = g_ptr_array_index(profile->secrets, i);
+    g_autofree char *why = NULL;
+    if (s->optional && !source_present(s, &why)) {
+      /* the guest gets no variable for it: a tool then asks to sign in, rather than sending
+       * a placeholder nothing replaces */
+      g_autofree char *note = g_strdup_printf(
+          "secret %s is left out (optional): %s; create the VM again to add it", s->name, why);
+      g_strv_builder_add(notes, note);
+      continue;
+    }
+    kept++;
+    g_autofree char *placeholder = random_placeholder();
+    g_autofree char *line = g_strdup_printf("%s=%s", s->name, placeholder);
+    g_strv_builder_add(env, line);
+    json_builder_begin_object(b);
+    json_builder_set_member_name(b, "name");
+    json_builder_add_string_value(b, s->name);
+    json_builder_set_member_name(b, "placeholder");
+    json_builder_add_string_value(b, placeholder);
+    json_builder_set_member_name(b, "source");
+    json_builder_add_string_value(b, source_to_string(s->source));
+    json_builder_set_member_name(b, "from");
+    json_builder_add_string_value(b, s->from);
+    json_builder_set_member_name(b, "hosts");
+    json_builder_begin_array(b);
+    for (char **h = s->hosts; h && *h; h++) {
+      json_builder_add_string_value(b, *h);
+      g_autofree char *d = host_domain(*h);
+      if (!g_ptr_array_find_with_equal_func(domains, d, g_str_equal, NULL))
+        g_ptr_array_add(domains, g_steal_pointer(&d));
+    }
+    json_builder_end_array(b);
+    json_builder_set_member_name(b, "optional");
+    json_builder_add_boolean_value(b, s->optional);
+    json_builder_set_member_name(b, "ttl");
+    json_builder_add_int_value(b, s->ttl);
+    json_builder_end_object(b);
+  }
+  json_builder_end_array(b);
+  json_builder_end_object(b);
+  g_autoptr(JsonNode) root = json_builder_get_root(b);
+  g_autofree char *json = json_to_string(root, TRUE);
+  *ret_notes = g_strv_builder_end(notes);
+  if (kept == 0)
+    return TRUE;
+
+  g_autofree char *cert = NULL, *key = NULL;
+  if (!make_ca(vm_name, domains, &cert, &key, error)) {
+    g_prefix_error(error, "the broker's certificate authority: ");
+    return FALSE;
+  }
+  g_autofree char *key_path = g_build_filename(instance_dir, HUTCH_BROKER_CA_KEY, NULL);
+  g_autofree char *cert_path = g_build_filename(instance_dir, HUTCH_BROKER_CA_CERT, NULL);
+  g_autofree char *json_path = g_build_filename(instance_dir, HUTCH_BROKER_FILE, NULL);
+  gboolean ok = hutch_write_file(key_path, key, strlen(key), 0600, error) &&
+                hutch_write_file(cert_path, cert, strlen(cert), 0600, error) &&
+                hutch_write_file(json_path, json, strlen(json), 0600, error);
+  explicit_bzero(key, strlen(key));
+  if (!ok)
+    return FALSE;
+  *ret_ca_pem = g_steal_pointer(&cert);
+  *ret_env = g_strv_builder_end(env);
+  return TRUE;
+}
+
+static JsonArray *read_secrets(const char *instance_dir, GError **error) {
+  g_autofree char *path = g_build_filename(instance_dir, HUTCH_BROKER_FILE, NULL);
+  g_autoptr(JsonParser) parser = json_parser_new();
+  if (!json_parser_load_from_file(parser, path, error))
+    return NULL;
+  JsonNode *root = json_parser_get_root(parser);
+  JsonObject *o = root && JSON_NODE_HOLDS_OBJECT(root) ? json_node_get_object(root) : NULL;
+  JsonArray *a = o && json_object_has_member(o, "secrets")
+                     ? json_object_get_array_member(o, "secrets")
+                     : NULL;
+  if (!a) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "%s: no secrets array", path);
+    return NULL;
+  }
+  return json_array_ref(a);
+}
+
+JsonArray *hutch_broker_describe(const char *instance_dir) {
+  g_autoptr(JsonArray) secrets = read_secrets(instance_dir, NULL);
+  if (!secrets)
+    return NULL;
+  JsonArray *out = json_array_new();
+  for (guint i = 0; i < json_array_get_length(secrets); i++) {
+    JsonObject *s = json_array_get_object_element(secrets, i);
+    JsonObject *d = json_object_new();
+    json_object_set_string_member(d, "name", json_object_get_string_member_with_default(s, "name", ""));
+    json_object_set_string_member(d, "source",
+                                  json_object_get_string_member_with_default(s, "source", ""));
+    JsonArray *hosts = json_object_get_array_member(s, "hosts");
+    json_object_set_array_member(d, "hosts", hosts ? json_array_ref(hosts) : json_array_new());
+    json_object_set_string_member(
+        d, "placeholder", json_object_get_string_member_with_default(s, "placeholder", ""));
+    json_array_add_object_element(out, d);
+  }
+  return out;
+}
+
+/* ---- In the egress helper: the values ---------------------------------------------------- */
+
+typedef struct {
+  char *name;
+  char *placeholder;
+  HutchSecretSource source;
+  char *from;
+  char **hosts;
+  gboolean optional;
+  guint ttl;
+  char *value; /* in the locked region (slot), or NULL: none (optional, not set) */
+  gint64 fetched; /* monotonic, µs */
+  gboolean stale; /* the upstream answered 401: a command secret is fetched again */
+} Secret;
+
+struct _HutchBroker {
+  Secret *secrets;
+  guint n_secrets;
+  guint8 *locked; /* n_secrets slots of HUTCH_BROKER_MAX_VALUE + 1 */
+  gsize locked_size;
+  GMutex lock; /* values and the certificate cache */
+  gnutls_x509_crt_t ca;
+  gnutls_x509_privkey_t ca_key;
+  gnutls_x509_privkey_t leaf_key;
+  char *leaf_key_pem;
+  GHashTable *server_creds; /* name -> gnutls_certificate_credentials_t */
+  gnutls_certificate_credentials_t trust;
+  HutchBrokerLog log;
+  gpointer log_data;
+};
+
+static void broker_log(HutchBroker *b, const char *verdict, const char *name, const char *address,
+                       guint port, const char *format, ...) G_GNUC_PRINTF(6, 7);
+
+static void broker_log(HutchBroker *b, const char *verdict, const char *name, const char *address,
+                       guint port, const char *format, ...) {
+  va_list args;
+  va_start(args, format);
+  g_autofree char *reason = g_strdup_vprintf(format, args);
+  va_end(args);
+  if (b->log)
+    b->log(verdict, name, address, port, reason, b->log_data);
+}
+
+/* A value as read: trailing white space (a file's or a command's last newline) is dropped;
+ * anything else below 0x20, or DEL, is refused (it would break the request's header). */
+static gboolean clean_value(Secret *s, gsize len, GError **error) {
+  while (len > 0 && g_ascii_isspace(s->value[len - 1]))
+    len--;
+  s->value[len] = '\0';
+  if (len == 0) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE, "secret %s: the value is empty",
+                s->name);
+    return FALSE;
+  }
+  for (gsize i = 0; i < len; i++)
+    if ((guint8)s->value[i] < 0x20 || s->value[i] == 0x7f) {
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE,
+                  "secret %s: the value holds a control character (a line break?), which a "
+                  "request header cannot carry",
+                  s->name);
+      return FALSE;
+    }
+  return TRUE;
+}
+
+/* Runs the command (no shell) and reads its standard output into s->value */
+static gboolean fetch_command(Secret *s, GError **error) {
+  g_auto(GStrv) argv = NULL;
+  if (!g_shell_parse_argv(s->from, NULL, &argv, error)) {
+    g_prefix_error(error, "secret %s: command: ", s->name);
+    return FALSE;
+  }
+  int out[2];
+  if (pipe2(out, O_CLOEXEC) < 0) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "pipe: %s", g_strerror(errno));
+    return FALSE;
+  }
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_adddup2(&actions, out[1], 1);
+  posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sigset_t none;
+  sigemptyset(&none);
+  posix_spawnattr_setsigmask(&attr, &none);
+  sigset_t defaults;
+  sigemptyset(&defaults);
+  sigaddset(&defaults, SIGPIPE);
+  sigaddset(&defaults, SIGHUP);
+  posix_spawnattr_setsigdefault(&attr, &defaults);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  pid_t pid = 0;
+  int ret = posix_spawnp(&pid, argv[0], &actions, &attr, argv, environ);
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attr);
+  close(out[1]);
+  if (ret != 0) {
+    close(out[0]);
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE, "secret %s: running %s: %s", s->name,
+                argv[0], g_strerror(ret));
+    return FALSE;
+  }
+  gsize len = 0;
+  gboolean too_long = FALSE, timed_out = FALSE;
+  gint64 deadline = g_get_monotonic_time() + HUTCH_BROKER_COMMAND_TIMEOUT_S * G_USEC_PER_SEC;
+  for (;;) {
+    gint64 left = (deadline - g_get_monotonic_time()) / 1000;
+    struct pollfd p = {.fd = out[0], .events = POLLIN};
+    if (left <= 0 || poll(&p, 1, (int)left) == 0) {
+      timed_out = TRUE;
+      break;
+    }
+    char *into = len < HUTCH_BROKER_MAX_VALUE ? s->value + len : NULL;
+    char sink[256];
+    ssize_t n = into ? read(out[0], into, HUTCH_BROKER_MAX_VALUE - len)
+                     : read(out[0], sink, sizeof sink);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      break;
+    if (into)
+      len += (gsize)n;
+    else
+      too_long = TRUE;
+  }
+  close(out[0]);
+  if (timed_out)
+    kill(pid, SIGKILL);
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (timed_out || too_long || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    explicit_bzero(s->value, HUTCH_BROKER_MAX_VALUE + 1);
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE, "secret %s: command '%s' %s", s->name,
+                s->from,
+                timed_out  ? "did not finish within " G_STRINGIFY(HUTCH_BROKER_COMMAND_TIMEOUT_S) " s"
+                : too_long ? "wrote more than " G_STRINGIFY(HUTCH_BROKER_MAX_VALUE) " bytes"
+                : WIFEXITED(status) ? "failed"
+                                    : "was killed");
+    return FALSE;
+  }
+  return clean_value(s, len, error);
+}
+
+static gboolean fetch_file(Secret *s, GError **error) {
+  g_autofree char *path = g_str_has_prefix(s->from, "~")
+                              ? g_build_filename(g_get_home_dir(), s->from + 1, NULL)
+                              : g_strdup(s->from);
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE, "secret %s: %s: %s", s->name, path,
+                g_strerror(errno));
+    return FALSE;
+  }
+  gsize len = 0;
+  ssize_t n;
+  while (len < HUTCH_BROKER_MAX_VALUE &&
+         (n = read(fd, s->value + len, HUTCH_BROKER_MAX_VALUE - len)) > 0)
+    len += (gsize)n;
+  char extra;
+  gboolean too_long = len == HUTCH_BROKER_MAX_VALUE && read(fd, &extra, 1) == 1;
+  close(fd);
+  if (too_long) {
+    explicit_bzero(s->value, HUTCH_BROKER_MAX_VALUE + 1);
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE, "secret %s: %s is longer than %d bytes",
+                s->name, path, HUTCH_BROKER_MAX_VALUE);
+    return FALSE;
+  }
+  return clean_value(s, len, error);
+}
+
+static gboolean fetch_env(Secret *s, GError **error) {
+  const char *value = g_getenv(s->from);
+  gsize len = value ? strlen(value) : 0;
+  if (len == 0) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE,
+                "secret %s: the host variable %s is not set (in the environment of the command "
+                "that started the VM)",
+                s->name, s->from);
+    return FALSE;
+  }
+  if (len > HUTCH_BROKER_MAX_VALUE) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE, "secret %s: %s is longer than %d bytes",
+                s->name, s->from, HUTCH_BROKER_MAX_VALUE);
+    return FALSE;
+  }
+  memcpy(s->value, value, len);
+  return clean_value(s, len, error);
+}
+
+/* Fetches s's value into its slot. An optional secret without a value is left out (value
+ * NULL) with a note; a required one fails. */
+static gboolean fetch(HutchBroker *b, Secret *s, char *slot, GError **error) {
+  g_autoptr(GError) local = NULL;
+  s->value = slot;
+  explicit_bzero(slot, HUTCH_BROKER_MAX_VALUE + 1);
+  gboolean ok = s->source == HUTCH_SECRET_COMMAND ? fetch_command(s, &local)
+                : s->source == HUTCH_SECRET_FILE  ? fetch_file(s, &local)
+                                                  : fetch_env(s, &local);
+  s->fetched = g_get_monotonic_time();
+  s->stale = FALSE;
+  if (ok)
+    return TRUE;
+  s->value = NULL;
+  if (s->optional) {
+    broker_log(b, "note", NULL, NULL, 0, "secret %s is left out (optional): %s", s->name,
+               local->message);
+    return TRUE;
+  }
+  g_propagate_error(error, g_steal_pointer(&local));
+  return FALSE;
+}
+
+/* Overwrites the environment's copy of every env secret's value, then removes it: passt and
+ * the commands the helper runs never get it, and /proc/PID/environ no longer shows it. */
+static void wipe_environment(HutchBroker *b) {
+  for (guint i = 0; i < b->n_secrets; i++) {
+    Secret *s = &b->secrets[i];
+    if (s->source != HUTCH_SECRET_ENV)
+      continue;
+    char *value = getenv(s->from);
+    if (value)
+      explicit_bzero(value, strlen(value));
+    g_unsetenv(s->from);
+  }
+}
+
+static gboolean source_from_string(const char *text, HutchSecretSource *ret) {
+  if (g_strcmp0(text, "env") == 0)
+    *ret = HUTCH_SECRET_ENV;
+  else if (g_strcmp0(text, "command") == 0)
+    *ret = HUTCH_SECRET_COMMAND;
+  else if (g_strcmp0(text, "file") == 0)
+    *ret = HUTCH_SECRET_FILE;
+  else
+    return FALSE;
+  return TRUE;
+}
+
+static gboolean load_ca(HutchBroker *b, const char *instance_dir, GError **error) {
+  g_autofree char *key_path = g_build_filename(instance_dir, HUTCH_BROKER_CA_KEY, NULL);
+  g_autofree char *cert_path = g_build_filename(instance_dir, HUTCH_BROKER_CA_CERT, NULL);
+  g_autofree char *key = NULL, *cert = NULL;
+  gsize key_len = 0, cert_len = 0;
+  if (!g_file_get_contents(key_path, &key, &key_len, error) ||
+      !g_file_get_contents(cert_path, &cert, &cert_len, error))
+    return FALSE;
+  gnutls_datum_t key_datum = {(unsigned char *)key, (unsigned int)key_len};
+  gnutls_datum_t cert_datum = {(unsigned char *)cert, (unsigned int)cert_len};
+  gboolean ok =
+      !tls_failed(gnutls_x509_privkey_init(&b->ca_key), "CA key", error) &&
+      !tls_failed(gnutls_x509_privkey_import(b->ca_key, &key_datum, GNUTLS_X509_FMT_PEM),
+                  key_path, error) &&
+      !tls_failed(gnutls_x509_crt_init(&b->ca), "CA", error) &&
+      !tls_failed(gnutls_x509_crt_import(b->ca, &cert_datum, GNUTLS_X509_FMT_PEM), cert_path,
+                  error);
+  explicit_bzero(key, key_len);
+  if (!ok)
+    return FALSE;
+  b->leaf_key = new_key(error);
+  if (!b->leaf_key)
+    return FALSE;
+  b->leaf_key_pem = export_pem(NULL, b->leaf_key);
+  return b->leaf_key_pem != NULL;
+}
+
+HutchBroker *hutch_broker_load(const char *instance_dir, const char *extra_trust,
+                               HutchBrokerLog log, gpointer log_data, GError **error) {
+  g_autofree char *path = g_build_filename(instance_dir, HUTCH_BROKER_FILE, NULL);
+  if (!g_file_test(path, G_FILE_TEST_EXISTS))
+    return NULL;
+  g_autoptr(JsonArray) list = read_secrets(instance_dir, error);
+  if (!list)
+    return NULL;
+  HutchBroker *b = g_new0(HutchBroker, 1);
+  g_mutex_init(&b->lock);
+  b->log = log;
+  b->log_data = log_data;
+  b->server_creds = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
+                                          (GDestroyNotify)gnutls_certificate_free_credentials);
+  b->n_secrets = json_array_get_length(list);
+  b->secrets = g_new0(Secret, b->n_secrets);
+  for (guint i = 0; i < b->n_secrets; i++) {
+    JsonObject *o = json_array_get_object_element(list, i);
+    Secret *s = &b->secrets[i];
+    JsonArray *hosts = o ? json_object_get_array_member(o, "hosts") : NULL;
+    s->name = g_strdup(o ? json_object_get_string_member_with_default(o, "name", NULL) : NULL);
+    s->placeholder =
+        g_strdup(o ? json_object_get_string_member_with_default(o, "placeholder", NULL) : NULL);
+    s->from = g_strdup(o ? json_object_get_string_member_with_default(o, "from", NULL) : NULL);
+    if (!s->name || !s->placeholder || !s->from || !hosts ||
+        strlen(s->placeholder) < strlen(PLACEHOLDER_PREFIX) + 16 ||
+        !source_from_string(json_object_get_string_member_with_default(o, "source", ""),
+                            &s->source)) {
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "%s: secret %u is incomplete", path,
+                  i + 1);
+      hutch_broker_free(b);
+      return NULL;
+    }
+    s->hosts = g_new0(char *, json_array_get_length(hosts) + 1);
+    for (guint j = 0; j < json_array_get_length(hosts); j++)
+      s->hosts[j] = g_strdup(json_array_get_string_element(hosts, j));
+    s->optional = json_object_get_boolean_member_with_default(o, "optional", FALSE);
+    s->ttl = (guint)json_object_get_int_member_with_default(o, "ttl", 0);
+  }
+  /* the values' home: locked (never swapped), left out of core dumps, zeroes in a fork */
+  long page = sysconf(_SC_PAGESIZE);
+  b->locked_size = ((b->n_secrets * (HUTCH_BROKER_MAX_VALUE + 1)) / page + 1) * page;
+  void *region = mmap(NULL, b->locked_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                      -1, 0);
+  if (region == MAP_FAILED) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "mmap: %s", g_strerror(errno));
+    b->locked_size = 0;
+    hutch_broker_free(b);
+    return NULL;
+  }
+  b->locked = region;
+  if (mlock(region, b->locked_size) < 0 || madvise(region, b->locked_size, MADV_DONTDUMP) < 0 ||
+      madvise(region, b->locked_size, MADV_WIPEONFORK) < 0) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED,
+                "locking the secrets' memory: %s (ulimit -l?)", g_strerror(errno));
+    hutch_broker_free(b);
+    return NULL;
+  }
+  for (guint i = 0; i < b->n_secrets; i++)
+    if (!fetch(b, &b->secrets[i], (char *)b->locked + i * (HUTCH_BROKER_MAX_VALUE + 1), error)) {
+      wipe_environment(b);
+      hutch_broker_free(b);
+      return NULL;
+    }
+  wipe_environment(b);
+  if (!load_ca(b, instance_dir, error) ||
+      tls_failed(gnutls_certificate_allocate_credentials(&b->trust), "credentials", error) ||
+      tls_failed(gnutls_certificate_set_x509_system_trust(b->trust), "the host's trust store",
+                 error) ||
+      (extra_trust && tls_failed(gnutls_certificate_set_x509_trust_file(b->trust, extra_trust,
+                                                                         GNUTLS_X509_FMT_PEM),
+                                 extra_trust, error))) {
+    hutch_broker_free(b);
+    return NULL;
+  }
+  return b;
+}
+
+void hutch_broker_free(HutchBroker *b) {
+  if (!b)
+    return;
+  for (guint i = 0; i < b->n_secrets; i++) {
+    g_free(b->secrets[i].name);
+    g_free(b->secrets[i].placeholder);
+    g_free(b->secrets[i].from);
+    g_strfreev(b->secrets[i].hosts);
+  }
+  g_free(b->secrets);
+  if (b->locked) {
+    explicit_bzero(b->locked, b->locked_size);
+    munmap(b->locked, b->locked_size);
+  }
+  g_hash_table_unref(b->server_creds);
+  if (b->trust)
+    gnutls_certificate_free_credentials(b->trust);
+  if (b->ca)
+    gnutls_x509_crt_deinit(b->ca);
+  if (b->ca_key)
+    gnutls_x509_privkey_deinit(b->ca_key);
+  if (b->leaf_key)
+    gnutls_x509_privkey_deinit(b->leaf_key);
+  if (b->leaf_key_pem) {
+    explicit_bzero(b->leaf_key_pem, strlen(b->leaf_key_pem));
+    g_free(b->leaf_key_pem);
+  }
+  g_mutex_clear(&b->lock);
+  g_free(b);
+}
+
+static gboolean secret_covers(const Secret *s, const char *name, guint port) {
+  for (char **h = s->hosts; h && *h; h++)
+    if (hutch_broker_host_matches(*h, name, port))
+      return TRUE;
+  return FALSE;
+}
+
+gboolean hutch_broker_intercepts(HutchBroker *b, const char *name, guint port) {
+  if (!b || !name)
+    return FALSE;
+  for (guint i = 0; i < b->n_secrets; i++)
+    if (secret_covers(&b->secrets[i], name, port))
+      return TRUE;
+  return FALSE;
+}
+
+void hutch_broker_note_plain(HutchBroker *b, const guint8 *data, gsize len, const char *name,
+                             const char *address, guint port) {
+  if (!b)
+    return;
+  for (guint i = 0; i < b->n_secrets; i++) {
+    const Secret *s = &b->secrets[i];
+    if (memmem(data, len, s->placeholder, strlen(s->placeholder)))
+      broker_log(b, "keep", name, address, port,
+                 "the placeholder of %s went out as it is (not intercepted: %s)", s->name,
+                 secret_covers(s, name ? name : "", port) ? "plain text"
+                                                          : "not one of the secret's hosts");
+  }
+}
+
+/* ---- In the egress helper: one intercepted connection ------------------------------------ */
+
+/* The guest's side: a certificate for name from the VM's CA (made once per name) */
+static gnutls_certificate_credentials_t server_credentials(HutchBroker *b, const char *name,
+                                                           GError **error) {
+  g_mutex_lock(&b->lock);
+  gnutls_certificate_credentials_t creds = g_hash_table_lookup(b->server_creds, name);
+  if (creds) {
+    g_mutex_unlock(&b->lock);
+    return creds;
+  }
+  gnutls_x509_crt_t crt = NULL;
+  time_t now = time(NULL);
+  g_autofree char *dn = g_strdup_printf("CN=%s", name);
+  const char *dn_error = NULL;
+  gboolean ok =
+      !tls_failed(gnutls_x509_crt_init(&crt), "certificate", error) &&
+      !tls_failed(gnutls_x509_crt_set_version(crt, 3), "version", error) &&
+      set_serial(crt, error) &&
+      !tls_failed(gnutls_x509_crt_set_activation_time(crt, now - 3600), "time", error) &&
+      !tls_failed(gnutls_x509_crt_set_expiration_time(crt, now + 90L * 24 * 3600), "time",
+                  error) &&
+      !tls_failed(gnutls_x509_crt_set_dn(crt, dn, &dn_error), "name", error) &&
+      !tls_failed(gnutls_x509_crt_set_subject_alt_name(crt, GNUTLS_SAN_DNSNAME, name,
+                                                       strlen(name), GNUTLS_FSAN_SET),
+                  "name", error) &&
+      !tls_failed(gnutls_x509_crt_set_key(crt, b->leaf_key), "key", error) &&
+      !tls_failed(gnutls_x509_crt_set_basic_constraints(crt, 0, -1), "constraints", error) &&
+      !tls_failed(gnutls_x509_crt_set_key_usage(crt, GNUTLS_KEY_DIGITAL_SIGNATURE), "usage",
+                  error) &&
+      !tls_failed(gnutls_x509_crt_set_key_purpose_oid(crt, GNUTLS_KP_TLS_WWW_SERVER, 0),
+                  "purpose", error) &&
+      !tls_failed(gnutls_x509_crt_sign2(crt, b->ca, b->ca_key, GNUTLS_DIG_SHA256, 0), "signing",
+                  error) &&
+      !tls_failed(gnutls_certificate_allocate_credentials(&creds), "credentials", error);
+  if (ok) {
+    gnutls_x509_crt_t chain[2] = {crt, b->ca};
+    ok = !tls_failed(gnutls_certificate_set_x509_key(creds, chain, 2, b->leaf_key), "key",
+                     error);
+    if (ok)
+      g_hash_table_insert(b->server_creds, g_strdup(name), creds);
+    else
+      gnutls_certificate_free_credentials(creds);
+  }
+  if (crt)
+    gnutls_x509_crt_deinit(crt);
+  g_mutex_unlock(&b->lock);
+  return ok ? creds : NULL;
+}
+
+static const gnutls_datum_t http11 = {(unsigned char *)"http/1.1", 8};
+
+static int handshake(gnutls_session_t session) {
+  int ret;
+  do
+    ret = gnutls_handshake(session);
+  while (ret < 0 && !gnutls_error_is_fatal(ret));
+  return ret;
+}
+
+/* Reads from session into buf (up to size) waiting at most timeout_ms; >0 bytes, 0 at the
+ * end, <0 on an error or time out */
+static ssize_t tls_read(gnutls_session_t session, int fd, void *buf, size_t size, int timeout_ms) {
+  for (;;) {
+    if (gnutls_record_check_pending(session) == 0) {
+      struct pollfd p = {.fd = fd, .events = POLLIN};
+      int r = poll(&p, 1, timeout_ms);
+      if (r == 0)
+        return -1;
+      if (r < 0 && errno != EINTR)
+        return -1;
+      if (r < 0)
+        continue;
+    }
+    ssize_t n = gnutls_record_recv(session, buf, size);
+    if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED)
+      continue;
+    if (n == GNUTLS_E_PREMATURE_TERMINATION)
+      return 0;
+    return n;
+  }
+}
+
+static gboolean tls_write(gnutls_session_t session, const void *buf, size_t len) {
+  const char *p = buf;
+  while (len > 0) {
+    ssize_t n = gnutls_record_send(session, p, len);
+    if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED)
+      continue;
+    if (n <= 0)
+      return FALSE;
+    p += n;
+    len -= (size_t)n;
+  }
+  return TRUE;
+}
+
+/* The swaps for a request to name:port, with fresh values: a command secret that is stale
+ * (401) or older than its ttl is fetched again first. Values are copied (the caller wipes). */
+static HutchBrokerSwap *current_swaps(HutchBroker *b, const char *name, guint port) {
+  HutchBrokerSwap *swaps = g_new0(HutchBrokerSwap, b->n_secrets);
+  g_mutex_lock(&b->lock);
+  gint64 now = g_get_monotonic_time();
+  for (guint i = 0; i < b->n_secrets; i++) {
+    Secret *s = &b->secrets[i];
+    swaps[i].secret = s->name;
+    swaps[i].placeholder = s->placeholder;
+    if (!secret_covers(s, name, port))
+      continue;
+    gboolean expired = s->ttl > 0 && now - s->fetched > (gint64)s->ttl * G_USEC_PER_SEC;
+    if (s->source != HUTCH_SECRET_ENV && (s->stale || expired)) {
+      g_autoptr(GError) error = NULL;
+      char *slot = (char *)b->locked + i * (HUTCH_BROKER_MAX_VALUE + 1);
+      /* into a copy first: a failed fetch keeps the value there was */
+      g_autofree char *previous = s->value ? g_strdup(s->value) : NULL;
+      if (fetch(b, s, slot, &error)) {
+        broker_log(b, "note", name, NULL, port, "secret %s fetched again (%s)", s->name,
+                   expired ? "its ttl passed" : "the upstream answered 401");
+      } else {
+        broker_log(b, "fail", name, NULL, port, "secret %s could not be fetched again: %s",
+                   s->name, error->message);
+        if (previous) {
+          g_strlcpy(slot, previous, HUTCH_BROKER_MAX_VALUE + 1);
+          s->value = slot;
+        }
+        s->stale = FALSE;
+        s->fetched = now;
+      }
+      if (previous)
+        explicit_bzero(previous, strlen(previous));
+    }
+    swaps[i].value = s->value ? g_strdup(s->value) : NULL;
+  }
+  g_mutex_unlock(&b->lock);
+  return swaps;
+}
+
+static void free_swaps(HutchBrokerSwap *swaps, guint n) {
+  for (guint i = 0; i < n; i++)
+    if (swaps[i].value) {
+      explicit_bzero((char *)swaps[i].value, strlen(swaps[i].value));
+      g_free((char *)swaps[i].value);
+    }
+  g_free(swaps);
+}
+
+/* After a 401 for a request that carried command secrets: fetch them at the next request */
+static void mark_stale(HutchBroker *b, HutchBrokerSwap *swaps) {
+  g_mutex_lock(&b->lock);
+  for (guint i = 0; i < b->n_secrets; i++)
+    if (swaps[i].used && b->secrets[i].source == HUTCH_SECRET_COMMAND)
+      b->secrets[i].stale = TRUE;
+  g_mutex_unlock(&b->lock);
+}
+
+static char *names_of(HutchBrokerSwap *swaps, guint n, gboolean used) {
+  GString *s = g_string_new(NULL);
+  for (guint i = 0; i < n; i++)
+    if (used ? swaps[i].used : swaps[i].kept)
+      g_string_append_printf(s, "%s%s", s->len ? ", " : "", swaps[i].secret);
+  return g_string_free(s, FALSE);
+}
+
+/* Relays both ways until both ended (or an error, or IDLE_TIMEOUT_MS of silence); watches
+ * the upstream's status line for 401 */
+static void relay(HutchBroker *b, gnutls_session_t guest, int guest_fd, gnutls_session_t up,
+                  int up_fd, HutchBrokerSwap *swaps, const char *name, const char *address,
+                  guint port) {
+  gboolean guest_open = TRUE, up_open = TRUE, status_seen = FALSE;
+  g_autofree guint8 *buf = g_malloc(16 * 1024);
+  while (up_open) {
+    struct pollfd p[2] = {{.fd = guest_fd, .events = guest_open ? POLLIN : 0},
+                          {.fd = up_fd, .events = POLLIN}};
+    gboolean pending = (guest_open && gnutls_record_check_pending(guest) > 0) ||
+                       gnutls_record_check_pending(up) > 0;
+    int r = pending ? 1 : poll(p, 2, IDLE_TIMEOUT_MS);
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r <= 0)
+      break;
+    if (guest_open && (pending ? gnutls_record_check_pending(guest) > 0 : p[0].revents != 0)) {
+      ssize_t n = gnutls_record_recv(guest, buf, 16 * 1024);
+      if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED)
+        continue;
+      if (n <= 0) {
+        guest_open = FALSE;
+        gnutls_bye(up, GNUTLS_SHUT_WR);
+        shutdown(up_fd, SHUT_WR);
+      } else if (!tls_write(up, buf, (size_t)n)) {
+        break;
+      }
+    }
+    if (pending ? gnutls_record_check_pending(up) > 0 : p[1].revents != 0) {
+      ssize_t n = gnutls_record_recv(up, buf, 16 * 1024);
+      if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED)
+        continue;
+      if (n <= 0) {
+        up_open = FALSE;
+        break;
+      }
+      if (!status_seen) {
+        status_seen = TRUE;
+        if (n >= 12 && memcmp(buf, "HTTP/1.", 7) == 0 && memcmp(buf + 8, " 401", 4) == 0) {
+          g_autofree char *used = names_of(swaps, b->n_secrets, TRUE);
+          if (*used) {
+            mark_stale(b, swaps);
+            broker_log(b, "note", name, address, port,
+                       "the upstream answered 401 to a request with %s: a command secret is "
+                       "fetched again for the next request",
+                       used);
+          }
+        }
+      }
+      if (!tls_write(guest, buf, (size_t)n))
+        break;
+    }
+  }
+  gnutls_bye(guest, GNUTLS_SHUT_WR);
+}
+
+/* Tells the guest why its request went nowhere (the connection ends after it) */
+static void answer_502(gnutls_session_t guest, const char *format, ...) G_GNUC_PRINTF(2, 3);
+
+static void answer_502(gnutls_session_t guest, const char *format, ...) {
+  va_list args;
+  va_start(args, format);
+  g_autofree char *why = g_strdup_vprintf(format, args);
+  va_end(args);
+  g_autofree char *body = g_strdup_printf("hutch credential broker: %s\n", why);
+  g_autofree char *response = g_strdup_printf(
+      "HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n"
+      "Connection: close\r\nX-Hutch-Broker: failed\r\n\r\n%s",
+      strlen(body), body);
+  tls_write(guest, response, strlen(response));
+}
+
+/* The request line as the guest sent it (placeholders, never a value), cut for the log */
+static char *request_line(const char *head) {
+  const char *end = strstr(head, "\r\n");
+  gsize len = end ? (gsize)(end - head) : strlen(head);
+  return g_strndup(head, MIN(len, 200));
+}
+
+void hutch_broker_serve(HutchBroker *b, int guest_fd, const char *name, guint port,
+                        HutchBrokerConnect connect, gpointer connect_data) {
+  gnutls_session_t up = NULL, guest = NULL;
+  HutchBrokerSwap *swaps = NULL;
+  GString *head = NULL;
+  char *rewritten = NULL;
+  gsize rewritten_len = 0;
+  int upstream_fd = -1;
+  g_autoptr(GError) error = NULL;
+  /* before the first goto */
+  g_autofree char *used = NULL, *kept = NULL, *line = NULL, *address = NULL, *reason = NULL;
+  int flags = fcntl(guest_fd, F_GETFL);
+  fcntl(guest_fd, F_SETFL, flags & ~O_NONBLOCK);
+
+  /* the guest's side: a certificate for the name it looked up */
+  gnutls_certificate_credentials_t creds = server_credentials(b, name, &error);
+  if (!creds) {
+    broker_log(b, "fail", name, NULL, port, "a certificate for %s: %s", name, error->message);
+    goto out;
+  }
+  int ret = gnutls_init(&guest, GNUTLS_SERVER);
+  if (ret >= 0)
+    ret = gnutls_set_default_priority(guest);
+  if (ret >= 0)
+    ret = gnutls_credentials_set(guest, GNUTLS_CRD_CERTIFICATE, creds);
+  if (ret >= 0)
+    ret = gnutls_alpn_set_protocols(guest, &http11, 1, GNUTLS_ALPN_SERVER_PRECEDENCE);
+  if (ret >= 0) {
+    gnutls_transport_set_int(guest, guest_fd);
+    gnutls_handshake_set_timeout(guest, TLS_TIMEOUT_MS);
+    ret = handshake(guest);
+  }
+  if (ret < 0) {
+    broker_log(b, "fail", name, NULL, port,
+               "the guest's TLS: %s (a client that does not trust the VM's broker CA?)",
+               gnutls_strerror(ret));
+    goto out;
+  }
+
+  /* the request head, whole */
+  head = g_string_sized_new(4096);
+  const char *end = NULL;
+  while (!end) {
+    if (head->len >= MAX_HEAD) {
+      broker_log(b, "fail", name, NULL, port, "the request head passed %d bytes", MAX_HEAD);
+      goto out;
+    }
+    char chunk[4096];
+    ssize_t n = tls_read(guest, guest_fd, chunk, MIN(sizeof chunk, MAX_HEAD - head->len),
+                         TLS_TIMEOUT_MS);
+    if (n <= 0)
+      goto out; /* the guest went without a request */
+    g_string_append_len(head, chunk, n);
+    end = g_strstr_len(head->str, head->len, "\r\n\r\n");
+  }
+  gsize head_len = (gsize)(end + 4 - head->str);
+  line = request_line(head->str);
+  swaps = current_swaps(b, name, port);
+  rewritten = hutch_broker_rewrite_head(head->str, head_len, swaps, b->n_secrets, &rewritten_len);
+  if (!rewritten) {
+    broker_log(b, "fail", name, NULL, port, "not an HTTP/1 request: the connection is closed");
+    goto out;
+  }
+  used = names_of(swaps, b->n_secrets, TRUE);
+  kept = names_of(swaps, b->n_secrets, FALSE);
+  if (*used)
+    broker_log(b, "inject", name, NULL, port, "the real value of %s put into \"%s\"", used, line);
+  if (*kept)
+    broker_log(b, "keep", name, NULL, port,
+               "the placeholder of %s left in \"%s\": not one of the secret's hosts", kept, line);
+  if (!*used && !*kept)
+    broker_log(b, "note", name, NULL, port, "no placeholder in \"%s\"", line);
+
+  /* the upstream, as the policy allows it, verified for the name the guest looked up: only
+   * then does the request (and the value in it) go out */
+  upstream_fd = connect(name, port, &address, &reason, connect_data);
+  if (upstream_fd < 0) {
+    answer_502(guest, "%s:%u could not be reached: %s", name, port, reason ? reason : "?");
+    goto out;
+  }
+  ret = gnutls_init(&up, GNUTLS_CLIENT);
+  if (ret >= 0)
+    ret = gnutls_set_default_priority(up);
+  if (ret >= 0)
+    ret = gnutls_credentials_set(up, GNUTLS_CRD_CERTIFICATE, b->trust);
+  if (ret >= 0)
+    ret = gnutls_server_name_set(up, GNUTLS_NAME_DNS, name, strlen(name));
+  if (ret >= 0)
+    ret = gnutls_alpn_set_protocols(up, &http11, 1, 0);
+  if (ret >= 0) {
+    gnutls_session_set_verify_cert(up, name, 0);
+    gnutls_transport_set_int(up, upstream_fd);
+    gnutls_handshake_set_timeout(up, TLS_TIMEOUT_MS);
+    ret = handshake(up);
+  }
+  if (ret < 0) {
+    const char *why = gnutls_strerror(ret);
+    g_autofree char *status_text = NULL;
+    if (ret == GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR) {
+      gnutls_datum_t out = {0};
+      if (gnutls_certificate_verification_status_print(gnutls_session_get_verify_cert_status(up),
+                                                       GNUTLS_CRT_X509, &out, 0) >= 0) {
+        status_text = g_strndup((const char *)out.data, out.size);
+        gnutls_free(out.data);
+        why = status_text;
+      }
+    }
+    broker_log(b, "fail", name, address, port, "the upstream's TLS: %s (the request was not sent)",
+               why);
+    answer_502(guest, "the TLS of %s:%u failed: %s", name, port, why);
+    goto out;
+  }
+  gboolean sent = tls_write(up, rewritten, rewritten_len) &&
+                  (head->len == head_len ||
+                   tls_write(up, head->str + head_len, head->len - head_len));
+  explicit_bzero(rewritten, rewritten_len);
+  if (sent)
+    relay(b, guest, guest_fd, up, upstream_fd, swaps, name, address, port);
+
+out:
+  if (head) {
+    explicit_bzero(head->str, head->allocated_len);
+    g_string_free(head, TRUE);
+  }
+  if (rewritten) {
+    explicit_bzero(rewritten, rewritten_len);
+    g_free(rewritten);
+  }
+  if (swaps)
+    free_swaps(swaps, b->n_secrets);
+  if (guest)
+    gnutls_deinit(guest);
+  if (up)
+    gnutls_deinit(up);
+  close(guest_fd);
+  if (upstream_fd >= 0)
+    close(upstream_fd);
+}
