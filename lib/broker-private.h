@@ -73,8 +73,8 @@ typedef int (*HutchBrokerConnect)(const char *name, guint port, char **ret_addre
 void hutch_broker_serve(HutchBroker *broker, int guest_fd, const char *name, guint port,
                         HutchBrokerConnect connect, gpointer connect_data);
 /* Scans what the guest sends unintercepted (plain HTTP) for placeholders, to log them */
-void hutch_broker_note_plain(HutchBroker *broker, const guint8 *data, gsize len,
-                             const char *name, const char *address, guint port);
+void hutch_broker_note_plain(HutchBroker *broker, const guint8 *data, gsize len, const char *name,
+                             const char *address, guint port);
 
 /* ---- The request head's rewrite (pure; tests) ---- */
 
@@ -91,7 +91,7 @@ typedef struct {
  * header (inside "Authorization: Basic" too), and "Connection: close" in place of the
  * request's own connection headers (one request per intercepted connection), unless the
  * request upgrades the connection. NULL when head is not a request head. */
-char *hutch_broker_rewrite_head(const char *head, gsize len, HutchBrokerSwap *swaps,
-                                guint n_swaps, gsize *ret_len);
+char *hutch_broker_rewrite_head(const char *head, gsize len, HutchBrokerSwap *swaps, guint n_swaps,
+                                gsize *ret_len);
 /* Whether host (a secret's "NAME", "*.NAME", with ":PORT" or not) covers name:port */
 gboolean hutch_broker_host_matches(const char *host, const char *name, guint port);

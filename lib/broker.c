@@ -164,8 +164,8 @@ static gboolean append_basic(GString *out, const char *line, gsize len, HutchBro
   return TRUE;
 }
 
-char *hutch_broker_rewrite_head(const char *head, gsize len, HutchBrokerSwap *swaps,
-                                guint n_swaps, gsize *ret_len) {
+char *hutch_broker_rewrite_head(const char *head, gsize len, HutchBrokerSwap *swaps, guint n_swaps,
+                                gsize *ret_len) {
   /* a request line "METHOD TARGET HTTP/1.x", header lines, an empty line */
   const char *first_end = g_strstr_len(head, len, "\r\n");
   if (!first_end || len < 4 || memcmp(head + len - 4, "\r\n\r\n", 4) != 0)
@@ -273,8 +273,7 @@ static gboolean make_ca(const char *vm_name, GPtrArray *domains, char **ret_cert
       tls_failed(gnutls_x509_crt_set_dn(crt, dn, &dn_error), "name", error) ||
       tls_failed(gnutls_x509_crt_set_key(crt, key), "key", error) ||
       tls_failed(gnutls_x509_crt_set_basic_constraints(crt, 1, 0), "constraints", error) ||
-      tls_failed(gnutls_x509_crt_set_key_usage(crt, GNUTLS_KEY_KEY_CERT_SIGN |
-                                                        GNUTLS_KEY_CRL_SIGN),
+      tls_failed(gnutls_x509_crt_set_key_usage(crt, GNUTLS_KEY_KEY_CERT_SIGN | GNUTLS_KEY_CRL_SIGN),
                  "usage", error) ||
       tls_failed(gnutls_x509_crt_get_key_id(crt, GNUTLS_KEYID_USE_SHA1, key_id, &key_id_size),
                  "key id", error) ||
@@ -307,6 +306,39 @@ out:
 
 /* ---- At create ------------------------------------------------------------------------- */
 
+/* Whether the secret's source has something now (an optional secret without is left out) */
+static gboolean source_present(const HutchSecret *s, char **ret_why) {
+  switch (s->source) {
+  case HUTCH_SECRET_ENV: {
+    const char *v = g_getenv(s->from);
+    if (v && *v)
+      return TRUE;
+    *ret_why = g_strdup_printf("the host variable %s is not set", s->from);
+    return FALSE;
+  }
+  case HUTCH_SECRET_FILE: {
+    g_autofree char *path = g_str_has_prefix(s->from, "~")
+                                ? g_build_filename(g_get_home_dir(), s->from + 1, NULL)
+                                : g_strdup(s->from);
+    if (g_file_test(path, G_FILE_TEST_IS_REGULAR))
+      return TRUE;
+    *ret_why = g_strdup_printf("%s is not a file", path);
+    return FALSE;
+  }
+  case HUTCH_SECRET_COMMAND: {
+    g_auto(GStrv) argv = NULL;
+    g_autofree char *found = NULL;
+    if (g_shell_parse_argv(s->from, NULL, &argv, NULL) && argv[0])
+      found = strchr(argv[0], '/') ? g_strdup(argv[0]) : g_find_program_in_path(argv[0]);
+    if (found && g_file_test(found, G_FILE_TEST_IS_EXECUTABLE))
+      return TRUE;
+    *ret_why = g_strdup_printf("%s is not a program here", argv && argv[0] ? argv[0] : s->from);
+    return FALSE;
+  }
+  }
+  return FALSE;
+}
+
 gboolean hutch_broker_check(const HutchProfile *profile, const HutchEgressPolicy *policy,
                             GError **error) {
   if (!profile->secrets || profile->secrets->len == 0)
@@ -321,11 +353,18 @@ gboolean hutch_broker_check(const HutchProfile *profile, const HutchEgressPolicy
   }
   for (guint i = 0; i < profile->secrets->len; i++) {
     const HutchSecret *s = g_ptr_array_index(profile->secrets, i);
+    g_autofree char *why = NULL;
+    if (!s->optional && !source_present(s, &why)) {
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE,
+                  "secret %s: %s (set it, or mark the secret optional: true to do without it)",
+                  s->name, why);
+      return FALSE;
+    }
     for (char **h = s->hosts; h && *h; h++) {
       g_autofree char *domain = host_domain(*h);
       /* a wildcard host: the policy must allow the names under it */
-      g_autofree char *probe = g_str_has_prefix(*h, "*.") ? g_strconcat("x.", domain, NULL)
-                                                          : g_strdup(domain);
+      g_autofree char *probe =
+          g_str_has_prefix(*h, "*.") ? g_strconcat("x.", domain, NULL) : g_strdup(domain);
       g_autofree char *reason = NULL;
       if (!hutch_egress_check_name(policy, probe, host_port(*h), &reason)) {
         g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE,
@@ -364,39 +403,6 @@ static char *random_placeholder(void) {
   for (guint i = 0; i < sizeof bytes; i++)
     g_string_append_printf(s, "%02x", bytes[i]);
   return g_string_free(s, FALSE);
-}
-
-/* Whether the secret's source has something now (an optional secret without is left out) */
-static gboolean source_present(const HutchSecret *s, char **ret_why) {
-  switch (s->source) {
-  case HUTCH_SECRET_ENV: {
-    const char *v = g_getenv(s->from);
-    if (v && *v)
-      return TRUE;
-    *ret_why = g_strdup_printf("the host variable %s is not set", s->from);
-    return FALSE;
-  }
-  case HUTCH_SECRET_FILE: {
-    g_autofree char *path = g_str_has_prefix(s->from, "~")
-                                ? g_build_filename(g_get_home_dir(), s->from + 1, NULL)
-                                : g_strdup(s->from);
-    if (g_file_test(path, G_FILE_TEST_IS_REGULAR))
-      return TRUE;
-    *ret_why = g_strdup_printf("%s is not a file", path);
-    return FALSE;
-  }
-  case HUTCH_SECRET_COMMAND: {
-    g_auto(GStrv) argv = NULL;
-    g_autofree char *found = NULL;
-    if (g_shell_parse_argv(s->from, NULL, &argv, NULL) && argv[0])
-      found = strchr(argv[0], '/') ? g_strdup(argv[0]) : g_find_program_in_path(argv[0]);
-    if (found && g_file_test(found, G_FILE_TEST_IS_EXECUTABLE))
-      return TRUE;
-    *ret_why = g_strdup_printf("%s is not a program here", argv && argv[0] ? argv[0] : s->from);
-    return FALSE;
-  }
-  }
-  return FALSE;
 }
 
 gboolean hutch_broker_create(const HutchProfile *profile, const char *vm_name,
@@ -488,9 +494,8 @@ static JsonArray *read_secrets(const char *instance_dir, GError **error) {
     return NULL;
   JsonNode *root = json_parser_get_root(parser);
   JsonObject *o = root && JSON_NODE_HOLDS_OBJECT(root) ? json_node_get_object(root) : NULL;
-  JsonArray *a = o && json_object_has_member(o, "secrets")
-                     ? json_object_get_array_member(o, "secrets")
-                     : NULL;
+  JsonArray *a =
+      o && json_object_has_member(o, "secrets") ? json_object_get_array_member(o, "secrets") : NULL;
   if (!a) {
     g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "%s: no secrets array", path);
     return NULL;
@@ -506,13 +511,14 @@ JsonArray *hutch_broker_describe(const char *instance_dir) {
   for (guint i = 0; i < json_array_get_length(secrets); i++) {
     JsonObject *s = json_array_get_object_element(secrets, i);
     JsonObject *d = json_object_new();
-    json_object_set_string_member(d, "name", json_object_get_string_member_with_default(s, "name", ""));
+    json_object_set_string_member(d, "name",
+                                  json_object_get_string_member_with_default(s, "name", ""));
     json_object_set_string_member(d, "source",
                                   json_object_get_string_member_with_default(s, "source", ""));
     JsonArray *hosts = json_object_get_array_member(s, "hosts");
     json_object_set_array_member(d, "hosts", hosts ? json_array_ref(hosts) : json_array_new());
-    json_object_set_string_member(
-        d, "placeholder", json_object_get_string_member_with_default(s, "placeholder", ""));
+    json_object_set_string_member(d, "placeholder",
+                                  json_object_get_string_member_with_default(s, "placeholder", ""));
     json_array_add_object_element(out, d);
   }
   return out;
@@ -528,7 +534,7 @@ typedef struct {
   char **hosts;
   gboolean optional;
   guint ttl;
-  char *value; /* in the locked region (slot), or NULL: none (optional, not set) */
+  char *value;    /* in the locked region (slot), or NULL: none (optional, not set) */
   gint64 fetched; /* monotonic, µs */
   gboolean stale; /* the upstream answered 401: a command secret is fetched again */
 } Secret;
@@ -569,8 +575,7 @@ static gboolean clean_value(Secret *s, gsize len, GError **error) {
     len--;
   s->value[len] = '\0';
   if (len == 0) {
-    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE, "secret %s: the value is empty",
-                s->name);
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE, "secret %s: the value is empty", s->name);
     return FALSE;
   }
   for (gsize i = 0; i < len; i++)
@@ -635,8 +640,8 @@ static gboolean fetch_command(Secret *s, GError **error) {
     }
     char *into = len < HUTCH_BROKER_MAX_VALUE ? s->value + len : NULL;
     char sink[256];
-    ssize_t n = into ? read(out[0], into, HUTCH_BROKER_MAX_VALUE - len)
-                     : read(out[0], sink, sizeof sink);
+    ssize_t n =
+        into ? read(out[0], into, HUTCH_BROKER_MAX_VALUE - len) : read(out[0], sink, sizeof sink);
     if (n < 0 && errno == EINTR)
       continue;
     if (n <= 0)
@@ -654,12 +659,12 @@ static gboolean fetch_command(Secret *s, GError **error) {
   }
   if (timed_out || too_long || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
     explicit_bzero(s->value, HUTCH_BROKER_MAX_VALUE + 1);
-    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE, "secret %s: command '%s' %s", s->name,
-                s->from,
-                timed_out  ? "did not finish within " G_STRINGIFY(HUTCH_BROKER_COMMAND_TIMEOUT_S) " s"
-                : too_long ? "wrote more than " G_STRINGIFY(HUTCH_BROKER_MAX_VALUE) " bytes"
-                : WIFEXITED(status) ? "failed"
-                                    : "was killed");
+    g_set_error(
+        error, HUTCH_ERROR, HUTCH_ERROR_PROFILE, "secret %s: command '%s' %s", s->name, s->from,
+        timed_out  ? "did not finish within " G_STRINGIFY(HUTCH_BROKER_COMMAND_TIMEOUT_S) " s"
+        : too_long ? "wrote more than " G_STRINGIFY(HUTCH_BROKER_MAX_VALUE) " bytes"
+        : WIFEXITED(status) ? "failed"
+                            : "was killed");
     return FALSE;
   }
   return clean_value(s, len, error);
@@ -770,13 +775,12 @@ static gboolean load_ca(HutchBroker *b, const char *instance_dir, GError **error
     return FALSE;
   gnutls_datum_t key_datum = {(unsigned char *)key, (unsigned int)key_len};
   gnutls_datum_t cert_datum = {(unsigned char *)cert, (unsigned int)cert_len};
-  gboolean ok =
-      !tls_failed(gnutls_x509_privkey_init(&b->ca_key), "CA key", error) &&
-      !tls_failed(gnutls_x509_privkey_import(b->ca_key, &key_datum, GNUTLS_X509_FMT_PEM),
-                  key_path, error) &&
-      !tls_failed(gnutls_x509_crt_init(&b->ca), "CA", error) &&
-      !tls_failed(gnutls_x509_crt_import(b->ca, &cert_datum, GNUTLS_X509_FMT_PEM), cert_path,
-                  error);
+  gboolean ok = !tls_failed(gnutls_x509_privkey_init(&b->ca_key), "CA key", error) &&
+                !tls_failed(gnutls_x509_privkey_import(b->ca_key, &key_datum, GNUTLS_X509_FMT_PEM),
+                            key_path, error) &&
+                !tls_failed(gnutls_x509_crt_init(&b->ca), "CA", error) &&
+                !tls_failed(gnutls_x509_crt_import(b->ca, &cert_datum, GNUTLS_X509_FMT_PEM),
+                            cert_path, error);
   explicit_bzero(key, key_len);
   if (!ok)
     return FALSE;
@@ -829,8 +833,8 @@ HutchBroker *hutch_broker_load(const char *instance_dir, const char *extra_trust
   /* the values' home: locked (never swapped), left out of core dumps, zeroes in a fork */
   long page = sysconf(_SC_PAGESIZE);
   b->locked_size = ((b->n_secrets * (HUTCH_BROKER_MAX_VALUE + 1)) / page + 1) * page;
-  void *region = mmap(NULL, b->locked_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                      -1, 0);
+  void *region =
+      mmap(NULL, b->locked_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (region == MAP_FAILED) {
     g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "mmap: %s", g_strerror(errno));
     b->locked_size = 0;
@@ -857,7 +861,7 @@ HutchBroker *hutch_broker_load(const char *instance_dir, const char *extra_trust
       tls_failed(gnutls_certificate_set_x509_system_trust(b->trust), "the host's trust store",
                  error) ||
       (extra_trust && tls_failed(gnutls_certificate_set_x509_trust_file(b->trust, extra_trust,
-                                                                         GNUTLS_X509_FMT_PEM),
+                                                                        GNUTLS_X509_FMT_PEM),
                                  extra_trust, error))) {
     hutch_broker_free(b);
     return NULL;
@@ -946,25 +950,23 @@ static gnutls_certificate_credentials_t server_credentials(HutchBroker *b, const
       !tls_failed(gnutls_x509_crt_set_version(crt, 3), "version", error) &&
       set_serial(crt, error) &&
       !tls_failed(gnutls_x509_crt_set_activation_time(crt, now - 3600), "time", error) &&
-      !tls_failed(gnutls_x509_crt_set_expiration_time(crt, now + 90L * 24 * 3600), "time",
-                  error) &&
+      !tls_failed(gnutls_x509_crt_set_expiration_time(crt, now + 90L * 24 * 3600), "time", error) &&
       !tls_failed(gnutls_x509_crt_set_dn(crt, dn, &dn_error), "name", error) &&
-      !tls_failed(gnutls_x509_crt_set_subject_alt_name(crt, GNUTLS_SAN_DNSNAME, name,
-                                                       strlen(name), GNUTLS_FSAN_SET),
+      !tls_failed(gnutls_x509_crt_set_subject_alt_name(crt, GNUTLS_SAN_DNSNAME, name, strlen(name),
+                                                       GNUTLS_FSAN_SET),
                   "name", error) &&
       !tls_failed(gnutls_x509_crt_set_key(crt, b->leaf_key), "key", error) &&
       !tls_failed(gnutls_x509_crt_set_basic_constraints(crt, 0, -1), "constraints", error) &&
       !tls_failed(gnutls_x509_crt_set_key_usage(crt, GNUTLS_KEY_DIGITAL_SIGNATURE), "usage",
                   error) &&
-      !tls_failed(gnutls_x509_crt_set_key_purpose_oid(crt, GNUTLS_KP_TLS_WWW_SERVER, 0),
-                  "purpose", error) &&
+      !tls_failed(gnutls_x509_crt_set_key_purpose_oid(crt, GNUTLS_KP_TLS_WWW_SERVER, 0), "purpose",
+                  error) &&
       !tls_failed(gnutls_x509_crt_sign2(crt, b->ca, b->ca_key, GNUTLS_DIG_SHA256, 0), "signing",
                   error) &&
       !tls_failed(gnutls_certificate_allocate_credentials(&creds), "credentials", error);
   if (ok) {
     gnutls_x509_crt_t chain[2] = {crt, b->ca};
-    ok = !tls_failed(gnutls_certificate_set_x509_key(creds, chain, 2, b->leaf_key), "key",
-                     error);
+    ok = !tls_failed(gnutls_certificate_set_x509_key(creds, chain, 2, b->leaf_key), "key", error);
     if (ok)
       g_hash_table_insert(b->server_creds, g_strdup(name), creds);
     else
@@ -1045,8 +1047,8 @@ static HutchBrokerSwap *current_swaps(HutchBroker *b, const char *name, guint po
         broker_log(b, "note", name, NULL, port, "secret %s fetched again (%s)", s->name,
                    expired ? "its ttl passed" : "the upstream answered 401");
       } else {
-        broker_log(b, "fail", name, NULL, port, "secret %s could not be fetched again: %s",
-                   s->name, error->message);
+        broker_log(b, "fail", name, NULL, port, "secret %s could not be fetched again: %s", s->name,
+                   error->message);
         if (previous) {
           g_strlcpy(slot, previous, HUTCH_BROKER_MAX_VALUE + 1);
           s->value = slot;
@@ -1217,8 +1219,8 @@ void hutch_broker_serve(HutchBroker *b, int guest_fd, const char *name, guint po
       goto out;
     }
     char chunk[4096];
-    ssize_t n = tls_read(guest, guest_fd, chunk, MIN(sizeof chunk, MAX_HEAD - head->len),
-                         TLS_TIMEOUT_MS);
+    ssize_t n =
+        tls_read(guest, guest_fd, chunk, MIN(sizeof chunk, MAX_HEAD - head->len), TLS_TIMEOUT_MS);
     if (n <= 0)
       goto out; /* the guest went without a request */
     g_string_append_len(head, chunk, n);
@@ -1281,9 +1283,9 @@ void hutch_broker_serve(HutchBroker *b, int guest_fd, const char *name, guint po
     answer_502(guest, "the TLS of %s:%u failed: %s", name, port, why);
     goto out;
   }
-  gboolean sent = tls_write(up, rewritten, rewritten_len) &&
-                  (head->len == head_len ||
-                   tls_write(up, head->str + head_len, head->len - head_len));
+  gboolean sent =
+      tls_write(up, rewritten, rewritten_len) &&
+      (head->len == head_len || tls_write(up, head->str + head_len, head->len - head_len));
   explicit_bzero(rewritten, rewritten_len);
   if (sent)
     relay(b, guest, guest_fd, up, upstream_fd, swaps, name, address, port);

@@ -313,6 +313,7 @@ static void helper_clear(Helper *h) {
   g_clear_pointer(&h->outside, g_ptr_array_unref);
   g_clear_pointer(&h->host_addresses, g_ptr_array_unref);
   g_clear_pointer(&h->broker, hutch_broker_free);
+  g_rec_mutex_clear(&h->check_lock);
   if (h->ctl >= 0)
     close(h->ctl);
 }

@@ -418,6 +418,9 @@ static GPtrArray *guest_files(const HutchProfile *profile, const HutchSeedConfig
     g_string_append(env, "NODE_EXTRA_CA_CERTS=" HUTCH_BROKER_GUEST_CA "\n"
                          "REQUESTS_CA_BUNDLE=" HUTCH_BROKER_GUEST_BUNDLE "\n"
                          "SSL_CERT_FILE=" HUTCH_BROKER_GUEST_BUNDLE "\n");
+    GString *keep = g_string_new("# Written by hutch: the credential broker's variables\n"
+                                 "Defaults env_keep += \"NODE_EXTRA_CA_CERTS REQUESTS_CA_BUNDLE "
+                                 "SSL_CERT_FILE");
     for (char **e = config->broker_env; e && *e; e++) {
       const char *eq = strchr(*e, '=');
       g_autofree char *key = eq ? g_strndup(*e, eq - *e) : NULL;
@@ -425,12 +428,17 @@ static GPtrArray *guest_files(const HutchProfile *profile, const HutchSeedConfig
         g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE, "secrets: invalid variable '%s'",
                     *e);
         g_string_free(env, TRUE);
+        g_string_free(keep, TRUE);
         return NULL;
       }
       g_string_append_printf(env, "%s\n", *e);
+      g_string_append_printf(keep, " %s", key);
     }
     add_file(files, g_strdup("/etc/environment"), g_string_free(env, FALSE), "0644");
     ((GuestFile *)g_ptr_array_index(files, files->len - 1))->append = TRUE;
+    /* sudo resets the environment (and Debian's sudo reads no pam_env): keep these */
+    g_string_append(keep, "\"\n");
+    add_file(files, g_strdup("/etc/sudoers.d/hutch-broker"), g_string_free(keep, FALSE), "0440");
   }
 
   char *runner = read_data_file("hutch-provision.sh", error);
