@@ -1,5 +1,6 @@
 #!/bin/sh
-# hutch provisioning step: GitHub CLI from its apt repository, cli.github.com (as root).
+# hutch provisioning step: GitHub CLI from its apt repository, cli.github.com (as root), or,
+# when that is unreachable, Debian's own (older) gh package.
 # hutch never authenticates it: run `gh auth login` in the VM (docs/ai-tools.md).
 # Running again changes nothing.
 set -u
@@ -21,9 +22,17 @@ keyring=/etc/apt/keyrings/githubcli-archive-keyring.gpg
 list=/etc/apt/sources.list.d/github-cli.list
 url=https://cli.github.com/packages/githubcli-archive-keyring.gpg
 mkdir -p /etc/apt/keyrings
+# Debian's gh: older, but from the mirror every VM reaches
+from_debian() {
+  log "cli.github.com is unreachable ($1): falling back to Debian's gh package"
+  # shellcheck disable=SC2086 # apt's options
+  $apt install -y gh || die "cannot install gh: cli.github.com unreachable ($1), and Debian's gh package failed (see above)"
+  log "installed: $(gh --version | head -n 1) (Debian's package)"
+  exit 0
+}
 log "fetching the GitHub CLI signing key from $url"
 err=$(curl -fsSL --connect-timeout 10 --max-time 60 --retry 2 -o "$keyring.tmp" "$url" 2>&1) ||
-  { rm -f "$keyring.tmp"; die "cannot fetch the GitHub CLI key (cli.github.com unreachable): $(printf '%s\n' "$err" | tail -n 1)"; }
+  { rm -f "$keyring.tmp"; from_debian "$(printf '%s\n' "$err" | tail -n 1)"; }
 mv "$keyring.tmp" "$keyring" || die "cannot install $keyring"
 chmod 0644 "$keyring"
 echo "deb [arch=$(dpkg --print-architecture) signed-by=$keyring] https://cli.github.com/packages stable main" >"$list"

@@ -173,6 +173,42 @@ esac
 out=$("$HUTCH" shell "$vm" -- bash -lic 'alias claude-yolo' 2>&1)
 if grep -q -- "--dangerously-skip-permissions" <<<"$out"; then ok "HUTCH_AI_SKIP_PERMISSIONS=1 gives the skip-permissions aliases"; else not_ok "skip-permissions aliases"; diag "$out"; fi
 
+# ---- The credential broker: the host's keys (the canaries) go into the tools' requests on
+# the host, never into the guest. Each CLI that runs makes one request with its key; the APIs
+# cannot be reached from this network, so the request fails with hutch's 502, but the broker
+# reads it whole and puts the key in before it connects, and its log says so.
+placeholder=$("$HUTCH" shell "$vm" -- printenv ANTHROPIC_API_KEY 2>&1)
+case $placeholder in
+  hutch-placeholder-*) ok "the guest's ANTHROPIC_API_KEY is a placeholder ($placeholder)";;
+  *) not_ok "the guest's ANTHROPIC_API_KEY is a placeholder"; diag "$placeholder";;
+esac
+# broker_shows TOOL COMMAND HOST SECRET: after COMMAND, the decision log has an inject of
+# SECRET into a request to HOST
+broker_shows() {
+  local tool=$1 cmd=$2 host=$3 secret=$4 out log
+  out=$(in_guest "timeout 150 $cmd </dev/null")
+  log=$("$HUTCH" net "$vm" --log --json 2>&1)
+  if python3 -c '
+import json, sys
+log = json.loads(sys.argv[1])
+hits = [e for e in log if e["verdict"] == "inject" and e["name"] == sys.argv[2] and sys.argv[3] in e["reason"]]
+assert hits, [e for e in log if e["name"] == sys.argv[2]][-5:]
+print(hits[-1]["reason"])
+' "$log" "$host" "$secret" >"$E2E_TMP/broker-$tool" 2>&1; then
+    ok "$tool sends its request through the broker: $secret put in for $host ($(head -c 160 "$E2E_TMP/broker-$tool"))"
+  else
+    not_ok "$tool sends its request through the broker with $secret put in for $host"
+    diag "$(tail -c 1500 <<<"$out")"; diag "$(tail -c 1500 "$E2E_TMP/broker-$tool")"
+  fi
+}
+is_failed gemini-cli || broker_shows gemini-cli "gemini -p 'say hi'" generativelanguage.googleapis.com GEMINI_API_KEY
+is_failed codex-cli || broker_shows codex-cli "codex exec --skip-git-repo-check 'say hi'" api.openai.com OPENAI_API_KEY
+is_failed gh || broker_shows gh "gh api user" api.github.com GH_TOKEN
+case " $worked " in
+  *" claude-code "*) broker_shows claude-code "claude -p 'say hi'" api.anthropic.com ANTHROPIC_API_KEY ;;
+  *) diag "claude-code does not run here (see above): its request through the broker is not shown" ;;
+esac
+
 # hutch writes no key or token: the host's (the canaries above) appear nowhere in the guest,
 # and nothing hutch wrote assigns a key-, token- or secret-named variable.
 # The pattern must not match itself: sudo logs this very command line to the journal.
