@@ -1229,6 +1229,14 @@ void hutch_broker_serve(HutchBroker *b, int guest_fd, const char *name, guint po
   gsize head_len = (gsize)(end + 4 - head->str);
   line = request_line(head->str);
   swaps = current_swaps(b, name, port);
+  if (g_str_has_prefix(head->str, "TRACE ")) {
+    /* TRACE echoes the request back to the guest, value and all: it gets none */
+    for (guint i = 0; i < b->n_secrets; i++)
+      if (swaps[i].value) {
+        explicit_bzero((char *)swaps[i].value, strlen(swaps[i].value));
+        g_clear_pointer((char **)&swaps[i].value, g_free);
+      }
+  }
   rewritten = hutch_broker_rewrite_head(head->str, head_len, swaps, b->n_secrets, &rewritten_len);
   if (!rewritten) {
     broker_log(b, "fail", name, NULL, port, "not an HTTP/1 request: the connection is closed");
