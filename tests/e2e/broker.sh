@@ -20,6 +20,7 @@ if ! ip -4 addr show | grep -q "inet $outside_addr/"; then
 fi
 tls_port=$(free_port)
 plain_port=$(free_port)
+bad_port=$(free_port)   # a server whose certificate no CA the broker trusts has signed
 
 # ---- the upstream: a test CA, a server certificate for both names, a recording server -------
 pki=$E2E_TMP/pki
@@ -34,6 +35,9 @@ mkdir -p "$pki"
   printf 'subjectAltName=DNS:api.broker.test,DNS:other.broker.test\nextendedKeyUsage=serverAuth\n' >ext
   openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
     -extfile ext -out server.pem
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj "/CN=bad.broker.test" -addext subjectAltName=DNS:bad.broker.test \
+    -keyout bad.key -out bad.pem
 ) >"$E2E_TMP/pki.log" 2>&1 || { echo "Bail out! openssl could not make the test PKI: $(tail -3 "$E2E_TMP/pki.log")"; exit 1; }
 
 requests=$E2E_TMP/requests.jsonl   # every request the upstream got: path, headers
@@ -41,7 +45,7 @@ expected=$E2E_TMP/expected-token  # what /rotate takes as the right token
 echo token-one >"$expected"
 cat >"$E2E_TMP/upstream.py" <<'PY'
 import http.server, json, ssl, sys, threading
-addr, tls_port, plain_port, cert, key, log, expected = sys.argv[1:8]
+addr, tls_port, plain_port, cert, key, log, expected, bad_port, bad_cert, bad_key, bad_log = sys.argv[1:12]
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def do_GET(self):
@@ -65,14 +69,36 @@ ctx.load_cert_chain(cert, key)
 tls.socket = ctx.wrap_socket(tls.socket, server_side=True)
 plain = http.server.ThreadingHTTPServer((addr, int(plain_port)), H)
 threading.Thread(target=plain.serve_forever, daemon=True).start()
+# the untrusted server: records whatever bytes reach it, TLS handshake or not
+import socket
+def bad_server():
+    bctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    bctx.load_cert_chain(bad_cert, bad_key)
+    l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    l.bind((addr, int(bad_port))); l.listen(8)
+    while True:
+        c, _ = l.accept()
+        try:
+            t = bctx.wrap_socket(c, server_side=True)
+            t.settimeout(10)
+            data = t.recv(65536)
+            with open(bad_log, "ab") as f:
+                f.write(data)
+        except Exception as e:
+            with open(bad_log + ".errors", "a") as f:
+                f.write(repr(e) + "\n")
+        finally:
+            c.close()
+threading.Thread(target=bad_server, daemon=True).start()
 tls.serve_forever()
 PY
 python3 "$E2E_TMP/upstream.py" $outside_addr "$tls_port" "$plain_port" "$pki/server.pem" \
-  "$pki/server.key" "$requests" "$expected" >"$E2E_TMP/upstream.log" 2>&1 &
+  "$pki/server.key" "$requests" "$expected" "$bad_port" "$pki/bad.pem" "$pki/bad.key" \
+  "$E2E_TMP/bad-received" >"$E2E_TMP/upstream.log" 2>&1 &
 upstream_pid=$!
 trap 'kill $upstream_pid 2>/dev/null; e2e_cleanup' EXIT
 
-export HUTCH_EGRESS_TEST_HOSTS="api.broker.test=$outside_addr,other.broker.test=$outside_addr"
+export HUTCH_EGRESS_TEST_HOSTS="api.broker.test=$outside_addr,other.broker.test=$outside_addr,bad.broker.test=$outside_addr"
 export HUTCH_EGRESS_TEST_OUTSIDE=$outside_addr
 export HUTCH_EGRESS_TEST_CA=$pki/ca.pem
 
@@ -92,10 +118,11 @@ network:
     - api.broker.test:$tls_port
     - api.broker.test:$plain_port
     - other.broker.test:$tls_port
+    - bad.broker.test:$bad_port
 secrets:
   - name: CANARY_KEY
     from: env:HUTCH_TEST_CANARY
-    hosts: [api.broker.test:$tls_port]
+    hosts: [api.broker.test:$tls_port, bad.broker.test:$bad_port]
   - name: ROTATING_TOKEN
     command: cat $E2E_TMP/token
     hosts: [api.broker.test:$tls_port]
@@ -211,6 +238,17 @@ if grep '"verdict":"keep"' "$instance_dir/egress.log" | grep -q CANARY_KEY; then
 got=$(as_user sh -c 'curl -sS -k -m 20 -H "x-api-key: $CANARY_KEY" --resolve other.broker.test:'"$tls_port"':$(getent ahostsv4 api.broker.test | head -1 | cut -d" " -f1) https://other.broker.test:'"$tls_port"'/sni' 2>&1)
 host_hdr=$(header_of_last Host)
 if [ "$(header_of_last X-Api-Key)" = "$canary" ] && [ -n "$host_hdr" ]; then ok "SNI and Host naming another name, sent to the secret host's address, reach only the secret's host (the upstream is chosen by the looked-up name)"; else not_ok "SNI/Host of another name at the secret host's address"; diag "$got"; diag "$(last_request)"; fi
+
+# Never to a server the host cannot verify: the request is not sent at all
+: >"$E2E_TMP/bad-received"
+got=$(as_user sh -c 'curl -sS -m 30 -H "x-api-key: $CANARY_KEY" https://bad.broker.test:'"$bad_port"'/bad; echo' 2>&1)
+sleep 1
+if grep -q "502\|hutch credential broker" <<<"$got" && [ ! -s "$E2E_TMP/bad-received" ] && grep -q "certificate" <<<"$got"; then
+  ok "a secret's host whose certificate the host does not trust gets nothing (the guest gets a 502 that says why)"
+else
+  not_ok "an untrusted upstream gets nothing"; diag "$got"; diag "received: $(head -c 300 "$E2E_TMP/bad-received" | od -c | head -5)"
+  diag "$(cat "$E2E_TMP/bad-received.errors" 2>/dev/null | tail -3)"
+fi
 
 # Rotation: a command secret that changes is picked up after a 401, without a restart
 : >"$requests"
