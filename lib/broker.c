@@ -13,12 +13,13 @@
  *
  * A guest connection to a secret's host (the name the guest looked up, through hutch's own
  * DNS: never the SNI or the Host header the guest sends) is served by a thread of its own:
- * TLS with the upstream first, verified against the host's trust store for that name (no
- * fallback of any kind), then TLS with the guest under a certificate for the name, signed by
- * the VM's CA. The request head is read whole, its placeholders replaced, "Connection:
- * close" put in (so each request on the connection is seen: the client opens the next one),
- * and from then on bytes pass both ways untouched. Every other connection is relayed by the
- * egress helper as before, never intercepted. */
+ * TLS with the guest under a certificate for the name, signed by the VM's CA; the request
+ * head read whole, its placeholders replaced, "Connection: close" put in (so each request
+ * is seen: the client opens a connection for the next one); then the upstream connected as
+ * the policy allows and its certificate verified against the host's trust store for that
+ * name (no fallback of any kind), and only then the request sent; from there bytes pass
+ * both ways untouched. Every other connection is relayed by the egress helper as before,
+ * never intercepted. */
 #define _GNU_SOURCE
 #include "config.h"
 
@@ -67,9 +68,11 @@ gboolean hutch_broker_host_matches(const char *host, const char *name, guint por
   if (port != want_port)
     return FALSE;
   if (g_str_has_prefix(pattern, "*.")) {
+    /* the name and every name under it, as in the egress policy */
     const char *suffix = pattern + 1; /* ".NAME" */
     size_t n = strlen(name), s = strlen(suffix);
-    return n > s && g_ascii_strcasecmp(name + n - s, suffix) == 0;
+    return g_ascii_strcasecmp(name, suffix + 1) == 0 ||
+           (n > s + 0 && name[0] != '.' && g_ascii_strcasecmp(name + n - s, suffix) == 0);
   }
   return g_ascii_strcasecmp(pattern, name) == 0;
 }
@@ -145,6 +148,11 @@ static gboolean append_basic(GString *out, const char *line, gsize len, HutchBro
     b64++;
   g_autofree char *encoded = g_strndup(b64, end - b64);
   g_strstrip(encoded);
+  /* only strict base64 is decoded (g_base64_decode skips what it cannot read): a raw token
+   * after "Basic " (a placeholder among them) is replaced as plain text */
+  for (const char *c = encoded; *c; c++)
+    if (!g_ascii_isalnum(*c) && *c != '+' && *c != '/' && *c != '=')
+      return FALSE;
   gsize decoded_len = 0;
   guchar *decoded = g_base64_decode(encoded, &decoded_len);
   if (!decoded || decoded_len == 0) {
@@ -166,7 +174,10 @@ static gboolean append_basic(GString *out, const char *line, gsize len, HutchBro
 
 char *hutch_broker_rewrite_head(const char *head, gsize len, HutchBrokerSwap *swaps, guint n_swaps,
                                 gsize *ret_len) {
-  /* a request line "METHOD TARGET HTTP/1.x", header lines, an empty line */
+  /* a request line "METHOD TARGET HTTP/1.x", header lines, an empty line; no NUL (the line
+   * searches below stop at one) */
+  if (memchr(head, '\0', len))
+    return NULL;
   const char *first_end = g_strstr_len(head, len, "\r\n");
   if (!first_end || len < 4 || memcmp(head + len - 4, "\r\n\r\n", 4) != 0)
     return NULL;
@@ -362,11 +373,12 @@ gboolean hutch_broker_check(const HutchProfile *profile, const HutchEgressPolicy
     }
     for (char **h = s->hosts; h && *h; h++) {
       g_autofree char *domain = host_domain(*h);
-      /* a wildcard host: the policy must allow the names under it */
-      g_autofree char *probe =
-          g_str_has_prefix(*h, "*.") ? g_strconcat("x.", domain, NULL) : g_strdup(domain);
+      /* a wildcard host: the policy must allow the name and the names under it */
+      g_autofree char *under = g_strconcat("x.", domain, NULL);
       g_autofree char *reason = NULL;
-      if (!hutch_egress_check_name(policy, probe, host_port(*h), &reason)) {
+      if (!hutch_egress_check_name(policy, domain, host_port(*h), &reason) ||
+          (g_str_has_prefix(*h, "*.") &&
+           !hutch_egress_check_name(policy, under, host_port(*h), &reason))) {
         g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE,
                     "secret %s: its host %s is not allowed by the egress policy (%s): add it to "
                     "network.allow, or remove it from the secret's hosts",
@@ -652,10 +664,19 @@ static gboolean fetch_command(Secret *s, GError **error) {
       too_long = TRUE;
   }
   close(out[0]);
-  if (timed_out)
-    kill(pid, SIGKILL);
+  /* a command that closed its output may still run: it has until the deadline to end */
   int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  pid_t done = 0;
+  while (!timed_out && (done = waitpid(pid, &status, WNOHANG)) == 0) {
+    if (g_get_monotonic_time() >= deadline)
+      timed_out = TRUE;
+    else
+      g_usleep(10 * 1000);
+  }
+  if (done == 0 || (done < 0 && errno != ECHILD)) {
+    kill(pid, SIGKILL);
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
   }
   if (timed_out || too_long || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
     explicit_bzero(s->value, HUTCH_BROKER_MAX_VALUE + 1);
@@ -849,13 +870,21 @@ HutchBroker *hutch_broker_load(const char *instance_dir, const char *extra_trust
     hutch_broker_free(b);
     return NULL;
   }
-  for (guint i = 0; i < b->n_secrets; i++)
-    if (!fetch(b, &b->secrets[i], (char *)b->locked + i * (HUTCH_BROKER_MAX_VALUE + 1), error)) {
-      wipe_environment(b);
-      hutch_broker_free(b);
-      return NULL;
+  /* the environment's values first, then wiped: the commands run next never see them */
+  for (int pass = 0; pass < 2; pass++) {
+    for (guint i = 0; i < b->n_secrets; i++) {
+      Secret *s = &b->secrets[i];
+      if ((s->source == HUTCH_SECRET_ENV) != (pass == 0))
+        continue;
+      if (!fetch(b, s, (char *)b->locked + i * (HUTCH_BROKER_MAX_VALUE + 1), error)) {
+        wipe_environment(b);
+        hutch_broker_free(b);
+        return NULL;
+      }
     }
-  wipe_environment(b);
+    if (pass == 0)
+      wipe_environment(b);
+  }
   if (!load_ca(b, instance_dir, error) ||
       tls_failed(gnutls_certificate_allocate_credentials(&b->trust), "credentials", error) ||
       tls_failed(gnutls_certificate_set_x509_system_trust(b->trust), "the host's trust store",
@@ -1091,6 +1120,15 @@ static char *names_of(HutchBrokerSwap *swaps, guint n, gboolean used) {
   return g_string_free(s, FALSE);
 }
 
+/* The command secrets whose value went into the request, ", "-separated */
+static char *command_names_used(HutchBroker *b, HutchBrokerSwap *swaps) {
+  GString *s = g_string_new(NULL);
+  for (guint i = 0; i < b->n_secrets; i++)
+    if (swaps[i].used && b->secrets[i].source == HUTCH_SECRET_COMMAND)
+      g_string_append_printf(s, "%s%s", s->len ? ", " : "", swaps[i].secret);
+  return g_string_free(s, FALSE);
+}
+
 /* Relays both ways until both ended (or an error, or IDLE_TIMEOUT_MS of silence); watches
  * the upstream's status line for 401 */
 static void relay(HutchBroker *b, gnutls_session_t guest, int guest_fd, gnutls_session_t up,
@@ -1131,13 +1169,13 @@ static void relay(HutchBroker *b, gnutls_session_t guest, int guest_fd, gnutls_s
       if (!status_seen) {
         status_seen = TRUE;
         if (n >= 12 && memcmp(buf, "HTTP/1.", 7) == 0 && memcmp(buf + 8, " 401", 4) == 0) {
-          g_autofree char *used = names_of(swaps, b->n_secrets, TRUE);
-          if (*used) {
+          g_autofree char *commands = command_names_used(b, swaps);
+          if (*commands) {
             mark_stale(b, swaps);
             broker_log(b, "note", name, address, port,
-                       "the upstream answered 401 to a request with %s: a command secret is "
-                       "fetched again for the next request",
-                       used);
+                       "the upstream answered 401 to a request with %s: fetched again for the "
+                       "next request",
+                       commands);
           }
         }
       }
@@ -1224,7 +1262,7 @@ void hutch_broker_serve(HutchBroker *b, int guest_fd, const char *name, guint po
     if (n <= 0)
       goto out; /* the guest went without a request */
     g_string_append_len(head, chunk, n);
-    end = g_strstr_len(head->str, head->len, "\r\n\r\n");
+    end = memmem(head->str, head->len, "\r\n\r\n", 4);
   }
   gsize head_len = (gsize)(end + 4 - head->str);
   line = request_line(head->str);
