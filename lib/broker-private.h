@@ -35,6 +35,10 @@ gboolean hutch_broker_check(const HutchProfile *profile, const HutchEgressPolicy
 gboolean hutch_broker_create(const HutchProfile *profile, const char *vm_name,
                              const char *instance_dir, char **ret_ca_pem, char ***ret_env,
                              char ***ret_notes, GError **error);
+/* The host variables the instance's env secrets come from (NULL-terminated, maybe empty):
+ * left out of the environment of every process hutch starts for the VM but the egress
+ * helper (virtiofsd and the supervisor parse what the guest sends) */
+char **hutch_broker_env_names(const char *instance_dir);
 /* The secrets' names and placeholders of an instance, for `hutch info`: a JSON array, or
  * NULL when it has none. */
 JsonArray *hutch_broker_describe(const char *instance_dir);
@@ -56,6 +60,11 @@ typedef void (*HutchBrokerLog)(const char *verdict, const char *name, const char
 HutchBroker *hutch_broker_load(const char *instance_dir, const char *extra_trust,
                                HutchBrokerLog log, gpointer log_data, GError **error);
 void hutch_broker_free(HutchBroker *broker);
+/* Zeroes the values (at exit, while threads may still hold the broker: it is not freed) */
+void hutch_broker_wipe(HutchBroker *broker);
+/* How soon after a fetch a 401 may make a command secret be fetched again (default 10 s;
+ * tests) */
+void hutch_broker_set_refetch_interval(HutchBroker *broker, guint ms);
 /* Whether connections to name:port are intercepted (some secret names this host) */
 gboolean hutch_broker_intercepts(HutchBroker *broker, const char *name, guint port);
 /* Opens the TCP connection to name:port that the policy allows (the egress helper's side:
@@ -86,12 +95,21 @@ typedef struct {
   gboolean kept;           /* out: the placeholder was seen and left */
 } HutchBrokerSwap;
 
-/* head: a request line and its header lines, up to and including the empty line. Returns
- * the head with every placeholder that has a value replaced, in the request line and every
- * header (inside "Authorization: Basic" too), and "Connection: close" in place of the
- * request's own connection headers (one request per intercepted connection), unless the
- * request upgrades the connection. NULL when head is not a request head. */
+/* head: a request line and its header lines (CRLF only), up to and including the empty
+ * line. Returns the head with every placeholder that has a value replaced in the values of
+ * the credential headers only (hutch_broker_credential_headers(); inside "Authorization:
+ * Basic" too), and left (marked kept) anywhere else; "Connection: close" in place of the
+ * request's own connection headers (one request per intercepted connection) unless it
+ * upgrades the connection ("Connection: upgrade" and "Upgrade:"); and, when any value may go
+ * in, "Accept-Encoding: identity" in place of the request's own (the answer is read for the
+ * value). NULL when head is not a request head. */
 char *hutch_broker_rewrite_head(const char *head, gsize len, HutchBrokerSwap *swaps, guint n_swaps,
                                 gsize *ret_len);
+/* The header names whose values get secrets, ", "-separated (for messages and docs) */
+const char *hutch_broker_credential_headers(void);
+/* Whether the request is for name:port and nothing else: an origin-form target ("/..." or
+ * "*") and exactly one Host header, naming name or name:port. Else *ret_why. */
+gboolean hutch_broker_request_is_for(const char *head, gsize len, const char *name, guint port,
+                                     char **ret_why);
 /* Whether host (a secret's "NAME", "*.NAME", with ":PORT" or not) covers name:port */
 gboolean hutch_broker_host_matches(const char *host, const char *name, guint port);

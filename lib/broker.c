@@ -48,6 +48,11 @@ extern char **environ;
 #define MAX_HEAD (64 * 1024)
 #define TLS_TIMEOUT_MS 30000
 #define IDLE_TIMEOUT_MS (10 * 60 * 1000)
+/* a command secret is fetched again after a 401 at most this often */
+#define REFETCH_MIN_S 10
+/* a certificate the broker made for a name is made again after this long (it is valid 90
+ * days) */
+#define LEAF_RENEW_S (30 * 24 * 3600)
 #define PLACEHOLDER_PREFIX "hutch-placeholder-"
 
 /* ---- Host names ------------------------------------------------------------------------ */
@@ -95,16 +100,17 @@ static guint host_port(const char *host) {
 
 /* ---- The request head ------------------------------------------------------------------ */
 
-/* Appends text with every placeholder that has a value replaced */
+/* Appends text with every placeholder that has a value replaced (when values: else every
+ * placeholder is left, and marked kept) */
 static void append_swapped(GString *out, const char *text, gsize len, HutchBrokerSwap *swaps,
-                           guint n) {
+                           guint n, gboolean values) {
   gsize at = 0;
   while (at < len) {
     gboolean matched = FALSE;
     for (guint i = 0; i < n && !matched; i++) {
       gsize pl = strlen(swaps[i].placeholder);
       if (pl > 0 && len - at >= pl && memcmp(text + at, swaps[i].placeholder, pl) == 0) {
-        if (swaps[i].value) {
+        if (values && swaps[i].value) {
           g_string_append(out, swaps[i].value);
           swaps[i].used = TRUE;
         } else {
@@ -160,7 +166,7 @@ static gboolean append_basic(GString *out, const char *line, gsize len, HutchBro
     return FALSE;
   }
   GString *swapped = g_string_new(NULL);
-  append_swapped(swapped, (const char *)decoded, decoded_len, swaps, n);
+  append_swapped(swapped, (const char *)decoded, decoded_len, swaps, n, TRUE);
   explicit_bzero(decoded, decoded_len);
   g_free(decoded);
   char *again = g_base64_encode((const guchar *)swapped->str, swapped->len);
@@ -172,45 +178,139 @@ static gboolean append_basic(GString *out, const char *line, gsize len, HutchBro
   return TRUE;
 }
 
-char *hutch_broker_rewrite_head(const char *head, gsize len, HutchBrokerSwap *swaps, guint n_swaps,
-                                gsize *ret_len) {
-  /* a request line "METHOD TARGET HTTP/1.x", header lines, an empty line; no NUL (the line
-   * searches below stop at one) */
-  if (memchr(head, '\0', len))
+/* The headers whose values get a secret's value: where the APIs take keys. Anywhere else
+ * (the request line, other headers) a placeholder stays one: a server that echoes a path, a
+ * query or a header back (an error message, a redirect) would hand the value to the guest. */
+static const char *const credential_headers[] = {
+    "Authorization", "X-Api-Key", "X-Goog-Api-Key", "Api-Key", "X-Auth-Token", "Private-Token",
+};
+
+const char *hutch_broker_credential_headers(void) {
+  return "Authorization, X-Api-Key, X-Goog-Api-Key, Api-Key, X-Auth-Token, Private-Token";
+}
+
+static gboolean is_credential_header(const char *line, gsize len) {
+  for (guint i = 0; i < G_N_ELEMENTS(credential_headers); i++)
+    if (header_is(line, len, credential_headers[i]))
+      return TRUE;
+  return FALSE;
+}
+
+/* Whether a header's value (after "NAME:") holds word, as a comma-separated token */
+static gboolean header_has_token(const char *line, gsize len, const char *word) {
+  const char *colon = memchr(line, ':', len);
+  if (!colon)
+    return FALSE;
+  g_autofree char *value = g_strndup(colon + 1, line + len - colon - 1);
+  g_auto(GStrv) tokens = g_strsplit(value, ",", -1);
+  for (char **t = tokens; *t; t++)
+    if (g_ascii_strcasecmp(g_strstrip(*t), word) == 0)
+      return TRUE;
+  return FALSE;
+}
+
+/* Checks the head's form: a request line "METHOD TARGET HTTP/1.x" (METHOD in capitals),
+ * CRLF line ends only (a bare LF could hide a header from this parse but not from the
+ * server's), no NUL, an empty line at the end */
+static const char *head_request_end(const char *head, gsize len) {
+  if (len < 4 || memchr(head, '\0', len) || memcmp(head + len - 4, "\r\n\r\n", 4) != 0)
     return NULL;
+  for (gsize i = 0; i < len; i++)
+    if ((head[i] == '\n' && (i == 0 || head[i - 1] != '\r')) ||
+        (head[i] == '\r' && (i + 1 >= len || head[i + 1] != '\n')))
+      return NULL;
   const char *first_end = g_strstr_len(head, len, "\r\n");
-  if (!first_end || len < 4 || memcmp(head + len - 4, "\r\n\r\n", 4) != 0)
-    return NULL;
   const char *sp = memchr(head, ' ', first_end - head);
   if (!sp || sp == head || g_strstr_len(head, first_end - head, " HTTP/1.") == NULL)
     return NULL;
   for (const char *c = head; c < sp; c++)
     if (!g_ascii_isupper(*c))
       return NULL;
-  gboolean upgrade = FALSE;
+  return first_end;
+}
+
+gboolean hutch_broker_request_is_for(const char *head, gsize len, const char *name, guint port,
+                                     char **ret_why) {
+  const char *first_end = head_request_end(head, len);
+  if (!first_end) {
+    *ret_why = g_strdup("not an HTTP/1 request head");
+    return FALSE;
+  }
+  /* origin form ("/path") or "*": an absolute target names its own server, which a server
+   * takes over the Host header */
+  const char *target = memchr(head, ' ', first_end - head) + 1;
+  if (!(*target == '/' || (target[0] == '*' && target[1] == ' '))) {
+    *ret_why = g_strdup("the request's target is not a path on this server");
+    return FALSE;
+  }
+  g_autofree char *with_port = g_strdup_printf("%s:%u", name, port);
+  guint hosts = 0;
+  gboolean host_ok = FALSE;
+  for (const char *line = first_end + 2; line < head + len - 2;) {
+    const char *end = g_strstr_len(line, head + len - line, "\r\n");
+    if (header_is(line, end - line, "Host")) {
+      hosts++;
+      g_autofree char *value = g_strndup(line + 5, end - line - 5);
+      g_strstrip(value);
+      host_ok = g_ascii_strcasecmp(value, name) == 0 || g_ascii_strcasecmp(value, with_port) == 0;
+    }
+    line = end + 2;
+  }
+  if (hosts != 1 || !host_ok) {
+    /* a front end that routes by Host could take the request elsewhere */
+    *ret_why = g_strdup_printf("its Host header is not %s (one Host, naming the server "
+                               "connected to, is needed)",
+                               name);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+char *hutch_broker_rewrite_head(const char *head, gsize len, HutchBrokerSwap *swaps, guint n_swaps,
+                                gsize *ret_len) {
+  const char *first_end = head_request_end(head, len);
+  if (!first_end)
+    return NULL;
+  /* a real upgrade (WebSocket) keeps its connection headers: it is one exchange anyway */
+  gboolean upgrade = FALSE, connection_upgrade = FALSE, values = FALSE;
   for (const char *line = first_end + 2; line < head + len - 2;) {
     const char *end = g_strstr_len(line, head + len - line, "\r\n");
     if (header_is(line, end - line, "Upgrade"))
       upgrade = TRUE;
+    if (header_is(line, end - line, "Connection") && header_has_token(line, end - line, "upgrade"))
+      connection_upgrade = TRUE;
     line = end + 2;
   }
-  GString *out = g_string_sized_new(len + 64);
-  append_swapped(out, head, first_end - head, swaps, n_swaps);
+  upgrade = upgrade && connection_upgrade;
+  for (guint i = 0; i < n_swaps; i++)
+    values = values || swaps[i].value;
+  GString *out = g_string_sized_new(len + 128);
+  append_swapped(out, head, first_end - head, swaps, n_swaps, FALSE);
   g_string_append(out, "\r\n");
   for (const char *line = first_end + 2; line < head + len - 2;) {
     const char *end = g_strstr_len(line, head + len - line, "\r\n");
     gsize line_len = end - line;
-    gboolean drop = !upgrade && (header_is(line, line_len, "Connection") ||
-                                 header_is(line, line_len, "Keep-Alive") ||
-                                 header_is(line, line_len, "Proxy-Connection"));
+    gboolean drop = (!upgrade && (header_is(line, line_len, "Connection") ||
+                                  header_is(line, line_len, "Keep-Alive") ||
+                                  header_is(line, line_len, "Proxy-Connection"))) ||
+                    /* an answer hutch can read for the value (below) */
+                    (values && header_is(line, line_len, "Accept-Encoding"));
     if (!drop) {
-      if (!(header_is(line, line_len, "Authorization") &&
-            append_basic(out, line, line_len, swaps, n_swaps)))
-        append_swapped(out, line, line_len, swaps, n_swaps);
+      gboolean credential = is_credential_header(line, line_len);
+      if (!(credential && header_is(line, line_len, "Authorization") &&
+            append_basic(out, line, line_len, swaps, n_swaps))) {
+        /* the name as it is, the value swapped when the header carries credentials */
+        const char *colon = memchr(line, ':', line_len);
+        gsize name_len = colon ? (gsize)(colon - line) : line_len;
+        append_swapped(out, line, name_len, swaps, n_swaps, FALSE);
+        append_swapped(out, line + name_len, line_len - name_len, swaps, n_swaps, credential);
+      }
       g_string_append(out, "\r\n");
     }
     line = end + 2;
   }
+  if (values)
+    g_string_append(out, "Accept-Encoding: identity\r\n");
   if (!upgrade)
     g_string_append(out, "Connection: close\r\n");
   g_string_append(out, "\r\n");
@@ -515,6 +615,17 @@ static JsonArray *read_secrets(const char *instance_dir, GError **error) {
   return json_array_ref(a);
 }
 
+char **hutch_broker_env_names(const char *instance_dir) {
+  g_autoptr(JsonArray) secrets = read_secrets(instance_dir, NULL);
+  g_autoptr(GStrvBuilder) names = g_strv_builder_new();
+  for (guint i = 0; secrets && i < json_array_get_length(secrets); i++) {
+    JsonObject *s = json_array_get_object_element(secrets, i);
+    if (s && g_strcmp0(json_object_get_string_member_with_default(s, "source", ""), "env") == 0)
+      g_strv_builder_add(names, json_object_get_string_member_with_default(s, "from", ""));
+  }
+  return g_strv_builder_end(names);
+}
+
 JsonArray *hutch_broker_describe(const char *instance_dir) {
   g_autoptr(JsonArray) secrets = read_secrets(instance_dir, NULL);
   if (!secrets)
@@ -551,17 +662,32 @@ typedef struct {
   gboolean stale; /* the upstream answered 401: a command secret is fetched again */
 } Secret;
 
+typedef struct {
+  gnutls_certificate_credentials_t creds;
+  gint64 made; /* real time, µs */
+} Leaf;
+
+static void leaf_free(gpointer data) {
+  Leaf *leaf = data;
+  if (leaf->creds)
+    gnutls_certificate_free_credentials(leaf->creds);
+  g_free(leaf);
+}
+
 struct _HutchBroker {
   Secret *secrets;
   guint n_secrets;
   guint8 *locked; /* n_secrets slots of HUTCH_BROKER_MAX_VALUE + 1 */
   gsize locked_size;
-  GMutex lock; /* values and the certificate cache */
+  GMutex lock;      /* the values (a command secret is fetched under it) */
+  GMutex cert_lock; /* the certificate cache */
+  gint64 refetch_min_us;
   gnutls_x509_crt_t ca;
   gnutls_x509_privkey_t ca_key;
   gnutls_x509_privkey_t leaf_key;
   char *leaf_key_pem;
-  GHashTable *server_creds; /* name -> gnutls_certificate_credentials_t */
+  GHashTable *server_creds; /* name -> Leaf* */
+  GPtrArray *old_creds;     /* renewed ones: sessions may still use them, freed at the end */
   gnutls_certificate_credentials_t trust;
   HutchBrokerLog log;
   gpointer log_data;
@@ -822,10 +948,12 @@ HutchBroker *hutch_broker_load(const char *instance_dir, const char *extra_trust
     return NULL;
   HutchBroker *b = g_new0(HutchBroker, 1);
   g_mutex_init(&b->lock);
+  g_mutex_init(&b->cert_lock);
+  b->refetch_min_us = REFETCH_MIN_S * G_USEC_PER_SEC;
+  b->old_creds = g_ptr_array_new_with_free_func((GDestroyNotify)gnutls_certificate_free_credentials);
   b->log = log;
   b->log_data = log_data;
-  b->server_creds = g_hash_table_new_full(g_str_hash, g_str_equal, g_free,
-                                          (GDestroyNotify)gnutls_certificate_free_credentials);
+  b->server_creds = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, leaf_free);
   b->n_secrets = json_array_get_length(list);
   b->secrets = g_new0(Secret, b->n_secrets);
   for (guint i = 0; i < b->n_secrets; i++) {
@@ -898,6 +1026,15 @@ HutchBroker *hutch_broker_load(const char *instance_dir, const char *extra_trust
   return b;
 }
 
+void hutch_broker_wipe(HutchBroker *b) {
+  if (b && b->locked)
+    explicit_bzero(b->locked, b->locked_size);
+}
+
+void hutch_broker_set_refetch_interval(HutchBroker *b, guint ms) {
+  b->refetch_min_us = (gint64)ms * 1000;
+}
+
 void hutch_broker_free(HutchBroker *b) {
   if (!b)
     return;
@@ -913,6 +1050,7 @@ void hutch_broker_free(HutchBroker *b) {
     munmap(b->locked, b->locked_size);
   }
   g_hash_table_unref(b->server_creds);
+  g_ptr_array_unref(b->old_creds);
   if (b->trust)
     gnutls_certificate_free_credentials(b->trust);
   if (b->ca)
@@ -926,6 +1064,7 @@ void hutch_broker_free(HutchBroker *b) {
     g_free(b->leaf_key_pem);
   }
   g_mutex_clear(&b->lock);
+  g_mutex_clear(&b->cert_lock);
   g_free(b);
 }
 
@@ -964,11 +1103,17 @@ void hutch_broker_note_plain(HutchBroker *b, const guint8 *data, gsize len, cons
 /* The guest's side: a certificate for name from the VM's CA (made once per name) */
 static gnutls_certificate_credentials_t server_credentials(HutchBroker *b, const char *name,
                                                            GError **error) {
-  g_mutex_lock(&b->lock);
-  gnutls_certificate_credentials_t creds = g_hash_table_lookup(b->server_creds, name);
-  if (creds) {
-    g_mutex_unlock(&b->lock);
-    return creds;
+  g_mutex_lock(&b->cert_lock);
+  gnutls_certificate_credentials_t creds = NULL;
+  Leaf *cached = g_hash_table_lookup(b->server_creds, name);
+  if (cached && g_get_real_time() - cached->made < (gint64)LEAF_RENEW_S * G_USEC_PER_SEC) {
+    g_mutex_unlock(&b->cert_lock);
+    return cached->creds;
+  }
+  if (cached) {
+    /* renewed: a session that has the old one keeps it until the broker ends */
+    g_ptr_array_add(b->old_creds, g_steal_pointer(&cached->creds));
+    g_hash_table_remove(b->server_creds, name);
   }
   gnutls_x509_crt_t crt = NULL;
   time_t now = time(NULL);
@@ -996,14 +1141,18 @@ static gnutls_certificate_credentials_t server_credentials(HutchBroker *b, const
   if (ok) {
     gnutls_x509_crt_t chain[2] = {crt, b->ca};
     ok = !tls_failed(gnutls_certificate_set_x509_key(creds, chain, 2, b->leaf_key), "key", error);
-    if (ok)
-      g_hash_table_insert(b->server_creds, g_strdup(name), creds);
-    else
+    if (ok) {
+      Leaf *leaf = g_new0(Leaf, 1);
+      leaf->creds = creds;
+      leaf->made = g_get_real_time();
+      g_hash_table_insert(b->server_creds, g_strdup(name), leaf);
+    } else {
       gnutls_certificate_free_credentials(creds);
+    }
   }
   if (crt)
     gnutls_x509_crt_deinit(crt);
-  g_mutex_unlock(&b->lock);
+  g_mutex_unlock(&b->cert_lock);
   return ok ? creds : NULL;
 }
 
@@ -1044,7 +1193,8 @@ static gboolean tls_write(gnutls_session_t session, const void *buf, size_t len)
   const char *p = buf;
   while (len > 0) {
     ssize_t n = gnutls_record_send(session, p, len);
-    if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED)
+    /* the sockets block, with a send deadline: EAGAIN is that deadline passing */
+    if (n == GNUTLS_E_INTERRUPTED)
       continue;
     if (n <= 0)
       return FALSE;
@@ -1103,13 +1253,21 @@ static void free_swaps(HutchBrokerSwap *swaps, guint n) {
   g_free(swaps);
 }
 
-/* After a 401 for a request that carried command secrets: fetch them at the next request */
-static void mark_stale(HutchBroker *b, HutchBrokerSwap *swaps) {
+/* After a 401 for a request that carried command secrets: fetch them at the next request,
+ * unless fetched in the last REFETCH_MIN_S (the guest can make 401s at will: it must not
+ * run the user's command on demand). Whether any was marked. */
+static gboolean mark_stale(HutchBroker *b, HutchBrokerSwap *swaps) {
+  gboolean marked = FALSE;
+  gint64 now = g_get_monotonic_time();
   g_mutex_lock(&b->lock);
   for (guint i = 0; i < b->n_secrets; i++)
-    if (swaps[i].used && b->secrets[i].source == HUTCH_SECRET_COMMAND)
+    if (swaps[i].used && b->secrets[i].source == HUTCH_SECRET_COMMAND &&
+        now - b->secrets[i].fetched >= b->refetch_min_us) {
       b->secrets[i].stale = TRUE;
+      marked = TRUE;
+    }
   g_mutex_unlock(&b->lock);
+  return marked;
 }
 
 static char *names_of(HutchBrokerSwap *swaps, guint n, gboolean used) {
@@ -1131,22 +1289,51 @@ static char *command_names_used(HutchBroker *b, HutchBrokerSwap *swaps) {
 
 /* Relays both ways until both ended (or an error, or IDLE_TIMEOUT_MS of silence); watches
  * the upstream's status line for 401 */
+/* Whether the answer so far shows a value that went into the request: the last bytes of
+ * what came before (tail) and this chunk, searched together. A server that echoes a key back
+ * (an error message) would hand it to the guest. */
+static const char *echoed_value(HutchBrokerSwap *swaps, guint n, GByteArray *tail,
+                                const guint8 *chunk, gsize len) {
+  gsize longest = 0;
+  for (guint i = 0; i < n; i++)
+    if (swaps[i].used && swaps[i].value)
+      longest = MAX(longest, strlen(swaps[i].value));
+  if (longest == 0)
+    return NULL;
+  g_byte_array_append(tail, chunk, (guint)len);
+  const char *found = NULL;
+  for (guint i = 0; i < n && !found; i++)
+    if (swaps[i].used && swaps[i].value &&
+        memmem(tail->data, tail->len, swaps[i].value, strlen(swaps[i].value)))
+      found = swaps[i].secret;
+  /* keep what a value split across chunks could start with */
+  if (tail->len > longest - 1) {
+    explicit_bzero(tail->data, tail->len - (longest - 1));
+    g_byte_array_remove_range(tail, 0, tail->len - (guint)(longest - 1));
+  }
+  return found;
+}
+
+/* Relays both ways until the upstream's side ended (or an error, or IDLE_TIMEOUT_MS of
+ * silence); reads the upstream's status line for 401, and its answer for the values */
 static void relay(HutchBroker *b, gnutls_session_t guest, int guest_fd, gnutls_session_t up,
                   int up_fd, HutchBrokerSwap *swaps, const char *name, const char *address,
                   guint port) {
-  gboolean guest_open = TRUE, up_open = TRUE, status_seen = FALSE;
+  gboolean guest_open = TRUE, status_seen = FALSE;
   g_autofree guint8 *buf = g_malloc(16 * 1024);
-  while (up_open) {
-    struct pollfd p[2] = {{.fd = guest_fd, .events = guest_open ? POLLIN : 0},
+  GByteArray *tail = g_byte_array_new();
+  for (;;) {
+    /* a guest side that ended is not polled (its hang-up would wake every poll) */
+    struct pollfd p[2] = {{.fd = guest_open ? guest_fd : -1, .events = POLLIN},
                           {.fd = up_fd, .events = POLLIN}};
-    gboolean pending = (guest_open && gnutls_record_check_pending(guest) > 0) ||
-                       gnutls_record_check_pending(up) > 0;
-    int r = pending ? 1 : poll(p, 2, IDLE_TIMEOUT_MS);
+    gboolean guest_pending = guest_open && gnutls_record_check_pending(guest) > 0;
+    gboolean up_pending = gnutls_record_check_pending(up) > 0;
+    int r = guest_pending || up_pending ? 1 : poll(p, 2, IDLE_TIMEOUT_MS);
     if (r < 0 && errno == EINTR)
       continue;
     if (r <= 0)
       break;
-    if (guest_open && (pending ? gnutls_record_check_pending(guest) > 0 : p[0].revents != 0)) {
+    if (guest_open && (guest_pending || (!up_pending && p[0].revents != 0))) {
       ssize_t n = gnutls_record_recv(guest, buf, 16 * 1024);
       if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED)
         continue;
@@ -1158,32 +1345,49 @@ static void relay(HutchBroker *b, gnutls_session_t guest, int guest_fd, gnutls_s
         break;
       }
     }
-    if (pending ? gnutls_record_check_pending(up) > 0 : p[1].revents != 0) {
+    if (up_pending || (!guest_pending && p[1].revents != 0)) {
       ssize_t n = gnutls_record_recv(up, buf, 16 * 1024);
       if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED)
         continue;
-      if (n <= 0) {
-        up_open = FALSE;
+      if (n <= 0)
         break;
-      }
       if (!status_seen) {
         status_seen = TRUE;
         if (n >= 12 && memcmp(buf, "HTTP/1.", 7) == 0 && memcmp(buf + 8, " 401", 4) == 0) {
           g_autofree char *commands = command_names_used(b, swaps);
-          if (*commands) {
-            mark_stale(b, swaps);
+          if (*commands && mark_stale(b, swaps))
             broker_log(b, "note", name, address, port,
                        "the upstream answered 401 to a request with %s: fetched again for the "
                        "next request",
                        commands);
-          }
         }
+      }
+      const char *echoed = echoed_value(swaps, b->n_secrets, tail, buf, (gsize)n);
+      if (echoed) {
+        broker_log(b, "fail", name, address, port,
+                   "the answer held the real value of %s: the connection is cut there (the "
+                   "guest got the answer up to the bytes before)",
+                   echoed);
+        break;
       }
       if (!tls_write(guest, buf, (size_t)n))
         break;
     }
   }
+  explicit_bzero(tail->data, tail->len);
+  g_byte_array_unref(tail);
+  explicit_bzero(buf, 16 * 1024);
   gnutls_bye(guest, GNUTLS_SHUT_WR);
+}
+
+/* Blocking, with a deadline on every send (a peer that stops reading does not hold the
+ * thread, and a send does not spin on EAGAIN) */
+static void blocking_with_timeouts(int fd) {
+  int flags = fcntl(fd, F_GETFL);
+  if (flags >= 0)
+    fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+  struct timeval timeout = {.tv_sec = TLS_TIMEOUT_MS / 1000};
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
 }
 
 /* Tells the guest why its request went nowhere (the connection ends after it) */
@@ -1220,8 +1424,8 @@ void hutch_broker_serve(HutchBroker *b, int guest_fd, const char *name, guint po
   g_autoptr(GError) error = NULL;
   /* before the first goto */
   g_autofree char *used = NULL, *kept = NULL, *line = NULL, *address = NULL, *reason = NULL;
-  int flags = fcntl(guest_fd, F_GETFL);
-  fcntl(guest_fd, F_SETFL, flags & ~O_NONBLOCK);
+  g_autofree char *not_for = NULL;
+  blocking_with_timeouts(guest_fd);
 
   /* the guest's side: a certificate for the name it looked up */
   gnutls_certificate_credentials_t creds = server_credentials(b, name, &error);
@@ -1239,6 +1443,8 @@ void hutch_broker_serve(HutchBroker *b, int guest_fd, const char *name, guint po
   if (ret >= 0) {
     gnutls_transport_set_int(guest, guest_fd);
     gnutls_handshake_set_timeout(guest, TLS_TIMEOUT_MS);
+    /* a record that starts and never ends does not hold the thread */
+    gnutls_record_set_timeout(guest, TLS_TIMEOUT_MS);
     ret = handshake(guest);
   }
   if (ret < 0) {
@@ -1251,24 +1457,35 @@ void hutch_broker_serve(HutchBroker *b, int guest_fd, const char *name, guint po
   /* the request head, whole */
   head = g_string_sized_new(4096);
   const char *end = NULL;
+  gint64 deadline = g_get_monotonic_time() + (gint64)TLS_TIMEOUT_MS * 1000;
   while (!end) {
-    if (head->len >= MAX_HEAD) {
-      broker_log(b, "fail", name, NULL, port, "the request head passed %d bytes", MAX_HEAD);
+    gint64 left_ms = (deadline - g_get_monotonic_time()) / 1000;
+    if (head->len >= MAX_HEAD || left_ms <= 0) {
+      broker_log(b, "fail", name, NULL, port,
+                 head->len >= MAX_HEAD ? "the request head passed %d bytes"
+                                       : "no whole request head within %d ms",
+                 head->len >= MAX_HEAD ? MAX_HEAD : TLS_TIMEOUT_MS);
       goto out;
     }
     char chunk[4096];
-    ssize_t n =
-        tls_read(guest, guest_fd, chunk, MIN(sizeof chunk, MAX_HEAD - head->len), TLS_TIMEOUT_MS);
+    ssize_t n = tls_read(guest, guest_fd, chunk, MIN(sizeof chunk, MAX_HEAD - head->len),
+                         (int)left_ms);
     if (n <= 0)
       goto out; /* the guest went without a request */
+    /* searched from where the new bytes could complete an end (not from the start again) */
+    gsize from = head->len > 3 ? head->len - 3 : 0;
     g_string_append_len(head, chunk, n);
-    end = memmem(head->str, head->len, "\r\n\r\n", 4);
+    end = memmem(head->str + from, head->len - from, "\r\n\r\n", 4);
   }
   gsize head_len = (gsize)(end + 4 - head->str);
   line = request_line(head->str);
   swaps = current_swaps(b, name, port);
-  if (g_str_has_prefix(head->str, "TRACE ")) {
-    /* TRACE echoes the request back to the guest, value and all: it gets none */
+  if (!hutch_broker_request_is_for(head->str, head_len, name, port, &not_for) ||
+      g_str_has_prefix(head->str, "TRACE ")) {
+    /* a request that may go to another server than name gets no value; nor does TRACE,
+     * which echoes the request back to the guest */
+    if (!not_for)
+      not_for = g_strdup("TRACE echoes the request back");
     for (guint i = 0; i < b->n_secrets; i++)
       if (swaps[i].value) {
         explicit_bzero((char *)swaps[i].value, strlen(swaps[i].value));
@@ -1285,8 +1502,11 @@ void hutch_broker_serve(HutchBroker *b, int guest_fd, const char *name, guint po
   if (*used)
     broker_log(b, "inject", name, NULL, port, "the real value of %s put into \"%s\"", used, line);
   if (*kept)
-    broker_log(b, "keep", name, NULL, port,
-               "the placeholder of %s left in \"%s\": not one of the secret's hosts", kept, line);
+    broker_log(b, "keep", name, NULL, port, "the placeholder of %s left as it is in \"%s\": %s",
+               kept, line,
+               not_for ? not_for
+                       : "only the credential headers of a request to the secret's hosts get "
+                         "the value");
   if (!*used && !*kept)
     broker_log(b, "note", name, NULL, port, "no placeholder in \"%s\"", line);
 
@@ -1297,6 +1517,7 @@ void hutch_broker_serve(HutchBroker *b, int guest_fd, const char *name, guint po
     answer_502(guest, "%s:%u could not be reached: %s", name, port, reason ? reason : "?");
     goto out;
   }
+  blocking_with_timeouts(upstream_fd);
   ret = gnutls_init(&up, GNUTLS_CLIENT);
   if (ret >= 0)
     ret = gnutls_set_default_priority(up);
@@ -1310,6 +1531,7 @@ void hutch_broker_serve(HutchBroker *b, int guest_fd, const char *name, guint po
     gnutls_session_set_verify_cert(up, name, 0);
     gnutls_transport_set_int(up, upstream_fd);
     gnutls_handshake_set_timeout(up, TLS_TIMEOUT_MS);
+    gnutls_record_set_timeout(up, TLS_TIMEOUT_MS);
     ret = handshake(up);
   }
   if (ret < 0) {

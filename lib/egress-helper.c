@@ -371,11 +371,12 @@ static void write_counts(Helper *h) {
 
 /* One JSON line per decision in the instance's egress.log (the last one kept as
  * egress.log.1 when it passes 1 MiB). name: the guest's, any bytes: JSON escapes them. */
+/* the broker's threads log (and count) too */
+static GMutex log_lock;
+
 static void log_decision(Helper *h, const char *verdict, const char *name, const char *address,
                          guint port, const char *reason) {
-  /* the broker's threads log too */
-  static GMutex lock;
-  g_mutex_lock(&lock);
+  g_mutex_lock(&log_lock);
   if (strcmp(verdict, "allow") == 0)
     h->allowed++;
   else if (strcmp(verdict, "deny") == 0 || strcmp(verdict, "fail") == 0)
@@ -420,7 +421,7 @@ static void log_decision(Helper *h, const char *verdict, const char *name, const
     }
     close(fd);
   }
-  g_mutex_unlock(&lock);
+  g_mutex_unlock(&log_lock);
 }
 
 static void on_broker_log(const char *verdict, const char *name, const char *address, guint port,
@@ -952,7 +953,9 @@ static gboolean on_guest_connection(GSocketService *service, GSocketConnection *
   (void)source;
   if (h->guest_connections >= MAX_GUEST_CONNECTIONS) {
     /* a flood: refused without a log line each (the count says it) */
+    g_mutex_lock(&log_lock);
     h->denied++;
+    g_mutex_unlock(&log_lock);
     reset_guest(conn);
     return TRUE;
   }
@@ -1281,6 +1284,12 @@ int hutch_egress_helper_main(const char *instance_dir, const char *runtime_dir, 
   g_main_loop_run(h.loop);
   kill(keeper, SIGTERM);
   waitpid(keeper, NULL, 0);
+  if (h.broker) {
+    /* broker threads may still run (their connections end with passt): nothing they use is
+     * freed under them; the values are wiped and the process ends here */
+    hutch_broker_wipe(h.broker);
+    _exit(0);
+  }
   status = 0;
 out:
   if (h.dns_fd >= 0)
@@ -1312,7 +1321,7 @@ static gboolean have_program(const char *name, const char *package, GError **err
 }
 
 gboolean hutch_egress_start(HutchContext *ctx, const char *instance_dir, const char *runtime_dir,
-                            guint ssh_port, GPtrArray *ports, GError **error) {
+                            guint ssh_port, GPtrArray *ports, char **helper_envp, GError **error) {
   for (guint i = 0; ports && i < ports->len; i++) {
     HutchPort *port = g_ptr_array_index(ports, i);
     if (port->proto == HUTCH_PROTO_TCP &&
@@ -1366,7 +1375,7 @@ gboolean hutch_egress_start(HutchContext *ctx, const char *instance_dir, const c
   g_auto(GStrv) args = g_strv_builder_end(argv);
 
   /* PATH with /usr/sbin for ip and nft */
-  g_auto(GStrv) envp = g_get_environ();
+  g_auto(GStrv) envp = helper_envp ? g_strdupv(helper_envp) : g_get_environ();
   const char *path = g_environ_getenv(envp, "PATH");
   g_autofree char *new_path = g_strconcat(path ? path : "/usr/bin:/bin", ":/usr/sbin:/sbin", NULL);
   envp = g_environ_setenv(envp, "PATH", new_path, TRUE);

@@ -942,6 +942,12 @@ static gboolean apply_guest_mounts(HutchContext *ctx, HutchInstance *instance, H
 
 static gboolean start_steps(HutchContext *ctx, HutchInstance *instance, gboolean wait_ready,
                             GError **error) {
+  /* the secrets' host variables: for the egress helper only (it wipes its copy), never for
+   * virtiofsd or the supervisor, which parse what the guest sends */
+  g_auto(GStrv) helper_env = g_get_environ();
+  g_auto(GStrv) secret_vars = hutch_broker_env_names(instance->meta->instance_dir);
+  for (char **v = secret_vars; v && *v; v++)
+    g_unsetenv(*v);
   g_autoptr(HutchProfile) profile = instance_profile(instance, error);
   if (!profile)
     return FALSE;
@@ -991,7 +997,7 @@ static gboolean start_steps(HutchContext *ctx, HutchInstance *instance, gboolean
       policy->mode == HUTCH_EGRESS_UNRESTRICTED
           ? hutch_net_start(instance->meta->runtime_dir, ssh_port, profile->ports, error)
           : hutch_egress_start(ctx, instance->meta->instance_dir, instance->meta->runtime_dir,
-                               ssh_port, profile->ports, error);
+                               ssh_port, profile->ports, helper_env, error);
   if (!network_up || !hutch_instance_set_meta(instance->domain, "ssh-port", port_text, error)) {
     hutch_instance_stop_helpers(instance->meta->runtime_dir);
     return FALSE;

@@ -25,6 +25,7 @@
 #include "instance-private.h"
 #include "pidfile-private.h"
 #include "ssh-private.h"
+#include "broker-private.h"
 #include "supervisor-private.h"
 #include "util-private.h"
 
@@ -1083,9 +1084,15 @@ void hutch_supervisor_spawn(HutchContext *ctx, const char *name, const char *run
   int log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
   int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
   const char *argv[] = {ctx->supervisor_program, "-c", ctx->uri, "supervise", name, NULL};
+  /* without the credential broker's secrets: the supervisor reads what the guest sends */
+  g_auto(GStrv) envp = g_get_environ();
+  g_autofree char *instance_dir = hutch_instance_dir(name);
+  g_auto(GStrv) secret_vars = hutch_broker_env_names(instance_dir);
+  for (char **v = secret_vars; v && *v; v++)
+    envp = g_environ_unsetenv(envp, *v);
   g_autoptr(GError) error = NULL;
   if (log_fd < 0 || null_fd < 0 ||
-      !g_spawn_async_with_fds(NULL, (char **)argv, NULL, G_SPAWN_DEFAULT, child_setup, NULL, NULL,
+      !g_spawn_async_with_fds(NULL, (char **)argv, envp, G_SPAWN_DEFAULT, child_setup, NULL, NULL,
                               null_fd, log_fd, log_fd, &error))
     hutch_progress_note(ctx, "no supervisor for %s (%s): commands connect directly", name,
                         error ? error->message : g_strerror(errno));

@@ -53,6 +53,14 @@ class H(http.server.BaseHTTPRequestHandler):
             f.write(json.dumps({"path": self.path, "tls": isinstance(self.connection, ssl.SSLSocket),
                                 "headers": {k.lower(): v for k, v in self.headers.items()}}) + "\n")
         status = 200
+        if self.path.startswith("/echo"):
+            # a server that echoes what it got (an error message quoting the key, say)
+            body = ("you sent: %s\n" % self.headers.get("Authorization", "")).encode()
+            self.send_response(400)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         if self.path.startswith("/rotate"):
             want = open(expected).read().strip()
             status = 200 if self.headers.get("Authorization") == "Bearer " + want else 401
@@ -167,7 +175,8 @@ if [ $rc -ne 0 ] && grep -q "egress" <<<"$out"; then ok "create refuses secrets 
 # ---- the VM ----------------------------------------------------------------------------------
 vm=$(vm_name broker)
 track_vm "$vm"
-if HUTCH_TEST_CANARY=$canary "$HUTCH" start "$vm" -f "$profile" >"$E2E_TMP/start.out" 2>&1; then
+mkdir -p "$E2E_TMP/project"
+if HUTCH_TEST_CANARY=$canary "$HUTCH" start "$vm" -f "$profile" --share "$E2E_TMP/project:/srv/project" >"$E2E_TMP/start.out" 2>&1; then
   ok "a VM with secrets starts"
 else
   not_ok "a VM with secrets starts"; diag "$(tail -20 "$E2E_TMP/start.out")"
@@ -211,9 +220,15 @@ got=$(as_user sh -c 'curl -sS -m 20 -u "x-access-token:$CANARY_KEY" https://api.
 want=$(printf 'x-access-token:%s' "$canary" | base64 -w0)
 if [ "$(header_of_last Authorization)" = "Basic $want" ]; then ok "inside Authorization: Basic (git's token form) the placeholder is replaced too"; else not_ok "the placeholder inside Basic is replaced"; diag "$got"; diag "$(last_request)"; fi
 : >"$requests"
-got=$(as_user sh -c 'curl -sS -m 20 "https://api.broker.test:'"$tls_port"'/q?key=$FILE_KEY"' 2>&1)
+got=$(as_user sh -c 'curl -sS -m 20 -H "x-goog-api-key: $FILE_KEY" -H "X-Note: $FILE_KEY" "https://api.broker.test:'"$tls_port"'/q?key=$FILE_KEY"' 2>&1)
 got_path=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["path"])' "$(last_request)" 2>&1)
-if [ "$got_path" = "/q?key=$file_canary" ]; then ok "a file: secret goes in, in the request line too (?key=)"; else not_ok "a file: secret in the request line"; diag "$got"; diag "$got_path"; fi
+file_placeholder=$(as_user printenv FILE_KEY 2>&1)
+if [ "$(header_of_last X-Goog-Api-Key)" = "$file_canary" ]; then ok "a file: secret goes into a credential header (x-goog-api-key)"; else not_ok "a file: secret goes into x-goog-api-key"; diag "$got"; diag "$(last_request)"; fi
+if [ "$got_path" = "/q?key=$file_placeholder" ] && [ "$(header_of_last X-Note)" = "$file_placeholder" ]; then
+  ok "the request line and other headers keep the placeholder (a server that echoes a path or a header gets nothing to echo)"
+else
+  not_ok "the request line and other headers keep the placeholder"; diag "$got_path"; diag "$(last_request)"
+fi
 : >"$requests"
 got=$(as_user python3 -c '
 import os, urllib.request
@@ -230,14 +245,24 @@ if [ "$(header_of_last X-Api-Key)" = "$placeholder" ]; then ok "a request to ano
 got=$(as_user sh -c 'curl -sS -m 20 -H "x-api-key: $CANARY_KEY" http://api.broker.test:'"$plain_port"'/plain' 2>&1)
 if [ "$(header_of_last X-Api-Key)" = "$placeholder" ]; then ok "plain HTTP to the secret's name on another port carries the placeholder (never in clear text)"; else not_ok "plain HTTP carries the placeholder"; diag "$got"; diag "$(last_request)"; fi
 if grep '"verdict":"keep"' "$instance_dir/egress.log" | grep -q CANARY_KEY; then ok "the log says the placeholder went out as it is"; else not_ok "the log says the placeholder went out as it is"; diag "$(tail -5 "$instance_dir/egress.log")"; fi
-# The guest cannot pick the name the value goes to: a Host header or SNI of another name,
-# sent to the secret's host, still goes to the secret's host only (the broker connects to the
-# name the guest looked up); and the other name, asked with the secret host's SNI, is not
-# intercepted.
+# The guest cannot pick the server the value goes to: the broker connects to the name the
+# guest looked up, and a request whose Host header (or absolute target) names another server
+# gets no value (a front end that routes by Host could take it elsewhere).
 : >"$requests"
 got=$(as_user sh -c 'curl -sS -k -m 20 -H "x-api-key: $CANARY_KEY" --resolve other.broker.test:'"$tls_port"':$(getent ahostsv4 api.broker.test | head -1 | cut -d" " -f1) https://other.broker.test:'"$tls_port"'/sni' 2>&1)
-host_hdr=$(header_of_last Host)
-if [ "$(header_of_last X-Api-Key)" = "$canary" ] && [ -n "$host_hdr" ]; then ok "SNI and Host naming another name, sent to the secret host's address, reach only the secret's host (the upstream is chosen by the looked-up name)"; else not_ok "SNI/Host of another name at the secret host's address"; diag "$got"; diag "$(last_request)"; fi
+if [ "$(header_of_last X-Api-Key)" = "$placeholder" ] && [ "$(header_of_last Host)" = "other.broker.test:$tls_port" ]; then
+  ok "a request to the secret host's address whose SNI and Host name another server gets no value"
+else
+  not_ok "a request whose Host names another server gets no value"; diag "$got"; diag "$(last_request)"
+fi
+if tail -3 "$instance_dir/egress.log" | grep '"verdict":"keep"' | grep -q "Host header"; then ok "the log says why: the Host header"; else not_ok "the log says the Host header kept the value out"; diag "$(tail -3 "$instance_dir/egress.log")"; fi
+# A server that echoes the key back: the answer is cut before the value reaches the guest
+got=$(as_user sh -c 'curl -sS -m 20 -H "Authorization: Bearer $CANARY_KEY" https://api.broker.test:'"$tls_port"'/echo' 2>&1)
+if ! grep -q -e "$canary" <<<"$got" && grep -q "the answer held the real value of CANARY_KEY" "$instance_dir/egress.log"; then
+  ok "an answer that echoes the real value is cut before it reaches the guest (and the log says so)"
+else
+  not_ok "an answer that echoes the real value is cut"; diag "$(sed "s/$canary/CANARY/g" <<<"$got")"; diag "$(tail -3 "$instance_dir/egress.log")"
+fi
 
 # Never to a server the host cannot verify: the request is not sent at all
 : >"$E2E_TMP/bad-received"
@@ -302,6 +327,16 @@ except PermissionError:
 if [ "$got" = "$(printf 'refused\nmem refused')" ]; then ok "the helper that holds the values is not readable by the user's other processes (non-dumpable: no core dump, no /proc/PID/mem or environ)"; else not_ok "the helper's memory and environment are not readable"; diag "pid $helper_pid: $got"; fi
 got=$(grep -l -e "$canary" -e "$file_canary" /proc/$(cat "$runtime_dir/passt.pid" 2>/dev/null | cut -d' ' -f1)/environ 2>&1)
 if [ -z "$got" ] || grep -q "No such file" <<<"$got"; then ok "passt's environment does not hold the value"; else not_ok "passt's environment does not hold the value"; diag "$got"; fi
+# every process of this user on the host (virtiofsd, the supervisor, passt, the helper's
+# keeper, QEMU...): none has the value in its environment (the helper's own is unreadable)
+leaks=""
+for e in /proc/[0-9]*/environ; do
+  [ -O "$e" ] || continue
+  if tr '\0' '\n' <"$e" 2>/dev/null | grep -q -e "$canary" -e "$file_canary"; then
+    leaks="$leaks $(cat "${e%/environ}/comm" 2>/dev/null)"
+  fi
+done
+if [ -z "$leaks" ]; then ok "no process of the user's on the host (virtiofsd, supervisor, passt, QEMU) holds the value in its environment"; else not_ok "a host process holds the value in its environment:$leaks"; fi
 check_status "hutch net refuses egress unrestricted for a VM with secrets" 2 "$HUTCH" net "$vm" --egress unrestricted
 
 check "the VM stops" "$HUTCH" -q stop "$vm"
