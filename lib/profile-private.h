@@ -82,8 +82,8 @@ typedef struct {
    * non-empty); FILE: the path as written, absolute or starting with "~" (the host user's
    * home) */
   char *from;
-  /* NULL-terminated, at least one: "NAME", "*.NAME", "NAME:PORT" or "*.NAME:PORT",
-   * lower-cased; a name without a port means 443 and is stored without the port */
+  /* NULL-terminated, at least one: "NAME" or "NAME:PORT", never a wildcard, lower-cased; a
+   * name without a port means 443 and is stored without the port */
   char **hosts;
   gboolean optional; /* default FALSE */
   guint ttl;         /* seconds, 0 = none */

@@ -492,10 +492,15 @@ static gboolean is_host_name(const char *name) {
   return strspn(last, "0123456789") != strlen(last);
 }
 
-/* A secret's host: NAME, *.NAME, NAME:PORT or *.NAME:PORT, stored in lower case and without
- * ":443" (the port a name without one means). */
+/* A secret's host: NAME or NAME:PORT, stored in lower case and without ":443" (the port a name
+ * without one means). Never a wildcard: under a shared suffix (workers.dev, vercel.app, an S3
+ * endpoint) anyone can have a server, and the real value would go to it. */
 static char *check_secret_host(const char *text, char **ret) {
   g_autofree char *q = quote(text);
+  if (strchr(text, '*'))
+    return g_strdup_printf("%s: a secret's host is one name, not a wildcard (a wildcard could "
+                           "be anyone's server: name each host)",
+                           q);
   g_autofree char *lower = g_ascii_strdown(text, -1);
   char *name = lower;
   guint64 port = 443;
@@ -516,11 +521,7 @@ static char *check_secret_host(const char *text, char **ret) {
     return g_strdup_printf("%s is an IP address (a secret's host is a name: the real value only "
                            "goes to the name the guest asked for)",
                            q);
-  gboolean wildcard = g_str_has_prefix(name, "*.");
-  const char *rest = wildcard ? name + 2 : name;
-  if (strchr(rest, '*'))
-    return g_strdup_printf("%s has a '*' that is not a leading '*.' (e.g. *.example.com)", q);
-  if (!is_host_name(rest))
+  if (!is_host_name(name))
     return g_strdup_printf("%s is not a host name (letters, digits, '-' and '.', labels of 1 to "
                            "63, at most 253 in all; e.g. api.example.com)",
                            q);
@@ -1694,8 +1695,7 @@ static gboolean secret_hosts(Loader *l, gpointer target, yaml_node_t *v, const c
   guint index = 0;
   FOR_EACH_ITEM(l, v, item) {
     g_autofree char *item_key = g_strdup_printf("%s[%u]", key, index++);
-    const char *text =
-        expect_scalar(l, item, item_key, "a host name (NAME, *.NAME, NAME:PORT)", error);
+    const char *text = expect_scalar(l, item, item_key, "a host name (NAME or NAME:PORT)", error);
     char *host = NULL;
     if (!text || !check_at(l, item, item_key, check_secret_host(text, &host), error))
       return FALSE;

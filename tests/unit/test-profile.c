@@ -199,8 +199,11 @@ static const ErrorCase error_cases[] = {
      "5:9: secrets[0].hosts[0]: 'api_example.com' is not a host name (letters, digits, '-' and "
      "'.', labels of 1 to 63, at most 253 in all; e.g. api.example.com)"},
     {"secret-host-star.yaml",
-     "4:13: secrets[0].hosts[0]: 'api.*.example.com' has a '*' that is not a leading '*.' (e.g. "
-     "*.example.com)"},
+     "4:13: secrets[0].hosts[0]: 'api.*.example.com': a secret's host is one name, not a "
+     "wildcard (a wildcard could be anyone's server: name each host)"},
+    {"secret-host-wildcard.yaml",
+     "6:9: secrets[0].hosts[1]: '*.workers.dev': a secret's host is one name, not a wildcard (a "
+     "wildcard could be anyone's server: name each host)"},
     {"secret-host-port.yaml",
      "4:13: secrets[0].hosts[0]: 'api.example.com:70000' has a bad port (1 to 65535)"},
     {"secret-optional.yaml", "5:15: secrets[0].optional: 'maybe' is not a boolean (true or false)"},
@@ -1178,9 +1181,9 @@ static void test_secrets_forms(void) {
   assert_secret(secret_at(p, 2), "GH_TOKEN", HUTCH_SECRET_COMMAND, "gh auth token",
                 "github.com api.github.com", FALSE, 12 * 3600);
   assert_secret(secret_at(p, 3), "PASS_TOKEN", HUTCH_SECRET_COMMAND, "pass show 'a b'",
-                "*.example.com:8443", FALSE, 30 * 60);
+                "pass.example.com:8443", FALSE, 30 * 60);
   assert_secret(secret_at(p, 4), "X", HUTCH_SECRET_FILE, "~/.config/x/key",
-                "*.example.com:8443 example.com:8443", FALSE, 0);
+                "files.example.com:8443 example.com:8443", FALSE, 0);
   assert_secret(secret_at(p, 5), "_Y2", HUTCH_SECRET_FILE, "/etc/y/key", "y.example", FALSE, 90);
   g_autofree char *origin = g_strdup_printf("%s:49", path);
   g_assert_cmpstr(g_hash_table_lookup(p->origins, "secrets:ANTHROPIC_API_KEY"), ==, origin);
@@ -1195,13 +1198,13 @@ static void test_secrets_forms(void) {
   g_autofree char *yaml = g_strdup_printf("secrets:\n"
                                           "  - name: %s\n"
                                           "    from: env:_\n"
-                                          "    hosts: [%s.example, localhost:1, \"*.x:65535\", "
+                                          "    hosts: [%s.example, localhost:1, \"x:65535\", "
                                           "X-1.Example]\n"
                                           "    ttl: 24h\n"
                                           "    optional: yes\n",
                                           long_name, label);
   g_autoptr(HutchProfile) edge = load_text(yaml);
-  g_autofree char *hosts = g_strdup_printf("%s.example localhost:1 *.x:65535 x-1.example", label);
+  g_autofree char *hosts = g_strdup_printf("%s.example localhost:1 x:65535 x-1.example", label);
   assert_secret(secret_at(edge, 0), long_name, HUTCH_SECRET_ENV, "_", hosts, TRUE, 24 * 3600);
 }
 
@@ -1264,12 +1267,14 @@ static void test_secrets_errors_inline(void) {
     g_assert_cmpstr(error->message, ==, field_cases[i].expected);
   }
 
-  static const char ip[] = "is an IP address (a secret's host is a name: the real value only "
+  static const char ip[] = " is an IP address (a secret's host is a name: the real value only "
                            "goes to the name the guest asked for)";
-  static const char not_name[] = "is not a host name (letters, digits, '-' and '.', labels of 1 "
+  static const char not_name[] = " is not a host name (letters, digits, '-' and '.', labels of 1 "
                                  "to 63, at most 253 in all; e.g. api.example.com)";
-  static const char star[] = "has a '*' that is not a leading '*.' (e.g. *.example.com)";
-  static const char port[] = "has a bad port (1 to 65535)";
+  /* a wildcard is refused before anything else is checked: it is never the fix */
+  static const char star[] = ": a secret's host is one name, not a wildcard (a wildcard could be "
+                             "anyone's server: name each host)";
+  static const char port[] = " has a bad port (1 to 65535)";
   g_autofree char *label64 = g_strnfill(64, 'a');
   /* 4 labels of 63 and the dots: 255 */
   g_autofree char *label63 = g_strnfill(63, 'b');
@@ -1293,13 +1298,20 @@ static void test_secrets_errors_inline(void) {
       {too_long, not_name},
       {"", not_name},
       {"*", star},
+      {"*.example.com", star},
+      {"*.Example.COM", star},
+      {"*.example.com:8443", star},
+      {"*.example.com:443", star},
+      {"*.workers.dev", star},
       {"*.*.example", star},
       {"example.*", star},
       {"a*.example", star},
       {"example.com:0", port},
       {"example.com:", port},
       {"example.com:https", port},
-      {"*.example.com:65536", port},
+      {"example.com:65536", port},
+      {"*.example.com:65536", star},
+      {"*.10.0.0.1", star},
   };
   for (gsize i = 0; i < G_N_ELEMENTS(host_cases); i++) {
     g_autofree char *yaml = g_strdup_printf("secrets:\n"
@@ -1315,7 +1327,7 @@ static void test_secrets_errors_inline(void) {
                              ? g_strdup_printf("'%.60s...'", host_cases[i].host)
                              : g_strdup_printf("'%s'", host_cases[i].host);
     g_autofree char *expected =
-        g_strdup_printf("x.yaml:4:24: secrets[0].hosts[1]: %s %s", q, host_cases[i].why);
+        g_strdup_printf("x.yaml:4:24: secrets[0].hosts[1]: %s%s", q, host_cases[i].why);
     g_assert_cmpstr(error->message, ==, expected);
   }
 
@@ -1335,7 +1347,7 @@ static void test_secrets_errors_inline(void) {
        "x.yaml:4:11: secrets[0].hosts: expected a list of host names (e.g. [api.example.com]), got "
        "no value"},
       {"secrets:\n  - name: T\n    from: env\n    hosts: [[a.example]]\n",
-       "x.yaml:4:13: secrets[0].hosts[0]: expected a host name (NAME, *.NAME, NAME:PORT), got a "
+       "x.yaml:4:13: secrets[0].hosts[0]: expected a host name (NAME or NAME:PORT), got a "
        "list"},
       {"secrets:\n  - T\n",
        "x.yaml:2:5: secrets[0]: expected a mapping with name, hosts and one of from, command, "
@@ -1377,7 +1389,7 @@ static void test_secrets_inherit(void) {
     assert_secret(secret_at(p, 2), "NPM_TOKEN", HUTCH_SECRET_FILE, "~/.npmrc-token",
                   "registry.npmjs.org", FALSE, 0);
     assert_secret(secret_at(p, 3), "EXTRA", HUTCH_SECRET_FILE, "/etc/extra-key",
-                  "*.example.com:8443", FALSE, 0);
+                  "extra.example.com:8443", FALSE, 0);
     g_autofree char *replaced = g_strdup_printf("%s:21", child_path);
     g_assert_cmpstr(g_hash_table_lookup(p->origins, "secrets:GH_TOKEN"), ==, replaced);
     g_autofree char *kept = g_strdup_printf("%s:31", base_path);
@@ -1398,7 +1410,7 @@ static void test_secrets_yaml(void) {
                                         "  - {name: B, from: \"env:HOST_B\", hosts: [b.example]}\n"
                                         "  - {name: C, command: \"true\", hosts: [c.example]}\n"
                                         "  - {name: D, from: \"command:x 'y z'\", hosts: "
-                                        "[\"*.d.example:8443\"], ttl: 2m}\n"
+                                        "[\"D.example:8443\"], ttl: 2m}\n"
                                         "  - {name: E, file: \"~/e: key\", hosts: [e.example], "
                                         "optional: true}\n");
   g_autofree char *yaml = hutch_profile_to_yaml(p, &error);
