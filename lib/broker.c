@@ -285,6 +285,7 @@ char *hutch_broker_rewrite_head(const char *head, gsize len, HutchBrokerSwap *sw
   for (guint i = 0; i < n_swaps; i++)
     values = values || swaps[i].value;
   GString *out = g_string_sized_new(len + 128);
+  GString *encodings = g_string_new(NULL); /* the request's Accept-Encoding lines */
   append_swapped(out, head, first_end - head, swaps, n_swaps, FALSE);
   g_string_append(out, "\r\n");
   for (const char *line = first_end + 2; line < head + len - 2;) {
@@ -293,9 +294,12 @@ char *hutch_broker_rewrite_head(const char *head, gsize len, HutchBrokerSwap *sw
     gboolean drop = (!upgrade && (header_is(line, line_len, "Connection") ||
                                   header_is(line, line_len, "Keep-Alive") ||
                                   header_is(line, line_len, "Proxy-Connection"))) ||
-                    /* an answer hutch can read for the value (below) */
+                    /* put back at the end unless a value went in (below) */
                     (values && header_is(line, line_len, "Accept-Encoding"));
-    if (!drop) {
+    if (drop && header_is(line, line_len, "Accept-Encoding")) {
+      g_string_append_len(encodings, line, line_len);
+      g_string_append(encodings, "\r\n");
+    } else if (!drop) {
       gboolean credential = is_credential_header(line, line_len);
       if (!(credential && header_is(line, line_len, "Authorization") &&
             append_basic(out, line, line_len, swaps, n_swaps))) {
@@ -309,8 +313,12 @@ char *hutch_broker_rewrite_head(const char *head, gsize len, HutchBrokerSwap *sw
     }
     line = end + 2;
   }
-  if (values)
-    g_string_append(out, "Accept-Encoding: identity\r\n");
+  gboolean used = FALSE;
+  for (guint i = 0; i < n_swaps; i++)
+    used = used || swaps[i].used;
+  /* an answer hutch can read for the value: not compressed */
+  g_string_append(out, used ? "Accept-Encoding: identity\r\n" : encodings->str);
+  g_string_free(encodings, TRUE);
   if (!upgrade)
     g_string_append(out, "Connection: close\r\n");
   g_string_append(out, "\r\n");
@@ -950,7 +958,8 @@ HutchBroker *hutch_broker_load(const char *instance_dir, const char *extra_trust
   g_mutex_init(&b->lock);
   g_mutex_init(&b->cert_lock);
   b->refetch_min_us = REFETCH_MIN_S * G_USEC_PER_SEC;
-  b->old_creds = g_ptr_array_new_with_free_func((GDestroyNotify)gnutls_certificate_free_credentials);
+  b->old_creds =
+      g_ptr_array_new_with_free_func((GDestroyNotify)gnutls_certificate_free_credentials);
   b->log = log;
   b->log_data = log_data;
   b->server_creds = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, leaf_free);
@@ -1468,8 +1477,8 @@ void hutch_broker_serve(HutchBroker *b, int guest_fd, const char *name, guint po
       goto out;
     }
     char chunk[4096];
-    ssize_t n = tls_read(guest, guest_fd, chunk, MIN(sizeof chunk, MAX_HEAD - head->len),
-                         (int)left_ms);
+    ssize_t n =
+        tls_read(guest, guest_fd, chunk, MIN(sizeof chunk, MAX_HEAD - head->len), (int)left_ms);
     if (n <= 0)
       goto out; /* the guest went without a request */
     /* searched from where the new bytes could complete an end (not from the start again) */

@@ -248,6 +248,7 @@ static void test_rewrite_header(void) {
                   "Host: api.test\r\n"
                   "x-api-key: value-one\r\n"
                   "Accept: */*\r\n"
+                  "Accept-Encoding: identity\r\n"
                   "Connection: close\r\n"
                   "\r\n");
   g_assert_true(swaps[0].used);
@@ -256,38 +257,85 @@ static void test_rewrite_header(void) {
   g_assert_false(swaps[1].used || swaps[1].kept || swaps[2].used || swaps[2].kept);
 }
 
+/* The request line never gets a value: a server that echoes its path (an error message, a
+ * redirect) would hand it to the guest */
 static void test_rewrite_request_line(void) {
   HutchBrokerSwap swaps[3];
   swaps_init(swaps);
   g_autofree char *out =
       rewrite("POST /search?key=" PH2 "&q=1 HTTP/1.0\r\nHost: api.test\r\n\r\n", swaps, 3);
   g_assert_cmpstr(out, ==,
-                  "POST /search?key=value-two&q=1 HTTP/1.0\r\nHost: api.test\r\n"
+                  "POST /search?key=" PH2 "&q=1 HTTP/1.0\r\nHost: api.test\r\n"
                   "Connection: close\r\n\r\n");
-  g_assert_true(swaps[1].used);
+  g_assert_true(swaps[1].kept && !swaps[1].used);
   g_assert_false(swaps[0].used || swaps[0].kept);
 }
 
+/* Several placeholders: values go into the credential headers only (any case, repeated, side
+ * by side); anywhere else they stay and are said to */
 static void test_rewrite_several(void) {
   HutchBrokerSwap swaps[3];
   swaps_init(swaps);
   g_autofree char *out = rewrite("GET /a?x=" PH1 " HTTP/1.1\r\n"
                                  "Authorization: Bearer " PH2 "\r\n"
-                                 "X-Both: " PH1 PH2 "," PH1 "\r\n"
+                                 "X-API-KEY: " PH1 PH2 "," PH1 "\r\n"
+                                 "x-goog-api-key: " PH1 "\r\n"
+                                 "X-Both: " PH1 "\r\n"
+                                 "X-Api-Key-Echo: " PH2 "\r\n"
                                  "X-Other: " PH3 "\r\n"
+                                 "Accept-Encoding: gzip, br\r\n"
                                  "\r\n",
                                  swaps, 3);
   g_assert_cmpstr(out, ==,
-                  "GET /a?x=value-one HTTP/1.1\r\n"
+                  "GET /a?x=" PH1 " HTTP/1.1\r\n"
                   "Authorization: Bearer value-two\r\n"
-                  "X-Both: value-onevalue-two,value-one\r\n"
+                  "X-API-KEY: value-onevalue-two,value-one\r\n"
+                  "x-goog-api-key: value-one\r\n"
+                  "X-Both: " PH1 "\r\n"
+                  "X-Api-Key-Echo: " PH2 "\r\n"
                   "X-Other: " PH3 "\r\n"
+                  "Accept-Encoding: identity\r\n"
                   "Connection: close\r\n"
                   "\r\n");
-  g_assert_true(swaps[0].used && !swaps[0].kept);
-  g_assert_true(swaps[1].used && !swaps[1].kept);
+  g_assert_true(swaps[0].used && swaps[0].kept);
+  g_assert_true(swaps[1].used && swaps[1].kept);
   /* a placeholder without a value (not for this destination) is left and said so */
   g_assert_true(!swaps[2].used && swaps[2].kept);
+  /* without any value going in, the request's Accept-Encoding stays (moved to the end) */
+  HutchBrokerSwap none[1] = {{"THREE", PH3, NULL, FALSE, FALSE}};
+  g_autofree char *plain =
+      rewrite("GET / HTTP/1.1\r\nAccept-Encoding: gzip\r\nX-Api-Key: " PH3 "\r\n\r\n", none, 1);
+  g_assert_cmpstr(plain, ==,
+                  "GET / HTTP/1.1\r\nAccept-Encoding: gzip\r\nX-Api-Key: " PH3 "\r\n"
+                  "Connection: close\r\n\r\n");
+  g_assert_true(none[0].kept);
+}
+
+/* The request is for the server connected to: origin-form target, one Host naming it */
+static void test_request_is_for(void) {
+  struct {
+    const char *head;
+    gboolean ok;
+  } cases[] = {
+      {"GET /v1 HTTP/1.1\r\nHost: api.test\r\n\r\n", TRUE},
+      {"GET /v1 HTTP/1.1\r\nhost: API.test:443\r\n\r\n", TRUE},
+      {"OPTIONS * HTTP/1.1\r\nHost: api.test\r\n\r\n", TRUE},
+      {"GET /v1 HTTP/1.1\r\nHost: other.test\r\n\r\n", FALSE},
+      {"GET /v1 HTTP/1.1\r\nHost: api.test:8443\r\n\r\n", FALSE},
+      {"GET /v1 HTTP/1.1\r\n\r\n", FALSE},                                      /* no Host */
+      {"GET /v1 HTTP/1.1\r\nHost: api.test\r\nHost: evil.test\r\n\r\n", FALSE}, /* two */
+      {"GET https://evil.test/v1 HTTP/1.1\r\nHost: api.test\r\n\r\n", FALSE},   /* absolute */
+      {"GET api.test/v1 HTTP/1.1\r\nHost: api.test\r\n\r\n", FALSE},
+      {"GET /v1 HTTP/1.1\nHost: api.test\r\n\r\n", FALSE}, /* a bare LF */
+  };
+  for (guint i = 0; i < G_N_ELEMENTS(cases); i++) {
+    g_autofree char *why = NULL;
+    gboolean ok =
+        hutch_broker_request_is_for(cases[i].head, strlen(cases[i].head), "api.test", 443, &why);
+    if (ok != cases[i].ok)
+      g_error("case %u (%s): %s", i, cases[i].head, why ? why : "accepted");
+    g_assert_true(ok || why);
+  }
 }
 
 /* The token of the "Authorization: Basic" line of a head, decoded */
@@ -353,7 +401,7 @@ static void test_rewrite_basic_raw_placeholder(void) {
       rewrite("GET / HTTP/1.1\r\nAuthorization: Basic " PH1 "\r\n\r\n", swaps, 1);
   g_assert_cmpstr(out, ==,
                   "GET / HTTP/1.1\r\nAuthorization: Basic dXNlcjpwYXNz\r\n"
-                  "Connection: close\r\n\r\n");
+                  "Accept-Encoding: identity\r\nConnection: close\r\n\r\n");
   g_assert_true(swaps[0].used);
 }
 
@@ -390,33 +438,42 @@ static void test_rewrite_connection(void) {
 static void test_rewrite_upgrade(void) {
   HutchBrokerSwap swaps[3];
   swaps_init(swaps);
-  const char *head = "GET /ws?token=" PH1 " HTTP/1.1\r\n"
+  const char *head = "GET /ws HTTP/1.1\r\n"
                      "Host: api.test\r\n"
+                     "Authorization: Bearer " PH1 "\r\n"
                      "Connection: Upgrade\r\n"
                      "Upgrade: websocket\r\n"
                      "Sec-WebSocket-Version: 13\r\n"
                      "\r\n";
   g_autofree char *out = rewrite(head, swaps, 3);
   g_assert_cmpstr(out, ==,
-                  "GET /ws?token=value-one HTTP/1.1\r\n"
+                  "GET /ws HTTP/1.1\r\n"
                   "Host: api.test\r\n"
+                  "Authorization: Bearer value-one\r\n"
                   "Connection: Upgrade\r\n"
                   "Upgrade: websocket\r\n"
                   "Sec-WebSocket-Version: 13\r\n"
+                  "Accept-Encoding: identity\r\n"
                   "\r\n");
   assert_lacks(out, "close");
+  /* an Upgrade header without "Connection: upgrade" upgrades nothing: the request's own
+   * connection headers go, and it gets "Connection: close" */
+  swaps_init(swaps);
+  g_autofree char *fake =
+      rewrite("GET / HTTP/1.1\r\nUpgrade: x\r\nConnection: keep-alive\r\n\r\n", swaps, 3);
+  g_assert_cmpstr(fake, ==, "GET / HTTP/1.1\r\nUpgrade: x\r\nConnection: close\r\n\r\n");
 }
 
 static void test_rewrite_body_not_head(void) {
   HutchBrokerSwap swaps[3];
   swaps_init(swaps);
-  const char *head = "POST /v1 HTTP/1.1\r\nContent-Length: 55\r\nX-Key: " PH1 "\r\n\r\n";
+  const char *head = "POST /v1 HTTP/1.1\r\nContent-Length: 55\r\nX-Api-Key: " PH1 "\r\n\r\n";
   g_autofree char *request = g_strconcat(head, "{\"key\": \"" PH2 "\"}", NULL);
   /* the head is what len says: the body after it is neither read nor returned */
   g_autofree char *out = rewrite_len(request, strlen(head), swaps, 3);
   g_assert_cmpstr(out, ==,
-                  "POST /v1 HTTP/1.1\r\nContent-Length: 55\r\nX-Key: value-one\r\n"
-                  "Connection: close\r\n\r\n");
+                  "POST /v1 HTTP/1.1\r\nContent-Length: 55\r\nX-Api-Key: value-one\r\n"
+                  "Accept-Encoding: identity\r\nConnection: close\r\n\r\n");
   g_assert_false(swaps[1].used || swaps[1].kept);
 }
 
@@ -527,10 +584,10 @@ static void test_check_modes(void) {
 
 static void test_check_required_source(void) {
   /* a required secret whose source has nothing is refused, naming it; optional passes */
-  g_autoptr(HutchProfile) profile =
-      load_profile("secrets:\n  - name: NEEDED\n    from: env:" ENV_UNSET "\n    hosts: [api.test]\n"
-                   "  - name: SPARE\n    file: /nonexistent/key\n    optional: true\n"
-                   "    hosts: [api.test]\n");
+  g_autoptr(HutchProfile) profile = load_profile(
+      "secrets:\n  - name: NEEDED\n    from: env:" ENV_UNSET "\n    hosts: [api.test]\n"
+      "  - name: SPARE\n    file: /nonexistent/key\n    optional: true\n"
+      "    hosts: [api.test]\n");
   g_autoptr(HutchEgressPolicy) policy = hutch_egress_policy_new(HUTCH_EGRESS_PUBLIC);
   g_autoptr(GError) error = NULL;
   g_unsetenv(ENV_UNSET);
@@ -1145,12 +1202,12 @@ static void test_load_values(void) {
 
   Connector c = {.creds = f.good_creds};
   g_autofree char *request = with_placeholders(
-      f.env, "GET /?e=@E@ HTTP/1.1\r\nX-Values: @F@ @C@ @T@\r\nHost: api.test\r\n\r\n");
+      f.env, "GET / HTTP/1.1\r\nAuthorization: Bearer @E@ @F@ @C@ @T@\r\nHost: api.test\r\n\r\n");
   g_autofree char *got = exchange(&f, &c, request);
   g_assert_true(g_str_has_prefix(got, "HTTP/1.1 200 OK\r\n"));
   g_assert_cmpstr(c.upstream->received->str, ==,
-                  "GET /?e=env-value HTTP/1.1\r\nX-Values: file-value tok-1 tok-1\r\n"
-                  "Host: api.test\r\nConnection: close\r\n\r\n");
+                  "GET / HTTP/1.1\r\nAuthorization: Bearer env-value file-value tok-1 tok-1\r\n"
+                  "Host: api.test\r\nAccept-Encoding: identity\r\nConnection: close\r\n\r\n");
   connector_reset(&c);
   fixture_teardown(&f);
   remove_dir(values_dir);
@@ -1358,6 +1415,7 @@ static void test_serve_inject(void) {
   g_autofree char *body = with_placeholders(f.env, "{\"k\":\"@API_KEY@\"}");
   g_autofree char *head = with_placeholders(f.env, "POST /v1/messages?key=@API_KEY@ HTTP/1.1\r\n"
                                                    "Host: api.test\r\n"
+                                                   "X-Api-Key: @API_KEY@\r\n"
                                                    "Authorization: Bearer @CMD_TOKEN@\r\n"
                                                    "X-Other: @OTHER_KEY@\r\n"
                                                    "Connection: keep-alive\r\n");
@@ -1372,16 +1430,20 @@ static void test_serve_inject(void) {
   g_assert_cmpstr(c.name, ==, "api.test");
   g_assert_cmpuint(c.port, ==, 443);
   g_assert_true(c.upstream->handshake_ok);
-  /* the real values in the head; the other host's placeholder left; the body untouched */
+  /* the real values in the credential headers; the request line, the other host's
+   * placeholder and the body untouched */
   g_autofree char *other = with_placeholders(f.env, "@OTHER_KEY@");
-  g_autofree char *expected = g_strdup_printf("POST /v1/messages?key=real-api-key HTTP/1.1\r\n"
+  g_autofree char *api = with_placeholders(f.env, "@API_KEY@");
+  g_autofree char *expected = g_strdup_printf("POST /v1/messages?key=%s HTTP/1.1\r\n"
                                               "Host: api.test\r\n"
+                                              "X-Api-Key: real-api-key\r\n"
                                               "Authorization: Bearer tok-1\r\n"
                                               "X-Other: %s\r\n"
                                               "Content-Length: %zu\r\n"
+                                              "Accept-Encoding: identity\r\n"
                                               "Connection: close\r\n"
                                               "\r\n%s",
-                                              other, strlen(body), body);
+                                              api, other, strlen(body), body);
   g_assert_cmpstr(c.upstream->received->str, ==, expected);
   assert_lacks(c.upstream->received->str, "real-other-key");
 
@@ -1483,6 +1545,8 @@ static void test_serve_not_http(void) {
 static void test_serve_401_refetch(void) {
   Fixture f;
   serve_setup(&f);
+  /* 10 s between fetches by default: none here (a later check tests the limit) */
+  hutch_broker_set_refetch_interval(f.broker, 0);
   g_autofree char *request = with_placeholders(
       f.env, "GET / HTTP/1.1\r\nHost: api.test\r\nAuthorization: Bearer @CMD_TOKEN@\r\n\r\n");
   const struct {
@@ -1521,14 +1585,28 @@ static void test_serve_401_refetch(void) {
   g_assert_true(g_str_has_prefix(got, "HTTP/1.1 401 Unauthorized\r\n"));
   connector_reset(&c);
   Connector again = {.creds = f.good_creds};
-  g_autofree char *both = with_placeholders(
-      f.env, "GET / HTTP/1.1\r\nX-Key: @API_KEY@\r\nAuthorization: Bearer @CMD_TOKEN@\r\n\r\n");
+  g_autofree char *both =
+      with_placeholders(f.env, "GET / HTTP/1.1\r\nX-Api-Key: @API_KEY@\r\nHost: "
+                               "api.test\r\nAuthorization: Bearer @CMD_TOKEN@\r\n\r\n");
   g_autofree char *got_again = exchange(&f, &again, both);
   g_assert_true(g_str_has_prefix(got_again, "HTTP/1.1 200 OK\r\n"));
   g_assert_cmpstr(again.upstream->received->str, ==,
-                  "GET / HTTP/1.1\r\nX-Key: real-api-key\r\nAuthorization: Bearer tok-2\r\n"
+                  "GET / HTTP/1.1\r\nX-Api-Key: real-api-key\r\nHost: api.test\r\n"
+                  "Authorization: Bearer tok-2\r\nAccept-Encoding: identity\r\n"
                   "Connection: close\r\n\r\n");
   connector_reset(&again);
+  /* the limit: with the default interval, a 401 right after a fetch fetches nothing (the
+   * guest can make 401s at will; it must not run the user's command on demand) */
+  hutch_broker_set_refetch_interval(f.broker, 10 * 1000);
+  write_text(f.token_file, "tok-4\n");
+  for (int i = 0; i < 2; i++) {
+    Connector r = {.creds = f.good_creds, .status = "401 Unauthorized"};
+    g_autofree char *answer = exchange(&f, &r, request);
+    g_assert_true(g_str_has_prefix(answer, "HTTP/1.1 401"));
+    /* fetched last at the first 401 above, a moment ago: the file's tok-4 is not read */
+    assert_contains(r.upstream->received->str, "Bearer tok-2\r\n");
+    connector_reset(&r);
+  }
   g_assert_false(log_has(&f.log, "note", "secret API_KEY fetched again"));
   assert_log_lacks_text(&f.log, "tok-1");
   assert_log_lacks_text(&f.log, "tok-2");
@@ -1555,6 +1633,7 @@ int main(int argc, char **argv) {
   g_test_add_func("/broker/rewrite/nul-in-header", test_rewrite_nul_in_header);
   g_test_add_func("/broker/check/modes", test_check_modes);
   g_test_add_func("/broker/check/allowlist", test_check_allowlist);
+  g_test_add_func("/broker/rewrite/request-is-for", test_request_is_for);
   g_test_add_func("/broker/check/required-source", test_check_required_source);
   g_test_add_func("/broker/create/ca-and-placeholders", test_create);
   g_test_add_func("/broker/create/all-left-out", test_create_all_left_out);
