@@ -1383,7 +1383,8 @@ static void relay(HutchBroker *b, gnutls_session_t guest, int guest_fd, gnutls_s
         break;
     }
   }
-  explicit_bzero(tail->data, tail->len);
+  if (tail->len > 0)
+    explicit_bzero(tail->data, tail->len);
   g_byte_array_unref(tail);
   explicit_bzero(buf, 16 * 1024);
   gnutls_bye(guest, GNUTLS_SHUT_WR);
