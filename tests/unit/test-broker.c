@@ -17,6 +17,7 @@
 
 #include "broker-private.h"
 #include "util-private.h"
+#include "policy-fixture.h"
 
 /* the host variables these tests set (each test unsets what it set) */
 #define ENV_A "HUTCH_TEST_BROKER_A"
@@ -516,21 +517,6 @@ static void test_rewrite_nul_in_header(void) {
 
 /* ---- Checks at create ------------------------------------------------------------------ */
 
-static HutchEgressPolicy *policy_of(HutchEgressMode mode, const char *const *allow,
-                                    const char *const *deny) {
-  HutchEgressPolicy *policy = hutch_egress_policy_new(mode);
-  for (const char *const *t = allow; t && *t; t++) {
-    g_autoptr(GError) error = NULL;
-    g_assert_true(hutch_egress_policy_add(policy, FALSE, *t, &error));
-    g_assert_no_error(error);
-  }
-  for (const char *const *t = deny; t && *t; t++) {
-    g_autoptr(GError) error = NULL;
-    g_assert_true(hutch_egress_policy_add(policy, TRUE, *t, &error));
-    g_assert_no_error(error);
-  }
-  return policy;
-}
 
 /* NULL when accepted, else the error's message */
 static char *check(const char *hosts, HutchEgressMode mode, const char *const *allow,

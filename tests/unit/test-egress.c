@@ -11,6 +11,7 @@
 
 #include "egress-private.h"
 #include "util-private.h"
+#include "policy-fixture.h"
 
 /* ---- Helpers -------------------------------------------------------------------------- */
 
@@ -34,21 +35,6 @@ static const struct sockaddr *sockaddr_of(struct sockaddr_storage *ss, const cha
   return (const struct sockaddr *)ss;
 }
 
-static HutchEgressPolicy *policy_of(HutchEgressMode mode, const char *const *allow,
-                                    const char *const *deny) {
-  HutchEgressPolicy *policy = hutch_egress_policy_new(mode);
-  for (const char *const *t = allow; t && *t; t++) {
-    g_autoptr(GError) error = NULL;
-    g_assert_true(hutch_egress_policy_add(policy, FALSE, *t, &error));
-    g_assert_no_error(error);
-  }
-  for (const char *const *t = deny; t && *t; t++) {
-    g_autoptr(GError) error = NULL;
-    g_assert_true(hutch_egress_policy_add(policy, TRUE, *t, &error));
-    g_assert_no_error(error);
-  }
-  return policy;
-}
 
 /* NULL when the name may be resolved; else the reason, which is never empty */
 static char *name_decision(const HutchEgressPolicy *policy, const char *name, guint port) {
