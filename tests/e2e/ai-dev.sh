@@ -201,9 +201,10 @@ print(hits[-1]["reason"])
     diag "$(tail -c 1500 <<<"$out")"; diag "$(tail -c 1500 "$E2E_TMP/broker-$tool")"
   fi
 }
-# Gemini CLI takes GEMINI_API_KEY once told to use a key; Codex CLI's exec takes a key from
+# Gemini CLI takes GEMINI_API_KEY once told to use a key (and, headless, to trust the
+# directory it runs in); Codex CLI's exec takes a key from
 # its login (the placeholder goes there: a worthless string)
-is_failed gemini-cli || broker_shows gemini-cli "env GEMINI_DEFAULT_AUTH_TYPE=gemini-api-key gemini -p 'say hi'" generativelanguage.googleapis.com GEMINI_API_KEY
+is_failed gemini-cli || broker_shows gemini-cli "env GEMINI_DEFAULT_AUTH_TYPE=gemini-api-key GEMINI_CLI_TRUST_WORKSPACE=true gemini -p 'say hi'" generativelanguage.googleapis.com GEMINI_API_KEY
 is_failed codex-cli || broker_shows codex-cli "sh -c 'printenv OPENAI_API_KEY | codex login --with-api-key >/dev/null 2>&1; codex exec --skip-git-repo-check \"say hi\"'" api.openai.com OPENAI_API_KEY
 is_failed gh || broker_shows gh "gh api user" api.github.com GH_TOKEN
 case " $worked " in
