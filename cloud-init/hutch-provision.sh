@@ -9,6 +9,11 @@
 #                                     unmount and forget the shares it no longer lists, mount
 #                                     the ones it does
 #   hutch-provision install-packages PKG...   what a `packages:` step runs
+#   hutch-provision generalise        make this disk a template's (hutch template create runs
+#                                     it in a throwaway clone, never in the source VM)
+#   hutch-provision identity          at the first boot of a VM made from a template
+#                                     (hutch-identity.service, before sshd): take host key,
+#                                     hostname and the user's authorized key from the seed
 #
 # Progress goes to the host over a virtio-serial port, one line each:
 #   STEP i/n NAME | OK i NAME | FAIL i NAME STATUS REASON | WARN TEXT | READY | FAILED
@@ -55,6 +60,16 @@ ROOT_SYSFS=${HUTCH_ROOT_SYSFS:-}
 ROOT_FSTYPE=${HUTCH_ROOT_FSTYPE:-}
 GROWPART=${HUTCH_GROWPART:-growpart}
 RESIZE2FS=${HUTCH_RESIZE2FS:-resize2fs}
+# Identity (generalise / identity): the seed volume's label, or a directory holding its files
+# (tests); where the host key, hostname and machine-id live; the homes to clean.
+SEED_LABEL=${HUTCH_SEED_LABEL:-cidata}
+SEED_DIR=${HUTCH_SEED_DIR:-}
+SEED_WAIT=${HUTCH_SEED_WAIT:-30}
+SSH_DIR=${HUTCH_SSH_DIR:-/etc/ssh}
+ETC=${HUTCH_ETC:-/etc}
+HOMES=${HUTCH_HOMES:-/root /home/*}
+HOSTNAME_CMD=${HUTCH_HOSTNAME_CMD:-hostname}
+CLOUD_INIT_CMD=${HUTCH_CLOUD_INIT_CMD:-cloud-init}
 
 case "$0" in
   /*) HUTCH_RUNNER=$0 ;;
@@ -368,6 +383,112 @@ cmd_mounts() {
   [ ! -e "$STATE_DIR/mount-failed" ]
 }
 
+# Run as root in a throwaway clone of the VM a template is made from; the clone is shut down
+# right after and its disk becomes the template. What made the source VM a particular machine
+# goes: its shares' mount lines, SSH host keys, machine-id, cloud-init's instance state and
+# logs, every authorized key, shell histories, DHCP leases, the journal. Provisioning records
+# stay (status, done/, optional-failed: a VM from the template does not provision again), and
+# cloud-init stays disabled: the first boot of a VM made from the template takes its identity
+# from its seed through hutch-identity.service instead (cmd_identity).
+cmd_generalise() {
+  cmd_mounts /dev/null || say "generalise: a share did not unmount cleanly"
+  mkdir -p "$STATE_DIR"
+  : >"$STATE_DIR/identity-pending"
+  if ! "$SYSTEMCTL" enable hutch-identity.service </dev/null; then
+    say "generalise: cannot enable hutch-identity.service"
+    return 1
+  fi
+  rm -f "$SSH_DIR"/ssh_host_*
+  : >"$ETC/machine-id"
+  rm -f /var/lib/dbus/machine-id
+  "$CLOUD_INIT_CMD" clean --logs </dev/null || say "generalise: cloud-init clean failed"
+  for home in $HOMES; do
+    [ -d "$home" ] || continue
+    rm -f "$home/.bash_history" "$home/.zsh_history" "$home/.python_history" \
+      "$home/.node_repl_history" "$home/.lesshst" "$home/.viminfo" "$home/.wget-hsts" \
+      "$home/.ssh/authorized_keys" "$home/.ssh/known_hosts"
+  done
+  rm -f "$STATE_DIR/root-size" "$STATE_DIR/lock" "$STATE_DIR/mount-failed" \
+    /var/lib/dhcp/*.leases
+  printf 'hutch\n' >"$ETC/hostname"
+  if command -v journalctl >/dev/null 2>&1; then
+    journalctl --rotate >/dev/null 2>&1 || true
+    journalctl --vacuum-time=1s >/dev/null 2>&1 || true
+  fi
+  sync
+}
+
+# hutch-identity.service, at boot before sshd, while $STATE_DIR/identity-pending exists: the
+# seed hutch wrote for this VM holds hutch-identity ("hostname NAME", "authorized-key KEY")
+# and hutch-host-key (the host key hutch made and pinned). Failing leaves the marker, so the
+# next boot tries again; hutch start then fails to connect with the pinned key, and says so.
+cmd_identity() {
+  pending=$STATE_DIR/identity-pending
+  [ -e "$pending" ] || return 0
+  dir=$SEED_DIR
+  mounted=
+  if [ -z "$dir" ]; then
+    dev=
+    waited=0
+    while [ "$waited" -lt "$SEED_WAIT" ]; do
+      dev=$(blkid -L "$SEED_LABEL" 2>/dev/null) && [ -n "$dev" ] && break
+      sleep 1
+      waited=$((waited + 1))
+    done
+    if [ -z "$dev" ]; then
+      say "identity: no seed volume labelled $SEED_LABEL"
+      return 1
+    fi
+    dir=$(mktemp -d) || return 1
+    if ! "$MOUNT" -o ro "$dev" "$dir" </dev/null; then
+      rmdir "$dir"
+      return 1
+    fi
+    mounted=1
+  fi
+  name=$(sed -n 's/^hostname //p' "$dir/hutch-identity" 2>/dev/null | head -n 1)
+  key=$(sed -n 's/^authorized-key //p' "$dir/hutch-identity" 2>/dev/null | head -n 1)
+  result=0
+  if [ -z "$name" ] || [ -z "$key" ] || [ ! -s "$dir/hutch-host-key" ]; then
+    say "identity: the seed holds no hutch-identity and hutch-host-key"
+    result=1
+  else
+    k=$SSH_DIR/ssh_host_ed25519_key
+    if (umask 077 && cp "$dir/hutch-host-key" "$k.new") &&
+      ssh-keygen -y -f "$k.new" >"$k.pub.new" &&
+      mv -f "$k.new" "$k" && mv -f "$k.pub.new" "$k.pub" && chmod 644 "$k.pub"; then
+      :
+    else
+      say "identity: installing the host key failed"
+      result=1
+    fi
+    printf '%s\n' "$name" >"$ETC/hostname"
+    "$HOSTNAME_CMD" "$name" 2>/dev/null || true
+    if grep -q '^127\.0\.1\.1[[:space:]]' "$ETC/hosts" 2>/dev/null; then
+      sed -i "s/^127\.0\.1\.1[[:space:]].*/127.0.1.1 $name/" "$ETC/hosts"
+    else
+      printf '127.0.1.1 %s\n' "$name" >>"$ETC/hosts"
+    fi
+    home=$(user_home)
+    if [ -n "$home" ]; then
+      mkdir -p "$home/.ssh"
+      printf '%s\n' "$key" >"$home/.ssh/authorized_keys"
+      chmod 700 "$home/.ssh"
+      chmod 600 "$home/.ssh/authorized_keys"
+      [ -z "$HUTCH_USER" ] || chown -R "$HUTCH_USER:" "$home/.ssh" 2>/dev/null || true
+    else
+      say "identity: no home for the user '$HUTCH_USER'"
+      result=1
+    fi
+  fi
+  if [ -n "$mounted" ]; then
+    "$UMOUNT" "$dir" </dev/null || true
+    rmdir "$dir" 2>/dev/null || true
+  fi
+  [ "$result" = 0 ] && rm -f "$pending"
+  return "$result"
+}
+
 cmd_install_packages() {
   export DEBIAN_FRONTEND=noninteractive
   # apt-daily may hold the lock on a first boot: wait for it rather than fail.
@@ -386,12 +507,15 @@ case "${1:-}" in
   run) cmd_run ;;
   ready) cmd_ready ;;
   mounts) cmd_mounts "${2:-}" ;;
+  generalise) cmd_generalise ;;
+  identity) cmd_identity ;;
   install-packages)
     shift
     cmd_install_packages "$@"
     ;;
   *)
-    echo "usage: hutch-provision run | ready | mounts [FILE] | install-packages PACKAGE..." >&2
+    echo "usage: hutch-provision run | ready | mounts [FILE] | install-packages PACKAGE... |" \
+      "generalise | identity" >&2
     exit 2
     ;;
 esac

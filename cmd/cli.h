@@ -42,6 +42,7 @@ int verb_profile(Cli *cli, int argc, char **argv);
 int verb_restart(Cli *cli, int argc, char **argv);
 int verb_shell(Cli *cli, int argc, char **argv);
 int verb_snapshot(Cli *cli, int argc, char **argv);
+int verb_template(Cli *cli, int argc, char **argv);
 int verb_ssh_config(Cli *cli, int argc, char **argv);
 int verb_start(Cli *cli, int argc, char **argv);
 int verb_stop(Cli *cli, int argc, char **argv);

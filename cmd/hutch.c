@@ -9,16 +9,19 @@
 
 /* Sorted by name: `hutch --help` lists them in this order. */
 static const Verb verbs[] = {
-    {"clone", verb_clone, "make a new VM from a stopped one: its disk, profile and provisioning",
+    {"clone", verb_clone, "make a new VM from a stopped one or a template, provisioned already",
      "usage: hutch clone SRC NAME [--share SPEC]... [--remove-share GUEST]... [--port SPEC]...\n"
      "                   [--remove-port HOST[-END][/udp]]... [--no-ports] [--cpus N]\n"
      "                   [--memory SIZE]\n"
      "\n"
-     "SRC must be stopped and have finished its first boot. NAME gets a copy of its disk\n"
+     "SRC is a VM or, when no VM has that name, a template (hutch template list).\n"
+     "A VM SRC must be stopped and have finished its first boot. NAME gets a copy of its disk\n"
      "(without its snapshots) and its profile, changed by the options as hutch edit changes\n"
      "them; provisioning does not run again. NAME has its own UUID, MAC address and pinned SSH\n"
      "host key: its first start gives the guest that key, the hostname NAME and a new\n"
-     "machine-id. SRC is only read.\n"},
+     "machine-id. SRC is only read. From a template, NAME gets an overlay of the template's\n"
+     "disk and its profile (no shares or ports but the options'), and takes its identity\n"
+     "from its seed at its first boot.\n"},
     {"cp", verb_cp, "copy files between the host and a VM (NAME:PATH on one side)",
      "usage: hutch cp [-r] SRC DST\n"
      "\n"
@@ -34,6 +37,7 @@ static const Verb verbs[] = {
      "\n"
      "  -p, --profile NAME  profile by name (default: default)\n"
      "  -f, --file FILE     profile from a file\n"
+     "      --template NAME on a template (hutch template): its profile, provisioned already\n"
      "      --cpus N        override the profile's cpus\n"
      "      --memory SIZE   override the profile's memory (e.g. 2GiB)\n"
      "      --disk SIZE     override the profile's disk size (e.g. 20GiB)\n"
@@ -142,7 +146,8 @@ static const Verb verbs[] = {
      "\n"
      "      --no-wait   return once the domain runs\n"},
     {"run", verb_run, "run one command in a new VM that is deleted afterwards",
-     "usage: hutch run [--profile PROFILE | -f FILE] [--share DIR[:GUEST][:ro]]... [--port SPEC]...\n"
+     "usage: hutch run [--profile PROFILE | -f FILE | --template NAME] [--share DIR[:GUEST][:ro]]...\n"
+     "                 [--port SPEC]...\n"
      "                 [--no-ports] [--egress MODE] [--cpus N] [--memory SIZE] [--disk SIZE]\n"
      "                 [--name NAME] [--keep] -- CMD [ARG...]\n"
      "\n"
@@ -154,6 +159,7 @@ static const Verb verbs[] = {
      "\n"
      "  -p, --profile PROFILE   the profile (default: default)\n"
      "  -f, --file FILE         a profile file\n"
+     "      --template NAME     a VM on this template (hutch template): provisioned already\n"
      "      --share, --port, --no-ports, --egress, --cpus, --memory, --disk   as for create\n"
      "      --name NAME         the VM's name\n"
      "      --keep              keep the VM afterwards (stopped only by hutch stop NAME)\n"},
@@ -177,6 +183,22 @@ static const Verb verbs[] = {
      "\n"
      "  -d, --description TEXT   a note kept with the snapshot (create)\n"
      "      --name               print only the snapshot names, one a line (list)\n"},
+    {"template", verb_template, "make provisioned templates of VMs, list and remove them",
+     "usage: hutch template create TEMPLATE --from VM\n"
+     "       hutch template list [--json]\n"
+     "       hutch template rm TEMPLATE\n"
+     "\n"
+     "A template is a provisioned VM's disk, generalised, in the image cache: new VMs start\n"
+     "from it in the time of a restart (hutch run --template TEMPLATE -- CMD, hutch clone\n"
+     "TEMPLATE NAME, hutch create NAME --template TEMPLATE, or image: {template: TEMPLATE} in\n"
+     "a profile). create copies VM (a running VM is shut down for the copy and started again),\n"
+     "boots the copy once to remove what made it that machine (SSH host keys, machine-id,\n"
+     "cloud-init's state, authorized keys, shell histories, the shares' mount lines) and keeps\n"
+     "its disk with VM's profile (without shares and ports) and network policy. VM itself is\n"
+     "only read. rm is refused while a VM uses the template.\n"
+     "\n"
+     "      --from VM   the VM to make the template from (create)\n"
+     "      --json      machine-readable output (list)\n"},
     {"ssh-config", verb_ssh_config, "OpenSSH client configuration for a VM, or for all of them",
      "usage: hutch ssh-config NAME\n"
      "       hutch ssh-config --install | --uninstall\n"

@@ -13,6 +13,7 @@
 typedef struct {
   const char *profile;
   const char *file;
+  const char *template; /* --template NAME: a VM on a template instead of a profile */
   const char *cpus;
   const char *memory;
   const char *disk;
@@ -36,6 +37,7 @@ enum {
   OPT_REMOVE_SHARE,
   OPT_REMOVE_PORT,
   OPT_EGRESS,
+  OPT_TEMPLATE,
 };
 
 static const struct option create_longopts[] = {
@@ -50,6 +52,7 @@ static const struct option create_longopts[] = {
     {"no-ports", no_argument, NULL, OPT_NO_PORTS},
     {"foreground", no_argument, NULL, OPT_FOREGROUND},
     {"egress", required_argument, NULL, OPT_EGRESS},
+    {"template", required_argument, NULL, OPT_TEMPLATE},
     {NULL, 0, NULL, 0},
 };
 
@@ -84,6 +87,9 @@ static gboolean create_option(CreateOptions *out, int c, char *arg) {
   case OPT_EGRESS:
     out->egress = arg;
     return TRUE;
+  case OPT_TEMPLATE:
+    out->template = arg;
+    return TRUE;
   default:
     return FALSE;
   }
@@ -113,8 +119,9 @@ static int parse_create_options(CliOptions *opts, CreateOptions *out, gboolean a
   }
   if (c < 0)
     return opts->exit_code;
-  if (out->profile && out->file)
-    return cli_usage_error(opts->verb->name, "--profile and --file exclude each other");
+  if ((out->profile != NULL) + (out->file != NULL) + (out->template != NULL) > 1)
+    return cli_usage_error(opts->verb->name,
+                           "--profile, --file and --template exclude each other");
   if (!cli_expect_args(opts, argc, argv, 1, 1))
     return opts->exit_code;
   return -1;
@@ -122,7 +129,8 @@ static int parse_create_options(CliOptions *opts, CreateOptions *out, gboolean a
 
 static HutchProfile *load_profile(const CreateOptions *o, GError **error) {
   const char *which = o->file ? o->file : o->profile ? o->profile : "default";
-  g_autoptr(HutchProfile) profile = hutch_profile_load(which, error);
+  g_autoptr(HutchProfile) profile =
+      o->template ? hutch_template_profile(o->template, error) : hutch_profile_load(which, error);
   if (!profile)
     return NULL;
   if (o->cpus && !hutch_profile_set_cpus(profile, o->cpus, error))
@@ -195,7 +203,7 @@ int verb_start(Cli *cli, int argc, char **argv) {
   if (!exists) {
     if (!create_instance(cli, name, &o, &error))
       return cli_error(error);
-  } else if (o.profile || o.file || o.cpus || o.memory || o.disk || shares->len || ports->len ||
+  } else if (o.profile || o.file || o.template || o.cpus || o.memory || o.disk || shares->len || ports->len ||
              o.no_ports) {
     return cli_usage_error("start",
                            "'%s' exists already: profile options apply only to a "
@@ -665,6 +673,7 @@ int verb_run(Cli *cli, int argc, char **argv) {
       {"port", required_argument, NULL, OPT_PORT},
       {"no-ports", no_argument, NULL, OPT_NO_PORTS},
       {"egress", required_argument, NULL, OPT_EGRESS},
+      {"template", required_argument, NULL, OPT_TEMPLATE},
       {"name", required_argument, NULL, OPT_NAME},
       {"keep", no_argument, NULL, OPT_KEEP},
       {NULL, 0, NULL, 0},
@@ -697,8 +706,8 @@ int verb_run(Cli *cli, int argc, char **argv) {
   }
   if (c < 0)
     return opts.exit_code;
-  if (o.profile && o.file)
-    return cli_usage_error("run", "--profile and --file exclude each other");
+  if ((o.profile != NULL) + (o.file != NULL) + (o.template != NULL) > 1)
+    return cli_usage_error("run", "--profile, --file and --template exclude each other");
   if (optind >= argc)
     return cli_usage_error("run", "missing the command (hutch run [OPTIONS] -- CMD [ARG...])");
   char **command = argv + optind;

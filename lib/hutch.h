@@ -221,7 +221,9 @@ typedef struct {
 /* A new VM name from the stopped, provisioned VM source: a copy of its disk (without its
  * snapshots), its frozen profile changed by edit (may be NULL; no disk), its provisioning
  * (not run again). It gets its own UUID, MAC and pinned SSH host key; its first start gives
- * the guest that key, its hostname and a new machine-id, and the clone's share table. */
+ * the guest that key, its hostname and a new machine-id, and the clone's share table.
+ * When no VM is named source but a template is, the new VM is made on that template (an
+ * overlay of its disk, its profile without shares and ports, changed by edit). */
 HUTCH_PUBLIC gboolean hutch_instance_clone(HutchContext *ctx, const char *source,
                                            const char *name, const HutchEdit *edit,
                                            GError **error);
@@ -265,6 +267,25 @@ HUTCH_PUBLIC char *hutch_image_pull(HutchContext *ctx, const char *url, const ch
 HUTCH_PUBLIC JsonArray *hutch_image_list(HutchContext *ctx, GError **error);
 HUTCH_PUBLIC gboolean hutch_image_remove(HutchContext *ctx, const char *key_or_name,
                                          GError **error);
+
+/* ---- Templates (template.c) ------------------------------------------------------------ */
+
+/* Makes template name from the stopped-for-it, provisioned VM vm: a throwaway clone of vm
+ * is booted and generalised (no host keys, machine-id, cloud-init state, authorized keys,
+ * shell histories or share lines of vm remain), and its disk, flattened, becomes
+ * images/template-NAME with vm's profile (no shares or ports; its network policy as it is
+ * now), provisioning records and broker files. A running vm is shut down for the copy and
+ * started again. Nothing of a failed create remains. */
+HUTCH_PUBLIC gboolean hutch_template_create(HutchContext *ctx, const char *name, const char *vm,
+                                            GError **error);
+/* [{name, source, profile, user, steps: [..], size, created, used_by: [..]}] */
+HUTCH_PUBLIC JsonArray *hutch_template_list(HutchContext *ctx, GError **error);
+/* Refused (HUTCH_ERROR_STATE) while a VM is made on it. */
+HUTCH_PUBLIC gboolean hutch_template_remove(HutchContext *ctx, const char *name,
+                                            GError **error);
+/* The profile a VM on template name gets (image: {template: NAME}); shares, ports and the
+ * machine's size may then be changed like a profile's. */
+HUTCH_PUBLIC HutchProfile *hutch_template_profile(const char *name, GError **error);
 
 /* ---- SSH ------------------------------------------------------------------------------ */
 

@@ -1,6 +1,8 @@
 /* image-private.h: the image cache (build, pull, inspect) and instance overlays. */
 #pragma once
 
+#include <json-glib/json-glib.h>
+
 #include "context-private.h"
 #include "profile-private.h"
 
@@ -43,6 +45,29 @@ gboolean hutch_image_overlay_size(const char *overlay, guint64 *ret_size, GError
  * smaller one is HUTCH_ERROR_USAGE (a disk only grows: shrinking would cut the guest's file
  * system). */
 gboolean hutch_image_grow_overlay(const char *overlay, guint64 size, GError **error);
+
+/* A standalone qcow2 copy of overlay at out: its backing chain read into it. For templates. */
+gboolean hutch_image_flatten(const char *overlay, const char *out, GError **error);
+
+/* Templates are cache entries too: images/template-NAME (template.c), with an image.json of
+ * kind "template" whose disk, kernel, initrd and cmdline are read like a built image's. */
+#define HUTCH_TEMPLATE_KEY_PREFIX "template-"
+
+/* A work directory images/.tmp-XXXXXX, locked by its creator for as long as it works in it,
+ * so that the next build can tell an abandoned one from a busy one; committed by renaming it
+ * to images/KEY (an entry made by another process meanwhile wins). */
+typedef struct {
+  char *path;
+  int lock_fd;
+} HutchImageWork;
+gboolean hutch_image_work_create(HutchImageWork *work, GError **error);
+void hutch_image_work_discard(HutchImageWork *work);
+gboolean hutch_image_work_commit(HutchImageWork *work, const char *key, GError **error);
+char *hutch_image_cache_dir(void);
+gboolean hutch_image_is_cached(const char *key);
+JsonObject *hutch_image_read_json(const char *key, GError **error);
+gboolean hutch_image_write_json(const char *dir, JsonObject *obj, GError **error);
+char *hutch_image_now(void);
 
 /* An instance refers to the image with cache key K when the file "image-key" in its
  * directory ($XDG_DATA_HOME/hutch/instances/NAME/image-key) holds K. */

@@ -344,10 +344,7 @@ static gboolean remove_tree(const char *path, GError **error) {
 
 /* A work directory images/.tmp-XXXXXX, locked by its creator for as long as it works in it,
  * so that the next build can tell an abandoned one from a busy one. */
-typedef struct {
-  char *path;
-  int lock_fd;
-} WorkDir;
+typedef HutchImageWork WorkDir;
 
 static void work_dir_discard(WorkDir *work) {
   if (work->path)
@@ -459,6 +456,39 @@ static gboolean is_cached(const char *images, const char *key) {
   g_autofree char *path = g_build_filename(images, key, IMAGE_JSON, NULL);
   return g_file_test(path, G_FILE_TEST_IS_REGULAR);
 }
+
+/* ---- For the other kinds of cache entry (template.c) ------------------------------------ */
+
+char *hutch_image_cache_dir(void) { return images_dir(); }
+
+gboolean hutch_image_is_cached(const char *key) {
+  g_autofree char *images = images_dir();
+  return is_cached(images, key);
+}
+
+gboolean hutch_image_work_create(HutchImageWork *work, GError **error) {
+  g_autofree char *images = images_dir();
+  return work_dir_create(images, work, error);
+}
+
+void hutch_image_work_discard(HutchImageWork *work) { work_dir_discard(work); }
+
+gboolean hutch_image_work_commit(HutchImageWork *work, const char *key, GError **error) {
+  g_autofree char *images = images_dir();
+  return work_dir_commit(work, images, key, error);
+}
+
+JsonObject *hutch_image_read_json(const char *key, GError **error) {
+  g_autofree char *images = images_dir();
+  g_autofree char *dir = g_build_filename(images, key, NULL);
+  return read_image_json(dir, error);
+}
+
+gboolean hutch_image_write_json(const char *dir, JsonObject *obj, GError **error) {
+  return write_image_json(dir, obj, error);
+}
+
+char *hutch_image_now(void) { return now_iso8601(); }
 
 /* ---- Inspection ----------------------------------------------------------------------- */
 
@@ -1435,6 +1465,14 @@ HutchImage *hutch_image_resolve(HutchContext *ctx, const HutchProfile *profile, 
     if (!key)
       return NULL;
     break;
+  case HUTCH_IMAGE_TEMPLATE:
+    key = g_strconcat(HUTCH_TEMPLATE_KEY_PREFIX, spec->template, NULL);
+    if (!hutch_image_is_cached(key)) {
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_NOT_FOUND,
+                  "no template '%s' (hutch template list shows them)", spec->template);
+      return NULL;
+    }
+    break;
   case HUTCH_IMAGE_NONE:
   case HUTCH_IMAGE_N:
   default:
@@ -1479,6 +1517,21 @@ gboolean hutch_image_copy_overlay(const HutchImage *image, const char *source, c
   }
   if (g_chmod(overlay, 0600) < 0) {
     set_errno_error(error, errno, "copying the disk", overlay);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+gboolean hutch_image_flatten(const char *overlay, const char *out, GError **error) {
+  const char *argv[] = {"qemu-img", "convert", "-q", "-f", "qcow2", "-O", "qcow2",
+                        overlay,    out,       NULL};
+  if (!run_command(argv, "qemu-img convert", NULL, NULL, error)) {
+    g_prefix_error(error, "copying %s: ", overlay);
+    g_unlink(out);
+    return FALSE;
+  }
+  if (g_chmod(out, 0600) < 0) {
+    set_errno_error(error, errno, "copying the disk", out);
     return FALSE;
   }
   return TRUE;
@@ -1564,7 +1617,10 @@ static const char *image_source(JsonObject *obj) {
   if (!spec)
     return NULL;
   const char *suite = json_object_get_string_member_with_default(spec, "suite", NULL);
-  return suite ? suite : json_object_get_string_member_with_default(spec, "url", NULL);
+  const char *template = json_object_get_string_member_with_default(spec, "template", NULL);
+  return suite      ? suite
+         : template ? template
+                    : json_object_get_string_member_with_default(spec, "url", NULL);
 }
 
 /* Sorted keys of complete cache entries. */

@@ -52,6 +52,16 @@ HutchInstance *hutch_instance_lookup(HutchContext *ctx, const char *name, GError
 void hutch_instance_guest_user(const HutchProfile *profile, char **ret_name, guint *ret_uid,
                                guint *ret_gid);
 
+/* A stopped, provisioned VM's copy for `hutch template create` to generalise: like `hutch
+ * clone`, without shares, ports and the credential broker, and quietly. */
+gboolean hutch_instance_clone_bare(HutchContext *ctx, const char *source, const char *name,
+                                   GError **error);
+
+/* Runs command in a running VM over a new SSH connection (pinned host key) with input on its
+ * stdin; its exit status, or -1 with error. The guest's stderr in *ret_err (bounded). */
+int hutch_instance_exec(HutchContext *ctx, const char *name, const char *command,
+                        const char *input, char **ret_err, GError **error);
+
 /* What an instance directory without its domain most likely means, for messages. */
 #define HUTCH_INSTANCE_MISSING_HINT                                                                \
   "a libvirt session daemon started with another XDG_CONFIG_HOME (a test or benchmark run "        \

@@ -25,6 +25,7 @@
 #include "share-private.h"
 #include "ssh-private.h"
 #include "supervisor-private.h"
+#include "template-private.h"
 #include "text-private.h"
 
 /* ---- finding instances ---------------------------------------------------------------- */
@@ -319,7 +320,42 @@ typedef struct {
                                 clone's first start gives it its own */
   const char *instance_dir;  /* the source's, for its provisioning records */
   const char *name;          /* the source's, for `hutch info` */
+  gboolean bare;             /* a throwaway copy for `hutch template create`: without the
+                                broker (the guest needs no secrets to be generalised) */
 } CloneSource;
+
+/* The records a VM takes from what it is made from: provisioned already (its starts do not
+ * provision again), the broker's CA and placeholders that the guest already holds. A clone of
+ * a VM also keeps the network policy its source has (hutch net may have changed the
+ * profile's); a template holds its source's policy in its profile. */
+static gboolean copy_records(const char *from_dir, const char *dir, gboolean with_broker,
+                             gboolean with_policy, GError **error) {
+  const char *records[] = {HUTCH_INSTANCE_PROVISIONED, HUTCH_INSTANCE_OPTIONAL_FAILED,
+                           HUTCH_EGRESS_POLICY_FILE, HUTCH_BROKER_FILE,
+                           HUTCH_BROKER_CA_KEY, HUTCH_BROKER_CA_CERT, NULL};
+  for (int i = 0; records[i]; i++) {
+    if (!with_policy && strcmp(records[i], HUTCH_EGRESS_POLICY_FILE) == 0)
+      continue;
+    if (!with_broker && i >= 3)
+      continue;
+    g_autofree char *from = g_build_filename(from_dir, records[i], NULL);
+    g_autofree char *text = NULL;
+    gsize len = 0;
+    if (g_file_get_contents(from, &text, &len, NULL) &&
+        !write_text(dir, records[i], text, 0600, error))
+      return FALSE;
+  }
+  return TRUE;
+}
+
+/* The cache directory of the template a profile's image names, else NULL. */
+static char *template_dir_of(const HutchProfile *profile) {
+  if (profile->image.kind != HUTCH_IMAGE_TEMPLATE)
+    return NULL;
+  g_autofree char *images = hutch_image_cache_dir();
+  g_autofree char *key = g_strconcat(HUTCH_TEMPLATE_KEY_PREFIX, profile->image.template, NULL);
+  return g_build_filename(images, key, NULL);
+}
 
 static gboolean create_steps(HutchContext *ctx, virConnectPtr conn, const char *name,
                              HutchProfile *profile, const CloneSource *clone, CreateUndo *undo,
@@ -399,34 +435,34 @@ static gboolean create_steps(HutchContext *ctx, virConnectPtr conn, const char *
       !write_text(dir, HUTCH_INSTANCE_IMAGE_KEY_FILE, image->key, 0600, error))
     return FALSE;
   g_autofree char *overlay = g_build_filename(dir, HUTCH_INSTANCE_DISK, NULL);
+  g_autofree char *template_dir = template_dir_of(profile);
   if (clone) {
     /* the source's disk as an overlay of the same image: what the source changed, without
      * its snapshots; the source is only read */
-    if (!hutch_image_copy_overlay(image, clone->overlay, overlay, error))
+    if (!hutch_image_copy_overlay(image, clone->overlay, overlay, error) ||
+        !copy_records(clone->instance_dir, dir, !clone->bare, TRUE, error))
       return FALSE;
-    /* provisioned already: the clone's starts do not provision again; and it keeps the
-     * network policy its source has (hutch net may have changed the profile's) */
-    const char *records[] = {HUTCH_INSTANCE_PROVISIONED, HUTCH_INSTANCE_OPTIONAL_FAILED,
-                             HUTCH_EGRESS_POLICY_FILE, HUTCH_BROKER_FILE,
-                             HUTCH_BROKER_CA_KEY, HUTCH_BROKER_CA_CERT, NULL};
-    for (int i = 0; records[i]; i++) {
-      g_autofree char *from = g_build_filename(clone->instance_dir, records[i], NULL);
-      g_autofree char *text = NULL;
-      gsize len = 0;
-      if (g_file_get_contents(from, &text, &len, NULL) &&
-          !write_text(dir, records[i], text, 0600, error))
-        return FALSE;
-    }
     if (!write_text(dir, HUTCH_INSTANCE_CLONE_PENDING, clone->host_key, 0600, error) ||
         !write_text(dir, HUTCH_INSTANCE_ORIGIN, clone->name, 0600, error))
       return FALSE;
   } else if (!hutch_image_create_overlay(image, overlay, profile->disk, error)) {
     return FALSE;
   }
-  /* the broker's CA and placeholders (the clone's are its source's, on its disk already) */
+  if (template_dir) {
+    /* a template's disk is provisioned and generalised: the first boot takes the identity
+     * this create makes from the seed (hutch-provision identity), and the share table like
+     * after `hutch edit` */
+    g_autofree char *origin = g_strdup_printf("template %s", profile->image.template);
+    if (!copy_records(template_dir, dir, TRUE, FALSE, error) ||
+        !write_text(dir, HUTCH_INSTANCE_ORIGIN, origin, 0600, error) ||
+        !write_text(dir, HUTCH_INSTANCE_MOUNTS_PENDING, "", 0600, error))
+      return FALSE;
+  }
+  /* the broker's CA and placeholders (a clone's are its source's, a template's VM the
+   * template's: on its disk already) */
   g_autofree char *broker_ca = NULL;
   g_auto(GStrv) broker_env = NULL, broker_notes = NULL;
-  if (!clone &&
+  if (!clone && !template_dir &&
       !hutch_broker_create(profile, name, dir, &broker_ca, &broker_env, &broker_notes, error))
     return FALSE;
   for (char **note = broker_notes; note && *note; note++)
@@ -542,6 +578,16 @@ gboolean hutch_instance_create(HutchContext *ctx, const char *name, HutchProfile
                 name, dir, HUTCH_INSTANCE_MISSING_HINT);
     return FALSE;
   }
+  /* on a template: its user, steps, environment and secrets, this profile's machine */
+  g_autoptr(HutchProfile) on_template = NULL;
+  if (profile->image.kind == HUTCH_IMAGE_TEMPLATE) {
+    on_template = hutch_template_adopt(profile, error);
+    if (!on_template) {
+      g_prefix_error(error, "creating '%s': ", name);
+      return FALSE;
+    }
+    profile = on_template;
+  }
   CreateUndo undo = {0};
   gboolean ok = create_steps(ctx, conn, name, profile, NULL, &undo, error);
   if (!ok) {
@@ -556,14 +602,43 @@ gboolean hutch_instance_create(HutchContext *ctx, const char *name, HutchProfile
 }
 
 static HutchProfile *instance_profile(HutchInstance *instance, GError **error);
+static HutchSsh *connect_instance(HutchInstance *instance, guint wait_s, GError **error);
 
-gboolean hutch_instance_clone(HutchContext *ctx, const char *source, const char *name,
-                              const HutchEdit *edit, GError **error) {
-  if (!hutch_name_is_valid(name, error))
+/* Creates name from the defined domain of the same name checked not to exist, with the
+ * progress and undo of a create. */
+static gboolean create_named(HutchContext *ctx, const char *name, HutchProfile *profile,
+                             const CloneSource *clone, const char *what, GError **error) {
+  virConnectPtr conn = hutch_context_connect(ctx, error);
+  if (!conn)
     return FALSE;
-  g_autoptr(HutchInstance) src = hutch_instance_lookup(ctx, source, error);
-  if (!src)
+  g_autoptr(virDomain) existing = virDomainLookupByName(conn, name);
+  g_autofree char *dir = hutch_instance_dir(name);
+  if (existing || is_instance_dir(dir)) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_EXISTS, "a VM named '%s' exists already", name);
     return FALSE;
+  }
+  CreateUndo undo = {0};
+  gboolean ok = create_steps(ctx, conn, name, profile, clone, &undo, error);
+  if (ok && clone) {
+    /* the disk's fstab holds the source's shares: the first start gives it the clone's */
+    g_autofree char *pending = g_build_filename(undo.instance_dir, HUTCH_INSTANCE_MOUNTS_PENDING,
+                                                NULL);
+    ok = hutch_write_file(pending, "", 0, 0600, error);
+  }
+  if (!ok) {
+    create_undo(&undo);
+    g_prefix_error(error, "%s: ", what);
+  } else if (undo.domain) {
+    virDomainFree(undo.domain);
+    hutch_ssh_config_refresh(ctx);
+  }
+  g_free(undo.instance_dir);
+  return ok;
+}
+
+static gboolean clone_vm(HutchContext *ctx, HutchInstance *src, const char *name,
+                         const HutchEdit *edit, gboolean bare, GError **error) {
+  const char *source = src->name;
   if (hutch_instance_is_active(src)) {
     g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_STATE,
                 "%s is running: hutch stop %s first (a clone copies a stopped disk)", source,
@@ -586,6 +661,10 @@ gboolean hutch_instance_clone(HutchContext *ctx, const char *source, const char 
   g_autoptr(HutchProfile) profile = instance_profile(src, error);
   if (!profile)
     return FALSE;
+  if (bare) {
+    hutch_profile_clear_shares(profile);
+    hutch_profile_clear_ports(profile);
+  }
   g_autofree char *guest_home = g_build_filename("/home", src->meta->guest_user, NULL);
   if (edit && !hutch_edit_apply(profile, edit, guest_home, error))
     return FALSE;
@@ -597,35 +676,58 @@ gboolean hutch_instance_clone(HutchContext *ctx, const char *source, const char 
       .overlay = overlay,
       .host_key = host_key,
       .instance_dir = src->meta->instance_dir,
-      .name = source};
+      .name = source,
+      .bare = bare};
+  if (!bare)
+    hutch_progress_note(ctx, "cloning %s as %s (its disk, profile and provisioning)", source,
+                        name);
+  g_autofree char *what = g_strdup_printf("cloning '%s' as '%s'", source, name);
+  return create_named(ctx, name, profile, &clone, what, error);
+}
 
-  virConnectPtr conn = hutch_context_connect(ctx, error);
-  if (!conn)
+gboolean hutch_instance_clone(HutchContext *ctx, const char *source, const char *name,
+                              const HutchEdit *edit, GError **error) {
+  if (!hutch_name_is_valid(name, error))
     return FALSE;
-  g_autoptr(virDomain) existing = virDomainLookupByName(conn, name);
-  g_autofree char *dir = hutch_instance_dir(name);
-  if (existing || is_instance_dir(dir)) {
-    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_EXISTS, "a VM named '%s' exists already", name);
+  g_autoptr(GError) lookup_error = NULL;
+  g_autoptr(HutchInstance) src = hutch_instance_lookup(ctx, source, &lookup_error);
+  if (src)
+    return clone_vm(ctx, src, name, edit, FALSE, error);
+  if (!g_error_matches(lookup_error, HUTCH_ERROR, HUTCH_ERROR_NOT_FOUND) ||
+      !hutch_template_exists(source)) {
+    g_propagate_error(error, g_steal_pointer(&lookup_error));
     return FALSE;
   }
-  hutch_progress_note(ctx, "cloning %s as %s (its disk, profile and provisioning)", source, name);
-  CreateUndo undo = {0};
-  gboolean ok = create_steps(ctx, conn, name, profile, &clone, &undo, error);
-  if (ok) {
-    /* the disk's fstab holds the source's shares: the first start gives it the clone's */
-    g_autofree char *pending = g_build_filename(undo.instance_dir, HUTCH_INSTANCE_MOUNTS_PENDING,
-                                                NULL);
-    ok = hutch_write_file(pending, "", 0, 0600, error);
-  }
-  if (!ok) {
-    create_undo(&undo);
-    g_prefix_error(error, "cloning '%s' as '%s': ", source, name);
-  } else if (undo.domain) {
-    virDomainFree(undo.domain);
-    hutch_ssh_config_refresh(ctx);
-  }
-  g_free(undo.instance_dir);
-  return ok;
+  /* no VM of that name, but a template: a new VM on it, with the edit's shares and ports */
+  g_autoptr(HutchProfile) profile = hutch_template_profile(source, error);
+  if (!profile)
+    return FALSE;
+  g_autofree char *user = NULL;
+  guint uid = 0, gid = 0;
+  hutch_instance_guest_user(profile, &user, &uid, &gid);
+  g_autofree char *guest_home = g_build_filename("/home", user, NULL);
+  if (edit && !hutch_edit_apply(profile, edit, guest_home, error))
+    return FALSE;
+  hutch_progress_note(ctx, "making %s from template %s (provisioned already)", name, source);
+  g_autofree char *what = g_strdup_printf("making '%s' from template '%s'", name, source);
+  return create_named(ctx, name, profile, NULL, what, error);
+}
+
+gboolean hutch_instance_clone_bare(HutchContext *ctx, const char *source, const char *name,
+                                   GError **error) {
+  g_autoptr(HutchInstance) src = hutch_instance_lookup(ctx, source, error);
+  return src && clone_vm(ctx, src, name, NULL, TRUE, error);
+}
+
+int hutch_instance_exec(HutchContext *ctx, const char *name, const char *command,
+                        const char *input, char **ret_err, GError **error) {
+  g_autoptr(HutchInstance) instance = hutch_instance_lookup(ctx, name, error);
+  if (!instance)
+    return -1;
+  g_autoptr(HutchSsh) ssh = connect_instance(instance, 60, error);
+  if (!ssh)
+    return -1;
+  return hutch_ssh_exec_capture(ssh, command, input, NULL, ret_err, error);
 }
 
 /* ---- start and readiness -------------------------------------------------------------- */

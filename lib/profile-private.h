@@ -17,6 +17,7 @@ typedef enum {
   HUTCH_IMAGE_FILE,  /* image: { file: PATH } */
   HUTCH_IMAGE_URL,   /* image: { url: URL, digest: ALG:HEX | checksums: URL, fallback: } */
   HUTCH_IMAGE_BUILD, /* image: { build: { suite, packages, mirror, kernel } } */
+  HUTCH_IMAGE_TEMPLATE, /* image: { template: NAME } (hutch template create) */
   HUTCH_IMAGE_N
 } HutchImageKind;
 
@@ -32,6 +33,7 @@ struct _HutchImageSpec {
   char **packages; /* BUILD: extra packages (NULL-terminated, may be NULL) */
   char *mirror;    /* BUILD: NULL = host's apt sources, else the distro mirror */
   char *kernel;    /* BUILD: the kernel package, NULL = linux-image-cloud-amd64 */
+  char *template;  /* TEMPLATE: the template's name */
   /* URL: image: { fallback: { build: } }, built when the file cannot be downloaded (no
    * name resolution, no connection, an HTTP error; never after a digest mismatch), or
    * NULL. Its kind is always BUILD. */
@@ -128,6 +130,9 @@ struct _HutchProfile {
 };
 
 HutchProfile *hutch_profile_new_defaults(void);
+
+/* Drops every share of the profile (a template keeps none of its source's). */
+void hutch_profile_clear_shares(HutchProfile *profile);
 /* Loads exactly one file (no search path); base chains are still resolved. */
 HutchProfile *hutch_profile_load_file(const char *path, GError **error);
 /* Parses YAML text as if read from `filename` (for errors and relative paths). */

@@ -99,6 +99,7 @@ static void image_spec_clear(HutchImageSpec *image) {
   g_strfreev(image->packages);
   g_free(image->mirror);
   g_free(image->kernel);
+  g_free(image->template);
   memset(image, 0, sizeof(*image));
 }
 
@@ -1903,6 +1904,20 @@ static gboolean image_file(Loader *l, gpointer target, yaml_node_t *v, const cha
   return TRUE;
 }
 
+static gboolean image_template(Loader *l, gpointer target, yaml_node_t *v, const char *key,
+                               GError **error) {
+  HutchImageSpec *img = target;
+  const char *text = expect_scalar(l, v, key, "a template's name", error);
+  if (!text)
+    return FALSE;
+  g_autoptr(GError) invalid = NULL;
+  if (!hutch_name_is_valid(text, &invalid))
+    return fail_at(l, v, key, error, "%s", invalid->message);
+  img->kind = HUTCH_IMAGE_TEMPLATE;
+  img->template = g_strdup(text);
+  return TRUE;
+}
+
 static gboolean image_url(Loader *l, gpointer target, yaml_node_t *v, const char *key,
                           GError **error) {
   HutchImageSpec *img = target;
@@ -2021,6 +2036,7 @@ static gboolean image_fallback(Loader *l, gpointer target, yaml_node_t *v, const
 static const KeySpec image_keys[] = {
     {"file", image_file},           {"url", image_url},     {"digest", image_digest},
     {"checksums", image_checksums}, {"build", image_build}, {"fallback", image_fallback},
+    {"template", image_template},
 };
 
 static void extend_strv(char ***field, char **more) {
@@ -2041,11 +2057,12 @@ static gboolean key_image(Loader *l, gpointer target, yaml_node_t *v, const char
   HutchProfile *p = target;
   g_autoptr(HutchImageSpec) img = g_new0(HutchImageSpec, 1);
   if (!walk_mapping(l, v, key,
-                    "a mapping with file, url (and digest or checksums, fallback) or build",
+                    "a mapping with file, url (and digest or checksums, fallback), build or "
+                    "template",
                     image_keys, G_N_ELEMENTS(image_keys), img, error))
     return FALSE;
 
-  static const char *const kinds[] = {"file", "url", "build", NULL};
+  static const char *const kinds[] = {"file", "url", "build", "template", NULL};
   const char *first = NULL;
   for (yaml_node_pair_t *pair = v->data.mapping.pairs.start; pair < v->data.mapping.pairs.top;
        pair++) {
@@ -2055,12 +2072,14 @@ static gboolean key_image(Loader *l, gpointer target, yaml_node_t *v, const char
     if (first) {
       g_autofree char *full = key_path(key, name);
       return fail_at(l, pair_key(l, pair), full, error,
-                     "an image is one of file, url, build (%s given already)", first);
+                     "an image is one of file, url, build, template (%s given already)",
+                     first);
     }
     first = name;
   }
   if (!first)
-    return fail_at(l, v, key, error, "missing file, url or build (an image needs one)");
+    return fail_at(l, v, key, error,
+                   "missing file, url, build or template (an image needs one)");
   yaml_node_t *digest = mapping_lookup(l, v, "digest");
   yaml_node_t *checksums = mapping_lookup(l, v, "checksums");
   if (img->kind != HUTCH_IMAGE_URL && (digest || checksums)) {
@@ -2595,6 +2614,9 @@ static void emit_image(Emit *e, const HutchImageSpec *image) {
   case HUTCH_IMAGE_BUILD:
     emit_build(e, image);
     break;
+  case HUTCH_IMAGE_TEMPLATE:
+    emit_key_string(e, "template", image->template);
+    break;
   case HUTCH_IMAGE_NONE:
   case HUTCH_IMAGE_N:
     break;
@@ -2746,6 +2768,8 @@ static char *describe_image(const HutchImageSpec *image) {
                            image->mirror ? ", mirror " : "", image->mirror ? image->mirror : "",
                            image->kernel ? ", kernel " : "", image->kernel ? image->kernel : "");
   }
+  case HUTCH_IMAGE_TEMPLATE:
+    return g_strdup_printf("template %s", image->template);
   case HUTCH_IMAGE_NONE:
   case HUTCH_IMAGE_N:
     break;
@@ -2869,6 +2893,10 @@ gboolean hutch_profile_add_port_spec(HutchProfile *profile, const char *spec, GE
 
 void hutch_profile_clear_ports(HutchProfile *profile) {
   g_ptr_array_set_size(profile->ports, 0);
+}
+
+void hutch_profile_clear_shares(HutchProfile *profile) {
+  g_ptr_array_set_size(profile->shares, 0);
 }
 
 static char *range_text(guint16 start, guint16 end) {

@@ -36,6 +36,11 @@ typedef struct {
   char *meta_data;
   char *user_data; /* begins with "#cloud-config\n" */
   char *network_config;
+  /* Not cloud-init's: read by `hutch-provision identity` at the first boot of a VM made from
+   * a template (cloud-init is disabled in its disk): "hostname NAME\nauthorized-key KEY\n",
+   * and the guest's host key (OpenSSH private key text). */
+  char *identity;
+  char *host_key;
 } HutchSeedDocuments;
 
 void hutch_seed_documents_free(HutchSeedDocuments *docs);
@@ -58,10 +63,15 @@ HutchSeedDocuments *hutch_seed_build(const HutchProfile *profile, const HutchSee
 /* Where the seed installs the provisioning runner in the guest. */
 #define HUTCH_SEED_GUEST_RUNNER "/usr/local/lib/hutch/hutch-provision"
 
+/* A file of hutch's data directory (cloud-init/NAME): from $HUTCH_SOURCE_DIR (tests), the
+ * installed data directory, or the source tree hutch was built from. */
+char *hutch_seed_read_data_file(const char *name, GError **error);
+
 /* The guest's share table (/etc/hutch/fstab): one fstab line a mount, "" for none. The seed
  * holds it for the first boot; `hutch-provision mounts` takes it on stdin later (after
  * `hutch edit` changed the shares). */
 char *hutch_seed_mount_table(GPtrArray *mounts);
 
-/* Writes an ISO 9660 volume "cidata" (Rock Ridge + Joliet) holding the three documents. */
+/* Writes an ISO 9660 volume "cidata" (Rock Ridge + Joliet) holding the three documents,
+ * and the identity files as hutch-identity and hutch-host-key. */
 gboolean hutch_seed_write_iso(const HutchSeedDocuments *docs, const char *path, GError **error);

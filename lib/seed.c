@@ -32,6 +32,11 @@ void hutch_seed_documents_free(HutchSeedDocuments *docs) {
   g_free(docs->meta_data);
   g_free(docs->user_data);
   g_free(docs->network_config);
+  g_free(docs->identity);
+  if (docs->host_key) {
+    explicit_bzero(docs->host_key, strlen(docs->host_key));
+    g_free(docs->host_key);
+  }
   g_free(docs);
 }
 
@@ -278,7 +283,7 @@ static gboolean validate_config(const HutchSeedConfig *c, GError **error) {
 /* The runner and the ready unit are read at build time, from the first of: the source tree
  * named by $HUTCH_SOURCE_DIR (tests), the installed data directory, the source tree hutch was
  * built from (uninstalled runs). */
-static char *read_data_file(const char *name, GError **error) {
+char *hutch_seed_read_data_file(const char *name, GError **error) {
   g_autoptr(GPtrArray) candidates = g_ptr_array_new_with_free_func(g_free);
   const char *env = g_getenv("HUTCH_SOURCE_DIR");
   if (env && *env)
@@ -441,11 +446,11 @@ static GPtrArray *guest_files(const HutchProfile *profile, const HutchSeedConfig
     add_file(files, g_strdup("/etc/sudoers.d/hutch-broker"), g_string_free(keep, FALSE), "0440");
   }
 
-  char *runner = read_data_file("hutch-provision.sh", error);
+  char *runner = hutch_seed_read_data_file("hutch-provision.sh", error);
   if (!runner)
     return NULL;
   add_file(files, g_strdup(GUEST_RUNNER), runner, "0755");
-  char *unit = read_data_file("hutch-ready.service", error);
+  char *unit = hutch_seed_read_data_file("hutch-ready.service", error);
   if (!unit)
     return NULL;
   add_file(files, g_strdup(GUEST_READY_UNIT), unit, "0644");
@@ -654,6 +659,10 @@ HutchSeedDocuments *hutch_seed_build(const HutchProfile *profile, const HutchSee
     g_prefix_error(error, "building cloud-init seed: ");
     return NULL;
   }
+  /* validate_config has checked both to be single lines */
+  docs->identity = g_strdup_printf("hostname %s\nauthorized-key %s\n", config->hostname,
+                                   config->authorized_key);
+  docs->host_key = g_strdup(config->host_key_private);
   return g_steal_pointer(&docs);
 }
 
@@ -674,6 +683,8 @@ static gboolean write_iso_to_fd(const HutchSeedDocuments *docs, int fd, const ch
       {"meta-data", docs->meta_data},
       {"user-data", docs->user_data},
       {"network-config", docs->network_config},
+      {"hutch-identity", docs->identity},
+      {"hutch-host-key", docs->host_key},
   };
   struct archive *a = archive_write_new();
   gboolean ok = FALSE;

@@ -32,6 +32,7 @@ private_session_begin || { echo "Bail out! cannot make a private XDG_RUNTIME_DIR
 tap_count=0
 tap_failed=0
 E2E_VMS=()
+E2E_TEMPLATES=()
 
 ok() { tap_count=$((tap_count + 1)); echo "ok $tap_count - $*"; }
 not_ok() { tap_count=$((tap_count + 1)); tap_failed=$((tap_failed + 1)); echo "not ok $tap_count - $*"; }
@@ -73,6 +74,8 @@ require_libvirt() {
 
 # Registers a VM name for removal at exit (whatever the tests did).
 track_vm() { E2E_VMS+=("$1"); }
+# Templates live in the user's image cache, shared between runs: each is removed at the end.
+track_template() { E2E_TEMPLATES+=("$1"); }
 
 e2e_cleanup() {
   local vm
@@ -80,6 +83,11 @@ e2e_cleanup() {
     "$HUTCH" -q delete --force "$vm" >/dev/null 2>&1 ||
       { virsh -c qemu:///session destroy "$vm" >/dev/null 2>&1;
         virsh -c qemu:///session undefine --snapshots-metadata "$vm" >/dev/null 2>&1; }
+  done
+  local template
+  for template in "${E2E_TEMPLATES[@]}"; do
+    "$HUTCH" -q template rm "$template" >/dev/null 2>&1 ||
+      rm -rf "$XDG_CACHE_HOME/hutch/images/template-$template"
   done
   private_session_end
   rm -rf "$E2E_TMP"

@@ -110,7 +110,7 @@ static const ErrorCase error_cases[] = {
     {"env-newline.yaml",
      "2:8: env.FOO: contains a line break or control character (a value is one line)"},
     {"image-two-kinds.yaml",
-     "3:3: image.url: an image is one of file, url, build (file given already)"},
+     "3:3: image.url: an image is one of file, url, build, template (file given already)"},
     {"image-no-digest.yaml",
      "2:3: image: url needs digest or checksums (e.g. digest: sha256:HEX, or checksums: the URL "
      "of SHA256SUMS)"},

@@ -603,10 +603,16 @@ static void test_iso(void) {
   const char *options[] = {NULL, "iso9660:!rockridge"};
   for (gsize o = 0; o < G_N_ELEMENTS(options); o++) {
     g_autoptr(GHashTable) members = read_iso(iso, options[o]);
-    g_assert_cmpuint(g_hash_table_size(members), ==, 3);
+    g_assert_cmpuint(g_hash_table_size(members), ==, 5);
     g_assert_cmpstr(g_hash_table_lookup(members, "meta-data"), ==, docs->meta_data);
     g_assert_cmpstr(g_hash_table_lookup(members, "user-data"), ==, docs->user_data);
     g_assert_cmpstr(g_hash_table_lookup(members, "network-config"), ==, docs->network_config);
+    /* what a VM made from a template takes at its first boot (hutch-provision identity) */
+    g_assert_cmpstr(g_hash_table_lookup(members, "hutch-host-key"), ==, docs->host_key);
+    const char *identity = g_hash_table_lookup(members, "hutch-identity");
+    g_assert_nonnull(identity);
+    g_assert_true(g_str_has_prefix(identity, "hostname "));
+    g_assert_nonnull(strstr(identity, "\nauthorized-key ssh-ed25519 "));
   }
 
   g_autofree char *blkid = g_find_program_in_path("blkid");

@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# hutch template: a provisioned VM's disk, generalised in a throwaway copy, as the base of new
+# VMs that do not provision again. A template from the running test guest (stopped for the
+# copy and started again, unchanged); what the template's disk holds, read offline; two VMs
+# on it side by side (hutch clone TEMPLATE, hutch create --template) with their own host keys
+# (each pinned; a swapped one refused), machine-ids, MACs and hostnames; a file written in one
+# is in neither the other nor the template; template rm refused while they exist; a snapshot
+# reverted in one; hutch run --template (exit status, nothing left) and a run on the template
+# whose start fails (nothing left). About ten boots of the test guest, most of them restarts.
+. "$(dirname "$0")/lib.sh"
+require_libvirt
+
+src=$(vm_name tsrc)
+tpl=$(vm_name tpl)
+a=$(vm_name ta)
+b=$(vm_name tb)
+track_vm "$src"
+track_vm "$a"
+track_vm "$b"
+track_template "$tpl"
+instances=$XDG_DATA_HOME/hutch/instances
+cat >"$E2E_TMP/src.yaml" <<YAML
+base: $HUTCH_SOURCE_DIR/tests/image/test-guest.yaml
+provision:
+  - name: counter
+    run: |
+      echo provisioned >> /var/lib/hutch-e2e-runs
+YAML
+mkdir -p "$E2E_TMP/proj-a" "$E2E_TMP/src-share"
+echo "for a" >"$E2E_TMP/proj-a/marker"
+guest_home=/home/$(id -un)
+
+# ---- the source: provisioned, with a share, some history and a file ----------------------
+check "start the source (first boot, provisioning)" "$HUTCH" -q start "$src" -f "$E2E_TMP/src.yaml" --share "$E2E_TMP/src-share:~/src-share"
+check "the source has a file and a shell history" "$HUTCH" shell "$src" -- sh -c 'echo kept > survivor; echo "echo source-secret-history" > ~/.bash_history'
+src_before=$("$HUTCH" shell "$src" -- sh -c 'cat /etc/machine-id /etc/ssh/ssh_host_ed25519_key.pub | cut -d" " -f1-2; hostname')
+
+check_status "template create without --from: usage error" 2 "$HUTCH" template create "$tpl"
+check_status "a bad template name: usage error" 2 "$HUTCH" template create Bad_Name --from "$src"
+check_status "from a missing VM: exit 1" 1 "$HUTCH" template create "$tpl" --from "nope-$$"
+check_status "a missing template: clone exits 1" 1 "$HUTCH" clone "nope-$$" "$a"
+
+out=$("$HUTCH" template create "$tpl" --from "$src" 2>&1); rc=$?
+if [ $rc -eq 0 ]; then ok "template create from the running source"; else not_ok "template create (exit $rc)"; diag "$out"; fi
+diag "$(grep -E 'template|made' <<<"$out" | tail -3)"
+check_status "the same name again: exit 1" 1 "$HUTCH" template create "$tpl" --from "$src"
+if [ "$(virsh domstate "$src" 2>&1)" = running ]; then ok "the source runs again afterwards"; else not_ok "the source runs again afterwards"; fi
+src_after=$("$HUTCH" shell "$src" -- sh -c 'cat /etc/machine-id /etc/ssh/ssh_host_ed25519_key.pub | cut -d" " -f1-2; hostname')
+if [ -n "$src_before" ] && [ "$src_before" = "$src_after" ]; then ok "the source keeps its machine-id, host key and hostname"; else not_ok "the source is unchanged"; diag "$src_before / $src_after"; fi
+out=$("$HUTCH" shell "$src" -- sh -c 'cat survivor; cat ~/.bash_history; cat ~/src-share/.probe 2>/dev/null; ls ~/.ssh/authorized_keys' 2>&1)
+if grep -q kept <<<"$out" && grep -q source-secret-history <<<"$out" && grep -q authorized_keys <<<"$out"; then ok "the source keeps its files, history and authorized key"; else not_ok "the source keeps its files"; diag "$out"; fi
+if ! virsh list --all --name | grep -q '^tmpl-'; then ok "no throwaway copy is left"; else not_ok "no throwaway copy is left"; diag "$(virsh list --all --name)"; fi
+
+list=$("$HUTCH" template list --json)
+if python3 -c '
+import json, sys
+t = [x for x in json.loads(sys.argv[1]) if x["name"] == sys.argv[2]]
+assert len(t) == 1 and t[0]["source_vm"] == sys.argv[3] and "counter" in t[0]["steps"] and t[0]["used_by"] == [], t
+' "$list" "$tpl" "$src"; then ok "template list: its source, steps, no user yet"; else not_ok "template list"; diag "$list"; fi
+
+# ---- what the template's disk holds, read offline ----------------------------------------
+tdir=$XDG_CACHE_HOME/hutch/images/template-$tpl
+if [ -f "$tdir/disk.qcow2" ] && ! qemu-img info "$tdir/disk.qcow2" | grep -q "backing file"; then ok "the template's disk stands alone (no backing file)"; else not_ok "the template's disk stands alone"; diag "$(qemu-img info "$tdir/disk.qcow2" 2>&1)"; fi
+if ! grep -q "share" "$tdir/profile.yaml" && ! grep -q "src-share" "$tdir/profile.yaml"; then ok "the template's profile has no share of the source"; else not_ok "the template's profile has no share"; diag "$(cat "$tdir/profile.yaml")"; fi
+qemu-img convert -O raw "$tdir/disk.qcow2" "$E2E_TMP/tpl.raw"
+fsck_out=$(e2fsck -fn "$E2E_TMP/tpl.raw" 2>&1); rc=$?
+if [ $rc -eq 0 ]; then ok "the template's file system is clean"; else not_ok "the template's file system is clean (e2fsck $rc)"; diag "$(tail -5 <<<"$fsck_out")"; fi
+in_template() { debugfs -R "$1" "$E2E_TMP/tpl.raw" 2>/dev/null; }
+if [ -z "$(in_template 'ls /etc/ssh' | grep -o 'ssh_host_[a-z0-9_]*key[.a-z]*')" ]; then ok "no SSH host key in the template"; else not_ok "no SSH host key in the template"; diag "$(in_template 'ls /etc/ssh')"; fi
+if [ -z "$(in_template 'cat /etc/machine-id')" ]; then ok "an empty machine-id in the template"; else not_ok "an empty machine-id in the template"; fi
+home_listing=$(in_template "ls -l $guest_home")$'\n'$(in_template "ls -l $guest_home/.ssh")
+if ! grep -qE '\.bash_history|authorized_keys' <<<"$home_listing" && grep -q survivor <<<"$home_listing"; then ok "no shell history or authorized key in the template (its files kept)"; else not_ok "no history or authorized key in the template"; diag "$home_listing"; fi
+if ! in_template 'ls /var/lib/cloud' | grep -qw instances; then ok "no cloud-init instance state in the template"; else not_ok "no cloud-init instance state"; diag "$(in_template 'ls /var/lib/cloud')"; fi
+if ! in_template 'cat /etc/fstab' | grep -q hutchfs; then ok "no share mount line of the source in the template"; else not_ok "no share mount line in the template"; diag "$(in_template 'cat /etc/fstab')"; fi
+if in_template 'ls /var/lib/hutch' | grep -q identity-pending; then ok "the template's first boot takes an identity (identity-pending)"; else not_ok "identity-pending in the template"; fi
+rm -f "$E2E_TMP/tpl.raw"
+
+# ---- two VMs on the template, side by side -------------------------------------------------
+out=$("$HUTCH" clone "$tpl" "$a" --share "$E2E_TMP/proj-a:~/proj" 2>&1); rc=$?
+if [ $rc -eq 0 ]; then ok "clone TEMPLATE (with a share)"; else not_ok "clone TEMPLATE (exit $rc)"; diag "$out"; fi
+out=$("$HUTCH" create "$b" --template "$tpl" 2>&1); rc=$?
+if [ $rc -eq 0 ]; then ok "create --template"; else not_ok "create --template (exit $rc)"; diag "$out"; fi
+check_status "--template with --profile: usage error" 2 "$HUTCH" create "x$$" --template "$tpl" --profile default
+check "start the first" "$HUTCH" -q start "$a"
+check "start the second beside it" "$HUTCH" -q start "$b"
+id_of() { "$HUTCH" shell "$1" -- sh -c 'hostname; cat /etc/machine-id; cut -d" " -f1-2 /etc/ssh/ssh_host_ed25519_key.pub; sudo cat /var/lib/hutch-e2e-runs | wc -l; cat survivor; cat ~/proj/marker 2>/dev/null || echo no-share' 2>&1; }
+mapfile -t ia < <(id_of "$a")
+mapfile -t ib < <(id_of "$b")
+diag "a: ${ia[*]}"
+diag "b: ${ib[*]}"
+src_mid=$(sed -n 1p <<<"$src_before")
+if [ "${ia[0]}" = "$a" ] && [ "${ib[0]}" = "$b" ]; then ok "each has its own hostname"; else not_ok "each has its own hostname"; fi
+if [ -n "${ia[1]}" ] && [ -n "${ib[1]}" ] && [ "${ia[1]}" != "${ib[1]}" ] && [ "${ia[1]}" != "$src_mid" ] && [ "${ib[1]}" != "$src_mid" ]; then ok "each has its own machine-id (not the source's)"; else not_ok "each has its own machine-id"; fi
+pin_a=$(cut -d' ' -f1-2 "$instances/$a/ssh_host_ed25519_key.pub"); pin_b=$(cut -d' ' -f1-2 "$instances/$b/ssh_host_ed25519_key.pub")
+if [ "${ia[2]}" = "$pin_a" ] && [ "${ib[2]}" = "$pin_b" ] && [ "$pin_a" != "$pin_b" ] && ! grep -qF "$pin_a" <<<"$src_before"; then ok "each guest has its own host key, the one hutch pinned"; else not_ok "each guest has its pinned host key"; diag "${ia[2]} / $pin_a; ${ib[2]} / $pin_b"; fi
+if [ "${ia[3]}" = 1 ] && [ "${ib[3]}" = 1 ]; then ok "provisioning did not run again"; else not_ok "provisioning did not run again"; fi
+if [ "${ia[4]}" = kept ] && [ "${ib[4]}" = kept ]; then ok "both have the source's files"; else not_ok "both have the source's files"; fi
+if [ "${ia[5]}" = "for a" ] && [ "${ib[5]}" = no-share ]; then ok "the first mounts its own share, the second none"; else not_ok "shares: only the first's own"; fi
+mac_of() { virsh dumpxml "$1" | grep -o "52:54:00:[0-9a-f:]*" | head -1; }
+mac_a=$(mac_of "$a"); mac_b=$(mac_of "$b"); mac_s=$(mac_of "$src")
+if [ -n "$mac_a" ] && [ "$mac_a" != "$mac_b" ] && [ "$mac_a" != "$mac_s" ] && [ "$mac_b" != "$mac_s" ]; then ok "each has its own MAC"; else not_ok "each has its own MAC ($mac_a $mac_b $mac_s)"; fi
+"$HUTCH" ssh-config "$a" >"$E2E_TMP/ssh_config_a"
+out=$(ssh -F "$E2E_TMP/ssh_config_a" -o BatchMode=yes "$a" 'echo via-openssh' 2>&1)
+if [ "$out" = via-openssh ]; then ok "OpenSSH accepts the first with its pinned key"; else not_ok "OpenSSH accepts the first with its pinned key"; diag "$out"; fi
+
+check "write a file in the first" "$HUTCH" shell "$a" -- sh -c 'echo only-in-a > only-in-a'
+out=$("$HUTCH" shell "$b" -- sh -c 'ls only-in-a 2>&1' 2>&1)
+if ! grep -qx only-in-a <<<"$out"; then ok "the file is not in the second"; else not_ok "the file is not in the second"; fi
+qemu-img convert -O raw "$tdir/disk.qcow2" "$E2E_TMP/tpl.raw"
+if ! in_template "ls $guest_home" | grep -q only-in-a; then ok "nor in the template"; else not_ok "the file is not in the template"; fi
+rm -f "$E2E_TMP/tpl.raw"
+
+# a swapped pin: the second's key pinned for the first is refused on a new connection
+pub=$instances/$a/ssh_host_ed25519_key.pub
+cp "$pub" "$E2E_TMP/pub.saved"
+cp "$instances/$b/ssh_host_ed25519_key.pub" "$pub"
+pkill -TERM -u "$(id -u)" -f "supervise $a\$"
+for _ in $(seq 1 20); do pgrep -u "$(id -u)" -f "supervise $a\$" >/dev/null || break; sleep 0.5; done
+out=$("$HUTCH" shell "$a" -- true 2>&1); rc=$?
+if [ $rc -eq 1 ] && grep -qi "host key" <<<"$out"; then ok "the other clone's key pinned for this one is refused"; else not_ok "a swapped pinned key is refused (exit $rc)"; diag "$out"; fi
+cp "$E2E_TMP/pub.saved" "$pub"
+
+out=$("$HUTCH" template rm "$tpl" 2>&1); rc=$?
+if [ $rc -eq 1 ] && grep -q "used by" <<<"$out" && [ -d "$tdir" ]; then ok "template rm is refused while VMs use it"; else not_ok "template rm refused while used (exit $rc)"; diag "$out"; fi
+if [ "$("$HUTCH" info --json "$a" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("cloned_from"))')" = "template $tpl" ]; then ok "info names the template"; else not_ok "info names the template"; fi
+
+# ---- a snapshot of a VM on the template ----------------------------------------------------
+check "stop the first" "$HUTCH" -q stop "$a"
+check "snapshot it" "$HUTCH" -q snapshot create "$a" before
+check "start it" "$HUTCH" -q start "$a"
+check "write after the snapshot" "$HUTCH" shell "$a" -- sh -c 'echo later > after-snapshot'
+check "revert it (running: restarted)" "$HUTCH" -q snapshot revert "$a" before
+out=$("$HUTCH" shell "$a" -- sh -c 'ls; hostname' 2>&1)
+if grep -qx only-in-a <<<"$out" && ! grep -qx after-snapshot <<<"$out" && grep -qx "$a" <<<"$out"; then ok "revert: the snapshot's files, its identity kept"; else not_ok "revert of a VM on a template"; diag "$out"; fi
+
+# ---- deleting one breaks neither the other nor the template --------------------------------
+check "delete the first" "$HUTCH" -q delete --force "$a"
+check "the second still works" "$HUTCH" shell "$b" -- true
+check "delete the second" "$HUTCH" -q delete --force "$b"
+check "the source is stopped for the runs below" "$HUTCH" -q stop "$src"
+
+# ---- hutch run on the template --------------------------------------------------------------
+gone() {
+  ! "$HUTCH" list --json 2>/dev/null | python3 -c 'import json,sys; sys.exit(0 if any(v["name"] == sys.argv[1] for v in json.load(sys.stdin)) else 1)' "$1" &&
+    [ ! -e "$instances/$1" ] && ! virsh dominfo "$1" >/dev/null 2>&1 &&
+    ! pgrep -u "$(id -u)" -f "[/]$1/" >/dev/null && ! pgrep -u "$(id -u)" -f "supervise $1\$" >/dev/null
+}
+run=$(vm_name trun)
+track_vm "$run"
+out=$("$HUTCH" -q run --name "$run" --template "$tpl" --share "$E2E_TMP/proj-a" -- sh -c 'cat marker; exit 3' 2>&1); rc=$?
+if [ $rc -eq 3 ] && grep -q "for a" <<<"$out"; then ok "run --template: the command's status (3), in the share"; else not_ok "run --template (exit $rc)"; diag "$out"; fi
+sleep 1
+if gone "$run"; then ok "nothing of it is left (domain, directory, helpers)"; else not_ok "nothing of the run is left"; diag "$("$HUTCH" list 2>&1)"; fi
+
+# a start that fails (the guest cannot be ready in 1 s): the run still removes its VM
+cat >"$E2E_TMP/on-template.yaml" <<YAML
+image:
+  template: $tpl
+boot_timeout: 1
+YAML
+run=$(vm_name tfail)
+track_vm "$run"
+out=$("$HUTCH" -q run --name "$run" -f "$E2E_TMP/on-template.yaml" -- true 2>&1); rc=$?
+if [ $rc -ne 0 ] && [ $rc -ne 3 ]; then ok "a run whose start fails exits non-zero ($rc)"; else not_ok "a failed start's run exits non-zero (exit $rc)"; diag "$out"; fi
+sleep 1
+if gone "$run"; then ok "and leaves nothing behind"; else not_ok "a failed start leaves nothing"; diag "$("$HUTCH" list 2>&1)"; fi
+
+# a profile on the template that asks for a step the template does not hold is refused
+cat >"$E2E_TMP/more-steps.yaml" <<YAML
+image:
+  template: $tpl
+provision:
+  - name: extra
+    run: "true"
+YAML
+out=$("$HUTCH" create "x$$" -f "$E2E_TMP/more-steps.yaml" 2>&1); rc=$?
+if [ $rc -ne 0 ] && grep -q "more-steps.yaml:[0-9]*" <<<"$out" && grep -q "extra" <<<"$out" && [ ! -e "$instances/x$$" ]; then ok "a step the template does not hold: refused, naming file and line"; else not_ok "a step the template does not hold is refused (exit $rc)"; diag "$out"; fi
+
+check "template rm once nothing uses it" "$HUTCH" -q template rm "$tpl"
+if [ ! -e "$tdir" ] && ! "$HUTCH" template list --json | grep -q "\"$tpl\""; then ok "the template is gone"; else not_ok "the template is gone"; fi
+check "the source still starts" "$HUTCH" -q start "$src"
+check "delete the source" "$HUTCH" -q delete --force "$src"
+finish
