@@ -70,6 +70,10 @@ ETC=${HUTCH_ETC:-/etc}
 HOMES=${HUTCH_HOMES:-/root /home/*}
 HOSTNAME_CMD=${HUTCH_HOSTNAME_CMD:-hostname}
 CLOUD_INIT_CMD=${HUTCH_CLOUD_INIT_CMD:-cloud-init}
+# generalise: where dbus keeps its copy of the machine-id and dhclient its leases, and the
+# journal's tool (a test run as root must not clean the host's).
+VAR_LIB=${HUTCH_VAR_LIB:-/var/lib}
+JOURNALCTL=${HUTCH_JOURNALCTL:-journalctl}
 
 case "$0" in
   /*) HUTCH_RUNNER=$0 ;;
@@ -400,7 +404,7 @@ cmd_generalise() {
   fi
   rm -f "$SSH_DIR"/ssh_host_*
   : >"$ETC/machine-id"
-  rm -f /var/lib/dbus/machine-id
+  rm -f "$VAR_LIB/dbus/machine-id"
   "$CLOUD_INIT_CMD" clean --logs </dev/null || say "generalise: cloud-init clean failed"
   for home in $HOMES; do
     [ -d "$home" ] || continue
@@ -409,11 +413,11 @@ cmd_generalise() {
       "$home/.ssh/authorized_keys" "$home/.ssh/known_hosts"
   done
   rm -f "$STATE_DIR/root-size" "$STATE_DIR/lock" "$STATE_DIR/mount-failed" \
-    /var/lib/dhcp/*.leases
+    "$VAR_LIB"/dhcp/*.leases
   printf 'hutch\n' >"$ETC/hostname"
-  if command -v journalctl >/dev/null 2>&1; then
-    journalctl --rotate >/dev/null 2>&1 || true
-    journalctl --vacuum-time=1s >/dev/null 2>&1 || true
+  if command -v "$JOURNALCTL" >/dev/null 2>&1; then
+    "$JOURNALCTL" --rotate >/dev/null 2>&1 || true
+    "$JOURNALCTL" --vacuum-time=1s >/dev/null 2>&1 || true
   fi
   sync
 }

@@ -132,6 +132,13 @@ static const ErrorCase error_cases[] = {
     {"image-fallback-bad-package.yaml",
      "6:24: image.fallback.build.packages: '-o Dpkg::x' is not a package name (e.g. "
      "build-essential)"},
+    {"image-template-bad-name.yaml",
+     "2:13: image.template: invalid name 'Bad_Name': use a lower-case letter followed by up to 62 "
+     "lower-case letters, digits or '-'"},
+    {"image-template-not-scalar.yaml",
+     "2:13: image.template: expected a template's name, got a list"},
+    {"image-template-and-file.yaml",
+     "3:3: image.file: an image is one of file, url, build, template (template given already)"},
     {"network-bad-mode.yaml",
      "2:11: network.egress: 'open' is not an egress mode (none, allowlist, public or "
      "unrestricted)"},
@@ -824,6 +831,7 @@ static void assert_images_equal(const HutchImageSpec *a, const HutchImageSpec *b
   g_assert_cmpstr(a->suite, ==, b->suite);
   g_assert_cmpstr(a->mirror, ==, b->mirror);
   g_assert_cmpstr(a->kernel, ==, b->kernel);
+  g_assert_cmpstr(a->template, ==, b->template);
   g_assert_true((a->packages == NULL) == (b->packages == NULL));
   if (a->packages)
     g_assert_cmpstrv(a->packages, b->packages);
@@ -1010,6 +1018,43 @@ static void test_image_fallback(void) {
                                         "  checksums: https://example.org/SHA256SUMS\n");
   g_assert_cmpstr(r->image.url, ==, "https://example.org/y.qcow2");
   g_assert_null(r->image.fallback);
+}
+
+/* ---- image: template: ------------------------------------------------------------------- */
+
+/* A template's disk: the name only, written back as it was read. */
+static void test_image_template(void) {
+  g_autoptr(HutchProfile) p = load_text("image: {template: base-1}\n");
+  g_assert_cmpint(p->image.kind, ==, HUTCH_IMAGE_TEMPLATE);
+  g_assert_cmpstr(p->image.template, ==, "base-1");
+  g_assert_null(p->image.file);
+  g_assert_null(p->image.url);
+  g_assert_null(p->image.suite);
+  g_assert_null(p->image.fallback);
+
+  g_autoptr(GError) error = NULL;
+  g_autofree char *yaml = hutch_profile_to_yaml(p, &error);
+  g_assert_no_error(error);
+  g_assert_nonnull(strstr(yaml, "\nimage:\n  template: base-1\n"));
+  g_autoptr(HutchProfile) again = hutch_profile_load_data(yaml, strlen(yaml), p->path, &error);
+  if (error)
+    g_error("%s\n%s", error->message, yaml);
+  assert_profiles_equal(p, again);
+  g_autofree char *yaml_again = hutch_profile_to_yaml(again, &error);
+  g_assert_no_error(error);
+  g_assert_cmpstr(yaml, ==, yaml_again);
+
+  g_autofree char *origins = hutch_profile_to_origins(p);
+  g_assert_nonnull(strstr(origins, "\timage: template base-1\n"));
+
+  /* the other order of two kinds: the error is at the second, naming the first */
+  static const char two[] = "image:\n  file: /x\n  template: x\n";
+  g_autoptr(HutchProfile) bad = hutch_profile_load_data(two, strlen(two), "x.yaml", &error);
+  g_assert_null(bad);
+  g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE);
+  g_assert_cmpstr(error->message, ==,
+                  "x.yaml:3:3: image.template: an image is one of file, url, build, template "
+                  "(file given already)");
 }
 
 /* `profile show --origin`: each value with the file and line it came from through a chain
@@ -1547,6 +1592,7 @@ int main(int argc, char **argv) {
   g_test_add_func("/profile/origins", test_origins);
   g_test_add_func("/profile/shipped", test_shipped);
   g_test_add_func("/profile/image-fallback", test_image_fallback);
+  g_test_add_func("/profile/image-template", test_image_template);
   g_test_add_func("/profile/network/modes", test_network_modes);
   g_test_add_func("/profile/network/inherit", test_network_inherit);
   g_test_add_func("/profile/network/policy", test_network_policy);

@@ -1093,6 +1093,251 @@ static void test_runner_mounts(gconstpointer data) {
   g_assert_cmpstr(fstab2, ==, expected_fstab2);
 }
 
+/* ---- templates: generalise and identity ------------------------------------------------ */
+
+/* What generalise and identity touch, inside the guest: /etc, /etc/ssh, /var/lib, the homes
+ * and the seed; hostname, cloud-init and journalctl are stubs that log. */
+static void guest_identity_setup(Guest *g) {
+  guest_write(g, "stubs/hostname", "#!/bin/sh\necho \"hostname $*\" >>\"$STUB_LOG\"\n", 0755);
+  guest_write(g, "stubs/cloud-init", "#!/bin/sh\necho \"cloud-init $*\" >>\"$STUB_LOG\"\n", 0755);
+  guest_write(g, "stubs/journalctl", "#!/bin/sh\necho \"journalctl $*\" >>\"$STUB_LOG\"\n", 0755);
+  guest_setenv(g, "HUTCH_ETC", "etc");
+  guest_setenv(g, "HUTCH_SSH_DIR", "etc/ssh");
+  guest_setenv(g, "HUTCH_VAR_LIB", "var/lib");
+  guest_setenv(g, "HUTCH_SEED_DIR", "seed");
+  guest_setenv(g, "HUTCH_HOSTNAME_CMD", "stubs/hostname");
+  guest_setenv(g, "HUTCH_CLOUD_INIT_CMD", "stubs/cloud-init");
+  guest_setenv(g, "HUTCH_JOURNALCTL", "stubs/journalctl");
+  g_ptr_array_add(g->env, g_strdup_printf("HUTCH_HOMES=%s/root %s/home/*", g->dir, g->dir));
+  g_ptr_array_add(g->env, g_strdup("HUTCH_SEED_WAIT=1"));
+}
+
+static int guest_mode(Guest *g, const char *relative) {
+  g_autofree char *path = guest_path(g, relative);
+  GStatBuf st;
+  g_assert_cmpint(g_stat(path, &st), ==, 0);
+  return st.st_mode & 07777;
+}
+
+/* `hutch template create` runs generalise in a throwaway clone: what made the source VM one
+ * machine goes, its provisioning records stay, and the next boot takes an identity. */
+static void test_runner_generalise(gconstpointer data) {
+  g_autoptr(Guest) g = guest_new(data);
+  install_runner(g);
+  guest_identity_setup(g);
+  static const char *const host_keys[] = {
+      "etc/ssh/ssh_host_ed25519_key", "etc/ssh/ssh_host_ed25519_key.pub",
+      "etc/ssh/ssh_host_rsa_key",     "etc/ssh/ssh_host_rsa_key.pub",
+      "etc/ssh/ssh_host_ecdsa_key",   "etc/ssh/ssh_host_ecdsa_key.pub",
+  };
+  for (gsize i = 0; i < G_N_ELEMENTS(host_keys); i++)
+    guest_write(g, host_keys[i], "a host key\n", 0600);
+  guest_write(g, "etc/ssh/sshd_config", "PasswordAuthentication no\n", 0644);
+  guest_write(g, "etc/machine-id", "3d1219c7c4c5404aaa1f6d2a48adfda4\n", 0444);
+  guest_write(g, "var/lib/dbus/machine-id", "3d1219c7c4c5404aaa1f6d2a48adfda4\n", 0644);
+  guest_write(g, "var/lib/dhcp/dhclient.eth0.leases", "lease {}\n", 0644);
+  guest_write(g, "etc/hostname", "dev\n", 0644);
+  static const char *const private[] = {
+      "home/dev/.bash_history",
+      "home/dev/.ssh/authorized_keys",
+      "home/dev/.ssh/known_hosts",
+      "home/dev/.viminfo",
+      "root/.bash_history",
+      "root/.ssh/authorized_keys",
+      "root/.lesshst",
+  };
+  for (gsize i = 0; i < G_N_ELEMENTS(private); i++)
+    guest_write(g, private[i], "private\n", 0600);
+  guest_write(g, "home/dev/notes.txt", "the user's own\n", 0644);
+  guest_write(g, "var/lib/hutch/status", "ok\n", 0644);
+  guest_write(g, "var/lib/hutch/done/01-tools", "", 0644);
+  guest_write(g, "var/lib/hutch/optional-failed", "", 0644);
+  guest_write(g, "var/lib/hutch/root-size", "8388608\n", 0644);
+  guest_write(g, "var/lib/hutch/lock", "", 0644);
+  guest_write(g, "var/lib/hutch/mount-failed", "/x\n", 0644);
+  g_autofree char *share = guest_path(g, "home/dev/Shared");
+  g_autofree char *line = g_strdup_printf("hutchfs0 %s virtiofs defaults,nofail 0 0\n", share);
+  guest_write(g, "etc/hutch/fstab", line, 0644);
+  g_autofree char *fstab = g_strdup_printf("# host fstab\nUUID=1234 / ext4 defaults 0 1\n%s"
+                                           "hutchfs1 /x virtiofs defaults,nofail,ro 0 0\n",
+                                           line);
+  guest_write(g, "fstab", fstab, 0644);
+  g_autofree char *mounted = g_strdup_printf("%s\n", share);
+  guest_write(g, "out.mounted", mounted, 0644);
+
+  g_assert_cmpint(guest_run(g, "usr/local/lib/hutch/hutch-provision", "generalise"), ==, 0);
+
+  for (gsize i = 0; i < G_N_ELEMENTS(host_keys); i++)
+    g_assert_false(guest_exists(g, host_keys[i]));
+  g_assert_true(guest_exists(g, "etc/ssh/sshd_config"));
+  g_autofree char *machine_id = guest_read(g, "etc/machine-id");
+  g_assert_cmpstr(machine_id, ==, "");
+  g_assert_false(guest_exists(g, "var/lib/dbus/machine-id"));
+  g_assert_false(guest_exists(g, "var/lib/dhcp/dhclient.eth0.leases"));
+  for (gsize i = 0; i < G_N_ELEMENTS(private); i++)
+    g_assert_false(guest_exists(g, private[i]));
+  g_assert_true(guest_exists(g, "home/dev/notes.txt"));
+  g_assert_false(guest_exists(g, "var/lib/hutch/root-size"));
+  g_assert_false(guest_exists(g, "var/lib/hutch/lock"));
+  g_assert_false(guest_exists(g, "var/lib/hutch/mount-failed"));
+  g_autofree char *status = guest_read(g, "var/lib/hutch/status");
+  g_assert_cmpstr(status, ==, "ok\n");
+  g_assert_true(guest_exists(g, "var/lib/hutch/done/01-tools"));
+  g_assert_true(guest_exists(g, "var/lib/hutch/optional-failed"));
+  g_assert_true(guest_exists(g, "var/lib/hutch/identity-pending"));
+  /* no hutch share line is left, mounted or not; the share table is empty */
+  g_autofree char *fstab_after = guest_read(g, "fstab");
+  g_assert_cmpstr(fstab_after, ==, "# host fstab\nUUID=1234 / ext4 defaults 0 1\n");
+  g_autofree char *table = guest_read(g, "etc/hutch/fstab");
+  g_assert_cmpstr(table, ==, "");
+  g_autofree char *hostname = guest_read(g, "etc/hostname");
+  g_assert_cmpstr(hostname, ==, "hutch\n");
+  g_autofree char *stub_log = guest_read(g, "stub.log");
+  g_autofree char *expected_log = g_strdup_printf("umount %s\n"
+                                                  "systemctl enable hutch-identity.service\n"
+                                                  "cloud-init clean --logs\n"
+                                                  "journalctl --rotate\n"
+                                                  "journalctl --vacuum-time=1s\n",
+                                                  share);
+  g_assert_cmpstr(stub_log, ==, expected_log);
+  g_autofree char *channel = guest_read(g, "channel");
+  g_assert_cmpstr(channel, ==, "");
+
+  /* a disk whose first boot would not take an identity is no template */
+  g_autoptr(Guest) h = guest_new(data);
+  install_runner(h);
+  guest_identity_setup(h);
+  guest_write(h, "stubs/systemctl", "#!/bin/sh\necho \"systemctl $*\" >>\"$STUB_LOG\"\nexit 1\n",
+              0755);
+  g_assert_cmpint(guest_run(h, "usr/local/lib/hutch/hutch-provision", "generalise"), !=, 0);
+  g_autofree char *stub_log2 = guest_read(h, "stub.log");
+  g_assert_cmpstr(stub_log2, ==, "systemctl enable hutch-identity.service\n");
+}
+
+#define TEST_AUTHORIZED_KEY "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeClientKeyForTests hutch@host"
+
+/* The first boot of a VM made from a template: host key, hostname and the user's key from the
+ * seed, once. */
+static void test_runner_identity(gconstpointer data) {
+  g_autofree char *keygen = g_find_program_in_path("ssh-keygen");
+  if (!keygen) {
+    g_test_skip("ssh-keygen not found");
+    return;
+  }
+  g_autoptr(Guest) g = guest_new(data);
+  install_runner(g);
+  /* no HUTCH_USER: the home is HUTCH_USER_HOME and nothing is chowned */
+  g_autofree char *conf = guest_path(g, "etc/hutch/provision.conf");
+  g_assert_cmpint(g_unlink(conf), ==, 0);
+  guest_identity_setup(g);
+
+  g_autofree char *key_path = guest_path(g, "keygen/key");
+  g_autofree char *key_dir = g_path_get_dirname(key_path);
+  g_assert_cmpint(g_mkdir_with_parents(key_dir, 0700), ==, 0);
+  const char *argv[] = {keygen, "-q", "-t", "ed25519", "-N", "", "-f", key_path, NULL};
+  g_autoptr(GError) error = NULL;
+  int wait_status = 0;
+  g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_STDOUT_TO_DEV_NULL, NULL, NULL, NULL, NULL,
+               &wait_status, &error);
+  g_assert_no_error(error);
+  g_assert_true(g_spawn_check_wait_status(wait_status, NULL));
+  g_autofree char *private_key = guest_read(g, "keygen/key");
+  g_autofree char *public_key = guest_read(g, "keygen/key.pub");
+  g_auto(GStrv) public_fields = g_strsplit(public_key, " ", 3);
+  g_assert_cmpuint(g_strv_length(public_fields), >=, 2);
+
+  guest_write(g, "seed/hutch-identity", "hostname newvm\nauthorized-key " TEST_AUTHORIZED_KEY "\n",
+              0644);
+  guest_write(g, "seed/hutch-host-key", private_key, 0644);
+  guest_write(g, "var/lib/hutch/identity-pending", "", 0644);
+  guest_write(g, "etc/ssh/sshd_config", "PasswordAuthentication no\n", 0644);
+  guest_write(g, "etc/hostname", "hutch\n", 0644);
+  guest_write(g, "etc/hosts", "127.0.0.1 localhost\n127.0.1.1 hutch\n::1 localhost\n", 0644);
+  /* a key left behind and a .ssh too open: replaced, tightened */
+  guest_write(g, "home/dev/.ssh/authorized_keys", "ssh-ed25519 AAAAold old@key\n", 0644);
+  g_autofree char *ssh_dir = guest_path(g, "home/dev/.ssh");
+  g_assert_cmpint(g_chmod(ssh_dir, 0755), ==, 0);
+
+  g_assert_cmpint(guest_run(g, "usr/local/lib/hutch/hutch-provision", "identity"), ==, 0);
+
+  g_autofree char *host_key = guest_read(g, "etc/ssh/ssh_host_ed25519_key");
+  g_assert_cmpstr(host_key, ==, private_key);
+  g_assert_cmpint(guest_mode(g, "etc/ssh/ssh_host_ed25519_key"), ==, 0600);
+  g_autofree char *host_pub = guest_read(g, "etc/ssh/ssh_host_ed25519_key.pub");
+  g_auto(GStrv) host_pub_fields = g_strsplit(host_pub, " ", 3);
+  g_assert_cmpuint(g_strv_length(host_pub_fields), >=, 2);
+  g_assert_cmpstr(host_pub_fields[0], ==, public_fields[0]);
+  g_assert_cmpstr(g_strstrip(host_pub_fields[1]), ==, g_strstrip(public_fields[1]));
+  g_assert_cmpint(guest_mode(g, "etc/ssh/ssh_host_ed25519_key.pub"), ==, 0644);
+  g_assert_false(guest_exists(g, "etc/ssh/ssh_host_ed25519_key.new"));
+  g_assert_false(guest_exists(g, "etc/ssh/ssh_host_ed25519_key.pub.new"));
+  g_autofree char *hostname = guest_read(g, "etc/hostname");
+  g_assert_cmpstr(hostname, ==, "newvm\n");
+  g_autofree char *stub_log = guest_read(g, "stub.log");
+  g_assert_cmpstr(stub_log, ==, "hostname newvm\n");
+  g_autofree char *hosts = guest_read(g, "etc/hosts");
+  g_assert_cmpstr(hosts, ==, "127.0.0.1 localhost\n127.0.1.1 newvm\n::1 localhost\n");
+  g_autofree char *authorized = guest_read(g, "home/dev/.ssh/authorized_keys");
+  g_assert_cmpstr(authorized, ==, TEST_AUTHORIZED_KEY "\n");
+  g_assert_cmpint(guest_mode(g, "home/dev/.ssh/authorized_keys"), ==, 0600);
+  g_assert_cmpint(guest_mode(g, "home/dev/.ssh"), ==, 0700);
+  g_assert_false(guest_exists(g, "var/lib/hutch/identity-pending"));
+
+  /* hosts without a 127.0.1.1 line gets one; a host key in place is replaced */
+  guest_write(g, "var/lib/hutch/identity-pending", "", 0644);
+  guest_write(g, "etc/hosts", "127.0.0.1 localhost\n", 0644);
+  guest_write(g, "etc/ssh/ssh_host_ed25519_key", "an old key\n", 0600);
+  g_autofree char *log_path = guest_path(g, "stub.log");
+  write_text(log_path, "", 0644);
+  g_assert_cmpint(guest_run(g, "usr/local/lib/hutch/hutch-provision", "identity"), ==, 0);
+  g_autofree char *hosts2 = guest_read(g, "etc/hosts");
+  g_assert_cmpstr(hosts2, ==, "127.0.0.1 localhost\n127.0.1.1 newvm\n");
+  g_autofree char *host_key2 = guest_read(g, "etc/ssh/ssh_host_ed25519_key");
+  g_assert_cmpstr(host_key2, ==, private_key);
+  g_assert_false(guest_exists(g, "var/lib/hutch/identity-pending"));
+
+  /* later boots: no marker, nothing to do, whatever the seed says */
+  guest_write(g, "seed/hutch-identity", "hostname other\nauthorized-key ssh-ed25519 AAAAother\n",
+              0644);
+  write_text(log_path, "", 0644);
+  g_assert_cmpint(guest_run(g, "usr/local/lib/hutch/hutch-provision", "identity"), ==, 0);
+  g_autofree char *hostname3 = guest_read(g, "etc/hostname");
+  g_assert_cmpstr(hostname3, ==, "newvm\n");
+  g_autofree char *hosts3 = guest_read(g, "etc/hosts");
+  g_assert_cmpstr(hosts3, ==, hosts2);
+  g_autofree char *authorized3 = guest_read(g, "home/dev/.ssh/authorized_keys");
+  g_assert_cmpstr(authorized3, ==, TEST_AUTHORIZED_KEY "\n");
+  g_autofree char *host_key3 = guest_read(g, "etc/ssh/ssh_host_ed25519_key");
+  g_assert_cmpstr(host_key3, ==, private_key);
+  g_autofree char *stub_log3 = guest_read(g, "stub.log");
+  g_assert_cmpstr(stub_log3, ==, "");
+
+  /* a seed without its identity or its host key: fails, and the next boot tries again */
+  static const char *const missing[] = {"seed/hutch-identity", "seed/hutch-host-key"};
+  for (gsize i = 0; i < G_N_ELEMENTS(missing); i++) {
+    g_autoptr(Guest) h = guest_new(data);
+    install_runner(h);
+    g_autofree char *h_conf = guest_path(h, "etc/hutch/provision.conf");
+    g_assert_cmpint(g_unlink(h_conf), ==, 0);
+    guest_identity_setup(h);
+    guest_write(h, "seed/hutch-identity",
+                "hostname newvm\nauthorized-key " TEST_AUTHORIZED_KEY "\n", 0644);
+    guest_write(h, "seed/hutch-host-key", private_key, 0644);
+    g_autofree char *gone = guest_path(h, missing[i]);
+    g_assert_cmpint(g_unlink(gone), ==, 0);
+    guest_write(h, "var/lib/hutch/identity-pending", "", 0644);
+    guest_write(h, "etc/ssh/sshd_config", "PasswordAuthentication no\n", 0644);
+    guest_write(h, "etc/hostname", "hutch\n", 0644);
+    g_assert_cmpint(guest_run(h, "usr/local/lib/hutch/hutch-provision", "identity"), !=, 0);
+    g_assert_true(guest_exists(h, "var/lib/hutch/identity-pending"));
+    g_assert_false(guest_exists(h, "etc/ssh/ssh_host_ed25519_key"));
+    g_assert_false(guest_exists(h, "etc/ssh/ssh_host_ed25519_key.pub"));
+    g_autofree char *h_hostname = guest_read(h, "etc/hostname");
+    g_assert_cmpstr(h_hostname, ==, "hutch\n");
+    g_assert_false(guest_exists(h, "home/dev/.ssh/authorized_keys"));
+  }
+}
+
 /* The whole seed: every write_files entry of the generated user-data lands in the fake guest
  * and the runner from it runs the generated steps. */
 static void test_runner_generated_seed(void) {
@@ -1170,6 +1415,10 @@ int main(int argc, char **argv) {
     g_test_add_data_func(p3, shells_to_test[i], test_runner_grow_root);
     g_autofree char *p4 = g_strdup_printf("/seed/runner/mounts%s", shells_to_test[i]);
     g_test_add_data_func(p4, shells_to_test[i], test_runner_mounts);
+    g_autofree char *p5 = g_strdup_printf("/seed/runner/generalise%s", shells_to_test[i]);
+    g_test_add_data_func(p5, shells_to_test[i], test_runner_generalise);
+    g_autofree char *p6 = g_strdup_printf("/seed/runner/identity%s", shells_to_test[i]);
+    g_test_add_data_func(p6, shells_to_test[i], test_runner_identity);
   }
   g_test_add_func("/seed/runner/generated-seed", test_runner_generated_seed);
   return g_test_run();
