@@ -131,6 +131,9 @@ struct _HutchProfile {
 
 HutchProfile *hutch_profile_new_defaults(void);
 
+/* Makes the profile's image the template's (image: {template: NAME}). */
+void hutch_profile_set_template_image(HutchProfile *profile, const char *template);
+
 /* Drops every share of the profile (a template keeps none of its source's). */
 void hutch_profile_clear_shares(HutchProfile *profile);
 /* Loads exactly one file (no search path); base chains are still resolved. */

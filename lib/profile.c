@@ -2895,6 +2895,12 @@ void hutch_profile_clear_ports(HutchProfile *profile) {
   g_ptr_array_set_size(profile->ports, 0);
 }
 
+void hutch_profile_set_template_image(HutchProfile *profile, const char *template) {
+  image_spec_clear(&profile->image);
+  profile->image.kind = HUTCH_IMAGE_TEMPLATE;
+  profile->image.template = g_strdup(template);
+}
+
 void hutch_profile_clear_shares(HutchProfile *profile) {
   g_ptr_array_set_size(profile->shares, 0);
 }

@@ -64,6 +64,8 @@ HutchProfile *hutch_template_profile(const char *name, GError **error) {
     g_prefix_error(error, "template '%s': ", name);
     return NULL;
   }
+  /* the recorded profile names the image the source VM was made on */
+  hutch_profile_set_template_image(profile, name);
   return g_steal_pointer(&profile);
 }
 

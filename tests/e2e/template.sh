@@ -61,7 +61,7 @@ assert len(t) == 1 and t[0]["source_vm"] == sys.argv[3] and "counter" in t[0]["s
 # ---- what the template's disk holds, read offline ----------------------------------------
 tdir=$XDG_CACHE_HOME/hutch/images/template-$tpl
 if [ -f "$tdir/disk.qcow2" ] && ! qemu-img info "$tdir/disk.qcow2" | grep -q "backing file"; then ok "the template's disk stands alone (no backing file)"; else not_ok "the template's disk stands alone"; diag "$(qemu-img info "$tdir/disk.qcow2" 2>&1)"; fi
-if ! grep -q "share" "$tdir/profile.yaml" && ! grep -q "src-share" "$tdir/profile.yaml"; then ok "the template's profile has no share of the source"; else not_ok "the template's profile has no share"; diag "$(cat "$tdir/profile.yaml")"; fi
+if grep -qx "shares: \[\]" "$tdir/profile.yaml" && ! grep -q "src-share" "$tdir/profile.yaml"; then ok "the template's profile has no share of the source"; else not_ok "the template's profile has no share"; diag "$(cat "$tdir/profile.yaml")"; fi
 qemu-img convert -O raw "$tdir/disk.qcow2" "$E2E_TMP/tpl.raw"
 fsck_out=$(e2fsck -fn "$E2E_TMP/tpl.raw" 2>&1); rc=$?
 if [ $rc -eq 0 ]; then ok "the template's file system is clean"; else not_ok "the template's file system is clean (e2fsck $rc)"; diag "$(tail -5 <<<"$fsck_out")"; fi
