@@ -19,6 +19,9 @@
 runs=${1:-2}
 estimate $((runs * 420 + 150)) "$runs runs x (a fresh provisioned start + 2 clones + 1 run), 1 template"
 
+# default shares ~/VM-Shared (created when missing): keep it in the benchmark's tree
+export HOME=$BENCH_TMP/home
+mkdir -p "$HOME"
 shaped=$BENCH_TMP/default-shaped.yaml
 cat >"$shaped" <<YAML
 # the default profile's provisioning and environment, on the test image

@@ -238,5 +238,27 @@ if [ -z "$again_failed" ]; then ok "the succeeded steps run again without error"
 must_work docker 'docker --version'
 
 diag "worked:$worked; failed with their reasons:$failed_ok"
+
+# Provision once, then a VM per task: a template of the provisioned VM, and a disposable run
+# on it, timed against the fresh start above.
+tpl=$(vm_name aitpl)
+track_template "$tpl"
+t3=$(date +%s)
+out=$("$HUTCH" template create "$tpl" --from "$vm" 2>&1); rc=$?
+if [ $rc -eq 0 ]; then ok "a template of the provisioned ai-dev VM ($(($(date +%s) - t3)) s)"; else not_ok "template create (exit $rc)"; diag "$out"; fi
+run=$(vm_name airun)
+track_vm "$run"
+t4=$(date +%s)
+out=$(ANTHROPIC_API_KEY=$canary "$HUTCH" -q run --name "$run" --template "$tpl" -- \
+  bash -lc 'command -v claude gemini codex gh go docker | wc -l; printenv ANTHROPIC_API_KEY' 2>&1); rc=$?
+t5=$(date +%s)
+diag "ai-dev: fresh start to ready $((t1 - t0)) s; hutch run --template -- (the tools' check) $((t5 - t4)) s end to end"
+mapfile -t lines <<<"$out"
+if [ $rc -eq 0 ] && [ "${lines[0]:-0}" -ge 4 ] && [[ "${lines[1]:-}" == hutch-placeholder-* ]]; then
+  ok "a run on the template has the provisioned tools and the broker's placeholder (${lines[0]} tools)"
+else
+  not_ok "a run on the template has the tools and the placeholder (exit $rc)"; diag "$out"
+fi
 check "delete --force" "$HUTCH" -q delete --force "$vm"
+check "template rm" "$HUTCH" -q template rm "$tpl"
 finish
