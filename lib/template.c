@@ -100,10 +100,18 @@ static gboolean check_adoptable(const HutchProfile *profile, const HutchProfile 
       return refuse_key(error, profile, key, template, what);
     }
   }
-  if ((profile->user_name && g_strcmp0(profile->user_name, tp->user_name) != 0) ||
-      (profile->user_uid >= 0 && profile->user_uid != tp->user_uid) ||
-      (profile->user_gid >= 0 && profile->user_gid != tp->user_gid))
-    return refuse_key(error, profile, "user.name", template, "another user");
+  /* the users as a create makes them: a template whose source left the user to the host
+   * has the host's */
+  g_autofree char *name = NULL, *tp_name = NULL;
+  guint uid = 0, gid = 0, tp_uid = 0, tp_gid = 0;
+  hutch_instance_guest_user(profile, &name, &uid, &gid);
+  hutch_instance_guest_user(tp, &tp_name, &tp_uid, &tp_gid);
+  const char *user_key = profile->user_name && strcmp(name, tp_name) != 0 ? "user.name"
+                         : profile->user_uid >= 0 && uid != tp_uid        ? "user.uid"
+                         : profile->user_gid >= 0 && gid != tp_gid        ? "user.gid"
+                                                                          : NULL;
+  if (user_key)
+    return refuse_key(error, profile, user_key, template, "another user");
   for (guint i = 0; i < profile->env->len; i++) {
     const HutchEnvVar *var = g_ptr_array_index(profile->env, i);
     gboolean same = FALSE;
