@@ -1457,6 +1457,9 @@ static JsonObject *describe(HutchContext *ctx, HutchInstance *instance) {
   g_autofree char *origin = hutch_read_file_part(origin_path, 64, FALSE, &origin_len, NULL);
   if (origin && hutch_name_is_valid(g_strstrip(origin), NULL))
     json_object_set_string_member(o, "cloned_from", origin);
+  else if (origin && g_str_has_prefix(origin, "template ") &&
+           hutch_name_is_valid(origin + strlen("template "), NULL))
+    json_object_set_string_member(o, "template", origin + strlen("template "));
   /* optional provisioning steps that failed, as the guest reported them at first boot */
   JsonArray *failed = json_array_new();
   g_autofree char *failed_path =

@@ -122,7 +122,7 @@ cp "$E2E_TMP/pub.saved" "$pub"
 
 out=$("$HUTCH" template rm "$tpl" 2>&1); rc=$?
 if [ $rc -eq 1 ] && grep -q "used by" <<<"$out" && [ -d "$tdir" ]; then ok "template rm is refused while VMs use it"; else not_ok "template rm refused while used (exit $rc)"; diag "$out"; fi
-if [ "$("$HUTCH" info --json "$a" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("cloned_from"))')" = "template $tpl" ]; then ok "info names the template"; else not_ok "info names the template"; fi
+if [ "$("$HUTCH" info --json "$a" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("template"))')" = "$tpl" ]; then ok "info names the template"; else not_ok "info names the template"; fi
 
 # ---- a snapshot of a VM on the template ----------------------------------------------------
 check "stop the first" "$HUTCH" -q stop "$a"
