@@ -2,6 +2,7 @@
 #pragma once
 
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 
 #include "hutch.h"
@@ -51,6 +52,22 @@ int verb_clone(Cli *cli, int argc, char **argv);
 int verb_supervise(Cli *cli, int argc, char **argv);
 int verb_egress_helper(Cli *cli, int argc, char **argv);
 int verb_net(Cli *cli, int argc, char **argv);
+
+/* A verb that makes a VM it must not leave behind (run; template create's copy): from
+ * cli_watch_begin to cli_watch_end, SIGINT, SIGTERM and SIGHUP are blocked in every thread and
+ * taken by a thread that says `doing` and powers vm off, so that the verb's waits end and it
+ * removes what it made. cli_watch_end returns the signal that came, or 0 (cmd/watch.c). */
+typedef struct {
+  const char *uri;
+  const char *vm;
+  const char *doing;
+  sigset_t signals, saved;
+  gint signo; /* atomic */
+  GThread *thread;
+} CliWatch;
+void cli_watch_begin(CliWatch *w, Cli *cli, const char *vm, const char *doing);
+int cli_watch_signo(CliWatch *w);
+int cli_watch_end(CliWatch *w);
 
 /* start --foreground NAME (cmd/foreground.c): start or adopt, notify systemd, stay until the
  * domain stops or SIGTERM/SIGINT (then a graceful shutdown). */

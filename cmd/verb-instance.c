@@ -620,30 +620,6 @@ int verb_supervise(Cli *cli, int argc, char **argv) {
 
 /* ---- run: one command in a VM made for it ------------------------------------------------ */
 
-typedef struct {
-  const char *uri;
-  const char *name;
-  sigset_t signals;
-  gint signo; /* atomic: the signal that ended the run, 0 while none came */
-} RunWatch;
-
-/* Waits for SIGINT, SIGTERM or SIGHUP (blocked in every thread) and powers the VM off, so that
- * whatever the main thread waits on (the boot, the command's channel) ends at once; the main
- * thread then deletes the VM. */
-static gpointer run_watch_thread(gpointer data) {
-  RunWatch *w = data;
-  int signo = 0;
-  if (sigwait(&w->signals, &signo) != 0 || signo == SIGUSR1)
-    return NULL;
-  g_atomic_int_set(&w->signo, signo);
-  fprintf(stderr, "\nhutch: %s: removing %s\n", g_strsignal(signo), w->name);
-  g_autoptr(GError) error = NULL;
-  g_autoptr(HutchContext) ctx = hutch_context_new(w->uri, &error);
-  if (ctx)
-    hutch_instance_stop(ctx, w->name, TRUE, NULL);
-  return NULL;
-}
-
 static char *random_run_name(void) {
   static const char alphabet[] = "abcdefghijklmnopqrstuvwxyz0123456789";
   GString *name = g_string_new("run-");
@@ -738,19 +714,13 @@ int verb_run(Cli *cli, int argc, char **argv) {
     return cli_usage_error("run", "no free run-XXXXXX name after 8 tries");
 
   /* From here on the VM is removed however the run ends: signals go to the watcher. */
-  RunWatch watch = {.uri = hutch_context_get_uri(cli->ctx), .name = name};
-  sigemptyset(&watch.signals);
-  sigaddset(&watch.signals, SIGINT);
-  sigaddset(&watch.signals, SIGTERM);
-  sigaddset(&watch.signals, SIGHUP);
-  sigaddset(&watch.signals, SIGUSR1); /* ends the watcher when the run is over */
-  sigset_t saved;
-  pthread_sigmask(SIG_BLOCK, &watch.signals, &saved);
-  GThread *watcher = g_thread_new("run-watch", run_watch_thread, &watch);
+  g_autofree char *doing = g_strdup_printf("removing %s", name);
+  CliWatch watch;
+  cli_watch_begin(&watch, cli, name, doing);
 
   int status = EXIT_FAILED;
   gboolean made = hutch_instance_create(cli->ctx, name, profile, &error);
-  if (made && !g_atomic_int_get(&watch.signo) &&
+  if (made && !cli_watch_signo(&watch) &&
       hutch_instance_start(cli->ctx, name, TRUE, &error)) {
     /* the first share's guest path: "~/x" is x relative to the home the shell starts in */
     const char *workdir = hutch_profile_get_first_share_guest(profile);
@@ -758,12 +728,12 @@ int verb_run(Cli *cli, int argc, char **argv) {
       workdir = NULL;
     else if (workdir && g_str_has_prefix(workdir, "~/"))
       workdir += 2;
-    if (!g_atomic_int_get(&watch.signo))
+    if (!cli_watch_signo(&watch))
       status = hutch_shell(cli->ctx, name, workdir, command, &error);
     if (status < 0)
       status = EXIT_FAILED;
   }
-  int signo = g_atomic_int_get(&watch.signo);
+  int signo = cli_watch_signo(&watch);
   if (error && !signo)
     cli_error(error);
   g_clear_error(&error);
@@ -777,9 +747,6 @@ int verb_run(Cli *cli, int argc, char **argv) {
   } else if (made && !cli->quiet) {
     fprintf(stderr, "hutch: kept %s (hutch delete %s removes it)\n", name, name);
   }
-  if (!signo)
-    kill(getpid(), SIGUSR1); /* blocked everywhere: the watcher's sigwait takes it */
-  g_thread_join(watcher);
-  pthread_sigmask(SIG_SETMASK, &saved, NULL);
+  signo = cli_watch_end(&watch);
   return signo ? 128 + signo : status;
 }

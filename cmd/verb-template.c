@@ -15,9 +15,24 @@ static int template_create(Cli *cli, CliOptions *opts, int argc, char **argv, co
     return cli_usage_error("template", "%s", error->message);
   if (!cli_context(cli))
     return EXIT_FAILED;
-  if (!hutch_template_create(cli->ctx, argv[optind], from, &error))
-    return cli_error(error);
-  return EXIT_OK;
+  /* Ctrl-C, SIGTERM, SIGHUP: the copy is powered off, so that the create fails, removes it
+   * and starts the source again if it ran */
+  const char *name = argv[optind];
+  g_autofree char *copy = hutch_template_copy_name(name);
+  g_autofree char *doing = g_strdup_printf("stopping the copy %s; nothing is kept", copy);
+  CliWatch watch;
+  cli_watch_begin(&watch, cli, copy, doing);
+  gboolean made = hutch_template_create(cli->ctx, name, from, &error);
+  int signo = cli_watch_signo(&watch);
+  if (made && signo) {
+    /* the signal came after the copy was done with: what was asked is nothing */
+    g_autoptr(GError) rm_error = NULL;
+    if (!hutch_template_remove(cli->ctx, name, &rm_error))
+      fprintf(stderr, "hutch: removing template %s: %s\n", name, rm_error->message);
+  }
+  int rc = made ? EXIT_OK : signo ? EXIT_FAILED : cli_error(error);
+  signo = cli_watch_end(&watch);
+  return signo ? 128 + signo : rc;
 }
 
 static int template_list(Cli *cli, CliOptions *opts, int argc, char **argv) {

@@ -278,6 +278,9 @@ HUTCH_PUBLIC gboolean hutch_image_remove(HutchContext *ctx, const char *key_or_n
  * started again. Nothing of a failed create remains. */
 HUTCH_PUBLIC gboolean hutch_template_create(HutchContext *ctx, const char *name, const char *vm,
                                             GError **error);
+/* The name of the throwaway copy template create makes for name ("tmpl-" + 12 hex digits):
+ * the VM to power off when the create is interrupted. */
+HUTCH_PUBLIC char *hutch_template_copy_name(const char *name);
 /* [{name, source, profile, user, steps: [..], size, created, used_by: [..]}] */
 HUTCH_PUBLIC JsonArray *hutch_template_list(HutchContext *ctx, GError **error);
 /* Refused (HUTCH_ERROR_STATE) while a VM is made on it. */

@@ -12,9 +12,12 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <gio/gio.h>
 #include <glib/gstdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "broker-private.h"
 #include "image-private.h"
@@ -206,12 +209,9 @@ static char *generalise_script(GError **error) {
       g_str_has_suffix(unit, "\n") ? "" : "\n", eof);
 }
 
-static char *random_temp_name(void) {
-  static const char alphabet[] = "abcdefghijklmnopqrstuvwxyz0123456789";
-  GString *name = g_string_new("tmpl-");
-  for (int i = 0; i < 8; i++)
-    g_string_append_c(name, alphabet[g_random_int_range(0, (gint32)strlen(alphabet))]);
-  return g_string_free(name, FALSE);
+char *hutch_template_copy_name(const char *name) {
+  g_autofree char *sum = g_compute_checksum_for_string(G_CHECKSUM_SHA256, name, -1);
+  return g_strdup_printf("tmpl-%.12s", sum);
 }
 
 /* The template's profile: the source VM's, without its shares and ports, with the network
@@ -339,22 +339,20 @@ static gboolean create_steps(HutchContext *ctx, const char *name, HutchInstance 
     if (!hutch_instance_stop(ctx, vm->name, FALSE, error))
       return FALSE;
   }
-  /* the throwaway clone: the only VM that is ever generalised */
-  g_autofree char *temp = NULL;
-  for (int attempt = 0; !temp && attempt < 8; attempt++) {
-    g_autofree char *candidate = random_temp_name();
-    g_autoptr(GError) local = NULL;
-    gboolean exists = hutch_instance_exists(ctx, candidate, &local);
-    if (local) {
-      g_propagate_error(error, g_steal_pointer(&local));
-      return FALSE;
-    }
-    if (!exists)
-      temp = g_steal_pointer(&candidate);
-  }
-  if (!temp) {
-    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "no free name for the copy");
+  /* the throwaway clone: the only VM that is ever generalised. Its name is the template's
+   * (a create killed half-way is found by the next create of the same template, which holds
+   * the template's lock). */
+  g_autofree char *temp = hutch_template_copy_name(name);
+  g_autoptr(GError) local = NULL;
+  gboolean left = hutch_instance_exists(ctx, temp, &local);
+  if (local) {
+    g_propagate_error(error, g_steal_pointer(&local));
     return FALSE;
+  }
+  if (left) {
+    hutch_progress_note(ctx, "removing %s, the copy an interrupted template create left", temp);
+    if (!hutch_instance_delete(ctx, temp, TRUE, error))
+      return FALSE;
   }
   hutch_progress_begin(ctx, "template", "a copy of %s (%s) to generalise", vm->name, temp);
   if (!hutch_instance_clone_bare(ctx, vm->name, temp, error))
@@ -400,18 +398,9 @@ static gboolean create_steps(HutchContext *ctx, const char *name, HutchInstance 
   return TRUE;
 }
 
-gboolean hutch_template_create(HutchContext *ctx, const char *name, const char *vm,
-                               GError **error) {
-  if (!hutch_name_is_valid(name, error))
-    return FALSE;
-  if (hutch_template_exists(name)) {
-    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_EXISTS,
-                "a template '%s' exists already (hutch template rm %s first)", name, name);
-    return FALSE;
-  }
-  g_autoptr(HutchInstance) instance = hutch_instance_lookup(ctx, vm, error);
-  if (!instance)
-    return FALSE;
+static gboolean create_locked(HutchContext *ctx, const char *name, HutchInstance *instance,
+                              GError **error) {
+  const char *vm = instance->name;
   double started = hutch_now();
   gboolean was_running = FALSE;
   g_autofree char *temp = NULL;
@@ -440,6 +429,42 @@ gboolean hutch_template_create(HutchContext *ctx, const char *name, const char *
   hutch_progress_note(ctx, "template %s made from %s in %.1f s: hutch run --template %s -- CMD",
                       name, vm, hutch_now() - started, name);
   return TRUE;
+}
+
+gboolean hutch_template_create(HutchContext *ctx, const char *name, const char *vm,
+                               GError **error) {
+  if (!hutch_name_is_valid(name, error))
+    return FALSE;
+  if (hutch_template_exists(name)) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_EXISTS,
+                "a template '%s' exists already (hutch template rm %s first)", name, name);
+    return FALSE;
+  }
+  g_autoptr(HutchInstance) instance = hutch_instance_lookup(ctx, vm, error);
+  if (!instance)
+    return FALSE;
+  /* one create of a template name at a time */
+  g_autofree char *images = hutch_image_cache_dir();
+  g_autofree char *lock_name = g_strdup_printf(".lock-template-%s", name);
+  g_autofree char *lock_path = g_build_filename(images, lock_name, NULL);
+  if (!hutch_mkdir(images, 0700, error))
+    return FALSE;
+  int lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (lock_fd < 0 || flock(lock_fd, LOCK_EX | LOCK_NB) < 0) {
+    int saved = errno;
+    if (saved == EWOULDBLOCK)
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_STATE,
+                  "another template create of '%s' is running", name);
+    else
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "%s: %s", lock_path,
+                  g_strerror(saved));
+    if (lock_fd >= 0)
+      close(lock_fd);
+    return FALSE;
+  }
+  gboolean ok = create_locked(ctx, name, instance, error);
+  close(lock_fd);
+  return ok;
 }
 
 /* ---- list, remove ------------------------------------------------------------------------ */

@@ -51,6 +51,25 @@ out=$("$HUTCH" shell "$src" -- sh -c 'cat survivor; cat ~/.bash_history; cat ~/s
 if grep -q kept <<<"$out" && grep -q source-secret-history <<<"$out" && grep -q authorized_keys <<<"$out"; then ok "the source keeps its files, history and authorized key"; else not_ok "the source keeps its files"; diag "$out"; fi
 if ! virsh list --all --name | grep -q '^tmpl-'; then ok "no throwaway copy is left"; else not_ok "no throwaway copy is left"; diag "$(virsh list --all --name)"; fi
 
+# ---- an interrupted template create leaves nothing ----------------------------------------
+tpl2=$(vm_name tpl2)
+track_template "$tpl2"
+copy2=tmpl-$(printf %s "$tpl2" | sha256sum | cut -c1-12)
+track_vm "$copy2"
+"$HUTCH" -q template create "$tpl2" --from "$src" 2>"$E2E_TMP/t2.err" &
+t2_pid=$!
+for _ in $(seq 1 300); do
+  [ "$(virsh domstate "$copy2" 2>/dev/null)" = running ] && break
+  kill -0 $t2_pid 2>/dev/null || break
+  sleep 1
+done
+kill -TERM $t2_pid
+wait $t2_pid; rc=$?
+if [ $rc -eq 143 ]; then ok "template create ended by SIGTERM while its copy boots: exit 143"; else not_ok "template create ended by SIGTERM (exit $rc)"; diag "$(cat "$E2E_TMP/t2.err")"; fi
+sleep 1
+if ! virsh dominfo "$copy2" >/dev/null 2>&1 && [ ! -e "$instances/$copy2" ] && [ ! -e "$XDG_CACHE_HOME/hutch/images/template-$tpl2" ]; then ok "and leaves neither its copy nor a template"; else not_ok "an interrupted template create leaves nothing"; diag "$(virsh list --all --name)"; fi
+if [ "$(virsh domstate "$src" 2>&1)" = running ]; then ok "and the source runs again"; else not_ok "the source runs again after the interrupted create"; diag "$(cat "$E2E_TMP/t2.err")"; fi
+
 list=$("$HUTCH" template list --json)
 if python3 -c '
 import json, sys
