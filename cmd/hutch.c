@@ -218,6 +218,7 @@ static const Verb verbs[] = {
      "\n"
      "  -p, --profile NAME  profile for a new VM (default: default)\n"
      "  -f, --file FILE     profile file for a new VM\n"
+     "      --template NAME a new VM on this template (hutch template)\n"
      "      --cpus N, --memory SIZE, --disk SIZE, --share SPEC, --port SPEC, --no-ports\n"
      "                      overrides for a new VM (see hutch create --help)\n"
      "      --egress MODE   the network policy: for a new VM as create's, for an existing\n"
