@@ -1505,36 +1505,41 @@ gboolean hutch_image_create_overlay(const HutchImage *image, const char *overlay
   return TRUE;
 }
 
-gboolean hutch_image_copy_overlay(const HutchImage *image, const char *source, const char *overlay,
-                                  GError **error) {
-  const char *argv[] = {"qemu-img", "convert", "-q",        "-f",          "qcow2", "-O",
-                        "qcow2",    "-B",      image->disk, "-F",          image->format,
-                        source,     overlay,   NULL};
+/* qemu-img convert of the qcow2 source to the qcow2 out, onto backing (with its format) or
+ * standalone (backing NULL); out is 0600, or removed on failure. */
+static gboolean convert_qcow2(const char *source, const char *out, const char *backing,
+                              const char *backing_format, GError **error) {
+  const char *argv[16] = {"qemu-img", "convert", "-q", "-f", "qcow2", "-O", "qcow2"};
+  int n = 7;
+  if (backing) {
+    argv[n++] = "-B";
+    argv[n++] = backing;
+    argv[n++] = "-F";
+    argv[n++] = backing_format;
+  }
+  argv[n++] = source;
+  argv[n++] = out;
+  argv[n] = NULL;
   if (!run_command(argv, "qemu-img convert", NULL, NULL, error)) {
     g_prefix_error(error, "copying %s: ", source);
-    g_unlink(overlay);
-    return FALSE;
-  }
-  if (g_chmod(overlay, 0600) < 0) {
-    set_errno_error(error, errno, "copying the disk", overlay);
-    return FALSE;
-  }
-  return TRUE;
-}
-
-gboolean hutch_image_flatten(const char *overlay, const char *out, GError **error) {
-  const char *argv[] = {"qemu-img", "convert", "-q", "-f", "qcow2", "-O", "qcow2",
-                        overlay,    out,       NULL};
-  if (!run_command(argv, "qemu-img convert", NULL, NULL, error)) {
-    g_prefix_error(error, "copying %s: ", overlay);
     g_unlink(out);
     return FALSE;
   }
   if (g_chmod(out, 0600) < 0) {
     set_errno_error(error, errno, "copying the disk", out);
+    g_unlink(out);
     return FALSE;
   }
   return TRUE;
+}
+
+gboolean hutch_image_copy_overlay(const HutchImage *image, const char *source, const char *overlay,
+                                  GError **error) {
+  return convert_qcow2(source, overlay, image->disk, image->format, error);
+}
+
+gboolean hutch_image_flatten(const char *overlay, const char *out, GError **error) {
+  return convert_qcow2(overlay, out, NULL, NULL, error);
 }
 
 /* The overlay is hutch's own file (with a backing file, which inspect_file rightly refuses in
