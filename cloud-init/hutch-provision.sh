@@ -337,6 +337,9 @@ grow_root() {
 }
 
 cmd_ready() {
+  if [ -e "$STATE_DIR/identity-pending" ]; then
+    report "WARN this VM did not take its identity from its seed (journalctl -u hutch-identity)"
+  fi
   grow_root
   if [ "$(cat "$STATE_DIR/status" 2>/dev/null)" = ok ]; then
     report READY
@@ -394,23 +397,34 @@ cmd_mounts() {
 # stay (status, done/, optional-failed: a VM from the template does not provision again), and
 # cloud-init stays disabled: the first boot of a VM made from the template takes its identity
 # from its seed through hutch-identity.service instead (cmd_identity).
+# Its messages go to stderr, which hutch reads: "hutch: credential PATH" for what looks like a
+# tool's sign-in (kept: it is the user's data, but hutch says so), and the reason it failed.
 cmd_generalise() {
-  cmd_mounts /dev/null || say "generalise: a share did not unmount cleanly"
+  cmd_mounts /dev/null >&2 || say "generalise: a share did not unmount cleanly" >&2
   mkdir -p "$STATE_DIR"
   : >"$STATE_DIR/identity-pending"
-  if ! "$SYSTEMCTL" enable hutch-identity.service </dev/null; then
-    say "generalise: cannot enable hutch-identity.service"
+  if ! "$SYSTEMCTL" enable hutch-identity.service </dev/null >&2; then
+    say "generalise: cannot enable hutch-identity.service" >&2
     return 1
   fi
   rm -f "$SSH_DIR"/ssh_host_*
   : >"$ETC/machine-id"
   rm -f "$VAR_LIB/dbus/machine-id"
-  "$CLOUD_INIT_CMD" clean --logs </dev/null || say "generalise: cloud-init clean failed"
+  # cloud-init's instance state holds the user-data, and with it the source's host key
+  if ! "$CLOUD_INIT_CMD" clean --logs </dev/null >&2; then
+    say "generalise: cloud-init clean failed" >&2
+    return 1
+  fi
   for home in $HOMES; do
     [ -d "$home" ] || continue
     rm -f "$home/.bash_history" "$home/.zsh_history" "$home/.python_history" \
       "$home/.node_repl_history" "$home/.lesshst" "$home/.viminfo" "$home/.wget-hsts" \
       "$home/.ssh/authorized_keys" "$home/.ssh/known_hosts"
+    for f in .claude/.credentials.json .config/gh/hosts.yml .codex/auth.json \
+      .gemini/oauth_creds.json .git-credentials .npmrc .docker/config.json .netrc \
+      .ssh/id_rsa .ssh/id_ecdsa .ssh/id_ed25519; do
+      [ -e "$home/$f" ] && say "credential $home/$f" >&2
+    done
   done
   rm -f "$STATE_DIR/root-size" "$STATE_DIR/lock" "$STATE_DIR/mount-failed" \
     "$VAR_LIB"/dhcp/*.leases
@@ -420,6 +434,17 @@ cmd_generalise() {
     "$JOURNALCTL" --vacuum-time=1s >/dev/null 2>&1 || true
   fi
   sync
+  # what must be gone is gone
+  for f in "$SSH_DIR"/ssh_host_*; do
+    if [ -e "$f" ]; then
+      say "generalise: $f is still there" >&2
+      return 1
+    fi
+  done
+  if [ -s "$ETC/machine-id" ] || [ -d "$VAR_LIB/cloud/instances" ]; then
+    say "generalise: the machine-id or cloud-init's instance state is still there" >&2
+    return 1
+  fi
 }
 
 # hutch-identity.service, at boot before sshd, while $STATE_DIR/identity-pending exists: the
@@ -458,6 +483,7 @@ cmd_identity() {
     result=1
   else
     k=$SSH_DIR/ssh_host_ed25519_key
+    rm -f "$SSH_DIR"/ssh_host_rsa_key* "$SSH_DIR"/ssh_host_ecdsa_key* "$SSH_DIR"/ssh_host_dsa_key*
     if (umask 077 && cp "$dir/hutch-host-key" "$k.new") &&
       ssh-keygen -y -f "$k.new" >"$k.pub.new" &&
       mv -f "$k.new" "$k" && mv -f "$k.pub.new" "$k.pub" && chmod 644 "$k.pub"; then

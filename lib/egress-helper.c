@@ -1168,6 +1168,8 @@ static gboolean listen_forwards(Helper *h, char **forwards, GError **error) {
 
 int hutch_egress_helper_main(const char *instance_dir, const char *runtime_dir, char **forwards,
                              char **passt_argv, GError **error) {
+  /* started by a verb that blocks its signals (cmd/watch.c): SIGHUP reloads the policy */
+  hutch_unblock_signals();
   Helper h = {.ctl = -1, .dns_fd = -1};
   g_rec_mutex_init(&h.check_lock);
   /* declared before the first goto: the cleanups run at every exit */
@@ -1303,6 +1305,7 @@ out:
 static void child_setup(gpointer data) {
   (void)data;
   setsid();
+  hutch_unblock_signals();
 }
 
 static gboolean have_program(const char *name, const char *package, GError **error) {

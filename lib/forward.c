@@ -757,6 +757,7 @@ static gboolean spawn_helper(Helper *h, GError **error) {
     close(status_pipe[0]);
     if (setsid() < 0)
       _exit(127);
+    hutch_unblock_signals();
     pid_t grandchild = fork();
     if (grandchild < 0)
       _exit(127);

@@ -281,7 +281,7 @@ HUTCH_PUBLIC gboolean hutch_template_create(HutchContext *ctx, const char *name,
 /* The name of the throwaway copy template create makes for name ("tmpl-" + 12 hex digits):
  * the VM to power off when the create is interrupted. */
 HUTCH_PUBLIC char *hutch_template_copy_name(const char *name);
-/* [{name, source, profile, user, steps: [..], size, created, used_by: [..]}] */
+/* [{name, source_vm, profile, user, steps: [..], size, created, used_by: [..]}] */
 HUTCH_PUBLIC JsonArray *hutch_template_list(HutchContext *ctx, GError **error);
 /* Refused (HUTCH_ERROR_STATE) while a VM is made on it. */
 HUTCH_PUBLIC gboolean hutch_template_remove(HutchContext *ctx, const char *name,

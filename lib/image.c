@@ -248,6 +248,11 @@ typedef void (*LineFunc)(const char *line, gpointer data);
 /* lock_fd >= 0: the child gets a copy (as fd 3) and so holds the work directory's lock for
  * as long as it lives, even after hutch died. mmdebstrap ignores SIGTERM and SIGINT while apt
  * runs, so an orphaned build keeps writing; its directory must not look abandoned. */
+static void unblock_child_signals(gpointer data) {
+  (void)data;
+  hutch_unblock_signals();
+}
+
 static gboolean run_command_locked(const char *const *argv, const char *what, LineFunc on_line,
                                    gpointer data, int lock_fd, GError **error) {
   g_autoptr(GError) local = NULL;
@@ -261,6 +266,7 @@ static gboolean run_command_locked(const char *const *argv, const char *what, Li
     }
     g_subprocess_launcher_take_fd(launcher, copy, 3);
   }
+  g_subprocess_launcher_set_child_setup(launcher, unblock_child_signals, NULL, NULL);
   g_autoptr(GSubprocess) proc = g_subprocess_launcher_spawnv(launcher, argv, &local);
   if (!proc) {
     g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_IMAGE, "%s: %s", what, local->message);

@@ -25,6 +25,11 @@
  * the first start gives the guest its own (the pinned one) and removes this */
 #define HUTCH_INSTANCE_CLONE_PENDING "clone-pending"
 #define HUTCH_INSTANCE_ORIGIN "cloned-from" /* a clone: its source's name */
+/* a VM made on a template before its first start: its guest has not taken its own identity
+ * yet (hutch-identity.service), so it cannot be cloned or made a template of */
+#define HUTCH_INSTANCE_IDENTITY_PENDING "identity-pending"
+/* the throwaway copy `hutch template create` makes: only such a VM is removed as a leftover */
+#define HUTCH_INSTANCE_TEMPLATE_COPY "template-copy"
 
 /* Runtime files ($XDG_RUNTIME_DIR/hutch/NAME, 0700) besides passt's. */
 #define HUTCH_RUNTIME_READY_SOCKET "ready.sock"
@@ -51,6 +56,10 @@ HutchInstance *hutch_instance_lookup(HutchContext *ctx, const char *name, GError
  * map the host user to them. */
 void hutch_instance_guest_user(const HutchProfile *profile, char **ret_name, guint *ret_uid,
                                guint *ret_gid);
+
+/* The VM's first boot has ended (provisioned) and, for a VM on a template, its guest has
+ * taken its own identity: only then can it be cloned or made a template of. */
+gboolean hutch_instance_first_boot_done(const char *instance_dir);
 
 /* A stopped, provisioned VM's copy for `hutch template create` to generalise: like `hutch
  * clone`, without shares, ports and the credential broker, and quietly. */

@@ -435,7 +435,8 @@ static gboolean create_steps(HutchContext *ctx, virConnectPtr conn, const char *
       !write_text(dir, HUTCH_INSTANCE_IMAGE_KEY_FILE, image->key, 0600, error))
     return FALSE;
   g_autofree char *overlay = g_build_filename(dir, HUTCH_INSTANCE_DISK, NULL);
-  g_autofree char *template_dir = template_dir_of(profile);
+  /* a VM made on a template (a clone of such a VM is a clone: its source's records) */
+  g_autofree char *template_dir = clone ? NULL : template_dir_of(profile);
   if (clone) {
     /* the source's disk as an overlay of the same image: what the source changed, without
      * its snapshots; the source is only read */
@@ -455,7 +456,8 @@ static gboolean create_steps(HutchContext *ctx, virConnectPtr conn, const char *
     g_autofree char *origin = g_strdup_printf("template %s", profile->image.template);
     if (!copy_records(template_dir, dir, TRUE, FALSE, error) ||
         !write_text(dir, HUTCH_INSTANCE_ORIGIN, origin, 0600, error) ||
-        !write_text(dir, HUTCH_INSTANCE_MOUNTS_PENDING, "", 0600, error))
+        !write_text(dir, HUTCH_INSTANCE_MOUNTS_PENDING, "", 0600, error) ||
+        !write_text(dir, HUTCH_INSTANCE_IDENTITY_PENDING, "", 0600, error))
       return FALSE;
   }
   /* the broker's CA and placeholders (a clone's are its source's, a template's VM the
@@ -604,6 +606,12 @@ gboolean hutch_instance_create(HutchContext *ctx, const char *name, HutchProfile
 static HutchProfile *instance_profile(HutchInstance *instance, GError **error);
 static HutchSsh *connect_instance(HutchInstance *instance, guint wait_s, GError **error);
 
+gboolean hutch_instance_first_boot_done(const char *instance_dir) {
+  g_autofree char *stamp = g_build_filename(instance_dir, HUTCH_INSTANCE_PROVISIONED, NULL);
+  g_autofree char *pending = g_build_filename(instance_dir, HUTCH_INSTANCE_IDENTITY_PENDING, NULL);
+  return g_file_test(stamp, G_FILE_TEST_EXISTS) && !g_file_test(pending, G_FILE_TEST_EXISTS);
+}
+
 /* Creates name from the defined domain of the same name checked not to exist, with the
  * progress and undo of a create. */
 static gboolean create_named(HutchContext *ctx, const char *name, HutchProfile *profile,
@@ -645,9 +653,7 @@ static gboolean clone_vm(HutchContext *ctx, HutchInstance *src, const char *name
                 source);
     return FALSE;
   }
-  g_autofree char *stamp =
-      g_build_filename(src->meta->instance_dir, HUTCH_INSTANCE_PROVISIONED, NULL);
-  if (!g_file_test(stamp, G_FILE_TEST_EXISTS)) {
+  if (!hutch_instance_first_boot_done(src->meta->instance_dir)) {
     g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_STATE,
                 "%s has not finished its first boot: hutch start %s, then stop it and clone",
                 source, source);
@@ -716,7 +722,11 @@ gboolean hutch_instance_clone(HutchContext *ctx, const char *source, const char 
 gboolean hutch_instance_clone_bare(HutchContext *ctx, const char *source, const char *name,
                                    GError **error) {
   g_autoptr(HutchInstance) src = hutch_instance_lookup(ctx, source, error);
-  return src && clone_vm(ctx, src, name, NULL, TRUE, error);
+  if (!src || !clone_vm(ctx, src, name, NULL, TRUE, error))
+    return FALSE;
+  g_autofree char *dir = hutch_instance_dir(name);
+  g_autofree char *marker = g_build_filename(dir, HUTCH_INSTANCE_TEMPLATE_COPY, NULL);
+  return hutch_write_file(marker, "", 0, 0600, error);
 }
 
 int hutch_instance_exec(HutchContext *ctx, const char *name, const char *command,
@@ -1137,6 +1147,10 @@ static gboolean start_steps(HutchContext *ctx, HutchInstance *instance, gboolean
     if (!hutch_write_file(stamp, "", 0, 0600, error))
       return FALSE;
   }
+  /* connected with the pinned key: a VM on a template has taken its own identity */
+  g_autofree char *identity_pending =
+      g_build_filename(instance->meta->instance_dir, HUTCH_INSTANCE_IDENTITY_PENDING, NULL);
+  g_unlink(identity_pending);
   if (!apply_clone_identity(ctx, instance, &ssh, error) ||
       !apply_guest_mounts(ctx, instance, ssh, share_plan, error))
     return FALSE;
@@ -1454,7 +1468,7 @@ static JsonObject *describe(HutchContext *ctx, HutchInstance *instance) {
   g_autofree char *origin_path =
       g_build_filename(instance->meta->instance_dir, HUTCH_INSTANCE_ORIGIN, NULL);
   gsize origin_len = 0;
-  g_autofree char *origin = hutch_read_file_part(origin_path, 64, FALSE, &origin_len, NULL);
+  g_autofree char *origin = hutch_read_file_part(origin_path, 128, FALSE, &origin_len, NULL);
   if (origin && hutch_name_is_valid(g_strstrip(origin), NULL))
     json_object_set_string_member(o, "cloned_from", origin);
   else if (origin && g_str_has_prefix(origin, "template ") &&

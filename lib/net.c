@@ -144,6 +144,11 @@ void hutch_net_stop_passt(const char *pidfile) {
   hutch_pidfile_kill(pidfile, &id);
 }
 
+static void unblock_child_signals(gpointer data) {
+  (void)data;
+  hutch_unblock_signals();
+}
+
 gboolean hutch_net_start(const char *runtime_dir, guint ssh_port, GPtrArray *ports,
                          GError **error) {
   g_autofree char *socket = g_build_filename(runtime_dir, HUTCH_PASST_SOCKET, NULL);
@@ -158,8 +163,8 @@ gboolean hutch_net_start(const char *runtime_dir, guint ssh_port, GPtrArray *por
   g_autofree char *out = NULL, *err = NULL;
   int status = 0;
   /* passt forks into the background and the parent exits once the socket listens. */
-  if (!g_spawn_sync(NULL, argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, &out, &err, &status,
-                    error)) {
+  if (!g_spawn_sync(NULL, argv, NULL, G_SPAWN_SEARCH_PATH, unblock_child_signals, NULL, &out,
+                    &err, &status, error)) {
     g_prefix_error(error, "starting passt (apt-get install passt): ");
     return FALSE;
   }

@@ -1068,6 +1068,7 @@ int hutch_supervise_full(HutchContext *ctx, const char *name, HutchSuperviseEnd 
 static void child_setup(gpointer data) {
   (void)data;
   setsid();
+  hutch_unblock_signals();
 }
 
 void hutch_supervisor_spawn(HutchContext *ctx, const char *name, const char *runtime_dir) {

@@ -115,6 +115,11 @@ static gboolean check_adoptable(const HutchProfile *profile, const HutchProfile 
                                                                           : NULL;
   if (user_key)
     return refuse_key(error, profile, user_key, template, "another user");
+  if (g_hash_table_contains(profile->origins, "user.sudo") && profile->user_sudo != tp->user_sudo)
+    return refuse_key(error, profile, "user.sudo", template, "another sudo setting");
+  if (g_hash_table_contains(profile->origins, "user.shell") &&
+      g_strcmp0(profile->user_shell, tp->user_shell) != 0)
+    return refuse_key(error, profile, "user.shell", template, "another shell");
   for (guint i = 0; i < profile->env->len; i++) {
     const HutchEnvVar *var = g_ptr_array_index(profile->env, i);
     gboolean same = FALSE;
@@ -143,6 +148,33 @@ static gboolean check_adoptable(const HutchProfile *profile, const HutchProfile 
   return TRUE;
 }
 
+/* Whether the profile itself (or the command line) sets a network policy: one that only a
+ * base profile sets (default's `egress: public`) must not widen the template's. */
+static gboolean sets_own_network(const HutchProfile *profile) {
+  if (profile->egress == HUTCH_EGRESS_UNSET && profile->egress_allow->len == 0 &&
+      profile->egress_deny->len == 0)
+    return FALSE;
+  const char *keys[] = {"network.egress", "network.allow", "network.deny"};
+  gboolean any_origin = FALSE;
+  g_autofree char *own = profile->path ? g_path_get_basename(profile->path) : NULL;
+  for (gsize i = 0; i < G_N_ELEMENTS(keys); i++) {
+    const char *origin = g_hash_table_lookup(profile->origins, keys[i]);
+    if (!origin)
+      continue;
+    any_origin = TRUE;
+    /* "FILE:LINE[, FILE:LINE...]": the last file that set it */
+    const char *last = strrchr(origin, ',');
+    last = last ? last + 2 : origin;
+    g_autofree char *file = g_strndup(last, strrchr(last, ':') ? (gsize)(strrchr(last, ':') - last)
+                                                               : strlen(last));
+    g_autofree char *base = g_path_get_basename(file);
+    if (own && strcmp(base, own) == 0)
+      return TRUE;
+  }
+  /* set with no origin: --egress on the command line */
+  return !any_origin;
+}
+
 HutchProfile *hutch_template_adopt(const HutchProfile *profile, GError **error) {
   g_autoptr(HutchProfile) tp = hutch_template_profile(profile->image.template, error);
   if (!tp || !check_adoptable(profile, tp, error))
@@ -158,8 +190,7 @@ HutchProfile *hutch_template_adopt(const HutchProfile *profile, GError **error) 
   tp->shares = g_ptr_array_ref(profile->shares);
   g_ptr_array_unref(tp->ports);
   tp->ports = g_ptr_array_ref(profile->ports);
-  if (profile->egress != HUTCH_EGRESS_UNSET || profile->egress_allow->len ||
-      profile->egress_deny->len) {
+  if (sets_own_network(profile)) {
     tp->egress = profile->egress;
     g_ptr_array_unref(tp->egress_allow);
     tp->egress_allow = g_ptr_array_ref(profile->egress_allow);
@@ -323,8 +354,7 @@ static gboolean fill_template(const char *name, const char *vm, const char *vm_d
 static gboolean create_steps(HutchContext *ctx, const char *name, HutchInstance *vm,
                              gboolean *was_running, char **ret_temp, GError **error) {
   const char *vm_dir = vm->meta->instance_dir;
-  g_autofree char *stamp = g_build_filename(vm_dir, HUTCH_INSTANCE_PROVISIONED, NULL);
-  if (!g_file_test(stamp, G_FILE_TEST_EXISTS)) {
+  if (!hutch_instance_first_boot_done(vm_dir)) {
     g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_STATE,
                 "%s has not finished its first boot: hutch start %s first", vm->name, vm->name);
     return FALSE;
@@ -349,7 +379,22 @@ static gboolean create_steps(HutchContext *ctx, const char *name, HutchInstance 
     g_propagate_error(error, g_steal_pointer(&local));
     return FALSE;
   }
+  if (strcmp(vm->name, temp) == 0) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE,
+                "%s is the name of this template's throwaway copy: clone it to another name first",
+                temp);
+    return FALSE;
+  }
   if (left) {
+    g_autofree char *left_dir = hutch_instance_dir(temp);
+    g_autofree char *marker = g_build_filename(left_dir, HUTCH_INSTANCE_TEMPLATE_COPY, NULL);
+    if (!g_file_test(marker, G_FILE_TEST_EXISTS)) {
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_EXISTS,
+                  "a VM named %s exists and is not a template's copy: this template needs the "
+                  "name (give the template another name)",
+                  temp);
+      return FALSE;
+    }
     hutch_progress_note(ctx, "removing %s, the copy an interrupted template create left", temp);
     if (!hutch_instance_delete(ctx, temp, TRUE, error))
       return FALSE;
@@ -366,12 +411,32 @@ static gboolean create_steps(HutchContext *ctx, const char *name, HutchInstance 
   int status = hutch_instance_exec(ctx, temp, "sudo -n sh -s", script, &err_text, error);
   if (status < 0)
     return FALSE;
+  /* the guest's words: sanitised, and only lines of the forms the runner writes are used */
+  g_autofree char *clean = hutch_text_sanitize(err_text ? err_text : "", -1, HUTCH_TEXT_LINES);
+  g_auto(GStrv) lines = g_strsplit(clean, "\n", 0);
   if (status != 0) {
-    g_autofree char *clean = hutch_text_sanitize(err_text ? err_text : "", -1, HUTCH_TEXT_LINE);
-    hutch_text_truncate(clean, 300);
+    const char *last = "";
+    for (char **l = lines; *l; l++)
+      if (**l)
+        last = *l;
+    g_autofree char *reason = g_strdup(last);
+    hutch_text_truncate(reason, 300);
     g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "generalising the copy failed (exit %d: %s)",
-                status, clean);
+                status, reason);
     return FALSE;
+  }
+  /* what looks like a tool's sign-in: kept (it is the user's data), but said */
+  guint credentials = 0;
+  for (char **l = lines; *l && credentials < 32; l++) {
+    if (!g_str_has_prefix(*l, "hutch: credential "))
+      continue;
+    g_autofree char *path = g_strdup(*l + strlen("hutch: credential "));
+    hutch_text_truncate(path, 200);
+    hutch_progress_note(ctx, "the template keeps %s, which looks like a credential (every VM made "
+                             "on it gets it: remove it from %s and make the template again if "
+                             "that is not what you want)",
+                        path, vm->name);
+    credentials++;
   }
   if (!hutch_instance_stop(ctx, temp, FALSE, error))
     return FALSE;
@@ -462,7 +527,11 @@ gboolean hutch_template_create(HutchContext *ctx, const char *name, const char *
       close(lock_fd);
     return FALSE;
   }
-  gboolean ok = create_locked(ctx, name, instance, error);
+  gboolean ok = FALSE;
+  if (hutch_template_exists(name))
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_EXISTS, "a template '%s' was made meanwhile", name);
+  else
+    ok = create_locked(ctx, name, instance, error);
   close(lock_fd);
   return ok;
 }

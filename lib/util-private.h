@@ -38,6 +38,12 @@ char *hutch_expand_tilde(const char *path, const char *home);
 /* Monotonic seconds. */
 double hutch_now(void);
 
+/* Empties the calling thread's signal mask (async-signal-safe: for a child between fork and
+ * exec, and for a helper's main). A CLI verb that takes its signals in a thread (cmd/watch.c)
+ * blocks them in every thread; what it starts must not inherit that, or a helper would never
+ * see SIGHUP or SIGTERM. */
+void hutch_unblock_signals(void);
+
 /* The user's hutch directories (XDG base directories with a "hutch" component), newly
  * allocated. runtime: $XDG_RUNTIME_DIR/hutch (GLib falls back to the cache directory when
  * XDG_RUNTIME_DIR is unset). */

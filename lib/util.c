@@ -1,6 +1,8 @@
 /* util.c: errors, sizes, files and directories shared by libhutch's modules. */
 #include "config.h"
 
+#include <signal.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <glib/gstdio.h>
@@ -226,6 +228,12 @@ char *hutch_expand_tilde(const char *path, const char *home) {
   if (path[0] == '~' && (path[1] == '\0' || path[1] == '/'))
     return g_strconcat(home, path + 1, NULL);
   return g_strdup(path);
+}
+
+void hutch_unblock_signals(void) {
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, NULL);
 }
 
 double hutch_now(void) {
