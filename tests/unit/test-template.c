@@ -249,6 +249,24 @@ static void test_adopt(void) {
   g_assert_cmpstr(g_ptr_array_index(r->egress_allow, 0), ==, "example.org");
   g_assert_cmpuint(r->egress_deny->len, ==, 0);
 
+  /* a network only a base profile sets (default's egress: public) does not widen the
+   * template's; the command line's (--egress, no origin) does change it */
+  g_autoptr(HutchProfile) wide_base = load_profile("wide-base.yaml", "network: {egress: public}\n",
+                                                   NULL);
+  g_autoptr(HutchProfile) on_wide = load_profile("on-wide.yaml",
+                                                 "base: wide-base.yaml\n"
+                                                 "image: {template: base}\n",
+                                                 NULL);
+  g_autoptr(HutchProfile) w = hutch_template_adopt(on_wide, &error);
+  g_assert_no_error(error);
+  assert_template_network(w);
+  g_autoptr(HutchProfile) by_flag = hutch_template_profile("base", &error);
+  g_assert_no_error(error);
+  g_assert_true(hutch_profile_set_egress(by_flag, "none", &error));
+  g_autoptr(HutchProfile) f = hutch_template_adopt(by_flag, &error);
+  g_assert_no_error(error);
+  g_assert_cmpint(f->egress, ==, HUTCH_EGRESS_NONE);
+
   /* a template that is not there */
   g_autoptr(HutchProfile) lost = load_profile("lost.yaml", "image: {template: lost}\n", NULL);
   g_autoptr(HutchProfile) s = hutch_template_adopt(lost, &error);
