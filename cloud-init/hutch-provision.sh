@@ -408,7 +408,11 @@ cmd_generalise() {
     return 1
   fi
   rm -f "$SSH_DIR"/ssh_host_*
+  # a new, empty file: systemd gives it a value at the next boot (the old one is 0444, which
+  # only root may truncate)
+  rm -f "$ETC/machine-id"
   : >"$ETC/machine-id"
+  chmod 0444 "$ETC/machine-id"
   rm -f "$VAR_LIB/dbus/machine-id"
   # cloud-init's instance state holds the user-data, and with it the source's host key
   if ! "$CLOUD_INIT_CMD" clean --logs </dev/null >&2; then
