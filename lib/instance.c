@@ -697,8 +697,13 @@ gboolean hutch_instance_clone(HutchContext *ctx, const char *source, const char 
     return FALSE;
   g_autoptr(GError) lookup_error = NULL;
   g_autoptr(HutchInstance) src = hutch_instance_lookup(ctx, source, &lookup_error);
-  if (src)
+  if (src) {
+    if (hutch_template_exists(source))
+      hutch_progress_note(ctx, "'%s' is a VM and a template: cloning the VM (for the template: "
+                               "hutch create %s --template %s)",
+                          source, name, source);
     return clone_vm(ctx, src, name, edit, FALSE, error);
+  }
   if (!g_error_matches(lookup_error, HUTCH_ERROR, HUTCH_ERROR_NOT_FOUND) ||
       !hutch_template_exists(source)) {
     g_propagate_error(error, g_steal_pointer(&lookup_error));

@@ -496,6 +496,22 @@ static gboolean create_locked(HutchContext *ctx, const char *name, HutchInstance
   return TRUE;
 }
 
+/* An exclusive lock on path, taken without waiting: its fd, or -1 with busy as the error when
+ * another process holds it. */
+static int try_lock(const char *path, const char *busy, GError **error) {
+  int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0)
+    return fd;
+  int saved = errno;
+  if (fd >= 0)
+    close(fd);
+  if (saved == EWOULDBLOCK)
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_STATE, "%s", busy);
+  else
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "%s: %s", path, g_strerror(saved));
+  return -1;
+}
+
 gboolean hutch_template_create(HutchContext *ctx, const char *name, const char *vm,
                                GError **error) {
   if (!hutch_name_is_valid(name, error))
@@ -508,23 +524,24 @@ gboolean hutch_template_create(HutchContext *ctx, const char *name, const char *
   g_autoptr(HutchInstance) instance = hutch_instance_lookup(ctx, vm, error);
   if (!instance)
     return FALSE;
-  /* one create of a template name at a time */
+  /* one create of a template name at a time, and one from a VM at a time (the source is
+   * stopped, copied and started again: two at once would start it under the other's copy) */
   g_autofree char *images = hutch_image_cache_dir();
   g_autofree char *lock_name = g_strdup_printf(".lock-template-%s", name);
   g_autofree char *lock_path = g_build_filename(images, lock_name, NULL);
+  g_autofree char *source_lock_path =
+      g_build_filename(instance->meta->instance_dir, "template-source.lock", NULL);
   if (!hutch_mkdir(images, 0700, error))
     return FALSE;
-  int lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (lock_fd < 0 || flock(lock_fd, LOCK_EX | LOCK_NB) < 0) {
-    int saved = errno;
-    if (saved == EWOULDBLOCK)
-      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_STATE,
-                  "another template create of '%s' is running", name);
-    else
-      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "%s: %s", lock_path,
-                  g_strerror(saved));
-    if (lock_fd >= 0)
-      close(lock_fd);
+  g_autofree char *busy = g_strdup_printf("another template create of '%s' is running", name);
+  int lock_fd = try_lock(lock_path, busy, error);
+  if (lock_fd < 0)
+    return FALSE;
+  g_free(busy);
+  busy = g_strdup_printf("a template is being made from %s already", vm);
+  int source_lock_fd = try_lock(source_lock_path, busy, error);
+  if (source_lock_fd < 0) {
+    close(lock_fd);
     return FALSE;
   }
   gboolean ok = FALSE;
@@ -532,6 +549,7 @@ gboolean hutch_template_create(HutchContext *ctx, const char *name, const char *
     g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_EXISTS, "a template '%s' was made meanwhile", name);
   else
     ok = create_locked(ctx, name, instance, error);
+  close(source_lock_fd);
   close(lock_fd);
   return ok;
 }

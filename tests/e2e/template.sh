@@ -18,6 +18,8 @@ track_vm "$src"
 track_vm "$a"
 track_vm "$b"
 track_template "$tpl"
+track_vm "$tpl"
+track_vm "x$$"
 instances=$XDG_DATA_HOME/hutch/instances
 cat >"$E2E_TMP/src.yaml" <<YAML
 base: $HUTCH_SOURCE_DIR/tests/image/test-guest.yaml
@@ -81,6 +83,30 @@ sleep 1
 if ! virsh dominfo "$copy2" >/dev/null 2>&1 && [ ! -e "$instances/$copy2" ] && [ ! -e "$XDG_CACHE_HOME/hutch/images/template-$tpl2" ]; then ok "and leaves neither its copy nor a template"; else not_ok "an interrupted template create leaves nothing"; diag "$(virsh list --all --name)"; fi
 if [ "$(virsh domstate "$src" 2>&1)" = running ]; then ok "and the source runs again"; else not_ok "the source runs again after the interrupted create"; diag "$(cat "$E2E_TMP/t2.err")"; fi
 
+# Ctrl-C before the copy boots (while the source shuts down): the copy that is booted after
+# it is powered off at once, so the create ends without generalising anything. Meanwhile a
+# second create from the same source is refused (it would start the source under this one).
+tpl3=$(vm_name tpl3)
+track_template "$tpl3"
+copy3=tmpl-$(printf %s "$tpl3" | sha256sum | cut -c1-12)
+track_vm "$copy3"
+"$HUTCH" template create "$tpl3" --from "$src" 2>"$E2E_TMP/t3.err" &
+t3_pid=$!
+for _ in $(seq 1 120); do
+  grep -q "stopping it for the copy" "$E2E_TMP/t3.err" && break
+  kill -0 $t3_pid 2>/dev/null || break
+  sleep 0.5
+done
+tpl4=$(vm_name tpl4)
+track_template "$tpl4"
+out=$("$HUTCH" template create "$tpl4" --from "$src" 2>&1); rc=$?
+if [ $rc -eq 1 ] && grep -q "a template is being made from $src already" <<<"$out"; then ok "a second template create from the same source: refused (exit 1)"; else not_ok "a second template create from the same source (exit $rc)"; diag "$out"; fi
+kill -INT $t3_pid
+wait $t3_pid; rc=$?
+if [ $rc -eq 130 ] && ! grep -q "generalising" "$E2E_TMP/t3.err"; then ok "Ctrl-C while the source shuts down: exit 130, the copy never generalised"; else not_ok "Ctrl-C while the source shuts down (exit $rc)"; diag "$(tail -5 "$E2E_TMP/t3.err")"; fi
+sleep 1
+if ! virsh dominfo "$copy3" >/dev/null 2>&1 && [ ! -e "$XDG_CACHE_HOME/hutch/images/template-$tpl3" ] && [ "$(virsh domstate "$src" 2>&1)" = running ]; then ok "and leaves no copy, no template, the source running"; else not_ok "after Ctrl-C: no copy, no template, the source running"; diag "$(virsh list --all --name; tail -3 "$E2E_TMP/t3.err")"; fi
+
 list=$("$HUTCH" template list --json)
 if python3 -c '
 import json, sys
@@ -110,6 +136,11 @@ out=$("$HUTCH" clone "$tpl" "$a" --share "$E2E_TMP/proj-a:~/proj" 2>&1); rc=$?
 if [ $rc -eq 0 ]; then ok "clone TEMPLATE (with a share)"; else not_ok "clone TEMPLATE (exit $rc)"; diag "$out"; fi
 out=$("$HUTCH" create "$b" --template "$tpl" 2>&1); rc=$?
 if [ $rc -eq 0 ]; then ok "create --template"; else not_ok "create --template (exit $rc)"; diag "$out"; fi
+# a VM with a template's name: clone takes the VM and says so
+check "a VM named like the template (not started)" "$HUTCH" -q create "$tpl" --template "$tpl"
+out=$("$HUTCH" clone "$tpl" "x$$" 2>&1)
+if grep -q "'$tpl' is a VM and a template: cloning the VM" <<<"$out"; then ok "clone NAME when NAME is a VM and a template: says it takes the VM"; else not_ok "clone of a name that is a VM and a template"; diag "$out"; fi
+check "delete that VM" "$HUTCH" -q delete "$tpl"
 check_status "--template with --profile: usage error" 2 "$HUTCH" create "x$$" --template "$tpl" --profile default
 check "start the first" "$HUTCH" -q start "$a"
 check "start the second beside it" "$HUTCH" -q start "$b"
