@@ -414,6 +414,10 @@ cmd_generalise() {
   : >"$ETC/machine-id"
   chmod 0444 "$ETC/machine-id"
   rm -f "$VAR_LIB/dbus/machine-id"
+  # systemd-creds' host key: credentials one VM encrypted would open on every other. (The
+  # random seed stays: shutdown writes a new one anyway, systemd mixes it in without crediting
+  # it, and every VM gets the host's entropy through virtio-rng.)
+  rm -f "$VAR_LIB/systemd/credential.secret"
   # cloud-init's instance state holds the user-data, and with it the source's host key
   if ! "$CLOUD_INIT_CMD" clean --logs </dev/null >&2; then
     say "generalise: cloud-init clean failed" >&2

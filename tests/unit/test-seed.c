@@ -1136,6 +1136,7 @@ static void test_runner_generalise(gconstpointer data) {
   guest_write(g, "etc/machine-id", "3d1219c7c4c5404aaa1f6d2a48adfda4\n", 0444);
   guest_write(g, "var/lib/dbus/machine-id", "3d1219c7c4c5404aaa1f6d2a48adfda4\n", 0644);
   guest_write(g, "var/lib/dhcp/dhclient.eth0.leases", "lease {}\n", 0644);
+  guest_write(g, "var/lib/systemd/credential.secret", "a host secret\n", 0400);
   guest_write(g, "etc/hostname", "dev\n", 0644);
   static const char *const private[] = {
       "home/dev/.bash_history",
@@ -1174,6 +1175,7 @@ static void test_runner_generalise(gconstpointer data) {
   g_assert_cmpstr(machine_id, ==, "");
   g_assert_false(guest_exists(g, "var/lib/dbus/machine-id"));
   g_assert_false(guest_exists(g, "var/lib/dhcp/dhclient.eth0.leases"));
+  g_assert_false(guest_exists(g, "var/lib/systemd/credential.secret"));
   for (gsize i = 0; i < G_N_ELEMENTS(private); i++)
     g_assert_false(guest_exists(g, private[i]));
   g_assert_true(guest_exists(g, "home/dev/notes.txt"));
