@@ -41,8 +41,9 @@ static const Verb verbs[] = {
      "      --cpus N        override the profile's cpus\n"
      "      --memory SIZE   override the profile's memory (e.g. 2GiB)\n"
      "      --disk SIZE     override the profile's disk size (e.g. 20GiB)\n"
-     "      --share HOST:GUEST[:ro|rw]\n"
-     "                      share a host directory (repeatable; default rw)\n"
+     "      --share HOST:GUEST[:OPTION,...]\n"
+     "                      share a host directory (repeatable); OPTION: ro, rw (the\n"
+     "                      default), cache=auto|always|never (hutch-profile(5))\n"
      "      --port [HOST_IP:]HOST[-END]:GUEST[-END][/tcp|/udp]\n"
      "                      forward a host port to the guest (repeatable; host side\n"
      "                      binds 127.0.0.1 unless HOST_IP is given)\n"
@@ -70,16 +71,16 @@ static const Verb verbs[] = {
      "      --memory SIZE            memory (e.g. 8GiB)\n"
      "      --disk SIZE              grow the disk (never shrinks it); the guest's root file\n"
      "                               system grows at the next boot\n"
-     "      --share HOST:GUEST[:ro|rw]\n"
-     "                               add a shared folder (repeatable; same GUEST replaces)\n"
+     "      --share HOST:GUEST[:OPTION,...]\n"
+     "                               add a shared folder (repeatable; same GUEST replaces);\n"
+     "                               OPTION: ro, rw, cache=auto|always|never\n"
      "      --remove-share GUEST     remove the share on guest path GUEST (repeatable)\n"
      "      --port [HOST_IP:]HOST[-END]:GUEST[-END][/tcp|/udp]\n"
      "                               add a port forward (repeatable)\n"
      "      --remove-port HOST[-END][/tcp|/udp]\n"
      "                               remove the port forward from these host ports\n"
      "      --no-ports               remove every port forward (before --port adds any)\n"},
-    {"egress-helper", verb_egress_helper,
-     "a VM's network policy at work (started by hutch start)",
+    {"egress-helper", verb_egress_helper, "a VM's network policy at work (started by hutch start)",
      "usage: hutch egress-helper INSTANCE_DIR RUNTIME_DIR FORWARD... -- PASST_ARGV...\n"
      "\n"
      "Runs passt in a network namespace of its own, where every connection the guest opens\n"
@@ -146,7 +147,8 @@ static const Verb verbs[] = {
      "\n"
      "      --no-wait   return once the domain runs\n"},
     {"run", verb_run, "run one command in a new VM that is deleted afterwards",
-     "usage: hutch run [--profile PROFILE | -f FILE | --template NAME] [--share DIR[:GUEST][:ro]]...\n"
+     "usage: hutch run [--profile PROFILE | -f FILE | --template NAME]\n"
+     "                 [--share DIR[:GUEST][:OPTION,...]]...\n"
      "                 [--port SPEC]...\n"
      "                 [--no-ports] [--egress MODE] [--cpus N] [--memory SIZE] [--disk SIZE]\n"
      "                 [--name NAME] [--keep] -- CMD [ARG...]\n"

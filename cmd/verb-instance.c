@@ -450,10 +450,12 @@ static char *info_element_text(const char *member, JsonObject *o) {
     return text;
   }
   if (strcmp(member, "shares") == 0) {
+    const char *cache = json_object_get_string_member_with_default(o, "cache", "auto");
     return g_strdup_printf(
-        "%s -> %s (%s)", json_object_get_string_member_with_default(o, "host", ""),
+        "%s -> %s (%s%s%s)", json_object_get_string_member_with_default(o, "host", ""),
         json_object_get_string_member_with_default(o, "guest", ""),
-        json_object_get_boolean_member_with_default(o, "writable", FALSE) ? "rw" : "ro");
+        json_object_get_boolean_member_with_default(o, "writable", FALSE) ? "rw" : "ro",
+        strcmp(cache, "auto") ? ", cache " : "", strcmp(cache, "auto") ? cache : "");
   }
   if (strcmp(member, "ports") == 0) {
     g_autofree char *host_ports = range_text(o, "host_start", "host_end");

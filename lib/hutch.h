@@ -88,9 +88,9 @@ HUTCH_PUBLIC gboolean hutch_profile_set_disk(HutchProfile *profile, const char *
 HUTCH_PUBLIC gboolean hutch_profile_set_egress(HutchProfile *profile, const char *mode,
                                                GError **error);
 
-/* --share HOST:GUEST[:ro|rw] and --port [HOST_IP:]HOST[-END]:GUEST[-END][/tcp|/udp], added
- * to the profile under its own rules (a share with the same guest path replaces the
- * profile's; overlapping host ports are refused). */
+/* --share HOST:GUEST[:OPTION,...] (ro, rw, cache=MODE) and --port
+ * [HOST_IP:]HOST[-END]:GUEST[-END][/tcp|/udp], added to the profile under its own rules (a share
+ * with the same guest path replaces the profile's; overlapping host ports are refused). */
 HUTCH_PUBLIC gboolean hutch_profile_add_share_spec(HutchProfile *profile, const char *spec,
                                                    GError **error);
 HUTCH_PUBLIC gboolean hutch_profile_add_port_spec(HutchProfile *profile, const char *spec,

@@ -1392,6 +1392,7 @@ static void describe_profile(JsonObject *o, HutchInstance *instance) {
     json_object_set_string_member(entry, "host", host);
     json_object_set_string_member(entry, "guest", guest);
     json_object_set_boolean_member(entry, "writable", share->writable);
+    json_object_set_string_member(entry, "cache", hutch_share_cache_name(share->cache));
     json_array_add_object_element(shares, entry);
   }
   json_object_set_array_member(o, "shares", shares);

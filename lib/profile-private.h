@@ -40,11 +40,25 @@ struct _HutchImageSpec {
   HutchImageSpec *fallback;
 };
 
+/* How long the guest may keep what it read of a share (virtiofsd's cache policy). */
+typedef enum {
+  HUTCH_SHARE_CACHE_AUTO,   /* names and attributes for 1 s: host edits seen within a second */
+  HUTCH_SHARE_CACHE_ALWAYS, /* kept until the guest drops them, writes cached in the guest
+                               (writeback): fastest, host edits may go unseen */
+  HUTCH_SHARE_CACHE_NEVER,  /* nothing kept: every access asks the host */
+} HutchShareCache;
+
+/* "auto", "always", "never". */
+const char *hutch_share_cache_name(HutchShareCache cache);
+/* FALSE when text is none of them. */
+gboolean hutch_share_cache_parse(const char *text, HutchShareCache *ret_cache);
+
 typedef struct {
   char *host;  /* as written, "~" allowed (host user's home) */
   char *guest; /* as written, "~" allowed (guest user's home) */
   gboolean writable;
   gboolean create; /* create the host directory when missing */
+  HutchShareCache cache;
 } HutchShare;
 
 typedef enum { HUTCH_PROTO_TCP, HUTCH_PROTO_UDP, HUTCH_PROTO_N } HutchProto;
@@ -146,8 +160,9 @@ char *hutch_profile_find(const char *name, GError **error);
 /* Parses a --port / ports: spec "[HOST_IP:]HOST[-END]:GUEST[-END][/tcp|/udp]" (an IPv6
  * HOST_IP in brackets; "PORT" alone means PORT:PORT). Errors: HUTCH_ERROR_USAGE. */
 HutchPort *hutch_port_parse(const char *spec, GError **error);
-/* Parses a --share spec "HOST:GUEST[:ro|rw]" (default rw: the user asked for it
- * explicitly). Paths must be absolute or start with "~". Errors: HUTCH_ERROR_USAGE. */
+/* Parses a --share spec "HOST:GUEST[:OPTION,...]", OPTION one of ro, rw, cache=MODE (default
+ * rw: the user asked for it explicitly). Paths must be absolute or start with "~". Errors:
+ * HUTCH_ERROR_USAGE. */
 HutchShare *hutch_share_parse(const char *spec, GError **error);
 /* Command-line additions, with the rules of the profile: a share with the guest path of an
  * existing one replaces it; a port whose host range overlaps an existing one (same proto) is

@@ -596,6 +596,42 @@ HutchPort *hutch_port_parse(const char *spec, GError **error) {
   return port;
 }
 
+const char *hutch_share_cache_name(HutchShareCache cache) {
+  switch (cache) {
+  case HUTCH_SHARE_CACHE_ALWAYS:
+    return "always";
+  case HUTCH_SHARE_CACHE_NEVER:
+    return "never";
+  case HUTCH_SHARE_CACHE_AUTO:
+  default:
+    return "auto";
+  }
+}
+
+gboolean hutch_share_cache_parse(const char *text, HutchShareCache *ret_cache) {
+  static const HutchShareCache all[] = {HUTCH_SHARE_CACHE_AUTO, HUTCH_SHARE_CACHE_ALWAYS,
+                                        HUTCH_SHARE_CACHE_NEVER};
+  for (gsize i = 0; i < G_N_ELEMENTS(all); i++)
+    if (strcmp(text, hutch_share_cache_name(all[i])) == 0) {
+      *ret_cache = all[i];
+      return TRUE;
+    }
+  return FALSE;
+}
+
+/* The options after the second ':' of a --share spec: "ro", "rw", "cache=MODE", separated
+ * by commas. An error text, or NULL. */
+static char *share_spec_options(const char *text, gboolean *writable, HutchShareCache *cache) {
+  g_auto(GStrv) options = g_strsplit(text, ",", -1);
+  for (char **o = options; *o; o++) {
+    if (strcmp(*o, "ro") == 0 || strcmp(*o, "rw") == 0)
+      *writable = strcmp(*o, "rw") == 0;
+    else if (!g_str_has_prefix(*o, "cache=") || !hutch_share_cache_parse(*o + 6, cache))
+      return g_strdup_printf("'%s' is not an option (ro, rw, cache=auto|always|never)", *o);
+  }
+  return NULL;
+}
+
 HutchShare *hutch_share_parse(const char *spec, GError **error) {
   g_auto(GStrv) parts = g_strsplit(spec, ":", -1);
   guint n = g_strv_length(parts);
@@ -603,13 +639,12 @@ HutchShare *hutch_share_parse(const char *spec, GError **error) {
   g_autofree char *why = NULL;
   g_autofree char *host = NULL, *guest = NULL;
   gboolean writable = TRUE;
+  HutchShareCache cache = HUTCH_SHARE_CACHE_AUTO;
 
-  if (n == 3 && strcmp(parts[2], "ro") != 0 && strcmp(parts[2], "rw") != 0)
-    why = g_strdup_printf("'%s' is not a mode (ro or rw)", parts[2]);
-  else if (n != 2 && n != 3)
-    why = g_strdup("is not a share (HOST:GUEST[:ro|rw])");
-  else
-    writable = n == 2 || strcmp(parts[2], "rw") == 0;
+  if (n != 2 && n != 3)
+    why = g_strdup("is not a share (HOST:GUEST[:OPTION,...]: ro, rw, cache=MODE)");
+  else if (n == 3)
+    why = share_spec_options(parts[2], &writable, &cache);
   if (!why)
     why = check_share_path(parts[0], FALSE, &host);
   if (!why)
@@ -622,6 +657,7 @@ HutchShare *hutch_share_parse(const char *spec, GError **error) {
   share->host = g_steal_pointer(&host);
   share->guest = g_steal_pointer(&guest);
   share->writable = writable;
+  share->cache = cache;
   return share;
 }
 
@@ -1251,11 +1287,24 @@ static gboolean share_create(Loader *l, gpointer target, yaml_node_t *v, const c
   return get_bool(l, v, key, &((HutchShare *)target)->create, error);
 }
 
+static gboolean share_cache(Loader *l, gpointer target, yaml_node_t *v, const char *key,
+                            GError **error) {
+  const char *text = expect_scalar(l, v, key, "auto, always or never", error);
+  if (!text)
+    return FALSE;
+  if (!hutch_share_cache_parse(text, &((HutchShare *)target)->cache)) {
+    g_autofree char *q = quote(text);
+    return fail_at(l, v, key, error, "%s is not a cache mode (auto, always or never)", q);
+  }
+  return TRUE;
+}
+
 static const KeySpec share_keys[] = {
     {"host", share_host},
     {"guest", share_guest},
     {"writable", share_writable},
     {"create", share_create},
+    {"cache", share_cache}, /* one per line */
 };
 
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(HutchShare, hutch_share_free)
@@ -1271,8 +1320,8 @@ static gboolean key_shares(Loader *l, gpointer target, yaml_node_t *v, const cha
   FOR_EACH_ITEM(l, v, item) {
     g_autofree char *item_key = g_strdup_printf("%s[%u]", key, index++);
     g_autoptr(HutchShare) share = g_new0(HutchShare, 1);
-    if (!walk_mapping(l, item, item_key, "a mapping with host, guest, writable, create", share_keys,
-                      G_N_ELEMENTS(share_keys), share, error))
+    if (!walk_mapping(l, item, item_key, "a mapping with host, guest, writable, create, cache",
+                      share_keys, G_N_ELEMENTS(share_keys), share, error))
       return FALSE;
     if (!share->host || !share->guest)
       return fail_at(l, item, item_key, error, "missing %s (a share needs host and guest)",
@@ -2661,6 +2710,8 @@ static void emit_profile(Emit *e, const HutchProfile *p) {
     emit_key_string(e, "guest", share->guest);
     emit_key_bool(e, "writable", share->writable);
     emit_key_bool(e, "create", share->create);
+    if (share->cache != HUTCH_SHARE_CACHE_AUTO)
+      emit_key_string(e, "cache", hutch_share_cache_name(share->cache));
     emit_mapping_end(e);
   }
   emit_sequence_end(e);
@@ -2810,9 +2861,10 @@ char *hutch_profile_to_origins(const HutchProfile *p) {
     const HutchShare *share = g_ptr_array_index(p->shares, i);
     g_autofree char *origin_key = g_strconcat("shares:", share->guest, NULL);
     g_autofree char *key = g_strdup_printf("shares[%u]", i);
-    g_autofree char *value =
-        g_strdup_printf("%s -> %s (%s%s)", share->host, share->guest, share->writable ? "rw" : "ro",
-                        share->create ? ", create" : "");
+    g_autofree char *value = g_strdup_printf(
+        "%s -> %s (%s%s%s%s)", share->host, share->guest, share->writable ? "rw" : "ro",
+        share->create ? ", create" : "", share->cache == HUTCH_SHARE_CACHE_AUTO ? "" : ", cache ",
+        share->cache == HUTCH_SHARE_CACHE_AUTO ? "" : hutch_share_cache_name(share->cache));
     origin_line(out, p, origin_key, key, value);
   }
   for (guint i = 0; i < p->ports->len; i++) {

@@ -58,6 +58,7 @@ typedef struct {
   char *tag;        /* "hutchfs<index>" */
   gboolean readonly; /* the guest cannot write (enforced on the host, see above) */
   gboolean create;   /* host_dir may be missing: hutch_share_start creates it 0700 */
+  HutchShareCache cache; /* virtiofsd's cache policy */
   char *socket;    /* runtime_dir/virtiofs-N.sock */
   char *pidfile;   /* runtime_dir/virtiofs-N.pid */
   char *logfile;   /* runtime_dir/virtiofs-N.log: virtiofsd's stderr */

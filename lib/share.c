@@ -183,6 +183,7 @@ static HutchSharePlanEntry *plan_entry(const HutchShare *share, guint index,
   entry->tag = g_strdup_printf("hutchfs%u", index);
   entry->readonly = !share->writable;
   entry->create = share->create;
+  entry->cache = share->cache;
 
   if (has_control_chars(share->host) || has_control_chars(share->guest)) {
     g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE, "control characters in a path");
@@ -469,8 +470,14 @@ GStrv hutch_share_virtiofsd_argv(const HutchSharePlanEntry *entry, int listen_fd
   builder_take(argv, g_strdup_printf("--fd=%d", listen_fd));
   /* never the host path, which a guest may have changed since it was checked: the checked
    * directory itself, mounted there in virtiofsd's own mount namespace (see child_run) */
+  /* how long the guest keeps names, attributes and data: timeouts of 1 s (auto), none
+   * (never), or until it drops them, with writes cached in the guest (always) */
+  gboolean always = entry->cache == HUTCH_SHARE_CACHE_ALWAYS;
   if (entry->virtiofsd_kind == HUTCH_VIRTIOFSD_RUST) {
     builder_take(argv, g_strdup_printf("--shared-dir=%s", entry->root));
+    builder_take(argv, g_strdup_printf("--cache=%s", hutch_share_cache_name(entry->cache)));
+    if (always)
+      g_strv_builder_add(argv, "--writeback");
     if (unprivileged)
       g_strv_builder_add(argv, "--sandbox=chroot");
     if (entry->readonly)
@@ -483,6 +490,13 @@ GStrv hutch_share_virtiofsd_argv(const HutchSharePlanEntry *entry, int listen_fd
   g_strv_builder_add(argv, "-f");
   g_strv_builder_add(argv, "-o");
   builder_take(argv, g_strdup_printf("source=%s", escaped));
+  g_strv_builder_add(argv, "-o");
+  /* the C virtiofsd's word for never */
+  builder_take(argv, g_strdup_printf("cache=%s", entry->cache == HUTCH_SHARE_CACHE_NEVER
+                                                     ? "none"
+                                                     : hutch_share_cache_name(entry->cache)));
+  if (always)
+    g_strv_builder_addv(argv, (const char *[]){"-o", "writeback", NULL});
   if (unprivileged) {
     /* the namespace sandbox's pivot_root and new /proc need more than a user namespace
      * reliably grants; chroot works there (libvirt-facts: "Shares") */

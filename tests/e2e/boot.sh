@@ -138,7 +138,7 @@ mkdir -p "$E2E_TMP/one" "$E2E_TMP/two"
 echo one-marker >"$E2E_TMP/one/marker"
 echo two-marker >"$E2E_TMP/two/marker"
 check "edit --cpus 1 --memory 1536MiB --disk 6GiB --share x2" "$HUTCH" -q edit "$vm" --cpus 1 --memory 1536MiB --disk 6GiB \
-  --share "$E2E_TMP/one:~/one" --share "$E2E_TMP/two:~/two"
+  --share "$E2E_TMP/one:~/one" --share "$E2E_TMP/two:~/two:cache=always"
 profile_before=$(cat "$XDG_DATA_HOME/hutch/instances/$vm/profile.yaml")
 out=$("$HUTCH" edit "$vm" --memory 2GiB --disk 5GiB 2>&1); rc=$?
 if [ $rc -eq 2 ] && grep -q "disk: 5GiB is smaller than the disk's 6GiB: a disk only grows" <<<"$out"; then ok "a smaller disk is refused"; else not_ok "a smaller disk is refused (exit $rc)"; diag "$out"; fi
@@ -159,6 +159,34 @@ if [ "$root_after" -gt $((root_before + 1500000000)) ]; then ok "the guest's roo
 check "the file survived" bash -c "[ \"\$('$HUTCH' shell '$vm' -- cat survivor)\" = kept ]"
 out=$("$HUTCH" shell "$vm" -- sh -c 'cat ~/one/marker ~/two/marker; findmnt -n -o FSTYPE ~/one; findmnt -n -o FSTYPE ~/two' 2>&1)
 if [ "$out" = "$(printf 'one-marker\ntwo-marker\nvirtiofs\nvirtiofs')" ]; then ok "the guest mounts the shares edit added"; else not_ok "the guest mounts the shares edit added"; diag "$out"; fi
+# Coherence in the default mode (cache auto): a file the guest has read, edited on the host,
+# and a file the host adds, are seen by the guest within about a second. The guest polls (it
+# read the file first, so the old content is in its cache); the host times from its edit to
+# the poller's end, which includes the command's return over SSH.
+"$HUTCH" shell "$vm" -- sh -c 'cat ~/one/marker >/dev/null; ls ~/one >/dev/null; touch ~/one/.polling
+  i=0; while [ $i -lt 200 ]; do
+    [ "$(cat ~/one/marker)" = edited-on-host ] && [ -e ~/one/added-on-host ] && { echo seen; exit 0; }
+    sleep 0.05; i=$((i + 1)); done; echo stale' >"$E2E_TMP/poll.out" 2>&1 &
+poll_pid=$!
+for _ in $(seq 1 600); do [ -e "$E2E_TMP/one/.polling" ] && break; kill -0 $poll_pid 2>/dev/null || break; sleep 0.05; done
+t0=$(date +%s.%N)
+echo edited-on-host >"$E2E_TMP/one/marker"
+: >"$E2E_TMP/one/added-on-host"
+wait $poll_pid
+t1=$(date +%s.%N)
+seen_after=$(awk "BEGIN{printf \"%.2f\", $t1 - $t0}")
+diag "a host edit seen by the guest (default cache) after $seen_after s, SSH return included"
+if [ "$(cat "$E2E_TMP/poll.out")" = seen ] && awk "BEGIN{exit !($seen_after < 3)}"; then ok "the default cache mode: a host edit and a new host file are seen by the guest within ~1 s"; else not_ok "host edits seen by the guest in the default mode ($seen_after s)"; diag "$(cat "$E2E_TMP/poll.out")"; fi
+rm -f "$E2E_TMP/one/.polling" "$E2E_TMP/one/added-on-host"
+echo one-marker >"$E2E_TMP/one/marker"
+# cache=always: virtiofsd runs with it and writeback (the guest caches writes); what the guest
+# writes is on the host when its command has ended (close flushes)
+runtime=${XDG_RUNTIME_DIR:?}/hutch/$vm
+always_args=$(tr '\0' ' ' <"/proc/$(cut -d' ' -f1 "$runtime/virtiofs-1.pid")/cmdline" 2>&1)
+auto_args=$(tr '\0' ' ' <"/proc/$(cut -d' ' -f1 "$runtime/virtiofs-0.pid")/cmdline" 2>&1)
+if grep -q "cache=always -o writeback" <<<"$always_args" && grep -q "cache=auto" <<<"$auto_args" && ! grep -q writeback <<<"$auto_args"; then ok "virtiofsd gets each share's cache mode (always with writeback, auto without)"; else not_ok "virtiofsd's cache options"; diag "$always_args / $auto_args"; fi
+check "a cache=always share: a guest write is on the host when the command ends" bash -c "'$HUTCH' shell '$vm' -- sh -c 'seq 1 20000 > ~/two/written' && [ \"\$(tail -n 1 '$E2E_TMP/two/written')\" = 20000 ]"
+rm -f "$E2E_TMP/two/written"
 # The first share goes: the second's mount tag moves (hutchfs1 -> hutchfs0), so the boot
 # mounts it at the first's old path until start gives the guest its new table.
 check "stop (to remove a share)" "$HUTCH" -q stop "$vm"

@@ -55,7 +55,7 @@ out=$("$HUTCH" info --json "$vm")
 if python3 -c '
 import json, sys
 v = json.load(sys.stdin)
-ok = v["shares"] == [{"host": sys.argv[1], "guest": "/srv/src", "writable": False}] and \
+ok = v["shares"] == [{"host": sys.argv[1], "guest": "/srv/src", "writable": False, "cache": "auto"}] and \
      v["ports"] == [{"host_ip": "127.0.0.1", "host_start": 18000, "host_end": 18009, "guest_start": 8000, "guest_end": 8009, "proto": "tcp"}] and \
      v["forwards"] == []
 sys.exit(0 if ok else 1)' "$E2E_TMP/src" <<<"$out"; then

@@ -118,8 +118,9 @@ static void test_info_shares_ports_forwards(void) {
   json_node_unref(node);
   g_autofree char *home = g_strdup(g_get_home_dir());
   g_autofree char *want = g_strdup_printf(
-      "\"shares\":[{\"host\":\"%s/src\",\"guest\":\"/home/u/Shared\",\"writable\":true},"
-      "{\"host\":\"/srv/data\",\"guest\":\"/mnt/data\",\"writable\":false}],"
+      "\"shares\":[{\"host\":\"%s/src\",\"guest\":\"/home/u/"
+      "Shared\",\"writable\":true,\"cache\":\"auto\"},"
+      "{\"host\":\"/srv/data\",\"guest\":\"/mnt/data\",\"writable\":false,\"cache\":\"auto\"}],"
       "\"ports\":[{\"host_ip\":\"127.0.0.1\",\"host_start\":8000,\"host_end\":9000,"
       "\"guest_start\":8000,\"guest_end\":9000,\"proto\":\"tcp\"},"
       "{\"host_ip\":\"::1\",\"host_start\":5353,\"host_end\":5353,"

@@ -139,6 +139,8 @@ static const ErrorCase error_cases[] = {
      "2:13: image.template: expected a template's name, got a list"},
     {"image-template-and-file.yaml",
      "3:3: image.file: an image is one of file, url, build, template (template given already)"},
+    {"share-bad-cache.yaml", "4:12: shares[0].cache: 'sometimes' is not a cache mode (auto, always "
+                             "or never)"},
     {"network-bad-mode.yaml",
      "2:11: network.egress: 'open' is not an egress mode (none, allowlist, public or "
      "unrestricted)"},
@@ -698,10 +700,14 @@ static void test_share_parse(void) {
   static const struct {
     const char *spec, *host, *guest;
     gboolean writable;
+    HutchShareCache cache;
   } good[] = {
-      {"~/p:/mnt/p", "~/p", "/mnt/p", TRUE},
-      {"/srv/x/:~/x:ro", "/srv/x", "~/x", FALSE},
-      {"/a//b/./c:/c:rw", "/a/b/c", "/c", TRUE},
+      {"~/p:/mnt/p", "~/p", "/mnt/p", TRUE, HUTCH_SHARE_CACHE_AUTO},
+      {"/srv/x/:~/x:ro", "/srv/x", "~/x", FALSE, HUTCH_SHARE_CACHE_AUTO},
+      {"/a//b/./c:/c:rw", "/a/b/c", "/c", TRUE, HUTCH_SHARE_CACHE_AUTO},
+      {"~/n:~/n:cache=always", "~/n", "~/n", TRUE, HUTCH_SHARE_CACHE_ALWAYS},
+      {"~/n:~/n:ro,cache=never", "~/n", "~/n", FALSE, HUTCH_SHARE_CACHE_NEVER},
+      {"~/n:~/n:cache=always,cache=auto,rw", "~/n", "~/n", TRUE, HUTCH_SHARE_CACHE_AUTO},
   };
   for (gsize i = 0; i < G_N_ELEMENTS(good); i++) {
     g_autoptr(GError) error = NULL;
@@ -710,6 +716,7 @@ static void test_share_parse(void) {
     g_assert_cmpstr(share->host, ==, good[i].host);
     g_assert_cmpstr(share->guest, ==, good[i].guest);
     g_assert_cmpint(share->writable, ==, good[i].writable);
+    g_assert_cmpint(share->cache, ==, good[i].cache);
     g_assert_false(share->create);
     hutch_share_free(share);
   }
@@ -720,9 +727,15 @@ static void test_share_parse(void) {
                  "starting with ~/)"},
       {"/x:rel", "invalid share '/x:rel': 'rel' is a relative path (use an absolute path or one "
                  "starting with ~/)"},
-      {"/x:/y:maybe", "invalid share '/x:/y:maybe': 'maybe' is not a mode (ro or rw)"},
-      {"/x", "invalid share '/x': is not a share (HOST:GUEST[:ro|rw])"},
-      {"/x:/y:rw:z", "invalid share '/x:/y:rw:z': is not a share (HOST:GUEST[:ro|rw])"},
+      {"/x:/y:maybe",
+       "invalid share '/x:/y:maybe': 'maybe' is not an option (ro, rw, cache=auto|always|never)"},
+      {"/x:/y:ro,cache=sometimes", "invalid share '/x:/y:ro,cache=sometimes': 'cache=sometimes' "
+                                   "is not an option (ro, rw, cache=auto|always|never)"},
+      {"/x:/y:ro,", "invalid share '/x:/y:ro,': '' is not an option (ro, rw, "
+                    "cache=auto|always|never)"},
+      {"/x", "invalid share '/x': is not a share (HOST:GUEST[:OPTION,...]: ro, rw, cache=MODE)"},
+      {"/x:/y:rw:z",
+       "invalid share '/x:/y:rw:z': is not a share (HOST:GUEST[:OPTION,...]: ro, rw, cache=MODE)"},
       {"~:/x", "invalid share '~:/x': '~' is the whole file system or home (share a directory "
                "below it)"},
       {"/x:~/", "invalid share '/x:~/': '~/' is the whole guest root or home (share a directory "

@@ -453,11 +453,22 @@ static void test_argv(void) {
       nofile.rlim_max == RLIM_INFINITY ? 0ULL : (unsigned long long)nofile.rlim_max);
   assert_argv(unpriv, (const char *[]){"/usr/lib/qemu/virtiofsd", "--fd=3", "-f", "-o",
                                        "source=/run/user/1000/hutch/a\\,b\\\\c/virtiofs-0.root",
-                                       "-o", "sandbox=chroot", rlimit, NULL});
+                                       "-o", "cache=auto", "-o", "sandbox=chroot", rlimit, NULL});
   g_auto(GStrv) root = hutch_share_virtiofsd_argv(&e, 5, FALSE);
-  assert_argv(root,
-              (const char *[]){"/usr/lib/qemu/virtiofsd", "--fd=5", "-f", "-o",
-                               "source=/run/user/1000/hutch/a\\,b\\\\c/virtiofs-0.root", NULL});
+  assert_argv(root, (const char *[]){"/usr/lib/qemu/virtiofsd", "--fd=5", "-f", "-o",
+                                     "source=/run/user/1000/hutch/a\\,b\\\\c/virtiofs-0.root", "-o",
+                                     "cache=auto", NULL});
+  /* the share's cache mode: always caches writes in the guest too; never is C's "none" */
+  e.cache = HUTCH_SHARE_CACHE_ALWAYS;
+  g_auto(GStrv) always = hutch_share_virtiofsd_argv(&e, 5, FALSE);
+  assert_argv(always, (const char *[]){"/usr/lib/qemu/virtiofsd", "--fd=5", "-f", "-o",
+                                       "source=/run/user/1000/hutch/a\\,b\\\\c/virtiofs-0.root",
+                                       "-o", "cache=always", "-o", "writeback", NULL});
+  e.cache = HUTCH_SHARE_CACHE_NEVER;
+  g_auto(GStrv) never = hutch_share_virtiofsd_argv(&e, 5, FALSE);
+  assert_argv(never, (const char *[]){"/usr/lib/qemu/virtiofsd", "--fd=5", "-f", "-o",
+                                      "source=/run/user/1000/hutch/a\\,b\\\\c/virtiofs-0.root",
+                                      "-o", "cache=none", NULL});
   HutchSharePlanEntry r = {
       .host_dir = (char *)"/home/me/not-given",
       .root = (char *)"/run/hutch/a,b/virtiofs-1.root",
@@ -467,12 +478,23 @@ static void test_argv(void) {
   };
   g_auto(GStrv) rust = hutch_share_virtiofsd_argv(&r, 3, TRUE);
   assert_argv(rust, (const char *[]){"/usr/libexec/virtiofsd", "--fd=3",
-                                     "--shared-dir=/run/hutch/a,b/virtiofs-1.root",
+                                     "--shared-dir=/run/hutch/a,b/virtiofs-1.root", "--cache=auto",
                                      "--sandbox=chroot", "--readonly", NULL});
   r.readonly = FALSE;
   g_auto(GStrv) rust_root = hutch_share_virtiofsd_argv(&r, 3, FALSE);
   assert_argv(rust_root, (const char *[]){"/usr/libexec/virtiofsd", "--fd=3",
-                                          "--shared-dir=/run/hutch/a,b/virtiofs-1.root", NULL});
+                                          "--shared-dir=/run/hutch/a,b/virtiofs-1.root",
+                                          "--cache=auto", NULL});
+  r.cache = HUTCH_SHARE_CACHE_ALWAYS;
+  g_auto(GStrv) rust_always = hutch_share_virtiofsd_argv(&r, 3, FALSE);
+  assert_argv(rust_always, (const char *[]){"/usr/libexec/virtiofsd", "--fd=3",
+                                            "--shared-dir=/run/hutch/a,b/virtiofs-1.root",
+                                            "--cache=always", "--writeback", NULL});
+  r.cache = HUTCH_SHARE_CACHE_NEVER;
+  g_auto(GStrv) rust_never = hutch_share_virtiofsd_argv(&r, 3, FALSE);
+  assert_argv(rust_never, (const char *[]){"/usr/libexec/virtiofsd", "--fd=3",
+                                           "--shared-dir=/run/hutch/a,b/virtiofs-1.root",
+                                           "--cache=never", NULL});
 }
 
 static char *map_text(guint32 guest, guint32 host, guint32 start, guint32 count) {
