@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmark 3: file work in a share, against a 9p share and against the guest's own disk.
 #
-#   hutch:     a virtiofs share (hutch start --share HOST:~/Shared)
+#   hutch:     a virtiofs share (hutch start --share HOST:~/Shared), the default cache mode
+#              (auto), and a second one with cache=always (writeback)  -> sharealways-* lines
 #   baseline:  the guest's own disk (virtio-blk, qcow2 overlay, ext4)      -> share-* lines
 #   9p:        a 9p share of another host directory, added to the same domain with virsh
 #              (<filesystem accessmode='squash'>, QEMU's local backend) and mounted as Lima
@@ -31,7 +32,7 @@
 runs=${1:-3}
 files=${2:-20000}
 size=${3:-500}
-estimate $((420 + runs * 3 * (files / 300 + size / 10))) "an image build the first time, one boot, then $runs runs x 3 filesystems"
+estimate $((420 + runs * 4 * (files / 300 + size / 10))) "an image build the first time, one boot, then $runs runs x 4 filesystems"
 
 # Files plus their directories (2 per 25 files) plus virtiofsd's own descriptors.
 hard=$(ulimit -Hn)
@@ -51,8 +52,9 @@ image:
 YAML
 
 share=$BENCH_TMP/share
+share_always=$BENCH_TMP/share-always
 share9p=$BENCH_TMP/share9p
-mkdir -p "$share" "$share9p"
+mkdir -p "$share" "$share_always" "$share9p"
 # QEMU's 9p server runs as this user and, with accessmode squash, ignores the guest's chown:
 # let the guest user write whatever uid it has.
 chmod 0777 "$share9p"
@@ -82,7 +84,7 @@ say "tree: $files files, tar $(du -m "$BENCH_TMP/tree.tar" | cut -f1) MiB"
 vm=bs-$$
 say "hutch start (the first time: builds the image with the generic kernel and git)"
 BENCH_VMS+=("$vm")
-"$HUTCH" start "$vm" -f "$PROFILE" --share "$share:~/Shared" 2>"$BENCH_TMP/$vm.start.log" ||
+"$HUTCH" start "$vm" -f "$PROFILE" --share "$share:~/Shared" --share "$share_always:~/Always:cache=always" 2>"$BENCH_TMP/$vm.start.log" ||
   { say "hutch start $vm failed:"; sed 's/^/#   /' "$BENCH_TMP/$vm.start.log" >&2; exit 1; }
 in_guest() { "$HUTCH" shell "$vm" -- "$@"; }
 
@@ -139,28 +141,33 @@ measure() {  # measure WHAT DIR: WHAT is virtiofs, disk or 9p
     v=$(elapsed "$a" "$b")
     case $1 in
       virtiofs) sample "share-$op" hutch "$v" "$LOAD"; sample "share9p-$op" hutch "$v" "$LOAD" ;;
-      disk) sample "share-$op" baseline "$v" "$LOAD" ;;
+      always) sample "sharealways-$op" hutch "$v" "$LOAD" ;;
+      disk) sample "share-$op" baseline "$v" "$LOAD"; sample "sharealways-$op" baseline "$v" "$LOAD" ;;
       9p) sample "share9p-$op" baseline "$v" "$LOAD" ;;
     esac
   done <<<"$out"
 }
 
 # The order rotates run by run, so that no filesystem always goes first.
-orders=("virtiofs:Shared/bench disk:disk/bench 9p:/mnt/9p/bench"
-        "disk:disk/bench 9p:/mnt/9p/bench virtiofs:Shared/bench"
-        "9p:/mnt/9p/bench virtiofs:Shared/bench disk:disk/bench")
+orders=("virtiofs:Shared/bench disk:disk/bench 9p:/mnt/9p/bench always:Always/bench"
+        "disk:disk/bench always:Always/bench 9p:/mnt/9p/bench virtiofs:Shared/bench"
+        "always:Always/bench 9p:/mnt/9p/bench virtiofs:Shared/bench disk:disk/bench")
 for r in $(seq 1 "$runs"); do
   for side in ${orders[$(( (r - 1) % 3 ))]}; do
     measure "${side%%:*}" "${side#*:}"
   done
 done
 
-for fs in share share9p; do
-  if [ $fs = share ]; then against="guest disk"; else against="9p share"; fi
-  result $fs-untar s "untar $files files: virtiofs vs $against"
-  result $fs-find s "find | wc -l: virtiofs vs $against"
-  result $fs-git s "git status: virtiofs vs $against"
-  result $fs-write s "$size MiB sequential write: virtiofs vs $against"
-  result $fs-read s "$size MiB sequential read: virtiofs vs $against"
+for fs in share share9p sharealways; do
+  case $fs in
+    share) what=virtiofs against="guest disk" ;;
+    share9p) what=virtiofs against="9p share" ;;
+    sharealways) what="virtiofs cache=always" against="guest disk" ;;
+  esac
+  result $fs-untar s "untar $files files: $what vs $against"
+  result $fs-find s "find | wc -l: $what vs $against"
+  result $fs-git s "git status: $what vs $against"
+  result $fs-write s "$size MiB sequential write: $what vs $against"
+  result $fs-read s "$size MiB sequential read: $what vs $against"
 done
 bench_write_json runs="$runs" files="$files" size_mib="$size" kernel=linux-image-amd64 ninep_mount="version=9p2000.L,msize=131072,cache=mmap"
