@@ -7,6 +7,7 @@
 #include <libxml/parser.h>
 #include <libxml/tree.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -1102,6 +1103,17 @@ static gboolean start_steps(HutchContext *ctx, HutchInstance *instance, gboolean
       return FALSE;
     hutch_progress_end(ctx, "shares", "virtiofsd for %u folder%s", share_plan->len,
                        share_plan->len == 1 ? "" : "s");
+    /* unprivileged, virtiofsd has the user's hard open-file limit (root's gets 1,000,000) */
+    struct rlimit nofile = {0};
+    if (geteuid() != 0 && getrlimit(RLIMIT_NOFILE, &nofile) == 0 &&
+        nofile.rlim_max != RLIM_INFINITY) {
+      for (guint i = 0; i < share_plan->len; i++) {
+        g_autofree char *crowded =
+            hutch_share_crowded(g_ptr_array_index(share_plan, i), (guint64)nofile.rlim_max);
+        if (crowded)
+          hutch_progress_note(ctx, "%s", crowded);
+      }
+    }
   }
 
   g_autoptr(HutchEgressPolicy) policy =

@@ -155,6 +155,15 @@ gboolean hutch_share_parse_subid(const char *text, const char *user, guint32 uid
  * that root does not own, or cannot be created). */
 gboolean hutch_share_start(GPtrArray *plan, guint guest_uid, guint guest_gid, GError **error);
 
+/* virtiofsd keeps a descriptor open for every file and directory the guest has looked up, up
+ * to its open-file limit (virtiofsd's own and a margin aside). The files and directories
+ * below dir_fd (an open directory, links not followed), counted up to cap + 1. */
+guint64 hutch_share_count_entries(int dir_fd, guint64 cap);
+/* What the start says when entry's host directory holds more than a virtiofsd with the
+ * open-file limit nofile can keep open (the guest would meet "Too many open files" partway
+ * through a walk of it), else NULL. entry->dir_fd must be open. */
+char *hutch_share_crowded(const HutchSharePlanEntry *entry, guint64 nofile);
+
 /* Stops the virtiofsd processes whose pidfiles are in runtime_dir (they exit by themselves
  * when QEMU disconnects) and removes their sockets, pidfiles and (empty) mount points; logs
  * stay. Needs no plan, so

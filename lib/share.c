@@ -3,6 +3,7 @@
 #define _GNU_SOURCE
 #include "config.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <glib/gstdio.h>
@@ -1022,6 +1023,62 @@ gboolean hutch_share_start(GPtrArray *plan, guint guest_uid, guint guest_gid, GE
     }
   }
   return TRUE;
+}
+
+/* ---- the open-file limit ---------------------------------------------------------------- */
+
+/* Descriptors virtiofsd holds besides the guest's inodes (its sockets, logs, threads' own),
+ * with room to spare. */
+#define VIRTIOFSD_OWN_FDS 500
+
+static void count_below(int dir_fd, guint64 cap, guint64 *count) {
+  int fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  DIR *dir = fd >= 0 ? fdopendir(fd) : NULL;
+  if (!dir) {
+    if (fd >= 0)
+      close(fd);
+    return;
+  }
+  /* the subdirectories are read after this one is closed: one descriptor per level at most */
+  g_autoptr(GPtrArray) subdirs = g_ptr_array_new_with_free_func(g_free);
+  struct dirent *d;
+  while (*count <= cap && (d = readdir(dir))) {
+    if (strcmp(d->d_name, ".") == 0 || strcmp(d->d_name, "..") == 0)
+      continue;
+    (*count)++;
+    if (d->d_type == DT_DIR)
+      g_ptr_array_add(subdirs, g_strdup(d->d_name));
+  }
+  for (guint i = 0; i < subdirs->len && *count <= cap; i++) {
+    const char *name = g_ptr_array_index(subdirs, i);
+    int sub = openat(dirfd(dir), name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (sub < 0)
+      continue;
+    count_below(sub, cap, count);
+    close(sub);
+  }
+  closedir(dir);
+}
+
+guint64 hutch_share_count_entries(int dir_fd, guint64 cap) {
+  guint64 count = 0;
+  count_below(dir_fd, cap, &count);
+  return count;
+}
+
+char *hutch_share_crowded(const HutchSharePlanEntry *entry, guint64 nofile) {
+  if (nofile == 0 || nofile == G_MAXUINT64 || entry->dir_fd < 0)
+    return NULL;
+  guint64 room = nofile > VIRTIOFSD_OWN_FDS ? nofile - VIRTIOFSD_OWN_FDS : 0;
+  if (hutch_share_count_entries(entry->dir_fd, room) <= room)
+    return NULL;
+  return g_strdup_printf(
+      "share %s holds more than %" G_GUINT64_FORMAT " files and directories, and its virtiofsd "
+      "keeps one open for each the guest looks at, up to the open-file limit (%" G_GUINT64_FORMAT
+      "): a guest that goes through all of them (find, git status, a build) meets \"Too many "
+      "open files\". Raise the hard limit (hutch doctor says how), or keep such a tree on the "
+      "guest's own disk",
+      entry->host_dir, room, nofile);
 }
 
 /* ---- stopping ------------------------------------------------------------------------- */

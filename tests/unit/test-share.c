@@ -1,8 +1,11 @@
 /* test-share.c: share planning, virtiofsd's command line and id mapping (pure), and a real
  * virtiofsd started and stopped as the user running the test. */
+#define _GNU_SOURCE /* O_PATH */
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <glib/gstdio.h>
 #include <signal.h>
@@ -842,6 +845,50 @@ static void test_stop_reused_pid(void) {
   waitpid(child, NULL, 0);
 }
 
+/* The files and directories below a share, counted up to a cap, links not followed; the
+ * start's warning when they outnumber what virtiofsd can keep open. */
+static void test_crowded(void) {
+  g_autofree char *root = g_dir_make_tmp("hutch-crowded-XXXXXX", NULL);
+  g_assert_nonnull(root);
+  /* 3 directories of 10 files, and one of 4 directories nested 4 deep: 30 + 3 + 4 = 37 */
+  for (int d = 0; d < 3; d++) {
+    g_autofree char *dir = g_strdup_printf("%s/pkg-%d", root, d);
+    g_assert_cmpint(g_mkdir(dir, 0700), ==, 0);
+    for (int f = 0; f < 10; f++) {
+      g_autofree char *file = g_strdup_printf("%s/f%d", dir, f);
+      g_assert_true(g_file_set_contents(file, "x", 1, NULL));
+    }
+  }
+  g_autofree char *deep = g_strdup_printf("%s/a/b/c/d", root);
+  g_assert_cmpint(g_mkdir_with_parents(deep, 0700), ==, 0);
+  /* a link to a directory is one entry, and is not followed */
+  g_autofree char *link = g_strdup_printf("%s/a/up", root);
+  g_assert_cmpint(symlink(root, link), ==, 0);
+  int fd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  g_assert_cmpint(fd, >=, 0);
+  g_assert_cmpuint(hutch_share_count_entries(fd, 1000), ==, 38);
+  /* it stops once past the cap */
+  g_assert_cmpuint(hutch_share_count_entries(fd, 10), ==, 11);
+  g_assert_cmpuint(hutch_share_count_entries(fd, 0), ==, 1);
+
+  HutchSharePlanEntry e = {.host_dir = root, .dir_fd = fd};
+  /* 500 of the limit are virtiofsd's own */
+  g_assert_null(hutch_share_crowded(&e, 500 + 38));
+  g_assert_null(hutch_share_crowded(&e, G_MAXUINT64));
+  g_autofree char *warning = hutch_share_crowded(&e, 500 + 37);
+  g_assert_nonnull(warning);
+  g_autofree char *want = g_strdup_printf(
+      "share %s holds more than 37 files and directories, and its virtiofsd keeps one open for "
+      "each the guest looks at, up to the open-file limit (537): a guest that goes through all "
+      "of them (find, git status, a build) meets \"Too many open files\". Raise the hard limit "
+      "(hutch doctor says how), or keep such a tree on the guest's own disk",
+      root);
+  g_assert_cmpstr(warning, ==, want);
+  close(fd);
+  g_autofree char *rm = g_strdup_printf("rm -rf '%s'", root);
+  g_assert_cmpint(system(rm), ==, 0);
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/share/help", test_help);
@@ -852,6 +899,7 @@ int main(int argc, char **argv) {
   g_test_add_func("/share/record", test_record);
   g_test_add_func("/share/record-identity", test_record_identity);
   g_test_add_func("/share/argv", test_argv);
+  g_test_add_func("/share/crowded", test_crowded);
   g_test_add_func("/share/id-map", test_id_map);
   g_test_add_func("/share/subid", test_subid);
   g_test_add_func("/share/start-stop", test_start_stop);
