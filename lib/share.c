@@ -1031,7 +1031,11 @@ gboolean hutch_share_start(GPtrArray *plan, guint guest_uid, guint guest_gid, GE
  * with room to spare. */
 #define VIRTIOFSD_OWN_FDS 500
 
-static void count_below(int dir_fd, guint64 cap, guint64 *count) {
+/* How deep the count goes: a guest can nest directories without end in a writable share, and
+ * the walk is recursive (what is deeper goes uncounted: a warning missed, nothing more). */
+#define COUNT_DEPTH_MAX 64
+
+static void count_below(int dir_fd, guint depth, guint64 cap, guint64 *count) {
   int fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   DIR *dir = fd >= 0 ? fdopendir(fd) : NULL;
   if (!dir) {
@@ -1049,12 +1053,12 @@ static void count_below(int dir_fd, guint64 cap, guint64 *count) {
     if (d->d_type == DT_DIR)
       g_ptr_array_add(subdirs, g_strdup(d->d_name));
   }
-  for (guint i = 0; i < subdirs->len && *count <= cap; i++) {
+  for (guint i = 0; i < subdirs->len && *count <= cap && depth < COUNT_DEPTH_MAX; i++) {
     const char *name = g_ptr_array_index(subdirs, i);
     int sub = openat(dirfd(dir), name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (sub < 0)
       continue;
-    count_below(sub, cap, count);
+    count_below(sub, depth + 1, cap, count);
     close(sub);
   }
   closedir(dir);
@@ -1062,7 +1066,7 @@ static void count_below(int dir_fd, guint64 cap, guint64 *count) {
 
 guint64 hutch_share_count_entries(int dir_fd, guint64 cap) {
   guint64 count = 0;
-  count_below(dir_fd, cap, &count);
+  count_below(dir_fd, 0, cap, &count);
   return count;
 }
 

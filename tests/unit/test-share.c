@@ -885,6 +885,22 @@ static void test_crowded(void) {
       root);
   g_assert_cmpstr(warning, ==, want);
   close(fd);
+  /* a guest nests directories without end: the count stops at 64 levels */
+  g_autofree char *nest = g_strdup_printf("%s/nest", root);
+  g_assert_cmpint(g_mkdir(nest, 0700), ==, 0);
+  int nest_fd = open(nest, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  g_assert_cmpint(nest_fd, >=, 0);
+  int at = open(nest, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  for (int level = 0; level < 200; level++) {
+    g_assert_cmpint(mkdirat(at, "d", 0700), ==, 0);
+    int next = openat(at, "d", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    g_assert_cmpint(next, >=, 0);
+    close(at);
+    at = next;
+  }
+  close(at);
+  g_assert_cmpuint(hutch_share_count_entries(nest_fd, 100000), ==, 65);
+  close(nest_fd);
   g_autofree char *rm = g_strdup_printf("rm -rf '%s'", root);
   g_assert_cmpint(system(rm), ==, 0);
 }
