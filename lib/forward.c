@@ -673,20 +673,18 @@ static HutchSsh *helper_connect(const Helper *h, GError **error) {
 }
 
 /* The detached helper (the grandchild of `hutch forward`): never returns. */
-static G_GNUC_NORETURN void helper_main(const Helper *h) {
+static G_GNUC_NORETURN void helper_main(Helper *h) {
   int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
   if (devnull < 0 || dup2(devnull, STDIN_FILENO) < 0 || dup2(devnull, STDOUT_FILENO) < 0 ||
       dup2(h->log_fd, STDERR_FILENO) < 0)
     _exit(127);
   /* the caller's other descriptors (its libvirt connection) must not stay open here */
-  int keep[] = {h->listen_fd, h->status_fd, STDERR_FILENO};
-  for (int fd = 3; fd < 1024; fd++) {
-    gboolean kept = fd == devnull;
-    for (gsize i = 0; i < G_N_ELEMENTS(keep); i++)
-      kept |= fd == keep[i];
-    if (!kept)
-      close(fd);
-  }
+  int keep[] = {h->listen_fd, h->status_fd};
+  if (hutch_keep_only_fds(keep, G_N_ELEMENTS(keep)) < 0)
+    _exit(127);
+  h->listen_fd = keep[0];
+  h->status_fd = keep[1];
+  h->log_fd = STDERR_FILENO;
   prctl(PR_SET_NAME, HUTCH_FORWARD_COMM, 0, 0, 0);
   signal(SIGPIPE, SIG_IGN);
   sigset_t stop_signals;
@@ -820,39 +818,38 @@ static HutchInstance *running_instance(HutchContext *ctx, const char *name, GErr
   return instance;
 }
 
-gboolean hutch_forward_add(HutchContext *ctx, const char *name, const char *spec, GError **error) {
-  HutchPort *port = hutch_forward_parse(spec, error);
-  if (!port)
-    return FALSE;
-  gboolean ok = FALSE;
-  int listen_fd = -1, log_fd = -1;
-  g_autofree char *host_key = NULL, *client_key = NULL, *log_path = NULL;
+static gboolean forward_add(HutchContext *ctx, const char *name, const HutchPort *port,
+                            GError **error) {
   g_autoptr(HutchInstance) instance = running_instance(ctx, name, error);
   if (!instance)
-    goto out;
+    return FALSE;
   const char *runtime_dir = instance->meta->runtime_dir;
   if (!hutch_mkdir(runtime_dir, 0700, error))
-    goto out;
+    return FALSE;
   if (forward_pid(runtime_dir, port->host_start) > 0) {
     g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PORT_IN_USE,
                 "host port %u is forwarded to '%s' already (hutch forward %s --remove %u)",
                 port->host_start, name, name, port->host_start);
-    goto out;
+    return FALSE;
   }
   remove_forward_files(runtime_dir, port->host_start);
-  if (!(host_key = hutch_instance_host_key(instance, error)) ||
-      !(client_key = hutch_ssh_client_key(NULL, error)))
-    goto out;
-  listen_fd = listen_on(port->host_ip, port->host_start, error);
+  g_autofree char *host_key = hutch_instance_host_key(instance, error);
+  if (!host_key)
+    return FALSE;
+  g_autofree char *client_key = hutch_ssh_client_key(NULL, error);
+  if (!client_key)
+    return FALSE;
+  hutch_autofd int listen_fd = listen_on(port->host_ip, port->host_start, error);
   if (listen_fd < 0)
-    goto out;
-  log_path = forward_file(runtime_dir, port->host_start, "log");
-  log_fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+    return FALSE;
+  g_autofree char *log_path = forward_file(runtime_dir, port->host_start, "log");
+  hutch_autofd int log_fd =
+      open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (log_fd < 0) {
     int saved = errno;
     g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "creating %s: %s", log_path,
                 g_strerror(saved));
-    goto out;
+    return FALSE;
   }
   Helper helper = {
       .runtime_dir = runtime_dir,
@@ -865,12 +862,14 @@ gboolean hutch_forward_add(HutchContext *ctx, const char *name, const char *spec
       .listen_fd = listen_fd,
       .log_fd = log_fd,
   };
-  ok = spawn_helper(&helper, error);
-out:
-  if (listen_fd >= 0)
-    close(listen_fd);
-  if (log_fd >= 0)
-    close(log_fd);
+  return spawn_helper(&helper, error);
+}
+
+gboolean hutch_forward_add(HutchContext *ctx, const char *name, const char *spec, GError **error) {
+  HutchPort *port = hutch_forward_parse(spec, error);
+  if (!port)
+    return FALSE;
+  gboolean ok = forward_add(ctx, name, port, error);
   if (!ok)
     g_prefix_error(error, "forwarding %s to '%s': ", spec, name);
   hutch_port_free(port);

@@ -44,6 +44,16 @@ double hutch_now(void);
  * see SIGHUP or SIGTERM. */
 void hutch_unblock_signals(void);
 
+/* A descriptor closed when it goes out of scope (-1: nothing to close), like GLib's
+ * g_autofd (2.76, newer than Debian 12's): `hutch_autofd int fd = open(...)`. */
+void hutch_close_fdp(int *fd);
+#define hutch_autofd __attribute__((cleanup(hutch_close_fdp)))
+
+/* For a child that keeps running without exec (async-signal-safe): moves fds[0..n-1] to
+ * descriptors 3, 4, ... (updating fds) and closes every other descriptor above 2, whatever
+ * the calling program had open. 0, or -1 with errno. */
+int hutch_keep_only_fds(int *fds, unsigned n);
+
 /* The user's hutch directories (XDG base directories with a "hutch" component), newly
  * allocated. runtime: $XDG_RUNTIME_DIR/hutch (GLib falls back to the cache directory when
  * XDG_RUNTIME_DIR is unset). */

@@ -8,7 +8,9 @@
 #include <glib/gstdio.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
@@ -234,6 +236,41 @@ void hutch_unblock_signals(void) {
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+void hutch_close_fdp(int *fd) {
+  if (*fd >= 0) {
+    int saved = errno;
+    close(*fd);
+    errno = saved;
+    *fd = -1;
+  }
+}
+
+int hutch_keep_only_fds(int *fds, unsigned n) {
+  /* above every target first, so that no dup2 below overwrites a descriptor still to move */
+  int floor = 3 + (int)n;
+  for (unsigned i = 0; i < n; i++) {
+    if (fds[i] < floor && (fds[i] = fcntl(fds[i], F_DUPFD, floor)) < 0)
+      return -1;
+  }
+  for (unsigned i = 0; i < n; i++) {
+    if (dup2(fds[i], 3 + (int)i) < 0)
+      return -1;
+    fds[i] = 3 + (int)i;
+  }
+#ifdef SYS_close_range
+  if (syscall(SYS_close_range, (unsigned)floor, ~0u, 0u) == 0)
+    return 0;
+#endif
+  /* a kernel before 5.9: every descriptor up to the limit */
+  struct rlimit nofile;
+  long last = getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY
+                  ? (long)nofile.rlim_cur
+                  : 65536;
+  for (long fd = floor; fd < last; fd++)
+    close((int)fd);
+  return 0;
 }
 
 double hutch_now(void) {

@@ -3,12 +3,14 @@
  * argv[0], and forks that name themselves. */
 #include "config.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <glib/gstdio.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -272,6 +274,55 @@ static void test_bad_pidfiles(Fixture *f, gconstpointer data) {
   }
 }
 
+/* A helper that runs on without exec keeps the descriptors it names, moved to 3, 4, ..., and
+ * none of the others its parent had (wherever they were: low, high, the kept ones' old
+ * numbers). Checked in a child, which reports through its exit status. */
+static int keep_only_child(void) {
+  int a[2], b[2];
+  if (pipe(a) < 0 || pipe(b) < 0)
+    return 10;
+  int high = fcntl(a[0], F_DUPFD, 700);
+  int kept_write = fcntl(b[1], F_DUPFD, 900);
+  if (high < 0 || kept_write < 0)
+    return 11;
+  struct stat want_read, want_write;
+  if (fstat(a[0], &want_read) < 0 || fstat(b[1], &want_write) < 0)
+    return 12;
+  int fds[] = {a[0], kept_write};
+  if (hutch_keep_only_fds(fds, 2) < 0 || fds[0] != 3 || fds[1] != 4)
+    return 13;
+  struct stat got_read, got_write;
+  if (fstat(3, &got_read) < 0 || fstat(4, &got_write) < 0 || got_read.st_ino != want_read.st_ino ||
+      got_write.st_ino != want_write.st_ino)
+    return 14;
+  /* 0-2, 3, 4 and the directory being read; nothing else */
+  DIR *dir = opendir("/proc/self/fd");
+  if (!dir)
+    return 15;
+  struct dirent *d;
+  int others = 0;
+  while ((d = readdir(dir))) {
+    int fd = atoi(d->d_name);
+    if (d->d_name[0] != '.' && fd > 4 && fd != dirfd(dir))
+      others++;
+  }
+  closedir(dir);
+  return others == 0 ? 0 : 20 + MIN(others, 9);
+}
+
+static void test_keep_only_fds(Fixture *f, gconstpointer data) {
+  (void)f;
+  (void)data;
+  pid_t pid = fork();
+  g_assert_cmpint(pid, >=, 0);
+  if (pid == 0)
+    _exit(keep_only_child());
+  int status = 0;
+  g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+  g_assert_true(WIFEXITED(status));
+  g_assert_cmpint(WEXITSTATUS(status), ==, 0);
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
 #define ADD(path, fn) g_test_add(path, Fixture, NULL, fixture_set_up, fn, fixture_tear_down)
@@ -282,5 +333,6 @@ int main(int argc, char **argv) {
   ADD("/pidfile/comm", test_comm);
   ADD("/pidfile/not-dumpable", test_not_dumpable);
   ADD("/pidfile/bad-pidfiles", test_bad_pidfiles);
+  ADD("/pidfile/keep-only-fds", test_keep_only_fds);
   return g_test_run();
 }
