@@ -469,7 +469,22 @@ static gboolean create_locked(HutchContext *ctx, const char *name, HutchInstance
   double started = hutch_now();
   gboolean was_running = FALSE;
   g_autofree char *temp = NULL;
+  /* The source's secrets (the credential broker's host variables) are not the copy's: out of
+   * this process's environment while the copy runs, so that its helpers and supervisor never
+   * hold their values; back for the source's own start. */
+  g_auto(GStrv) secret_vars = hutch_broker_env_names(instance->meta->instance_dir);
+  g_autoptr(GPtrArray) hidden = g_ptr_array_new_with_free_func(g_free);
+  for (char **v = secret_vars; v && *v; v++) {
+    const char *value = g_getenv(*v);
+    if (!value)
+      continue;
+    g_ptr_array_add(hidden, g_strdup(*v));
+    g_ptr_array_add(hidden, g_strdup(value));
+    g_unsetenv(*v);
+  }
   gboolean ok = create_steps(ctx, name, instance, &was_running, &temp, error);
+  for (guint i = 0; i + 1 < hidden->len; i += 2)
+    g_setenv(g_ptr_array_index(hidden, i), g_ptr_array_index(hidden, i + 1), TRUE);
   if (temp) {
     g_autoptr(GError) delete_error = NULL;
     if (!hutch_instance_delete(ctx, temp, TRUE, &delete_error))
