@@ -67,9 +67,9 @@ void cli_watch_begin(CliWatch *w, Cli *cli, const char *vm, const char *doing) {
 int cli_watch_signo(CliWatch *w) { return g_atomic_int_get(&w->signo); }
 
 int cli_watch_end(CliWatch *w) {
-  int signo = g_atomic_int_get(&w->signo);
-  if (!signo)
-    kill(getpid(), SIGUSR1); /* blocked everywhere: the watcher's sigwait takes it */
+  /* blocked everywhere: the watcher's sigwait (or, after a signal, its sigtimedwait) takes
+   * it */
+  kill(getpid(), SIGUSR1);
   g_thread_join(w->thread);
   pthread_sigmask(SIG_SETMASK, &w->saved, NULL);
   return g_atomic_int_get(&w->signo);
