@@ -17,6 +17,11 @@
 
 set -uo pipefail
 
+# grep -q stops reading at its first match: under pipefail the writer then dies of SIGPIPE
+# and the pipeline fails as if nothing had matched (a flaky "not found"). has reads all of
+# its input: `producer | has [GREP_OPTIONS] PATTERN`.
+has() { grep "$@" >/dev/null; }
+
 : "${HUTCH:?HUTCH must name the hutch binary}"
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 HUTCH_SOURCE_DIR=${HUTCH_SOURCE_DIR:-$(cd "$BENCH_DIR/../.." && pwd)}

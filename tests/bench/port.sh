@@ -40,7 +40,7 @@ download() {  # download SIDE PORT
 
 # the guest's downloads from a host server standing in for one outside
 outside=198.51.100.2
-ip -4 addr show | grep -q "inet $outside/" || { say "$outside is not on this host (tests/run adds it on lo as root)"; exit 1; }
+ip -4 addr show | has "inet $outside/" || { say "$outside is not on this host (tests/run adds it on lo as root)"; exit 1; }
 export HUTCH_EGRESS_TEST_OUTSIDE=$outside
 mkdir -p "$BENCH_TMP/www" && truncate -s "${size}M" "$BENCH_TMP/www/big"
 www_port=$(free_port)

@@ -84,7 +84,7 @@ if grep -qx "  broken-optional: this step fails on purpose" "$start_log"; then o
 out=$("$HUTCH" info --json "$vm" 2>&1)
 if python3 -c 'import json,sys; f=json.load(sys.stdin)["optional_failed"]; sys.exit(f != [{"index": 3, "name": "broken-optional", "status": 3, "reason": "this step fails on purpose"}])' <<<"$out"; then
   ok "info --json lists the failed optional step with its status and reason"
-  if "$HUTCH" info "$vm" 2>&1 | grep -q "^optional_failed *broken-optional: this step fails on purpose$"; then ok "info names it with its reason"; else not_ok "info names it with its reason"; diag "$("$HUTCH" info "$vm" 2>&1)"; fi
+  if "$HUTCH" info "$vm" 2>&1 | has "^optional_failed *broken-optional: this step fails on purpose$"; then ok "info names it with its reason"; else not_ok "info names it with its reason"; diag "$("$HUTCH" info "$vm" 2>&1)"; fi
 else
   not_ok "info --json lists the failed optional step with its status and reason"; diag "$out"
 fi

@@ -14,7 +14,7 @@ require_libvirt
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 outside_addr=198.51.100.2
-if ! ip -4 addr show | grep -q "inet $outside_addr/"; then
+if ! ip -4 addr show | has "inet $outside_addr/"; then
   echo "Bail out! the test address $outside_addr is not on this host (tests/run adds it on lo as root)"
   exit 1
 fi
@@ -244,7 +244,7 @@ if [ "$(header_of_last X-Api-Key)" = "$placeholder" ]; then ok "a request to ano
 : >"$requests"
 got=$(as_user sh -c 'curl -sS -m 20 -H "x-api-key: $CANARY_KEY" http://api.broker.test:'"$plain_port"'/plain' 2>&1)
 if [ "$(header_of_last X-Api-Key)" = "$placeholder" ]; then ok "plain HTTP to the secret's name on another port carries the placeholder (never in clear text)"; else not_ok "plain HTTP carries the placeholder"; diag "$got"; diag "$(last_request)"; fi
-if grep '"verdict":"keep"' "$instance_dir/egress.log" | grep -q CANARY_KEY; then ok "the log says the placeholder went out as it is"; else not_ok "the log says the placeholder went out as it is"; diag "$(tail -5 "$instance_dir/egress.log")"; fi
+if grep '"verdict":"keep"' "$instance_dir/egress.log" | has CANARY_KEY; then ok "the log says the placeholder went out as it is"; else not_ok "the log says the placeholder went out as it is"; diag "$(tail -5 "$instance_dir/egress.log")"; fi
 # The guest cannot pick the server the value goes to: the broker connects to the name the
 # guest looked up, and a request whose Host header (or absolute target) names another server
 # gets no value (a front end that routes by Host could take it elsewhere).
@@ -255,7 +255,7 @@ if [ "$(header_of_last X-Api-Key)" = "$placeholder" ] && [ "$(header_of_last Hos
 else
   not_ok "a request whose Host names another server gets no value"; diag "$got"; diag "$(last_request)"
 fi
-if tail -3 "$instance_dir/egress.log" | grep '"verdict":"keep"' | grep -q "Host header"; then ok "the log says why: the Host header"; else not_ok "the log says the Host header kept the value out"; diag "$(tail -3 "$instance_dir/egress.log")"; fi
+if tail -3 "$instance_dir/egress.log" | grep '"verdict":"keep"' | has "Host header"; then ok "the log says why: the Host header"; else not_ok "the log says the Host header kept the value out"; diag "$(tail -3 "$instance_dir/egress.log")"; fi
 # A server that echoes the key back: the answer is cut before the value reaches the guest
 got=$(as_user sh -c 'curl -sS -m 20 -H "Authorization: Bearer $CANARY_KEY" https://api.broker.test:'"$tls_port"'/echo' 2>&1)
 if ! grep -q -e "$canary" <<<"$got" && grep -q "the answer held the real value of CANARY_KEY" "$instance_dir/egress.log"; then
@@ -332,7 +332,7 @@ if [ -z "$got" ] || grep -q "No such file" <<<"$got"; then ok "passt's environme
 leaks=""
 for e in /proc/[0-9]*/environ; do
   [ -O "$e" ] || continue
-  if tr '\0' '\n' <"$e" 2>/dev/null | grep -q -e "$canary" -e "$file_canary"; then
+  if tr '\0' '\n' <"$e" 2>/dev/null | has -e "$canary" -e "$file_canary"; then
     leaks="$leaks $(cat "${e%/environ}/comm" 2>/dev/null)"
   fi
 done

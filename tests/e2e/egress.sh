@@ -18,7 +18,7 @@ free_udp_port() { python3 -c 'import socket; s=socket.socket(type=socket.SOCK_DG
 host_addr=198.51.100.1
 outside_addr=198.51.100.2
 for a in $host_addr $outside_addr; do
-  if ! ip -4 addr show | grep -q "inet $a/"; then
+  if ! ip -4 addr show | has "inet $a/"; then
     echo "Bail out! the test address $a is not on this host (tests/run adds it on lo as root)"
     exit 1
   fi

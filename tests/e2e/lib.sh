@@ -12,6 +12,11 @@
 
 set -uo pipefail
 
+# grep -q stops reading at its first match: under pipefail the writer then dies of SIGPIPE
+# and the pipeline fails as if nothing had matched (a flaky "not found"). has reads all of
+# its input: `producer | has [GREP_OPTIONS] PATTERN`.
+has() { grep "$@" >/dev/null; }
+
 : "${HUTCH:?HUTCH must name the hutch binary (meson test sets it)}"
 : "${HUTCH_SOURCE_DIR:?}"
 export LIBVIRT_DEFAULT_URI=qemu:///session

@@ -42,7 +42,7 @@ any_pid=$!
 trap 'kill $loop_pid $any_pid $SSH_AGENT_PID 2>/dev/null; e2e_cleanup' EXIT
 other_addr=198.51.100.1
 have_other_addr=0
-ip -4 addr show | grep -q "inet $other_addr/" && have_other_addr=1
+ip -4 addr show | has "inet $other_addr/" && have_other_addr=1
 # CI (tests/run as root) always adds it: there its absence is a failure, not a skip.
 if [ $have_other_addr = 0 ] && [ -n "${CI:-}" ]; then
   not_ok "the test address $other_addr exists on this host (tests/run adds it on lo as root)"

@@ -69,7 +69,7 @@ src_after=$("$HUTCH" shell "$src" -- sh -c 'cat /etc/machine-id /etc/ssh/ssh_hos
 if [ -n "$src_before" ] && [ "$src_before" = "$src_after" ]; then ok "the source keeps its machine-id, host key and hostname"; else not_ok "the source is unchanged"; diag "$src_before / $src_after"; fi
 out=$("$HUTCH" shell "$src" -- sh -c 'cat survivor; cat ~/.bash_history; cat ~/src-share/.probe 2>/dev/null; ls ~/.ssh/authorized_keys' 2>&1)
 if grep -q kept <<<"$out" && grep -q source-secret-history <<<"$out" && grep -q authorized_keys <<<"$out"; then ok "the source keeps its files, history and authorized key"; else not_ok "the source keeps its files"; diag "$out"; fi
-if ! virsh list --all --name | grep -q '^tmpl-'; then ok "no throwaway copy is left"; else not_ok "no throwaway copy is left"; diag "$(virsh list --all --name)"; fi
+if ! virsh list --all --name | has '^tmpl-'; then ok "no throwaway copy is left"; else not_ok "no throwaway copy is left"; diag "$(virsh list --all --name)"; fi
 
 # ---- an interrupted template create leaves nothing ----------------------------------------
 tpl2=$(vm_name tpl2)
@@ -98,7 +98,7 @@ if [ "$(virsh domstate "$src" 2>&1)" = running ]; then ok "and the source runs a
 # (its egress helper overwrites its environment's copy: what tells is the broker's note in
 # the VM's egress log when an optional secret has no value)
 src_log=$instances/$src/egress.log
-if ! cat "$src_log"* 2>/dev/null | grep -q "TEMPLATE_CANARY is left out"; then ok "the source started again with its secret"; else not_ok "the source started again with its secret"; diag "$(tail -5 "$src_log" 2>&1)"; fi
+if ! cat "$src_log"* 2>/dev/null | has "TEMPLATE_CANARY is left out"; then ok "the source started again with its secret"; else not_ok "the source started again with its secret"; diag "$(tail -5 "$src_log" 2>&1)"; fi
 
 # Ctrl-C before the copy boots (while the source shuts down): the copy that is booted after
 # it is powered off at once, so the create ends without generalising anything. Meanwhile a
@@ -133,7 +133,7 @@ assert len(t) == 1 and t[0]["source_vm"] == sys.argv[3] and "counter" in t[0]["s
 
 # ---- what the template's disk holds, read offline ----------------------------------------
 tdir=$XDG_CACHE_HOME/hutch/images/template-$tpl
-if [ -f "$tdir/disk.qcow2" ] && ! qemu-img info "$tdir/disk.qcow2" | grep -q "backing file"; then ok "the template's disk stands alone (no backing file)"; else not_ok "the template's disk stands alone"; diag "$(qemu-img info "$tdir/disk.qcow2" 2>&1)"; fi
+if [ -f "$tdir/disk.qcow2" ] && ! qemu-img info "$tdir/disk.qcow2" | has "backing file"; then ok "the template's disk stands alone (no backing file)"; else not_ok "the template's disk stands alone"; diag "$(qemu-img info "$tdir/disk.qcow2" 2>&1)"; fi
 if grep -qx "shares: \[\]" "$tdir/profile.yaml" && ! grep -q "src-share" "$tdir/profile.yaml"; then ok "the template's profile has no share of the source"; else not_ok "the template's profile has no share"; diag "$(cat "$tdir/profile.yaml")"; fi
 qemu-img convert -O raw "$tdir/disk.qcow2" "$E2E_TMP/tpl.raw"
 fsck_out=$(e2fsck -fn "$E2E_TMP/tpl.raw" 2>&1); rc=$?
@@ -143,9 +143,9 @@ if [ -z "$(in_template 'ls /etc/ssh' | grep -o 'ssh_host_[a-z0-9_]*key[.a-z]*')"
 if [ -z "$(in_template 'cat /etc/machine-id')" ]; then ok "an empty machine-id in the template"; else not_ok "an empty machine-id in the template"; fi
 home_listing=$(in_template "ls -l $guest_home")$'\n'$(in_template "ls -l $guest_home/.ssh")
 if ! grep -qE '\.bash_history|authorized_keys' <<<"$home_listing" && grep -q survivor <<<"$home_listing"; then ok "no shell history or authorized key in the template (its files kept)"; else not_ok "no history or authorized key in the template"; diag "$home_listing"; fi
-if ! in_template 'ls /var/lib/cloud' | grep -qw instances; then ok "no cloud-init instance state in the template"; else not_ok "no cloud-init instance state"; diag "$(in_template 'ls /var/lib/cloud')"; fi
-if ! in_template 'cat /etc/fstab' | grep -q hutchfs; then ok "no share mount line of the source in the template"; else not_ok "no share mount line in the template"; diag "$(in_template 'cat /etc/fstab')"; fi
-if in_template 'ls /var/lib/hutch' | grep -q identity-pending; then ok "the template's first boot takes an identity (identity-pending)"; else not_ok "identity-pending in the template"; fi
+if ! in_template 'ls /var/lib/cloud' | has -w instances; then ok "no cloud-init instance state in the template"; else not_ok "no cloud-init instance state"; diag "$(in_template 'ls /var/lib/cloud')"; fi
+if ! in_template 'cat /etc/fstab' | has hutchfs; then ok "no share mount line of the source in the template"; else not_ok "no share mount line in the template"; diag "$(in_template 'cat /etc/fstab')"; fi
+if in_template 'ls /var/lib/hutch' | has identity-pending; then ok "the template's first boot takes an identity (identity-pending)"; else not_ok "identity-pending in the template"; fi
 rm -f "$E2E_TMP/tpl.raw"
 
 # ---- two VMs on the template, side by side -------------------------------------------------
@@ -185,7 +185,7 @@ check "write a file in the first" "$HUTCH" shell "$a" -- sh -c 'echo only-in-a >
 out=$("$HUTCH" shell "$b" -- sh -c 'ls only-in-a 2>&1' 2>&1)
 if ! grep -qx only-in-a <<<"$out"; then ok "the file is not in the second"; else not_ok "the file is not in the second"; fi
 qemu-img convert -O raw "$tdir/disk.qcow2" "$E2E_TMP/tpl.raw"
-if ! in_template "ls $guest_home" | grep -q only-in-a; then ok "nor in the template"; else not_ok "the file is not in the template"; fi
+if ! in_template "ls $guest_home" | has only-in-a; then ok "nor in the template"; else not_ok "the file is not in the template"; fi
 rm -f "$E2E_TMP/tpl.raw"
 
 # a swapped pin: the second's key pinned for the first is refused on a new connection
@@ -255,7 +255,7 @@ out=$("$HUTCH" create "x$$" -f "$E2E_TMP/more-steps.yaml" 2>&1); rc=$?
 if [ $rc -ne 0 ] && grep -q "more-steps.yaml:[0-9]*" <<<"$out" && grep -q "extra" <<<"$out" && [ ! -e "$instances/x$$" ]; then ok "a step the template does not hold: refused, naming file and line"; else not_ok "a step the template does not hold is refused (exit $rc)"; diag "$out"; fi
 
 check "template rm once nothing uses it" "$HUTCH" -q template rm "$tpl"
-if [ ! -e "$tdir" ] && ! "$HUTCH" template list --json | grep -q "\"$tpl\""; then ok "the template is gone"; else not_ok "the template is gone"; fi
+if [ ! -e "$tdir" ] && ! "$HUTCH" template list --json | has "\"$tpl\""; then ok "the template is gone"; else not_ok "the template is gone"; fi
 check "the source still starts" "$HUTCH" -q start "$src"
 check "delete the source" "$HUTCH" -q delete --force "$src"
 finish
