@@ -61,6 +61,12 @@ void hutch_log_line(int fd, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
  * that has no name we know, like OpenSSH's client). */
 int hutch_ssh_channel_exit_status(LIBSSH2_SESSION *session, LIBSSH2_CHANNEL *channel);
 
+/* Sends one small packet on a channel whose output has ended (the guest's EOF arrived) and
+ * whose close has not: it makes the guest's exit status and close arrive ~40 ms sooner.
+ * Call once, after the channel's own EOF is sent, and repeat it after EAGAIN before any other
+ * sending call. Returns libssh2's code (0, EAGAIN, or an error the close's wait will meet). */
+int hutch_ssh_channel_nudge(LIBSSH2_CHANNEL *channel);
+
 /* The local side of an interactive session: with pty, the terminal (stdin, else stdout) in
  * raw mode and a SIGWINCH handler that makes winch_fd readable; restored by leave. Without
  * pty, or without a terminal, nothing changes (tty_fd and winch_fd are -1). One at a time. */

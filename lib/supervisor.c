@@ -98,6 +98,7 @@ typedef enum {
   OP_WRITE,
   OP_EOF,
   OP_WAIT,
+  OP_NUDGE,
   OP_CLOSE,
 } Op;
 
@@ -114,6 +115,7 @@ typedef struct {
   gboolean pty;
   guint cols, rows;
   gboolean resize_pending, stdin_eof, eof_sent, out_eof, err_eof;
+  gboolean nudged;    /* hutch_ssh_channel_nudge sent (or tried) */
   gboolean exec_sent; /* the exec request may have reached the guest: never run it twice */
   gboolean accepted;  /* A sent */
   gboolean told;      /* the client has its answer (X, F or S), or is gone */
@@ -462,12 +464,27 @@ static int op_eof(Sup *s, Slot *c, GError **error) {
   return -1;
 }
 
+/* The guest's status and close sooner (hutch_ssh_channel_nudge); an error here is met again
+ * by the wait for the close. */
+static int op_nudge(Sup *s, Slot *c) {
+  int rc = hutch_ssh_channel_nudge(c->channel);
+  if (rc == LIBSSH2_ERROR_EAGAIN) {
+    note_blocked(s, c, OP_NUDGE);
+    return 0;
+  }
+  op_finished(s, c, OP_NUDGE);
+  c->nudged = TRUE;
+  return 0;
+}
+
 /* The output is complete: the exit status comes with the channel's close. */
 static int op_wait_closed(Sup *s, Slot *c, GError **error) {
   int rc = libssh2_channel_wait_closed(c->channel);
   if (rc == LIBSSH2_ERROR_EAGAIN) {
     /* its read may have sent (a rekey): then it owns the session's output */
     note_blocked(s, c, OP_WAIT);
+    if (!s->owner.who && c->eof_sent && !c->nudged)
+      return op_nudge(s, c);
     return 0;
   }
   op_finished(s, c, OP_WAIT);
@@ -533,6 +550,8 @@ static int run_op(Sup *s, Slot *c, Op op, GError **error) {
     return op_eof(s, c, error);
   case OP_WAIT:
     return op_wait_closed(s, c, error);
+  case OP_NUDGE:
+    return op_nudge(s, c);
   case OP_CLOSE:
     return op_close(s, c, error);
   case OP_NONE:
