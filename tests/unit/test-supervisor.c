@@ -124,6 +124,13 @@ static void test_exec(void) {
   g_assert_cmpint(run(l, "exec no-such-command-anywhere", NULL, NULL, NULL), ==, 127);
   g_assert_cmpint(status_member(l, "commands"), ==, 3);
   g_assert_cmpint(status_member(l, "running"), ==, 0);
+  /* a channel is opened ahead for the next command, which takes it */
+  for (int i = 0; i < 500 && status_member(l, "spare") != 1; i++)
+    g_usleep(10000);
+  g_assert_cmpint(status_member(l, "spare"), ==, 1);
+  gint64 taken = status_member(l, "spares_taken");
+  g_assert_cmpint(run(l, "exit 4", NULL, NULL, NULL), ==, 4);
+  g_assert_cmpint(status_member(l, "spares_taken"), ==, taken + 1);
   loop_stop(l);
 }
 
