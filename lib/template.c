@@ -88,18 +88,35 @@ static gboolean refuse_key(GError **error, const HutchProfile *profile, const ch
   return FALSE;
 }
 
+static gboolean strv_equal(char **a, char **b) {
+  if (!a || !b)
+    return a == b;
+  return g_strv_equal((const char *const *)a, (const char *const *)b);
+}
+
+/* What a step does, as written: a step of the same name that does something else is not the
+ * template's (a script's text is not compared: the template recorded its name only). */
+static gboolean step_same(const HutchProvisionStep *a, const HutchProvisionStep *b) {
+  return strv_equal(a->packages, b->packages) && g_strcmp0(a->script, b->script) == 0 &&
+         g_strcmp0(a->run, b->run) == 0 && a->as_user == b->as_user;
+}
+
 static gboolean check_adoptable(const HutchProfile *profile, const HutchProfile *tp,
                                 GError **error) {
   const char *template = profile->image.template;
   for (guint i = 0; i < profile->provision->len; i++) {
     const HutchProvisionStep *step = g_ptr_array_index(profile->provision, i);
-    gboolean held = FALSE;
-    for (guint j = 0; j < tp->provision->len && !held; j++)
-      held = g_strcmp0(((HutchProvisionStep *)g_ptr_array_index(tp->provision, j))->name,
-                       step->name) == 0;
-    if (!held) {
+    const HutchProvisionStep *held = NULL;
+    for (guint j = 0; j < tp->provision->len && !held; j++) {
+      const HutchProvisionStep *t = g_ptr_array_index(tp->provision, j);
+      if (g_strcmp0(t->name, step->name) == 0)
+        held = t;
+    }
+    if (!held || !step_same(step, held)) {
       g_autofree char *key = g_strconcat("provision:", step->name, NULL);
-      g_autofree char *what = g_strdup_printf("step '%s' is not in the template", step->name);
+      g_autofree char *what = g_strdup_printf(held ? "step '%s' differs from the template's"
+                                                   : "step '%s' is not in the template",
+                                              step->name);
       return refuse_key(error, profile, key, template, what);
     }
   }

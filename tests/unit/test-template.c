@@ -308,6 +308,17 @@ static void test_adopt_refuses(void) {
                  "  - {name: pkgs, packages: [vim]}\n"
                  "  - {name: extra, run: 'true'}\n",
                  4, "step 'extra'");
+  /* a step of the same name that does something else would silently not run */
+  assert_refused("changed-step.yaml",
+                 "image: {template: base}\n"
+                 "provision:\n"
+                 "  - {name: pkgs, packages: [vim, emacs]}\n",
+                 3, "step 'pkgs' differs");
+  assert_refused("changed-as.yaml",
+                 "image: {template: base}\n"
+                 "provision:\n"
+                 "  - {name: setup, run: 'echo hi'}\n",
+                 3, "step 'setup' differs");
   assert_refused("other-user.yaml",
                  "image: {template: base}\n"
                  "user: {name: bob}\n",
@@ -346,7 +357,7 @@ static void test_adopt_refuses(void) {
   g_autoptr(HutchProfile) same = adopt_ok("same.yaml", "image: {template: base}\n"
                                                        "user: {name: agent, uid: 2000, gid: 2100}\n"
                                                        "provision:\n"
-                                                       "  - {name: pkgs, packages: [emacs]}\n"
+                                                       "  - {name: pkgs, packages: [vim]}\n"
                                                        "env:\n"
                                                        "  EDITOR: vim\n"
                                                        "secrets:\n"
