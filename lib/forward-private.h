@@ -9,11 +9,9 @@
  * forward-HOSTPORT.pid, forward-HOSTPORT.spec ("HOST_IP HOST GUEST") and forward-HOSTPORT.log. */
 #pragma once
 
+#include "forward-files-private.h"
 #include "profile-private.h"
 #include "ssh-private.h"
-
-/* The process name (prctl PR_SET_NAME) by which a pidfile's process is recognised. */
-#define HUTCH_FORWARD_COMM "hutch-forward"
 
 /* Parses "[HOST_IP:]HOST:GUEST" (as --port, an IPv6 HOST_IP in brackets) into a port that is
  * one TCP port on each side; "/tcp" is accepted, ranges and "/udp" are HUTCH_ERROR_USAGE. */
@@ -28,11 +26,3 @@ HutchPort *hutch_forward_parse(const char *spec, GError **error);
  * caller's. */
 gboolean hutch_forward_relay(HutchSsh *ssh, int listen_fd, guint guest_port, int stop_fd,
                              int log_fd, GError **error);
-
-/* What hutch_forward_list returns, for the instance whose runtime directory this is (for
- * `hutch info`); stale files are removed on the way. */
-JsonArray *hutch_forward_list_dir(const char *runtime_dir);
-
-/* Stops every forward process of the instance whose runtime directory this is and removes
- * their pid and spec files (not the logs). For stop and delete. */
-void hutch_forward_stop_all(const char *runtime_dir);

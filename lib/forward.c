@@ -20,6 +20,7 @@
 #include <glib/gstdio.h>
 #include <libssh2.h>
 
+#include "forward-files-private.h"
 #include "forward-private.h"
 #include "instance-private.h"
 #include "pidfile-private.h"
@@ -533,65 +534,6 @@ gboolean hutch_forward_relay(HutchSsh *ssh, int listen_fd, guint guest_port, int
   return ok;
 }
 
-/* ---- Files and processes -------------------------------------------------------------- */
-
-static char *forward_file(const char *runtime_dir, guint host_port, const char *suffix) {
-  g_autofree char *base = g_strdup_printf("forward-%u.%s", host_port, suffix);
-  return g_build_filename(runtime_dir, base, NULL);
-}
-
-/* The forward helper hutch started: a fork of hutch (no exec, so its binary is whichever
- * program called hutch_forward_add) that names itself HUTCH_FORWARD_COMM and recorded its
- * start time in its pidfile. A pid reused since, or another VM's forward, never passes. */
-static const HutchHelperId forward_id = {.comm = HUTCH_FORWARD_COMM, .recorded = TRUE};
-
-static pid_t forward_pid(const char *runtime_dir, guint host_port) {
-  g_autofree char *pidfile = forward_file(runtime_dir, host_port, "pid");
-  return hutch_pidfile_check(pidfile, &forward_id);
-}
-
-static void remove_forward_files(const char *runtime_dir, guint host_port) {
-  g_autofree char *pidfile = forward_file(runtime_dir, host_port, "pid");
-  g_autofree char *specfile = forward_file(runtime_dir, host_port, "spec");
-  g_unlink(pidfile);
-  g_unlink(specfile);
-}
-
-static void stop_forward(const char *runtime_dir, guint host_port) {
-  g_autofree char *pidfile = forward_file(runtime_dir, host_port, "pid");
-  hutch_pidfile_kill(pidfile, &forward_id);
-  remove_forward_files(runtime_dir, host_port);
-}
-
-/* The host ports of the forward-PORT.pid files in runtime_dir. */
-static GArray *forward_ports(const char *runtime_dir) {
-  GArray *ports = g_array_new(FALSE, FALSE, sizeof(guint));
-  g_autoptr(GDir) dir = g_dir_open(runtime_dir, 0, NULL);
-  const char *name;
-  while (dir && (name = g_dir_read_name(dir))) {
-    if (!g_str_has_prefix(name, "forward-") || !g_str_has_suffix(name, ".pid"))
-      continue;
-    guint64 port = 0;
-    g_autofree char *digits = g_strndup(name + 8, strlen(name) - 8 - 4);
-    if (g_ascii_string_to_unsigned(digits, 10, 1, 65535, &port, NULL)) {
-      guint p = (guint)port;
-      g_array_append_val(ports, p);
-    }
-  }
-  return ports;
-}
-
-static gint compare_uint(gconstpointer a, gconstpointer b) {
-  guint x = *(const guint *)a, y = *(const guint *)b;
-  return x < y ? -1 : x > y;
-}
-
-void hutch_forward_stop_all(const char *runtime_dir) {
-  g_autoptr(GArray) ports = forward_ports(runtime_dir);
-  for (guint i = 0; i < ports->len; i++)
-    stop_forward(runtime_dir, g_array_index(ports, guint, i));
-}
-
 /* A listening socket on ip:port, or -1 with HUTCH_ERROR_PORT_IN_USE naming the port. */
 static int listen_on(const char *ip, guint port, GError **error) {
   struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
@@ -697,8 +639,8 @@ static G_GNUC_NORETURN void helper_main(Helper *h) {
 
   g_autoptr(GError) error = NULL;
   guint host_port = h->port->host_start;
-  g_autofree char *pidfile = forward_file(h->runtime_dir, host_port, "pid");
-  g_autofree char *specfile = forward_file(h->runtime_dir, host_port, "spec");
+  g_autofree char *pidfile = hutch_forward_file(h->runtime_dir, host_port, "pid");
+  g_autofree char *specfile = hutch_forward_file(h->runtime_dir, host_port, "spec");
   g_autofree char *pid_text = hutch_pidfile_format(getpid());
   g_autofree char *spec_text =
       g_strdup_printf("%s %u %u\n", h->port->host_ip, host_port, h->port->guest_start);
@@ -713,7 +655,7 @@ static G_GNUC_NORETURN void helper_main(Helper *h) {
   if (!ssh) {
     g_printerr("%s\n", error->message);
     report_error(h->status_fd, error);
-    remove_forward_files(h->runtime_dir, host_port);
+    hutch_forward_remove_files(h->runtime_dir, host_port);
     _exit(1);
   }
   g_printerr("forwarding %s:%u to guest port %u of '%s' (pid %d)\n", h->port->host_ip, host_port,
@@ -726,7 +668,7 @@ static G_GNUC_NORETURN void helper_main(Helper *h) {
   /* the files are ours only while they name this process */
   g_autofree char *now = NULL;
   if (g_file_get_contents(pidfile, &now, NULL, NULL) && strcmp(now, pid_text) == 0)
-    remove_forward_files(h->runtime_dir, host_port);
+    hutch_forward_remove_files(h->runtime_dir, host_port);
   g_clear_pointer(&ssh, hutch_ssh_free);
   _exit(ok ? 0 : 1);
 }
@@ -826,13 +768,13 @@ static gboolean forward_add(HutchContext *ctx, const char *name, const HutchPort
   const char *runtime_dir = instance->meta->runtime_dir;
   if (!hutch_mkdir(runtime_dir, 0700, error))
     return FALSE;
-  if (forward_pid(runtime_dir, port->host_start) > 0) {
+  if (hutch_forward_pid(runtime_dir, port->host_start) > 0) {
     g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PORT_IN_USE,
                 "host port %u is forwarded to '%s' already (hutch forward %s --remove %u)",
                 port->host_start, name, name, port->host_start);
     return FALSE;
   }
-  remove_forward_files(runtime_dir, port->host_start);
+  hutch_forward_remove_files(runtime_dir, port->host_start);
   g_autofree char *host_key = hutch_instance_host_key(instance, error);
   if (!host_key)
     return FALSE;
@@ -842,7 +784,7 @@ static gboolean forward_add(HutchContext *ctx, const char *name, const HutchPort
   hutch_autofd int listen_fd = listen_on(port->host_ip, port->host_start, error);
   if (listen_fd < 0)
     return FALSE;
-  g_autofree char *log_path = forward_file(runtime_dir, port->host_start, "log");
+  g_autofree char *log_path = hutch_forward_file(runtime_dir, port->host_start, "log");
   hutch_autofd int log_fd =
       open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (log_fd < 0) {
@@ -883,47 +825,18 @@ JsonArray *hutch_forward_list(HutchContext *ctx, const char *name, GError **erro
   return hutch_forward_list_dir(instance->meta->runtime_dir);
 }
 
-JsonArray *hutch_forward_list_dir(const char *runtime_dir) {
-  g_autoptr(GArray) ports = forward_ports(runtime_dir);
-  g_array_sort(ports, compare_uint);
-  JsonArray *array = json_array_new();
-  for (guint i = 0; i < ports->len; i++) {
-    guint host_port = g_array_index(ports, guint, i);
-    g_autofree char *specfile = forward_file(runtime_dir, host_port, "spec");
-    g_autofree char *text = NULL;
-    pid_t pid = forward_pid(runtime_dir, host_port);
-    g_auto(GStrv) fields = NULL;
-    if (pid > 0 && g_file_get_contents(specfile, &text, NULL, NULL))
-      fields = g_strsplit(g_strstrip(text), " ", -1);
-    guint64 guest_port = 0;
-    if (!fields || g_strv_length(fields) != 3 ||
-        !g_ascii_string_to_unsigned(fields[2], 10, 1, 65535, &guest_port, NULL)) {
-      /* a helper that is gone (or files it never finished): stale */
-      remove_forward_files(runtime_dir, host_port);
-      continue;
-    }
-    JsonObject *o = json_object_new();
-    json_object_set_string_member(o, "host_ip", fields[0]);
-    json_object_set_int_member(o, "host_port", host_port);
-    json_object_set_int_member(o, "guest_port", (gint64)guest_port);
-    json_object_set_int_member(o, "pid", pid);
-    json_array_add_object_element(array, o);
-  }
-  return array;
-}
-
 gboolean hutch_forward_remove(HutchContext *ctx, const char *name, guint host_port,
                               GError **error) {
   g_autoptr(HutchInstance) instance = hutch_instance_lookup(ctx, name, error);
   if (!instance)
     return FALSE;
-  if (forward_pid(instance->meta->runtime_dir, host_port) <= 0) {
-    remove_forward_files(instance->meta->runtime_dir, host_port);
+  if (hutch_forward_pid(instance->meta->runtime_dir, host_port) <= 0) {
+    hutch_forward_remove_files(instance->meta->runtime_dir, host_port);
     g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_NOT_FOUND,
                 "'%s' has no forward from host port %u (hutch forward %s --list)", name, host_port,
                 name);
     return FALSE;
   }
-  stop_forward(instance->meta->runtime_dir, host_port);
+  hutch_forward_stop(instance->meta->runtime_dir, host_port);
   return TRUE;
 }

@@ -16,7 +16,7 @@
 #include "broker-private.h"
 #include "egress-helper-private.h"
 #include "egress-private.h"
-#include "forward-private.h"
+#include "forward-files-private.h"
 #include "guest-private.h"
 #include "image-private.h"
 #include "instance-private.h"
