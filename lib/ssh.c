@@ -601,7 +601,11 @@ static int channel_pump(HutchSsh *ssh, LIBSSH2_CHANNEL *channel, const ChannelIo
       }
     }
 
-    if (out_eof && err_eof) {
+    /* a half-sent nudge is finished first: libssh2 takes no other packet before it, and the
+     * loop must not end with it pending (the channel's free would then fail) */
+    if (nudge_pending)
+      nudge_pending = hutch_ssh_channel_nudge(channel) == LIBSSH2_ERROR_EAGAIN;
+    if (out_eof && err_eof && !nudge_pending) {
       /* The output is complete, but the command may still be running (and reading stdin):
        * the exit status comes with the channel's close. */
       int rc = libssh2_channel_wait_closed(channel);
@@ -611,7 +615,7 @@ static int channel_pump(HutchSsh *ssh, LIBSSH2_CHANNEL *channel, const ChannelIo
         set_session_error(ssh->session, error, HUTCH_ERROR_SSH, "waiting for %s", ssh->where);
         return -1;
       }
-      if (eof_sent && (!nudged || nudge_pending)) {
+      if (eof_sent && !nudged) {
         nudged = TRUE;
         nudge_pending = hutch_ssh_channel_nudge(channel) == LIBSSH2_ERROR_EAGAIN;
       }

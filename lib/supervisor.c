@@ -685,8 +685,20 @@ static gboolean take_spare(Sup *s, Slot *c) {
     spare->state = SLOT_CLOSING;
     spare->told = TRUE;
     spare->closing_since = hutch_now();
-    if (libssh2_channel_eof(spare->channel))
-      return FALSE; /* the guest ended it meanwhile: it is freed, a new one opened */
+    /* Nothing read the session while the spare waited: read now what the guest sent. A
+     * spare it ended, or wrote to (which would pass for the command's output), is freed and
+     * a new channel opened. A close without EOF cannot be seen through libssh2: the exec
+     * then gets no answer, and the client connects directly after its timeout. */
+    char byte;
+    ssize_t n = libssh2_channel_read_ex(spare->channel, 0, &byte, 1);
+    if (n == LIBSSH2_ERROR_EAGAIN &&
+        (libssh2_session_block_directions(s->session) & LIBSSH2_SESSION_BLOCK_OUTBOUND)) {
+      note_blocked(s, spare, OP_READ); /* its read sent (a rekey): it is repeated first */
+      return FALSE;
+    }
+    if (n != LIBSSH2_ERROR_EAGAIN || libssh2_poll_channel_read(spare->channel, 1) > 0 ||
+        libssh2_channel_eof(spare->channel))
+      return FALSE;
     c->channel = spare->channel;
     spare->channel = NULL;
     s->spares_taken++;
@@ -712,9 +724,26 @@ static Slot *spare_wanted(Sup *s) {
       return NULL;
     channels += c->channel != NULL;
   }
-  if (channels >= 8 || s->slots->len >= MAX_SLOTS)
+  /* abandoned channels may still count in sshd's limit */
+  if (channels + s->abandoned >= 8 || s->slots->len >= MAX_SLOTS)
     return NULL;
   return slot_add(s, -1, SLOT_SPARE);
+}
+
+/* Whether spare_wanted put a spare off only because a command started within 100 ms: then
+ * the loop looks again after that, even when nothing else happens. */
+static gboolean spare_put_off(Sup *s) {
+  gboolean recent = FALSE;
+  if (!s->session || s->no_spare || s->session_failed)
+    return FALSE;
+  double now = hutch_now();
+  for (guint i = 0; i < s->slots->len; i++) {
+    Slot *c = g_ptr_array_index(s->slots, i);
+    if (c->state == SLOT_SPARE)
+      return FALSE;
+    recent |= c->state == SLOT_RUNNING && now - c->started < 0.1;
+  }
+  return recent;
 }
 
 /* One round over everything: 1 when something moved, 0 when all waits. */
@@ -947,6 +976,8 @@ static HutchSuperviseEnd sup_loop(Sup *s) {
     int timeout = busy || channels_ready(s) ? 0 : transient ? 20 : -1;
     if (s->opening || s->session_failed)
       timeout = timeout < 0 ? 1000 : MIN(timeout, 1000); /* the deadlines */
+    if (timeout != 0 && spare_put_off(s))
+      timeout = timeout < 0 ? 100 : MIN(timeout, 100);
     for (guint i = 0; i < s->slots->len && timeout != 0; i++)
       if (((Slot *)g_ptr_array_index(s->slots, i))->state == SLOT_CLOSING)
         timeout = timeout < 0 ? 1000 : MIN(timeout, 1000);
