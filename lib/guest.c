@@ -17,30 +17,11 @@ int hutch_shell(HutchContext *ctx, const char *name, const char *workdir, char *
                 GError **error) {
   if (!hutch_name_is_valid(name, error))
     return -1;
-  gboolean interactive = !argv || !argv[0];
-  g_autofree char *command = NULL;
-  if (!interactive) {
-    g_autofree char *quoted = hutch_shell_quote_argv(argv);
-    if (workdir) {
-      char *dir_argv[] = {(char *)workdir, NULL};
-      g_autofree char *dir = hutch_shell_quote_argv(dir_argv);
-      command = g_strdup_printf("cd %s && exec %s", dir, quoted);
-    } else {
-      command = g_steal_pointer(&quoted);
-    }
-  } else if (workdir) {
-    char *dir_argv[] = {(char *)workdir, NULL};
-    g_autofree char *dir = hutch_shell_quote_argv(dir_argv);
-    /* a login shell that starts in workdir */
-    command = g_strdup_printf("cd %s && exec \"$SHELL\" -l", dir);
-  }
-  /* A terminal when stdin is one: for the interactive shell, and for a command when stdout
-   * is one too (so `hutch shell dev -- vim` works and `... -- cat < file` stays byte-exact).
-   * Like ssh, no terminal when stdin is none: `hutch shell dev < script` runs the script and
-   * ends at its end (a PTY would wait for a ^D that never comes). */
-  gboolean pty = isatty(STDIN_FILENO) && (interactive || isatty(STDOUT_FILENO));
+  g_autofree char *command = hutch_shell_command(argv, workdir);
+  gboolean pty = hutch_shell_wants_pty(!argv || !argv[0]);
   /* Through the VM's supervisor when one answers: a channel on its session, no new
-   * connection. Anything wrong before the command runs means connecting directly. */
+   * connection. Anything wrong before the command runs means connecting directly. (The
+   * front, cmd/front.c, does the same before it executes the full CLI.) */
   g_autofree char *runtime_dir = hutch_instance_runtime_dir(name);
   gboolean used = FALSE;
   int status = hutch_supervisor_exec(runtime_dir, command, pty, &used, error);

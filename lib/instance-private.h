@@ -81,9 +81,9 @@ int hutch_instance_exec(HutchContext *ctx, const char *name, const char *command
  * not know (directories a create is still working in left out). */
 GPtrArray *hutch_instance_missing(HutchContext *ctx, const char *instances_dir, GError **error);
 
-/* The instance directory and runtime directory of a name (whether or not they exist). */
+/* The instance directory of a name (whether or not it exists); its runtime directory is
+ * hutch_instance_runtime_dir (client-private.h). */
 char *hutch_instance_dir(const char *name);
-char *hutch_instance_runtime_dir(const char *name);
 
 /* The last count lines of a console log for an error message, each after a "\n" ("(no
  * console log)" when it cannot be read). The guest writes the console: the text is sanitised

@@ -36,11 +36,6 @@ char *hutch_instance_dir(const char *name) {
   return g_build_filename(data, "instances", name, NULL);
 }
 
-char *hutch_instance_runtime_dir(const char *name) {
-  g_autofree char *runtime = hutch_runtime_dir();
-  return g_build_filename(runtime, name, NULL);
-}
-
 void hutch_instance_free(HutchInstance *instance) {
   if (!instance)
     return;

@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <termios.h>
 
+#include "client-private.h"
 #include "hutch.h"
 
 typedef struct _HutchSsh HutchSsh;
@@ -67,21 +68,6 @@ int hutch_ssh_channel_exit_status(LIBSSH2_SESSION *session, LIBSSH2_CHANNEL *cha
  * sending call. Returns libssh2's code (0, EAGAIN, or an error the close's wait will meet). */
 int hutch_ssh_channel_nudge(LIBSSH2_CHANNEL *channel);
 
-/* The local side of an interactive session: with pty, the terminal (stdin, else stdout) in
- * raw mode and a SIGWINCH handler that makes winch_fd readable; restored by leave. Without
- * pty, or without a terminal, nothing changes (tty_fd and winch_fd are -1). One at a time. */
-typedef struct {
-  int tty_fd;   /* the terminal whose size the PTY follows, or -1 */
-  int winch_fd; /* readable when that terminal was resized (drain it), or -1 */
-  gboolean raw, winch;
-  struct termios saved_termios;
-  struct sigaction saved_action;
-} HutchTerminal;
-void hutch_terminal_enter(HutchTerminal *t, gboolean pty);
-void hutch_terminal_leave(HutchTerminal *t);
-/* The terminal's size (80x24 when fd is no terminal). */
-void hutch_terminal_size(int fd, guint *ret_cols, guint *ret_rows);
-
 /* The most hutch_ssh_exec_capture keeps of each of stdout and stderr. */
 #define HUTCH_SSH_CAPTURE_MAX (16u * 1024 * 1024)
 
@@ -94,9 +80,6 @@ void hutch_terminal_size(int fd, guint *ret_cols, guint *ret_rows);
 int hutch_ssh_exec_capture(HutchSsh *ssh, const char *command, const char *stdin_data,
                            char **ret_stdout, char **ret_stderr, GError **error);
 
-/* Receives output as it arrives; returns FALSE with error set to stop the command. */
-typedef gboolean (*HutchSshOutputFunc)(const char *data, gsize len, gpointer user_data,
-                                       GError **error);
 /* Runs command with no input and hands its stdout to func in pieces as they arrive (stderr
  * is dropped); nothing is kept. Returns the exit status, or -1 with error set (func's error
  * when func stopped it). */
@@ -132,10 +115,6 @@ gboolean hutch_ssh_upload(HutchSsh *ssh, const char *local_path, const char *rem
                           gboolean recursive, GError **error);
 gboolean hutch_ssh_download(HutchSsh *ssh, const char *remote_path, const char *local_path,
                             gboolean recursive, GError **error);
-
-/* A POSIX shell command line that runs argv exactly (each word single-quoted unless it is
- * made only of [A-Za-z0-9_+,./:@%-]). NULL or empty argv: "". */
-char *hutch_shell_quote_argv(char *const *argv);
 
 /* The user's hutch client key, $XDG_DATA_HOME/hutch/ssh/id_ed25519 (0600, made with
  * ssh-keygen on first use). Returns the private key path; ret_public gets the public line. */

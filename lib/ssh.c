@@ -333,28 +333,6 @@ typedef struct {
   int tty_fd;   /* the terminal whose size the PTY follows, or -1 */
 } ChannelIo;
 
-/* Lets a SIGWINCH handler wake the poll loop. Signal handlers are process-wide, so this is
- * too; only one interactive session at a time follows window sizes. */
-static int winch_pipe[2] = {-1, -1};
-
-static void on_sigwinch(int signo) {
-  int saved = errno;
-  if (winch_pipe[1] >= 0)
-    (void)!write(winch_pipe[1], "w", 1);
-  errno = saved;
-}
-
-void hutch_terminal_size(int fd, guint *ret_cols, guint *ret_rows) {
-  struct winsize ws = {0};
-  if (fd >= 0 && ioctl(fd, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0 && ws.ws_row > 0) {
-    *ret_cols = ws.ws_col;
-    *ret_rows = ws.ws_row;
-  } else {
-    *ret_cols = 80;
-    *ret_rows = 24;
-  }
-}
-
 static gboolean write_all(int fd, const char *data, gsize len, GError **error) {
   while (len > 0) {
     ssize_t n = write(fd, data, len);
@@ -715,42 +693,6 @@ int hutch_ssh_exec_stream(HutchSsh *ssh, const char *command, HutchSshOutputFunc
       .tty_fd = -1,
   };
   return channel_run(ssh, command, FALSE, &io, error);
-}
-
-void hutch_terminal_enter(HutchTerminal *t, gboolean pty) {
-  *t = (HutchTerminal){.tty_fd = -1, .winch_fd = -1};
-  if (!pty)
-    return;
-  t->tty_fd = isatty(STDIN_FILENO) ? STDIN_FILENO : isatty(STDOUT_FILENO) ? STDOUT_FILENO : -1;
-  if (winch_pipe[0] < 0 && t->tty_fd >= 0 && g_unix_open_pipe(winch_pipe, FD_CLOEXEC, NULL)) {
-    /* Non-blocking both ways: the handler must never block, the loop drains it. */
-    g_unix_set_fd_nonblocking(winch_pipe[0], TRUE, NULL);
-    g_unix_set_fd_nonblocking(winch_pipe[1], TRUE, NULL);
-    struct sigaction action = {.sa_handler = on_sigwinch, .sa_flags = SA_RESTART};
-    sigemptyset(&action.sa_mask);
-    sigaction(SIGWINCH, &action, &t->saved_action);
-    t->winch_fd = winch_pipe[0];
-    t->winch = TRUE;
-  }
-  if (isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &t->saved_termios) == 0) {
-    struct termios raw = t->saved_termios;
-    cfmakeraw(&raw);
-    t->raw = tcsetattr(STDIN_FILENO, TCSADRAIN, &raw) == 0;
-  }
-}
-
-void hutch_terminal_leave(HutchTerminal *t) {
-  if (t->raw)
-    tcsetattr(STDIN_FILENO, TCSADRAIN, &t->saved_termios);
-  t->raw = FALSE;
-  if (t->winch) {
-    sigaction(SIGWINCH, &t->saved_action, NULL);
-    close(winch_pipe[0]);
-    close(winch_pipe[1]);
-    winch_pipe[0] = winch_pipe[1] = -1;
-  }
-  t->winch = FALSE;
-  t->winch_fd = -1;
 }
 
 int hutch_ssh_exec_interactive(HutchSsh *ssh, const char *command, gboolean pty, GError **error) {
@@ -1360,39 +1302,6 @@ gboolean hutch_ssh_download(HutchSsh *ssh, const char *remote_path_arg, const ch
     g_prefix_error(error, "downloading %s from %s to %s: ", remote_path_arg, ssh->where,
                    local_path);
   return ok;
-}
-
-/* ---- Quoting -------------------------------------------------------------------------- */
-
-static gboolean word_is_safe(const char *word) {
-  if (!*word)
-    return FALSE;
-  /* No '=' (a leading NAME=value word would become an assignment) and no '~'. */
-  for (const char *p = word; *p; p++)
-    if (!g_ascii_isalnum(*p) && !strchr("_-+,./:@%", *p))
-      return FALSE;
-  return TRUE;
-}
-
-char *hutch_shell_quote_argv(char *const *argv) {
-  g_autoptr(GString) line = g_string_new(NULL);
-  for (gsize i = 0; argv && argv[i]; i++) {
-    if (i > 0)
-      g_string_append_c(line, ' ');
-    if (word_is_safe(argv[i])) {
-      g_string_append(line, argv[i]);
-      continue;
-    }
-    g_string_append_c(line, '\'');
-    for (const char *p = argv[i]; *p; p++) {
-      if (*p == '\'')
-        g_string_append(line, "'\\''");
-      else
-        g_string_append_c(line, *p);
-    }
-    g_string_append_c(line, '\'');
-  }
-  return g_string_free(g_steal_pointer(&line), FALSE);
 }
 
 /* ---- Keys ----------------------------------------------------------------------------- */

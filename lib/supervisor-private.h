@@ -10,20 +10,13 @@
  * the helpers (passt, virtiofsd, forwards) that ran when it started. One runs per VM
  * (supervisor.lock); supervisor.pid ("PID START") names it; supervisor.log has its events.
  *
- * The socket's protocol, frames of [type: 1 byte][length: 3 bytes, big-endian][payload]:
- *   client:     Q request (JSON: {"op": "exec", "command": TEXT|null, "pty": BOOL, "term": TEXT,
- *               "cols": N, "rows": N} or {"op": "status"}), I stdin bytes, E end of stdin,
- *               W terminal size ("COLS ROWS")
- *   supervisor: A the command runs, O stdout bytes, R stderr bytes, X exit status (decimal),
- *               F failure (text; before A the client connects directly instead), S status
- *               (JSON: {"pid": N, "commands": N, "running": N})
- * A client that goes away closes its channel. */
+ * The socket's protocol and the client's side are in client-private.h. */
 #pragma once
 
 #include "hutch.h"
+#include "client-private.h"
 #include "ssh-private.h"
 
-#define HUTCH_SUPERVISOR_SOCKET "supervisor.sock"
 #define HUTCH_SUPERVISOR_PID "supervisor.pid"
 #define HUTCH_SUPERVISOR_LOCK "supervisor.lock"
 #define HUTCH_SUPERVISOR_LOG "supervisor.log"
@@ -42,26 +35,8 @@ HutchSuperviseEnd hutch_supervisor_loop(HutchSsh *ssh, int listen_fd, int stop_f
  * for the caller: commands then connect directly. */
 void hutch_supervisor_spawn(HutchContext *ctx, const char *name, const char *runtime_dir);
 
-/* Runs command (NULL: a login shell) through the VM's supervisor with this process's stdin,
- * stdout and stderr, like hutch_ssh_exec_interactive. *ret_used is FALSE (and -1 returned,
- * error unset) when no supervisor took it: the caller connects directly. Otherwise returns
- * the exit status, or -1 with error set. */
-int hutch_supervisor_exec(const char *runtime_dir, const char *command, gboolean pty,
-                          gboolean *ret_used, GError **error);
-
-/* The same with no input, stdout handed to func as it arrives and stderr dropped, like
- * hutch_ssh_exec_stream (for `hutch logs`). */
-/* The same with the given descriptors (in_fd -1: no input; err_fd -1: stderr dropped), for
- * the unit tests. */
-int hutch_supervisor_exec_fds(const char *runtime_dir, const char *command, int in_fd,
-                              int out_fd, int err_fd, gboolean *ret_used, GError **error);
-
-int hutch_supervisor_exec_stream(const char *runtime_dir, const char *command,
-                                 HutchSshOutputFunc func, gpointer user_data, gboolean *ret_used,
-                                 GError **error);
-
-/* {"pid": N, "commands": N, "running": N} from the VM's supervisor, or NULL when none answers
- * within a second. */
+/* The status of the VM's supervisor ({"pid": N, "commands": N, "running": N, "spare": BOOL,
+ * "spares_taken": N}), or NULL when none answers within a second. */
 JsonObject *hutch_supervisor_status(const char *runtime_dir);
 
 /* Waits (up to timeout_ms) until no supervisor holds the VM's lock (one whose domain just

@@ -29,10 +29,6 @@
 #include "supervisor-private.h"
 #include "util-private.h"
 
-/* One read from a channel or a socket. */
-#define CHUNK (32 * 1024)
-/* A frame's payload at most (the length field has 3 bytes). */
-#define FRAME_MAX (1024 * 1024)
 /* Reading stops while this much waits to be sent on: a slow reader slows its writer, and
  * never grows the supervisor's memory without bound. */
 #define BUFFER_HIGH (256 * 1024)
@@ -40,40 +36,6 @@
 #define MAX_SLOTS 128
 
 static const HutchHelperId supervisor_id = {.comm = HUTCH_SUPERVISOR_COMM, .recorded = TRUE};
-
-/* ---- Frames --------------------------------------------------------------------------- */
-
-static void frame_append(GByteArray *out, char type, const void *data, gsize len) {
-  g_assert(len <= FRAME_MAX);
-  guint8 head[4] = {(guint8)type, (guint8)(len >> 16), (guint8)(len >> 8), (guint8)len};
-  g_byte_array_append(out, head, 4);
-  if (len)
-    g_byte_array_append(out, data, (guint)len);
-}
-
-static void frame_append_text(GByteArray *out, char type, const char *text) {
-  frame_append(out, type, text, MIN(strlen(text), (gsize)FRAME_MAX));
-}
-
-/* The first whole frame of in: 1 with *type, *payload (pointing into in) and *len; 0 when
- * incomplete; -1 when it is too long (a broken peer). */
-static int frame_peek(GByteArray *in, char *type, const guint8 **payload, gsize *len) {
-  if (in->len < 4)
-    return 0;
-  gsize n = ((gsize)in->data[1] << 16) | ((gsize)in->data[2] << 8) | in->data[3];
-  if (n > FRAME_MAX)
-    return -1;
-  if (in->len < 4 + n)
-    return 0;
-  *type = (char)in->data[0];
-  *payload = in->data + 4;
-  *len = n;
-  return 1;
-}
-
-static void frame_consume(GByteArray *in, gsize len) {
-  g_byte_array_remove_range(in, 0, (guint)(4 + len));
-}
 
 /* ---- The supervisor ------------------------------------------------------------------- */
 
@@ -188,8 +150,8 @@ static void slot_fail(Slot *c, const char *why) {
     /* F before A means "connect directly and run it there": not for a command that may
      * be running already */
     if (c->exec_sent && !c->accepted)
-      frame_append(c->out, 'A', NULL, 0);
-    frame_append_text(c->out, 'F', why);
+      hutch_frame_append(c->out, 'A', NULL, 0);
+    hutch_frame_append_text(c->out, 'F', why);
   }
   c->told = TRUE;
   c->accepted = TRUE;
@@ -228,7 +190,7 @@ static void handle_request(Sup *s, Slot *c, const guint8 *payload, gsize len) {
         "{\"pid\": %d, \"commands\": %" G_GUINT64_FORMAT ", \"running\": %u, \"spare\": %u, "
         "\"spares_taken\": %" G_GUINT64_FORMAT "}",
         (int)getpid(), s->commands, running, spare, s->spares_taken);
-    frame_append_text(c->out, 'S', status);
+    hutch_frame_append_text(c->out, 'S', status);
     c->told = TRUE;
     c->state = SLOT_CLOSING;
     return;
@@ -267,7 +229,7 @@ static gboolean parse_client(Sup *s, Slot *c) {
   const guint8 *payload;
   gsize len;
   int rc;
-  while ((rc = frame_peek(c->in, &type, &payload, &len)) > 0) {
+  while ((rc = hutch_frame_peek(c->in, &type, &payload, &len)) > 0) {
     if (c->state == SLOT_REQUEST) {
       if (type != 'Q')
         return FALSE;
@@ -286,7 +248,7 @@ static gboolean parse_client(Sup *s, Slot *c) {
         c->resize_pending = c->pty;
       }
     }
-    frame_consume(c->in, len);
+    hutch_frame_consume(c->in, len);
   }
   return rc == 0;
 }
@@ -315,8 +277,8 @@ static gboolean client_io(Sup *s, Slot *c) {
     c->fd = -1;
     return TRUE;
   }
-  if (c->up->len < BUFFER_HIGH && c->in->len < FRAME_MAX + 4 && !c->told) {
-    guint8 buf[CHUNK];
+  if (c->up->len < BUFFER_HIGH && c->in->len < HUTCH_FRAME_MAX + 4 && !c->told) {
+    guint8 buf[HUTCH_FRAME_CHUNK];
     ssize_t n = recv(c->fd, buf, sizeof buf, MSG_DONTWAIT);
     if (n > 0) {
       g_byte_array_append(c->in, buf, (guint)n);
@@ -398,7 +360,7 @@ static int op_exec(Sup *s, Slot *c, GError **error) {
     return channel_failed(s, c, rc, "starting the command", error);
   c->state = SLOT_RUNNING;
   c->started = hutch_now();
-  frame_append(c->out, 'A', NULL, 0);
+  hutch_frame_append(c->out, 'A', NULL, 0);
   c->accepted = TRUE;
   return 1;
 }
@@ -422,7 +384,7 @@ static int op_read(Sup *s, Slot *c, GError **error) {
   for (int stream = 0; stream < 2; stream++) {
     gboolean *eof = stream ? &c->err_eof : &c->out_eof;
     while (!*eof && c->out->len < BUFFER_HIGH) {
-      char buf[CHUNK];
+      char buf[HUTCH_FRAME_CHUNK];
       ssize_t n = libssh2_channel_read_ex(c->channel, stream, buf, sizeof buf);
       if (n == LIBSSH2_ERROR_EAGAIN) {
         note_blocked(s, c, OP_READ);
@@ -430,7 +392,7 @@ static int op_read(Sup *s, Slot *c, GError **error) {
       }
       op_finished(s, c, OP_READ);
       if (n > 0) {
-        frame_append(c->out, stream ? 'R' : 'O', buf, (gsize)n);
+        hutch_frame_append(c->out, stream ? 'R' : 'O', buf, (gsize)n);
         progress = 1;
         continue;
       }
@@ -518,7 +480,7 @@ static int op_wait_closed(Sup *s, Slot *c, GError **error) {
   }
   if (hutch_ssh_is_channel_error(rc)) {
     if (c->fd >= 0)
-      frame_append_text(c->out, 'X', "255");
+      hutch_frame_append_text(c->out, 'X', "255");
     c->told = TRUE;
     c->closing_since = hutch_now();
     c->state = SLOT_CLOSING;
@@ -532,7 +494,7 @@ static int op_wait_closed(Sup *s, Slot *c, GError **error) {
   int status = hutch_ssh_channel_exit_status(s->session, c->channel);
   g_autofree char *text = g_strdup_printf("%d", status);
   if (c->fd >= 0)
-    frame_append_text(c->out, 'X', text);
+    hutch_frame_append_text(c->out, 'X', text);
   c->told = TRUE;
   c->closing_since = hutch_now();
   c->state = SLOT_CLOSING;
@@ -1203,6 +1165,8 @@ void hutch_supervisor_spawn(HutchContext *ctx, const char *name, const char *run
   g_auto(GStrv) secret_vars = hutch_broker_env_names(instance_dir);
   for (char **v = secret_vars; v && *v; v++)
     envp = g_environ_unsetenv(envp, *v);
+  /* what the front set for one command's fallback is not the supervisor's business */
+  envp = g_environ_unsetenv(envp, HUTCH_NO_SUPERVISOR_ENV);
   g_autoptr(GError) error = NULL;
   if (log_fd < 0 || null_fd < 0 ||
       !g_spawn_async_with_fds(NULL, (char **)argv, envp, G_SPAWN_DEFAULT, child_setup, NULL, NULL,
@@ -1232,285 +1196,13 @@ void hutch_supervisor_wait_gone(const char *runtime_dir, guint timeout_ms) {
 
 /* ---- The client ----------------------------------------------------------------------- */
 
-static int connect_socket(const char *runtime_dir) {
-  g_autofree char *path = g_build_filename(runtime_dir, HUTCH_SUPERVISOR_SOCKET, NULL);
-  struct sockaddr_un addr = {.sun_family = AF_UNIX};
-  if (strlen(path) >= sizeof addr.sun_path)
-    return -1;
-  strcpy(addr.sun_path, path);
-  /* non-blocking, so that a supervisor whose backlog is full (stuck) cannot hold us */
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (fd < 0)
-    return -1;
-  if (connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0) {
-    struct pollfd p = {.fd = fd, .events = POLLOUT};
-    int err = 0;
-    socklen_t err_len = sizeof err;
-    if (errno != EAGAIN || poll(&p, 1, 2000) != 1 ||
-        getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &err_len) < 0 || err != 0) {
-      close(fd);
-      return -1;
-    }
-  }
-  /* keystrokes go through it: only to a supervisor of our own */
-  struct ucred cred;
-  socklen_t len = sizeof cred;
-  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 || cred.uid != getuid()) {
-    close(fd);
-    return -1;
-  }
-  g_unix_set_fd_nonblocking(fd, FALSE, NULL);
-  return fd;
-}
-
-static gboolean send_all(int fd, const guint8 *data, gsize len) {
-  while (len > 0) {
-    ssize_t n = send(fd, data, len, MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0)
-      return FALSE;
-    data += n;
-    len -= (gsize)n;
-  }
-  return TRUE;
-}
-
-/* Reads until one whole frame is in buf or timeout_ms passes (-1: no limit). */
-static int read_frame(int fd, GByteArray *buf, int timeout_ms, char *type, const guint8 **payload,
-                      gsize *len) {
-  int rc;
-  while ((rc = frame_peek(buf, type, payload, len)) == 0) {
-    struct pollfd p = {.fd = fd, .events = POLLIN};
-    if (poll(&p, 1, timeout_ms) <= 0)
-      return -1;
-    guint8 chunk[CHUNK];
-    ssize_t n = recv(fd, chunk, sizeof chunk, 0);
-    if (n <= 0)
-      return -1;
-    g_byte_array_append(buf, chunk, (guint)n);
-  }
-  return rc;
-}
-
 JsonObject *hutch_supervisor_status(const char *runtime_dir) {
-  int fd = connect_socket(runtime_dir);
-  if (fd < 0)
+  g_autofree char *answer = hutch_supervisor_ask(runtime_dir, "{\"op\": \"status\"}", 'S', 1000);
+  if (!answer)
     return NULL;
-  g_autoptr(GByteArray) out = g_byte_array_new();
-  frame_append_text(out, 'Q', "{\"op\": \"status\"}");
-  g_autoptr(GByteArray) in = g_byte_array_new();
-  char type = 0;
-  const guint8 *payload = NULL;
-  gsize len = 0;
-  JsonObject *status = NULL;
-  if (send_all(fd, out->data, out->len) && read_frame(fd, in, 1000, &type, &payload, &len) > 0 &&
-      type == 'S') {
-    g_autoptr(JsonParser) parser = json_parser_new();
-    if (json_parser_load_from_data(parser, (const char *)payload, (gssize)len, NULL) &&
-        JSON_NODE_HOLDS_OBJECT(json_parser_get_root(parser)))
-      status = json_object_ref(json_node_get_object(json_parser_get_root(parser)));
-  }
-  close(fd);
-  return status;
-}
-
-static gboolean write_out(int fd, const guint8 *data, gsize len, GError **error) {
-  while (len > 0) {
-    ssize_t n = write(fd, data, len);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n < 0 && errno == EAGAIN) {
-      /* someone else made the descriptor non-blocking (a shared terminal): wait */
-      struct pollfd p = {.fd = fd, .events = POLLOUT};
-      poll(&p, 1, -1);
-      continue;
-    }
-    if (n < 0) {
-      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "writing the command's output: %s",
-                  g_strerror(errno));
-      return FALSE;
-    }
-    data += n;
-    len -= (gsize)n;
-  }
-  return TRUE;
-}
-
-/* Where a command's input comes from and its output goes: in_fd -1 is no input; out_func,
- * when set, takes stdout instead of out_fd; err_fd -1 drops stderr. */
-typedef struct {
-  int in_fd, out_fd, err_fd;
-  HutchSshOutputFunc out_func;
-  gpointer out_data;
-} ClientIo;
-
-/* After A: stdin, the terminal's size and the supervisor's frames until X. */
-static int client_pump(int fd, GByteArray *in, const ClientIo *io, const HutchTerminal *terminal,
-                       GError **error) {
-  g_autoptr(GByteArray) pending = g_byte_array_new();
-  gboolean stdin_done = io->in_fd < 0;
-  if (stdin_done)
-    frame_append(pending, 'E', NULL, 0);
-  g_unix_set_fd_nonblocking(fd, TRUE, NULL);
-  for (;;) {
-    char type;
-    const guint8 *payload;
-    gsize len;
-    int rc;
-    while ((rc = frame_peek(in, &type, &payload, &len)) > 0) {
-      if (type == 'O' && io->out_func) {
-        if (!io->out_func((const char *)payload, len, io->out_data, error))
-          return -1;
-      } else if (type == 'O' || (type == 'R' && io->err_fd >= 0)) {
-        if (!write_out(type == 'O' ? io->out_fd : io->err_fd, payload, len, error))
-          return -1;
-      } else if (type == 'X') {
-        g_autofree char *text = g_strndup((const char *)payload, len);
-        return (int)g_ascii_strtoll(text, NULL, 10);
-      } else if (type == 'F') {
-        g_autofree char *text = g_strndup((const char *)payload, len);
-        g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_SSH, "%s", text);
-        return -1;
-      }
-      frame_consume(in, len);
-    }
-    if (rc < 0) {
-      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_SSH, "the supervisor sent a broken frame");
-      return -1;
-    }
-    struct pollfd p[3] = {
-        {.fd = fd, .events = POLLIN | (pending->len ? POLLOUT : 0)},
-        {.fd = stdin_done || pending->len ? -1 : io->in_fd, .events = POLLIN},
-        {.fd = terminal->winch_fd, .events = POLLIN},
-    };
-    if (poll(p, 3, -1) < 0) {
-      if (errno == EINTR)
-        continue;
-      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "poll: %s", g_strerror(errno));
-      return -1;
-    }
-    if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
-      guint8 chunk[CHUNK];
-      ssize_t n = recv(fd, chunk, sizeof chunk, MSG_DONTWAIT);
-      if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
-        g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_SSH,
-                    "the supervisor went away before the command ended");
-        return -1;
-      }
-      if (n > 0)
-        g_byte_array_append(in, chunk, (guint)n);
-    }
-    if (p[1].revents) {
-      guint8 chunk[CHUNK];
-      ssize_t n = read(io->in_fd, chunk, sizeof chunk);
-      if (n > 0) {
-        frame_append(pending, 'I', chunk, (gsize)n);
-      } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
-        /* an unreadable stdin (closed, EIO after a hangup) ends the input like EOF does */
-        frame_append(pending, 'E', NULL, 0);
-        stdin_done = TRUE;
-      }
-    }
-    if (p[2].revents) {
-      char drain[64];
-      while (read(terminal->winch_fd, drain, sizeof drain) > 0)
-        ;
-      guint cols, rows;
-      hutch_terminal_size(terminal->tty_fd, &cols, &rows);
-      g_autofree char *size = g_strdup_printf("%u %u", cols, rows);
-      frame_append_text(pending, 'W', size);
-    }
-    while (pending->len > 0) {
-      ssize_t n = send(fd, pending->data, pending->len, MSG_NOSIGNAL | MSG_DONTWAIT);
-      if (n > 0) {
-        g_byte_array_remove_range(pending, 0, (guint)n);
-        continue;
-      }
-      if (n < 0 && (errno == EAGAIN || errno == EINTR))
-        break;
-      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_SSH,
-                  "the supervisor went away before the command ended");
-      return -1;
-    }
-  }
-}
-
-static int client_run(const char *runtime_dir, const char *command, gboolean pty,
-                      const ClientIo *io, gboolean *ret_used, GError **error) {
-  *ret_used = FALSE;
-  int fd = connect_socket(runtime_dir);
-  if (fd < 0)
-    return -1;
-  HutchTerminal terminal;
-  hutch_terminal_enter(&terminal, FALSE);
-  guint cols = 80, rows = 24;
-  if (pty) {
-    int tty = isatty(STDIN_FILENO) ? STDIN_FILENO : isatty(STDOUT_FILENO) ? STDOUT_FILENO : -1;
-    hutch_terminal_size(tty, &cols, &rows);
-  }
-  const char *term = g_getenv("TERM");
-  g_autoptr(JsonBuilder) b = json_builder_new();
-  json_builder_begin_object(b);
-  json_builder_set_member_name(b, "op");
-  json_builder_add_string_value(b, "exec");
-  json_builder_set_member_name(b, "command");
-  if (command)
-    json_builder_add_string_value(b, command);
-  else
-    json_builder_add_null_value(b);
-  json_builder_set_member_name(b, "pty");
-  json_builder_add_boolean_value(b, pty);
-  json_builder_set_member_name(b, "term");
-  json_builder_add_string_value(b, term && *term ? term : "vt100");
-  json_builder_set_member_name(b, "cols");
-  json_builder_add_int_value(b, cols);
-  json_builder_set_member_name(b, "rows");
-  json_builder_add_int_value(b, rows);
-  json_builder_end_object(b);
-  g_autoptr(JsonNode) root = json_builder_get_root(b);
-  g_autofree char *request = json_to_string(root, FALSE);
-  g_autoptr(GByteArray) out = g_byte_array_new();
-  if (strlen(request) > FRAME_MAX) {
-    close(fd);
-    return -1;
-  }
-  frame_append_text(out, 'Q', request);
-  g_autoptr(GByteArray) in = g_byte_array_new();
-  char type = 0;
-  const guint8 *payload = NULL;
-  gsize len = 0;
-  /* Until A, anything wrong means: connect directly. The channel opens in well under a
-   * second on a live session; a supervisor that reconnects may take the SSH timeout. */
-  if (!send_all(fd, out->data, out->len) || read_frame(fd, in, 40000, &type, &payload, &len) <= 0 ||
-      type != 'A') {
-    close(fd);
-    return -1;
-  }
-  frame_consume(in, len);
-  *ret_used = TRUE;
-  hutch_terminal_enter(&terminal, pty);
-  int status = client_pump(fd, in, io, &terminal, error);
-  hutch_terminal_leave(&terminal);
-  close(fd);
-  return status;
-}
-
-int hutch_supervisor_exec(const char *runtime_dir, const char *command, gboolean pty,
-                          gboolean *ret_used, GError **error) {
-  ClientIo io = {.in_fd = STDIN_FILENO, .out_fd = STDOUT_FILENO, .err_fd = STDERR_FILENO};
-  return client_run(runtime_dir, command, pty, &io, ret_used, error);
-}
-
-int hutch_supervisor_exec_fds(const char *runtime_dir, const char *command, int in_fd,
-                              int out_fd, int err_fd, gboolean *ret_used, GError **error) {
-  ClientIo io = {.in_fd = in_fd, .out_fd = out_fd, .err_fd = err_fd};
-  return client_run(runtime_dir, command, FALSE, &io, ret_used, error);
-}
-
-int hutch_supervisor_exec_stream(const char *runtime_dir, const char *command,
-                                 HutchSshOutputFunc func, gpointer user_data, gboolean *ret_used,
-                                 GError **error) {
-  ClientIo io = {.in_fd = -1, .out_fd = -1, .err_fd = -1, .out_func = func, .out_data = user_data};
-  return client_run(runtime_dir, command, FALSE, &io, ret_used, error);
+  g_autoptr(JsonParser) parser = json_parser_new();
+  if (!json_parser_load_from_data(parser, answer, -1, NULL) ||
+      !JSON_NODE_HOLDS_OBJECT(json_parser_get_root(parser)))
+    return NULL;
+  return json_object_ref(json_node_get_object(json_parser_get_root(parser)));
 }

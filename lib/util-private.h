@@ -1,6 +1,7 @@
 /* util-private.h: helpers shared by libhutch's modules. Not installed. */
 #pragma once
 
+#include "client-private.h" /* hutch_runtime_dir */
 #include "hutch.h"
 #include <libvirt/libvirt.h>
 #include <libvirt/virterror.h>
@@ -60,4 +61,3 @@ int hutch_keep_only_fds(int *fds, unsigned n);
 char *hutch_data_dir(void);
 char *hutch_cache_dir(void);
 char *hutch_config_dir(void);
-char *hutch_runtime_dir(void);

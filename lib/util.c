@@ -18,8 +18,6 @@
 
 #include "util-private.h"
 
-G_DEFINE_QUARK(hutch-error-quark, hutch_error)
-
 static void quiet_libvirt_error_handler(void *user_data, virErrorPtr err) {
   /* libvirt prints every error to stderr by default; the CLI prints errors itself, once. */
 }
@@ -37,19 +35,6 @@ void hutch_init(void) {
 
 const char *hutch_version(void) {
   return HUTCH_VERSION;
-}
-
-gboolean hutch_name_is_valid(const char *name, GError **error) {
-  gsize len = name ? strlen(name) : 0;
-  gboolean ok = len >= 1 && len <= 63 && g_ascii_islower(name[0]);
-  for (gsize i = 1; ok && i < len; i++)
-    ok = g_ascii_islower(name[i]) || g_ascii_isdigit(name[i]) || name[i] == '-';
-  if (!ok)
-    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE,
-                "invalid name '%s': use a lower-case letter followed by up to 62 lower-case "
-                "letters, digits or '-'",
-                name ? name : "");
-  return ok;
 }
 
 void hutch_set_libvirt_error(GError **error, const char *fmt, ...) {
@@ -287,8 +272,4 @@ char *hutch_cache_dir(void) {
 
 char *hutch_config_dir(void) {
   return g_build_filename(g_get_user_config_dir(), "hutch", NULL);
-}
-
-char *hutch_runtime_dir(void) {
-  return g_build_filename(g_get_user_runtime_dir(), "hutch", NULL);
 }

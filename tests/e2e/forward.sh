@@ -64,9 +64,9 @@ wait_supervisor() { for _ in $(seq 1 60); do [ "$(info_int supervisor_pid)" -gt 
 if wait_supervisor; then ok "start leaves a supervisor running"; else not_ok "start leaves a supervisor running"; diag "$(cat "$runtime/supervisor.log" 2>&1)"; fi
 sup_pid=$(info_int supervisor_pid)
 if [ "$(cat /proc/"$sup_pid"/comm 2>/dev/null)" = hutch-supervise ] &&
-   [ "$(readlink /proc/"$sup_pid"/exe)" = "$(readlink -f "$HUTCH")" ] &&
+   [ "$(readlink /proc/"$sup_pid"/exe)" = "$(dirname "$(readlink -f "$HUTCH")")/hutch-cli" ] &&
    [ "$(stat -c %a "$runtime/supervisor.sock")" = 600 ]; then
-  ok "it is hutch executed again (hutch-supervise), its socket 0600"
+  ok "it is the full CLI executed (hutch-supervise), its socket 0600"
 else
   not_ok "the supervisor process and socket"; diag "$(ls -l "$runtime" 2>&1; cat /proc/"$sup_pid"/cmdline 2>&1 | tr '\0' ' ')"
 fi
@@ -83,6 +83,30 @@ got=$(head -c 5M /dev/urandom | tee "$E2E_TMP/up" | "$HUTCH" shell "$vm" -- sha2
 if [ "$got" = "$(sha256sum <"$E2E_TMP/up" | cut -d' ' -f1)" ]; then ok "5 MiB of stdin through the supervisor, byte-exact"; else not_ok "5 MiB of stdin through the supervisor"; fi
 after=$(info_int supervisor_commands)
 if [ "$after" -eq $((before + 6)) ]; then ok "those 6 commands went through the supervisor"; else not_ok "commands through the supervisor: $before -> $after"; fi
+# The `hutch` users run is a front (cmd/front.c): it serves shell through the supervisor on
+# GLib alone and executes hutch-cli, beside it, for everything else.
+if ldd "$HUTCH" | grep -q libvirt; then not_ok "the front maps no libvirt"; diag "$(ldd "$HUTCH")"; else ok "the front maps no libvirt"; fi
+mkdir -p "$E2E_TMP/front" && cp "$HUTCH" "$E2E_TMP/front/hutch"
+out=$("$E2E_TMP/front/hutch" shell "$vm" -- echo served-alone 2>&1)
+if [ "$out" = served-alone ]; then ok "the front alone (no hutch-cli beside it) serves shell"; else not_ok "the front alone serves shell"; diag "$out"; fi
+# the same words arrive through the front's request (its own JSON) as through a direct
+# connection (no supervisor): quotes, backslash, tab, newline, '$', an empty word, UTF-8
+words=('a b' "c'd" 'e"f\g' $'tab\there' $'new\nline' '$HOME' '' 'é€')
+"$HUTCH" shell "$vm" -- printf '[%s]' "${words[@]}" >"$E2E_TMP/w.front" 2>&1
+n1=$(info_int supervisor_commands)
+HUTCH_NO_SUPERVISOR=1 "$HUTCH" shell "$vm" -- printf '[%s]' "${words[@]}" >"$E2E_TMP/w.direct" 2>&1
+n2=$(info_int supervisor_commands)
+if cmp -s "$E2E_TMP/w.front" "$E2E_TMP/w.direct" && [ "$(cat "$E2E_TMP/w.front")" = "$(printf '[%s]' "${words[@]}")" ]; then ok "odd words arrive the same through the front and directly"; else not_ok "odd words through the front"; diag "$(od -c "$E2E_TMP/w.front" | head; od -c "$E2E_TMP/w.direct" | head)"; fi
+if [ "$n2" -eq "$n1" ]; then ok "HUTCH_NO_SUPERVISOR=1: the command connects directly"; else not_ok "HUTCH_NO_SUPERVISOR=1 went through the supervisor ($n1 -> $n2)"; fi
+# a word that is no UTF-8 cannot go in the JSON request: it goes the direct way, intact
+got=$("$HUTCH" shell "$vm" -- printf '%s' $'\xff\xfe' | od -An -tx1 | tr -d ' \n')
+if [ "$got" = fffe ]; then ok "a word that is no UTF-8 arrives intact"; else not_ok "a word that is no UTF-8 arrives intact ($got)"; fi
+# what needs the CLI's parser goes to hutch-cli: an option, before "--"
+out=$("$HUTCH" shell -w /tmp "$vm" -- pwd 2>&1)
+if [ "$out" = /tmp ]; then ok "shell -w DIR (the full CLI's option) works through the front"; else not_ok "shell -w DIR through the front"; diag "$out"; fi
+out=$("$HUTCH" shell "$vm" ls -l 2>&1); rc=$?
+if [ $rc -eq 2 ] && [ "$out" = "hutch shell: unknown option '-l' (see 'hutch shell --help')" ]; then ok "an option after the name without '--' is the full CLI's usage error (exit 2)"; else not_ok "shell NAME ls -l (exit $rc)"; diag "$out"; fi
+after=$(info_int supervisor_commands)
 # No command and stdin no terminal: a login shell without one reads the script from stdin and
 # ends at its end, as ssh's does (with a PTY it waited for a ^D).
 out=$(printf 'echo from-a-script\nexit 4\n' | timeout 60 "$HUTCH" shell "$vm" 2>&1); rc=$?
