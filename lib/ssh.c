@@ -309,7 +309,14 @@ void hutch_ssh_free(HutchSsh *ssh) {
     if (ssh->sftp)
       libssh2_sftp_shutdown(ssh->sftp);
     libssh2_session_disconnect(ssh->session, "hutch: done");
-    libssh2_session_free(ssh->session);
+    if (libssh2_session_free(ssh->session) != 0 && ssh->fd >= 0) {
+      /* libssh2 keeps the session when a channel's close does not complete within the
+       * timeout (a guest that never confirms it; libssh2 1.11 also waits out the output of a
+       * command that is still writing). Once the socket is shut down every read and send
+       * fails at once, and the second free completes. */
+      shutdown(ssh->fd, SHUT_RDWR);
+      libssh2_session_free(ssh->session);
+    }
   }
   if (ssh->fd >= 0)
     close(ssh->fd);

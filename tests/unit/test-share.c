@@ -599,6 +599,40 @@ static GPtrArray *real_plan(Scratch *s, HutchVirtiofsd **ret_virtiofsd) {
   return plan;
 }
 
+/* Where a share's directory (name NULL) or a name in it is in its virtiofsd's view: under
+ * its mount point, or under "/" for the Rust virtiofsd, which chroots into the directory. */
+static char *served_path(const HutchSharePlanEntry *e, const char *name) {
+  const char *top = e->virtiofsd_kind == HUTCH_VIRTIOFSD_RUST ? "/" : e->root;
+  return name ? g_build_filename(top, name, NULL) : g_strdup(top);
+}
+
+/* The Rust virtiofsd chroots into the shared directory a moment after it starts: wait (up to
+ * 5 s) until it has, so that what the tests read through /proc/PID is its final view. */
+static void wait_chrooted(const HutchSharePlanEntry *e, pid_t pid) {
+  if (e->virtiofsd_kind != HUTCH_VIRTIOFSD_RUST)
+    return;
+  g_autofree char *link = g_strdup_printf("/proc/%d/root", (int)pid);
+  for (int i = 0; i < 100; i++) {
+    g_autofree char *root = g_file_read_link(link, NULL);
+    if (root && strcmp(root, "/") != 0)
+      return;
+    g_usleep(50 * 1000);
+  }
+  g_error("virtiofsd %d did not chroot into %s", (int)pid, e->root);
+}
+
+/* path as /proc/PID/mountinfo writes it: space, tab, newline and backslash as \ooo */
+static char *mountinfo_escape(const char *path) {
+  GString *out = g_string_new(NULL);
+  for (const char *p = path; *p; p++) {
+    if (strchr(" \t\n\\", *p))
+      g_string_append_printf(out, "\\%03o", (guchar)*p);
+    else
+      g_string_append_c(out, *p);
+  }
+  return g_string_free(out, FALSE);
+}
+
 static void test_start_stop(void) {
   g_autoptr(Scratch) s = scratch_new();
   g_autoptr(HutchVirtiofsd) virtiofsd = NULL;
@@ -646,17 +680,27 @@ static void test_start_stop(void) {
     /* each virtiofsd shares its mount point, on which its own mount namespace has the host
      * directory; read-only there for a read-only share when virtiofsd cannot do it itself */
     const HutchSharePlanEntry *e = entry_at(plan, i);
+    wait_chrooted(e, pids[i]);
     g_autofree char *mountinfo = proc_text(pids[i], "mountinfo");
     g_assert_nonnull(mountinfo);
     g_auto(GStrv) lines = g_strsplit(mountinfo, "\n", -1);
     const char *options = NULL;
+    /* The Rust virtiofsd chroots into the shared directory once it starts: its mountinfo
+     * then shows only what is under its root, the mount on e->root as "/", whose source
+     * (the path within its file system; a root below / when the tests run in one) ends in
+     * the host directory. */
+    gboolean chrooted = e->virtiofsd_kind == HUTCH_VIRTIOFSD_RUST;
+    g_autofree char *source = mountinfo_escape(e->host_dir);
     for (guint l = 0; lines[l]; l++) {
       g_auto(GStrv) fields = g_strsplit(lines[l], " ", 7);
-      if (g_strv_length(fields) >= 6 && strcmp(fields[4], e->root) == 0)
+      if (g_strv_length(fields) < 6)
+        continue;
+      if (chrooted ? strcmp(fields[4], "/") == 0 && g_str_has_suffix(fields[3], source)
+                   : strcmp(fields[4], e->root) == 0)
         options = strstr(lines[l], fields[5]);
     }
     if (!options)
-      g_error("no mount on %s in virtiofsd's mountinfo:\n%s", e->root, mountinfo);
+      g_error("no mount on %s (of %s) in virtiofsd's mountinfo:\n%s", e->root, source, mountinfo);
     gboolean ro = g_str_has_prefix(options, "ro,") || g_str_has_prefix(options, "ro ");
     g_assert_cmpint(ro, ==, e->readonly && !virtiofsd->has_readonly);
     g_assert_true(g_file_test(e->root, G_FILE_TEST_IS_DIR));
@@ -709,7 +753,7 @@ static void test_start_stop(void) {
   g_assert_true(wait_gone(again));
 }
 
-/* stat of path inside pid's mount namespace */
+/* stat of path inside pid's mount namespace (and root) */
 static gboolean stat_in(pid_t pid, const char *path, struct stat *st) {
   g_autofree char *through = g_strdup_printf("/proc/%d/root%s", (int)pid, path);
   return g_stat(through, st) == 0;
@@ -764,13 +808,15 @@ static void test_start_serves_checked(void) {
     const HutchSharePlanEntry *e = entry_at(plan, i);
     pid_t pid = read_pid(e->pidfile);
     /* what virtiofsd shares, seen from inside its mount namespace: the directory checked */
+    wait_chrooted(e, pid);
     struct stat served;
-    if (!stat_in(pid, e->root, &served))
-      g_error("stat %s in virtiofsd %d: %s", e->root, (int)pid, g_strerror(errno));
+    g_autofree char *top = served_path(e, NULL);
+    if (!stat_in(pid, top, &served))
+      g_error("stat %s in virtiofsd %d: %s", top, (int)pid, g_strerror(errno));
     g_assert_true(served.st_dev == victim_st.st_dev && served.st_ino == victim_st.st_ino);
     g_assert_false(served.st_dev == ssh_st.st_dev && served.st_ino == ssh_st.st_ino);
-    g_autofree char *mark = g_build_filename(e->root, "shared-file", NULL);
-    g_autofree char *secret = g_build_filename(e->root, "id_ed25519", NULL);
+    g_autofree char *mark = served_path(e, "shared-file");
+    g_autofree char *secret = served_path(e, "id_ed25519");
     struct stat st;
     g_assert_true(stat_in(pid, mark, &st));
     g_assert_false(stat_in(pid, secret, &st));
