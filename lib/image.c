@@ -76,9 +76,11 @@ static const char unpack_script[] =
     "out=$1\n"
     "mkdir \"$out/root\"\n"
     "tar -C \"$out/root\" --numeric-owner -xpf \"$out/root.tar\"\n"
-    /* The tar has no /dev (device nodes cannot be made here); the initramfs moves the
-     * kernel's devtmpfs onto it. */
-    "mkdir -m 0755 \"$out/root/dev\"\n"
+    /* The initramfs moves the kernel's devtmpfs onto /dev. mmdebstrap's tar has none
+     * before 1.4 (Debian 12); newer ones have the directory (device nodes cannot be made
+     * here either way). */
+    "mkdir -p \"$out/root/dev\"\n"
+    "chmod 0755 \"$out/root/dev\"\n"
     "rm -f \"$out/root.tar\"\n"
     "for pair in vmlinuz:vmlinuz initrd.img:initrd.img; do\n"
     "  set -- \"$out\"/root/boot/\"${pair%%:*}\"-*\n"

@@ -193,7 +193,8 @@ echo one-marker >"$E2E_TMP/one/marker"
 runtime=${XDG_RUNTIME_DIR:?}/hutch/$vm
 always_args=$(tr '\0' ' ' <"/proc/$(cut -d' ' -f1 "$runtime/virtiofs-1.pid")/cmdline" 2>&1)
 auto_args=$(tr '\0' ' ' <"/proc/$(cut -d' ' -f1 "$runtime/virtiofs-0.pid")/cmdline" 2>&1)
-if grep -q "cache=always -o writeback" <<<"$always_args" && grep -q "cache=auto" <<<"$auto_args" && ! grep -q writeback <<<"$auto_args"; then ok "virtiofsd gets each share's cache mode (always with writeback, auto without)"; else not_ok "virtiofsd's cache options"; diag "$always_args / $auto_args"; fi
+# the C virtiofsd's words (-o cache=always -o writeback) or the Rust one's (--cache=always --writeback)
+if grep -Eq "cache=always (-o |--)writeback" <<<"$always_args" && grep -q "cache=auto" <<<"$auto_args" && ! grep -q writeback <<<"$auto_args"; then ok "virtiofsd gets each share's cache mode (always with writeback, auto without)"; else not_ok "virtiofsd's cache options"; diag "$always_args / $auto_args"; fi
 check "a cache=always share: a guest write is on the host when the command ends" bash -c "'$HUTCH' shell '$vm' -- sh -c 'seq 1 20000 > ~/two/written' && [ \"\$(tail -n 1 '$E2E_TMP/two/written')\" = 20000 ]"
 rm -f "$E2E_TMP/two/written"
 # The first share goes: the second's mount tag moves (hutchfs1 -> hutchfs0), so the boot
