@@ -7,7 +7,7 @@
 
 static int list_forwards(Cli *cli, const char *name) {
   g_autoptr(GError) error = NULL;
-  JsonArray *forwards = hutch_forward_list(cli->ctx, name, &error);
+  g_autoptr(JsonArray) forwards = hutch_forward_list(cli->ctx, name, &error);
   if (!forwards)
     return cli_error(error);
   if (cli->json) {
@@ -23,7 +23,6 @@ static int list_forwards(Cli *cli, const char *name) {
            v6 ? "]" : "", json_object_get_int_member(f, "host_port"),
            json_object_get_int_member(f, "guest_port"));
   }
-  json_array_unref(forwards);
   return EXIT_OK;
 }
 

@@ -95,7 +95,8 @@ unshare --mount --propagation private --fork -- bash -euo pipefail -c '
   cd /
   umount -l /.host
   exec /usr/bin/env -i PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin HOME=/root \
-    LANG=C.UTF-8 CI="$CI" HUTCH_MESON_ARGS="$HUTCH_MESON_ARGS" bash /src/tests/run "$@"
+    LANG=C.UTF-8 CI="$CI" HUTCH_MESON_ARGS="$HUTCH_MESON_ARGS" HUTCH_IN_LANE=1 \
+    bash /src/tests/run "$@"
 ' lane "$@"
 rc=$?
 set -e

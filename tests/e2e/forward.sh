@@ -176,7 +176,7 @@ else
   not_ok "info --json lists it under forwards"; diag "$out"
 fi
 pid=$(forward_pid)
-if [ -n "$pid" ] && [ "$(cat /proc/"$pid"/comm 2>/dev/null)" = hutch-forward ]; then ok "--json names the helper's pid"; else not_ok "--json names the helper's pid ($pid)"; fi
+if [ -n "$pid" ] && [ "$(cat /proc/"$pid"/comm 2>/dev/null)" = hutch-forward ]; then ok "--json names the helper's pid"; else not_ok "--json names the helper's pid ($pid)"; diag "$("$HUTCH" --json forward "$vm" --list 2>&1; cat "$runtime/forward-$port.pid" "/proc/$(cut -d' ' -f1 "$runtime/forward-$port.pid")/comm" 2>&1)"; fi
 listen=$(ss -ltnH "sport = :$port" | awk '{print $4}')
 if [ "$listen" = "127.0.0.1:$port" ]; then ok "the host port is bound on 127.0.0.1 only"; else not_ok "bound on 127.0.0.1 only"; diag "$listen"; fi
 host_addr=$(ip -4 -o addr show scope global | awk '{print $4}' | cut -d/ -f1 | head -1)
