@@ -75,6 +75,9 @@ void hutch_terminal_leave(HutchTerminal *t);
 void hutch_terminal_size(int fd, guint *ret_cols, guint *ret_rows);
 
 /* Receives output as it arrives; returns FALSE with error set to stop the command. */
+/* Writes all of data to fd, waiting out EINTR and a descriptor someone made non-blocking. */
+gboolean hutch_write_all(int fd, const void *data, gsize len, GError **error);
+
 typedef gboolean (*HutchSshOutputFunc)(const char *data, gsize len, gpointer user_data,
                                        GError **error);
 

@@ -265,9 +265,10 @@ char *hutch_supervisor_ask(const char *runtime_dir, const char *request, char an
   return answer;
 }
 
-static gboolean write_out(int fd, const guint8 *data, gsize len, GError **error) {
+gboolean hutch_write_all(int fd, const void *data, gsize len, GError **error) {
+  const guint8 *at = data;
   while (len > 0) {
-    ssize_t n = write(fd, data, len);
+    ssize_t n = write(fd, at, len);
     if (n < 0 && errno == EINTR)
       continue;
     if (n < 0 && errno == EAGAIN) {
@@ -277,11 +278,10 @@ static gboolean write_out(int fd, const guint8 *data, gsize len, GError **error)
       continue;
     }
     if (n < 0) {
-      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "writing the command's output: %s",
-                  g_strerror(errno));
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "writing output: %s", g_strerror(errno));
       return FALSE;
     }
-    data += n;
+    at += n;
     len -= (gsize)n;
   }
   return TRUE;
@@ -313,7 +313,7 @@ static int client_pump(int fd, GByteArray *in, const ClientIo *io, const HutchTe
         if (!io->out_func((const char *)payload, len, io->out_data, error))
           return -1;
       } else if (type == 'O' || (type == 'R' && io->err_fd >= 0)) {
-        if (!write_out(type == 'O' ? io->out_fd : io->err_fd, payload, len, error))
+        if (!hutch_write_all(type == 'O' ? io->out_fd : io->err_fd, payload, len, error))
           return -1;
       } else if (type == 'X') {
         g_autofree char *text = g_strndup((const char *)payload, len);

@@ -340,32 +340,10 @@ typedef struct {
   int tty_fd;   /* the terminal whose size the PTY follows, or -1 */
 } ChannelIo;
 
-static gboolean write_all(int fd, const char *data, gsize len, GError **error) {
-  while (len > 0) {
-    ssize_t n = write(fd, data, len);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n < 0 && errno == EAGAIN) {
-      /* Someone else made the descriptor non-blocking (a shared terminal): wait. */
-      struct pollfd pfd = {.fd = fd, .events = POLLOUT};
-      poll(&pfd, 1, -1);
-      continue;
-    }
-    if (n < 0) {
-      int saved = errno;
-      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "writing output: %s", g_strerror(saved));
-      return FALSE;
-    }
-    data += n;
-    len -= (gsize)n;
-  }
-  return TRUE;
-}
-
 static gboolean deliver(int fd, HutchSshOutputFunc func, gpointer func_data, GString *sink,
                         const char *what, const char *data, gsize len, GError **error) {
   if (fd >= 0)
-    return write_all(fd, data, len, error);
+    return hutch_write_all(fd, data, len, error);
   if (func)
     return func(data, len, func_data, error);
   if (!sink)
@@ -1106,7 +1084,7 @@ static gboolean download_file(HutchSsh *ssh, const char *remote, int dirfd, cons
     }
     if (n == 0)
       break;
-    if (!write_all(fd, buf, (gsize)n, error)) {
+    if (!hutch_write_all(fd, buf, (gsize)n, error)) {
       g_prefix_error(error, "%s: ", shown);
       ok = FALSE;
       break;

@@ -69,7 +69,8 @@ if [ ! -x "$root/usr/bin/qemu-system-x86_64" ]; then
 fi
 # the guest image build inside resolves the mirror's name
 cp /etc/resolv.conf "$root/etc/resolv.conf"
-echo "== $host: $(chroot "$root" dpkg-query -W -f='libvirt ${Version}\n' libvirt-daemon 2>/dev/null), $(chroot "$root" dpkg-query -W -f='QEMU ${Version}\n' qemu-system-x86), $(chroot "$root" dpkg-query -W -f='passt ${Version}\n' passt), $(chroot "$root" dpkg-query -W -f='virtiofsd ${Version}\n' virtiofsd 2>/dev/null || echo 'virtiofsd (QEMU'"'"'s)'), $(chroot "$root" gcc -dumpfullversion 2>/dev/null | sed 's/^/gcc /')"
+versions=$(chroot "$root" dpkg-query -W -f='${Package} ${Version}\n' libvirt-daemon qemu-system-x86 passt virtiofsd 2>/dev/null || true)
+echo "== $host: $(echo "$versions" | paste -sd, - | sed 's/,/, /g'), $(chroot "$root" gcc -dumpfullversion 2>/dev/null | sed 's/^/gcc /')"
 
 mkdir -p "$root/src"
 python3 "$src/tests/mirror-tree.py" "$src" "$root/src"
@@ -81,8 +82,7 @@ python3 "$src/tests/mirror-tree.py" "$src" "$root/src"
 # sockets in /run/user/UID). Private propagation: nothing mounted there reaches the host, and
 # it all goes when the namespace does.
 export HUTCH_LANE_ROOT=$root CI=${CI:-} HUTCH_MESON_ARGS=${HUTCH_MESON_ARGS:-}
-set +e
-unshare --mount --propagation private --fork -- bash -euo pipefail -c '
+exec unshare --mount --propagation private --fork -- bash -euo pipefail -c '
   root=$HUTCH_LANE_ROOT
   mount --bind "$root" "$root"
   mount -t proc proc "$root/proc"
@@ -98,6 +98,3 @@ unshare --mount --propagation private --fork -- bash -euo pipefail -c '
     LANG=C.UTF-8 CI="$CI" HUTCH_MESON_ARGS="$HUTCH_MESON_ARGS" HUTCH_IN_LANE=1 \
     bash /src/tests/run "$@"
 ' lane "$@"
-rc=$?
-set -e
-exit $rc

@@ -87,8 +87,9 @@ if [ "$after" -eq $((before + 6)) ]; then ok "those 6 commands went through the 
 # GLib alone and executes hutch-cli, beside it, for everything else.
 if ldd "$HUTCH" | grep -q libvirt; then not_ok "the front maps no libvirt"; diag "$(ldd "$HUTCH")"; else ok "the front maps no libvirt"; fi
 mkdir -p "$E2E_TMP/front" && cp "$HUTCH" "$E2E_TMP/front/hutch"
+n0=$(info_int supervisor_commands)
 out=$("$E2E_TMP/front/hutch" shell "$vm" -- echo served-alone 2>&1)
-if [ "$out" = served-alone ]; then ok "the front alone (no hutch-cli beside it) serves shell"; else not_ok "the front alone serves shell"; diag "$out"; fi
+if [ "$out" = served-alone ] && [ "$(info_int supervisor_commands)" -eq $((n0 + 1)) ]; then ok "the front alone (no hutch-cli beside it) serves shell"; else not_ok "the front alone serves shell"; diag "$out (supervisor commands $n0 -> $(info_int supervisor_commands))"; fi
 # the same words arrive through the front's request (its own JSON) as through a direct
 # connection (no supervisor): quotes, backslash, tab, newline, '$', an empty word, UTF-8
 words=('a b' "c'd" 'e"f\g' $'tab\there' $'new\nline' '$HOME' '' 'é€')
