@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "doctor-private.h"
+#include "net-private.h"
 #include "instance-private.h"
 #include "share-private.h"
 
@@ -418,8 +419,13 @@ JsonArray *hutch_doctor_run(HutchContext *ctx, const HutchDoctorEnv *env) {
   check_program(results, env, "qemu", "qemu-system-x86_64", "error", "runs the guests",
                 "apt-get install qemu-system-x86");
   const char *passt = g_getenv("HUTCH_PASST");
+  /* which of passt's paths this host gets (lib/domain.c, add_net_backend) */
   check_program(results, env, "passt", passt && *passt ? passt : "passt", "error",
-                "the guests' network", "apt-get install passt");
+                hutch_net_vhost_user()
+                    ? "the guests' network; vhost-user: passt serves the network card's queues"
+                    : "the guests' network; a stream socket: this passt has no vhost-user mode "
+                      "(passt 2024-11 and later have it, one copy less per packet)",
+                "apt-get install passt");
   check_egress(results, env);
   check_virtiofsd(results);
   check_open_files(results, env);

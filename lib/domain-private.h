@@ -32,6 +32,7 @@ typedef struct {
   const char *cmdline;         /* may be NULL */
   const char *console_log;     /* serial console is logged here */
   const char *passt_socket;    /* NULL: no network */
+  gboolean net_vhost_user;     /* passt serves the NIC's virtqueues (vhost-user), not a stream */
   const char *mac;             /* "52:54:00:xx:xx:xx" */
   const char *ready_socket;    /* unix socket of the ready channel (libvirt binds it) */
   const char *agent_socket;    /* unix socket of the qemu-guest-agent channel, or NULL */
@@ -65,6 +66,11 @@ char *hutch_domain_build_xml(const HutchProfile *profile, const HutchDomainConfi
  * virtiofs); everything else is kept. Pure.
  * HUTCH_ERROR_USAGE for invalid filesystems or memory, HUTCH_ERROR_FAILED for XML that is
  * not a domain. */
+/* The domain XML with its network back end set to passt's vhost-user mode (vhost_user) or
+ * a stream socket, and its memory shareable as the back ends need; *ret_changed says whether
+ * anything changed (a domain without hutch's network is left alone). */
+char *hutch_domain_set_net_backend(const char *xml, const char *passt_socket, gboolean vhost_user,
+                                   gboolean *ret_changed, GError **error);
 char *hutch_domain_edit_xml(const char *xml, const HutchProfile *profile, guint vcpus,
                             GPtrArray *filesystems, GError **error);
 

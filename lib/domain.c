@@ -372,17 +372,44 @@ static void add_qemu_arg(xmlNodePtr commandline, xmlNsPtr ns, const char *value)
   set_attr(arg, "value", value);
 }
 
+#define NET_CHARDEV_ID "hutchnetchr0"
+
+/* The back end's arguments (-netdev, and -chardev for vhost-user) for the passt socket, put
+ * before `before` (NULL: at the end). Stream: QEMU's virtio-net parses the virtqueues and
+ * sends frames to passt over the socket. vhost-user (passt 2024-11 and later): passt maps
+ * the guest's memory and serves the virtqueues itself, one copy less per packet; the memory
+ * has to be shareable then. */
+static void add_net_backend(xmlNodePtr commandline, xmlNsPtr ns, xmlNodePtr before,
+                            const char *socket, gboolean vhost_user) {
+  g_autoptr(GPtrArray) args = g_ptr_array_new_with_free_func(g_free);
+  if (vhost_user) {
+    g_ptr_array_add(args, g_strdup("-chardev"));
+    g_ptr_array_add(args, g_strdup_printf("socket,id=" NET_CHARDEV_ID ",path=%s", socket));
+    g_ptr_array_add(args, g_strdup("-netdev"));
+    g_ptr_array_add(args, g_strdup("vhost-user,id=" NET_ID ",chardev=" NET_CHARDEV_ID));
+  } else {
+    g_ptr_array_add(args, g_strdup("-netdev"));
+    g_ptr_array_add(
+        args,
+        g_strdup_printf("stream,id=" NET_ID ",server=off,addr.type=unix,addr.path=%s", socket));
+  }
+  for (guint i = 0; i < args->len; i++) {
+    xmlNodePtr arg = xmlNewNode(ns, BAD_CAST "arg");
+    set_attr(arg, "value", g_ptr_array_index(args, i));
+    if (before)
+      xmlAddPrevSibling(before, arg);
+    else
+      xmlAddChild(commandline, arg);
+  }
+}
+
 /* Debian's libvirt 9.0 has no passt backend and its slirp ignores port forwards: hutch runs
  * passt itself and hands QEMU the socket. */
 static void add_network(xmlNodePtr domain, xmlNsPtr qemu_ns, const HutchDomainConfig *c) {
   xmlNodePtr commandline = xmlNewChild(domain, qemu_ns, BAD_CAST "commandline", NULL);
-  g_autofree char *netdev =
-      g_strdup_printf("stream,id=" NET_ID ",server=off,addr.type=unix,addr.path=%s",
-                      c->passt_socket);
+  add_net_backend(commandline, qemu_ns, NULL, c->passt_socket, c->net_vhost_user);
   g_autofree char *device = g_strdup_printf(
       "virtio-net-pci,netdev=" NET_ID ",mac=%s,bus=pcie.0,addr=" NET_PCI_ADDR, c->mac);
-  add_qemu_arg(commandline, qemu_ns, "-netdev");
-  add_qemu_arg(commandline, qemu_ns, netdev);
   add_qemu_arg(commandline, qemu_ns, "-device");
   add_qemu_arg(commandline, qemu_ns, device);
 }
@@ -437,8 +464,8 @@ char *hutch_domain_build_xml(const HutchProfile *profile, const HutchDomainConfi
   g_autofree char *kib = g_strdup_printf("%" G_GUINT64_FORMAT, profile->memory / 1024);
   set_attr(add_text(domain, NULL, "memory", kib), "unit", "KiB");
   set_attr(add_text(domain, NULL, "currentMemory", kib), "unit", "KiB");
-  if (has_virtiofs(config->filesystems)) {
-    /* vhost-user (virtiofsd) maps the guest's memory: it has to be shareable. */
+  if (has_virtiofs(config->filesystems) || (config->passt_socket && config->net_vhost_user)) {
+    /* vhost-user (virtiofsd, passt) maps the guest's memory: it has to be shareable. */
     xmlNodePtr backing = add_node(domain, "memoryBacking");
     add_elem(backing, "source", "type", "memfd", NULL, NULL);
     add_elem(backing, "access", "mode", "shared", NULL, NULL);
@@ -488,6 +515,43 @@ static xmlNodePtr set_child_text(xmlNodePtr root, const char *name, const char *
   return node;
 }
 
+/* The domain's <qemu:commandline> (hutch's network), or NULL. */
+static xmlNodePtr qemu_commandline(xmlNodePtr domain) {
+  for (xmlNodePtr child = xmlFirstElementChild(domain); child; child = xmlNextElementSibling(child))
+    if (xmlStrEqual(child->name, BAD_CAST "commandline") && child->ns &&
+        xmlStrEqual(child->ns->href, BAD_CAST QEMU_NS))
+      return child;
+  return NULL;
+}
+
+static gboolean net_is_vhost_user(xmlNodePtr domain) {
+  xmlNodePtr commandline = qemu_commandline(domain);
+  g_autoptr(GPtrArray) args = commandline ? children_named(commandline, "arg") : NULL;
+  for (guint i = 0; args && i < args->len; i++) {
+    g_autofree char *value = (char *)xmlGetProp(g_ptr_array_index(args, i), BAD_CAST "value");
+    if (value && g_str_has_prefix(value, "vhost-user,id=" NET_ID ","))
+      return TRUE;
+  }
+  return FALSE;
+}
+
+/* Shareable guest memory (memfd) exactly when shared is set: vhost-user back ends map it. */
+static void set_memory_shared(xmlDocPtr doc, xmlNodePtr domain, gboolean shared) {
+  g_autoptr(GPtrArray) backing = children_named(domain, "memoryBacking");
+  for (guint i = 0; i < backing->len; i++)
+    remove_node(g_ptr_array_index(backing, i));
+  if (!shared)
+    return;
+  xmlNodePtr node = xmlNewDocNode(doc, NULL, BAD_CAST "memoryBacking", NULL);
+  add_elem(node, "source", "type", "memfd", NULL, NULL);
+  add_elem(node, "access", "mode", "shared", NULL, NULL);
+  g_autoptr(GPtrArray) current = children_named(domain, "currentMemory");
+  if (current->len)
+    xmlAddNextSibling(g_ptr_array_index(current, 0), node);
+  else
+    xmlAddChild(domain, node);
+}
+
 char *hutch_domain_edit_xml(const char *xml, const HutchProfile *profile, guint vcpus,
                             GPtrArray *filesystems, GError **error) {
   if (!check_filesystems(filesystems, error)) {
@@ -520,19 +584,63 @@ char *hutch_domain_edit_xml(const char *xml, const HutchProfile *profile, guint 
     remove_node(g_ptr_array_index(old_fs, i));
   for (guint i = 0; filesystems && i < filesystems->len; i++)
     add_filesystem(g_ptr_array_index(devices, 0), g_ptr_array_index(filesystems, i));
-  g_autoptr(GPtrArray) backing = children_named(domain, "memoryBacking");
-  for (guint i = 0; i < backing->len; i++)
-    remove_node(g_ptr_array_index(backing, i));
-  if (has_virtiofs(filesystems)) {
-    xmlNodePtr node = xmlNewDocNode(doc, NULL, BAD_CAST "memoryBacking", NULL);
-    add_elem(node, "source", "type", "memfd", NULL, NULL);
-    add_elem(node, "access", "mode", "shared", NULL, NULL);
-    g_autoptr(GPtrArray) current = children_named(domain, "currentMemory");
-    xmlAddNextSibling(g_ptr_array_index(current, 0), node);
-  }
+  set_memory_shared(doc, domain, has_virtiofs(filesystems) || net_is_vhost_user(domain));
   char *text = doc_to_string(doc, error);
   if (!text)
     g_prefix_error(error, "editing domain XML: ");
+  return text;
+}
+
+char *hutch_domain_set_net_backend(const char *xml, const char *passt_socket, gboolean vhost_user,
+                                   gboolean *ret_changed, GError **error) {
+  *ret_changed = FALSE;
+  if (strchr(passt_socket, ',')) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE, "passt socket '%s' contains a comma",
+                passt_socket);
+    return NULL;
+  }
+  g_autoptr(xmlDoc) doc = xmlReadMemory(xml, (int)strlen(xml), "domain.xml", NULL,
+                                        XML_PARSE_NONET | XML_PARSE_NOBLANKS);
+  xmlNodePtr domain = doc ? xmlDocGetRootElement(doc) : NULL;
+  if (!domain || !xmlStrEqual(domain->name, BAD_CAST "domain")) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED,
+                "setting the network back end: not a "
+                "domain");
+    return NULL;
+  }
+  xmlNodePtr commandline = qemu_commandline(domain);
+  if (!commandline || net_is_vhost_user(domain) == vhost_user)
+    return g_strdup(xml); /* no network of hutch's, or the back end wanted already */
+  /* the back end's arguments go; the device (and anything else) stays */
+  g_autoptr(GPtrArray) args = children_named(commandline, "arg");
+  for (guint i = 0; i < args->len; i++) {
+    xmlNodePtr arg = g_ptr_array_index(args, i);
+    g_autofree char *value = (char *)xmlGetProp(arg, BAD_CAST "value");
+    if (value && (strcmp(value, "-netdev") == 0 || strcmp(value, "-chardev") == 0) &&
+        i + 1 < args->len) {
+      xmlNodePtr next = g_ptr_array_index(args, i + 1);
+      g_autofree char *next_value = (char *)xmlGetProp(next, BAD_CAST "value");
+      if (next_value && (strstr(next_value, "id=" NET_ID ",") ||
+                         g_str_has_prefix(next_value, "socket,id=" NET_CHARDEV_ID ","))) {
+        remove_node(arg);
+        remove_node(next);
+        i++;
+      }
+    }
+  }
+  xmlNodePtr first = xmlFirstElementChild(commandline);
+  add_net_backend(commandline, commandline->ns, first, passt_socket, vhost_user);
+  g_autoptr(GPtrArray) devices = children_named(domain, "devices");
+  gboolean virtiofs = FALSE;
+  for (guint d = 0; d < devices->len; d++) {
+    g_autoptr(GPtrArray) fs = children_named(g_ptr_array_index(devices, d), "filesystem");
+    virtiofs |= fs->len > 0;
+  }
+  set_memory_shared(doc, domain, virtiofs || vhost_user);
+  char *text = doc_to_string(doc, error);
+  if (!text)
+    g_prefix_error(error, "setting the network back end: ");
+  *ret_changed = text != NULL;
   return text;
 }
 

@@ -17,7 +17,8 @@
  * under a policy); envp: the helper's environment (the credential broker's env secrets come
  * from it), NULL for this process's. */
 gboolean hutch_egress_start(HutchContext *ctx, const char *instance_dir, const char *runtime_dir,
-                            guint ssh_port, GPtrArray *ports, char **envp, GError **error);
+                            guint ssh_port, GPtrArray *ports, gboolean vhost_user, char **envp,
+                            GError **error);
 /* Stops the VM's helper (and with it passt) if it runs */
 void hutch_egress_stop(const char *runtime_dir);
 /* Makes the running helper read the instance's policy file again; FALSE when none runs */

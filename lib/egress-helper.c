@@ -1324,7 +1324,8 @@ static gboolean have_program(const char *name, const char *package, GError **err
 }
 
 gboolean hutch_egress_start(HutchContext *ctx, const char *instance_dir, const char *runtime_dir,
-                            guint ssh_port, GPtrArray *ports, char **helper_envp, GError **error) {
+                            guint ssh_port, GPtrArray *ports, gboolean vhost_user,
+                            char **helper_envp, GError **error) {
   for (guint i = 0; ports && i < ports->len; i++) {
     HutchPort *port = g_ptr_array_index(ports, i);
     if (port->proto == HUTCH_PROTO_TCP &&
@@ -1372,8 +1373,8 @@ gboolean hutch_egress_start(HutchContext *ctx, const char *instance_dir, const c
     g_strv_builder_add(argv, spec);
   }
   g_strv_builder_add(argv, "--");
-  g_auto(GStrv) passt = hutch_net_passt_argv(hutch_net_find_passt(), runtime_dir, ssh_port,
-                                             ports, TRUE);
+  g_auto(GStrv) passt =
+      hutch_net_passt_argv(hutch_net_find_passt(), runtime_dir, ssh_port, ports, TRUE, vhost_user);
   g_strv_builder_addv(argv, (const char **)passt);
   g_auto(GStrv) args = g_strv_builder_end(argv);
 

@@ -1053,6 +1053,31 @@ static gboolean apply_guest_mounts(HutchContext *ctx, HutchInstance *instance, H
   return TRUE;
 }
 
+/* The domain's network back end as this host's passt serves it best (vhost-user where passt
+ * offers it, a stream socket elsewhere), decided at each start: a VM made before passt was
+ * upgraded (or on another host) gets the path this one has. */
+static gboolean set_net_backend(HutchInstance *instance, gboolean vhost_user, GError **error) {
+  g_autofree char *xml = virDomainGetXMLDesc(instance->domain, VIR_DOMAIN_XML_INACTIVE);
+  if (!xml) {
+    hutch_set_libvirt_error(error, "reading the domain's definition");
+    return FALSE;
+  }
+  g_autofree char *socket = g_build_filename(instance->meta->runtime_dir, HUTCH_PASST_SOCKET, NULL);
+  gboolean changed = FALSE;
+  g_autofree char *wanted = hutch_domain_set_net_backend(xml, socket, vhost_user, &changed, error);
+  if (!wanted)
+    return FALSE;
+  if (!changed)
+    return TRUE;
+  g_autoptr(virDomain) defined = virDomainDefineXML(virDomainGetConnect(instance->domain), wanted);
+  if (!defined) {
+    hutch_set_libvirt_error(error, "setting the domain's network back end (%s)",
+                            vhost_user ? "passt's vhost-user" : "a stream socket");
+    return FALSE;
+  }
+  return TRUE;
+}
+
 static gboolean start_steps(HutchContext *ctx, HutchInstance *instance, gboolean wait_ready,
                             GError **error) {
   /* the secrets' host variables: for the egress helper only (it wipes its copy), never for
@@ -1116,18 +1141,24 @@ static gboolean start_steps(HutchContext *ctx, HutchInstance *instance, gboolean
   if (!policy)
     return FALSE;
   const char *mode = hutch_egress_mode_to_string(policy->mode);
-  hutch_progress_begin(ctx, "network", "passt (egress: %s), SSH on 127.0.0.1:%u", mode, ssh_port);
+  gboolean vhost_user = hutch_net_vhost_user();
+  const char *backend = vhost_user ? ", vhost-user" : "";
+  hutch_progress_begin(ctx, "network", "passt (egress: %s%s), SSH on 127.0.0.1:%u", mode, backend,
+                       ssh_port);
   gboolean network_up =
-      policy->mode == HUTCH_EGRESS_UNRESTRICTED
-          ? hutch_net_start(instance->meta->runtime_dir, ssh_port, profile->ports, error)
-          : hutch_egress_start(ctx, instance->meta->instance_dir, instance->meta->runtime_dir,
-                               ssh_port, profile->ports, helper_env, error);
+      set_net_backend(instance, vhost_user, error) &&
+      (policy->mode == HUTCH_EGRESS_UNRESTRICTED
+           ? hutch_net_start(instance->meta->runtime_dir, ssh_port, profile->ports, vhost_user,
+                             error)
+           : hutch_egress_start(ctx, instance->meta->instance_dir, instance->meta->runtime_dir,
+                                ssh_port, profile->ports, vhost_user, helper_env, error));
   if (!network_up || !hutch_instance_set_meta(instance->domain, "ssh-port", port_text, error)) {
     hutch_instance_stop_helpers(instance->meta->runtime_dir);
     return FALSE;
   }
   instance->meta->ssh_port = ssh_port;
-  hutch_progress_end(ctx, "network", "passt (egress: %s), SSH on 127.0.0.1:%u", mode, ssh_port);
+  hutch_progress_end(ctx, "network", "passt (egress: %s%s), SSH on 127.0.0.1:%u", mode, backend,
+                     ssh_port);
 
   hutch_progress_begin(ctx, "boot", "starting the domain");
   if (virDomainCreate(instance->domain) < 0) {

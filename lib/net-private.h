@@ -19,9 +19,18 @@
 
 /* The passt command line for a VM (argv, NULL-terminated): --one-off --no-map-gw, the SSH
  * forward 127.0.0.1/ssh_port:22 and one -t/-u per profile port. sandboxed: for the egress
- * helper's namespace (egress-helper.c). Pure, for tests. */
+ * helper's namespace (egress-helper.c). vhost_user: passt serves the NIC's virtqueues
+ * (--vhost-user) instead of a stream of frames. Pure, for tests. */
 GStrv hutch_net_passt_argv(const char *passt, const char *runtime_dir, guint ssh_port,
-                           GPtrArray *ports, gboolean sandboxed);
+                           GPtrArray *ports, gboolean sandboxed, gboolean vhost_user);
+
+/* Whether passt's vhost-user mode is used for the VMs started now: $HUTCH_PASST_VHOST_USER
+ * "0" or "1" when set, else whether the passt found offers --vhost-user (passt 2024-11 and
+ * later; Debian 13's, not Debian 12's). Asked once per process. */
+gboolean hutch_net_vhost_user(void);
+
+/* Whether passt's --help text offers vhost-user. Pure, for tests. */
+gboolean hutch_net_help_has_vhost_user(const char *help);
 
 /* The passt program: $HUTCH_PASST, else "passt" on PATH */
 const char *hutch_net_find_passt(void);
@@ -39,7 +48,7 @@ guint hutch_net_free_port(GError **error);
 /* Starts passt for a VM and returns once its socket exists (passt daemonizes itself; its pid
  * is in runtime_dir/passt.pid). */
 gboolean hutch_net_start(const char *runtime_dir, guint ssh_port, GPtrArray *ports,
-                         GError **error);
+                         gboolean vhost_user, GError **error);
 
 /* Stops the VM's passt if it still runs (it exits by itself when QEMU disconnects) and
  * removes its files. */

@@ -20,7 +20,7 @@ static char *port_range(guint16 start, guint16 end) {
 }
 
 GStrv hutch_net_passt_argv(const char *passt, const char *runtime_dir, guint ssh_port,
-                           GPtrArray *ports, gboolean sandboxed) {
+                           GPtrArray *ports, gboolean sandboxed, gboolean vhost_user) {
   g_autoptr(GStrvBuilder) argv = g_strv_builder_new();
   g_autofree char *socket = g_build_filename(runtime_dir, HUTCH_PASST_SOCKET, NULL);
   g_autofree char *pidfile = g_build_filename(runtime_dir, HUTCH_PASST_PID, NULL);
@@ -43,6 +43,10 @@ GStrv hutch_net_passt_argv(const char *passt, const char *runtime_dir, guint ssh
       NULL,
   };
   g_strv_builder_addv(argv, fixed);
+  /* no repair socket beside it: that is for migrating TCP connections (passt-repair, with
+   * CAP_NET_ADMIN), which hutch never does */
+  if (vhost_user)
+    g_strv_builder_addv(argv, (const char *[]){"--vhost-user", "--repair-path", "none", NULL});
   if (sandboxed) {
     /* In the egress helper's namespace, whose only interface is its loopback: passt stays in
      * the foreground as the helper's child; it is root there (mapped to the user) and must
@@ -132,6 +136,35 @@ const char *hutch_net_find_passt(void) {
   return configured && *configured ? configured : "passt";
 }
 
+gboolean hutch_net_help_has_vhost_user(const char *help) {
+  for (const char *at = help; at && (at = strstr(at, "--vhost-user")); at++) {
+    char after = at[strlen("--vhost-user")];
+    if (after == '\0' || g_ascii_isspace(after) || after == ',')
+      return TRUE;
+  }
+  return FALSE;
+}
+
+gboolean hutch_net_vhost_user(void) {
+  static gsize asked = 0;
+  static gboolean offered = FALSE;
+  if (g_once_init_enter(&asked)) {
+    const char *forced = g_getenv("HUTCH_PASST_VHOST_USER");
+    if (forced && *forced) {
+      offered = strcmp(forced, "0") != 0;
+    } else {
+      const char *argv[] = {hutch_net_find_passt(), "--help", NULL};
+      g_autofree char *out = NULL, *err = NULL;
+      /* passt prints its usage and exits non-zero; only the text matters */
+      if (g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_SEARCH_PATH | G_SPAWN_STDIN_FROM_DEV_NULL,
+                       NULL, NULL, &out, &err, NULL, NULL))
+        offered = hutch_net_help_has_vhost_user(out) || hutch_net_help_has_vhost_user(err);
+    }
+    g_once_init_leave(&asked, 1);
+  }
+  return offered;
+}
+
 /* Stops this VM's passt, if the pidfile still names it: the passt binary hutch runs (which
  * re-executes itself as PASST.avx2 where the CPU has AVX2), with this pidfile as its --pid. A
  * pidfile left behind can name a pid reused since, or another VM's passt. */
@@ -150,7 +183,7 @@ static void unblock_child_signals(gpointer data) {
 }
 
 gboolean hutch_net_start(const char *runtime_dir, guint ssh_port, GPtrArray *ports,
-                         GError **error) {
+                         gboolean vhost_user, GError **error) {
   g_autofree char *socket = g_build_filename(runtime_dir, HUTCH_PASST_SOCKET, NULL);
   g_autofree char *pidfile = g_build_filename(runtime_dir, HUTCH_PASST_PID, NULL);
   g_autofree char *logfile = g_build_filename(runtime_dir, HUTCH_PASST_LOG, NULL);
@@ -159,7 +192,8 @@ gboolean hutch_net_start(const char *runtime_dir, guint ssh_port, GPtrArray *por
   g_unlink(socket);
   g_unlink(logfile);
 
-  g_auto(GStrv) argv = hutch_net_passt_argv(hutch_net_find_passt(), runtime_dir, ssh_port, ports, FALSE);
+  g_auto(GStrv) argv =
+      hutch_net_passt_argv(hutch_net_find_passt(), runtime_dir, ssh_port, ports, FALSE, vhost_user);
   g_autofree char *out = NULL, *err = NULL;
   int status = 0;
   /* passt forks into the background and the parent exits once the socket listens. */

@@ -11,6 +11,10 @@
 #   egress-download the guest downloads SIZE MiB from a host server (198.51.100.2, which
 #                   tests/run adds on lo; taken as outside with HUTCH_EGRESS_TEST_OUTSIDE)
 #                   hutch: through the policy (public); baseline: unrestricted, same VM
+#   net-backend-port, net-backend-guest (only where passt offers vhost-user, as Debian 13's)
+#                   the forward's download and the guest's download, unrestricted, hutch:
+#                   passt's vhost-user mode (what such a host gets); baseline: the same VM
+#                   restarted with HUTCH_PASST_VHOST_USER=0 (QEMU's stream socket to passt)
 #
 # The guest serves a SIZE MiB file with python3 -m http.server; curl downloads it to
 # /dev/null on the host. One VM at a time: the hutch VM, then the baseline VM (their boots
@@ -54,11 +58,14 @@ guest_download() {  # guest_download SIDE VM
     out=$("$HUTCH" shell "$2" -- curl -sf -o /dev/null -w '%{time_total} %{size_download}' "http://$outside:$www_port/big") ||
       { say "the guest's download ($1) failed"; exit 1; }
     [ "${out#* }" -eq $((size * 1048576)) ] || { say "short download: $out"; exit 1; }
-    sample egress-download "$1" "${out% *}" "$LOAD"
+    sample "${BENCH_GUEST_SAMPLE_NAME:-egress-download}" "$1" "${out% *}" "$LOAD"
   done
 }
 # download_as NAME SIDE PORT: download's samples under another result name
 download_as() { local keep=${BENCH_SAMPLE_NAME:-}; BENCH_SAMPLE_NAME=$1; shift; download "$@"; BENCH_SAMPLE_NAME=$keep; }
+guest_download_as() { local keep=${BENCH_GUEST_SAMPLE_NAME:-}; BENCH_GUEST_SAMPLE_NAME=$1; shift; guest_download "$@"; BENCH_GUEST_SAMPLE_NAME=$keep; }
+passt_help=$(passt --help 2>&1 || true)
+vhost_user=no; grep -q -- '--vhost-user' <<<"$passt_help" && vhost_user=yes
 
 port=$(free_port)
 vm=bp-$$
@@ -72,6 +79,14 @@ guest_download hutch "$vm"
 "$HUTCH" shell "$vm" -- sh -c "$serve" || exit 1
 download_as port-relay baseline "$port"
 guest_download baseline "$vm"
+if [ $vhost_user = yes ]; then
+  download_as net-backend-port hutch "$port"
+  guest_download_as net-backend-guest hutch "$vm"
+  "$HUTCH" -q stop "$vm" && HUTCH_PASST_VHOST_USER=0 "$HUTCH" -q start "$vm" || { say "restart with the stream socket failed"; exit 1; }
+  "$HUTCH" shell "$vm" -- sh -c "$serve" || exit 1
+  download_as net-backend-port baseline "$port"
+  guest_download_as net-backend-guest baseline "$vm"
+fi
 "$HUTCH" -q delete --force "$vm"
 
 vm=bpb-$$
@@ -85,4 +100,8 @@ baseline_delete "$vm"
 result port-download s "$size MiB over HTTP: hutch's forward (public: the helper's relay, passt) vs slirp hostfwd"
 result port-relay s "$size MiB over HTTP: the forward under public vs unrestricted (passt alone), same VM"
 result egress-download s "$size MiB downloaded by the guest: through the policy (public) vs unrestricted, same VM"
-bench_write_json runs="$runs" size_mib="$size"
+if [ $vhost_user = yes ]; then
+  result net-backend-port s "$size MiB over HTTP through the forward, unrestricted: passt's vhost-user vs QEMU's stream socket, same VM"
+  result net-backend-guest s "$size MiB downloaded by the guest, unrestricted: passt's vhost-user vs QEMU's stream socket, same VM"
+fi
+bench_write_json runs="$runs" size_mib="$size" passt_vhost_user="$vhost_user"

@@ -65,6 +65,29 @@ else
   not_ok "the VM runs on the locally built image"; diag "instance: $vm_key, test guest: $guest_key"
 fi
 
+# passt's back end: vhost-user where this host's passt offers it (Debian 13's), a stream
+# socket elsewhere (Debian 12's); the domain, passt's command line and doctor agree.
+passt_help=$(passt --help 2>&1 || true)
+if grep -q -- '--vhost-user' <<<"$passt_help"; then want_net=vhost-user; else want_net=stream; fi
+net_of() { # the back end of the running domain, passt's flag, the memory backing
+  local xml args
+  xml=$(virsh -c qemu:///session dumpxml "$vm" 2>&1)
+  args=$(pgrep -u "$(id -u)" -a passt 2>/dev/null | grep -F -- "/$vm/" || true)
+  if grep -q "vhost-user,id=hutchnet0,chardev=hutchnetchr0" <<<"$xml" && grep -q -- " --vhost-user " <<<"$args" &&
+     grep -q "<access mode=.shared./>" <<<"$xml"; then echo vhost-user
+  elif grep -q "stream,id=hutchnet0,server=off" <<<"$xml" && [ -n "$args" ] && ! grep -q -- "--vhost-user" <<<"$args"; then echo stream
+  else echo "unclear: $(grep -o 'value=.[a-z-]*,id=hutchnet[^"]*' <<<"$xml") / $args"; fi
+}
+got_net=$(net_of)
+if [ "$got_net" = "$want_net" ]; then ok "passt's back end is $want_net on this host (the domain and passt agree)"; else not_ok "passt's back end: want $want_net"; diag "$got_net"; fi
+doctor_out=$("$HUTCH" doctor 2>&1 || true)
+if { [ $want_net = vhost-user ] && grep -q "^ok *passt .*vhost-user: passt serves" <<<"$doctor_out"; } ||
+   { [ $want_net = stream ] && grep -q "^ok *passt .*a stream socket: this passt has no vhost-user mode" <<<"$doctor_out"; }; then
+  ok "doctor says which network path this host gets ($want_net)"
+else
+  not_ok "doctor says which network path this host gets ($want_net)"; diag "$(grep passt <<<"$doctor_out")"
+fi
+
 # TCG: at most half the host's cores (at least 1), with a notice when the profile asked more.
 cores=$(nproc)
 want_cpus=$(( cores / 2 > 0 ? cores / 2 : 1 )); [ "$want_cpus" -gt 2 ] && want_cpus=2
@@ -207,10 +230,17 @@ if [ $rc -eq 0 ] && grep -q "the guest mounts its 1 shared folder as edited" <<<
 out=$("$HUTCH" shell "$vm" -- sh -c 'cat ~/two/marker; findmnt -n -o FSTYPE ~/two; mountpoint -q ~/one && echo one-mounted; ls ~/one; grep -c hutchfs /etc/fstab' 2>&1)
 if [ "$out" = "$(printf 'two-marker\nvirtiofs\n1')" ]; then ok "the removed share is gone from the guest, the other is where it was"; else not_ok "the removed share is gone from the guest"; diag "$out"; fi
 check "no pending share table left" test ! -e "$XDG_DATA_HOME/hutch/instances/$vm/guest-mounts-pending"
+# Where passt has vhost-user, this restart asks for the stream socket (HUTCH_PASST_VHOST_USER=0):
+# the start sets the domain's back end each time, and the share keeps the memory shareable.
 t0=$(date +%s.%N)
-check "restart" "$HUTCH" -q restart "$vm"
+check "restart" env HUTCH_PASST_VHOST_USER=$([ $want_net = vhost-user ] && echo 0) "$HUTCH" -q restart "$vm"
 t1=$(date +%s.%N)
 diag "restart (stop, start to ready): $(awk "BEGIN{printf \"%.1f\", $t1 - $t0}") s"
+if [ $want_net = vhost-user ]; then
+  got_net=$(net_of)
+  xml=$(virsh -c qemu:///session dumpxml "$vm" 2>&1)
+  if [ "$got_net" = stream ] && grep -q "<access mode=.shared./>" <<<"$xml"; then ok "HUTCH_PASST_VHOST_USER=0: the restart took the stream socket, the share's memory still shareable"; else not_ok "HUTCH_PASST_VHOST_USER=0 takes the stream socket"; diag "$got_net"; fi
+fi
 check "the file survived the restart" bash -c "[ \"\$('$HUTCH' shell '$vm' -- cat survivor)\" = kept ]"
 out=$("$HUTCH" shell "$vm" -- sudo cat /var/lib/hutch-e2e-runs 2>&1)
 if [ "$out" = provisioned ]; then ok "provisioning ran once, not again on restart"; else not_ok "provisioning ran once"; diag "$out"; fi

@@ -419,6 +419,110 @@ static void test_edit_xml(void) {
   assert_xpaths(again, checks2);
 }
 
+/* The network's back end, set at each start: vhost-user (passt serves the virtqueues; the
+ * memory becomes shareable) and back to a stream socket, the device untouched. */
+static const char *const vhost_user_net[] = {
+    "count(/domain/qemu:commandline/qemu:arg)",
+    "6",
+    "/domain/qemu:commandline/qemu:arg[1]/@value",
+    "-chardev",
+    "/domain/qemu:commandline/qemu:arg[2]/@value",
+    "socket,id=hutchnetchr0,path=/run/user/1000/hutch/x/passt.sock",
+    "/domain/qemu:commandline/qemu:arg[3]/@value",
+    "-netdev",
+    "/domain/qemu:commandline/qemu:arg[4]/@value",
+    "vhost-user,id=hutchnet0,chardev=hutchnetchr0",
+    "/domain/qemu:commandline/qemu:arg[5]/@value",
+    "-device",
+    "/domain/qemu:commandline/qemu:arg[6]/@value",
+    "virtio-net-pci,netdev=hutchnet0,mac=52:54:00:12:34:56,bus=pcie.0,addr=0x10",
+    "/domain/memoryBacking/source/@type",
+    "memfd",
+    "/domain/memoryBacking/access/@mode",
+    "shared",
+    NULL,
+};
+
+static void test_net_backend(void) {
+  g_autoptr(Shape) shape = shape_new("ports");
+  g_autoptr(GError) error = NULL;
+  const char *socket = shape->config.passt_socket;
+  g_autofree char *stream = hutch_domain_build_xml(shape->profile, &shape->config, &error);
+  g_assert_no_error(error);
+  gboolean changed = FALSE;
+  g_autofree char *vhost = hutch_domain_set_net_backend(stream, socket, TRUE, &changed, &error);
+  g_assert_no_error(error);
+  g_assert_true(changed);
+  assert_xpaths(vhost, vhost_user_net);
+  /* what create would have made with vhost-user is the same */
+  shape->config.net_vhost_user = TRUE;
+  g_autofree char *built = hutch_domain_build_xml(shape->profile, &shape->config, &error);
+  g_assert_no_error(error);
+  assert_xpaths(built, vhost_user_net);
+  shape->config.net_vhost_user = FALSE;
+  /* asked again: nothing to change */
+  g_autofree char *same = hutch_domain_set_net_backend(vhost, socket, TRUE, &changed, &error);
+  g_assert_no_error(error);
+  g_assert_false(changed);
+  g_assert_cmpstr(same, ==, vhost);
+  /* `hutch edit` keeps the memory shareable for vhost-user, with no share left */
+  g_autofree char *edited = hutch_domain_edit_xml(vhost, shape->profile, 1, NULL, &error);
+  g_assert_no_error(error);
+  assert_xpaths(edited, vhost_user_net);
+  /* and back: the stream socket, the memory private again */
+  g_autofree char *back = hutch_domain_set_net_backend(edited, socket, FALSE, &changed, &error);
+  g_assert_no_error(error);
+  g_assert_true(changed);
+  assert_xpaths(back, network_own);
+  const char *const private_memory[] = {"count(/domain/memoryBacking)", "0", NULL};
+  assert_xpaths(back, private_memory);
+  /* libvirt takes it */
+  const char *const nothing[] = {NULL};
+  g_autoptr(HutchDomainMeta) meta = define_on_test_driver("vhost-user", vhost, nothing);
+  g_assert_nonnull(meta);
+  /* a socket path with a comma would add options of its own */
+  g_autofree char *bad =
+      hutch_domain_set_net_backend(stream, "/tmp/p.sock,server=on", TRUE, &changed, &error);
+  g_assert_null(bad);
+  g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE);
+  g_clear_error(&error);
+  /* a domain without hutch's network is left alone */
+  g_autoptr(Shape) bare = shape_new("minimal");
+  g_autofree char *bare_xml = hutch_domain_build_xml(bare->profile, &bare->config, &error);
+  g_assert_no_error(error);
+  g_autofree char *bare_set =
+      hutch_domain_set_net_backend(bare_xml, socket, TRUE, &changed, &error);
+  g_assert_no_error(error);
+  g_assert_false(changed);
+  g_assert_cmpstr(bare_set, ==, bare_xml);
+}
+
+/* With shares, the memory stays shareable whichever the network's back end. */
+static void test_net_backend_with_shares(void) {
+  g_autoptr(Shape) shape = shape_new("shares");
+  shape_add_network(shape);
+  g_autoptr(GError) error = NULL;
+  g_autofree char *xml = hutch_domain_build_xml(shape->profile, &shape->config, &error);
+  g_assert_no_error(error);
+  gboolean changed = FALSE;
+  g_autofree char *vhost =
+      hutch_domain_set_net_backend(xml, shape->config.passt_socket, TRUE, &changed, &error);
+  g_assert_no_error(error);
+  g_autofree char *back =
+      hutch_domain_set_net_backend(vhost, shape->config.passt_socket, FALSE, &changed, &error);
+  g_assert_no_error(error);
+  g_assert_true(changed);
+  const char *const checks[] = {"/domain/memoryBacking/access/@mode",
+                                "shared",
+                                "count(/domain/memoryBacking)",
+                                "1",
+                                "count(/domain/devices/filesystem)",
+                                "2",
+                                NULL};
+  assert_xpaths(vhost, checks);
+  assert_xpaths(back, checks);
+}
+
 /* The TCG cap: max(1, cores / 2) unless HUTCH_TCG_MAX_CPUS gives another; never under KVM. */
 static void test_vcpus(void) {
   static const struct {
@@ -691,6 +795,8 @@ int main(int argc, char **argv) {
   g_test_add_func("/domain/tcg-qemu64", test_tcg_qemu64);
   g_test_add_func("/domain/vcpus", test_vcpus);
   g_test_add_func("/domain/edit-xml", test_edit_xml);
+  g_test_add_func("/domain/net-backend", test_net_backend);
+  g_test_add_func("/domain/net-backend/shares", test_net_backend_with_shares);
   for (gsize i = 0; i < G_N_ELEMENTS(invalid_cases); i++) {
     g_autofree char *path = g_strdup_printf("/domain/invalid/%s", invalid_cases[i].what);
     g_test_add_data_func(path, &invalid_cases[i], test_invalid);

@@ -25,7 +25,7 @@ static HutchPort *port(const char *ip, guint16 hs, guint16 he, guint16 gs, guint
 }
 
 static void test_passt_argv_defaults(void) {
-  g_auto(GStrv) argv = hutch_net_passt_argv("passt", "/run/h/dev", 2222, NULL, FALSE);
+  g_auto(GStrv) argv = hutch_net_passt_argv("passt", "/run/h/dev", 2222, NULL, FALSE, FALSE);
   g_autofree char *line = g_strjoinv(" ", argv);
   g_assert_cmpstr(line, ==,
                   "passt --one-off --no-map-gw --quiet --socket /run/h/dev/passt.socket "
@@ -37,7 +37,7 @@ static void test_passt_argv_ports(void) {
   g_autoptr(GPtrArray) ports = g_ptr_array_new_with_free_func((GDestroyNotify)hutch_port_free);
   g_ptr_array_add(ports, port("127.0.0.1", 8000, 9000, 8000, 9000, HUTCH_PROTO_TCP));
   g_ptr_array_add(ports, port("127.0.0.1", 5353, 5353, 53, 53, HUTCH_PROTO_UDP));
-  g_auto(GStrv) argv = hutch_net_passt_argv("/usr/bin/passt", "/r", 40000, ports, FALSE);
+  g_auto(GStrv) argv = hutch_net_passt_argv("/usr/bin/passt", "/r", 40000, ports, FALSE, FALSE);
   g_autofree char *line = g_strjoinv(" ", argv);
   g_assert_nonnull(strstr(line, " -t 127.0.0.1/40000:22 -t 127.0.0.1/8000-9000:8000-9000 "
                                 "-u 127.0.0.1/5353:53"));
@@ -45,6 +45,34 @@ static void test_passt_argv_ports(void) {
   g_assert_null(strstr(line, "-u none"));
   /* the gateway must never map to the host's loopback */
   g_assert_true(g_strv_contains((const char *const *)argv, "--no-map-gw"));
+}
+
+static void test_passt_argv_vhost_user(void) {
+  g_auto(GStrv) argv = hutch_net_passt_argv("passt", "/r", 2222, NULL, FALSE, TRUE);
+  g_autofree char *line = g_strjoinv(" ", argv);
+  /* the same socket, now vhost-user's, and no repair socket beside it */
+  g_assert_nonnull(strstr(line, " --socket /r/passt.socket "));
+  g_assert_nonnull(strstr(line, " --vhost-user --repair-path none "));
+  g_assert_true(g_strv_contains((const char *const *)argv, "--one-off"));
+  g_assert_true(g_strv_contains((const char *const *)argv, "--no-map-gw"));
+  g_auto(GStrv) stream = hutch_net_passt_argv("passt", "/r", 2222, NULL, TRUE, FALSE);
+  g_assert_false(g_strv_contains((const char *const *)stream, "--vhost-user"));
+}
+
+static void test_help_has_vhost_user(void) {
+  /* passt 2025-05's usage (Debian 13) and 2023's (Debian 12, none) */
+  g_assert_true(hutch_net_help_has_vhost_user(
+      "  -s, --socket, --socket-path PATH\tUNIX domain socket path\n"
+      "  --vhost-user\t\tEnable vhost-user mode\n"
+      "  --print-capabilities\tprint back-end capabilities in JSON format,\n"
+      "    only meaningful for vhost-user mode\n"));
+  g_assert_false(hutch_net_help_has_vhost_user(
+      "  -s, --socket PATH\tUNIX domain socket path\n  -1, --one-off\tQuit after handling one "
+      "single client\n"));
+  /* a mention in prose, or a longer option, is not the option */
+  g_assert_false(hutch_net_help_has_vhost_user("only meaningful for vhost-user mode\n"));
+  g_assert_false(hutch_net_help_has_vhost_user("--vhost-user-foo\n"));
+  g_assert_false(hutch_net_help_has_vhost_user(NULL));
 }
 
 static void test_free_port_and_in_use(void) {
@@ -118,7 +146,7 @@ static void test_time_wait_is_free(void) {
 static void test_ipv6_host_ip(void) {
   g_autoptr(GPtrArray) ports = g_ptr_array_new_with_free_func((GDestroyNotify)hutch_port_free);
   g_ptr_array_add(ports, port("::1", 18080, 18080, 80, 80, HUTCH_PROTO_TCP));
-  g_auto(GStrv) argv = hutch_net_passt_argv("passt", "/r", 40000, ports, FALSE);
+  g_auto(GStrv) argv = hutch_net_passt_argv("passt", "/r", 40000, ports, FALSE, FALSE);
   g_autofree char *line = g_strjoinv(" ", argv);
   g_assert_nonnull(strstr(line, " -t ::1/18080:80 "));
 
@@ -225,6 +253,8 @@ int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/net/passt-argv/defaults", test_passt_argv_defaults);
   g_test_add_func("/net/passt-argv/ports", test_passt_argv_ports);
+  g_test_add_func("/net/passt-argv/vhost-user", test_passt_argv_vhost_user);
+  g_test_add_func("/net/passt-help/vhost-user", test_help_has_vhost_user);
   g_test_add_func("/net/ports/free-and-in-use", test_free_port_and_in_use);
   g_test_add_func("/net/time-wait-is-free", test_time_wait_is_free);
   g_test_add_func("/net/ports/ipv6", test_ipv6_host_ip);
