@@ -420,12 +420,26 @@ JsonArray *hutch_doctor_run(HutchContext *ctx, const HutchDoctorEnv *env) {
                 "apt-get install qemu-system-x86");
   const char *passt = g_getenv("HUTCH_PASST");
   /* which of passt's paths this host gets (lib/domain.c, add_net_backend) */
-  check_program(results, env, "passt", passt && *passt ? passt : "passt", "error",
-                hutch_net_vhost_user()
-                    ? "the guests' network; vhost-user: passt serves the network card's queues"
-                    : "the guests' network; a stream socket: this passt has no vhost-user mode "
-                      "(passt 2024-11 and later have it, one copy less per packet)",
+  gboolean vhost_user = FALSE;
+  g_autoptr(GError) backend_error = NULL;
+  g_autofree char *needed_for = NULL;
+  if (!hutch_net_vhost_user(&vhost_user, &backend_error))
+    needed_for = g_strdup_printf("the guests' network; %s", backend_error->message);
+  else if (vhost_user)
+    needed_for = g_strdup("the guests' network; vhost-user: passt serves the network card's "
+                          "queues");
+  else
+    needed_for = g_strdup_printf(
+        "the guests' network; a stream socket: %s",
+        g_strcmp0(g_getenv("HUTCH_PASST_VHOST_USER"), "0") == 0
+            ? "HUTCH_PASST_VHOST_USER=0"
+            : "this passt has no vhost-user mode (passt 2024-11 and later have it, one copy "
+              "less per packet)");
+  check_program(results, env, "passt", passt && *passt ? passt : "passt", "error", needed_for,
                 "apt-get install passt");
+  if (backend_error)
+    add(results, "passt-backend", FALSE, "error", backend_error->message,
+        "unset HUTCH_PASST_VHOST_USER (hutch then takes what passt offers)");
   check_egress(results, env);
   check_virtiofsd(results);
   check_open_files(results, env);

@@ -1141,7 +1141,9 @@ static gboolean start_steps(HutchContext *ctx, HutchInstance *instance, gboolean
   if (!policy)
     return FALSE;
   const char *mode = hutch_egress_mode_to_string(policy->mode);
-  gboolean vhost_user = hutch_net_vhost_user();
+  gboolean vhost_user = FALSE;
+  if (!hutch_net_vhost_user(&vhost_user, error))
+    return FALSE;
   const char *backend = vhost_user ? ", vhost-user" : "";
   hutch_progress_begin(ctx, "network", "passt (egress: %s%s), SSH on 127.0.0.1:%u", mode, backend,
                        ssh_port);

@@ -24,10 +24,11 @@
 GStrv hutch_net_passt_argv(const char *passt, const char *runtime_dir, guint ssh_port,
                            GPtrArray *ports, gboolean sandboxed, gboolean vhost_user);
 
-/* Whether passt's vhost-user mode is used for the VMs started now: $HUTCH_PASST_VHOST_USER
- * "0" or "1" when set, else whether the passt found offers --vhost-user (passt 2024-11 and
- * later; Debian 13's, not Debian 12's). Asked once per process. */
-gboolean hutch_net_vhost_user(void);
+/* Whether passt's vhost-user mode is used for the VMs started now (*ret_vhost_user):
+ * $HUTCH_PASST_VHOST_USER "0" or "1" when set (1 is an error where passt lacks the mode, as
+ * is any other value), else whether the passt found offers --vhost-user (passt 2024-11 and
+ * later; Debian 13's, not Debian 12's; asked once per process). */
+gboolean hutch_net_vhost_user(gboolean *ret_vhost_user, GError **error);
 
 /* Whether passt's --help text offers vhost-user. Pure, for tests. */
 gboolean hutch_net_help_has_vhost_user(const char *help);

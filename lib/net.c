@@ -145,24 +145,47 @@ gboolean hutch_net_help_has_vhost_user(const char *help) {
   return FALSE;
 }
 
-gboolean hutch_net_vhost_user(void) {
+/* Whether the passt found offers --vhost-user; asked once per process. */
+static gboolean passt_offers_vhost_user(void) {
   static gsize asked = 0;
   static gboolean offered = FALSE;
   if (g_once_init_enter(&asked)) {
-    const char *forced = g_getenv("HUTCH_PASST_VHOST_USER");
-    if (forced && *forced) {
-      offered = strcmp(forced, "0") != 0;
-    } else {
-      const char *argv[] = {hutch_net_find_passt(), "--help", NULL};
-      g_autofree char *out = NULL, *err = NULL;
-      /* passt prints its usage and exits non-zero; only the text matters */
-      if (g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_SEARCH_PATH | G_SPAWN_STDIN_FROM_DEV_NULL,
-                       NULL, NULL, &out, &err, NULL, NULL))
-        offered = hutch_net_help_has_vhost_user(out) || hutch_net_help_has_vhost_user(err);
-    }
+    const char *argv[] = {hutch_net_find_passt(), "--help", NULL};
+    g_autofree char *out = NULL, *err = NULL;
+    /* only the text matters, whatever passt's exit status */
+    if (g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_SEARCH_PATH | G_SPAWN_STDIN_FROM_DEV_NULL,
+                     NULL, NULL, &out, &err, NULL, NULL))
+      offered = hutch_net_help_has_vhost_user(out) || hutch_net_help_has_vhost_user(err);
     g_once_init_leave(&asked, 1);
   }
   return offered;
+}
+
+gboolean hutch_net_vhost_user(gboolean *ret_vhost_user, GError **error) {
+  const char *forced = g_getenv("HUTCH_PASST_VHOST_USER");
+  if (!forced || !*forced) {
+    *ret_vhost_user = passt_offers_vhost_user();
+    return TRUE;
+  }
+  if (strcmp(forced, "0") == 0) {
+    *ret_vhost_user = FALSE;
+    return TRUE;
+  }
+  if (strcmp(forced, "1") != 0) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE,
+                "HUTCH_PASST_VHOST_USER is '%s': it takes 0 (a stream socket) or 1 (vhost-user)",
+                forced);
+    return FALSE;
+  }
+  if (!passt_offers_vhost_user()) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_HELPER,
+                "HUTCH_PASST_VHOST_USER=1, but %s has no vhost-user mode (passt 2024-11 and "
+                "later have it): unset it, or install a newer passt",
+                hutch_net_find_passt());
+    return FALSE;
+  }
+  *ret_vhost_user = TRUE;
+  return TRUE;
 }
 
 /* Stops this VM's passt, if the pidfile still names it: the passt binary hutch runs (which

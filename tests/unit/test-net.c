@@ -75,6 +75,32 @@ static void test_help_has_vhost_user(void) {
   g_assert_false(hutch_net_help_has_vhost_user(NULL));
 }
 
+/* HUTCH_PASST_VHOST_USER: 0 and unset take what they say, 1 only where passt has the mode,
+ * anything else is refused; a passt that prints no help (true) offers nothing. */
+static void test_vhost_user_override(void) {
+  g_setenv("HUTCH_PASST", "true", TRUE);
+  g_autoptr(GError) error = NULL;
+  gboolean vhost_user = TRUE;
+  g_unsetenv("HUTCH_PASST_VHOST_USER");
+  g_assert_true(hutch_net_vhost_user(&vhost_user, &error));
+  g_assert_no_error(error);
+  g_assert_false(vhost_user);
+  g_setenv("HUTCH_PASST_VHOST_USER", "0", TRUE);
+  vhost_user = TRUE;
+  g_assert_true(hutch_net_vhost_user(&vhost_user, &error));
+  g_assert_false(vhost_user);
+  g_setenv("HUTCH_PASST_VHOST_USER", "1", TRUE);
+  g_assert_false(hutch_net_vhost_user(&vhost_user, &error));
+  g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_HELPER);
+  g_assert_nonnull(strstr(error->message, "has no vhost-user mode"));
+  g_clear_error(&error);
+  g_setenv("HUTCH_PASST_VHOST_USER", "yes", TRUE);
+  g_assert_false(hutch_net_vhost_user(&vhost_user, &error));
+  g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE);
+  g_unsetenv("HUTCH_PASST_VHOST_USER");
+  g_unsetenv("HUTCH_PASST");
+}
+
 static void test_free_port_and_in_use(void) {
   g_autoptr(GError) error = NULL;
   guint free_port = hutch_net_free_port(&error);
@@ -255,6 +281,7 @@ int main(int argc, char **argv) {
   g_test_add_func("/net/passt-argv/ports", test_passt_argv_ports);
   g_test_add_func("/net/passt-argv/vhost-user", test_passt_argv_vhost_user);
   g_test_add_func("/net/passt-help/vhost-user", test_help_has_vhost_user);
+  g_test_add_func("/net/vhost-user-override", test_vhost_user_override);
   g_test_add_func("/net/ports/free-and-in-use", test_free_port_and_in_use);
   g_test_add_func("/net/time-wait-is-free", test_time_wait_is_free);
   g_test_add_func("/net/ports/ipv6", test_ipv6_host_ip);
