@@ -423,7 +423,10 @@ JsonArray *hutch_doctor_run(HutchContext *ctx, const HutchDoctorEnv *env) {
   gboolean vhost_user = FALSE;
   g_autoptr(GError) backend_error = NULL;
   g_autofree char *needed_for = NULL;
-  if (!hutch_net_vhost_user(&vhost_user, &backend_error))
+  g_autofree char *passt_found = find_program(env, passt && *passt ? passt : "passt");
+  if (!passt_found)
+    needed_for = g_strdup("the guests' network");
+  else if (!hutch_net_vhost_user(&vhost_user, &backend_error))
     needed_for = g_strdup_printf("the guests' network; %s", backend_error->message);
   else if (vhost_user)
     needed_for = g_strdup("the guests' network; vhost-user: passt serves the network card's "

@@ -524,32 +524,96 @@ static xmlNodePtr qemu_commandline(xmlNodePtr domain) {
   return NULL;
 }
 
-static gboolean net_is_vhost_user(xmlNodePtr domain) {
+/* An <arg>'s value, or NULL (g_free it). */
+static char *arg_value(xmlNodePtr arg) {
+  xmlChar *value = xmlGetProp(arg, BAD_CAST "value");
+  char *copy = g_strdup((const char *)value);
+  xmlFree(value);
+  return copy;
+}
+
+/* Whether a QEMU option string (TYPE,KEY=VALUE,...) has the whole option `option`. */
+static gboolean has_option(const char *value, const char *option) {
+  g_auto(GStrv) options = g_strsplit(value, ",", -1);
+  return g_strv_contains((const char *const *)options, option);
+}
+
+/* The arguments of the <qemu:commandline> of hutch's network: those of a domain with hutch's
+ * network device (-device virtio-net-pci,netdev=hutchnet0,...), else NULL. */
+static GPtrArray *hutch_net_args(xmlNodePtr domain) {
   xmlNodePtr commandline = qemu_commandline(domain);
   g_autoptr(GPtrArray) args = commandline ? children_named(commandline, "arg") : NULL;
   for (guint i = 0; args && i < args->len; i++) {
-    g_autofree char *value = (char *)xmlGetProp(g_ptr_array_index(args, i), BAD_CAST "value");
-    if (value && g_str_has_prefix(value, "vhost-user,id=" NET_ID ","))
+    g_autofree char *value = arg_value(g_ptr_array_index(args, i));
+    if (value && g_str_has_prefix(value, "virtio-net-pci,") && has_option(value, "netdev=" NET_ID))
+      return g_steal_pointer(&args);
+  }
+  return NULL;
+}
+
+static gboolean net_is_vhost_user(xmlNodePtr domain) {
+  g_autoptr(GPtrArray) args = hutch_net_args(domain);
+  for (guint i = 0; args && i < args->len; i++) {
+    g_autofree char *value = arg_value(g_ptr_array_index(args, i));
+    if (value && g_str_has_prefix(value, "vhost-user,") && has_option(value, "id=" NET_ID))
       return TRUE;
   }
   return FALSE;
 }
 
-/* Shareable guest memory (memfd) exactly when shared is set: vhost-user back ends map it. */
+static xmlNodePtr first_child_named(xmlNodePtr node, const char *name) {
+  g_autoptr(GPtrArray) found = children_named(node, name);
+  return found->len ? g_ptr_array_index(found, 0) : NULL;
+}
+
+static gboolean attr_is(xmlNodePtr node, const char *name, const char *value) {
+  xmlChar *got = node ? xmlGetProp(node, BAD_CAST name) : NULL;
+  gboolean same = got && xmlStrEqual(got, BAD_CAST value);
+  xmlFree(got);
+  return same;
+}
+
+static gboolean memory_is_shared(xmlNodePtr domain) {
+  xmlNodePtr backing = first_child_named(domain, "memoryBacking");
+  return backing && attr_is(first_child_named(backing, "source"), "type", "memfd") &&
+         attr_is(first_child_named(backing, "access"), "mode", "shared");
+}
+
+/* Shareable guest memory (memfd) exactly when shared is set: vhost-user back ends map it.
+ * Only <source> and <access> are hutch's: anything else in <memoryBacking> (hugepages,
+ * locked, discard: a user's virsh edit) stays. */
 static void set_memory_shared(xmlDocPtr doc, xmlNodePtr domain, gboolean shared) {
-  g_autoptr(GPtrArray) backing = children_named(domain, "memoryBacking");
-  for (guint i = 0; i < backing->len; i++)
-    remove_node(g_ptr_array_index(backing, i));
-  if (!shared)
-    return;
-  xmlNodePtr node = xmlNewDocNode(doc, NULL, BAD_CAST "memoryBacking", NULL);
-  add_elem(node, "source", "type", "memfd", NULL, NULL);
-  add_elem(node, "access", "mode", "shared", NULL, NULL);
-  g_autoptr(GPtrArray) current = children_named(domain, "currentMemory");
-  if (current->len)
-    xmlAddNextSibling(g_ptr_array_index(current, 0), node);
-  else
-    xmlAddChild(domain, node);
+  xmlNodePtr backing = first_child_named(domain, "memoryBacking");
+  if (backing) {
+    g_autoptr(GPtrArray) sources = children_named(backing, "source");
+    g_autoptr(GPtrArray) access = children_named(backing, "access");
+    for (guint i = 0; i < sources->len; i++)
+      remove_node(g_ptr_array_index(sources, i));
+    for (guint i = 0; i < access->len; i++)
+      remove_node(g_ptr_array_index(access, i));
+  }
+  if (shared) {
+    if (!backing) {
+      backing = xmlNewDocNode(doc, NULL, BAD_CAST "memoryBacking", NULL);
+      xmlNodePtr current = first_child_named(domain, "currentMemory");
+      if (current)
+        xmlAddNextSibling(current, backing);
+      else
+        xmlAddChild(domain, backing);
+    }
+    add_elem(backing, "source", "type", "memfd", NULL, NULL);
+    add_elem(backing, "access", "mode", "shared", NULL, NULL);
+  } else if (backing && !xmlFirstElementChild(backing)) {
+    remove_node(backing);
+  }
+}
+
+static gboolean has_filesystem(xmlNodePtr domain) {
+  g_autoptr(GPtrArray) devices = children_named(domain, "devices");
+  for (guint d = 0; d < devices->len; d++)
+    if (first_child_named(g_ptr_array_index(devices, d), "filesystem"))
+      return TRUE;
+  return FALSE;
 }
 
 char *hutch_domain_edit_xml(const char *xml, const HutchProfile *profile, guint vcpus,
@@ -595,8 +659,8 @@ char *hutch_domain_set_net_backend(const char *xml, const char *passt_socket, gb
                                    gboolean *ret_changed, GError **error) {
   *ret_changed = FALSE;
   if (strchr(passt_socket, ',')) {
-    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE, "passt socket '%s' contains a comma",
-                passt_socket);
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE,
+                "setting the network back end: passt socket '%s' contains a comma", passt_socket);
     return NULL;
   }
   g_autoptr(xmlDoc) doc = xmlReadMemory(xml, (int)strlen(xml), "domain.xml", NULL,
@@ -604,38 +668,35 @@ char *hutch_domain_set_net_backend(const char *xml, const char *passt_socket, gb
   xmlNodePtr domain = doc ? xmlDocGetRootElement(doc) : NULL;
   if (!domain || !xmlStrEqual(domain->name, BAD_CAST "domain")) {
     g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED,
-                "setting the network back end: not a "
-                "domain");
+                "setting the network back end: not a domain");
     return NULL;
   }
-  xmlNodePtr commandline = qemu_commandline(domain);
-  if (!commandline || net_is_vhost_user(domain) == vhost_user)
-    return g_strdup(xml); /* no network of hutch's, or the back end wanted already */
-  /* the back end's arguments go; the device (and anything else) stays */
-  g_autoptr(GPtrArray) args = children_named(commandline, "arg");
-  for (guint i = 0; i < args->len; i++) {
+  g_autoptr(GPtrArray) args = hutch_net_args(domain);
+  if (!args)
+    return g_strdup(xml); /* no network of hutch's: left alone */
+  gboolean virtiofs = has_filesystem(domain);
+  if (net_is_vhost_user(domain) == vhost_user &&
+      memory_is_shared(domain) == (vhost_user || virtiofs))
+    return g_strdup(xml); /* as wanted already */
+  /* hutch's back end arguments go (-netdev with id=hutchnet0, -chardev with
+   * id=hutchnetchr0, each with its value); the device and anything else stay */
+  for (guint i = 0; i + 1 < args->len; i++) {
     xmlNodePtr arg = g_ptr_array_index(args, i);
-    g_autofree char *value = (char *)xmlGetProp(arg, BAD_CAST "value");
-    if (value && (strcmp(value, "-netdev") == 0 || strcmp(value, "-chardev") == 0) &&
-        i + 1 < args->len) {
-      xmlNodePtr next = g_ptr_array_index(args, i + 1);
-      g_autofree char *next_value = (char *)xmlGetProp(next, BAD_CAST "value");
-      if (next_value && (strstr(next_value, "id=" NET_ID ",") ||
-                         g_str_has_prefix(next_value, "socket,id=" NET_CHARDEV_ID ","))) {
-        remove_node(arg);
-        remove_node(next);
-        i++;
-      }
+    xmlNodePtr next = g_ptr_array_index(args, i + 1);
+    g_autofree char *value = arg_value(arg);
+    g_autofree char *next_value = arg_value(next);
+    if (!value || !next_value)
+      continue;
+    if ((strcmp(value, "-netdev") == 0 && has_option(next_value, "id=" NET_ID)) ||
+        (strcmp(value, "-chardev") == 0 && has_option(next_value, "id=" NET_CHARDEV_ID))) {
+      remove_node(arg);
+      remove_node(next);
+      i++;
     }
   }
-  xmlNodePtr first = xmlFirstElementChild(commandline);
-  add_net_backend(commandline, commandline->ns, first, passt_socket, vhost_user);
-  g_autoptr(GPtrArray) devices = children_named(domain, "devices");
-  gboolean virtiofs = FALSE;
-  for (guint d = 0; d < devices->len; d++) {
-    g_autoptr(GPtrArray) fs = children_named(g_ptr_array_index(devices, d), "filesystem");
-    virtiofs |= fs->len > 0;
-  }
+  xmlNodePtr commandline = qemu_commandline(domain);
+  add_net_backend(commandline, commandline->ns, xmlFirstElementChild(commandline), passt_socket,
+                  vhost_user);
   set_memory_shared(doc, domain, virtiofs || vhost_user);
   char *text = doc_to_string(doc, error);
   if (!text)

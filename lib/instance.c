@@ -1091,6 +1091,10 @@ static gboolean start_steps(HutchContext *ctx, HutchInstance *instance, gboolean
     return FALSE;
   if (!hutch_instance_check_ports(ctx, instance->name, profile->ports, TRUE, error))
     return FALSE;
+  /* passt's back end (HUTCH_PASST_VHOST_USER may refuse), before any helper starts */
+  gboolean vhost_user = FALSE;
+  if (!hutch_net_vhost_user(&vhost_user, error))
+    return FALSE;
   if (!hutch_mkdir(instance->meta->runtime_dir, 0700, error))
     return FALSE;
   /* the supervisor of the VM's last run exits when its domain stops, stopping that run's
@@ -1141,9 +1145,6 @@ static gboolean start_steps(HutchContext *ctx, HutchInstance *instance, gboolean
   if (!policy)
     return FALSE;
   const char *mode = hutch_egress_mode_to_string(policy->mode);
-  gboolean vhost_user = FALSE;
-  if (!hutch_net_vhost_user(&vhost_user, error))
-    return FALSE;
   const char *backend = vhost_user ? ", vhost-user" : "";
   hutch_progress_begin(ctx, "network", "passt (egress: %s%s), SSH on 127.0.0.1:%u", mode, backend,
                        ssh_port);

@@ -20,7 +20,8 @@
 /* The passt command line for a VM (argv, NULL-terminated): --one-off --no-map-gw, the SSH
  * forward 127.0.0.1/ssh_port:22 and one -t/-u per profile port. sandboxed: for the egress
  * helper's namespace (egress-helper.c). vhost_user: passt serves the NIC's virtqueues
- * (--vhost-user) instead of a stream of frames. Pure, for tests. */
+ * (--vhost-user) instead of a stream of frames, without a repair socket where the passt
+ * found would make one (the one impure part: it asks passt's --help). */
 GStrv hutch_net_passt_argv(const char *passt, const char *runtime_dir, guint ssh_port,
                            GPtrArray *ports, gboolean sandboxed, gboolean vhost_user);
 
@@ -30,8 +31,12 @@ GStrv hutch_net_passt_argv(const char *passt, const char *runtime_dir, guint ssh
  * later; Debian 13's, not Debian 12's; asked once per process). */
 gboolean hutch_net_vhost_user(gboolean *ret_vhost_user, GError **error);
 
-/* Whether passt's --help text offers vhost-user. Pure, for tests. */
-gboolean hutch_net_help_has_vhost_user(const char *help);
+/* Whether passt's --help text offers option (a whole word: "--vhost-user" is not
+ * "--vhost-user-foo", nor found in "vhost-user mode"). Pure, for tests. */
+gboolean hutch_net_help_has_option(const char *help, const char *option);
+
+/* Whether the passt found has --repair-path (2025-02 and later; asked once per process). */
+gboolean hutch_net_passt_has_repair_path(void);
 
 /* The passt program: $HUTCH_PASST, else "passt" on PATH */
 const char *hutch_net_find_passt(void);

@@ -43,10 +43,12 @@ GStrv hutch_net_passt_argv(const char *passt, const char *runtime_dir, guint ssh
       NULL,
   };
   g_strv_builder_addv(argv, fixed);
-  /* no repair socket beside it: that is for migrating TCP connections (passt-repair, with
-   * CAP_NET_ADMIN), which hutch never does */
+  /* no repair socket beside it where passt would make one (2025-02 and later): that is for
+   * migrating TCP connections (passt-repair, with CAP_NET_ADMIN), which hutch never does */
   if (vhost_user)
-    g_strv_builder_addv(argv, (const char *[]){"--vhost-user", "--repair-path", "none", NULL});
+    g_strv_builder_add(argv, "--vhost-user");
+  if (vhost_user && hutch_net_passt_has_repair_path())
+    g_strv_builder_addv(argv, (const char *[]){"--repair-path", "none", NULL});
   if (sandboxed) {
     /* In the egress helper's namespace, whose only interface is its loopback: passt stays in
      * the foreground as the helper's child; it is root there (mapped to the user) and must
@@ -136,29 +138,40 @@ const char *hutch_net_find_passt(void) {
   return configured && *configured ? configured : "passt";
 }
 
-gboolean hutch_net_help_has_vhost_user(const char *help) {
-  for (const char *at = help; at && (at = strstr(at, "--vhost-user")); at++) {
-    char after = at[strlen("--vhost-user")];
-    if (after == '\0' || g_ascii_isspace(after) || after == ',')
+gboolean hutch_net_help_has_option(const char *help, const char *option) {
+  gsize len = strlen(option);
+  for (const char *at = help; at && (at = strstr(at, option)); at++) {
+    char before = at == help ? ' ' : at[-1];
+    char after = at[len];
+    if ((g_ascii_isspace(before) || before == ',') &&
+        (after == '\0' || g_ascii_isspace(after) || after == ','))
       return TRUE;
   }
   return FALSE;
 }
 
-/* Whether the passt found offers --vhost-user; asked once per process. */
-static gboolean passt_offers_vhost_user(void) {
+/* What the passt found offers, from its --help; asked once per process. */
+static gboolean passt_offers(const char *option) {
   static gsize asked = 0;
-  static gboolean offered = FALSE;
+  static char *help = NULL;
   if (g_once_init_enter(&asked)) {
     const char *argv[] = {hutch_net_find_passt(), "--help", NULL};
     g_autofree char *out = NULL, *err = NULL;
     /* only the text matters, whatever passt's exit status */
     if (g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_SEARCH_PATH | G_SPAWN_STDIN_FROM_DEV_NULL,
                      NULL, NULL, &out, &err, NULL, NULL))
-      offered = hutch_net_help_has_vhost_user(out) || hutch_net_help_has_vhost_user(err);
+      help = g_strconcat(out ? out : "", "\n", err ? err : "", NULL);
     g_once_init_leave(&asked, 1);
   }
-  return offered;
+  return hutch_net_help_has_option(help, option);
+}
+
+gboolean hutch_net_passt_has_repair_path(void) {
+  return passt_offers("--repair-path");
+}
+
+static gboolean passt_offers_vhost_user(void) {
+  return passt_offers("--vhost-user");
 }
 
 gboolean hutch_net_vhost_user(gboolean *ret_vhost_user, GError **error) {

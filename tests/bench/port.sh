@@ -64,7 +64,7 @@ guest_download() {  # guest_download SIDE VM
 # download_as NAME SIDE PORT: download's samples under another result name
 download_as() { local keep=${BENCH_SAMPLE_NAME:-}; BENCH_SAMPLE_NAME=$1; shift; download "$@"; BENCH_SAMPLE_NAME=$keep; }
 guest_download_as() { local keep=${BENCH_GUEST_SAMPLE_NAME:-}; BENCH_GUEST_SAMPLE_NAME=$1; shift; guest_download "$@"; BENCH_GUEST_SAMPLE_NAME=$keep; }
-passt_help=$(passt --help 2>&1 || true)
+passt_help=$("${HUTCH_PASST:-passt}" --help 2>&1 || true)
 vhost_user=no; grep -q -- '--vhost-user' <<<"$passt_help" && vhost_user=yes
 
 port=$(free_port)

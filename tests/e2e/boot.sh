@@ -67,7 +67,7 @@ fi
 
 # passt's back end: vhost-user where this host's passt offers it (Debian 13's), a stream
 # socket elsewhere (Debian 12's); the domain, passt's command line and doctor agree.
-passt_help=$(passt --help 2>&1 || true)
+passt_help=$("${HUTCH_PASST:-passt}" --help 2>&1 || true)
 if grep -q -- '--vhost-user' <<<"$passt_help"; then want_net=vhost-user; else want_net=stream; fi
 net_of() { # the back end of the running domain, passt's flag, the memory backing
   local xml args

@@ -419,6 +419,14 @@ static void test_edit_xml(void) {
   assert_xpaths(again, checks2);
 }
 
+/* text with its one occurrence of what replaced by with (the test fails if it is not there) */
+static char *replace_once(const char *text, const char *what, const char *with) {
+  const char *at = strstr(text, what);
+  if (!at)
+    g_error("'%s' not in:\n%s", what, text);
+  return g_strdup_printf("%.*s%s%s", (int)(at - text), text, with, at + strlen(what));
+}
+
 /* The network's back end, set at each start: vhost-user (passt serves the virtqueues; the
  * memory becomes shareable) and back to a stream socket, the device untouched. */
 static const char *const vhost_user_net[] = {
@@ -495,6 +503,68 @@ static void test_net_backend(void) {
   g_assert_no_error(error);
   g_assert_false(changed);
   g_assert_cmpstr(bare_set, ==, bare_xml);
+}
+
+/* What a user's virsh edit may have done: the rewrite keeps their <memoryBacking> parts,
+ * finds hutch's -netdev whatever its options' order, puts back shared memory that vhost-user
+ * needs, and leaves a <qemu:commandline> without hutch's device alone. */
+static void test_net_backend_edited(void) {
+  g_autoptr(Shape) shape = shape_new("ports");
+  g_autoptr(GError) error = NULL;
+  const char *socket = shape->config.passt_socket;
+  g_autofree char *stream = hutch_domain_build_xml(shape->profile, &shape->config, &error);
+  g_assert_no_error(error);
+  gboolean changed = FALSE;
+
+  /* hugepages kept, through vhost-user and back */
+  g_autofree char *huge = replace_once(stream, "<currentMemory",
+                                       "<memoryBacking><hugepages/></memoryBacking><currentMemory");
+  g_autofree char *vhost = hutch_domain_set_net_backend(huge, socket, TRUE, &changed, &error);
+  g_assert_no_error(error);
+  const char *const huge_shared[] = {"count(/domain/memoryBacking/hugepages)", "1",
+                                     "/domain/memoryBacking/access/@mode", "shared", NULL};
+  assert_xpaths(vhost, huge_shared);
+  g_autofree char *back = hutch_domain_set_net_backend(vhost, socket, FALSE, &changed, &error);
+  g_assert_no_error(error);
+  const char *const huge_private[] = {"count(/domain/memoryBacking/hugepages)", "1",
+                                      "count(/domain/memoryBacking/access)", "0", NULL};
+  assert_xpaths(back, huge_private);
+
+  /* the id as the last option: still hutch's -netdev, replaced, not duplicated */
+  g_autofree char *reordered = replace_once(
+      stream,
+      "stream,id=hutchnet0,server=off,addr.type=unix,addr.path=/run/user/1000/hutch/x/passt.sock",
+      "stream,server=off,addr.type=unix,addr.path=/run/user/1000/hutch/x/passt.sock,id=hutchnet0");
+  g_autofree char *from_reordered =
+      hutch_domain_set_net_backend(reordered, socket, TRUE, &changed, &error);
+  g_assert_no_error(error);
+  g_assert_true(changed);
+  assert_xpaths(from_reordered, vhost_user_net);
+
+  /* vhost-user without shared memory (removed by hand): put back */
+  g_autofree char *vhost_plain =
+      hutch_domain_set_net_backend(stream, socket, TRUE, &changed, &error);
+  g_assert_no_error(error);
+  g_autofree char *no_memory = replace_once(vhost_plain,
+                                            "<memoryBacking>\n    <source type=\"memfd\"/>\n    "
+                                            "<access mode=\"shared\"/>\n  </memoryBacking>\n  ",
+                                            "");
+  const char *const memory_gone[] = {"count(/domain/memoryBacking)", "0", NULL};
+  assert_xpaths(no_memory, memory_gone);
+  g_autofree char *repaired =
+      hutch_domain_set_net_backend(no_memory, socket, TRUE, &changed, &error);
+  g_assert_no_error(error);
+  g_assert_true(changed);
+  assert_xpaths(repaired, vhost_user_net);
+
+  /* a command line of the user's own, without hutch's network device: left alone */
+  g_autofree char *foreign =
+      replace_once(stream, "virtio-net-pci,netdev=hutchnet0,", "e1000,netdev=hutchnet0,");
+  g_autofree char *foreign_set =
+      hutch_domain_set_net_backend(foreign, socket, TRUE, &changed, &error);
+  g_assert_no_error(error);
+  g_assert_false(changed);
+  g_assert_cmpstr(foreign_set, ==, foreign);
 }
 
 /* With shares, the memory stays shareable whichever the network's back end. */
@@ -797,6 +867,7 @@ int main(int argc, char **argv) {
   g_test_add_func("/domain/edit-xml", test_edit_xml);
   g_test_add_func("/domain/net-backend", test_net_backend);
   g_test_add_func("/domain/net-backend/shares", test_net_backend_with_shares);
+  g_test_add_func("/domain/net-backend/edited", test_net_backend_edited);
   for (gsize i = 0; i < G_N_ELEMENTS(invalid_cases); i++) {
     g_autofree char *path = g_strdup_printf("/domain/invalid/%s", invalid_cases[i].what);
     g_test_add_data_func(path, &invalid_cases[i], test_invalid);
