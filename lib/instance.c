@@ -1091,9 +1091,14 @@ static gboolean start_steps(HutchContext *ctx, HutchInstance *instance, gboolean
     return FALSE;
   if (!hutch_instance_check_ports(ctx, instance->name, profile->ports, TRUE, error))
     return FALSE;
-  /* passt's back end (HUTCH_PASST_VHOST_USER may refuse), before any helper starts */
+  /* passt's back end (HUTCH_PASST_VHOST_USER may refuse) and the network policy (a broken
+   * policy file refuses), before any helper starts */
   gboolean vhost_user = FALSE;
   if (!hutch_net_vhost_user(&vhost_user, error))
+    return FALSE;
+  g_autoptr(HutchEgressPolicy) policy =
+      hutch_instance_egress_policy(instance->meta->instance_dir, profile, error);
+  if (!policy)
     return FALSE;
   if (!hutch_mkdir(instance->meta->runtime_dir, 0700, error))
     return FALSE;
@@ -1140,10 +1145,6 @@ static gboolean start_steps(HutchContext *ctx, HutchInstance *instance, gboolean
     }
   }
 
-  g_autoptr(HutchEgressPolicy) policy =
-      hutch_instance_egress_policy(instance->meta->instance_dir, profile, error);
-  if (!policy)
-    return FALSE;
   const char *mode = hutch_egress_mode_to_string(policy->mode);
   const char *backend = vhost_user ? ", vhost-user" : "";
   hutch_progress_begin(ctx, "network", "passt (egress: %s%s), SSH on 127.0.0.1:%u", mode, backend,

@@ -827,6 +827,24 @@ static gpointer event_thread(gpointer data) {
   return NULL;
 }
 
+/* A timer that fires at once: virEventRunDefaultImpl returns after running it, and the event
+ * thread sees quit_events. */
+static void wake_event_thread(int timer, void *opaque) {
+  (void)timer;
+  (void)opaque;
+}
+
+/* The thread reads the Sup on serve's caller's stack: it ends before serve returns. */
+static void stop_event_thread(Sup *s, GThread *thread) {
+  g_atomic_int_set(&s->quit_events, 1);
+  int timer = virEventAddTimeout(0, wake_event_thread, NULL, NULL);
+  if (timer < 0)
+    sup_log("waking libvirt's event loop failed: waiting for its next event");
+  g_thread_join(thread);
+  if (timer >= 0)
+    virEventRemoveTimeout(timer);
+}
+
 /* ---- Running it ----------------------------------------------------------------------- */
 
 static int listen_on(const char *path, GError **error) {
@@ -1027,8 +1045,7 @@ static int serve(Sup *s, HutchSuperviseEnd *ret_end, GError **error) {
   }
   virConnectRegisterCloseCallback(conn, on_close, s, NULL);
   virConnectSetKeepAlive(conn, 5, 3);
-  /* it runs until the process ends: virEventRunDefaultImpl cannot be interrupted */
-  g_thread_unref(g_thread_new("libvirt-events", event_thread, s));
+  GThread *events = g_thread_new("libvirt-events", event_thread, s);
 
   int status = 1;
   s->ssh = hutch_instance_connect(s->ctx, s->name, error);
@@ -1053,9 +1070,10 @@ static int serve(Sup *s, HutchSuperviseEnd *ret_end, GError **error) {
   } else if (s->listen_fd >= 0) {
     g_unlink(socket_path);
   }
-  g_atomic_int_set(&s->quit_events, 1);
   virConnectDomainEventDeregisterAny(conn, callback);
   virConnectUnregisterCloseCallback(conn, on_close);
+  /* after the callbacks are gone, so that none runs once the thread ended */
+  stop_event_thread(s, events);
   return status;
 }
 
@@ -1132,7 +1150,10 @@ int hutch_supervise_full(HutchContext *ctx, const char *name, HutchSuperviseEnd 
     close(s.listen_fd);
   if (s.signal_fd >= 0)
     close(s.signal_fd);
-  /* the wake pipe stays: the event thread may still write to it */
+  /* serve ended the event thread, the only writer */
+  for (int i = 0; i < 2; i++)
+    if (s.wake[i] >= 0)
+      close(s.wake[i]);
   close(lock_fd);
   return status;
 }

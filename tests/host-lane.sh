@@ -69,6 +69,15 @@ if [ ! -x "$root/usr/bin/qemu-system-x86_64" ]; then
 fi
 # the guest image build inside resolves the mirror's name
 cp /etc/resolv.conf "$root/etc/resolv.conf"
+# the host's own certificate authorities (a network that re-signs TLS has one), as on the
+# host: the slow suite hands them to its guest (ai-dev.sh, HUTCH_CA_CERTS)
+local_cas=/usr/local/share/ca-certificates
+if [ -d "$local_cas" ] && ! diff -r -q "$local_cas" "$root$local_cas" >/dev/null 2>&1; then
+  rm -rf "${root:?}$local_cas"
+  cp -r "$local_cas" "$root$local_cas"
+  chroot "$root" update-ca-certificates >/dev/null 2>&1 ||
+    echo "tests/run: update-ca-certificates in the $host root failed" >&2
+fi
 versions=$(chroot "$root" dpkg-query -W -f='${Package} ${Version}\n' libvirt-daemon qemu-system-x86 passt virtiofsd 2>/dev/null || true)
 echo "== $host: $(echo "$versions" | paste -sd, - | sed 's/,/, /g'), $(chroot "$root" gcc -dumpfullversion 2>/dev/null | sed 's/^/gcc /')"
 

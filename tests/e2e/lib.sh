@@ -99,8 +99,26 @@ e2e_cleanup() {
 }
 trap e2e_cleanup EXIT
 
-# Call last: prints the plan and exits non-zero when anything failed.
+# No process outlives the VMs it served: once this suite's VMs are deleted, no process names
+# one of them (a supervisor, passt, virtiofsd, an egress helper, QEMU, a hutch command).
+no_leftovers() {
+  [ ${#E2E_VMS[@]} -gt 0 ] || return 0
+  local vm names="" left=""
+  for vm in "${E2E_VMS[@]}"; do
+    "$HUTCH" -q delete --force "$vm" >/dev/null 2>&1
+    names+="${names:+|}$vm"
+  done
+  for _ in $(seq 1 30); do
+    left=$(pgrep -af -- "[^[:alnum:]_-]($names)([^[:alnum:]_-]|\$)") || break
+    sleep 0.5
+  done
+  if [ -z "$left" ]; then ok "no process outlives the suite's VMs"; else not_ok "processes outlive the suite's VMs"; diag "$left"; fi
+}
+
+# Call last: checks that nothing outlives the suite, prints the plan and exits non-zero when
+# anything failed.
 finish() {
+  no_leftovers
   echo "1..$tap_count"
   [ "$tap_failed" -eq 0 ]
 }

@@ -396,6 +396,19 @@ rm "$HOME/VM-Shared/nested" && mkdir "$HOME/VM-Shared/nested"
 out=$("$HUTCH" start "$vm" 2>&1); rc=$?
 if [ $rc -eq 1 ] && grep -q "inode" <<<"$out"; then ok "another directory made at the share's path is refused"; else not_ok "another directory at the share's path (exit $rc)"; diag "$out"; fi
 rmdir "$HOME/VM-Shared/nested" && mv "$HOME/VM-Shared/nested.away" "$HOME/VM-Shared/nested"
+# A damaged network policy refuses the start before any helper runs (it once left the
+# shares' virtiofsd behind).
+policy_file=$XDG_DATA_HOME/hutch/instances/$vm/egress-policy.json
+cp "$policy_file" "$E2E_TMP/policy.saved"
+printf '{"mode": ' >"$policy_file"
+out=$("$HUTCH" start "$vm" 2>&1); rc=$?
+if [ $rc -eq 1 ] && grep -q "egress-policy.json" <<<"$out" && [ "$(virsh domstate "$vm" 2>/dev/null)" = "shut off" ]; then
+  ok "a start with a damaged network policy is refused, naming the file, and the VM stays off"
+else
+  not_ok "start with a damaged network policy (exit $rc)"; diag "$out"
+fi
+check "no virtiofsd or passt runs after it" bash -c "! pgrep -f '[v]irtiofsd.*/hutch/$vm/virtiofs-' && ! pgrep -u $(id -u) -f '[p]asst.*/$vm/'"
+cp "$E2E_TMP/policy.saved" "$policy_file"
 
 # h8. The ready channel at that start: escapes in a step name, a reason and a warning, a line
 # longer than 4 KiB that would read FAILED once cut, and a flood of 64 MiB of failed steps.
