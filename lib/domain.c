@@ -367,9 +367,15 @@ static void add_devices(xmlNodePtr domain, const HutchDomainConfig *c) {
   set_attr(backend, "model", "random");
 }
 
-static void add_qemu_arg(xmlNodePtr commandline, xmlNsPtr ns, const char *value) {
-  xmlNodePtr arg = xmlNewChild(commandline, ns, BAD_CAST "arg", NULL);
+/* A <qemu:arg> put before `before` (NULL: at the end). */
+static void add_qemu_arg(xmlNodePtr commandline, xmlNsPtr ns, xmlNodePtr before,
+                         const char *value) {
+  xmlNodePtr arg = xmlNewNode(ns, BAD_CAST "arg");
   set_attr(arg, "value", value);
+  if (before)
+    xmlAddPrevSibling(before, arg);
+  else
+    xmlAddChild(commandline, arg);
 }
 
 #define NET_CHARDEV_ID "hutchnetchr0"
@@ -381,25 +387,17 @@ static void add_qemu_arg(xmlNodePtr commandline, xmlNsPtr ns, const char *value)
  * has to be shareable then. */
 static void add_net_backend(xmlNodePtr commandline, xmlNsPtr ns, xmlNodePtr before,
                             const char *socket, gboolean vhost_user) {
-  g_autoptr(GPtrArray) args = g_ptr_array_new_with_free_func(g_free);
   if (vhost_user) {
-    g_ptr_array_add(args, g_strdup("-chardev"));
-    g_ptr_array_add(args, g_strdup_printf("socket,id=" NET_CHARDEV_ID ",path=%s", socket));
-    g_ptr_array_add(args, g_strdup("-netdev"));
-    g_ptr_array_add(args, g_strdup("vhost-user,id=" NET_ID ",chardev=" NET_CHARDEV_ID));
+    g_autofree char *chardev = g_strdup_printf("socket,id=" NET_CHARDEV_ID ",path=%s", socket);
+    add_qemu_arg(commandline, ns, before, "-chardev");
+    add_qemu_arg(commandline, ns, before, chardev);
+    add_qemu_arg(commandline, ns, before, "-netdev");
+    add_qemu_arg(commandline, ns, before, "vhost-user,id=" NET_ID ",chardev=" NET_CHARDEV_ID);
   } else {
-    g_ptr_array_add(args, g_strdup("-netdev"));
-    g_ptr_array_add(
-        args,
-        g_strdup_printf("stream,id=" NET_ID ",server=off,addr.type=unix,addr.path=%s", socket));
-  }
-  for (guint i = 0; i < args->len; i++) {
-    xmlNodePtr arg = xmlNewNode(ns, BAD_CAST "arg");
-    set_attr(arg, "value", g_ptr_array_index(args, i));
-    if (before)
-      xmlAddPrevSibling(before, arg);
-    else
-      xmlAddChild(commandline, arg);
+    g_autofree char *netdev =
+        g_strdup_printf("stream,id=" NET_ID ",server=off,addr.type=unix,addr.path=%s", socket);
+    add_qemu_arg(commandline, ns, before, "-netdev");
+    add_qemu_arg(commandline, ns, before, netdev);
   }
 }
 
@@ -410,8 +408,8 @@ static void add_network(xmlNodePtr domain, xmlNsPtr qemu_ns, const HutchDomainCo
   add_net_backend(commandline, qemu_ns, NULL, c->passt_socket, c->net_vhost_user);
   g_autofree char *device = g_strdup_printf(
       "virtio-net-pci,netdev=" NET_ID ",mac=%s,bus=pcie.0,addr=" NET_PCI_ADDR, c->mac);
-  add_qemu_arg(commandline, qemu_ns, "-device");
-  add_qemu_arg(commandline, qemu_ns, device);
+  add_qemu_arg(commandline, qemu_ns, NULL, "-device");
+  add_qemu_arg(commandline, qemu_ns, NULL, device);
 }
 
 static gboolean has_virtiofs(GPtrArray *filesystems) {
@@ -441,51 +439,6 @@ static char *doc_to_string(xmlDocPtr doc, GError **error) {
   }
   char *text = g_strdup((const char *)xmlBufferContent(buffer));
   xmlBufferFree(buffer);
-  return text;
-}
-
-char *hutch_domain_build_xml(const HutchProfile *profile, const HutchDomainConfig *config,
-                             GError **error) {
-  if (!check_config(profile, config, error)) {
-    g_prefix_error(error, "building domain XML: ");
-    return NULL;
-  }
-
-  g_autoptr(xmlDoc) doc = xmlNewDoc(BAD_CAST "1.0");
-  xmlNodePtr domain = xmlNewDocNode(doc, NULL, BAD_CAST "domain", NULL);
-  xmlDocSetRootElement(doc, domain);
-  set_attr(domain, "type", config->domain_type);
-  xmlNsPtr qemu_ns = xmlNewNs(domain, BAD_CAST QEMU_NS, BAD_CAST "qemu");
-
-  add_text(domain, NULL, "name", config->name);
-  add_text(domain, NULL, "uuid", config->uuid);
-  add_metadata(domain, config);
-
-  g_autofree char *kib = g_strdup_printf("%" G_GUINT64_FORMAT, profile->memory / 1024);
-  set_attr(add_text(domain, NULL, "memory", kib), "unit", "KiB");
-  set_attr(add_text(domain, NULL, "currentMemory", kib), "unit", "KiB");
-  if (has_virtiofs(config->filesystems) || (config->passt_socket && config->net_vhost_user)) {
-    /* vhost-user (virtiofsd, passt) maps the guest's memory: it has to be shareable. */
-    xmlNodePtr backing = add_node(domain, "memoryBacking");
-    add_elem(backing, "source", "type", "memfd", NULL, NULL);
-    add_elem(backing, "access", "mode", "shared", NULL, NULL);
-  }
-  g_autofree char *cpus = g_strdup_printf("%u", config->cpus ? config->cpus : profile->cpus);
-  add_text(domain, NULL, "vcpu", cpus);
-
-  add_os(domain, config);
-  add_features_cpu(domain, config);
-  add_elem(domain, "clock", "offset", "utc", NULL, NULL);
-  add_text(domain, NULL, "on_poweroff", "destroy");
-  add_text(domain, NULL, "on_reboot", "restart");
-  add_text(domain, NULL, "on_crash", "destroy");
-  add_devices(domain, config);
-  if (config->passt_socket)
-    add_network(domain, qemu_ns, config);
-
-  char *text = doc_to_string(doc, error);
-  if (!text)
-    g_prefix_error(error, "building domain XML: ");
   return text;
 }
 
@@ -614,6 +567,49 @@ static gboolean has_filesystem(xmlNodePtr domain) {
     if (first_child_named(g_ptr_array_index(devices, d), "filesystem"))
       return TRUE;
   return FALSE;
+}
+
+char *hutch_domain_build_xml(const HutchProfile *profile, const HutchDomainConfig *config,
+                             GError **error) {
+  if (!check_config(profile, config, error)) {
+    g_prefix_error(error, "building domain XML: ");
+    return NULL;
+  }
+
+  g_autoptr(xmlDoc) doc = xmlNewDoc(BAD_CAST "1.0");
+  xmlNodePtr domain = xmlNewDocNode(doc, NULL, BAD_CAST "domain", NULL);
+  xmlDocSetRootElement(doc, domain);
+  set_attr(domain, "type", config->domain_type);
+  xmlNsPtr qemu_ns = xmlNewNs(domain, BAD_CAST QEMU_NS, BAD_CAST "qemu");
+
+  add_text(domain, NULL, "name", config->name);
+  add_text(domain, NULL, "uuid", config->uuid);
+  add_metadata(domain, config);
+
+  g_autofree char *kib = g_strdup_printf("%" G_GUINT64_FORMAT, profile->memory / 1024);
+  set_attr(add_text(domain, NULL, "memory", kib), "unit", "KiB");
+  set_attr(add_text(domain, NULL, "currentMemory", kib), "unit", "KiB");
+  /* vhost-user (virtiofsd, passt) maps the guest's memory: it has to be shareable */
+  set_memory_shared(doc, domain,
+                    has_virtiofs(config->filesystems) ||
+                        (config->passt_socket && config->net_vhost_user));
+  g_autofree char *cpus = g_strdup_printf("%u", config->cpus ? config->cpus : profile->cpus);
+  add_text(domain, NULL, "vcpu", cpus);
+
+  add_os(domain, config);
+  add_features_cpu(domain, config);
+  add_elem(domain, "clock", "offset", "utc", NULL, NULL);
+  add_text(domain, NULL, "on_poweroff", "destroy");
+  add_text(domain, NULL, "on_reboot", "restart");
+  add_text(domain, NULL, "on_crash", "destroy");
+  add_devices(domain, config);
+  if (config->passt_socket)
+    add_network(domain, qemu_ns, config);
+
+  char *text = doc_to_string(doc, error);
+  if (!text)
+    g_prefix_error(error, "building domain XML: ");
+  return text;
 }
 
 char *hutch_domain_edit_xml(const char *xml, const HutchProfile *profile, guint vcpus,
