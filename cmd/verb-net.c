@@ -137,6 +137,9 @@ int verb_net(Cli *cli, int argc, char **argv) {
     cli_print_json_object(net);
     return EXIT_OK;
   }
+  /* -q: a change is made silently; the policy is printed only when it is what was asked */
+  if (cli->quiet && (mode || allow_list[0] || deny_list[0]))
+    return EXIT_OK;
   printf("%-8s %s\n", "egress", json_object_get_string_member(net, "egress"));
   print_rules("allow", json_object_get_array_member(net, "allow"));
   print_rules("deny", json_object_get_array_member(net, "deny"));

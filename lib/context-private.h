@@ -18,6 +18,9 @@ struct _HutchContext {
 };
 
 /* The libvirt connection, opened on first use. Owned by the context. */
+/* Whether hutch can run VMs on the libvirt at uri: a local session daemon (qemu:///session,
+ * qemu+unix:///session) or the test driver; else a USAGE error that says why. */
+gboolean hutch_context_uri_supported(const char *uri, GError **error);
 virConnectPtr hutch_context_connect(HutchContext *ctx, GError **error);
 
 /* Progress reporting: a phase begins, is updated, ends. Cheap when nobody listens. */

@@ -47,9 +47,36 @@ void hutch_context_set_supervisor_program(HutchContext *ctx, const char *program
   ctx->supervisor_program = g_strdup(program);
 }
 
+gboolean hutch_context_uri_supported(const char *uri, GError **error) {
+  g_autoptr(GUri) parsed = g_uri_parse(uri, G_URI_FLAGS_NONE, NULL);
+  const char *scheme = parsed ? g_uri_get_scheme(parsed) : ""; /* lower case */
+  const char *host = parsed ? g_uri_get_host(parsed) : NULL;
+  gboolean local = !host || !*host;
+  /* the test driver: in-process, for unit tests and trying things */
+  if (local && strcmp(scheme, "test") == 0)
+    return TRUE;
+  if (local && (strcmp(scheme, "qemu") == 0 || strcmp(scheme, "qemu+unix") == 0) &&
+      strcmp(g_uri_get_path(parsed), "/session") == 0)
+    return TRUE;
+  const char *why =
+      !local ? "hutch keeps a VM's disks, seed and helpers (passt, virtiofsd) on this machine, "
+               "where a remote libvirt cannot use them"
+      : g_str_has_prefix(scheme, "qemu") && strcmp(g_uri_get_path(parsed), "/system") == 0
+          ? "hutch runs a VM's helpers (passt, virtiofsd) as you, beside your own libvirt "
+            "session daemon"
+          : "hutch runs VMs on your libvirt session daemon only";
+  g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE,
+              "%s is not supported: %s; use -c qemu:///session (docs/architecture.md, \"Other "
+              "connections\")",
+              uri, why);
+  return FALSE;
+}
+
 virConnectPtr hutch_context_connect(HutchContext *ctx, GError **error) {
   if (ctx->conn)
     return ctx->conn;
+  if (!hutch_context_uri_supported(ctx->uri, error))
+    return NULL;
   ctx->conn = virConnectOpen(ctx->uri);
   if (!ctx->conn) {
     hutch_set_libvirt_error(error, "connecting to %s", ctx->uri);

@@ -16,6 +16,19 @@ accel: tcg
 image: { file: $E2E_TMP/blank.qcow2 }
 YAML
 
+# A libvirt hutch does not run VMs on: exit 2, one line saying why, nothing made
+for uri in qemu:///system qemu+ssh://nobody@localhost/session; do
+  out=$("$HUTCH" -c "$uri" create "$vm" -f "$E2E_TMP/blank.yaml" 2>&1 >/dev/null); rc=$?
+  if [ $rc -eq 2 ] && [ "$(wc -l <<<"$out")" -eq 1 ] && grep -q "use -c qemu:///session" <<<"$out" &&
+     ! virsh dominfo "$vm" >/dev/null 2>&1 && [ ! -e "$XDG_DATA_HOME/hutch/instances/$vm" ]; then
+    ok "-c $uri is refused with one line (exit 2), and nothing is made"
+  else
+    not_ok "-c $uri (exit $rc)"; diag "$out"
+  fi
+done
+out=$(LIBVIRT_DEFAULT_URI=qemu:///system "$HUTCH" list 2>&1); rc=$?
+if [ $rc -eq 2 ] && grep -q "qemu:///system is not supported" <<<"$out"; then ok "so is \$LIBVIRT_DEFAULT_URI=qemu:///system"; else not_ok "LIBVIRT_DEFAULT_URI=qemu:///system (exit $rc)"; diag "$out"; fi
+
 check "create from a profile file" "$HUTCH" -q create "$vm" -f "$E2E_TMP/blank.yaml"
 check "virsh sees the domain" virsh dominfo "$vm"
 check "the instance directory is 0700" test "$(stat -c %a "$XDG_DATA_HOME/hutch/instances/$vm")" = 700

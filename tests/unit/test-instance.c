@@ -542,6 +542,41 @@ static void test_cli_no_ports(void) {
   g_assert_true(hutch_rmtree(dir, NULL));
 }
 
+/* hutch runs VMs on a local session daemon (or the test driver); another URI is refused
+ * when libvirt is first needed, with a usage error that says why, before connecting. */
+static void test_uri_supported(void) {
+  const char *const good[] = {"qemu:///session", "qemu+unix:///session",
+                              "qemu:///session?socket=/run/user/1000/libvirt/virtqemud-sock",
+                              "test:///default", NULL};
+  for (const char *const *u = good; *u; u++) {
+    g_autoptr(GError) error = NULL;
+    g_assert_true(hutch_context_uri_supported(*u, &error));
+    g_assert_no_error(error);
+  }
+  const struct {
+    const char *uri, *says;
+  } bad[] = {
+      {"qemu:///system", "qemu:///system is not supported: hutch runs a VM's helpers"},
+      {"qemu+ssh://other@localhost/session", "where a remote libvirt cannot use them"},
+      {"qemu+tcp://example.test/system", "where a remote libvirt cannot use them"},
+      {"xen:///system", "session daemon only"},
+      {"not a uri", "session daemon only"},
+  };
+  for (guint i = 0; i < G_N_ELEMENTS(bad); i++) {
+    g_autoptr(GError) error = NULL;
+    g_assert_false(hutch_context_uri_supported(bad[i].uri, &error));
+    g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE);
+    g_assert_nonnull(strstr(error->message, bad[i].says));
+    g_assert_nonnull(strstr(error->message, "use -c qemu:///session"));
+  }
+  /* the context is made (profile and image work needs no libvirt); connecting is refused */
+  g_autoptr(GError) error = NULL;
+  g_autoptr(HutchContext) ctx = hutch_context_new("qemu:///system", &error);
+  g_assert_no_error(error);
+  g_assert_null(hutch_context_connect(ctx, &error));
+  g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE);
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   hutch_init();
@@ -554,6 +589,7 @@ int main(int argc, char **argv) {
   g_assert_cmpint(g_chmod(fake, 0755), ==, 0);
   g_setenv("HUTCH_VIRTIOFSD", fake, TRUE);
   g_test_add_func("/instance/info/shares-ports-forwards", test_info_shares_ports_forwards);
+  g_test_add_func("/instance/uri-supported", test_uri_supported);
   g_test_add_func("/instance/ports-busy/message", test_ports_busy_message);
   g_test_add_func("/instance/ports-busy/holder", test_ports_busy_holder);
   g_test_add_func("/instance/cli/no-ports", test_cli_no_ports);
