@@ -781,11 +781,11 @@ static gboolean forward_add(HutchContext *ctx, const char *name, const HutchPort
   g_autofree char *client_key = hutch_ssh_client_key(NULL, error);
   if (!client_key)
     return FALSE;
-  hutch_autofd int listen_fd = listen_on(port->host_ip, port->host_start, error);
+  g_auto(HutchFd) listen_fd = listen_on(port->host_ip, port->host_start, error);
   if (listen_fd < 0)
     return FALSE;
   g_autofree char *log_path = hutch_forward_file(runtime_dir, port->host_start, "log");
-  hutch_autofd int log_fd =
+  g_auto(HutchFd) log_fd =
       open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (log_fd < 0) {
     int saved = errno;

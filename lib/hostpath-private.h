@@ -13,14 +13,10 @@
 #include <sys/stat.h>
 
 #include "hutch.h"
+#include "util-private.h" /* HutchFd */
 
 /* The most symbolic links one walk follows (Linux's own limit). */
 #define HUTCH_HOSTPATH_MAX_LINKS 40
-
-/* A file descriptor closed when it goes out of scope: g_auto(HutchFd) fd = -1. */
-typedef int HutchFd;
-void hutch_fd_close(HutchFd fd);
-G_DEFINE_AUTO_CLEANUP_FREE_FUNC(HutchFd, hutch_fd_close, -1)
 
 /* TRUE when the len bytes at name are one plain directory entry name: not empty, not "." or
  * "..", no '/' and no NUL. Every name a guest hands us (an SFTP directory entry, the last

@@ -19,11 +19,6 @@
 
 #include "hostpath-private.h"
 
-void hutch_fd_close(HutchFd fd) {
-  if (fd >= 0)
-    close(fd);
-}
-
 gboolean hutch_hostpath_name_is_safe(const char *name, gsize len) {
   if (!name || len == 0)
     return FALSE;

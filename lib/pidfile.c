@@ -15,15 +15,10 @@
 #include <unistd.h>
 
 #include "pidfile-private.h"
+#include "util-private.h"
 
 #define TERM_WAIT_STEPS 40 /* of 50 ms: 2 s */
 #define CMDLINE_MAX (256 * 1024)
-
-static void close_fdp(int *fd) {
-  if (*fd >= 0)
-    close(*fd);
-}
-#define autofd __attribute__((cleanup(close_fdp))) int
 
 /* "PID" (as helpers write them) or "PID START" (as hutch_pidfile_format writes them);
  * *ret_start is 0 when there is no start time. */
@@ -44,7 +39,7 @@ static pid_t read_pidfile(const char *pidfile, guint64 *ret_start) {
 
 /* The whole of a /proc/PID file (up to max bytes), NUL-terminated; len without the NUL. */
 static char *read_at(int procfd, const char *name, gsize max, gsize *ret_len) {
-  autofd fd = openat(procfd, name, O_RDONLY | O_CLOEXEC);
+  g_auto(HutchFd) fd = openat(procfd, name, O_RDONLY | O_CLOEXEC);
   if (fd < 0)
     return NULL;
   GString *text = g_string_new(NULL);
@@ -94,7 +89,7 @@ static gboolean owned_by_us(int procfd) {
   if (uid == getuid())
     return TRUE;
   /* root of a user namespace this user made (virtiofsd): a subordinate uid on the host */
-  autofd ns = openat(procfd, "ns/user", O_RDONLY | O_CLOEXEC);
+  g_auto(HutchFd) ns = openat(procfd, "ns/user", O_RDONLY | O_CLOEXEC);
   uid_t owner = (uid_t)-1;
   return ns >= 0 && ioctl(ns, NS_GET_OWNER_UID, &owner) == 0 && owner == getuid();
 }
@@ -190,7 +185,7 @@ static int open_verified(const char *pidfile, const HutchHelperId *id, pid_t *re
 
 char *hutch_pidfile_format(pid_t pid) {
   g_autofree char *path = g_strdup_printf("/proc/%d", (int)pid);
-  autofd procfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  g_auto(HutchFd) procfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   guint64 start = 0;
   if (procfd < 0 || !alive_at(procfd, &start))
     return NULL;
@@ -199,7 +194,7 @@ char *hutch_pidfile_format(pid_t pid) {
 
 pid_t hutch_pidfile_check(const char *pidfile, const HutchHelperId *id) {
   pid_t pid = 0;
-  autofd procfd = open_verified(pidfile, id, &pid);
+  g_auto(HutchFd) procfd = open_verified(pidfile, id, &pid);
   return procfd >= 0 ? pid : 0;
 }
 
@@ -217,7 +212,7 @@ static int signal_at(int procfd, pid_t pid, int sig) {
 
 gboolean hutch_pidfile_kill(const char *pidfile, const HutchHelperId *id) {
   pid_t pid = 0;
-  autofd procfd = open_verified(pidfile, id, &pid);
+  g_auto(HutchFd) procfd = open_verified(pidfile, id, &pid);
   gboolean signalled = procfd >= 0 && signal_at(procfd, pid, SIGTERM) == 0;
   if (signalled) {
     for (int i = 0; i < TERM_WAIT_STEPS && alive_at(procfd, NULL); i++)

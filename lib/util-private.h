@@ -45,10 +45,12 @@ double hutch_now(void);
  * see SIGHUP or SIGTERM. */
 void hutch_unblock_signals(void);
 
-/* A descriptor closed when it goes out of scope (-1: nothing to close), like GLib's
- * g_autofd (2.76, newer than Debian 12's): `hutch_autofd int fd = open(...)`. */
-void hutch_close_fdp(int *fd);
-#define hutch_autofd __attribute__((cleanup(hutch_close_fdp)))
+/* A descriptor closed when it goes out of scope (-1: nothing to close; errno is kept), like
+ * GLib's g_autofd (2.76, newer than Debian 12's): `g_auto(HutchFd) fd = open(...)`. hutch's
+ * one way to tie a descriptor to a scope. */
+typedef int HutchFd;
+void hutch_fd_close(HutchFd fd);
+G_DEFINE_AUTO_CLEANUP_FREE_FUNC(HutchFd, hutch_fd_close, -1)
 
 /* For a child that keeps running without exec (async-signal-safe): moves fds[0..n-1] to
  * descriptors 3, 4, ... (updating fds) and closes every other descriptor above 2, whatever

@@ -223,12 +223,11 @@ void hutch_unblock_signals(void) {
   sigprocmask(SIG_SETMASK, &none, NULL);
 }
 
-void hutch_close_fdp(int *fd) {
-  if (*fd >= 0) {
+void hutch_fd_close(HutchFd fd) {
+  if (fd >= 0) {
     int saved = errno;
-    close(*fd);
+    close(fd);
     errno = saved;
-    *fd = -1;
   }
 }
 
