@@ -69,10 +69,17 @@ static int run_full_cli(char **argv) {
   return EXIT_FAILED;
 }
 
+/* The supervisors serve the VMs of the user's own session daemon: another libvirt named by
+ * $LIBVIRT_DEFAULT_URI is the full CLI's to connect to (or to refuse). */
+static gboolean default_libvirt(void) {
+  const char *uri = g_getenv("LIBVIRT_DEFAULT_URI");
+  return !uri || !*uri || strcmp(uri, "qemu:///session") == 0;
+}
+
 int main(int argc, char **argv) {
   const char *name = NULL;
   g_autofree char **command = NULL;
-  if (parse_shell(argc, argv, &name, &command)) {
+  if (default_libvirt() && parse_shell(argc, argv, &name, &command)) {
     g_autofree char *runtime_dir = hutch_instance_runtime_dir(name);
     g_autofree char *command_line = hutch_shell_command(command, NULL);
     gboolean pty = hutch_shell_wants_pty(!command[0]);

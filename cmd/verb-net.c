@@ -137,20 +137,23 @@ int verb_net(Cli *cli, int argc, char **argv) {
     cli_print_json_object(net);
     return EXIT_OK;
   }
-  /* -q: a change is made silently; the policy is printed only when it is what was asked */
-  if (cli->quiet && (mode || allow_list[0] || deny_list[0]))
-    return EXIT_OK;
-  printf("%-8s %s\n", "egress", json_object_get_string_member(net, "egress"));
-  print_rules("allow", json_object_get_array_member(net, "allow"));
-  print_rules("deny", json_object_get_array_member(net, "deny"));
-  if (json_object_has_member(net, "allowed"))
-    printf("%-8s %" G_GINT64_FORMAT " allowed, %" G_GINT64_FORMAT " refused or failed\n",
-           "counts", json_object_get_int_member(net, "allowed"),
-           json_object_get_int_member(net, "denied"));
+  /* -q: the policy is printed only when it is what was asked, not after a change (but a
+   * change the running VM does not have yet is still said, below) */
+  gboolean table = !cli->quiet || !(mode || allow_list[0] || deny_list[0]);
+  if (table) {
+    printf("%-8s %s\n", "egress", json_object_get_string_member(net, "egress"));
+    print_rules("allow", json_object_get_array_member(net, "allow"));
+    print_rules("deny", json_object_get_array_member(net, "deny"));
+    if (json_object_has_member(net, "allowed"))
+      printf("%-8s %" G_GINT64_FORMAT " allowed, %" G_GINT64_FORMAT " refused or failed\n",
+             "counts", json_object_get_int_member(net, "allowed"),
+             json_object_get_int_member(net, "denied"));
+  }
   const char *change = json_object_get_string_member(net, "change");
-  if (strcmp(change, "applied") == 0)
+  if (strcmp(change, "applied") == 0 && !cli->quiet)
     fprintf(stderr, "changed: the running VM has it now\n");
-  else if (strcmp(change, "next-start") == 0)
+  else if (strcmp(change, "next-start") == 0 &&
+           (!cli->quiet || json_object_get_boolean_member(net, "running")))
     fprintf(stderr, "changed: the VM gets it at its next start\n");
   return EXIT_OK;
 }

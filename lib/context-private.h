@@ -5,6 +5,7 @@
 
 struct _HutchContext {
   char *uri;
+  gboolean uri_from_env;        /* uri is $LIBVIRT_DEFAULT_URI's */
   virConnectPtr conn;           /* opened lazily by hutch_context_connect() */
   HutchProgressFunc progress;
   gpointer progress_data;

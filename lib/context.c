@@ -8,8 +8,10 @@
 HutchContext *hutch_context_new(const char *uri, GError **error) {
   hutch_init();
   HutchContext *ctx = g_new0(HutchContext, 1);
-  if (!uri || !*uri)
+  if (!uri || !*uri) {
     uri = g_getenv("LIBVIRT_DEFAULT_URI");
+    ctx->uri_from_env = uri && *uri;
+  }
   ctx->uri = g_strdup(uri && *uri ? uri : "qemu:///session");
   ctx->phase_started = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
   return ctx;
@@ -55,12 +57,27 @@ gboolean hutch_context_uri_supported(const char *uri, GError **error) {
   /* the test driver: in-process, for unit tests and trying things */
   if (local && strcmp(scheme, "test") == 0)
     return TRUE;
-  if (local && (strcmp(scheme, "qemu") == 0 || strcmp(scheme, "qemu+unix") == 0) &&
-      strcmp(g_uri_get_path(parsed), "/session") == 0)
+  gboolean session = local && (strcmp(scheme, "qemu") == 0 || strcmp(scheme, "qemu+unix") == 0) &&
+                     strcmp(g_uri_get_path(parsed), "/session") == 0;
+  gboolean other_socket = FALSE;
+  if (session && g_uri_get_query(parsed)) {
+    /* socket= names the daemon: only the user's own (libvirt drops it before the daemon sees
+     * "qemu:///session", which the system daemon would serve as itself); name= overrides the
+     * URI the daemon is asked for */
+    g_autoptr(GHashTable) params =
+        g_uri_parse_params(g_uri_get_query(parsed), -1, "&", G_URI_PARAMS_NONE, NULL);
+    g_autofree char *own = g_strconcat(g_get_user_runtime_dir(), "/libvirt/", NULL);
+    const char *socket = params ? g_hash_table_lookup(params, "socket") : NULL;
+    other_socket = !params || g_hash_table_contains(params, "name") ||
+                   (socket && (!g_str_has_prefix(socket, own) || strstr(socket, "/..")));
+  }
+  if (session && !other_socket)
     return TRUE;
   const char *why =
       !local ? "hutch keeps a VM's disks, seed and helpers (passt, virtiofsd) on this machine, "
                "where a remote libvirt cannot use them"
+      : other_socket ? "hutch runs VMs on your own libvirt session daemon only (its socket is "
+                       "in $XDG_RUNTIME_DIR/libvirt)"
       : g_str_has_prefix(scheme, "qemu") && strcmp(g_uri_get_path(parsed), "/system") == 0
           ? "hutch runs a VM's helpers (passt, virtiofsd) as you, beside your own libvirt "
             "session daemon"
@@ -75,8 +92,11 @@ gboolean hutch_context_uri_supported(const char *uri, GError **error) {
 virConnectPtr hutch_context_connect(HutchContext *ctx, GError **error) {
   if (ctx->conn)
     return ctx->conn;
-  if (!hutch_context_uri_supported(ctx->uri, error))
+  if (!hutch_context_uri_supported(ctx->uri, error)) {
+    if (ctx->uri_from_env)
+      g_prefix_error(error, "$LIBVIRT_DEFAULT_URI: ");
     return NULL;
+  }
   ctx->conn = virConnectOpen(ctx->uri);
   if (!ctx->conn) {
     hutch_set_libvirt_error(error, "connecting to %s", ctx->uri);

@@ -124,6 +124,12 @@ static void check_kvm(JsonArray *results, const HutchDoctorEnv *env) {
 static void check_libvirt(JsonArray *results, HutchContext *ctx) {
   g_autoptr(GError) error = NULL;
   virConnectPtr conn = hutch_context_connect(ctx, &error);
+  if (conn == NULL && g_error_matches(error, HUTCH_ERROR, HUTCH_ERROR_USAGE)) {
+    /* a URI hutch does not run VMs on: installing libvirt would not help */
+    add(results, "libvirt", FALSE, "error", error->message,
+        "hutch doctor -c qemu:///session (and unset LIBVIRT_DEFAULT_URI if it names another)");
+    return;
+  }
   if (!conn) {
     g_autofree char *detail = g_strdup_printf("libvirt unreachable: %s", error->message);
     add(results, "libvirt", FALSE, "error", detail,

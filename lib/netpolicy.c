@@ -75,6 +75,7 @@ JsonObject *hutch_instance_net(HutchContext *ctx, const char *name, const char *
       applied = "next-start";
   }
   json_object_set_string_member(o, "change", changed ? applied : "none");
+  json_object_set_boolean_member(o, "running", hutch_instance_is_active(instance));
   guint64 allowed = 0, denied = 0;
   if (helper && hutch_egress_counts(instance->meta->runtime_dir, &allowed, &denied)) {
     json_object_set_int_member(o, "allowed", (gint64)allowed);

@@ -834,7 +834,10 @@ static void wake_event_thread(int timer, void *opaque) {
   (void)opaque;
 }
 
-/* The thread reads the Sup on serve's caller's stack: it ends before serve returns. */
+/* The thread reads the Sup on serve's caller's stack: it ends before serve returns. After it,
+ * no thread runs libvirt's event loop: the connection's keepalive is then answered only
+ * during calls (start --foreground, which goes on with the connection, polls the domain every
+ * second). */
 static void stop_event_thread(Sup *s, GThread *thread) {
   g_atomic_int_set(&s->quit_events, 1);
   int timer = virEventAddTimeout(0, wake_event_thread, NULL, NULL);

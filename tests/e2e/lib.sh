@@ -108,8 +108,11 @@ no_leftovers() {
     "$HUTCH" -q delete --force "$vm" >/dev/null 2>&1
     names+="${names:+|}$vm"
   done
+  local rc
   for _ in $(seq 1 30); do
-    left=$(pgrep -af -- "[^[:alnum:]_-]($names)([^[:alnum:]_-]|\$)") || break
+    left=$(pgrep -af -- "[^[:alnum:]_-]($names)([^[:alnum:]_-]|\$)"); rc=$?
+    [ $rc -eq 1 ] && break  # 1: none; 0: some; anything else: pgrep failed, which is no pass
+    [ $rc -eq 0 ] || left="pgrep failed (exit $rc)"
     sleep 0.5
   done
   if [ -z "$left" ]; then ok "no process outlives the suite's VMs"; else not_ok "processes outlive the suite's VMs"; diag "$left"; fi

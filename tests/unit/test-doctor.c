@@ -282,6 +282,10 @@ static void test_runtime_dir_and_space(void) {
   assert_check(r3, "cache-space", TRUE, "info", "free");
 }
 
+static const char *fix_of(JsonArray *results, const char *check) {
+  return json_object_get_string_member(result(results, check), "fix");
+}
+
 static void test_libvirt(void) {
   g_autoptr(Fake) f = fake_new();
   g_autoptr(HutchContext) ctx = hutch_context_new("test:///default", NULL);
@@ -291,15 +295,19 @@ static void test_libvirt(void) {
   assert_check(r1, "libvirt", TRUE, "info", "on test:///default");
   g_assert_cmpstr(json_object_get_string_member(json_array_get_object_element(r1, 1), "check"), ==,
                   "libvirt");
-  g_autoptr(HutchContext) broken = hutch_context_new("nosuchdriver:///x", NULL);
+  /* a session URI whose daemon is not there */
+  g_autofree char *absent = g_strdup_printf(
+      "qemu+unix:///session?socket=%s/libvirt/hutch-test-no-such-sock", g_get_user_runtime_dir());
+  g_autoptr(HutchContext) broken = hutch_context_new(absent, NULL);
   g_assert_nonnull(broken);
   g_autoptr(JsonArray) r2 = hutch_doctor_run(broken, &f->env);
   assert_shape(r2);
   assert_check(r2, "libvirt", FALSE, "error", "libvirt unreachable");
-}
-
-static const char *fix_of(JsonArray *results, const char *check) {
-  return json_object_get_string_member(result(results, check), "fix");
+  /* a URI hutch does not run VMs on: the fix is the URI, not installing libvirt */
+  g_autoptr(HutchContext) other = hutch_context_new("qemu:///system", NULL);
+  g_autoptr(JsonArray) r3 = hutch_doctor_run(other, &f->env);
+  assert_check(r3, "libvirt", FALSE, "error", "qemu:///system is not supported");
+  g_assert_nonnull(strstr(fix_of(r3, "libvirt"), "-c qemu:///session"));
 }
 
 /* VMs that vanished from view: their directories are there, their domains are not, because

@@ -545,9 +545,10 @@ static void test_cli_no_ports(void) {
 /* hutch runs VMs on a local session daemon (or the test driver); another URI is refused
  * when libvirt is first needed, with a usage error that says why, before connecting. */
 static void test_uri_supported(void) {
-  const char *const good[] = {"qemu:///session", "qemu+unix:///session",
-                              "qemu:///session?socket=/run/user/1000/libvirt/virtqemud-sock",
-                              "test:///default", NULL};
+  g_autofree char *own_socket = g_strdup_printf(
+      "qemu+unix:///session?socket=%s/libvirt/virtqemud-sock", g_get_user_runtime_dir());
+  const char *const good[] = {"qemu:///session", "qemu+unix:///session", "QEMU:///session",
+                              own_socket,        "test:///default",      NULL};
   for (const char *const *u = good; *u; u++) {
     g_autoptr(GError) error = NULL;
     g_assert_true(hutch_context_uri_supported(*u, &error));
@@ -560,6 +561,9 @@ static void test_uri_supported(void) {
       {"qemu+ssh://other@localhost/session", "where a remote libvirt cannot use them"},
       {"qemu+tcp://example.test/system", "where a remote libvirt cannot use them"},
       {"xen:///system", "session daemon only"},
+      /* the system daemon, or any other, through socket= or name= */
+      {"qemu+unix:///session?socket=/run/libvirt/virtqemud-sock", "own libvirt session daemon"},
+      {"qemu:///session?name=qemu:///system", "own libvirt session daemon"},
       {"not a uri", "session daemon only"},
   };
   for (guint i = 0; i < G_N_ELEMENTS(bad); i++) {
@@ -569,12 +573,29 @@ static void test_uri_supported(void) {
     g_assert_nonnull(strstr(error->message, bad[i].says));
     g_assert_nonnull(strstr(error->message, "use -c qemu:///session"));
   }
+  g_autofree char *escaping =
+      g_strdup_printf("qemu:///session?socket=%s/libvirt/../../../run/libvirt/virtqemud-sock",
+                      g_get_user_runtime_dir());
+  g_autoptr(GError) escaped = NULL;
+  g_assert_false(hutch_context_uri_supported(escaping, &escaped));
+  g_assert_error(escaped, HUTCH_ERROR, HUTCH_ERROR_USAGE);
   /* the context is made (profile and image work needs no libvirt); connecting is refused */
   g_autoptr(GError) error = NULL;
   g_autoptr(HutchContext) ctx = hutch_context_new("qemu:///system", &error);
   g_assert_no_error(error);
   g_assert_null(hutch_context_connect(ctx, &error));
   g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE);
+  /* from the environment: the message says where it came from */
+  g_clear_error(&error);
+  g_autofree char *saved = g_strdup(g_getenv("LIBVIRT_DEFAULT_URI"));
+  g_setenv("LIBVIRT_DEFAULT_URI", "qemu:///system", TRUE);
+  g_autoptr(HutchContext) from_env = hutch_context_new(NULL, &error);
+  if (saved)
+    g_setenv("LIBVIRT_DEFAULT_URI", saved, TRUE);
+  else
+    g_unsetenv("LIBVIRT_DEFAULT_URI");
+  g_assert_null(hutch_context_connect(from_env, &error));
+  g_assert_nonnull(strstr(error->message, "$LIBVIRT_DEFAULT_URI: qemu:///system is not"));
 }
 
 int main(int argc, char **argv) {
