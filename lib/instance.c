@@ -912,6 +912,12 @@ static HutchSsh *connect_instance(HutchInstance *instance, guint wait_s, GError 
                                  instance->name);
       return NULL;
     }
+    /* nor is a domain that stopped (a supervisor started just before a delete waited 30 s) */
+    if (!hutch_instance_is_active(instance)) {
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_STATE, "'%s' stopped while hutch connected to it",
+                  instance->name);
+      return NULL;
+    }
     g_usleep(500 * 1000);
   }
 }
