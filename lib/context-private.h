@@ -22,6 +22,10 @@ struct _HutchContext {
 /* Whether hutch can run VMs on the libvirt at uri: a local session daemon (qemu:///session,
  * qemu+unix:///session) or the test driver; else a USAGE error that says why. */
 gboolean hutch_context_uri_supported(const char *uri, GError **error);
+/* hutch_context_uri_supported for the context's URI, saying when $LIBVIRT_DEFAULT_URI named
+ * it. hutch_context_connect checks it; so does what serves a VM without connecting (shell
+ * through the supervisor). */
+gboolean hutch_context_check_uri(HutchContext *ctx, GError **error);
 virConnectPtr hutch_context_connect(HutchContext *ctx, GError **error);
 
 /* Progress reporting: a phase begins, is updated, ends. Cheap when nobody listens. */

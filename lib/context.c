@@ -89,14 +89,19 @@ gboolean hutch_context_uri_supported(const char *uri, GError **error) {
   return FALSE;
 }
 
+gboolean hutch_context_check_uri(HutchContext *ctx, GError **error) {
+  if (hutch_context_uri_supported(ctx->uri, error))
+    return TRUE;
+  if (ctx->uri_from_env)
+    g_prefix_error(error, "$LIBVIRT_DEFAULT_URI: ");
+  return FALSE;
+}
+
 virConnectPtr hutch_context_connect(HutchContext *ctx, GError **error) {
   if (ctx->conn)
     return ctx->conn;
-  if (!hutch_context_uri_supported(ctx->uri, error)) {
-    if (ctx->uri_from_env)
-      g_prefix_error(error, "$LIBVIRT_DEFAULT_URI: ");
+  if (!hutch_context_check_uri(ctx, error))
     return NULL;
-  }
   ctx->conn = virConnectOpen(ctx->uri);
   if (!ctx->conn) {
     hutch_set_libvirt_error(error, "connecting to %s", ctx->uri);

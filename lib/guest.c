@@ -17,6 +17,10 @@ int hutch_shell(HutchContext *ctx, const char *name, const char *workdir, char *
                 GError **error) {
   if (!hutch_name_is_valid(name, error))
     return -1;
+  /* the supervisors serve the session daemon's VMs: a URI hutch refuses is refused here too,
+   * not served by the session VM of the same name */
+  if (!hutch_context_check_uri(ctx, error))
+    return -1;
   g_autofree char *command = hutch_shell_command(argv, workdir);
   gboolean pty = hutch_shell_wants_pty(!argv || !argv[0]);
   /* Through the VM's supervisor when one answers: a channel on its session, no new
