@@ -9,11 +9,15 @@
  * The supervisor's socket protocol (supervisor-private.h has the supervisor's side), frames
  * of [type: 1 byte][length: 3 bytes, big-endian][payload]:
  *   client:     Q request (JSON: {"op": "exec", "command": TEXT|null, "pty": BOOL, "term": TEXT,
- *               "cols": N, "rows": N} or {"op": "status"}), I stdin bytes, E end of stdin,
+ *               "cols": N, "rows": N}, {"op": "status"}, {"op": "forward-add", "host_ip":
+ *               TEXT, "host_port": N, "guest_port": N} or {"op": "forward-remove",
+ *               "host_port": N}), I stdin bytes, E end of stdin,
  *               W terminal size ("COLS ROWS")
  *   supervisor: A the command runs, O stdout bytes, R stderr bytes, X exit status (decimal),
  *               F failure (text; before A the client connects directly instead), S status
- *               (JSON: {"pid": N, "commands": N, "running": N, "spare": BOOL, ...})
+ *               (JSON: {"pid": N, "commands": N, "running": N, "spare": N, "forwards": N,
+ *               "connections": N, ...}) or a forward request's result (JSON: {"ok": BOOL,
+ *               "code": HutchError, "error": TEXT})
  * A client that goes away closes its channel. */
 #pragma once
 
@@ -28,6 +32,8 @@
  * through a supervisor. The front sets it when it hands `shell` to the full CLI after its
  * supervisor did not take the command, so that the same wait is not repeated. */
 #define HUTCH_NO_SUPERVISOR_ENV "HUTCH_NO_SUPERVISOR"
+/* Whether HUTCH_NO_SUPERVISOR_ENV is set in this process's environment. */
+gboolean hutch_supervisor_refused_by_env(void);
 
 /* One read from a channel or a socket. */
 #define HUTCH_FRAME_CHUNK (32 * 1024)

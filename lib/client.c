@@ -400,12 +400,16 @@ static void append_json_string(GString *out, const char *text) {
   g_string_append_c(out, '"');
 }
 
+gboolean hutch_supervisor_refused_by_env(void) {
+  const char *no_supervisor = g_getenv(HUTCH_NO_SUPERVISOR_ENV);
+  return no_supervisor && *no_supervisor;
+}
+
 static int client_run(const char *runtime_dir, const char *command, gboolean pty,
                       const ClientIo *io, gboolean *ret_used, GError **error) {
   *ret_used = FALSE;
-  const char *no_supervisor = g_getenv(HUTCH_NO_SUPERVISOR_ENV);
   /* the request is JSON: a command that is no UTF-8 text goes the direct way */
-  if ((no_supervisor && *no_supervisor) || (command && !g_utf8_validate(command, -1, NULL)))
+  if (hutch_supervisor_refused_by_env() || (command && !g_utf8_validate(command, -1, NULL)))
     return -1;
   int fd = connect_socket(runtime_dir);
   if (fd < 0)

@@ -1,12 +1,13 @@
 /* forward-private.h: ports added to a running VM (`hutch forward`), relayed over SSH
- * direct-tcpip by a small background process per forward.
+ * direct-tcpip.
  *
  * passt's forwards are fixed when it starts; a port added later goes through the VM's SSH
- * server instead. Each forward is one detached process (named "hutch-forward") that listens on
- * the host address and port, opens a direct-tcpip channel to 127.0.0.1:GUEST in the guest for
- * each connection, and exits on SIGTERM or when the SSH session dies (the VM stopped: passt
- * then closes the connection). Its files are in the instance's runtime directory, 0600:
- * forward-HOSTPORT.pid, forward-HOSTPORT.spec ("HOST_IP HOST GUEST") and forward-HOSTPORT.log. */
+ * server instead. The VM's supervisor serves it when one answers (supervisor.c: the port is a
+ * listener in its loop, each connection a channel on its session). Otherwise the forward gets
+ * one detached process (named "hutch-forward") that listens on the host address and port,
+ * opens a direct-tcpip channel to 127.0.0.1:GUEST in the guest for each connection, and exits
+ * on SIGTERM or when the SSH session dies (the VM stopped: passt then closes the connection).
+ * The files are in the instance's runtime directory, 0600 (forward-files-private.h). */
 #pragma once
 
 #include "forward-files-private.h"
@@ -16,6 +17,10 @@
 /* Parses "[HOST_IP:]HOST:GUEST" (as --port, an IPv6 HOST_IP in brackets) into a port that is
  * one TCP port on each side; "/tcp" is accepted, ranges and "/udp" are HUTCH_ERROR_USAGE. */
 HutchPort *hutch_forward_parse(const char *spec, GError **error);
+
+/* A listening socket (non-blocking, close-on-exec) on ip:port, or -1 with
+ * HUTCH_ERROR_PORT_IN_USE naming the port (HUTCH_ERROR_USAGE: ip is no numeric address). */
+int hutch_forward_listen(const char *ip, guint port, GError **error);
 
 /* Relays connections accepted on listen_fd (a listening socket; made non-blocking) to
  * 127.0.0.1:guest_port on the SSH server, over direct-tcpip channels of ssh, concurrently,

@@ -20,10 +20,12 @@
 #include <glib/gstdio.h>
 #include <libssh2.h>
 
+#include "client-private.h"
 #include "forward-files-private.h"
 #include "forward-private.h"
 #include "instance-private.h"
 #include "pidfile-private.h"
+#include "supervisor-private.h"
 #include "util-private.h"
 
 /* Per direction and connection: large enough that one read fills an SSH packet. */
@@ -534,8 +536,7 @@ gboolean hutch_forward_relay(HutchSsh *ssh, int listen_fd, guint guest_port, int
   return ok;
 }
 
-/* A listening socket on ip:port, or -1 with HUTCH_ERROR_PORT_IN_USE naming the port. */
-static int listen_on(const char *ip, guint port, GError **error) {
+int hutch_forward_listen(const char *ip, guint port, GError **error) {
   struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
                            .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE};
   struct addrinfo *ai = NULL;
@@ -649,8 +650,9 @@ static G_GNUC_NORETURN void helper_main(Helper *h) {
     g_set_error(&error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "signalfd: %s", g_strerror(errno));
   else if (!pid_text)
     g_set_error(&error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "reading /proc/%d/stat", (int)getpid());
-  else if (hutch_write_file(specfile, spec_text, strlen(spec_text), 0600, &error) &&
-           hutch_write_file(pidfile, pid_text, strlen(pid_text), 0600, &error))
+  /* the pid first: a spec without a live pid is stale to hutch_forward_list_dir */
+  else if (hutch_write_file(pidfile, pid_text, strlen(pid_text), 0600, &error) &&
+           hutch_write_file(specfile, spec_text, strlen(spec_text), 0600, &error))
     ssh = helper_connect(h, &error);
   if (!ssh) {
     g_printerr("%s\n", error->message);
@@ -745,6 +747,52 @@ static gboolean spawn_helper(Helper *h, GError **error) {
   return FALSE;
 }
 
+/* ---- Through the supervisor ----------------------------------------------------------- */
+
+/* Asks the VM's supervisor (request: JSON). 1: done; 0: no supervisor answered, so the
+ * caller does it itself; -1: the supervisor refused it, error set from its answer. */
+static int ask_supervisor(const char *runtime_dir, JsonObject *request, GError **error) {
+  g_autoptr(JsonNode) node = json_node_init_object(json_node_alloc(), request);
+  g_autofree char *text = json_to_string(node, FALSE);
+  g_autofree char *answer = hutch_supervisor_ask(runtime_dir, text, 'S', 10000);
+  if (!answer)
+    return 0;
+  g_autoptr(JsonParser) parser = json_parser_new();
+  JsonObject *o = NULL;
+  if (json_parser_load_from_data(parser, answer, -1, NULL) &&
+      JSON_NODE_HOLDS_OBJECT(json_parser_get_root(parser)))
+    o = json_node_get_object(json_parser_get_root(parser));
+  if (o && json_object_get_boolean_member_with_default(o, "ok", FALSE))
+    return 1;
+  gint64 code = o ? json_object_get_int_member_with_default(o, "code", HUTCH_ERROR_FAILED)
+                  : HUTCH_ERROR_FAILED;
+  if (code < 0 || code >= HUTCH_ERROR_N)
+    code = HUTCH_ERROR_FAILED;
+  const char *why = o ? json_object_get_string_member_with_default(o, "error", NULL) : NULL;
+  g_set_error(error, HUTCH_ERROR, (int)code, "%s",
+              why ? why : "the supervisor gave an answer hutch does not understand");
+  return -1;
+}
+
+/* As ask_supervisor; HUTCH_NO_SUPERVISOR set: 0 without asking (a helper of its own). */
+static int supervisor_forward_add(const char *runtime_dir, const HutchPort *port, GError **error) {
+  if (hutch_supervisor_refused_by_env())
+    return 0;
+  g_autoptr(JsonObject) request = json_object_new();
+  json_object_set_string_member(request, "op", "forward-add");
+  json_object_set_string_member(request, "host_ip", port->host_ip);
+  json_object_set_int_member(request, "host_port", port->host_start);
+  json_object_set_int_member(request, "guest_port", port->guest_start);
+  return ask_supervisor(runtime_dir, request, error);
+}
+
+static int supervisor_forward_remove(const char *runtime_dir, guint host_port, GError **error) {
+  g_autoptr(JsonObject) request = json_object_new();
+  json_object_set_string_member(request, "op", "forward-remove");
+  json_object_set_int_member(request, "host_port", host_port);
+  return ask_supervisor(runtime_dir, request, error);
+}
+
 /* ---- Public API ----------------------------------------------------------------------- */
 
 static HutchInstance *running_instance(HutchContext *ctx, const char *name, GError **error) {
@@ -775,13 +823,20 @@ static gboolean forward_add(HutchContext *ctx, const char *name, const HutchPort
     return FALSE;
   }
   hutch_forward_remove_files(runtime_dir, port->host_start);
+  /* the VM's supervisor serves it on its SSH session; without one, a helper of its own */
+  int served = supervisor_forward_add(runtime_dir, port, error);
+  if (served != 0)
+    return served > 0;
+  /* none answered: one starts for what comes next (it serves the supervised forwards of the
+   * one before it again, as after `hutch shell`), this forward gets a helper now */
+  hutch_supervisor_spawn(ctx, name, runtime_dir);
   g_autofree char *host_key = hutch_instance_host_key(instance, error);
   if (!host_key)
     return FALSE;
   g_autofree char *client_key = hutch_ssh_client_key(NULL, error);
   if (!client_key)
     return FALSE;
-  g_auto(HutchFd) listen_fd = listen_on(port->host_ip, port->host_start, error);
+  g_auto(HutchFd) listen_fd = hutch_forward_listen(port->host_ip, port->host_start, error);
   if (listen_fd < 0)
     return FALSE;
   g_autofree char *log_path = hutch_forward_file(runtime_dir, port->host_start, "log");
@@ -830,13 +885,29 @@ gboolean hutch_forward_remove(HutchContext *ctx, const char *name, guint host_po
   g_autoptr(HutchInstance) instance = hutch_instance_lookup(ctx, name, error);
   if (!instance)
     return FALSE;
-  if (hutch_forward_pid(instance->meta->runtime_dir, host_port) <= 0) {
-    hutch_forward_remove_files(instance->meta->runtime_dir, host_port);
+  const char *runtime_dir = instance->meta->runtime_dir;
+  gboolean supervised = FALSE;
+  hutch_forward_read_spec(runtime_dir, host_port, NULL, NULL, &supervised);
+  if (hutch_forward_pid(runtime_dir, host_port) <= 0) {
+    /* a helper that is gone, or a supervised forward whose supervisor is: nothing serves it */
+    hutch_forward_remove_files(runtime_dir, host_port);
     g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_NOT_FOUND,
                 "'%s' has no forward from host port %u (hutch forward %s --list)", name, host_port,
                 name);
     return FALSE;
   }
-  hutch_forward_stop(instance->meta->runtime_dir, host_port);
+  if (!supervised) {
+    hutch_forward_stop(runtime_dir, host_port);
+    return TRUE;
+  }
+  g_autoptr(GError) local = NULL;
+  if (supervisor_forward_remove(runtime_dir, host_port, &local) < 0 &&
+      !g_error_matches(local, HUTCH_ERROR, HUTCH_ERROR_NOT_FOUND)) {
+    g_propagate_prefixed_error(error, g_steal_pointer(&local),
+                               "removing the forward from host port %u: ", host_port);
+    return FALSE;
+  }
+  /* done, or its supervisor did not answer (then it serves nothing the next one would) */
+  hutch_forward_remove_files(runtime_dir, host_port);
   return TRUE;
 }

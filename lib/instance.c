@@ -1111,6 +1111,9 @@ static gboolean start_steps(HutchContext *ctx, HutchInstance *instance, gboolean
   /* the supervisor of the VM's last run exits when its domain stops, stopping that run's
    * helpers: it must be gone before this run's start */
   hutch_supervisor_wait_gone(instance->meta->runtime_dir, 5000);
+  /* a forward of an earlier run (its domain stopped while no supervisor watched) is not
+   * this run's: the new supervisor must not serve it again */
+  hutch_forward_stop_all(instance->meta->runtime_dir);
   guint ssh_port = hutch_net_free_port(error);
   if (!ssh_port)
     return FALSE;
@@ -1337,6 +1340,9 @@ gboolean hutch_instance_stop(HutchContext *ctx, const char *name, gboolean force
     return FALSE;
   if (!stop_domain(ctx, instance, force, error))
     return FALSE;
+  /* the supervisor sees the stop and ends at once; when stop returns, its forwarded ports are
+   * closed too */
+  hutch_supervisor_wait_gone(instance->meta->runtime_dir, 5000);
   hutch_instance_stop_helpers(instance->meta->runtime_dir);
   hutch_ssh_config_refresh(ctx);
   return TRUE;
@@ -1375,6 +1381,7 @@ gboolean hutch_instance_delete(HutchContext *ctx, const char *name, gboolean for
     if (!stop_domain(ctx, instance, TRUE, error))
       return FALSE;
   }
+  hutch_supervisor_wait_gone(instance->meta->runtime_dir, 5000);
   hutch_instance_stop_helpers(instance->meta->runtime_dir);
   if (virDomainUndefineFlags(instance->domain, VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA |
                                                    VIR_DOMAIN_UNDEFINE_NVRAM) < 0) {

@@ -5,7 +5,9 @@
  * that finds a running VM without one) connects once, with the pinned host key, and serves
  * a Unix socket in the VM's runtime directory (supervisor.sock, 0600, same user only, checked
  * with SO_PEERCRED). A command through it opens a channel on that session instead of a new
- * connection: no TCP, key exchange or authentication per command. It watches the domain
+ * connection: no TCP, key exchange or authentication per command; a port `hutch forward`
+ * adds is a listening socket in the same loop, each connection a direct-tcpip channel on the
+ * same session (forward-files-private.h has the record it keeps). It watches the domain
  * through libvirt's event API and exits when the domain stops (whoever stopped it), stopping
  * the helpers (passt, virtiofsd, forwards) that ran when it started. One runs per VM
  * (supervisor.lock); supervisor.pid ("PID START") names it; supervisor.log has its events.
@@ -35,9 +37,13 @@ HutchSuperviseEnd hutch_supervisor_loop(HutchSsh *ssh, int listen_fd, int stop_f
  * for the caller: commands then connect directly. */
 void hutch_supervisor_spawn(HutchContext *ctx, const char *name, const char *runtime_dir);
 
-/* The status of the VM's supervisor ({"pid": N, "commands": N, "running": N, "spare": BOOL,
- * "spares_taken": N}), or NULL when none answers within a second. */
+/* The status of the VM's supervisor ({"pid": N, "commands": N, "running": N, "spare": N,
+ * "spares_taken": N, "forwards": N, "connections": N}), or NULL when none answers within a
+ * second. */
 JsonObject *hutch_supervisor_status(const char *runtime_dir);
+
+/* The VM's supervisor's pid, verified (its name and recorded start time), or 0. */
+pid_t hutch_supervisor_pid(const char *runtime_dir);
 
 /* Waits (up to timeout_ms) until no supervisor holds the VM's lock (one whose domain just
  * stopped exits at once), and stops one that is still there then, verified by its pidfile.

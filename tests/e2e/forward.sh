@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # hutch forward: a port added to a running VM over SSH direct-tcpip. A guest HTTP server on a
 # port no profile declares, forwarded to a free host port: a page, five concurrent downloads
-# and 20 MiB byte-exact; --list, bound on 127.0.0.1 only, files 0600; a taken host port is a
-# clear error; --remove; the helper ends by itself when the VM dies, and with `hutch stop`.
+# and 20 MiB byte-exact, served by the VM's supervisor on its SSH session; --list, bound on
+# 127.0.0.1 only, files 0600; served again by the next supervisor after a SIGKILL; without a
+# supervisor (HUTCH_NO_SUPERVISOR=1) a helper of its own; a taken host port is a clear error;
+# --remove; the forward ends when the VM dies, and with `hutch stop`.
 # One VM, started twice; its first start is killed while the guest provisions, and the start
 # after it waits for provisioning to end.
 . "$(dirname "$0")/lib.sh"
@@ -21,6 +23,9 @@ YAML
 guest_port=8790
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 forward_pid() { "$HUTCH" --json forward "$vm" --list | python3 -c 'import json,sys; f=json.load(sys.stdin); print(f[0]["pid"] if f else "")'; }
+# "pid served_by" of the forward from host port $1
+forward_server() { "$HUTCH" --json forward "$vm" --list | python3 -c 'import json,sys; f=[x for x in json.load(sys.stdin) if x["host_port"] == int(sys.argv[1])]; print(*((f[0]["pid"], f[0]["served_by"]) if f else ()))' "$1"; }
+page_of() { local page=""; for _ in $(seq 1 20); do page=$(curl -s -m 10 "http://127.0.0.1:$1/index.html") && [ -n "$page" ] && break; sleep 1; done; echo "$page"; }
 # Gone: no such process, or a zombie (nothing may reap an orphan at once where PID 1 is no init).
 gone() { ! kill -0 "$1" 2>/dev/null || [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" = Z ]; }
 wait_gone() { for _ in $(seq 1 "$2"); do gone "$1" && return 0; sleep 1; done; return 1; }
@@ -181,7 +186,14 @@ else
   not_ok "info --json lists it under forwards"; diag "$out"
 fi
 pid=$(forward_pid)
-if [ -n "$pid" ] && [ "$(cat /proc/"$pid"/comm 2>/dev/null)" = hutch-forward ]; then ok "--json names the helper's pid"; else not_ok "--json names the helper's pid ($pid)"; diag "$("$HUTCH" --json forward "$vm" --list 2>&1; cat "$runtime/forward-$port.pid" "/proc/$(cut -d' ' -f1 "$runtime/forward-$port.pid")/comm" 2>&1)"; fi
+if [ "$(forward_server "$port")" = "$sup_pid supervisor" ] && [ "$(cat /proc/"$pid"/comm 2>/dev/null)" = hutch-supervise ] &&
+   ss -ltnpH "sport = :$port" | grep -q "pid=$sup_pid,"; then
+  ok "the VM's supervisor serves it (--json names its pid; it holds the port)"
+else
+  not_ok "the supervisor serves the forward ($(forward_server "$port"), supervisor $sup_pid)"; diag "$(ss -ltnpH "sport = :$port"; cat "$runtime/supervisor.log")"
+fi
+pgrep -u "$(id -u)" -x hutch-forward >/dev/null; rc=$?
+if [ $rc -eq 1 ]; then ok "no forward helper process"; else not_ok "no forward helper process (pgrep: $rc)"; diag "$(pgrep -a -u "$(id -u)" -x hutch-forward)"; fi
 listen=$(ss -ltnH "sport = :$port" | awk '{print $4}')
 if [ "$listen" = "127.0.0.1:$port" ]; then ok "the host port is bound on 127.0.0.1 only"; else not_ok "bound on 127.0.0.1 only"; diag "$listen"; fi
 host_addr=$(ip -4 -o addr show scope global | awk '{print $4}' | cut -d/ -f1 | head -1)
@@ -189,7 +201,72 @@ if [ -n "$host_addr" ]; then
   check_status "not reachable through the host's address $host_addr" 7 curl -s -m 5 "http://$host_addr:$port/"
 fi
 modes=$(stat -c '%a %n' "$runtime"/forward-"$port".* 2>&1)
-if [ "$(grep -c '^600 ' <<<"$modes")" = 3 ] && [ "$(stat -c %a "$runtime")" = 700 ]; then ok "pid, spec and log files are 0600 in a 0700 directory"; else not_ok "file modes"; diag "$modes"; fi
+if [ "$modes" = "600 $runtime/forward-$port.spec" ] && [ "$(stat -c %a "$runtime")" = 700 ]; then ok "its spec file is 0600 in a 0700 directory (no pid or log file of its own)"; else not_ok "file modes"; diag "$modes"; fi
+
+# The guest as the attacker: a server that sends without end to a client that does not read
+# (the supervisor stops reading that channel, its memory does not follow), while the user's
+# commands go on through the same supervisor.
+zero_port=8791
+in_guest sh -c "nohup setsid python3 -c 'import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((\"127.0.0.1\", $zero_port)); s.listen(8)
+while True:
+    c, _ = s.accept()
+    try:
+        while True: c.sendall(bytes(65536))
+    except OSError: c.close()' >/dev/null 2>&1 </dev/null &"
+listening=""
+for _ in $(seq 1 30); do
+  in_guest python3 -c "import socket; socket.create_connection(('127.0.0.1', $zero_port)).close()" 2>/dev/null && listening=yes && break
+  sleep 1
+done
+if [ -n "$listening" ]; then ok "the guest's flooding server listens"; else not_ok "the guest's flooding server listens"; fi
+zport=$(free_port)
+check "forward a port whose guest server floods" "$HUTCH" -q forward "$vm" "$zport:$zero_port"
+rss0=$(awk '/^VmRSS:/ {print $2}' /proc/"$sup_pid"/status)
+exec 3<>"/dev/tcp/127.0.0.1/$zport"
+sleep 8
+rss1=$(awk '/^VmRSS:/ {print $2}' /proc/"$sup_pid"/status)
+out=$(timeout 30 "$HUTCH" shell "$vm" -- echo still-served 2>&1)
+diag "supervisor RSS ${rss0} kB -> ${rss1} kB while a forwarded port floods a client that does not read"
+if [ -n "$rss1" ] && [ $((rss1 - rss0)) -lt 65536 ]; then ok "a flood through a forwarded port leaves the supervisor's memory bounded"; else not_ok "the supervisor's memory is bounded under a forwarded flood (${rss0} -> ${rss1} kB)"; fi
+if [ "$out" = still-served ]; then ok "meanwhile a command through the same supervisor runs"; else not_ok "a command beside the flood"; diag "$out"; fi
+got=$(head -c 1000000 <&3 | wc -c)
+exec 3<&-
+if [ "$got" = 1000000 ]; then ok "and the flood's bytes still arrive when the client reads"; else not_ok "the flood's bytes arrive ($got)"; fi
+check "--remove $zport" "$HUTCH" forward "$vm" --remove "$zport"
+
+# Kill -9 of the supervisor loses the forward only until the next supervisor: the next
+# command starts one, and it serves the port again.
+kill -9 "$sup_pid"
+check_status "the port refuses while no supervisor runs" 7 curl -s -m 5 "http://127.0.0.1:$port/"
+check "the next command works" "$HUTCH" shell "$vm" -- true
+wait_supervisor
+new_sup=$(info_int supervisor_pid)
+page=$(page_of "$port")
+if [ "$new_sup" != "$sup_pid" ] && [ "$page" = "hello from the guest" ] && [ "$(forward_server "$port")" = "$new_sup supervisor" ]; then
+  ok "after kill -9 of the supervisor, the new one serves the forward again"
+else
+  not_ok "the new supervisor serves the forward again (old $sup_pid, new $new_sup, $(forward_server "$port"))"; diag "$page"; diag "$(cat "$runtime/supervisor.log")"
+fi
+sup_pid=$new_sup
+pid=$sup_pid
+
+# Without a supervisor to ask: a helper process of its own, as before supervisors.
+port2=$(free_port)
+out=$(HUTCH_NO_SUPERVISOR=1 "$HUTCH" forward "$vm" "$port2:$guest_port" 2>&1); rc=$?
+helper=$(forward_server "$port2")
+if [ $rc -eq 0 ] && [ "$(page_of "$port2")" = "hello from the guest" ] && [ "${helper#* }" = helper ] &&
+   [ "$(cat /proc/"${helper%% *}"/comm 2>/dev/null)" = hutch-forward ]; then
+  ok "HUTCH_NO_SUPERVISOR=1: a helper of its own (hutch-forward) serves the forward"
+else
+  not_ok "HUTCH_NO_SUPERVISOR=1 forward (exit $rc, $helper)"; diag "$out"
+fi
+modes=$(stat -c '%a %n' "$runtime"/forward-"$port2".* 2>&1)
+if [ "$(grep -c '^600 ' <<<"$modes")" = 3 ]; then ok "its pid, spec and log files are 0600"; else not_ok "the helper's file modes"; diag "$modes"; fi
+check "--remove $port2" "$HUTCH" forward "$vm" --remove "$port2"
+if wait_gone "${helper%% *}" 5; then ok "the helper is gone"; else not_ok "the helper is gone ($helper)"; fi
+check_status "curl fails after --remove" 7 curl -s -m 5 "http://127.0.0.1:$port2/"
 
 # ---- errors --------------------------------------------------------------------------------
 taken=$(free_port)
@@ -210,19 +287,20 @@ check_status "no such VM" 1 "$HUTCH" forward "nope-$$" "$port:80"
 # ---- remove --------------------------------------------------------------------------------
 check "--remove $port" "$HUTCH" forward "$vm" --remove "$port"
 check_status "curl fails after --remove" 7 curl -s -m 5 "http://127.0.0.1:$port/"
-if wait_gone "$pid" 5; then ok "the helper is gone"; else not_ok "the helper is gone (pid $pid: $(cat /proc/$pid/stat 2>/dev/null | cut -d' ' -f2-3))"; fi
+if ! gone "$sup_pid"; then ok "the supervisor serves on"; else not_ok "the supervisor serves on"; fi
 out=$("$HUTCH" forward "$vm" --list 2>&1)
-if [ -z "$out" ] && [ ! -e "$runtime/forward-$port.pid" ]; then ok "--list is empty, the pidfile removed"; else not_ok "--list is empty"; diag "$out"; fi
+if [ -z "$out" ] && [ ! -e "$runtime/forward-$port.spec" ]; then ok "--list is empty, the spec file removed"; else not_ok "--list is empty"; diag "$out"; fi
 check_status "--remove again: exit 1" 1 "$HUTCH" forward "$vm" --remove "$port"
 
 # ---- the helper ends with the VM -----------------------------------------------------------
 check "forward again" "$HUTCH" -q forward "$vm" "$port:$guest_port"
 pid=$(forward_pid)
 check "it answers" curl -s -m 10 -o /dev/null "http://127.0.0.1:$port/index.html"
-# Behind hutch's back: nothing kills the helper but the end of its SSH connection.
+# Behind hutch's back: the supervisor sees the domain stop, and the port closes with it.
 check "virsh destroy" virsh -c qemu:///session destroy "$vm"
-if [ -n "$pid" ] && wait_gone "$pid" 20; then ok "the helper ends by itself when the VM dies"; else not_ok "the helper ends by itself when the VM dies (pid $pid)"; fi
 if wait_gone "$sup_pid" 20; then ok "the supervisor exits when the VM is destroyed behind hutch's back"; else not_ok "the supervisor exits when the VM is destroyed (pid $sup_pid)"; fi
+check_status "the forwarded port refuses after virsh destroy" 7 curl -s -m 5 "http://127.0.0.1:$port/"
+if [ ! -e "$runtime/forward-$port.spec" ]; then ok "and its spec file is gone"; else not_ok "the forward's spec file is gone after virsh destroy"; fi
 sleep 1
 if ! pgrep -u "$(id -u)" -f "[p]asst.*/$vm/" >/dev/null; then ok "no passt left after virsh destroy"; else not_ok "no passt left after virsh destroy"; fi
 if [ ! -e "$runtime/supervisor.sock" ] && [ ! -e "$runtime/passt.pid" ]; then ok "no supervisor socket or passt pidfile left"; else not_ok "no supervisor socket or passt pidfile left"; diag "$(ls "$runtime")"; fi
@@ -238,8 +316,8 @@ page=""
 for _ in $(seq 1 20); do page=$(curl -s -m 10 "http://127.0.0.1:$port/index.html") && [ -n "$page" ] && break; sleep 1; done
 if [ "$page" = "hello from the guest" ]; then ok "it answers after the restart"; else not_ok "it answers after the restart"; diag "$page"; fi
 check "hutch stop" "$HUTCH" -q stop "$vm"
-if [ -n "$pid" ] && wait_gone "$pid" 5; then ok "after hutch stop the helper is gone"; else not_ok "after hutch stop the helper is gone (pid $pid)"; fi
-if ! ls "$runtime"/forward-*.pid >/dev/null 2>&1; then ok "no forward pidfile left"; else not_ok "no forward pidfile left"; fi
+if [ -n "$pid" ] && gone "$pid"; then ok "when hutch stop returns, the forward's supervisor is gone"; else not_ok "after hutch stop the supervisor is gone (pid $pid)"; fi
+if ! ls "$runtime"/forward-*.spec "$runtime"/forward-*.pid >/dev/null 2>&1; then ok "no forward spec or pid file left"; else not_ok "no forward spec or pid file left"; diag "$(ls "$runtime")"; fi
 check_status "curl fails after the stop" 7 curl -s -m 5 "http://127.0.0.1:$port/"
 
 check "delete" "$HUTCH" -q delete "$vm"

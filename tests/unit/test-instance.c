@@ -109,6 +109,8 @@ static void test_info_shares_ports_forwards(void) {
   /* a forward whose process is gone is not shown */
   write_in(run, "forward-4001.pid", "1\n");
   write_in(run, "forward-4001.spec", "127.0.0.1 4001 81\n");
+  /* nor a supervised one while no supervisor runs, but its file stays for the next one */
+  write_in(run, "forward-4002.spec", "127.0.0.1 4002 82 supervisor\n");
 
   g_autoptr(JsonObject) info = hutch_instance_info(ctx, "dev", &error);
   g_assert_no_error(error);
@@ -128,12 +130,14 @@ static void test_info_shares_ports_forwards(void) {
       "\"network\":{\"egress\":\"allowlist\",\"allow\":[\"deb.debian.org\",\"*.npmjs.org\"],"
       "\"deny\":[]},"
       "\"forwards\":[{\"host_ip\":\"127.0.0.1\",\"host_port\":4000,\"guest_port\":80,"
-      "\"pid\":%d}]}",
+      "\"pid\":%d,\"served_by\":\"helper\"}]}",
       home, (int)forward);
   if (!g_str_has_suffix(text, want))
     g_error("info is\n%s\nwanted it to end in\n%s", text, want);
   g_autofree char *stale = g_build_filename(run, "forward-4001.pid", NULL);
   g_assert_false(g_file_test(stale, G_FILE_TEST_EXISTS));
+  g_autofree char *waiting = g_build_filename(run, "forward-4002.spec", NULL);
+  g_assert_true(g_file_test(waiting, G_FILE_TEST_EXISTS));
 
   kill(forward, SIGKILL);
   waitpid(forward, NULL, 0);

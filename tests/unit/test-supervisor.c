@@ -1,11 +1,14 @@
-/* test-supervisor.c: the supervisor's loop (one SSH session, commands as channels on it,
- * served on a Unix socket) and its client, against a real, unprivileged OpenSSH sshd on
- * 127.0.0.1 (sshd-fixture.h). Without sshd these tests fail, unless HUTCH_ALLOW_SKIP=1. */
+/* test-supervisor.c: the supervisor's loop (one SSH session; commands, and connections to
+ * forwarded ports, as channels on it; served on a Unix socket) and its client, against a
+ * real, unprivileged OpenSSH sshd on 127.0.0.1 (sshd-fixture.h). Without sshd these tests fail,
+ * unless HUTCH_ALLOW_SKIP=1. */
 #define _GNU_SOURCE /* gettid */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -15,6 +18,7 @@
 #include <glib-unix.h>
 #include <glib/gstdio.h>
 
+#include "echo-fixture.h"
 #include "sshd-fixture.h"
 #include "ssh-private.h"
 #include "supervisor-private.h"
@@ -295,6 +299,153 @@ static void test_none(void) {
   g_rmdir(dir);
 }
 
+/* ---- Forwarded ports ------------------------------------------------------------------ */
+
+/* The supervisor's answer to a forward request, parsed. */
+static JsonObject *ask(Loop *l, const char *request) {
+  g_autofree char *answer = hutch_supervisor_ask(l->dir, request, 'S', 10000);
+  g_assert_nonnull(answer);
+  g_autoptr(JsonParser) parser = json_parser_new();
+  g_assert_true(json_parser_load_from_data(parser, answer, -1, NULL));
+  return json_object_ref(json_node_get_object(json_parser_get_root(parser)));
+}
+
+static void assert_refused(Loop *l, const char *request, int code) {
+  g_autoptr(JsonObject) o = ask(l, request);
+  g_assert_false(json_object_get_boolean_member(o, "ok"));
+  g_assert_cmpint(json_object_get_int_member(o, "code"), ==, code);
+  g_test_message("%s: %s", request, json_object_get_string_member(o, "error"));
+}
+
+/* A port nothing listens on (bound and closed again). */
+static guint dead_port(void) {
+  guint port = 0;
+  close(listen_loopback(&port));
+  return port;
+}
+
+static gboolean port_refuses(guint port) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_in addr = {
+      .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  int rc = connect(fd, (struct sockaddr *)&addr, sizeof addr);
+  int saved = errno;
+  close(fd);
+  return rc < 0 && saved == ECONNREFUSED;
+}
+
+/* Forwarded ports on the supervisor's one session: byte-exact connections at once, beside
+ * commands; a port refused in the guest closes that connection only; a taken or repeated port
+ * and a broken request are refused with their code; removing one closes the port. */
+static void test_forward(void) {
+  if (!sshd_fixture_ready(&fx))
+    return;
+  Loop *l = loop_start();
+  int server_stop[2];
+  g_assert_true(g_unix_open_pipe(server_stop, FD_CLOEXEC, NULL));
+  Server server = {.stop_r = server_stop[0]};
+  guint guest_port = 0;
+  server.listen_fd = listen_loopback(&guest_port);
+  GThread *server_thread = g_thread_new("server", echo_server, &server);
+
+  guint host_port = dead_port();
+  g_autofree char *add =
+      g_strdup_printf("{\"op\": \"forward-add\", \"host_ip\": \"127.0.0.1\", \"host_port\": %u, "
+                      "\"guest_port\": %u}",
+                      host_port, guest_port);
+  g_autoptr(JsonObject) added = ask(l, add);
+  g_assert_true(json_object_get_boolean_member(added, "ok"));
+  g_assert_cmpint(status_member(l, "forwards"), ==, 1);
+
+  /* five connections (2 MiB each: beyond any window and buffer) and three commands at once */
+  Client clients[5];
+  GThread *threads[5];
+  for (guint i = 0; i < 5; i++) {
+    clients[i] = (Client){.port = host_port, .len = 2 * 1024 * 1024 + i * 7, .seed = 10 + i};
+    threads[i] = g_thread_new("client", client_thread, &clients[i]);
+  }
+  Concurrent runs[3];
+  GThread *commands[3];
+  for (int i = 0; i < 3; i++) {
+    runs[i] = (Concurrent){.loop = l, .index = i};
+    commands[i] = g_thread_new("command", concurrent_thread, &runs[i]);
+  }
+  for (guint i = 0; i < 5; i++) {
+    g_thread_join(threads[i]);
+    g_assert_true(clients[i].ok);
+  }
+  for (int i = 0; i < 3; i++) {
+    g_thread_join(commands[i]);
+    g_autofree char *expected = g_strdup_printf("command-%d\n", i);
+    g_assert_cmpint(runs[i].status, ==, 0);
+    g_assert_cmpstr(runs[i].out, ==, expected);
+    g_free(runs[i].out);
+  }
+  int open_connections = 1;
+  for (int i = 0; i < 100 && open_connections; i++) {
+    open_connections = (int)status_member(l, "connections");
+    if (open_connections)
+      g_usleep(50 * 1000);
+  }
+  g_assert_cmpint(open_connections, ==, 0);
+
+  /* refused: the same port again, a port taken on the host, broken requests */
+  assert_refused(l, add, HUTCH_ERROR_PORT_IN_USE);
+  guint taken_port = 0;
+  int taken = listen_loopback(&taken_port);
+  g_autofree char *add_taken =
+      g_strdup_printf("{\"op\": \"forward-add\", \"host_ip\": \"127.0.0.1\", \"host_port\": %u, "
+                      "\"guest_port\": %u}",
+                      taken_port, guest_port);
+  assert_refused(l, add_taken, HUTCH_ERROR_PORT_IN_USE);
+  close(taken);
+  assert_refused(l, "{\"op\": \"forward-add\", \"host_port\": 0, \"guest_port\": 80}",
+                 HUTCH_ERROR_USAGE);
+  assert_refused(l, "{\"op\": \"forward-add\", \"host_port\": 8080, \"guest_port\": \"80\"}",
+                 HUTCH_ERROR_USAGE);
+  assert_refused(l,
+                 "{\"op\": \"forward-add\", \"host_ip\": \"not an address\", "
+                 "\"host_port\": 8080, \"guest_port\": 80}",
+                 HUTCH_ERROR_USAGE);
+
+  /* nothing listens on the guest's side: each connection closes, the forward stays */
+  guint refused_host = dead_port();
+  g_autofree char *add_refused =
+      g_strdup_printf("{\"op\": \"forward-add\", \"host_ip\": \"127.0.0.1\", \"host_port\": %u, "
+                      "\"guest_port\": %u}",
+                      refused_host, dead_port());
+  g_autoptr(JsonObject) added_refused = ask(l, add_refused);
+  g_assert_true(json_object_get_boolean_member(added_refused, "ok"));
+  for (int i = 0; i < 3; i++) {
+    GByteArray *back = exchange(refused_host, (const guint8 *)"hello", 5);
+    g_assert_cmpuint(back->len, ==, 0);
+    g_byte_array_unref(back);
+  }
+  Client after = {.port = host_port, .len = 100000, .seed = 99};
+  client_thread(&after);
+  g_assert_true(after.ok);
+  g_assert_cmpint(status_member(l, "forwards"), ==, 2);
+
+  /* removed: the port refuses at once; removing it again is NOT_FOUND */
+  g_autofree char *remove =
+      g_strdup_printf("{\"op\": \"forward-remove\", \"host_port\": %u}", host_port);
+  g_autoptr(JsonObject) removed = ask(l, remove);
+  g_assert_true(json_object_get_boolean_member(removed, "ok"));
+  g_assert_true(port_refuses(host_port));
+  assert_refused(l, remove, HUTCH_ERROR_NOT_FOUND);
+  g_assert_cmpint(status_member(l, "forwards"), ==, 1);
+  g_assert_cmpint(run(l, "true", NULL, NULL, NULL), ==, 0);
+
+  /* the loop's end closes the rest */
+  loop_stop(l);
+  g_assert_true(port_refuses(refused_host));
+  g_assert_cmpint(write(server_stop[1], "x", 1), ==, 1);
+  g_thread_join(server_thread);
+  close(server.listen_fd);
+  close(server_stop[0]);
+  close(server_stop[1]);
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   sshd_fixture_start(&fx, "supervisor", "the supervisor tests");
@@ -305,6 +456,7 @@ int main(int argc, char **argv) {
   g_test_add_func("/supervisor/client-leaves", test_client_leaves);
   g_test_add_func("/supervisor/bad-request", test_bad_request);
   g_test_add_func("/supervisor/idle", test_idle);
+  g_test_add_func("/supervisor/forward", test_forward);
   int rc = g_test_run();
   sshd_fixture_stop(&fx);
   return rc;
