@@ -748,6 +748,12 @@ static Guest *guest_new(const char *shell) {
               "mv \"$HUTCH_TEST_OUT.m\" \"$HUTCH_TEST_OUT.mounted\"\n",
               0755);
   guest_write(g, "stubs/growpart", "#!/bin/sh\necho \"growpart $*\" >>\"$STUB_LOG\"\n", 0755);
+  /* ifupdown's interfaces but lo: eth0, or what $HUTCH_TEST_OUT.ifaces says */
+  guest_write(g, "stubs/ifquery",
+              "#!/bin/sh\n[ \"$*\" = '--list --exclude=lo' ] || exit 99\n"
+              "if [ -e \"$HUTCH_TEST_OUT.ifaces\" ]; then cat \"$HUTCH_TEST_OUT.ifaces\"; "
+              "else echo eth0; fi\n",
+              0755);
   guest_write(g, "stubs/resize2fs",
               "#!/bin/sh\necho \"resize2fs $*\" >>\"$STUB_LOG\"\n"
               "[ ! -e \"$HUTCH_TEST_OUT.resize-fails\" ]\n",
@@ -777,6 +783,8 @@ static Guest *guest_new(const char *shell) {
   guest_setenv(g, "HUTCH_UMOUNT", "stubs/umount");
   guest_setenv(g, "HUTCH_GROWPART", "stubs/growpart");
   guest_setenv(g, "HUTCH_RESIZE2FS", "stubs/resize2fs");
+  guest_setenv(g, "HUTCH_IFQUERY", "stubs/ifquery");
+  guest_setenv(g, "HUTCH_IFUPDOWN_PRE_DROPIN", "etc/systemd/system/ifupdown-pre.service.d/q.conf");
   guest_setenv(g, "HUTCH_ROOT_SYSFS", "sys/block/vda");
   g_ptr_array_add(g->env, g_strdup("HUTCH_ROOT_FSTYPE=ext4"));
   /* Never the host's own /etc/dpkg or /var/lib/man-db. */
@@ -882,6 +890,12 @@ static void test_runner_optional_failure(gconstpointer data) {
   g_autofree char *status = guest_read(g, "var/lib/hutch/status");
   g_assert_cmpstr(status, ==, "ok\n");
   g_assert_true(guest_exists(g, "etc/cloud/cloud-init.disabled"));
+  /* later boots raise eth0 without waiting for every device */
+  g_autofree char *dropin = guest_read(g, "etc/systemd/system/ifupdown-pre.service.d/q.conf");
+  g_assert_cmpstr(dropin, ==,
+                  "# written by hutch-provision: wait for eth0, not for every device\n"
+                  "[Service]\nExecStart=\nExecStart=/bin/udevadm settle --timeout=120 "
+                  "--exit-if-exists=/sys/class/net/eth0\n");
   g_autofree char *log1 = guest_read(g, "var/log/hutch/steps/01-first.log");
   g_assert_nonnull(strstr(log1, "first output\n"));
   g_assert_true(g_file_test(share, G_FILE_TEST_IS_DIR));
@@ -927,6 +941,7 @@ static void test_runner_optional_failure(gconstpointer data) {
 static void test_runner_required_failure(gconstpointer data) {
   g_autoptr(Guest) g = guest_new(data);
   install_runner(g);
+  guest_write(g, "out.ifaces", "eth0\neth1\n", 0644);
   guest_write(g, "var/lib/hutch/steps/steps.list",
               "01 first root required\n02 second root required\n03 third root optional\n", 0644);
   guest_write(g, "var/lib/hutch/steps/01-first.sh", "#!/bin/sh\necho first >>\"$HUTCH_TEST_OUT\"\n",
@@ -945,6 +960,8 @@ static void test_runner_required_failure(gconstpointer data) {
   g_autofree char *status = guest_read(g, "var/lib/hutch/status");
   g_assert_cmpstr(status, ==, "failed\n");
   g_assert_true(guest_exists(g, "etc/cloud/cloud-init.disabled"));
+  /* two interfaces (or a name that is not one): the full wait stays */
+  g_assert_false(guest_exists(g, "etc/systemd/system/ifupdown-pre.service.d/q.conf"));
 
   g_autofree char *ch_path = guest_path(g, "channel");
   write_text(ch_path, "", 0644);
