@@ -261,13 +261,13 @@ for _ in $(seq 1 20); do pgrep -u "$(id -u)" -f "supervise $vm\$" >/dev/null || 
 out=$("$HUTCH" shell "$vm" -- true 2>&1); rc=$?
 if [ $rc -eq 1 ] && grep -qi "host key" <<<"$out"; then ok "a tampered pinned host key is refused"; else not_ok "a tampered pinned host key is refused (exit $rc)"; diag "$out"; fi
 sleep 1
-if ! pgrep -u "$(id -u)" -f "supervise $vm\$" >/dev/null; then ok "no supervisor serves a VM whose host key does not match"; else not_ok "no supervisor serves a VM whose host key does not match"; fi
+if none_running -u "$(id -u)" -f "supervise $vm\$"; then ok "no supervisor serves a VM whose host key does not match"; else not_ok "no supervisor serves a VM whose host key does not match"; fi
 cp "$E2E_TMP/pub.saved" "$pub"
 
 check "delete --force" "$HUTCH" -q delete --force "$vm"
 check_status "no domain" 1 virsh dominfo "$vm"
 sleep 1
-check "no passt process" bash -c "! pgrep -u $(id -u) -f '[p]asst.*/$vm/'"
+check "no passt process" none_running -u "$(id -u)" -f "[p]asst.*/$vm/"
 check "no instance directory" test ! -e "$XDG_DATA_HOME/hutch/instances/$vm"
 check "no runtime directory" test ! -e "$XDG_RUNTIME_DIR/hutch/$vm"
 

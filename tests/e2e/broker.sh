@@ -11,7 +11,6 @@
 . "$(dirname "$0")/lib.sh"
 require_libvirt
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 outside_addr=198.51.100.2
 if ! ip -4 addr show | has "inet $outside_addr/"; then

@@ -12,7 +12,6 @@
 . "$(dirname "$0")/lib.sh"
 require_libvirt
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 free_udp_port() { python3 -c 'import socket; s=socket.socket(type=socket.SOCK_DGRAM); s.bind(("0.0.0.0",0)); print(s.getsockname()[1])'; }
 
 host_addr=198.51.100.1

@@ -21,7 +21,6 @@ provision:
       echo done > /var/lib/hutch-e2e-slow
 YAML
 guest_port=8790
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 forward_pid() { "$HUTCH" --json forward "$vm" --list | python3 -c 'import json,sys; f=json.load(sys.stdin); print(f[0]["pid"] if f else "")'; }
 # "pid served_by" of the forward from host port $1
 forward_server() { "$HUTCH" --json forward "$vm" --list | python3 -c 'import json,sys; f=[x for x in json.load(sys.stdin) if x["host_port"] == int(sys.argv[1])]; print(*((f[0]["pid"], f[0]["served_by"]) if f else ()))' "$1"; }
@@ -192,8 +191,7 @@ if [ "$(forward_server "$port")" = "$sup_pid supervisor" ] && [ "$(cat /proc/"$p
 else
   not_ok "the supervisor serves the forward ($(forward_server "$port"), supervisor $sup_pid)"; diag "$(ss -ltnpH "sport = :$port"; cat "$runtime/supervisor.log")"
 fi
-pgrep -u "$(id -u)" -x hutch-forward >/dev/null; rc=$?
-if [ $rc -eq 1 ]; then ok "no forward helper process"; else not_ok "no forward helper process (pgrep: $rc)"; diag "$(pgrep -a -u "$(id -u)" -x hutch-forward)"; fi
+check "no forward helper process" none_running -u "$(id -u)" -x hutch-forward
 listen=$(ss -ltnH "sport = :$port" | awk '{print $4}')
 if [ "$listen" = "127.0.0.1:$port" ]; then ok "the host port is bound on 127.0.0.1 only"; else not_ok "bound on 127.0.0.1 only"; diag "$listen"; fi
 host_addr=$(ip -4 -o addr show scope global | awk '{print $4}' | cut -d/ -f1 | head -1)
@@ -302,7 +300,7 @@ if wait_gone "$sup_pid" 20; then ok "the supervisor exits when the VM is destroy
 check_status "the forwarded port refuses after virsh destroy" 7 curl -s -m 5 "http://127.0.0.1:$port/"
 if [ ! -e "$runtime/forward-$port.spec" ]; then ok "and its spec file is gone"; else not_ok "the forward's spec file is gone after virsh destroy"; fi
 sleep 1
-if ! pgrep -u "$(id -u)" -f "[p]asst.*/$vm/" >/dev/null; then ok "no passt left after virsh destroy"; else not_ok "no passt left after virsh destroy"; fi
+if none_running -u "$(id -u)" -f "[p]asst.*/$vm/"; then ok "no passt left after virsh destroy"; else not_ok "no passt left after virsh destroy"; fi
 if [ ! -e "$runtime/supervisor.sock" ] && [ ! -e "$runtime/passt.pid" ]; then ok "no supervisor socket or passt pidfile left"; else not_ok "no supervisor socket or passt pidfile left"; diag "$(ls "$runtime")"; fi
 out=$("$HUTCH" forward "$vm" "$port:$guest_port" 2>&1); rc=$?
 if [ $rc -eq 1 ] && grep -q "not running" <<<"$out"; then ok "forward to a VM that is not running: exit 1"; else not_ok "forward to a stopped VM (exit $rc)"; diag "$out"; fi

@@ -13,7 +13,7 @@ track_vm "$vm"
 share=$E2E_TMP/share
 mkdir -p "$share"
 echo "from the host" >"$share/host-file"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port=$(free_port)
 cat >"$E2E_TMP/trixie.yaml" <<YAML
 base: $HUTCH_SOURCE_DIR/tests/image/test-guest.yaml
 image:

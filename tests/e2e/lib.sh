@@ -77,6 +77,19 @@ require_libvirt() {
   fi
 }
 
+# none_running PGREP_ARGS...: succeeds only when pgrep finds no such process (exit 1); a
+# match, or pgrep failing (exit 2 or 3), is a failure, so that a broken pgrep passes nothing.
+none_running() {
+  local rc
+  pgrep "$@" >/dev/null; rc=$?
+  [ $rc -eq 1 ] && return 0
+  [ $rc -eq 0 ] && echo "running: $(pgrep -a "$@")" || echo "pgrep $* failed (exit $rc)"
+  return 1
+}
+
+# A TCP port on 127.0.0.1 that is free now (the kernel's pick).
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
 # Registers a VM name for removal at exit (whatever the tests did).
 track_vm() { E2E_VMS+=("$1"); }
 # Templates live in the user's image cache, shared between runs: each is removed at the end.

@@ -56,7 +56,7 @@ check_status "delete without --force refuses a running VM" 1 "$HUTCH" -q delete 
 check "stop --force" "$HUTCH" -q stop --force "$vm"
 check "the domain is shut off" bash -c "virsh domstate '$vm' | grep -qx 'shut off'"
 sleep 1
-check "passt is gone" bash -c "! pgrep -u $(id -u) -f '[p]asst.*/$vm/passt.socket'"
+check "passt is gone" none_running -u "$(id -u)" -f "[p]asst.*/$vm/passt.socket"
 check "delete" "$HUTCH" -q delete "$vm"
 check_status "virsh no longer sees it" 1 virsh dominfo "$vm"
 check "the instance directory is gone" test ! -e "$XDG_DATA_HOME/hutch/instances/$vm"

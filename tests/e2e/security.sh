@@ -28,7 +28,6 @@ echo "from the host" >"$HOME/VM-Shared/host-file"
 outside_sum=$(cd "$E2E_TMP/outside" && sha256sum secret)
 ro_sum=$(cd "$HOME/ro-share" && ls -la --time-style=+ . | sha256sum; sha256sum ro-file)
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 fwd_port=$(free_port)
 loop_port=$(free_port)
 any_port=$(free_port)
@@ -390,7 +389,7 @@ if [ $rc -eq 1 ] && grep -q nested <<<"$out" && [ "$(virsh domstate "$vm" 2>/dev
 else
   not_ok "start with a redirected nested share (exit $rc)"; diag "$out"
 fi
-check "no virtiofsd runs for the VM (none serves the link's target)" bash -c "! pgrep -f '[v]irtiofsd.*/hutch/$vm/virtiofs-'"
+check "no virtiofsd runs for the VM (none serves the link's target)" none_running -f "[v]irtiofsd.*/hutch/$vm/virtiofs-"
 # Another directory at that path is refused too (the record holds the directory's identity).
 rm "$HOME/VM-Shared/nested" && mkdir "$HOME/VM-Shared/nested"
 out=$("$HUTCH" start "$vm" 2>&1); rc=$?
@@ -407,7 +406,8 @@ if [ $rc -eq 1 ] && grep -q "egress-policy.json" <<<"$out" && [ "$(virsh domstat
 else
   not_ok "start with a damaged network policy (exit $rc)"; diag "$out"
 fi
-check "no virtiofsd or passt runs after it" bash -c "! pgrep -f '[v]irtiofsd.*/hutch/$vm/virtiofs-' && ! pgrep -u $(id -u) -f '[p]asst.*/$vm/'"
+check "no virtiofsd runs after it" none_running -f "[v]irtiofsd.*/hutch/$vm/virtiofs-"
+check "no passt runs after it" none_running -u "$(id -u)" -f "[p]asst.*/$vm/"
 cp "$E2E_TMP/policy.saved" "$policy_file"
 
 # h8. The ready channel at that start: escapes in a step name, a reason and a warning, a line
@@ -439,6 +439,6 @@ fi
 
 check "delete --force" "$HUTCH" -q delete --force "$vm"
 sleep 1
-check "no virtiofsd left" bash -c "! pgrep -f '[v]irtiofsd.*/hutch/$vm/virtiofs-'"
-check "no passt left" bash -c "! pgrep -u $(id -u) -f '[p]asst.*/$vm/'"
+check "no virtiofsd left" none_running -f "[v]irtiofsd.*/hutch/$vm/virtiofs-"
+check "no passt left" none_running -u "$(id -u)" -f "[p]asst.*/$vm/"
 finish

@@ -121,7 +121,7 @@ if [ "$sup" = "$fg" ]; then ok "the foreground hutch is the VM's supervisor"; el
 commands=$("$HUTCH" info --json "$vm" 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin).get("supervisor_commands", -1))')
 check "shell through it" "$HUTCH" shell "$vm" -- true
 if [ "$("$HUTCH" info --json "$vm" 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin).get("supervisor_commands", -1))')" = $((commands + 1)) ]; then ok "the command went through the foreground supervisor"; else not_ok "the command went through the foreground supervisor"; fi
-if ! pgrep -u "$(id -u)" -f "supervise $vm\$" >/dev/null; then ok "no detached supervisor beside it"; else not_ok "no detached supervisor beside it"; diag "$(pgrep -a -u "$(id -u)" -f "supervise $vm\$")"; fi
+if none_running -u "$(id -u)" -f "supervise $vm\$" >/dev/null; then ok "no detached supervisor beside it"; else not_ok "no detached supervisor beside it"; diag "$(pgrep -a -u "$(id -u)" -f "supervise $vm\$")"; fi
 
 check "virsh list shows it running" bash -c "virsh list --name | grep -qx '$vm'"
 out=$(virsh dominfo "$vm" 2>&1)
@@ -136,8 +136,8 @@ if [ $rc -eq 0 ]; then ok "SIGTERM: hutch --foreground exits 0"; else not_ok "SI
 check "STOPPING=1 was sent" grep -q "STOPPING=1" "$notify_log"
 check "the domain is shut off" bash -c "[ \"\$(virsh domstate '$vm')\" = 'shut off' ]"
 sleep 1
-check "passt is gone" bash -c "! pgrep -u $(id -u) -f '[p]asst.*/$vm/passt.socket'"
-check "virtiofsd is gone" bash -c "! pgrep -f '[v]irtiofsd.*/hutch/$vm/virtiofs-'"
+check "passt is gone" none_running -u "$(id -u)" -f "[p]asst.*/$vm/passt.socket"
+check "virtiofsd is gone" none_running -f "[v]irtiofsd.*/hutch/$vm/virtiofs-"
 diag "$(cat "$fg_log")"
 
 # ---- snapshots of the stopped VM ----------------------------------------------------------
@@ -170,8 +170,8 @@ check "start" "$HUTCH" -q start "$vm"
 check "change the guest: delete a file, make one" in_guest sh -c 'rm keep.txt && echo later > new.txt && echo outside > share/after.txt && sync'
 check "virsh destroy" virsh destroy "$vm"
 sleep 1
-check "passt went away by itself" bash -c "! pgrep -u $(id -u) -f '[p]asst.*/$vm/passt.socket'"
-check "virtiofsd went away by itself" bash -c "! pgrep -f '[v]irtiofsd.*/hutch/$vm/virtiofs-'"
+check "passt went away by itself" none_running -u "$(id -u)" -f "[p]asst.*/$vm/passt.socket"
+check "virtiofsd went away by itself" none_running -f "[v]irtiofsd.*/hutch/$vm/virtiofs-"
 out=$(state)
 if [ "$out" = stopped ]; then ok "hutch list shows it stopped"; else not_ok "hutch list shows it stopped ($out)"; fi
 
@@ -200,8 +200,8 @@ if wait_shut_off 120; then ok "the guest powered off"; else not_ok "the guest po
 sleep 1
 out=$(state)
 if [ "$out" = stopped ]; then ok "hutch list shows it stopped"; else not_ok "hutch list shows it stopped ($out)"; fi
-check "passt went away by itself" bash -c "! pgrep -u $(id -u) -f '[p]asst.*/$vm/passt.socket'"
-check "virtiofsd went away by itself" bash -c "! pgrep -f '[v]irtiofsd.*/hutch/$vm/virtiofs-'"
+check "passt went away by itself" none_running -u "$(id -u)" -f "[p]asst.*/$vm/passt.socket"
+check "virtiofsd went away by itself" none_running -f "[v]irtiofsd.*/hutch/$vm/virtiofs-"
 
 check "snapshot delete" "$HUTCH" -q snapshot delete "$vm" running-one
 out=$("$HUTCH" snapshot list --name "$vm")
@@ -262,7 +262,7 @@ wait $fg; rc=$?
 if [ $rc -eq 0 ]; then ok "SIGTERM during the start: exit 0"; else not_ok "SIGTERM during the start: exit $rc"; diag "$(cat "$fg_log")"; fi
 check "no READY=1 was sent" bash -c "! grep -q READY=1 '$notify_log'"
 check "the domain is shut off" bash -c "[ \"\$(virsh domstate '$blank')\" = 'shut off' ]"
-check "its passt is gone" bash -c "! pgrep -u $(id -u) -f '[p]asst.*/$blank/passt.socket'"
+check "its passt is gone" none_running -u "$(id -u)" -f "[p]asst.*/$blank/passt.socket"
 diag "$(cat "$fg_log")"
 check "delete it" "$HUTCH" -q delete "$blank"
 finish

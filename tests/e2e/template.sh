@@ -221,7 +221,7 @@ check "the source is stopped for the runs below" "$HUTCH" -q stop "$src"
 gone() {
   ! "$HUTCH" list --json 2>/dev/null | python3 -c 'import json,sys; sys.exit(0 if any(v["name"] == sys.argv[1] for v in json.load(sys.stdin)) else 1)' "$1" &&
     [ ! -e "$instances/$1" ] && ! virsh dominfo "$1" >/dev/null 2>&1 &&
-    ! pgrep -u "$(id -u)" -f "[/]$1/" >/dev/null && ! pgrep -u "$(id -u)" -f "supervise $1\$" >/dev/null
+    none_running -u "$(id -u)" -f "[/]$1/" >/dev/null && none_running -u "$(id -u)" -f "supervise $1\$" >/dev/null
 }
 run=$(vm_name trun)
 track_vm "$run"
