@@ -1369,10 +1369,39 @@ gboolean hutch_supervise_prepare(GError **error) {
   return TRUE;
 }
 
+/* Whether the VM's runtime directory records a forward that a supervisor serves. */
+static gboolean has_supervised_forwards(const char *runtime_dir) {
+  g_autoptr(GArray) ports = hutch_forward_ports(runtime_dir);
+  for (guint i = 0; i < ports->len; i++) {
+    gboolean supervised = FALSE;
+    if (hutch_forward_read_spec(runtime_dir, g_array_index(ports, guint, i), NULL, NULL,
+                                &supervised) &&
+        supervised)
+      return TRUE;
+  }
+  return FALSE;
+}
+
 int hutch_supervise(HutchContext *ctx, const char *name, GError **error) {
   HutchSuperviseEnd end;
   prctl(PR_SET_NAME, HUTCH_SUPERVISOR_COMM, 0, 0, 0);
-  return hutch_supervise_full(ctx, name, &end, error);
+  int status = hutch_supervise_full(ctx, name, &end, error);
+  /* The SSH session (or libvirt's connection) ended while the domain runs on: its forwarded
+   * ports would stay closed until the next hutch command. A successor connects again and
+   * serves them; after a pause, so that a guest that keeps ending sessions cannot make the
+   * supervisors follow each other without rest. */
+  if (status != 0 || end != HUTCH_SUPERVISE_LOST)
+    return status;
+  g_autofree char *runtime_dir = hutch_instance_runtime_dir(name);
+  if (!has_supervised_forwards(runtime_dir))
+    return status;
+  g_usleep(2 * G_USEC_PER_SEC);
+  g_autoptr(HutchInstance) instance = hutch_instance_lookup(ctx, name, NULL);
+  if (instance && hutch_instance_is_active(instance)) {
+    sup_log("starting a successor for the forwarded ports");
+    hutch_supervisor_spawn(ctx, name, runtime_dir);
+  }
+  return status;
 }
 
 int hutch_supervise_full(HutchContext *ctx, const char *name, HutchSuperviseEnd *ret_end,
