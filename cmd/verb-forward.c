@@ -19,9 +19,12 @@ static int list_forwards(Cli *cli, const char *name) {
     const char *ip = json_object_get_string_member(f, "host_ip");
     /* an IPv6 address in brackets, as in the spec */
     gboolean v6 = strchr(ip, ':') != NULL;
-    printf("%s%s%s:%" G_GINT64_FORMAT " -> %" G_GINT64_FORMAT "\n", v6 ? "[" : "", ip,
+    printf("%s%s%s:%" G_GINT64_FORMAT " -> %" G_GINT64_FORMAT "%s\n", v6 ? "[" : "", ip,
            v6 ? "]" : "", json_object_get_int_member(f, "host_port"),
-           json_object_get_int_member(f, "guest_port"));
+           json_object_get_int_member(f, "guest_port"),
+           json_object_get_int_member(f, "pid") > 0
+               ? ""
+               : " (closed until the VM's supervisor runs again: the next hutch shell starts it)");
   }
   return EXIT_OK;
 }

@@ -107,6 +107,8 @@ int hutch_supervisor_exec_stream(const char *runtime_dir, const char *command,
                                  GError **error);
 
 /* Sends request (a Q frame's JSON) and returns the payload of the answer when it is a frame
- * of type answer_type, or NULL when no supervisor answers so within timeout_ms. */
+ * of type answer_type, or NULL when no supervisor answers so within timeout_ms; then
+ * *ret_reached (may be NULL) says whether a supervisor took the request all the same (it may
+ * still act on it). */
 char *hutch_supervisor_ask(const char *runtime_dir, const char *request, char answer_type,
-                           int timeout_ms);
+                           int timeout_ms, gboolean *ret_reached);

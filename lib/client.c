@@ -247,7 +247,9 @@ static int read_frame(int fd, GByteArray *buf, int timeout_ms, char *type, const
 }
 
 char *hutch_supervisor_ask(const char *runtime_dir, const char *request, char answer_type,
-                           int timeout_ms) {
+                           int timeout_ms, gboolean *ret_reached) {
+  if (ret_reached)
+    *ret_reached = FALSE;
   int fd = connect_socket(runtime_dir);
   if (fd < 0)
     return NULL;
@@ -258,8 +260,10 @@ char *hutch_supervisor_ask(const char *runtime_dir, const char *request, char an
   const guint8 *payload = NULL;
   gsize len = 0;
   char *answer = NULL;
-  if (send_all(fd, out->data, out->len) &&
-      read_frame(fd, in, timeout_ms, &type, &payload, &len) > 0 && type == answer_type)
+  gboolean sent = send_all(fd, out->data, out->len);
+  if (ret_reached)
+    *ret_reached = sent;
+  if (sent && read_frame(fd, in, timeout_ms, &type, &payload, &len) > 0 && type == answer_type)
     answer = g_strndup((const char *)payload, len);
   close(fd);
   return answer;

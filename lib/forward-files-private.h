@@ -40,7 +40,8 @@ void hutch_forward_stop(const char *runtime_dir, guint host_port);
 
 /* What hutch_forward_list returns, for the instance whose runtime directory this is (for
  * `hutch info`); a helper's stale files are removed on the way. A supervised forward whose
- * supervisor is gone is not listed but keeps its file: the next supervisor serves it again. */
+ * supervisor is gone is listed with pid 0 and keeps its file: the next supervisor serves it
+ * again. */
 JsonArray *hutch_forward_list_dir(const char *runtime_dir);
 
 /* Stops every forward helper of the instance whose runtime directory this is and removes

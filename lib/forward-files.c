@@ -116,13 +116,12 @@ JsonArray *hutch_forward_list_dir(const char *runtime_dir) {
     gboolean readable =
         hutch_forward_read_spec(runtime_dir, host_port, &host_ip, &guest_port, &supervised);
     pid_t pid = hutch_forward_pid(runtime_dir, host_port);
-    if (!readable || pid <= 0) {
-      /* a helper that is gone (or files it never finished) is stale; a supervised forward
-       * waits for the next supervisor */
-      if (!readable || !supervised)
-        hutch_forward_remove_files(runtime_dir, host_port);
+    if (!readable || (pid <= 0 && !supervised)) {
+      /* a helper that is gone (or files it never finished): stale */
+      hutch_forward_remove_files(runtime_dir, host_port);
       continue;
     }
+    /* a supervised forward whose supervisor is gone: pid 0 until the next one serves it */
     JsonObject *o = json_object_new();
     json_object_set_string_member(o, "host_ip", host_ip);
     json_object_set_int_member(o, "host_port", host_port);

@@ -754,7 +754,16 @@ static gboolean spawn_helper(Helper *h, GError **error) {
 static int ask_supervisor(const char *runtime_dir, JsonObject *request, GError **error) {
   g_autoptr(JsonNode) node = json_node_init_object(json_node_alloc(), request);
   g_autofree char *text = json_to_string(node, FALSE);
-  g_autofree char *answer = hutch_supervisor_ask(runtime_dir, text, 'S', 10000);
+  gboolean reached = FALSE;
+  g_autofree char *answer = hutch_supervisor_ask(runtime_dir, text, 'S', 10000, &reached);
+  if (!answer && reached) {
+    /* it may still do it: doing it here too would race it */
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED,
+                "the VM's supervisor took the request but did not answer within 10 s (see "
+                "%s/supervisor.log)",
+                runtime_dir);
+    return -1;
+  }
   if (!answer)
     return 0;
   g_autoptr(JsonParser) parser = json_parser_new();
@@ -888,8 +897,13 @@ gboolean hutch_forward_remove(HutchContext *ctx, const char *name, guint host_po
   const char *runtime_dir = instance->meta->runtime_dir;
   gboolean supervised = FALSE;
   hutch_forward_read_spec(runtime_dir, host_port, NULL, NULL, &supervised);
+  if (supervised && hutch_forward_pid(runtime_dir, host_port) <= 0) {
+    /* its supervisor is gone: the next one must not serve it again */
+    hutch_forward_remove_files(runtime_dir, host_port);
+    return TRUE;
+  }
   if (hutch_forward_pid(runtime_dir, host_port) <= 0) {
-    /* a helper that is gone, or a supervised forward whose supervisor is: nothing serves it */
+    /* a helper that is gone: nothing serves it */
     hutch_forward_remove_files(runtime_dir, host_port);
     g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_NOT_FOUND,
                 "'%s' has no forward from host port %u (hutch forward %s --list)", name, host_port,

@@ -25,11 +25,21 @@
 /* its process name (PR_SET_NAME), by which its pidfile is verified */
 #define HUTCH_SUPERVISOR_COMM "hutch-supervise"
 
+/* How the supervisor's forward threads connect to the guest's sshd on 127.0.0.1 (each its own
+ * connection, like the supervisor's). */
+typedef struct {
+  guint port;
+  const char *user;
+  const char *client_key; /* the private key file */
+  const char *host_key;   /* the pinned public host key line */
+} HutchSupervisorTarget;
+
 /* The supervisor's loop on an established session, which it takes (and frees), serving
  * listen_fd (a listening Unix socket, made non-blocking) until stop_fd is readable or the
- * session fails (HUTCH_SUPERVISE_LOST either way). For the unit tests; the supervisor runs the
- * same loop. */
-HutchSuperviseEnd hutch_supervisor_loop(HutchSsh *ssh, int listen_fd, int stop_fd);
+ * session fails (HUTCH_SUPERVISE_LOST either way); forwarded ports connect to target (NULL:
+ * forward requests are refused). For the unit tests; the supervisor runs the same loop. */
+HutchSuperviseEnd hutch_supervisor_loop(HutchSsh *ssh, const HutchSupervisorTarget *target,
+                                        int listen_fd, int stop_fd);
 
 /* Starts `PROGRAM -c URI supervise NAME` detached (its own session, stdin /dev/null, output
  * to supervisor.log), when the context has a supervisor program
@@ -42,7 +52,7 @@ void hutch_supervisor_spawn(HutchContext *ctx, const char *name, const char *run
  * second. */
 JsonObject *hutch_supervisor_status(const char *runtime_dir);
 
-/* The VM's supervisor's pid, verified (its name and recorded start time), or 0. */
+/* The pid the VM's supervisor gives in its status answer, or 0 when none answers. */
 pid_t hutch_supervisor_pid(const char *runtime_dir);
 
 /* Waits (up to timeout_ms) until no supervisor holds the VM's lock (one whose domain just

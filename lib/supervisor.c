@@ -1,11 +1,10 @@
 /* supervisor.c: one process per running VM, holding one SSH session to the guest and serving
  * commands over it; the client side; starting and stopping it. See supervisor-private.h. */
-#define _GNU_SOURCE /* accept4, struct ucred, POLLRDHUP */
+#define _GNU_SOURCE /* accept4, struct ucred */
 #include "config.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <netdb.h>
 #include <poll.h>
 #include <signal.h>
 #include <string.h>
@@ -34,10 +33,8 @@
 /* Reading stops while this much waits to be sent on: a slow reader slows its writer, and
  * never grows the supervisor's memory without bound. */
 #define BUFFER_HIGH (256 * 1024)
-/* Commands and forwarded connections at once; more wait in the listen backlogs. Connections
- * to forwarded ports (which any local user can open) leave room for the user's commands. */
-#define MAX_SLOTS 256
-#define MAX_FORWARDED_SLOTS (MAX_SLOTS - 32)
+/* More concurrent commands wait in the listen backlog. */
+#define MAX_SLOTS 128
 
 static const HutchHelperId supervisor_id = {.comm = HUTCH_SUPERVISOR_COMM, .recorded = TRUE};
 
@@ -88,21 +85,21 @@ typedef struct {
   gboolean told;      /* the client has its answer (X, F or S), or is gone */
   double closing_since;
   double started; /* when its command was accepted */
-  /* A connection to a forwarded port (`hutch forward`): raw bytes both ways over a
-   * direct-tcpip channel to 127.0.0.1:guest_port in the guest; no frames, no exit status. */
-  gboolean raw;
-  gboolean client_shut; /* the guest's EOF passed on: SHUT_WR sent to the client */
-  guint host_port, guest_port;
-  char *peer_host;
-  guint peer_port;
 } Slot;
 
-/* A forwarded host port: connections accepted here become raw slots. */
+/* A port `hutch forward` added: its own thread, with its own SSH connection, relays it
+ * (hutch_forward_relay), so that a guest port that never accepts stalls that forward alone,
+ * never the commands on the supervisor's session. The thread owns nothing but its relay:
+ * the main loop makes and frees the Forward, and joins the thread first. */
 typedef struct {
-  int fd;
   char *host_ip;
   guint host_port, guest_port;
-} Listener;
+  int listen_fd;
+  int stop[2]; /* the loop writes stop[1]: the relay ends */
+  GThread *thread;
+  const HutchSupervisorTarget *target;
+  gint finished; /* atomic: the thread is done (join it) */
+} Forward;
 
 typedef struct {
   HutchContext *ctx;
@@ -116,7 +113,9 @@ typedef struct {
   int wake[2]; /* the libvirt event thread -> the loop: "s" the domain stopped */
   int signal_fd;
   GPtrArray *slots;
-  GPtrArray *listeners; /* Listener*: the forwarded host ports */
+  GPtrArray *forwards;                 /* Forward*: the forwarded host ports */
+  GPtrArray *stopping;                 /* Forward*: removed, their threads ending */
+  const HutchSupervisorTarget *target; /* how a forward's thread connects; NULL: none can */
   Slot *opening;
   HutchSshOwner owner; /* the call that must be repeated first (a Slot*, an Op) */
   guint next_id;
@@ -139,15 +138,7 @@ static void slot_free(Slot *c) {
   g_byte_array_unref(c->up);
   g_free(c->command);
   g_free(c->term);
-  g_free(c->peer_host);
   g_free(c);
-}
-
-static void listener_free(Listener *l) {
-  if (l->fd >= 0)
-    close(l->fd);
-  g_free(l->host_ip);
-  g_free(l);
 }
 
 static Slot *slot_add(Sup *s, int fd, SlotState state) {
@@ -172,17 +163,7 @@ static void op_finished(Sup *s, Slot *c, Op op) {
 
 /* The client is told that the command failed (before it ran: it connects directly); the
  * channel, if any, is freed. */
-static void slot_drop_client(Slot *c);
-
 static void slot_fail(Slot *c, const char *why) {
-  if (c->raw) {
-    /* a forwarded connection has no words for it: it is closed */
-    if (c->fd >= 0)
-      sup_log("connection from %s:%u to forwarded port %u closed: %s", c->peer_host, c->peer_port,
-              c->host_port, why);
-    slot_drop_client(c);
-    return;
-  }
   if (!c->told && c->fd >= 0) {
     /* F before A means "connect directly and run it there": not for a command that may
      * be running already */
@@ -211,20 +192,75 @@ static void slot_drop_client(Slot *c) {
 
 /* ---- Forwarded ports ------------------------------------------------------------------ */
 
-static Listener *find_listener(Sup *s, guint host_port) {
-  for (guint i = 0; i < s->listeners->len; i++) {
-    Listener *l = g_ptr_array_index(s->listeners, i);
-    if (l->host_port == host_port)
-      return l;
+/* Connects (trying again for 30 s while the guest boots) unless told to stop. */
+static HutchSsh *forward_connect(Forward *f, GError **error) {
+  const HutchSupervisorTarget *t = f->target;
+  double deadline = hutch_now() + 30;
+  for (;;) {
+    g_autoptr(GError) local = NULL;
+    HutchSsh *ssh =
+        hutch_ssh_connect("127.0.0.1", t->port, t->user, t->client_key, t->host_key, 10000, &local);
+    if (ssh)
+      return ssh;
+    struct pollfd p = {.fd = f->stop[0], .events = POLLIN};
+    if (g_error_matches(local, HUTCH_ERROR, HUTCH_ERROR_HOST_KEY) || hutch_now() > deadline ||
+        poll(&p, 1, 1000) > 0) {
+      g_propagate_error(error, g_steal_pointer(&local));
+      return NULL;
+    }
+  }
+}
+
+static gpointer forward_thread(gpointer data) {
+  Forward *f = data;
+  for (;;) {
+    g_autoptr(GError) error = NULL;
+    g_autoptr(HutchSsh) ssh = forward_connect(f, &error);
+    /* connection lines are not logged: any local user can make them, without end */
+    if (ssh && hutch_forward_relay(ssh, f->listen_fd, f->guest_port, f->stop[0], -1, &error))
+      break; /* told to stop */
+    sup_log("forward from %s:%u: %s; connecting again in 5 s", f->host_ip, f->host_port,
+            error ? error->message : "ended");
+    struct pollfd p = {.fd = f->stop[0], .events = POLLIN};
+    if (poll(&p, 1, 5000) > 0)
+      break;
+  }
+  g_atomic_int_set(&f->finished, 1);
+  return NULL;
+}
+
+static void forward_free(Forward *f) {
+  if (f->thread) {
+    (void)!write(f->stop[1], "x", 1);
+    g_thread_join(f->thread);
+  }
+  for (int i = 0; i < 2; i++)
+    if (f->stop[i] >= 0)
+      close(f->stop[i]);
+  if (f->listen_fd >= 0)
+    close(f->listen_fd);
+  g_free(f->host_ip);
+  g_free(f);
+}
+
+static Forward *find_forward(Sup *s, guint host_port) {
+  for (guint i = 0; i < s->forwards->len; i++) {
+    Forward *f = g_ptr_array_index(s->forwards, i);
+    if (f->host_port == host_port)
+      return f;
   }
   return NULL;
 }
 
 /* Serves host_ip:host_port -> guest port; the spec file (when there is a runtime directory)
  * lets `hutch forward --list` see it and a later supervisor serve it again. */
-static gboolean listener_add(Sup *s, const char *host_ip, guint host_port, guint guest_port,
-                             GError **error) {
-  if (find_listener(s, host_port)) {
+static gboolean forward_add(Sup *s, const char *host_ip, guint host_port, guint guest_port,
+                            GError **error) {
+  if (!s->target) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "this supervisor cannot forward ports");
+    return FALSE;
+  }
+  if (find_forward(s, host_port)) {
     g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PORT_IN_USE, "host port %u is forwarded already",
                 host_port);
     return FALSE;
@@ -232,34 +268,55 @@ static gboolean listener_add(Sup *s, const char *host_ip, guint host_port, guint
   g_auto(HutchFd) fd = hutch_forward_listen(host_ip, host_port, error);
   if (fd < 0)
     return FALSE;
+  Forward *f = g_new0(Forward, 1);
+  f->stop[0] = f->stop[1] = f->listen_fd = -1;
+  f->host_ip = g_strdup(host_ip);
+  f->host_port = host_port;
+  f->guest_port = guest_port;
+  f->target = s->target;
+  if (!g_unix_open_pipe(f->stop, FD_CLOEXEC, NULL)) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "pipe: %s", g_strerror(errno));
+    forward_free(f);
+    return FALSE;
+  }
   if (s->runtime_dir) {
     g_autofree char *path = hutch_forward_file(s->runtime_dir, host_port, "spec");
     g_autofree char *spec =
         g_strdup_printf("%s %u %u %s\n", host_ip, host_port, guest_port, HUTCH_FORWARD_SUPERVISED);
-    if (!hutch_write_file(path, spec, strlen(spec), 0600, error))
+    if (!hutch_write_file(path, spec, strlen(spec), 0600, error)) {
+      forward_free(f);
       return FALSE;
+    }
   }
-  Listener *l = g_new0(Listener, 1);
-  l->fd = g_steal_fd(&fd);
-  l->host_ip = g_strdup(host_ip);
-  l->host_port = host_port;
-  l->guest_port = guest_port;
-  g_ptr_array_add(s->listeners, l);
+  f->listen_fd = g_steal_fd(&fd);
+  f->thread = g_thread_new("forward", forward_thread, f);
+  g_ptr_array_add(s->forwards, f);
   sup_log("forwarding %s:%u to guest port %u", host_ip, host_port, guest_port);
   return TRUE;
 }
 
-/* Stops serving l: its connections are closed, and its spec file goes. */
-static void listener_remove(Sup *s, Listener *l) {
-  for (guint i = 0; i < s->slots->len; i++) {
-    Slot *c = g_ptr_array_index(s->slots, i);
-    if (c->raw && c->host_port == l->host_port)
-      slot_drop_client(c);
-  }
+/* Stops serving f: the port refuses at once (its listening socket is shut down), its
+ * connections end with the thread, which the loop joins once it is done. */
+static void forward_remove(Sup *s, Forward *f) {
+  shutdown(f->listen_fd, SHUT_RDWR);
+  (void)!write(f->stop[1], "x", 1);
   if (s->runtime_dir)
-    hutch_forward_remove_files(s->runtime_dir, l->host_port);
-  sup_log("no longer forwarding %s:%u", l->host_ip, l->host_port);
-  g_ptr_array_remove(s->listeners, l);
+    hutch_forward_remove_files(s->runtime_dir, f->host_port);
+  sup_log("no longer forwarding %s:%u", f->host_ip, f->host_port);
+  guint index = 0;
+  if (g_ptr_array_find(s->forwards, f, &index))
+    g_ptr_array_add(s->stopping, g_ptr_array_steal_index(s->forwards, index));
+}
+
+/* Joins the removed forwards' threads that are done. */
+static void reap_forwards(Sup *s) {
+  for (guint i = 0; i < s->stopping->len;) {
+    Forward *f = g_ptr_array_index(s->stopping, i);
+    if (g_atomic_int_get(&f->finished))
+      g_ptr_array_remove_index(s->stopping, i); /* forward_free joins at once */
+    else
+      i++;
+  }
 }
 
 /* The supervised forwards a supervisor before this one served (killed, or its SSH session
@@ -275,34 +332,10 @@ static void adopt_forwards(Sup *s) {
         !supervised)
       continue;
     g_autoptr(GError) error = NULL;
-    if (!listener_add(s, host_ip, host_port, guest_port, &error)) {
+    if (!forward_add(s, host_ip, host_port, guest_port, &error)) {
       sup_log("forward from %s:%u not served again: %s", host_ip, host_port, error->message);
       hutch_forward_remove_files(s->runtime_dir, host_port);
     }
-  }
-}
-
-static void accept_forwarded(Sup *s, Listener *l) {
-  while (s->slots->len < MAX_FORWARDED_SLOTS) {
-    struct sockaddr_storage addr;
-    socklen_t len = sizeof addr;
-    int fd = accept4(l->fd, (struct sockaddr *)&addr, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd < 0) {
-      if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED)
-        sup_log("accept on forwarded port %u: %s", l->host_port, g_strerror(errno));
-      return;
-    }
-    char host[NI_MAXHOST] = "?", service[NI_MAXSERV] = "0";
-    getnameinfo((struct sockaddr *)&addr, len, host, sizeof host, service, sizeof service,
-                NI_NUMERICHOST | NI_NUMERICSERV);
-    Slot *c = slot_add(s, fd, SLOT_WAITING);
-    c->raw = TRUE;
-    c->host_port = l->host_port;
-    c->guest_port = l->guest_port;
-    c->peer_host = g_strdup(host);
-    c->peer_port = (guint)g_ascii_strtoull(service, NULL, 10);
-    /* no stderr on a direct-tcpip channel; nothing to tell but the bytes */
-    c->err_eof = c->told = c->accepted = TRUE;
   }
 }
 
@@ -325,27 +358,33 @@ static void answer_result(Slot *c, GError *error) {
   answer(c, o);
 }
 
+/* A member of the type asked for, or NULL. */
+static JsonNode *member_of_type(JsonObject *o, const char *name, GType type) {
+  JsonNode *node = json_object_get_member(o, name);
+  return node && JSON_NODE_HOLDS_VALUE(node) && json_node_get_value_type(node) == type ? node
+                                                                                       : NULL;
+}
+
 /* A port number member, or 0. */
 static guint port_member(JsonObject *o, const char *name) {
-  JsonNode *node = json_object_get_member(o, name);
-  if (!node || !JSON_NODE_HOLDS_VALUE(node) || json_node_get_value_type(node) != G_TYPE_INT64)
-    return 0;
-  gint64 port = json_node_get_int(node);
+  JsonNode *node = member_of_type(o, name, G_TYPE_INT64);
+  gint64 port = node ? json_node_get_int(node) : 0;
   return port >= 1 && port <= 65535 ? (guint)port : 0;
 }
 
 static void handle_forward(Sup *s, Slot *c, JsonObject *o, gboolean add) {
   g_autoptr(GError) error = NULL;
   guint host_port = port_member(o, "host_port"), guest_port = port_member(o, "guest_port");
-  const char *host_ip = json_object_get_string_member_with_default(o, "host_ip", "127.0.0.1");
+  JsonNode *ip = member_of_type(o, "host_ip", G_TYPE_STRING);
+  const char *host_ip = ip ? json_node_get_string(ip) : NULL;
   if (!host_port || (add && (!guest_port || !host_ip || strlen(host_ip) > 64))) {
     g_set_error(&error, HUTCH_ERROR, HUTCH_ERROR_USAGE, "a broken forward request");
   } else if (add) {
-    listener_add(s, host_ip, host_port, guest_port, &error);
+    forward_add(s, host_ip, host_port, guest_port, &error);
   } else {
-    Listener *l = find_listener(s, host_port);
-    if (l)
-      listener_remove(s, l);
+    Forward *f = find_forward(s, host_port);
+    if (f)
+      forward_remove(s, f);
     else
       g_set_error(&error, HUTCH_ERROR, HUTCH_ERROR_NOT_FOUND, "no forward from host port %u",
                   host_port);
@@ -359,13 +398,13 @@ static void handle_request(Sup *s, Slot *c, const guint8 *payload, gsize len) {
   if (json_parser_load_from_data(parser, (const char *)payload, (gssize)len, NULL))
     root = json_parser_get_root(parser);
   JsonObject *o = root && JSON_NODE_HOLDS_OBJECT(root) ? json_node_get_object(root) : NULL;
-  const char *op = o ? json_object_get_string_member_with_default(o, "op", "") : "";
+  JsonNode *op_node = o ? member_of_type(o, "op", G_TYPE_STRING) : NULL;
+  const char *op = op_node ? json_node_get_string(op_node) : "";
   if (strcmp(op, "status") == 0) {
-    guint running = 0, spare = 0, connections = 0;
+    guint running = 0, spare = 0;
     for (guint i = 0; i < s->slots->len; i++) {
       Slot *slot = g_ptr_array_index(s->slots, i);
-      running += slot->state == SLOT_RUNNING && !slot->raw;
-      connections += slot->raw && slot->state != SLOT_CLOSING;
+      running += slot->state == SLOT_RUNNING;
       spare += slot->state == SLOT_SPARE && slot->channel && s->owner.who != slot;
     }
     g_autoptr(JsonObject) status = json_object_new();
@@ -374,8 +413,7 @@ static void handle_request(Sup *s, Slot *c, const guint8 *payload, gsize len) {
     json_object_set_int_member(status, "running", running);
     json_object_set_int_member(status, "spare", spare);
     json_object_set_int_member(status, "spares_taken", (gint64)s->spares_taken);
-    json_object_set_int_member(status, "forwards", s->listeners->len);
-    json_object_set_int_member(status, "connections", connections);
+    json_object_set_int_member(status, "forwards", s->forwards->len);
     answer(c, status);
     return;
   }
@@ -441,10 +479,11 @@ static gboolean parse_client(Sup *s, Slot *c) {
   return rc == 0;
 }
 
-/* What waits for the client, sent as far as its socket takes it. TRUE when something moved
- * (or the client is gone: then it is dropped). */
-static gboolean send_to_client(Slot *c) {
+/* The client's socket, which libssh2 never sees. TRUE when something moved. */
+static gboolean client_io(Sup *s, Slot *c) {
   gboolean progress = FALSE;
+  if (c->fd < 0)
+    return FALSE;
   while (c->out->len > 0) {
     ssize_t n = send(c->fd, c->out->data, c->out->len, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n > 0) {
@@ -458,51 +497,6 @@ static gboolean send_to_client(Slot *c) {
     }
     break;
   }
-  return progress;
-}
-
-/* A forwarded connection's socket: the guest's bytes out, the client's in, each side's end
- * passed on; the connection is over once both directions ended. */
-static gboolean raw_client_io(Slot *c) {
-  gboolean progress = send_to_client(c);
-  if (c->fd < 0)
-    return TRUE;
-  if (c->out_eof && c->out->len == 0 && !c->client_shut) {
-    shutdown(c->fd, SHUT_WR);
-    c->client_shut = TRUE;
-    progress = TRUE;
-  }
-  if (!c->stdin_eof && c->up->len < BUFFER_HIGH) {
-    guint8 buf[HUTCH_FRAME_CHUNK];
-    ssize_t n = recv(c->fd, buf, sizeof buf, MSG_DONTWAIT);
-    if (n > 0) {
-      g_byte_array_append(c->up, buf, (guint)n);
-      progress = TRUE;
-    } else if (n == 0) {
-      c->stdin_eof = TRUE;
-      progress = TRUE;
-    } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-      slot_drop_client(c);
-      return TRUE;
-    }
-  }
-  if (c->client_shut && c->eof_sent) {
-    slot_drop_client(c);
-    progress = TRUE;
-  }
-  return progress;
-}
-
-/* The client's socket, which libssh2 never sees. TRUE when something moved. */
-static gboolean client_io(Sup *s, Slot *c) {
-  gboolean progress = FALSE;
-  if (c->fd < 0)
-    return FALSE;
-  if (c->raw)
-    return c->state == SLOT_CLOSING ? FALSE : raw_client_io(c);
-  progress = send_to_client(c);
-  if (c->fd < 0)
-    return TRUE;
   if (c->state == SLOT_CLOSING && c->told && c->out->len == 0) {
     /* everything said: the client sees the end of the stream */
     close(c->fd);
@@ -540,20 +534,13 @@ static int channel_failed(Sup *s, Slot *c, int rc, const char *what, GError **er
 }
 
 static int op_open(Sup *s, Slot *c, GError **error) {
-  LIBSSH2_CHANNEL *channel =
-      c->raw ? libssh2_channel_direct_tcpip_ex(s->session, "127.0.0.1", (int)c->guest_port,
-                                               c->peer_host, (int)c->peer_port)
-             : libssh2_channel_open_session(s->session);
+  LIBSSH2_CHANNEL *channel = libssh2_channel_open_session(s->session);
   if (channel) {
     op_finished(s, c, OP_OPEN);
     s->opening = NULL;
     c->channel = channel;
-    if (c->state == SLOT_WAITING && c->raw) {
-      c->state = SLOT_RUNNING;
-      c->started = hutch_now();
-    } else if (c->state == SLOT_WAITING) {
+    if (c->state == SLOT_WAITING)
       c->state = c->pty ? SLOT_PTY : SLOT_EXEC;
-    }
     return 1;
   }
   int rc = libssh2_session_last_errno(s->session);
@@ -565,14 +552,6 @@ static int op_open(Sup *s, Slot *c, GError **error) {
   s->opening = NULL;
   if (c->state == SLOT_SPARE)
     s->no_spare = TRUE;
-  if (c->raw && hutch_ssh_is_channel_error(rc)) {
-    /* nothing listens on the guest's port (or sshd refused): this connection only */
-    g_autofree char *message = hutch_ssh_session_message(s->session);
-    g_autofree char *why =
-        g_strdup_printf("the guest refused 127.0.0.1:%u: %s", c->guest_port, message);
-    slot_fail(c, why);
-    return 1;
-  }
   return channel_failed(s, c, rc, "opening a session", error);
 }
 
@@ -638,11 +617,6 @@ static int op_read(Sup *s, Slot *c, GError **error) {
         break;
       }
       op_finished(s, c, OP_READ);
-      if (n > 0 && c->raw) {
-        g_byte_array_append(c->out, (const guint8 *)buf, (guint)n);
-        progress = 1;
-        continue;
-      }
       if (n > 0) {
         hutch_frame_append(c->out, stream ? 'R' : 'O', buf, (gsize)n);
         progress = 1;
@@ -840,9 +814,7 @@ static int channel_io(Sup *s, Slot *c, GError **error) {
   }
   if (s->owner.who)
     return progress;
-  /* a command's status comes with its close; a forwarded connection closes from its client's
-   * side (raw_client_io) */
-  if (c->out_eof && c->err_eof && !c->raw) {
+  if (c->out_eof && c->err_eof) {
     if ((rc = op_wait_closed(s, c, error)) < 0)
       return -1;
     progress |= rc;
@@ -935,9 +907,6 @@ static Slot *spare_wanted(Sup *s) {
   double now = hutch_now();
   for (guint i = 0; i < s->slots->len; i++) {
     Slot *c = g_ptr_array_index(s->slots, i);
-    /* forwarded connections are no sessions: sshd's limit is not theirs */
-    if (c->raw)
-      continue;
     if (c->state == SLOT_SPARE || c->state == SLOT_WAITING || c->state == SLOT_PTY ||
         c->state == SLOT_EXEC || (c->state == SLOT_RUNNING && now - c->started < 0.1))
       return NULL;
@@ -960,7 +929,7 @@ static gboolean spare_put_off(Sup *s) {
     Slot *c = g_ptr_array_index(s->slots, i);
     if (c->state == SLOT_SPARE)
       return FALSE;
-    recent |= c->state == SLOT_RUNNING && !c->raw && now - c->started < 0.1;
+    recent |= c->state == SLOT_RUNNING && now - c->started < 0.1;
   }
   return recent;
 }
@@ -977,7 +946,7 @@ static int sup_round(Sup *s) {
     if (rc >= 0 && !s->owner.who && !s->opening) {
       for (guint i = 0; i < s->slots->len && !s->opening; i++) {
         Slot *c = g_ptr_array_index(s->slots, i);
-        if (c->state == SLOT_WAITING && (c->raw || !take_spare(s, c)))
+        if (c->state == SLOT_WAITING && !take_spare(s, c))
           s->opening = c;
       }
       if (!s->opening)
@@ -1136,9 +1105,6 @@ static int listen_on(const char *path, GError **error) {
 /* Whether a slot waits on something that may already sit in libssh2's queue (an open
  * confirmation, a request's reply, a close): then the loop looks again soon. */
 static gboolean slot_transient(const Slot *c) {
-  if (c->raw)
-    return (c->state == SLOT_CLOSING && c->channel) ||
-           (c->state == SLOT_RUNNING && c->stdin_eof && !c->eof_sent);
   return c->state == SLOT_PTY || c->state == SLOT_EXEC ||
          (c->state == SLOT_CLOSING && c->channel) ||
          (c->state == SLOT_RUNNING &&
@@ -1182,7 +1148,7 @@ static HutchSuperviseEnd sup_loop(Sup *s) {
       }
     }
 
-    g_autofree struct pollfd *pfds = g_new0(struct pollfd, s->slots->len + s->listeners->len + 4);
+    g_autofree struct pollfd *pfds = g_new0(struct pollfd, s->slots->len + 4);
     nfds_t n = 0;
     pfds[n++] = (struct pollfd){
         .fd = s->listen_fd, .events = s->slots->len < MAX_SLOTS && !s->session_failed ? POLLIN : 0};
@@ -1200,17 +1166,11 @@ static HutchSuperviseEnd sup_loop(Sup *s) {
       if (c->fd >= 0) {
         if (c->out->len > 0)
           events |= POLLOUT;
-        if (c->up->len < BUFFER_HIGH && !(c->raw ? c->stdin_eof : c->told))
+        if (c->up->len < BUFFER_HIGH && !c->told)
           events |= POLLIN;
       }
       /* fd -1 is skipped by poll; POLLHUP and POLLERR come whatever the events */
       pfds[n++] = (struct pollfd){.fd = c->fd, .events = events};
-    }
-    nfds_t first_listener = n;
-    for (guint i = 0; i < s->listeners->len; i++) {
-      Listener *l = g_ptr_array_index(s->listeners, i);
-      gboolean room = s->slots->len < MAX_FORWARDED_SLOTS && s->session && !s->session_failed;
-      pfds[n++] = (struct pollfd){.fd = l->fd, .events = room ? POLLIN : 0};
     }
     pfds[ssh_index] = (struct pollfd){.fd = -1};
     if (s->session) {
@@ -1222,7 +1182,10 @@ static HutchSuperviseEnd sup_loop(Sup *s) {
         ssh_events |= POLLOUT;
       pfds[ssh_index] = (struct pollfd){.fd = s->ssh_fd, .events = ssh_events};
     }
+    reap_forwards(s);
     int timeout = busy || channels_ready(s) ? 0 : transient ? 20 : -1;
+    if (s->stopping->len > 0)
+      timeout = timeout < 0 ? 100 : MIN(timeout, 100); /* to join a removed forward's thread */
     if (s->opening || s->session_failed)
       timeout = timeout < 0 ? 1000 : MIN(timeout, 1000); /* the deadlines */
     if (timeout != 0 && spare_put_off(s))
@@ -1271,9 +1234,6 @@ static HutchSuperviseEnd sup_loop(Sup *s) {
     }
     if (pfds[0].revents)
       accept_clients(s);
-    for (guint i = 0; i < s->listeners->len; i++)
-      if (pfds[first_listener + i].revents & POLLIN)
-        accept_forwarded(s, g_ptr_array_index(s->listeners, i));
   }
 }
 
@@ -1294,15 +1254,22 @@ static HutchSuperviseEnd run_loop(Sup *s) {
   return end;
 }
 
-HutchSuperviseEnd hutch_supervisor_loop(HutchSsh *ssh, int listen_fd, int stop_fd) {
-  Sup s = {.ssh = ssh, .listen_fd = listen_fd, .wake = {stop_fd, -1}, .signal_fd = -1};
+HutchSuperviseEnd hutch_supervisor_loop(HutchSsh *ssh, const HutchSupervisorTarget *target,
+                                        int listen_fd, int stop_fd) {
+  g_autoptr(GPtrArray) forwards = g_ptr_array_new_with_free_func((GDestroyNotify)forward_free);
+  g_autoptr(GPtrArray) stopping = g_ptr_array_new_with_free_func((GDestroyNotify)forward_free);
+  Sup s = {.ssh = ssh,
+           .target = target,
+           .listen_fd = listen_fd,
+           .wake = {stop_fd, -1},
+           .signal_fd = -1,
+           .forwards = forwards,
+           .stopping = stopping};
   s.session = hutch_ssh_session(ssh, &s.ssh_fd);
-  s.listeners = g_ptr_array_new_with_free_func((GDestroyNotify)listener_free);
   libssh2_session_set_blocking(s.session, 0);
   g_unix_set_fd_nonblocking(listen_fd, TRUE, NULL);
   HutchSuperviseEnd end = run_loop(&s);
   g_clear_pointer(&s.ssh, hutch_ssh_free); /* unless the loop did, when the session failed */
-  g_ptr_array_unref(s.listeners);
   return end;
 }
 
@@ -1331,12 +1298,13 @@ static int serve(Sup *s, HutchSuperviseEnd *ret_end, GError **error) {
   g_autofree char *pid_text = s->listen_fd >= 0 ? hutch_pidfile_format(getpid()) : NULL;
   if (pid_text && hutch_write_file(pid_path, pid_text, strlen(pid_text), 0600, error)) {
     sup_log("serving %s on %s", s->name, socket_path);
-    adopt_forwards(s);
     /* stopped between the lookup and the registration: no event will come */
+    adopt_forwards(s);
     *ret_end = virDomainIsActive(s->domain) != 1 ? HUTCH_SUPERVISE_DOMAIN_STOPPED : run_loop(s);
-    /* the forwarded ports close now; their spec files stay for the next supervisor unless
-     * the domain stopped (hutch_instance_stop_helpers) */
-    g_ptr_array_set_size(s->listeners, 0);
+    /* the forwarded ports close now (their threads joined); their spec files stay for the
+     * next supervisor unless the domain stopped (hutch_instance_stop_helpers) */
+    g_ptr_array_set_size(s->forwards, 0);
+    g_ptr_array_set_size(s->stopping, 0);
     gboolean domain_stopped = *ret_end == HUTCH_SUPERVISE_DOMAIN_STOPPED;
     status = 0;
     g_unlink(socket_path);
@@ -1413,7 +1381,18 @@ int hutch_supervise_full(HutchContext *ctx, const char *name, HutchSuperviseEnd 
   g_autoptr(HutchInstance) instance = hutch_instance_lookup(ctx, name, error);
   if (!instance)
     return 1;
-  g_autoptr(GPtrArray) listeners = g_ptr_array_new_with_free_func((GDestroyNotify)listener_free);
+  g_autoptr(GPtrArray) forwards = g_ptr_array_new_with_free_func((GDestroyNotify)forward_free);
+  g_autoptr(GPtrArray) stopping = g_ptr_array_new_with_free_func((GDestroyNotify)forward_free);
+  /* how a forward's thread connects: as this supervisor does (hutch_instance_connect) */
+  g_autoptr(GError) target_error = NULL;
+  g_autofree char *host_key = hutch_instance_host_key(instance, &target_error);
+  g_autofree char *client_key = host_key ? hutch_ssh_client_key(NULL, &target_error) : NULL;
+  HutchSupervisorTarget target = {.port = instance->meta->ssh_port,
+                                  .user = instance->meta->guest_user,
+                                  .client_key = client_key,
+                                  .host_key = host_key};
+  if (!client_key)
+    sup_log("forwarded ports cannot be served: %s", target_error->message);
   Sup s = {.ctx = ctx,
            .name = name,
            .runtime_dir = instance->meta->runtime_dir,
@@ -1422,7 +1401,9 @@ int hutch_supervise_full(HutchContext *ctx, const char *name, HutchSuperviseEnd 
            .listen_fd = -1,
            .wake = {-1, -1},
            .signal_fd = -1,
-           .listeners = listeners};
+           .forwards = forwards,
+           .stopping = stopping,
+           .target = client_key ? &target : NULL};
   g_autofree char *lock_path = g_build_filename(s.runtime_dir, HUTCH_SUPERVISOR_LOCK, NULL);
   int lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (lock_fd < 0) {
@@ -1525,14 +1506,16 @@ void hutch_supervisor_wait_gone(const char *runtime_dir, guint timeout_ms) {
 }
 
 pid_t hutch_supervisor_pid(const char *runtime_dir) {
-  g_autofree char *pid_path = g_build_filename(runtime_dir, HUTCH_SUPERVISOR_PID, NULL);
-  return hutch_pidfile_check(pid_path, &supervisor_id);
+  /* its own answer: the one of `start --foreground` has no hutch-supervise name to check */
+  g_autoptr(JsonObject) status = hutch_supervisor_status(runtime_dir);
+  return status ? (pid_t)json_object_get_int_member_with_default(status, "pid", 0) : 0;
 }
 
 /* ---- The client ----------------------------------------------------------------------- */
 
 JsonObject *hutch_supervisor_status(const char *runtime_dir) {
-  g_autofree char *answer = hutch_supervisor_ask(runtime_dir, "{\"op\": \"status\"}", 'S', 1000);
+  g_autofree char *answer =
+      hutch_supervisor_ask(runtime_dir, "{\"op\": \"status\"}", 'S', 1000, NULL);
   if (!answer)
     return NULL;
   g_autoptr(JsonParser) parser = json_parser_new();

@@ -109,7 +109,7 @@ static void test_info_shares_ports_forwards(void) {
   /* a forward whose process is gone is not shown */
   write_in(run, "forward-4001.pid", "1\n");
   write_in(run, "forward-4001.spec", "127.0.0.1 4001 81\n");
-  /* nor a supervised one while no supervisor runs, but its file stays for the next one */
+  /* a supervised one while no supervisor runs: pid 0, its file kept for the next one */
   write_in(run, "forward-4002.spec", "127.0.0.1 4002 82 supervisor\n");
 
   g_autoptr(JsonObject) info = hutch_instance_info(ctx, "dev", &error);
@@ -130,7 +130,9 @@ static void test_info_shares_ports_forwards(void) {
       "\"network\":{\"egress\":\"allowlist\",\"allow\":[\"deb.debian.org\",\"*.npmjs.org\"],"
       "\"deny\":[]},"
       "\"forwards\":[{\"host_ip\":\"127.0.0.1\",\"host_port\":4000,\"guest_port\":80,"
-      "\"pid\":%d,\"served_by\":\"helper\"}]}",
+      "\"pid\":%d,\"served_by\":\"helper\"},"
+      "{\"host_ip\":\"127.0.0.1\",\"host_port\":4002,\"guest_port\":82,\"pid\":0,"
+      "\"served_by\":\"supervisor\"}]}",
       home, (int)forward);
   if (!g_str_has_suffix(text, want))
     g_error("info is\n%s\nwanted it to end in\n%s", text, want);
@@ -155,7 +157,8 @@ static void test_info_shares_ports_forwards(void) {
   g_assert_false(json_object_has_member(info2, "shares"));
   g_assert_false(json_object_has_member(info2, "ports"));
   g_assert_false(json_object_has_member(info2, "network"));
-  g_assert_cmpuint(json_array_get_length(json_object_get_array_member(info2, "forwards")), ==, 0);
+  /* the helper's forward is gone with its process; the supervised one waits */
+  g_assert_cmpuint(json_array_get_length(json_object_get_array_member(info2, "forwards")), ==, 1);
   undefine_instance(ctx, "dev");
 }
 
