@@ -16,8 +16,8 @@
  *   supervisor: A the command runs, O stdout bytes, R stderr bytes, X exit status (decimal),
  *               F failure (text; before A the client connects directly instead), S status
  *               (JSON: {"pid": N, "commands": N, "running": N, "spare": N, "forwards": N,
- *               "connections": N, ...}) or a forward request's result (JSON: {"ok": BOOL,
- *               "code": HutchError, "error": TEXT})
+ *               ...}) or a forward request's result (JSON: {"ok": BOOL, "code": HutchError,
+ *               "error": TEXT})
  * A client that goes away closes its channel. */
 #pragma once
 

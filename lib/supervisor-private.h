@@ -5,9 +5,10 @@
  * that finds a running VM without one) connects once, with the pinned host key, and serves
  * a Unix socket in the VM's runtime directory (supervisor.sock, 0600, same user only, checked
  * with SO_PEERCRED). A command through it opens a channel on that session instead of a new
- * connection: no TCP, key exchange or authentication per command; a port `hutch forward`
- * adds is a listening socket in the same loop, each connection a direct-tcpip channel on the
- * same session (forward-files-private.h has the record it keeps). It watches the domain
+ * connection: no TCP, key exchange or authentication per command. A port `hutch forward`
+ * adds is relayed by a thread of the supervisor with an SSH connection of its own (a guest port
+ * that never accepts must not hold the commands' session; forward-files-private.h has the
+ * record it keeps). It watches the domain
  * through libvirt's event API and exits when the domain stops (whoever stopped it), stopping
  * the helpers (passt, virtiofsd, forwards) that ran when it started. One runs per VM
  * (supervisor.lock); supervisor.pid ("PID START") names it; supervisor.log has its events.
