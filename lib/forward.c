@@ -759,8 +759,7 @@ static int ask_supervisor(const char *runtime_dir, JsonObject *request, GError *
   if (!answer && reached) {
     /* it may still do it: doing it here too would race it */
     g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED,
-                "the VM's supervisor took the request but did not answer within 10 s (see "
-                "%s/supervisor.log)",
+                "the VM's supervisor did not answer within 10 s (see %s/supervisor.log)",
                 runtime_dir);
     return -1;
   }
@@ -831,8 +830,13 @@ static gboolean forward_add(HutchContext *ctx, const char *name, const HutchPort
                 port->host_start, name, name, port->host_start);
     return FALSE;
   }
-  hutch_forward_remove_files(runtime_dir, port->host_start);
-  /* the VM's supervisor serves it on its SSH session; without one, a helper of its own */
+  /* a helper's stale files go; a supervised forward's record is the supervisor's (it may only
+   * be slow to answer), and it says if that port is taken */
+  gboolean supervised = FALSE;
+  hutch_forward_read_spec(runtime_dir, port->host_start, NULL, NULL, &supervised);
+  if (!supervised)
+    hutch_forward_remove_files(runtime_dir, port->host_start);
+  /* the VM's supervisor serves it; without one, a helper of its own */
   int served = supervisor_forward_add(runtime_dir, port, error);
   if (served != 0)
     return served > 0;
@@ -897,8 +901,16 @@ gboolean hutch_forward_remove(HutchContext *ctx, const char *name, guint host_po
   const char *runtime_dir = instance->meta->runtime_dir;
   gboolean supervised = FALSE;
   hutch_forward_read_spec(runtime_dir, host_port, NULL, NULL, &supervised);
-  if (supervised && hutch_forward_pid(runtime_dir, host_port) <= 0) {
-    /* its supervisor is gone: the next one must not serve it again */
+  if (supervised) {
+    /* asked whatever its status says (it may be slow to answer); no supervisor at all: the
+     * record goes, so that the next one does not serve it again */
+    g_autoptr(GError) local = NULL;
+    if (supervisor_forward_remove(runtime_dir, host_port, &local) < 0 &&
+        !g_error_matches(local, HUTCH_ERROR, HUTCH_ERROR_NOT_FOUND)) {
+      g_propagate_prefixed_error(error, g_steal_pointer(&local),
+                                 "removing the forward from host port %u: ", host_port);
+      return FALSE;
+    }
     hutch_forward_remove_files(runtime_dir, host_port);
     return TRUE;
   }
@@ -910,18 +922,6 @@ gboolean hutch_forward_remove(HutchContext *ctx, const char *name, guint host_po
                 name);
     return FALSE;
   }
-  if (!supervised) {
-    hutch_forward_stop(runtime_dir, host_port);
-    return TRUE;
-  }
-  g_autoptr(GError) local = NULL;
-  if (supervisor_forward_remove(runtime_dir, host_port, &local) < 0 &&
-      !g_error_matches(local, HUTCH_ERROR, HUTCH_ERROR_NOT_FOUND)) {
-    g_propagate_prefixed_error(error, g_steal_pointer(&local),
-                               "removing the forward from host port %u: ", host_port);
-    return FALSE;
-  }
-  /* done, or its supervisor did not answer (then it serves nothing the next one would) */
-  hutch_forward_remove_files(runtime_dir, host_port);
+  hutch_forward_stop(runtime_dir, host_port);
   return TRUE;
 }

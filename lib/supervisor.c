@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -219,6 +220,10 @@ static gpointer forward_thread(gpointer data) {
     /* connection lines are not logged: any local user can make them, without end */
     if (ssh && hutch_forward_relay(ssh, f->listen_fd, f->guest_port, f->stop[0], -1, &error))
       break; /* told to stop */
+    if (g_error_matches(error, HUTCH_ERROR, HUTCH_ERROR_HOST_KEY)) {
+      sup_log("forward from %s:%u stopped: %s", f->host_ip, f->host_port, error->message);
+      break;
+    }
     sup_log("forward from %s:%u: %s; connecting again in 5 s", f->host_ip, f->host_port,
             error ? error->message : "ended");
     struct pollfd p = {.fd = f->stop[0], .events = POLLIN};
@@ -306,6 +311,18 @@ static void forward_remove(Sup *s, Forward *f) {
   guint index = 0;
   if (g_ptr_array_find(s->forwards, f, &index))
     g_ptr_array_add(s->stopping, g_ptr_array_steal_index(s->forwards, index));
+}
+
+/* Tells every forward's thread to end, all at once (each may take seconds to see it: a
+ * connection attempt, its channels' goodbyes); freeing them joins them after. */
+static void stop_forwards(Sup *s) {
+  GPtrArray *lists[] = {s->forwards, s->stopping};
+  for (guint k = 0; k < G_N_ELEMENTS(lists); k++)
+    for (guint i = 0; i < lists[k]->len; i++) {
+      Forward *f = g_ptr_array_index(lists[k], i);
+      shutdown(f->listen_fd, SHUT_RDWR);
+      (void)!write(f->stop[1], "x", 1);
+    }
 }
 
 /* Joins the removed forwards' threads that are done. */
@@ -1303,6 +1320,7 @@ static int serve(Sup *s, HutchSuperviseEnd *ret_end, GError **error) {
     *ret_end = virDomainIsActive(s->domain) != 1 ? HUTCH_SUPERVISE_DOMAIN_STOPPED : run_loop(s);
     /* the forwarded ports close now (their threads joined); their spec files stay for the
      * next supervisor unless the domain stopped (hutch_instance_stop_helpers) */
+    stop_forwards(s);
     g_ptr_array_set_size(s->forwards, 0);
     g_ptr_array_set_size(s->stopping, 0);
     gboolean domain_stopped = *ret_end == HUTCH_SUPERVISE_DOMAIN_STOPPED;
@@ -1337,39 +1355,17 @@ gboolean hutch_supervise_prepare(GError **error) {
   return TRUE;
 }
 
-/* Whether the VM's runtime directory records a forward that a supervisor serves. */
-static gboolean has_supervised_forwards(const char *runtime_dir) {
-  g_autoptr(GArray) ports = hutch_forward_ports(runtime_dir);
-  for (guint i = 0; i < ports->len; i++) {
-    gboolean supervised = FALSE;
-    if (hutch_forward_read_spec(runtime_dir, g_array_index(ports, guint, i), NULL, NULL,
-                                &supervised) &&
-        supervised)
-      return TRUE;
-  }
-  return FALSE;
-}
-
 int hutch_supervise(HutchContext *ctx, const char *name, GError **error) {
   HutchSuperviseEnd end;
   prctl(PR_SET_NAME, HUTCH_SUPERVISOR_COMM, 0, 0, 0);
-  int status = hutch_supervise_full(ctx, name, &end, error);
-  /* The SSH session (or libvirt's connection) ended while the domain runs on: its forwarded
-   * ports would stay closed until the next hutch command. A successor connects again and
-   * serves them; after a pause, so that a guest that keeps ending sessions cannot make the
-   * supervisors follow each other without rest. */
-  if (status != 0 || end != HUTCH_SUPERVISE_LOST)
-    return status;
-  g_autofree char *runtime_dir = hutch_instance_runtime_dir(name);
-  if (!has_supervised_forwards(runtime_dir))
-    return status;
-  g_usleep(2 * G_USEC_PER_SEC);
-  g_autoptr(HutchInstance) instance = hutch_instance_lookup(ctx, name, NULL);
-  if (instance && hutch_instance_is_active(instance)) {
-    sup_log("starting a successor for the forwarded ports");
-    hutch_supervisor_spawn(ctx, name, runtime_dir);
+  /* each forward takes up to 256 connections, which any local user can open: the soft
+   * open-file limit (often 1,024) must not be what ends the user's own commands */
+  struct rlimit nofile;
+  if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+    nofile.rlim_cur = nofile.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &nofile);
   }
-  return status;
+  return hutch_supervise_full(ctx, name, &end, error);
 }
 
 int hutch_supervise_full(HutchContext *ctx, const char *name, HutchSuperviseEnd *ret_end,
@@ -1381,12 +1377,13 @@ int hutch_supervise_full(HutchContext *ctx, const char *name, HutchSuperviseEnd 
   g_autoptr(HutchInstance) instance = hutch_instance_lookup(ctx, name, error);
   if (!instance)
     return 1;
-  g_autoptr(GPtrArray) forwards = g_ptr_array_new_with_free_func((GDestroyNotify)forward_free);
-  g_autoptr(GPtrArray) stopping = g_ptr_array_new_with_free_func((GDestroyNotify)forward_free);
-  /* how a forward's thread connects: as this supervisor does (hutch_instance_connect) */
+  /* how a forward's thread connects: as this supervisor does (hutch_instance_connect); these
+   * outlive the threads (the arrays below are freed, and their threads joined, first) */
   g_autoptr(GError) target_error = NULL;
   g_autofree char *host_key = hutch_instance_host_key(instance, &target_error);
   g_autofree char *client_key = host_key ? hutch_ssh_client_key(NULL, &target_error) : NULL;
+  g_autoptr(GPtrArray) forwards = g_ptr_array_new_with_free_func((GDestroyNotify)forward_free);
+  g_autoptr(GPtrArray) stopping = g_ptr_array_new_with_free_func((GDestroyNotify)forward_free);
   HutchSupervisorTarget target = {.port = instance->meta->ssh_port,
                                   .user = instance->meta->guest_user,
                                   .client_key = client_key,
@@ -1506,6 +1503,10 @@ void hutch_supervisor_wait_gone(const char *runtime_dir, guint timeout_ms) {
 }
 
 pid_t hutch_supervisor_pid(const char *runtime_dir) {
+  g_autofree char *pid_path = g_build_filename(runtime_dir, HUTCH_SUPERVISOR_PID, NULL);
+  pid_t pid = hutch_pidfile_check(pid_path, &supervisor_id);
+  if (pid > 0)
+    return pid;
   /* its own answer: the one of `start --foreground` has no hutch-supervise name to check */
   g_autoptr(JsonObject) status = hutch_supervisor_status(runtime_dir);
   return status ? (pid_t)json_object_get_int_member_with_default(status, "pid", 0) : 0;
