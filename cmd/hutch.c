@@ -92,8 +92,9 @@ static const Verb verbs[] = {
      "       hutch forward NAME --remove HOST\n"
      "\n"
      "Forwards host port HOST (on 127.0.0.1 unless HOST_IP is given) to TCP port GUEST in\n"
-     "the running VM, over its SSH connection, through a small background process that ends\n"
-     "when the VM stops. Ports that are always needed belong in the profile (--port).\n"
+     "the running VM over SSH: the VM's supervisor holds the port (without one, a small\n"
+     "background process of its own does); the forward ends when the VM stops. Ports that\n"
+     "are always needed belong in the profile (--port).\n"
      "\n"
      "      --list          the forwards added this way, HOST_IP:HOST -> GUEST\n"
      "      --remove HOST   stop the forward from host port HOST\n"},
