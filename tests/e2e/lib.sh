@@ -95,8 +95,21 @@ track_vm() { E2E_VMS+=("$1"); }
 # Templates live in the user's image cache, shared between runs: each is removed at the end.
 track_template() { E2E_TEMPLATES+=("$1"); }
 
+# After a failure, the last lines of each tracked VM's console (systemd's boot messages: a
+# unit that failed), before the cleanup deletes them with the VM.
+console_tails() {
+  local vm log
+  for vm in "${E2E_VMS[@]}"; do
+    log=$XDG_DATA_HOME/hutch/instances/$vm/console.log
+    [ -s "$log" ] || continue
+    diag "---- the console of $vm, its last lines:"
+    diag "$(tr -d '\r' <"$log" | tr -c '[:print:]\n' '?' | grep -v '^[[:space:]]*$' | tail -n 40)"
+  done
+}
+
 e2e_cleanup() {
   local vm
+  [ "$tap_failed" -eq 0 ] || console_tails
   for vm in "${E2E_VMS[@]}"; do
     "$HUTCH" -q delete --force "$vm" >/dev/null 2>&1 ||
       { virsh -c qemu:///session destroy "$vm" >/dev/null 2>&1;
