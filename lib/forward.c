@@ -600,19 +600,11 @@ static void report_error(int fd, GError *error) {
 }
 
 static HutchSsh *helper_connect(const Helper *h, GError **error) {
-  double deadline = hutch_now() + CONNECT_WAIT_S;
-  for (;;) {
-    g_autoptr(GError) local = NULL;
-    HutchSsh *ssh = hutch_ssh_connect("127.0.0.1", h->ssh_port, h->user, h->client_key, h->host_key,
-                                      10000, &local);
-    if (ssh)
-      return ssh;
-    if (g_error_matches(local, HUTCH_ERROR, HUTCH_ERROR_HOST_KEY) || hutch_now() > deadline) {
-      g_propagate_prefixed_error(error, g_steal_pointer(&local), "connecting to '%s': ", h->name);
-      return NULL;
-    }
-    g_usleep(500 * 1000);
-  }
+  HutchSsh *ssh = hutch_ssh_connect_retrying(h->ssh_port, h->user, h->client_key, h->host_key,
+                                             CONNECT_WAIT_S, -1, NULL, NULL, error);
+  if (!ssh)
+    g_prefix_error(error, "connecting to '%s': ", h->name);
+  return ssh;
 }
 
 /* The detached helper (the grandchild of `hutch forward`): never returns. */

@@ -819,9 +819,10 @@ static int connect_unix(const char *path) {
   return fd;
 }
 
-/* Reads the ready channel until READY or FAILED, the domain stops, or the timeout. */
-static gboolean wait_ready_channel(HutchContext *ctx, HutchInstance *instance,
-                                   guint timeout_s, GError **error) {
+/* Reads the ready channel until READY or FAILED, the domain stops, or the timeout. The
+ * guest's warnings go to *ret_warnings (NULL when none), for an error that comes later. */
+static gboolean wait_ready_channel(HutchContext *ctx, HutchInstance *instance, guint timeout_s,
+                                   char **ret_warnings, GError **error) {
   g_autofree char *socket_path =
       g_build_filename(instance->meta->runtime_dir, HUTCH_RUNTIME_READY_SOCKET, NULL);
   g_autofree char *console =
@@ -870,6 +871,7 @@ static gboolean wait_ready_channel(HutchContext *ctx, HutchInstance *instance,
     }
   }
   close(fd);
+  *ret_warnings = hutch_ready_report_warnings(report);
   if (state == HUTCH_READY_FAILED)
     hutch_ready_report_set_error(report, instance->name, error);
   g_autofree char *summary =
@@ -885,6 +887,17 @@ static gboolean wait_ready_channel(HutchContext *ctx, HutchInstance *instance,
   return state == HUTCH_READY_OK;
 }
 
+/* Between SSH tries: a domain that stopped is not waited for (a supervisor started just
+ * before a delete waited 30 s). */
+static gboolean still_running(gpointer data, GError **error) {
+  HutchInstance *instance = data;
+  if (hutch_instance_is_active(instance))
+    return TRUE;
+  g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_STATE, "'%s' stopped while hutch connected to it",
+              instance->name);
+  return FALSE;
+}
+
 /* Connects over SSH with the pinned key, retrying while sshd is not up yet. */
 static HutchSsh *connect_instance(HutchInstance *instance, guint wait_s, GError **error) {
   g_autofree char *host_key = hutch_instance_host_key(instance, error);
@@ -898,28 +911,18 @@ static HutchSsh *connect_instance(HutchInstance *instance, guint wait_s, GError 
                 instance->name, instance->name);
     return NULL;
   }
-  double deadline = hutch_now() + wait_s;
-  for (;;) {
-    g_autoptr(GError) local = NULL;
-    HutchSsh *ssh = hutch_ssh_connect("127.0.0.1", instance->meta->ssh_port,
-                                      instance->meta->guest_user, client_key, host_key, 10000,
-                                      &local);
-    if (ssh)
-      return ssh;
-    /* a wrong host key is never retried: it is the one error that must stop everything */
-    if (g_error_matches(local, HUTCH_ERROR, HUTCH_ERROR_HOST_KEY) || hutch_now() > deadline) {
-      g_propagate_prefixed_error(error, g_steal_pointer(&local), "connecting to '%s': ",
-                                 instance->name);
-      return NULL;
-    }
-    /* nor is a domain that stopped (a supervisor started just before a delete waited 30 s) */
-    if (!hutch_instance_is_active(instance)) {
-      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_STATE, "'%s' stopped while hutch connected to it",
-                  instance->name);
-      return NULL;
-    }
-    g_usleep(500 * 1000);
-  }
+  g_autoptr(GError) local = NULL;
+  HutchSsh *ssh =
+      hutch_ssh_connect_retrying(instance->meta->ssh_port, instance->meta->guest_user, client_key,
+                                 host_key, wait_s, -1, still_running, instance, &local);
+  if (ssh)
+    return ssh;
+  if (g_error_matches(local, HUTCH_ERROR, HUTCH_ERROR_STATE))
+    g_propagate_error(error, g_steal_pointer(&local));
+  else
+    g_propagate_prefixed_error(error, g_steal_pointer(&local),
+                               "connecting to '%s': ", instance->name);
+  return NULL;
 }
 
 HutchSsh *hutch_instance_connect(HutchContext *ctx, const char *name, GError **error) {
@@ -973,6 +976,24 @@ static char *guest_last_line(const char *err_text) {
   char *last = hutch_text_sanitize(nl ? nl + 1 : text, -1, HUTCH_TEXT_LINE);
   hutch_text_truncate(last, 200);
   return last;
+}
+
+/* The guest said READY but SSH did not answer (sshd failed, its network did not come up):
+ * what the guest warned of and the console's last lines (systemd's boot messages) join the
+ * error, which is often all that is left of a failed start to explain it. */
+static void explain_unreachable(HutchInstance *instance, const char *guest_warnings,
+                                GError **error) {
+  if (!error || !*error || g_error_matches(*error, HUTCH_ERROR, HUTCH_ERROR_HOST_KEY))
+    return;
+  g_autofree char *console =
+      g_build_filename(instance->meta->instance_dir, HUTCH_INSTANCE_CONSOLE, NULL);
+  g_autofree char *tail = hutch_console_tail(console, 15);
+  g_autofree char *message =
+      g_strdup_printf("%s%s%s; the console's last lines (hutch logs %s):%s", (*error)->message,
+                      guest_warnings ? "; the guest warned: " : "",
+                      guest_warnings ? guest_warnings : "", instance->name, tail);
+  g_free((*error)->message);
+  (*error)->message = g_steal_pointer(&message);
 }
 
 /* A clone's first start: the guest is its source's (host key, hostname, machine-id), reached
@@ -1183,13 +1204,16 @@ static gboolean start_steps(HutchContext *ctx, HutchInstance *instance, gboolean
     hutch_progress_end(ctx, "boot", "domain running (not waiting for the guest)");
     return TRUE;
   }
-  if (!wait_ready_channel(ctx, instance, profile->boot_timeout, error))
+  g_autofree char *guest_warnings = NULL;
+  if (!wait_ready_channel(ctx, instance, profile->boot_timeout, &guest_warnings, error))
     return FALSE;
 
   hutch_progress_begin(ctx, "ready", "SSH with the pinned host key");
   g_autoptr(HutchSsh) ssh = connect_instance(instance, 60, error);
-  if (!ssh)
+  if (!ssh) {
+    explain_unreachable(instance, guest_warnings, error);
     return FALSE;
+  }
   g_autofree char *stamp =
       g_build_filename(instance->meta->instance_dir, HUTCH_INSTANCE_PROVISIONED, NULL);
   if (!g_file_test(stamp, G_FILE_TEST_EXISTS)) {

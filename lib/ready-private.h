@@ -18,6 +18,8 @@
  * (at a character boundary). */
 #define HUTCH_READY_REASON_MAX 512
 #define HUTCH_READY_FIELD_MAX 64
+/* WARN lines kept (each cut to HUTCH_READY_REASON_MAX): later ones are only shown. */
+#define HUTCH_READY_WARNINGS_MAX 8
 
 typedef enum { HUTCH_READY_WAITING, HUTCH_READY_OK, HUTCH_READY_FAILED } HutchReadyState;
 
@@ -29,6 +31,7 @@ typedef struct {
   GPtrArray *optional_failed; /* the same form, one a failed optional step (at most
                                  HUTCH_READY_FAILED_MAX) */
   guint optional_failed_more; /* failed optional steps beyond those */
+  GPtrArray *warnings;        /* the first HUTCH_READY_WARNINGS_MAX WARN lines' texts */
   GString *pending;           /* the bytes of a line whose newline has not come yet */
   gboolean discarding;        /* the line being received is too long: dropped to its newline */
 } HutchReadyReport;
@@ -51,6 +54,10 @@ void hutch_ready_report_set_error(const HutchReadyReport *report, const char *in
  * M more" beyond the kept ones) and a line "  NAME: REASON" for each kept one, or NULL when
  * none failed. */
 char *hutch_ready_report_summary(const HutchReadyReport *report, const char *instance_name);
+
+/* The guest's warnings (WARN lines), kept for an error that comes later (SSH did not answer
+ * after READY): "W1; W2", or NULL when it sent none. */
+char *hutch_ready_report_warnings(const HutchReadyReport *report);
 
 /* The instance's optional-failed file: a line "INDEX NAME STATUS REASON" per kept step, then
  * "MORE N" when more failed (older readers skip that line: it is no step). NULL when none

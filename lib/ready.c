@@ -8,6 +8,7 @@ HutchReadyReport *hutch_ready_report_new(HutchContext *ctx) {
   HutchReadyReport *report = g_new0(HutchReadyReport, 1);
   report->ctx = ctx;
   report->optional_failed = g_ptr_array_new_with_free_func(g_free);
+  report->warnings = g_ptr_array_new_with_free_func(g_free);
   report->pending = g_string_new(NULL);
   return report;
 }
@@ -17,6 +18,7 @@ void hutch_ready_report_free(HutchReadyReport *report) {
     return;
   g_free(report->failed_step);
   g_ptr_array_unref(report->optional_failed);
+  g_ptr_array_unref(report->warnings);
   g_string_free(report->pending, TRUE);
   g_free(report);
 }
@@ -108,6 +110,11 @@ static HutchReadyState report_line(HutchReadyReport *report, const char *bytes, 
     report->failed_step = failed_step_bounded(line + 5);
   } else if (g_str_has_prefix(line, "WARN ")) {
     hutch_progress_note(report->ctx, "warning from the guest: %s", line + 5);
+    if (report->warnings->len < HUTCH_READY_WARNINGS_MAX) {
+      char *kept = g_strstrip(g_strdup(line + 5));
+      hutch_text_truncate(kept, HUTCH_READY_REASON_MAX);
+      g_ptr_array_add(report->warnings, kept);
+    }
   } else if (ready) {
     if (report->provisioning)
       hutch_progress_end(report->ctx, "provision", "all steps done");
@@ -182,6 +189,15 @@ char *hutch_ready_report_summary(const HutchReadyReport *report, const char *ins
   return g_strdup_printf("ready, with %" G_GUINT64_FORMAT " optional step%s failed: %s (hutch "
                          "logs %s)%s",
                          n, n == 1 ? "" : "s", names->str, instance_name, reasons->str);
+}
+
+char *hutch_ready_report_warnings(const HutchReadyReport *report) {
+  if (report->warnings->len == 0)
+    return NULL;
+  GString *text = g_string_new(NULL);
+  for (guint i = 0; i < report->warnings->len; i++)
+    g_string_append_printf(text, "%s%s", i ? "; " : "", (const char *)report->warnings->pdata[i]);
+  return g_string_free(text, FALSE);
 }
 
 char *hutch_ready_report_failed_text(const HutchReadyReport *report) {

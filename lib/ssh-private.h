@@ -21,6 +21,15 @@ typedef struct _HutchSsh HutchSsh;
 HutchSsh *hutch_ssh_connect(const char *host, guint port, const char *user,
                             const char *private_key_path, const char *pinned_host_key,
                             guint timeout_ms, GError **error);
+/* hutch_ssh_connect to a guest's sshd on 127.0.0.1:port (10 s for each try), tried again every
+ * half second while the guest boots, until wait_s have passed, stop_fd (when >= 0) becomes
+ * readable, or keep_trying (when given) returns FALSE, having set its own error. A host key
+ * mismatch is never tried again: it is the one error that must stop everything. Otherwise the
+ * last try's error is returned. */
+typedef gboolean (*HutchSshKeepTrying)(gpointer data, GError **error);
+HutchSsh *hutch_ssh_connect_retrying(guint port, const char *user, const char *private_key_path,
+                                     const char *pinned_host_key, guint wait_s, int stop_fd,
+                                     HutchSshKeepTrying keep_trying, gpointer data, GError **error);
 void hutch_ssh_free(HutchSsh *ssh);
 /* The libssh2 session and its socket, for code that drives channels itself (the forward
  * relay). Owned by ssh. */

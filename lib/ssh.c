@@ -299,6 +299,36 @@ HutchSsh *hutch_ssh_connect(const char *host, guint port, const char *user,
   return g_steal_pointer(&ssh);
 }
 
+HutchSsh *hutch_ssh_connect_retrying(guint port, const char *user, const char *private_key_path,
+                                     const char *pinned_host_key, guint wait_s, int stop_fd,
+                                     HutchSshKeepTrying keep_trying, gpointer data,
+                                     GError **error) {
+  gint64 deadline = g_get_monotonic_time() + (gint64)wait_s * G_USEC_PER_SEC;
+  for (;;) {
+    g_autoptr(GError) local = NULL;
+    HutchSsh *ssh = hutch_ssh_connect("127.0.0.1", port, user, private_key_path, pinned_host_key,
+                                      10000, &local);
+    if (ssh)
+      return ssh;
+    if (g_error_matches(local, HUTCH_ERROR, HUTCH_ERROR_HOST_KEY) ||
+        g_get_monotonic_time() > deadline) {
+      g_propagate_error(error, g_steal_pointer(&local));
+      return NULL;
+    }
+    if (keep_trying && !keep_trying(data, error))
+      return NULL;
+    struct pollfd p = {.fd = stop_fd, .events = POLLIN};
+    int ready;
+    do
+      ready = poll(&p, stop_fd >= 0 ? 1 : 0, 500);
+    while (ready < 0 && errno == EINTR);
+    if (ready > 0) {
+      g_propagate_error(error, g_steal_pointer(&local));
+      return NULL;
+    }
+  }
+}
+
 void hutch_ssh_free(HutchSsh *ssh) {
   if (!ssh)
     return;

@@ -196,20 +196,8 @@ static void slot_drop_client(Slot *c) {
 /* Connects (trying again for 30 s while the guest boots) unless told to stop. */
 static HutchSsh *forward_connect(Forward *f, GError **error) {
   const HutchSupervisorTarget *t = f->target;
-  double deadline = hutch_now() + 30;
-  for (;;) {
-    g_autoptr(GError) local = NULL;
-    HutchSsh *ssh =
-        hutch_ssh_connect("127.0.0.1", t->port, t->user, t->client_key, t->host_key, 10000, &local);
-    if (ssh)
-      return ssh;
-    struct pollfd p = {.fd = f->stop[0], .events = POLLIN};
-    if (g_error_matches(local, HUTCH_ERROR, HUTCH_ERROR_HOST_KEY) || hutch_now() > deadline ||
-        poll(&p, 1, 1000) > 0) {
-      g_propagate_error(error, g_steal_pointer(&local));
-      return NULL;
-    }
-  }
+  return hutch_ssh_connect_retrying(t->port, t->user, t->client_key, t->host_key, 30, f->stop[0],
+                                    NULL, NULL, error);
 }
 
 static gpointer forward_thread(gpointer data) {
@@ -222,6 +210,9 @@ static gpointer forward_thread(gpointer data) {
       break; /* told to stop */
     if (g_error_matches(error, HUTCH_ERROR, HUTCH_ERROR_HOST_KEY)) {
       sup_log("forward from %s:%u stopped: %s", f->host_ip, f->host_port, error->message);
+      /* clients are refused from now on rather than left waiting in the backlog (the port
+       * stays bound until the forward is removed; on Linux this ends the listening) */
+      shutdown(f->listen_fd, SHUT_RDWR);
       break;
     }
     sup_log("forward from %s:%u: %s; connecting again in 5 s", f->host_ip, f->host_port,

@@ -66,6 +66,32 @@ static void test_optional_failures(void) {
     g_assert_true(*c == '\n' || !g_ascii_iscntrl(*c));
 }
 
+/* The guest's warnings are kept for a later error: sanitised, at most
+ * HUTCH_READY_WARNINGS_MAX of them, each cut to HUTCH_READY_REASON_MAX bytes. */
+static void test_warnings_kept(void) {
+  g_autoptr(HutchReadyReport) quiet = hutch_ready_report_new(NULL);
+  const char *const ready[] = {"READY", NULL};
+  g_assert_cmpint(feed(quiet, ready), ==, HUTCH_READY_OK);
+  g_assert_null(hutch_ready_report_warnings(quiet));
+
+  g_autoptr(HutchReadyReport) report = hutch_ready_report_new(NULL);
+  const char *const two[] = {"WARN no identity\x1b[2J", "WARN   second  ", NULL};
+  g_assert_cmpint(feed(report, two), ==, HUTCH_READY_WAITING);
+  g_autofree char *text = hutch_ready_report_warnings(report);
+  g_assert_cmpstr(text, ==, "no identity?[2J; second");
+
+  g_autoptr(HutchReadyReport) flooded = hutch_ready_report_new(NULL);
+  g_autofree char *long_text = g_strnfill(3000, 'w');
+  for (guint i = 0; i < 1000; i++) {
+    g_autofree char *line = g_strdup_printf("WARN %u %s\n", i, long_text);
+    g_assert_cmpint(hutch_ready_report_feed(flooded, line, strlen(line)), ==, HUTCH_READY_WAITING);
+  }
+  g_assert_cmpuint(flooded->warnings->len, ==, HUTCH_READY_WARNINGS_MAX);
+  g_autofree char *all = hutch_ready_report_warnings(flooded);
+  g_assert_cmpuint(strlen(all), <=, HUTCH_READY_WARNINGS_MAX * (HUTCH_READY_REASON_MAX + 2));
+  g_assert_true(g_str_has_prefix(all, "0 www"));
+}
+
 static void test_all_well(void) {
   g_autoptr(HutchReadyReport) report = hutch_ready_report_new(NULL);
   const char *const lines[] = {"STEP 1/1 a", "OK 1 a", "READY", NULL};
@@ -282,6 +308,7 @@ int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/ready/optional-failures", test_optional_failures);
   g_test_add_func("/ready/all-well", test_all_well);
+  g_test_add_func("/ready/warnings-kept", test_warnings_kept);
   g_test_add_func("/ready/required-failure", test_required_failure);
   g_test_add_func("/ready/failed-step-parse", test_failed_step_parse);
   g_test_add_func("/ready/c1-and-invalid-utf8", test_c1_and_invalid_utf8);

@@ -32,6 +32,7 @@ typedef struct {
   GThread *thread;
   HutchSuperviseEnd end;
   gint tid;
+  const char *forward_host_key; /* the pin the forwards use, when not the fixture's */
 } Loop;
 
 static gpointer loop_thread(gpointer data) {
@@ -48,15 +49,19 @@ static gpointer loop_thread(gpointer data) {
   g_strlcpy(addr.sun_path, path, sizeof addr.sun_path);
   g_assert_cmpint(bind(fd, (struct sockaddr *)&addr, sizeof addr), ==, 0);
   g_assert_cmpint(listen(fd, 32), ==, 0);
-  HutchSupervisorTarget target = {
-      .port = fx.port, .user = g_get_user_name(), .client_key = fx.key, .host_key = fx.host_key};
+  HutchSupervisorTarget target = {.port = fx.port,
+                                  .user = g_get_user_name(),
+                                  .client_key = fx.key,
+                                  .host_key =
+                                      l->forward_host_key ? l->forward_host_key : fx.host_key};
   l->end = hutch_supervisor_loop(ssh, &target, fd, l->stop[0]);
   close(fd);
   return NULL;
 }
 
-static Loop *loop_start(void) {
+static Loop *loop_start_pinning(const char *forward_host_key) {
   Loop *l = g_new0(Loop, 1);
+  l->forward_host_key = forward_host_key;
   l->dir = g_build_filename(fx.dir, "runtime-XXXXXX", NULL);
   g_assert_nonnull(g_mkdtemp(l->dir));
   g_assert_true(g_unix_open_pipe(l->stop, FD_CLOEXEC, NULL));
@@ -69,6 +74,10 @@ static Loop *loop_start(void) {
     g_usleep(50 * 1000);
   }
   g_assert_not_reached();
+}
+
+static Loop *loop_start(void) {
+  return loop_start_pinning(NULL);
 }
 
 static void loop_stop(Loop *l) {
@@ -468,6 +477,37 @@ static void test_forward(void) {
   close(server_stop[1]);
 }
 
+/* A forward whose SSH connection meets another host key than the pinned one stops for good
+ * (no new try every 5 s): its port refuses connections instead of leaving them waiting. */
+static void test_forward_host_key(void) {
+  if (!sshd_fixture_ready(&fx))
+    return;
+  /* another valid ed25519 key: the client's own public key */
+  g_autofree char *pub_path = g_strconcat(fx.key, ".pub", NULL);
+  g_autofree char *other_key = NULL;
+  g_assert_true(g_file_get_contents(pub_path, &other_key, NULL, NULL));
+  g_strchomp(other_key);
+  g_assert_true(g_str_has_prefix(other_key, "ssh-ed25519 "));
+  Loop *l = loop_start_pinning(other_key);
+  guint host_port = dead_port();
+  g_autofree char *add =
+      g_strdup_printf("{\"op\": \"forward-add\", \"host_ip\": \"127.0.0.1\", \"host_port\": %u, "
+                      "\"guest_port\": %u}",
+                      host_port, dead_port());
+  g_autoptr(JsonObject) added = ask(l, add);
+  g_assert_true(json_object_get_boolean_member(added, "ok"));
+  gboolean refused = FALSE;
+  for (int i = 0; i < 100 && !refused; i++) {
+    refused = port_refuses(host_port);
+    if (!refused)
+      g_usleep(100 * 1000);
+  }
+  g_assert_true(refused);
+  /* the commands on the supervisor's own session go on */
+  g_assert_cmpint(run(l, "true", NULL, NULL, NULL), ==, 0);
+  loop_stop(l);
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   sshd_fixture_start(&fx, "supervisor", "the supervisor tests");
@@ -479,6 +519,7 @@ int main(int argc, char **argv) {
   g_test_add_func("/supervisor/bad-request", test_bad_request);
   g_test_add_func("/supervisor/idle", test_idle);
   g_test_add_func("/supervisor/forward", test_forward);
+  g_test_add_func("/supervisor/forward-host-key", test_forward_host_key);
   int rc = g_test_run();
   sshd_fixture_stop(&fx);
   return rc;
