@@ -96,14 +96,19 @@ track_vm() { E2E_VMS+=("$1"); }
 track_template() { E2E_TEMPLATES+=("$1"); }
 
 # After a failure, the last lines of each tracked VM's console (systemd's boot messages: a
-# unit that failed), before the cleanup deletes them with the VM.
+# unit that failed) and of its helpers' logs, before the cleanup deletes them with the VM.
+log_tail() {
+  [ -s "$2" ] || return 0
+  diag "---- $(basename "$2") of $1, its last lines:"
+  diag "$(tr -d '\r' <"$2" | tr -c '[:print:]\n' '?' | grep -v '^[[:space:]]*$' | tail -n "$3")"
+}
 console_tails() {
   local vm log
   for vm in "${E2E_VMS[@]}"; do
-    log=$XDG_DATA_HOME/hutch/instances/$vm/console.log
-    [ -s "$log" ] || continue
-    diag "---- the console of $vm, its last lines:"
-    diag "$(tr -d '\r' <"$log" | tr -c '[:print:]\n' '?' | grep -v '^[[:space:]]*$' | tail -n 40)"
+    log_tail "$vm" "$XDG_DATA_HOME/hutch/instances/$vm/console.log" 40
+    for log in passt.log egress-helper.log supervisor.log; do
+      log_tail "$vm" "$XDG_RUNTIME_DIR/hutch/$vm/$log" 10
+    done
   done
 }
 
