@@ -126,6 +126,7 @@ typedef struct {
   guint abandoned;         /* channels whose close the guest never confirmed */
   gboolean no_spare;       /* the guest refused a spare channel: open on demand only */
   gboolean session_failed; /* the loop ends: the next command connects directly */
+  double accept_paused_until; /* out of descriptors: the control socket waits until then */
   gint quit_events;        /* atomic: the event thread stops */
 } Sup;
 
@@ -834,8 +835,16 @@ static void accept_clients(Sup *s) {
   while (s->slots->len < MAX_SLOTS) {
     int fd = accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
-      if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED)
+      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+        /* the client stays in the backlog, and poll would say so again at once: a loop
+         * that spins and logs without end. Wait a second (forwards' clients, which any
+         * local user can open, are what uses the descriptors up). */
+        sup_log("accept: %s; accepting again in 1 s", g_strerror(errno));
+        s->accept_paused_until = hutch_now() + 1.0;
+      } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
+                 errno != ECONNABORTED) {
         sup_log("accept: %s", g_strerror(errno));
+      }
       return;
     }
     /* the socket is 0600 in a 0700 directory; the peer's uid is checked all the same */
@@ -1158,8 +1167,10 @@ static HutchSuperviseEnd sup_loop(Sup *s) {
 
     g_autofree struct pollfd *pfds = g_new0(struct pollfd, s->slots->len + 4);
     nfds_t n = 0;
+    gboolean accept_paused = s->accept_paused_until > hutch_now();
     pfds[n++] = (struct pollfd){
-        .fd = s->listen_fd, .events = s->slots->len < MAX_SLOTS && !s->session_failed ? POLLIN : 0};
+        .fd = s->listen_fd,
+        .events = s->slots->len < MAX_SLOTS && !s->session_failed && !accept_paused ? POLLIN : 0};
     pfds[n++] = (struct pollfd){.fd = s->wake[0], .events = POLLIN};
     pfds[n++] = (struct pollfd){.fd = s->signal_fd, .events = POLLIN};
     nfds_t ssh_index = n++;
@@ -1198,6 +1209,8 @@ static HutchSuperviseEnd sup_loop(Sup *s) {
       timeout = timeout < 0 ? 1000 : MIN(timeout, 1000); /* the deadlines */
     if (timeout != 0 && spare_put_off(s))
       timeout = timeout < 0 ? 100 : MIN(timeout, 100);
+    if (accept_paused)
+      timeout = timeout < 0 ? 100 : MIN(timeout, 100); /* to accept again */
     for (guint i = 0; i < s->slots->len && timeout != 0; i++)
       if (((Slot *)g_ptr_array_index(s->slots, i))->state == SLOT_CLOSING)
         timeout = timeout < 0 ? 1000 : MIN(timeout, 1000);

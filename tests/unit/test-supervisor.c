@@ -11,6 +11,7 @@
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -508,6 +509,58 @@ static void test_forward_host_key(void) {
   loop_stop(l);
 }
 
+static double cpu_seconds(void) {
+  struct rusage usage;
+  g_assert_cmpint(getrusage(RUSAGE_SELF, &usage), ==, 0);
+  return (double)(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
+         (double)(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
+}
+
+/* Out of descriptors (forwards' clients, which any local user can open, use them up): a
+ * client of the control socket waits in the backlog without the loop spinning on accept, and
+ * is served once descriptors are free again. */
+static void test_out_of_descriptors(void) {
+  if (!sshd_fixture_ready(&fx))
+    return;
+  Loop *l = loop_start();
+  struct rlimit saved;
+  g_assert_cmpint(getrlimit(RLIMIT_NOFILE, &saved), ==, 0);
+  int highest = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  g_assert_cmpint(highest, >=, 0);
+  close(highest);
+  struct rlimit low = {.rlim_cur = (rlim_t)highest + 64, .rlim_max = saved.rlim_max};
+  g_assert_cmpint(setrlimit(RLIMIT_NOFILE, &low), ==, 0);
+  /* the client's socket first, then every descriptor left, then the connection: the
+   * supervisor has none left to accept it */
+  g_autofree char *path = g_build_filename(l->dir, HUTCH_SUPERVISOR_SOCKET, NULL);
+  int client = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  g_assert_cmpint(client, >=, 0);
+  g_autoptr(GArray) fillers = g_array_new(FALSE, FALSE, sizeof(int));
+  for (;;) {
+    int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+      g_assert_cmpint(errno, ==, EMFILE);
+      break;
+    }
+    g_array_append_val(fillers, fd);
+  }
+  struct sockaddr_un addr = {.sun_family = AF_UNIX};
+  g_strlcpy(addr.sun_path, path, sizeof addr.sun_path);
+  g_assert_cmpint(connect(client, (struct sockaddr *)&addr, sizeof addr), ==, 0);
+  double cpu_before = cpu_seconds();
+  g_usleep(1500 * 1000);
+  double spent = cpu_seconds() - cpu_before;
+  g_test_message("CPU time while out of descriptors: %.3f s in 1.5 s", spent);
+  g_assert_cmpfloat(spent, <, 0.5);
+  for (guint i = 0; i < fillers->len; i++)
+    close(g_array_index(fillers, int, i));
+  g_assert_cmpint(setrlimit(RLIMIT_NOFILE, &saved), ==, 0);
+  close(client);
+  g_assert_cmpint(status_member(l, "forwards"), ==, 0);
+  g_assert_cmpint(run(l, "true", NULL, NULL, NULL), ==, 0);
+  loop_stop(l);
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   sshd_fixture_start(&fx, "supervisor", "the supervisor tests");
@@ -520,6 +573,7 @@ int main(int argc, char **argv) {
   g_test_add_func("/supervisor/idle", test_idle);
   g_test_add_func("/supervisor/forward", test_forward);
   g_test_add_func("/supervisor/forward-host-key", test_forward_host_key);
+  g_test_add_func("/supervisor/out-of-descriptors", test_out_of_descriptors);
   int rc = g_test_run();
   sshd_fixture_stop(&fx);
   return rc;
