@@ -103,6 +103,7 @@ typedef struct {
   Conn *opening;       /* the one channel being opened (libssh2 opens one at a time) */
   HutchSshOwner owner; /* the call that must be repeated first (a Conn*, an Op) */
   guint next_id;
+  double accept_paused_until; /* out of descriptors: no accept until then */
 } Relay;
 
 #define relay_log(r, ...) hutch_log_line((r)->log_fd, __VA_ARGS__)
@@ -349,8 +350,14 @@ static void accept_clients(Relay *r) {
     socklen_t len = sizeof addr;
     int fd = accept4(r->listen_fd, (struct sockaddr *)&addr, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
-      if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED)
+      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+        /* the client stays in the backlog and poll would say so again at once: wait */
+        relay_log(r, "accept: %s; accepting again in 1 s", g_strerror(errno));
+        r->accept_paused_until = hutch_now() + 1.0;
+      } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
+                 errno != ECONNABORTED) {
         relay_log(r, "accept: %s", g_strerror(errno));
+      }
       return;
     }
     char host[NI_MAXHOST] = "?", service[NI_MAXSERV] = "0";
@@ -476,8 +483,9 @@ gboolean hutch_forward_relay(HutchSsh *ssh, int listen_fd, guint guest_port, int
     g_autofree struct pollfd *pfds = g_new0(struct pollfd, r.conns->len + 3);
     nfds_t n = 0;
     gboolean ssh_in = r.owner.who != NULL, transient = r.owner.who != NULL || r.opening != NULL;
-    pfds[n++] =
-        (struct pollfd){.fd = r.listen_fd, .events = r.conns->len < MAX_CONNECTIONS ? POLLIN : 0};
+    gboolean accept_paused = r.accept_paused_until > hutch_now();
+    pfds[n++] = (struct pollfd){
+        .fd = r.listen_fd, .events = r.conns->len < MAX_CONNECTIONS && !accept_paused ? POLLIN : 0};
     pfds[n++] = (struct pollfd){.fd = stop_fd, .events = POLLIN};
     nfds_t ssh_index = n++;
     for (guint i = 0; i < r.conns->len; i++) {
@@ -510,6 +518,8 @@ gboolean hutch_forward_relay(HutchSsh *ssh, int listen_fd, guint guest_port, int
     /* Channel opens and closes finish on packets a read of another channel may already have
      * queued: look again soon rather than wait for the socket. */
     int timeout = busy || channels_ready(&r) ? 0 : transient ? 20 : -1;
+    if (accept_paused)
+      timeout = timeout < 0 ? 100 : MIN(timeout, 100); /* to accept again */
     rc = poll(pfds, n, timeout);
     if (rc < 0 && errno != EINTR) {
       int saved = errno;

@@ -516,49 +516,100 @@ static double cpu_seconds(void) {
          (double)(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
 }
 
-/* Out of descriptors (forwards' clients, which any local user can open, use them up): a
- * client of the control socket waits in the backlog without the loop spinning on accept, and
- * is served once descriptors are free again. */
-static void test_out_of_descriptors(void) {
-  if (!sshd_fixture_ready(&fx))
-    return;
-  Loop *l = loop_start();
+/* Lowers the soft open-file limit to 64 above what is open and opens /dev/null until none is
+ * left; fill_release closes them and restores the limit. */
+typedef struct {
   struct rlimit saved;
-  g_assert_cmpint(getrlimit(RLIMIT_NOFILE, &saved), ==, 0);
-  int highest = open("/dev/null", O_RDONLY | O_CLOEXEC);
-  g_assert_cmpint(highest, >=, 0);
-  close(highest);
-  struct rlimit low = {.rlim_cur = (rlim_t)highest + 64, .rlim_max = saved.rlim_max};
+  GArray *fds;
+} Filled;
+
+static Filled fill_descriptors(void) {
+  Filled f = {.fds = g_array_new(FALSE, FALSE, sizeof(int))};
+  g_assert_cmpint(getrlimit(RLIMIT_NOFILE, &f.saved), ==, 0);
+  int lowest_free = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  g_assert_cmpint(lowest_free, >=, 0);
+  close(lowest_free);
+  struct rlimit low = {.rlim_cur = (rlim_t)lowest_free + 64, .rlim_max = f.saved.rlim_max};
   g_assert_cmpint(setrlimit(RLIMIT_NOFILE, &low), ==, 0);
-  /* the client's socket first, then every descriptor left, then the connection: the
-   * supervisor has none left to accept it */
-  g_autofree char *path = g_build_filename(l->dir, HUTCH_SUPERVISOR_SOCKET, NULL);
-  int client = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  g_assert_cmpint(client, >=, 0);
-  g_autoptr(GArray) fillers = g_array_new(FALSE, FALSE, sizeof(int));
   for (;;) {
     int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
       g_assert_cmpint(errno, ==, EMFILE);
-      break;
+      return f;
     }
-    g_array_append_val(fillers, fd);
+    g_array_append_val(f.fds, fd);
   }
-  struct sockaddr_un addr = {.sun_family = AF_UNIX};
-  g_strlcpy(addr.sun_path, path, sizeof addr.sun_path);
-  g_assert_cmpint(connect(client, (struct sockaddr *)&addr, sizeof addr), ==, 0);
+}
+
+static void fill_release(Filled *f) {
+  for (guint i = 0; i < f->fds->len; i++)
+    close(g_array_index(f->fds, int, i));
+  g_array_unref(f->fds);
+  g_assert_cmpint(setrlimit(RLIMIT_NOFILE, &f->saved), ==, 0);
+}
+
+/* With no descriptor left, connects client (a socket made before) to addr and watches this
+ * process's CPU time for 1.5 s: an accept loop that spins on EMFILE spends it all. */
+static void assert_no_spin(int client, const struct sockaddr *addr, socklen_t len) {
+  Filled filled = fill_descriptors();
+  g_assert_cmpint(connect(client, addr, len), ==, 0);
   double cpu_before = cpu_seconds();
   g_usleep(1500 * 1000);
   double spent = cpu_seconds() - cpu_before;
+  fill_release(&filled);
   g_test_message("CPU time while out of descriptors: %.3f s in 1.5 s", spent);
   g_assert_cmpfloat(spent, <, 0.5);
-  for (guint i = 0; i < fillers->len; i++)
-    close(g_array_index(fillers, int, i));
-  g_assert_cmpint(setrlimit(RLIMIT_NOFILE, &saved), ==, 0);
+}
+
+/* Out of descriptors (forwards' clients, which any local user can open, use them up): a
+ * client of the control socket, and one of a forwarded port, wait in the backlog without an
+ * accept loop spinning, and are served once descriptors are free again. */
+static void test_out_of_descriptors(void) {
+  if (!sshd_fixture_ready(&fx))
+    return;
+  Loop *l = loop_start();
+  g_autofree char *path = g_build_filename(l->dir, HUTCH_SUPERVISOR_SOCKET, NULL);
+  int client = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  g_assert_cmpint(client, >=, 0);
+  struct sockaddr_un addr = {.sun_family = AF_UNIX};
+  g_strlcpy(addr.sun_path, path, sizeof addr.sun_path);
+  assert_no_spin(client, (struct sockaddr *)&addr, sizeof addr);
   close(client);
   g_assert_cmpint(status_member(l, "forwards"), ==, 0);
   g_assert_cmpint(run(l, "true", NULL, NULL, NULL), ==, 0);
+
+  /* a forwarded port: its relay's accept */
+  int server_stop[2];
+  g_assert_true(g_unix_open_pipe(server_stop, FD_CLOEXEC, NULL));
+  Server server = {.stop_r = server_stop[0]};
+  guint guest_port = 0;
+  server.listen_fd = listen_loopback(&guest_port);
+  GThread *server_thread = g_thread_new("server", echo_server, &server);
+  guint host_port = dead_port();
+  g_autofree char *add =
+      g_strdup_printf("{\"op\": \"forward-add\", \"host_ip\": \"127.0.0.1\", \"host_port\": %u, "
+                      "\"guest_port\": %u}",
+                      host_port, guest_port);
+  g_autoptr(JsonObject) added = ask(l, add);
+  g_assert_true(json_object_get_boolean_member(added, "ok"));
+  Client first = {.port = host_port, .len = 1000, .seed = 5};
+  client_thread(&first); /* the forward's SSH connection is up */
+  g_assert_true(first.ok);
+  int tcp = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_in in = {.sin_family = AF_INET,
+                           .sin_port = htons(host_port),
+                           .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  assert_no_spin(tcp, (struct sockaddr *)&in, sizeof in);
+  close(tcp);
+  Client after = {.port = host_port, .len = 100000, .seed = 6};
+  client_thread(&after);
+  g_assert_true(after.ok);
   loop_stop(l);
+  g_assert_cmpint(write(server_stop[1], "x", 1), ==, 1);
+  g_thread_join(server_thread);
+  close(server.listen_fd);
+  close(server_stop[0]);
+  close(server_stop[1]);
 }
 
 int main(int argc, char **argv) {
