@@ -33,12 +33,17 @@ typedef struct {
   const char *user;
   const char *client_key; /* the private key file */
   const char *host_key;   /* the pinned public host key line */
+  /* the supervisor's own session failed (the guest rebooted, its sshd restarted): how long it
+   * tries to connect again, serving forwards and answering requests meanwhile (commands then
+   * connect directly); 0: its loop ends, as when that does not succeed either */
+  guint reconnect_s;
 } HutchSupervisorTarget;
 
 /* The supervisor's loop on an established session, which it takes (and frees), serving
  * listen_fd (a listening Unix socket, made non-blocking) until stop_fd is readable or the
- * session fails (HUTCH_SUPERVISE_LOST either way); forwarded ports connect to target (NULL:
- * forward requests are refused). For the unit tests; the supervisor runs the same loop. */
+ * session fails and is not made again (HUTCH_SUPERVISE_LOST either way); forwarded ports, and
+ * a new session, connect to target (NULL: forward requests are refused). For the unit tests;
+ * the supervisor runs the same loop. */
 HutchSuperviseEnd hutch_supervisor_loop(HutchSsh *ssh, const HutchSupervisorTarget *target,
                                         int listen_fd, int stop_fd);
 

@@ -127,8 +127,13 @@ typedef struct {
   gboolean no_spare;       /* the guest refused a spare channel: open on demand only */
   gboolean session_failed; /* the loop ends: the next command connects directly */
   double accept_paused_until; /* out of descriptors: the control socket waits until then */
+  struct Reconnect *reconnect; /* a new session being made after the last failed */
   gint quit_events;        /* atomic: the event thread stops */
 } Sup;
+
+/* After its session failed while the domain runs (a guest reboot), how long the supervisor
+ * tries to connect again before it ends. */
+#define SUPERVISOR_RECONNECT_S 300
 
 #define sup_log(...) hutch_log_line(STDERR_FILENO, __VA_ARGS__)
 
@@ -859,6 +864,111 @@ static void accept_clients(Sup *s) {
   }
 }
 
+/* ---- A new session after the last failed ----------------------------------------------- */
+
+/* A thread makes it: each try may block for the SSH timeout (10 s), which neither the loop
+ * nor the supervisor's end may wait for. So the thread has what it needs of its own, and
+ * whichever of it and the loop lets go last frees it. */
+typedef struct Reconnect {
+  gint refs;
+  guint port, wait_s;
+  char *user, *client_key, *host_key;
+  virDomainPtr domain; /* NULL: no domain to watch (the unit tests' loop) */
+  int done[2];         /* the thread writes done[1] when it is done */
+  int stop[2];         /* the loop writes stop[1]: stop trying */
+  HutchSsh *ssh;       /* what it made, or NULL and error */
+  char *error;
+} Reconnect;
+
+static void reconnect_unref(Reconnect *r) {
+  if (!g_atomic_int_dec_and_test(&r->refs))
+    return;
+  g_clear_pointer(&r->ssh, hutch_ssh_free);
+  for (int i = 0; i < 2; i++) {
+    close(r->done[i]);
+    close(r->stop[i]);
+  }
+  g_free(r->user);
+  g_free(r->client_key);
+  g_free(r->host_key);
+  if (r->domain)
+    virDomainFree(r->domain);
+  g_free(r->error);
+  g_free(r);
+}
+
+/* Between tries: the domain still runs (libvirt lets any thread use the domain). */
+static gboolean reconnect_worth_it(gpointer data, GError **error) {
+  Reconnect *r = data;
+  if (!r->domain || virDomainIsActive(r->domain) == 1)
+    return TRUE;
+  g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_STATE, "the domain stopped");
+  return FALSE;
+}
+
+static gpointer reconnect_thread(gpointer data) {
+  Reconnect *r = data;
+  g_autoptr(GError) error = NULL;
+  r->ssh = hutch_ssh_connect_retrying(r->port, r->user, r->client_key, r->host_key, r->wait_s,
+                                      r->stop[0], reconnect_worth_it, r, &error);
+  if (!r->ssh)
+    r->error = g_strdup(error ? error->message : "told to stop");
+  (void)!write(r->done[1], "x", 1);
+  reconnect_unref(r);
+  return NULL;
+}
+
+static gboolean reconnect_begin(Sup *s) {
+  const HutchSupervisorTarget *t = s->target;
+  if (!t || t->reconnect_s == 0 || s->reconnect)
+    return FALSE;
+  Reconnect *r = g_new0(Reconnect, 1);
+  r->refs = 2; /* the loop's and the thread's */
+  r->port = t->port;
+  r->wait_s = t->reconnect_s;
+  r->user = g_strdup(t->user);
+  r->client_key = g_strdup(t->client_key);
+  r->host_key = g_strdup(t->host_key);
+  if (s->domain && virDomainRef(s->domain) == 0)
+    r->domain = s->domain;
+  if (!g_unix_open_pipe(r->done, FD_CLOEXEC, NULL) ||
+      !g_unix_open_pipe(r->stop, FD_CLOEXEC, NULL)) {
+    r->refs = 1;
+    reconnect_unref(r);
+    return FALSE;
+  }
+  sup_log("connecting again (for up to %u s)", t->reconnect_s);
+  s->reconnect = r;
+  g_thread_unref(g_thread_new("reconnect", reconnect_thread, r));
+  return TRUE;
+}
+
+/* The loop lets go of the thread: told to stop unless it is done, never waited for. */
+static void reconnect_drop(Sup *s) {
+  if (!s->reconnect)
+    return;
+  (void)!write(s->reconnect->stop[1], "x", 1);
+  g_clear_pointer(&s->reconnect, reconnect_unref);
+}
+
+/* The thread is done: the loop takes its session, or ends as without one. */
+static void reconnect_finished(Sup *s) {
+  Reconnect *r = g_steal_pointer(&s->reconnect);
+  HutchSsh *ssh = g_steal_pointer(&r->ssh);
+  if (ssh) {
+    sup_log("connected again");
+    s->ssh = ssh;
+    s->session = hutch_ssh_session(ssh, &s->ssh_fd);
+    libssh2_session_set_blocking(s->session, 0);
+    s->no_spare = FALSE;
+    s->abandoned = 0;
+  } else {
+    sup_log("connecting again failed: %s", r->error);
+    s->session_failed = TRUE;
+  }
+  reconnect_unref(r);
+}
+
 /* The session failed: every command on it ends with an error, the next one connects again. */
 static void session_lost(Sup *s, GError *error) {
   sup_log("the SSH session failed: %s", error->message);
@@ -874,10 +984,12 @@ static void session_lost(Sup *s, GError *error) {
   g_clear_pointer(&s->ssh, hutch_ssh_free);
   s->session = NULL;
   s->ssh_fd = -1;
-  /* No reconnecting here: that would block every other command for up to the SSH timeout.
-   * The loop ends once the clients have their answers, and the next command connects
-   * directly and starts a new supervisor. */
-  s->session_failed = TRUE;
+  /* Connecting again blocks for up to the SSH timeout, so a thread does it while the loop
+   * goes on (commands meanwhile connect directly). Without it, or when it fails, the loop
+   * ends once the clients have their answers, and the next command connects directly and
+   * starts a new supervisor. */
+  if (!reconnect_begin(s))
+    s->session_failed = TRUE;
 }
 
 /* A command takes the channel opened ahead for it, when there is one: that saves the open's
@@ -1165,7 +1277,7 @@ static HutchSuperviseEnd sup_loop(Sup *s) {
       }
     }
 
-    g_autofree struct pollfd *pfds = g_new0(struct pollfd, s->slots->len + 4);
+    g_autofree struct pollfd *pfds = g_new0(struct pollfd, s->slots->len + 5);
     nfds_t n = 0;
     gboolean accept_paused = s->accept_paused_until > hutch_now();
     pfds[n++] = (struct pollfd){
@@ -1173,6 +1285,9 @@ static HutchSuperviseEnd sup_loop(Sup *s) {
         .events = s->slots->len < MAX_SLOTS && !s->session_failed && !accept_paused ? POLLIN : 0};
     pfds[n++] = (struct pollfd){.fd = s->wake[0], .events = POLLIN};
     pfds[n++] = (struct pollfd){.fd = s->signal_fd, .events = POLLIN};
+    nfds_t reconnect_index = n++;
+    pfds[reconnect_index] =
+        (struct pollfd){.fd = s->reconnect ? s->reconnect->done[0] : -1, .events = POLLIN};
     nfds_t ssh_index = n++;
     gboolean ssh_in = s->owner.who != NULL || s->opening != NULL;
     gboolean transient = ssh_in;
@@ -1241,6 +1356,8 @@ static HutchSuperviseEnd sup_loop(Sup *s) {
         return HUTCH_SUPERVISE_DOMAIN_STOPPED;
       }
     }
+    if (pfds[reconnect_index].revents)
+      reconnect_finished(s);
     if (s->session && (pfds[ssh_index].revents & (POLLRDHUP | POLLHUP | POLLERR))) {
       g_autoptr(GError) closed =
           g_error_new(HUTCH_ERROR, HUTCH_ERROR_SSH, "the guest closed the SSH connection");
@@ -1262,6 +1379,9 @@ static HutchSuperviseEnd sup_loop(Sup *s) {
 static HutchSuperviseEnd run_loop(Sup *s) {
   s->slots = g_ptr_array_new_with_free_func((GDestroyNotify)slot_free);
   HutchSuperviseEnd end = sup_loop(s);
+  /* a session made after the loop ended is not used (s->ssh, the one in use, is the
+   * caller's to free, after the slots' channels) */
+  reconnect_drop(s);
   for (guint i = 0; i < s->slots->len; i++) {
     Slot *c = g_ptr_array_index(s->slots, i);
     if (c->fd >= 0 && !c->told) {
@@ -1391,7 +1511,9 @@ int hutch_supervise_full(HutchContext *ctx, const char *name, HutchSuperviseEnd 
   HutchSupervisorTarget target = {.port = instance->meta->ssh_port,
                                   .user = instance->meta->guest_user,
                                   .client_key = client_key,
-                                  .host_key = host_key};
+                                  .host_key = host_key,
+                                  /* a guest reboot under TCG takes about a minute */
+                                  .reconnect_s = SUPERVISOR_RECONNECT_S};
   if (!client_key)
     sup_log("forwarded ports cannot be served: %s", target_error->message);
   Sup s = {.ctx = ctx,

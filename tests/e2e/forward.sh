@@ -2,7 +2,8 @@
 # hutch forward: a port added to a running VM over SSH direct-tcpip. A guest HTTP server on a
 # port no profile declares, forwarded to a free host port: a page, five concurrent downloads
 # and 20 MiB byte-exact, served by the VM's supervisor on its SSH session; --list, bound on
-# 127.0.0.1 only, files 0600; served again by the next supervisor after a SIGKILL; without a
+# 127.0.0.1 only, files 0600; served again by the next supervisor after a SIGKILL, and by the
+# same one after a guest reboot (it connects again by itself); without a
 # supervisor (HUTCH_NO_SUPERVISOR=1) a helper of its own; a taken host port is a clear error;
 # --remove; the forward ends when the VM dies, and with `hutch stop`.
 # One VM, started twice; its first start is killed while the guest provisions, and the start
@@ -255,6 +256,34 @@ else
 fi
 sup_pid=$new_sup
 pid=$sup_pid
+
+# A guest reboot ends the supervisor's SSH session: the same supervisor connects again by
+# itself and the forward serves again, with no hutch command in between (curl only). The
+# guest's web server comes back as a unit of its own.
+check "the guest's web server as a unit, for the reboot" in_guest sudo sh -c "
+  printf '%s\n' '[Service]' 'User=$(id -un)' 'WorkingDirectory=/home/$(id -un)/www' \
+    'ExecStart=/usr/bin/python3 -m http.server --bind 127.0.0.1 $guest_port' \
+    '[Install]' 'WantedBy=multi-user.target' >/etc/systemd/system/e2e-www.service &&
+  systemctl enable e2e-www.service"
+check "reboot the guest" in_guest sudo sh -c 'nohup sh -c "sleep 1; systemctl reboot" >/dev/null 2>&1 &'
+for _ in $(seq 1 60); do grep -q "the SSH session failed" "$runtime/supervisor.log" && break; sleep 1; done
+page=
+for _ in $(seq 1 90); do
+  page=$(curl -s -m 5 "http://127.0.0.1:$port/index.html") && [ "$page" = "hello from the guest" ] && break
+  sleep 2
+done
+if grep -q "the SSH session failed" "$runtime/supervisor.log" && [ "$page" = "hello from the guest" ] &&
+   ! gone "$sup_pid" && grep -q "connected again" "$runtime/supervisor.log"; then
+  ok "after a guest reboot, the same supervisor connects again and the forward serves again"
+else
+  not_ok "after a guest reboot, the forward serves again (supervisor $sup_pid)"; diag "$page"; diag "$(tail -5 "$runtime/supervisor.log")"
+fi
+check "hutch shell after the reboot" in_guest true
+if [ "$(info_int supervisor_pid)" = "$sup_pid" ] && [ "$(forward_server "$port")" = "$sup_pid supervisor" ]; then
+  ok "still that supervisor, serving the forward"
+else
+  not_ok "still that supervisor after the reboot ($(info_int supervisor_pid), $(forward_server "$port"))"
+fi
 
 # Without a supervisor to ask: a helper process of its own, as before supervisors.
 port2=$(free_port)

@@ -9,7 +9,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -34,6 +36,7 @@ typedef struct {
   HutchSuperviseEnd end;
   gint tid;
   const char *forward_host_key; /* the pin the forwards use, when not the fixture's */
+  guint reconnect_s;            /* the target's */
 } Loop;
 
 static gpointer loop_thread(gpointer data) {
@@ -54,15 +57,17 @@ static gpointer loop_thread(gpointer data) {
                                   .user = g_get_user_name(),
                                   .client_key = fx.key,
                                   .host_key =
-                                      l->forward_host_key ? l->forward_host_key : fx.host_key};
+                                      l->forward_host_key ? l->forward_host_key : fx.host_key,
+                                  .reconnect_s = l->reconnect_s};
   l->end = hutch_supervisor_loop(ssh, &target, fd, l->stop[0]);
   close(fd);
   return NULL;
 }
 
-static Loop *loop_start_pinning(const char *forward_host_key) {
+static Loop *loop_start_full(const char *forward_host_key, guint reconnect_s) {
   Loop *l = g_new0(Loop, 1);
   l->forward_host_key = forward_host_key;
+  l->reconnect_s = reconnect_s;
   l->dir = g_build_filename(fx.dir, "runtime-XXXXXX", NULL);
   g_assert_nonnull(g_mkdtemp(l->dir));
   g_assert_true(g_unix_open_pipe(l->stop, FD_CLOEXEC, NULL));
@@ -77,8 +82,12 @@ static Loop *loop_start_pinning(const char *forward_host_key) {
   g_assert_not_reached();
 }
 
+static Loop *loop_start_pinning(const char *forward_host_key) {
+  return loop_start_full(forward_host_key, 0);
+}
+
 static Loop *loop_start(void) {
-  return loop_start_pinning(NULL);
+  return loop_start_full(NULL, 0);
 }
 
 static void loop_stop(Loop *l) {
@@ -612,6 +621,87 @@ static void test_out_of_descriptors(void) {
   close(server_stop[1]);
 }
 
+static int parent_of(const char *pid) {
+  g_autofree char *path = g_build_filename("/proc", pid, "stat", NULL);
+  g_autofree char *stat = NULL;
+  int ppid = 0;
+  if (!g_file_get_contents(path, &stat, NULL, NULL))
+    return 0;
+  const char *after_comm = strrchr(stat, ')');
+  if (!after_comm || sscanf(after_comm + 1, " %*c %d", &ppid) != 1)
+    return 0;
+  return ppid;
+}
+
+/* Ends every SSH connection the fixture's sshd serves, as a guest reboot does: the
+ * processes under the listening sshd (fx.pid is `timeout`, whose child that is), found first
+ * and then killed with SIGKILL. Returns how many. */
+static guint kill_connections(void) {
+  g_autoptr(GArray) tree = g_array_new(FALSE, FALSE, sizeof(int));
+  int top = fx.pid, listener = 0;
+  g_autoptr(GDir) first = g_dir_open("/proc", 0, NULL);
+  g_assert_nonnull(first);
+  for (const char *entry; !listener && (entry = g_dir_read_name(first));)
+    if (g_ascii_isdigit(entry[0]) && parent_of(entry) == top)
+      listener = atoi(entry);
+  g_assert_cmpint(listener, >, 0);
+  g_array_append_val(tree, top);
+  g_array_append_val(tree, listener);
+  for (guint known = 0; known != tree->len;) {
+    known = tree->len;
+    g_autoptr(GDir) proc = g_dir_open("/proc", 0, NULL);
+    g_assert_nonnull(proc);
+    const char *entry;
+    while ((entry = g_dir_read_name(proc))) {
+      if (!g_ascii_isdigit(entry[0]))
+        continue;
+      int pid = atoi(entry), ppid = parent_of(entry);
+      gboolean seen = FALSE, child = FALSE;
+      for (guint i = 0; i < tree->len; i++) {
+        seen |= g_array_index(tree, int, i) == pid;
+        child |= g_array_index(tree, int, i) == ppid;
+      }
+      if (child && !seen)
+        g_array_append_val(tree, pid);
+    }
+  }
+  /* tree: timeout, the listening sshd, then the connections' processes */
+  guint killed = 0;
+  for (guint i = 2; i < tree->len; i++)
+    killed += kill(g_array_index(tree, int, i), SIGKILL) == 0;
+  return killed;
+}
+
+/* Its session ended (the guest rebooted): the supervisor connects again by itself, and
+ * serves commands on the new session; meanwhile a command is told to connect directly. */
+static void test_reconnect(void) {
+  if (!sshd_fixture_ready(&fx))
+    return;
+  Loop *l = loop_start_full(NULL, 20);
+  g_autofree char *before = NULL;
+  g_assert_cmpint(run(l, "echo before", NULL, &before, NULL), ==, 0);
+  g_assert_cmpstr(before, ==, "before\n");
+  guint killed = kill_connections();
+  g_test_message("ended %u SSH connections", killed);
+  g_assert_cmpuint(killed, >=, 1);
+  gboolean served = FALSE;
+  for (int i = 0; i < 100 && !served; i++) {
+    gboolean used = FALSE;
+    g_autoptr(GError) error = NULL;
+    int null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+    int status = hutch_supervisor_exec_fds(l->dir, "true", -1, null_fd, null_fd, &used, &error);
+    close(null_fd);
+    served = used && status == 0;
+    if (!served)
+      g_usleep(200 * 1000);
+  }
+  g_assert_true(served);
+  g_autofree char *after = NULL;
+  g_assert_cmpint(run(l, "echo after", NULL, &after, NULL), ==, 0);
+  g_assert_cmpstr(after, ==, "after\n");
+  loop_stop(l);
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   sshd_fixture_start(&fx, "supervisor", "the supervisor tests");
@@ -625,6 +715,7 @@ int main(int argc, char **argv) {
   g_test_add_func("/supervisor/forward", test_forward);
   g_test_add_func("/supervisor/forward-host-key", test_forward_host_key);
   g_test_add_func("/supervisor/out-of-descriptors", test_out_of_descriptors);
+  g_test_add_func("/supervisor/reconnect", test_reconnect);
   int rc = g_test_run();
   sshd_fixture_stop(&fx);
   return rc;
