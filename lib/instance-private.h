@@ -89,6 +89,10 @@ char *hutch_instance_dir(const char *name);
  * console log)" when it cannot be read). The guest writes the console: the text is sanitised
  * (HUTCH_TEXT_LINES), and what is read of the file and kept of a line is bounded. */
 char *hutch_console_tail(const char *path, guint count);
+/* The lines of the console's last boot (after its last "Linux version" banner, within the
+ * last 256 KiB) in which systemd says a unit failed ("FAILED", "Failed to start"), at most
+ * max of them, each after a "\n" and sanitised like hutch_console_tail's; NULL when none. */
+char *hutch_console_failures(const char *path, guint max);
 
 /* Sets the text of <hutch:ELEMENT> in the domain's hutch metadata (persistent config; added
  * when missing), keeping the rest. */

@@ -804,6 +804,35 @@ char *hutch_console_tail(const char *path, guint count) {
   return g_string_free(out, FALSE);
 }
 
+#define CONSOLE_BOOT_BYTES (256 * 1024)
+
+char *hutch_console_failures(const char *path, guint max) {
+  gsize len = 0;
+  g_autofree char *raw = hutch_read_file_part(path, CONSOLE_BOOT_BYTES, TRUE, &len, NULL);
+  if (!raw)
+    return NULL;
+  g_autofree char *text = hutch_text_sanitize(raw, (gssize)len, HUTCH_TEXT_LINES);
+  g_auto(GStrv) lines = g_strsplit(text, "\n", -1);
+  guint first = 0;
+  for (guint i = 0; lines[i]; i++)
+    if (strstr(lines[i], "Linux version "))
+      first = i;
+  GString *out = g_string_new(NULL);
+  guint kept = 0;
+  for (guint i = first; lines[i] && kept < max; i++) {
+    if (!strstr(lines[i], "FAILED") && !strstr(lines[i], "Failed to start"))
+      continue;
+    hutch_text_truncate(lines[i], CONSOLE_TAIL_LINE_MAX);
+    g_string_append_printf(out, "\n%s", g_strstrip(lines[i]));
+    kept++;
+  }
+  if (out->len == 0) {
+    g_string_free(out, TRUE);
+    return NULL;
+  }
+  return g_string_free(out, FALSE);
+}
+
 static int connect_unix(const char *path) {
   struct sockaddr_un addr = {.sun_family = AF_UNIX};
   if (strlen(path) >= sizeof(addr.sun_path))
@@ -988,10 +1017,12 @@ static void explain_unreachable(HutchInstance *instance, const char *guest_warni
   g_autofree char *console =
       g_build_filename(instance->meta->instance_dir, HUTCH_INSTANCE_CONSOLE, NULL);
   g_autofree char *tail = hutch_console_tail(console, 15);
-  g_autofree char *message =
-      g_strdup_printf("%s%s%s; the console's last lines (hutch logs %s):%s", (*error)->message,
-                      guest_warnings ? "; the guest warned: " : "",
-                      guest_warnings ? guest_warnings : "", instance->name, tail);
+  g_autofree char *failures = hutch_console_failures(console, 10);
+  g_autofree char *message = g_strdup_printf(
+      "%s%s%s%s%s; the console's last lines (hutch logs %s):%s", (*error)->message,
+      guest_warnings ? "; the guest warned: " : "", guest_warnings ? guest_warnings : "",
+      failures ? "; units that failed at boot:" : "", failures ? failures : "", instance->name,
+      tail);
   g_free((*error)->message);
   (*error)->message = g_steal_pointer(&message);
 }

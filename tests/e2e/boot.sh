@@ -2,7 +2,9 @@
 # Boot to ready with a real guest (the test image, under TCG): start from nothing, shell,
 # exit status, stdin, cp both ways, ssh-config with real OpenSSH, hutch edit (cpus under the
 # TCG cap, memory, disk: the root file system grows; shares added and removed reach the
-# guest's mounts) and hutch restart without re-provisioning, a tampered host key refused, and delete leaving nothing behind. One VM
+# guest's mounts) and hutch restart without re-provisioning, a tampered host key refused, a
+# start whose guest says READY while its sshd failed (the error names the failed unit), and
+# delete leaving nothing behind. One VM
 # serves the whole suite: a boot costs 1.5-3 minutes under TCG.
 #
 # The VM's profile names a cloud image that cannot be downloaded (nothing listens on
@@ -263,6 +265,19 @@ if [ $rc -eq 1 ] && grep -qi "host key" <<<"$out"; then ok "a tampered pinned ho
 sleep 1
 if none_running -u "$(id -u)" -f "supervise $vm\$"; then ok "no supervisor serves a VM whose host key does not match"; else not_ok "no supervisor serves a VM whose host key does not match"; fi
 cp "$E2E_TMP/pub.saved" "$pub"
+
+# The guest says READY but its sshd does not start (its host keys gone): the start fails
+# once its SSH wait is over, and says why: the console's failed units and last lines.
+check "the guest's host keys removed" "$HUTCH" shell "$vm" -- sudo sh -c 'rm -f /etc/ssh/ssh_host_*'
+check "stop" "$HUTCH" -q stop "$vm"
+out=$("$HUTCH" start "$vm" 2>&1); rc=$?
+if [ $rc -eq 1 ] && grep -q "units that failed at boot:" <<<"$out" && grep -q "Failed to start ssh.service" <<<"$out" &&
+   grep -q "the console's last lines (hutch logs $vm):" <<<"$out"; then
+  ok "sshd failing in a guest that says READY: start fails, naming the failed unit and the console's last lines"
+else
+  not_ok "start when sshd fails in the guest (exit $rc)"
+fi
+diag "$(head -c 3000 <<<"$out")"
 
 check "delete --force" "$HUTCH" -q delete --force "$vm"
 check_status "no domain" 1 virsh dominfo "$vm"

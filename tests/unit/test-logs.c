@@ -185,6 +185,31 @@ static void test_info_no_more(Fixture *f, gconstpointer data) {
   g_assert_false(json_object_has_member(info, "optional_failed_more"));
 }
 
+/* The units that failed in the console's last boot, for `start`'s errors: only that boot's,
+ * sanitised, at most max. */
+static void test_console_failures(Fixture *f, gconstpointer data) {
+  g_autofree char *path = g_build_filename(f->dir, HUTCH_INSTANCE_CONSOLE, NULL);
+  g_assert_null(hutch_console_failures(path, 5));
+  const char *console =
+      "[    0.000000] Linux version 6.1.0 (first boot)\r\n"
+      "[\x1b[0;1;31mFAILED\x1b[0m] Failed to start old.service - of an earlier boot.\r\n"
+      "[    0.000000] Linux version 6.1.0 (this boot)\r\n"
+      "[\x1b[0;32m  OK  \x1b[0m] Started a.service.\r\n"
+      "[\x1b[0;1;31mFAILED\x1b[0m] Failed to start ssh.service - OpenBSD Secure Shell server.\r\n"
+      "See 'systemctl status ssh.service' for details.\r\n"
+      "[\x1b[0;1;31mFAILED\x1b[0m] Failed to start b.service.\r\n"
+      "[\x1b[0;1;31mFAILED\x1b[0m] Failed to start c.service.\r\n"
+      "login:\r\n";
+  write_in(f, HUTCH_INSTANCE_CONSOLE, console, strlen(console));
+  g_autofree char *failures = hutch_console_failures(path, 2);
+  g_assert_cmpstr(failures, ==,
+                  "\n[?[0;1;31mFAILED?[0m] Failed to start ssh.service - OpenBSD Secure Shell "
+                  "server.\n[?[0;1;31mFAILED?[0m] Failed to start b.service.");
+  const char *clean = "[    0.000000] Linux version 6.1.0\r\nlogin:\r\n";
+  write_in(f, HUTCH_INSTANCE_CONSOLE, clean, strlen(clean));
+  g_assert_null(hutch_console_failures(path, 5));
+}
+
 /* The console's last lines in `start`'s errors: sanitised, from the file's end only, each
  * line bounded. */
 static void test_console_tail(Fixture *f, gconstpointer data) {
@@ -306,6 +331,7 @@ int main(int argc, char **argv) {
   ADD("/logs/info-reasons", test_info_reasons);
   ADD("/logs/info-no-more", test_info_no_more);
   ADD("/logs/console-tail", test_console_tail);
+  ADD("/logs/console-failures", test_console_failures);
   ADD("/logs/cli-logs", test_cli_logs);
 #undef ADD
   g_test_add_func("/logs/cli-error", test_cli_error);
