@@ -36,6 +36,8 @@
 #define READY_TIMEOUT_MS 90000
 /* How long the helper keeps trying to reach a guest that is still booting. */
 #define CONNECT_WAIT_S 30
+/* How often an idle relay's session is checked. */
+#define RELAY_KEEPALIVE_S 10
 
 /* ---- Spec ----------------------------------------------------------------------------- */
 
@@ -463,6 +465,9 @@ gboolean hutch_forward_relay(HutchSsh *ssh, int listen_fd, guint guest_port, int
   };
   g_unix_set_fd_nonblocking(listen_fd, TRUE, NULL);
   libssh2_session_set_blocking(r.session, 0);
+  /* an idle relay checks its session (a rebooted guest never closed it): no reply asked, the
+   * new guest's reset is what tells */
+  libssh2_keepalive_config(r.session, 0, RELAY_KEEPALIVE_S);
   gboolean ok = TRUE;
 
   for (;;) {
@@ -520,6 +525,19 @@ gboolean hutch_forward_relay(HutchSsh *ssh, int listen_fd, guint guest_port, int
     int timeout = busy || channels_ready(&r) ? 0 : transient ? 20 : -1;
     if (accept_paused)
       timeout = timeout < 0 ? 100 : MIN(timeout, 100); /* to accept again */
+    /* a keepalive only while nothing else is being sent: one that went out in part would
+     * have to be completed before any other packet */
+    if (!r.owner.who && !r.opening &&
+        !(libssh2_session_block_directions(r.session) & LIBSSH2_SESSION_BLOCK_OUTBOUND)) {
+      int next = 0;
+      if (libssh2_keepalive_send(r.session, &next) < 0) {
+        g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_SSH, "sending a keepalive failed");
+        ok = FALSE;
+        break;
+      }
+      int keepalive_ms = next > 0 ? next * 1000 : 1000;
+      timeout = timeout < 0 ? keepalive_ms : MIN(timeout, keepalive_ms);
+    }
     rc = poll(pfds, n, timeout);
     if (rc < 0 && errno != EINTR) {
       int saved = errno;

@@ -134,6 +134,9 @@ typedef struct {
 /* After its session failed while the domain runs (a guest reboot), how long the supervisor
  * tries to connect again before it ends. */
 #define SUPERVISOR_RECONNECT_S 300
+/* How often an idle session is checked: a guest that rebooted never closed it (its network
+ * went down first), and only what is sent to it then gets the new guest's reset. */
+#define SUPERVISOR_KEEPALIVE_S 10
 
 #define sup_log(...) hutch_log_line(STDERR_FILENO, __VA_ARGS__)
 
@@ -864,6 +867,16 @@ static void accept_clients(Sup *s) {
   }
 }
 
+/* Takes ssh as the loop's session: non-blocking, with keepalives every
+ * SUPERVISOR_KEEPALIVE_S (sent by the loop while nothing else is being sent). They ask for
+ * no reply, which nothing would read: what tells is the reset a rebooted guest answers with. */
+static void session_install(Sup *s, HutchSsh *ssh) {
+  s->ssh = ssh;
+  s->session = hutch_ssh_session(ssh, &s->ssh_fd);
+  libssh2_session_set_blocking(s->session, 0);
+  libssh2_keepalive_config(s->session, 0, SUPERVISOR_KEEPALIVE_S);
+}
+
 /* ---- A new session after the last failed ----------------------------------------------- */
 
 /* A thread makes it: each try may block for the SSH timeout (10 s), which neither the loop
@@ -957,9 +970,7 @@ static void reconnect_finished(Sup *s) {
   HutchSsh *ssh = g_steal_pointer(&r->ssh);
   if (ssh) {
     sup_log("connected again");
-    s->ssh = ssh;
-    s->session = hutch_ssh_session(ssh, &s->ssh_fd);
-    libssh2_session_set_blocking(s->session, 0);
+    session_install(s, ssh);
     s->no_spare = FALSE;
     s->abandoned = 0;
   } else {
@@ -1318,6 +1329,20 @@ static HutchSuperviseEnd sup_loop(Sup *s) {
     }
     reap_forwards(s);
     int timeout = busy || channels_ready(s) ? 0 : transient ? 20 : -1;
+    /* A keepalive only while nothing else is being sent: one that went out in part would
+     * have to be completed before any other packet (it is ignored by libssh2 then). */
+    if (s->session && !s->owner.who && !s->opening &&
+        !(libssh2_session_block_directions(s->session) & LIBSSH2_SESSION_BLOCK_OUTBOUND)) {
+      int next = 0;
+      if (libssh2_keepalive_send(s->session, &next) < 0) {
+        g_autoptr(GError) failed =
+            g_error_new(HUTCH_ERROR, HUTCH_ERROR_SSH, "sending a keepalive failed");
+        session_lost(s, failed);
+        continue;
+      }
+      int keepalive_ms = next > 0 ? next * 1000 : 1000;
+      timeout = timeout < 0 ? keepalive_ms : MIN(timeout, keepalive_ms);
+    }
     if (s->stopping->len > 0)
       timeout = timeout < 0 ? 100 : MIN(timeout, 100); /* to join a removed forward's thread */
     if (s->opening || s->session_failed)
@@ -1406,8 +1431,7 @@ HutchSuperviseEnd hutch_supervisor_loop(HutchSsh *ssh, const HutchSupervisorTarg
            .signal_fd = -1,
            .forwards = forwards,
            .stopping = stopping};
-  s.session = hutch_ssh_session(ssh, &s.ssh_fd);
-  libssh2_session_set_blocking(s.session, 0);
+  session_install(&s, ssh);
   g_unix_set_fd_nonblocking(listen_fd, TRUE, NULL);
   HutchSuperviseEnd end = run_loop(&s);
   g_clear_pointer(&s.ssh, hutch_ssh_free); /* unless the loop did, when the session failed */
@@ -1430,10 +1454,9 @@ static int serve(Sup *s, HutchSuperviseEnd *ret_end, GError **error) {
   GThread *events = g_thread_new("libvirt-events", event_thread, s);
 
   int status = 1;
-  s->ssh = hutch_instance_connect(s->ctx, s->name, error);
-  if (s->ssh) {
-    s->session = hutch_ssh_session(s->ssh, &s->ssh_fd);
-    libssh2_session_set_blocking(s->session, 0);
+  HutchSsh *ssh = hutch_instance_connect(s->ctx, s->name, error);
+  if (ssh) {
+    session_install(s, ssh);
     s->listen_fd = listen_on(socket_path, error);
   }
   g_autofree char *pid_text = s->listen_fd >= 0 ? hutch_pidfile_format(getpid()) : NULL;

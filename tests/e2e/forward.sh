@@ -266,9 +266,10 @@ check "the guest's web server as a unit, for the reboot" in_guest sudo sh -c "
     '[Install]' 'WantedBy=multi-user.target' >/etc/systemd/system/e2e-www.service &&
   systemctl enable e2e-www.service"
 check "reboot the guest" in_guest sudo sh -c 'nohup sh -c "sleep 1; systemctl reboot" >/dev/null 2>&1 &'
-for _ in $(seq 1 60); do grep -q "the SSH session failed" "$runtime/supervisor.log" && break; sleep 1; done
+# (its keepalives find the old session dead once the rebooted guest answers them with a reset)
+for _ in $(seq 1 240); do grep -q "connected again" "$runtime/supervisor.log" && break; sleep 1; done
 page=
-for _ in $(seq 1 90); do
+for _ in $(seq 1 30); do
   page=$(curl -s -m 5 "http://127.0.0.1:$port/index.html") && [ "$page" = "hello from the guest" ] && break
   sleep 2
 done
