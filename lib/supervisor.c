@@ -128,6 +128,8 @@ typedef struct {
   gboolean session_failed; /* the loop ends: the next command connects directly */
   double accept_paused_until; /* out of descriptors: the control socket waits until then */
   struct Reconnect *reconnect; /* a new session being made after the last failed */
+  double session_since;        /* when the session in use began */
+  guint quick_losses;          /* sessions in a row that ended soon after they began */
   gint quit_events;        /* atomic: the event thread stops */
 } Sup;
 
@@ -137,6 +139,11 @@ typedef struct {
 /* How often an idle session is checked: a guest that rebooted never closed it (its network
  * went down first), and only what is sent to it then gets the new guest's reset. */
 #define SUPERVISOR_KEEPALIVE_S 10
+/* A session that ends within this many seconds of its start is a quick loss; after more
+ * than SUPERVISOR_QUICK_LOSSES of them in a row the supervisor does not connect again (each
+ * try waits a second per quick loss before it). */
+#define SUPERVISOR_QUICK_LOSS_S 10
+#define SUPERVISOR_QUICK_LOSSES 5
 
 #define sup_log(...) hutch_log_line(STDERR_FILENO, __VA_ARGS__)
 
@@ -875,6 +882,7 @@ static void session_install(Sup *s, HutchSsh *ssh) {
   s->session = hutch_ssh_session(ssh, &s->ssh_fd);
   libssh2_session_set_blocking(s->session, 0);
   libssh2_keepalive_config(s->session, 0, SUPERVISOR_KEEPALIVE_S);
+  s->session_since = hutch_now();
 }
 
 /* ---- A new session after the last failed ----------------------------------------------- */
@@ -885,6 +893,7 @@ static void session_install(Sup *s, HutchSsh *ssh) {
 typedef struct Reconnect {
   gint refs;
   guint port, wait_s;
+  guint delay_s; /* before the first try */
   char *user, *client_key, *host_key;
   virDomainPtr domain; /* NULL: no domain to watch (the unit tests' loop) */
   int done[2];         /* the thread writes done[1] when it is done */
@@ -898,8 +907,10 @@ static void reconnect_unref(Reconnect *r) {
     return;
   g_clear_pointer(&r->ssh, hutch_ssh_free);
   for (int i = 0; i < 2; i++) {
-    close(r->done[i]);
-    close(r->stop[i]);
+    if (r->done[i] >= 0)
+      close(r->done[i]);
+    if (r->stop[i] >= 0)
+      close(r->stop[i]);
   }
   g_free(r->user);
   g_free(r->client_key);
@@ -922,8 +933,12 @@ static gboolean reconnect_worth_it(gpointer data, GError **error) {
 static gpointer reconnect_thread(gpointer data) {
   Reconnect *r = data;
   g_autoptr(GError) error = NULL;
-  r->ssh = hutch_ssh_connect_retrying(r->port, r->user, r->client_key, r->host_key, r->wait_s,
-                                      r->stop[0], reconnect_worth_it, r, &error);
+  struct pollfd stop = {.fd = r->stop[0], .events = POLLIN};
+  if (r->delay_s > 0 && poll(&stop, 1, (int)r->delay_s * 1000) > 0)
+    g_set_error(&error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "told to stop");
+  else
+    r->ssh = hutch_ssh_connect_retrying(r->port, r->user, r->client_key, r->host_key, r->wait_s,
+                                        r->stop[0], reconnect_worth_it, r, &error);
   if (!r->ssh)
     r->error = g_strdup(error ? error->message : "told to stop");
   (void)!write(r->done[1], "x", 1);
@@ -935,8 +950,17 @@ static gboolean reconnect_begin(Sup *s) {
   const HutchSupervisorTarget *t = s->target;
   if (!t || t->reconnect_s == 0 || s->reconnect)
     return FALSE;
+  if (s->quick_losses > SUPERVISOR_QUICK_LOSSES) {
+    sup_log("not connecting again: the last %u sessions ended within %d s of their start",
+            s->quick_losses, SUPERVISOR_QUICK_LOSS_S);
+    return FALSE;
+  }
   Reconnect *r = g_new0(Reconnect, 1);
+  r->done[0] = r->done[1] = r->stop[0] = r->stop[1] = -1;
   r->refs = 2; /* the loop's and the thread's */
+  /* a session that ended soon after it began (a guest that drops every login) is not made
+   * again at once, and not without end */
+  r->delay_s = s->quick_losses;
   r->port = t->port;
   r->wait_s = t->reconnect_s;
   r->user = g_strdup(t->user);
@@ -991,7 +1015,15 @@ static void session_lost(Sup *s, GError *error) {
       slot_fail(c, why);
   }
   s->opening = s->owner.who = NULL;
+  s->opening_since = 0; /* else the next session's first open inherits this one's deadline */
   s->owner.op = OP_NONE;
+  if (hutch_now() - s->session_since < SUPERVISOR_QUICK_LOSS_S)
+    s->quick_losses++;
+  else
+    s->quick_losses = 0;
+  /* no polite goodbye on a session that failed: it could hold the loop for seconds */
+  if (s->ssh_fd >= 0)
+    shutdown(s->ssh_fd, SHUT_RDWR);
   g_clear_pointer(&s->ssh, hutch_ssh_free);
   s->session = NULL;
   s->ssh_fd = -1;

@@ -540,14 +540,21 @@ static Filled fill_descriptors(void) {
   close(lowest_free);
   struct rlimit low = {.rlim_cur = (rlim_t)lowest_free + 64, .rlim_max = f.saved.rlim_max};
   g_assert_cmpint(setrlimit(RLIMIT_NOFILE, &low), ==, 0);
-  for (;;) {
-    int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-      g_assert_cmpint(errno, ==, EMFILE);
-      return f;
+  /* twice: a descriptor another thread closes just after the first round (a connection of
+   * the test before ending) is taken too */
+  for (int round = 0; round < 2; round++) {
+    for (;;) {
+      int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+      if (fd < 0) {
+        g_assert_cmpint(errno, ==, EMFILE);
+        break;
+      }
+      g_array_append_val(f.fds, fd);
     }
-    g_array_append_val(f.fds, fd);
+    if (round == 0)
+      g_usleep(500 * 1000);
   }
+  return f;
 }
 
 static void fill_release(Filled *f) {
@@ -633,10 +640,9 @@ static int parent_of(const char *pid) {
   return ppid;
 }
 
-/* Ends every SSH connection the fixture's sshd serves, as a guest reboot does: the
- * processes under the listening sshd (fx.pid is `timeout`, whose child that is), found first
- * and then killed with SIGKILL. Returns how many. */
-static guint kill_connections(void) {
+/* The processes of the fixture's SSH connections: those under the listening sshd (fx.pid is
+ * `timeout`, whose child that is). */
+static GArray *connection_pids(void) {
   g_autoptr(GArray) tree = g_array_new(FALSE, FALSE, sizeof(int));
   int top = fx.pid, listener = 0;
   g_autoptr(GDir) first = g_dir_open("/proc", 0, NULL);
@@ -665,11 +671,18 @@ static guint kill_connections(void) {
         g_array_append_val(tree, pid);
     }
   }
-  /* tree: timeout, the listening sshd, then the connections' processes */
-  guint killed = 0;
-  for (guint i = 2; i < tree->len; i++)
-    killed += kill(g_array_index(tree, int, i), SIGKILL) == 0;
-  return killed;
+  g_array_remove_range(tree, 0, 2);
+  return g_steal_pointer(&tree);
+}
+
+/* Sends sig to every process of the fixture's connections (SIGKILL: as a guest reboot ends
+ * them); returns how many. */
+static guint signal_connections(int sig) {
+  g_autoptr(GArray) pids = connection_pids();
+  guint signalled = 0;
+  for (guint i = 0; i < pids->len; i++)
+    signalled += kill(g_array_index(pids, int, i), sig) == 0;
+  return signalled;
 }
 
 /* Its session ended (the guest rebooted): the supervisor connects again by itself, and
@@ -681,7 +694,7 @@ static void test_reconnect(void) {
   g_autofree char *before = NULL;
   g_assert_cmpint(run(l, "echo before", NULL, &before, NULL), ==, 0);
   g_assert_cmpstr(before, ==, "before\n");
-  guint killed = kill_connections();
+  guint killed = signal_connections(SIGKILL);
   g_test_message("ended %u SSH connections", killed);
   g_assert_cmpuint(killed, >=, 1);
   gboolean served = FALSE;
@@ -702,6 +715,73 @@ static void test_reconnect(void) {
   loop_stop(l);
 }
 
+/* Out of descriptors when the session fails: the reconnect cannot even make its pipes, and
+ * the loop ends as without a reconnect, closing no descriptor it does not own (fd 0). */
+static void test_reconnect_out_of_descriptors(void) {
+  if (!sshd_fixture_ready(&fx))
+    return;
+  if (fcntl(0, F_GETFD) < 0)
+    g_assert_cmpint(open("/dev/null", O_RDONLY), ==, 0);
+  Loop *l = loop_start_full(NULL, 20);
+  g_assert_cmpint(run(l, "true", NULL, NULL, NULL), ==, 0);
+  g_autoptr(GArray) pids = connection_pids();
+  g_assert_cmpuint(pids->len, >=, 1);
+  Filled filled = fill_descriptors();
+  for (guint i = 0; i < pids->len; i++)
+    kill(g_array_index(pids, int, i), SIGKILL);
+  g_thread_join(l->thread); /* no reconnect: the loop ends */
+  int fd0 = fcntl(0, F_GETFD);
+  fill_release(&filled);
+  g_assert_cmpint(fd0, >=, 0);
+  g_assert_cmpint(l->end, ==, HUTCH_SUPERVISE_LOST);
+  close(l->stop[0]);
+  close(l->stop[1]);
+  g_free(l->dir);
+  g_free(l);
+}
+
+static gpointer command_thread(gpointer data) {
+  Loop *l = data;
+  gboolean used = FALSE;
+  int null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+  int status = hutch_supervisor_exec_fds(l->dir, "true", -1, null_fd, null_fd, &used, NULL);
+  close(null_fd);
+  return GINT_TO_POINTER(used && status == 0);
+}
+
+/* The session ends while a channel open waits (the guest's sshd stopped: the open's 30 s
+ * deadline ends the session): the next session's opens get deadlines of their own, and
+ * commands are served on it (the first version kept the old deadline: every new session
+ * was ended at once, without end). */
+static void test_reconnect_after_open_deadline(void) {
+  if (!sshd_fixture_ready(&fx))
+    return;
+  Loop *l = loop_start_full(NULL, 120);
+  g_assert_cmpint(run(l, "true", NULL, NULL, NULL), ==, 0);
+  for (int i = 0; i < 100 && status_member(l, "spare") == 0; i++)
+    g_usleep(50 * 1000);
+  g_assert_cmpint(status_member(l, "spare"), ==, 1);
+  g_autoptr(GArray) pids = connection_pids();
+  for (guint i = 0; i < pids->len; i++)
+    kill(g_array_index(pids, int, i), SIGSTOP);
+  /* one command takes the spare channel, the other's open waits */
+  GThread *a = g_thread_new("a", command_thread, l);
+  g_usleep(200 * 1000);
+  GThread *b = g_thread_new("b", command_thread, l);
+  g_thread_join(a);
+  g_thread_join(b);
+  for (guint i = 0; i < pids->len; i++)
+    kill(g_array_index(pids, int, i), SIGKILL);
+  gboolean served = FALSE;
+  for (int i = 0; i < 100 && !served; i++) {
+    served = GPOINTER_TO_INT(command_thread(l));
+    if (!served)
+      g_usleep(200 * 1000);
+  }
+  g_assert_true(served);
+  loop_stop(l);
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   sshd_fixture_start(&fx, "supervisor", "the supervisor tests");
@@ -716,6 +796,8 @@ int main(int argc, char **argv) {
   g_test_add_func("/supervisor/forward-host-key", test_forward_host_key);
   g_test_add_func("/supervisor/out-of-descriptors", test_out_of_descriptors);
   g_test_add_func("/supervisor/reconnect", test_reconnect);
+  g_test_add_func("/supervisor/reconnect-out-of-descriptors", test_reconnect_out_of_descriptors);
+  g_test_add_func("/supervisor/reconnect-after-open-deadline", test_reconnect_after_open_deadline);
   int rc = g_test_run();
   sshd_fixture_stop(&fx);
   return rc;
