@@ -786,11 +786,31 @@ gboolean hutch_instance_set_meta(virDomainPtr domain, const char *element, const
 #define CONSOLE_TAIL_BYTES (64 * 1024)
 #define CONSOLE_TAIL_LINE_MAX 1024
 
+/* Drops ESC [ ... sequences (systemd's colours: "[ESC[0;1;31mFAILED ESC[0m]") in place, so
+ * that what the sanitiser keeps reads "[FAILED]"; anything else is left to it. */
+static gsize strip_csi(char *raw, gsize len) {
+  gsize out = 0;
+  for (gsize i = 0; i < len; i++) {
+    if (raw[i] == '\x1b' && i + 1 < len && raw[i + 1] == '[') {
+      gsize j = i + 2;
+      while (j < len && (guchar)raw[j] >= 0x20 && (guchar)raw[j] <= 0x3f)
+        j++; /* parameter and intermediate bytes */
+      if (j < len && (guchar)raw[j] >= 0x40 && (guchar)raw[j] <= 0x7e) {
+        i = j; /* the final byte: the whole sequence goes */
+        continue;
+      }
+    }
+    raw[out++] = raw[i];
+  }
+  return out;
+}
+
 char *hutch_console_tail(const char *path, guint count) {
   gsize len = 0;
   g_autofree char *raw = hutch_read_file_part(path, CONSOLE_TAIL_BYTES, TRUE, &len, NULL);
   if (!raw)
     return g_strdup("(no console log)");
+  len = strip_csi(raw, len);
   /* consoles print \r\n and escape sequences: HUTCH_TEXT_LINES keeps only the lines */
   g_autofree char *text = hutch_text_sanitize(raw, (gssize)len, HUTCH_TEXT_LINES);
   g_auto(GStrv) lines = g_strsplit(g_strchomp(text), "\n", -1);
@@ -811,6 +831,7 @@ char *hutch_console_failures(const char *path, guint max) {
   g_autofree char *raw = hutch_read_file_part(path, CONSOLE_BOOT_BYTES, TRUE, &len, NULL);
   if (!raw)
     return NULL;
+  len = strip_csi(raw, len);
   g_autofree char *text = hutch_text_sanitize(raw, (gssize)len, HUTCH_TEXT_LINES);
   g_auto(GStrv) lines = g_strsplit(text, "\n", -1);
   guint first = 0;
@@ -819,11 +840,16 @@ char *hutch_console_failures(const char *path, guint max) {
       first = i;
   GString *out = g_string_new(NULL);
   guint kept = 0;
+  g_autoptr(GHashTable) seen = g_hash_table_new(g_str_hash, g_str_equal);
   for (guint i = first; lines[i] && kept < max; i++) {
     if (!strstr(lines[i], "FAILED") && !strstr(lines[i], "Failed to start"))
       continue;
     hutch_text_truncate(lines[i], CONSOLE_TAIL_LINE_MAX);
-    g_string_append_printf(out, "\n%s", g_strstrip(lines[i]));
+    g_strstrip(lines[i]);
+    /* a unit restarted on failure says so each time: once is enough */
+    if (!g_hash_table_add(seen, lines[i]))
+      continue;
+    g_string_append_printf(out, "\n%s", lines[i]);
     kept++;
   }
   if (out->len == 0) {

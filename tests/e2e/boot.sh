@@ -271,7 +271,7 @@ cp "$E2E_TMP/pub.saved" "$pub"
 check "the guest's host keys removed" "$HUTCH" shell "$vm" -- sudo sh -c 'rm -f /etc/ssh/ssh_host_*'
 check "stop" "$HUTCH" -q stop "$vm"
 out=$("$HUTCH" start "$vm" 2>&1); rc=$?
-if [ $rc -eq 1 ] && grep -q "units that failed at boot:" <<<"$out" && grep -q "Failed to start ssh.service" <<<"$out" &&
+if [ $rc -eq 1 ] && grep -q "units that failed at boot:" <<<"$out" && grep -q "\[FAILED\] Failed to start ssh.servic" <<<"$out" &&
    grep -q "the console's last lines (hutch logs $vm):" <<<"$out"; then
   ok "sshd failing in a guest that says READY: start fails, naming the failed unit and the console's last lines"
 else
