@@ -355,6 +355,35 @@ static gboolean port_refuses(guint port) {
   return rc < 0 && saved == ECONNREFUSED;
 }
 
+/* The "guest" service: an echo server in a thread of its own on a port of 127.0.0.1. */
+typedef struct {
+  Server server;
+  int stop[2];
+  GThread *thread;
+  guint port;
+} Echo;
+
+static void echo_start(Echo *e) {
+  g_assert_true(g_unix_open_pipe(e->stop, FD_CLOEXEC, NULL));
+  e->server = (Server){.stop_r = e->stop[0], .listen_fd = listen_loopback(&e->port)};
+  e->thread = g_thread_new("server", echo_server, &e->server);
+}
+
+static void echo_stop(Echo *e) {
+  g_assert_cmpint(write(e->stop[1], "x", 1), ==, 1);
+  g_thread_join(e->thread);
+  close(e->server.listen_fd);
+  close(e->stop[0]);
+  close(e->stop[1]);
+}
+
+/* A forward-add request from 127.0.0.1:host_port to guest_port. */
+static char *forward_add_request(guint host_port, guint guest_port) {
+  return g_strdup_printf("{\"op\": \"forward-add\", \"host_ip\": \"127.0.0.1\", "
+                         "\"host_port\": %u, \"guest_port\": %u}",
+                         host_port, guest_port);
+}
+
 /* Forwarded ports on the supervisor's one session: byte-exact connections at once, beside
  * commands; a port refused in the guest closes that connection only; a taken or repeated port
  * and a broken request are refused with their code; removing one closes the port. */
@@ -362,18 +391,12 @@ static void test_forward(void) {
   if (!sshd_fixture_ready(&fx))
     return;
   Loop *l = loop_start();
-  int server_stop[2];
-  g_assert_true(g_unix_open_pipe(server_stop, FD_CLOEXEC, NULL));
-  Server server = {.stop_r = server_stop[0]};
-  guint guest_port = 0;
-  server.listen_fd = listen_loopback(&guest_port);
-  GThread *server_thread = g_thread_new("server", echo_server, &server);
+  Echo echo;
+  echo_start(&echo);
+  guint guest_port = echo.port;
 
   guint host_port = dead_port();
-  g_autofree char *add =
-      g_strdup_printf("{\"op\": \"forward-add\", \"host_ip\": \"127.0.0.1\", \"host_port\": %u, "
-                      "\"guest_port\": %u}",
-                      host_port, guest_port);
+  g_autofree char *add = forward_add_request(host_port, guest_port);
   g_autoptr(JsonObject) added = ask(l, add);
   g_assert_true(json_object_get_boolean_member(added, "ok"));
   g_assert_cmpint(status_member(l, "forwards"), ==, 1);
@@ -407,10 +430,7 @@ static void test_forward(void) {
   assert_refused(l, add, HUTCH_ERROR_PORT_IN_USE);
   guint taken_port = 0;
   int taken = listen_loopback(&taken_port);
-  g_autofree char *add_taken =
-      g_strdup_printf("{\"op\": \"forward-add\", \"host_ip\": \"127.0.0.1\", \"host_port\": %u, "
-                      "\"guest_port\": %u}",
-                      taken_port, guest_port);
+  g_autofree char *add_taken = forward_add_request(taken_port, guest_port);
   assert_refused(l, add_taken, HUTCH_ERROR_PORT_IN_USE);
   close(taken);
   assert_refused(l, "{\"op\": \"forward-add\", \"host_port\": 0, \"guest_port\": 80}",
@@ -424,10 +444,7 @@ static void test_forward(void) {
 
   /* nothing listens on the guest's side: each connection closes, the forward stays */
   guint refused_host = dead_port();
-  g_autofree char *add_refused =
-      g_strdup_printf("{\"op\": \"forward-add\", \"host_ip\": \"127.0.0.1\", \"host_port\": %u, "
-                      "\"guest_port\": %u}",
-                      refused_host, dead_port());
+  g_autofree char *add_refused = forward_add_request(refused_host, dead_port());
   g_autoptr(JsonObject) added_refused = ask(l, add_refused);
   g_assert_true(json_object_get_boolean_member(added_refused, "ok"));
   for (int i = 0; i < 3; i++) {
@@ -446,10 +463,7 @@ static void test_forward(void) {
   int stalled = listen_loopback(&stalled_port);
   g_assert_cmpint(listen(stalled, 0), ==, 0);
   guint stalled_host = dead_port();
-  g_autofree char *add_stalled =
-      g_strdup_printf("{\"op\": \"forward-add\", \"host_ip\": \"127.0.0.1\", \"host_port\": %u, "
-                      "\"guest_port\": %u}",
-                      stalled_host, stalled_port);
+  g_autofree char *add_stalled = forward_add_request(stalled_host, stalled_port);
   g_autoptr(JsonObject) added_stalled = ask(l, add_stalled);
   g_assert_true(json_object_get_boolean_member(added_stalled, "ok"));
   int waiting[6];
@@ -480,11 +494,7 @@ static void test_forward(void) {
   /* the loop's end closes the rest */
   loop_stop(l);
   g_assert_true(port_refuses(refused_host));
-  g_assert_cmpint(write(server_stop[1], "x", 1), ==, 1);
-  g_thread_join(server_thread);
-  close(server.listen_fd);
-  close(server_stop[0]);
-  close(server_stop[1]);
+  echo_stop(&echo);
 }
 
 /* A forward whose SSH connection meets another host key than the pinned one stops for good
@@ -500,10 +510,7 @@ static void test_forward_host_key(void) {
   g_assert_true(g_str_has_prefix(other_key, "ssh-ed25519 "));
   Loop *l = loop_start_pinning(other_key);
   guint host_port = dead_port();
-  g_autofree char *add =
-      g_strdup_printf("{\"op\": \"forward-add\", \"host_ip\": \"127.0.0.1\", \"host_port\": %u, "
-                      "\"guest_port\": %u}",
-                      host_port, dead_port());
+  g_autofree char *add = forward_add_request(host_port, dead_port());
   g_autoptr(JsonObject) added = ask(l, add);
   g_assert_true(json_object_get_boolean_member(added, "ok"));
   gboolean refused = FALSE;
@@ -595,17 +602,11 @@ static void test_out_of_descriptors(void) {
   g_assert_cmpint(run(l, "true", NULL, NULL, NULL), ==, 0);
 
   /* a forwarded port: its relay's accept */
-  int server_stop[2];
-  g_assert_true(g_unix_open_pipe(server_stop, FD_CLOEXEC, NULL));
-  Server server = {.stop_r = server_stop[0]};
-  guint guest_port = 0;
-  server.listen_fd = listen_loopback(&guest_port);
-  GThread *server_thread = g_thread_new("server", echo_server, &server);
+  Echo echo;
+  echo_start(&echo);
+  guint guest_port = echo.port;
   guint host_port = dead_port();
-  g_autofree char *add =
-      g_strdup_printf("{\"op\": \"forward-add\", \"host_ip\": \"127.0.0.1\", \"host_port\": %u, "
-                      "\"guest_port\": %u}",
-                      host_port, guest_port);
+  g_autofree char *add = forward_add_request(host_port, guest_port);
   g_autoptr(JsonObject) added = ask(l, add);
   g_assert_true(json_object_get_boolean_member(added, "ok"));
   Client first = {.port = host_port, .len = 1000, .seed = 5};
@@ -621,11 +622,7 @@ static void test_out_of_descriptors(void) {
   client_thread(&after);
   g_assert_true(after.ok);
   loop_stop(l);
-  g_assert_cmpint(write(server_stop[1], "x", 1), ==, 1);
-  g_thread_join(server_thread);
-  close(server.listen_fd);
-  close(server_stop[0]);
-  close(server_stop[1]);
+  echo_stop(&echo);
 }
 
 static int parent_of(const char *pid) {
@@ -685,6 +682,26 @@ static guint signal_connections(int sig) {
   return signalled;
 }
 
+/* Runs `true` through the supervisor (a thread's function): whether it took and ran it. */
+static gpointer command_thread(gpointer data) {
+  Loop *l = data;
+  gboolean used = FALSE;
+  int null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+  int status = hutch_supervisor_exec_fds(l->dir, "true", -1, null_fd, null_fd, &used, NULL);
+  close(null_fd);
+  return GINT_TO_POINTER(used && status == 0);
+}
+
+/* Tries `true` through the supervisor every 200 ms until it takes and runs it. */
+static gboolean served_within_20s(Loop *l) {
+  for (int i = 0; i < 100; i++) {
+    if (GPOINTER_TO_INT(command_thread(l)))
+      return TRUE;
+    g_usleep(200 * 1000);
+  }
+  return FALSE;
+}
+
 /* Its session ended (the guest rebooted): the supervisor connects again by itself, and
  * serves commands on the new session; meanwhile a command is told to connect directly. */
 static void test_reconnect(void) {
@@ -697,18 +714,7 @@ static void test_reconnect(void) {
   guint killed = signal_connections(SIGKILL);
   g_test_message("ended %u SSH connections", killed);
   g_assert_cmpuint(killed, >=, 1);
-  gboolean served = FALSE;
-  for (int i = 0; i < 100 && !served; i++) {
-    gboolean used = FALSE;
-    g_autoptr(GError) error = NULL;
-    int null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
-    int status = hutch_supervisor_exec_fds(l->dir, "true", -1, null_fd, null_fd, &used, &error);
-    close(null_fd);
-    served = used && status == 0;
-    if (!served)
-      g_usleep(200 * 1000);
-  }
-  g_assert_true(served);
+  g_assert_true(served_within_20s(l));
   g_autofree char *after = NULL;
   g_assert_cmpint(run(l, "echo after", NULL, &after, NULL), ==, 0);
   g_assert_cmpstr(after, ==, "after\n");
@@ -740,15 +746,6 @@ static void test_reconnect_out_of_descriptors(void) {
   g_free(l);
 }
 
-static gpointer command_thread(gpointer data) {
-  Loop *l = data;
-  gboolean used = FALSE;
-  int null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
-  int status = hutch_supervisor_exec_fds(l->dir, "true", -1, null_fd, null_fd, &used, NULL);
-  close(null_fd);
-  return GINT_TO_POINTER(used && status == 0);
-}
-
 /* The session ends while a channel open waits (the guest's sshd stopped: the open's 30 s
  * deadline ends the session): the next session's opens get deadlines of their own, and
  * commands are served on it (the first version kept the old deadline: every new session
@@ -772,13 +769,7 @@ static void test_reconnect_after_open_deadline(void) {
   g_thread_join(b);
   for (guint i = 0; i < pids->len; i++)
     kill(g_array_index(pids, int, i), SIGKILL);
-  gboolean served = FALSE;
-  for (int i = 0; i < 100 && !served; i++) {
-    served = GPOINTER_TO_INT(command_thread(l));
-    if (!served)
-      g_usleep(200 * 1000);
-  }
-  g_assert_true(served);
+  g_assert_true(served_within_20s(l));
   loop_stop(l);
 }
 
