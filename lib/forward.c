@@ -525,17 +525,13 @@ gboolean hutch_forward_relay(HutchSsh *ssh, int listen_fd, guint guest_port, int
     int timeout = busy || channels_ready(&r) ? 0 : transient ? 20 : -1;
     if (accept_paused)
       timeout = timeout < 0 ? 100 : MIN(timeout, 100); /* to accept again */
-    /* a keepalive only while nothing else is being sent: one that went out in part would
-     * have to be completed before any other packet */
-    if (!r.owner.who && !r.opening &&
-        !(libssh2_session_block_directions(r.session) & LIBSSH2_SESSION_BLOCK_OUTBOUND)) {
-      int next = 0;
-      if (libssh2_keepalive_send(r.session, &next) < 0) {
+    if (!r.owner.who && !r.opening) {
+      int keepalive_ms = hutch_ssh_keepalive_when_idle(r.session, r.ssh_fd);
+      if (keepalive_ms < 0) {
         g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_SSH, "sending a keepalive failed");
         ok = FALSE;
         break;
       }
-      int keepalive_ms = next > 0 ? next * 1000 : 1000;
       timeout = timeout < 0 ? keepalive_ms : MIN(timeout, keepalive_ms);
     }
     rc = poll(pfds, n, timeout);

@@ -31,6 +31,14 @@ HutchSsh *hutch_ssh_connect_retrying(guint port, const char *user, const char *p
                                      const char *pinned_host_key, guint wait_s, int stop_fd,
                                      HutchSshKeepTrying keep_trying, gpointer data, GError **error);
 void hutch_ssh_free(HutchSsh *ssh);
+
+/* For a loop on a non-blocking session, called while none of its own libssh2 calls waits to
+ * be repeated: sends the keepalive when it is due (libssh2_keepalive_config), but only while
+ * the socket's send queue is empty, so that the small packet goes out whole (libssh2 ignores
+ * EAGAIN on a keepalive, and one sent in part would have to be finished before any other
+ * packet, which libssh2 then refuses). Returns the milliseconds until it should be called
+ * again, or -1 when sending failed (the session is gone). */
+int hutch_ssh_keepalive_when_idle(LIBSSH2_SESSION *session, int fd);
 /* The libssh2 session and its socket, for code that drives channels itself (the forward
  * relay). Owned by ssh. */
 LIBSSH2_SESSION *hutch_ssh_session(HutchSsh *ssh, int *ret_fd);

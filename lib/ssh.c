@@ -12,6 +12,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <string.h>
+#include <linux/sockios.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -297,6 +298,17 @@ HutchSsh *hutch_ssh_connect(const char *host, guint port, const char *user,
   libssh2_session_set_timeout(ssh->session, 0);
   libssh2_keepalive_config(ssh->session, 1, KEEPALIVE_SECONDS);
   return g_steal_pointer(&ssh);
+}
+
+int hutch_ssh_keepalive_when_idle(LIBSSH2_SESSION *session, int fd) {
+  int queued = 0;
+  if ((libssh2_session_block_directions(session) & LIBSSH2_SESSION_BLOCK_OUTBOUND) ||
+      ioctl(fd, SIOCOUTQ, &queued) < 0 || queued > 0)
+    return 1000;
+  int next = 0;
+  if (libssh2_keepalive_send(session, &next) < 0)
+    return -1;
+  return next > 0 ? next * 1000 : 1000;
 }
 
 HutchSsh *hutch_ssh_connect_retrying(guint port, const char *user, const char *private_key_path,

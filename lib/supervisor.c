@@ -1361,18 +1361,14 @@ static HutchSuperviseEnd sup_loop(Sup *s) {
     }
     reap_forwards(s);
     int timeout = busy || channels_ready(s) ? 0 : transient ? 20 : -1;
-    /* A keepalive only while nothing else is being sent: one that went out in part would
-     * have to be completed before any other packet (it is ignored by libssh2 then). */
-    if (s->session && !s->owner.who && !s->opening &&
-        !(libssh2_session_block_directions(s->session) & LIBSSH2_SESSION_BLOCK_OUTBOUND)) {
-      int next = 0;
-      if (libssh2_keepalive_send(s->session, &next) < 0) {
+    if (s->session && !s->owner.who && !s->opening) {
+      int keepalive_ms = hutch_ssh_keepalive_when_idle(s->session, s->ssh_fd);
+      if (keepalive_ms < 0) {
         g_autoptr(GError) failed =
             g_error_new(HUTCH_ERROR, HUTCH_ERROR_SSH, "sending a keepalive failed");
         session_lost(s, failed);
         continue;
       }
-      int keepalive_ms = next > 0 ? next * 1000 : 1000;
       timeout = timeout < 0 ? keepalive_ms : MIN(timeout, keepalive_ms);
     }
     if (s->stopping->len > 0)
