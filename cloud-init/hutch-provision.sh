@@ -68,7 +68,9 @@ RESIZE2FS=${HUTCH_RESIZE2FS:-resize2fs}
 # (tests); where the host key, hostname and machine-id live; the homes to clean.
 SEED_LABEL=${HUTCH_SEED_LABEL:-cidata}
 SEED_DIR=${HUTCH_SEED_DIR:-}
-SEED_WAIT=${HUTCH_SEED_WAIT:-30}
+# (the seed's CD drive can take long to appear when the host runs several TCG guests: sshd
+# waits for the identity anyway, so waiting longer costs nothing when all is well)
+SEED_WAIT=${HUTCH_SEED_WAIT:-120}
 SSH_DIR=${HUTCH_SSH_DIR:-/etc/ssh}
 ETC=${HUTCH_ETC:-/etc}
 HOMES=${HUTCH_HOMES:-/root /home/*}
@@ -362,7 +364,8 @@ grow_root() {
 
 cmd_ready() {
   if [ -e "$STATE_DIR/identity-pending" ]; then
-    report "WARN this VM did not take its identity from its seed (journalctl -u hutch-identity)"
+    why=$(head -c 300 "$STATE_DIR/identity-failed" 2>/dev/null | tr -d '\n')
+    report "WARN this VM did not take its identity from its seed${why:+: $why} (journalctl -u hutch-identity)"
   fi
   grow_root
   if [ "$(cat "$STATE_DIR/status" 2>/dev/null)" = ok ]; then
@@ -483,6 +486,12 @@ cmd_generalise() {
 # seed hutch wrote for this VM holds hutch-identity ("hostname NAME", "authorized-key KEY")
 # and hutch-host-key (the host key hutch made and pinned). Failing leaves the marker, so the
 # next boot tries again; hutch start then fails to connect with the pinned key, and says so.
+# Why the identity was not taken, for the journal and for cmd_ready's warning to the host.
+identity_failed() {
+  say "identity: $1"
+  mkdir -p "$STATE_DIR" && printf '%s\n' "$1" >"$STATE_DIR/identity-failed"
+}
+
 cmd_identity() {
   pending=$STATE_DIR/identity-pending
   [ -e "$pending" ] || return 0
@@ -497,12 +506,13 @@ cmd_identity() {
       waited=$((waited + 1))
     done
     if [ -z "$dev" ]; then
-      say "identity: no seed volume labelled $SEED_LABEL"
+      identity_failed "no seed volume labelled $SEED_LABEL within $SEED_WAIT s"
       return 1
     fi
     dir=$(mktemp -d) || return 1
     if ! "$MOUNT" -o ro "$dev" "$dir" </dev/null; then
       rmdir "$dir"
+      identity_failed "mounting the seed ($dev) failed"
       return 1
     fi
     mounted=1
@@ -511,7 +521,7 @@ cmd_identity() {
   key=$(sed -n 's/^authorized-key //p' "$dir/hutch-identity" 2>/dev/null | head -n 1)
   result=0
   if [ -z "$name" ] || [ -z "$key" ] || [ ! -s "$dir/hutch-host-key" ]; then
-    say "identity: the seed holds no hutch-identity and hutch-host-key"
+    identity_failed "the seed holds no hutch-identity and hutch-host-key"
     result=1
   else
     k=$SSH_DIR/ssh_host_ed25519_key
@@ -521,7 +531,7 @@ cmd_identity() {
       mv -f "$k.new" "$k" && mv -f "$k.pub.new" "$k.pub" && chmod 644 "$k.pub"; then
       :
     else
-      say "identity: installing the host key failed"
+      identity_failed "installing the host key failed"
       result=1
     fi
     printf '%s\n' "$name" >"$ETC/hostname"
@@ -539,7 +549,7 @@ cmd_identity() {
       chmod 600 "$home/.ssh/authorized_keys"
       [ -z "$HUTCH_USER" ] || chown -R "$HUTCH_USER:" "$home/.ssh" 2>/dev/null || true
     else
-      say "identity: no home for the user '$HUTCH_USER'"
+      identity_failed "no home for the user '$HUTCH_USER'"
       result=1
     fi
   fi
@@ -547,7 +557,7 @@ cmd_identity() {
     "$UMOUNT" "$dir" </dev/null || true
     rmdir "$dir" 2>/dev/null || true
   fi
-  [ "$result" = 0 ] && rm -f "$pending"
+  [ "$result" = 0 ] && rm -f "$pending" "$STATE_DIR/identity-failed"
   return "$result"
 }
 

@@ -1301,6 +1301,7 @@ static void test_runner_identity(gconstpointer data) {
   g_assert_cmpint(guest_mode(g, "home/dev/.ssh/authorized_keys"), ==, 0600);
   g_assert_cmpint(guest_mode(g, "home/dev/.ssh"), ==, 0700);
   g_assert_false(guest_exists(g, "var/lib/hutch/identity-pending"));
+  g_assert_false(guest_exists(g, "var/lib/hutch/identity-failed"));
 
   /* hosts without a 127.0.1.1 line gets one; a host key in place is replaced */
   guest_write(g, "var/lib/hutch/identity-pending", "", 0644);
@@ -1349,6 +1350,9 @@ static void test_runner_identity(gconstpointer data) {
     guest_write(h, "etc/hostname", "hutch\n", 0644);
     g_assert_cmpint(guest_run(h, "usr/local/lib/hutch/hutch-provision", "identity"), !=, 0);
     g_assert_true(guest_exists(h, "var/lib/hutch/identity-pending"));
+    /* why, for the warning the next `ready` sends the host */
+    g_autofree char *why = guest_read(h, "var/lib/hutch/identity-failed");
+    g_assert_cmpstr(why, ==, "the seed holds no hutch-identity and hutch-host-key\n");
     g_assert_false(guest_exists(h, "etc/ssh/ssh_host_ed25519_key"));
     g_assert_false(guest_exists(h, "etc/ssh/ssh_host_ed25519_key.pub"));
     g_autofree char *h_hostname = guest_read(h, "etc/hostname");
