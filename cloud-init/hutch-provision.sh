@@ -510,11 +510,19 @@ cmd_identity() {
       return 1
     fi
     dir=$(mktemp -d) || return 1
-    if ! "$MOUNT" -o ro "$dev" "$dir" </dev/null; then
-      rmdir "$dir"
-      identity_failed "mounting the seed ($dev) failed"
-      return 1
-    fi
+    # udev's probe of a new CD drive (cdrom_id) holds it exclusively for a moment: a mount
+    # then fails with "busy"; wait for udev, and try again for a while
+    udevadm settle --timeout=30 >/dev/null 2>&1 || true
+    tries=0
+    until why=$("$MOUNT" -o ro "$dev" "$dir" 2>&1 </dev/null); do
+      tries=$((tries + 1))
+      if [ "$tries" -ge 20 ]; then
+        rmdir "$dir"
+        identity_failed "mounting the seed ($dev) failed: $why"
+        return 1
+      fi
+      sleep 1
+    done
     mounted=1
   fi
   name=$(sed -n 's/^hostname //p' "$dir/hutch-identity" 2>/dev/null | head -n 1)
