@@ -509,7 +509,9 @@ cmd_identity() {
       identity_failed "no seed volume labelled $SEED_LABEL within $SEED_WAIT s"
       return 1
     fi
-    dir=$(mktemp -d) || return 1
+    # not under /tmp: systemd-tmpfiles-setup empties /tmp at this point of the boot, and took
+    # the mount point away under the mount
+    dir=$(mktemp -d /run/hutch-seed.XXXXXX) || return 1
     # udev's probe of a new CD drive (cdrom_id) holds it exclusively for a moment: a mount
     # then fails with "busy"; wait for udev, and try again for a while
     udevadm settle --timeout=30 >/dev/null 2>&1 || true
