@@ -482,16 +482,16 @@ cmd_generalise() {
   fi
 }
 
-# hutch-identity.service, at boot before sshd, while $STATE_DIR/identity-pending exists: the
-# seed hutch wrote for this VM holds hutch-identity ("hostname NAME", "authorized-key KEY")
-# and hutch-host-key (the host key hutch made and pinned). Failing leaves the marker, so the
-# next boot tries again; hutch start then fails to connect with the pinned key, and says so.
 # Why the identity was not taken, for the journal and for cmd_ready's warning to the host.
 identity_failed() {
   say "identity: $1"
   mkdir -p "$STATE_DIR" && printf '%s\n' "$1" >"$STATE_DIR/identity-failed"
 }
 
+# hutch-identity.service, at boot before sshd, while $STATE_DIR/identity-pending exists: the
+# seed hutch wrote for this VM holds hutch-identity ("hostname NAME", "authorized-key KEY")
+# and hutch-host-key (the host key hutch made and pinned). Failing leaves the marker, so the
+# next boot tries again; hutch start then fails to connect with the pinned key, and says so.
 cmd_identity() {
   pending=$STATE_DIR/identity-pending
   [ -e "$pending" ] || return 0

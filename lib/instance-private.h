@@ -86,8 +86,9 @@ GPtrArray *hutch_instance_missing(HutchContext *ctx, const char *instances_dir, 
 char *hutch_instance_dir(const char *name);
 
 /* The last count lines of a console log for an error message, each after a "\n" ("(no
- * console log)" when it cannot be read). The guest writes the console: the text is sanitised
- * (HUTCH_TEXT_LINES), and what is read of the file and kept of a line is bounded. */
+ * console log)" when it cannot be read). The guest writes the console: its ESC [ sequences
+ * (colours) are dropped, the rest is sanitised (HUTCH_TEXT_LINES), and what is read of the
+ * file and kept of a line is bounded. */
 char *hutch_console_tail(const char *path, guint count);
 /* The lines of the console's last boot (after its last "Linux version" banner, within the
  * last 256 KiB) in which systemd says a unit failed ("FAILED", "Failed to start"), at most

@@ -875,8 +875,9 @@ static void accept_clients(Sup *s) {
 }
 
 /* Takes ssh as the loop's session: non-blocking, with keepalives every
- * SUPERVISOR_KEEPALIVE_S (sent by the loop while nothing else is being sent). They ask for
- * no reply, which nothing would read: what tells is the reset a rebooted guest answers with. */
+ * SUPERVISOR_KEEPALIVE_S (sent by the loop only while the socket's send queue is empty:
+ * hutch_ssh_keepalive_when_idle). They ask for no reply, which nothing would read: what tells
+ * is the reset a rebooted guest answers with. */
 static void session_install(Sup *s, HutchSsh *ssh) {
   s->ssh = ssh;
   s->session = hutch_ssh_session(ssh, &s->ssh_fd);

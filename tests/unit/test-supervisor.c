@@ -672,10 +672,9 @@ static GArray *connection_pids(void) {
   return g_steal_pointer(&tree);
 }
 
-/* Sends sig to every process of the fixture's connections (SIGKILL: as a guest reboot ends
- * them); returns how many. */
-static guint signal_connections(int sig) {
-  g_autoptr(GArray) pids = connection_pids();
+/* Sends sig to each of pids (connection_pids; SIGKILL ends them as a guest reboot does);
+ * returns how many got it. */
+static guint signal_pids(GArray *pids, int sig) {
   guint signalled = 0;
   for (guint i = 0; i < pids->len; i++)
     signalled += kill(g_array_index(pids, int, i), sig) == 0;
@@ -711,7 +710,8 @@ static void test_reconnect(void) {
   g_autofree char *before = NULL;
   g_assert_cmpint(run(l, "echo before", NULL, &before, NULL), ==, 0);
   g_assert_cmpstr(before, ==, "before\n");
-  guint killed = signal_connections(SIGKILL);
+  g_autoptr(GArray) pids = connection_pids();
+  guint killed = signal_pids(pids, SIGKILL);
   g_test_message("ended %u SSH connections", killed);
   g_assert_cmpuint(killed, >=, 1);
   g_assert_true(served_within_20s(l));
@@ -733,8 +733,7 @@ static void test_reconnect_out_of_descriptors(void) {
   g_autoptr(GArray) pids = connection_pids();
   g_assert_cmpuint(pids->len, >=, 1);
   Filled filled = fill_descriptors();
-  for (guint i = 0; i < pids->len; i++)
-    kill(g_array_index(pids, int, i), SIGKILL);
+  signal_pids(pids, SIGKILL);
   g_thread_join(l->thread); /* no reconnect: the loop ends */
   int fd0 = fcntl(0, F_GETFD);
   fill_release(&filled);
@@ -759,16 +758,14 @@ static void test_reconnect_after_open_deadline(void) {
     g_usleep(50 * 1000);
   g_assert_cmpint(status_member(l, "spare"), ==, 1);
   g_autoptr(GArray) pids = connection_pids();
-  for (guint i = 0; i < pids->len; i++)
-    kill(g_array_index(pids, int, i), SIGSTOP);
+  signal_pids(pids, SIGSTOP);
   /* one command takes the spare channel, the other's open waits */
   GThread *a = g_thread_new("a", command_thread, l);
   g_usleep(200 * 1000);
   GThread *b = g_thread_new("b", command_thread, l);
   g_thread_join(a);
   g_thread_join(b);
-  for (guint i = 0; i < pids->len; i++)
-    kill(g_array_index(pids, int, i), SIGKILL);
+  signal_pids(pids, SIGKILL);
   g_assert_true(served_within_20s(l));
   loop_stop(l);
 }
