@@ -509,22 +509,14 @@ cmd_identity() {
       identity_failed "no seed volume labelled $SEED_LABEL within $SEED_WAIT s"
       return 1
     fi
-    # not under /tmp: systemd-tmpfiles-setup empties /tmp at this point of the boot, and took
-    # the mount point away under the mount
+    # not under /tmp: systemd-tmpfiles-setup empties /tmp at this point of the boot (both
+    # after local-fs.target), and took the mount point away ("mount point does not exist")
     dir=$(mktemp -d /run/hutch-seed.XXXXXX) || return 1
-    # udev's probe of a new CD drive (cdrom_id) holds it exclusively for a moment: a mount
-    # then fails with "busy"; wait for udev, and try again for a while
-    udevadm settle --timeout=30 >/dev/null 2>&1 || true
-    tries=0
-    until why=$("$MOUNT" -o ro "$dev" "$dir" 2>&1 </dev/null); do
-      tries=$((tries + 1))
-      if [ "$tries" -ge 20 ]; then
-        rmdir "$dir"
-        identity_failed "mounting the seed ($dev) failed: $why"
-        return 1
-      fi
-      sleep 1
-    done
+    if ! why=$("$MOUNT" -o ro "$dev" "$dir" 2>&1 </dev/null); then
+      rmdir "$dir"
+      identity_failed "mounting the seed ($dev) failed: $why"
+      return 1
+    fi
     mounted=1
   fi
   name=$(sed -n 's/^hostname //p' "$dir/hutch-identity" 2>/dev/null | head -n 1)
