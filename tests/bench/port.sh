@@ -6,6 +6,10 @@
 #                   passt in the egress helper's namespace, the helper relaying the port)
 #                   baseline: the virt-install VM of boot.sh, <interface type='user'> (QEMU's
 #                   slirp) with `hostfwd_add` for the same guest port
+#   port-sendfile   the same as port-download with a server that sends the file with
+#                   sendfile(2) (tests/bench/sendfile-server.py, guest port 8001) instead of
+#                   python3 -m http.server, whose copy in the guest's interpreter is most of
+#                   the time under TCG on both sides: what the network path itself costs
 #   port-relay      the same forward, hutch: under public; baseline: the same VM restarted
 #                   under egress: unrestricted (passt alone): what the helper's relay costs
 #   egress-download the guest downloads SIZE MiB from a host server (198.51.100.2, which
@@ -25,10 +29,11 @@
 
 runs=${1:-3}
 size=${2:-500}
-estimate $((3 * 200 + 6 * runs * size / 5)) "three boots, then $runs downloads of $size MiB in each of six cases"
+estimate $((3 * 200 + 7 * runs * size / 5)) "three boots, then $runs downloads of $size MiB in each of seven cases"
 baseline_prepare || exit 1
 
-serve='truncate -s '$size'M big && (nohup setsid python3 -m http.server 8000 >/dev/null 2>&1 </dev/null &)'
+serve='truncate -s '$size'M big && (nohup setsid python3 -m http.server 8000 >/dev/null 2>&1 </dev/null &) && (nohup setsid python3 sendfile-server.py big 8001 >/dev/null 2>&1 </dev/null &)'
+sendfile_server=$BENCH_DIR/sendfile-server.py
 
 download() {  # download SIDE PORT
   local out i
@@ -68,10 +73,14 @@ passt_help=$("${HUTCH_PASST:-passt}" --help 2>&1 || true)
 vhost_user=no; grep -q -- '--vhost-user' <<<"$passt_help" && vhost_user=yes
 
 port=$(free_port)
+port2=$(free_port)
+while [ "$port2" = "$port" ]; do port2=$(free_port); done
 vm=bp-$$
-hutch_new "$vm" --egress public --port "$port:8000" || exit 1
+hutch_new "$vm" --egress public --port "$port:8000" --port "$port2:8001" || exit 1
+"$HUTCH" shell "$vm" -- sh -c 'cat > sendfile-server.py' <"$sendfile_server" || exit 1
 "$HUTCH" shell "$vm" -- sh -c "$serve" || exit 1
 download hutch "$port"
+download_as port-sendfile hutch "$port2"
 download_as port-relay hutch "$port"
 guest_download hutch "$vm"
 "$HUTCH" -q net "$vm" --egress unrestricted 2>/dev/null || exit 1
@@ -92,12 +101,18 @@ fi
 vm=bpb-$$
 baseline_new "$vm" || exit 1
 port=$(free_port)
+port2=$(free_port)
+while [ "$port2" = "$port" ]; do port2=$(free_port); done
 baseline_forward "$vm" "$port" 8000 || exit 1
+baseline_forward "$vm" "$port2" 8001 || exit 1
+baseline_ssh "$vm" 'cat > sendfile-server.py' <"$sendfile_server" || exit 1
 baseline_ssh "$vm" "$serve" || exit 1
 download baseline "$port"
+download_as port-sendfile baseline "$port2"
 baseline_delete "$vm"
 
 result port-download s "$size MiB over HTTP: hutch's forward (public: the helper's relay, passt) vs slirp hostfwd"
+result port-sendfile s "$size MiB over HTTP, the guest's server using sendfile(2): hutch's forward (public) vs slirp hostfwd"
 result port-relay s "$size MiB over HTTP: the forward under public vs unrestricted (passt alone), same VM"
 result egress-download s "$size MiB downloaded by the guest: through the policy (public) vs unrestricted, same VM"
 if [ $vhost_user = yes ]; then
