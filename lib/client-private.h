@@ -10,14 +10,16 @@
  * of [type: 1 byte][length: 3 bytes, big-endian][payload]:
  *   client:     Q request (JSON: {"op": "exec", "command": TEXT|null, "pty": BOOL, "term": TEXT,
  *               "cols": N, "rows": N}, {"op": "status"}, {"op": "forward-add", "host_ip":
- *               TEXT, "host_port": N, "guest_port": N} or {"op": "forward-remove",
- *               "host_port": N}), I stdin bytes, E end of stdin,
+ *               TEXT, "host_port": N, "guest_port": N}, {"op": "forward-remove",
+ *               "host_port": N} or {"op": "copy", ...} with a descriptor (supervisor.c,
+ *               handle_copy)), I stdin bytes, E end of stdin,
  *               W terminal size ("COLS ROWS")
  *   supervisor: A the command runs, O stdout bytes, R stderr bytes, X exit status (decimal),
  *               F failure (text; before A the client connects directly instead), S status
  *               (JSON: {"pid": N, "commands": N, "running": N, "spare": N, "forwards": N,
- *               ...}) or a forward request's result (JSON: {"ok": BOOL, "code": HutchError,
- *               "error": TEXT})
+ *               ...}) or a forward or copy request's result (JSON: {"ok": BOOL, "code":
+ *               HutchError, "error": TEXT}); a copy gets A when it begins (F before it: copy
+ *               directly), then that result
  * A client that goes away closes its channel. */
 #pragma once
 
@@ -105,6 +107,15 @@ int hutch_supervisor_exec_fds(const char *runtime_dir, const char *command, int 
 int hutch_supervisor_exec_stream(const char *runtime_dir, const char *command,
                                  HutchSshOutputFunc func, gpointer user_data, gboolean *ret_used,
                                  GError **error);
+
+/* The VM's supervisor socket, connected and checked to be of this user (blocking), or -1. */
+int hutch_supervisor_connect(const char *runtime_dir);
+/* Sends all of data on a socket (no SIGPIPE). */
+gboolean hutch_send_all(int fd, const guint8 *data, gsize len);
+/* Reads from fd into buf until one whole frame is there (then as hutch_frame_peek), or -1
+ * when timeout_ms (-1: no limit) passes or the peer is gone. */
+int hutch_frame_read(int fd, GByteArray *buf, int timeout_ms, char *type, const guint8 **payload,
+                     gsize *len);
 
 /* Sends request (a Q frame's JSON) and returns the payload of the answer when it is a frame
  * of type answer_type, or NULL when no supervisor answers so within timeout_ms; then

@@ -185,7 +185,7 @@ void hutch_terminal_leave(HutchTerminal *t) {
 
 /* ---- The supervisor's client ---------------------------------------------------------- */
 
-static int connect_socket(const char *runtime_dir) {
+int hutch_supervisor_connect(const char *runtime_dir) {
   g_autofree char *path = g_build_filename(runtime_dir, HUTCH_SUPERVISOR_SOCKET, NULL);
   struct sockaddr_un addr = {.sun_family = AF_UNIX};
   if (strlen(path) >= sizeof addr.sun_path)
@@ -216,7 +216,7 @@ static int connect_socket(const char *runtime_dir) {
   return fd;
 }
 
-static gboolean send_all(int fd, const guint8 *data, gsize len) {
+gboolean hutch_send_all(int fd, const guint8 *data, gsize len) {
   while (len > 0) {
     ssize_t n = send(fd, data, len, MSG_NOSIGNAL);
     if (n < 0 && errno == EINTR)
@@ -229,13 +229,15 @@ static gboolean send_all(int fd, const guint8 *data, gsize len) {
   return TRUE;
 }
 
-/* Reads until one whole frame is in buf or timeout_ms passes (-1: no limit). */
-static int read_frame(int fd, GByteArray *buf, int timeout_ms, char *type, const guint8 **payload,
-                      gsize *len) {
+int hutch_frame_read(int fd, GByteArray *buf, int timeout_ms, char *type, const guint8 **payload,
+                     gsize *len) {
   int rc;
   while ((rc = hutch_frame_peek(buf, type, payload, len)) == 0) {
     struct pollfd p = {.fd = fd, .events = POLLIN};
-    if (poll(&p, 1, timeout_ms) <= 0)
+    int ready = poll(&p, 1, timeout_ms);
+    if (ready < 0 && errno == EINTR)
+      continue;
+    if (ready <= 0)
       return -1;
     guint8 chunk[HUTCH_FRAME_CHUNK];
     ssize_t n = recv(fd, chunk, sizeof chunk, 0);
@@ -250,7 +252,7 @@ char *hutch_supervisor_ask(const char *runtime_dir, const char *request, char an
                            int timeout_ms, gboolean *ret_reached) {
   if (ret_reached)
     *ret_reached = FALSE;
-  int fd = connect_socket(runtime_dir);
+  int fd = hutch_supervisor_connect(runtime_dir);
   if (fd < 0)
     return NULL;
   g_autoptr(GByteArray) out = g_byte_array_new();
@@ -260,10 +262,11 @@ char *hutch_supervisor_ask(const char *runtime_dir, const char *request, char an
   const guint8 *payload = NULL;
   gsize len = 0;
   char *answer = NULL;
-  gboolean sent = send_all(fd, out->data, out->len);
+  gboolean sent = hutch_send_all(fd, out->data, out->len);
   if (ret_reached)
     *ret_reached = sent;
-  if (sent && read_frame(fd, in, timeout_ms, &type, &payload, &len) > 0 && type == answer_type)
+  if (sent && hutch_frame_read(fd, in, timeout_ms, &type, &payload, &len) > 0 &&
+      type == answer_type)
     answer = g_strndup((const char *)payload, len);
   close(fd);
   return answer;
@@ -415,7 +418,7 @@ static int client_run(const char *runtime_dir, const char *command, gboolean pty
   /* the request is JSON: a command that is no UTF-8 text goes the direct way */
   if (hutch_supervisor_refused_by_env() || (command && !g_utf8_validate(command, -1, NULL)))
     return -1;
-  int fd = connect_socket(runtime_dir);
+  int fd = hutch_supervisor_connect(runtime_dir);
   if (fd < 0)
     return -1;
   HutchTerminal terminal;
@@ -448,8 +451,8 @@ static int client_run(const char *runtime_dir, const char *command, gboolean pty
   gsize len = 0;
   /* Until A, anything wrong means: connect directly. The channel opens in well under a
    * second on a live session; a supervisor that reconnects may take the SSH timeout. */
-  if (!send_all(fd, out->data, out->len) || read_frame(fd, in, 40000, &type, &payload, &len) <= 0 ||
-      type != 'A') {
+  if (!hutch_send_all(fd, out->data, out->len) ||
+      hutch_frame_read(fd, in, 40000, &type, &payload, &len) <= 0 || type != 'A') {
     close(fd);
     return -1;
   }

@@ -69,10 +69,23 @@ gboolean hutch_copy(HutchContext *ctx, const char *src, const char *dst, gboolea
                 "exactly one of '%s' and '%s' must be NAME:PATH", src, dst);
     return FALSE;
   }
-  g_autoptr(HutchSsh) ssh =
-      hutch_instance_connect(ctx, src_remote ? src_name : dst_name, error);
+  const char *name = src_remote ? src_name : dst_name;
+  /* the supervisors serve the session daemon's VMs (as in hutch_shell) */
+  if (!hutch_context_check_uri(ctx, error))
+    return FALSE;
+  /* Through the VM's supervisor when one takes it: its copy session is already connected.
+   * Anything wrong before the copy begins means copying directly. */
+  g_autofree char *runtime_dir = hutch_instance_runtime_dir(name);
+  gboolean used = FALSE;
+  gboolean ok = hutch_supervisor_copy(runtime_dir, !src_remote, src_remote ? dst : src,
+                                      src_remote ? src_path : dst_path, recursive, &used, error);
+  if (used)
+    return ok;
+  g_autoptr(HutchSsh) ssh = hutch_instance_connect(ctx, name, error);
   if (!ssh)
     return FALSE;
+  /* the next copy or command finds one */
+  hutch_supervisor_spawn(ctx, name, runtime_dir);
   if (src_remote)
     return hutch_ssh_download(ssh, src_path, dst, recursive, error);
   return hutch_ssh_upload(ssh, src, dst_path, recursive, error);

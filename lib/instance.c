@@ -1599,6 +1599,8 @@ static JsonObject *describe(HutchContext *ctx, HutchInstance *instance) {
       json_object_set_int_member(
           o, "supervisor_commands",
           json_object_get_int_member_with_default(supervisor, "commands", 0));
+      json_object_set_int_member(o, "supervisor_copies",
+                                 json_object_get_int_member_with_default(supervisor, "copies", 0));
     }
   }
   json_object_set_string_member(o, "uri", hutch_context_get_uri(ctx));

@@ -133,6 +133,45 @@ gboolean hutch_ssh_upload(HutchSsh *ssh, const char *local_path, const char *rem
 gboolean hutch_ssh_download(HutchSsh *ssh, const char *remote_path, const char *local_path,
                             gboolean recursive, GError **error);
 
+/* The same from a source already open (fd: a regular file or a directory, opened as
+ * hutch_hostpath_open does; local_path names it in messages and gives its name). */
+gboolean hutch_ssh_upload_fd(HutchSsh *ssh, int fd, const char *local_path, const char *remote_path,
+                             gboolean recursive, GError **error);
+
+/* Where a download goes, like cp, examined before the source is known (by the command, even
+ * when its supervisor copies: its working directory and mount namespace, not the
+ * supervisor's): a
+ * destination that is an existing directory (root's links followed, see hostpath-private.h)
+ * receives the source inside (inside, fd that directory); otherwise the destination's last
+ * component (name) is created or replaced in its parent (fd), and a link there is refused
+ * (missing: nothing is there yet; want_dir: the path ended in '/', so the source must be a
+ * directory). */
+typedef struct {
+  int fd; /* O_PATH */
+  char *name;
+  gboolean inside, missing, want_dir;
+} HutchSshLocalDest;
+gboolean hutch_ssh_local_dest_open(const char *local_path, HutchSshLocalDest *dest, GError **error);
+void hutch_ssh_local_dest_clear(HutchSshLocalDest *dest);
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(HutchSshLocalDest, hutch_ssh_local_dest_clear)
+/* hutch_ssh_download into a destination examined already (NULL: local_path's, now);
+ * local_path names it in messages. */
+gboolean hutch_ssh_download_to(HutchSsh *ssh, const char *remote_path,
+                               const HutchSshLocalDest *dest, const char *local_path,
+                               gboolean recursive, GError **error);
+
+/* For a copy the supervisor serves for a command: cancelled (may be NULL), asked between
+ * buffers and directory entries, stops the copy ("the copy was cancelled"); umask_bits (>= 0)
+ * is the command's umask, which a download's modes go through instead of this process's. */
+typedef gboolean (*HutchSshCancelled)(gpointer data);
+void hutch_ssh_set_copy_caller(HutchSsh *ssh, HutchSshCancelled cancelled, gpointer data,
+                               int umask_bits);
+/* This process's umask (022 when /proc does not say). */
+mode_t hutch_ssh_process_umask(void);
+/* Whether the session still answers an SFTP request (started if need be) within timeout_ms:
+ * a session kept between copies may have died with a guest reboot. */
+gboolean hutch_ssh_sftp_alive(HutchSsh *ssh, guint timeout_ms);
+
 /* The user's hutch client key, $XDG_DATA_HOME/hutch/ssh/id_ed25519 (0600, made with
  * ssh-keygen on first use). Returns the private key path; ret_public gets the public line. */
 char *hutch_ssh_client_key(char **ret_public, GError **error);

@@ -33,7 +33,28 @@ struct _HutchSsh {
   LIBSSH2_SESSION *session;
   LIBSSH2_SFTP *sftp; /* started on first use */
   char *where;        /* "user@host:port", for messages */
+  /* for copies served by the supervisor (hutch_ssh_set_copy_caller) */
+  HutchSshCancelled cancelled;
+  gpointer cancelled_data;
+  gboolean caller_umask_set;
+  mode_t caller_umask;
 };
+
+void hutch_ssh_set_copy_caller(HutchSsh *ssh, HutchSshCancelled cancelled, gpointer data,
+                               int umask_bits) {
+  ssh->cancelled = cancelled;
+  ssh->cancelled_data = data;
+  ssh->caller_umask_set = umask_bits >= 0;
+  ssh->caller_umask = umask_bits >= 0 ? (mode_t)umask_bits & 0777 : 0;
+}
+
+/* Whether the copy should stop (between buffers and directory entries). */
+static gboolean copy_cancelled(HutchSsh *ssh, GError **error) {
+  if (!ssh->cancelled || !ssh->cancelled(ssh->cancelled_data))
+    return FALSE;
+  g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "the copy was cancelled");
+  return TRUE;
+}
 
 LIBSSH2_SESSION *hutch_ssh_session(HutchSsh *ssh, int *ret_fd) {
   *ret_fd = ssh->fd;
@@ -836,6 +857,14 @@ static LIBSSH2_SFTP *get_sftp(HutchSsh *ssh, GError **error) {
   return ssh->sftp;
 }
 
+gboolean hutch_ssh_sftp_alive(HutchSsh *ssh, guint timeout_ms) {
+  libssh2_session_set_timeout(ssh->session, (long)timeout_ms);
+  LIBSSH2_SFTP_ATTRIBUTES attrs;
+  gboolean alive = get_sftp(ssh, NULL) && libssh2_sftp_stat(ssh->sftp, ".", &attrs) == 0;
+  libssh2_session_set_timeout(ssh->session, 0);
+  return alive;
+}
+
 /* SFTP resolves relative paths against its start directory, the remote home: "~" and "~/x"
  * become "." and "x". */
 static char *remote_path(const char *path) {
@@ -929,6 +958,8 @@ static gboolean remote_chmod(HutchSsh *ssh, LIBSSH2_SFTP_HANDLE *handle, const c
  * path) is only for messages. */
 static gboolean upload_file(HutchSsh *ssh, int fd, const char *shown, const char *remote,
                             mode_t mode, GError **error) {
+  if (copy_cancelled(ssh, error))
+    return FALSE; /* before the open, which truncates */
   LIBSSH2_SFTP_HANDLE *handle = libssh2_sftp_open(
       ssh->sftp, remote, LIBSSH2_FXF_WRITE | LIBSSH2_FXF_CREAT | LIBSSH2_FXF_TRUNC, mode & 0777);
   if (!handle) {
@@ -938,6 +969,10 @@ static gboolean upload_file(HutchSsh *ssh, int fd, const char *shown, const char
   g_autofree char *buf = g_malloc(COPY_BUFFER_SIZE);
   gboolean ok = TRUE;
   for (;;) {
+    if (copy_cancelled(ssh, error)) {
+      ok = FALSE;
+      break;
+    }
     ssize_t n = read(fd, buf, COPY_BUFFER_SIZE);
     if (n < 0 && errno == EINTR)
       continue;
@@ -1033,6 +1068,10 @@ static gboolean upload_dir(HutchSsh *ssh, int fd, const char *shown, const char 
     }
     if (strcmp(entry->d_name, ".") == 0 || strcmp(entry->d_name, "..") == 0)
       continue;
+    if (copy_cancelled(ssh, error)) {
+      ok = FALSE;
+      break;
+    }
     g_autofree char *local_child = g_build_filename(shown, entry->d_name, NULL);
     g_autofree char *remote_child = remote_join(remote, entry->d_name);
     if (!upload_entry(ssh, fd, entry->d_name, local_child, remote_child, depth, error)) {
@@ -1050,11 +1089,26 @@ gboolean hutch_ssh_upload(HutchSsh *ssh, const char *local_path, const char *rem
     return FALSE;
   /* Only directories and regular files open, and only through root's links. */
   g_auto(HutchFd) fd = hutch_hostpath_open(local_path, O_RDONLY, error);
-  struct stat st;
-  if (fd < 0 || fstat(fd, &st) < 0) {
-    if (fd >= 0)
-      set_local_error(error, errno, "%s", local_path);
+  if (fd < 0) {
     g_prefix_error(error, "uploading: ");
+    return FALSE;
+  }
+  return hutch_ssh_upload_fd(ssh, fd, local_path, remote_path_arg, recursive, error);
+}
+
+gboolean hutch_ssh_upload_fd(HutchSsh *ssh, int fd, const char *local_path,
+                             const char *remote_path_arg, gboolean recursive, GError **error) {
+  if (!get_sftp(ssh, error))
+    return FALSE;
+  struct stat st;
+  if (fstat(fd, &st) < 0) {
+    set_local_error(error, errno, "%s", local_path);
+    g_prefix_error(error, "uploading: ");
+    return FALSE;
+  }
+  if (!S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode)) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE,
+                "uploading %s: not a regular file or directory", local_path);
     return FALSE;
   }
   if (S_ISDIR(st.st_mode) && !recursive) {
@@ -1088,14 +1142,19 @@ gboolean hutch_ssh_upload(HutchSsh *ssh, const char *local_path, const char *rem
 /* What a downloaded file or a directory hutch made gets of the guest's mode: its permission
  * bits through the user's umask, as if the user had made it (the guest must not make a file
  * of the user's world-writable), never setuid, setgid or sticky. */
-static mode_t local_mode(unsigned long guest_mode) {
+mode_t hutch_ssh_process_umask(void) {
   /* Read, not set: umask(2) would change it for every thread for a moment. */
-  mode_t umask_bits = 022;
   g_autofree char *status = NULL;
   const char *line;
   if (g_file_get_contents("/proc/self/status", &status, NULL, NULL) &&
       (line = strstr(status, "\nUmask:")))
-    umask_bits = (mode_t)g_ascii_strtoull(line + 7, NULL, 8) & 0777;
+    return (mode_t)g_ascii_strtoull(line + 7, NULL, 8) & 0777;
+  return 022;
+}
+
+static mode_t local_mode(HutchSsh *ssh, unsigned long guest_mode) {
+  /* a copy the supervisor serves has its caller's */
+  mode_t umask_bits = ssh->caller_umask_set ? ssh->caller_umask : hutch_ssh_process_umask();
   return (mode_t)(guest_mode & 0777) & ~umask_bits;
 }
 
@@ -1110,6 +1169,11 @@ static gboolean download_file(HutchSsh *ssh, const char *remote, int dirfd, cons
     set_sftp_error(ssh, error, "opening %s", remote);
     return FALSE;
   }
+  /* a cancelled copy leaves an existing destination as it was */
+  if (copy_cancelled(ssh, error)) {
+    libssh2_sftp_close_handle(handle);
+    return FALSE;
+  }
   g_auto(HutchFd) fd = hutch_hostpath_create_child_file(dirfd, name, shown, error);
   if (fd < 0) {
     libssh2_sftp_close_handle(handle);
@@ -1118,6 +1182,10 @@ static gboolean download_file(HutchSsh *ssh, const char *remote, int dirfd, cons
   g_autofree char *buf = g_malloc(COPY_BUFFER_SIZE);
   gboolean ok = TRUE;
   for (;;) {
+    if (copy_cancelled(ssh, error)) {
+      ok = FALSE;
+      break;
+    }
     ssize_t n = libssh2_sftp_read(handle, buf, COPY_BUFFER_SIZE);
     if (n < 0) {
       set_sftp_error(ssh, error, "reading %s", remote);
@@ -1133,7 +1201,7 @@ static gboolean download_file(HutchSsh *ssh, const char *remote, int dirfd, cons
     }
   }
   libssh2_sftp_close_handle(handle);
-  if (ok && fchmod(fd, local_mode(mode)) < 0) {
+  if (ok && fchmod(fd, local_mode(ssh, mode)) < 0) {
     set_local_error(error, errno, "setting the mode of %s", shown);
     ok = FALSE;
   }
@@ -1179,6 +1247,10 @@ static gboolean download_dir(HutchSsh *ssh, const char *remote, int dirfd, const
     }
     if (n == 0)
       break;
+    if (copy_cancelled(ssh, error)) {
+      ok = FALSE;
+      break;
+    }
     entry[n] = '\0';
     /* By length: ".\0x" is no "." but an invalid name. */
     if ((n == 1 && entry[0] == '.') || (n == 2 && entry[0] == '.' && entry[1] == '.'))
@@ -1208,41 +1280,39 @@ static gboolean download_dir(HutchSsh *ssh, const char *remote, int dirfd, const
   }
   libssh2_sftp_closedir(handle);
   /* A directory that was there keeps its mode: the guest does not get to open it up. */
-  if (ok && created && fchmod(fd, local_mode(mode) | 0700) < 0) {
+  if (ok && created && fchmod(fd, local_mode(ssh, mode) | 0700) < 0) {
     set_local_error(error, errno, "setting the mode of %s", shown);
     ok = FALSE;
   }
   return ok;
 }
 
-/* Where a download goes, like cp: when the destination the user named is a directory (root's
- * links followed, see hostpath-private.h), the source goes inside it (*ret_inside; the name
- * is the source's); otherwise the destination's last component is created or replaced in
- * its parent (*ret_name), and a link there is refused. Returns the directory's descriptor. */
-static int local_destination(const char *local_path, gboolean source_is_dir, char **ret_name,
-                             gboolean *ret_inside, GError **error) {
+void hutch_ssh_local_dest_clear(HutchSshLocalDest *dest) {
+  if (dest->fd >= 0)
+    close(dest->fd);
+  dest->fd = -1;
+  g_clear_pointer(&dest->name, g_free);
+}
+
+gboolean hutch_ssh_local_dest_open(const char *local_path, HutchSshLocalDest *dest,
+                                   GError **error) {
+  *dest = (HutchSshLocalDest){.fd = -1};
   g_autofree char *name = NULL;
   g_auto(HutchFd) parent = hutch_hostpath_open_parent(local_path, &name, error);
   if (parent < 0)
-    return -1;
-  gboolean want_dir = g_str_has_suffix(local_path, "/");
+    return FALSE;
+  dest->want_dir = g_str_has_suffix(local_path, "/");
   struct stat st;
   if (fstatat(parent, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
-    int saved = errno;
-    if (saved != ENOENT || (want_dir && !source_is_dir)) {
-      set_local_error(error, saved, "%s", local_path);
-      return -1;
+    if (errno != ENOENT) {
+      set_local_error(error, errno, "%s", local_path);
+      return FALSE;
     }
-    *ret_inside = FALSE;
-    *ret_name = g_steal_pointer(&name);
-    int fd = parent;
-    parent = -1;
-    return fd;
-  }
-  if (S_ISLNK(st.st_mode)) {
+    dest->missing = TRUE;
+  } else if (S_ISLNK(st.st_mode)) {
     if (!hutch_hostpath_link_is_trusted(&st, geteuid())) {
       hutch_hostpath_refuse_link(error, "write through", local_path, geteuid());
-      return -1;
+      return FALSE;
     }
     /* A system link (/tmp -> private/tmp): fine to go into, never to write through. */
     g_auto(HutchFd) target = hutch_hostpath_open(local_path, O_PATH, error);
@@ -1250,38 +1320,41 @@ static int local_destination(const char *local_path, gboolean source_is_dir, cha
     if (target < 0 || fstat(target, &target_st) < 0) {
       if (target >= 0)
         set_local_error(error, errno, "%s", local_path);
-      return -1;
+      return FALSE;
     }
     if (!S_ISDIR(target_st.st_mode)) {
       g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED,
                   "refusing to write through the symbolic link %s", local_path);
-      return -1;
+      return FALSE;
     }
-    *ret_inside = TRUE;
-    int fd = target;
-    target = -1;
-    return fd;
-  }
-  if (S_ISDIR(st.st_mode)) {
-    int fd = openat(parent, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0)
+    dest->inside = TRUE;
+    dest->fd = g_steal_fd(&target);
+    return TRUE;
+  } else if (S_ISDIR(st.st_mode)) {
+    dest->fd = openat(parent, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (dest->fd < 0) {
       set_local_error(error, errno, "%s", local_path);
-    *ret_inside = TRUE;
-    return fd;
-  }
-  if (want_dir) {
+      return FALSE;
+    }
+    dest->inside = TRUE;
+    return TRUE;
+  } else if (dest->want_dir) {
     set_local_error(error, ENOTDIR, "%s", local_path);
-    return -1;
+    return FALSE;
   }
-  *ret_inside = FALSE;
-  *ret_name = g_steal_pointer(&name);
-  int fd = parent;
-  parent = -1;
-  return fd;
+  dest->name = g_steal_pointer(&name);
+  dest->fd = g_steal_fd(&parent);
+  return TRUE;
 }
 
 gboolean hutch_ssh_download(HutchSsh *ssh, const char *remote_path_arg, const char *local_path,
                             gboolean recursive, GError **error) {
+  return hutch_ssh_download_to(ssh, remote_path_arg, NULL, local_path, recursive, error);
+}
+
+gboolean hutch_ssh_download_to(HutchSsh *ssh, const char *remote_path_arg,
+                               const HutchSshLocalDest *prepared, const char *local_path,
+                               gboolean recursive, GError **error) {
   if (!get_sftp(ssh, error))
     return FALSE;
   g_autofree char *source = remote_path(remote_path_arg);
@@ -1305,13 +1378,22 @@ gboolean hutch_ssh_download(HutchSsh *ssh, const char *remote_path_arg, const ch
                 "downloading %s: not a regular file or directory", remote_path_arg);
     return FALSE;
   }
-  g_autofree char *name = NULL;
-  gboolean inside = FALSE;
-  g_auto(HutchFd) dirfd = local_destination(local_path, is_dir, &name, &inside, error);
-  if (dirfd < 0) {
+  /* the destination, examined now (or by the command that asked the supervisor, with its
+   * own credentials and in its own mount namespace) */
+  g_auto(HutchSshLocalDest) opened = {.fd = -1};
+  if (!prepared && !hutch_ssh_local_dest_open(local_path, &opened, error)) {
     g_prefix_error(error, "downloading %s from %s: ", remote_path_arg, ssh->where);
     return FALSE;
   }
+  const HutchSshLocalDest *dest = prepared ? prepared : &opened;
+  if (dest->missing && dest->want_dir && !is_dir) {
+    set_local_error(error, ENOENT, "%s", local_path);
+    g_prefix_error(error, "downloading %s from %s: ", remote_path_arg, ssh->where);
+    return FALSE;
+  }
+  int dirfd = dest->fd;
+  gboolean inside = dest->inside;
+  g_autofree char *name = inside ? NULL : g_strdup(dest->name);
   g_autofree char *shown = NULL;
   if (inside) {
     name = remote_basename(source, remote_path_arg, local_path, error);

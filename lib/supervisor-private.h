@@ -1,11 +1,13 @@
 /* supervisor-private.h: one process per running VM that holds one authenticated SSH session
  * to the guest and serves commands over it.
  *
- * `hutch supervise NAME` (started detached by `hutch start`, or by the first `hutch shell`
- * that finds a running VM without one) connects once, with the pinned host key, and serves
- * a Unix socket in the VM's runtime directory (supervisor.sock, 0600, same user only, checked
- * with SO_PEERCRED). A command through it opens a channel on that session instead of a new
- * connection: no TCP, key exchange or authentication per command. A port `hutch forward`
+ * `hutch supervise NAME` (started detached by `hutch start`, or by the first `hutch shell` or
+ * `hutch cp` that finds a running VM without one) connects once, with the pinned host key, and
+ * serves a Unix socket in the VM's runtime directory (supervisor.sock, 0600, same user only,
+ * checked with SO_PEERCRED). A command through it opens a channel on that session instead of a new
+ * connection: no TCP, key exchange or authentication per command. A `hutch cp` is an SFTP
+ * copy in a thread of its own, on a second connection kept between copies (supervisor.c,
+ * "Copies"). A port `hutch forward`
  * adds is relayed by a thread of the supervisor with an SSH connection of its own (a guest port
  * that never accepts must not hold the commands' session; forward-files-private.h has the
  * record it keeps). It watches the domain
@@ -57,6 +59,16 @@ void hutch_supervisor_spawn(HutchContext *ctx, const char *name, const char *run
  * "spares_taken": N, "forwards": N, "connections": N}), or NULL when none answers within a
  * second. */
 JsonObject *hutch_supervisor_status(const char *runtime_dir);
+
+/* Copies through the VM's supervisor, on its copy session (no new connection), as
+ * hutch_ssh_upload or hutch_ssh_download would: the local side (local, as the user named it)
+ * is opened here and its descriptor passed, and downloads get this process's umask. *ret_used is
+ * FALSE (FALSE returned, error unset) when no supervisor took it: the caller copies directly.
+ * Otherwise returns whether the copy succeeded; the error is the copy's own. This process's leaving
+ * (Ctrl-C) cancels the copy. */
+gboolean hutch_supervisor_copy(const char *runtime_dir, gboolean upload, const char *local,
+                               const char *guest, gboolean recursive, gboolean *ret_used,
+                               GError **error);
 
 /* The pid the VM's supervisor gives in its status answer, or 0 when none answers. */
 pid_t hutch_supervisor_pid(const char *runtime_dir);

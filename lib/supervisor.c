@@ -24,6 +24,7 @@
 
 #include "context-private.h"
 #include "forward-private.h"
+#include "hostpath-private.h"
 #include "instance-private.h"
 #include "pidfile-private.h"
 #include "ssh-private.h"
@@ -49,6 +50,7 @@ typedef enum {
   SLOT_RUNNING,
   SLOT_CLOSING, /* the client is told (or gone); the channel being freed */
   SLOT_SPARE,   /* no client: a session channel opened ahead for the next command */
+  SLOT_COPY,    /* a copy's thread has the client (the loop watches it for a hang-up) */
 } SlotState;
 
 /* The libssh2 call that left a packet half-sent: libssh2 refuses any other sending call on
@@ -85,7 +87,9 @@ typedef struct {
   gboolean accepted;  /* A sent */
   gboolean told;      /* the client has its answer (X, F or S), or is gone */
   double closing_since;
-  double started; /* when its command was accepted */
+  double started;    /* when its command was accepted */
+  struct Copy *copy; /* SLOT_COPY: its copy */
+  int passed_fd;     /* a descriptor the request came with (a copy's local side), or -1 */
 } Slot;
 
 /* A port `hutch forward` added: its own thread, with its own SSH connection, relays it
@@ -101,6 +105,43 @@ typedef struct {
   const HutchSupervisorTarget *target;
   gint finished; /* atomic: the thread is done (join it) */
 } Forward;
+
+/* `hutch cp` through the supervisor. libssh2's SFTP runs in blocking calls only, so each
+ * copy is a thread of its own, on the copy session: a second SSH connection the supervisor
+ * keeps between copies (a copy then costs no new connection; one copy at a time uses it, and
+ * a copy that finds it busy is told to copy directly), so that a large copy never holds up
+ * the commands' session. The loop keeps the
+ * copy's client in its poll for a hang-up only: a client that leaves (Ctrl-C) cancels its
+ * copy, and so does the supervisor's end. A cancel also shuts the copy session's socket down,
+ * so that a copy blocked on a guest that stopped answering ends too. */
+typedef struct {
+  GMutex lock;       /* held by the copy that uses ssh (others do not wait for it) */
+  HutchSsh *ssh;     /* kept between copies; NULL: the next copy connects */
+  GMutex user_lock;  /* guards user and fd: a cancel never shuts down a closed socket */
+  struct Copy *user; /* the copy running on ssh */
+  int fd;            /* ssh's socket while a copy runs on it, else -1 */
+  gint begun;        /* atomic: copies begun on it (A sent) */
+  guint uses;        /* copies on ssh (under lock) */
+} CopySession;
+
+typedef struct Copy {
+  CopySession *session;
+  const HutchSupervisorTarget *target;
+  int client_fd; /* the slot's: the thread sends A and the result; the loop closes it after */
+  int done_fd;   /* the loop's pipe: written when the copy is done */
+  gboolean upload, recursive;
+  char *local; /* as the command named it: for messages */
+  char *guest;
+  /* The local side, opened by the command (its credentials, its mount namespace) and passed
+   * with the request: the source of an upload, or a download's destination (local_dest.fd,
+   * as hutch_ssh_local_dest_open made it). */
+  int local_fd;
+  HutchSshLocalDest local_dest;
+  int umask_bits;
+  gint cancel;   /* atomic: the client left, or the supervisor ends */
+  gint finished; /* atomic: the thread is done (join it) */
+  GThread *thread;
+} Copy;
 
 typedef struct {
   HutchContext *ctx;
@@ -131,6 +172,8 @@ typedef struct {
   double session_since;        /* when the session in use began */
   guint quick_losses;          /* sessions in a row that ended soon after they began */
   gint quit_events;        /* atomic: the event thread stops */
+  CopySession copy_session;
+  int copy_done[2]; /* copies' threads -> the loop: one is done */
 } Sup;
 
 /* After its session failed while the domain runs (a guest reboot), how long the supervisor
@@ -147,7 +190,14 @@ typedef struct {
 
 #define sup_log(...) hutch_log_line(STDERR_FILENO, __VA_ARGS__)
 
+static void copy_free(struct Copy *copy);
+static void copy_cancel(struct Copy *copy);
+
 static void slot_free(Slot *c) {
+  /* a copy's thread still uses the client: joined first (the loop's end cancelled it) */
+  g_clear_pointer(&c->copy, copy_free);
+  if (c->passed_fd >= 0)
+    close(c->passed_fd);
   if (c->fd >= 0)
     close(c->fd);
   g_byte_array_unref(c->in);
@@ -162,6 +212,7 @@ static Slot *slot_add(Sup *s, int fd, SlotState state) {
   Slot *c = g_new0(Slot, 1);
   c->id = ++s->next_id;
   c->fd = fd;
+  c->passed_fd = -1;
   c->state = state;
   c->in = g_byte_array_new();
   c->out = g_byte_array_new();
@@ -181,6 +232,8 @@ static void op_finished(Sup *s, Slot *c, Op op) {
 /* The client is told that the command failed (before it ran: it connects directly); the
  * channel, if any, is freed. */
 static void slot_fail(Slot *c, const char *why) {
+  if (c->state == SLOT_COPY)
+    return; /* its thread tells the client, on its own session */
   if (!c->told && c->fd >= 0) {
     /* F before A means "connect directly and run it there": not for a command that may
      * be running already */
@@ -197,6 +250,11 @@ static void slot_fail(Slot *c, const char *why) {
 
 /* The client left: nothing more goes to it. */
 static void slot_drop_client(Slot *c) {
+  if (c->state == SLOT_COPY) {
+    /* its thread writes to the socket until it is joined: cancelled, closed by reap_copies */
+    copy_cancel(c->copy);
+    return;
+  }
   if (c->fd >= 0)
     close(c->fd);
   c->fd = -1;
@@ -416,6 +474,200 @@ static void handle_forward(Sup *s, Slot *c, JsonObject *o, gboolean add) {
   answer_result(c, error);
 }
 
+/* ---- Copies ---------------------------------------------------------------------------- */
+
+#define COPY_SESSION_USES 64
+
+/* Drops the copy session (the caller holds its lock, and no copy runs on it). */
+static void copy_session_close(CopySession *cs) {
+  g_clear_pointer(&cs->ssh, hutch_ssh_free);
+  cs->uses = 0;
+}
+
+/* The copy that runs on the session, or none (user NULL). */
+static void copy_session_use(CopySession *cs, Copy *user) {
+  g_mutex_lock(&cs->user_lock);
+  cs->user = user;
+  cs->fd = -1;
+  if (user && cs->ssh)
+    hutch_ssh_session(cs->ssh, &cs->fd);
+  g_mutex_unlock(&cs->user_lock);
+}
+
+static void copy_cancel(Copy *copy) {
+  CopySession *cs = copy->session;
+  g_atomic_int_set(&copy->cancel, 1);
+  g_mutex_lock(&cs->user_lock);
+  if (cs->user == copy && cs->fd >= 0)
+    shutdown(cs->fd, SHUT_RDWR);
+  g_mutex_unlock(&cs->user_lock);
+}
+
+static gboolean copy_cancelled(gpointer data) {
+  Copy *copy = data;
+  return g_atomic_int_get(&copy->cancel) != 0;
+}
+
+static void copy_send(Copy *copy, char type, const char *text) {
+  g_autoptr(GByteArray) out = g_byte_array_new();
+  hutch_frame_append_text(out, type, text);
+  /* a client that left: nothing to tell (MSG_NOSIGNAL) */
+  (void)hutch_send_all(copy->client_fd, out->data, out->len);
+}
+
+/* The copy session, connected again when the one kept has died (a guest reboot). */
+static HutchSsh *copy_session_get(Copy *copy, GError **error) {
+  CopySession *cs = copy->session;
+  if (cs->ssh && !hutch_ssh_sftp_alive(cs->ssh, 5000))
+    copy_session_close(cs);
+  if (!cs->ssh) {
+    const HutchSupervisorTarget *t = copy->target;
+    cs->ssh =
+        hutch_ssh_connect("127.0.0.1", t->port, t->user, t->client_key, t->host_key, 10000, error);
+  }
+  return cs->ssh;
+}
+
+static gpointer copy_thread(gpointer data) {
+  Copy *copy = data;
+  CopySession *cs = copy->session;
+  g_autoptr(GError) error = NULL;
+  g_unix_set_fd_nonblocking(copy->client_fd, FALSE, NULL);
+  char answer_type = 'F';
+  g_autofree char *answer_text = NULL;
+  if (!g_mutex_trylock(&cs->lock)) {
+    /* another copy runs on the session (for as long as it takes): this one does not wait */
+    answer_text = g_strdup("the copy session is busy");
+  } else {
+    HutchSsh *ssh = copy_cancelled(copy) ? NULL : copy_session_get(copy, &error);
+    if (!ssh || copy_cancelled(copy)) {
+      /* before A: the client copies directly (a client that left hears nothing) */
+      answer_text = g_strdup(error ? error->message : "the copy was cancelled");
+    } else {
+      copy_send(copy, 'A', "");
+      g_atomic_int_inc(&cs->begun);
+      copy_session_use(cs, copy);
+      hutch_ssh_set_copy_caller(ssh, copy_cancelled, copy, copy->umask_bits);
+      gboolean ok = copy->upload ? hutch_ssh_upload_fd(ssh, copy->local_fd, copy->local,
+                                                       copy->guest, copy->recursive, &error)
+                                 : hutch_ssh_download_to(ssh, copy->guest, &copy->local_dest,
+                                                         copy->local, copy->recursive, &error);
+      hutch_ssh_set_copy_caller(ssh, NULL, NULL, -1);
+      copy_session_use(cs, NULL);
+      /* Made again for the next copy: after a cancel (which may have shut its socket down),
+       * a failure (which may have left it broken), and every COPY_SESSION_USES copies (what
+       * a hostile server sent beyond its answers may wait in libssh2's queue until then). */
+      if (copy_cancelled(copy) || !ok || ++cs->uses >= COPY_SESSION_USES)
+        copy_session_close(cs);
+      g_autoptr(JsonObject) o = json_object_new();
+      json_object_set_boolean_member(o, "ok", ok);
+      if (!ok) {
+        json_object_set_int_member(o, "code", error->code);
+        json_object_set_string_member(o, "error", error->message);
+      }
+      g_autoptr(JsonNode) node = json_node_init_object(json_node_alloc(), o);
+      answer_type = 'S';
+      answer_text = json_to_string(node, FALSE);
+    }
+    g_mutex_unlock(&cs->lock);
+  }
+  /* after the unlock: a command that copies again as soon as it hears finds the session free */
+  copy_send(copy, answer_type, answer_text);
+  g_atomic_int_set(&copy->finished, 1);
+  (void)!write(copy->done_fd, "x", 1);
+  return NULL;
+}
+
+static void copy_free(Copy *copy) {
+  copy_cancel(copy);
+  if (copy->thread)
+    g_thread_join(copy->thread);
+  if (copy->local_fd >= 0)
+    close(copy->local_fd);
+  hutch_ssh_local_dest_clear(&copy->local_dest);
+  g_free(copy->local);
+  g_free(copy->guest);
+  g_free(copy);
+}
+
+/* {"op": "copy", "upload": BOOL, "local": TEXT, "guest": TEXT, "recursive": BOOL, "umask": N}
+ * with the source's descriptor for an upload, and for a download {"inside": BOOL, "name":
+ * TEXT (when not inside), "missing": BOOL, "want_dir": BOOL} with the destination's (see
+ * HutchSshLocalDest). */
+static void handle_copy(Sup *s, Slot *c, JsonObject *o) {
+  JsonNode *upload = member_of_type(o, "upload", G_TYPE_BOOLEAN);
+  JsonNode *recursive = member_of_type(o, "recursive", G_TYPE_BOOLEAN);
+  JsonNode *local = member_of_type(o, "local", G_TYPE_STRING);
+  JsonNode *guest = member_of_type(o, "guest", G_TYPE_STRING);
+  JsonNode *umask_node = member_of_type(o, "umask", G_TYPE_INT64);
+  gint64 umask_bits = umask_node ? json_node_get_int(umask_node) : -1;
+  gboolean is_upload = upload && json_node_get_boolean(upload);
+  gboolean inside = json_object_get_boolean_member_with_default(o, "inside", FALSE);
+  JsonNode *name = member_of_type(o, "name", G_TYPE_STRING);
+  const char *name_text = name ? json_node_get_string(name) : NULL;
+  if (!upload || !recursive || !local || !guest || umask_bits < 0 || umask_bits > 0777 ||
+      c->passed_fd < 0 || strlen(json_node_get_string(local)) > PATH_MAX ||
+      strlen(json_node_get_string(guest)) > PATH_MAX ||
+      (!is_upload && !inside &&
+       (!name_text || !hutch_hostpath_name_is_safe(name_text, strlen(name_text))))) {
+    slot_fail(c, "a broken copy request");
+    return;
+  }
+  if (!s->target) {
+    slot_fail(c, "this supervisor cannot copy");
+    return;
+  }
+  Copy *copy = g_new0(Copy, 1);
+  copy->session = &s->copy_session;
+  copy->target = s->target;
+  copy->client_fd = c->fd;
+  copy->done_fd = s->copy_done[1];
+  copy->upload = is_upload;
+  copy->recursive = json_node_get_boolean(recursive);
+  copy->local = g_strdup(json_node_get_string(local));
+  copy->guest = g_strdup(json_node_get_string(guest));
+  copy->umask_bits = (int)umask_bits;
+  copy->local_fd = -1;
+  copy->local_dest.fd = -1;
+  if (is_upload) {
+    copy->local_fd = c->passed_fd;
+  } else {
+    copy->local_dest = (HutchSshLocalDest){
+        .fd = c->passed_fd,
+        .name = inside ? NULL : g_strdup(name_text),
+        .inside = inside,
+        .missing = json_object_get_boolean_member_with_default(o, "missing", FALSE),
+        .want_dir = json_object_get_boolean_member_with_default(o, "want_dir", FALSE)};
+  }
+  c->passed_fd = -1;
+  copy->thread = g_thread_try_new("copy", copy_thread, copy, NULL);
+  if (!copy->thread) {
+    copy_free(copy);
+    slot_fail(c, "cannot start a thread for the copy");
+    return;
+  }
+  c->copy = copy;
+  c->state = SLOT_COPY;
+  c->told = TRUE; /* the thread tells it */
+}
+
+/* The copies whose thread is done: joined, their clients closed. */
+static void reap_copies(Sup *s) {
+  char drain[64];
+  while (read(s->copy_done[0], drain, sizeof drain) > 0)
+    ;
+  for (guint i = 0; i < s->slots->len; i++) {
+    Slot *c = g_ptr_array_index(s->slots, i);
+    if (c->state != SLOT_COPY || !g_atomic_int_get(&c->copy->finished))
+      continue;
+    g_clear_pointer(&c->copy, copy_free);
+    close(c->fd);
+    c->fd = -1;
+    c->closing_since = hutch_now();
+    c->state = SLOT_CLOSING;
+  }
+}
+
 static void handle_request(Sup *s, Slot *c, const guint8 *payload, gsize len) {
   g_autoptr(JsonParser) parser = json_parser_new();
   JsonNode *root = NULL;
@@ -425,10 +677,11 @@ static void handle_request(Sup *s, Slot *c, const guint8 *payload, gsize len) {
   JsonNode *op_node = o ? member_of_type(o, "op", G_TYPE_STRING) : NULL;
   const char *op = op_node ? json_node_get_string(op_node) : "";
   if (strcmp(op, "status") == 0) {
-    guint running = 0, spare = 0;
+    guint running = 0, spare = 0, copying = 0;
     for (guint i = 0; i < s->slots->len; i++) {
       Slot *slot = g_ptr_array_index(s->slots, i);
       running += slot->state == SLOT_RUNNING;
+      copying += slot->state == SLOT_COPY;
       spare += slot->state == SLOT_SPARE && slot->channel && s->owner.who != slot;
     }
     g_autoptr(JsonObject) status = json_object_new();
@@ -438,11 +691,17 @@ static void handle_request(Sup *s, Slot *c, const guint8 *payload, gsize len) {
     json_object_set_int_member(status, "spare", spare);
     json_object_set_int_member(status, "spares_taken", (gint64)s->spares_taken);
     json_object_set_int_member(status, "forwards", s->forwards->len);
+    json_object_set_int_member(status, "copies", g_atomic_int_get(&s->copy_session.begun));
+    json_object_set_int_member(status, "copying", copying);
     answer(c, status);
     return;
   }
   if (strcmp(op, "forward-add") == 0 || strcmp(op, "forward-remove") == 0) {
     handle_forward(s, c, o, strcmp(op, "forward-add") == 0);
+    return;
+  }
+  if (strcmp(op, "copy") == 0) {
+    handle_copy(s, c, o);
     return;
   }
   if (strcmp(op, "exec") != 0) {
@@ -484,6 +743,11 @@ static gboolean parse_client(Sup *s, Slot *c) {
       if (type != 'Q')
         return FALSE;
       handle_request(s, c, payload, len);
+      if (c->state == SLOT_COPY) {
+        /* its thread has the client now: nothing more is read from it */
+        hutch_frame_consume(c->in, len);
+        return TRUE;
+      }
     } else if (type == 'I' && !c->stdin_eof) {
       g_byte_array_append(c->up, payload, (guint)len);
     } else if (type == 'E') {
@@ -503,10 +767,39 @@ static gboolean parse_client(Sup *s, Slot *c) {
   return rc == 0;
 }
 
+/* recv, keeping one descriptor a request may come with (SCM_RIGHTS, on its first bytes):
+ * any other is closed at once. */
+static ssize_t recv_passing_fd(Slot *c, guint8 *buf, gsize size) {
+  struct iovec iov = {.iov_base = buf, .iov_len = size};
+  union {
+    struct cmsghdr align;
+    char space[CMSG_SPACE(sizeof(int) * 4)];
+  } control;
+  struct msghdr msg = {
+      .msg_iov = &iov, .msg_iovlen = 1, .msg_control = &control, .msg_controllen = sizeof control};
+  ssize_t n = recvmsg(c->fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+  if (n < 0)
+    return n;
+  for (struct cmsghdr *m = CMSG_FIRSTHDR(&msg); m; m = CMSG_NXTHDR(&msg, m)) {
+    if (m->cmsg_level != SOL_SOCKET || m->cmsg_type != SCM_RIGHTS)
+      continue;
+    gsize count = (m->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (gsize i = 0; i < count; i++) {
+      int fd;
+      memcpy(&fd, CMSG_DATA(m) + i * sizeof(int), sizeof fd);
+      if (c->state == SLOT_REQUEST && c->passed_fd < 0)
+        c->passed_fd = fd;
+      else
+        close(fd);
+    }
+  }
+  return n;
+}
+
 /* The client's socket, which libssh2 never sees. TRUE when something moved. */
 static gboolean client_io(Sup *s, Slot *c) {
   gboolean progress = FALSE;
-  if (c->fd < 0)
+  if (c->fd < 0 || c->state == SLOT_COPY)
     return FALSE;
   while (c->out->len > 0) {
     ssize_t n = send(c->fd, c->out->data, c->out->len, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -529,7 +822,7 @@ static gboolean client_io(Sup *s, Slot *c) {
   }
   if (c->up->len < BUFFER_HIGH && c->in->len < HUTCH_FRAME_MAX + 4 && !c->told) {
     guint8 buf[HUTCH_FRAME_CHUNK];
-    ssize_t n = recv(c->fd, buf, sizeof buf, MSG_DONTWAIT);
+    ssize_t n = recv_passing_fd(c, buf, sizeof buf);
     if (n > 0) {
       g_byte_array_append(c->in, buf, (guint)n);
       if (!parse_client(s, c))
@@ -802,6 +1095,7 @@ static int channel_io(Sup *s, Slot *c, GError **error) {
   case SLOT_REQUEST:
   case SLOT_WAITING:
   case SLOT_SPARE:
+  case SLOT_COPY: /* its own thread and session */
     return 0;
   case SLOT_PTY:
     return op_pty(s, c, error);
@@ -1321,7 +1615,7 @@ static HutchSuperviseEnd sup_loop(Sup *s) {
       }
     }
 
-    g_autofree struct pollfd *pfds = g_new0(struct pollfd, s->slots->len + 5);
+    g_autofree struct pollfd *pfds = g_new0(struct pollfd, s->slots->len + 6);
     nfds_t n = 0;
     gboolean accept_paused = s->accept_paused_until > hutch_now();
     pfds[n++] = (struct pollfd){
@@ -1329,6 +1623,8 @@ static HutchSuperviseEnd sup_loop(Sup *s) {
         .events = s->slots->len < MAX_SLOTS && !s->session_failed && !accept_paused ? POLLIN : 0};
     pfds[n++] = (struct pollfd){.fd = s->wake[0], .events = POLLIN};
     pfds[n++] = (struct pollfd){.fd = s->signal_fd, .events = POLLIN};
+    nfds_t copy_done_index = n++;
+    pfds[copy_done_index] = (struct pollfd){.fd = s->copy_done[0], .events = POLLIN};
     nfds_t reconnect_index = n++;
     pfds[reconnect_index] =
         (struct pollfd){.fd = s->reconnect ? s->reconnect->done[0] : -1, .events = POLLIN};
@@ -1341,14 +1637,20 @@ static HutchSuperviseEnd sup_loop(Sup *s) {
       ssh_in |= slot_wants_ssh(c);
       transient |= slot_transient(c);
       short events = 0;
-      if (c->fd >= 0) {
+      int fd = c->fd;
+      if (c->state == SLOT_COPY) {
+        /* its thread has the socket: only a hang-up is watched, until it cancelled the copy */
+        events = POLLRDHUP;
+        if (copy_cancelled(c->copy))
+          fd = -1;
+      } else if (c->fd >= 0) {
         if (c->out->len > 0)
           events |= POLLOUT;
         if (c->up->len < BUFFER_HIGH && !c->told)
           events |= POLLIN;
       }
       /* fd -1 is skipped by poll; POLLHUP and POLLERR come whatever the events */
-      pfds[n++] = (struct pollfd){.fd = c->fd, .events = events};
+      pfds[n++] = (struct pollfd){.fd = fd, .events = events};
     }
     pfds[ssh_index] = (struct pollfd){.fd = -1};
     if (s->session) {
@@ -1419,11 +1721,18 @@ static HutchSuperviseEnd sup_loop(Sup *s) {
     }
     for (guint i = 0; i < s->slots->len; i++) {
       Slot *c = g_ptr_array_index(s->slots, i);
+      short revents = pfds[first_slot + i].revents;
+      if (c->state == SLOT_COPY) {
+        if (revents & (POLLRDHUP | POLLHUP | POLLERR))
+          copy_cancel(c->copy); /* the client left: Ctrl-C */
+        continue;
+      }
       /* a client gone while nothing is read from it (its stdin backlog is full) */
-      if (c->fd >= 0 && (pfds[first_slot + i].revents & (POLLHUP | POLLERR)) &&
-          !(pfds[first_slot + i].revents & POLLIN))
+      if (c->fd >= 0 && (revents & (POLLHUP | POLLERR)) && !(revents & POLLIN))
         slot_drop_client(c);
     }
+    if (pfds[copy_done_index].revents)
+      reap_copies(s);
     if (pfds[0].revents)
       accept_clients(s);
   }
@@ -1432,12 +1741,25 @@ static HutchSuperviseEnd sup_loop(Sup *s) {
 /* The loop with its slots, which end with it: a client still waiting is told. */
 static HutchSuperviseEnd run_loop(Sup *s) {
   s->slots = g_ptr_array_new_with_free_func((GDestroyNotify)slot_free);
+  g_mutex_init(&s->copy_session.lock);
+  g_mutex_init(&s->copy_session.user_lock);
+  s->copy_session.fd = -1;
+  if (!g_unix_open_pipe(s->copy_done, FD_CLOEXEC, NULL)) {
+    sup_log("pipe: %s", g_strerror(errno));
+    g_clear_pointer(&s->slots, g_ptr_array_unref);
+    return HUTCH_SUPERVISE_LOST;
+  }
+  /* a full pipe already says it all: neither side ever waits */
+  g_unix_set_fd_nonblocking(s->copy_done[0], TRUE, NULL);
+  g_unix_set_fd_nonblocking(s->copy_done[1], TRUE, NULL);
   HutchSuperviseEnd end = sup_loop(s);
   /* a session made after the loop ended is not used (s->ssh, the one in use, is the
    * caller's to free, after the slots' channels) */
   reconnect_drop(s);
   for (guint i = 0; i < s->slots->len; i++) {
     Slot *c = g_ptr_array_index(s->slots, i);
+    if (c->copy)
+      copy_cancel(c->copy); /* all at once: freeing the slots joins them */
     if (c->fd >= 0 && !c->told) {
       slot_fail(c, "the supervisor stopped");
       ssize_t rc = send(c->fd, c->out->data, c->out->len, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -1446,6 +1768,11 @@ static HutchSuperviseEnd run_loop(Sup *s) {
   }
   /* channels are freed with the session, which is the caller's */
   g_clear_pointer(&s->slots, g_ptr_array_unref);
+  copy_session_close(&s->copy_session);
+  g_mutex_clear(&s->copy_session.lock);
+  g_mutex_clear(&s->copy_session.user_lock);
+  for (int i = 0; i < 2; i++)
+    close(s->copy_done[i]);
   return end;
 }
 
@@ -1702,4 +2029,101 @@ JsonObject *hutch_supervisor_status(const char *runtime_dir) {
       !JSON_NODE_HOLDS_OBJECT(json_parser_get_root(parser)))
     return NULL;
   return json_object_ref(json_node_get_object(json_parser_get_root(parser)));
+}
+
+/* Sends data with fd (SCM_RIGHTS) on its first bytes. */
+static gboolean send_with_fd(int sock, const guint8 *data, gsize len, int fd) {
+  struct iovec iov = {.iov_base = (void *)data, .iov_len = len};
+  union {
+    struct cmsghdr align;
+    char space[CMSG_SPACE(sizeof(int))];
+  } control;
+  memset(&control, 0, sizeof control);
+  struct msghdr msg = {
+      .msg_iov = &iov, .msg_iovlen = 1, .msg_control = &control, .msg_controllen = sizeof control};
+  struct cmsghdr *m = CMSG_FIRSTHDR(&msg);
+  m->cmsg_level = SOL_SOCKET;
+  m->cmsg_type = SCM_RIGHTS;
+  m->cmsg_len = CMSG_LEN(sizeof(int));
+  memcpy(CMSG_DATA(m), &fd, sizeof fd);
+  ssize_t n;
+  do
+    n = sendmsg(sock, &msg, MSG_NOSIGNAL);
+  while (n < 0 && errno == EINTR);
+  return n > 0 && hutch_send_all(sock, data + n, len - (gsize)n);
+}
+
+gboolean hutch_supervisor_copy(const char *runtime_dir, gboolean upload, const char *local,
+                               const char *guest, gboolean recursive, gboolean *ret_used,
+                               GError **error) {
+  *ret_used = FALSE;
+  /* the request is JSON: a path that is no UTF-8 text goes the direct way */
+  if (hutch_supervisor_refused_by_env() || !g_utf8_validate(local, -1, NULL) ||
+      !g_utf8_validate(guest, -1, NULL))
+    return FALSE;
+  g_autoptr(JsonObject) o = json_object_new();
+  json_object_set_string_member(o, "op", "copy");
+  json_object_set_boolean_member(o, "upload", upload);
+  json_object_set_string_member(o, "local", local);
+  json_object_set_string_member(o, "guest", guest);
+  json_object_set_boolean_member(o, "recursive", recursive);
+  json_object_set_int_member(o, "umask", hutch_ssh_process_umask());
+  /* The local side is opened here, by the command, and passed: the supervisor starts from
+   * what the command could open, in its working directory and mount namespace, never from
+   * a path of its own (below it, it works as the same user). What cannot be opened is left
+   * to the direct copy, which says why in its own words. */
+  g_auto(HutchFd) source = -1;
+  g_auto(HutchSshLocalDest) dest = {.fd = -1};
+  if (upload) {
+    source = hutch_hostpath_open(local, O_RDONLY, NULL);
+    if (source < 0)
+      return FALSE;
+  } else {
+    if (!hutch_ssh_local_dest_open(local, &dest, NULL))
+      return FALSE;
+    json_object_set_boolean_member(o, "inside", dest.inside);
+    if (dest.name)
+      json_object_set_string_member(o, "name", dest.name);
+    json_object_set_boolean_member(o, "missing", dest.missing);
+    json_object_set_boolean_member(o, "want_dir", dest.want_dir);
+  }
+  g_autoptr(JsonNode) node = json_node_init_object(json_node_alloc(), o);
+  g_autofree char *request = json_to_string(node, FALSE);
+  if (strlen(request) > HUTCH_FRAME_MAX)
+    return FALSE;
+  g_auto(HutchFd) fd = hutch_supervisor_connect(runtime_dir);
+  if (fd < 0)
+    return FALSE;
+  g_autoptr(GByteArray) out = g_byte_array_new();
+  hutch_frame_append_text(out, 'Q', request);
+  g_autoptr(GByteArray) in = g_byte_array_new();
+  char type = 0;
+  const guint8 *payload = NULL;
+  gsize len = 0;
+  /* until A, anything wrong means: copy directly (the copy session may take the SSH
+   * timeout to connect) */
+  if (!send_with_fd(fd, out->data, out->len, upload ? source : dest.fd) ||
+      hutch_frame_read(fd, in, 40000, &type, &payload, &len) <= 0 || type != 'A')
+    return FALSE;
+  hutch_frame_consume(in, len);
+  *ret_used = TRUE;
+  /* then the result, however long the copy takes */
+  int rc = hutch_frame_read(fd, in, -1, &type, &payload, &len);
+  g_autoptr(JsonParser) parser = json_parser_new();
+  JsonNode *root = NULL;
+  if (rc > 0 && type == 'S' &&
+      json_parser_load_from_data(parser, (const char *)payload, (gssize)len, NULL))
+    root = json_parser_get_root(parser);
+  if (!root || !JSON_NODE_HOLDS_OBJECT(root)) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_SSH,
+                "the supervisor went away before the copy ended");
+    return FALSE;
+  }
+  JsonObject *result = json_node_get_object(root);
+  if (json_object_get_boolean_member_with_default(result, "ok", FALSE))
+    return TRUE;
+  gint64 code = json_object_get_int_member_with_default(result, "code", HUTCH_ERROR_FAILED);
+  g_set_error(error, HUTCH_ERROR, (int)code, "%s",
+              json_object_get_string_member_with_default(result, "error", "the copy failed"));
+  return FALSE;
 }

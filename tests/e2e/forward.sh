@@ -27,7 +27,9 @@ forward_pid() { "$HUTCH" --json forward "$vm" --list | python3 -c 'import json,s
 forward_server() { "$HUTCH" --json forward "$vm" --list | python3 -c 'import json,sys; f=[x for x in json.load(sys.stdin) if x["host_port"] == int(sys.argv[1])]; print(*((f[0]["pid"], f[0]["served_by"]) if f else ()))' "$1"; }
 page_of() { local page=""; for _ in $(seq 1 20); do page=$(curl -s -m 10 "http://127.0.0.1:$1/index.html") && [ -n "$page" ] && break; sleep 1; done; echo "$page"; }
 # Gone: no such process, or a zombie (nothing may reap an orphan at once where PID 1 is no init).
-gone() { ! kill -0 "$1" 2>/dev/null || [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" = Z ]; }
+# gone: no such process, or a zombie whose other threads have exited too (a killed process's
+# leader is a zombie while its other threads still exit, and its sockets close with the last)
+gone() { ! kill -0 "$1" 2>/dev/null || { [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" = Z ] && [ "$(ls "/proc/$1/task" 2>/dev/null | wc -l)" -le 1 ]; }; }
 wait_gone() { for _ in $(seq 1 "$2"); do gone "$1" && return 0; sleep 1; done; return 1; }
 runtime=$XDG_RUNTIME_DIR/hutch/$vm
 
@@ -88,6 +90,40 @@ got=$(head -c 5M /dev/urandom | tee "$E2E_TMP/up" | "$HUTCH" shell "$vm" -- sha2
 if [ "$got" = "$(sha256sum <"$E2E_TMP/up" | cut -d' ' -f1)" ]; then ok "5 MiB of stdin through the supervisor, byte-exact"; else not_ok "5 MiB of stdin through the supervisor"; fi
 after=$(info_int supervisor_commands)
 if [ "$after" -eq $((before + 6)) ]; then ok "those 6 commands went through the supervisor"; else not_ok "commands through the supervisor: $before -> $after"; fi
+# hutch cp goes through it too: SFTP on a second session the supervisor keeps between copies
+c0=$(info_int supervisor_copies)
+"$HUTCH" cp "$vm:www/big" "$E2E_TMP/big.sup" && got=$(sha256sum <"$E2E_TMP/big.sup" | cut -d' ' -f1)
+if [ "${got:-}" = "$guest_big" ]; then ok "cp of 20 MiB from the guest through the supervisor, byte-exact"; else not_ok "cp from the guest through the supervisor"; fi
+(cd "$E2E_TMP" && "$HUTCH" cp big.sup "$vm:www/big.back")
+if [ "$(in_guest sha256sum www/big.back | cut -d' ' -f1)" = "$guest_big" ]; then ok "cp of a relative local path to the guest, byte-exact"; else not_ok "cp of a relative local path to the guest"; fi
+# the caller's umask, not the supervisor's (hutch start's): a 0644 guest file arrives 0600
+(umask 077 && "$HUTCH" cp "$vm:www/mid" "$E2E_TMP/mid.077")
+if [ "$(stat -c %a "$E2E_TMP/mid.077" 2>&1)" = 600 ]; then ok "a copy through the supervisor takes the caller's umask"; else not_ok "umask 077: mode $(stat -c %a "$E2E_TMP/mid.077" 2>&1)"; fi
+out=$("$HUTCH" cp "$vm:www/no-such-file" "$E2E_TMP/none" 2>&1); rc=$?
+if [ $rc -ne 0 ] && grep -q "no-such-file: No such file or directory" <<<"$out" && [ ! -e "$E2E_TMP/none" ]; then ok "a missing guest file: the copy's own error, through the supervisor"; else not_ok "a missing guest file (exit $rc)"; diag "$out"; fi
+c1=$(info_int supervisor_copies)
+if [ "$c1" -eq $((c0 + 4)) ]; then ok "those 4 copies went through the supervisor"; else not_ok "copies through the supervisor: $c0 -> $c1"; fi
+# Ctrl-C ends the copy in the supervisor too: the copy session is free again at once (a busy
+# one sends the next copy the direct way, which the count would show)
+in_guest truncate -s 2G www/huge
+# (a background job ignores SIGINT unless told not to)
+env --default-signal=INT "$HUTCH" cp "$vm:www/huge" "$E2E_TMP/huge" & cp_pid=$!
+sleep 3
+kill -INT $cp_pid; wait $cp_pid; rc=$?
+c2=$(info_int supervisor_copies)
+served=no
+for _ in $(seq 1 20); do
+  "$HUTCH" cp "$vm:www/mid" "$E2E_TMP/mid.after" >/dev/null 2>&1
+  [ "$(info_int supervisor_copies)" -gt "$c2" ] && { served=yes; break; }
+  sleep 1
+done
+if [ $rc -eq 130 ] && [ "$c2" -eq $((c1 + 1)) ] && [ $served = yes ] && [ "$(stat -c %s "$E2E_TMP/huge")" -lt $((2 * 1024 * 1024 * 1024)) ]; then
+  ok "cp interrupted by SIGINT mid-transfer: the supervisor's copy ends, the next copy goes through it"
+else
+  not_ok "cp interrupted by SIGINT (exit $rc, copies $c1 -> $c2, next copy through the supervisor: $served)"; diag "$(tail -5 "$runtime/supervisor.log" 2>&1)"
+fi
+rm -f "$E2E_TMP/huge" "$E2E_TMP/big.sup"
+in_guest rm -f www/huge www/big.back
 # The `hutch` users run is a front (cmd/front.c): it serves shell through the supervisor on
 # GLib alone and executes hutch-cli, beside it, for everything else.
 if ldd "$HUTCH" | grep -q libvirt; then not_ok "the front maps no libvirt"; diag "$(ldd "$HUTCH")"; else ok "the front maps no libvirt"; fi

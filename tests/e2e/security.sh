@@ -226,13 +226,29 @@ print(" ".join(k for k, v in bad.items() if v in data))
 PY
 }
 
+# The copies below go through the VM's supervisor (its copy session), which then reads the
+# hostile answers: it must survive them, and keep serving.
+sup_info() { "$HUTCH" info --json "$vm" 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin).get(sys.argv[1], 0))' "$1"; }
+sup_pid0=$(sup_info supervisor_pid); sup_copies0=$(sup_info supervisor_copies)
+
 # h1. A replaced sftp-server that lies in REALPATH: the copied directory's name must not come
 # out as "..", "" or "/" (once this copied the guest's home into the destination's parent).
 as_root mv /usr/lib/openssh/sftp-server /usr/lib/openssh/sftp-server.real
 as_root tee /usr/lib/openssh/sftp-server <"$hostile/evil-sftp-server.py" >/dev/null
 as_root chmod 755 /usr/lib/openssh/sftp-server
+# The supervisor keeps its copy session's sftp-server between copies, and the replaced one
+# reads its directives when it starts: the running ones are ended whenever they change, so
+# that the next copy (the session found dead, made again) meets the server as set (the test
+# guest has no pkill). A real hostile server needs no restart: it is hostile all along.
+end_sftp_servers() {
+  as_root sh -c 'for p in /proc/[0-9]*; do [ "$(cat "$p/comm" 2>/dev/null)" = sftp-server ] && kill "${p#/proc/}"; done; true'
+}
+evil_mode() {  # evil_mode [DIRECTIVE]: the replaced server's directive (none: it behaves)
+  if [ $# -gt 0 ]; then printf '%s\n' "$1" | as_root tee /var/tmp/evil-sftp.mode >/dev/null; else as_root rm -f /var/tmp/evil-sftp.mode; fi
+  end_sftp_servers
+}
 in_guest sh -c 'echo guest-victim > ~/victim; mkdir -p ~/lsdir && echo listed > ~/lsdir/file; chmod 0777 ~/lsdir ~/lsdir/file'
-as_root rm -f /var/tmp/evil-sftp.mode
+evil_mode
 rm -rf "$E2E_TMP/ctl"; mkdir -p "$E2E_TMP/ctl/lsdir"; chmod 700 "$E2E_TMP/ctl/lsdir"
 if "$HUTCH" cp -r "$vm:lsdir" "$E2E_TMP/ctl/" >/dev/null 2>&1 && [ "$(cat "$E2E_TMP/ctl/lsdir/file")" = listed ]; then
   ok "control: hutch cp works through the guest's replaced sftp-server"
@@ -250,7 +266,7 @@ cp_state=$(tree_state "$E2E_TMP/cp")
 # hutch never asks: a source with no name of its own ("NAME:", "NAME:~") needs a new
 # destination name from the user (exit 2 into an existing directory), whatever REALPATH says.
 for lie in "$guest_home/.." "/" ".." "" "/.bashrc"; do
-  printf 'realpath %s\n' "$lie" | as_root tee /var/tmp/evil-sftp.mode >/dev/null
+  evil_mode "realpath $lie"
   for src in "$vm:" "$vm:." "$vm:~"; do
     out=$("$HUTCH" cp -r "$src" "$E2E_TMP/cp/inner" 2>&1); rc=$?
     if [ $rc -eq 2 ] && [ "$(tree_state "$E2E_TMP/cp")" = "$cp_state" ] && [ "$(stat -c %a "$E2E_TMP/cp")" = 750 ]; then
@@ -269,7 +285,7 @@ fi
 # The same server naming hostile entries in a directory listing.
 for name in '..' '.' '../escaped' 'a/b' '' 'x\0/../../escaped'; do
   for kind in readdir readdir-dir; do
-    printf '%s %s\n' "$kind" "$name" | as_root tee /var/tmp/evil-sftp.mode >/dev/null
+    evil_mode "$kind $name"
     rm -rf "$E2E_TMP/ls"; mkdir -p "$E2E_TMP/ls/p"
     out=$("$HUTCH" cp -r "$vm:lsdir" "$E2E_TMP/ls/p/out" 2>&1); rc=$?
     stray=$(find "$E2E_TMP/ls" -mindepth 1 ! -path "$E2E_TMP/ls/p" ! -path "$E2E_TMP/ls/p/out" ! -path "$E2E_TMP/ls/p/out/file")
@@ -283,8 +299,15 @@ for name in '..' '.' '../escaped' 'a/b' '' 'x\0/../../escaped'; do
     fi
   done
 done
-as_root rm -f /var/tmp/evil-sftp.mode
+evil_mode
 as_root mv /usr/lib/openssh/sftp-server.real /usr/lib/openssh/sftp-server
+end_sftp_servers
+sup_copies1=$(sup_info supervisor_copies)
+if [ "$sup_pid0" -gt 0 ] && [ "$(sup_info supervisor_pid)" = "$sup_pid0" ] && [ "$sup_copies1" -ge $((sup_copies0 + 20)) ]; then
+  ok "those copies went through the supervisor ($sup_copies0 -> $sup_copies1), which survived the hostile server"
+else
+  not_ok "copies through the supervisor: pid $sup_pid0 -> $(sup_info supervisor_pid), copies $sup_copies0 -> $sup_copies1"
+fi
 
 # h2. A symbolic link (or FIFO) the guest plants in a writable share where hutch cp writes.
 echo host-rc >"$E2E_TMP/rc-victim"; mkdir -p "$E2E_TMP/dir-victim"

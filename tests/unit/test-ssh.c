@@ -1018,6 +1018,43 @@ static void test_client_key(void) {
   g_assert_cmpstr(out, ==, "ok\n");
 }
 
+static gboolean always_cancelled(gpointer data) {
+  (void)data;
+  return TRUE;
+}
+
+/* A copy cancelled (its command left the supervisor) stops before it writes: an existing
+ * destination keeps its contents, on either side. */
+static void test_sftp_cancelled(void) {
+  if (!sshd_fixture_ready(&fx))
+    return;
+  g_autoptr(HutchSsh) ssh = connect_ok();
+  g_autoptr(GError) error = NULL;
+  g_autofree char *remote = g_build_filename(fx.home, "cancel-src.txt", NULL);
+  g_assert_true(g_file_set_contents(remote, "from the server\n", -1, NULL));
+  g_autofree char *local = g_build_filename(fx.dir, "cancel-dst.txt", NULL);
+  g_assert_true(g_file_set_contents(local, "keep\n", -1, NULL));
+  hutch_ssh_set_copy_caller(ssh, always_cancelled, NULL, -1);
+  g_assert_false(hutch_ssh_download(ssh, "cancel-src.txt", local, FALSE, &error));
+  g_assert_nonnull(strstr(error->message, "the copy was cancelled"));
+  g_clear_error(&error);
+  g_autofree char *kept = NULL;
+  g_assert_true(g_file_get_contents(local, &kept, NULL, NULL));
+  g_assert_cmpstr(kept, ==, "keep\n");
+  g_autofree char *up = g_build_filename(fx.home, "cancel-up.txt", NULL);
+  g_assert_true(g_file_set_contents(up, "remote keeps\n", -1, NULL));
+  g_assert_false(hutch_ssh_upload(ssh, local, "~/cancel-up.txt", FALSE, &error));
+  g_assert_nonnull(strstr(error->message, "the copy was cancelled"));
+  g_clear_error(&error);
+  g_autofree char *sent = NULL;
+  g_assert_true(g_file_get_contents(up, &sent, NULL, NULL));
+  g_assert_cmpstr(sent, ==, "remote keeps\n");
+  /* not cancelled any more: the same copy works */
+  hutch_ssh_set_copy_caller(ssh, NULL, NULL, -1);
+  g_assert_true(hutch_ssh_download(ssh, "cancel-src.txt", local, FALSE, &error));
+  g_assert_no_error(error);
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   hutch_init();
@@ -1038,6 +1075,7 @@ int main(int argc, char **argv) {
   g_test_add_func("/ssh/interactive-stream", test_interactive_stream);
   g_test_add_func("/ssh/interactive-pty", test_interactive_pty);
   g_test_add_func("/ssh/sftp-file", test_sftp_file);
+  g_test_add_func("/ssh/sftp-cancelled", test_sftp_cancelled);
   g_test_add_func("/ssh/sftp-recursive", test_sftp_recursive);
   g_test_add_func("/ssh/sftp-planted-links", test_sftp_planted_links);
   g_test_add_func("/ssh/sftp-no-guest-name", test_sftp_no_guest_name);

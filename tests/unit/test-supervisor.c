@@ -9,12 +9,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -770,6 +772,315 @@ static void test_reconnect_after_open_deadline(void) {
   loop_stop(l);
 }
 
+/* ---- Copies ---------------------------------------------------------------------------- */
+
+static void write_bytes(const char *path, gsize len, guint seed, int mode) {
+  g_autofree guint8 *data = g_malloc(len);
+  GRand *rand = g_rand_new_with_seed(seed);
+  for (gsize i = 0; i < len; i++)
+    data[i] = (guint8)g_rand_int(rand);
+  g_rand_free(rand);
+  g_assert_true(g_file_set_contents(path, (const char *)data, (gssize)len, NULL));
+  g_assert_cmpint(g_chmod(path, mode), ==, 0);
+}
+
+static void assert_same_file(const char *a, const char *b) {
+  g_autofree char *x = NULL, *y = NULL;
+  gsize xl = 0, yl = 0;
+  g_assert_true(g_file_get_contents(a, &x, &xl, NULL));
+  g_assert_true(g_file_get_contents(b, &y, &yl, NULL));
+  g_assert_cmpuint(xl, ==, yl);
+  g_assert_true(memcmp(x, y, xl) == 0);
+}
+
+static int mode_of(const char *path) {
+  GStatBuf st;
+  g_assert_cmpint(g_stat(path, &st), ==, 0);
+  return st.st_mode & 07777;
+}
+
+/* hutch_supervisor_copy that the supervisor must take; returns its result. */
+static gboolean copy_through(Loop *l, gboolean upload, const char *local, const char *guest,
+                             gboolean recursive, GError **error) {
+  gboolean used = FALSE;
+  gboolean ok = hutch_supervisor_copy(l->dir, upload, local, guest, recursive, &used, error);
+  g_assert_true(used);
+  return ok;
+}
+
+/* A copy request sent by hand with passed (a descriptor, or -1: none); returns the socket once
+ * the first frame's type is read. */
+static int copy_request(Loop *l, const char *request, int passed, char *ret_type) {
+  int fd = hutch_supervisor_connect(l->dir);
+  g_assert_cmpint(fd, >=, 0);
+  g_autoptr(GByteArray) out = g_byte_array_new();
+  hutch_frame_append_text(out, 'Q', request);
+  struct iovec iov = {.iov_base = out->data, .iov_len = out->len};
+  union {
+    struct cmsghdr align;
+    char space[CMSG_SPACE(sizeof(int))];
+  } control;
+  memset(&control, 0, sizeof control);
+  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+  if (passed >= 0) {
+    msg.msg_control = &control;
+    msg.msg_controllen = sizeof control;
+    struct cmsghdr *m = CMSG_FIRSTHDR(&msg);
+    m->cmsg_level = SOL_SOCKET;
+    m->cmsg_type = SCM_RIGHTS;
+    m->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(m), &passed, sizeof passed);
+  }
+  g_assert_cmpint(sendmsg(fd, &msg, MSG_NOSIGNAL), ==, (gssize)out->len);
+  guint8 head[4];
+  g_assert_cmpint(recv(fd, head, 4, MSG_WAITALL), ==, 4);
+  *ret_type = (char)head[0];
+  return fd;
+}
+
+/* Files and trees both ways through the copy session, relative local paths, errors with
+ * the codes a direct copy gives, and the caller's umask (not the supervisor's). */
+/* A download request into fx.dir/NAME (not there yet), with that directory passed. */
+static int download_request(Loop *l, const char *guest, const char *name, int umask_bits,
+                            char *ret_type) {
+  int dir = open(fx.dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  g_assert_cmpint(dir, >=, 0);
+  g_autofree char *request =
+      g_strdup_printf("{\"op\": \"copy\", \"upload\": false, \"local\": \"%s\", \"guest\": \"%s\", "
+                      "\"recursive\": false, \"umask\": %d, \"inside\": false, \"name\": \"%s\", "
+                      "\"missing\": true, \"want_dir\": false}",
+                      name, guest, umask_bits, name);
+  int fd = copy_request(l, request, dir, ret_type);
+  close(dir);
+  return fd;
+}
+
+static void test_copy(void) {
+  if (!sshd_fixture_ready(&fx))
+    return;
+  Loop *l = loop_start();
+  g_autoptr(GError) error = NULL;
+  g_autofree char *local = temp_file("copy-src.bin");
+  write_bytes(local, 3 * 1024 * 1024 + 17, 7, 0640);
+  g_assert_true(copy_through(l, TRUE, local, "~/copy-up.bin", FALSE, &error));
+  g_assert_no_error(error);
+  g_autofree char *in_home = g_build_filename(fx.home, "copy-up.bin", NULL);
+  assert_same_file(local, in_home);
+  g_assert_cmpint(mode_of(in_home), ==, 0640);
+
+  /* back down, to a path relative to this process's directory (not the supervisor's) */
+  g_autofree char *here = g_get_current_dir();
+  g_assert_cmpint(chdir(fx.dir), ==, 0);
+  g_assert_true(copy_through(l, FALSE, "copy-back.bin", "copy-up.bin", FALSE, &error));
+  g_assert_no_error(error);
+  g_assert_cmpint(chdir(here), ==, 0);
+  g_autofree char *back = temp_file("copy-back.bin");
+  assert_same_file(local, back);
+
+  /* a tree, up and down */
+  g_autofree char *tree = temp_file("copy-tree");
+  g_autofree char *sub = g_build_filename(tree, "sub", NULL);
+  g_assert_cmpint(g_mkdir_with_parents(sub, 0755), ==, 0);
+  g_autofree char *leaf = g_build_filename(sub, "leaf.txt", NULL);
+  write_bytes(leaf, 1000, 8, 0644);
+  g_assert_true(copy_through(l, TRUE, tree, "~/copy-tree", TRUE, &error));
+  g_assert_no_error(error);
+  g_autofree char *tree_back = temp_file("copy-tree-back");
+  g_assert_true(copy_through(l, FALSE, tree_back, "copy-tree", TRUE, &error));
+  g_assert_no_error(error);
+  g_autofree char *leaf_back = g_build_filename(tree_back, "sub", "leaf.txt", NULL);
+  assert_same_file(leaf, leaf_back);
+
+  /* the errors of a direct copy, with their codes */
+  g_assert_false(copy_through(l, FALSE, back, "no-such-file", FALSE, &error));
+  g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_NOT_FOUND);
+  g_test_message("missing: %s", error->message);
+  g_clear_error(&error);
+  g_assert_false(copy_through(l, TRUE, tree, "~/copy-tree2", FALSE, &error));
+  g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE);
+  g_clear_error(&error);
+  g_assert_cmpint(status_member(l, "copies"), ==, 6);
+  /* commands still run on the main session */
+  g_autofree char *out = NULL;
+  g_assert_cmpint(run(l, "echo after", NULL, &out, NULL), ==, 0);
+  g_assert_cmpstr(out, ==, "after\n");
+
+  /* the caller's umask: 077 asked while this process (the supervisor's) has 022 */
+  mode_t old = umask(022);
+  g_autofree char *masked = temp_file("copy-masked.bin");
+  char type = 0;
+  int fd = download_request(l, "copy-up.bin", "copy-masked.bin", 077, &type);
+  g_assert_cmpint(type, ==, 'A');
+  g_autoptr(GByteArray) in = g_byte_array_new();
+  const guint8 *payload;
+  gsize len;
+  g_assert_cmpint(hutch_frame_read(fd, in, 10000, &type, &payload, &len), ==, 1);
+  g_assert_cmpint(type, ==, 'S');
+  close(fd);
+  umask(old);
+  g_assert_cmpint(mode_of(masked), ==, 0600);
+
+  /* broken requests are refused before A: the client would copy directly */
+  struct {
+    const char *request;
+    gboolean with_fd;
+  } broken[] = {
+      {"{\"op\": \"copy\", \"upload\": true, \"local\": \"x\", \"guest\": \"x\", "
+       "\"recursive\": false, \"umask\": 18}",
+       FALSE}, /* no descriptor */
+      {"{\"op\": \"copy\", \"upload\": true, \"local\": \"x\", \"guest\": \"x\", "
+       "\"recursive\": false, \"umask\": 4096}",
+       TRUE},
+      {"{\"op\": \"copy\", \"upload\": 1, \"local\": \"x\", \"guest\": \"x\", "
+       "\"recursive\": false, \"umask\": 18}",
+       TRUE},
+      {"{\"op\": \"copy\", \"upload\": true, \"local\": \"x\", \"recursive\": false, "
+       "\"umask\": 18}",
+       TRUE},
+      {"{\"op\": \"copy\", \"upload\": false, \"local\": \"x\", \"guest\": \"x\", "
+       "\"recursive\": false, \"umask\": 18, \"name\": \"../escaped\"}",
+       TRUE},
+      {"{\"op\": \"copy\", \"upload\": false, \"local\": \"x\", \"guest\": \"x\", "
+       "\"recursive\": false, \"umask\": 18}",
+       TRUE}, /* a download into no name, not inside */
+  };
+  for (guint i = 0; i < G_N_ELEMENTS(broken); i++) {
+    int dir = open(fx.dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    fd = copy_request(l, broken[i].request, broken[i].with_fd ? dir : -1, &type);
+    close(dir);
+    g_assert_cmpint(type, ==, 'F');
+    close(fd);
+  }
+  g_assert_cmpint(status_member(l, "copies"), ==, 7);
+  loop_stop(l);
+}
+
+/* The processes in after that are not in before. */
+static GArray *new_pids(GArray *before, GArray *after) {
+  GArray *added = g_array_new(FALSE, FALSE, sizeof(int));
+  for (guint i = 0; i < after->len; i++) {
+    int pid = g_array_index(after, int, i);
+    gboolean old = FALSE;
+    for (guint j = 0; j < before->len; j++)
+      old |= g_array_index(before, int, j) == pid;
+    if (!old)
+      g_array_append_val(added, pid);
+  }
+  return added;
+}
+
+/* A copy that the guest stalls (its SSH server's processes stopped mid-transfer) ends when
+ * its client leaves (Ctrl-C): the copy session's socket is shut down, and the next copy gets
+ * a new session. Meanwhile another copy is told to copy directly, not kept waiting. Without
+ * the cancel's shutdown the stalled copy would never end. */
+static void test_copy_cancelled(void) {
+  if (!sshd_fixture_ready(&fx))
+    return;
+  Loop *l = loop_start();
+  /* 1 GiB, sparse: the server reads it fast, and only what came before the stop is written */
+  g_autofree char *big = g_build_filename(fx.home, "copy-big.bin", NULL);
+  int big_fd = open(big, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  g_assert_cmpint(big_fd, >=, 0);
+  g_assert_cmpint(ftruncate(big_fd, 1024 * 1024 * 1024), ==, 0);
+  close(big_fd);
+  g_autofree char *after = g_build_filename(fx.home, "copy-after.txt", NULL);
+  g_assert_true(g_file_set_contents(after, "after\n", -1, NULL));
+  /* the main session settled (its spare channel open), then what the copy session adds:
+   * the fixture's sshd runs SFTP in the connection's own processes (internal-sftp) */
+  g_assert_cmpint(run(l, "true", NULL, NULL, NULL), ==, 0);
+  for (int i = 0; i < 100 && status_member(l, "spare") == 0; i++)
+    g_usleep(50 * 1000);
+  g_autoptr(GArray) before = connection_pids();
+  char type = 0;
+  int fd = download_request(l, "copy-big.bin", "copy-stalled.bin", 022, &type);
+  g_assert_cmpint(type, ==, 'A');
+  g_autoptr(GArray) after_pids = connection_pids();
+  g_autoptr(GArray) servers = new_pids(before, after_pids);
+  g_assert_cmpuint(signal_pids(servers, SIGSTOP), >=, 1);
+  /* stopped before the copy's end (else the test proves nothing) */
+  struct pollfd p = {.fd = fd, .events = POLLIN};
+  g_assert_cmpint(poll(&p, 1, 500), ==, 0);
+
+  /* meanwhile another copy is told at once to copy directly */
+  g_autofree char *local = temp_file("copy-after.txt");
+  int second_fd = download_request(l, "copy-after.txt", "copy-after.txt", 022, &type);
+  g_assert_cmpint(type, ==, 'F');
+  close(second_fd);
+  /* (the refused copy's slot may take a moment to go) */
+  gint64 copying = 2;
+  for (int i = 0; i < 100 && copying > 1; i++) {
+    copying = status_member(l, "copying");
+    if (copying > 1)
+      g_usleep(20 * 1000);
+  }
+  g_assert_cmpint(copying, ==, 1);
+
+  close(fd); /* Ctrl-C */
+  for (int i = 0; i < 200 && copying > 0; i++) {
+    g_usleep(100 * 1000);
+    copying = status_member(l, "copying");
+  }
+  g_assert_cmpint(copying, ==, 0);
+  /* the next copy gets a new session */
+  g_autoptr(GError) error = NULL;
+  g_assert_true(copy_through(l, FALSE, local, "copy-after.txt", FALSE, &error));
+  g_assert_no_error(error);
+  g_autofree char *text = NULL;
+  g_assert_true(g_file_get_contents(local, &text, NULL, NULL));
+  g_assert_cmpstr(text, ==, "after\n");
+  signal_pids(servers, SIGKILL);
+  g_unlink(big);
+  loop_stop(l);
+}
+
+/* The main session lost (the guest's sshd processes of it killed) while a copy runs on the
+ * copy session: the copy goes on to its end and its client gets the result, on a socket the
+ * loop never closed under the copy's thread (the first version failed the copy and closed
+ * it, and the thread later wrote into whatever reused the number); meanwhile the supervisor
+ * connects again and serves commands. */
+static void test_copy_main_lost(void) {
+  if (!sshd_fixture_ready(&fx))
+    return;
+  Loop *l = loop_start_full(NULL, 120);
+  g_autofree char *big = g_build_filename(fx.home, "copy-main-lost.bin", NULL);
+  int big_fd = open(big, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  g_assert_cmpint(big_fd, >=, 0);
+  g_assert_cmpint(ftruncate(big_fd, 256 * 1024 * 1024), ==, 0);
+  close(big_fd);
+  g_assert_cmpint(run(l, "true", NULL, NULL, NULL), ==, 0);
+  for (int i = 0; i < 100 && status_member(l, "spare") == 0; i++)
+    g_usleep(50 * 1000);
+  g_autoptr(GArray) main_pids = connection_pids();
+  char type = 0;
+  int fd = download_request(l, "copy-main-lost.bin", "copy-main-lost.bin", 022, &type);
+  g_assert_cmpint(type, ==, 'A');
+  g_autoptr(GArray) all = connection_pids();
+  g_autoptr(GArray) copy_pids = new_pids(main_pids, all);
+  g_assert_cmpuint(signal_pids(copy_pids, SIGSTOP), >=, 1);
+  struct pollfd p = {.fd = fd, .events = POLLIN};
+  g_assert_cmpint(poll(&p, 1, 300), ==, 0); /* the copy is not over yet */
+
+  g_assert_cmpuint(signal_pids(main_pids, SIGKILL), >=, 1);
+  g_assert_true(served_within_20s(l));    /* the main session was lost and made again */
+  g_assert_cmpint(poll(&p, 1, 0), ==, 0); /* the copy's client heard nothing meanwhile */
+  signal_pids(copy_pids, SIGCONT);
+  g_autoptr(GByteArray) in = g_byte_array_new();
+  const guint8 *payload;
+  gsize len;
+  g_assert_cmpint(hutch_frame_read(fd, in, 120000, &type, &payload, &len), ==, 1);
+  g_assert_cmpint(type, ==, 'S');
+  g_autofree char *result = g_strndup((const char *)payload, len);
+  g_assert_nonnull(strstr(result, "\"ok\":true"));
+  close(fd);
+  g_autofree char *local = temp_file("copy-main-lost.bin");
+  GStatBuf st;
+  g_assert_cmpint(g_stat(local, &st), ==, 0);
+  g_assert_cmpint(st.st_size, ==, 256 * 1024 * 1024);
+  g_unlink(local);
+  g_unlink(big);
+  loop_stop(l);
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   sshd_fixture_start(&fx, "supervisor", "the supervisor tests");
@@ -786,6 +1097,9 @@ int main(int argc, char **argv) {
   g_test_add_func("/supervisor/reconnect", test_reconnect);
   g_test_add_func("/supervisor/reconnect-out-of-descriptors", test_reconnect_out_of_descriptors);
   g_test_add_func("/supervisor/reconnect-after-open-deadline", test_reconnect_after_open_deadline);
+  g_test_add_func("/supervisor/copy", test_copy);
+  g_test_add_func("/supervisor/copy-cancelled", test_copy_cancelled);
+  g_test_add_func("/supervisor/copy-main-lost", test_copy_main_lost);
   int rc = g_test_run();
   sshd_fixture_stop(&fx);
   return rc;
