@@ -117,6 +117,14 @@ gboolean hutch_send_all(int fd, const guint8 *data, gsize len);
 int hutch_frame_read(int fd, GByteArray *buf, int timeout_ms, char *type, const guint8 **payload,
                      gsize *len);
 
+/* Connects, sends request (JSON) as a Q frame, with passed_fd (unless -1) on its first bytes
+ * (SCM_RIGHTS), and reads the first frame of the answer into in (up to timeout_ms): returns
+ * the socket with *type, *payload and *len as hutch_frame_peek gives them, or -1 (then
+ * *ret_sent, may be NULL, says whether the request went out). */
+int hutch_supervisor_request(const char *runtime_dir, const char *request, int passed_fd,
+                             int timeout_ms, GByteArray *in, char *type, const guint8 **payload,
+                             gsize *len, gboolean *ret_sent);
+
 /* Sends request (a Q frame's JSON) and returns the payload of the answer when it is a frame
  * of type answer_type, or NULL when no supervisor answers so within timeout_ms; then
  * *ret_reached (may be NULL) says whether a supervisor took the request all the same (it may

@@ -248,28 +248,63 @@ int hutch_frame_read(int fd, GByteArray *buf, int timeout_ms, char *type, const 
   return rc;
 }
 
-char *hutch_supervisor_ask(const char *runtime_dir, const char *request, char answer_type,
-                           int timeout_ms, gboolean *ret_reached) {
-  if (ret_reached)
-    *ret_reached = FALSE;
+/* Sends data with fd (SCM_RIGHTS) on its first bytes. */
+static gboolean send_with_fd(int sock, const guint8 *data, gsize len, int fd) {
+  struct iovec iov = {.iov_base = (void *)data, .iov_len = len};
+  union {
+    struct cmsghdr align;
+    char space[CMSG_SPACE(sizeof(int))];
+  } control;
+  memset(&control, 0, sizeof control);
+  struct msghdr msg = {
+      .msg_iov = &iov, .msg_iovlen = 1, .msg_control = &control, .msg_controllen = sizeof control};
+  struct cmsghdr *m = CMSG_FIRSTHDR(&msg);
+  m->cmsg_level = SOL_SOCKET;
+  m->cmsg_type = SCM_RIGHTS;
+  m->cmsg_len = CMSG_LEN(sizeof(int));
+  memcpy(CMSG_DATA(m), &fd, sizeof fd);
+  ssize_t n;
+  do
+    n = sendmsg(sock, &msg, MSG_NOSIGNAL);
+  while (n < 0 && errno == EINTR);
+  return n > 0 && hutch_send_all(sock, data + n, len - (gsize)n);
+}
+
+int hutch_supervisor_request(const char *runtime_dir, const char *request, int passed_fd,
+                             int timeout_ms, GByteArray *in, char *type, const guint8 **payload,
+                             gsize *len, gboolean *ret_sent) {
+  if (ret_sent)
+    *ret_sent = FALSE;
+  if (strlen(request) > HUTCH_FRAME_MAX)
+    return -1;
   int fd = hutch_supervisor_connect(runtime_dir);
   if (fd < 0)
-    return NULL;
+    return -1;
   g_autoptr(GByteArray) out = g_byte_array_new();
   hutch_frame_append_text(out, 'Q', request);
+  gboolean sent = passed_fd >= 0 ? send_with_fd(fd, out->data, out->len, passed_fd)
+                                 : hutch_send_all(fd, out->data, out->len);
+  if (ret_sent)
+    *ret_sent = sent;
+  if (!sent || hutch_frame_read(fd, in, timeout_ms, type, payload, len) <= 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+char *hutch_supervisor_ask(const char *runtime_dir, const char *request, char answer_type,
+                           int timeout_ms, gboolean *ret_reached) {
   g_autoptr(GByteArray) in = g_byte_array_new();
   char type = 0;
   const guint8 *payload = NULL;
   gsize len = 0;
-  char *answer = NULL;
-  gboolean sent = hutch_send_all(fd, out->data, out->len);
-  if (ret_reached)
-    *ret_reached = sent;
-  if (sent && hutch_frame_read(fd, in, timeout_ms, &type, &payload, &len) > 0 &&
-      type == answer_type)
-    answer = g_strndup((const char *)payload, len);
+  int fd = hutch_supervisor_request(runtime_dir, request, -1, timeout_ms, in, &type, &payload, &len,
+                                    ret_reached);
+  if (fd < 0)
+    return NULL;
   close(fd);
-  return answer;
+  return type == answer_type ? g_strndup((const char *)payload, len) : NULL;
 }
 
 gboolean hutch_write_all(int fd, const void *data, gsize len, GError **error) {
@@ -418,9 +453,6 @@ static int client_run(const char *runtime_dir, const char *command, gboolean pty
   /* the request is JSON: a command that is no UTF-8 text goes the direct way */
   if (hutch_supervisor_refused_by_env() || (command && !g_utf8_validate(command, -1, NULL)))
     return -1;
-  int fd = hutch_supervisor_connect(runtime_dir);
-  if (fd < 0)
-    return -1;
   HutchTerminal terminal;
   hutch_terminal_enter(&terminal, FALSE);
   guint cols = 80, rows = 24;
@@ -439,23 +471,20 @@ static int client_run(const char *runtime_dir, const char *command, gboolean pty
   g_string_append_printf(request, ", \"pty\": %s, \"term\": ", pty ? "true" : "false");
   append_json_string(request, term);
   g_string_append_printf(request, ", \"cols\": %u, \"rows\": %u}", cols, rows);
-  if (request->len > HUTCH_FRAME_MAX) {
-    close(fd);
-    return -1;
-  }
-  g_autoptr(GByteArray) out = g_byte_array_new();
-  hutch_frame_append_text(out, 'Q', request->str);
   g_autoptr(GByteArray) in = g_byte_array_new();
   char type = 0;
   const guint8 *payload = NULL;
   gsize len = 0;
   /* Until A, anything wrong means: connect directly. The channel opens in well under a
    * second on a live session; a supervisor that reconnects may take the SSH timeout. */
-  if (!hutch_send_all(fd, out->data, out->len) ||
-      hutch_frame_read(fd, in, 40000, &type, &payload, &len) <= 0 || type != 'A') {
+  int fd = hutch_supervisor_request(runtime_dir, request->str, -1, 40000, in, &type, &payload, &len,
+                                    NULL);
+  if (fd >= 0 && type != 'A') {
     close(fd);
-    return -1;
+    fd = -1;
   }
+  if (fd < 0)
+    return -1;
   hutch_frame_consume(in, len);
   *ret_used = TRUE;
   hutch_terminal_enter(&terminal, pty);

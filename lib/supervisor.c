@@ -2031,28 +2031,6 @@ JsonObject *hutch_supervisor_status(const char *runtime_dir) {
   return json_object_ref(json_node_get_object(json_parser_get_root(parser)));
 }
 
-/* Sends data with fd (SCM_RIGHTS) on its first bytes. */
-static gboolean send_with_fd(int sock, const guint8 *data, gsize len, int fd) {
-  struct iovec iov = {.iov_base = (void *)data, .iov_len = len};
-  union {
-    struct cmsghdr align;
-    char space[CMSG_SPACE(sizeof(int))];
-  } control;
-  memset(&control, 0, sizeof control);
-  struct msghdr msg = {
-      .msg_iov = &iov, .msg_iovlen = 1, .msg_control = &control, .msg_controllen = sizeof control};
-  struct cmsghdr *m = CMSG_FIRSTHDR(&msg);
-  m->cmsg_level = SOL_SOCKET;
-  m->cmsg_type = SCM_RIGHTS;
-  m->cmsg_len = CMSG_LEN(sizeof(int));
-  memcpy(CMSG_DATA(m), &fd, sizeof fd);
-  ssize_t n;
-  do
-    n = sendmsg(sock, &msg, MSG_NOSIGNAL);
-  while (n < 0 && errno == EINTR);
-  return n > 0 && hutch_send_all(sock, data + n, len - (gsize)n);
-}
-
 gboolean hutch_supervisor_copy(const char *runtime_dir, gboolean upload, const char *local,
                                const char *guest, gboolean recursive, gboolean *ret_used,
                                GError **error) {
@@ -2089,21 +2067,15 @@ gboolean hutch_supervisor_copy(const char *runtime_dir, gboolean upload, const c
   }
   g_autoptr(JsonNode) node = json_node_init_object(json_node_alloc(), o);
   g_autofree char *request = json_to_string(node, FALSE);
-  if (strlen(request) > HUTCH_FRAME_MAX)
-    return FALSE;
-  g_auto(HutchFd) fd = hutch_supervisor_connect(runtime_dir);
-  if (fd < 0)
-    return FALSE;
-  g_autoptr(GByteArray) out = g_byte_array_new();
-  hutch_frame_append_text(out, 'Q', request);
   g_autoptr(GByteArray) in = g_byte_array_new();
   char type = 0;
   const guint8 *payload = NULL;
   gsize len = 0;
   /* until A, anything wrong means: copy directly (the copy session may take the SSH
    * timeout to connect) */
-  if (!send_with_fd(fd, out->data, out->len, upload ? source : dest.fd) ||
-      hutch_frame_read(fd, in, 40000, &type, &payload, &len) <= 0 || type != 'A')
+  g_auto(HutchFd) fd = hutch_supervisor_request(runtime_dir, request, upload ? source : dest.fd,
+                                                40000, in, &type, &payload, &len, NULL);
+  if (fd < 0 || type != 'A')
     return FALSE;
   hutch_frame_consume(in, len);
   *ret_used = TRUE;

@@ -969,6 +969,34 @@ static GArray *new_pids(GArray *before, GArray *after) {
   return added;
 }
 
+/* A download of a sparse file of size bytes (the server reads it fast) from the fixture's
+ * home into fx.dir, stalled as a guest would stall it: the copy session's sshd processes
+ * (what the copy adds to the settled main session's, whose processes go to *ret_main: the
+ * fixture runs SFTP in the connection's own processes, internal-sftp) are stopped right after
+ * A, and so before the copy's end (checked: else a test proves nothing). Returns the copy's
+ * client socket; *ret_copy has the stopped processes. */
+static int stalled_download(Loop *l, const char *name, off_t size, GArray **ret_main,
+                            GArray **ret_copy) {
+  g_autofree char *big = g_build_filename(fx.home, name, NULL);
+  int big_fd = open(big, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  g_assert_cmpint(big_fd, >=, 0);
+  g_assert_cmpint(ftruncate(big_fd, size), ==, 0);
+  close(big_fd);
+  g_assert_cmpint(run(l, "true", NULL, NULL, NULL), ==, 0);
+  for (int i = 0; i < 100 && status_member(l, "spare") == 0; i++)
+    g_usleep(50 * 1000);
+  *ret_main = connection_pids();
+  char type = 0;
+  int fd = download_request(l, name, name, 022, &type);
+  g_assert_cmpint(type, ==, 'A');
+  g_autoptr(GArray) all = connection_pids();
+  *ret_copy = new_pids(*ret_main, all);
+  g_assert_cmpuint(signal_pids(*ret_copy, SIGSTOP), >=, 1);
+  struct pollfd p = {.fd = fd, .events = POLLIN};
+  g_assert_cmpint(poll(&p, 1, 500), ==, 0);
+  return fd;
+}
+
 /* A copy that the guest stalls (its SSH server's processes stopped mid-transfer) ends when
  * its client leaves (Ctrl-C): the copy session's socket is shut down, and the next copy gets
  * a new session. Meanwhile another copy is told to copy directly, not kept waiting. Without
@@ -977,29 +1005,13 @@ static void test_copy_cancelled(void) {
   if (!sshd_fixture_ready(&fx))
     return;
   Loop *l = loop_start();
-  /* 1 GiB, sparse: the server reads it fast, and only what came before the stop is written */
-  g_autofree char *big = g_build_filename(fx.home, "copy-big.bin", NULL);
-  int big_fd = open(big, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  g_assert_cmpint(big_fd, >=, 0);
-  g_assert_cmpint(ftruncate(big_fd, 1024 * 1024 * 1024), ==, 0);
-  close(big_fd);
   g_autofree char *after = g_build_filename(fx.home, "copy-after.txt", NULL);
   g_assert_true(g_file_set_contents(after, "after\n", -1, NULL));
-  /* the main session settled (its spare channel open), then what the copy session adds:
-   * the fixture's sshd runs SFTP in the connection's own processes (internal-sftp) */
-  g_assert_cmpint(run(l, "true", NULL, NULL, NULL), ==, 0);
-  for (int i = 0; i < 100 && status_member(l, "spare") == 0; i++)
-    g_usleep(50 * 1000);
-  g_autoptr(GArray) before = connection_pids();
+  /* 1 GiB: only what came before the stop is written */
+  g_autoptr(GArray) main_pids = NULL;
+  g_autoptr(GArray) servers = NULL;
+  int fd = stalled_download(l, "copy-big.bin", 1024 * 1024 * 1024, &main_pids, &servers);
   char type = 0;
-  int fd = download_request(l, "copy-big.bin", "copy-stalled.bin", 022, &type);
-  g_assert_cmpint(type, ==, 'A');
-  g_autoptr(GArray) after_pids = connection_pids();
-  g_autoptr(GArray) servers = new_pids(before, after_pids);
-  g_assert_cmpuint(signal_pids(servers, SIGSTOP), >=, 1);
-  /* stopped before the copy's end (else the test proves nothing) */
-  struct pollfd p = {.fd = fd, .events = POLLIN};
-  g_assert_cmpint(poll(&p, 1, 500), ==, 0);
 
   /* meanwhile another copy is told at once to copy directly */
   g_autofree char *local = temp_file("copy-after.txt");
@@ -1029,7 +1041,10 @@ static void test_copy_cancelled(void) {
   g_assert_true(g_file_get_contents(local, &text, NULL, NULL));
   g_assert_cmpstr(text, ==, "after\n");
   signal_pids(servers, SIGKILL);
+  g_autofree char *big = g_build_filename(fx.home, "copy-big.bin", NULL);
   g_unlink(big);
+  g_autofree char *stalled = temp_file("copy-big.bin");
+  g_unlink(stalled);
   loop_stop(l);
 }
 
@@ -1042,23 +1057,11 @@ static void test_copy_main_lost(void) {
   if (!sshd_fixture_ready(&fx))
     return;
   Loop *l = loop_start_full(NULL, 120);
-  g_autofree char *big = g_build_filename(fx.home, "copy-main-lost.bin", NULL);
-  int big_fd = open(big, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  g_assert_cmpint(big_fd, >=, 0);
-  g_assert_cmpint(ftruncate(big_fd, 256 * 1024 * 1024), ==, 0);
-  close(big_fd);
-  g_assert_cmpint(run(l, "true", NULL, NULL, NULL), ==, 0);
-  for (int i = 0; i < 100 && status_member(l, "spare") == 0; i++)
-    g_usleep(50 * 1000);
-  g_autoptr(GArray) main_pids = connection_pids();
+  g_autoptr(GArray) main_pids = NULL;
+  g_autoptr(GArray) copy_pids = NULL;
+  int fd = stalled_download(l, "copy-main-lost.bin", 256 * 1024 * 1024, &main_pids, &copy_pids);
   char type = 0;
-  int fd = download_request(l, "copy-main-lost.bin", "copy-main-lost.bin", 022, &type);
-  g_assert_cmpint(type, ==, 'A');
-  g_autoptr(GArray) all = connection_pids();
-  g_autoptr(GArray) copy_pids = new_pids(main_pids, all);
-  g_assert_cmpuint(signal_pids(copy_pids, SIGSTOP), >=, 1);
   struct pollfd p = {.fd = fd, .events = POLLIN};
-  g_assert_cmpint(poll(&p, 1, 300), ==, 0); /* the copy is not over yet */
 
   g_assert_cmpuint(signal_pids(main_pids, SIGKILL), >=, 1);
   g_assert_true(served_within_20s(l));    /* the main session was lost and made again */
@@ -1077,6 +1080,7 @@ static void test_copy_main_lost(void) {
   g_assert_cmpint(g_stat(local, &st), ==, 0);
   g_assert_cmpint(st.st_size, ==, 256 * 1024 * 1024);
   g_unlink(local);
+  g_autofree char *big = g_build_filename(fx.home, "copy-main-lost.bin", NULL);
   g_unlink(big);
   loop_stop(l);
 }
