@@ -6,6 +6,11 @@
 #    a channel on its session)
 #                                  and      the same over an OpenSSH ControlMaster connection
 #
+#   hutch cp FILE NAME:FILE        against  scp -F <(hutch ssh-config NAME) FILE NAME:FILE
+#   (through the supervisor: its            (SFTP, a fresh connection each time)
+#    copy session)                 and      the same over the ControlMaster
+#   (cp-up; cp-down the other way)
+#
 # One VM (booted untimed); each run times COUNT calls of each and records the mean per call.
 #
 # Usage: latency.sh [RUNS] [COUNT]   (defaults 3, 20)
@@ -13,7 +18,7 @@
 
 runs=${1:-3}
 count=${2:-20}
-estimate $((200 + runs * count * 3)) "one boot, then $runs runs x $count x 3 commands"
+estimate $((200 + runs * count * 9)) "one boot, then $runs runs x $count x 9 commands and copies"
 
 vm=bl-$$
 hutch_new "$vm" || exit 1
@@ -29,6 +34,9 @@ cm=$BENCH_TMP/cm.sock
 ssh -F "$BENCH_TMP/ssh_config" -o ControlMaster=yes -o ControlPath="$cm" -o ControlPersist=600 \
     -fN "$vm" || { say "ControlMaster failed"; exit 1; }
 BENCH_PIDS+=("$(ssh -F "$BENCH_TMP/ssh_config" -o ControlPath="$cm" -O check "$vm" 2>&1 | sed -n 's/.*pid=\([0-9]*\).*/\1/p')")
+
+small=$BENCH_TMP/small
+head -c 4096 /dev/urandom >"$small"
 
 # per_call SIDE NAME COMMAND...: the mean wall time of COUNT runs of COMMAND, in ms.
 per_call() {
@@ -47,9 +55,22 @@ for r in $(seq 1 "$runs"); do
   tail -1 "$BENCH_JSON" | sed 's/"latency-ssh"/"latency-controlmaster"/' >>"$BENCH_JSON"
   per_call baseline latency-ssh ssh -F "$BENCH_TMP/ssh_config" "$vm" true
   per_call baseline latency-controlmaster ssh -F "$BENCH_TMP/ssh_config" -o ControlPath="$cm" "$vm" true
+  # a small file each way (what an agent's workflow copies most)
+  per_call hutch cp-up "$HUTCH" cp "$small" "$vm:small"
+  tail -1 "$BENCH_JSON" | sed 's/"cp-up"/"cp-up-controlmaster"/' >>"$BENCH_JSON"
+  per_call baseline cp-up scp -q -F "$BENCH_TMP/ssh_config" "$small" "$vm:small"
+  per_call baseline cp-up-controlmaster scp -q -F "$BENCH_TMP/ssh_config" -o ControlPath="$cm" "$small" "$vm:small"
+  per_call hutch cp-down "$HUTCH" cp "$vm:small" "$BENCH_TMP/small.back"
+  tail -1 "$BENCH_JSON" | sed 's/"cp-down"/"cp-down-controlmaster"/' >>"$BENCH_JSON"
+  per_call baseline cp-down scp -q -F "$BENCH_TMP/ssh_config" "$vm:small" "$BENCH_TMP/small.back"
+  per_call baseline cp-down-controlmaster scp -q -F "$BENCH_TMP/ssh_config" -o ControlPath="$cm" "$vm:small" "$BENCH_TMP/small.back"
 done
 
 result latency-ssh ms "hutch shell -- true vs a fresh OpenSSH connection"
 result latency-controlmaster ms "hutch shell -- true vs OpenSSH over a ControlMaster"
+result cp-up ms "hutch cp of a 4 KiB file to the guest vs scp (a fresh connection)"
+result cp-up-controlmaster ms "hutch cp of a 4 KiB file to the guest vs scp over a ControlMaster"
+result cp-down ms "hutch cp of a 4 KiB file from the guest vs scp (a fresh connection)"
+result cp-down-controlmaster ms "hutch cp of a 4 KiB file from the guest vs scp over a ControlMaster"
 ssh -F "$BENCH_TMP/ssh_config" -o ControlPath="$cm" -O exit "$vm" 2>/dev/null
 bench_write_json runs="$runs" count="$count"
