@@ -1139,9 +1139,6 @@ gboolean hutch_ssh_upload_fd(HutchSsh *ssh, int fd, const char *local_path,
   return ok;
 }
 
-/* What a downloaded file or a directory hutch made gets of the guest's mode: its permission
- * bits through the user's umask, as if the user had made it (the guest must not make a file
- * of the user's world-writable), never setuid, setgid or sticky. */
 mode_t hutch_ssh_process_umask(void) {
   /* Read, not set: umask(2) would change it for every thread for a moment. */
   g_autofree char *status = NULL;
@@ -1152,8 +1149,11 @@ mode_t hutch_ssh_process_umask(void) {
   return 022;
 }
 
+/* What a downloaded file or a directory hutch made gets of the guest's mode: its permission
+ * bits through the user's umask, as if the user had made it (the guest must not make a file
+ * of the user's world-writable), never setuid, setgid or sticky. A copy the supervisor
+ * serves has its caller's umask. */
 static mode_t local_mode(HutchSsh *ssh, unsigned long guest_mode) {
-  /* a copy the supervisor serves has its caller's */
   mode_t umask_bits = ssh->caller_umask_set ? ssh->caller_umask : hutch_ssh_process_umask();
   return (mode_t)(guest_mode & 0777) & ~umask_bits;
 }
@@ -1378,8 +1378,8 @@ gboolean hutch_ssh_download_to(HutchSsh *ssh, const char *remote_path_arg,
                 "downloading %s: not a regular file or directory", remote_path_arg);
     return FALSE;
   }
-  /* the destination, examined now (or by the command that asked the supervisor, with its
-   * own credentials and in its own mount namespace) */
+  /* the destination, examined now (or by the command that asked the supervisor, from its
+   * working directory and in its mount namespace) */
   g_auto(HutchSshLocalDest) opened = {.fd = -1};
   if (!prepared && !hutch_ssh_local_dest_open(local_path, &opened, error)) {
     g_prefix_error(error, "downloading %s from %s: ", remote_path_arg, ssh->where);
