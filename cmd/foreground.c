@@ -136,6 +136,13 @@ int cli_start_foreground(Cli *cli, const char *name) {
   gboolean supervise = hutch_supervise_prepare(&prepare_error);
   if (!supervise)
     fprintf(stderr, "hutch: %s; waiting without a supervisor\n", prepare_error->message);
+  /* The helpers the start runs (each through a fork that exits, or forking itself into the
+   * background) become this process's children, which its loop reaps (after the event loop's
+   * registration: this connects) */
+  g_autoptr(GError) adopt_error = NULL;
+  if (!hutch_context_adopt_helpers(cli->ctx, &adopt_error))
+    fprintf(stderr, "hutch: %s; the VM's helpers will not be its children\n",
+            adopt_error->message);
   notify("STATUS=%s: starting", name);
 
   StartJob job = {.ctx = cli->ctx, .name = name, .done_fd = done[1]};

@@ -238,10 +238,12 @@ static const Verb verbs[] = {
     {"supervise", verb_supervise, "the supervisor of a running VM (started by hutch itself)",
      "usage: hutch supervise NAME\n"
      "\n"
-     "Holds one SSH session to the running VM NAME and serves hutch shell over it, through\n"
-     "the socket supervisor.sock in the VM's runtime directory; stops the VM's helpers and\n"
-     "exits when the domain stops. hutch start runs it detached, and hutch shell when a\n"
-     "running VM has none; there is no need to run it by hand.\n"},
+     "Holds one SSH session to the running VM NAME and serves hutch shell, cp and forward\n"
+     "over it, through the socket supervisor.sock in the VM's runtime directory; stops the\n"
+     "VM's helpers and exits when the domain stops. hutch start runs it detached, before the\n"
+     "VM's helpers, which it starts as its children (--boot-fd, --ssh-port and --secrets-fd\n"
+     "are hutch start's); hutch shell runs it when a running VM has none. There is no need\n"
+     "to run it by hand.\n"},
 };
 
 static const char main_usage[] =

@@ -601,21 +601,43 @@ int verb_list(Cli *cli, int argc, char **argv) {
   return EXIT_OK;
 }
 
+/* A descriptor number given by hutch start; -2 when it is none. */
+static int descriptor_arg(const char *text) {
+  char *end = NULL;
+  long fd = strtol(text, &end, 10);
+  return *text && !*end && fd >= 3 && fd <= 1024 ? (int)fd : -2;
+}
+
 int verb_supervise(Cli *cli, int argc, char **argv) {
   CliOptions opts = {cli_find_verb("supervise"), "", NULL, 0};
-  static const struct option longopts[] = {{NULL, 0, NULL, 0}};
+  /* hutch start's own: the boot socket, the SSH port and the egress helper's secrets */
+  static const struct option longopts[] = {{"boot-fd", required_argument, NULL, 'B'},
+                                           {"ssh-port", required_argument, NULL, 'P'},
+                                           {"secrets-fd", required_argument, NULL, 'S'},
+                                           {NULL, 0, NULL, 0}};
   opts.longopts = longopts;
-  int c;
-  while ((c = cli_getopt(&opts, argc, argv)) > 0)
-    ;
+  int c, boot_fd = -1, secrets_fd = -1;
+  guint ssh_port = 0;
+  while ((c = cli_getopt(&opts, argc, argv)) > 0) {
+    if (c == 'B')
+      boot_fd = descriptor_arg(optarg);
+    else if (c == 'S')
+      secrets_fd = descriptor_arg(optarg);
+    else if (c == 'P')
+      ssh_port = (guint)g_ascii_strtoull(optarg, NULL, 10);
+  }
   if (c < 0)
     return opts.exit_code;
   if (!cli_expect_args(&opts, argc, argv, 1, 1))
     return opts.exit_code;
+  if (boot_fd == -2 || secrets_fd == -2 || (boot_fd >= 0 && (ssh_port == 0 || ssh_port > 65535)))
+    return cli_usage_error(opts.verb->name,
+                           "--boot-fd and --secrets-fd take a descriptor (3 or more), "
+                           "--boot-fd needs --ssh-port PORT");
   if (!cli_context(cli))
     return EXIT_FAILED;
   g_autoptr(GError) error = NULL;
-  if (hutch_supervise(cli->ctx, argv[optind], &error) != 0)
+  if (hutch_supervise_boot(cli->ctx, argv[optind], boot_fd, ssh_port, secrets_fd, &error) != 0)
     return cli_error(error);
   return EXIT_OK;
 }

@@ -1,7 +1,9 @@
 /* context.c: the libvirt connection (opened lazily) and progress reporting. */
 #include "config.h"
 
+#include <errno.h>
 #include <stdarg.h>
+#include <sys/prctl.h>
 
 #include "context-private.h"
 
@@ -108,6 +110,17 @@ virConnectPtr hutch_context_connect(HutchContext *ctx, GError **error) {
     return NULL;
   }
   return ctx->conn;
+}
+
+gboolean hutch_context_adopt_helpers(HutchContext *ctx, GError **error) {
+  if (!hutch_context_connect(ctx, error))
+    return FALSE;
+  if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "PR_SET_CHILD_SUBREAPER: %s",
+                g_strerror(errno));
+    return FALSE;
+  }
+  return TRUE;
 }
 
 static void emit(HutchContext *ctx, HutchProgressKind kind, const char *phase, double fraction,

@@ -15,10 +15,14 @@
 /* Starts the helper for a VM (instead of hutch_net_start's passt) and returns once passt's
  * socket is there. The policy is the instance's policy file; ports: the profile's (TCP only
  * under a policy); envp: the helper's environment (the credential broker's env secrets come
- * from it), NULL for this process's. */
+ * from it), NULL for this process's; secrets_fd: -1, or a descriptor whose content,
+ * "NAME=VALUE\0" for each env secret, the helper takes into its environment at its start (so
+ * that a caller that must not hold the values, the VM's supervisor, hands them on unread). */
 gboolean hutch_egress_start(HutchContext *ctx, const char *instance_dir, const char *runtime_dir,
                             guint ssh_port, GPtrArray *ports, gboolean vhost_user, char **envp,
-                            GError **error);
+                            int secrets_fd, GError **error);
+/* The variable that names the helper's secrets descriptor */
+#define HUTCH_SECRETS_FD_ENV "HUTCH_SECRETS_FD"
 /* Stops the VM's helper (and with it passt) if it runs */
 void hutch_egress_stop(const char *runtime_dir);
 /* Makes the running helper read the instance's policy file again; FALSE when none runs */

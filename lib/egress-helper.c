@@ -1166,6 +1166,56 @@ static gboolean listen_forwards(Helper *h, char **forwards, GError **error) {
   return TRUE;
 }
 
+/* The env secrets handed over on a descriptor (hutch_egress_start's secrets_fd): each
+ * "NAME=VALUE" into this process's environment, where the broker reads and then wipes them
+ * like any it was started with; the read copy is wiped here. At most 1 MiB. */
+static gboolean take_secrets_fd(GError **error) {
+  const char *fd_text = g_getenv(HUTCH_SECRETS_FD_ENV);
+  if (!fd_text)
+    return TRUE;
+  char *end = NULL;
+  long fd = strtol(fd_text, &end, 10);
+  g_unsetenv(HUTCH_SECRETS_FD_ENV);
+  if (*fd_text == '\0' || *end != '\0' || fd < 3 || fd > G_MAXINT) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_HELPER, "%s is not a descriptor",
+                HUTCH_SECRETS_FD_ENV);
+    return FALSE;
+  }
+  enum { SECRETS_MAX = 1024 * 1024 };
+  static char buf[SECRETS_MAX + 1];
+  gsize len = 0;
+  gboolean ok = TRUE;
+  while (len < SECRETS_MAX) {
+    ssize_t n = pread((int)fd, buf + len, SECRETS_MAX - len, (off_t)len);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0) {
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_HELPER, "reading the secrets: %s",
+                  g_strerror(errno));
+      ok = FALSE;
+    }
+    if (n <= 0)
+      break;
+    len += (gsize)n;
+  }
+  if (ok && len == SECRETS_MAX) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_HELPER, "the secrets take more than 1 MiB");
+    ok = FALSE;
+  }
+  close((int)fd);
+  buf[len] = '\0';
+  for (gsize at = 0; ok && at < len; at += strlen(buf + at) + 1) {
+    char *entry = buf + at;
+    char *eq = strchr(entry, '=');
+    if (!eq || eq == entry)
+      continue;
+    *eq = '\0';
+    setenv(entry, eq + 1, 1);
+  }
+  explicit_bzero(buf, len + 1);
+  return ok;
+}
+
 int hutch_egress_helper_main(const char *instance_dir, const char *runtime_dir, char **forwards,
                              char **passt_argv, GError **error) {
   /* started by a verb that blocks its signals (cmd/watch.c): SIGHUP reloads the policy */
@@ -1197,6 +1247,8 @@ int hutch_egress_helper_main(const char *instance_dir, const char *runtime_dir, 
   setrlimit(RLIMIT_CORE, &no_core);
   /* the secrets' values, before the keeper is forked: it and passt get neither them (their
    * memory is wiped in a fork) nor the environment's copy (overwritten) */
+  if (!take_secrets_fd(error))
+    goto out;
   const char *trust = g_getenv("HUTCH_EGRESS_TEST_CA");
   g_autoptr(GError) broker_error = NULL;
   h.broker = hutch_broker_load(instance_dir, trust && *trust ? trust : NULL, on_broker_log, &h,
@@ -1325,7 +1377,7 @@ static gboolean have_program(const char *name, const char *package, GError **err
 
 gboolean hutch_egress_start(HutchContext *ctx, const char *instance_dir, const char *runtime_dir,
                             guint ssh_port, GPtrArray *ports, gboolean vhost_user,
-                            char **helper_envp, GError **error) {
+                            char **helper_envp, int secrets_fd, GError **error) {
   for (guint i = 0; ports && i < ports->len; i++) {
     HutchPort *port = g_ptr_array_index(ports, i);
     if (port->proto == HUTCH_PROTO_TCP &&
@@ -1383,17 +1435,23 @@ gboolean hutch_egress_start(HutchContext *ctx, const char *instance_dir, const c
   const char *path = g_environ_getenv(envp, "PATH");
   g_autofree char *new_path = g_strconcat(path ? path : "/usr/bin:/bin", ":/usr/sbin:/sbin", NULL);
   envp = g_environ_setenv(envp, "PATH", new_path, TRUE);
+  /* the secrets' descriptor becomes the helper's 3 */
+  int source_fds[] = {secrets_fd};
+  int target_fds[] = {3};
+  if (secrets_fd >= 0)
+    envp = g_environ_setenv(envp, HUTCH_SECRETS_FD_ENV, "3", TRUE);
+  else
+    envp = g_environ_unsetenv(envp, HUTCH_SECRETS_FD_ENV);
 
   int log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
   int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
   int out[2] = {-1, -1};
   GPid pid = 0;
   gboolean spawned = log_fd >= 0 && null_fd >= 0 && g_unix_open_pipe(out, FD_CLOEXEC, error) &&
-                     g_spawn_async_with_pipes_and_fds(NULL, (const char *const *)args,
-                                                      (const char *const *)envp,
-                                                      G_SPAWN_DEFAULT, child_setup, NULL, null_fd,
-                                                      out[1], log_fd, NULL, NULL, 0, &pid, NULL,
-                                                      NULL, NULL, error);
+                     g_spawn_async_with_pipes_and_fds(
+                         NULL, (const char *const *)args, (const char *const *)envp,
+                         G_SPAWN_DEFAULT, child_setup, NULL, null_fd, out[1], log_fd, source_fds,
+                         target_fds, secrets_fd >= 0 ? 1 : 0, &pid, NULL, NULL, NULL, error);
   if (log_fd >= 0)
     close(log_fd);
   if (null_fd >= 0)

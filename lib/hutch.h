@@ -142,6 +142,12 @@ HUTCH_PUBLIC void hutch_context_free(HutchContext *ctx);
 HUTCH_PUBLIC const char *hutch_context_get_uri(HutchContext *ctx);
 HUTCH_PUBLIC void hutch_context_set_progress(HutchContext *ctx, HutchProgressFunc func,
                                              gpointer user_data);
+/* Makes this process the parent of the VM helpers it starts from now on (they are started
+ * through forks that exit: it becomes their subreaper, PR_SET_CHILD_SUBREAPER), for a
+ * process that supervises its VM itself (start --foreground), which must then reap them.
+ * Connects to libvirt first, so that a session daemon started for the connection does not
+ * become its child, nor the QEMUs that daemon starts. */
+HUTCH_PUBLIC gboolean hutch_context_adopt_helpers(HutchContext *ctx, GError **error);
 
 /* The program that runs `PROGRAM -c URI supervise NAME` (the hutch CLI): with it, start
  * gives each running VM a supervisor that holds one SSH session for shell and the like. */
@@ -160,6 +166,12 @@ HUTCH_PUBLIC int hutch_egress_helper_main(const char *instance_dir, const char *
  * normally (or another one serves the VM), 1 with error set otherwise. The process is named
  * hutch-supervise, by which its pidfile is verified. */
 HUTCH_PUBLIC int hutch_supervise(HutchContext *ctx, const char *name, GError **error);
+/* The same for the supervisor `hutch start` starts before the VM's helpers (boot_fd >= 0: see
+ * hutch_supervisor_boot in lib/supervisor-private.h): it starts them, SSH on ssh_port, as its
+ * children, with the egress helper's secrets from secrets_fd (or -1), then serves the VM once
+ * the start closed boot_fd, or stops them if the domain does not run then. */
+HUTCH_PUBLIC int hutch_supervise_boot(HutchContext *ctx, const char *name, int boot_fd,
+                                      guint ssh_port, int secrets_fd, GError **error);
 /* Why a supervisor ended. */
 typedef enum {
   HUTCH_SUPERVISE_DOMAIN_STOPPED, /* however it was stopped; the helpers are stopped too */

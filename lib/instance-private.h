@@ -118,6 +118,14 @@ gboolean hutch_instance_check_ports(HutchContext *ctx, const char *name, GPtrArr
 GPtrArray *hutch_instance_plan_shares(const HutchProfile *profile, const char *runtime_dir,
                                       const char *guest_user_name, GError **error);
 
+/* The VM's helpers for a start (virtiofsd per share, passt or the egress helper) with SSH on
+ * ssh_port, as `hutch start` would start them: for the VM's supervisor, which starts them so
+ * that they are its children. secrets_fd: the credential broker's env secrets for the egress
+ * helper ("NAME=VALUE\0"...), handed on unread, or -1. Refused when the domain runs; on
+ * failure nothing of them is left. */
+gboolean hutch_instance_start_helpers(HutchContext *ctx, const char *name, guint ssh_port,
+                                      int secrets_fd, GError **error);
+
 /* TRUE when the domain is running (or paused). */
 gboolean hutch_instance_is_active(HutchInstance *instance);
 
@@ -144,3 +152,6 @@ char *hutch_instance_host_key(HutchInstance *instance, GError **error);
 /* An SSH session to a running instance, authenticated with the user's hutch key, the host
  * key checked against the pinned one. */
 HutchSsh *hutch_instance_connect(HutchContext *ctx, const char *name, GError **error);
+/* The same, waiting up to wait_s for the guest's sshd (while the domain runs). */
+HutchSsh *hutch_instance_connect_within(HutchContext *ctx, const char *name, guint wait_s,
+                                        GError **error);

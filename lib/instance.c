@@ -981,6 +981,11 @@ static HutchSsh *connect_instance(HutchInstance *instance, guint wait_s, GError 
 }
 
 HutchSsh *hutch_instance_connect(HutchContext *ctx, const char *name, GError **error) {
+  return hutch_instance_connect_within(ctx, name, 30, error);
+}
+
+HutchSsh *hutch_instance_connect_within(HutchContext *ctx, const char *name, guint wait_s,
+                                        GError **error) {
   g_autoptr(HutchInstance) instance = hutch_instance_lookup(ctx, name, error);
   if (!instance)
     return NULL;
@@ -989,7 +994,7 @@ HutchSsh *hutch_instance_connect(HutchContext *ctx, const char *name, GError **e
                 name, name);
     return NULL;
   }
-  return connect_instance(instance, 30, error);
+  return connect_instance(instance, wait_s, error);
 }
 
 /* passt and virtiofsd exit by themselves when QEMU goes away; this also catches the ones
@@ -1162,18 +1167,17 @@ static gboolean set_net_backend(HutchInstance *instance, gboolean vhost_user, GE
   return TRUE;
 }
 
-static gboolean start_steps(HutchContext *ctx, HutchInstance *instance, gboolean wait_ready,
-                            GError **error) {
-  /* the secrets' host variables: for the egress helper only (it wipes its copy), never for
-   * virtiofsd or the supervisor, which parse what the guest sends */
-  g_auto(GStrv) helper_env = g_get_environ();
-  g_auto(GStrv) secret_vars = hutch_broker_env_names(instance->meta->instance_dir);
-  for (char **v = secret_vars; v && *v; v++)
-    g_unsetenv(*v);
+/* The helpers of one run: a virtiofsd per share, then passt (or the egress helper, with its
+ * passt), listening for SSH on ssh_port. Each share must still lead to the directory it did
+ * at create (instances created before this record existed get it now; `create: true`
+ * directories are made first, so that their identity is recorded too); the directories
+ * checked are the ones virtiofsd gets. The egress helper's secrets: in helper_env, or (from a
+ * supervisor, which must not hold them) secrets_fd, handed on unread (hutch_egress_start).
+ * On failure, nothing of them runs. */
+static gboolean start_helpers(HutchContext *ctx, HutchInstance *instance, char **helper_env,
+                              int secrets_fd, guint ssh_port, GError **error) {
   g_autoptr(HutchProfile) profile = instance_profile(instance, error);
   if (!profile)
-    return FALSE;
-  if (!hutch_instance_check_ports(ctx, instance->name, profile->ports, TRUE, error))
     return FALSE;
   /* passt's back end (HUTCH_PASST_VHOST_USER may refuse) and the network policy (a broken
    * policy file refuses), before any helper starts */
@@ -1184,26 +1188,10 @@ static gboolean start_steps(HutchContext *ctx, HutchInstance *instance, gboolean
       hutch_instance_egress_policy(instance->meta->instance_dir, profile, error);
   if (!policy)
     return FALSE;
-  if (!hutch_mkdir(instance->meta->runtime_dir, 0700, error))
-    return FALSE;
-  /* the supervisor of the VM's last run exits when its domain stops, stopping that run's
-   * helpers: it must be gone before this run's start */
-  hutch_supervisor_wait_gone(instance->meta->runtime_dir, 5000);
-  /* a forward of an earlier run (its domain stopped while no supervisor watched) is not
-   * this run's: the new supervisor must not serve it again */
-  hutch_forward_stop_all(instance->meta->runtime_dir);
-  guint ssh_port = hutch_net_free_port(error);
-  if (!ssh_port)
-    return FALSE;
-  g_autofree char *port_text = g_strdup_printf("%u", ssh_port);
-
   g_autoptr(GPtrArray) share_plan = hutch_instance_plan_shares(profile, instance->meta->runtime_dir,
                                                                instance->meta->guest_user, error);
   if (!share_plan)
     return FALSE;
-  /* each share must still lead to the directory it did at create (instances created before
-   * this record existed get it now; `create: true` directories are made first, so that their
-   * identity is recorded too); the directories checked are the ones virtiofsd gets */
   g_autofree char *shares_record =
       g_build_filename(instance->meta->instance_dir, HUTCH_INSTANCE_SHARES, NULL);
   if (!hutch_share_make_dirs(share_plan, error) ||
@@ -1242,14 +1230,76 @@ static gboolean start_steps(HutchContext *ctx, HutchInstance *instance, gboolean
            ? hutch_net_start(instance->meta->runtime_dir, ssh_port, profile->ports, vhost_user,
                              error)
            : hutch_egress_start(ctx, instance->meta->instance_dir, instance->meta->runtime_dir,
-                                ssh_port, profile->ports, vhost_user, helper_env, error));
-  if (!network_up || !hutch_instance_set_meta(instance->domain, "ssh-port", port_text, error)) {
+                                ssh_port, profile->ports, vhost_user, helper_env, secrets_fd,
+                                error));
+  if (!network_up) {
+    hutch_instance_stop_helpers(instance->meta->runtime_dir);
+    return FALSE;
+  }
+  hutch_progress_end(ctx, "network", "passt (egress: %s%s), SSH on 127.0.0.1:%u", mode, backend,
+                     ssh_port);
+  return TRUE;
+}
+
+gboolean hutch_instance_start_helpers(HutchContext *ctx, const char *name, guint ssh_port,
+                                      int secrets_fd, GError **error) {
+  g_autoptr(HutchInstance) instance = hutch_instance_lookup(ctx, name, error);
+  if (!instance)
+    return FALSE;
+  if (hutch_instance_is_active(instance)) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_STATE, "'%s' is running already", name);
+    return FALSE;
+  }
+  g_auto(GStrv) env = g_get_environ();
+  return start_helpers(ctx, instance, env, secrets_fd, ssh_port, error);
+}
+
+static gboolean start_steps(HutchContext *ctx, HutchInstance *instance, gboolean wait_ready,
+                            int *ret_boot_fd, GError **error) {
+  g_autoptr(HutchProfile) profile = instance_profile(instance, error);
+  if (!profile)
+    return FALSE;
+  if (!hutch_instance_check_ports(ctx, instance->name, profile->ports, TRUE, error))
+    return FALSE;
+  if (!hutch_mkdir(instance->meta->runtime_dir, 0700, error))
+    return FALSE;
+  /* the supervisor of the VM's last run exits when its domain stops, stopping that run's
+   * helpers: it must be gone before this run's start */
+  hutch_supervisor_wait_gone(instance->meta->runtime_dir, 5000);
+  /* a forward of an earlier run (its domain stopped while no supervisor watched) is not
+   * this run's: the new supervisor must not serve it again */
+  hutch_forward_stop_all(instance->meta->runtime_dir);
+  guint ssh_port = hutch_net_free_port(error);
+  if (!ssh_port)
+    return FALSE;
+  g_autofree char *port_text = g_strdup_printf("%u", ssh_port);
+
+  /* The helpers are started by this run's supervisor, which is started first for that, so
+   * that they are its children; where there is none to start (a library caller, start
+   * --foreground, which becomes the supervisor itself), by this process. The secrets' host
+   * variables are for the egress helper only (it wipes its copy), never for virtiofsd or the
+   * supervisor, which parse what the guest sends. */
+  g_auto(GStrv) secret_vars = hutch_broker_env_names(instance->meta->instance_dir);
+  gboolean helpers_up;
+  *ret_boot_fd = -1;
+  if (hutch_supervisor_boot_possible(ctx)) {
+    helpers_up = hutch_supervisor_boot(ctx, instance->name, instance->meta->runtime_dir, ssh_port,
+                                       secret_vars, ret_boot_fd, error);
+  } else {
+    g_auto(GStrv) helper_env = g_get_environ();
+    for (char **v = secret_vars; v && *v; v++)
+      g_unsetenv(*v);
+    helpers_up = start_helpers(ctx, instance, helper_env, -1, ssh_port, error);
+  }
+  for (char **v = secret_vars; v && *v; v++)
+    g_unsetenv(*v);
+  if (!helpers_up)
+    return FALSE;
+  if (!hutch_instance_set_meta(instance->domain, "ssh-port", port_text, error)) {
     hutch_instance_stop_helpers(instance->meta->runtime_dir);
     return FALSE;
   }
   instance->meta->ssh_port = ssh_port;
-  hutch_progress_end(ctx, "network", "passt (egress: %s%s), SSH on 127.0.0.1:%u", mode, backend,
-                     ssh_port);
 
   hutch_progress_begin(ctx, "boot", "starting the domain");
   if (virDomainCreate(instance->domain) < 0) {
@@ -1288,7 +1338,9 @@ static gboolean start_steps(HutchContext *ctx, HutchInstance *instance, gboolean
   g_autofree char *identity_pending =
       g_build_filename(instance->meta->instance_dir, HUTCH_INSTANCE_IDENTITY_PENDING, NULL);
   g_unlink(identity_pending);
-  if (!apply_clone_identity(ctx, instance, &ssh, error) ||
+  g_autoptr(GPtrArray) share_plan = hutch_instance_plan_shares(profile, instance->meta->runtime_dir,
+                                                               instance->meta->guest_user, error);
+  if (!share_plan || !apply_clone_identity(ctx, instance, &ssh, error) ||
       !apply_guest_mounts(ctx, instance, ssh, share_plan, error))
     return FALSE;
   hutch_progress_end(ctx, "ready", "SSH with the pinned host key");
@@ -1373,12 +1425,16 @@ gboolean hutch_instance_start(HutchContext *ctx, const char *name, gboolean wait
     hutch_progress_note(ctx, "%s is running: hutch shell %s", name, name);
     return TRUE;
   }
-  if (!start_steps(ctx, instance, wait_ready, error)) {
+  /* this run's supervisor, when it started the helpers, waits for this end of its boot
+   * socket to close: then it serves the VM if the domain runs, and stops the helpers if not
+   * (a start that failed before the domain, or was killed) */
+  g_auto(HutchFd) boot_fd = -1;
+  if (!start_steps(ctx, instance, wait_ready, &boot_fd, error)) {
     g_prefix_error(error, "starting '%s': ", name);
     return FALSE;
   }
   hutch_ssh_config_refresh(ctx);
-  if (wait_ready)
+  if (wait_ready && boot_fd < 0)
     hutch_supervisor_spawn(ctx, name, instance->meta->runtime_dir);
   hutch_progress_note(ctx, "%s in %.1f s: hutch shell %s",
                       wait_ready ? "ready" : "started", hutch_now() - started, name);

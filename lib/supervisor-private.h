@@ -1,8 +1,10 @@
 /* supervisor-private.h: one process per running VM that holds one authenticated SSH session
  * to the guest and serves commands over it.
  *
- * `hutch supervise NAME` (started detached by `hutch start`, or by the first `hutch shell` or
- * `hutch cp` that finds a running VM without one) connects once, with the pinned host key, and
+ * `hutch supervise NAME` (started detached by `hutch start` before the VM's helpers, which it
+ * starts as its children and reaps, see hutch_supervisor_boot; or by the first `hutch shell`
+ * or `hutch cp` that finds a running VM without one, which adopts the helpers by their
+ * verified pidfiles) connects once, with the pinned host key, and
  * serves a Unix socket in the VM's runtime directory (supervisor.sock, 0600, same user only,
  * checked with SO_PEERCRED). A command through it opens a channel on that session instead of a new
  * connection: no TCP, key exchange or authentication per command. A `hutch cp` is an SFTP
@@ -54,6 +56,22 @@ HutchSuperviseEnd hutch_supervisor_loop(HutchSsh *ssh, const HutchSupervisorTarg
  * (hutch_context_set_supervisor_program) and none serves the VM yet. Failing is not an error
  * for the caller: commands then connect directly. */
 void hutch_supervisor_spawn(HutchContext *ctx, const char *name, const char *runtime_dir);
+
+/* Whether this context starts the VM's supervisor before its helpers (it has a supervisor
+ * program), so that they are its children: then hutch_supervisor_boot starts them. */
+gboolean hutch_supervisor_boot_possible(HutchContext *ctx);
+
+/* For `hutch start`: starts the VM's supervisor (`PROGRAM -c URI supervise --boot-fd 3
+ * --ssh-port PORT [--secrets-fd 4] NAME`, detached as hutch_supervisor_spawn does), which
+ * starts the VM's helpers (hutch_instance_start_helpers) as its children, SSH on ssh_port.
+ * Its progress is shown as this start's; its error is this function's. The env secrets named
+ * by secret_vars go to the egress helper in an anonymous file the supervisor hands on unread.
+ * On success *ret_boot_fd is this end of the boot socket: close it when the start is over
+ * (whatever its outcome); the supervisor then serves the VM if its domain runs, and stops
+ * the helpers if not. */
+gboolean hutch_supervisor_boot(HutchContext *ctx, const char *name, const char *runtime_dir,
+                               guint ssh_port, char **secret_vars, int *ret_boot_fd,
+                               GError **error);
 
 /* The status of the VM's supervisor ({"pid": N, "commands": N, "running": N, "spare": N,
  * "spares_taken": N, "forwards": N, "connections": N}), or NULL when none answers within a

@@ -9,12 +9,14 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <glib-unix.h>
@@ -174,6 +176,8 @@ typedef struct {
   gint quit_events;        /* atomic: the event thread stops */
   CopySession copy_session;
   int copy_done[2]; /* copies' threads -> the loop: one is done */
+  guint connect_wait_s;   /* how long the first connect may wait for the guest's sshd */
+  guint64 children_ended; /* helpers (children) that exited and were reaped */
 } Sup;
 
 /* After its session failed while the domain runs (a guest reboot), how long the supervisor
@@ -187,6 +191,9 @@ typedef struct {
  * try waits a second per quick loss before it). */
 #define SUPERVISOR_QUICK_LOSS_S 10
 #define SUPERVISOR_QUICK_LOSSES 5
+/* A supervisor that started the helpers connects once its start ended; if that start ended
+ * before the guest was up (killed, or not waiting), it waits as long as a start would. */
+#define SUPERVISOR_BOOT_CONNECT_S 600
 
 #define sup_log(...) hutch_log_line(STDERR_FILENO, __VA_ARGS__)
 
@@ -693,6 +700,7 @@ static void handle_request(Sup *s, Slot *c, const guint8 *payload, gsize len) {
     json_object_set_int_member(status, "forwards", s->forwards->len);
     json_object_set_int_member(status, "copies", g_atomic_int_get(&s->copy_session.begun));
     json_object_set_int_member(status, "copying", copying);
+    json_object_set_int_member(status, "children_ended", (gint64)s->children_ended);
     answer(c, status);
     return;
   }
@@ -1586,6 +1594,32 @@ static gboolean slot_wants_ssh(const Slot *c) {
   return slot_transient(c);
 }
 
+/* The helpers this supervisor started (passt, virtiofsd, the egress helper) are its children
+ * (it is their subreaper: each was started through a fork that exited, or forks itself into
+ * the background); one that exits is reaped here, and named in the log while it is a zombie
+ * still. (Nothing else in this process waits for a child while the loop runs.) */
+static void reap_children(Sup *s) {
+  for (;;) {
+    siginfo_t info = {0};
+    if (waitid(P_ALL, 0, &info, WEXITED | WNOHANG | WNOWAIT) < 0 || info.si_pid == 0)
+      return;
+    g_autofree char *comm_path = g_strdup_printf("/proc/%d/comm", (int)info.si_pid);
+    g_autofree char *comm = NULL;
+    if (g_file_get_contents(comm_path, &comm, NULL, NULL))
+      g_strstrip(comm);
+    int status = 0;
+    if (waitpid(info.si_pid, &status, WNOHANG) != info.si_pid)
+      return;
+    s->children_ended++;
+    if (WIFSIGNALED(status))
+      sup_log("child %s (pid %d) ended on signal %d", comm ? comm : "?", (int)info.si_pid,
+              WTERMSIG(status));
+    else
+      sup_log("child %s (pid %d) exited with status %d", comm ? comm : "?", (int)info.si_pid,
+              WEXITSTATUS(status));
+  }
+}
+
 /* Returns why it ended: the domain stopped (then the helpers are stopped), a signal, or the
  * end of the libvirt connection or of the SSH session (the domain may still run). */
 static HutchSuperviseEnd sup_loop(Sup *s) {
@@ -1694,7 +1728,12 @@ static HutchSuperviseEnd sup_loop(Sup *s) {
       continue;
     if (pfds[2].revents) {
       struct signalfd_siginfo info;
-      if (read(s->signal_fd, &info, sizeof info) == sizeof info)
+      gboolean got = read(s->signal_fd, &info, sizeof info) == sizeof info;
+      if (got && info.ssi_signo == SIGCHLD) {
+        reap_children(s);
+        continue;
+      }
+      if (got)
         sup_log("stopping on signal %u", info.ssi_signo);
       return HUTCH_SUPERVISE_SIGNAL;
     }
@@ -1810,7 +1849,7 @@ static int serve(Sup *s, HutchSuperviseEnd *ret_end, GError **error) {
   GThread *events = g_thread_new("libvirt-events", event_thread, s);
 
   int status = 1;
-  HutchSsh *ssh = hutch_instance_connect(s->ctx, s->name, error);
+  HutchSsh *ssh = hutch_instance_connect_within(s->ctx, s->name, s->connect_wait_s, error);
   if (ssh) {
     session_install(s, ssh);
     s->listen_fd = listen_on(socket_path, error);
@@ -1820,6 +1859,7 @@ static int serve(Sup *s, HutchSuperviseEnd *ret_end, GError **error) {
     sup_log("serving %s on %s", s->name, socket_path);
     /* stopped between the lookup and the registration: no event will come */
     adopt_forwards(s);
+    reap_children(s); /* any that exited before SIGCHLD was the loop's */
     *ret_end = virDomainIsActive(s->domain) != 1 ? HUTCH_SUPERVISE_DOMAIN_STOPPED : run_loop(s);
     /* the forwarded ports close now (their threads joined); their spec files stay for the
      * next supervisor unless the domain stopped (hutch_instance_stop_helpers) */
@@ -1858,7 +1898,107 @@ gboolean hutch_supervise_prepare(GError **error) {
   return TRUE;
 }
 
+/* How `hutch start` hands its VM's supervisor the helpers' start (hutch_supervisor_boot). */
+typedef struct {
+  int fd;         /* the start's socket: progress lines out, its closing in */
+  int secrets_fd; /* for the egress helper, unread; -1: none */
+  guint ssh_port;
+  const char *runtime_dir;
+} Boot;
+
+/* A progress event of the helpers' start, as a line on the boot socket for `hutch start` to
+ * show as its own. */
+static void boot_progress(const HutchProgress *progress, gpointer data) {
+  const Boot *boot = data;
+  g_autoptr(JsonObject) o = json_object_new();
+  json_object_set_int_member(o, "kind", progress->kind);
+  if (progress->phase)
+    json_object_set_string_member(o, "phase", progress->phase);
+  if (progress->detail)
+    json_object_set_string_member(o, "detail", progress->detail);
+  g_autoptr(JsonNode) node = json_node_init_object(json_node_alloc(), o);
+  g_autofree char *line = json_to_string(node, FALSE);
+  g_autofree char *text = g_strconcat(line, "\n", NULL);
+  hutch_send_all(boot->fd, (const guint8 *)text, strlen(text));
+}
+
+/* The boot socket's last line: {"ok": true}, or {"ok": false, "error": TEXT, "code": N}. The
+ * secrets' descriptor is closed here, if the helpers' start did not take it. */
+static void boot_send_result(Boot *boot, const GError *error) {
+  if (boot->secrets_fd >= 0)
+    close(boot->secrets_fd);
+  boot->secrets_fd = -1;
+  g_autoptr(JsonObject) o = json_object_new();
+  json_object_set_boolean_member(o, "ok", error == NULL);
+  if (error) {
+    json_object_set_string_member(o, "error", error->message);
+    json_object_set_int_member(o, "code",
+                               error->domain == HUTCH_ERROR ? error->code : HUTCH_ERROR_FAILED);
+  }
+  g_autoptr(JsonNode) node = json_node_init_object(json_node_alloc(), o);
+  g_autofree char *line = json_to_string(node, FALSE);
+  g_autofree char *text = g_strconcat(line, "\n", NULL);
+  hutch_send_all(boot->fd, (const guint8 *)text, strlen(text));
+}
+
+/* Starts the VM's helpers as this process's children and tells `hutch start` how that went
+ * (the last line: {"ok": true}, or the error and its code); then waits until it closes its end
+ * of the socket, which it does when the start is over, whatever its outcome, or when it dies.
+ * TRUE when the helpers run. */
+static gboolean boot_helpers(HutchContext *ctx, const char *name, Boot *boot, GError **error) {
+  /* A libvirt connection of its own, closed before the wait: nothing runs libvirt's event loop
+   * until the supervisor serves, so the daemon's keepalive would find an idle connection
+   * unanswered and close it during a boot (30 s). It is opened before this process becomes
+   * a subreaper: a session daemon it starts must not become its child (nor the QEMUs that
+   * daemon starts). */
+  g_autoptr(GError) local = NULL;
+  gboolean ok = FALSE;
+  HutchContext *boot_ctx = hutch_context_new(ctx->uri, &local);
+  if (boot_ctx && hutch_context_connect(boot_ctx, &local)) {
+    prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    hutch_context_set_helper_program(boot_ctx, ctx->helper_program);
+    hutch_context_set_progress(boot_ctx, boot_progress, boot);
+    ok = hutch_instance_start_helpers(boot_ctx, name, boot->ssh_port, boot->secrets_fd, &local);
+  }
+  if (boot_ctx)
+    hutch_context_free(boot_ctx);
+  if (ok)
+    sup_log("started the helpers of %s as its children", name);
+  boot_send_result(boot, local);
+  if (ok) {
+    /* from now on the pidfile names this supervisor (serve writes it again, with the same
+     * text): a stop or start that meets it before it serves, still connecting, can end it.
+     * (Not while it starts the helpers: a second start would end it midway, then start
+     * helpers of its own beside the ones it left.) */
+    g_autofree char *pid_path = g_build_filename(boot->runtime_dir, HUTCH_SUPERVISOR_PID, NULL);
+    g_autofree char *pid_text = hutch_pidfile_format(getpid());
+    if (pid_text)
+      hutch_write_file(pid_path, pid_text, strlen(pid_text), 0600, NULL);
+    /* the start sends nothing: what comes is its end */
+    char byte;
+    struct pollfd p = {.fd = boot->fd, .events = POLLIN};
+    while ((poll(&p, 1, -1) < 0 && errno == EINTR) ||
+           (!(p.revents & (POLLHUP | POLLERR)) && read(boot->fd, &byte, 1) > 0))
+      ;
+  }
+  close(boot->fd);
+  boot->fd = -1;
+  if (!ok)
+    g_propagate_prefixed_error(error, g_steal_pointer(&local), "starting the helpers: ");
+  return ok;
+}
+
+static int supervise(HutchContext *ctx, const char *name, Boot *boot, HutchSuperviseEnd *ret_end,
+                     GError **error);
+static int supervise_locked(HutchContext *ctx, const char *name, Boot *boot,
+                            HutchSuperviseEnd *ret_end, GError **error);
+
 int hutch_supervise(HutchContext *ctx, const char *name, GError **error) {
+  return hutch_supervise_boot(ctx, name, -1, 0, -1, error);
+}
+
+int hutch_supervise_boot(HutchContext *ctx, const char *name, int boot_fd, guint ssh_port,
+                         int secrets_fd, GError **error) {
   HutchSuperviseEnd end;
   prctl(PR_SET_NAME, HUTCH_SUPERVISOR_COMM, 0, 0, 0);
   /* each forward takes up to 256 connections, which any local user can open: the soft
@@ -1868,15 +2008,63 @@ int hutch_supervise(HutchContext *ctx, const char *name, GError **error) {
     nofile.rlim_cur = nofile.rlim_max;
     setrlimit(RLIMIT_NOFILE, &nofile);
   }
-  return hutch_supervise_full(ctx, name, &end, error);
+  /* not for the helpers it starts */
+  if (boot_fd >= 0)
+    fcntl(boot_fd, F_SETFD, FD_CLOEXEC);
+  if (secrets_fd >= 0)
+    fcntl(secrets_fd, F_SETFD, FD_CLOEXEC);
+  Boot boot = {.fd = boot_fd, .secrets_fd = secrets_fd, .ssh_port = ssh_port};
+  return supervise(ctx, name, boot_fd >= 0 ? &boot : NULL, &end, error);
 }
 
 int hutch_supervise_full(HutchContext *ctx, const char *name, HutchSuperviseEnd *ret_end,
                          GError **error) {
+  return supervise(ctx, name, NULL, ret_end, error);
+}
+
+static int supervise(HutchContext *ctx, const char *name, Boot *boot, HutchSuperviseEnd *ret_end,
+                     GError **error) {
   *ret_end = HUTCH_SUPERVISE_LOST;
   /* The event loop implementation comes before the connection that delivers events. */
   if (!hutch_supervise_prepare(error))
     return 1;
+  /* one supervisor per VM: the lock first, before any helper starts */
+  g_autofree char *runtime_dir = hutch_instance_runtime_dir(name);
+  g_autofree char *lock_path = g_build_filename(runtime_dir, HUTCH_SUPERVISOR_LOCK, NULL);
+  g_auto(HutchFd) lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (lock_fd < 0) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "opening %s: %s", lock_path,
+                g_strerror(errno));
+    return 1;
+  }
+  if (flock(lock_fd, LOCK_EX | LOCK_NB) < 0) {
+    sup_log("another supervisor serves %s", name);
+    if (boot) {
+      /* `hutch start` waited for the last one to be gone: this is another start's */
+      g_autoptr(GError) busy = g_error_new(
+          HUTCH_ERROR, HUTCH_ERROR_STATE,
+          "another supervisor of '%s' still runs (another hutch start?): try again", name);
+      boot_send_result(boot, busy);
+      close(boot->fd);
+    }
+    return 0;
+  }
+  if (boot)
+    boot->runtime_dir = runtime_dir;
+  int status = supervise_locked(ctx, name, boot, ret_end, error);
+  /* the lock is still held: the pidfile is this supervisor's */
+  g_autofree char *pid_path = g_build_filename(runtime_dir, HUTCH_SUPERVISOR_PID, NULL);
+  g_unlink(pid_path);
+  return status;
+}
+
+static int supervise_locked(HutchContext *ctx, const char *name, Boot *boot,
+                            HutchSuperviseEnd *ret_end, GError **error) {
+  if (boot && !boot_helpers(ctx, name, boot, error))
+    return 1;
+  /* a client that vanished must not kill us (set after the helpers' start: an ignored signal
+   * stays ignored across exec) */
+  signal(SIGPIPE, SIG_IGN);
   g_autoptr(HutchInstance) instance = hutch_instance_lookup(ctx, name, error);
   if (!instance)
     return 1;
@@ -1905,27 +2093,26 @@ int hutch_supervise_full(HutchContext *ctx, const char *name, HutchSuperviseEnd 
            .signal_fd = -1,
            .forwards = forwards,
            .stopping = stopping,
-           .target = client_key ? &target : NULL};
-  g_autofree char *lock_path = g_build_filename(s.runtime_dir, HUTCH_SUPERVISOR_LOCK, NULL);
-  int lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-  if (lock_fd < 0) {
-    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "opening %s: %s", lock_path,
-                g_strerror(errno));
-    return 1;
-  }
+           .target = client_key ? &target : NULL,
+           /* after its own start's end the guest answers at once, unless that start ended
+            * early (killed, or not waiting for the guest): then as long as a start waits */
+           .connect_wait_s = boot ? SUPERVISOR_BOOT_CONNECT_S : 30};
   int status = 0;
-  if (flock(lock_fd, LOCK_EX | LOCK_NB) < 0) {
-    sup_log("another supervisor serves %s", name);
-  } else if (!hutch_instance_is_active(instance)) {
+  if (!hutch_instance_is_active(instance)) {
     sup_log("%s is not running", name);
+    if (boot) {
+      /* the start ended before the domain ran: its helpers go with this supervisor */
+      sup_log("stopping the helpers started for it");
+      hutch_instance_stop_helpers(s.runtime_dir);
+    }
   } else {
-    /* SIGTERM, SIGINT and SIGHUP end the loop; a client that vanished must not kill us */
-    signal(SIGPIPE, SIG_IGN);
+    /* SIGTERM, SIGINT and SIGHUP end the loop; SIGCHLD: a helper ended */
     sigset_t mask;
     sigemptyset(&mask);
     sigaddset(&mask, SIGTERM);
     sigaddset(&mask, SIGINT);
     sigaddset(&mask, SIGHUP);
+    sigaddset(&mask, SIGCHLD);
     sigprocmask(SIG_BLOCK, &mask, NULL);
     s.signal_fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
     if (s.signal_fd < 0 || !g_unix_open_pipe(s.wake, FD_CLOEXEC, NULL)) {
@@ -1935,6 +2122,12 @@ int hutch_supervise_full(HutchContext *ctx, const char *name, HutchSuperviseEnd 
     } else {
       g_unix_set_fd_nonblocking(s.wake[1], TRUE, NULL);
       status = serve(&s, ret_end, error);
+      /* it ended without seeing the domain stop (before it served: the guest never answered
+       * and the domain stopped meanwhile): the helpers go with the domain all the same */
+      if (*ret_end != HUTCH_SUPERVISE_DOMAIN_STOPPED && virDomainIsActive(instance->domain) == 0) {
+        sup_log("%s stopped: stopping its helpers", name);
+        hutch_instance_stop_helpers(s.runtime_dir);
+      }
     }
   }
   g_clear_pointer(&s.ssh, hutch_ssh_free);
@@ -1946,7 +2139,6 @@ int hutch_supervise_full(HutchContext *ctx, const char *name, HutchSuperviseEnd 
   for (int i = 0; i < 2; i++)
     if (s.wake[i] >= 0)
       close(s.wake[i]);
-  close(lock_fd);
   return status;
 }
 
@@ -1956,6 +2148,18 @@ static void child_setup(gpointer data) {
   (void)data;
   setsid();
   hutch_unblock_signals();
+}
+
+/* The supervisor's environment: this one without the credential broker's secrets (the
+ * supervisor reads what the guest sends) and without what the front set for one command's
+ * fallback (not the supervisor's business). */
+static GStrv supervisor_environment(const char *name) {
+  GStrv envp = g_get_environ();
+  g_autofree char *instance_dir = hutch_instance_dir(name);
+  g_auto(GStrv) secret_vars = hutch_broker_env_names(instance_dir);
+  for (char **v = secret_vars; v && *v; v++)
+    envp = g_environ_unsetenv(envp, *v);
+  return g_environ_unsetenv(envp, HUTCH_NO_SUPERVISOR_ENV);
 }
 
 void hutch_supervisor_spawn(HutchContext *ctx, const char *name, const char *runtime_dir) {
@@ -1972,14 +2176,7 @@ void hutch_supervisor_spawn(HutchContext *ctx, const char *name, const char *run
   int log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
   int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
   const char *argv[] = {ctx->supervisor_program, "-c", ctx->uri, "supervise", name, NULL};
-  /* without the credential broker's secrets: the supervisor reads what the guest sends */
-  g_auto(GStrv) envp = g_get_environ();
-  g_autofree char *instance_dir = hutch_instance_dir(name);
-  g_auto(GStrv) secret_vars = hutch_broker_env_names(instance_dir);
-  for (char **v = secret_vars; v && *v; v++)
-    envp = g_environ_unsetenv(envp, *v);
-  /* what the front set for one command's fallback is not the supervisor's business */
-  envp = g_environ_unsetenv(envp, HUTCH_NO_SUPERVISOR_ENV);
+  g_auto(GStrv) envp = supervisor_environment(name);
   g_autoptr(GError) error = NULL;
   if (log_fd < 0 || null_fd < 0 ||
       !g_spawn_async_with_fds(NULL, (char **)argv, envp, G_SPAWN_DEFAULT, child_setup, NULL, NULL,
@@ -1990,6 +2187,163 @@ void hutch_supervisor_spawn(HutchContext *ctx, const char *name, const char *run
     close(log_fd);
   if (null_fd >= 0)
     close(null_fd);
+}
+
+gboolean hutch_supervisor_boot_possible(HutchContext *ctx) {
+  return ctx->supervisor_program != NULL;
+}
+
+/* The env secrets' values ("NAME=VALUE\0" each) in an anonymous file for the egress helper,
+ * or -1 when none is set. */
+static int secrets_memfd(char **secret_vars, GError **error) {
+  g_autoptr(GString) text = g_string_new(NULL);
+  for (char **v = secret_vars; v && *v; v++) {
+    const char *value = g_getenv(*v);
+    if (value)
+      g_string_append_printf(text, "%s=%s%c", *v, value, 0);
+  }
+  int fd = -1;
+  if (text->len > 0) {
+    fd = memfd_create("hutch-secrets", MFD_CLOEXEC);
+    GError *write_error = NULL;
+    if (fd < 0 || !hutch_write_all(fd, text->str, text->len, &write_error)) {
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "passing the secrets on: %s",
+                  write_error ? write_error->message : g_strerror(errno));
+      g_clear_error(&write_error);
+      if (fd >= 0)
+        close(fd);
+      fd = -2;
+    }
+  }
+  explicit_bzero(text->str, text->len);
+  return fd;
+}
+
+/* Shows a progress line of the supervisor's helpers' start as this start's own; TRUE for the
+ * last line, with *ret_ok and the error it names. */
+static gboolean boot_line(HutchContext *ctx, const char *line, gboolean *ret_ok, GError **error) {
+  g_autoptr(JsonParser) parser = json_parser_new();
+  JsonNode *root = NULL;
+  if (json_parser_load_from_data(parser, line, -1, NULL))
+    root = json_parser_get_root(parser);
+  if (!root || !JSON_NODE_HOLDS_OBJECT(root))
+    return FALSE;
+  JsonObject *o = json_node_get_object(root);
+  if (json_object_has_member(o, "ok")) {
+    *ret_ok = json_object_get_boolean_member_with_default(o, "ok", FALSE);
+    if (!*ret_ok)
+      g_set_error(error, HUTCH_ERROR,
+                  (int)json_object_get_int_member_with_default(o, "code", HUTCH_ERROR_FAILED), "%s",
+                  json_object_get_string_member_with_default(o, "error", "(no reason)"));
+    return TRUE;
+  }
+  const char *phase = json_object_get_string_member_with_default(o, "phase", NULL);
+  const char *detail = json_object_get_string_member_with_default(o, "detail", "");
+  switch (json_object_get_int_member_with_default(o, "kind", -1)) {
+  case HUTCH_PROGRESS_BEGIN:
+    if (phase)
+      hutch_progress_begin(ctx, phase, "%s", detail);
+    break;
+  case HUTCH_PROGRESS_END:
+    if (phase)
+      hutch_progress_end(ctx, phase, "%s", detail);
+    break;
+  case HUTCH_PROGRESS_NOTE:
+    hutch_progress_note(ctx, "%s", detail);
+    break;
+  default:
+    break;
+  }
+  return FALSE;
+}
+
+gboolean hutch_supervisor_boot(HutchContext *ctx, const char *name, const char *runtime_dir,
+                               guint ssh_port, char **secret_vars, int *ret_boot_fd,
+                               GError **error) {
+  *ret_boot_fd = -1;
+  g_auto(HutchFd) secrets_fd = secrets_memfd(secret_vars, error);
+  if (secrets_fd == -2)
+    return FALSE;
+  int pair[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) < 0) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "socketpair: %s", g_strerror(errno));
+    return FALSE;
+  }
+  g_auto(HutchFd) ours = pair[0];
+  g_auto(HutchFd) theirs = pair[1];
+  g_autofree char *log_path = g_build_filename(runtime_dir, HUTCH_SUPERVISOR_LOG, NULL);
+  GStatBuf st;
+  if (g_stat(log_path, &st) == 0 && st.st_size > 1024 * 1024)
+    g_unlink(log_path);
+  g_auto(HutchFd) log_fd =
+      open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
+  g_auto(HutchFd) null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (log_fd < 0 || null_fd < 0) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "opening %s: %s", log_path,
+                g_strerror(errno));
+    return FALSE;
+  }
+  g_autofree char *port_text = g_strdup_printf("%u", ssh_port);
+  const char *argv[] = {ctx->supervisor_program,
+                        "-c",
+                        ctx->uri,
+                        "supervise",
+                        "--boot-fd",
+                        "3",
+                        "--ssh-port",
+                        port_text,
+                        name,
+                        NULL,
+                        NULL,
+                        NULL};
+  if (secrets_fd >= 0) {
+    argv[8] = "--secrets-fd";
+    argv[9] = "4";
+    argv[10] = name;
+  }
+  g_auto(GStrv) envp = supervisor_environment(name);
+  int source_fds[] = {theirs, secrets_fd};
+  int target_fds[] = {3, 4};
+  if (!g_spawn_async_with_pipes_and_fds(NULL, argv, (const char *const *)envp, G_SPAWN_DEFAULT,
+                                        child_setup, NULL, null_fd, log_fd, log_fd, source_fds,
+                                        target_fds, secrets_fd >= 0 ? 2 : 1, NULL, NULL, NULL, NULL,
+                                        error)) {
+    g_prefix_error(error, "starting the VM's supervisor: ");
+    return FALSE;
+  }
+  hutch_fd_close(theirs);
+  theirs = -1;
+  hutch_fd_close(secrets_fd);
+  secrets_fd = -1;
+  /* its progress, then its last line; its end without one is a failed start */
+  g_autoptr(GString) pending = g_string_new(NULL);
+  gboolean done = FALSE, ok = FALSE;
+  while (!done) {
+    char buf[4096];
+    ssize_t n = read(ours, buf, sizeof buf);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      break;
+    g_string_append_len(pending, buf, n);
+    char *nl;
+    while (!done && (nl = memchr(pending->str, '\n', pending->len))) {
+      *nl = '\0';
+      done = boot_line(ctx, pending->str, &ok, error);
+      g_string_erase(pending, 0, nl - pending->str + 1);
+    }
+  }
+  if (!done) {
+    hutch_instance_stop_helpers(runtime_dir);
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_HELPER,
+                "the VM's supervisor ended before it started the helpers (see %s)", log_path);
+    return FALSE;
+  }
+  if (!ok)
+    return FALSE;
+  *ret_boot_fd = ours;
+  ours = -1;
+  return TRUE;
 }
 
 void hutch_supervisor_wait_gone(const char *runtime_dir, guint timeout_ms) {

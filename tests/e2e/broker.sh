@@ -336,6 +336,51 @@ for e in /proc/[0-9]*/environ; do
   fi
 done
 if [ -z "$leaks" ]; then ok "no process of the user's on the host (virtiofsd, supervisor, passt, QEMU) holds the value in its environment"; else not_ok "a host process holds the value in its environment:$leaks"; fi
+# The supervisor started the egress helper (its child) and parses what the guest sends: it
+# handed the env secrets on in an anonymous file it never read, and holds neither the file
+# nor the value (its whole readable memory searched)
+sup_pid=$("$HUTCH" info --json "$vm" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("supervisor_pid", 0))')
+# memscan PID NEEDLE: "regions N found M" over PID's readable memory, and whether it holds
+# the secrets' anonymous file open
+cat >"$E2E_TMP/memscan.py" <<'PY'
+import os, re, sys
+pid, needle = sys.argv[1], sys.argv[2].encode()
+fds = [os.readlink("/proc/%s/fd/%s" % (pid, fd)) for fd in os.listdir("/proc/%s/fd" % pid)]
+if any("hutch-secrets" in target for target in fds):
+    print("holds the secrets file")
+found, regions = 0, 0
+with open("/proc/%s/maps" % pid) as maps, open("/proc/%s/mem" % pid, "rb", 0) as mem:
+    for line in maps:
+        m = re.match(r"([0-9a-f]+)-([0-9a-f]+) r", line)
+        if not m:
+            continue
+        start, end = int(m.group(1), 16), int(m.group(2), 16)
+        if end - start > 1 << 30:
+            continue  # reserved, not used: ASan's shadow
+        regions += 1
+        at, tail = start, b""
+        while at < end:
+            try:
+                mem.seek(at); data = tail + mem.read(min(1 << 24, end - at))
+            except (OSError, OverflowError, ValueError):
+                break
+            found += data.count(needle)
+            tail = data[-(len(needle) - 1):]
+            at += 1 << 24
+print("regions %d found %d" % (regions, found))
+PY
+got=$(python3 "$E2E_TMP/memscan.py" "$sup_pid" "$canary" 2>&1)
+# the search finds the value where it is: a process holding it in its memory
+python3 -c 'import sys, time; held = sys.argv[1].encode() * 2; time.sleep(60)' "$canary" & holder=$!
+sleep 1
+control=$(python3 "$E2E_TMP/memscan.py" "$holder" "$canary" 2>&1)
+kill $holder; wait $holder 2>/dev/null
+if [ "$sup_pid" -gt 0 ] && [ "$(cat /proc/"$(awk '{print $1}' "$runtime_dir/egress.pid")"/status | awk '/^PPid/{print $2}')" = "$sup_pid" ] &&
+   [ "$(grep -c . <<<"$got")" -eq 1 ] && grep -q "^regions [1-9][0-9]* found 0$" <<<"$got" && grep -q "^regions [1-9][0-9]* found [1-9]" <<<"$control"; then
+  ok "the supervisor started the helper, and neither its memory nor its descriptors hold the value"
+else
+  not_ok "the supervisor ($sup_pid) holds no secret"; diag "$got; the search's control: $control"
+fi
 check_status "hutch net refuses egress unrestricted for a VM with secrets" 2 "$HUTCH" net "$vm" --egress unrestricted
 
 check "the VM stops" "$HUTCH" -q stop "$vm"

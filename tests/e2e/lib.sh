@@ -88,6 +88,28 @@ none_running() {
 }
 
 # A TCP port on 127.0.0.1 that is free now (the kernel's pick).
+# helpers_are_children VM: prints nothing and succeeds when the VM's helpers (its egress
+# helper, or passt where it has none, and each virtiofsd, as their pidfiles name them) are
+# children of one hutch-supervise process started for VM; else says which is not.
+helpers_are_children() {
+  local dir=$XDG_RUNTIME_DIR/hutch/$1 f pid ppid parents="" bad=""
+  local files=("$dir"/virtiofs-*.pid)
+  if [ -e "$dir/egress.pid" ]; then files+=("$dir/egress.pid"); else files+=("$dir/passt.pid"); fi
+  for f in "${files[@]}"; do
+    [ -e "$f" ] || continue
+    pid=$(awk '{print $1}' "$f")
+    ppid=$(awk '/^PPid:/{print $2}' "/proc/$pid/status" 2>/dev/null)
+    if [ -z "$ppid" ] || [ "$(cat "/proc/$ppid/comm" 2>/dev/null)" != hutch-supervise ] ||
+       ! tr '\0' ' ' <"/proc/$ppid/cmdline" | grep -q -- " $1\( \|\$\)"; then
+      bad+="${f##*/}: pid $pid, parent ${ppid:-none} ($(cat "/proc/$ppid/comm" 2>/dev/null)); "
+    fi
+    parents+="$ppid "
+  done
+  [ -n "$parents" ] || bad+="no helper's pidfile in $dir; "
+  [ "$(tr ' ' '\n' <<<"$parents" | sort -u | grep -c .)" -le 1 ] || bad+="several parents: $parents"
+  [ -z "$bad" ] || { echo "$bad"; return 1; }
+}
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 # Registers a VM name for removal at exit (whatever the tests did).

@@ -52,6 +52,8 @@ check "start --no-wait" "$HUTCH" -q start --no-wait "$vm"
 check "the domain runs" bash -c "virsh domstate '$vm' | grep -qx running"
 check "passt runs for it" test -S "$XDG_RUNTIME_DIR/hutch/$vm/passt.socket"
 check "and pgrep finds it (the check below can fail)" pgrep -u "$(id -u)" -f "[p]asst.*/$vm/passt.socket"
+# hutch start starts the VM's supervisor first, and it starts the helpers: its children
+check "the helpers are children of the VM's supervisor" helpers_are_children "$vm"
 check_status "delete without --force refuses a running VM" 1 "$HUTCH" -q delete "$vm"
 check "stop --force" "$HUTCH" -q stop --force "$vm"
 check "the domain is shut off" bash -c "virsh domstate '$vm' | grep -qx 'shut off'"
@@ -60,6 +62,17 @@ check "passt is gone" none_running -u "$(id -u)" -f "[p]asst.*/$vm/passt.socket"
 check "delete" "$HUTCH" -q delete "$vm"
 check_status "virsh no longer sees it" 1 virsh dominfo "$vm"
 check "the instance directory is gone" test ! -e "$XDG_DATA_HOME/hutch/instances/$vm"
+
+# A start whose helpers the supervisor refuses (under the default egress policy a forward
+# may not take the egress helper's own port 3129): the start says why, with the usage
+# error's exit status, and leaves no supervisor, helper or running domain
+check "create with a forward from host port 3129" "$HUTCH" -q create "$vm" -f "$E2E_TMP/blank.yaml" --port 127.0.0.1:3129:80
+out=$("$HUTCH" -q start --no-wait "$vm" 2>&1); rc=$?
+if [ $rc -eq 2 ] && grep -q "takes port 53 or 3129" <<<"$out" && [ "$(wc -l <<<"$out")" -eq 1 ]; then ok "the supervisor's refusal is the start's error (exit 2, one line)"; else not_ok "a start the supervisor refuses (exit $rc)"; diag "$out"; fi
+check "the domain is not running" bash -c "virsh domstate '$vm' | grep -qx 'shut off'"
+sleep 1
+check "no supervisor or helper is left" none_running -u "$(id -u)" -f "(hutch-supervise|supervise|egress-helper|passt|virtiofsd).*[^[:alnum:]_-]$vm([^[:alnum:]_-]|\$)"
+check "delete" "$HUTCH" -q delete "$vm"
 
 # info shows the shares and ports (from the frozen profile), also of a VM never started.
 mkdir -p "$E2E_TMP/src"

@@ -98,6 +98,10 @@ if grep -q host-file <<<"$listing" && grep -q guest-file <<<"$listing"; then ok 
 # The VM's supervisor killed with SIGKILL loses nothing: the guest keeps its network (the
 # forwarded port answers) and its share, and the next shell works (and starts a new one).
 sup_pid=$("$HUTCH" info --json "$vm" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("supervisor_pid", 0))')
+# started by it: the egress helper and the three shares' virtiofsd are its children
+out=$(helpers_are_children "$vm"); rc=$?
+ppid=$(awk '/^PPid:/{print $2}' "/proc/$(awk '{print $1}' "$XDG_RUNTIME_DIR/hutch/$vm/virtiofs-2.pid")/status" 2>/dev/null)
+if [ $rc -eq 0 ] && [ "$ppid" = "$sup_pid" ]; then ok "the VM's helpers are children of its supervisor"; else not_ok "the VM's helpers are children of its supervisor ($sup_pid)"; diag "$out"; fi
 if [ "$sup_pid" -gt 0 ] && kill -9 "$sup_pid"; then ok "the supervisor (pid $sup_pid) killed with SIGKILL"; else not_ok "a supervisor to kill"; fi
 sleep 1
 echo after-kill >"$HOME/VM-Shared/after-kill"
