@@ -258,12 +258,12 @@ diag "hutch shell -- true: $(awk "BEGIN{printf \"%.2f\", ($t1 - $t0) / 5}") s ea
 pub=$XDG_DATA_HOME/hutch/instances/$vm/ssh_host_ed25519_key.pub
 cp "$pub" "$E2E_TMP/pub.saved"
 ssh-keygen -q -t ed25519 -N '' -f "$E2E_TMP/other" && cp "$E2E_TMP/other.pub" "$pub"
-pkill -TERM -u "$(id -u)" -f "supervise $vm\$"
-for _ in $(seq 1 20); do pgrep -u "$(id -u)" -f "supervise $vm\$" >/dev/null || break; sleep 0.5; done
+pkill -TERM -u "$(id -u)" -f "supervise( [^ ]+)* $vm\$"
+for _ in $(seq 1 20); do pgrep -u "$(id -u)" -f "supervise( [^ ]+)* $vm\$" >/dev/null || break; sleep 0.5; done
 out=$("$HUTCH" shell "$vm" -- true 2>&1); rc=$?
 if [ $rc -eq 1 ] && grep -qi "host key" <<<"$out"; then ok "a tampered pinned host key is refused"; else not_ok "a tampered pinned host key is refused (exit $rc)"; diag "$out"; fi
 sleep 1
-if none_running -u "$(id -u)" -f "supervise $vm\$"; then ok "no supervisor serves a VM whose host key does not match"; else not_ok "no supervisor serves a VM whose host key does not match"; fi
+if none_running -u "$(id -u)" -f "supervise( [^ ]+)* $vm\$"; then ok "no supervisor serves a VM whose host key does not match"; else not_ok "no supervisor serves a VM whose host key does not match"; fi
 cp "$E2E_TMP/pub.saved" "$pub"
 
 # The guest says READY but its sshd does not start (its host keys gone): the start fails

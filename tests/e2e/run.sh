@@ -43,7 +43,7 @@ wait $run_pid; rc=$?
 if [ $rc -eq 143 ]; then ok "SIGTERM: run exits 143"; else not_ok "SIGTERM: run exits 143 (exit $rc)"; diag "$(cat "$E2E_TMP/term.err")"; fi
 if gone "$name"; then ok "and the VM is gone"; else not_ok "after SIGTERM the VM is gone"; diag "$("$HUTCH" list 2>&1)"; fi
 sleep 1
-if none_running -u "$(id -u)" -f "[p]asst.*/$name/" >/dev/null && none_running -u "$(id -u)" -f "supervise $name\$" >/dev/null; then
+if none_running -u "$(id -u)" -f "[p]asst.*/$name/" >/dev/null && none_running -u "$(id -u)" -f "supervise( [^ ]+)* $name\$" >/dev/null; then
   ok "no passt or supervisor of it is left"
 else
   not_ok "no passt or supervisor of it is left"

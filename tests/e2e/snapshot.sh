@@ -121,7 +121,7 @@ if [ "$sup" = "$fg" ]; then ok "the foreground hutch is the VM's supervisor"; el
 commands=$("$HUTCH" info --json "$vm" 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin).get("supervisor_commands", -1))')
 check "shell through it" "$HUTCH" shell "$vm" -- true
 if [ "$("$HUTCH" info --json "$vm" 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin).get("supervisor_commands", -1))')" = $((commands + 1)) ]; then ok "the command went through the foreground supervisor"; else not_ok "the command went through the foreground supervisor"; fi
-if none_running -u "$(id -u)" -f "supervise $vm\$" >/dev/null; then ok "no detached supervisor beside it"; else not_ok "no detached supervisor beside it"; diag "$(pgrep -a -u "$(id -u)" -f "supervise $vm\$")"; fi
+if none_running -u "$(id -u)" -f "supervise( [^ ]+)* $vm\$" >/dev/null; then ok "no detached supervisor beside it"; else not_ok "no detached supervisor beside it"; diag "$(pgrep -a -u "$(id -u)" -f "supervise( [^ ]+)* $vm\$")"; fi
 
 check "virsh list shows it running" bash -c "virsh list --name | grep -qx '$vm'"
 out=$(virsh dominfo "$vm" 2>&1)

@@ -195,8 +195,8 @@ rm -f "$E2E_TMP/tpl.raw"
 pub=$instances/$a/ssh_host_ed25519_key.pub
 cp "$pub" "$E2E_TMP/pub.saved"
 cp "$instances/$b/ssh_host_ed25519_key.pub" "$pub"
-pkill -TERM -u "$(id -u)" -f "supervise $a\$"
-for _ in $(seq 1 20); do pgrep -u "$(id -u)" -f "supervise $a\$" >/dev/null || break; sleep 0.5; done
+pkill -TERM -u "$(id -u)" -f "supervise( [^ ]+)* $a\$"
+for _ in $(seq 1 20); do pgrep -u "$(id -u)" -f "supervise( [^ ]+)* $a\$" >/dev/null || break; sleep 0.5; done
 out=$("$HUTCH" shell "$a" -- true 2>&1); rc=$?
 if [ $rc -eq 1 ] && grep -qi "host key" <<<"$out"; then ok "the other clone's key pinned for this one is refused"; else not_ok "a swapped pinned key is refused (exit $rc)"; diag "$out"; fi
 cp "$E2E_TMP/pub.saved" "$pub"
@@ -224,7 +224,7 @@ check "the source is stopped for the runs below" "$HUTCH" -q stop "$src"
 gone() {
   ! "$HUTCH" list --json 2>/dev/null | python3 -c 'import json,sys; sys.exit(0 if any(v["name"] == sys.argv[1] for v in json.load(sys.stdin)) else 1)' "$1" &&
     [ ! -e "$instances/$1" ] && ! virsh dominfo "$1" >/dev/null 2>&1 &&
-    none_running -u "$(id -u)" -f "[/]$1/" >/dev/null && none_running -u "$(id -u)" -f "supervise $1\$" >/dev/null
+    none_running -u "$(id -u)" -f "[/]$1/" >/dev/null && none_running -u "$(id -u)" -f "supervise( [^ ]+)* $1\$" >/dev/null
 }
 run=$(vm_name trun)
 track_vm "$run"
