@@ -1182,7 +1182,7 @@ static gboolean take_secrets_fd(GError **error) {
     return FALSE;
   }
   enum { SECRETS_MAX = 1024 * 1024 };
-  static char buf[SECRETS_MAX + 1];
+  static char buf[SECRETS_MAX];
   gsize len = 0;
   gboolean ok = TRUE;
   while (len < SECRETS_MAX) {
@@ -1203,16 +1203,20 @@ static gboolean take_secrets_fd(GError **error) {
     ok = FALSE;
   }
   close((int)fd);
-  buf[len] = '\0';
-  for (gsize at = 0; ok && at < len; at += strlen(buf + at) + 1) {
+  /* "NAME=VALUE\0" each; what follows the last NUL is no entry */
+  for (gsize at = 0; ok && at < len;) {
     char *entry = buf + at;
+    char *nul = memchr(entry, '\0', len - at);
+    if (!nul)
+      break;
     char *eq = strchr(entry, '=');
-    if (!eq || eq == entry)
-      continue;
-    *eq = '\0';
-    setenv(entry, eq + 1, 1);
+    if (eq && eq != entry) {
+      *eq = '\0';
+      setenv(entry, eq + 1, 1);
+    }
+    at = (gsize)(nul - buf) + 1;
   }
-  explicit_bzero(buf, len + 1);
+  explicit_bzero(buf, len);
   return ok;
 }
 
