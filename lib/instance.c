@@ -1657,6 +1657,19 @@ static JsonObject *describe(HutchContext *ctx, HutchInstance *instance) {
           json_object_get_int_member_with_default(supervisor, "commands", 0));
       json_object_set_int_member(o, "supervisor_copies",
                                  json_object_get_int_member_with_default(supervisor, "copies", 0));
+      /* the helpers that ended while it watched them (its children: passt, the egress
+       * helper, a share's virtiofsd), most recent last */
+      JsonArray *ended = json_array_new();
+      JsonNode *ended_node = json_object_get_member(supervisor, "ended");
+      if (ended_node && JSON_NODE_HOLDS_ARRAY(ended_node)) {
+        JsonArray *from = json_node_get_array(ended_node);
+        for (guint i = 0; i < json_array_get_length(from) && i < 16; i++) {
+          JsonNode *e = json_array_get_element(from, i);
+          if (JSON_NODE_HOLDS_VALUE(e) && json_node_get_value_type(e) == G_TYPE_STRING)
+            json_array_add_string_element(ended, json_node_get_string(e));
+        }
+      }
+      json_object_set_array_member(o, "helpers_ended", ended);
     }
   }
   json_object_set_string_member(o, "uri", hutch_context_get_uri(ctx));

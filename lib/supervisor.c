@@ -25,9 +25,11 @@
 #include <libssh2.h>
 
 #include "context-private.h"
+#include "egress-helper-private.h"
 #include "forward-private.h"
 #include "hostpath-private.h"
 #include "instance-private.h"
+#include "net-private.h"
 #include "pidfile-private.h"
 #include "ssh-private.h"
 #include "broker-private.h"
@@ -178,6 +180,7 @@ typedef struct {
   int copy_done[2]; /* copies' threads -> the loop: one is done */
   guint connect_wait_s;   /* how long the first connect may wait for the guest's sshd */
   guint64 children_ended; /* helpers (children) that exited and were reaped */
+  GPtrArray *ended;       /* char*: the last SUPERVISOR_ENDED_KEPT of them, described */
 } Sup;
 
 /* After its session failed while the domain runs (a guest reboot), how long the supervisor
@@ -194,6 +197,8 @@ typedef struct {
 /* A supervisor that started the helpers connects once its start ended; if that start ended
  * before the guest was up (killed, or not waiting), it waits as long as a start would. */
 #define SUPERVISOR_BOOT_CONNECT_S 600
+/* How many ended helpers the status describes (the log has them all). */
+#define SUPERVISOR_ENDED_KEPT 8
 
 #define sup_log(...) hutch_log_line(STDERR_FILENO, __VA_ARGS__)
 
@@ -701,6 +706,10 @@ static void handle_request(Sup *s, Slot *c, const guint8 *payload, gsize len) {
     json_object_set_int_member(status, "copies", g_atomic_int_get(&s->copy_session.begun));
     json_object_set_int_member(status, "copying", copying);
     json_object_set_int_member(status, "children_ended", (gint64)s->children_ended);
+    JsonArray *ended = json_array_new();
+    for (guint i = 0; s->ended && i < s->ended->len; i++)
+      json_array_add_string_element(ended, g_ptr_array_index(s->ended, i));
+    json_object_set_array_member(status, "ended", ended);
     answer(c, status);
     return;
   }
@@ -1598,6 +1607,8 @@ static gboolean slot_wants_ssh(const Slot *c) {
  * (it is their subreaper: each was started through a fork that exited, or forks itself into
  * the background); one that exits is reaped here, and named in the log while it is a zombie
  * still. (Nothing else in this process waits for a child while the loop runs.) */
+static char *helper_of_pid(const char *runtime_dir, pid_t pid);
+
 static void reap_children(Sup *s) {
   for (;;) {
     siginfo_t info = {0};
@@ -1611,13 +1622,52 @@ static void reap_children(Sup *s) {
     if (waitpid(info.si_pid, &status, WNOHANG) != info.si_pid)
       return;
     s->children_ended++;
-    if (WIFSIGNALED(status))
-      sup_log("child %s (pid %d) ended on signal %d", comm ? comm : "?", (int)info.si_pid,
-              WTERMSIG(status));
-    else
-      sup_log("child %s (pid %d) exited with status %d", comm ? comm : "?", (int)info.si_pid,
-              WEXITSTATUS(status));
+    /* which helper, by the pidfile that still names it (a helper's own, verified when it is
+     * signalled; here only a name for the message) */
+    g_autofree char *helper = s->runtime_dir ? helper_of_pid(s->runtime_dir, info.si_pid) : NULL;
+    g_autoptr(GDateTime) now = g_date_time_new_now_local();
+    g_autofree char *when = g_date_time_format(now, "%H:%M:%S");
+    g_autofree char *what = WIFSIGNALED(status)
+                                ? g_strdup_printf("%s (pid %d) ended on signal %d at %s",
+                                                  helper ? helper
+                                                  : comm ? comm
+                                                         : "?",
+                                                  (int)info.si_pid, WTERMSIG(status), when)
+                                : g_strdup_printf("%s (pid %d) exited with status %d at %s",
+                                                  helper ? helper
+                                                  : comm ? comm
+                                                         : "?",
+                                                  (int)info.si_pid, WEXITSTATUS(status), when);
+    sup_log("a child ended: %s", what);
+    if (s->ended) {
+      if (s->ended->len == SUPERVISOR_ENDED_KEPT)
+        g_ptr_array_remove_index(s->ended, 0);
+      g_ptr_array_add(s->ended, g_steal_pointer(&what));
+    }
   }
+}
+
+/* "passt", "the egress helper" or "virtiofsd of share N" when one of the VM's pidfiles names
+ * pid, else NULL. */
+static char *helper_of_pid(const char *runtime_dir, pid_t pid) {
+  g_autoptr(GDir) dir = g_dir_open(runtime_dir, 0, NULL);
+  const char *entry;
+  while (dir && (entry = g_dir_read_name(dir))) {
+    if (!g_str_has_suffix(entry, ".pid"))
+      continue;
+    g_autofree char *path = g_build_filename(runtime_dir, entry, NULL);
+    g_autofree char *text = NULL;
+    if (!g_file_get_contents(path, &text, NULL, NULL) || atoi(text) != (int)pid)
+      continue;
+    unsigned share = 0;
+    if (strcmp(entry, HUTCH_PASST_PID) == 0)
+      return g_strdup("passt");
+    if (strcmp(entry, HUTCH_EGRESS_PID) == 0)
+      return g_strdup("the egress helper");
+    if (sscanf(entry, "virtiofs-%u.pid", &share) == 1)
+      return g_strdup_printf("virtiofsd of share %u", share);
+  }
+  return NULL;
 }
 
 /* Returns why it ended: the domain stopped (then the helpers are stopped), a signal, or the
@@ -2075,6 +2125,7 @@ static int supervise_locked(HutchContext *ctx, const char *name, Boot *boot,
   g_autofree char *client_key = host_key ? hutch_ssh_client_key(NULL, &target_error) : NULL;
   g_autoptr(GPtrArray) forwards = g_ptr_array_new_with_free_func((GDestroyNotify)forward_free);
   g_autoptr(GPtrArray) stopping = g_ptr_array_new_with_free_func((GDestroyNotify)forward_free);
+  g_autoptr(GPtrArray) ended = g_ptr_array_new_with_free_func(g_free);
   HutchSupervisorTarget target = {.port = instance->meta->ssh_port,
                                   .user = instance->meta->guest_user,
                                   .client_key = client_key,
@@ -2094,6 +2145,7 @@ static int supervise_locked(HutchContext *ctx, const char *name, Boot *boot,
            .forwards = forwards,
            .stopping = stopping,
            .target = client_key ? &target : NULL,
+           .ended = ended,
            /* after its own start's end the guest answers at once, unless that start ended
             * early (killed, or not waiting for the guest): then as long as a start waits */
            .connect_wait_s = boot ? SUPERVISOR_BOOT_CONNECT_S : 30};

@@ -455,6 +455,22 @@ check "the nested share works again" in_guest test -d /opt/nested
 # h9. The console tail in start's error: the guest writes escapes to its console and powers
 # off before it is ready.
 as_root touch /var/tmp/evil-poweroff
+# h10 (before that stop): a helper that dies while the VM runs (the egress helper, killed:
+# its passt goes with it) is reaped by the supervisor that started it, and hutch info says so
+check "after that start too, the helpers are the supervisor's children" helpers_are_children "$vm"
+egress_pid=$(awk '{print $1}' "$XDG_RUNTIME_DIR/hutch/$vm/egress.pid")
+kill -9 "$egress_pid"
+ended=""
+for _ in $(seq 1 20); do
+  ended=$("$HUTCH" info --json "$vm" | python3 -c 'import json,sys; print("\n".join(json.load(sys.stdin).get("helpers_ended", [])))')
+  grep -q "^the egress helper (pid $egress_pid) ended on signal 9 at " <<<"$ended" && break
+  sleep 0.5
+done
+if grep -q "^the egress helper (pid $egress_pid) ended on signal 9 at " <<<"$ended" && "$HUTCH" info "$vm" | grep -q "^helpers_ended  *the egress helper (pid $egress_pid)"; then
+  ok "a helper killed while the VM runs: the supervisor reaps it, and hutch info names it"
+else
+  not_ok "hutch info names the killed egress helper (pid $egress_pid)"; diag "$ended"
+fi
 check "stop" "$HUTCH" -q stop "$vm"
 run_tty "$E2E_TMP/start3.tty" "$HUTCH" start "$vm"
 bad=$(forbidden_bytes "$E2E_TMP/start3.tty")
