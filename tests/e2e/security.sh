@@ -466,10 +466,11 @@ for _ in $(seq 1 20); do
   grep -q "^the egress helper (pid $egress_pid) ended on signal 9 at " <<<"$ended" && break
   sleep 0.5
 done
-if grep -q "^the egress helper (pid $egress_pid) ended on signal 9 at " <<<"$ended" && "$HUTCH" info "$vm" | grep -q "^helpers_ended  *the egress helper (pid $egress_pid)"; then
+info_text=$("$HUTCH" info "$vm" 2>&1)
+if grep -q "^the egress helper (pid $egress_pid) ended on signal 9 at " <<<"$ended" && grep -q "^helpers_ended  *the egress helper (pid $egress_pid)" <<<"$info_text"; then
   ok "a helper killed while the VM runs: the supervisor reaps it, and hutch info names it"
 else
-  not_ok "hutch info names the killed egress helper (pid $egress_pid)"; diag "$ended"
+  not_ok "hutch info names the killed egress helper (pid $egress_pid)"; diag "$ended"; diag "$info_text"
 fi
 check "stop" "$HUTCH" -q stop "$vm"
 run_tty "$E2E_TMP/start3.tty" "$HUTCH" start "$vm"
