@@ -156,10 +156,9 @@ HUTCH_PUBLIC void hutch_context_set_supervisor_program(HutchContext *ctx, const 
  * Without one, a VM under an egress policy cannot start. */
 HUTCH_PUBLIC void hutch_context_set_helper_program(HutchContext *ctx, const char *program);
 /* `hutch egress-helper INSTANCE_DIR RUNTIME_DIR FORWARD... -- PASST_ARGV...`: a VM's egress
- * helper (started by hutch start, detached): passt in a network namespace of its own and the
- * proxy that enforces the instance's policy. forwards: "IP/START-END" host port ranges to
- * relay into the namespace. Returns when passt exits; 1 with error set when it could not
- * start. */
+ * helper (started by the VM's supervisor, its child): passt in a network namespace of its own and
+ * the proxy that enforces the instance's policy. forwards: "IP/START-END" host port ranges to relay
+ * into the namespace. Returns when passt exits; 1 with error set when it could not start. */
 HUTCH_PUBLIC int hutch_egress_helper_main(const char *instance_dir, const char *runtime_dir,
                                           char **forwards, char **passt_argv, GError **error);
 /* `hutch supervise NAME`: the VM's supervisor, until its domain stops. 0 when it ended
