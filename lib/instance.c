@@ -1280,19 +1280,17 @@ static gboolean start_steps(HutchContext *ctx, HutchInstance *instance, gboolean
    * variables are for the egress helper only (it wipes its copy), never for virtiofsd or the
    * supervisor, which parse what the guest sends. */
   g_auto(GStrv) secret_vars = hutch_broker_env_names(instance->meta->instance_dir);
-  gboolean helpers_up;
-  *ret_boot_fd = -1;
-  if (hutch_supervisor_boot_possible(ctx)) {
-    helpers_up = hutch_supervisor_boot(ctx, instance->name, instance->meta->runtime_dir, ssh_port,
-                                       secret_vars, ret_boot_fd, error);
-  } else {
-    g_auto(GStrv) helper_env = g_get_environ();
-    for (char **v = secret_vars; v && *v; v++)
-      g_unsetenv(*v);
-    helpers_up = start_helpers(ctx, instance, helper_env, -1, ssh_port, error);
-  }
+  g_auto(GStrv) helper_env = g_get_environ();
   for (char **v = secret_vars; v && *v; v++)
     g_unsetenv(*v);
+  gboolean helpers_up;
+  *ret_boot_fd = -1;
+  if (hutch_supervisor_boot_possible(ctx))
+    helpers_up = hutch_supervisor_boot(ctx, instance->name, instance->meta->runtime_dir, ssh_port,
+                                       secret_vars, helper_env, ret_boot_fd, error);
+  else
+    helpers_up = start_helpers(ctx, instance, helper_env, -1, ssh_port, error);
+  g_clear_pointer(&helper_env, g_strfreev); /* the secrets' values: not kept through the boot */
   if (!helpers_up)
     return FALSE;
   if (!hutch_instance_set_meta(instance->domain, "ssh-port", port_text, error)) {

@@ -65,13 +65,14 @@ gboolean hutch_supervisor_boot_possible(HutchContext *ctx);
  * --ssh-port PORT [--secrets-fd 4] NAME`, detached as hutch_supervisor_spawn does), which
  * starts the VM's helpers (hutch_instance_start_helpers) as its children, SSH on ssh_port.
  * Its progress is shown as this start's; its error is this function's. The env secrets named
- * by secret_vars go to the egress helper in an anonymous file the supervisor hands on unread.
+ * by secret_vars, with their values in host_env (a g_get_environ() taken before they were
+ * unset), go to the egress helper in an anonymous file the supervisor hands on unread.
  * On success *ret_boot_fd is this end of the boot socket: close it when the start is over
  * (whatever its outcome); the supervisor then serves the VM if its domain runs, and stops
  * the helpers if not. */
 gboolean hutch_supervisor_boot(HutchContext *ctx, const char *name, const char *runtime_dir,
-                               guint ssh_port, char **secret_vars, int *ret_boot_fd,
-                               GError **error);
+                               guint ssh_port, char **secret_vars, char **host_env,
+                               int *ret_boot_fd, GError **error);
 
 /* The status of the VM's supervisor ({"pid": N, "commands": N, "running": N, "spare": N,
  * "spares_taken": N, "forwards": N, "connections": N}), or NULL when none answers within a

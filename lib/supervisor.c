@@ -1956,6 +1956,14 @@ typedef struct {
   const char *runtime_dir;
 } Boot;
 
+/* One JSON object as one line on the boot socket. */
+static void boot_send_object(const Boot *boot, JsonObject *o) {
+  g_autoptr(JsonNode) node = json_node_init_object(json_node_alloc(), o);
+  g_autofree char *line = json_to_string(node, FALSE);
+  g_autofree char *text = g_strconcat(line, "\n", NULL);
+  hutch_send_all(boot->fd, (const guint8 *)text, strlen(text));
+}
+
 /* A progress event of the helpers' start, as a line on the boot socket for `hutch start` to
  * show as its own. */
 static void boot_progress(const HutchProgress *progress, gpointer data) {
@@ -1966,10 +1974,7 @@ static void boot_progress(const HutchProgress *progress, gpointer data) {
     json_object_set_string_member(o, "phase", progress->phase);
   if (progress->detail)
     json_object_set_string_member(o, "detail", progress->detail);
-  g_autoptr(JsonNode) node = json_node_init_object(json_node_alloc(), o);
-  g_autofree char *line = json_to_string(node, FALSE);
-  g_autofree char *text = g_strconcat(line, "\n", NULL);
-  hutch_send_all(boot->fd, (const guint8 *)text, strlen(text));
+  boot_send_object(boot, o);
 }
 
 /* The boot socket's last line: {"ok": true}, or {"ok": false, "error": TEXT, "code": N}. The
@@ -1985,10 +1990,7 @@ static void boot_send_result(Boot *boot, const GError *error) {
     json_object_set_int_member(o, "code",
                                error->domain == HUTCH_ERROR ? error->code : HUTCH_ERROR_FAILED);
   }
-  g_autoptr(JsonNode) node = json_node_init_object(json_node_alloc(), o);
-  g_autofree char *line = json_to_string(node, FALSE);
-  g_autofree char *text = g_strconcat(line, "\n", NULL);
-  hutch_send_all(boot->fd, (const guint8 *)text, strlen(text));
+  boot_send_object(boot, o);
 }
 
 /* Starts the VM's helpers as this process's children and tells `hutch start` how that went
@@ -2214,31 +2216,40 @@ static GStrv supervisor_environment(const char *name) {
   return g_environ_unsetenv(envp, HUTCH_NO_SUPERVISOR_ENV);
 }
 
+/* The supervisor's standard streams: its log in the VM's runtime directory (a new one when the
+ * old one grew past 1 MiB), appended to, for stdout and stderr; /dev/null for stdin. */
+static gboolean open_supervisor_stdio(const char *runtime_dir, int *ret_log_fd, int *ret_null_fd,
+                                      GError **error) {
+  g_autofree char *log_path = g_build_filename(runtime_dir, HUTCH_SUPERVISOR_LOG, NULL);
+  GStatBuf st;
+  if (g_stat(log_path, &st) == 0 && st.st_size > 1024 * 1024)
+    g_unlink(log_path);
+  *ret_log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
+  *ret_null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (*ret_log_fd < 0 || *ret_null_fd < 0) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "opening %s: %s", log_path,
+                g_strerror(errno));
+    return FALSE;
+  }
+  return TRUE;
+}
+
 void hutch_supervisor_spawn(HutchContext *ctx, const char *name, const char *runtime_dir) {
   if (!ctx->supervisor_program)
     return;
   g_autofree char *pid_path = g_build_filename(runtime_dir, HUTCH_SUPERVISOR_PID, NULL);
   if (hutch_pidfile_check(pid_path, &supervisor_id) > 0)
     return;
-  g_autofree char *log_path = g_build_filename(runtime_dir, HUTCH_SUPERVISOR_LOG, NULL);
-  /* bounded: a new log when the old one grew past 1 MiB */
-  GStatBuf st;
-  if (g_stat(log_path, &st) == 0 && st.st_size > 1024 * 1024)
-    g_unlink(log_path);
-  int log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
-  int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  g_auto(HutchFd) log_fd = -1;
+  g_auto(HutchFd) null_fd = -1;
   const char *argv[] = {ctx->supervisor_program, "-c", ctx->uri, "supervise", name, NULL};
   g_auto(GStrv) envp = supervisor_environment(name);
   g_autoptr(GError) error = NULL;
-  if (log_fd < 0 || null_fd < 0 ||
+  if (!open_supervisor_stdio(runtime_dir, &log_fd, &null_fd, &error) ||
       !g_spawn_async_with_fds(NULL, (char **)argv, envp, G_SPAWN_DEFAULT, child_setup, NULL, NULL,
                               null_fd, log_fd, log_fd, &error))
     hutch_progress_note(ctx, "no supervisor for %s (%s): commands connect directly", name,
-                        error ? error->message : g_strerror(errno));
-  if (log_fd >= 0)
-    close(log_fd);
-  if (null_fd >= 0)
-    close(null_fd);
+                        error->message);
 }
 
 gboolean hutch_supervisor_boot_possible(HutchContext *ctx) {
@@ -2247,10 +2258,10 @@ gboolean hutch_supervisor_boot_possible(HutchContext *ctx) {
 
 /* The env secrets' values ("NAME=VALUE\0" each) in an anonymous file for the egress helper,
  * or -1 when none is set. */
-static int secrets_memfd(char **secret_vars, GError **error) {
+static int secrets_memfd(char **secret_vars, char **host_env, GError **error) {
   g_autoptr(GString) text = g_string_new(NULL);
   for (char **v = secret_vars; v && *v; v++) {
-    const char *value = g_getenv(*v);
+    const char *value = g_environ_getenv(host_env, *v);
     if (value)
       g_string_append_printf(text, "%s=%s%c", *v, value, 0);
   }
@@ -2310,10 +2321,10 @@ static gboolean boot_line(HutchContext *ctx, const char *line, gboolean *ret_ok,
 }
 
 gboolean hutch_supervisor_boot(HutchContext *ctx, const char *name, const char *runtime_dir,
-                               guint ssh_port, char **secret_vars, int *ret_boot_fd,
-                               GError **error) {
+                               guint ssh_port, char **secret_vars, char **host_env,
+                               int *ret_boot_fd, GError **error) {
   *ret_boot_fd = -1;
-  g_auto(HutchFd) secrets_fd = secrets_memfd(secret_vars, error);
+  g_auto(HutchFd) secrets_fd = secrets_memfd(secret_vars, host_env, error);
   if (secrets_fd == -2)
     return FALSE;
   int pair[2];
@@ -2323,18 +2334,10 @@ gboolean hutch_supervisor_boot(HutchContext *ctx, const char *name, const char *
   }
   g_auto(HutchFd) ours = pair[0];
   g_auto(HutchFd) theirs = pair[1];
-  g_autofree char *log_path = g_build_filename(runtime_dir, HUTCH_SUPERVISOR_LOG, NULL);
-  GStatBuf st;
-  if (g_stat(log_path, &st) == 0 && st.st_size > 1024 * 1024)
-    g_unlink(log_path);
-  g_auto(HutchFd) log_fd =
-      open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
-  g_auto(HutchFd) null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-  if (log_fd < 0 || null_fd < 0) {
-    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "opening %s: %s", log_path,
-                g_strerror(errno));
+  g_auto(HutchFd) log_fd = -1;
+  g_auto(HutchFd) null_fd = -1;
+  if (!open_supervisor_stdio(runtime_dir, &log_fd, &null_fd, error))
     return FALSE;
-  }
   g_autofree char *port_text = g_strdup_printf("%u", ssh_port);
   const char *argv[] = {ctx->supervisor_program,
                         "-c",
@@ -2387,6 +2390,7 @@ gboolean hutch_supervisor_boot(HutchContext *ctx, const char *name, const char *
   }
   if (!done) {
     hutch_instance_stop_helpers(runtime_dir);
+    g_autofree char *log_path = g_build_filename(runtime_dir, HUTCH_SUPERVISOR_LOG, NULL);
     g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_HELPER,
                 "the VM's supervisor ended before it started the helpers (see %s)", log_path);
     return FALSE;
