@@ -30,3 +30,15 @@ gboolean hutch_egress_reload(const char *runtime_dir);
 gboolean hutch_egress_running(const char *runtime_dir);
 /* The running helper's decisions so far */
 gboolean hutch_egress_counts(const char *runtime_dir, guint64 *ret_allowed, guint64 *ret_denied);
+
+/* ---- The helper's DNS answers (pure; tests and fuzzing) ---- */
+
+/* The address a name gets (the helper's: one of its own 198.18.0.0/16, the name kept) */
+typedef guint32 (*HutchDnsAddressOf)(const char *name, gpointer data);
+/* The answer to the one query in msg (len bytes, as the guest sent it: anything) written into
+ * out (out_size bytes): an A query for a plain name gets the address address_of gives (TTL 60
+ * s); any other type no data; a query that is not a plain name FORMERR. Returns the answer's
+ * length, 0 when there is none to send (not a standard query with one question, or out is too
+ * small). */
+gsize hutch_dns_answer(const guint8 *msg, gsize len, guint8 *out, gsize out_size,
+                       HutchDnsAddressOf address_of, gpointer data);

@@ -446,6 +446,10 @@ static guint32 name_address(Helper *h, const char *name) {
   return NAME_NET + index + 1;
 }
 
+static guint32 dns_address_of(const char *name, gpointer data) {
+  return name_address(data, name);
+}
+
 static const char *name_of_address(Helper *h, guint32 address) {
   if (address <= NAME_NET || address > NAME_NET + NAME_POOL)
     return NULL;
@@ -483,8 +487,8 @@ static char *dns_question_name(const guint8 *msg, gsize len, gsize *ret_end) {
   return g_string_free(name, FALSE);
 }
 
-/* The answer to one query in msg (len bytes) into out; its length, 0 for no answer */
-static gsize dns_answer(Helper *h, const guint8 *msg, gsize len, guint8 *out, gsize out_size) {
+gsize hutch_dns_answer(const guint8 *msg, gsize len, guint8 *out, gsize out_size,
+                       HutchDnsAddressOf address_of, gpointer data) {
   if (len < 12 || (msg[2] & 0x80) || ((msg[2] >> 3) & 0x0f) != 0 || msg[4] != 0 || msg[5] != 1)
     return 0; /* not a standard query with one question */
   gsize end = 0;
@@ -511,7 +515,7 @@ static gsize dns_answer(Helper *h, const guint8 *msg, gsize len, guint8 *out, gs
   gsize at = question_end;
   guint qclass = (guint)msg[end + 2] << 8 | msg[end + 3];
   if (qtype == 1 && qclass == 1) {
-    guint32 address = htonl(name_address(h, name));
+    guint32 address = htonl(address_of(name, data));
     const guint8 answer[] = {0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4};
     memcpy(out + at, answer, sizeof answer);
     memcpy(out + at + sizeof answer, &address, 4);
@@ -532,7 +536,7 @@ static gboolean on_dns(int fd, GIOCondition condition, gpointer data) {
                        &from_len);
   if (n <= 0)
     return G_SOURCE_CONTINUE;
-  gsize len = dns_answer(h, query, (gsize)n, reply, sizeof reply);
+  gsize len = hutch_dns_answer(query, (gsize)n, reply, sizeof reply, dns_address_of, h);
   /* the socket is on 127.0.0.1, where nftables redirected the query: conntrack gives the
    * answer the address the guest asked as its source */
   if (len > 0 && sendto(fd, reply, len, MSG_DONTWAIT | MSG_NOSIGNAL, (struct sockaddr *)&from,
@@ -1228,6 +1232,7 @@ int hutch_egress_helper_main(const char *instance_dir, const char *runtime_dir, 
   g_rec_mutex_init(&h.check_lock);
   /* declared before the first goto: the cleanups run at every exit */
   g_autoptr(GSocket) proxy_socket = NULL;
+  g_autoptr(GError) broker_error = NULL;
   g_autofree char *socket_path = g_build_filename(runtime_dir, HUTCH_PASST_SOCKET, NULL);
   h.instance_dir = g_strdup(instance_dir);
   h.runtime_dir = g_strdup(runtime_dir);
@@ -1254,7 +1259,6 @@ int hutch_egress_helper_main(const char *instance_dir, const char *runtime_dir, 
   if (!take_secrets_fd(error))
     goto out;
   const char *trust = g_getenv("HUTCH_EGRESS_TEST_CA");
-  g_autoptr(GError) broker_error = NULL;
   h.broker = hutch_broker_load(instance_dir, trust && *trust ? trust : NULL, on_broker_log, &h,
                                &broker_error);
   if (broker_error) {

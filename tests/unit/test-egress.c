@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 
+#include "egress-helper-private.h"
 #include "egress-private.h"
 #include "util-private.h"
 #include "policy-fixture.h"
@@ -1103,9 +1104,97 @@ static void test_policy_load_missing(void) {
   hutch_rmtree(dir, NULL);
 }
 
+/* ---- The helper's DNS answers ---- */
+
+/* A query with one question for name (dotted), type qtype, class IN, ID 0x1234, RD */
+static GByteArray *dns_query(const char *name, guint qtype) {
+  GByteArray *q = g_byte_array_new();
+  const guint8 header[] = {0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0};
+  g_byte_array_append(q, header, sizeof header);
+  g_auto(GStrv) labels = g_strsplit(name, ".", -1);
+  for (char **l = labels; *l; l++) {
+    guint8 n = (guint8)strlen(*l);
+    g_byte_array_append(q, &n, 1);
+    g_byte_array_append(q, (const guint8 *)*l, n);
+  }
+  const guint8 tail[] = {0, (guint8)(qtype >> 8), (guint8)qtype, 0, 1};
+  g_byte_array_append(q, tail, sizeof tail);
+  return q;
+}
+
+static guint32 dns_test_address(const char *name, gpointer data) {
+  g_ptr_array_add(data, g_strdup(name));
+  return 0xc6120005u;
+}
+
+static void test_dns_answer_a(void) {
+  g_autoptr(GPtrArray) asked = g_ptr_array_new_with_free_func(g_free);
+  g_autoptr(GByteArray) q = dns_query("Api.Example.COM", 1);
+  guint8 out[1500];
+  gsize n = hutch_dns_answer(q->data, q->len, out, sizeof out, dns_test_address, asked);
+  /* the question as asked, then one answer: a pointer to it, A, IN, TTL 60, 198.18.0.5 */
+  g_assert_cmpuint(n, ==, q->len + 16);
+  g_assert_cmpuint(asked->len, ==, 1);
+  g_assert_cmpstr(asked->pdata[0], ==, "api.example.com");
+  g_assert_cmpint(out[0], ==, 0x12);
+  g_assert_cmpint(out[1], ==, 0x34);
+  g_assert_cmpint(out[2], ==, 0x80 | 0x04 | 0x01); /* QR, AA, RD as asked */
+  g_assert_cmpint(out[3] & 0x0f, ==, 0);           /* NOERROR */
+  g_assert_cmpint(out[7], ==, 1);                  /* one answer */
+  g_assert_cmpmem(out + 12, q->len - 12, q->data + 12, q->len - 12);
+  const guint8 answer[] = {0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 198, 18, 0, 5};
+  g_assert_cmpmem(out + q->len, 16, answer, sizeof answer);
+}
+
+static void test_dns_answer_no_data(void) {
+  g_autoptr(GPtrArray) asked = g_ptr_array_new_with_free_func(g_free);
+  g_autoptr(GByteArray) q = dns_query("example.com", 28); /* AAAA: the guest has no IPv6 */
+  guint8 out[1500];
+  gsize n = hutch_dns_answer(q->data, q->len, out, sizeof out, dns_test_address, asked);
+  g_assert_cmpuint(n, ==, q->len);
+  g_assert_cmpuint(asked->len, ==, 0);
+  g_assert_cmpint(out[3] & 0x0f, ==, 0);
+  g_assert_cmpint(out[6] << 8 | out[7], ==, 0);
+}
+
+static void test_dns_answer_refused(void) {
+  g_autoptr(GPtrArray) asked = g_ptr_array_new_with_free_func(g_free);
+  guint8 out[1500];
+  /* a compressed name (a pointer where a label should be): FORMERR, header only */
+  const guint8 pointer[] = {0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 12, 0, 1, 0, 1};
+  gsize n = hutch_dns_answer(pointer, sizeof pointer, out, sizeof out, dns_test_address, asked);
+  g_assert_cmpuint(n, ==, 12);
+  g_assert_cmpint(out[3] & 0x0f, ==, 1);
+  g_assert_cmpint(out[4] << 8 | out[5], ==, 0);
+  /* a name with a byte no host name has */
+  g_autoptr(GByteArray) bad = dns_query("a b.example", 1);
+  n = hutch_dns_answer(bad->data, bad->len, out, sizeof out, dns_test_address, asked);
+  g_assert_cmpuint(n, ==, 12);
+  g_assert_cmpint(out[3] & 0x0f, ==, 1);
+  /* no answer at all: two questions, a response, a header cut short, no room */
+  g_autoptr(GByteArray) two = dns_query("example.com", 1);
+  two->data[5] = 2;
+  g_assert_cmpuint(hutch_dns_answer(two->data, two->len, out, sizeof out, dns_test_address, asked),
+                   ==, 0);
+  g_autoptr(GByteArray) response = dns_query("example.com", 1);
+  response->data[2] |= 0x80;
+  g_assert_cmpuint(
+      hutch_dns_answer(response->data, response->len, out, sizeof out, dns_test_address, asked), ==,
+      0);
+  g_assert_cmpuint(hutch_dns_answer(pointer, 11, out, sizeof out, dns_test_address, asked), ==, 0);
+  g_autoptr(GByteArray) fits_not = dns_query("example.com", 1);
+  g_assert_cmpuint(hutch_dns_answer(fits_not->data, fits_not->len, out, fits_not->len + 15,
+                                    dns_test_address, asked),
+                   ==, 0);
+  g_assert_cmpuint(asked->len, ==, 0);
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/egress/mode/strings", test_mode_strings);
+  g_test_add_func("/egress/dns/a", test_dns_answer_a);
+  g_test_add_func("/egress/dns/no-data", test_dns_answer_no_data);
+  g_test_add_func("/egress/dns/refused", test_dns_answer_refused);
   g_test_add_func("/egress/rule/names", test_rule_names);
   g_test_add_func("/egress/rule/normalised", test_rule_normalised);
   g_test_add_func("/egress/rule/ipv4", test_rule_ipv4);
