@@ -175,15 +175,19 @@ const char *hutch_profile_get_first_share_guest(const HutchProfile *p) {
 static char *quote(const char *text) {
   GString *out = g_string_new("'");
   const char *end = text + strlen(text);
-  for (const char *c = text; c < end; c = g_utf8_next_char(c)) {
+  for (const char *c = text; c < end;) {
     if (out->len > 60) {
       g_string_append(out, "...");
       break;
     }
-    if ((guchar)*c < 0x20 || *c == 0x7f)
+    /* a byte of invalid UTF-8 is one '?' (its lead byte's length may run past the end) */
+    gunichar u = g_utf8_get_char_validated(c, end - c);
+    gsize step = u < 0x110000 ? (gsize)(g_utf8_next_char(c) - c) : 1;
+    if (u >= 0x110000 || (guchar)*c < 0x20 || *c == 0x7f)
       g_string_append_c(out, '?');
     else
-      g_string_append_len(out, c, g_utf8_next_char(c) - c);
+      g_string_append_len(out, c, step);
+    c += step;
   }
   g_string_append_c(out, '\'');
   return g_string_free(out, FALSE);
