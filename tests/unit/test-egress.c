@@ -1189,12 +1189,30 @@ static void test_dns_answer_refused(void) {
   g_assert_cmpuint(asked->len, ==, 0);
 }
 
+/* A helper that cannot start (here: the instance has no policy file) returns 1 with the
+ * error set. This path once jumped past a cleanup variable's initialisation, so that its
+ * cleanup freed whatever that stack slot held: GCC compiles such a jump, and here the slot
+ * happened to hold NULL, so this test did not see it; clang refuses it (tests/fuzz/run.sh
+ * builds the library with clang). */
+static void test_helper_no_policy(void) {
+  g_autofree char *dir = g_dir_make_tmp("hutch-egress-XXXXXX", NULL);
+  g_assert_nonnull(dir);
+  g_autoptr(GError) error = NULL;
+  char *forwards[] = {NULL};
+  char *passt_argv[] = {"passt", NULL};
+  int status = hutch_egress_helper_main(dir, dir, forwards, passt_argv, &error);
+  g_assert_cmpint(status, ==, 1);
+  g_assert_nonnull(error);
+  g_assert_cmpint(g_rmdir(dir), ==, 0);
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/egress/mode/strings", test_mode_strings);
   g_test_add_func("/egress/dns/a", test_dns_answer_a);
   g_test_add_func("/egress/dns/no-data", test_dns_answer_no_data);
   g_test_add_func("/egress/dns/refused", test_dns_answer_refused);
+  g_test_add_func("/egress/helper/no-policy", test_helper_no_policy);
   g_test_add_func("/egress/rule/names", test_rule_names);
   g_test_add_func("/egress/rule/normalised", test_rule_normalised);
   g_test_add_func("/egress/rule/ipv4", test_rule_ipv4);
