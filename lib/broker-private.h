@@ -105,6 +105,17 @@ typedef struct {
  * value). NULL when head is not a request head. */
 char *hutch_broker_rewrite_head(const char *head, gsize len, HutchBrokerSwap *swaps, guint n_swaps,
                                 gsize *ret_len);
+/* The filter of an intercepted answer against the values that went into its request (a
+ * server that echoes a key back, in an error message say, would hand it to the guest): chunk
+ * is appended to held, the answer's bytes not yet given to the guest, and the result is how
+ * many of held's first bytes may go to the guest now. That is all of them but an end that
+ * is the start of a value (split across chunks: the next chunk tells), so that not even a
+ * value's first bytes reach the guest; when a used value is in held, only the bytes before
+ * it, with *ret_echoed naming its secret (the connection ends there). At the answer's end,
+ * or when the upstream sends nothing more for a while, what is still held may go. Only swaps
+ * marked used with a value count. */
+gsize hutch_broker_answer_filter(const HutchBrokerSwap *swaps, guint n, GByteArray *held,
+                                 const guint8 *chunk, gsize len, const char **ret_echoed);
 /* The header names whose values get secrets, ", "-separated (for messages and docs) */
 const char *hutch_broker_credential_headers(void);
 /* Whether the request is for name:port and nothing else: an origin-form target ("/..." or

@@ -48,6 +48,10 @@ extern char **environ;
 #define MAX_HEAD (64 * 1024)
 #define TLS_TIMEOUT_MS 30000
 #define IDLE_TIMEOUT_MS (10 * 60 * 1000)
+/* How long an answer's end that starts like a value is held for the upstream's next bytes
+ * (hutch_broker_answer_filter): one answer's records follow each other within
+ * milliseconds */
+#define ANSWER_HOLD_MS 500
 /* a command secret is fetched again after a 401 at most this often */
 #define REFETCH_MIN_S 10
 /* a certificate the broker made for a name is made again after this long (it is valid 90
@@ -1296,31 +1300,46 @@ static char *command_names_used(HutchBroker *b, HutchBrokerSwap *swaps) {
   return g_string_free(s, FALSE);
 }
 
-/* Relays both ways until both ended (or an error, or IDLE_TIMEOUT_MS of silence); watches
- * the upstream's status line for 401 */
-/* Whether the answer so far shows a value that went into the request: the last bytes of
- * what came before (tail) and this chunk, searched together. A server that echoes a key back
- * (an error message) would hand it to the guest. */
-static const char *echoed_value(HutchBrokerSwap *swaps, guint n, GByteArray *tail,
-                                const guint8 *chunk, gsize len) {
-  gsize longest = 0;
-  for (guint i = 0; i < n; i++)
-    if (swaps[i].used && swaps[i].value)
-      longest = MAX(longest, strlen(swaps[i].value));
-  if (longest == 0)
-    return NULL;
-  g_byte_array_append(tail, chunk, (guint)len);
-  const char *found = NULL;
-  for (guint i = 0; i < n && !found; i++)
-    if (swaps[i].used && swaps[i].value &&
-        memmem(tail->data, tail->len, swaps[i].value, strlen(swaps[i].value)))
-      found = swaps[i].secret;
-  /* keep what a value split across chunks could start with */
-  if (tail->len > longest - 1) {
-    explicit_bzero(tail->data, tail->len - (longest - 1));
-    g_byte_array_remove_range(tail, 0, tail->len - (guint)(longest - 1));
+gsize hutch_broker_answer_filter(const HutchBrokerSwap *swaps, guint n, GByteArray *held,
+                                 const guint8 *chunk, gsize len, const char **ret_echoed) {
+  *ret_echoed = NULL;
+  g_byte_array_append(held, chunk, (guint)len);
+  gsize first = held->len; /* where the first value in held starts */
+  for (guint i = 0; i < n; i++) {
+    if (!swaps[i].used || !swaps[i].value || !swaps[i].value[0])
+      continue;
+    gsize value_len = strlen(swaps[i].value);
+    const guint8 *at = memmem(held->data, held->len, swaps[i].value, value_len);
+    if (at && (gsize)(at - held->data) < first) {
+      first = (gsize)(at - held->data);
+      *ret_echoed = swaps[i].secret;
+    }
   }
-  return found;
+  if (*ret_echoed)
+    return first;
+  /* held's end, when it is the start of a value (split across chunks), stays for the next
+   * chunk to tell */
+  gsize start_kept = 0;
+  for (guint i = 0; i < n; i++) {
+    if (!swaps[i].used || !swaps[i].value || !swaps[i].value[0])
+      continue;
+    gsize value_len = strlen(swaps[i].value);
+    for (gsize k = MIN(value_len - 1, held->len); k > start_kept; k--)
+      if (memcmp(held->data + held->len - k, swaps[i].value, k) == 0) {
+        start_kept = k;
+        break;
+      }
+  }
+  return held->len - start_kept;
+}
+
+/* Gives the guest the first count bytes of held and drops them from it (wiped: they may
+ * be a value's start that turned out to be none) */
+static gboolean release_held(gnutls_session_t guest, GByteArray *held, gsize count) {
+  gboolean ok = count == 0 || tls_write(guest, held->data, count);
+  explicit_bzero(held->data, count);
+  g_byte_array_remove_range(held, 0, (guint)count);
+  return ok;
 }
 
 /* Relays both ways until the upstream's side ended (or an error, or IDLE_TIMEOUT_MS of
@@ -1330,16 +1349,25 @@ static void relay(HutchBroker *b, gnutls_session_t guest, int guest_fd, gnutls_s
                   guint port) {
   gboolean guest_open = TRUE, status_seen = FALSE;
   g_autofree guint8 *buf = g_malloc(16 * 1024);
-  GByteArray *tail = g_byte_array_new();
+  GByteArray *held = g_byte_array_new(); /* the answer's bytes not yet given to the guest */
   for (;;) {
     /* a guest side that ended is not polled (its hang-up would wake every poll) */
     struct pollfd p[2] = {{.fd = guest_open ? guest_fd : -1, .events = POLLIN},
                           {.fd = up_fd, .events = POLLIN}};
     gboolean guest_pending = guest_open && gnutls_record_check_pending(guest) > 0;
     gboolean up_pending = gnutls_record_check_pending(up) > 0;
-    int r = guest_pending || up_pending ? 1 : poll(p, 2, IDLE_TIMEOUT_MS);
+    int r = guest_pending || up_pending
+                ? 1
+                : poll(p, 2, held->len > 0 ? ANSWER_HOLD_MS : IDLE_TIMEOUT_MS);
     if (r < 0 && errno == EINTR)
       continue;
+    if (r == 0 && held->len > 0) {
+      /* a value's first bytes, and nothing came after them: an answer that ends there, or
+       * a stream waiting for its next message (a WebSocket), is not held up */
+      if (!release_held(guest, held, held->len))
+        break;
+      continue;
+    }
     if (r <= 0)
       break;
     if (guest_open && (guest_pending || (!up_pending && p[0].revents != 0))) {
@@ -1358,8 +1386,11 @@ static void relay(HutchBroker *b, gnutls_session_t guest, int guest_fd, gnutls_s
       ssize_t n = gnutls_record_recv(up, buf, 16 * 1024);
       if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED)
         continue;
-      if (n <= 0)
+      if (n <= 0) {
+        /* the answer is complete: what was held could not start a value after all */
+        release_held(guest, held, held->len);
         break;
+      }
       if (!status_seen) {
         status_seen = TRUE;
         if (n >= 12 && memcmp(buf, "HTTP/1.", 7) == 0 && memcmp(buf + 8, " 401", 4) == 0) {
@@ -1371,7 +1402,9 @@ static void relay(HutchBroker *b, gnutls_session_t guest, int guest_fd, gnutls_s
                        commands);
         }
       }
-      const char *echoed = echoed_value(swaps, b->n_secrets, tail, buf, (gsize)n);
+      const char *echoed = NULL;
+      gsize count = hutch_broker_answer_filter(swaps, b->n_secrets, held, buf, (gsize)n, &echoed);
+      gboolean written = release_held(guest, held, count);
       if (echoed) {
         broker_log(b, "fail", name, address, port,
                    "the answer held the real value of %s: the connection is cut there (the "
@@ -1379,13 +1412,13 @@ static void relay(HutchBroker *b, gnutls_session_t guest, int guest_fd, gnutls_s
                    echoed);
         break;
       }
-      if (!tls_write(guest, buf, (size_t)n))
+      if (!written)
         break;
     }
   }
-  if (tail->len > 0)
-    explicit_bzero(tail->data, tail->len);
-  g_byte_array_unref(tail);
+  if (held->len > 0)
+    explicit_bzero(held->data, held->len);
+  g_byte_array_unref(held);
   explicit_bzero(buf, 16 * 1024);
   gnutls_bye(guest, GNUTLS_SHUT_WR);
 }

@@ -43,7 +43,7 @@ requests=$E2E_TMP/requests.jsonl   # every request the upstream got: path, heade
 expected=$E2E_TMP/expected-token  # what /rotate takes as the right token
 echo token-one >"$expected"
 cat >"$E2E_TMP/upstream.py" <<'PY'
-import http.server, json, ssl, sys, threading
+import http.server, json, ssl, sys, threading, time
 addr, tls_port, plain_port, cert, key, log, expected, bad_port, bad_cert, bad_key, bad_log = sys.argv[1:12]
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -52,6 +52,20 @@ class H(http.server.BaseHTTPRequestHandler):
             f.write(json.dumps({"path": self.path, "tls": isinstance(self.connection, ssl.SSLSocket),
                                 "headers": {k.lower(): v for k, v in self.headers.items()}}) + "\n")
         status = 200
+        if self.path.startswith("/echo-split"):
+            # the same, the key split between two TLS records a moment apart (where a guest
+            # can put a record's end by the length of what it makes the server echo)
+            auth = self.headers.get("Authorization", "")
+            half = len("you sent: ") + len(auth) // 2
+            body = ("you sent: %s\n" % auth).encode()
+            self.send_response(400)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[:half])
+            self.wfile.flush()
+            time.sleep(0.2)
+            self.wfile.write(body[half:])
+            return
         if self.path.startswith("/echo"):
             # a server that echoes what it got (an error message quoting the key, say)
             body = ("you sent: %s\n" % self.headers.get("Authorization", "")).encode()
@@ -261,6 +275,17 @@ if ! grep -q -e "$canary" <<<"$got" && grep -q "the answer held the real value o
   ok "an answer that echoes the real value is cut before it reaches the guest (and the log says so)"
 else
   not_ok "an answer that echoes the real value is cut"; diag "$(sed "s/$canary/CANARY/g" <<<"$got")"; diag "$(tail -3 "$instance_dir/egress.log")"
+fi
+
+# The same with the key split between two records: not even its first half reaches the guest
+got=$(as_user sh -c 'curl -sS -m 20 -H "Authorization: Bearer $CANARY_KEY" https://api.broker.test:'"$tls_port"'/echo-split' 2>&1)
+# (the value is "canary-" and 24 hex digits; the first record ends 5 digits in)
+canary_start=${canary:0:8}
+if ! grep -q -e "$canary_start" <<<"$got" && grep -q "you sent: Bearer" <<<"$got" &&
+  [ "$(grep -c "the answer held the real value of CANARY_KEY" "$instance_dir/egress.log")" -ge 2 ]; then
+  ok "an answer that echoes the real value split across two TLS records gives the guest none of it (the answer up to it, and the log says so)"
+else
+  not_ok "an answer that echoes the value split across records gives the guest none of it"; diag "$(sed "s/$canary_start/CANARY-START/g" <<<"$got")"; diag "$(tail -3 "$instance_dir/egress.log")"
 fi
 
 # Never to a server the host cannot verify: the request is not sent at all

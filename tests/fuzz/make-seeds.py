@@ -58,6 +58,13 @@ seeds = {
         b"get / HTTP/1.1\r\n\r\n",
         b"\r\n\r\n",
     ],
+    "broker-answer": [
+        b"\x03HTTP/1.1 400 Bad\r\n\r\nyou sent: Bearer secret-one\n",
+        b"\x00sec sec- secret- secret-on sec-tw not-sent",
+        b"\x0bxx sec-two yy secret-one",
+        b"\x05the end is secret-o",
+        b"\x07" + b"a" * 100,
+    ],
     "dns": [
         b"\xff" + dns_query(b"example.com"),
         b"\xff" + dns_query(b"api.example.com", qtype=28),

@@ -10,6 +10,7 @@
 #include <gnutls/gnutls.h>
 #include <gnutls/x509.h>
 #include <json-glib/json-glib.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -886,6 +887,7 @@ typedef struct {
   int fd;
   gnutls_certificate_credentials_t creds;
   const char *status; /* what it answers: "200 OK" */
+  const char *const *records; /* or, when set, these, each a TLS record of its own */
   gboolean handshake_ok;
   GString *received; /* the request as it came */
   GThread *thread;
@@ -927,7 +929,14 @@ static gpointer upstream_thread(gpointer data) {
         break;
       g_string_append_len(u->received, buf, n);
     }
-    if (request_length(u->received) > 0) {
+    if (request_length(u->received) > 0 && u->records) {
+      /* apart in time too, so that the broker reads them one by one */
+      for (const char *const *r = u->records; *r; r++) {
+        g_assert_cmpint(gnutls_record_send(s, *r, strlen(*r)), ==, (ssize_t)strlen(*r));
+        g_usleep(100 * 1000);
+      }
+      gnutls_bye(s, GNUTLS_SHUT_WR);
+    } else if (request_length(u->received) > 0) {
       g_autofree char *answer = g_strdup_printf(
           "HTTP/1.1 %s\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok", u->status);
       g_assert_cmpint(gnutls_record_send(s, answer, strlen(answer)), ==, (ssize_t)strlen(answer));
@@ -942,6 +951,7 @@ static gpointer upstream_thread(gpointer data) {
 typedef struct {
   gnutls_certificate_credentials_t creds; /* the upstream's certificate */
   const char *status;                     /* "200 OK" unless set */
+  const char *const *records;             /* Upstream's */
   const char *refuse;                     /* set: the connection fails with this reason */
   guint calls;
   char *name;
@@ -967,6 +977,7 @@ static int connect_cb(const char *name, guint port, char **ret_address, char **r
   u->fd = fds[1];
   u->creds = c->creds;
   u->status = c->status ? c->status : "200 OK";
+  u->records = c->records;
   u->received = g_string_new(NULL);
   u->thread = g_thread_new("upstream", upstream_thread, u);
   g_assert_null(c->upstream);
@@ -1601,6 +1612,76 @@ static void test_serve_401_refetch(void) {
   fixture_teardown(&f);
 }
 
+/* A server that echoes the key back, in records that split it: not even the value's first
+ * bytes reach the guest (the end of a record that starts like the value is held for the
+ * next one); the answer before it does, and the connection ends there. */
+static void test_serve_echo_split(void) {
+  /* the upstream's last sends meet a connection the broker cut (the egress helper, where the
+   * broker runs, ignores SIGPIPE too) */
+  signal(SIGPIPE, SIG_IGN);
+  Fixture f;
+  serve_setup(&f);
+  g_autofree char *request = with_placeholders(f.env, "GET /echo HTTP/1.1\r\n"
+                                                      "Host: api.test\r\n"
+                                                      "X-Api-Key: @API_KEY@\r\n\r\n");
+  const char *const records[] = {"HTTP/1.1 400 Bad Request\r\nContent-Length: 30\r\n\r\n"
+                                 "you sent: real-ap",
+                                 "i-key, bad\n", NULL};
+  Connector c = {.creds = f.good_creds, .records = records};
+  g_autofree char *got = exchange(&f, &c, request);
+  g_assert_cmpstr(got, ==, "HTTP/1.1 400 Bad Request\r\nContent-Length: 30\r\n\r\nyou sent: ");
+  assert_log_has(&f.log, "fail", "the answer held the real value of API_KEY");
+  connector_reset(&c);
+
+  /* an end that starts like the value but is none goes on with the next record; one at the
+   * answer's very end goes when the upstream closes */
+  const char *const innocent[] = {"HTTP/1.1 200 OK\r\nContent-Length: 18\r\n\r\nreal-a",
+                                  "pple, real-api", NULL};
+  Connector c2 = {.creds = f.good_creds, .records = innocent};
+  g_autofree char *got2 = exchange(&f, &c2, request);
+  g_assert_cmpstr(got2, ==, "HTTP/1.1 200 OK\r\nContent-Length: 18\r\n\r\nreal-apple, real-api");
+  connector_reset(&c2);
+  fixture_teardown(&f);
+}
+
+/* The filter itself, chunk by chunk */
+static void test_answer_filter(void) {
+  HutchBrokerSwap swaps[] = {
+      {.secret = "A", .placeholder = "pa", .value = "secret-one", .used = TRUE},
+      {.secret = "B", .placeholder = "pb", .value = "sec-two", .used = TRUE},
+      {.secret = "C", .placeholder = "pc", .value = "unused", .used = FALSE}};
+  g_autoptr(GByteArray) held = g_byte_array_new();
+  const char *echoed = NULL;
+  /* "sec" could start either value: held */
+  g_assert_cmpuint(
+      hutch_broker_answer_filter(swaps, 3, held, (const guint8 *)"abc sec", 7, &echoed), ==, 4);
+  g_assert_null(echoed);
+  g_byte_array_remove_range(held, 0, 4);
+  /* "secret-o": still the start of one */
+  g_assert_cmpuint(hutch_broker_answer_filter(swaps, 3, held, (const guint8 *)"ret-o", 5, &echoed),
+                   ==, 0);
+  /* "secret-one": found at 0, nothing of it goes */
+  g_assert_cmpuint(hutch_broker_answer_filter(swaps, 3, held, (const guint8 *)"ne!", 3, &echoed),
+                   ==, 0);
+  g_assert_cmpstr(echoed, ==, "A");
+  /* the first of two values decides; an unused swap's value is nobody's business */
+  g_byte_array_set_size(held, 0);
+  g_assert_cmpuint(hutch_broker_answer_filter(swaps, 3, held,
+                                              (const guint8 *)"xx sec-two secret-one", 21, &echoed),
+                   ==, 3);
+  g_assert_cmpstr(echoed, ==, "B");
+  g_byte_array_set_size(held, 0);
+  g_assert_cmpuint(
+      hutch_broker_answer_filter(swaps, 3, held, (const guint8 *)"unused s", 8, &echoed), ==, 7);
+  g_assert_null(echoed);
+  /* no value went in: everything goes */
+  HutchBrokerSwap none[] = {
+      {.secret = "A", .placeholder = "pa", .value = "secret-one", .used = FALSE}};
+  g_byte_array_set_size(held, 0);
+  g_assert_cmpuint(
+      hutch_broker_answer_filter(none, 1, held, (const guint8 *)"secret-on", 9, &echoed), ==, 9);
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/broker/host/exact", test_host_exact);
@@ -1637,5 +1718,7 @@ int main(int argc, char **argv) {
   g_test_add_func("/broker/serve/connect-fails", test_serve_connect_fails);
   g_test_add_func("/broker/serve/not-http", test_serve_not_http);
   g_test_add_func("/broker/serve/401-refetch", test_serve_401_refetch);
+  g_test_add_func("/broker/serve/echo-split", test_serve_echo_split);
+  g_test_add_func("/broker/answer-filter", test_answer_filter);
   return g_test_run();
 }
