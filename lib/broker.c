@@ -1350,24 +1350,27 @@ static void relay(HutchBroker *b, gnutls_session_t guest, int guest_fd, gnutls_s
   gboolean guest_open = TRUE, status_seen = FALSE;
   g_autofree guint8 *buf = g_malloc(16 * 1024);
   GByteArray *held = g_byte_array_new(); /* the answer's bytes not yet given to the guest */
+  gint64 held_since = 0;                 /* the upstream's last bytes, while some are held */
   for (;;) {
+    int hold_ms = IDLE_TIMEOUT_MS;
+    if (held->len > 0) {
+      gint64 left_ms = ANSWER_HOLD_MS - (g_get_monotonic_time() - held_since) / 1000;
+      /* a value's first bytes, and nothing came after them in time: an answer that ends
+       * there, or a stream waiting for its next message (a WebSocket), is not held up */
+      if (left_ms <= 0 && !release_held(guest, held, held->len))
+        break;
+      hold_ms = left_ms <= 0 ? IDLE_TIMEOUT_MS : (int)left_ms;
+    }
     /* a guest side that ended is not polled (its hang-up would wake every poll) */
     struct pollfd p[2] = {{.fd = guest_open ? guest_fd : -1, .events = POLLIN},
                           {.fd = up_fd, .events = POLLIN}};
     gboolean guest_pending = guest_open && gnutls_record_check_pending(guest) > 0;
     gboolean up_pending = gnutls_record_check_pending(up) > 0;
-    int r = guest_pending || up_pending
-                ? 1
-                : poll(p, 2, held->len > 0 ? ANSWER_HOLD_MS : IDLE_TIMEOUT_MS);
+    int r = guest_pending || up_pending ? 1 : poll(p, 2, hold_ms);
     if (r < 0 && errno == EINTR)
       continue;
-    if (r == 0 && held->len > 0) {
-      /* a value's first bytes, and nothing came after them: an answer that ends there, or
-       * a stream waiting for its next message (a WebSocket), is not held up */
-      if (!release_held(guest, held, held->len))
-        break;
-      continue;
-    }
+    if (r == 0 && held->len > 0)
+      continue; /* released at the loop's top */
     if (r <= 0)
       break;
     if (guest_open && (guest_pending || (!up_pending && p[0].revents != 0))) {
@@ -1405,6 +1408,7 @@ static void relay(HutchBroker *b, gnutls_session_t guest, int guest_fd, gnutls_s
       const char *echoed = NULL;
       gsize count = hutch_broker_answer_filter(swaps, b->n_secrets, held, buf, (gsize)n, &echoed);
       gboolean written = release_held(guest, held, count);
+      held_since = g_get_monotonic_time(); /* the upstream was not silent */
       if (echoed) {
         broker_log(b, "fail", name, address, port,
                    "the answer held the real value of %s: the connection is cut there (the "
