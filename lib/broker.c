@@ -1304,6 +1304,8 @@ gsize hutch_broker_answer_filter(const HutchBrokerSwap *swaps, guint n, GByteArr
                                  const guint8 *chunk, gsize len, const char **ret_echoed) {
   *ret_echoed = NULL;
   g_byte_array_append(held, chunk, (guint)len);
+  if (held->len == 0)
+    return 0;
   gsize first = held->len; /* where the first value in held starts */
   for (guint i = 0; i < n; i++) {
     if (!swaps[i].used || !swaps[i].value || !swaps[i].value[0])

@@ -20,6 +20,8 @@ static const HutchBrokerSwap swaps[] = {
 /* Where the first used value in the len bytes at data starts, or len */
 static gsize first_value(const guint8 *data, gsize len) {
   gsize first = len;
+  if (len == 0)
+    return 0; /* (an empty GByteArray's data is NULL, which memmem must not get) */
   for (guint i = 0; i < G_N_ELEMENTS(swaps); i++) {
     if (!swaps[i].used)
       continue;
