@@ -1338,7 +1338,9 @@ gsize hutch_broker_answer_filter(const HutchBrokerSwap *swaps, guint n, GByteArr
 /* Gives the guest the first count bytes of held and drops them from it (wiped: they may
  * be a value's start that turned out to be none) */
 static gboolean release_held(gnutls_session_t guest, GByteArray *held, gsize count) {
-  gboolean ok = count == 0 || tls_write(guest, held->data, count);
+  if (count == 0)
+    return TRUE; /* (an empty array's data may be NULL, which explicit_bzero must not get) */
+  gboolean ok = tls_write(guest, held->data, count);
   explicit_bzero(held->data, count);
   g_byte_array_remove_range(held, 0, (guint)count);
   return ok;
