@@ -111,9 +111,11 @@ char *hutch_broker_rewrite_head(const char *head, gsize len, HutchBrokerSwap *sw
  * many of held's first bytes may go to the guest now. That is all of them but an end that
  * is the start of a value (split across chunks: the next chunk tells), so that not even a
  * value's first bytes reach the guest; when a used value is in held, only the bytes before
- * it, with *ret_echoed naming its secret (the connection ends there). At the answer's end,
- * or when the upstream sends nothing more for a while, what is still held may go. Only swaps
- * marked used with a value count. */
+ * it, with *ret_echoed naming its secret (the connection ends there). A value of 8 bytes or
+ * more counts in base64 too (at any alignment: the broker puts values into "Authorization:
+ * Basic" that way), with the 4 characters before its encoded form, which may encode its first
+ * bytes. At the answer's end, or when the upstream sends nothing more for a while, what is
+ * still held may go. Only swaps marked used with a value count. */
 gsize hutch_broker_answer_filter(const HutchBrokerSwap *swaps, guint n, GByteArray *held,
                                  const guint8 *chunk, gsize len, const char **ret_echoed);
 /* The header names whose values get secrets, ", "-separated (for messages and docs) */

@@ -40,6 +40,7 @@
 #include <unistd.h>
 
 #include "broker-private.h"
+#include "text-private.h"
 #include "util-private.h"
 
 extern char **environ;
@@ -1300,39 +1301,82 @@ static char *command_names_used(HutchBroker *b, HutchBrokerSwap *swaps) {
   return g_string_free(s, FALSE);
 }
 
+/* What an answer must not hold of a value that went into its request: the value itself and,
+ * for a value of BASE64_FORM_MIN bytes or more, its base64 at each of the three alignments
+ * (the characters that encode the value's bytes alone), one of which any base64 text holding
+ * the value holds: the broker itself sends values base64-encoded inside "Authorization:
+ * Basic", and a server that echoes that header back would otherwise hand the guest the value
+ * in base64. lead: the characters before a form that still encode some of the value's first
+ * bytes (the group it shares with what precedes it), cut with it. */
+#define BASE64_FORM_MIN 8
+typedef struct {
+  char *text;
+  gsize len, lead;
+  const char *secret;
+} AnswerNeedle;
+
+static void answer_needle_clear(gpointer p) {
+  AnswerNeedle *needle = p;
+  explicit_bzero(needle->text, needle->len);
+  g_free(needle->text);
+}
+
+static GArray *answer_needles(const HutchBrokerSwap *swaps, guint n) {
+  GArray *needles = g_array_new(FALSE, FALSE, sizeof(AnswerNeedle));
+  g_array_set_clear_func(needles, answer_needle_clear);
+  for (guint i = 0; i < n; i++) {
+    if (!swaps[i].used || !swaps[i].value || !swaps[i].value[0])
+      continue;
+    gsize value_len = strlen(swaps[i].value);
+    AnswerNeedle raw = {g_strdup(swaps[i].value), value_len, 0, swaps[i].secret};
+    g_array_append_val(needles, raw);
+    if (value_len < BASE64_FORM_MIN)
+      continue;
+    /* skip bytes the value shares a group with: its bytes from skip on start a group */
+    for (gsize skip = 0; skip < 3; skip++) {
+      gsize whole = (value_len - skip) / 3 * 3;
+      char *form = g_base64_encode((const guchar *)swaps[i].value + skip, whole);
+      AnswerNeedle encoded = {form, strlen(form), skip ? 4 : 0, swaps[i].secret};
+      g_array_append_val(needles, encoded);
+    }
+  }
+  return needles;
+}
+
 gsize hutch_broker_answer_filter(const HutchBrokerSwap *swaps, guint n, GByteArray *held,
                                  const guint8 *chunk, gsize len, const char **ret_echoed) {
   *ret_echoed = NULL;
   g_byte_array_append(held, chunk, (guint)len);
   if (held->len == 0)
     return 0;
-  gsize first = held->len; /* where the first value in held starts */
-  for (guint i = 0; i < n; i++) {
-    if (!swaps[i].used || !swaps[i].value || !swaps[i].value[0])
+  g_autoptr(GArray) needles = answer_needles(swaps, n);
+  gsize first = held->len; /* where the first value (or its encoded form) in held starts */
+  for (guint i = 0; i < needles->len; i++) {
+    const AnswerNeedle *needle = &g_array_index(needles, AnswerNeedle, i);
+    const guint8 *at = memmem(held->data, held->len, needle->text, needle->len);
+    if (!at)
       continue;
-    gsize value_len = strlen(swaps[i].value);
-    const guint8 *at = memmem(held->data, held->len, swaps[i].value, value_len);
-    if (at && (gsize)(at - held->data) < first) {
-      first = (gsize)(at - held->data);
-      *ret_echoed = swaps[i].secret;
+    gsize pos = (gsize)(at - held->data);
+    gsize cut = pos > needle->lead ? pos - needle->lead : 0;
+    if (cut < first) {
+      first = cut;
+      *ret_echoed = needle->secret;
     }
   }
   if (*ret_echoed)
     return first;
-  /* held's end, when it is the start of a value (split across chunks), stays for the next
-   * chunk to tell */
-  gsize start_kept = 0;
-  for (guint i = 0; i < n; i++) {
-    if (!swaps[i].used || !swaps[i].value || !swaps[i].value[0])
-      continue;
-    gsize value_len = strlen(swaps[i].value);
-    for (gsize k = MIN(value_len - 1, held->len); k > start_kept; k--)
-      if (memcmp(held->data + held->len - k, swaps[i].value, k) == 0) {
-        start_kept = k;
+  /* held's end, when it is the start of a value or form (split across chunks), stays for
+   * the next chunk to tell */
+  gsize keep = 0;
+  for (guint i = 0; i < needles->len; i++) {
+    const AnswerNeedle *needle = &g_array_index(needles, AnswerNeedle, i);
+    for (gsize k = MIN(needle->len - 1, held->len); k > 0; k--)
+      if (memcmp(held->data + held->len - k, needle->text, k) == 0) {
+        keep = MAX(keep, MIN(k + needle->lead, held->len));
         break;
       }
   }
-  return held->len - start_kept;
+  return held->len - keep;
 }
 
 /* Gives the guest the first count bytes of held and drops them from it (wiped: they may
@@ -1457,11 +1501,15 @@ static void answer_502(gnutls_session_t guest, const char *format, ...) {
   tls_write(guest, response, strlen(response));
 }
 
-/* The request line as the guest sent it (placeholders, never a value), cut for the log */
+/* The request line as the guest sent it (placeholders, never a value), for the log: made
+ * printable UTF-8 (the guest's bytes; invalid UTF-8 would make the log's JSON line
+ * unreadable, so the record would not show in `hutch net --log`) and cut at a character */
 static char *request_line(const char *head) {
   const char *end = strstr(head, "\r\n");
   gsize len = end ? (gsize)(end - head) : strlen(head);
-  return g_strndup(head, MIN(len, 200));
+  char *line = hutch_text_sanitize(head, (gssize)MIN(len, 800), HUTCH_TEXT_LINE);
+  hutch_text_truncate(line, 200);
+  return line;
 }
 
 void hutch_broker_serve(HutchBroker *b, int guest_fd, const char *name, guint port,

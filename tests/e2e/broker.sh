@@ -288,6 +288,25 @@ else
   not_ok "an answer that echoes the value split across records gives the guest none of it"; diag "$(sed "s/$canary_start/CANARY-START/g" <<<"$got")"; diag "$(tail -3 "$instance_dir/egress.log")"
 fi
 
+# The key as a Basic password: the broker sends the real value base64-encoded, and a server
+# that echoes the header back must not hand the guest that encoding either, at any alignment
+# (the guest picks the user name's length, so where the value's bytes fall in base64's groups)
+forms=$(python3 -c 'import base64,sys; v=sys.argv[1].encode(); print(" ".join(base64.b64encode(v[s:s+(len(v)-s)//3*3]).decode() for s in range(3)))' "$canary")
+cut_before=$(grep -c "the answer held the real value of CANARY_KEY" "$instance_dir/egress.log")
+basic_ok=1
+for user in x xy xyz; do
+  got=$(as_user sh -c 'curl -sS -m 20 -u "'"$user"':$CANARY_KEY" https://api.broker.test:'"$tls_port"'/echo' 2>&1)
+  for form in $forms; do
+    if grep -q -F -e "$form" <<<"$got" || ! grep -q "you sent: Basic" <<<"$got"; then basic_ok=0; diag "user $user: $got"; fi
+  done
+done
+if [ "$basic_ok" = 1 ] && [ "$(grep -c "the answer held the real value of CANARY_KEY" "$instance_dir/egress.log")" -ge $((cut_before + 3)) ] &&
+  [ "$(header_of_last Authorization)" = "Basic $(printf 'xyz:%s' "$canary" | base64 -w0)" ]; then
+  ok "an answer that echoes the real value as the broker sent it, base64 in Basic, is cut before it at every alignment (and the log says so)"
+else
+  not_ok "an answer that echoes the value base64-encoded in Basic is cut before it"; diag "$(tail -3 "$instance_dir/egress.log")"
+fi
+
 # Never to a server the host cannot verify: the request is not sent at all
 : >"$E2E_TMP/bad-received"
 got=$(as_user sh -c 'curl -sS -m 30 -H "x-api-key: $CANARY_KEY" https://bad.broker.test:'"$bad_port"'/bad; echo' 2>&1)

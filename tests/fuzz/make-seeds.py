@@ -64,6 +64,10 @@ seeds = {
         b"\x0bxx sec-two yy secret-one",
         b"\x05the end is secret-o",
         b"\x07" + b"a" * 100,
+        # the value base64-encoded in an echoed "Authorization: Basic", at each alignment
+        b"\x02you sent: Basic " + base64.b64encode(b"x:secret-one") + b"\n",
+        b"\x09you sent: Basic " + base64.b64encode(b"xy:secret-one") + b"\n",
+        b"\x00you sent: Basic " + base64.b64encode(b"xyz:secret-one"),
     ],
     "dns": [
         b"\xff" + dns_query(b"example.com"),

@@ -1470,6 +1470,31 @@ static void test_serve_no_placeholder(void) {
   fixture_teardown(&f);
 }
 
+/* The guest's request line reaches the log as printable UTF-8: invalid bytes would make the
+ * JSON line unreadable (the record hidden from `hutch net --log`), C1 and bidi overrides
+ * would reach a terminal through --json */
+static void test_serve_log_line_sanitized(void) {
+  Fixture f;
+  serve_setup(&f);
+  Connector c = {.creds = f.good_creds};
+  g_autofree char *got = exchange(&f, &c,
+                                  "GET /\xff\xfe\x1b[31m\xc2\x9b\xe2\x80\xae"
+                                  "evil HTTP/1.1\r\nHost: api.test\r\n\r\n");
+  g_assert_true(g_str_has_prefix(got, "HTTP/1.1 200 OK\r\n"));
+  assert_log_has(&f.log, "note", "evil HTTP/1.1");
+  g_mutex_lock(&f.log.lock);
+  for (guint i = 0; i < f.log.lines->len; i++) {
+    const char *line = g_ptr_array_index(f.log.lines, i);
+    g_assert_true(g_utf8_validate(line, -1, NULL));
+    g_assert_null(strchr(line, '\x1b'));
+    g_assert_null(strstr(line, "\xc2\x9b"));
+    g_assert_null(strstr(line, "\xe2\x80\xae"));
+  }
+  g_mutex_unlock(&f.log.lock);
+  connector_reset(&c);
+  fixture_teardown(&f);
+}
+
 static void assert_502(const char *got, const char *why) {
   if (!g_str_has_prefix(got, "HTTP/1.1 502 Bad Gateway\r\n"))
     g_error("not a 502: '%s'", got);
@@ -1682,6 +1707,54 @@ static void test_answer_filter(void) {
       hutch_broker_answer_filter(none, 1, held, (const guint8 *)"secret-on", 9, &echoed), ==, 9);
 }
 
+/* A value the broker put into "Authorization: Basic" comes back base64-encoded in an echo:
+ * cut at every alignment (the guest picks the user name's length), with the group before
+ * it, which encodes the value's first bytes */
+static void test_answer_filter_base64(void) {
+  HutchBrokerSwap swaps[] = {
+      {.secret = "A", .placeholder = "pa", .value = "token-one-real", .used = TRUE}};
+  const char *users[] = {"", "x:", "xy:", "xyz:"};
+  for (guint i = 0; i < G_N_ELEMENTS(users); i++) {
+    g_autofree char *plain = g_strconcat(users[i], swaps[0].value, NULL);
+    g_autofree char *encoded = g_base64_encode((const guchar *)plain, strlen(plain));
+    g_autofree char *answer = g_strconcat("you sent: Basic ", encoded, "\n", NULL);
+    g_autoptr(GByteArray) held = g_byte_array_new();
+    const char *echoed = NULL;
+    gsize count =
+        hutch_broker_answer_filter(swaps, 1, held, (const guint8 *)answer, strlen(answer), &echoed);
+    g_test_message("user '%s': %s -> %.*s", users[i], answer, (int)count, answer);
+    g_assert_cmpstr(echoed, ==, "A");
+    /* what the guest gets decodes to none of the value's bytes */
+    g_assert_cmpuint(count, ==, strlen("you sent: Basic ") + strlen(users[i]) / 3 * 4);
+  }
+  /* a value shorter than 8 bytes is looked for only as it is (its encoded forms would be
+   * a few characters, which innocent answers hold) */
+  HutchBrokerSwap short_value[] = {
+      {.secret = "S", .placeholder = "ps", .value = "abc1234", .used = TRUE}};
+  g_autofree char *encoded = g_base64_encode((const guchar *)"x:abc1234", 9);
+  g_autoptr(GByteArray) held = g_byte_array_new();
+  const char *echoed = NULL;
+  g_assert_cmpuint(hutch_broker_answer_filter(short_value, 1, held, (const guint8 *)encoded,
+                                              strlen(encoded), &echoed),
+                   ==, strlen(encoded));
+  g_assert_null(echoed);
+  /* an encoded form split across chunks: its start, and the group before, are held */
+  HutchBrokerSwap one[] = {
+      {.secret = "A", .placeholder = "pa", .value = "token-one-real", .used = TRUE}};
+  g_autofree char *form = g_base64_encode((const guchar *)"x:token-one-real", 16);
+  g_byte_array_set_size(held, 0);
+  /* "eDp0" encodes "x:t"; the form that follows starts "b2tl" ("oke") */
+  g_assert_true(g_str_has_prefix(form, "eDp0b2tl"));
+  g_assert_cmpuint(
+      hutch_broker_answer_filter(one, 1, held, (const guint8 *)"Basic eDp0b2", 12, &echoed), ==, 6);
+  g_assert_null(echoed);
+  g_byte_array_remove_range(held, 0, 6);
+  g_assert_cmpuint(
+      hutch_broker_answer_filter(one, 1, held, (const guint8 *)form + 6, strlen(form) - 6, &echoed),
+      ==, 0);
+  g_assert_cmpstr(echoed, ==, "A");
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/broker/host/exact", test_host_exact);
@@ -1720,5 +1793,7 @@ int main(int argc, char **argv) {
   g_test_add_func("/broker/serve/401-refetch", test_serve_401_refetch);
   g_test_add_func("/broker/serve/echo-split", test_serve_echo_split);
   g_test_add_func("/broker/answer-filter", test_answer_filter);
+  g_test_add_func("/broker/serve/log-line-sanitized", test_serve_log_line_sanitized);
+  g_test_add_func("/broker/answer-filter/base64", test_answer_filter_base64);
   return g_test_run();
 }
