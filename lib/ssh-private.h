@@ -42,6 +42,13 @@ int hutch_ssh_keepalive_when_idle(LIBSSH2_SESSION *session, int fd);
 /* The libssh2 session and its socket, for code that drives channels itself (the forward
  * relay). Owned by ssh. */
 LIBSSH2_SESSION *hutch_ssh_session(HutchSsh *ssh, int *ret_fd);
+/* Whether libssh2 was refused memory for this session: it held 256 MiB (messages the guest
+ * sent that nothing asked for; see SESSION_MEMORY_MAX in ssh.c). The session's calls fail
+ * from then on; its errors say why, in hutch_ssh_over_limit_message()'s words. */
+gboolean hutch_ssh_over_limit(HutchSsh *ssh);
+char *hutch_ssh_over_limit_message(void);
+/* What a session may hold (0: the default, 256 MiB; tests) */
+void hutch_ssh_set_session_memory_max(gsize bytes);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(HutchSsh, hutch_ssh_free)
 
 /* Runs command (a shell command line) streaming this process's stdin/stdout/stderr; stdin's

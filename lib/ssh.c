@@ -23,6 +23,7 @@
 #include <glib/gstdio.h>
 #include <libssh2.h>
 #include <libssh2_sftp.h>
+#include <stddef.h>
 
 #include "hostpath-private.h"
 #include "ssh-private.h"
@@ -38,6 +39,10 @@ struct _HutchSsh {
   gpointer cancelled_data;
   gboolean caller_umask_set;
   mode_t caller_umask;
+  /* what libssh2 holds for this session (session_alloc), and whether it asked for more than
+   * SESSION_MEMORY_MAX (atomics: a session's owner may hand it to another thread) */
+  gsize held;
+  gint over_limit;
 };
 
 void hutch_ssh_set_copy_caller(HutchSsh *ssh, HutchSshCancelled cancelled, gpointer data,
@@ -61,6 +66,102 @@ LIBSSH2_SESSION *hutch_ssh_session(HutchSsh *ssh, int *ret_fd) {
   return ssh->session;
 }
 
+/* ---- What a session may hold --------------------------------------------------------- */
+
+/* libssh2 keeps every message it cannot place until a call asks for it: an SSH message of a
+ * type it does not handle (the session's packet list) and an SFTP reply to a request that
+ * was never made (the SFTP packet list) stay until the session ends. A guest's SSH or SFTP
+ * server that sends them without end would grow the process reading them without end, the
+ * supervisor above all, which keeps its sessions for the VM's life. So every session's
+ * allocations go through these functions, which count what the session holds and refuse one
+ * past SESSION_MEMORY_MAX: the libssh2 call fails (LIBSSH2_ERROR_ALLOC), the session's owner
+ * ends it as it ends any failed one, which frees all of it, and the error says why. What a
+ * session holds in use is far below: packets of at most 35 KB, and per channel whose reader
+ * is behind at most its window (2 MiB) of unread data. */
+#define SESSION_MEMORY_MAX ((gsize)256 * 1024 * 1024)
+static gsize session_memory_max = SESSION_MEMORY_MAX;
+
+void hutch_ssh_set_session_memory_max(gsize bytes) {
+  session_memory_max = bytes ? bytes : SESSION_MEMORY_MAX;
+}
+
+/* before each block: its size (a whole max_align_t, so that the block stays aligned) */
+typedef union {
+  gsize size;
+  max_align_t align;
+} SessionBlock;
+
+/* Counts n more bytes for ssh unless that passes the limit */
+static gboolean session_take(HutchSsh *ssh, gsize n) {
+  gsize max = session_memory_max;
+  if (n > max || __atomic_add_fetch(&ssh->held, n, __ATOMIC_RELAXED) > max) {
+    if (n <= max)
+      __atomic_sub_fetch(&ssh->held, n, __ATOMIC_RELAXED);
+    g_atomic_int_set(&ssh->over_limit, TRUE);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+static LIBSSH2_ALLOC_FUNC(session_alloc) {
+  HutchSsh *ssh = *abstract;
+  if (!session_take(ssh, count))
+    return NULL;
+  SessionBlock *block = malloc(sizeof *block + count);
+  if (!block) {
+    __atomic_sub_fetch(&ssh->held, count, __ATOMIC_RELAXED);
+    return NULL;
+  }
+  block->size = count;
+  return block + 1;
+}
+
+static LIBSSH2_FREE_FUNC(session_free) {
+  if (!ptr)
+    return;
+  HutchSsh *ssh = *abstract; /* (read first: the session itself is freed this way too) */
+  SessionBlock *block = (SessionBlock *)ptr - 1;
+  __atomic_sub_fetch(&ssh->held, block->size, __ATOMIC_RELAXED);
+  free(block);
+}
+
+static LIBSSH2_REALLOC_FUNC(session_realloc) {
+  if (!ptr)
+    return session_alloc(count, abstract);
+  HutchSsh *ssh = *abstract;
+  SessionBlock *block = (SessionBlock *)ptr - 1;
+  gsize old = block->size;
+  if (count > old && !session_take(ssh, count - old))
+    return NULL;
+  SessionBlock *moved = realloc(block, sizeof *block + count);
+  if (!moved) {
+    if (count > old)
+      __atomic_sub_fetch(&ssh->held, count - old, __ATOMIC_RELAXED);
+    return NULL;
+  }
+  if (count < old)
+    __atomic_sub_fetch(&ssh->held, old - count, __ATOMIC_RELAXED);
+  moved->size = count;
+  return moved + 1;
+}
+
+gboolean hutch_ssh_over_limit(HutchSsh *ssh) {
+  return ssh && g_atomic_int_get(&ssh->over_limit);
+}
+
+char *hutch_ssh_over_limit_message(void) {
+  return g_strdup_printf(
+      "the guest's SSH server sent more than hutch keeps for a session (%" G_GSIZE_FORMAT
+      " MiB of messages nothing asked for): the session was ended",
+      session_memory_max / (1024 * 1024));
+}
+
+/* The owner of a session hutch_ssh_connect made, NULL for any other */
+static HutchSsh *session_owner(LIBSSH2_SESSION *session) {
+  void **abstract = session ? libssh2_session_abstract(session) : NULL;
+  return abstract ? *abstract : NULL;
+}
+
 /* Big enough that 10 MiB transfers are not dominated by per-call overhead. */
 #define COPY_BUFFER_SIZE (256 * 1024)
 #define CHANNEL_BUFFER_SIZE (64 * 1024)
@@ -72,8 +173,12 @@ static void set_session_error(LIBSSH2_SESSION *session, GError **error, int code
 static void set_session_error(LIBSSH2_SESSION *session, GError **error, int code, const char *fmt,
                               ...) {
   char *message = NULL;
-  if (!session || libssh2_session_last_error(session, &message, NULL, 0) == 0 || !message ||
-      !*message)
+  g_autofree char *over =
+      hutch_ssh_over_limit(session_owner(session)) ? hutch_ssh_over_limit_message() : NULL;
+  if (over)
+    message = over;
+  else if (!session || libssh2_session_last_error(session, &message, NULL, 0) == 0 || !message ||
+           !*message)
     message = "unknown libssh2 error";
   va_list ap;
   va_start(ap, fmt);
@@ -279,7 +384,7 @@ HutchSsh *hutch_ssh_connect(const char *host, guint port, const char *user,
    * while the previous one is not yet acknowledged waits for the guest's delayed ACK. */
   int one = 1;
   setsockopt(ssh->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  ssh->session = libssh2_session_init();
+  ssh->session = libssh2_session_init_ex(session_alloc, session_free, session_realloc, ssh);
   if (!ssh->session) {
     g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_SSH, "connecting to %s: out of memory", ssh->where);
     return NULL;
@@ -457,6 +562,8 @@ void hutch_ssh_owner_done(HutchSshOwner *owner, gpointer who, int op) {
 }
 
 char *hutch_ssh_session_message(LIBSSH2_SESSION *session) {
+  if (hutch_ssh_over_limit(session_owner(session)))
+    return hutch_ssh_over_limit_message();
   char *message = NULL;
   libssh2_session_last_error(session, &message, NULL, 0);
   return g_strdup(message && *message ? message : "unknown libssh2 error");
@@ -824,7 +931,7 @@ static void set_sftp_error(HutchSsh *ssh, GError **error, const char *fmt, ...) 
   g_autofree char *context = g_strdup_vprintf(fmt, ap);
   va_end(ap);
   unsigned long status = sftp_status(ssh);
-  if (status == LIBSSH2_FX_OK) {
+  if (status == LIBSSH2_FX_OK || hutch_ssh_over_limit(ssh)) {
     set_session_error(ssh->session, error, HUTCH_ERROR_SSH, "%s", context);
     return;
   }

@@ -501,8 +501,13 @@ static void copy_session_use(CopySession *cs, Copy *user) {
   g_mutex_lock(&cs->user_lock);
   cs->user = user;
   cs->fd = -1;
-  if (user && cs->ssh)
+  if (user && cs->ssh) {
     hutch_ssh_session(cs->ssh, &cs->fd);
+    /* a cancel that came before (the client left while 'A' went out) found no socket to
+     * shut down: the copy must not begin on a guest that may never answer its first request */
+    if (g_atomic_int_get(&user->cancel) && cs->fd >= 0)
+      shutdown(cs->fd, SHUT_RDWR);
+  }
   g_mutex_unlock(&cs->user_lock);
 }
 

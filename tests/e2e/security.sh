@@ -303,6 +303,28 @@ for name in '..' '.' '../escaped' 'a/b' '' 'x\0/../../escaped'; do
     fi
   done
 done
+# The same server sending 512 MiB of replies to a request never made before its first
+# answer: libssh2 keeps each one until the session ends. The supervisor's copy session is
+# ended at 256 MiB: the copy fails saying why, the supervisor's peak memory stays far below
+# the flood, and the next copy works on a new session.
+sup_pid=$(sup_info supervisor_pid)
+rss_before=$(awk '/^VmRSS/ {print $2}' "/proc/$sup_pid/status" 2>/dev/null)
+evil_mode "flood 512"
+out=$("$HUTCH" cp "$vm:victim" "$E2E_TMP/flooded" 2>&1); rc=$?
+hwm_after=$(awk '/^VmHWM/ {print $2}' "/proc/$sup_pid/status" 2>/dev/null)
+if [ $rc -eq 1 ] && grep -q "sent more than hutch keeps for a session (256 MiB" <<<"$out" && [ ! -e "$E2E_TMP/flooded" ]; then
+  ok "an SFTP server flooding replies to requests never made: the copy fails at 256 MiB, saying why"
+else
+  not_ok "an SFTP server flooding unasked replies: the copy stops at the limit (exit $rc)"; diag "$out"
+fi
+grown_mib=$(( (${hwm_after:-0} - ${rss_before:-0}) / 1024 ))
+if [ -n "$rss_before" ] && [ -n "$hwm_after" ] && [ "$grown_mib" -lt 400 ]; then
+  ok "the supervisor's peak memory grew by $grown_mib MiB for a 512 MiB flood"
+else
+  not_ok "the supervisor's memory under a 512 MiB flood (grew by $grown_mib MiB: RSS ${rss_before:-?} kB, peak ${hwm_after:-?} kB)"
+fi
+evil_mode
+check "the copy after the flood works (a new session)" "$HUTCH" cp "$vm:victim" "$E2E_TMP/after-flood"
 evil_mode
 as_root mv /usr/lib/openssh/sftp-server.real /usr/lib/openssh/sftp-server
 end_sftp_servers

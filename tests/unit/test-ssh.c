@@ -595,6 +595,41 @@ static void test_interactive_pty(void) {
 
 /* ---- SFTP ----------------------------------------------------------------------------- */
 
+/* A hostile SFTP server that sends replies to requests never made, without end: libssh2
+ * keeps each one (its SFTP packet list) until the session ends, so it would grow the process
+ * without end. The session's allocations stop at the limit (lowered here from 256 MiB, to
+ * keep the test short under valgrind): the copy fails saying why, nothing is written. */
+static void test_sftp_flood(void) {
+  if (!sshd_fixture_ready(&fx))
+    return;
+  g_autofree char *keys = NULL;
+  g_assert_true(g_file_get_contents(fx.authorized_keys, &keys, NULL, NULL));
+  g_autofree char *server =
+      g_build_filename(g_getenv("HUTCH_TEST_DATA"), "ssh", "flood-sftp-server.py", NULL);
+  /* the key's forced command replaces the SFTP subsystem: 32 MiB of unasked replies */
+  g_autoptr(GString) forced = g_string_new(NULL);
+  g_auto(GStrv) lines = g_strsplit(keys, "\n", -1);
+  for (guint i = 0; lines[i]; i++)
+    if (*lines[i])
+      g_string_append_printf(forced, "command=\"python3 %s 512\" %s\n", server, lines[i]);
+  g_assert_true(g_file_set_contents(fx.authorized_keys, forced->str, -1, NULL));
+  hutch_ssh_set_session_memory_max(16 * 1024 * 1024);
+
+  g_autoptr(HutchSsh) ssh = connect_ok();
+  g_autoptr(GError) error = NULL;
+  g_autofree char *local = g_build_filename(fx.dir, "flood-out", NULL);
+  gboolean copied = hutch_ssh_download(ssh, "~/anything", local, FALSE, &error);
+
+  hutch_ssh_set_session_memory_max(0);
+  g_assert_true(g_file_set_contents(fx.authorized_keys, keys, -1, NULL));
+  g_assert_false(copied);
+  g_assert_nonnull(error);
+  g_test_message("%s", error->message);
+  g_assert_nonnull(strstr(error->message, "sent more than hutch keeps for a session (16 MiB"));
+  g_assert_true(hutch_ssh_over_limit(ssh));
+  g_assert_false(g_file_test(local, G_FILE_TEST_EXISTS));
+}
+
 static void test_sftp_file(void) {
   if (!sshd_fixture_ready(&fx))
     return;
@@ -1082,6 +1117,7 @@ int main(int argc, char **argv) {
   g_test_add_func("/ssh/quote", test_quote);
   g_test_add_func("/ssh/interactive-stream", test_interactive_stream);
   g_test_add_func("/ssh/interactive-pty", test_interactive_pty);
+  g_test_add_func("/ssh/sftp-flood", test_sftp_flood);
   g_test_add_func("/ssh/sftp-file", test_sftp_file);
   g_test_add_func("/ssh/sftp-cancelled", test_sftp_cancelled);
   g_test_add_func("/ssh/sftp-recursive", test_sftp_recursive);

@@ -5,6 +5,8 @@
 #   realpath PATH   every REALPATH is answered with PATH (e.g. "/home/dev/..")
 #   readdir NAME    every READDIR answer also lists NAME (a regular file), e.g. "..", "a/b"
 #   readdir-dir NAME  the same as a directory
+#   flood MIB       after the version, MIB MiB of replies to a request that was never made
+#                   (which libssh2 keeps until the session ends), then the real answers
 # Only the SFTP version 3 packets hutch's client (libssh2) sends matter here.
 import os
 import struct
@@ -13,7 +15,7 @@ import sys
 import threading
 
 REAL = "/usr/lib/openssh/sftp-server.real"
-FXP_READDIR, FXP_REALPATH, FXP_NAME = 12, 16, 104
+FXP_VERSION, FXP_READDIR, FXP_REALPATH, FXP_NAME, FXP_DATA = 2, 12, 16, 104, 103
 ATTR_PERMISSIONS = 0x4
 
 
@@ -99,4 +101,13 @@ while True:
                 count = struct.unpack(">I", body[5:9])[0] + len(extra)
                 body = bytes([FXP_NAME]) + request_id + struct.pack(">I", count) + body[9:] + b"".join(extra)
     write_packet(body)
+    if body[0] == FXP_VERSION:
+        payload = b"x" * 65536
+        unasked = struct.pack(">BII", FXP_DATA, 0xFFFFFFF0, len(payload)) + payload
+        try:
+            for mib in [int(v) for k, v in rules if k == "flood"]:
+                for _ in range(mib * 16):
+                    write_packet(unasked)
+        except BrokenPipeError:
+            break
 server.wait()
