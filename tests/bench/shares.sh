@@ -2,7 +2,8 @@
 # Benchmark 3: file work in a share, against a 9p share and against the guest's own disk.
 #
 #   hutch:     a virtiofs share (hutch start --share HOST:~/Shared), the default cache mode
-#              (auto), and a second one with cache=always (writeback)  -> sharealways-* lines
+#              (auto), a second one with cache=always (writeback)      -> sharealways-* lines
+#              and a third with cache=never (direct I/O, no guest cache) -> sharenever-* lines
 #   baseline:  the guest's own disk (virtio-blk, qcow2 overlay, ext4)      -> share-* lines
 #   9p:        a 9p share of another host directory, added to the same domain with virsh
 #              (<filesystem accessmode='squash'>, QEMU's local backend) and mounted as Lima
@@ -34,7 +35,7 @@
 runs=${1:-3}
 files=${2:-20000}
 size=${3:-500}
-estimate $((420 + runs * 4 * (files / 300 + size / 10))) "an image build the first time, one boot, then $runs runs x 4 filesystems"
+estimate $((420 + runs * 5 * (files / 300 + size / 10))) "an image build the first time, one boot, then $runs runs x 5 filesystems"
 
 # Files plus their directories (2 per 25 files) plus virtiofsd's own descriptors.
 hard=$(ulimit -Hn)
@@ -55,8 +56,9 @@ YAML
 
 share=$BENCH_TMP/share
 share_always=$BENCH_TMP/share-always
+share_never=$BENCH_TMP/share-never
 share9p=$BENCH_TMP/share9p
-mkdir -p "$share" "$share_always" "$share9p"
+mkdir -p "$share" "$share_always" "$share_never" "$share9p"
 # QEMU's 9p server runs as this user and, with accessmode squash, ignores the guest's chown:
 # let the guest user write whatever uid it has.
 chmod 0777 "$share9p"
@@ -86,7 +88,7 @@ say "tree: $files files, tar $(du -m "$BENCH_TMP/tree.tar" | cut -f1) MiB"
 vm=bs-$$
 say "hutch start (the first time: builds the image with the generic kernel and git)"
 BENCH_VMS+=("$vm")
-"$HUTCH" start "$vm" -f "$PROFILE" --share "$share:~/Shared" --share "$share_always:~/Always:cache=always" 2>"$BENCH_TMP/$vm.start.log" ||
+"$HUTCH" start "$vm" -f "$PROFILE" --share "$share:~/Shared" --share "$share_always:~/Always:cache=always" --share "$share_never:~/Never:cache=never" 2>"$BENCH_TMP/$vm.start.log" ||
   { say "hutch start $vm failed:"; sed 's/^/#   /' "$BENCH_TMP/$vm.start.log" >&2; exit 1; }
 in_guest() { "$HUTCH" shell "$vm" -- "$@"; }
 
@@ -146,27 +148,29 @@ measure() {  # measure WHAT DIR: WHAT is virtiofs, disk or 9p
     case $1 in
       virtiofs) sample "share-$op" hutch "$v" "$LOAD"; sample "share9p-$op" hutch "$v" "$LOAD" ;;
       always) sample "sharealways-$op" hutch "$v" "$LOAD" ;;
-      disk) sample "share-$op" baseline "$v" "$LOAD"; sample "sharealways-$op" baseline "$v" "$LOAD" ;;
+      never) sample "sharenever-$op" hutch "$v" "$LOAD" ;;
+      disk) for fs in share sharealways sharenever; do sample "$fs-$op" baseline "$v" "$LOAD"; done ;;
       9p) sample "share9p-$op" baseline "$v" "$LOAD" ;;
     esac
   done <<<"$out"
 }
 
 # The order rotates run by run, so that no filesystem always goes first.
-orders=("virtiofs:Shared/bench disk:disk/bench 9p:/mnt/9p/bench always:Always/bench"
-        "disk:disk/bench always:Always/bench 9p:/mnt/9p/bench virtiofs:Shared/bench"
-        "always:Always/bench 9p:/mnt/9p/bench virtiofs:Shared/bench disk:disk/bench")
+orders=("virtiofs:Shared/bench disk:disk/bench 9p:/mnt/9p/bench always:Always/bench never:Never/bench"
+        "disk:disk/bench never:Never/bench always:Always/bench 9p:/mnt/9p/bench virtiofs:Shared/bench"
+        "always:Always/bench 9p:/mnt/9p/bench never:Never/bench virtiofs:Shared/bench disk:disk/bench")
 for r in $(seq 1 "$runs"); do
   for side in ${orders[$(( (r - 1) % 3 ))]}; do
     measure "${side%%:*}" "${side#*:}"
   done
 done
 
-for fs in share share9p sharealways; do
+for fs in share share9p sharealways sharenever; do
   case $fs in
     share) what=virtiofs against="guest disk" ;;
     share9p) what=virtiofs against="9p share" ;;
     sharealways) what="virtiofs cache=always" against="guest disk" ;;
+    sharenever) what="virtiofs cache=never" against="guest disk" ;;
   esac
   result $fs-untar s "untar $files files: $what vs $against"
   result $fs-find s "find | wc -l: $what vs $against"
