@@ -32,6 +32,10 @@
 #define RELAY_BUFFER_SIZE (64 * 1024)
 /* More concurrent connections wait in the listen backlog. */
 #define MAX_CONNECTIONS 256
+/* a channel whose close the guest has not confirmed after this is forgotten; this many
+ * forgotten end the session */
+#define CLOSE_DEADLINE_S 30
+#define ABANDONED_MAX 64
 /* How long `hutch forward` waits for the helper to report. */
 #define READY_TIMEOUT_MS 90000
 /* How long the helper keeps trying to reach a guest that is still booting. */
@@ -93,6 +97,7 @@ typedef struct {
   gsize down_off, down_len;
   gboolean client_eof, eof_sent, guest_eof, client_shut, done;
   guint64 bytes_up, bytes_down;
+  double closing_since; /* when it became CONN_CLOSING */
 } Conn;
 
 typedef struct {
@@ -106,6 +111,7 @@ typedef struct {
   HutchSshOwner owner; /* the call that must be repeated first (a Conn*, an Op) */
   guint next_id;
   double accept_paused_until; /* out of descriptors: no accept until then */
+  guint abandoned;            /* channels whose close the guest never confirmed */
 } Relay;
 
 #define relay_log(r, ...) hutch_log_line((r)->log_fd, __VA_ARGS__)
@@ -144,6 +150,7 @@ static void conn_finish(Relay *r, Conn *c, const char *why) {
     close(c->fd);
   c->fd = -1;
   c->state = CONN_CLOSING;
+  c->closing_since = hutch_now();
   /* a channel being opened is closed once it is open: libssh2 finishes one open at a time */
   if (!c->channel && r->opening != c)
     c->done = TRUE;
@@ -405,6 +412,26 @@ static int relay_round(Relay *r, GError **error) {
       return -1;
     progress |= rc;
   }
+  /* A guest that never confirms a channel's close must not keep its connection (buffers, a
+   * place among MAX_CONNECTIONS, polls every 20 ms) for ever: as in the supervisor, the
+   * channel is forgotten after CLOSE_DEADLINE_S (libssh2 frees it with the session), and
+   * ABANDONED_MAX forgotten ones end the session. */
+  double now = hutch_now();
+  for (guint i = 0; i < r->conns->len; i++) {
+    Conn *c = g_ptr_array_index(r->conns, i);
+    if (c->state != CONN_CLOSING || !c->channel || r->owner.who == c ||
+        now - c->closing_since <= CLOSE_DEADLINE_S)
+      continue;
+    relay_log(r, "connection %u: the guest did not confirm the channel's close in %d s", c->id,
+              CLOSE_DEADLINE_S);
+    c->channel = NULL;
+    c->done = TRUE;
+    if (++r->abandoned >= ABANDONED_MAX) {
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_SSH, "the guest left %d channels unclosed",
+                  ABANDONED_MAX);
+      return -1;
+    }
+  }
   for (guint i = 0; i < r->conns->len;) {
     Conn *c = g_ptr_array_index(r->conns, i);
     if (c->done && r->owner.who != c && r->opening != c) {
@@ -436,13 +463,18 @@ static gboolean channels_ready(Relay *r) {
 }
 
 static void relay_shutdown(Relay *r) {
-  /* A last, bounded goodbye per channel; the session itself is the caller's. */
+  /* A last goodbye per channel, 2 s for all of them (a guest that confirms no close must
+   * not hold a stop for a second per channel); what is left goes with the session, which is
+   * the caller's. */
   libssh2_session_set_blocking(r->session, 1);
-  libssh2_session_set_timeout(r->session, 1000);
+  double deadline = hutch_now() + 2;
   for (guint i = 0; i < r->conns->len; i++) {
     Conn *c = g_ptr_array_index(r->conns, i);
-    if (c->channel)
+    long left_ms = (long)((deadline - hutch_now()) * 1000);
+    if (c->channel && left_ms > 0) {
+      libssh2_session_set_timeout(r->session, left_ms);
       libssh2_channel_free(c->channel);
+    }
     c->channel = NULL;
   }
   libssh2_session_set_blocking(r->session, 0);
