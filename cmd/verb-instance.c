@@ -527,7 +527,9 @@ int verb_info(Cli *cli, int argc, char **argv) {
         text = g_strdup(json_node_get_boolean(value) ? "yes" : "no");
       else
         text = g_strdup_printf("%" G_GINT64_FORMAT, json_node_get_int(value));
-      printf("%-14s %s\n", (const char *)l->data, text);
+      /* (values may hold text a helper or the guest chose: a process name, an error) */
+      g_autofree char *clean = hutch_text_sanitize(text, -1, HUTCH_TEXT_LINE);
+      printf("%-14s %s\n", (const char *)l->data, clean);
     } else if (JSON_NODE_HOLDS_ARRAY(value)) {
       JsonArray *array = json_node_get_array(value);
       for (guint i = 0; i < json_array_get_length(array); i++) {
@@ -540,7 +542,8 @@ int verb_info(Cli *cli, int argc, char **argv) {
         }
         if (!text)
           text = json_to_string(element, FALSE);
-        printf("%-14s %s\n", i == 0 ? (const char *)l->data : "", text ? text : "");
+        g_autofree char *clean = hutch_text_sanitize(text ? text : "", -1, HUTCH_TEXT_LINE);
+        printf("%-14s %s\n", i == 0 ? (const char *)l->data : "", clean);
       }
     } else if (JSON_NODE_HOLDS_OBJECT(value) && strcmp(l->data, "network") == 0) {
       print_network(json_node_get_object(value));
