@@ -47,7 +47,8 @@ LIBSSH2_SESSION *hutch_ssh_session(HutchSsh *ssh, int *ret_fd);
  * from then on; its errors say why, in hutch_ssh_over_limit_message()'s words. */
 gboolean hutch_ssh_over_limit(HutchSsh *ssh);
 char *hutch_ssh_over_limit_message(void);
-/* What a session may hold (0: the default, 256 MiB; tests) */
+/* What a session may hold (0: the default, 256 MiB, or less when HUTCH_SSH_SESSION_MEMORY_MIB
+ * says so; tests) */
 void hutch_ssh_set_session_memory_max(gsize bytes);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(HutchSsh, hutch_ssh_free)
 

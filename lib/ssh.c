@@ -85,6 +85,20 @@ void hutch_ssh_set_session_memory_max(gsize bytes) {
   session_memory_max = bytes ? bytes : SESSION_MEMORY_MAX;
 }
 
+/* HUTCH_SSH_SESSION_MEMORY_MIB lowers the limit (an attack test need not send 256 MiB);
+ * nothing raises it. Read once, at the first connection. */
+static void session_memory_max_from_env(void) {
+  static gsize done = 0;
+  if (!g_once_init_enter(&done))
+    return;
+  const char *mib = g_getenv("HUTCH_SSH_SESSION_MEMORY_MIB");
+  guint64 value = 0;
+  if (mib && session_memory_max == SESSION_MEMORY_MAX &&
+      g_ascii_string_to_unsigned(mib, 10, 1, SESSION_MEMORY_MAX >> 20, &value, NULL))
+    session_memory_max = (gsize)value << 20;
+  g_once_init_leave(&done, 1);
+}
+
 /* before each block: its size (a whole max_align_t, so that the block stays aligned) */
 typedef union {
   gsize size;
@@ -384,6 +398,7 @@ HutchSsh *hutch_ssh_connect(const char *host, guint port, const char *user,
    * while the previous one is not yet acknowledged waits for the guest's delayed ACK. */
   int one = 1;
   setsockopt(ssh->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  session_memory_max_from_env();
   ssh->session = libssh2_session_init_ex(session_alloc, session_free, session_realloc, ssh);
   if (!ssh->session) {
     g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_SSH, "connecting to %s: out of memory", ssh->where);

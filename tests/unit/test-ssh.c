@@ -628,6 +628,9 @@ static void test_sftp_flood(void) {
   g_assert_nonnull(strstr(error->message, "sent more than hutch keeps for a session (16 MiB"));
   g_assert_true(hutch_ssh_over_limit(ssh));
   g_assert_false(g_file_test(local, G_FILE_TEST_EXISTS));
+  /* the default, which nothing in the environment raised */
+  g_autofree char *message = hutch_ssh_over_limit_message();
+  g_assert_nonnull(strstr(message, "(256 MiB"));
 }
 
 static void test_sftp_file(void) {
