@@ -138,8 +138,9 @@ SH
 measure() {  # measure WHAT DIR: WHAT is virtiofs, disk or 9p
   local out
   wait_quiet
-  out=$(in_guest sh ops.sh "$2" "$size" 2>&1) ||
-    { say "ops in $2 failed ($(grep -c . <<<"$out") lines), the last:"; tail -3 <<<"$out" >&2
+  # bounded: a share that stops answering (a cache=never share once did) fails the run
+  out=$(timeout 1200 "$HUTCH" shell "$vm" -- sh ops.sh "$2" "$size" 2>&1) ||
+    { say "ops in $2 failed or took over 20 minutes ($(grep -c . <<<"$out") lines), the last:"; tail -3 <<<"$out" >&2
       grep -q "Too many open files" <<<"$out" && say "virtiofsd keeps one fd per inode the guest knows: FILES must stay below its open-file limit"
       exit 1; }
   local op a b v
