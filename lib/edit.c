@@ -111,13 +111,15 @@ static gboolean edit_steps(HutchContext *ctx, HutchInstance *instance, const Hut
   if (!yaml)
     return FALSE;
   /* The share record (what each share's host directory was at create, by index) is made
-   * anew for the edited list, now, while the user is here: indexes move when a share goes,
-   * and an added share is recorded as it resolves today. It replaces the old one only once
-   * the edit has gone through. */
+   * anew for the edited list: indexes move when a share goes. A share the VM had keeps what
+   * was recorded for it (one the guest has redirected since is refused here as at a start),
+   * and only an added share is recorded as it resolves today. It replaces the old one only
+   * once the edit has gone through. */
   g_autofree char *record = g_build_filename(instance->meta->instance_dir, HUTCH_INSTANCE_SHARES, NULL);
   g_autofree char *record_new = g_strconcat(record, ".new", NULL);
   g_unlink(record_new);
-  if (!hutch_share_check_record(share_plan, edited, record_new, error)) {
+  if (!hutch_share_record_carry(record, old, record_new, edited, error) ||
+      !hutch_share_check_record(share_plan, edited, record_new, error)) {
     g_unlink(record_new);
     return FALSE;
   }

@@ -423,8 +423,20 @@ static gboolean create_steps(HutchContext *ctx, virConnectPtr conn, const char *
   g_autofree char *profile_yaml = hutch_profile_to_yaml(profile, error);
   if (!profile_yaml || !write_text(dir, HUTCH_INSTANCE_PROFILE, profile_yaml, 0600, error))
     return FALSE;
-  /* where each share leads now: every start checks that it still leads there */
+  /* where each share leads now: every start checks that it still leads there. A clone's
+   * shares that its source has are held to where they led for the source (its guest may
+   * have redirected one through another share since). */
   g_autofree char *shares_record = g_build_filename(dir, HUTCH_INSTANCE_SHARES, NULL);
+  if (clone) {
+    g_autofree char *source_profile_path =
+        g_build_filename(clone->instance_dir, HUTCH_INSTANCE_PROFILE, NULL);
+    g_autofree char *source_record =
+        g_build_filename(clone->instance_dir, HUTCH_INSTANCE_SHARES, NULL);
+    g_autoptr(HutchProfile) source_profile = hutch_profile_load_file(source_profile_path, error);
+    if (!source_profile ||
+        !hutch_share_record_carry(source_record, source_profile, shares_record, profile, error))
+      return FALSE;
+  }
   if (!hutch_share_check_record(share_plan, profile, shares_record, error))
     return FALSE;
   if (image->key &&

@@ -110,6 +110,16 @@ GPtrArray *hutch_share_plan(const HutchProfile *profile, const HutchVirtiofsd *v
 gboolean hutch_share_check_record(GPtrArray *plan, const HutchProfile *profile, const char *record,
                                   GError **error);
 
+/* Starts the record `to` (which must not exist) with what the record `from` holds of the
+ * shares that `from_profile` and `to_profile` both have (the same host and guest paths, as
+ * written), under their indexes in to_profile. Checked against it
+ * (hutch_share_check_record), those shares are held to where they led when `from` was made,
+ * and only shares new to to_profile are recorded as they resolve now: an edit or a clone
+ * must not take a share the guest has redirected since for the new truth. A missing `from`
+ * carries nothing. */
+gboolean hutch_share_record_carry(const char *from, const HutchProfile *from_profile,
+                                  const char *to, const HutchProfile *to_profile, GError **error);
+
 /* Creates the missing host directories of `create: true` entries (0700, with their parents).
  * HUTCH_ERROR_PROFILE naming the directory when that fails. */
 gboolean hutch_share_make_dirs(GPtrArray *plan, GError **error);

@@ -342,6 +342,46 @@ static void record_set_id(GKeyFile *keys, const char *key, const struct stat *st
   g_key_file_set_uint64(keys, RECORD_GROUP, inode, (guint64)st->st_ino);
 }
 
+gboolean hutch_share_record_carry(const char *from, const HutchProfile *from_profile,
+                                  const char *to, const HutchProfile *to_profile, GError **error) {
+  g_autoptr(GKeyFile) old = g_key_file_new();
+  g_autoptr(GError) local = NULL;
+  if (!g_key_file_load_from_file(old, from, G_KEY_FILE_NONE, &local)) {
+    if (g_error_matches(local, G_FILE_ERROR, G_FILE_ERROR_NOENT))
+      return TRUE;
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE, "reading %s: %s", from, local->message);
+    return FALSE;
+  }
+  g_autoptr(GKeyFile) carried = g_key_file_new();
+  gboolean any = FALSE;
+  for (guint i = 0; i < to_profile->shares->len; i++) {
+    const HutchShare *share = g_ptr_array_index(to_profile->shares, i);
+    for (guint j = 0; j < from_profile->shares->len; j++) {
+      const HutchShare *was = g_ptr_array_index(from_profile->shares, j);
+      if (strcmp(was->host, share->host) != 0 || strcmp(was->guest, share->guest) != 0)
+        continue;
+      g_autofree char *old_key = g_strdup_printf("%u", j);
+      g_autofree char *new_key = g_strdup_printf("%u", i);
+      for (guint f = 0; f < 3; f++) {
+        const char *suffix = (const char *[]){"", ".device", ".inode"}[f];
+        g_autofree char *old_name = g_strconcat(old_key, suffix, NULL);
+        g_autofree char *new_name = g_strconcat(new_key, suffix, NULL);
+        g_autofree char *value = g_key_file_get_string(old, RECORD_GROUP, old_name, NULL);
+        if (value) {
+          g_key_file_set_string(carried, RECORD_GROUP, new_name, value);
+          any = TRUE;
+        }
+      }
+      break;
+    }
+  }
+  if (!any)
+    return TRUE;
+  gsize len = 0;
+  g_autofree char *data = g_key_file_to_data(carried, &len, NULL);
+  return hutch_write_file(to, data, len, 0600, error);
+}
+
 gboolean hutch_share_check_record(GPtrArray *plan, const HutchProfile *profile, const char *record,
                                   GError **error) {
   g_autoptr(GKeyFile) keys = g_key_file_new();
@@ -448,6 +488,14 @@ GPtrArray *hutch_share_plan_seed_mounts(GPtrArray *plan) {
   }
   return out;
 }
+
+/* mount_setattr(2)'s argument and flags, by value: <linux/mount.h> clashes with glibc's
+ * <sys/mount.h> in some versions */
+struct share_mount_attr {
+  guint64 attr_set, attr_clr, propagation, userns_fd;
+};
+#define SHARE_MOUNT_ATTR_RDONLY 0x00000001
+#define SHARE_AT_RECURSIVE 0x8000
 
 /* ---- virtiofsd's command line --------------------------------------------------------- */
 
@@ -724,9 +772,17 @@ static G_GNUC_NORETURN void child_run(ChildSetup *s) {
     child_fail(status_w, STEP_MOUNT);
   close(dir_fd);
   /* A read-only share for a virtiofsd without --readonly: the kernel refuses every write
-   * (EROFS) whatever the guest does. */
-  if (s->readonly && mount(NULL, s->root, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL) < 0)
-    child_fail(status_w, STEP_READONLY);
+   * (EROFS) whatever the guest does. A remount applies to one mount, and the bind above is
+   * recursive: every mount below the directory (a host mount point inside the share) is made
+   * read-only too, with mount_setattr (Linux 5.12; on older kernels the top alone). */
+  if (s->readonly) {
+    struct share_mount_attr attr = {.attr_set = SHARE_MOUNT_ATTR_RDONLY};
+    if (mount(NULL, s->root, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL) < 0 ||
+        (syscall(SYS_mount_setattr, AT_FDCWD, s->root, SHARE_AT_RECURSIVE, &attr, sizeof attr) <
+             0 &&
+         errno != ENOSYS))
+      child_fail(status_w, STEP_READONLY);
+  }
   /* last, so that nothing above runs under it: no set-user-ID or set-group-ID file from the
    * guest (nosetid-private.h) */
   if (hutch_nosetid_install() < 0)

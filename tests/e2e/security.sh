@@ -449,6 +449,19 @@ else
   not_ok "start with a redirected nested share (exit $rc)"; diag "$out"
 fi
 check "no virtiofsd runs for the VM (none serves the link's target)" none_running -f "[v]irtiofsd.*/hutch/$vm/virtiofs-"
+# An edit or a clone makes a new share record: neither may take the redirect for the truth
+# (an edit once recorded every share as it resolved then, and the next start served the link)
+out=$("$HUTCH" edit "$vm" --cpus 1 2>&1); rc=$?
+if [ $rc -eq 1 ] && grep -q nested <<<"$out"; then ok "an edit while a share resolves elsewhere is refused too"; else not_ok "an edit with a redirected share (exit $rc)"; diag "$out"; fi
+out=$("$HUTCH" clone "$vm" "$vm-redirected" 2>&1); rc=$?
+if [ $rc -eq 1 ] && grep -q nested <<<"$out" && ! virsh dominfo "$vm-redirected" >/dev/null 2>&1 &&
+  [ ! -e "$XDG_DATA_HOME/hutch/instances/$vm-redirected" ]; then
+  ok "a clone of it is refused as well, leaving nothing"
+else
+  not_ok "a clone with a redirected share (exit $rc)"; diag "$out"
+fi
+out=$("$HUTCH" start "$vm" 2>&1); rc=$?
+if [ $rc -eq 1 ] && grep -q nested <<<"$out"; then ok "and the next start still refuses the redirect"; else not_ok "a start after the refused edit (exit $rc)"; diag "$out"; fi
 # Another directory at that path is refused too (the record holds the directory's identity).
 rm "$HOME/VM-Shared/nested" && mkdir "$HOME/VM-Shared/nested"
 out=$("$HUTCH" start "$vm" 2>&1); rc=$?

@@ -346,6 +346,73 @@ static void test_record(void) {
 
 /* The same path, another directory: a guest that can write the parent of a share (through a
  * share of its own) removes or renames the directory and puts another in its place. */
+/* An edit or a clone starts its record from the old one: a share both have keeps what was
+ * recorded (a redirect since is refused, under the share's new index), an added one is
+ * recorded as it resolves now */
+static void test_record_carry(void) {
+  g_autoptr(Scratch) s = scratch_new();
+  g_autofree char *sub = g_build_filename(s->home, "proj", "sub", NULL);
+  g_autofree char *ssh = g_build_filename(s->home, ".ssh", NULL);
+  g_autofree char *extra = g_build_filename(s->home, "extra", NULL);
+  g_assert_cmpint(g_mkdir(sub, 0700), ==, 0);
+  g_assert_cmpint(g_mkdir(ssh, 0700), ==, 0);
+  g_assert_cmpint(g_mkdir(extra, 0700), ==, 0);
+  g_autoptr(HutchProfile) before = hutch_profile_new_defaults();
+  add_share(before, "~/proj", "~/VM-Shared", TRUE, FALSE);
+  add_share(before, "~/proj/sub", "/opt/sub", FALSE, FALSE);
+  g_autofree char *record = g_build_filename(s->root, "shares", NULL);
+  g_autoptr(GError) error = NULL;
+  g_autoptr(GPtrArray) plan =
+      hutch_share_plan(before, &c_virtiofsd, s->runtime, s->home, "/home/dev", &error);
+  g_assert_true(hutch_share_check_record(plan, before, record, &error));
+  g_assert_no_error(error);
+
+  /* the edited list: the first share gone, sub now at index 0, a new one at 1 */
+  g_autoptr(HutchProfile) after = hutch_profile_new_defaults();
+  add_share(after, "~/proj/sub", "/opt/sub", FALSE, FALSE);
+  add_share(after, "~/extra", "/opt/extra", FALSE, FALSE);
+  g_autofree char *carried = g_build_filename(s->root, "shares.new", NULL);
+  g_assert_true(hutch_share_record_carry(record, before, carried, after, &error));
+  g_assert_no_error(error);
+  g_autofree char *text = NULL;
+  g_assert_true(g_file_get_contents(carried, &text, NULL, NULL));
+  g_autofree char *sub_line = g_strdup_printf("0=%s\n", sub);
+  g_assert_nonnull(strstr(text, sub_line));
+  g_assert_null(strstr(text, "1="));
+  g_autoptr(GPtrArray) edited_plan =
+      hutch_share_plan(after, &c_virtiofsd, s->runtime, s->home, "/home/dev", &error);
+  g_assert_true(hutch_share_check_record(edited_plan, after, carried, &error));
+  g_assert_no_error(error);
+  g_unlink(carried);
+
+  /* the guest replaces sub with a link to ~/.ssh: the edit's record refuses it */
+  g_assert_cmpint(g_rmdir(sub), ==, 0);
+  g_assert_cmpint(symlink(ssh, sub), ==, 0);
+  g_autoptr(GPtrArray) attacked =
+      hutch_share_plan(after, &c_virtiofsd, s->runtime, s->home, "/home/dev", &error);
+  g_assert_no_error(error);
+  g_assert_true(hutch_share_record_carry(record, before, carried, after, &error));
+  g_assert_false(hutch_share_check_record(attacked, after, carried, &error));
+  g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE);
+  g_test_message("%s", error->message);
+  g_clear_error(&error);
+  /* ... and another directory made there too (the identity is carried) */
+  g_assert_cmpint(unlink(sub), ==, 0);
+  g_assert_cmpint(g_mkdir(sub, 0700), ==, 0);
+  g_unlink(carried);
+  g_autoptr(GPtrArray) remade =
+      hutch_share_plan(after, &c_virtiofsd, s->runtime, s->home, "/home/dev", &error);
+  g_assert_true(hutch_share_record_carry(record, before, carried, after, &error));
+  g_assert_false(hutch_share_check_record(remade, after, carried, &error));
+  g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE);
+  g_clear_error(&error);
+  /* no old record (an instance from before records): nothing carried, nothing written */
+  g_unlink(carried);
+  g_autofree char *none = g_build_filename(s->root, "no-such-record", NULL);
+  g_assert_true(hutch_share_record_carry(none, before, carried, after, &error));
+  g_assert_false(g_file_test(carried, G_FILE_TEST_EXISTS));
+}
+
 static void test_record_identity(void) {
   g_autoptr(Scratch) s = scratch_new();
   g_autofree char *sub = g_build_filename(s->home, "proj", "sub", NULL);
@@ -962,6 +1029,7 @@ int main(int argc, char **argv) {
   g_test_add_func("/share/record-identity", test_record_identity);
   g_test_add_func("/share/argv", test_argv);
   g_test_add_func("/share/crowded", test_crowded);
+  g_test_add_func("/share/record-carry", test_record_carry);
   g_test_add_func("/share/id-map", test_id_map);
   g_test_add_func("/share/subid", test_subid);
   g_test_add_func("/share/start-stop", test_start_stop);
