@@ -80,6 +80,14 @@ CLOUD_INIT_CMD=${HUTCH_CLOUD_INIT_CMD:-cloud-init}
 # journal's tool (a test run as root must not clean the host's).
 VAR_LIB=${HUTCH_VAR_LIB:-/var/lib}
 JOURNALCTL=${HUTCH_JOURNALCTL:-journalctl}
+# generalise zeroes the free space of these file systems ("DEVICE MOUNT-POINT TYPE" lines; empty:
+# every read-write one on a block device, from PROC_MOUNTS) with DD, letting ext4's reserved
+# clusters go meanwhile (SYS_FS_EXT4), and asks STAT whether any space is left.
+ZERO_MOUNTS=${HUTCH_ZERO_MOUNTS:-}
+PROC_MOUNTS=${HUTCH_PROC_MOUNTS:-/proc/self/mounts}
+DD=${HUTCH_DD:-dd}
+SYS_FS_EXT4=${HUTCH_SYS_FS_EXT4:-/sys/fs/ext4}
+STAT=${HUTCH_STAT:-stat}
 
 case "$0" in
   /*) HUTCH_RUNNER=$0 ;;
@@ -480,6 +488,95 @@ cmd_generalise() {
     say "generalise: the machine-id or cloud-init's instance state is still there" >&2
     return 1
   fi
+  zero_free_space
+}
+
+# The disk's file systems, "DEVICE MOUNT-POINT TYPE" a line: read-write, on a block device,
+# each device once (a bind mount is the same bytes). A mount point the kernel escapes (a
+# space in it) is listed as it is written, and zero_free_space refuses it.
+disk_mounts() {
+  if [ -n "$ZERO_MOUNTS" ]; then
+    printf '%s\n' "$ZERO_MOUNTS"
+    return 0
+  fi
+  awk '$1 ~ /^\/dev\// && $4 ~ /^rw(,|$)/ && !seen[$1]++ { print $1, $2, $3 }' "$PROC_MOUNTS"
+}
+
+# Bytes free in the file system at $1, as root sees them (reserved blocks included), or
+# nothing when statfs fails or says something that is not two numbers. Shell arithmetic:
+# mawk prints a product of 2^31 or more as 2.14748e+09.
+free_bytes() {
+  # shellcheck disable=SC2046 # two numbers, split on purpose
+  set -- $("$STAT" -f -c '%f %S' "$1" 2>/dev/null)
+  case "${1:-x}${2:-x}" in *[!0-9]*) return 0 ;; esac
+  echo $(($1 * $2))
+}
+
+# Every file generalise removed (the host key, cloud-init's copies of the user-data that
+# carried it, the histories) leaves its bytes in the free blocks, which the template's disk
+# would copy: root in any VM on the template reads /dev/vda. So the free space of each of the
+# disk's file systems is written with zeros, in a file that fills it and is then removed. hutch
+# gives the copy's disk detect_zeroes=unmap: zero writes become unallocated clusters, the
+# copy does not grow, and the template's disk does not either. O_DIRECT, 4 MiB at a time, then
+# the last blocks 4 KiB at a time (an O_DIRECT write larger than the space left fails whole),
+# then what a smaller block holds, then synced: pages dd wrote buffered and never flushed
+# would be dropped by the removal with their blocks never written. What is left after that
+# (a block the fill file's extent tree could not take) is written as small files. ext4 keeps
+# some free clusters from everyone, root included (reserved_clusters, up to 16 MiB): they are
+# let go for the fill and kept again after it. Only ext2/3/4 and vfat are known to keep a
+# removed file's bytes nowhere but in free blocks (btrfs and xfs keep small files in their
+# metadata, and xfs a reserve statfs does not show): another type fails generalising.
+zero_free_space() {
+  mounts=$(disk_mounts) || return 1
+  while read -r dev mnt fstype; do
+    [ -n "$mnt" ] || continue
+    case "$fstype" in
+      ext2 | ext3 | ext4 | vfat) ;;
+      *)
+        say "generalise: cannot zero the free space of $mnt ($fstype): hutch zeroes ext2/3/4 and vfat only" >&2
+        return 1
+        ;;
+    esac
+    case "$mnt" in
+      *\\*)
+        say "generalise: cannot zero the free space of $mnt (a mount point with an escaped name)" >&2
+        return 1
+        ;;
+    esac
+    # the device's name in /sys/fs/ext4: through its number (a root shown as /dev/root)
+    name=
+    majmin=$("$MOUNTPOINT" -d "$mnt" 2>/dev/null) &&
+      name=$(basename "$(readlink -f "/sys/dev/block/$majmin")" 2>/dev/null)
+    [ -n "$name" ] && [ -d "$SYS_FS_EXT4/$name" ] || name=$(basename "$(readlink -f "$dev")")
+    resv=$SYS_FS_EXT4/$name/reserved_clusters
+    kept=$(cat "$resv" 2>/dev/null) && echo 0 >"$resv" 2>/dev/null || kept=
+    fill=$mnt/.hutch-zero-fill
+    rm -rf "$fill" "$fill.d"
+    mkdir "$fill.d"
+    "$DD" if=/dev/zero of="$fill" bs=4M oflag=direct status=none 2>/dev/null
+    "$DD" if=/dev/zero of="$fill" bs=4k oflag=append,direct conv=notrunc status=none 2>/dev/null
+    "$DD" if=/dev/zero of="$fill" bs=512 oflag=append conv=notrunc status=none 2>/dev/null
+    sync "$fill"
+    i=0
+    while [ "$i" -lt 256 ] && [ "$(free_bytes "$mnt")" != 0 ] &&
+      "$DD" if=/dev/zero of="$fill.d/$i" bs=4k count=1 conv=fsync status=none 2>/dev/null; do
+      i=$((i + 1))
+    done
+    sync "$fill.d" 2>/dev/null
+    # full means full: a fill that stopped early (an I/O error, a quota) left free blocks
+    left=$(free_bytes "$mnt")
+    size=$("$STAT" -c %s "$fill" 2>/dev/null || echo 0)
+    rm -rf "$fill" "$fill.d"
+    [ -z "$kept" ] || echo "$kept" >"$resv"
+    if [ "${left:-unknown}" != 0 ]; then
+      say "generalise: could not zero the free space of $mnt (${left:-unknown} bytes were left)" >&2
+      return 1
+    fi
+    say "zeroed $((size / 1048576)) MiB of free space in $mnt" >&2
+  done <<EOF
+$mounts
+EOF
+  sync
 }
 
 # Why the identity was not taken, for the journal and for cmd_ready's warning to the host.

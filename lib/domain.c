@@ -319,7 +319,11 @@ static void add_devices(xmlNodePtr domain, const HutchDomainConfig *c) {
 
   xmlNodePtr disk = add_elem(devices, "disk", "type", "file", "device", "disk");
   xmlNodePtr driver = add_elem(disk, "driver", "name", "qemu", "type", "qcow2");
+  /* The guest's discards, and its writes of zeros, leave the overlay's clusters unallocated:
+   * a template's throwaway copy writes its whole free space with zeros (hutch-provision
+   * generalise) without growing. */
   set_attr(driver, "discard", "unmap");
+  set_attr(driver, "detect_zeroes", "unmap");
   add_elem(disk, "source", "file", c->disk_path, NULL, NULL);
   add_elem(disk, "target", "dev", "vda", "bus", "virtio");
 

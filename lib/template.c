@@ -442,8 +442,17 @@ static gboolean create_steps(HutchContext *ctx, const char *name, HutchInstance 
                 status, reason);
     return FALSE;
   }
-  /* what looks like a tool's sign-in: kept (it is the user's data), but said */
-  guint credentials = 0;
+  /* what looks like a tool's sign-in: kept (it is the user's data), but said; and how much
+   * free space was zeroed (what removed files left there is not in the template) */
+  guint credentials = 0, zeroed = 0;
+  for (char **l = lines; *l && zeroed < 8; l++) {
+    if (!g_str_has_prefix(*l, "hutch: zeroed "))
+      continue;
+    g_autofree char *what = g_strdup(*l + strlen("hutch: "));
+    hutch_text_truncate(what, 200);
+    hutch_progress_note(ctx, "%s", what);
+    zeroed++;
+  }
   for (char **l = lines; *l && credentials < 32; l++) {
     if (!g_str_has_prefix(*l, "hutch: credential "))
       continue;

@@ -51,7 +51,7 @@ check_status "a missing template: clone exits 1" 1 "$HUTCH" clone "nope-$$" "$a"
 
 out=$("$HUTCH" template create "$tpl" --from "$src" 2>&1); rc=$?
 if [ $rc -eq 0 ]; then ok "template create from the running source"; else not_ok "template create (exit $rc)"; diag "$out"; fi
-diag "$(grep -E 'template|made' <<<"$out" | tail -3)"
+diag "$(grep -E 'template|made|zeroed' <<<"$out" | tail -4)"
 check_status "the same name again: exit 1" 1 "$HUTCH" template create "$tpl" --from "$src"
 if [ "$(virsh domstate "$src" 2>&1)" = running ]; then ok "the source runs again afterwards"; else not_ok "the source runs again afterwards"; fi
 # it was started while template create took its signals in a thread: its helpers must not
@@ -146,6 +146,42 @@ if ! grep -qE '\.bash_history|authorized_keys' <<<"$home_listing" && grep -q sur
 if ! in_template 'ls /var/lib/cloud' | has -w instances; then ok "no cloud-init instance state in the template"; else not_ok "no cloud-init instance state"; diag "$(in_template 'ls /var/lib/cloud')"; fi
 if ! in_template 'cat /etc/fstab' | has hutchfs; then ok "no share mount line of the source in the template"; else not_ok "no share mount line in the template"; diag "$(in_template 'cat /etc/fstab')"; fi
 if in_template 'ls /var/lib/hutch' | has identity-pending; then ok "the template's first boot takes an identity (identity-pending)"; else not_ok "identity-pending in the template"; fi
+# Removed files leave their bytes in the free blocks unless the copy zeroes them: guest root
+# in a VM on the template reads /dev/vda. What is looked for: the source's shell history and
+# its host private key (the key file, and the copies cloud-init kept of the user-data that
+# carried it), each body line but the first (the same in every ed25519 key). The source's own
+# disk, read the same way, must hold them: the control that the search finds what is there.
+key_lines=$(sed -e '/^-----/d' -e 1d "$instances/$src/ssh_host_ed25519_key")
+{ echo source-secret-history; echo "$key_lines"; } | grep . >"$E2E_TMP/secrets.pat"
+disk_holds() { # FILE: which of the source's secrets FILE's bytes hold; its holes are skipped
+  # (grep reads a sparse 4 GiB disk image's zeros for over a minute)
+  python3 - "$1" "$E2E_TMP/secrets.pat" <<'PY'
+import os, sys
+pats = [l.strip().encode() for l in open(sys.argv[2]) if l.strip()]
+found = set()
+fd = os.open(sys.argv[1], os.O_RDONLY)
+size, off, keep, chunk = os.fstat(fd).st_size, 0, max(len(p) for p in pats), 64 << 20
+while off < size:
+    try:
+        start = os.lseek(fd, off, os.SEEK_DATA)
+    except OSError:  # no data after off
+        break
+    end, pos, tail = os.lseek(fd, start, os.SEEK_HOLE), start, b""
+    while pos < end:
+        buf = tail + os.pread(fd, min(chunk, end - pos), pos)
+        found.update(p for p in pats if p in buf)
+        tail, pos = buf[-keep:], pos + min(chunk, end - pos)
+    off = end
+for p in sorted(found):
+    print("history" if p == b"source-secret-history" else "host key line %s..." % p[:12].decode())
+PY
+}
+qemu-img convert -U -O raw "$instances/$src/disk.qcow2" "$E2E_TMP/src.raw"
+found_src=$(disk_holds "$E2E_TMP/src.raw")
+rm -f "$E2E_TMP/src.raw"
+if grep -q history <<<"$found_src" && grep -q "host key" <<<"$found_src"; then ok "the source's disk holds its history and host key (the search's control)"; else not_ok "the search finds the source's history and host key in the source's disk"; diag "found: $found_src"; fi
+found_tpl=$(disk_holds "$E2E_TMP/tpl.raw")
+if [ -n "$key_lines" ] && [ -z "$found_tpl" ]; then ok "neither the source's history nor its host key is anywhere in the template's disk, free blocks included"; else not_ok "the template's disk holds the source's removed secrets"; diag "found: $found_tpl"; fi
 rm -f "$E2E_TMP/tpl.raw"
 
 # ---- two VMs on the template, side by side -------------------------------------------------

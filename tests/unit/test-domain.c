@@ -189,6 +189,7 @@ typedef struct {
 static const char *const common_checks[] = {
     "/domain/os/type/@machine", "q35",
     "/domain/devices/disk[@device='disk']/driver/@discard", "unmap",
+    "/domain/devices/disk[@device='disk']/driver/@detect_zeroes", "unmap",
     "/domain/devices/disk[@device='disk']/target/@dev", "vda",
     "/domain/devices/serial/source/@path",
     "/home/dev/.local/share/hutch/instances/x/console.log",

@@ -758,6 +758,26 @@ static Guest *guest_new(const char *shell) {
               "#!/bin/sh\necho \"resize2fs $*\" >>\"$STUB_LOG\"\n"
               "[ ! -e \"$HUTCH_TEST_OUT.resize-fails\" ]\n",
               0755);
+  /* generalise's zero fill: never the host's own disks. dd logs (with ext4's reserved clusters
+   * at that moment) and makes its output file; fsstat -f says how much space is left
+   * ($HUTCH_TEST_OUT.left, else none). */
+  guest_write(g, "stubs/dd",
+              "#!/bin/sh\n"
+              "echo \"dd $* resv=$(cat \"$HUTCH_SYS_FS_EXT4\"/*/reserved_clusters)\" "
+              ">>\"$STUB_LOG\"\n"
+              "for a; do case $a in of=*) printf x >>\"${a#of=}\" ;; esac; done\n"
+              "exit 1\n",
+              0755);
+  guest_write(g, "stubs/fsstat",
+              "#!/bin/sh\n"
+              "if [ \"$1\" = -f ]; then cat \"$HUTCH_TEST_OUT.left\" 2>/dev/null || echo '0 4096'; "
+              "else exec stat \"$@\"; fi\n",
+              0755);
+  guest_write(g, "proc-mounts", "", 0644);
+  guest_setenv(g, "HUTCH_DD", "stubs/dd");
+  guest_setenv(g, "HUTCH_STAT", "stubs/fsstat");
+  guest_setenv(g, "HUTCH_PROC_MOUNTS", "proc-mounts");
+  guest_setenv(g, "HUTCH_SYS_FS_EXT4", "sys/fs/ext4");
   /* the root file system's disk: never the host's own */
   guest_write(g, "sys/block/vda/size", "8388608\n", 0644);
   guest_write(g, "fstab", "# host fstab\n", 0644);
@@ -1182,6 +1202,23 @@ static void test_runner_generalise(gconstpointer data) {
   guest_write(g, "fstab", fstab, 0644);
   g_autofree char *mounted = g_strdup_printf("%s\n", share);
   guest_write(g, "out.mounted", mounted, 0644);
+  /* the disk's file systems whose free space is zeroed: each read-write one on a block device
+   * once (not a bind mount of one again, not the seed, a share or a tmpfs) */
+  const char *mount_dirs[] = {"mnt/root", "mnt/bind", "mnt/efi", "mnt/seed"};
+  for (gsize i = 0; i < G_N_ELEMENTS(mount_dirs); i++) {
+    g_autofree char *keep = g_build_filename(mount_dirs[i], "kept", NULL);
+    guest_write(g, keep, "", 0644);
+  }
+  guest_write(g, "sys/fs/ext4/vda1/reserved_clusters", "4096\n", 0644);
+  g_autofree char *proc_mounts =
+      g_strdup_printf("/dev/vda1 %1$s/mnt/root ext4 rw,relatime 0 0\n"
+                      "tmpfs %1$s/mnt/tmp tmpfs rw,nosuid 0 0\n"
+                      "/dev/vda1 %1$s/mnt/bind ext4 rw,relatime 0 0\n"
+                      "/dev/vda15 %1$s/mnt/efi vfat rw,relatime,fmask=0022 0 0\n"
+                      "/dev/sr0 %1$s/mnt/seed iso9660 ro,relatime 0 0\n"
+                      "hutchfs0 %1$s/home/dev/Shared virtiofs rw,relatime 0 0\n",
+                      g->dir);
+  guest_write(g, "proc-mounts", proc_mounts, 0644);
 
   g_assert_cmpint(guest_run(g, "usr/local/lib/hutch/hutch-provision", "generalise"), ==, 0);
 
@@ -1212,13 +1249,34 @@ static void test_runner_generalise(gconstpointer data) {
   g_autofree char *hostname = guest_read(g, "etc/hostname");
   g_assert_cmpstr(hostname, ==, "hutch\n");
   g_autofree char *stub_log = guest_read(g, "stub.log");
-  g_autofree char *expected_log = g_strdup_printf("umount %s\n"
-                                                  "systemctl enable hutch-identity.service\n"
-                                                  "cloud-init clean --logs\n"
-                                                  "journalctl --rotate\n"
-                                                  "journalctl --vacuum-time=1s\n",
-                                                  share);
+  g_autofree char *expected_log = g_strdup_printf(
+      "umount %1$s\n"
+      "systemctl enable hutch-identity.service\n"
+      "cloud-init clean --logs\n"
+      "journalctl --rotate\n"
+      "journalctl --vacuum-time=1s\n"
+      "dd if=/dev/zero of=%2$s/mnt/root/.hutch-zero-fill bs=4M oflag=direct status=none resv=0\n"
+      "dd if=/dev/zero of=%2$s/mnt/root/.hutch-zero-fill bs=4k oflag=append,direct conv=notrunc "
+      "status=none resv=0\n"
+      "dd if=/dev/zero of=%2$s/mnt/root/.hutch-zero-fill bs=512 oflag=append conv=notrunc "
+      "status=none resv=0\n"
+      "dd if=/dev/zero of=%2$s/mnt/efi/.hutch-zero-fill bs=4M oflag=direct status=none "
+      "resv=4096\n"
+      "dd if=/dev/zero of=%2$s/mnt/efi/.hutch-zero-fill bs=4k oflag=append,direct conv=notrunc "
+      "status=none resv=4096\n"
+      "dd if=/dev/zero of=%2$s/mnt/efi/.hutch-zero-fill bs=512 oflag=append conv=notrunc "
+      "status=none resv=4096\n",
+      share, g->dir);
   g_assert_cmpstr(stub_log, ==, expected_log);
+  /* the fills are gone, ext4's reserve is back */
+  for (gsize i = 0; i < G_N_ELEMENTS(mount_dirs); i++) {
+    g_autofree char *fill = g_build_filename(mount_dirs[i], ".hutch-zero-fill", NULL);
+    g_autofree char *fill_dir = g_build_filename(mount_dirs[i], ".hutch-zero-fill.d", NULL);
+    g_assert_false(guest_exists(g, fill));
+    g_assert_false(guest_exists(g, fill_dir));
+  }
+  g_autofree char *reserve = guest_read(g, "sys/fs/ext4/vda1/reserved_clusters");
+  g_assert_cmpstr(reserve, ==, "4096\n");
   g_autofree char *channel = guest_read(g, "channel");
   g_assert_cmpstr(channel, ==, "");
 
@@ -1231,6 +1289,36 @@ static void test_runner_generalise(gconstpointer data) {
   g_assert_cmpint(guest_run(h, "usr/local/lib/hutch/hutch-provision", "generalise"), !=, 0);
   g_autofree char *stub_log2 = guest_read(h, "stub.log");
   g_assert_cmpstr(stub_log2, ==, "systemctl enable hutch-identity.service\n");
+
+  /* nor is a disk whose free space could not all be zeroed: a fill that stopped early (by a
+   * block, by 10 MiB, by 4 GiB: a product mawk would print as 4.29497e+09), a file system
+   * whose removed files may live on outside its free blocks, a mount point with a space */
+  const struct {
+    const char *left, *mount;
+  } unzeroed[] = {
+      {"1 4096\n", "ext4 rw"},      {"2560 4096\n", "ext4 rw"}, {"1048576 4096\n", "ext4 rw"},
+      {"not numbers\n", "ext4 rw"}, {NULL, "btrfs rw"},         {NULL, "xfs rw"},
+  };
+  for (gsize i = 0; i < G_N_ELEMENTS(unzeroed) + 1; i++) {
+    g_autoptr(Guest) k = guest_new(data);
+    install_runner(k);
+    guest_identity_setup(k);
+    guest_write(k, "mnt/root/kept", "", 0644);
+    guest_write(k, "mnt/root\\040x/kept", "", 0644);
+    guest_write(k, "sys/fs/ext4/vda1/reserved_clusters", "4096\n", 0644);
+    g_autofree char *mounts =
+        i < G_N_ELEMENTS(unzeroed)
+            ? g_strdup_printf("/dev/vda1 %s/mnt/root %s 0 0\n", k->dir, unzeroed[i].mount)
+            : g_strdup_printf("/dev/vda1 %s/mnt/root\\040x ext4 rw 0 0\n", k->dir);
+    guest_write(k, "proc-mounts", mounts, 0644);
+    if (i < G_N_ELEMENTS(unzeroed) && unzeroed[i].left)
+      guest_write(k, "out.left", unzeroed[i].left, 0644);
+    g_assert_cmpint(guest_run(k, "usr/local/lib/hutch/hutch-provision", "generalise"), !=, 0);
+    g_assert_false(guest_exists(k, "mnt/root/.hutch-zero-fill"));
+    g_assert_false(guest_exists(k, "mnt/root/.hutch-zero-fill.d"));
+    g_autofree char *kept = guest_read(k, "sys/fs/ext4/vda1/reserved_clusters");
+    g_assert_cmpstr(kept, ==, "4096\n");
+  }
 }
 
 #define TEST_AUTHORIZED_KEY "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeClientKeyForTests hutch@host"
