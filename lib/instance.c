@@ -1206,8 +1206,7 @@ static gboolean start_helpers(HutchContext *ctx, HutchInstance *instance, char *
     return FALSE;
   g_autofree char *shares_record =
       g_build_filename(instance->meta->instance_dir, HUTCH_INSTANCE_SHARES, NULL);
-  if (!hutch_share_make_dirs(share_plan, error) ||
-      !hutch_share_check_record(share_plan, profile, shares_record, error))
+  if (!hutch_share_prepare(share_plan, profile, shares_record, error))
     return FALSE;
   if (share_plan->len > 0) {
     hutch_progress_begin(ctx, "shares", "virtiofsd for %u folder%s", share_plan->len,

@@ -100,7 +100,7 @@ GPtrArray *hutch_share_plan(const HutchProfile *profile, const HutchVirtiofsd *v
  * fully resolved, so any link met now that root does not own was planted and is refused. The
  * descriptor is what hutch_share_start hands virtiofsd, so what was checked is what is served
  * whatever happens to the path after. A `create: true` directory that does not exist yet has
- * only its path recorded (hutch_share_make_dirs makes it; call that first at start).
+ * only its path recorded (hutch_share_prepare checks, makes it, and checks again).
  *
  * Writes what record lacks (everything at create; the identity of an instance created before
  * it was recorded, or of a `create: true` directory made since) and checks the rest. Fails
@@ -120,9 +120,18 @@ gboolean hutch_share_check_record(GPtrArray *plan, const HutchProfile *profile, 
 gboolean hutch_share_record_carry(const char *from, const HutchProfile *from_profile,
                                   const char *to, const HutchProfile *to_profile, GError **error);
 
-/* Creates the missing host directories of `create: true` entries (0700, with their parents).
- * HUTCH_ERROR_PROFILE naming the directory when that fails. */
+/* Creates the missing host directories of `create: true` entries (0700, with their parents),
+ * one name at a time below the deepest one that exists, opened by the path walker: a link
+ * met on the way that root does not own is refused. HUTCH_ERROR_PROFILE naming the directory
+ * when that fails. */
 gboolean hutch_share_make_dirs(GPtrArray *plan, GError **error);
+
+/* What a start does before virtiofsd: hutch_share_check_record, then hutch_share_make_dirs,
+ * then hutch_share_check_record again to record what was made. Checked first, so that a
+ * `create: true` share whose parent the guest replaced with a link (it resolves elsewhere
+ * now) is refused before anything is made at the link's target. */
+gboolean hutch_share_prepare(GPtrArray *plan, const HutchProfile *profile, const char *record,
+                             GError **error);
 
 /* For HutchDomainConfig.filesystems: HutchDomainFs* (owned; the array frees them). */
 GPtrArray *hutch_share_plan_domain_fs(GPtrArray *plan);

@@ -1041,17 +1041,65 @@ static gboolean start_one(const HutchSharePlanEntry *entry, gboolean unprivilege
   return FALSE;
 }
 
+/* Makes dir (absolute, canonical) and its missing parents, 0700, one name at a time below the
+ * deepest directory that exists, opened by the path walker: a symbolic link a guest planted
+ * on the way (through another share) is refused, and nothing is made at its target. */
+static gboolean make_dir_walking(const char *dir, GError **error) {
+  g_auto(GStrv) names = g_strsplit(dir + 1, "/", -1);
+  guint n = g_strv_length(names), have = n;
+  g_auto(HutchFd) fd = -1;
+  for (;; have--) {
+    char *saved = names[have];
+    names[have] = NULL;
+    g_autofree char *joined = g_strjoinv("/", names);
+    names[have] = saved;
+    g_autofree char *prefix = g_strconcat("/", joined, NULL);
+    g_autoptr(GError) local = NULL;
+    fd = hutch_hostpath_open(prefix, O_PATH | O_DIRECTORY, &local);
+    if (fd >= 0)
+      break;
+    if (!g_error_matches(local, HUTCH_ERROR, HUTCH_ERROR_NOT_FOUND) || have == 0) {
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE, "creating it: %s", local->message);
+      return FALSE;
+    }
+  }
+  for (guint i = have; i < n; i++) {
+    if (mkdirat(fd, names[i], 0700) < 0 && errno != EEXIST) {
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE, "creating it: %s: %s", names[i],
+                  g_strerror(errno));
+      return FALSE;
+    }
+    int next = openat(fd, names[i], O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (next < 0) {
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE,
+                  "creating it: %s: %s (not a directory: replaced by a file or a symbolic link "
+                  "meanwhile?)",
+                  names[i], g_strerror(errno));
+      return FALSE;
+    }
+    close(fd);
+    fd = next;
+  }
+  return TRUE;
+}
+
 gboolean hutch_share_make_dirs(GPtrArray *plan, GError **error) {
   for (guint i = 0; i < plan->len; i++) {
     const HutchSharePlanEntry *entry = g_ptr_array_index(plan, i);
     if (entry->create && !g_file_test(entry->host_dir, G_FILE_TEST_EXISTS) &&
-        g_mkdir_with_parents(entry->host_dir, 0700) < 0) {
-      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE, "share %s: creating it: %s",
-                  entry->host_dir, g_strerror(errno));
+        !make_dir_walking(entry->host_dir, error)) {
+      g_prefix_error(error, "share %s: ", entry->host_dir);
       return FALSE;
     }
   }
   return TRUE;
+}
+
+gboolean hutch_share_prepare(GPtrArray *plan, const HutchProfile *profile, const char *record,
+                             GError **error) {
+  return hutch_share_check_record(plan, profile, record, error) &&
+         hutch_share_make_dirs(plan, error) &&
+         hutch_share_check_record(plan, profile, record, error);
 }
 
 gboolean hutch_share_start(GPtrArray *plan, guint guest_uid, guint guest_gid, GError **error) {

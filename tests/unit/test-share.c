@@ -344,8 +344,6 @@ static void test_record(void) {
   g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE);
 }
 
-/* The same path, another directory: a guest that can write the parent of a share (through a
- * share of its own) removes or renames the directory and puts another in its place. */
 /* An edit or a clone starts its record from the old one: a share both have keeps what was
  * recorded (a redirect since is refused, under the share's new index), an added one is
  * recorded as it resolves now */
@@ -413,6 +411,75 @@ static void test_record_carry(void) {
   g_assert_false(g_file_test(carried, G_FILE_TEST_EXISTS));
 }
 
+/* A create: true share not made yet is made one name at a time below what exists: a link the
+ * guest planted on its way (through a writable share holding its parent) is refused, and
+ * nothing is made at the link's target. */
+static void test_make_dirs_link(void) {
+  g_autoptr(Scratch) s = scratch_new();
+  g_autofree char *proj = g_build_filename(s->home, "proj", NULL);
+  g_autofree char *ssh = g_build_filename(s->home, ".ssh", NULL);
+  g_autofree char *cache = g_build_filename(proj, "cache", NULL);
+  g_autofree char *made = g_build_filename(cache, "new", NULL);
+  g_assert_cmpint(g_mkdir(ssh, 0700), ==, 0);
+  g_autoptr(HutchProfile) profile = hutch_profile_new_defaults();
+  add_share(profile, "~/proj", "~/VM-Shared", TRUE, FALSE);
+  add_share(profile, "~/proj/cache/new", "/opt/new", TRUE, TRUE);
+  g_autofree char *record = g_build_filename(s->root, "shares", NULL);
+  g_autoptr(GError) error = NULL;
+  g_autoptr(GPtrArray) at_create =
+      hutch_share_plan(profile, &c_virtiofsd, s->runtime, s->home, "/home/dev", &error);
+  g_assert_true(hutch_share_check_record(at_create, profile, record, &error));
+  g_assert_no_error(error);
+
+  /* the guest makes proj/cache a link to ~/.ssh: the plan resolves the share through it, the
+   * record refuses it before anything is made */
+  g_assert_cmpint(symlink(ssh, cache), ==, 0);
+  g_autoptr(GPtrArray) attacked =
+      hutch_share_plan(profile, &c_virtiofsd, s->runtime, s->home, "/home/dev", &error);
+  g_assert_no_error(error);
+  g_assert_false(hutch_share_prepare(attacked, profile, record, &error));
+  g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE);
+  g_clear_error(&error);
+  g_autofree char *in_ssh = g_build_filename(ssh, "new", NULL);
+  g_assert_false(g_file_test(in_ssh, G_FILE_TEST_EXISTS));
+
+  /* a link planted after the plan resolved the share (a race): the walk refuses it */
+  g_assert_cmpint(g_unlink(cache), ==, 0);
+  g_autoptr(GPtrArray) racing =
+      hutch_share_plan(profile, &c_virtiofsd, s->runtime, s->home, "/home/dev", &error);
+  g_assert_no_error(error);
+  g_assert_true(hutch_share_check_record(racing, profile, record, &error));
+  g_assert_no_error(error);
+  g_assert_cmpint(symlink(ssh, cache), ==, 0);
+  g_assert_false(hutch_share_make_dirs(racing, &error));
+  g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_PROFILE);
+  if (!strstr(error->message, "symbolic link"))
+    g_error("%s", error->message);
+  g_clear_error(&error);
+  g_assert_false(g_file_test(in_ssh, G_FILE_TEST_EXISTS));
+
+  /* without it: both names made, 0700, and the made directory's identity recorded */
+  g_assert_cmpint(g_unlink(cache), ==, 0);
+  g_autoptr(GPtrArray) plan =
+      hutch_share_plan(profile, &c_virtiofsd, s->runtime, s->home, "/home/dev", &error);
+  g_assert_no_error(error);
+  g_assert_true(hutch_share_prepare(plan, profile, record, &error));
+  g_assert_no_error(error);
+  g_autofree char *recorded = NULL;
+  g_assert_true(g_file_get_contents(record, &recorded, NULL, NULL));
+  g_assert_nonnull(strstr(recorded, "1.inode="));
+  struct stat st;
+  g_assert_cmpint(lstat(cache, &st), ==, 0);
+  g_assert_true(S_ISDIR(st.st_mode) && (st.st_mode & 0777) == 0700);
+  g_assert_cmpint(lstat(made, &st), ==, 0);
+  g_assert_true(S_ISDIR(st.st_mode) && (st.st_mode & 0777) == 0700);
+  /* and again: nothing to make */
+  g_assert_true(hutch_share_make_dirs(plan, &error));
+  g_assert_no_error(error);
+}
+
+/* The same path, another directory: a guest that can write the parent of a share (through a
+ * share of its own) removes or renames the directory and puts another in its place. */
 static void test_record_identity(void) {
   g_autoptr(Scratch) s = scratch_new();
   g_autofree char *sub = g_build_filename(s->home, "proj", "sub", NULL);
@@ -1030,6 +1097,7 @@ int main(int argc, char **argv) {
   g_test_add_func("/share/argv", test_argv);
   g_test_add_func("/share/crowded", test_crowded);
   g_test_add_func("/share/record-carry", test_record_carry);
+  g_test_add_func("/share/make-dirs-link", test_make_dirs_link);
   g_test_add_func("/share/id-map", test_id_map);
   g_test_add_func("/share/subid", test_subid);
   g_test_add_func("/share/start-stop", test_start_stop);
