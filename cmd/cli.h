@@ -76,6 +76,9 @@ int cli_start_foreground(Cli *cli, const char *name);
 /* The context for library calls, with progress drawn on stderr unless -q. NULL after
  * printing the error. */
 HutchContext *cli_context(Cli *cli);
+/* cli_context for a verb that makes or starts a VM: NULL after printing the error when this
+ * process may not (hutch_context_check_may_run_vms: root), before anything is done. */
+HutchContext *cli_vm_context(Cli *cli);
 
 /* Prints "hutch VERB: message" on stderr and returns EXIT_USAGE. */
 int cli_usage_error(const char *verb, const char *fmt, ...) G_GNUC_PRINTF(2, 3);

@@ -418,6 +418,17 @@ HutchContext *cli_context(Cli *cli) {
   return cli->ctx;
 }
 
+HutchContext *cli_vm_context(Cli *cli) {
+  if (!cli_context(cli))
+    return NULL;
+  g_autoptr(GError) error = NULL;
+  if (!hutch_context_check_may_run_vms(cli->ctx, &error)) {
+    cli_error(error);
+    return NULL;
+  }
+  return cli->ctx;
+}
+
 int main(int argc, char **argv) {
   enum { OPT_JSON = 1000, OPT_VERSION };
   static const struct option global_options[] = {

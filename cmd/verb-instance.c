@@ -173,7 +173,7 @@ int verb_create(Cli *cli, int argc, char **argv) {
   if (rc >= 0)
     return rc;
   const char *name = argv[optind];
-  if (!cli_context(cli))
+  if (!cli_vm_context(cli))
     return EXIT_FAILED;
   g_autoptr(GError) error = NULL;
   if (!create_instance(cli, name, &o, &error))
@@ -192,7 +192,7 @@ int verb_start(Cli *cli, int argc, char **argv) {
   if (o.foreground && o.no_wait)
     return cli_usage_error("start", "--foreground and --no-wait exclude each other");
   const char *name = argv[optind];
-  if (!cli_context(cli))
+  if (!cli_vm_context(cli))
     return EXIT_FAILED;
   g_autoptr(GError) error = NULL;
   if (!hutch_name_is_valid(name, &error))
@@ -332,7 +332,7 @@ int verb_clone(Cli *cli, int argc, char **argv) {
   int rc = parse_edit_options(&opts, &e, 2, argc, argv);
   if (rc >= 0)
     return rc;
-  if (!cli_context(cli))
+  if (!cli_vm_context(cli))
     return EXIT_FAILED;
   g_autoptr(GError) error = NULL;
   if (!hutch_name_is_valid(argv[optind], &error) ||
@@ -356,7 +356,7 @@ int verb_restart(Cli *cli, int argc, char **argv) {
     return opts.exit_code;
   if (!cli_expect_args(&opts, argc, argv, 1, 1))
     return opts.exit_code;
-  if (!cli_context(cli))
+  if (!cli_vm_context(cli))
     return EXIT_FAILED;
   g_autoptr(GError) error = NULL;
   if (!hutch_instance_restart(cli->ctx, argv[optind], !no_wait, &error))
@@ -714,7 +714,7 @@ int verb_run(Cli *cli, int argc, char **argv) {
   if (optind >= argc)
     return cli_usage_error("run", "missing the command (hutch run [OPTIONS] -- CMD [ARG...])");
   char **command = argv + optind;
-  if (!cli_context(cli))
+  if (!cli_vm_context(cli))
     return EXIT_FAILED;
 
   /* Everything is checked before anything is made. */

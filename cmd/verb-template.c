@@ -13,7 +13,7 @@ static int template_create(Cli *cli, CliOptions *opts, int argc, char **argv, co
   g_autoptr(GError) error = NULL;
   if (!hutch_name_is_valid(argv[optind], &error))
     return cli_usage_error("template", "%s", error->message);
-  if (!cli_context(cli))
+  if (!cli_vm_context(cli))
     return EXIT_FAILED;
   /* Ctrl-C, SIGTERM, SIGHUP: the copy is powered off, so that the create fails, removes it
    * and starts the source again if it ran */

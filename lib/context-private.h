@@ -1,6 +1,8 @@
 /* context-private.h: the HutchContext structure. */
 #pragma once
 
+#include <sys/types.h>
+
 #include "util-private.h"
 
 struct _HutchContext {
@@ -22,6 +24,11 @@ struct _HutchContext {
 /* Whether hutch can run VMs on the libvirt at uri: a local session daemon (qemu:///session,
  * qemu+unix:///session) or the test driver; else a USAGE error that says why. */
 gboolean hutch_context_uri_supported(const char *uri, GError **error);
+/* Whether a process of effective uid euid may make or start a VM (its helpers, its domain) on uri:
+ * not root, except on the test driver (which starts nothing). As root, QEMU would run as root
+ * and virtiofsd without a user namespace: guest root would own a share's files as host root
+ * (the setuid filter holds, but device nodes and chown do not). FAILED error saying so. */
+gboolean hutch_context_start_allowed(const char *uri, uid_t euid, GError **error);
 /* hutch_context_uri_supported for the context's URI, saying when $LIBVIRT_DEFAULT_URI named
  * it. hutch_context_connect checks it; so does what serves a VM without connecting (shell
  * through the supervisor). */

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <sys/prctl.h>
+#include <unistd.h>
 
 #include "context-private.h"
 
@@ -89,6 +90,21 @@ gboolean hutch_context_uri_supported(const char *uri, GError **error) {
               "connections\")",
               uri, why);
   return FALSE;
+}
+
+gboolean hutch_context_start_allowed(const char *uri, uid_t euid, GError **error) {
+  g_autoptr(GUri) parsed = g_uri_parse(uri, G_URI_FLAGS_NONE, NULL);
+  if (euid != 0 || (parsed && strcmp(g_uri_get_scheme(parsed), "test") == 0))
+    return TRUE;
+  g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED,
+              "refusing to run VMs as root: QEMU would run as root, and each share's "
+              "virtiofsd without a user namespace, so guest root would own the shared files as "
+              "host root (device nodes, files of any owner); run hutch as your own user");
+  return FALSE;
+}
+
+gboolean hutch_context_check_may_run_vms(HutchContext *ctx, GError **error) {
+  return hutch_context_start_allowed(ctx->uri, geteuid(), error);
 }
 
 gboolean hutch_context_check_uri(HutchContext *ctx, GError **error) {

@@ -324,7 +324,10 @@ static void check_open_files(JsonArray *results, const HutchDoctorEnv *env) {
 
 static void check_subids(JsonArray *results, const HutchDoctorEnv *env) {
   if (env->uid == 0) {
-    add(results, "subuid", TRUE, NULL, "root: virtiofsd runs without a user namespace", NULL);
+    add(results, "subuid", FALSE, "error",
+        "running as root: hutch refuses to run VMs as root (QEMU would run as root, and "
+        "virtiofsd without a user namespace)",
+        "run hutch as your own user");
     return;
   }
   g_autofree char *fix = g_strdup_printf(

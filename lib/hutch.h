@@ -140,6 +140,11 @@ typedef void (*HutchProgressFunc)(const HutchProgress *progress, gpointer user_d
 HUTCH_PUBLIC HutchContext *hutch_context_new(const char *uri, GError **error);
 HUTCH_PUBLIC void hutch_context_free(HutchContext *ctx);
 HUTCH_PUBLIC const char *hutch_context_get_uri(HutchContext *ctx);
+/* Whether this process may make or start VMs: not as root (QEMU would run as root, and the
+ * shares' virtiofsd without a user namespace), except on the test driver; else an error
+ * saying so. What makes or starts a VM checks it before anything else (before connecting:
+ * root's qemu:///session is the system daemon). */
+HUTCH_PUBLIC gboolean hutch_context_check_may_run_vms(HutchContext *ctx, GError **error);
 HUTCH_PUBLIC void hutch_context_set_progress(HutchContext *ctx, HutchProgressFunc func,
                                              gpointer user_data);
 /* Makes this process the parent of the VM helpers it starts from now on (they are started

@@ -624,6 +624,9 @@ gboolean hutch_instance_first_boot_done(const char *instance_dir) {
  * progress and undo of a create. */
 static gboolean create_named(HutchContext *ctx, const char *name, HutchProfile *profile,
                              const CloneSource *clone, const char *what, GError **error) {
+  /* a VM root could not start: refused before anything is made */
+  if (!hutch_context_start_allowed(hutch_context_get_uri(ctx), geteuid(), error))
+    return FALSE;
   virConnectPtr conn = hutch_context_connect(ctx, error);
   if (!conn)
     return FALSE;
@@ -1188,6 +1191,8 @@ static gboolean set_net_backend(HutchInstance *instance, gboolean vhost_user, GE
  * On failure, nothing of them runs. */
 static gboolean start_helpers(HutchContext *ctx, HutchInstance *instance, char **helper_env,
                               int secrets_fd, guint ssh_port, GError **error) {
+  if (!hutch_context_start_allowed(hutch_context_get_uri(ctx), geteuid(), error))
+    return FALSE;
   g_autoptr(HutchProfile) profile = instance_profile(instance, error);
   if (!profile)
     return FALSE;
@@ -1267,6 +1272,8 @@ gboolean hutch_instance_start_helpers(HutchContext *ctx, const char *name, guint
 
 static gboolean start_steps(HutchContext *ctx, HutchInstance *instance, gboolean wait_ready,
                             int *ret_boot_fd, GError **error) {
+  if (!hutch_context_start_allowed(hutch_context_get_uri(ctx), geteuid(), error))
+    return FALSE;
   g_autoptr(HutchProfile) profile = instance_profile(instance, error);
   if (!profile)
     return FALSE;

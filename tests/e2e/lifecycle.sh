@@ -26,6 +26,21 @@ for uri in qemu:///system qemu+ssh://nobody@host.invalid/session; do
     not_ok "-c $uri (exit $rc)"; diag "$out"
   fi
 done
+# Root makes and starts no VM (QEMU would run as root, virtiofsd without a user namespace):
+# as root (uid 0 of a user namespace of its own), exit 1 with one line, nothing made
+for verb in create start run; do
+  case $verb in
+    run) args=(run -f "$E2E_TMP/blank.yaml" --name "$vm" -- true) ;;
+    *) args=("$verb" "$vm" -f "$E2E_TMP/blank.yaml") ;;
+  esac
+  out=$(unshare -r "$HUTCH" "${args[@]}" 2>&1 >/dev/null); rc=$?
+  if [ $rc -eq 1 ] && [ "$(wc -l <<<"$out")" -eq 1 ] && grep -q "refusing to run VMs as root" <<<"$out" &&
+     ! virsh dominfo "$vm" >/dev/null 2>&1 && [ ! -e "$XDG_DATA_HOME/hutch/instances/$vm" ]; then
+    ok "hutch $verb as root is refused with one line (exit 1), and nothing is made"
+  else
+    not_ok "hutch $verb as root (exit $rc)"; diag "$out"
+  fi
+done
 out=$(LIBVIRT_DEFAULT_URI=qemu:///system "$HUTCH" list 2>&1); rc=$?
 if [ $rc -eq 2 ] && grep -q "qemu:///system is not supported" <<<"$out"; then ok "so is \$LIBVIRT_DEFAULT_URI=qemu:///system"; else not_ok "LIBVIRT_DEFAULT_URI=qemu:///system (exit $rc)"; diag "$out"; fi
 

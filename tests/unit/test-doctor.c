@@ -255,11 +255,13 @@ static void test_subids(void) {
   put(f->root, "etc/subgid", "1234:300000:65536\n", 0644);
   g_autoptr(JsonArray) r2 = hutch_doctor_run(NULL, &f->env);
   assert_check(r2, "subuid", TRUE, "info", "/etc/subgid 300000+65536");
-  /* root needs none */
+  /* root runs no VM: said, with the way out */
   f->env.uid = 0;
   put(f->root, "etc/subuid", "", 0644);
   g_autoptr(JsonArray) r3 = hutch_doctor_run(NULL, &f->env);
-  assert_check(r3, "subuid", TRUE, "info", "root");
+  assert_check(r3, "subuid", FALSE, "error", "hutch refuses to run VMs as root");
+  g_assert_cmpstr(json_object_get_string_member(result(r3, "subuid"), "fix"), ==,
+                  "run hutch as your own user");
 }
 
 static void test_runtime_dir_and_space(void) {

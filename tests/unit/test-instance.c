@@ -551,6 +551,24 @@ static void test_cli_no_ports(void) {
   g_assert_true(hutch_rmtree(dir, NULL));
 }
 
+/* Root starts no VM (QEMU as root, virtiofsd without a user namespace); the test driver,
+ * which starts nothing, is the exception. */
+static void test_start_allowed(void) {
+  g_autoptr(GError) error = NULL;
+  g_assert_true(hutch_context_start_allowed("qemu:///session", 1000, &error));
+  g_assert_no_error(error);
+  g_assert_true(hutch_context_start_allowed("test:///default", 0, &error));
+  g_assert_no_error(error);
+  const char *const refused[] = {"qemu:///session", "qemu+unix:///session", "not a uri", NULL};
+  for (const char *const *u = refused; *u; u++) {
+    g_assert_false(hutch_context_start_allowed(*u, 0, &error));
+    g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED);
+    g_assert_nonnull(strstr(error->message, "refusing to run VMs as root"));
+    g_assert_nonnull(strstr(error->message, "run hutch as your own user"));
+    g_clear_error(&error);
+  }
+}
+
 /* hutch runs VMs on a local session daemon (or the test driver); another URI is refused
  * when libvirt is first needed, with a usage error that says why, before connecting. */
 static void test_uri_supported(void) {
@@ -690,6 +708,7 @@ int main(int argc, char **argv) {
   g_setenv("HUTCH_VIRTIOFSD", fake, TRUE);
   g_test_add_func("/instance/info/shares-ports-forwards", test_info_shares_ports_forwards);
   g_test_add_func("/instance/uri-supported", test_uri_supported);
+  g_test_add_func("/instance/start-allowed", test_start_allowed);
   g_test_add_func("/instance/supervise-boot/refused", test_supervise_boot_refused);
   g_test_add_func("/instance/ports-busy/message", test_ports_busy_message);
   g_test_add_func("/instance/ports-busy/holder", test_ports_busy_holder);
