@@ -551,6 +551,7 @@ zero_free_space() {
     resv=$SYS_FS_EXT4/$name/reserved_clusters
     kept=$(cat "$resv" 2>/dev/null) && echo 0 >"$resv" 2>/dev/null || kept=
     fill=$mnt/.hutch-zero-fill
+    began=$(date +%s)
     rm -rf "$fill" "$fill.d"
     mkdir "$fill.d"
     "$DD" if=/dev/zero of="$fill" bs=4M oflag=direct status=none 2>/dev/null
@@ -572,7 +573,7 @@ zero_free_space() {
       say "generalise: could not zero the free space of $mnt (${left:-unknown} bytes were left)" >&2
       return 1
     fi
-    say "zeroed $((size / 1048576)) MiB of free space in $mnt" >&2
+    say "zeroed $((size / 1048576)) MiB of free space in $mnt in $(($(date +%s) - began)) s" >&2
   done <<EOF
 $mounts
 EOF
