@@ -1503,7 +1503,9 @@ gboolean hutch_instance_stop(HutchContext *ctx, const char *name, gboolean force
 
 gboolean hutch_instance_restart(HutchContext *ctx, const char *name, gboolean wait_ready,
                                 GError **error) {
-  return hutch_instance_stop(ctx, name, FALSE, error) &&
+  /* refused before the stop, not after it */
+  return hutch_context_check_may_run_vms(ctx, error) &&
+         hutch_instance_stop(ctx, name, FALSE, error) &&
          hutch_instance_start(ctx, name, wait_ready, error);
 }
 

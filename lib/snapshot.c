@@ -133,7 +133,9 @@ static gboolean create_steps(HutchContext *ctx, const char *name, const char *sn
                 "it exists already (hutch snapshot delete %s %s)", name, snapshot);
     return FALSE;
   }
-  if (running && !shut_down_for(ctx, name, "take the snapshot", FALSE, error))
+  /* a running VM is started again afterwards: not by root, so not stopped by it either */
+  if (running && (!hutch_context_check_may_run_vms(ctx, error) ||
+                  !shut_down_for(ctx, name, "take the snapshot", FALSE, error)))
     return FALSE;
 
   hutch_progress_begin(ctx, "snapshot", "saving '%s' of %s", snapshot, name);
@@ -173,7 +175,8 @@ static gboolean revert_steps(HutchContext *ctx, const char *name, const char *sn
   if (!snap)
     return FALSE;
   /* The running state is about to be thrown away: no need to wait for a clean power-off. */
-  if (running && !shut_down_for(ctx, name, "revert it", TRUE, error))
+  if (running && (!hutch_context_check_may_run_vms(ctx, error) ||
+                  !shut_down_for(ctx, name, "revert it", TRUE, error)))
     return FALSE;
   hutch_progress_begin(ctx, "revert", "to '%s'", snapshot);
   if (virDomainRevertToSnapshot(snap, 0) < 0) {

@@ -7,6 +7,8 @@ require_libvirt
 
 vm=$(vm_name life)
 track_vm "$vm"
+track_vm "$vm-copy"
+track_template "$vm-tpl"
 qemu-img create -q -f qcow2 "$E2E_TMP/blank.qcow2" 1G
 cat >"$E2E_TMP/blank.yaml" <<YAML
 cpus: 1
@@ -47,6 +49,17 @@ if [ $rc -eq 2 ] && grep -q "qemu:///system is not supported" <<<"$out"; then ok
 check "create from a profile file" "$HUTCH" -q create "$vm" -f "$E2E_TMP/blank.yaml"
 check "virsh sees the domain" virsh dominfo "$vm"
 check "the instance directory is 0700" test "$(stat -c %a "$XDG_DATA_HOME/hutch/instances/$vm")" = 700
+# ... and what would start it, or make a VM of it, is refused to root before anything is done
+for args in "restart $vm" "clone $vm $vm-copy" "template create $vm-tpl --from $vm"; do
+  read -ra argv <<<"$args"
+  out=$(unshare -r "$HUTCH" "${argv[@]}" 2>&1 >/dev/null); rc=$?
+  if [ $rc -eq 1 ] && grep -q "refusing to run VMs as root" <<<"$out" && [ "$(virsh domstate "$vm" 2>&1)" = "shut off" ] &&
+     ! virsh dominfo "$vm-copy" >/dev/null 2>&1 && [ ! -e "$XDG_CACHE_HOME/hutch/images/template-$vm-tpl" ]; then
+    ok "hutch ${argv[0]} as root is refused (exit 1), nothing made or changed"
+  else
+    not_ok "hutch ${argv[0]} as root (exit $rc)"; diag "$out"
+  fi
+done
 
 out=$("$HUTCH" list --json)
 if python3 -c 'import json,sys; l=json.load(sys.stdin); sys.exit(0 if any(v["name"]==sys.argv[1] and v["state"]=="stopped" for v in l) else 1)' "$vm" <<<"$out"; then

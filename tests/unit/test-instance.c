@@ -559,7 +559,8 @@ static void test_start_allowed(void) {
   g_assert_no_error(error);
   g_assert_true(hutch_context_start_allowed("test:///default", 0, &error));
   g_assert_no_error(error);
-  const char *const refused[] = {"qemu:///session", "qemu+unix:///session", "not a uri", NULL};
+  const char *const refused[] = {"qemu:///session", "qemu+unix:///session", "not a uri",
+                                 "test://elsewhere.example/default", NULL};
   for (const char *const *u = refused; *u; u++) {
     g_assert_false(hutch_context_start_allowed(*u, 0, &error));
     g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED);
