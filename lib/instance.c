@@ -625,7 +625,7 @@ gboolean hutch_instance_first_boot_done(const char *instance_dir) {
 static gboolean create_named(HutchContext *ctx, const char *name, HutchProfile *profile,
                              const CloneSource *clone, const char *what, GError **error) {
   /* a VM root could not start: refused before anything is made */
-  if (!hutch_context_start_allowed(hutch_context_get_uri(ctx), geteuid(), error))
+  if (!hutch_context_check_may_run_vms(ctx, error))
     return FALSE;
   virConnectPtr conn = hutch_context_connect(ctx, error);
   if (!conn)
@@ -1191,7 +1191,7 @@ static gboolean set_net_backend(HutchInstance *instance, gboolean vhost_user, GE
  * On failure, nothing of them runs. */
 static gboolean start_helpers(HutchContext *ctx, HutchInstance *instance, char **helper_env,
                               int secrets_fd, guint ssh_port, GError **error) {
-  if (!hutch_context_start_allowed(hutch_context_get_uri(ctx), geteuid(), error))
+  if (!hutch_context_check_may_run_vms(ctx, error))
     return FALSE;
   g_autoptr(HutchProfile) profile = instance_profile(instance, error);
   if (!profile)
@@ -1272,7 +1272,7 @@ gboolean hutch_instance_start_helpers(HutchContext *ctx, const char *name, guint
 
 static gboolean start_steps(HutchContext *ctx, HutchInstance *instance, gboolean wait_ready,
                             int *ret_boot_fd, GError **error) {
-  if (!hutch_context_start_allowed(hutch_context_get_uri(ctx), geteuid(), error))
+  if (!hutch_context_check_may_run_vms(ctx, error))
     return FALSE;
   g_autoptr(HutchProfile) profile = instance_profile(instance, error);
   if (!profile)
