@@ -22,8 +22,17 @@ struct _HutchContext {
 
 /* The libvirt connection, opened on first use. Owned by the context. */
 /* Whether hutch can run VMs on the libvirt at uri: a local session daemon (qemu:///session,
- * qemu+unix:///session) or the test driver; else a USAGE error that says why. */
+ * qemu+unix:///session), the local system daemon (qemu:///system, qemu+unix:///system) or
+ * the test driver; else a USAGE error that says why. */
 gboolean hutch_context_uri_supported(const char *uri, GError **error);
+/* Whether uri is the local system daemon (qemu:///system, qemu+unix:///system) as
+ * hutch_context_uri_supported takes it: QEMU runs as libvirt's own user there, so what it
+ * opens lives in the user's directory of that daemon (system-private.h). */
+gboolean hutch_context_uri_is_system(const char *uri);
+gboolean hutch_context_is_system(HutchContext *ctx);
+/* A USAGE error naming what (plural: "snapshots") when the context is qemu:///system, where
+ * it is not built: clones, templates and snapshots work on the session daemon only. */
+gboolean hutch_context_check_not_system(HutchContext *ctx, const char *what, GError **error);
 /* Whether a process of effective uid euid may make or start a VM (its helpers, its domain) on uri:
  * not root, except on the test driver (which starts nothing). As root, QEMU would run as root
  * and virtiofsd without a user namespace: guest root would own a share's files as host root

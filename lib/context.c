@@ -52,6 +52,32 @@ void hutch_context_set_supervisor_program(HutchContext *ctx, const char *program
   ctx->supervisor_program = g_strdup(program);
 }
 
+gboolean hutch_context_uri_is_system(const char *uri) {
+  g_autoptr(GUri) parsed = uri ? g_uri_parse(uri, G_URI_FLAGS_NONE, NULL) : NULL;
+  if (!parsed)
+    return FALSE;
+  const char *scheme = g_uri_get_scheme(parsed);
+  const char *host = g_uri_get_host(parsed);
+  /* the local system daemon, through its default socket: no host, no parameters (socket=
+   * and name= would name another daemon or ask it for another URI) */
+  return (!host || !*host) && (strcmp(scheme, "qemu") == 0 || strcmp(scheme, "qemu+unix") == 0) &&
+         strcmp(g_uri_get_path(parsed), "/system") == 0 && !g_uri_get_query(parsed);
+}
+
+gboolean hutch_context_is_system(HutchContext *ctx) {
+  return hutch_context_uri_is_system(ctx->uri);
+}
+
+gboolean hutch_context_check_not_system(HutchContext *ctx, const char *what, GError **error) {
+  if (!hutch_context_is_system(ctx))
+    return TRUE;
+  g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE,
+              "%s on qemu:///system are not built yet: use qemu:///session for them "
+              "(docs/architecture.md, \"Other connections\")",
+              what);
+  return FALSE;
+}
+
 gboolean hutch_context_uri_supported(const char *uri, GError **error) {
   g_autoptr(GUri) parsed = g_uri_parse(uri, G_URI_FLAGS_NONE, NULL);
   const char *scheme = parsed ? g_uri_get_scheme(parsed) : ""; /* lower case */
@@ -76,17 +102,19 @@ gboolean hutch_context_uri_supported(const char *uri, GError **error) {
   }
   if (session && !other_socket)
     return TRUE;
+  if (hutch_context_uri_is_system(uri))
+    return TRUE;
   const char *why =
       !local ? "hutch keeps a VM's disks, seed and helpers (passt, virtiofsd) on this machine, "
                "where a remote libvirt cannot use them"
       : other_socket ? "hutch runs VMs on your own libvirt session daemon only (its socket is "
                        "in $XDG_RUNTIME_DIR/libvirt)"
       : g_str_has_prefix(scheme, "qemu") && strcmp(g_uri_get_path(parsed), "/system") == 0
-          ? "hutch runs a VM's helpers (passt, virtiofsd) as you, beside your own libvirt "
-            "session daemon"
-          : "hutch runs VMs on your libvirt session daemon only";
+          ? "hutch takes the system daemon through its own socket only (qemu:///system)"
+          : "hutch runs VMs on your libvirt session daemon or the local system daemon only";
   g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE,
-              "%s is not supported: %s; use -c qemu:///session (docs/architecture.md, \"Other "
+              "%s is not supported: %s; use -c qemu:///session or -c qemu:///system "
+              "(docs/architecture.md, \"Other "
               "connections\")",
               uri, why);
   return FALSE;

@@ -439,14 +439,14 @@ JsonArray *hutch_doctor_run(HutchContext *ctx, const HutchDoctorEnv *env) {
     needed_for = g_strdup_printf("the guests' network; %s", backend_error->message);
   else if (vhost_user)
     needed_for = g_strdup("the guests' network; vhost-user: passt serves the network card's "
-                          "queues");
+                          "queues (VMs on qemu:///system need it)");
   else
     needed_for = g_strdup_printf(
         "the guests' network; a stream socket: %s",
         g_strcmp0(g_getenv("HUTCH_PASST_VHOST_USER"), "0") == 0
             ? "HUTCH_PASST_VHOST_USER=0"
             : "this passt has no vhost-user mode (passt 2024-11 and later have it, one copy "
-              "less per packet)");
+              "less per packet; VMs on qemu:///system need it)");
   check_program(results, env, "passt", passt && *passt ? passt : "passt", "error", needed_for,
                 "apt-get install passt");
   if (backend_error)

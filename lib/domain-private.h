@@ -30,11 +30,18 @@ typedef struct {
   const char *kernel;          /* direct kernel boot when non-NULL */
   const char *initrd;          /* may be NULL */
   const char *cmdline;         /* may be NULL */
-  const char *console_log;     /* serial console is logged here */
+  const char *console_log;     /* serial console is logged here; NULL: a pty (qemu:///system) */
   const char *passt_socket;    /* NULL: no network */
   gboolean net_vhost_user;     /* passt serves the NIC's virtqueues (vhost-user), not a stream */
+  /* qemu:///system, where QEMU runs as libvirt's own user: the NIC is libvirt's own
+   * <interface type='vhostuser'> (which libvirt hands QEMU however it runs it), not
+   * <qemu:commandline> arguments, and needs net_vhost_user; the console log and the ready
+   * socket may be NULL (libvirt's own, read through the API) */
+  gboolean system;
   const char *mac;             /* "52:54:00:xx:xx:xx" */
-  const char *ready_socket;    /* unix socket of the ready channel (libvirt binds it) */
+  /* unix socket of the ready channel (libvirt binds it); NULL: one in libvirt's own
+   * directory, read through virDomainOpenChannel (qemu:///system) */
+  const char *ready_socket;
   const char *agent_socket;    /* unix socket of the qemu-guest-agent channel, or NULL */
   GPtrArray *filesystems;      /* HutchDomainFs*, may be NULL */
   /* metadata, read back by later hutch processes */

@@ -166,9 +166,9 @@ static gboolean check_config(const HutchProfile *profile, const HutchDomainConfi
       !check_path("seed", c->seed_path, FALSE, error) ||
       !check_path("kernel", c->kernel, FALSE, error) ||
       !check_path("initrd", c->initrd, FALSE, error) ||
-      !check_path("console log", c->console_log, TRUE, error) ||
+      !check_path("console log", c->console_log, !c->system, error) ||
       !check_path("passt socket", c->passt_socket, FALSE, error) ||
-      !check_path("ready socket", c->ready_socket, TRUE, error) ||
+      !check_path("ready socket", c->ready_socket, !c->system, error) ||
       !check_path("agent socket", c->agent_socket, FALSE, error) ||
       !check_path("instance directory", c->instance_dir, TRUE, error) ||
       !check_path("runtime directory", c->runtime_dir, TRUE, error))
@@ -183,6 +183,11 @@ static gboolean check_config(const HutchProfile *profile, const HutchDomainConfi
     return FALSE;
   if (c->guest_user && !check_text("guest user", c->guest_user, error))
     return FALSE;
+  if (c->system && !c->net_vhost_user) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE,
+                "on qemu:///system, passt serves the NIC through its vhost-user mode only");
+    return FALSE;
+  }
   if (c->passt_socket) {
     if (!check_mac(c->mac, error))
       return FALSE;
@@ -298,9 +303,11 @@ static void add_features_cpu(xmlNodePtr domain, const HutchDomainConfig *c) {
     add_elem(domain, "cpu", "mode", "maximum", "migratable", "off");
 }
 
+/* path NULL: libvirt picks the socket's place (its own directory, which only QEMU's user and
+ * libvirt can reach on qemu:///system) */
 static void add_channel(xmlNodePtr devices, const char *path, const char *name) {
   xmlNodePtr channel = add_elem(devices, "channel", "type", "unix", NULL, NULL);
-  add_elem(channel, "source", "mode", "bind", "path", path);
+  add_elem(channel, "source", "mode", "bind", path ? "path" : NULL, path);
   add_elem(channel, "target", "type", "virtio", "name", name);
 }
 
@@ -312,10 +319,22 @@ static void add_filesystem(xmlNodePtr devices, const HutchDomainFs *fs) {
   add_elem(node, "target", "dir", fs->tag, NULL, NULL);
 }
 
+/* qemu:///system: passt's vhost-user socket as libvirt's own interface, which libvirt hands
+ * QEMU (running as libvirt's user) by path; the socket's ACL lets that user connect. */
+static void add_interface(xmlNodePtr devices, const HutchDomainConfig *c) {
+  xmlNodePtr interface = add_elem(devices, "interface", "type", "vhostuser", NULL, NULL);
+  add_elem(interface, "mac", "address", c->mac, NULL, NULL);
+  xmlNodePtr source = add_elem(interface, "source", "type", "unix", "path", c->passt_socket);
+  set_attr(source, "mode", "client");
+  add_elem(interface, "model", "type", "virtio", NULL, NULL);
+}
+
 static void add_devices(xmlNodePtr domain, const HutchDomainConfig *c) {
   xmlNodePtr devices = add_node(domain, "devices");
   if (c->emulator)
     add_text(devices, NULL, "emulator", c->emulator);
+  if (c->passt_socket && c->system)
+    add_interface(devices, c);
 
   xmlNodePtr disk = add_elem(devices, "disk", "type", "file", "device", "disk");
   xmlNodePtr driver = add_elem(disk, "driver", "name", "qemu", "type", "qcow2");
@@ -325,6 +344,11 @@ static void add_devices(xmlNodePtr domain, const HutchDomainConfig *c) {
   set_attr(driver, "discard", "unmap");
   set_attr(driver, "detect_zeroes", "unmap");
   add_elem(disk, "source", "file", c->disk_path, NULL, NULL);
+  /* qemu:///system: the disk stands alone, whatever its header says. libvirt (root) would
+   * otherwise read the backing chain from the file, which QEMU's user owns while the VM
+   * runs, and give whatever file it names to that user at the next start. */
+  if (c->system)
+    add_node(disk, "backingStore");
   add_elem(disk, "target", "dev", "vda", "bus", "virtio");
 
   /* The seed is a cdrom on virtio-scsi, not SATA: Debian's cloud kernels
@@ -352,12 +376,18 @@ static void add_devices(xmlNodePtr domain, const HutchDomainConfig *c) {
    * libvirt 9.0's qemu_process.c), and virtlogd rolls the file over at max_size (2 MiB),
    * keeping max_backups (3) as console.log.0-.2 (virtlogd.conf). A <log> on a pty serial
    * would go the same way, so it would bound nothing more. With stdio_handler = "file" QEMU
-   * writes the file itself and nothing bounds it. */
-  xmlNodePtr serial = add_elem(devices, "serial", "type", "file", NULL, NULL);
-  add_elem(serial, "source", "path", c->console_log, NULL, NULL);
+   * writes the file itself and nothing bounds it.
+   * Without console_log (qemu:///system), a pty: the system virtlogd would write the file as
+   * root, 0600, which its user could not read; hutch reads the console through libvirt
+   * (virDomainOpenConsole) instead. */
+  const char *serial_type = c->console_log ? "file" : "pty";
+  xmlNodePtr serial = add_elem(devices, "serial", "type", serial_type, NULL, NULL);
+  if (c->console_log)
+    add_elem(serial, "source", "path", c->console_log, NULL, NULL);
   add_elem(serial, "target", "port", "0", NULL, NULL);
-  xmlNodePtr console = add_elem(devices, "console", "type", "file", NULL, NULL);
-  add_elem(console, "source", "path", c->console_log, NULL, NULL);
+  xmlNodePtr console = add_elem(devices, "console", "type", serial_type, NULL, NULL);
+  if (c->console_log)
+    add_elem(console, "source", "path", c->console_log, NULL, NULL);
   add_elem(console, "target", "type", "serial", "port", "0");
 
   if (c->agent_socket)
@@ -508,7 +538,11 @@ static GPtrArray *hutch_net_args(xmlNodePtr domain) {
   return NULL;
 }
 
+static gboolean has_vhostuser_interface(xmlNodePtr domain);
+
 static gboolean net_is_vhost_user(xmlNodePtr domain) {
+  if (has_vhostuser_interface(domain))
+    return TRUE;
   g_autoptr(GPtrArray) args = hutch_net_args(domain);
   for (guint i = 0; args && i < args->len; i++) {
     g_autofree char *value = arg_value(g_ptr_array_index(args, i));
@@ -528,6 +562,18 @@ static gboolean attr_is(xmlNodePtr node, const char *name, const char *value) {
   gboolean same = got && xmlStrEqual(got, BAD_CAST value);
   xmlFree(got);
   return same;
+}
+
+/* libvirt's own vhost-user interface (qemu:///system) */
+static gboolean has_vhostuser_interface(xmlNodePtr domain) {
+  g_autoptr(GPtrArray) devices = children_named(domain, "devices");
+  for (guint d = 0; d < devices->len; d++) {
+    g_autoptr(GPtrArray) interfaces = children_named(g_ptr_array_index(devices, d), "interface");
+    for (guint i = 0; i < interfaces->len; i++)
+      if (attr_is(g_ptr_array_index(interfaces, i), "type", "vhostuser"))
+        return TRUE;
+  }
+  return FALSE;
 }
 
 static gboolean memory_is_shared(xmlNodePtr domain) {
@@ -607,7 +653,7 @@ char *hutch_domain_build_xml(const HutchProfile *profile, const HutchDomainConfi
   add_text(domain, NULL, "on_reboot", "restart");
   add_text(domain, NULL, "on_crash", "destroy");
   add_devices(domain, config);
-  if (config->passt_socket)
+  if (config->passt_socket && !config->system)
     add_network(domain, qemu_ns, config);
 
   char *text = doc_to_string(doc, error);

@@ -100,7 +100,15 @@ static gboolean edit_steps(HutchContext *ctx, HutchInstance *instance, const Hut
                                                                instance->meta->guest_user, error);
   if (!share_plan)
     return FALSE;
-  g_autoptr(GPtrArray) filesystems = hutch_share_plan_domain_fs(share_plan);
+  /* the domain names each socket where QEMU reaches it */
+  g_autofree char *qemu_runtime = hutch_instance_qemu_runtime_dir(ctx, instance, error);
+  g_autoptr(GPtrArray) qemu_share_plan =
+      qemu_runtime
+          ? hutch_instance_plan_shares(edited, qemu_runtime, instance->meta->guest_user, error)
+          : NULL;
+  if (!qemu_share_plan)
+    return FALSE;
+  g_autoptr(GPtrArray) filesystems = hutch_share_plan_domain_fs(qemu_share_plan);
   g_autofree char *old_xml = virDomainGetXMLDesc(instance->domain, VIR_DOMAIN_XML_INACTIVE);
   if (!old_xml) {
     hutch_set_libvirt_error(error, "reading the domain");
@@ -124,6 +132,11 @@ static gboolean edit_steps(HutchContext *ctx, HutchInstance *instance, const Hut
     return FALSE;
   }
 
+  /* qemu:///system: the disk's header was QEMU's user's to write while the VM ran (every
+   * VM's QEMU runs as that user); a backing or data file named there would be opened by the
+   * resize, as this user: refused, as for any image */
+  if (edit->disk && hutch_context_is_system(ctx) && !hutch_image_inspect(overlay, NULL, error))
+    return FALSE;
   /* The domain first: it is the one change that can be undone exactly. */
   if (!redefine(instance->domain, xml, error))
     return FALSE;

@@ -870,7 +870,9 @@ static gboolean forward_add(HutchContext *ctx, const char *name, const HutchPort
   if (!instance)
     return FALSE;
   const char *runtime_dir = instance->meta->runtime_dir;
-  if (!hutch_mkdir(runtime_dir, 0700, error))
+  /* a running VM's runtime directory is there; on qemu:///system it is a link to one whose
+   * mode and ACL let QEMU's user in, which a chmod through the link would undo */
+  if (!g_file_test(runtime_dir, G_FILE_TEST_IS_DIR) && !hutch_mkdir(runtime_dir, 0700, error))
     return FALSE;
   if (hutch_forward_pid(runtime_dir, port->host_start) > 0) {
     g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PORT_IN_USE,

@@ -153,6 +153,36 @@ static char *user_ssh_config(void) {
 
 /* What the generated file holds: a Host block for each running VM (with the port of this
  * start), a comment for each stopped one (`hutch start` rewrites the file). */
+/* The file serves both daemons, a section each: a refresh rewrites its own daemon's and keeps
+ * the other's as it was (VMs of qemu:///system and of the session side by side). */
+#define SSH_SECTION "# == VMs of "
+
+static const char *section_uri(HutchContext *ctx) {
+  return hutch_context_is_system(ctx) ? "qemu:///system" : "qemu:///session";
+}
+
+/* The sections of text but own's, each from its header line to the next header or the end;
+ * "" when there are none (a file of an older hutch has no headers: its blocks were the
+ * session's). */
+static char *other_sections(const char *text, const char *own) {
+  g_auto(GStrv) lines = g_strsplit(text ? text : "", "\n", -1);
+  g_autofree char *own_header = g_strconcat(SSH_SECTION, own, NULL);
+  GString *out = g_string_new(NULL);
+  gboolean keep = FALSE;
+  for (guint i = 0; lines[i]; i++) {
+    if (g_str_has_prefix(lines[i], SSH_SECTION))
+      keep = strcmp(lines[i], own_header) != 0;
+    if (keep)
+      g_string_append_printf(out, "%s\n", lines[i]);
+  }
+  /* one final newline, however many the file had */
+  while (out->len > 0 && out->str[out->len - 1] == '\n')
+    g_string_truncate(out, out->len - 1);
+  if (out->len > 0)
+    g_string_append_c(out, '\n');
+  return g_string_free(out, FALSE);
+}
+
 static char *all_blocks(HutchContext *ctx, GError **error) {
   g_autoptr(JsonArray) list = hutch_instance_list(ctx, error);
   if (!list)
@@ -160,6 +190,7 @@ static char *all_blocks(HutchContext *ctx, GError **error) {
   GString *out =
       g_string_new("# Written by hutch (hutch ssh-config --install): rewritten when a VM\n"
                    "# is created, started, stopped or deleted. Edits are lost.\n");
+  g_string_append_printf(out, "\n" SSH_SECTION "%s\n", section_uri(ctx));
   for (guint i = 0; i < json_array_get_length(list); i++) {
     JsonObject *o = json_array_get_object_element(list, i);
     const char *name = json_object_get_string_member(o, "name");
@@ -184,10 +215,15 @@ static char *all_blocks(HutchContext *ctx, GError **error) {
 }
 
 static gboolean write_all_blocks(HutchContext *ctx, const char *path, GError **error) {
-  g_autofree char *text = all_blocks(ctx, error);
+  g_autofree char *own = all_blocks(ctx, error);
+  if (!own)
+    return FALSE;
+  g_autofree char *old = NULL;
+  g_file_get_contents(path, &old, NULL, NULL);
+  g_autofree char *others = other_sections(old, section_uri(ctx));
+  g_autofree char *text = g_strconcat(own, *others ? "\n" : "", others, NULL);
   g_autofree char *dir = g_path_get_dirname(path);
-  return text && hutch_mkdir(dir, 0700, error) &&
-         hutch_write_file(path, text, strlen(text), 0600, error);
+  return hutch_mkdir(dir, 0700, error) && hutch_write_file(path, text, strlen(text), 0600, error);
 }
 
 void hutch_ssh_config_refresh(HutchContext *ctx) {

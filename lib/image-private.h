@@ -33,6 +33,10 @@ gboolean hutch_image_inspect(const char *path, char **ret_format, GError **error
 
 /* Creates overlay (qcow2, backing file image->disk with its format recorded) of size bytes
  * (never smaller than the base's virtual size). */
+/* A standalone qcow2 copy of image's disk at out (no backing file), of size bytes or the
+ * image's size if larger; 0600 from the start, removed on failure. */
+gboolean hutch_image_create_copy(const HutchImage *image, const char *out, guint64 size,
+                                 GError **error);
 gboolean hutch_image_create_overlay(const HutchImage *image, const char *overlay, guint64 size,
                                     GError **error);
 /* The virtual size of an instance's overlay (what the guest sees as its disk). */

@@ -1513,6 +1513,33 @@ gboolean hutch_image_create_overlay(const HutchImage *image, const char *overlay
   return TRUE;
 }
 
+gboolean hutch_image_create_copy(const HutchImage *image, const char *out, guint64 size,
+                                 GError **error) {
+  guint64 vsize = 0;
+  if (!inspect_file(image->disk, NULL, &vsize, error)) {
+    g_prefix_error(error, "copying the image to %s: ", out);
+    return FALSE;
+  }
+  g_autofree char *size_arg = g_strdup_printf("%" G_GUINT64_FORMAT, MAX(size, vsize));
+  /* no backing file in the copy: -O qcow2 writes the whole image, holes kept */
+  const char *convert[] = {"qemu-img", "convert", "-q",        "-f", image->format,
+                           "-O",       "qcow2",   image->disk, out,  NULL};
+  const char *resize[] = {"qemu-img", "resize", "-q", "-f", "qcow2", out, size_arg, NULL};
+  mode_t old = umask(077); /* never readable by others, not even while it is written */
+  gboolean ok =
+      run_command(convert, "qemu-img convert", NULL, NULL, error) &&
+      (MAX(size, vsize) == vsize || run_command(resize, "qemu-img resize", NULL, NULL, error));
+  umask(old);
+  if (!ok || g_chmod(out, 0600) < 0) {
+    if (ok)
+      set_errno_error(error, errno, "copying the image to", out);
+    g_prefix_error(error, "copying the image to %s: ", out);
+    g_unlink(out);
+    return FALSE;
+  }
+  return TRUE;
+}
+
 /* qemu-img convert of the qcow2 source to the qcow2 out, onto backing (with its format) or
  * standalone (backing NULL); out is 0600, or removed on failure. */
 static gboolean convert_qcow2(const char *source, const char *out, const char *backing,

@@ -16,6 +16,8 @@
 #define HUTCH_INSTANCE_HOST_KEY "ssh_host_ed25519_key" /* the guest's host key (+ .pub) */
 #define HUTCH_INSTANCE_KNOWN_HOSTS "known_hosts"   /* the pinned key, for OpenSSH */
 #define HUTCH_INSTANCE_CONSOLE "console.log"       /* the serial console */
+/* "qemu:///system" for a VM of the system daemon; absent for one of the session daemon */
+#define HUTCH_INSTANCE_CONNECTION "connection"
 #define HUTCH_INSTANCE_PROVISIONED "provisioned"   /* stamp: first boot finished */
 #define HUTCH_INSTANCE_CREATING ".creating"       /* present while create runs */
 #define HUTCH_INSTANCE_OPTIONAL_FAILED "optional-failed" /* optional steps that failed */
@@ -155,3 +157,8 @@ HutchSsh *hutch_instance_connect(HutchContext *ctx, const char *name, GError **e
 /* The same, waiting up to wait_s for the guest's sshd (while the domain runs). */
 HutchSsh *hutch_instance_connect_within(HutchContext *ctx, const char *name, guint wait_s,
                                         GError **error);
+
+/* The directory QEMU reaches the VM's sockets in: its runtime directory, or on
+ * qemu:///system the run directory in the user's directory of the daemon that the runtime
+ * directory links to (made, with the link, when missing: system-private.h). */
+char *hutch_instance_qemu_runtime_dir(HutchContext *ctx, HutchInstance *instance, GError **error);

@@ -3,6 +3,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <glib/gstdio.h>
 #include <libxml/parser.h>
 #include <libxml/tree.h>
@@ -26,6 +27,7 @@
 #include "share-private.h"
 #include "ssh-private.h"
 #include "supervisor-private.h"
+#include "system-private.h"
 #include "template-private.h"
 #include "text-private.h"
 
@@ -53,19 +55,45 @@ static gboolean is_instance_dir(const char *dir) {
   return g_file_test(dir, G_FILE_TEST_IS_DIR) && !g_file_test(creating, G_FILE_TEST_EXISTS);
 }
 
+/* Whether the VM whose directory is dir is one of the system daemon's (its "connection"
+ * record), not the session daemon's. */
+static gboolean instance_dir_is_system(const char *dir) {
+  g_autofree char *path = g_build_filename(dir, HUTCH_INSTANCE_CONNECTION, NULL);
+  g_autofree char *text = NULL;
+  return g_file_get_contents(path, &text, NULL, NULL) &&
+         hutch_context_uri_is_system(g_strstrip(text));
+}
+
+/* Whether conn is the system daemon's. (Any libvirt call resets the thread's last error.) */
+static gboolean connection_is_system(virConnectPtr conn) {
+  g_autofree char *uri = virConnectGetURI(conn);
+  return hutch_context_uri_is_system(uri);
+}
+
 static virDomainPtr lookup_domain(virConnectPtr conn, const char *name, GError **error) {
   virDomainPtr domain = virDomainLookupByName(conn, name);
   if (!domain) {
     virErrorPtr last = virGetLastError();
+    /* kept: the check of the connection below resets libvirt's last error */
+    gboolean no_domain = last && last->code == VIR_ERR_NO_DOMAIN;
+    g_autoptr(GError) libvirt_error = NULL;
+    if (!no_domain)
+      hutch_set_libvirt_error(&libvirt_error, "looking up '%s'", name);
     g_autofree char *dir = hutch_instance_dir(name);
-    if (last && last->code == VIR_ERR_NO_DOMAIN && is_instance_dir(dir))
+    if (no_domain && is_instance_dir(dir) &&
+        instance_dir_is_system(dir) != connection_is_system(conn))
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_NOT_FOUND,
+                  "'%s' is a VM of qemu:///%s: hutch -c qemu:///%s ...", name,
+                  instance_dir_is_system(dir) ? "system" : "session",
+                  instance_dir_is_system(dir) ? "system" : "session");
+    else if (no_domain && is_instance_dir(dir))
       g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_NOT_FOUND,
                   "no VM named '%s' on this connection, but its files are in %s: %s", name, dir,
                   HUTCH_INSTANCE_MISSING_HINT);
-    else if (last && last->code == VIR_ERR_NO_DOMAIN)
+    else if (no_domain)
       g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_NOT_FOUND, "no VM named '%s'", name);
     else
-      hutch_set_libvirt_error(error, "looking up '%s'", name);
+      g_propagate_error(error, g_steal_pointer(&libvirt_error));
   }
   return domain;
 }
@@ -82,6 +110,19 @@ static HutchDomainMeta *read_meta(virDomainPtr domain, GError **error) {
   return hutch_domain_meta_parse(xml, error);
 }
 
+static char *system_runtime(virConnectPtr conn, const char *name, char **ret_system_dir,
+                            GError **error);
+
+/* On qemu:///system the domains of every member of group libvirt are side by side: a VM is
+ * this user's when its metadata names this user's instance directory. (A session daemon
+ * serves one user.) */
+static gboolean is_own_instance(HutchContext *ctx, const HutchInstance *instance) {
+  if (!hutch_context_is_system(ctx))
+    return TRUE;
+  g_autofree char *dir = hutch_instance_dir(instance->name);
+  return g_strcmp0(instance->meta->instance_dir, dir) == 0;
+}
+
 HutchInstance *hutch_instance_lookup(HutchContext *ctx, const char *name, GError **error) {
   if (!hutch_name_is_valid(name, error))
     return NULL;
@@ -96,6 +137,21 @@ HutchInstance *hutch_instance_lookup(HutchContext *ctx, const char *name, GError
   instance->meta = read_meta(instance->domain, error);
   if (!instance->meta)
     return NULL;
+  if (!is_own_instance(ctx, instance)) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_NOT_HUTCH,
+                "'%s' on %s is not one of your VMs (its files are not in your directory)", name,
+                hutch_context_get_uri(ctx));
+    return NULL;
+  }
+  /* qemu:///system: the runtime directory's link, made again when $XDG_RUNTIME_DIR was
+   * emptied (the host's reboot, logind at the user's last logout) while the VM's helpers
+   * and sockets live on in the pool's run directory */
+  if (hutch_context_is_system(ctx)) {
+    /* best effort: a verb that needs it (start, edit) makes it or fails saying why, and
+     * stop, info or delete must work without it */
+    g_autofree char *run_dir = system_runtime(conn, name, NULL, NULL);
+    virResetLastError();
+  }
   return g_steal_pointer(&instance);
 }
 
@@ -297,6 +353,11 @@ gboolean hutch_instance_check_ports(HutchContext *ctx, const char *name, GPtrArr
 typedef struct {
   char *instance_dir;
   virDomainPtr domain;
+  /* qemu:///system: the VM's directories in the user's directory of the daemon, and the
+   * runtime directory's link to its own (system-private.h) */
+  char *system_vm_dir;
+  char *system_run_dir;
+  char *runtime_link;
 } CreateUndo;
 
 static void create_undo(CreateUndo *undo) {
@@ -307,6 +368,122 @@ static void create_undo(CreateUndo *undo) {
   }
   if (undo->instance_dir)
     hutch_rmtree(undo->instance_dir, NULL);
+  if (undo->runtime_link)
+    hutch_rmtree(undo->runtime_link, NULL); /* the link, not what it leads to */
+  if (undo->system_vm_dir)
+    hutch_rmtree(undo->system_vm_dir, NULL);
+  if (undo->system_run_dir)
+    hutch_rmtree(undo->system_run_dir, NULL);
+}
+
+static void create_undo_clear(CreateUndo *undo) {
+  g_free(undo->instance_dir);
+  g_free(undo->system_vm_dir);
+  g_free(undo->system_run_dir);
+  g_free(undo->runtime_link);
+}
+
+/* qemu:///system: passt serves the NIC through libvirt's vhost-user interface, the one way
+ * libvirt hands QEMU a socket of the user's there (a stream socket would need
+ * <qemu:commandline>, which no confinement of QEMU names). */
+static gboolean system_needs_vhost_user(GError **error) {
+  gboolean vhost_user = FALSE;
+  if (!hutch_net_vhost_user(&vhost_user, error))
+    return FALSE;
+  if (vhost_user)
+    return TRUE;
+  g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_HELPER,
+              "VMs on qemu:///system need passt's vhost-user mode (passt 2024-11 and later), "
+              "and %s has none%s: use qemu:///session",
+              hutch_net_find_passt(),
+              g_strcmp0(g_getenv("HUTCH_PASST_VHOST_USER"), "0") == 0
+                  ? " in use (HUTCH_PASST_VHOST_USER=0)"
+                  : "");
+  return FALSE;
+}
+
+/* qemu:///system: the VM's runtime directory in the user's directory of the daemon, made,
+ * and $XDG_RUNTIME_DIR/hutch/NAME a link to it (made again after the host's reboot emptied
+ * $XDG_RUNTIME_DIR). Returns the directory QEMU reaches (*ret_system_dir: the user's
+ * directory itself). */
+static char *system_runtime(virConnectPtr conn, const char *name, char **ret_system_dir,
+                            GError **error) {
+  g_autofree char *system_dir = hutch_system_dir(conn, error);
+  uid_t qemu_uid = 0;
+  if (!system_dir || !hutch_system_qemu_uid(conn, &qemu_uid, error))
+    return NULL;
+  g_autofree char *run_dir = hutch_system_run_dir(system_dir, name);
+  g_autofree char *runtime_root = hutch_runtime_dir();
+  g_autofree char *link = hutch_instance_runtime_dir(name);
+  if (!hutch_system_mkdir(run_dir, qemu_uid, error) || !hutch_mkdir(runtime_root, 0700, error) ||
+      !hutch_system_link(run_dir, link, error))
+    return NULL;
+  if (ret_system_dir)
+    *ret_system_dir = g_steal_pointer(&system_dir);
+  return g_steal_pointer(&run_dir);
+}
+
+/* The unix sockets QEMU gets in run_dir (passt's, one per share) fit in sun_path: the pool's
+ * directory is longer than $XDG_RUNTIME_DIR, so a long name may not. */
+static gboolean system_sockets_fit(const char *run_dir, const char *name,
+                                   const HutchProfile *profile, GError **error) {
+  g_autofree char *last_share = g_strdup_printf(HUTCH_VIRTIOFS_SOCKET, profile->shares->len);
+  const char *sockets[] = {HUTCH_PASST_SOCKET, last_share};
+  for (guint i = 0; i < G_N_ELEMENTS(sockets); i++) {
+    g_autofree char *path = g_build_filename(run_dir, sockets[i], NULL);
+    if (strlen(path) >= sizeof(((struct sockaddr_un *)NULL)->sun_path)) {
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE,
+                  "the name '%s' is too long for a VM on qemu:///system: its socket %s would "
+                  "pass the 107 bytes of a unix socket's path (%zu); pick a name of at most "
+                  "%zu characters",
+                  name, path, strlen(path),
+                  strlen(name) > strlen(path) - 107 ? strlen(name) - (strlen(path) - 107) : 0);
+      return FALSE;
+    }
+  }
+  return TRUE;
+}
+
+/* qemu:///system: a fresh copy of the seed where QEMU opens it, returned (libvirt gives a
+ * read-only disk to QEMU's user, every VM's, at start and never back: the start removes the
+ * copy once QEMU has it open, and the one the user keeps never leaves the instance
+ * directory). */
+static char *system_refresh_seed(HutchContext *ctx, const char *system_dir,
+                                 HutchInstance *instance, GError **error) {
+  g_autofree char *seed = g_build_filename(instance->meta->instance_dir, HUTCH_INSTANCE_SEED, NULL);
+  g_autofree char *vm_dir = hutch_system_vm_dir(system_dir, instance->name);
+  g_autofree char *copy = g_build_filename(vm_dir, HUTCH_INSTANCE_SEED, NULL);
+  if (!hutch_system_copy_file(ctx, seed, copy, error))
+    return NULL;
+  return g_steal_pointer(&copy);
+}
+
+char *hutch_instance_qemu_runtime_dir(HutchContext *ctx, HutchInstance *instance, GError **error) {
+  if (!hutch_context_is_system(ctx))
+    return g_strdup(instance->meta->runtime_dir);
+  return system_runtime(virDomainGetConnect(instance->domain), instance->name, NULL, error);
+}
+
+/* qemu:///system: lets QEMU's user connect to the sockets of passt and each virtiofsd (in
+ * the run directory, which it passes through), before the domain starts. */
+static gboolean system_grant_sockets(HutchInstance *instance, const HutchProfile *profile,
+                                     const char *qemu_runtime, GError **error) {
+  uid_t qemu_uid = 0;
+  if (!hutch_system_qemu_uid(virDomainGetConnect(instance->domain), &qemu_uid, error))
+    return FALSE;
+  g_autofree char *passt = g_build_filename(qemu_runtime, HUTCH_PASST_SOCKET, NULL);
+  if (!hutch_system_grant_socket(passt, qemu_uid, error))
+    return FALSE;
+  g_autoptr(GPtrArray) plan =
+      hutch_instance_plan_shares(profile, qemu_runtime, instance->meta->guest_user, error);
+  if (!plan)
+    return FALSE;
+  for (guint i = 0; i < plan->len; i++) {
+    HutchSharePlanEntry *entry = g_ptr_array_index(plan, i);
+    if (!hutch_system_grant_socket(entry->socket, qemu_uid, error))
+      return FALSE;
+  }
+  return TRUE;
 }
 
 /* What a clone takes from its source (hutch_instance_clone); NULL for a new VM. */
@@ -407,6 +584,14 @@ static gboolean create_steps(HutchContext *ctx, virConnectPtr conn, const char *
     hutch_progress_note(ctx, "removing what an interrupted create of %s left behind", name);
     if (!hutch_rmtree(undo->instance_dir, error))
       return FALSE;
+    if (hutch_context_is_system(ctx)) {
+      g_autofree char *system_dir = hutch_system_dir(conn, error);
+      g_autofree char *vm_dir = system_dir ? hutch_system_vm_dir(system_dir, name) : NULL;
+      g_autofree char *run_dir = system_dir ? hutch_system_run_dir(system_dir, name) : NULL;
+      if (!vm_dir || !hutch_rmtree(vm_dir, error))
+        return FALSE;
+      hutch_rmtree(run_dir, NULL);
+    }
   }
   if (g_file_test(undo->instance_dir, G_FILE_TEST_EXISTS)) {
     g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_EXISTS,
@@ -443,6 +628,57 @@ static gboolean create_steps(HutchContext *ctx, virConnectPtr conn, const char *
       !write_text(dir, HUTCH_INSTANCE_IMAGE_KEY_FILE, image->key, 0600, error))
     return FALSE;
   g_autofree char *overlay = g_build_filename(dir, HUTCH_INSTANCE_DISK, NULL);
+  g_autofree char *seed = g_build_filename(dir, HUTCH_INSTANCE_SEED, NULL);
+  /* where QEMU opens them: here, or on qemu:///system in the user's directory of the daemon,
+   * linked from here (system-private.h) */
+  g_autofree char *qemu_overlay = g_strdup(overlay);
+  g_autofree char *qemu_seed = g_strdup(seed);
+  g_autofree char *qemu_runtime = g_strdup(runtime_dir);
+  g_autofree char *qemu_kernel = g_strdup(image->kernel);
+  g_autofree char *qemu_initrd = g_strdup(image->initrd);
+  gboolean system = hutch_context_is_system(ctx);
+  if (system) {
+    if (clone) {
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE,
+                  "clones and templates are not made on qemu:///system yet");
+      return FALSE;
+    }
+    g_autofree char *system_dir = hutch_system_dir(conn, error);
+    g_autofree char *run_dir = system_dir ? hutch_system_run_dir(system_dir, name) : NULL;
+    uid_t qemu_uid = 0;
+    if (!run_dir || !system_sockets_fit(run_dir, name, profile, error) ||
+        !hutch_system_qemu_uid(conn, &qemu_uid, error))
+      return FALSE;
+    g_free(qemu_runtime);
+    undo->runtime_link = g_strdup(runtime_dir);
+    undo->system_run_dir = g_strdup(run_dir);
+    qemu_runtime = system_runtime(conn, name, NULL, error);
+    if (!qemu_runtime)
+      return FALSE;
+    if (!write_text(dir, HUTCH_INSTANCE_CONNECTION, "qemu:///system\n", 0600, error))
+      return FALSE;
+    undo->system_vm_dir = hutch_system_vm_dir(system_dir, name);
+    if (!hutch_system_mkdir(undo->system_vm_dir, qemu_uid, error))
+      return FALSE;
+    /* the VM's own disk (no backing file shared with other VMs: libvirt would give it to
+     * QEMU's user for good), kernel and initrd; the instance directory's disk is a link */
+    g_free(qemu_overlay);
+    g_free(qemu_seed);
+    qemu_overlay = g_build_filename(undo->system_vm_dir, HUTCH_INSTANCE_DISK, NULL);
+    qemu_seed = g_build_filename(undo->system_vm_dir, HUTCH_INSTANCE_SEED, NULL);
+    if (!hutch_system_link(qemu_overlay, overlay, error))
+      return FALSE;
+    const char *boot_files[][2] = {{image->kernel, "vmlinuz"}, {image->initrd, "initrd.img"}};
+    char **copies[] = {&qemu_kernel, &qemu_initrd};
+    for (guint i = 0; i < G_N_ELEMENTS(boot_files); i++) {
+      if (!boot_files[i][0])
+        continue;
+      g_free(*copies[i]);
+      *copies[i] = g_build_filename(undo->system_vm_dir, boot_files[i][1], NULL);
+      if (!hutch_system_copy_file(ctx, boot_files[i][0], *copies[i], error))
+        return FALSE;
+    }
+  }
   /* a VM made on a template (a clone of such a VM is a clone: its source's records) */
   g_autofree char *template_dir = clone ? NULL : template_dir_of(profile);
   if (clone) {
@@ -454,7 +690,8 @@ static gboolean create_steps(HutchContext *ctx, virConnectPtr conn, const char *
     if (!write_text(dir, HUTCH_INSTANCE_CLONE_PENDING, clone->host_key, 0600, error) ||
         !write_text(dir, HUTCH_INSTANCE_ORIGIN, clone->name, 0600, error))
       return FALSE;
-  } else if (!hutch_image_create_overlay(image, overlay, profile->disk, error)) {
+  } else if (system ? !hutch_image_create_copy(image, qemu_overlay, profile->disk, error)
+                    : !hutch_image_create_overlay(image, overlay, profile->disk, error)) {
     return FALSE;
   }
   if (template_dir) {
@@ -496,7 +733,12 @@ static gboolean create_steps(HutchContext *ctx, virConnectPtr conn, const char *
   g_autofree char *uuid = g_uuid_string_random();
   g_autofree char *mac = random_mac();
   g_autoptr(GPtrArray) seed_mounts = hutch_share_plan_seed_mounts(share_plan);
-  g_autoptr(GPtrArray) filesystems = hutch_share_plan_domain_fs(share_plan);
+  /* the sockets where QEMU reaches them */
+  g_autoptr(GPtrArray) qemu_share_plan =
+      hutch_instance_plan_shares(profile, qemu_runtime, user, error);
+  if (!qemu_share_plan)
+    return FALSE;
+  g_autoptr(GPtrArray) filesystems = hutch_share_plan_domain_fs(qemu_share_plan);
 
   HutchSeedConfig seed_config = {
       .instance_id = uuid,
@@ -514,37 +756,41 @@ static gboolean create_steps(HutchContext *ctx, virConnectPtr conn, const char *
       .broker_env = broker_env,
   };
   g_autoptr(HutchSeedDocuments) docs = hutch_seed_build(profile, &seed_config, error);
-  g_autofree char *seed = g_build_filename(dir, HUTCH_INSTANCE_SEED, NULL);
   if (!docs || !hutch_seed_write_iso(docs, seed, error))
+    return FALSE;
+  if (system && !hutch_system_copy_file(ctx, seed, qemu_seed, error))
     return FALSE;
   hutch_progress_end(ctx, "define", "disk overlay, host key, seed");
 
   hutch_progress_begin(ctx, "define", "domain '%s' on %s", name, hutch_context_get_uri(ctx));
-  g_autofree char *console = g_build_filename(dir, HUTCH_INSTANCE_CONSOLE, NULL);
-  g_autofree char *passt_socket = g_build_filename(runtime_dir, HUTCH_PASST_SOCKET, NULL);
-  g_autofree char *ready_socket = g_build_filename(runtime_dir, HUTCH_RUNTIME_READY_SOCKET,
-                                                   NULL);
-  g_autofree char *agent_socket = g_build_filename(runtime_dir, HUTCH_RUNTIME_AGENT_SOCKET,
-                                                   NULL);
+  /* on qemu:///system the console and the channels are libvirt's, read through the API */
+  g_autofree char *console = system ? NULL : g_build_filename(dir, HUTCH_INSTANCE_CONSOLE, NULL);
+  g_autofree char *passt_socket = g_build_filename(qemu_runtime, HUTCH_PASST_SOCKET, NULL);
+  g_autofree char *ready_socket =
+      system ? NULL : g_build_filename(runtime_dir, HUTCH_RUNTIME_READY_SOCKET, NULL);
+  g_autofree char *agent_socket =
+      system ? NULL : g_build_filename(runtime_dir, HUTCH_RUNTIME_AGENT_SOCKET, NULL);
   HutchDomainConfig config = {
       .name = name,
       .uuid = uuid,
       .domain_type = domain_type,
       .cpus = cpus,
       .tcg_qemu64 = qemu64,
-      .disk_path = overlay,
-      .seed_path = seed,
-      .kernel = image->kernel,
-      .initrd = image->initrd,
+      .disk_path = qemu_overlay,
+      .seed_path = qemu_seed,
+      .kernel = qemu_kernel,
+      .initrd = qemu_initrd,
       .cmdline = image->cmdline,
       .console_log = console,
       .passt_socket = passt_socket,
+      .net_vhost_user = system,
+      .system = system,
       .mac = mac,
       .ready_socket = ready_socket,
       .agent_socket = agent_socket,
       .filesystems = filesystems,
       .profile_name = profile->name,
-      .ssh_port = 0,  /* chosen at each start */
+      .ssh_port = 0, /* chosen at each start */
       .instance_dir = dir,
       .runtime_dir = runtime_dir,
       .guest_user = user,
@@ -570,6 +816,10 @@ gboolean hutch_instance_create(HutchContext *ctx, const char *name, HutchProfile
                                GError **error) {
   if (!hutch_name_is_valid(name, error))
     return FALSE;
+  if (hutch_context_is_system(ctx) && !system_needs_vhost_user(error)) {
+    g_prefix_error(error, "creating '%s': ", name);
+    return FALSE;
+  }
   virConnectPtr conn = hutch_context_connect(ctx, error);
   if (!conn)
     return FALSE;
@@ -607,7 +857,7 @@ gboolean hutch_instance_create(HutchContext *ctx, const char *name, HutchProfile
     virDomainFree(undo.domain);
     hutch_ssh_config_refresh(ctx);
   }
-  g_free(undo.instance_dir);
+  create_undo_clear(&undo);
   return ok;
 }
 
@@ -651,7 +901,7 @@ static gboolean create_named(HutchContext *ctx, const char *name, HutchProfile *
     virDomainFree(undo.domain);
     hutch_ssh_config_refresh(ctx);
   }
-  g_free(undo.instance_dir);
+  create_undo_clear(&undo);
   return ok;
 }
 
@@ -704,6 +954,8 @@ static gboolean clone_vm(HutchContext *ctx, HutchInstance *src, const char *name
 
 gboolean hutch_instance_clone(HutchContext *ctx, const char *source, const char *name,
                               const HutchEdit *edit, GError **error) {
+  if (!hutch_context_check_not_system(ctx, "clones", error))
+    return FALSE;
   if (!hutch_name_is_valid(name, error))
     return FALSE;
   g_autoptr(GError) lookup_error = NULL;
@@ -737,6 +989,8 @@ gboolean hutch_instance_clone(HutchContext *ctx, const char *source, const char 
 
 gboolean hutch_instance_clone_bare(HutchContext *ctx, const char *source, const char *name,
                                    GError **error) {
+  if (!hutch_context_check_not_system(ctx, "clones", error))
+    return FALSE;
   g_autoptr(HutchInstance) src = hutch_instance_lookup(ctx, source, error);
   if (!src || !clone_vm(ctx, src, name, NULL, TRUE, error))
     return FALSE;
@@ -889,26 +1143,132 @@ static int connect_unix(const char *path) {
   return fd;
 }
 
+/* Where the ready channel is read: the socket libvirt bound for it (session), or libvirt's
+ * streams of the channel and the console (qemu:///system, where both are libvirt's own
+ * sockets). The streams are read without blocking: libvirt's client queues what arrives for
+ * them while it waits for the reply of any call on the connection, so each round of waiting
+ * makes one (virDomainIsActive). */
+typedef struct {
+  int fd;
+  virStreamPtr ready;
+  virStreamPtr console;
+  int console_fd;       /* the instance's console.log, or -1 */
+  guint64 console_left; /* bytes it may still take this boot */
+} ReadySource;
+
+/* a boot's console on qemu:///system, at most (the guest writes what it likes) */
+#define SYSTEM_CONSOLE_MAX (8u << 20)
+
+static void ready_source_close(ReadySource *src) {
+  if (src->fd >= 0)
+    close(src->fd);
+  if (src->console_fd >= 0)
+    close(src->console_fd);
+  virStreamPtr streams[] = {src->ready, src->console};
+  for (guint i = 0; i < G_N_ELEMENTS(streams); i++) {
+    if (!streams[i])
+      continue;
+    virStreamAbort(streams[i]);
+    virStreamFree(streams[i]);
+  }
+  virResetLastError();
+  *src = (ReadySource){.fd = -1, .console_fd = -1};
+}
+
+static gboolean ready_source_open(HutchContext *ctx, HutchInstance *instance, double deadline,
+                                  ReadySource *src, GError **error) {
+  *src = (ReadySource){.fd = -1, .console_fd = -1};
+  if (hutch_context_is_system(ctx)) {
+    virConnectPtr conn = virDomainGetConnect(instance->domain);
+    src->ready = virStreamNew(conn, VIR_STREAM_NONBLOCK);
+    if (!src->ready || virDomainOpenChannel(instance->domain, HUTCH_READY_CHANNEL, src->ready,
+                                            VIR_DOMAIN_CHANNEL_FORCE) < 0) {
+      hutch_set_libvirt_error(error, "opening the ready channel");
+      ready_source_close(src);
+      return FALSE;
+    }
+    /* the console, into console.log for `hutch logs` and the errors below: what this boot
+     * printed while hutch waited (nothing reads it later; libvirt's own log is root's) */
+    g_autofree char *log =
+        g_build_filename(instance->meta->instance_dir, HUTCH_INSTANCE_CONSOLE, NULL);
+    src->console = virStreamNew(conn, VIR_STREAM_NONBLOCK);
+    src->console_fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+    src->console_left = SYSTEM_CONSOLE_MAX;
+    if (!src->console || src->console_fd < 0 ||
+        virDomainOpenConsole(instance->domain, NULL, src->console, 0) < 0) {
+      hutch_progress_note(ctx,
+                          "the console of '%s' cannot be read: hutch logs will not show "
+                          "this boot",
+                          instance->name);
+      if (src->console) {
+        virStreamFree(src->console);
+        src->console = NULL;
+      }
+      virResetLastError();
+    }
+    return TRUE;
+  }
+  g_autofree char *socket_path =
+      g_build_filename(instance->meta->runtime_dir, HUTCH_RUNTIME_READY_SOCKET, NULL);
+  while (src->fd < 0 && hutch_now() < deadline) {
+    src->fd = connect_unix(socket_path);
+    if (src->fd < 0)
+      g_usleep(100 * 1000);
+  }
+  if (src->fd < 0) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "cannot connect to %s: %s", socket_path,
+                g_strerror(errno));
+    return FALSE;
+  }
+  return TRUE;
+}
+
+static void drain_console(ReadySource *src) {
+  char buf[16384];
+  int n;
+  while (src->console && (n = virStreamRecv(src->console, buf, sizeof(buf))) > 0) {
+    gsize keep = MIN((guint64)n, src->console_left);
+    if (keep && write(src->console_fd, buf, keep) == (ssize_t)keep)
+      src->console_left -= keep;
+  }
+  virResetLastError();
+}
+
+/* Up to a second's wait for the ready channel's bytes: how many were read into buf, 0 when
+ * none came, -1 when the channel is closed (the domain is gone). */
+static gssize ready_source_read(ReadySource *src, HutchInstance *instance, char *buf, gsize len) {
+  if (!src->ready) {
+    struct pollfd pfd = {.fd = src->fd, .events = POLLIN};
+    if (poll(&pfd, 1, 1000) <= 0)
+      return 0;
+    ssize_t got = read(src->fd, buf, len);
+    return got > 0 ? got : -1;
+  }
+  for (int round = 0; round < 10; round++) {
+    drain_console(src);
+    int n = virStreamRecv(src->ready, buf, len);
+    if (n > 0)
+      return n;
+    if (n != -2) {
+      virResetLastError();
+      return -1;
+    }
+    g_usleep(100 * 1000);
+    hutch_instance_is_active(instance); /* brings what libvirt has for the streams */
+  }
+  return 0;
+}
+
 /* Reads the ready channel until READY or FAILED, the domain stops, or the timeout. The
  * guest's warnings go to *ret_warnings (NULL when none), for an error that comes later. */
 static gboolean wait_ready_channel(HutchContext *ctx, HutchInstance *instance, guint timeout_s,
                                    char **ret_warnings, GError **error) {
-  g_autofree char *socket_path =
-      g_build_filename(instance->meta->runtime_dir, HUTCH_RUNTIME_READY_SOCKET, NULL);
   g_autofree char *console =
       g_build_filename(instance->meta->instance_dir, HUTCH_INSTANCE_CONSOLE, NULL);
   double deadline = hutch_now() + timeout_s;
-  int fd = -1;
-  while (fd < 0 && hutch_now() < deadline) {
-    fd = connect_unix(socket_path);
-    if (fd < 0)
-      g_usleep(100 * 1000);
-  }
-  if (fd < 0) {
-    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "cannot connect to %s: %s",
-                socket_path, g_strerror(errno));
+  ReadySource src;
+  if (!ready_source_open(ctx, instance, deadline, &src, error))
     return FALSE;
-  }
   g_autoptr(HutchReadyReport) report = hutch_ready_report_new(ctx);
   HutchReadyState state = HUTCH_READY_WAITING;
   while (state == HUTCH_READY_WAITING) {
@@ -920,18 +1280,15 @@ static gboolean wait_ready_channel(HutchContext *ctx, HutchInstance *instance, g
                   instance->name, timeout_s, instance->name, tail);
       break;
     }
-    struct pollfd pfd = {.fd = fd, .events = POLLIN};
-    int n = poll(&pfd, 1, 1000);
-    if (n > 0) {
-      char buf[512];
-      ssize_t got = read(fd, buf, sizeof(buf));
-      if (got > 0) {
-        state = hutch_ready_report_feed(report, buf, (gsize)got);
-        continue;
-      }
-      /* EOF: QEMU closed the channel, the domain is gone */
-      g_usleep(200 * 1000);
+    char buf[512];
+    gssize got = ready_source_read(&src, instance, buf, sizeof(buf));
+    if (got > 0) {
+      state = hutch_ready_report_feed(report, buf, (gsize)got);
+      continue;
     }
+    /* closed: QEMU closed the channel, the domain is gone */
+    if (got < 0)
+      g_usleep(200 * 1000);
     if (!hutch_instance_is_active(instance)) {
       g_autofree char *tail = hutch_console_tail(console, 15);
       g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED,
@@ -940,7 +1297,7 @@ static gboolean wait_ready_channel(HutchContext *ctx, HutchInstance *instance, g
       break;
     }
   }
-  close(fd);
+  ready_source_close(&src);
   *ret_warnings = hutch_ready_report_warnings(report);
   if (state == HUTCH_READY_FAILED)
     hutch_ready_report_set_error(report, instance->name, error);
@@ -1279,8 +1636,20 @@ static gboolean start_steps(HutchContext *ctx, HutchInstance *instance, gboolean
     return FALSE;
   if (!hutch_instance_check_ports(ctx, instance->name, profile->ports, TRUE, error))
     return FALSE;
-  if (!hutch_mkdir(instance->meta->runtime_dir, 0700, error))
+  /* qemu:///system: the sockets QEMU connects to are in the user's directory of the daemon,
+   * which the runtime directory links to */
+  g_autofree char *qemu_runtime = NULL;
+  g_autofree char *system_seed = NULL; /* the seed's copy for QEMU (qemu:///system) */
+  if (hutch_context_is_system(ctx)) {
+    g_autofree char *system_dir = NULL;
+    if (!system_needs_vhost_user(error) ||
+        !(qemu_runtime = system_runtime(virDomainGetConnect(instance->domain), instance->name,
+                                        &system_dir, error)) ||
+        !(system_seed = system_refresh_seed(ctx, system_dir, instance, error)))
+      return FALSE;
+  } else if (!hutch_mkdir(instance->meta->runtime_dir, 0700, error)) {
     return FALSE;
+  }
   /* the supervisor of the VM's last run exits when its domain stops, stopping that run's
    * helpers: it must be gone before this run's start */
   hutch_supervisor_wait_gone(instance->meta->runtime_dir, 5000);
@@ -1316,10 +1685,21 @@ static gboolean start_steps(HutchContext *ctx, HutchInstance *instance, gboolean
     return FALSE;
   }
   instance->meta->ssh_port = ssh_port;
+  if (qemu_runtime && !system_grant_sockets(instance, profile, qemu_runtime, error)) {
+    hutch_instance_stop_helpers(instance->meta->runtime_dir);
+    return FALSE;
+  }
 
   hutch_progress_begin(ctx, "boot", "starting the domain");
-  if (virDomainCreate(instance->domain) < 0) {
+  gboolean created = virDomainCreate(instance->domain) >= 0;
+  if (!created)
     hutch_set_libvirt_error(error, "starting the domain");
+  if (system_seed) {
+    /* QEMU holds the seed open now; its copy, which libvirt gave QEMU's user (every VM's)
+     * for good, must not stay where any QEMU could open it by name */
+    g_unlink(system_seed);
+  }
+  if (!created) {
     hutch_instance_stop_helpers(instance->meta->runtime_dir);
     return FALSE;
   }
@@ -1538,10 +1918,25 @@ gboolean hutch_instance_delete(HutchContext *ctx, const char *name, gboolean for
   }
   hutch_supervisor_wait_gone(instance->meta->runtime_dir, 5000);
   hutch_instance_stop_helpers(instance->meta->runtime_dir);
+  /* qemu:///system: the pool's directory before anything goes, so that a failure leaves the
+   * VM whole */
+  g_autofree char *system_dir = NULL;
+  if (hutch_context_is_system(ctx) &&
+      !(system_dir = hutch_system_dir(virDomainGetConnect(instance->domain), error)))
+    return FALSE;
   if (virDomainUndefineFlags(instance->domain, VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA |
                                                    VIR_DOMAIN_UNDEFINE_NVRAM) < 0) {
     hutch_set_libvirt_error(error, "removing domain '%s'", name);
     return FALSE;
+  }
+  if (system_dir) {
+    /* its disk, kernel and sockets in the user's directory of the daemon, first: the
+     * instance directory is what shows the VM is still there to delete again */
+    g_autofree char *vm_dir = hutch_system_vm_dir(system_dir, name);
+    g_autofree char *run_dir = hutch_system_run_dir(system_dir, name);
+    if (!hutch_rmtree(vm_dir, error))
+      return FALSE;
+    hutch_rmtree(run_dir, NULL);
   }
   /* The directories come from the metadata, but only ever below hutch's own roots. */
   g_autofree char *expected_dir = hutch_instance_dir(name);
@@ -1550,7 +1945,7 @@ gboolean hutch_instance_delete(HutchContext *ctx, const char *name, gboolean for
       !hutch_rmtree(expected_dir, error))
     return FALSE;
   if (g_strcmp0(instance->meta->runtime_dir, expected_runtime) == 0)
-    hutch_rmtree(expected_runtime, NULL);
+    hutch_rmtree(expected_runtime, NULL); /* on qemu:///system, the link */
   hutch_ssh_config_refresh(ctx);
   hutch_progress_note(ctx, "deleted %s", name);
   return TRUE;
@@ -1754,7 +2149,9 @@ GPtrArray *hutch_instance_missing(HutchContext *ctx, const char *instances_dir, 
   const char *entry;
   while (dir && (entry = g_dir_read_name(dir))) {
     g_autofree char *path = g_build_filename(instances_dir, entry, NULL);
-    if (!hutch_name_is_valid(entry, NULL) || !is_instance_dir(path))
+    /* the other daemon's VMs are not missing here */
+    if (!hutch_name_is_valid(entry, NULL) || !is_instance_dir(path) ||
+        instance_dir_is_system(path) != hutch_context_is_system(ctx))
       continue;
     g_autoptr(virDomain) domain = virDomainLookupByName(conn, entry);
     virErrorPtr last = domain ? NULL : virGetLastError();
@@ -1801,7 +2198,7 @@ JsonArray *hutch_instance_list(HutchContext *ctx, GError **error) {
     instance->name = g_strdup(virDomainGetName(domains[i]));
     /* domains without hutch metadata are not hutch's: leave them out */
     instance->meta = read_meta(domains[i], NULL);
-    if (instance->meta)
+    if (instance->meta && is_own_instance(ctx, instance))
       g_ptr_array_add(described, describe(ctx, instance));
   }
   free(domains);

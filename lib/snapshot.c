@@ -159,6 +159,8 @@ static gboolean create_steps(HutchContext *ctx, const char *name, const char *sn
 
 gboolean hutch_snapshot_create(HutchContext *ctx, const char *name, const char *snapshot,
                                const char *description, GError **error) {
+  if (!hutch_context_check_not_system(ctx, "snapshots", error))
+    return FALSE;
   if (create_steps(ctx, name, snapshot, description, error))
     return TRUE;
   g_prefix_error(error, "snapshot '%s' of '%s': ", snapshot ? snapshot : "", name);
@@ -191,6 +193,8 @@ static gboolean revert_steps(HutchContext *ctx, const char *name, const char *sn
 
 gboolean hutch_snapshot_revert(HutchContext *ctx, const char *name, const char *snapshot,
                                GError **error) {
+  if (!hutch_context_check_not_system(ctx, "snapshots", error))
+    return FALSE;
   if (revert_steps(ctx, name, snapshot, error))
     return TRUE;
   g_prefix_error(error, "reverting '%s' to snapshot '%s': ", name, snapshot ? snapshot : "");
@@ -215,6 +219,8 @@ static gboolean delete_steps(HutchContext *ctx, const char *name, const char *sn
 
 gboolean hutch_snapshot_delete(HutchContext *ctx, const char *name, const char *snapshot,
                                GError **error) {
+  if (!hutch_context_check_not_system(ctx, "snapshots", error))
+    return FALSE;
   if (delete_steps(ctx, name, snapshot, error))
     return TRUE;
   g_prefix_error(error, "snapshot '%s' of '%s': ", snapshot ? snapshot : "", name);

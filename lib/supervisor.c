@@ -1178,7 +1178,8 @@ static void accept_clients(Sup *s) {
       }
       return;
     }
-    /* the socket is 0600 in a 0700 directory; the peer's uid is checked all the same */
+    /* the socket is 0600 in a directory of the user's (0700, or on qemu:///system 0700 with
+     * QEMU's user let through); the peer's uid is checked all the same */
     struct ucred cred;
     socklen_t len = sizeof cred;
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 || cred.uid != getuid()) {

@@ -555,6 +555,8 @@ static int try_lock(const char *path, const char *busy, GError **error) {
 
 gboolean hutch_template_create(HutchContext *ctx, const char *name, const char *vm,
                                GError **error) {
+  if (!hutch_context_check_not_system(ctx, "templates", error))
+    return FALSE;
   /* it stops the source and starts a copy: refused before either */
   if (!hutch_name_is_valid(name, error) || !hutch_context_check_may_run_vms(ctx, error))
     return FALSE;

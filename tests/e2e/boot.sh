@@ -83,8 +83,8 @@ net_of() { # the back end of the running domain, passt's flag, the memory backin
 got_net=$(net_of)
 if [ "$got_net" = "$want_net" ]; then ok "passt's back end is $want_net on this host (the domain and passt agree)"; else not_ok "passt's back end: want $want_net"; diag "$got_net"; fi
 doctor_out=$("$HUTCH" doctor 2>&1 || true)
-if { [ $want_net = vhost-user ] && grep -q "^ok *passt .*vhost-user: passt serves" <<<"$doctor_out"; } ||
-   { [ $want_net = stream ] && grep -q "^ok *passt .*a stream socket: this passt has no vhost-user mode" <<<"$doctor_out"; }; then
+if { [ $want_net = vhost-user ] && grep -q "^ok *passt .*vhost-user: passt serves.*qemu:///system need it" <<<"$doctor_out"; } ||
+   { [ $want_net = stream ] && grep -q "^ok *passt .*a stream socket: this passt has no vhost-user mode.*qemu:///system need it" <<<"$doctor_out"; }; then
   ok "doctor says which network path this host gets ($want_net)"
 else
   not_ok "doctor says which network path this host gets ($want_net)"; diag "$(grep passt <<<"$doctor_out")"

@@ -97,6 +97,23 @@ static Shape *shape_new(const char *which) {
     s->config.cmdline = "root=/dev/vda rw console=ttyS0 net.ifnames=0";
     shape_add_seed_agent(s);
     shape_add_network(s);
+  } else if (strcmp(which, "system") == 0) {
+    /* qemu:///system: QEMU runs as libvirt's user; the console and the ready channel are
+     * libvirt's own, passt's socket is libvirt's vhost-user interface */
+    s = shape_base("system", "7d8e9fa0-b1c2-4d3e-8f40-5162738495a6", "qemu");
+    s->config.console_log = NULL;
+    s->config.ready_socket = NULL;
+    s->config.system = TRUE;
+    s->config.net_vhost_user = TRUE;
+    s->config.seed_path = "/var/lib/libvirt/images/hutch-1000/vms/x/seed.iso";
+    s->config.disk_path = "/var/lib/libvirt/images/hutch-1000/vms/x/disk.qcow2";
+    s->config.passt_socket = "/var/lib/libvirt/images/hutch-1000/run/x/passt.socket";
+    s->config.mac = "52:54:00:12:34:56";
+    s->filesystems = g_ptr_array_new_with_free_func((GDestroyNotify)hutch_domain_fs_free);
+    g_ptr_array_add(
+        s->filesystems,
+        fs_new("hutch-share0", "/var/lib/libvirt/images/hutch-1000/run/x/virtiofs0.sock"));
+    s->config.filesystems = s->filesystems;
   } else if (strcmp(which, "tcg") == 0) {
     /* The profile asks for 4 vCPUs, the caller capped them (hutch_domain_vcpus). */
     s = shape_base("tcg", "2c3d4e5f-6071-4829-a3b4-c5d6e7f80912", "qemu");
@@ -333,6 +350,61 @@ static void test_golden(gconstpointer data) {
   assert_xpaths(xml, common_checks);
   g_autoptr(HutchDomainMeta) meta = define_on_test_driver(gc->which, xml, gc->checks);
   assert_meta_matches(meta, &shape->config);
+}
+
+/* pairs of expression and value, a pair a line */
+/* clang-format off */
+static const char *const system_checks[] = {
+    "/domain/devices/serial/@type", "pty",
+    "count(/domain/devices/serial/source)", "0",
+    "/domain/devices/console/@type", "pty",
+    "count(/domain/devices/channel[target/@name='org.qemu.guest_agent.0'])", "0",
+    "count(/domain/devices/interface)", "1",
+    "/domain/devices/interface/@type", "vhostuser",
+    "/domain/devices/interface/source/@type", "unix",
+    "/domain/devices/interface/source/@mode", "client",
+    "/domain/devices/interface/source/@path",
+    "/var/lib/libvirt/images/hutch-1000/run/x/passt.socket",
+    "/domain/devices/interface/mac/@address", "52:54:00:12:34:56",
+    "/domain/devices/interface/model/@type", "virtio",
+    "/domain/devices/disk[@device='disk']/source/@file",
+    "/var/lib/libvirt/images/hutch-1000/vms/x/disk.qcow2",
+    "/domain/memoryBacking/access/@mode", "shared",
+    "count(/domain/devices/disk[@device='disk']/backingStore)", "1",
+    "count(/domain/devices/disk[@device='disk']/backingStore/*)", "0",
+    NULL,
+};
+/* clang-format on */
+
+/* qemu:///system: no path of the user's but the metadata's, libvirt's own console and ready
+ * channel, the NIC as libvirt's vhost-user interface (no <qemu:commandline>), and shareable
+ * memory that an edit removing every share keeps (passt maps it). */
+static void test_system(void) {
+  g_autoptr(Shape) shape = shape_new("system");
+  g_autoptr(GError) error = NULL;
+  g_autofree char *xml = hutch_domain_build_xml(shape->profile, &shape->config, &error);
+  g_assert_no_error(error);
+  assert_xpaths(xml, system_checks);
+  /* our XML only: the test driver drops a channel's source without a path */
+  assert_xpaths(xml, (const char *const[]){
+                         "count(/domain/qemu:commandline)", "0",
+                         "count(/domain/devices/channel/source/@path)", "0",
+                         "/domain/devices/channel[target/@name='org.hutch.ready.0']/source/@mode",
+                         "bind", NULL});
+  g_autoptr(HutchDomainMeta) meta = define_on_test_driver("system", xml, system_checks);
+  assert_meta_matches(meta, &shape->config);
+  g_autofree char *edited = hutch_domain_edit_xml(xml, shape->profile, 1, NULL, &error);
+  g_assert_no_error(error);
+  assert_xpaths(edited, (const char *const[]){"count(/domain/devices/filesystem)", "0",
+                                             "/domain/memoryBacking/access/@mode", "shared",
+                                             NULL});
+  /* passt's stream mode has no libvirt interface to go through */
+  shape->config.net_vhost_user = FALSE;
+  g_clear_pointer(&xml, g_free);
+  xml = hutch_domain_build_xml(shape->profile, &shape->config, &error);
+  g_assert_null(xml);
+  g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE);
+  g_assert_nonnull(strstr(error->message, "vhost-user mode only"));
 }
 
 /* Values with XML's special characters and non-ASCII text survive as they were. */
@@ -860,6 +932,7 @@ static void test_meta_no_dtd(void) {
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   hutch_init();
+  g_test_add_func("/domain/system", test_system);
   for (gsize i = 0; i < G_N_ELEMENTS(golden_cases); i++) {
     g_autofree char *path = g_strdup_printf("/domain/golden/%s", golden_cases[i].which);
     g_test_add_data_func(path, &golden_cases[i], test_golden);

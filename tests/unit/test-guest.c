@@ -222,6 +222,21 @@ static void test_generated(void) {
   g_autofree char *deleted = read_file(file);
   g_assert_null(strstr(deleted, "beta"));
 
+  /* the file holds a section for each daemon: a refresh on this one (the test driver stands
+   * for the session) keeps the system daemon's as it was */
+  const char *system_section = "# == VMs of qemu:///system\n\nHost sysvm\n  Port 3333\n";
+  g_autofree char *with_system = g_strconcat(deleted, "\n", system_section, NULL);
+  g_assert_true(g_file_set_contents(file, with_system, -1, NULL));
+  hutch_ssh_config_refresh(ctx);
+  g_autofree char *kept = read_file(file);
+  g_assert_nonnull(strstr(kept, system_section));
+  g_assert_nonnull(strstr(kept, "# == VMs of qemu:///session\n"));
+  g_assert_nonnull(strstr(kept, "# alpha: stopped"));
+  /* once, however often it is refreshed */
+  hutch_ssh_config_refresh(ctx);
+  g_autofree char *twice = read_file(file);
+  g_assert_cmpstr(twice, ==, kept);
+
   undefine(conn, "alpha");
   g_assert_true(hutch_ssh_config_uninstall(ctx, NULL, NULL, &error));
   g_assert_no_error(error);

@@ -575,8 +575,9 @@ static void test_start_allowed(void) {
 static void test_uri_supported(void) {
   g_autofree char *own_socket = g_strdup_printf(
       "qemu+unix:///session?socket=%s/libvirt/virtqemud-sock", g_get_user_runtime_dir());
-  const char *const good[] = {"qemu:///session", "qemu+unix:///session", "QEMU:///session",
-                              own_socket,        "test:///default",      NULL};
+  const char *const good[] = {
+      "qemu:///session", "qemu+unix:///session", "QEMU:///session",     own_socket,
+      "test:///default", "qemu:///system",       "qemu+unix:///system", NULL};
   for (const char *const *u = good; *u; u++) {
     g_autoptr(GError) error = NULL;
     g_assert_true(hutch_context_uri_supported(*u, &error));
@@ -585,14 +586,16 @@ static void test_uri_supported(void) {
   const struct {
     const char *uri, *says;
   } bad[] = {
-      {"qemu:///system", "qemu:///system is not supported: hutch runs a VM's helpers"},
+      /* the system daemon through another socket, or asked for another URI */
+      {"qemu:///system?socket=/run/libvirt/libvirt-sock", "through its own socket only"},
+      {"qemu+unix:///system?name=qemu:///session", "through its own socket only"},
       {"qemu+ssh://other@localhost/session", "where a remote libvirt cannot use them"},
       {"qemu+tcp://example.test/system", "where a remote libvirt cannot use them"},
-      {"xen:///system", "session daemon only"},
+      {"xen:///system", "session daemon or the local system daemon only"},
       /* the system daemon, or any other, through socket= or name= */
       {"qemu+unix:///session?socket=/run/libvirt/virtqemud-sock", "own libvirt session daemon"},
       {"qemu:///session?name=qemu:///system", "own libvirt session daemon"},
-      {"not a uri", "session daemon only"},
+      {"not a uri", "session daemon or the local system daemon only"},
   };
   for (guint i = 0; i < G_N_ELEMENTS(bad); i++) {
     g_autoptr(GError) error = NULL;
@@ -609,21 +612,22 @@ static void test_uri_supported(void) {
   g_assert_error(escaped, HUTCH_ERROR, HUTCH_ERROR_USAGE);
   /* the context is made (profile and image work needs no libvirt); connecting is refused */
   g_autoptr(GError) error = NULL;
-  g_autoptr(HutchContext) ctx = hutch_context_new("qemu:///system", &error);
+  g_autoptr(HutchContext) ctx = hutch_context_new("qemu+ssh://nobody@host.invalid/system", &error);
   g_assert_no_error(error);
   g_assert_null(hutch_context_connect(ctx, &error));
   g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE);
   /* from the environment: the message says where it came from */
   g_clear_error(&error);
   g_autofree char *saved = g_strdup(g_getenv("LIBVIRT_DEFAULT_URI"));
-  g_setenv("LIBVIRT_DEFAULT_URI", "qemu:///system", TRUE);
+  g_setenv("LIBVIRT_DEFAULT_URI", "qemu+tcp://example.test/system", TRUE);
   g_autoptr(HutchContext) from_env = hutch_context_new(NULL, &error);
   if (saved)
     g_setenv("LIBVIRT_DEFAULT_URI", saved, TRUE);
   else
     g_unsetenv("LIBVIRT_DEFAULT_URI");
   g_assert_null(hutch_context_connect(from_env, &error));
-  g_assert_nonnull(strstr(error->message, "$LIBVIRT_DEFAULT_URI: qemu:///system is not"));
+  g_assert_nonnull(
+      strstr(error->message, "$LIBVIRT_DEFAULT_URI: qemu+tcp://example.test/system is not"));
 }
 
 /* hutch_supervise_boot in a child (it names its process and takes the VM's lock) on a boot
