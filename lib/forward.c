@@ -870,10 +870,15 @@ static gboolean forward_add(HutchContext *ctx, const char *name, const HutchPort
   if (!instance)
     return FALSE;
   const char *runtime_dir = instance->meta->runtime_dir;
-  /* a running VM's runtime directory is there; on qemu:///system it is a link to one whose
-   * mode and ACL let QEMU's user in, which a chmod through the link would undo */
-  if (!g_file_test(runtime_dir, G_FILE_TEST_IS_DIR) && !hutch_mkdir(runtime_dir, 0700, error))
+  /* on qemu:///system the runtime directory is a link (made again if it went) to one whose
+   * mode and ACL let QEMU's user in, which hutch_mkdir's chmod through the link would undo */
+  if (hutch_context_is_system(ctx)) {
+    g_autofree char *run_dir = hutch_instance_qemu_runtime_dir(ctx, instance, error);
+    if (!run_dir)
+      return FALSE;
+  } else if (!hutch_mkdir(runtime_dir, 0700, error)) {
     return FALSE;
+  }
   if (hutch_forward_pid(runtime_dir, port->host_start) > 0) {
     g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_PORT_IN_USE,
                 "host port %u is forwarded to '%s' already (hutch forward %s --remove %u)",

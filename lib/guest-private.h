@@ -21,3 +21,8 @@ char *hutch_ssh_include_line(const char *path);
 char *hutch_ssh_config_text_add(const char *text, const char *include);
 /* The text without the include line; NULL when it has none. Pure. */
 char *hutch_ssh_config_text_remove(const char *text, const char *include);
+
+/* The sections of an ssh_config file's text that belong to daemons other than own
+ * ("qemu:///session" or "qemu:///system"), each from its header line ("# == VMs of URI")
+ * to the next; a file without headers (an older hutch's) holds the session's blocks. */
+char *hutch_ssh_config_other_sections(const char *text, const char *own);

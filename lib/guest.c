@@ -161,17 +161,27 @@ static const char *section_uri(HutchContext *ctx) {
   return hutch_context_is_system(ctx) ? "qemu:///system" : "qemu:///session";
 }
 
-/* The sections of text but own's, each from its header line to the next header or the end;
- * "" when there are none (a file of an older hutch has no headers: its blocks were the
- * session's). */
-static char *other_sections(const char *text, const char *own) {
-  g_auto(GStrv) lines = g_strsplit(text ? text : "", "\n", -1);
+/* The sections of text but own's, each from its header line to the next header or the end.
+ * A file of an older hutch has no headers: its blocks were the session's, kept under that
+ * header when another daemon refreshes first. */
+char *hutch_ssh_config_other_sections(const char *text, const char *own) {
+  if (!text || !*text)
+    return g_strdup("");
+  g_auto(GStrv) lines = g_strsplit(text, "\n", -1);
   g_autofree char *own_header = g_strconcat(SSH_SECTION, own, NULL);
   GString *out = g_string_new(NULL);
+  gboolean headers = strstr(text, SSH_SECTION) != NULL;
   gboolean keep = FALSE;
+  if (!headers && strcmp(own, "qemu:///session") != 0) {
+    g_string_append(out, SSH_SECTION "qemu:///session\n");
+    keep = TRUE;
+  }
   for (guint i = 0; lines[i]; i++) {
     if (g_str_has_prefix(lines[i], SSH_SECTION))
       keep = strcmp(lines[i], own_header) != 0;
+    /* an older file's two lines of preamble, which every refresh writes anew */
+    else if (!headers && i < 2 && lines[i][0] == '#')
+      continue;
     if (keep)
       g_string_append_printf(out, "%s\n", lines[i]);
   }
@@ -220,7 +230,7 @@ static gboolean write_all_blocks(HutchContext *ctx, const char *path, GError **e
     return FALSE;
   g_autofree char *old = NULL;
   g_file_get_contents(path, &old, NULL, NULL);
-  g_autofree char *others = other_sections(old, section_uri(ctx));
+  g_autofree char *others = hutch_ssh_config_other_sections(old, section_uri(ctx));
   g_autofree char *text = g_strconcat(own, *others ? "\n" : "", others, NULL);
   g_autofree char *dir = g_path_get_dirname(path);
   return hutch_mkdir(dir, 0700, error) && hutch_write_file(path, text, strlen(text), 0600, error);

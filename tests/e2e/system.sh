@@ -205,6 +205,17 @@ for _ in $(seq 1 30); do
 done
 if [ "$got" = system-port ]; then ok "a guest port is reached on 127.0.0.1:$port"; else not_ok "the forwarded port (got: $got)"; fi
 
+# hutch forward adds a port to the running VM; ssh-config serves OpenSSH
+port2=$(free_port)
+check "hutch forward adds a port" "$HUTCH" -q forward "$vm" "$port2:8000"
+got=""
+for _ in $(seq 1 10); do got=$(curl -s --max-time 5 "http://127.0.0.1:$port2/index.html") && [ "$got" = system-port ] && break; sleep 1; done
+if [ "$got" = system-port ]; then ok "the added forward reaches the guest's server"; else not_ok "the added forward (got: $got)"; fi
+check "--remove it" "$HUTCH" -q forward "$vm" --remove "$port2"
+"$HUTCH" ssh-config "$vm" >"$E2E_TMP/ssh_config"
+out=$(ssh -F "$E2E_TMP/ssh_config" -o BatchMode=yes "$vm" 'echo via-openssh' 2>&1)
+if [ "$out" = via-openssh ]; then ok "OpenSSH reaches the VM with hutch ssh-config's block (its pinned key)"; else not_ok "ssh with ssh-config"; diag "$out"; fi
+
 # a service on the host's loopback is out of the guest's reach (passt's --no-map-gw, the
 # egress policy): guest root asks 127.0.0.1 and each of the guest's own addresses (never the
 # gateway: passt would send that off this machine)
@@ -254,6 +265,13 @@ if vsys dumpxml --inactive "$vm" | has "socket='$pool_dir/run/$vm/"; then ok "th
 # the domain's empty <backingStore/> keeps libvirt from following it at the next start
 bait=$E2E_TMP/bait && head -c 1048576 /dev/zero >"$bait"
 qemu-img rebase -q -u -F raw -b "$bait" "$disk"
+out=$("$HUTCH" edit "$vm" --disk 7GiB 2>&1); rc=$?
+if [ $rc -ne 0 ] && grep -qi "backing" <<<"$out" && [ "$(stat -c %s "$bait")" = 1048576 ] &&
+   [ "$(qemu-img info -U --output=json "$disk" | python3 -c 'import json,sys; print(json.load(sys.stdin)["virtual-size"])')" = $((6 << 30)) ]; then
+  ok "edit --disk refuses a disk whose header names a backing file (nothing resized)"
+else
+  not_ok "edit --disk on a planted backing file (exit $rc)"; diag "$out"
+fi
 t0=$(date +%s)
 check "start again" "$HUTCH" -q start "$vm"
 if [ "$(stat -c %U "$bait")" = "$(id -un)" ]; then ok "a backing file named in the disk's header is not handed to QEMU's user"; else not_ok "the planted backing file is $(stat -c %U "$bait")'s"; fi

@@ -242,6 +242,30 @@ static void test_generated(void) {
   g_assert_no_error(error);
 }
 
+/* Each daemon's refresh keeps the other's section; an older hutch's file (no headers) held
+ * the session's blocks, which a first refresh by the system daemon keeps. */
+static void test_sections(void) {
+  const char *both = "# Written by hutch (hutch ssh-config --install): rewritten when a VM\n"
+                     "# is created, started, stopped or deleted. Edits are lost.\n\n"
+                     "# == VMs of qemu:///session\n\nHost a\n  Port 1\n\n"
+                     "# == VMs of qemu:///system\n\nHost b\n  Port 2\n\n\n";
+  g_autofree char *for_session = hutch_ssh_config_other_sections(both, "qemu:///session");
+  g_assert_cmpstr(for_session, ==, "# == VMs of qemu:///system\n\nHost b\n  Port 2\n");
+  g_autofree char *for_system = hutch_ssh_config_other_sections(both, "qemu:///system");
+  g_assert_cmpstr(for_system, ==, "# == VMs of qemu:///session\n\nHost a\n  Port 1\n");
+  const char *old = "# Written by hutch (hutch ssh-config --install): rewritten when a VM\n"
+                    "# is created, started, stopped or deleted. Edits are lost.\n\n"
+                    "Host a\n  Port 1\n\n# c: stopped (hutch start c adds it)\n";
+  g_autofree char *old_system = hutch_ssh_config_other_sections(old, "qemu:///system");
+  g_assert_cmpstr(old_system, ==,
+                  "# == VMs of qemu:///session\n\nHost a\n  Port 1\n\n"
+                  "# c: stopped (hutch start c adds it)\n");
+  g_autofree char *old_session = hutch_ssh_config_other_sections(old, "qemu:///session");
+  g_assert_cmpstr(old_session, ==, "");
+  g_autofree char *none = hutch_ssh_config_other_sections(NULL, "qemu:///system");
+  g_assert_cmpstr(none, ==, "");
+}
+
 int main(int argc, char **argv) {
   /* before GLib reads and caches them */
   home = g_dir_make_tmp("hutch-test-guest-XXXXXX", NULL);
@@ -256,6 +280,7 @@ int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   hutch_init();
   g_test_add_func("/guest/ssh-config/text", test_text);
+  g_test_add_func("/guest/ssh-config/sections", test_sections);
   g_test_add_func("/guest/ssh-config/install-uninstall", test_install_uninstall);
   g_test_add_func("/guest/ssh-config/install-creates", test_install_creates);
   g_test_add_func("/guest/ssh-config/generated", test_generated);
