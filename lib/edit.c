@@ -103,9 +103,10 @@ static gboolean edit_steps(HutchContext *ctx, HutchInstance *instance, const Hut
   /* the domain names each socket where QEMU reaches it */
   g_autofree char *qemu_runtime = hutch_instance_qemu_runtime_dir(ctx, instance, error);
   g_autoptr(GPtrArray) qemu_share_plan =
-      qemu_runtime
-          ? hutch_instance_plan_shares(edited, qemu_runtime, instance->meta->guest_user, error)
-          : NULL;
+      !qemu_runtime ? NULL
+      : strcmp(qemu_runtime, instance->meta->runtime_dir) == 0
+          ? g_ptr_array_ref(share_plan)
+          : hutch_instance_plan_shares(edited, qemu_runtime, instance->meta->guest_user, error);
   if (!qemu_share_plan)
     return FALSE;
   g_autoptr(GPtrArray) filesystems = hutch_share_plan_domain_fs(qemu_share_plan);

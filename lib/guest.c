@@ -6,6 +6,7 @@
 #include <gio/gunixoutputstream.h>
 #include <glib/gstdio.h>
 #include <stdlib.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include "guest-private.h"
@@ -225,6 +226,19 @@ static char *all_blocks(HutchContext *ctx, GError **error) {
 }
 
 static gboolean write_all_blocks(HutchContext *ctx, const char *path, GError **error) {
+  g_autofree char *dir = g_path_get_dirname(path);
+  if (!hutch_mkdir(dir, 0700, error))
+    return FALSE;
+  /* the file is read, changed and written again: two refreshes at once (one for each daemon,
+   * or two verbs on one) take turns, or one would write back a section as it was before the
+   * other's change. The lock is the directory's (hutch's own), so that no lock file is left
+   * beside the config; it goes with the descriptor. */
+  g_auto(HutchFd) lock_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (lock_fd < 0 || flock(lock_fd, LOCK_EX) < 0) {
+    g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(errno), "locking %s: %s", dir,
+                g_strerror(errno));
+    return FALSE;
+  }
   g_autofree char *own = all_blocks(ctx, error);
   if (!own)
     return FALSE;
@@ -232,8 +246,7 @@ static gboolean write_all_blocks(HutchContext *ctx, const char *path, GError **e
   g_file_get_contents(path, &old, NULL, NULL);
   g_autofree char *others = hutch_ssh_config_other_sections(old, section_uri(ctx));
   g_autofree char *text = g_strconcat(own, *others ? "\n" : "", others, NULL);
-  g_autofree char *dir = g_path_get_dirname(path);
-  return hutch_mkdir(dir, 0700, error) && hutch_write_file(path, text, strlen(text), 0600, error);
+  return hutch_write_file(path, text, strlen(text), 0600, error);
 }
 
 void hutch_ssh_config_refresh(HutchContext *ctx) {

@@ -19,6 +19,7 @@
 #include <curl/curl.h>
 
 #include "image-private.h"
+#include "instance-private.h"
 
 #define IMAGE_JSON "image.json"
 #define IMAGE_CMDLINE "root=/dev/vda rw console=ttyS0 net.ifnames=0"
@@ -1639,6 +1640,10 @@ static GHashTable *image_users(void) {
         g_build_filename(instances, instance, HUTCH_INSTANCE_IMAGE_KEY_FILE, NULL);
     g_autofree char *key = NULL;
     if (!g_file_get_contents(path, &key, NULL, NULL))
+      continue;
+    /* a VM on qemu:///system has its own copy of the image's disk, kernel and initrd */
+    g_autofree char *instance_dir = g_build_filename(instances, instance, NULL);
+    if (hutch_instance_dir_is_system(instance_dir))
       continue;
     g_strstrip(key);
     GPtrArray *list = g_hash_table_lookup(users, key);

@@ -162,3 +162,13 @@ HutchSsh *hutch_instance_connect_within(HutchContext *ctx, const char *name, gui
  * qemu:///system the run directory in the user's directory of the daemon that the runtime
  * directory links to (made, with the link, when missing: system-private.h). */
 char *hutch_instance_qemu_runtime_dir(HutchContext *ctx, HutchInstance *instance, GError **error);
+
+/* Whether the VM whose instance directory is dir is one of the system daemon's (its
+ * "connection" record), not the session daemon's. */
+gboolean hutch_instance_dir_is_system(const char *dir);
+
+/* qemu:///system: takes the VM's disk, kernel and initrd back from a run (mode 0600, no ACL:
+ * hutch_system_reclaim_files), saying so on ctx when one has a name outside the VM's
+ * directory. Nothing to do on the session, or while the VM runs. */
+gboolean hutch_instance_system_reclaim(HutchContext *ctx, virDomainPtr domain, const char *name,
+                                       GError **error);

@@ -55,9 +55,7 @@ static gboolean is_instance_dir(const char *dir) {
   return g_file_test(dir, G_FILE_TEST_IS_DIR) && !g_file_test(creating, G_FILE_TEST_EXISTS);
 }
 
-/* Whether the VM whose directory is dir is one of the system daemon's (its "connection"
- * record), not the session daemon's. */
-static gboolean instance_dir_is_system(const char *dir) {
+gboolean hutch_instance_dir_is_system(const char *dir) {
   g_autofree char *path = g_build_filename(dir, HUTCH_INSTANCE_CONNECTION, NULL);
   g_autofree char *text = NULL;
   return g_file_get_contents(path, &text, NULL, NULL) &&
@@ -81,11 +79,11 @@ static virDomainPtr lookup_domain(virConnectPtr conn, const char *name, GError *
       hutch_set_libvirt_error(&libvirt_error, "looking up '%s'", name);
     g_autofree char *dir = hutch_instance_dir(name);
     if (no_domain && is_instance_dir(dir) &&
-        instance_dir_is_system(dir) != connection_is_system(conn))
+        hutch_instance_dir_is_system(dir) != connection_is_system(conn))
       g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_NOT_FOUND,
                   "'%s' is a VM of qemu:///%s: hutch -c qemu:///%s ...", name,
-                  instance_dir_is_system(dir) ? "system" : "session",
-                  instance_dir_is_system(dir) ? "system" : "session");
+                  hutch_instance_dir_is_system(dir) ? "system" : "session",
+                  hutch_instance_dir_is_system(dir) ? "system" : "session");
     else if (no_domain && is_instance_dir(dir))
       g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_NOT_FOUND,
                   "no VM named '%s' on this connection, but its files are in %s: %s", name, dir,
@@ -112,6 +110,14 @@ static HutchDomainMeta *read_meta(virDomainPtr domain, GError **error) {
 
 static char *system_runtime(virConnectPtr conn, const char *name, char **ret_system_dir,
                             GError **error);
+
+/* qemu:///system: the runtime directory's link leads to a directory (the cheap test that
+ * spares a lookup the few calls to the daemon that making the link again takes; start and
+ * edit make it again whatever this says) */
+static gboolean runtime_link_in_place(const char *link) {
+  struct stat st;
+  return g_file_test(link, G_FILE_TEST_IS_SYMLINK) && stat(link, &st) == 0 && S_ISDIR(st.st_mode);
+}
 
 /* On qemu:///system the domains of every member of group libvirt are side by side: a VM is
  * this user's when its metadata names this user's instance directory. (A session daemon
@@ -146,7 +152,7 @@ HutchInstance *hutch_instance_lookup(HutchContext *ctx, const char *name, GError
   /* qemu:///system: the runtime directory's link, made again when $XDG_RUNTIME_DIR was
    * emptied (the host's reboot, logind at the user's last logout) while the VM's helpers
    * and sockets live on in the pool's run directory */
-  if (hutch_context_is_system(ctx)) {
+  if (hutch_context_is_system(ctx) && !runtime_link_in_place(instance->meta->runtime_dir)) {
     /* best effort: a verb that needs it (start, edit) makes it or fails saying why, and
      * stop, info or delete must work without it */
     g_autofree char *run_dir = system_runtime(conn, name, NULL, NULL);
@@ -464,6 +470,39 @@ char *hutch_instance_qemu_runtime_dir(HutchContext *ctx, HutchInstance *instance
   return system_runtime(virDomainGetConnect(instance->domain), instance->name, NULL, error);
 }
 
+gboolean hutch_instance_system_reclaim(HutchContext *ctx, virDomainPtr domain, const char *name,
+                                       GError **error) {
+  if (!hutch_context_is_system(ctx))
+    return TRUE;
+  g_autofree char *system_dir = hutch_system_dir(virDomainGetConnect(domain), error);
+  if (!system_dir)
+    return FALSE;
+  g_autofree char *vm_dir = hutch_system_vm_dir(system_dir, name);
+  /* the seed's copy of a start killed before it removed it: libvirt's gift to QEMU's user,
+   * with the VM's host key (each start makes a fresh one) */
+  g_autofree char *seed_copy = g_build_filename(vm_dir, HUTCH_INSTANCE_SEED, NULL);
+  if (g_unlink(seed_copy) < 0 && errno != ENOENT) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "removing %s: %s", seed_copy,
+                g_strerror(errno));
+    return FALSE;
+  }
+  guint not_yours = 0;
+  guint linked = hutch_system_reclaim_files(vm_dir, &not_yours, error);
+  if (linked == G_MAXUINT)
+    return FALSE;
+  if (linked > 0)
+    hutch_progress_note(ctx,
+                        "%u of %s's files in %s have a name elsewhere too, which hutch did not "
+                        "make (while QEMU's user held them): a QEMU may have kept a way to them",
+                        linked, name, vm_dir);
+  if (not_yours > 0)
+    hutch_progress_note(ctx,
+                        "%u of %s's files in %s are not yours: libvirt did not give them back "
+                        "at the VM's stop",
+                        not_yours, name, vm_dir);
+  return TRUE;
+}
+
 /* qemu:///system: lets QEMU's user connect to the sockets of passt and each virtiofsd (in
  * the run directory, which it passes through), before the domain starts. */
 static gboolean system_grant_sockets(HutchInstance *instance, const HutchProfile *profile,
@@ -655,8 +694,6 @@ static gboolean create_steps(HutchContext *ctx, virConnectPtr conn, const char *
     qemu_runtime = system_runtime(conn, name, NULL, error);
     if (!qemu_runtime)
       return FALSE;
-    if (!write_text(dir, HUTCH_INSTANCE_CONNECTION, "qemu:///system\n", 0600, error))
-      return FALSE;
     undo->system_vm_dir = hutch_system_vm_dir(system_dir, name);
     if (!hutch_system_mkdir(undo->system_vm_dir, qemu_uid, error))
       return FALSE;
@@ -694,6 +731,9 @@ static gboolean create_steps(HutchContext *ctx, virConnectPtr conn, const char *
                     : !hutch_image_create_overlay(image, overlay, profile->disk, error)) {
     return FALSE;
   }
+  /* only once the VM has its own copies: until then the image is in use (image rm) */
+  if (system && !write_text(dir, HUTCH_INSTANCE_CONNECTION, "qemu:///system\n", 0600, error))
+    return FALSE;
   if (template_dir) {
     /* a template's disk is provisioned and generalised: the first boot takes the identity
      * this create makes from the seed (hutch-provision identity), and the share table like
@@ -733,9 +773,11 @@ static gboolean create_steps(HutchContext *ctx, virConnectPtr conn, const char *
   g_autofree char *uuid = g_uuid_string_random();
   g_autofree char *mac = random_mac();
   g_autoptr(GPtrArray) seed_mounts = hutch_share_plan_seed_mounts(share_plan);
-  /* the sockets where QEMU reaches them */
+  /* the sockets where QEMU reaches them (on the session, where hutch's helpers make them) */
   g_autoptr(GPtrArray) qemu_share_plan =
-      hutch_instance_plan_shares(profile, qemu_runtime, user, error);
+      strcmp(qemu_runtime, runtime_dir) == 0
+          ? g_ptr_array_ref(share_plan)
+          : hutch_instance_plan_shares(profile, qemu_runtime, user, error);
   if (!qemu_share_plan)
     return FALSE;
   g_autoptr(GPtrArray) filesystems = hutch_share_plan_domain_fs(qemu_share_plan);
@@ -1645,6 +1687,7 @@ static gboolean start_steps(HutchContext *ctx, HutchInstance *instance, gboolean
     if (!system_needs_vhost_user(error) ||
         !(qemu_runtime = system_runtime(virDomainGetConnect(instance->domain), instance->name,
                                         &system_dir, error)) ||
+        !hutch_instance_system_reclaim(ctx, instance->domain, instance->name, error) ||
         !(system_seed = system_refresh_seed(ctx, system_dir, instance, error)))
       return FALSE;
   } else if (!hutch_mkdir(instance->meta->runtime_dir, 0700, error)) {
@@ -1878,6 +1921,12 @@ gboolean hutch_instance_stop(HutchContext *ctx, const char *name, gboolean force
   hutch_supervisor_wait_gone(instance->meta->runtime_dir, 5000);
   hutch_instance_stop_helpers(instance->meta->runtime_dir);
   hutch_ssh_config_refresh(ctx);
+  /* the VM is stopped whatever this says: a failure is a note (the next start takes them
+   * back too, and fails if it cannot) */
+  g_autoptr(GError) reclaim_error = NULL;
+  if (!hutch_instance_system_reclaim(ctx, instance->domain, instance->name, &reclaim_error))
+    hutch_progress_note(ctx, "taking %s's files back from QEMU's user failed: %s", name,
+                        reclaim_error->message);
   return TRUE;
 }
 
@@ -2151,7 +2200,7 @@ GPtrArray *hutch_instance_missing(HutchContext *ctx, const char *instances_dir, 
     g_autofree char *path = g_build_filename(instances_dir, entry, NULL);
     /* the other daemon's VMs are not missing here */
     if (!hutch_name_is_valid(entry, NULL) || !is_instance_dir(path) ||
-        instance_dir_is_system(path) != hutch_context_is_system(ctx))
+        hutch_instance_dir_is_system(path) != hutch_context_is_system(ctx))
       continue;
     g_autoptr(virDomain) domain = virDomainLookupByName(conn, entry);
     virErrorPtr last = domain ? NULL : virGetLastError();

@@ -1929,6 +1929,9 @@ static int serve(Sup *s, HutchSuperviseEnd *ret_end, GError **error) {
     if (domain_stopped) {
       sup_log("stopping the domain's helpers");
       hutch_instance_stop_helpers(s->runtime_dir);
+      g_autoptr(GError) reclaim_error = NULL;
+      if (!hutch_instance_system_reclaim(s->ctx, s->domain, s->name, &reclaim_error))
+        sup_log("taking the VM's files back from QEMU's user: %s", reclaim_error->message);
     }
   } else if (s->listen_fd >= 0) {
     g_unlink(socket_path);

@@ -57,3 +57,12 @@ gboolean hutch_system_grant_socket(const char *path, uid_t uid, GError **error);
  * renamed over what was there, with progress on ctx. */
 gboolean hutch_system_copy_file(HutchContext *ctx, const char *from, const char *to,
                                 GError **error);
+
+/* Takes back what libvirt handed to QEMU's user for a VM's run and gave back at its end, as
+ * the files of vm_dir (the disk, kernel and initrd) came back: mode 0600 and no ACL, so that
+ * a mode or ACL an escaped QEMU set while it owned them (one that leaves the user nothing
+ * included) does not let the next VM's QEMU (the same user) open them by name. Call it while
+ * the VM is stopped: a file that is not the user's is left alone and counted in
+ * *ret_not_yours. Returns how many have a name outside vm_dir too (a hard link hutch did not
+ * make: made while QEMU owned the file), G_MAXUINT on an error. */
+guint hutch_system_reclaim_files(const char *vm_dir, guint *ret_not_yours, GError **error);

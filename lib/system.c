@@ -1,4 +1,5 @@
 /* system.c: the user's directory on the system daemon (see system-private.h). */
+#define _GNU_SOURCE /* O_PATH */
 #include "config.h"
 
 #include <errno.h>
@@ -165,10 +166,7 @@ static gboolean make_passable(const char *dir, uid_t qemu_uid, GError **error) {
 }
 
 gboolean hutch_system_mkdir(const char *dir, uid_t qemu_uid, GError **error) {
-  mode_t old = umask(077);
-  int made = g_mkdir_with_parents(dir, 0700);
-  umask(old);
-  if (made < 0)
+  if (g_mkdir_with_parents(dir, 0700) < 0)
     return set_errno_error(error, errno, "creating", dir);
   g_autofree char *parent = g_path_get_dirname(dir);
   return make_passable(parent, qemu_uid, error) && make_passable(dir, qemu_uid, error);
@@ -223,6 +221,43 @@ gboolean hutch_system_grant_socket(const char *path, uid_t uid, GError **error) 
 }
 
 /* ---- files ---------------------------------------------------------------------------- */
+
+guint hutch_system_reclaim_files(const char *vm_dir, guint *ret_not_yours, GError **error) {
+  g_autoptr(GDir) dir = g_dir_open(vm_dir, 0, error);
+  if (!dir)
+    return G_MAXUINT;
+  guint linked_elsewhere = 0;
+  *ret_not_yours = 0;
+  const char *entry;
+  while ((entry = g_dir_read_name(dir))) {
+    g_autofree char *path = g_build_filename(vm_dir, entry, NULL);
+    /* O_PATH: the file is reached whatever its mode and ACL say (QEMU's user may have left
+     * the owner nothing); a link is not followed. The directory is the user's, so QEMU's
+     * user cannot swap the name meanwhile. */
+    g_auto(HutchFd) fd = open(path, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+      continue;
+    if (st.st_uid != getuid()) {
+      (*ret_not_yours)++;
+      continue;
+    }
+    /* chmod and removexattr through the descriptor's /proc name: an O_PATH descriptor takes
+     * neither fchmod nor fremovexattr */
+    g_autofree char *by_fd = g_strdup_printf("/proc/self/fd/%d", fd);
+    if (removexattr(by_fd, "system.posix_acl_access") < 0 && errno != ENODATA && errno != ENOTSUP) {
+      set_errno_error(error, errno, "removing the ACL of", path);
+      return G_MAXUINT;
+    }
+    if ((st.st_mode & 07777) != 0600 && chmod(by_fd, 0600) < 0) {
+      set_errno_error(error, errno, "setting the mode of", path);
+      return G_MAXUINT;
+    }
+    if (st.st_nlink > 1)
+      linked_elsewhere++;
+  }
+  return linked_elsewhere;
+}
 
 typedef struct {
   HutchContext *ctx;

@@ -39,8 +39,10 @@ tap_failed=0
 E2E_VMS=()
 E2E_TEMPLATES=()
 
-ok() { tap_count=$((tap_count + 1)); echo "ok $tap_count - $*"; }
-not_ok() { tap_count=$((tap_count + 1)); tap_failed=$((tap_failed + 1)); echo "not ok $tap_count - $*"; }
+# Each result ends with the seconds since the suite began ([12s]): where a suite spends its
+# time, read from its log (under TCG, mostly boots).
+ok() { tap_count=$((tap_count + 1)); echo "ok $tap_count - $* [${SECONDS}s]"; }
+not_ok() { tap_count=$((tap_count + 1)); tap_failed=$((tap_failed + 1)); echo "not ok $tap_count - $* [${SECONDS}s]"; }
 diag() { sed 's/^/# /' <<<"$*"; }
 
 # check "description" command...: ok when the command succeeds; its output goes to the TAP

@@ -272,8 +272,21 @@ if [ $rc -ne 0 ] && grep -qi "backing" <<<"$out" && [ "$(stat -c %s "$bait")" = 
 else
   not_ok "edit --disk on a planted backing file (exit $rc)"; diag "$out"
 fi
+# what an escaped QEMU could leave on the VM's files while its user owned them (a loose mode,
+# an ACL naming that user, whom every VM's QEMU runs as, and leaving the owner nothing): the
+# next start takes them back
+python3 -c 'import os, struct, sys
+acl = struct.pack("<I", 2) + b"".join(struct.pack("<HHI", t, p, u) for t, p, u in
+    [(1, 0, 0xffffffff), (2, 6, int(sys.argv[2])), (4, 4, 0xffffffff), (0x10, 6, 0xffffffff), (0x20, 4, 0xffffffff)])
+for f in os.listdir(sys.argv[1]):
+    os.setxattr(os.path.join(sys.argv[1], f), "system.posix_acl_access", acl, follow_symlinks=False)' "$pool_dir/vms/$vm" "$qemu_uid"
 t0=$(date +%s)
 check "start again" "$HUTCH" -q start "$vm"
+bad=""
+for f in "$pool_dir/vms/$vm"/*; do
+  [ "$(stat -c %a "$f")" = 600 ] && [ "$(acl_of "$f")" = "no ACL: No data available" ] || bad+="$f: $(stat -c %a "$f") $(acl_of "$f"); "
+done
+if [ -z "$bad" ] && [ -e "$disk" ]; then ok "the start takes the VM's files back: 0600, no ACL (what a QEMU set on them in an earlier run does not outlive it)"; else not_ok "the VM's files after a start"; diag "$bad"; fi
 if [ "$(stat -c %U "$bait")" = "$(id -un)" ]; then ok "a backing file named in the disk's header is not handed to QEMU's user"; else not_ok "the planted backing file is $(stat -c %U "$bait")'s"; fi
 diag "second boot to ready: $(( $(date +%s) - t0 )) s"
 if [ "$(in_guest cat share/guest-file 2>&1)" = "from the guest" ]; then ok "the share is there after the second boot"; else not_ok "the share after the second boot"; fi

@@ -2,8 +2,12 @@
  * and the generated file for the VMs of libvirt's test:///default driver. */
 #include "config.h"
 
+#include <fcntl.h>
 #include <glib/gstdio.h>
+#include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "guest-private.h"
 #include "instance-private.h"
@@ -175,6 +179,18 @@ static void undefine(virConnectPtr conn, const char *name) {
   g_assert_cmpint(virDomainUndefine(domain), ==, 0);
 }
 
+static gpointer refresh_thread(gpointer ctx) {
+  hutch_ssh_config_refresh(ctx);
+  return NULL;
+}
+
+/* text with its first from replaced by to (which must be there) */
+static char *replace_once(const char *text, const char *from, const char *to) {
+  const char *at = strstr(text, from);
+  g_assert_nonnull(at);
+  return g_strdup_printf("%.*s%s%s", (int)(at - text), text, to, at + strlen(from));
+}
+
 static void test_generated(void) {
   reset_home();
   g_autoptr(GError) error = NULL;
@@ -236,6 +252,28 @@ static void test_generated(void) {
   hutch_ssh_config_refresh(ctx);
   g_autofree char *twice = read_file(file);
   g_assert_cmpstr(twice, ==, kept);
+
+  /* the other daemon's refresh holds the file (its lock: the directory's) and writes a new
+   * section meanwhile: this refresh (of a new VM, gamma) waits for it, and keeps what it
+   * wrote. Without the lock, this one would have read the file first and been overwritten
+   * (gamma lost), or written last (the old system section back). */
+  g_autofree char *dir_g = g_build_filename(home, "vms", "gamma", NULL);
+  define_vm(conn, "gamma", dir_g, 0, FALSE);
+  g_autofree char *config_dir = g_path_get_dirname(file);
+  int lock_fd = open(config_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  g_assert_cmpint(flock(lock_fd, LOCK_EX), ==, 0);
+  GThread *refresh = g_thread_new("refresh", refresh_thread, ctx);
+  g_usleep(300 * 1000); /* (without the lock, the refresh has read the file by now) */
+  const char *newer_section = "# == VMs of qemu:///system\n\nHost sysvm\n  Port 4444\n";
+  g_autofree char *replaced = replace_once(kept, "  Port 3333\n", "  Port 4444\n");
+  g_assert_true(g_file_set_contents(file, replaced, -1, NULL));
+  close(lock_fd);
+  g_thread_join(refresh);
+  g_autofree char *after = read_file(file);
+  g_assert_nonnull(strstr(after, newer_section));
+  g_assert_null(strstr(after, "Port 3333"));
+  g_assert_nonnull(strstr(after, "# gamma: stopped"));
+  undefine(conn, "gamma");
 
   undefine(conn, "alpha");
   g_assert_true(hutch_ssh_config_uninstall(ctx, NULL, NULL, &error));

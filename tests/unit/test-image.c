@@ -12,6 +12,7 @@
 #include <curl/curl.h>
 
 #include "image-private.h"
+#include "instance-private.h"
 
 static char *tmp_root;  /* everything a test makes lives below */
 static char *images;    /* $XDG_CACHE_HOME/hutch/images */
@@ -872,6 +873,13 @@ static void test_list_and_remove(void) {
   g_autofree char *ref = g_build_filename(inst, HUTCH_INSTANCE_IMAGE_KEY_FILE, NULL);
   g_autofree char *ref_text = g_strconcat(key, "\n", NULL);
   g_assert_true(g_file_set_contents(ref, ref_text, -1, NULL));
+  /* a VM on qemu:///system has its own copies: not a user of the image */
+  g_autofree char *sys_inst = g_build_filename(instances, "sysdev", NULL);
+  g_assert_cmpint(g_mkdir_with_parents(sys_inst, 0700), ==, 0);
+  g_autofree char *sys_ref = g_build_filename(sys_inst, HUTCH_INSTANCE_IMAGE_KEY_FILE, NULL);
+  g_assert_true(g_file_set_contents(sys_ref, ref_text, -1, NULL));
+  g_autofree char *sys_connection = g_build_filename(sys_inst, HUTCH_INSTANCE_CONNECTION, NULL);
+  g_assert_true(g_file_set_contents(sys_connection, "qemu:///system\n", -1, NULL));
 
   g_autoptr(JsonArray) list = hutch_image_list(ctx, &error);
   g_assert_no_error(error);

@@ -189,6 +189,73 @@ static void test_copy_file(void) {
   g_assert_false(g_file_test(part, G_FILE_TEST_EXISTS));
 }
 
+/* What an escaped QEMU could leave on the VM's files while its user owned them (a loose
+ * mode, an ACL naming it, a second name) does not outlive the run: the files come back
+ * 0600 without an ACL, and a second name is counted. A link is not followed. */
+static void test_reclaim_files(void) {
+  g_autofree char *vm_dir = g_build_filename(tmp, "reclaim", NULL);
+  g_assert_cmpint(g_mkdir(vm_dir, 0700), ==, 0);
+  g_autofree char *disk = g_build_filename(vm_dir, "disk.qcow2", NULL);
+  g_autofree char *kernel = g_build_filename(vm_dir, "vmlinuz", NULL);
+  g_autofree char *outside = g_build_filename(tmp, "reclaim-outside", NULL);
+  g_autofree char *other_name = g_build_filename(tmp, "reclaim-second-name", NULL);
+  g_assert_true(g_file_set_contents(disk, "disk", -1, NULL));
+  g_assert_true(g_file_set_contents(kernel, "kernel", -1, NULL));
+  g_assert_true(g_file_set_contents(outside, "outside", -1, NULL));
+  g_assert_cmpint(chmod(disk, 0666), ==, 0);
+  g_assert_cmpint(chmod(outside, 0644), ==, 0);
+  /* the kernel: an ACL that lets QEMU's user (64055) read it, and a second name */
+  /* clang-format off */
+  guint8 acl[] = {2, 0, 0, 0,                             /* version 2 */
+                  0x01, 0, 6, 0, 0xff, 0xff, 0xff, 0xff,  /* owner rw */
+                  0x02, 0, 6, 0, 0x37, 0xfa, 0, 0,        /* user 64055 rw */
+                  0x04, 0, 4, 0, 0xff, 0xff, 0xff, 0xff,  /* group r */
+                  0x10, 0, 6, 0, 0xff, 0xff, 0xff, 0xff,  /* mask rw */
+                  0x20, 0, 4, 0, 0xff, 0xff, 0xff, 0xff}; /* others r */
+  /* clang-format on */
+  g_assert_cmpint(setxattr(kernel, "system.posix_acl_access", acl, sizeof(acl), 0), ==, 0);
+  g_assert_cmpint(link(kernel, other_name), ==, 0);
+  /* the initrd: an ACL that leaves its owner nothing (u::---, the user rw), which an open for
+   * reading would not get past */
+  g_autofree char *initrd = g_build_filename(vm_dir, "initrd.img", NULL);
+  g_assert_true(g_file_set_contents(initrd, "initrd", -1, NULL));
+  guint8 nothing_for_owner[sizeof(acl)];
+  memcpy(nothing_for_owner, acl, sizeof(acl));
+  nothing_for_owner[4 + 2] = 0; /* the owner entry's permissions */
+  g_assert_cmpint(
+      setxattr(initrd, "system.posix_acl_access", nothing_for_owner, sizeof(nothing_for_owner), 0),
+      ==, 0);
+  /* a link in the directory to a file elsewhere: neither followed nor changed */
+  g_autofree char *planted = g_build_filename(vm_dir, "planted", NULL);
+  g_assert_cmpint(symlink(outside, planted), ==, 0);
+
+  g_autoptr(GError) error = NULL;
+  guint not_yours = 7;
+  g_assert_cmpuint(hutch_system_reclaim_files(vm_dir, &not_yours, &error), ==, 1);
+  g_assert_no_error(error);
+  g_assert_cmpuint(not_yours, ==, 0);
+  const char *files[] = {disk, kernel, initrd};
+  for (guint i = 0; i < G_N_ELEMENTS(files); i++) {
+    struct stat st;
+    g_assert_cmpint(stat(files[i], &st), ==, 0);
+    g_assert_cmpuint(st.st_mode & 07777, ==, 0600);
+    errno = 0;
+    g_assert_cmpint(getxattr(files[i], "system.posix_acl_access", NULL, 0), <, 0);
+    g_assert_cmpint(errno, ==, ENODATA);
+  }
+  struct stat st;
+  g_assert_cmpint(stat(outside, &st), ==, 0);
+  g_assert_cmpuint(st.st_mode & 07777, ==, 0644);
+  /* taken back already: the same again, the second name still counted */
+  g_assert_cmpuint(hutch_system_reclaim_files(vm_dir, &not_yours, &error), ==, 1);
+  g_assert_cmpint(g_unlink(other_name), ==, 0);
+  g_assert_cmpuint(hutch_system_reclaim_files(vm_dir, &not_yours, &error), ==, 0);
+  /* no such directory: an error */
+  g_autofree char *absent = g_build_filename(tmp, "reclaim-absent", NULL);
+  g_assert_cmpuint(hutch_system_reclaim_files(absent, &not_yours, &error), ==, G_MAXUINT);
+  g_assert_nonnull(error);
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   tmp = g_dir_make_tmp("hutch-test-system-XXXXXX", NULL);
@@ -196,6 +263,7 @@ int main(int argc, char **argv) {
   g_test_add_func("/system/grant-socket", test_grant_socket);
   g_test_add_func("/system/dirs-and-links", test_dirs_and_links);
   g_test_add_func("/system/copy-file", test_copy_file);
+  g_test_add_func("/system/reclaim-files", test_reclaim_files);
   int status = g_test_run();
   hutch_rmtree(tmp, NULL);
   g_free(tmp);
