@@ -50,6 +50,7 @@ MOUNT=${HUTCH_MOUNT:-mount}
 UMOUNT=${HUTCH_UMOUNT:-umount}
 MOUNTPOINT=${HUTCH_MOUNTPOINT:-mountpoint}
 SSH_WAIT=${HUTCH_SSH_WAIT:-120}
+SSHD_RETRY_WAIT=${HUTCH_SSHD_RETRY_WAIT:-20}
 # Provisioning-time speedups (see speedups_on): dpkg without fsync, man-db's index not rebuilt
 # after every install. Both cost minutes under TCG and are put back when provisioning ends.
 DPKG_CFG=${HUTCH_DPKG_CFG:-/etc/dpkg/dpkg.cfg.d/hutch-provisioning}
@@ -370,12 +371,34 @@ grow_root() {
   printf '%s\n' "$size" >"$STATE_DIR/root-size"
 }
 
+# Whether ssh.service failed at this boot. hutch-ready.service is ordered after its start
+# job, so it is active, failed, or being restarted by systemd after failing (activating):
+# then its retries are given up to SSHD_RETRY_WAIT seconds to end either way. Inactive is not
+# failed (a guest whose sshd is socket-activated).
+sshd_failed() {
+  waited=0
+  while :; do
+    case $("$SYSTEMCTL" show -p ActiveState --value ssh.service </dev/null 2>/dev/null) in
+      failed) return 0 ;;
+      activating | deactivating) [ "$waited" -lt "$SSHD_RETRY_WAIT" ] || return 0 ;;
+      *) return 1 ;;
+    esac
+    sleep 1
+    waited=$((waited + 1))
+  done
+}
+
 cmd_ready() {
   if [ -e "$STATE_DIR/identity-pending" ]; then
     why=$(head -c 300 "$STATE_DIR/identity-failed" 2>/dev/null | tr -d '\n')
     report "WARN this VM did not take its identity from its seed${why:+: $why} (journalctl -u hutch-identity)"
   fi
   grow_root
+  # sshd failed at this boot: the host need not wait a minute for SSH (the text is
+  # HUTCH_READY_WARN_SSHD_FAILED in lib/ready-private.h)
+  if sshd_failed; then
+    report "WARN ssh.service failed at this boot"
+  fi
   if [ "$(cat "$STATE_DIR/status" 2>/dev/null)" = ok ]; then
     report READY
   else

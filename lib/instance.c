@@ -1301,10 +1301,15 @@ static gssize ready_source_read(ReadySource *src, HutchInstance *instance, char 
   return 0;
 }
 
+/* How long a start tries SSH when the guest said its sshd failed (HUTCH_READY_WARN_SSHD_FAILED):
+ * one attempt's handshake at least, not the minute an sshd still coming up gets. */
+#define SSHD_FAILED_WAIT_S 5
+
 /* Reads the ready channel until READY or FAILED, the domain stops, or the timeout. The
- * guest's warnings go to *ret_warnings (NULL when none), for an error that comes later. */
+ * guest's warnings go to *ret_warnings (NULL when none), for an error that comes later, and
+ * whether one said sshd failed to *ret_sshd_failed. */
 static gboolean wait_ready_channel(HutchContext *ctx, HutchInstance *instance, guint timeout_s,
-                                   char **ret_warnings, GError **error) {
+                                   char **ret_warnings, gboolean *ret_sshd_failed, GError **error) {
   g_autofree char *console =
       g_build_filename(instance->meta->instance_dir, HUTCH_INSTANCE_CONSOLE, NULL);
   double deadline = hutch_now() + timeout_s;
@@ -1341,6 +1346,7 @@ static gboolean wait_ready_channel(HutchContext *ctx, HutchInstance *instance, g
   }
   ready_source_close(&src);
   *ret_warnings = hutch_ready_report_warnings(report);
+  *ret_sshd_failed = hutch_ready_report_has_warning(report, HUTCH_READY_WARN_SSHD_FAILED);
   if (state == HUTCH_READY_FAILED)
     hutch_ready_report_set_error(report, instance->name, error);
   g_autofree char *summary =
@@ -1751,12 +1757,18 @@ static gboolean start_steps(HutchContext *ctx, HutchInstance *instance, gboolean
     return TRUE;
   }
   g_autofree char *guest_warnings = NULL;
-  if (!wait_ready_channel(ctx, instance, profile->boot_timeout, &guest_warnings, error))
+  gboolean sshd_failed = FALSE;
+  if (!wait_ready_channel(ctx, instance, profile->boot_timeout, &guest_warnings, &sshd_failed,
+                          error))
     return FALSE;
 
   hutch_progress_begin(ctx, "ready", "SSH with the pinned host key");
-  g_autoptr(HutchSsh) ssh = connect_instance(instance, 60, error);
+  g_autoptr(HutchSsh) ssh =
+      connect_instance(instance, sshd_failed ? SSHD_FAILED_WAIT_S : 60, error);
   if (!ssh) {
+    if (sshd_failed)
+      g_prefix_error(error,
+                     "the guest's sshd failed at this boot (SSH given %d s): ", SSHD_FAILED_WAIT_S);
     explain_unreachable(instance, guest_warnings, error);
     return FALSE;
   }

@@ -21,6 +21,12 @@
 /* WARN lines kept (each cut to HUTCH_READY_REASON_MAX): later ones are only shown. */
 #define HUTCH_READY_WARNINGS_MAX 8
 
+/* The warning a guest sends with READY when its sshd failed at this boot (its unit failed,
+ * or systemd was still restarting it after 20 s): the start waits a few seconds for SSH
+ * instead of a minute, then fails saying why. (A guest that lies only makes its own start
+ * fail sooner.) */
+#define HUTCH_READY_WARN_SSHD_FAILED "ssh.service failed at this boot"
+
 typedef enum { HUTCH_READY_WAITING, HUTCH_READY_OK, HUTCH_READY_FAILED } HutchReadyState;
 
 typedef struct {
@@ -58,6 +64,9 @@ char *hutch_ready_report_summary(const HutchReadyReport *report, const char *ins
 /* The guest's warnings (WARN lines), kept for an error that comes later (SSH did not answer
  * after READY): "W1; W2", or NULL when it sent none. */
 char *hutch_ready_report_warnings(const HutchReadyReport *report);
+
+/* Whether one of the kept warnings is exactly text (after the sanitising every line gets). */
+gboolean hutch_ready_report_has_warning(const HutchReadyReport *report, const char *text);
 
 /* The instance's optional-failed file: a line "INDEX NAME STATUS REASON" per kept step, then
  * "MORE N" when more failed (older readers skip that line: it is no step). NULL when none

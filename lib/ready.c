@@ -200,6 +200,13 @@ char *hutch_ready_report_warnings(const HutchReadyReport *report) {
   return g_string_free(text, FALSE);
 }
 
+gboolean hutch_ready_report_has_warning(const HutchReadyReport *report, const char *text) {
+  for (guint i = 0; i < report->warnings->len; i++)
+    if (strcmp(report->warnings->pdata[i], text) == 0)
+      return TRUE;
+  return FALSE;
+}
+
 char *hutch_ready_report_failed_text(const HutchReadyReport *report) {
   if (report->optional_failed->len == 0)
     return NULL;

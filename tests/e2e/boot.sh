@@ -266,14 +266,17 @@ sleep 1
 if none_running -u "$(id -u)" -f "supervise( [^ ]+)* $vm\$"; then ok "no supervisor serves a VM whose host key does not match"; else not_ok "no supervisor serves a VM whose host key does not match"; fi
 cp "$E2E_TMP/pub.saved" "$pub"
 
-# The guest says READY but its sshd does not start (its host keys gone): the start fails
-# once its SSH wait is over, and says why: the console's failed units and last lines.
+# The guest says READY but its sshd does not start (its host keys gone): the guest warns of it
+# with READY, so the start fails after a short SSH wait (not a minute), and says why: the
+# guest's warning, the console's failed units and last lines.
 check "the guest's host keys removed" "$HUTCH" shell "$vm" -- sudo sh -c 'rm -f /etc/ssh/ssh_host_*'
 check "stop" "$HUTCH" -q stop "$vm"
 out=$("$HUTCH" start "$vm" 2>&1); rc=$?
 if [ $rc -eq 1 ] && grep -q "units that failed at boot:" <<<"$out" && grep -q "\[FAILED\] Failed to start ssh.servic" <<<"$out" &&
+   grep -q "the guest's sshd failed at this boot (SSH given 5 s)" <<<"$out" &&
+   grep -q "the guest warned: ssh.service failed at this boot" <<<"$out" &&
    grep -q "the console's last lines (hutch logs $vm):" <<<"$out"; then
-  ok "sshd failing in a guest that says READY: start fails, naming the failed unit and the console's last lines"
+  ok "sshd failing in a guest that says READY: start fails, naming the guest's warning, the failed unit and the console's last lines"
 else
   not_ok "start when sshd fails in the guest (exit $rc)"
 fi

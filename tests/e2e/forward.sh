@@ -18,7 +18,7 @@ base: $HUTCH_SOURCE_DIR/tests/image/test-guest.yaml
 provision:
   - name: slow
     run: |
-      sleep 40
+      sleep 20
       echo done > /var/lib/hutch-e2e-slow
 YAML
 guest_port=8790

@@ -2,7 +2,8 @@
 # hutch run: one command in a VM made for it and deleted afterwards. A run with a share
 # (the command runs in the share's guest path, its output and exit status come back, the VM
 # is gone after it), and a run ended by SIGTERM while its command runs (exit 128+15, the VM
-# gone). Each run boots the test guest: about two minutes under TCG.
+# gone). Each run boots the test guest (about two minutes under TCG): the two boot side by
+# side.
 . "$(dirname "$0")/lib.sh"
 require_libvirt
 
@@ -16,7 +17,13 @@ gone() {
     [ ! -e "$XDG_DATA_HOME/hutch/instances/$1" ] && ! virsh dominfo "$1" >/dev/null 2>&1
 }
 
-# ---- a command, its output, its status ----------------------------------------------------
+# ---- SIGTERM while the command runs (started first: the two runs boot side by side) ---------
+term_name=$(vm_name runterm)
+track_vm "$term_name"
+"$HUTCH" -q run --name "$term_name" -f "$profile" -- sleep 3600 2>"$E2E_TMP/term.err" &
+run_pid=$!
+
+# ---- a command, its output, its status -----------------------------------------------------
 name=$(vm_name run)
 track_vm "$name"
 out=$("$HUTCH" -q run --name "$name" -f "$profile" --share "$project" -- \
@@ -26,11 +33,8 @@ if [ "$out" = "$(printf '%s\nfrom the host' "$project")" ]; then ok "the command
 if [ "$(cat "$project/from-guest" 2>&1)" = made-in-guest ]; then ok "what it wrote in the share is on the host"; else not_ok "what it wrote in the share is on the host"; fi
 if gone "$name"; then ok "the VM is gone afterwards (list, instance directory, libvirt)"; else not_ok "the VM is gone afterwards"; diag "$("$HUTCH" list 2>&1)"; fi
 
-# ---- SIGTERM while the command runs ------------------------------------------------------
-name=$(vm_name runterm)
-track_vm "$name"
-"$HUTCH" -q run --name "$name" -f "$profile" -- sleep 600 2>"$E2E_TMP/term.err" &
-run_pid=$!
+# ---- the run ended by SIGTERM ---------------------------------------------------------------
+name=$term_name
 running=""
 for _ in $(seq 1 600); do
   running=$("$HUTCH" shell "$name" -- pgrep -x sleep 2>/dev/null) && [ -n "$running" ] && break

@@ -79,6 +79,18 @@ static void test_warnings_kept(void) {
   g_assert_cmpint(feed(report, two), ==, HUTCH_READY_WAITING);
   g_autofree char *text = hutch_ready_report_warnings(report);
   g_assert_cmpstr(text, ==, "no identity?[2J; second");
+  /* a warning is one of them only when it is the whole of one (the start's shorter SSH wait
+   * when sshd failed: not a share path that holds the words) */
+  g_assert_true(hutch_ready_report_has_warning(report, "second"));
+  g_assert_false(hutch_ready_report_has_warning(report, "no identity"));
+  g_assert_false(hutch_ready_report_has_warning(report, HUTCH_READY_WARN_SSHD_FAILED));
+  g_autoptr(HutchReadyReport) sshd = hutch_ready_report_new(NULL);
+  const char *const in_path[] = {"WARN mount /x/" HUTCH_READY_WARN_SSHD_FAILED " failed", NULL};
+  g_assert_cmpint(feed(sshd, in_path), ==, HUTCH_READY_WAITING);
+  g_assert_false(hutch_ready_report_has_warning(sshd, HUTCH_READY_WARN_SSHD_FAILED));
+  const char *const failed[] = {"WARN " HUTCH_READY_WARN_SSHD_FAILED, "READY", NULL};
+  g_assert_cmpint(feed(sshd, failed), ==, HUTCH_READY_OK);
+  g_assert_true(hutch_ready_report_has_warning(sshd, HUTCH_READY_WARN_SSHD_FAILED));
 
   g_autoptr(HutchReadyReport) flooded = hutch_ready_report_new(NULL);
   g_autofree char *long_text = g_strnfill(3000, 'w');

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <yaml.h>
 
+#include "ready-private.h"
 #include "seed-private.h"
 
 #define TRICKY_VALUE "it's '$(rm -rf /)\" `id` \\n $HOME"
@@ -724,7 +725,25 @@ static Guest *guest_new(const char *shell) {
               "esac\n"
               "exit 99\n",
               0755);
-  guest_write(g, "stubs/systemctl", "#!/bin/sh\necho \"systemctl $*\" >>\"$STUB_LOG\"\n", 0755);
+  /* show -p ActiveState --value UNIT (a question, not logged): "failed" for a unit named in
+   * $HUTCH_TEST_OUT.failed-units, "activating" for one in .restarting-units, else "active" */
+  guest_write(
+      g, "stubs/systemctl",
+      "#!/bin/sh\n"
+      "if [ \"$1 $2 $3 $4\" = 'show -p ActiveState --value' ]; then\n"
+      "  if grep -qxF -e \"$5\" \"$HUTCH_TEST_OUT.failed-units\" 2>/dev/null; then\n"
+      "    echo failed\n"
+      "  elif grep -qxF -e \"$5\" \"$HUTCH_TEST_OUT.restarting-units\" 2>/dev/null; then\n"
+      "    echo activating\n"
+      /* restarting once only: the next question finds it active */
+      "    [ ! -e \"$HUTCH_TEST_OUT.restart-ends\" ] || rm \"$HUTCH_TEST_OUT.restarting-units\"\n"
+      "  elif grep -qxF -e \"$5\" \"$HUTCH_TEST_OUT.inactive-units\" 2>/dev/null; then\n"
+      "    echo inactive\n"
+      "  else echo active; fi\n"
+      "  exit 0\n"
+      "fi\n"
+      "echo \"systemctl $*\" >>\"$STUB_LOG\"\n",
+      0755);
   guest_write(g, "stubs/mount",
               "#!/bin/sh\n"
               "echo \"mount $*\" >>\"$STUB_LOG\"\n"
@@ -956,6 +975,35 @@ static void test_runner_optional_failure(gconstpointer data) {
   g_assert_cmpint(guest_run(g, "usr/local/lib/hutch/hutch-provision", "ready"), ==, 0);
   g_autofree char *channel3 = guest_read(g, "channel");
   g_assert_cmpstr(channel3, ==, "READY\n");
+  /* sshd failed at that boot: the guest says so with READY (the host then waits for SSH a
+   * few seconds, not a minute) */
+  guest_write(g, "out.failed-units", "ssh.service\n", 0644);
+  write_text(ch_path, "", 0644);
+  g_assert_cmpint(guest_run(g, "usr/local/lib/hutch/hutch-provision", "ready"), ==, 0);
+  g_autofree char *channel4 = guest_read(g, "channel");
+  g_assert_cmpstr(channel4, ==, "WARN " HUTCH_READY_WARN_SSHD_FAILED "\nREADY\n");
+  /* still being restarted by systemd when its retries' time is up: failed too */
+  g_autofree char *failed_units = guest_path(g, "out.failed-units");
+  g_unlink(failed_units);
+  guest_write(g, "out.restarting-units", "ssh.service\n", 0644);
+  g_ptr_array_add(g->env, g_strdup("HUTCH_SSHD_RETRY_WAIT=1"));
+  write_text(ch_path, "", 0644);
+  g_assert_cmpint(guest_run(g, "usr/local/lib/hutch/hutch-provision", "ready"), ==, 0);
+  g_autofree char *channel5 = guest_read(g, "channel");
+  g_assert_cmpstr(channel5, ==, "WARN " HUTCH_READY_WARN_SSHD_FAILED "\nREADY\n");
+  /* restarted once, then up within the wait: no warning */
+  guest_write(g, "out.restart-ends", "", 0644);
+  write_text(ch_path, "", 0644);
+  g_assert_cmpint(guest_run(g, "usr/local/lib/hutch/hutch-provision", "ready"), ==, 0);
+  g_autofree char *channel6 = guest_read(g, "channel");
+  g_assert_cmpstr(channel6, ==, "READY\n");
+  g_assert_false(guest_exists(g, "out.restarting-units"));
+  /* inactive (an sshd started by its socket): no warning */
+  guest_write(g, "out.inactive-units", "ssh.service\n", 0644);
+  write_text(ch_path, "", 0644);
+  g_assert_cmpint(guest_run(g, "usr/local/lib/hutch/hutch-provision", "ready"), ==, 0);
+  g_autofree char *channel7 = guest_read(g, "channel");
+  g_assert_cmpstr(channel7, ==, "READY\n");
 }
 
 static void test_runner_required_failure(gconstpointer data) {
