@@ -4,7 +4,8 @@
 #
 #   hutch-provision run               mount the shares, run the steps, report, disable cloud-init
 #   hutch-provision ready             grow the root file system to its disk if that grew, report
-#                                     READY (or FAILED) again: hutch-ready.service, later boots
+#                                     READY (or FAILED) again, warning first when sshd failed:
+#                                     hutch-ready.service, later boots
 #   hutch-provision mounts [FILE]     take a new share table (stdin, or FILE) after `hutch edit`:
 #                                     unmount and forget the shares it no longer lists, mount
 #                                     the ones it does

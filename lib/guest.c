@@ -225,20 +225,32 @@ static char *all_blocks(HutchContext *ctx, GError **error) {
   return g_string_free(out, FALSE);
 }
 
-static gboolean write_all_blocks(HutchContext *ctx, const char *path, GError **error) {
+/* The generated file is read, changed and written again: two refreshes at once (one for each
+ * daemon, or two verbs on one) take turns, or one would write back a section as it was before
+ * the other's change. The lock is its directory's (hutch's own, made here), so that no lock
+ * file is left beside it; it goes with the returned descriptor. -1 on an error. */
+static int lock_config_dir(const char *path, GError **error) {
   g_autofree char *dir = g_path_get_dirname(path);
   if (!hutch_mkdir(dir, 0700, error))
-    return FALSE;
-  /* the file is read, changed and written again: two refreshes at once (one for each daemon,
-   * or two verbs on one) take turns, or one would write back a section as it was before the
-   * other's change. The lock is the directory's (hutch's own), so that no lock file is left
-   * beside the config; it goes with the descriptor. */
+    return -1;
   g_auto(HutchFd) lock_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (lock_fd < 0 || flock(lock_fd, LOCK_EX) < 0) {
     g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(errno), "locking %s: %s", dir,
                 g_strerror(errno));
-    return FALSE;
+    return -1;
   }
+  return g_steal_fd(&lock_fd);
+}
+
+/* only_if_installed: a refresh, which writes nothing once the file is gone (an uninstall
+ * that took the lock first) */
+static gboolean write_all_blocks(HutchContext *ctx, const char *path, gboolean only_if_installed,
+                                 GError **error) {
+  g_auto(HutchFd) lock_fd = lock_config_dir(path, error);
+  if (lock_fd < 0)
+    return FALSE;
+  if (only_if_installed && !g_file_test(path, G_FILE_TEST_EXISTS))
+    return TRUE;
   g_autofree char *own = all_blocks(ctx, error);
   if (!own)
     return FALSE;
@@ -254,7 +266,7 @@ void hutch_ssh_config_refresh(HutchContext *ctx) {
   if (!g_file_test(path, G_FILE_TEST_EXISTS))
     return; /* not installed */
   g_autoptr(GError) error = NULL;
-  if (!write_all_blocks(ctx, path, &error))
+  if (!write_all_blocks(ctx, path, TRUE, &error))
     hutch_progress_note(ctx, "updating %s failed (hutch ssh-config --install retries): %s", path,
                         error->message);
 }
@@ -348,7 +360,7 @@ gboolean hutch_ssh_config_install(HutchContext *ctx, char **ret_config, gboolean
                 "%s cannot be named in an OpenSSH Include (it has a '\"' or a newline)", file);
     return FALSE;
   }
-  if (!write_all_blocks(ctx, file, error))
+  if (!write_all_blocks(ctx, file, FALSE, error))
     return FALSE;
   g_autofree char *ssh_dir = g_build_filename(g_get_home_dir(), ".ssh", NULL);
   if (!g_file_test(ssh_dir, G_FILE_TEST_IS_DIR) && !hutch_mkdir(ssh_dir, 0700, error))
@@ -390,7 +402,11 @@ gboolean hutch_ssh_config_uninstall(HutchContext *ctx, char **ret_config, gboole
   g_autofree char *changed = include && text ? hutch_ssh_config_text_remove(text, include) : NULL;
   if (changed && !hutch_write_file(config, changed, strlen(changed), 0600, error))
     return FALSE;
-  /* without the file, create, start and delete stop keeping it */
+  /* without the file, create, start and delete stop keeping it (under the lock: a refresh
+   * under way does not write it again) */
+  g_auto(HutchFd) lock_fd = lock_config_dir(file, error);
+  if (lock_fd < 0)
+    return FALSE;
   if (g_unlink(file) < 0 && errno != ENOENT) {
     int saved = errno;
     g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(saved), "removing %s: %s", file,

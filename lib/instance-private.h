@@ -168,7 +168,8 @@ char *hutch_instance_qemu_runtime_dir(HutchContext *ctx, HutchInstance *instance
 gboolean hutch_instance_dir_is_system(const char *dir);
 
 /* qemu:///system: takes the VM's disk, kernel and initrd back from a run (mode 0600, no ACL:
- * hutch_system_reclaim_files), saying so on ctx when one has a name outside the VM's
- * directory. Nothing to do on the session, or while the VM runs. */
+ * hutch_system_reclaim_files) and removes a seed copy a killed start left, saying so on ctx
+ * when one of the files has a name outside the VM's directory or is not the user's. Call it
+ * only while the VM is stopped (not checked). Nothing to do on the session. */
 gboolean hutch_instance_system_reclaim(HutchContext *ctx, virDomainPtr domain, const char *name,
                                        GError **error);

@@ -1687,14 +1687,12 @@ static gboolean start_steps(HutchContext *ctx, HutchInstance *instance, gboolean
   /* qemu:///system: the sockets QEMU connects to are in the user's directory of the daemon,
    * which the runtime directory links to */
   g_autofree char *qemu_runtime = NULL;
+  g_autofree char *system_dir = NULL;
   g_autofree char *system_seed = NULL; /* the seed's copy for QEMU (qemu:///system) */
   if (hutch_context_is_system(ctx)) {
-    g_autofree char *system_dir = NULL;
     if (!system_needs_vhost_user(error) ||
         !(qemu_runtime = system_runtime(virDomainGetConnect(instance->domain), instance->name,
-                                        &system_dir, error)) ||
-        !hutch_instance_system_reclaim(ctx, instance->domain, instance->name, error) ||
-        !(system_seed = system_refresh_seed(ctx, system_dir, instance, error)))
+                                        &system_dir, error)))
       return FALSE;
   } else if (!hutch_mkdir(instance->meta->runtime_dir, 0700, error)) {
     return FALSE;
@@ -1702,6 +1700,11 @@ static gboolean start_steps(HutchContext *ctx, HutchInstance *instance, gboolean
   /* the supervisor of the VM's last run exits when its domain stops, stopping that run's
    * helpers: it must be gone before this run's start */
   hutch_supervisor_wait_gone(instance->meta->runtime_dir, 5000);
+  /* qemu:///system, once that supervisor is gone (it takes the VM's files back too, and would
+   * remove the seed's new copy): the files taken back, a fresh copy of the seed */
+  if (system_dir && (!hutch_instance_system_reclaim(ctx, instance->domain, instance->name, error) ||
+                     !(system_seed = system_refresh_seed(ctx, system_dir, instance, error))))
+    return FALSE;
   /* a forward of an earlier run (its domain stopped while no supervisor watched) is not
    * this run's: the new supervisor must not serve it again */
   hutch_forward_stop_all(instance->meta->runtime_dir);

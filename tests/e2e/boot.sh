@@ -3,7 +3,8 @@
 # exit status, stdin, cp both ways, ssh-config with real OpenSSH, hutch edit (cpus under the
 # TCG cap, memory, disk: the root file system grows; shares added and removed reach the
 # guest's mounts) and hutch restart without re-provisioning, a tampered host key refused, a
-# start whose guest says READY while its sshd failed (the error names the failed unit), and
+# start whose guest says READY while its sshd failed (the guest warns of it: the start gives
+# SSH 5 s, and the error names the warning and the failed unit), and
 # delete leaving nothing behind. One VM
 # serves the whole suite: a boot costs 1.5-3 minutes under TCG.
 #

@@ -8,7 +8,8 @@
 # read through libvirt's API. One VM: create and start with a writable share and
 # a forwarded port, shell, cp, the share both ways and attacked from the guest as root, the
 # host's loopback out of the guest's reach, logs, the verbs not built there refused, stop
-# (the disk given back to the user), a second boot, delete leaving nothing.
+# (the disk given back to the user), a second boot (which takes back a loose mode and ACL left
+# on the VM's files), delete leaving nothing.
 #
 # Needs passt with vhost-user: on a host whose passt has none (Debian 12), the suite checks
 # that hutch refuses qemu:///system with one line and makes nothing. tests/run starts the

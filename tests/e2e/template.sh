@@ -4,7 +4,8 @@
 # copy and started again, unchanged); what the template's disk holds, read offline; two VMs
 # on it side by side (hutch clone TEMPLATE, hutch create --template) with their own host keys
 # (each pinned; a swapped one refused), machine-ids, MACs and hostnames; a file written in one
-# is in neither the other nor the template; template rm refused while they exist; a snapshot
+# is in neither the other nor the template; template rm refused while they exist (and leaving
+# the source whole once they are gone); a snapshot
 # reverted in one; hutch run --template (exit status, nothing left) and a run on the template
 # whose start fails (nothing left). About ten boots of the test guest, most of them restarts.
 . "$(dirname "$0")/lib.sh"
