@@ -78,12 +78,13 @@ static virDomainPtr lookup_domain(virConnectPtr conn, const char *name, GError *
     if (!no_domain)
       hutch_set_libvirt_error(&libvirt_error, "looking up '%s'", name);
     g_autofree char *dir = hutch_instance_dir(name);
-    if (no_domain && is_instance_dir(dir) &&
-        hutch_instance_dir_is_system(dir) != connection_is_system(conn))
+    /* the directory's record of its daemon, read once */
+    gboolean dir_is_system = hutch_instance_dir_is_system(dir);
+    const char *its_daemon = dir_is_system ? "system" : "session";
+    if (no_domain && is_instance_dir(dir) && dir_is_system != connection_is_system(conn))
       g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_NOT_FOUND,
-                  "'%s' is a VM of qemu:///%s: hutch -c qemu:///%s ...", name,
-                  hutch_instance_dir_is_system(dir) ? "system" : "session",
-                  hutch_instance_dir_is_system(dir) ? "system" : "session");
+                  "'%s' is a VM of qemu:///%s: hutch -c qemu:///%s ...", name, its_daemon,
+                  its_daemon);
     else if (no_domain && is_instance_dir(dir))
       g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_NOT_FOUND,
                   "no VM named '%s' on this connection, but its files are in %s: %s", name, dir,
@@ -470,13 +471,9 @@ char *hutch_instance_qemu_runtime_dir(HutchContext *ctx, HutchInstance *instance
   return system_runtime(virDomainGetConnect(instance->domain), instance->name, NULL, error);
 }
 
-gboolean hutch_instance_system_reclaim(HutchContext *ctx, virDomainPtr domain, const char *name,
-                                       GError **error) {
-  if (!hutch_context_is_system(ctx))
-    return TRUE;
-  g_autofree char *system_dir = hutch_system_dir(virDomainGetConnect(domain), error);
-  if (!system_dir)
-    return FALSE;
+/* hutch_instance_system_reclaim with the user's pool directory at hand (a start has it) */
+static gboolean system_reclaim_in(HutchContext *ctx, const char *system_dir, const char *name,
+                                  GError **error) {
   g_autofree char *vm_dir = hutch_system_vm_dir(system_dir, name);
   /* the seed's copy of a start killed before it removed it: libvirt's gift to QEMU's user,
    * with the VM's host key (each start makes a fresh one) */
@@ -501,6 +498,14 @@ gboolean hutch_instance_system_reclaim(HutchContext *ctx, virDomainPtr domain, c
                         "at the VM's stop",
                         not_yours, name, vm_dir);
   return TRUE;
+}
+
+gboolean hutch_instance_system_reclaim(HutchContext *ctx, virDomainPtr domain, const char *name,
+                                       GError **error) {
+  if (!hutch_context_is_system(ctx))
+    return TRUE;
+  g_autofree char *system_dir = hutch_system_dir(virDomainGetConnect(domain), error);
+  return system_dir && system_reclaim_in(ctx, system_dir, name, error);
 }
 
 /* qemu:///system: lets QEMU's user connect to the sockets of passt and each virtiofsd (in
@@ -1702,7 +1707,7 @@ static gboolean start_steps(HutchContext *ctx, HutchInstance *instance, gboolean
   hutch_supervisor_wait_gone(instance->meta->runtime_dir, 5000);
   /* qemu:///system, once that supervisor is gone (it takes the VM's files back too, and would
    * remove the seed's new copy): the files taken back, a fresh copy of the seed */
-  if (system_dir && (!hutch_instance_system_reclaim(ctx, instance->domain, instance->name, error) ||
+  if (system_dir && (!system_reclaim_in(ctx, system_dir, instance->name, error) ||
                      !(system_seed = system_refresh_seed(ctx, system_dir, instance, error))))
     return FALSE;
   /* a forward of an earlier run (its domain stopped while no supervisor watched) is not
