@@ -19,6 +19,7 @@ typedef struct {
   gboolean json;       /* --json: machine-readable output on stdout */
   gboolean quiet;      /* -q: no progress, only errors and requested data */
   HutchContext *ctx;   /* made on first use by cli_context() */
+  HutchRemote *remote; /* -c qemu+ssh://: cp's other host (cmd/remote.c), else NULL */
 } Cli;
 
 typedef struct {
@@ -68,6 +69,11 @@ typedef struct {
 void cli_watch_begin(CliWatch *w, Cli *cli, const char *vm, const char *doing);
 int cli_watch_signo(CliWatch *w);
 int cli_watch_end(CliWatch *w);
+
+/* -c qemu+ssh://...: runs verb (argv from its name) on that host (cmd/remote.c). */
+int cli_remote(Cli *cli, const char *uri, const Verb *verb, int argc, char **argv);
+/* A profile on standard input (`-f -`), at most 1 MiB. */
+char *cli_read_stdin_profile(GError **error);
 
 /* start --foreground NAME (cmd/foreground.c): start or adopt, notify systemd, stay until the
  * domain stops or SIGTERM/SIGINT (then a graceful shutdown). */

@@ -36,7 +36,7 @@ static const Verb verbs[] = {
      "is built or downloaded first when it is not cached. Nothing is left behind on failure.\n"
      "\n"
      "  -p, --profile NAME  profile by name (default: default)\n"
-     "  -f, --file FILE     profile from a file\n"
+     "  -f, --file FILE     profile from a file (-: standard input)\n"
      "      --template NAME on a template (hutch template): its profile, provisioned already\n"
      "      --cpus N        override the profile's cpus\n"
      "      --memory SIZE   override the profile's memory (e.g. 2GiB)\n"
@@ -161,7 +161,7 @@ static const Verb verbs[] = {
      "be made). A share without GUEST is mounted at the same path in the guest.\n"
      "\n"
      "  -p, --profile PROFILE   the profile (default: default)\n"
-     "  -f, --file FILE         a profile file\n"
+     "  -f, --file FILE         a profile file (-: standard input)\n"
      "      --template NAME     a VM on this template (hutch template): provisioned already\n"
      "      --share, --port, --no-ports, --egress, --cpus, --memory, --disk   as for create\n"
      "      --name NAME         the VM's name\n"
@@ -220,7 +220,7 @@ static const Verb verbs[] = {
      "the domain, and returns once the guest is provisioned and answers SSH.\n"
      "\n"
      "  -p, --profile NAME  profile for a new VM (default: default)\n"
-     "  -f, --file FILE     profile file for a new VM\n"
+     "  -f, --file FILE     profile file for a new VM (-: standard input)\n"
      "      --template NAME a new VM on this template (hutch template)\n"
      "      --cpus N, --memory SIZE, --disk SIZE, --share SPEC, --port SPEC, --no-ports\n"
      "                      overrides for a new VM (see hutch create --help)\n"
@@ -480,6 +480,10 @@ int main(int argc, char **argv) {
   int verb_argc = argc - optind;
   char **verb_argv = argv + optind;
   optind = 0;
+  /* another host's libvirt: the verb runs there (cmd/remote.c) */
+  const char *uri = cli.uri ? cli.uri : g_getenv("LIBVIRT_DEFAULT_URI");
+  if (hutch_remote_uri_is_remote(uri))
+    return cli_remote(&cli, uri, verb, verb_argc, verb_argv);
   int status = verb->run(&cli, verb_argc, verb_argv);
   hutch_context_free(cli.ctx);
   return status;

@@ -129,8 +129,16 @@ static int parse_create_options(CliOptions *opts, CreateOptions *out, gboolean a
 
 static HutchProfile *load_profile(const CreateOptions *o, GError **error) {
   const char *which = o->file ? o->file : o->profile ? o->profile : "default";
-  g_autoptr(HutchProfile) profile =
-      o->template ? hutch_template_profile(o->template, error) : hutch_profile_load(which, error);
+  g_autoptr(HutchProfile) profile = NULL;
+  if (o->template) {
+    profile = hutch_template_profile(o->template, error);
+  } else if (strcmp(which, "-") == 0) {
+    /* -f -: standard input (what `hutch -c qemu+ssh://...` sends the far side) */
+    g_autofree char *text = cli_read_stdin_profile(error);
+    profile = text ? hutch_profile_load_text(text, strlen(text), "<stdin>", error) : NULL;
+  } else {
+    profile = hutch_profile_load(which, error);
+  }
   if (!profile)
     return NULL;
   if (o->cpus && !hutch_profile_set_cpus(profile, o->cpus, error))

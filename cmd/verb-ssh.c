@@ -46,9 +46,15 @@ int verb_cp(Cli *cli, int argc, char **argv) {
     return opts.exit_code;
   if (!cli_expect_args(&opts, argc, argv, 2, 2))
     return opts.exit_code;
+  g_autoptr(GError) error = NULL;
+  if (cli->remote) {
+    if (!hutch_remote_copy(cli->remote, argv[optind], argv[optind + 1], recursive, cli->quiet,
+                           &error))
+      return cli_error(error);
+    return EXIT_OK;
+  }
   if (!cli_context(cli))
     return EXIT_FAILED;
-  g_autoptr(GError) error = NULL;
   if (!hutch_copy(cli->ctx, argv[optind], argv[optind + 1], recursive, &error))
     return cli_error(error);
   return EXIT_OK;

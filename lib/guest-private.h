@@ -3,6 +3,15 @@
 
 #include "context-private.h"
 
+/* A side of hutch cp: "NAME:PATH" -> name and path ("NAME:" -> "."), when NAME is a valid
+ * instance name; FALSE for a local path. A path with a '/' before the ':' is local
+ * ("./a:b"). */
+gboolean hutch_copy_split(const char *spec, char **ret_name, char **ret_path);
+/* hutch cp's two sides: exactly one is NAME:PATH (else HUTCH_ERROR_USAGE); its name and path,
+ * and whether the copy is from the VM. */
+gboolean hutch_copy_sides(const char *src, const char *dst, char **ret_name, char **ret_path,
+                          gboolean *ret_from_vm, GError **error);
+
 /* $XDG_CONFIG_HOME/hutch/ssh_config: a Host block for each running VM, a comment for each
  * stopped one. */
 char *hutch_ssh_config_file(void);

@@ -46,9 +46,7 @@ int hutch_shell(HutchContext *ctx, const char *name, const char *workdir, char *
   return status;
 }
 
-/* "NAME:PATH" -> name and path, when NAME is a valid instance name. A path with a '/' before
- * the ':' is local ("./a:b"). */
-static gboolean split_remote(const char *spec, char **ret_name, char **ret_path) {
+gboolean hutch_copy_split(const char *spec, char **ret_name, char **ret_path) {
   const char *colon = strchr(spec, ':');
   if (!colon || colon == spec)
     return FALSE;
@@ -60,17 +58,28 @@ static gboolean split_remote(const char *spec, char **ret_name, char **ret_path)
   return TRUE;
 }
 
-gboolean hutch_copy(HutchContext *ctx, const char *src, const char *dst, gboolean recursive,
-                    GError **error) {
+gboolean hutch_copy_sides(const char *src, const char *dst, char **ret_name, char **ret_path,
+                          gboolean *ret_from_vm, GError **error) {
   g_autofree char *src_name = NULL, *src_path = NULL, *dst_name = NULL, *dst_path = NULL;
-  gboolean src_remote = split_remote(src, &src_name, &src_path);
-  gboolean dst_remote = split_remote(dst, &dst_name, &dst_path);
-  if (src_remote == dst_remote) {
+  gboolean from_vm = hutch_copy_split(src, &src_name, &src_path);
+  gboolean to_vm = hutch_copy_split(dst, &dst_name, &dst_path);
+  if (from_vm == to_vm) {
     g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE,
                 "exactly one of '%s' and '%s' must be NAME:PATH", src, dst);
     return FALSE;
   }
-  const char *name = src_remote ? src_name : dst_name;
+  *ret_name = g_steal_pointer((from_vm ? &src_name : &dst_name));
+  *ret_path = g_steal_pointer((from_vm ? &src_path : &dst_path));
+  *ret_from_vm = from_vm;
+  return TRUE;
+}
+
+gboolean hutch_copy(HutchContext *ctx, const char *src, const char *dst, gboolean recursive,
+                    GError **error) {
+  g_autofree char *name = NULL, *vm_path = NULL;
+  gboolean src_remote = FALSE;
+  if (!hutch_copy_sides(src, dst, &name, &vm_path, &src_remote, error))
+    return FALSE;
   /* the supervisors serve the session daemon's VMs (as in hutch_shell) */
   if (!hutch_context_check_uri(ctx, error))
     return FALSE;
@@ -78,8 +87,8 @@ gboolean hutch_copy(HutchContext *ctx, const char *src, const char *dst, gboolea
    * Anything wrong before the copy begins means copying directly. */
   g_autofree char *runtime_dir = hutch_instance_runtime_dir(name);
   gboolean used = FALSE;
-  gboolean ok = hutch_supervisor_copy(runtime_dir, !src_remote, src_remote ? dst : src,
-                                      src_remote ? src_path : dst_path, recursive, &used, error);
+  gboolean ok = hutch_supervisor_copy(runtime_dir, !src_remote, src_remote ? dst : src, vm_path,
+                                      recursive, &used, error);
   if (used)
     return ok;
   g_autoptr(HutchSsh) ssh = hutch_instance_connect(ctx, name, error);
@@ -88,8 +97,8 @@ gboolean hutch_copy(HutchContext *ctx, const char *src, const char *dst, gboolea
   /* the next copy or command finds one */
   hutch_supervisor_spawn(ctx, name, runtime_dir);
   if (src_remote)
-    return hutch_ssh_download(ssh, src_path, dst, recursive, error);
-  return hutch_ssh_upload(ssh, src, dst_path, recursive, error);
+    return hutch_ssh_download(ssh, vm_path, dst, recursive, error);
+  return hutch_ssh_upload(ssh, src, vm_path, recursive, error);
 }
 
 /* The Host block of a running instance; rewrites its known_hosts for the current port. */

@@ -100,6 +100,10 @@ HUTCH_PUBLIC gboolean hutch_profile_add_port_spec(HutchProfile *profile, const c
  * ports the first one holds); --port specs added afterwards are kept. */
 HUTCH_PUBLIC void hutch_profile_clear_ports(HutchProfile *profile);
 
+/* A profile from text (`create -f -`: standard input); name is the file's name in messages,
+ * and relative paths in it start at the working directory. */
+HUTCH_PUBLIC HutchProfile *hutch_profile_load_text(const char *text, gsize len, const char *name,
+                                                   GError **error);
 /* The fully expanded profile as YAML (what `hutch profile show` prints). */
 HUTCH_PUBLIC char *hutch_profile_to_yaml(const HutchProfile *profile, GError **error);
 /* Where each value of the profile came from through its base chain, like
@@ -375,5 +379,33 @@ HUTCH_PUBLIC JsonArray *hutch_snapshot_list(HutchContext *ctx, const char *name,
  * "severity", "detail", "fix"} (docs/json.md). Never fails: what cannot be checked is a failed
  * check. */
 HUTCH_PUBLIC JsonArray *hutch_doctor(HutchContext *ctx);
+
+/* ---- Another host (-c qemu+ssh://[USER@]HOST[:PORT]/session) ------------------------- */
+
+/* hutch runs on that host too: each verb runs there through OpenSSH's client (`ssh`, with the
+ * user's keys, agent, ~/.ssh/config and known_hosts), against that host's own libvirt, so
+ * every guarantee of a local VM holds there (lib/remote.c, docs/architecture.md). */
+typedef struct _HutchRemote HutchRemote;
+/* Whether uri is a qemu+ssh:// one (any case). */
+HUTCH_PUBLIC gboolean hutch_remote_uri_is_remote(const char *uri);
+/* Parses qemu+ssh://[USER@]HOST[:PORT]/session|system[?keyfile=PATH]; anything else (another
+ * path or parameter, a password, a host or user ssh could take for an option) is
+ * HUTCH_ERROR_USAGE. The far side's program is $HUTCH_REMOTE_PROGRAM, else `hutch`. */
+HUTCH_PUBLIC HutchRemote *hutch_remote_new(const char *uri, GError **error);
+HUTCH_PUBLIC void hutch_remote_free(HutchRemote *remote);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(HutchRemote, hutch_remote_free)
+HUTCH_PUBLIC const char *hutch_remote_host(const HutchRemote *remote);
+/* Runs `hutch -c qemu:///session ARGS...` there (ssh -t when tty) with input (may be NULL:
+ * our standard input) on its standard input, its output on ours. Returns its exit status, or
+ * -1 with error set when ssh failed (its exit 255) or was killed. Ignores SIGPIPE from then
+ * on (the pipe to ssh may close early). */
+HUTCH_PUBLIC int hutch_remote_run(HutchRemote *remote, const char *const *args, GBytes *input,
+                                  gboolean tty, GError **error);
+/* hutch cp there: what is copied travels as a tar stream through ssh, made and written here
+ * with hutch cp's own rules (links and special files skipped, nothing written through a
+ * link, checked names); the far side copies from or to a directory of its own that it
+ * removes. quiet: the far side's -q. */
+HUTCH_PUBLIC gboolean hutch_remote_copy(HutchRemote *remote, const char *src, const char *dst,
+                                        gboolean recursive, gboolean quiet, GError **error);
 
 G_END_DECLS

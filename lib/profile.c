@@ -2440,6 +2440,11 @@ HutchProfile *hutch_profile_load_data(const char *data, gsize len, const char *f
   return load_text(data, len, filename, abs_path, chain, chain_display, error);
 }
 
+HutchProfile *hutch_profile_load_text(const char *text, gsize len, const char *name,
+                                      GError **error) {
+  return hutch_profile_load_data(text, len, name, error);
+}
+
 HutchProfile *hutch_profile_load(const char *name_or_path, GError **error) {
   if (strchr(name_or_path, '/') || g_str_has_suffix(name_or_path, ".yaml"))
     return hutch_profile_load_file(name_or_path, error);

@@ -179,6 +179,12 @@ if [ $rc -eq 1 ] && grep -q "broken.yaml:2:9: memory: " <<<"$out" && [ "$(wc -l 
 else
   not_ok "a broken profile names FILE:LINE:COL and exits 1 (exit $rc)"; diag "$out"
 fi
+out=$("$HUTCH" create "$vm" -f - <"$E2E_TMP/broken.yaml" 2>&1); rc=$?
+if [ $rc -eq 1 ] && grep -q "^hutch: <stdin>:2:9: memory: " <<<"$out"; then
+  ok "-f - reads the profile from standard input, errors name <stdin>:LINE:COL"
+else
+  not_ok "a broken profile on standard input (exit $rc)"; diag "$out"
+fi
 check_status "nothing was defined for it" 1 virsh dominfo "$vm"
 check "no instance directory for it" test ! -e "$XDG_DATA_HOME/hutch/instances/$vm"
 
