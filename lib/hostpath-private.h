@@ -71,11 +71,49 @@ int hutch_hostpath_open_child_dir(int dirfd, const char *name, const struct stat
  * call made it, so that callers change the mode of what they made only. */
 int hutch_hostpath_make_child_dir(int dirfd, const char *name, mode_t mode, gboolean *ret_created,
                                   const char *shown, GError **error);
-/* A regular file for writing: created 0600 or truncated. A FIFO, socket or device there fails
- * at once (never blocks, never written). */
-int hutch_hostpath_create_child_file(int dirfd, const char *name, const char *shown,
-                                     GError **error);
 /* An existing regular file for reading (expected: as for open_child_dir); anything else
  * fails at once. */
 int hutch_hostpath_open_child_file(int dirfd, const char *name, const struct stat *expected,
                                    const char *shown, GError **error);
+
+/* ---- A file written whole or not at all ------------------------------------------------ */
+
+/* A regular file name below a directory descriptor, written under a temporary name in the
+ * same directory and renamed over name only once it is complete. An existing file at name is
+ * replaced, never written into: its inode may be shared with files outside the destination (a
+ * hard link from a cache, as uv and pnpm make them, into the tree being copied into), and a
+ * copy that fails or is cancelled halfway must leave it as it was.
+ *
+ *   g_auto(HutchHostpathNewFile) file = HUTCH_HOSTPATH_NEW_FILE_INIT;
+ *   if (!hutch_hostpath_new_file_begin(dirfd, name, shown, &file, error)) ...
+ *   write to file.fd, fchmod(file.fd, mode) ...
+ *   if (!hutch_hostpath_new_file_commit(&file, shown, error)) ...
+ *
+ * Leaving the scope without a commit (or calling _abort) removes the temporary file. */
+typedef struct {
+  int fd;     /* the temporary file, open for writing (0600 until the caller's fchmod) */
+  int dirfd;  /* the directory (a duplicate this struct owns) */
+  char *name; /* the final name */
+  char *temp; /* the temporary name, ".NAME.hutch-XXXXXX"; NULL once renamed or removed */
+} HutchHostpathNewFile;
+#define HUTCH_HOSTPATH_NEW_FILE_INIT                                                               \
+  { .fd = -1, .dirfd = -1 }
+
+/* Checks name (see hutch_hostpath_name_is_safe) and what is there now, without following a
+ * link: nothing or a regular file is fine; a symbolic link (even root's) is "refusing to
+ * write through the symbolic link SHOWN"; a directory, FIFO, socket or device is "SHOWN: not a
+ * regular file". Then creates the temporary file (O_EXCL, never through a link, 0600) and
+ * fills *ret_file (which must be HUTCH_HOSTPATH_NEW_FILE_INIT). FALSE with error set and
+ * *ret_file untouched on failure. */
+gboolean hutch_hostpath_new_file_begin(int dirfd, const char *name, const char *shown,
+                                       HutchHostpathNewFile *ret_file, GError **error);
+/* Closes the file (a write error the kernel kept for close is an error) and renames it over
+ * its name: a symbolic link or file put there meanwhile is replaced, not written through; a
+ * directory there fails. On failure the temporary file is removed. Either way file is
+ * cleared (_abort is then a no-op). */
+gboolean hutch_hostpath_new_file_commit(HutchHostpathNewFile *file, const char *shown,
+                                        GError **error);
+/* Closes and removes the temporary file, if any, and clears file; the name is untouched.
+ * For a cleared or committed file, does nothing. errno is kept. */
+void hutch_hostpath_new_file_abort(HutchHostpathNewFile *file);
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(HutchHostpathNewFile, hutch_hostpath_new_file_abort)

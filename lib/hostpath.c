@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdio.h> /* renameat */
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -316,13 +317,101 @@ int hutch_hostpath_make_child_dir(int dirfd, const char *name, mode_t mode, gboo
   return open_child(dirfd, name, O_RDONLY | O_DIRECTORY, S_IFDIR, NULL, "write", shown, error);
 }
 
-int hutch_hostpath_create_child_file(int dirfd, const char *name, const char *shown,
-                                     GError **error) {
-  return open_child(dirfd, name, O_WRONLY | O_CREAT | O_TRUNC | O_NONBLOCK, S_IFREG, NULL, "write",
-                    shown, error);
-}
-
 int hutch_hostpath_open_child_file(int dirfd, const char *name, const struct stat *expected,
                                    const char *shown, GError **error) {
   return open_child(dirfd, name, O_RDONLY | O_NONBLOCK, S_IFREG, expected, "read", shown, error);
+}
+
+/* ---- A file written whole or not at all ------------------------------------------------ */
+
+/* Bytes of the final name kept in the temporary one: ".NAME.hutch-XXXXXX" stays within
+ * NAME_MAX (255) for any name. */
+#define TEMP_NAME_PREFIX_MAX 200
+#define TEMP_NAME_ATTEMPTS 100
+
+gboolean hutch_hostpath_new_file_begin(int dirfd, const char *name, const char *shown,
+                                       HutchHostpathNewFile *ret_file, GError **error) {
+  if (!check_name(name, shown, error))
+    return FALSE;
+  struct stat st;
+  if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+    if (S_ISLNK(st.st_mode)) {
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED,
+                  "refusing to write through the symbolic link %s", shown);
+      return FALSE;
+    }
+    if (!S_ISREG(st.st_mode)) {
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "%s: not a regular file", shown);
+      return FALSE;
+    }
+  } else if (errno != ENOENT) {
+    set_errno_error(error, errno, shown);
+    return FALSE;
+  }
+  g_auto(HutchFd) dir = fcntl(dirfd, F_DUPFD_CLOEXEC, 3);
+  if (dir < 0) {
+    set_errno_error(error, errno, shown);
+    return FALSE;
+  }
+  static const char letters[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+  for (guint attempt = 0; attempt < TEMP_NAME_ATTEMPTS; attempt++) {
+    char suffix[7];
+    for (gsize i = 0; i < sizeof suffix - 1; i++)
+      suffix[i] = letters[g_random_int_range(0, (gint32)sizeof letters - 1)];
+    suffix[sizeof suffix - 1] = '\0';
+    g_autofree char *temp = g_strdup_printf(".%.*s.hutch-%s", TEMP_NAME_PREFIX_MAX, name, suffix);
+    /* O_EXCL: made here, never an existing file or the target of a link */
+    int fd =
+        openat(dir, temp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+      *ret_file = (HutchHostpathNewFile){
+          .fd = fd,
+          .dirfd = g_steal_fd(&dir),
+          .name = g_strdup(name),
+          .temp = g_steal_pointer(&temp),
+      };
+      return TRUE;
+    }
+    if (errno != EEXIST) {
+      set_errno_error(error, errno, shown);
+      return FALSE;
+    }
+  }
+  g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED,
+              "%s: no free temporary name beside it after %d attempts", shown, TEMP_NAME_ATTEMPTS);
+  return FALSE;
+}
+
+gboolean hutch_hostpath_new_file_commit(HutchHostpathNewFile *file, const char *shown,
+                                        GError **error) {
+  int fd = file->fd;
+  file->fd = -1;
+  if (close(fd) < 0) {
+    set_errno_error(error, errno, shown);
+    g_prefix_error(error, "writing ");
+    hutch_hostpath_new_file_abort(file);
+    return FALSE;
+  }
+  if (renameat(file->dirfd, file->temp, file->dirfd, file->name) < 0) {
+    set_errno_error(error, errno, shown);
+    hutch_hostpath_new_file_abort(file);
+    return FALSE;
+  }
+  g_clear_pointer(&file->temp, g_free);
+  hutch_hostpath_new_file_abort(file);
+  return TRUE;
+}
+
+void hutch_hostpath_new_file_abort(HutchHostpathNewFile *file) {
+  int saved = errno;
+  if (file->fd >= 0)
+    close(file->fd);
+  if (file->temp && file->dirfd >= 0)
+    unlinkat(file->dirfd, file->temp, 0);
+  if (file->dirfd >= 0)
+    close(file->dirfd);
+  g_clear_pointer(&file->name, g_free);
+  g_clear_pointer(&file->temp, g_free);
+  *file = (HutchHostpathNewFile)HUTCH_HOSTPATH_NEW_FILE_INIT;
+  errno = saved;
 }

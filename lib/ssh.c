@@ -1280,24 +1280,24 @@ static mode_t local_mode(HutchSsh *ssh, unsigned long guest_mode) {
   return (mode_t)(guest_mode & 0777) & ~umask_bits;
 }
 
-/* Writes the remote file to name below dirfd (created 0600, or truncated; never through a
- * link, never into a FIFO or device), then gives it the remote mode through the umask (local_mode).
- */
+/* Writes the remote file to name below dirfd, under a temporary name renamed over it once
+ * complete (never into an existing file's inode, never through a link, never into a FIFO or
+ * device; a failed or cancelled copy leaves what was there), with the remote mode through
+ * the umask (local_mode). */
 static gboolean download_file(HutchSsh *ssh, const char *remote, int dirfd, const char *name,
                               const char *shown, unsigned long mode, GError **error) {
-  /* Remote first, so that a missing source does not truncate the destination. */
+  /* Remote first, so that a missing source leaves no temporary file behind. */
   LIBSSH2_SFTP_HANDLE *handle = libssh2_sftp_open(ssh->sftp, remote, LIBSSH2_FXF_READ, 0);
   if (!handle) {
     set_sftp_error(ssh, error, "opening %s", remote);
     return FALSE;
   }
-  /* a cancelled copy leaves an existing destination as it was */
   if (copy_cancelled(ssh, error)) {
     libssh2_sftp_close_handle(handle);
     return FALSE;
   }
-  g_auto(HutchFd) fd = hutch_hostpath_create_child_file(dirfd, name, shown, error);
-  if (fd < 0) {
+  g_auto(HutchHostpathNewFile) file = HUTCH_HOSTPATH_NEW_FILE_INIT;
+  if (!hutch_hostpath_new_file_begin(dirfd, name, shown, &file, error)) {
     libssh2_sftp_close_handle(handle);
     return FALSE;
   }
@@ -1316,24 +1316,19 @@ static gboolean download_file(HutchSsh *ssh, const char *remote, int dirfd, cons
     }
     if (n == 0)
       break;
-    if (!hutch_write_all(fd, buf, (gsize)n, error)) {
+    if (!hutch_write_all(file.fd, buf, (gsize)n, error)) {
       g_prefix_error(error, "%s: ", shown);
       ok = FALSE;
       break;
     }
   }
   libssh2_sftp_close_handle(handle);
-  if (ok && fchmod(fd, local_mode(ssh, mode)) < 0) {
+  if (ok && fchmod(file.fd, local_mode(ssh, mode)) < 0) {
     set_local_error(error, errno, "setting the mode of %s", shown);
     ok = FALSE;
   }
-  int written = fd;
-  fd = -1;
-  if (close(written) < 0 && ok) {
-    set_local_error(error, errno, "writing %s", shown);
-    ok = FALSE;
-  }
-  return ok;
+  /* on failure, file's cleanup removes the temporary file */
+  return ok && hutch_hostpath_new_file_commit(&file, shown, error);
 }
 
 /* Makes (or reuses) the directory name below dirfd and fills it; everything below is

@@ -322,7 +322,8 @@ static void test_children(void) {
   g_assert_cmpint(symlink(secret, file_link), ==, 0);
   g_autofree char *dir_link = g_build_filename(dir, "dir-link", NULL);
   g_assert_cmpint(symlink(outside, dir_link), ==, 0);
-  g_assert_cmpint(hutch_hostpath_create_child_file(dirfd, "file-link", file_link, &error), ==, -1);
+  HutchHostpathNewFile file = HUTCH_HOSTPATH_NEW_FILE_INIT;
+  g_assert_false(hutch_hostpath_new_file_begin(dirfd, "file-link", file_link, &file, &error));
   g_autofree char *want =
       g_strdup_printf("refusing to write through the symbolic link %s", file_link);
   g_assert_cmpstr(error->message, ==, want);
@@ -344,29 +345,31 @@ static void test_children(void) {
   /* A FIFO fails at once, with or without a reader; nothing is written into it. */
   g_autofree char *fifo = g_build_filename(dir, "fifo", NULL);
   g_assert_cmpint(mkfifo(fifo, 0600), ==, 0);
-  g_assert_cmpint(hutch_hostpath_create_child_file(dirfd, "fifo", fifo, &error), ==, -1);
+  g_assert_false(hutch_hostpath_new_file_begin(dirfd, "fifo", fifo, &file, &error));
   g_assert_true(g_str_has_suffix(error->message, "fifo: not a regular file"));
   g_clear_error(&error);
   g_auto(HutchFd) reader = open(fifo, O_RDWR | O_NONBLOCK | O_CLOEXEC);
   g_assert_cmpint(reader, >=, 0);
-  g_assert_cmpint(hutch_hostpath_create_child_file(dirfd, "fifo", fifo, &error), ==, -1);
+  g_assert_false(hutch_hostpath_new_file_begin(dirfd, "fifo", fifo, &file, &error));
   g_assert_true(g_str_has_suffix(error->message, "fifo: not a regular file"));
   g_clear_error(&error);
   g_assert_cmpint(hutch_hostpath_open_child_file(dirfd, "fifo", NULL, fifo, &error), ==, -1);
   g_assert_true(g_str_has_suffix(error->message, "fifo: not a regular file"));
   g_clear_error(&error);
 
-  /* Ordinary use: create, truncate, make, reuse; modes are the callers' (fchmod). */
+  /* Ordinary use: create, replace, make, reuse; modes are the callers' (fchmod). */
   g_autofree char *made = g_build_filename(dir, "made", NULL);
-  g_auto(HutchFd) fd = hutch_hostpath_create_child_file(dirfd, "made", made, &error);
+  g_assert_true(hutch_hostpath_new_file_begin(dirfd, "made", made, &file, &error));
   g_assert_no_error(error);
-  g_assert_cmpint(write(fd, "abc", 3), ==, 3);
-  g_assert_cmpint(fcntl(fd, F_GETFL) & O_NONBLOCK, ==, 0);
-  hutch_fd_close(fd);
-  fd = hutch_hostpath_create_child_file(dirfd, "made", made, &error);
+  g_assert_cmpint(write(file.fd, "abc", 3), ==, 3);
+  g_assert_true(hutch_hostpath_new_file_commit(&file, made, &error));
   g_assert_no_error(error);
-  hutch_fd_close(fd);
+  assert_text(made, "abc");
+  g_assert_true(hutch_hostpath_new_file_begin(dirfd, "made", made, &file, &error));
+  g_assert_true(hutch_hostpath_new_file_commit(&file, made, &error));
+  g_assert_no_error(error);
   assert_text(made, "");
+  g_auto(HutchFd) fd = -1;
   g_autofree char *sub = g_build_filename(dir, "sub", NULL);
   gboolean created = FALSE;
   fd = hutch_hostpath_make_child_dir(dirfd, "sub", 0700, &created, sub, &error);
@@ -388,7 +391,7 @@ static void test_children(void) {
   g_clear_error(&error);
 
   /* Names are checked here too. */
-  g_assert_cmpint(hutch_hostpath_create_child_file(dirfd, "../escape", "x", &error), ==, -1);
+  g_assert_false(hutch_hostpath_new_file_begin(dirfd, "../escape", "x", &file, &error));
   g_assert_cmpstr(error->message, ==, "x: an invalid file name");
   g_clear_error(&error);
   g_assert_cmpint(hutch_hostpath_make_child_dir(dirfd, "..", 0700, NULL, "x", &error), ==, -1);
@@ -429,6 +432,124 @@ static void test_children(void) {
   g_assert_cmpint(fd, >=, 0);
 }
 
+/* The names in dir, sorted, joined with spaces. */
+static char *list_dir(const char *dir) {
+  g_autoptr(GDir) d = g_dir_open(dir, 0, NULL);
+  g_assert_nonnull(d);
+  g_autoptr(GPtrArray) names = g_ptr_array_new();
+  const char *name;
+  while ((name = g_dir_read_name(d)))
+    g_ptr_array_add(names, (gpointer)name);
+  g_ptr_array_sort(names, (GCompareFunc)(void (*)(void))g_strcmp0);
+  g_ptr_array_add(names, NULL);
+  return g_strjoinv(" ", (char **)names->pdata);
+}
+
+/* A file written under a temporary name and renamed into place: an existing file's inode is
+ * never written (a hard link into the destination from outside keeps its content), an
+ * unfinished file leaves the old one and no temporary file. */
+static void test_new_file(void) {
+  g_autoptr(GError) error = NULL;
+  g_autofree char *dir = path_in("new-file");
+  g_autofree char *outside = path_in("new-file-outside");
+  g_assert_cmpint(g_mkdir(dir, 0700), ==, 0);
+  g_assert_cmpint(g_mkdir(outside, 0700), ==, 0);
+  g_auto(HutchFd) dirfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  g_assert_cmpint(dirfd, >=, 0);
+
+  /* a cache's file, hard-linked into the destination */
+  g_autofree char *cache = g_build_filename(outside, "cache", NULL);
+  g_autofree char *linked = g_build_filename(dir, "linked", NULL);
+  write_text(cache, "shared");
+  g_assert_cmpint(link(cache, linked), ==, 0);
+  g_auto(HutchHostpathNewFile) file = HUTCH_HOSTPATH_NEW_FILE_INIT;
+  g_assert_true(hutch_hostpath_new_file_begin(dirfd, "linked", linked, &file, &error));
+  g_assert_no_error(error);
+  g_assert_true(g_str_has_prefix(file.temp, ".linked.hutch-"));
+  g_assert_cmpuint(strlen(file.temp), ==, strlen(".linked.hutch-XXXXXX"));
+  struct stat st;
+  g_assert_cmpint(fstat(file.fd, &st), ==, 0);
+  g_assert_cmpint(st.st_mode & 07777, ==, 0600);
+  g_assert_cmpint(st.st_nlink, ==, 1);
+  g_assert_cmpint(write(file.fd, "guest", 5), ==, 5);
+  g_assert_cmpint(fchmod(file.fd, 0644), ==, 0);
+  /* nothing at the name changes before the commit */
+  assert_text(linked, "shared");
+  g_assert_true(hutch_hostpath_new_file_commit(&file, linked, &error));
+  g_assert_no_error(error);
+  g_assert_cmpint(file.fd, ==, -1);
+  g_assert_null(file.temp);
+  assert_text(linked, "guest");
+  assert_text(cache, "shared");
+  g_assert_cmpint(g_stat(cache, &st), ==, 0);
+  g_assert_cmpint(st.st_nlink, ==, 1);
+  g_assert_cmpint(g_stat(linked, &st), ==, 0);
+  g_assert_cmpint(st.st_mode & 07777, ==, 0644);
+
+  /* Abandoned halfway, by _abort or by leaving the scope: the old file, no temporary one. */
+  g_autofree char *old = g_build_filename(dir, "old", NULL);
+  write_text(old, "old");
+  g_assert_true(hutch_hostpath_new_file_begin(dirfd, "old", old, &file, &error));
+  g_assert_cmpint(write(file.fd, "partial", 7), ==, 7);
+  hutch_hostpath_new_file_abort(&file);
+  g_assert_cmpint(file.fd, ==, -1);
+  hutch_hostpath_new_file_abort(&file);
+  {
+    g_auto(HutchHostpathNewFile) scoped = HUTCH_HOSTPATH_NEW_FILE_INIT;
+    g_assert_true(hutch_hostpath_new_file_begin(dirfd, "old", old, &scoped, &error));
+    g_assert_cmpint(write(scoped.fd, "partial", 7), ==, 7);
+  }
+  assert_text(old, "old");
+  g_autofree char *names = list_dir(dir);
+  g_assert_cmpstr(names, ==, "linked old");
+
+  /* A directory at the name: refused before, or failing the rename when it appears meanwhile
+   * (the temporary file removed, the directory as it was). */
+  g_autofree char *sub = g_build_filename(dir, "sub", NULL);
+  g_assert_cmpint(g_mkdir(sub, 0700), ==, 0);
+  g_assert_false(hutch_hostpath_new_file_begin(dirfd, "sub", sub, &file, &error));
+  g_assert_true(g_str_has_suffix(error->message, "sub: not a regular file"));
+  g_clear_error(&error);
+  g_autofree char *late = g_build_filename(dir, "late", NULL);
+  g_assert_true(hutch_hostpath_new_file_begin(dirfd, "late", late, &file, &error));
+  g_assert_cmpint(g_mkdir(late, 0700), ==, 0);
+  g_assert_false(hutch_hostpath_new_file_commit(&file, late, &error));
+  g_assert_nonnull(error);
+  g_clear_error(&error);
+  g_assert_true(g_file_test(late, G_FILE_TEST_IS_DIR));
+  g_assert_cmpint(g_rmdir(late), ==, 0);
+  g_assert_cmpint(g_rmdir(sub), ==, 0);
+
+  /* A link planted at the name meanwhile is replaced, not written through. */
+  g_autofree char *secret = g_build_filename(outside, "secret", NULL);
+  write_text(secret, "key");
+  g_autofree char *planted = g_build_filename(dir, "planted", NULL);
+  g_assert_true(hutch_hostpath_new_file_begin(dirfd, "planted", planted, &file, &error));
+  g_assert_cmpint(write(file.fd, "new", 3), ==, 3);
+  plant_link(secret, planted);
+  g_assert_true(hutch_hostpath_new_file_commit(&file, planted, &error));
+  g_assert_no_error(error);
+  assert_text(secret, "key");
+  g_assert_cmpint(g_lstat(planted, &st), ==, 0);
+  g_assert_true(S_ISREG(st.st_mode));
+  g_assert_cmpint(g_unlink(planted), ==, 0);
+
+  /* The longest name a directory holds still gets a temporary name beside it. */
+  char longest[256];
+  memset(longest, 'n', 255);
+  longest[255] = '\0';
+  g_autofree char *long_path = g_build_filename(dir, longest, NULL);
+  g_assert_true(hutch_hostpath_new_file_begin(dirfd, longest, long_path, &file, &error));
+  g_assert_no_error(error);
+  g_assert_true(hutch_hostpath_new_file_commit(&file, long_path, &error));
+  g_assert_no_error(error);
+  g_assert_true(g_file_test(long_path, G_FILE_TEST_IS_REGULAR));
+  g_assert_cmpint(g_unlink(long_path), ==, 0);
+  g_clear_pointer(&names, g_free);
+  names = list_dir(dir);
+  g_assert_cmpstr(names, ==, "linked old");
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   tmp = g_dir_make_tmp("hutch-test-hostpath-XXXXXX", NULL);
@@ -439,6 +560,7 @@ int main(int argc, char **argv) {
   g_test_add_func("/hostpath/open-links", test_open_links);
   g_test_add_func("/hostpath/open-parent", test_open_parent);
   g_test_add_func("/hostpath/children", test_children);
+  g_test_add_func("/hostpath/new-file", test_new_file);
   int rc = g_test_run();
   if (!g_getenv("HUTCH_KEEP_TEST_DIR"))
     hutch_rmtree(tmp, NULL);

@@ -1101,6 +1101,76 @@ static void test_sftp_cancelled(void) {
   g_assert_no_error(error);
 }
 
+static gboolean cancelled_on_second_call(gpointer data) {
+  guint *calls = data;
+  return ++*calls >= 2;
+}
+
+/* An existing destination is replaced, never written into: a hard link into the destination
+ * (uv and pnpm caches share files with every project that way) leaves the file outside
+ * unchanged, and a download that fails after it began (cancelled at the second check, with
+ * the destination open) keeps the old content and leaves no temporary file. */
+static void test_sftp_replace(void) {
+  if (!sshd_fixture_ready(&fx))
+    return;
+  g_autoptr(HutchSsh) ssh = connect_ok();
+  g_autoptr(GError) error = NULL;
+  g_autofree char *remote = g_build_filename(fx.home, "replace-src.txt", NULL);
+  g_assert_true(g_file_set_contents(remote, "from the guest\n", -1, NULL));
+  g_assert_cmpint(g_chmod(remote, 0644), ==, 0);
+  g_autofree char *outside = g_build_filename(fx.dir, "replace-cache", NULL);
+  g_autofree char *dest = g_build_filename(fx.dir, "replace-dest", NULL);
+  g_assert_cmpint(g_mkdir(outside, 0700), ==, 0);
+  g_assert_cmpint(g_mkdir(dest, 0700), ==, 0);
+  g_autofree char *shared = g_build_filename(outside, "shared.py", NULL);
+  g_assert_true(g_file_set_contents(shared, "the cache's\n", -1, NULL));
+  g_autofree char *linked = g_build_filename(dest, "linked.py", NULL);
+  g_assert_cmpint(link(shared, linked), ==, 0);
+
+  g_assert_true(hutch_ssh_download(ssh, "replace-src.txt", linked, FALSE, &error));
+  g_assert_no_error(error);
+  assert_text(linked, "from the guest\n");
+  assert_text(shared, "the cache's\n");
+  GStatBuf st;
+  g_assert_cmpint(g_stat(shared, &st), ==, 0);
+  g_assert_cmpint(st.st_nlink, ==, 1);
+
+  /* the same into the directory, recursively */
+  g_autofree char *tree = g_build_filename(fx.home, "replace-tree", NULL);
+  g_assert_cmpint(g_mkdir(tree, 0755), ==, 0);
+  g_autofree char *tree_file = g_build_filename(tree, "shared.py", NULL);
+  g_assert_true(g_file_set_contents(tree_file, "tree\n", -1, NULL));
+  g_autofree char *dest_tree = g_build_filename(dest, "replace-tree", NULL);
+  g_assert_cmpint(g_mkdir(dest_tree, 0700), ==, 0);
+  g_autofree char *tree_linked = g_build_filename(dest_tree, "shared.py", NULL);
+  g_assert_cmpint(link(shared, tree_linked), ==, 0);
+  g_assert_true(hutch_ssh_download(ssh, "replace-tree", dest, TRUE, &error));
+  g_assert_no_error(error);
+  assert_text(tree_linked, "tree\n");
+  assert_text(shared, "the cache's\n");
+
+  /* failed midway: the old file, no temporary one */
+  g_autofree char *kept = g_build_filename(dest, "kept.txt", NULL);
+  g_assert_true(g_file_set_contents(kept, "keep\n", -1, NULL));
+  guint calls = 0;
+  hutch_ssh_set_copy_caller(ssh, cancelled_on_second_call, &calls, -1);
+  g_assert_false(hutch_ssh_download(ssh, "replace-src.txt", kept, FALSE, &error));
+  hutch_ssh_set_copy_caller(ssh, NULL, NULL, -1);
+  assert_error_has(&error, "the copy was cancelled");
+  g_assert_cmpuint(calls, ==, 2);
+  assert_text(kept, "keep\n");
+  g_autoptr(GDir) dir = g_dir_open(dest, 0, NULL);
+  g_assert_nonnull(dir);
+  const char *name;
+  guint count = 0;
+  while ((name = g_dir_read_name(dir))) {
+    g_assert_true(g_str_equal(name, "linked.py") || g_str_equal(name, "replace-tree") ||
+                  g_str_equal(name, "kept.txt"));
+    count++;
+  }
+  g_assert_cmpuint(count, ==, 3);
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   hutch_init();
@@ -1123,6 +1193,7 @@ int main(int argc, char **argv) {
   g_test_add_func("/ssh/sftp-flood", test_sftp_flood);
   g_test_add_func("/ssh/sftp-file", test_sftp_file);
   g_test_add_func("/ssh/sftp-cancelled", test_sftp_cancelled);
+  g_test_add_func("/ssh/sftp-replace", test_sftp_replace);
   g_test_add_func("/ssh/sftp-recursive", test_sftp_recursive);
   g_test_add_func("/ssh/sftp-planted-links", test_sftp_planted_links);
   g_test_add_func("/ssh/sftp-no-guest-name", test_sftp_no_guest_name);
