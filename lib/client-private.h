@@ -108,6 +108,14 @@ int hutch_supervisor_exec_stream(const char *runtime_dir, const char *command,
                                  HutchSshOutputFunc func, gpointer user_data, gboolean *ret_used,
                                  GError **error);
 
+/* A command's exit status as hutch hands it on (hutch shell exits with it): 0-255. The SSH
+ * protocol carries a 32-bit status and a hostile guest's sshd can send any: 0xFFFFFFFF
+ * reaches us as -1, which callers take for "failed, see the error" (there is none), and
+ * exit() would keep only the low byte of 256 (a success). Any value outside 0-255 becomes
+ * 255, what ssh(1) exits with when it cannot give the command's status. Applied where a status
+ * comes in: from the guest (hutch_ssh_channel_exit_status) and from the supervisor (X). */
+int hutch_exit_status_clamp(gint64 status);
+
 /* The VM's supervisor socket, connected and checked to be of this user (blocking), or -1. */
 int hutch_supervisor_connect(const char *runtime_dir);
 /* Sends all of data on a socket (no SIGPIPE). */

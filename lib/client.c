@@ -71,6 +71,10 @@ void hutch_frame_consume(GByteArray *in, gsize len) {
   g_byte_array_remove_range(in, 0, (guint)(4 + len));
 }
 
+int hutch_exit_status_clamp(gint64 status) {
+  return status >= 0 && status <= 255 ? (int)status : 255;
+}
+
 /* ---- The command line ----------------------------------------------------------------- */
 
 static gboolean word_is_safe(const char *word) {
@@ -359,7 +363,17 @@ static int client_pump(int fd, GByteArray *in, const ClientIo *io, const HutchTe
           return -1;
       } else if (type == 'X') {
         g_autofree char *text = g_strndup((const char *)payload, len);
-        return (int)g_ascii_strtoll(text, NULL, 10);
+        gint64 status = 0;
+        g_autoptr(GError) number_error = NULL;
+        if (!g_ascii_string_to_signed(text, 10, G_MININT64, G_MAXINT64, &status, &number_error) &&
+            !g_error_matches(number_error, G_NUMBER_PARSER_ERROR,
+                             G_NUMBER_PARSER_ERROR_OUT_OF_BOUNDS)) {
+          g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_SSH,
+                      "the supervisor sent a broken exit status");
+          return -1;
+        }
+        /* a number beyond 64 bits is out of 0-255 too */
+        return number_error ? 255 : hutch_exit_status_clamp(status);
       } else if (type == 'F') {
         g_autofree char *text = g_strndup((const char *)payload, len);
         g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_SSH, "%s", text);

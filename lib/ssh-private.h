@@ -83,8 +83,8 @@ gboolean hutch_ssh_is_channel_error(int rc);
 /* "YYYY-MM-DD HH:MM:SS message\n" to fd (-1: nowhere): the helpers' logs. */
 void hutch_log_line(int fd, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
 
-/* The exit status of a closed channel, shells' way: 128+N for signal N (255 for a signal
- * that has no name we know, like OpenSSH's client). */
+/* The exit status of a closed channel, 0-255 (hutch_exit_status_clamp), shells' way: 128+N
+ * for signal N (255 for a signal that has no name we know, like OpenSSH's client). */
 int hutch_ssh_channel_exit_status(LIBSSH2_SESSION *session, LIBSSH2_CHANNEL *channel);
 
 /* Sends one small packet on a channel whose output has ended (the guest's EOF arrived) and

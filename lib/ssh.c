@@ -614,7 +614,7 @@ int hutch_ssh_channel_exit_status(LIBSSH2_SESSION *session, LIBSSH2_CHANNEL *cha
     int number = signal_number(name);
     return number > 0 ? 128 + number : 255;
   }
-  return libssh2_channel_get_exit_status(channel);
+  return hutch_exit_status_clamp(libssh2_channel_get_exit_status(channel));
 }
 
 /* Why: sshd sets TCP_NODELAY only for a session with a terminal. For a command without one,

@@ -322,6 +322,92 @@ static void test_none(void) {
   g_rmdir(dir);
 }
 
+/* Any exit status a guest's sshd sends becomes 0-255: outside that range, 255. */
+static void test_exit_status_clamp(void) {
+  g_assert_cmpint(hutch_exit_status_clamp(0), ==, 0);
+  g_assert_cmpint(hutch_exit_status_clamp(1), ==, 1);
+  g_assert_cmpint(hutch_exit_status_clamp(255), ==, 255);
+  g_assert_cmpint(hutch_exit_status_clamp(256), ==, 255);
+  g_assert_cmpint(hutch_exit_status_clamp(-1), ==, 255);
+  g_assert_cmpint(hutch_exit_status_clamp(G_MININT32), ==, 255);
+  g_assert_cmpint(hutch_exit_status_clamp(G_MAXUINT32), ==, 255);
+  g_assert_cmpint(hutch_exit_status_clamp(G_MAXINT64), ==, 255);
+  g_assert_cmpint(hutch_exit_status_clamp(G_MININT64), ==, 255);
+}
+
+/* A stand-in for a supervisor (same uid): answers one exec request with A and X status. */
+typedef struct {
+  int listen_fd;
+  const char *status;
+} FakeSupervisor;
+
+static gpointer fake_supervisor_thread(gpointer data) {
+  FakeSupervisor *f = data;
+  int fd = accept4(f->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+  g_assert_cmpint(fd, >=, 0);
+  g_autoptr(GByteArray) in = g_byte_array_new();
+  char type = 0;
+  const guint8 *payload;
+  gsize len;
+  g_assert_cmpint(hutch_frame_read(fd, in, 10000, &type, &payload, &len), ==, 1);
+  g_assert_cmpint(type, ==, 'Q');
+  g_autoptr(GByteArray) out = g_byte_array_new();
+  hutch_frame_append(out, 'A', NULL, 0);
+  hutch_frame_append_text(out, 'X', f->status);
+  g_assert_true(hutch_send_all(fd, out->data, out->len));
+  /* until the client closes (it sends E first) */
+  char drain[256];
+  while (read(fd, drain, sizeof drain) > 0)
+    ;
+  close(fd);
+  return NULL;
+}
+
+/* What the client makes of an exit status it is sent: 0-255, or an error (never -1 without
+ * one, which crashed the callers that print the error). */
+static void test_exit_status_from_supervisor(void) {
+  g_autofree char *dir = g_dir_make_tmp("hutch-fakesup-XXXXXX", NULL);
+  g_autofree char *path = g_build_filename(dir, HUTCH_SUPERVISOR_SOCKET, NULL);
+  int listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_un addr = {.sun_family = AF_UNIX};
+  g_strlcpy(addr.sun_path, path, sizeof addr.sun_path);
+  g_assert_cmpint(bind(listen_fd, (struct sockaddr *)&addr, sizeof addr), ==, 0);
+  g_assert_cmpint(listen(listen_fd, 4), ==, 0);
+  const struct {
+    const char *sent;
+    int want; /* -1: an error */
+  } cases[] = {
+      {"0", 0},
+      {"7", 7},
+      {"255", 255},
+      {"256", 255},
+      {"-1", 255},
+      {"4294967295", 255},
+      {"-2147483648", 255},
+      {"99999999999999999999", 255},
+      {"x", -1},
+      {"", -1},
+  };
+  for (gsize i = 0; i < G_N_ELEMENTS(cases); i++) {
+    FakeSupervisor f = {.listen_fd = listen_fd, .status = cases[i].sent};
+    GThread *thread = g_thread_new("fake-supervisor", fake_supervisor_thread, &f);
+    gboolean used = FALSE;
+    g_autoptr(GError) error = NULL;
+    int status = hutch_supervisor_exec_fds(dir, "true", -1, -1, -1, &used, &error);
+    g_thread_join(thread);
+    g_test_message("X \"%s\": %d", cases[i].sent, status);
+    g_assert_true(used);
+    g_assert_cmpint(status, ==, cases[i].want);
+    if (cases[i].want < 0)
+      g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_SSH);
+    else
+      g_assert_no_error(error);
+  }
+  close(listen_fd);
+  g_unlink(path);
+  g_rmdir(dir);
+}
+
 /* ---- Forwarded ports ------------------------------------------------------------------ */
 
 /* The supervisor's answer to a forward request, parsed. */
@@ -1089,6 +1175,8 @@ int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   sshd_fixture_start(&fx, "supervisor", "the supervisor tests");
   g_test_add_func("/supervisor/none", test_none);
+  g_test_add_func("/supervisor/exit-status-clamp", test_exit_status_clamp);
+  g_test_add_func("/supervisor/exit-status-from-supervisor", test_exit_status_from_supervisor);
   g_test_add_func("/supervisor/exec", test_exec);
   g_test_add_func("/supervisor/bulk", test_bulk);
   g_test_add_func("/supervisor/concurrent", test_concurrent);
