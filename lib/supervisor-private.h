@@ -89,6 +89,16 @@ gboolean hutch_supervisor_copy(const char *runtime_dir, gboolean upload, const c
                                const char *guest, gboolean recursive, gboolean *ret_used,
                                GError **error);
 
+/* Sets member of o to text as it may go into JSON: json-glib writes a string's bytes as they
+ * are, and text that is not UTF-8 (an error naming a guest's file, a guest's sshd message)
+ * makes the reader's parser reject the whole answer. Sanitised as the CLI would print it
+ * (hutch_text_sanitize, HUTCH_TEXT_LINES: invalid bytes and control characters become '?'). */
+void hutch_supervisor_json_set_text(JsonObject *o, const char *member, const char *text);
+
+/* A request's result as the supervisor answers it (the copy's and the forwards'): {"ok": true},
+ * or {"ok": false, "code": N, "error": TEXT} for error. */
+char *hutch_supervisor_result_json(const GError *error);
+
 /* The pid the VM's supervisor gives in its status answer, or 0 when none answers. */
 pid_t hutch_supervisor_pid(const char *runtime_dir);
 

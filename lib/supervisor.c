@@ -433,6 +433,22 @@ static void adopt_forwards(Sup *s) {
   }
 }
 
+void hutch_supervisor_json_set_text(JsonObject *o, const char *member, const char *text) {
+  g_autofree char *clean = hutch_text_sanitize(text, -1, HUTCH_TEXT_LINES);
+  json_object_set_string_member(o, member, clean);
+}
+
+char *hutch_supervisor_result_json(const GError *error) {
+  g_autoptr(JsonObject) o = json_object_new();
+  json_object_set_boolean_member(o, "ok", error == NULL);
+  if (error) {
+    json_object_set_int_member(o, "code", error->code);
+    hutch_supervisor_json_set_text(o, "error", error->message);
+  }
+  g_autoptr(JsonNode) node = json_node_init_object(json_node_alloc(), o);
+  return json_to_string(node, FALSE);
+}
+
 /* A JSON answer, and the request is done. */
 static void answer(Slot *c, JsonObject *o) {
   g_autoptr(JsonNode) node = json_node_init_object(json_node_alloc(), o);
@@ -443,13 +459,10 @@ static void answer(Slot *c, JsonObject *o) {
 }
 
 static void answer_result(Slot *c, GError *error) {
-  g_autoptr(JsonObject) o = json_object_new();
-  json_object_set_boolean_member(o, "ok", error == NULL);
-  if (error) {
-    json_object_set_int_member(o, "code", error->code);
-    json_object_set_string_member(o, "error", error->message);
-  }
-  answer(c, o);
+  g_autofree char *text = hutch_supervisor_result_json(error);
+  hutch_frame_append_text(c->out, 'S', text);
+  c->told = TRUE;
+  c->state = SLOT_CLOSING;
 }
 
 /* A member of the type asked for, or NULL. */
@@ -576,15 +589,8 @@ static gpointer copy_thread(gpointer data) {
        * a hostile server sent beyond its answers may wait in libssh2's queue until then). */
       if (copy_cancelled(copy) || !ok || ++cs->uses >= COPY_SESSION_USES)
         copy_session_close(cs);
-      g_autoptr(JsonObject) o = json_object_new();
-      json_object_set_boolean_member(o, "ok", ok);
-      if (!ok) {
-        json_object_set_int_member(o, "code", error->code);
-        json_object_set_string_member(o, "error", error->message);
-      }
-      g_autoptr(JsonNode) node = json_node_init_object(json_node_alloc(), o);
       answer_type = 'S';
-      answer_text = json_to_string(node, FALSE);
+      answer_text = hutch_supervisor_result_json(ok ? NULL : error);
     }
     g_mutex_unlock(&cs->lock);
   }
@@ -712,8 +718,12 @@ static void handle_request(Sup *s, Slot *c, const guint8 *payload, gsize len) {
     json_object_set_int_member(status, "copying", copying);
     json_object_set_int_member(status, "children_ended", (gint64)s->children_ended);
     JsonArray *ended = json_array_new();
-    for (guint i = 0; s->ended && i < s->ended->len; i++)
-      json_array_add_string_element(ended, g_ptr_array_index(s->ended, i));
+    /* a child's comm is its own to set: not necessarily UTF-8 */
+    for (guint i = 0; s->ended && i < s->ended->len; i++) {
+      g_autofree char *line =
+          hutch_text_sanitize(g_ptr_array_index(s->ended, i), -1, HUTCH_TEXT_LINE);
+      json_array_add_string_element(ended, line);
+    }
     json_object_set_array_member(status, "ended", ended);
     answer(c, status);
     return;
@@ -1980,9 +1990,9 @@ static void boot_progress(const HutchProgress *progress, gpointer data) {
   g_autoptr(JsonObject) o = json_object_new();
   json_object_set_int_member(o, "kind", progress->kind);
   if (progress->phase)
-    json_object_set_string_member(o, "phase", progress->phase);
+    hutch_supervisor_json_set_text(o, "phase", progress->phase);
   if (progress->detail)
-    json_object_set_string_member(o, "detail", progress->detail);
+    hutch_supervisor_json_set_text(o, "detail", progress->detail);
   boot_send_object(boot, o);
 }
 
@@ -1995,7 +2005,7 @@ static void boot_send_result(Boot *boot, const GError *error) {
   g_autoptr(JsonObject) o = json_object_new();
   json_object_set_boolean_member(o, "ok", error == NULL);
   if (error) {
-    json_object_set_string_member(o, "error", error->message);
+    hutch_supervisor_json_set_text(o, "error", error->message);
     json_object_set_int_member(o, "code",
                                error->domain == HUTCH_ERROR ? error->code : HUTCH_ERROR_FAILED);
   }

@@ -338,8 +338,27 @@ static void test_exit_status_clamp(void) {
 /* A stand-in for a supervisor (same uid): answers one exec request with A and X status. */
 typedef struct {
   int listen_fd;
-  const char *status;
+  char type;        /* the frame after A: 'X' by default */
+  const char *text; /* its payload */
 } FakeSupervisor;
+
+/* A listening socket where a supervisor of the runtime directory dir would be. */
+static int fake_supervisor_listen(const char *dir) {
+  g_autofree char *path = g_build_filename(dir, HUTCH_SUPERVISOR_SOCKET, NULL);
+  int listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_un addr = {.sun_family = AF_UNIX};
+  g_strlcpy(addr.sun_path, path, sizeof addr.sun_path);
+  g_assert_cmpint(bind(listen_fd, (struct sockaddr *)&addr, sizeof addr), ==, 0);
+  g_assert_cmpint(listen(listen_fd, 4), ==, 0);
+  return listen_fd;
+}
+
+static void fake_supervisor_end(int listen_fd, const char *dir) {
+  close(listen_fd);
+  g_autofree char *path = g_build_filename(dir, HUTCH_SUPERVISOR_SOCKET, NULL);
+  g_unlink(path);
+  g_rmdir(dir);
+}
 
 static gpointer fake_supervisor_thread(gpointer data) {
   FakeSupervisor *f = data;
@@ -353,9 +372,9 @@ static gpointer fake_supervisor_thread(gpointer data) {
   g_assert_cmpint(type, ==, 'Q');
   g_autoptr(GByteArray) out = g_byte_array_new();
   hutch_frame_append(out, 'A', NULL, 0);
-  hutch_frame_append_text(out, 'X', f->status);
+  hutch_frame_append_text(out, f->type ? f->type : 'X', f->text);
   g_assert_true(hutch_send_all(fd, out->data, out->len));
-  /* until the client closes (it sends E first) */
+  /* until the client closes (an exec's sends E first) */
   char drain[256];
   while (read(fd, drain, sizeof drain) > 0)
     ;
@@ -367,12 +386,7 @@ static gpointer fake_supervisor_thread(gpointer data) {
  * one, which crashed the callers that print the error). */
 static void test_exit_status_from_supervisor(void) {
   g_autofree char *dir = g_dir_make_tmp("hutch-fakesup-XXXXXX", NULL);
-  g_autofree char *path = g_build_filename(dir, HUTCH_SUPERVISOR_SOCKET, NULL);
-  int listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  struct sockaddr_un addr = {.sun_family = AF_UNIX};
-  g_strlcpy(addr.sun_path, path, sizeof addr.sun_path);
-  g_assert_cmpint(bind(listen_fd, (struct sockaddr *)&addr, sizeof addr), ==, 0);
-  g_assert_cmpint(listen(listen_fd, 4), ==, 0);
+  int listen_fd = fake_supervisor_listen(dir);
   const struct {
     const char *sent;
     int want; /* -1: an error */
@@ -389,7 +403,7 @@ static void test_exit_status_from_supervisor(void) {
       {"", -1},
   };
   for (gsize i = 0; i < G_N_ELEMENTS(cases); i++) {
-    FakeSupervisor f = {.listen_fd = listen_fd, .status = cases[i].sent};
+    FakeSupervisor f = {.listen_fd = listen_fd, .text = cases[i].sent};
     GThread *thread = g_thread_new("fake-supervisor", fake_supervisor_thread, &f);
     gboolean used = FALSE;
     g_autoptr(GError) error = NULL;
@@ -403,9 +417,45 @@ static void test_exit_status_from_supervisor(void) {
     else
       g_assert_no_error(error);
   }
-  close(listen_fd);
-  g_unlink(path);
-  g_rmdir(dir);
+  fake_supervisor_end(listen_fd, dir);
+}
+
+/* A copy's error that names a guest's file in bytes that are not UTF-8 reaches the client as
+ * the copy's error (it was "the supervisor went away before the copy ended": the answer was
+ * no JSON the client could parse). */
+static void test_result_json(void) {
+  g_autoptr(GError) sent = g_error_new_literal(
+      HUTCH_ERROR, HUTCH_ERROR_NOT_FOUND,
+      "downloading from u@h:1: reading the directory /home/u/\xff\xfe\x1b[2J: No such file");
+  const char *shown = "downloading from u@h:1: reading the directory /home/u/???[2J: No such file";
+  g_autofree char *text = hutch_supervisor_result_json(sent);
+  g_assert_true(g_utf8_validate(text, -1, NULL));
+  g_autoptr(JsonParser) parser = json_parser_new();
+  g_assert_true(json_parser_load_from_data(parser, text, -1, NULL));
+  JsonObject *o = json_node_get_object(json_parser_get_root(parser));
+  g_assert_false(json_object_get_boolean_member(o, "ok"));
+  g_assert_cmpint(json_object_get_int_member(o, "code"), ==, HUTCH_ERROR_NOT_FOUND);
+  g_assert_cmpstr(json_object_get_string_member(o, "error"), ==, shown);
+  g_autofree char *ok = hutch_supervisor_result_json(NULL);
+  g_assert_cmpstr(ok, ==, "{\"ok\":true}");
+  g_autoptr(JsonObject) lines = json_object_new();
+  hutch_supervisor_json_set_text(lines, "detail", "one\ntwo\xc3");
+  g_assert_cmpstr(json_object_get_string_member(lines, "detail"), ==, "one\ntwo?");
+
+  /* and through the client, from a stand-in supervisor */
+  g_autofree char *dir = g_dir_make_tmp("hutch-fakesup-XXXXXX", NULL);
+  int listen_fd = fake_supervisor_listen(dir);
+  FakeSupervisor f = {.listen_fd = listen_fd, .type = 'S', .text = text};
+  GThread *thread = g_thread_new("fake-supervisor", fake_supervisor_thread, &f);
+  g_autofree char *local = g_build_filename(dir, "dest", NULL);
+  gboolean used = FALSE;
+  g_autoptr(GError) error = NULL;
+  g_assert_false(hutch_supervisor_copy(dir, FALSE, local, "guest-file", FALSE, &used, &error));
+  g_thread_join(thread);
+  g_assert_true(used);
+  g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_NOT_FOUND);
+  g_assert_cmpstr(error->message, ==, shown);
+  fake_supervisor_end(listen_fd, dir);
 }
 
 /* ---- Forwarded ports ------------------------------------------------------------------ */
@@ -1177,6 +1227,7 @@ int main(int argc, char **argv) {
   g_test_add_func("/supervisor/none", test_none);
   g_test_add_func("/supervisor/exit-status-clamp", test_exit_status_clamp);
   g_test_add_func("/supervisor/exit-status-from-supervisor", test_exit_status_from_supervisor);
+  g_test_add_func("/supervisor/result-json", test_result_json);
   g_test_add_func("/supervisor/exec", test_exec);
   g_test_add_func("/supervisor/bulk", test_bulk);
   g_test_add_func("/supervisor/concurrent", test_concurrent);
