@@ -156,6 +156,17 @@ static void conn_finish(Relay *r, Conn *c, const char *why) {
     c->done = TRUE;
 }
 
+/* poll said the client's socket failed or hung up while nothing was read from it (the
+ * upload buffer full, or the client's EOF in): a reset that recv would have reported, the
+ * connection's end. */
+static void conn_hung_up(Relay *r, Conn *c) {
+  int err = 0;
+  socklen_t len = sizeof err;
+  if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+    err = errno;
+  conn_finish(r, c, err ? g_strerror(err) : "the client hung up");
+}
+
 /* Each op: 1 progress, 0 nothing to do now, -1 the session failed (error set). */
 
 static int op_open(Relay *r, Conn *c, GError **error) {
@@ -518,6 +529,7 @@ gboolean hutch_forward_relay(HutchSsh *ssh, int listen_fd, guint guest_port, int
     /* Wait: the listener, each client in the direction it can make progress, the SSH socket
      * for what libssh2 waits on (and for its peer hanging up, always). */
     g_autofree struct pollfd *pfds = g_new0(struct pollfd, r.conns->len + 3);
+    g_autofree Conn **polled = g_new0(Conn *, r.conns->len + 3); /* by pfds index */
     nfds_t n = 0;
     gboolean ssh_in = r.owner.who != NULL, transient = r.owner.who != NULL || r.opening != NULL;
     gboolean accept_paused = r.accept_paused_until > hutch_now();
@@ -540,6 +552,12 @@ gboolean hutch_forward_relay(HutchSsh *ssh, int listen_fd, guint guest_port, int
       if (c->state == CONN_OPEN && ((c->down_off == c->down_len && !c->guest_eof) ||
                                     c->up_off < c->up_len || (c->client_eof && !c->eof_sent)))
         ssh_in = TRUE;
+      /* poll reports POLLHUP whatever events asks, and a socket we shut down for writing has
+       * it as soon as the client's FIN is in too: with nothing to ask, such a socket would wake
+       * us at once for ever (the next recv, when the upload buffer drains, tells its end) */
+      if (events == 0 && c->client_shut)
+        continue;
+      polled[n] = c;
       pfds[n++] = (struct pollfd){.fd = c->fd, .events = events};
     }
     if (r.opening)
@@ -583,6 +601,12 @@ gboolean hutch_forward_relay(HutchSsh *ssh, int listen_fd, guint guest_port, int
       ok = FALSE;
       break;
     }
+    /* A client that reset its connection while nothing is read from it: poll reports that
+     * (POLLERR, POLLHUP) whatever events asks, at once and for ever; no recv would see it. */
+    for (nfds_t i = 0; rc > 0 && i < n; i++)
+      if (polled[i] && !(pfds[i].events & POLLIN) &&
+          (pfds[i].revents & (POLLERR | POLLHUP | POLLNVAL)))
+        conn_hung_up(&r, polled[i]);
     if (rc > 0 && pfds[0].revents)
       accept_clients(&r);
   }

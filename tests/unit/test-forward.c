@@ -11,6 +11,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -33,14 +34,16 @@ typedef struct {
   int listen_fd;
   guint guest_port;
   int stop_r;
+  int log_fd; /* > 0: the relay's log goes there */
   gboolean ok;
   GError *error;
 } RelayRun;
 
 static gpointer relay_thread(gpointer data) {
   RelayRun *run = data;
-  run->ok = hutch_forward_relay(run->ssh, run->listen_fd, run->guest_port, run->stop_r,
-                                g_test_verbose() ? STDERR_FILENO : -1, &run->error);
+  int log_fd = run->log_fd > 0 ? run->log_fd : g_test_verbose() ? STDERR_FILENO : -1;
+  run->ok = hutch_forward_relay(run->ssh, run->listen_fd, run->guest_port, run->stop_r, log_fd,
+                                &run->error);
   return NULL;
 }
 
@@ -178,6 +181,70 @@ static void test_relay_refused(void) {
   close(stop[1]);
 }
 
+static double cpu_seconds(void) {
+  struct rusage usage;
+  g_assert_cmpint(getrusage(RUSAGE_SELF, &usage), ==, 0);
+  return (double)(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
+         (double)(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
+}
+
+/* A client that resets its connection while the relay reads nothing from it (its upload
+ * buffer full: the guest port never accepts, its backlog taken): the connection ends, and the
+ * relay does not spin on the POLLHUP poll keeps reporting (it did, at 100% CPU, for ever). */
+static void test_relay_client_reset(void) {
+  if (!sshd_fixture_ready(&fx))
+    return;
+  /* a guest port whose one backlog place is taken: sshd's connection to it never completes */
+  guint stalled_port = 0, host_port = 0;
+  int stalled = listen_loopback(&stalled_port);
+  g_assert_cmpint(listen(stalled, 0), ==, 0);
+  int filler = connect_loopback(stalled_port);
+  int stop[2], log[2];
+  g_assert_true(g_unix_open_pipe(stop, FD_CLOEXEC, NULL));
+  g_assert_true(g_unix_open_pipe(log, FD_CLOEXEC, NULL));
+  g_assert_true(g_unix_set_fd_nonblocking(log[0], TRUE, NULL));
+  RelayRun run = {
+      .ssh = connect_ssh(fx.port), .guest_port = stalled_port, .stop_r = stop[0], .log_fd = log[1]};
+  run.listen_fd = listen_loopback(&host_port);
+  GThread *relay = g_thread_new("relay", relay_thread, &run);
+
+  /* more than the relay's 64 KiB upload buffer holds, then a reset */
+  int client = connect_loopback(host_port);
+  g_autofree char *data = g_malloc0(100000);
+  g_assert_true(write_all(client, data, 100000));
+  g_usleep(300 * 1000);
+  struct linger reset = {.l_onoff = 1, .l_linger = 0};
+  g_assert_cmpint(setsockopt(client, SOL_SOCKET, SO_LINGER, &reset, sizeof reset), ==, 0);
+  close(client);
+  g_usleep(200 * 1000);
+
+  double before = cpu_seconds();
+  g_usleep(2 * G_USEC_PER_SEC);
+  double used = cpu_seconds() - before;
+  g_test_message("CPU in 2 s after the reset: %.3f s", used);
+  g_assert_cmpfloat(used, <, 0.5);
+
+  g_assert_cmpint(write(stop[1], "x", 1), ==, 1);
+  g_thread_join(relay);
+  g_assert_no_error(run.error);
+  g_assert_true(run.ok);
+  char text[4096];
+  ssize_t len = read(log[0], text, sizeof text - 1);
+  g_assert_cmpint(len, >, 0);
+  text[len] = '\0';
+  g_test_message("%s", text);
+  g_assert_nonnull(strstr(text, "connection 1 from 127.0.0.1:"));
+  g_assert_nonnull(strstr(text, "closed (Connection reset by peer;"));
+  hutch_ssh_free(run.ssh);
+  close(run.listen_fd);
+  close(filler);
+  close(stalled);
+  for (int i = 0; i < 2; i++) {
+    close(stop[i]);
+    close(log[i]);
+  }
+}
+
 /* A TCP proxy between the relay and sshd, to cut the SSH connection under it. */
 typedef struct {
   int listen_fd;
@@ -286,6 +353,7 @@ int main(int argc, char **argv) {
   g_test_add_func("/forward/parse", test_parse);
   g_test_add_func("/forward/relay-concurrent", test_relay_concurrent);
   g_test_add_func("/forward/relay-refused", test_relay_refused);
+  g_test_add_func("/forward/relay-client-reset", test_relay_client_reset);
   g_test_add_func("/forward/relay-session-dies", test_relay_session_dies);
   g_test_add_func("/forward/stop-all", test_stop_all);
   return g_test_run();
