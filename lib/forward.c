@@ -42,6 +42,10 @@
 #define CONNECT_WAIT_S 30
 /* How often an idle relay's session is checked. */
 #define RELAY_KEEPALIVE_S 10
+/* Lines any local user can cause (a connection's end, accept failing) logged per run: the
+ * helper's log is never truncated while it runs, and a client connecting in a loop would
+ * grow it without end. (The supervisor's forwards log none.) */
+#define RELAY_CONNECTION_LINES_MAX 100
 
 /* ---- Spec ----------------------------------------------------------------------------- */
 
@@ -112,9 +116,23 @@ typedef struct {
   guint next_id;
   double accept_paused_until; /* out of descriptors: no accept until then */
   guint abandoned;            /* channels whose close the guest never confirmed */
+  guint connection_lines;     /* logged so far (RELAY_CONNECTION_LINES_MAX) */
 } Relay;
 
 #define relay_log(r, ...) hutch_log_line((r)->log_fd, __VA_ARGS__)
+
+/* Whether a line a client caused may still be logged; the first one refused says so. */
+static gboolean connection_line_allowed(Relay *r) {
+  if (r->connection_lines < RELAY_CONNECTION_LINES_MAX) {
+    r->connection_lines++;
+    return TRUE;
+  }
+  if (r->connection_lines == RELAY_CONNECTION_LINES_MAX) {
+    r->connection_lines++;
+    relay_log(r, "further connection lines not logged (%d logged)", RELAY_CONNECTION_LINES_MAX);
+  }
+  return FALSE;
+}
 
 static void conn_free(Conn *c) {
   if (c->fd >= 0)
@@ -142,10 +160,11 @@ static void op_finished(Relay *r, Conn *c, Op op) {
 static void conn_finish(Relay *r, Conn *c, const char *why) {
   if (c->state == CONN_CLOSING)
     return;
-  relay_log(r,
-            "connection %u from %s:%u closed (%s; %" G_GUINT64_FORMAT
-            " bytes in, %" G_GUINT64_FORMAT " bytes out)",
-            c->id, c->peer_host, c->peer_port, why, c->bytes_up, c->bytes_down);
+  if (connection_line_allowed(r))
+    relay_log(r,
+              "connection %u from %s:%u closed (%s; %" G_GUINT64_FORMAT
+              " bytes in, %" G_GUINT64_FORMAT " bytes out)",
+              c->id, c->peer_host, c->peer_port, why, c->bytes_up, c->bytes_down);
   if (c->fd >= 0)
     close(c->fd);
   c->fd = -1;
@@ -372,11 +391,15 @@ static void accept_clients(Relay *r) {
     if (fd < 0) {
       if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
         /* the client stays in the backlog and poll would say so again at once: wait */
-        relay_log(r, "accept: %s; accepting again in 1 s", g_strerror(errno));
+        int saved = errno;
+        if (connection_line_allowed(r))
+          relay_log(r, "accept: %s; accepting again in 1 s", g_strerror(saved));
         r->accept_paused_until = hutch_now() + 1.0;
       } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
                  errno != ECONNABORTED) {
-        relay_log(r, "accept: %s", g_strerror(errno));
+        int saved = errno;
+        if (connection_line_allowed(r))
+          relay_log(r, "accept: %s", g_strerror(saved));
       }
       return;
     }

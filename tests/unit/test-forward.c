@@ -245,6 +245,56 @@ static void test_relay_client_reset(void) {
   }
 }
 
+/* The helper's log (never truncated while it runs) takes the first 100 connection lines of
+ * a run, then one line saying the rest are not logged: a local user connecting in a loop
+ * does not grow it without end. */
+static void test_relay_log_bounded(void) {
+  if (!sshd_fixture_ready(&fx))
+    return;
+  guint dead_port = 0, host_port = 0;
+  close(listen_loopback(&dead_port));
+  int stop[2], log[2];
+  g_assert_true(g_unix_open_pipe(stop, FD_CLOEXEC, NULL));
+  g_assert_true(g_unix_open_pipe(log, FD_CLOEXEC, NULL));
+  g_assert_true(g_unix_set_fd_nonblocking(log[0], TRUE, NULL));
+  RelayRun run = {
+      .ssh = connect_ssh(fx.port), .guest_port = dead_port, .stop_r = stop[0], .log_fd = log[1]};
+  run.listen_fd = listen_loopback(&host_port);
+  GThread *relay = g_thread_new("relay", relay_thread, &run);
+  for (int i = 0; i < 120; i++) {
+    int client = connect_loopback(host_port);
+    char byte;
+    /* until the relay closes it (the guest refused the channel) */
+    g_assert_cmpint(recv(client, &byte, 1, 0), ==, 0);
+    close(client);
+  }
+  g_assert_cmpint(write(stop[1], "x", 1), ==, 1);
+  g_thread_join(relay);
+  g_assert_no_error(run.error);
+  g_autoptr(GString) text = g_string_new(NULL);
+  char chunk[4096];
+  ssize_t n;
+  while ((n = read(log[0], chunk, sizeof chunk)) > 0)
+    g_string_append_len(text, chunk, n);
+  g_auto(GStrv) lines = g_strsplit(text->str, "\n", -1);
+  guint connection_lines = 0, notes = 0;
+  for (guint i = 0; lines[i]; i++) {
+    if (strstr(lines[i], " connection ") && strstr(lines[i], " closed ("))
+      connection_lines++;
+    if (strstr(lines[i], "further connection lines not logged (100 logged)"))
+      notes++;
+  }
+  g_assert_cmpuint(connection_lines, ==, 100);
+  g_assert_cmpuint(notes, ==, 1);
+  g_assert_nonnull(strstr(text->str, "stopping"));
+  hutch_ssh_free(run.ssh);
+  close(run.listen_fd);
+  for (int i = 0; i < 2; i++) {
+    close(stop[i]);
+    close(log[i]);
+  }
+}
+
 /* A TCP proxy between the relay and sshd, to cut the SSH connection under it. */
 typedef struct {
   int listen_fd;
@@ -354,6 +404,7 @@ int main(int argc, char **argv) {
   g_test_add_func("/forward/relay-concurrent", test_relay_concurrent);
   g_test_add_func("/forward/relay-refused", test_relay_refused);
   g_test_add_func("/forward/relay-client-reset", test_relay_client_reset);
+  g_test_add_func("/forward/relay-log-bounded", test_relay_log_bounded);
   g_test_add_func("/forward/relay-session-dies", test_relay_session_dies);
   g_test_add_func("/forward/stop-all", test_stop_all);
   return g_test_run();
