@@ -487,15 +487,17 @@ static gboolean extract_entry(struct archive *a, struct archive_entry *entry, co
       dir = g_steal_fd(&child);
       continue;
     }
-    g_auto(HutchFd) file = hutch_hostpath_create_child_file(dir, part, so_far, error);
-    if (file < 0)
+    /* a new file renamed over the name once whole: never written into an existing file
+     * (a hard link to one outside), the old one kept when the copy fails */
+    g_auto(HutchHostpathNewFile) file = HUTCH_HOSTPATH_NEW_FILE_INIT;
+    if (!hutch_hostpath_new_file_begin(dir, part, so_far, &file, error))
       return FALSE;
     const void *block;
     size_t size;
     la_int64_t offset;
     int r;
     while ((r = archive_read_data_block(a, &block, &size, &offset)) == ARCHIVE_OK) {
-      if (pwrite(file, block, size, offset) != (ssize_t)size) {
+      if (pwrite(file.fd, block, size, offset) != (ssize_t)size) {
         g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "writing %s: %s", so_far,
                     g_strerror(errno));
         return FALSE;
@@ -505,10 +507,12 @@ static gboolean extract_entry(struct archive *a, struct archive_entry *entry, co
       set_archive_error(error, a, so_far);
       return FALSE;
     }
-    if (fchmod(file, archive_entry_perm(entry) & 0777) < 0) {
+    if (fchmod(file.fd, archive_entry_perm(entry) & 0777) < 0) {
       g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "%s: %s", so_far, g_strerror(errno));
       return FALSE;
     }
+    if (!hutch_hostpath_new_file_commit(&file, so_far, error))
+      return FALSE;
   }
   return TRUE;
 }

@@ -171,8 +171,8 @@ static void test_tar_roundtrip(void) {
   g_autofree char *secret = path_in("secret");
   write_text(secret, "host secret\n", 0600);
   /* a link into the user's secrets, in a tree the user copies (a cloned repository) */
-  g_autofree char *link = path_in("proj/sub/key");
-  plant_link(secret, link);
+  g_autofree char *key_link = path_in("proj/sub/key");
+  plant_link(secret, key_link);
   g_autofree char *fifo = path_in("proj/fifo");
   g_assert_cmpint(mkfifo(fifo, 0600), ==, 0);
 
@@ -222,6 +222,22 @@ static void test_tar_roundtrip(void) {
   close(fd);
   g_autofree char *replaced = read_text(old);
   g_assert_cmpstr(replaced, ==, "alpha\n");
+
+  /* a file that is a hard link to one outside (a uv or pnpm cache): replaced, the outside
+   * one unchanged */
+  g_autofree char *shared = path_in("shared-cache-file");
+  write_text(shared, "cache\n", 0644);
+  g_autofree char *linked_copy = path_in("into/proj/a.txt");
+  g_assert_cmpint(g_unlink(linked_copy), ==, 0);
+  g_assert_cmpint(link(shared, linked_copy), ==, 0);
+  fd = stream_of(src, TRUE, &error);
+  g_assert_true(hutch_remote_tar_extract(fd, "proj", into_slash, &error));
+  g_assert_no_error(error);
+  close(fd);
+  g_autofree char *cache_text = read_text(shared);
+  g_assert_cmpstr(cache_text, ==, "cache\n");
+  g_autofree char *relinked = read_text(linked_copy);
+  g_assert_cmpstr(relinked, ==, "alpha\n");
 
   /* a directory that ends in '/' must exist */
   fd = stream_of(a, FALSE, &error);
