@@ -133,8 +133,13 @@ out=$("$E2E_TMP/front/hutch" shell "$vm" -- echo served-alone 2>&1)
 if [ "$out" = served-alone ] && [ "$(info_int supervisor_commands)" -eq $((n0 + 1)) ]; then ok "the front alone (no hutch-cli beside it) serves shell"; else not_ok "the front alone serves shell"; diag "$out (supervisor commands $n0 -> $(info_int supervisor_commands))"; fi
 # another libvirt named in the environment: the front leaves it to the full CLI, which refuses
 n0=$(info_int supervisor_commands)
-out=$(LIBVIRT_DEFAULT_URI=qemu+ssh://nobody@host.invalid/session "$HUTCH" shell "$vm" -- echo served 2>&1); rc=$?
-if [ $rc -eq 2 ] && grep -q "host.invalid/session is not supported" <<<"$out" && [ "$(info_int supervisor_commands)" -eq "$n0" ]; then ok "with \$LIBVIRT_DEFAULT_URI naming a remote libvirt, shell is refused, not served by the session's supervisor"; else not_ok "shell with LIBVIRT_DEFAULT_URI=qemu+ssh://... (exit $rc)"; diag "$out"; fi
+out=$(LIBVIRT_DEFAULT_URI=qemu+tcp://nobody@host.invalid/session "$HUTCH" shell "$vm" -- echo served 2>&1); rc=$?
+if [ $rc -eq 2 ] && grep -q "host.invalid/session is not supported" <<<"$out" && [ "$(info_int supervisor_commands)" -eq "$n0" ]; then ok "with \$LIBVIRT_DEFAULT_URI naming a remote libvirt, shell is refused, not served by the session's supervisor"; else not_ok "shell with LIBVIRT_DEFAULT_URI=qemu+tcp://... (exit $rc)"; diag "$out"; fi
+# and one naming another host's hutch (qemu+ssh://) goes there, not to this host's supervisor
+n0=$(info_int supervisor_commands)
+closed=$(free_port)
+out=$(LIBVIRT_DEFAULT_URI=qemu+ssh://nobody@127.0.0.1:$closed/session "$HUTCH" shell "$vm" -- echo served 2>&1); rc=$?
+if [ $rc -eq 1 ] && grep -q "ssh to 127.0.0.1 failed" <<<"$out" && [ "$(info_int supervisor_commands)" -eq "$n0" ]; then ok "with \$LIBVIRT_DEFAULT_URI naming another host (qemu+ssh://), shell goes there through ssh"; else not_ok "shell with LIBVIRT_DEFAULT_URI=qemu+ssh://127.0.0.1:$closed (exit $rc)"; diag "$out"; fi
 # the same words arrive through the front's request (its own JSON) as through a direct
 # connection (no supervisor): quotes, backslash, tab, newline, '$', an empty word, UTF-8
 words=('a b' "c'd" 'e"f\g' $'tab\there' $'new\nline' '$HOME' '' 'é€')
