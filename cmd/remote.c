@@ -39,29 +39,87 @@ char *cli_read_stdin_profile(GError **error) {
   return g_string_free(g_steal_pointer(&text), FALSE);
 }
 
-/* For create, start and run: the index in argv of -f/--file's value (0: none), as the verb's
- * getopt would see it (operands after "--" are not options; -p, --profile and the other
- * options that take a value skip it). */
-static int file_option(int argc, char **argv, gboolean *ret_joined) {
-  static const char *const with_value[] = {"-p",         "--profile", "--cpus", "--memory",
-                                           "--disk",     "--share",   "--port", "--egress",
-                                           "--template", "--name",    NULL};
+/* The long options of create, start and run, as their getopt_long takes them (a unique
+ * prefix names one): whether each takes a value. */
+static const struct {
+  const char *name;
+  gboolean value;
+} create_long_options[] = {
+    {"profile", TRUE},     {"file", TRUE},  {"cpus", TRUE},     {"memory", TRUE},
+    {"disk", TRUE},        {"share", TRUE}, {"port", TRUE},     {"egress", TRUE},
+    {"template", TRUE},    {"name", TRUE},  {"no-wait", FALSE}, {"no-ports", FALSE},
+    {"foreground", FALSE}, {"keep", FALSE}, {"help", FALSE},
+};
+
+/* The long option arg ("--NAME" or "--NAME=VALUE") names, as getopt_long reads it: its index
+ * in create_long_options, or -1 (none, or several by prefix: the far side's error). */
+static int long_option(const char *arg) {
+  const char *eq = strchr(arg, '=');
+  gsize len = eq ? (gsize)(eq - arg - 2) : strlen(arg) - 2;
+  int found = -1;
+  for (guint i = 0; i < G_N_ELEMENTS(create_long_options); i++) {
+    const char *name = create_long_options[i].name;
+    if (strncmp(arg + 2, name, len) != 0)
+      continue;
+    if (strlen(name) == len)
+      return (int)i;
+    found = found == -1 ? (int)i : -2;
+  }
+  return found < 0 ? -1 : found;
+}
+
+/* For create, start and run: where -f/--file's value is in argv (*ret_at, 0: none), after
+ * *ret_prefix_len bytes of that argument ("-f", "--file=", "--fi="), as the verb's
+ * getopt_long would read it. Two are refused (getopt keeps the last, which this side would
+ * not have read). */
+static gboolean file_option(int argc, char **argv, int *ret_at, gsize *ret_prefix_len,
+                            GError **error) {
+  *ret_at = 0;
   for (int i = 1; i < argc; i++) {
     const char *arg = argv[i];
+    int at = 0;
+    gsize prefix = 0;
     if (strcmp(arg, "--") == 0)
-      return 0;
-    if ((strcmp(arg, "-f") == 0 || strcmp(arg, "--file") == 0) && i + 1 < argc) {
-      *ret_joined = FALSE;
-      return i + 1;
+      break;
+    if (g_str_has_prefix(arg, "--") && arg[2]) {
+      int option = long_option(arg);
+      const char *eq = strchr(arg, '=');
+      if (option < 0 || !create_long_options[option].value)
+        continue;
+      if (strcmp(create_long_options[option].name, "file") != 0) {
+        if (!eq)
+          i++; /* its value */
+        continue;
+      }
+      at = eq ? i : i + 1;
+      prefix = eq ? (gsize)(eq + 1 - arg) : 0;
+    } else if (arg[0] == '-' && arg[1] && arg[1] != '-') {
+      /* short options: p: and f: take a value, the rest of the word or the next one */
+      if (arg[1] == 'p') {
+        if (!arg[2])
+          i++;
+        continue;
+      }
+      if (arg[1] != 'f')
+        continue;
+      at = arg[2] ? i : i + 1;
+      prefix = arg[2] ? 2 : 0;
+    } else {
+      continue;
     }
-    if (g_str_has_prefix(arg, "--file=") || (g_str_has_prefix(arg, "-f") && arg[2])) {
-      *ret_joined = TRUE;
-      return i;
+    if (at >= argc)
+      return TRUE; /* no value: the far side says so */
+    if (*ret_at) {
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE,
+                  "one profile file (-f) on another host: it is read here");
+      return FALSE;
     }
-    if (g_strv_contains(with_value, arg))
+    *ret_at = at;
+    *ret_prefix_len = prefix;
+    if (at > i)
       i++;
   }
-  return 0;
+  return TRUE;
 }
 
 int cli_remote(Cli *cli, const char *uri, const Verb *verb, int argc, char **argv) {
@@ -92,15 +150,14 @@ int cli_remote(Cli *cli, const char *uri, const Verb *verb, int argc, char **arg
   /* a profile file is this host's: read and checked here (its errors name it), its
    * expanded form goes on the far side's standard input */
   g_autoptr(GBytes) input = NULL;
-  gboolean joined = FALSE;
+  gsize prefix_len = 0;
   int file_at = 0;
-  if (strcmp(verb->name, "create") == 0 || strcmp(verb->name, "start") == 0 ||
-      strcmp(verb->name, "run") == 0)
-    file_at = file_option(argc, argv, &joined);
+  if ((strcmp(verb->name, "create") == 0 || strcmp(verb->name, "start") == 0 ||
+       strcmp(verb->name, "run") == 0) &&
+      !file_option(argc, argv, &file_at, &prefix_len, &error))
+    return cli_error(error);
   if (file_at > 0) {
-    const char *file = argv[file_at];
-    if (joined)
-      file = g_str_has_prefix(file, "--file=") ? file + strlen("--file=") : file + 2;
+    const char *file = argv[file_at] + prefix_len;
     g_autoptr(HutchProfile) profile = NULL;
     if (strcmp(file, "-") == 0) {
       g_autofree char *text = cli_read_stdin_profile(&error);
@@ -115,13 +172,17 @@ int cli_remote(Cli *cli, const char *uri, const Verb *verb, int argc, char **arg
     gsize yaml_len = strlen(yaml);
     input = g_bytes_new_take(g_steal_pointer(&yaml), yaml_len);
     guint at = (guint)file_at + (cli->json ? 1 : 0) + (cli->quiet ? 1 : 0);
+    g_autofree char *kept = g_strndup(argv[file_at], prefix_len);
     g_free(args->pdata[at]);
-    args->pdata[at] = g_strdup(joined ? "--file=-" : "-");
+    args->pdata[at] = g_strconcat(kept, "-", NULL);
   }
   g_ptr_array_add(args, NULL);
+  /* only shell and run read standard input: another verb leaves it to a script's next command */
+  gboolean use_stdin = strcmp(verb->name, "shell") == 0 || strcmp(verb->name, "run") == 0;
   /* a terminal at both ends: ssh -t, so that Ctrl-C and the window reach the far side */
   gboolean tty = !input && isatty(STDIN_FILENO) && isatty(STDOUT_FILENO);
-  int status = hutch_remote_run(remote, (const char *const *)args->pdata, input, tty, &error);
+  int status =
+      hutch_remote_run(remote, (const char *const *)args->pdata, input, use_stdin, tty, &error);
   if (status < 0)
     return cli_error(error);
   return status;

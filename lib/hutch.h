@@ -395,12 +395,13 @@ HUTCH_PUBLIC HutchRemote *hutch_remote_new(const char *uri, GError **error);
 HUTCH_PUBLIC void hutch_remote_free(HutchRemote *remote);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(HutchRemote, hutch_remote_free)
 HUTCH_PUBLIC const char *hutch_remote_host(const HutchRemote *remote);
-/* Runs `hutch -c qemu:///session ARGS...` there (ssh -t when tty) with input (may be NULL:
- * our standard input) on its standard input, its output on ours. Returns its exit status, or
- * -1 with error set when ssh failed (its exit 255) or was killed. Ignores SIGPIPE from then
- * on (the pipe to ssh may close early). */
+/* Runs `hutch -c qemu:///session ARGS...` there (ssh -t when tty), its output on ours. Its
+ * standard input: input when not NULL, else ours when use_stdin (shell, run), else none (a
+ * script's next command keeps ours). Returns its exit status, or -1 with error set when ssh
+ * failed (its exit 255) or was killed. Ignores SIGPIPE from then on (the pipe to ssh may
+ * close early). */
 HUTCH_PUBLIC int hutch_remote_run(HutchRemote *remote, const char *const *args, GBytes *input,
-                                  gboolean tty, GError **error);
+                                  gboolean use_stdin, gboolean tty, GError **error);
 /* hutch cp there: what is copied travels as a tar stream through ssh, made and written here
  * with hutch cp's own rules (links and special files skipped, nothing written through a
  * link, checked names); the far side copies from or to a directory of its own that it

@@ -7,9 +7,10 @@
  * that ssh sends), joined by spaces. */
 char *hutch_remote_command_line(const char *const *words);
 
-/* ssh's argv to run command_line on the remote host: `ssh -e none -T|-t [-p PORT] [-i KEY]
- * -- [USER@]HOST COMMAND_LINE`. */
-GStrv hutch_remote_ssh_argv(const HutchRemote *remote, gboolean tty, const char *command_line);
+/* ssh's argv to run command_line on the remote host: `ssh -e none -T|-t [-n] [-p PORT]
+ * [-i KEY] -- [USER@]HOST COMMAND_LINE` (-n: no_stdin). */
+GStrv hutch_remote_ssh_argv(const HutchRemote *remote, gboolean tty, gboolean no_stdin,
+                            const char *command_line);
 
 /* The far side's command line for args: the remote hutch program, `-c` its own libvirt URI
  * (qemu:///session or qemu:///system), then args. */

@@ -132,6 +132,10 @@ HutchRemote *hutch_remote_new(const char *uri, GError **error) {
   remote->user = g_strdup(user);
   remote->host = g_strdup(host);
   remote->port = g_uri_get_port(parsed);
+  if (remote->port == 0) {
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE, "-c %s: port 0 is no port", uri);
+    return NULL;
+  }
   const char *program = g_getenv("HUTCH_REMOTE_PROGRAM");
   remote->program = g_strdup(program && *program ? program : REMOTE_DEFAULT_PROGRAM);
   return g_steal_pointer(&remote);
@@ -174,10 +178,15 @@ char *hutch_remote_hutch_line(const HutchRemote *remote, const char *const *args
   return hutch_remote_command_line((const char *const *)words->pdata);
 }
 
-GStrv hutch_remote_ssh_argv(const HutchRemote *remote, gboolean tty, const char *command_line) {
+GStrv hutch_remote_ssh_argv(const HutchRemote *remote, gboolean tty, gboolean no_stdin,
+                            const char *command_line) {
   g_autoptr(GStrvBuilder) argv = g_strv_builder_new();
   /* no escape character: a byte of the data (cp, shell -- CMD < file) is never one */
   g_strv_builder_add_many(argv, "ssh", "-e", "none", tty ? "-t" : "-T", NULL);
+  /* a verb that reads nothing leaves our standard input to the next command of a script
+   * (`while read f; do hutch -c URI cp ...; done <list`) */
+  if (no_stdin)
+    g_strv_builder_add(argv, "-n");
   if (remote->port > 0) {
     g_autofree char *port = g_strdup_printf("%d", remote->port);
     g_strv_builder_add_many(argv, "-p", port, NULL);
@@ -212,10 +221,11 @@ static int remote_wait(const HutchRemote *remote, GPid pid, GError **error) {
 }
 
 /* Starts ssh with command_line; *in_fd / *out_fd (when not NULL) get pipes to its stdin and
- * from its stdout, else it has ours. */
+ * from its stdout, else its stdout is ours, and its stdin ours only when use_stdin. */
 static gboolean remote_spawn(const HutchRemote *remote, const char *command_line, gboolean tty,
-                             GPid *pid, int *in_fd, int *out_fd, GError **error) {
-  g_auto(GStrv) argv = hutch_remote_ssh_argv(remote, tty, command_line);
+                             gboolean use_stdin, GPid *pid, int *in_fd, int *out_fd,
+                             GError **error) {
+  g_auto(GStrv) argv = hutch_remote_ssh_argv(remote, tty, !in_fd && !use_stdin, command_line);
   GSpawnFlags flags = G_SPAWN_SEARCH_PATH | G_SPAWN_DO_NOT_REAP_CHILD;
   if (!in_fd)
     flags |= G_SPAWN_CHILD_INHERITS_STDIN;
@@ -231,12 +241,12 @@ static gboolean remote_spawn(const HutchRemote *remote, const char *command_line
   return TRUE;
 }
 
-int hutch_remote_run(HutchRemote *remote, const char *const *args, GBytes *input, gboolean tty,
-                     GError **error) {
+int hutch_remote_run(HutchRemote *remote, const char *const *args, GBytes *input,
+                     gboolean use_stdin, gboolean tty, GError **error) {
   g_autofree char *line = hutch_remote_hutch_line(remote, args);
   GPid pid;
   int in_fd = -1;
-  if (!remote_spawn(remote, line, tty, &pid, input ? &in_fd : NULL, NULL, error))
+  if (!remote_spawn(remote, line, tty, use_stdin, &pid, input ? &in_fd : NULL, NULL, error))
     return -1;
   g_autoptr(GError) write_error = NULL;
   if (input) {
@@ -324,7 +334,10 @@ static gboolean tar_add(struct archive *a, int fd, const struct stat *st, const 
   archive_entry_set_perm(entry, st->st_mode & 0777);
   archive_entry_set_mtime(entry, st->st_mtim.tv_sec, st->st_mtim.tv_nsec);
   archive_entry_set_size(entry, S_ISREG(st->st_mode) ? st->st_size : 0);
-  gboolean ok = archive_write_header(a, entry) == ARCHIVE_OK;
+  /* ARCHIVE_WARN: a name not translated to UTF-8 (hutch runs in the C locale), written as
+   * its bytes all the same (hdrcharset=BINARY), as GNU tar writes and reads it */
+  int written = archive_write_header(a, entry);
+  gboolean ok = written == ARCHIVE_OK || written == ARCHIVE_WARN;
   archive_entry_free(entry);
   if (!ok) {
     set_archive_error(error, a, shown);
@@ -376,6 +389,7 @@ gboolean hutch_remote_tar_write(int out_fd, const char *src, gboolean recursive,
   }
   struct archive *a = archive_write_new();
   gboolean ok = archive_write_set_format_pax_restricted(a) == ARCHIVE_OK &&
+                archive_write_set_options(a, "hdrcharset=BINARY") == ARCHIVE_OK &&
                 archive_write_set_bytes_in_last_block(a, 1) == ARCHIVE_OK &&
                 archive_write_open_fd(a, out_fd) == ARCHIVE_OK;
   if (!ok)
@@ -386,6 +400,10 @@ gboolean hutch_remote_tar_write(int out_fd, const char *src, gboolean recursive,
     set_archive_error(error, a, "sending the copy");
     ok = FALSE;
   }
+  /* a stream cut short stays cut short: freed whole, it would be padded and ended, and the
+   * far side would copy the part that came into the VM */
+  if (!ok)
+    archive_write_fail(a);
   archive_write_free(a);
   if (ok && ret_base)
     *ret_base = g_steal_pointer(&base);
@@ -396,7 +414,8 @@ gboolean hutch_remote_tar_write(int out_fd, const char *src, gboolean recursive,
  * component takes there. */
 typedef struct {
   HutchFd target;
-  char *first; /* base itself, or dst's own name (a copy under a new name) */
+  char *first;  /* base itself, or dst's own name (a copy under a new name) */
+  mode_t umask; /* the process's */
 } ExtractPlace;
 
 static gboolean extract_place(const char *base, const char *dst, ExtractPlace *place,
@@ -447,6 +466,8 @@ static gboolean extract_place(const char *base, const char *dst, ExtractPlace *p
  * target, then the entry itself. */
 static gboolean extract_entry(struct archive *a, struct archive_entry *entry, const char *base,
                               const ExtractPlace *place, const char *dst, GError **error) {
+  /* as hutch cp's downloads: the guest's mode, through the user's umask */
+  mode_t mode = archive_entry_perm(entry) & 0777 & ~place->umask;
   const char *path = archive_entry_pathname(entry);
   mode_t type = archive_entry_filetype(entry);
   g_autofree char *shown = hutch_hostpath_name_display(path ? path : "", path ? strlen(path) : 0);
@@ -455,7 +476,8 @@ static gboolean extract_entry(struct archive *a, struct archive_entry *entry, co
   /* "base/dir/" ends in an empty part */
   if (n > 1 && !*parts[n - 1])
     n--;
-  if (n == 0 || strcmp(parts[0], base) != 0 || (type != AE_IFDIR && type != AE_IFREG)) {
+  if (n == 0 || strcmp(parts[0], base) != 0 || (type != AE_IFDIR && type != AE_IFREG) ||
+      archive_entry_hardlink(entry)) {
     g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED,
                 "the remote host sent '%s' (type %o) in a copy of %s: refused", shown,
                 (unsigned)type, base);
@@ -479,7 +501,7 @@ static gboolean extract_entry(struct archive *a, struct archive_entry *entry, co
           hutch_hostpath_make_child_dir(dir, part, 0700, &created, so_far, error);
       if (child < 0)
         return FALSE;
-      if (i + 1 == n && created && fchmod(child, archive_entry_perm(entry) & 0777) < 0) {
+      if (i + 1 == n && created && fchmod(child, mode) < 0) {
         g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "%s: %s", so_far, g_strerror(errno));
         return FALSE;
       }
@@ -507,7 +529,8 @@ static gboolean extract_entry(struct archive *a, struct archive_entry *entry, co
       set_archive_error(error, a, so_far);
       return FALSE;
     }
-    if (fchmod(file.fd, archive_entry_perm(entry) & 0777) < 0) {
+    /* a hole at the end has no block: the size the entry says */
+    if (ftruncate(file.fd, archive_entry_size(entry)) < 0 || fchmod(file.fd, mode) < 0) {
       g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "%s: %s", so_far, g_strerror(errno));
       return FALSE;
     }
@@ -521,6 +544,8 @@ gboolean hutch_remote_tar_extract(int in_fd, const char *base, const char *dst, 
   ExtractPlace place = {.target = -1};
   if (!extract_place(base, dst, &place, error))
     return FALSE;
+  place.umask = umask(0);
+  umask(place.umask);
   struct archive *a = archive_read_new();
   gboolean ok = archive_read_support_format_tar(a) == ARCHIVE_OK &&
                 archive_read_open_fd(a, in_fd, 65536) == ARCHIVE_OK;
@@ -529,7 +554,8 @@ gboolean hutch_remote_tar_extract(int in_fd, const char *base, const char *dst, 
   guint entries = 0;
   struct archive_entry *entry;
   int r = ARCHIVE_OK;
-  while (ok && (r = archive_read_next_header(a, &entry)) == ARCHIVE_OK) {
+  /* ARCHIVE_WARN: a name not translated from its charset, taken as its bytes */
+  while (ok && ((r = archive_read_next_header(a, &entry)) == ARCHIVE_OK || r == ARCHIVE_WARN)) {
     ok = extract_entry(a, entry, base, &place, dst, error);
     entries++;
   }
@@ -548,17 +574,20 @@ gboolean hutch_remote_tar_extract(int in_fd, const char *base, const char *dst, 
 }
 
 /* The far side of an upload: the stream unpacked into a directory of its own, then hutch cp
- * from there; the directory goes whatever happens. $1 hutch, $2 its URI, $3 quiet flag or
- * "--", $4 the name, $5 NAME:PATH. */
-static const char upload_script[] = "d=$(mktemp -d) || exit 1; trap 'rm -rf \"$d\"' EXIT; "
-                                    "tar -x --no-same-owner -C \"$d\" -f - || exit 1; "
-                                    "\"$1\" -c \"$2\" $3 cp -r -- \"$d/$4\" \"$5\"";
+ * from there; the directory goes whatever happens (made writable first: tar keeps a
+ * directory's 0555). $1 hutch, $2 its URI, $3 quiet flag or "--", $4 the name, $5
+ * NAME:PATH. */
+static const char upload_script[] =
+    "d=$(mktemp -d) || exit 1; trap 'chmod -R u+rwX \"$d\"; rm -rf \"$d\"' EXIT; "
+    "tar -x --no-same-owner -C \"$d\" -f - || exit 1; "
+    "\"$1\" -c \"$2\" $3 cp -r -- \"$d/$4\" \"$5\"";
 /* The far side of a download: hutch cp into a directory of its own (its output on stderr),
- * then that copy as a tar stream on stdout. $4 the name the copy gets, $5 NAME:PATH; %s:
- * "-r " or nothing. */
-static const char download_script[] = "d=$(mktemp -d) || exit 1; trap 'rm -rf \"$d\"' EXIT; "
-                                      "\"$1\" -c \"$2\" $3 cp %s-- \"$5\" \"$d/$4\" >&2 || exit 1; "
-                                      "tar -c -C \"$d\" -f - -- \"$4\"";
+ * then that copy as a tar stream on stdout, made readable first (a guest's mode 000 would
+ * stop tar). $4 the name the copy gets, $5 NAME:PATH; %s: "-r " or nothing. */
+static const char download_script[] =
+    "d=$(mktemp -d) || exit 1; trap 'chmod -R u+rwX \"$d\"; rm -rf \"$d\"' EXIT; "
+    "\"$1\" -c \"$2\" $3 cp %s-- \"$5\" \"$d/$4\" >&2 || exit 1; "
+    "chmod -R u+rX \"$d\" && tar -c -C \"$d\" -f - -- \"$4\"";
 
 static char *copy_line(const HutchRemote *remote, const char *script, gboolean quiet,
                        const char *name, const char *vm_path) {
@@ -578,12 +607,32 @@ gboolean hutch_remote_copy(HutchRemote *remote, const char *src, const char *dst
   int fd = -1;
   gboolean ok;
   g_autoptr(GError) local_error = NULL;
+  /* what this side can refuse, before anything is sent or asked for */
+  if (!from_vm) {
+    g_auto(HutchFd) probe = hutch_hostpath_open(src, O_RDONLY, error);
+    struct stat st;
+    if (probe < 0)
+      return FALSE;
+    if (fstat(probe, &st) == 0 && S_ISDIR(st.st_mode) && !recursive) {
+      g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_USAGE,
+                  "uploading %s: it is a directory (copy it recursively)", src);
+      return FALSE;
+    }
+  } else {
+    ExtractPlace probe = {.target = -1};
+    g_autofree char *base = g_path_get_basename(vm_path);
+    gboolean placed = extract_place(base, dst, &probe, error);
+    hutch_fd_close(probe.target);
+    g_free(probe.first);
+    if (!placed)
+      return FALSE;
+  }
   if (!from_vm) {
     /* the name is known before anything is sent: the stream's first entry */
     g_autofree char *canonical = g_canonicalize_filename(src, NULL);
     g_autofree char *base = g_path_get_basename(canonical);
     g_autofree char *line = copy_line(remote, upload_script, quiet, base, dst);
-    if (!remote_spawn(remote, line, FALSE, &pid, &fd, NULL, error))
+    if (!remote_spawn(remote, line, FALSE, FALSE, &pid, &fd, NULL, error))
       return FALSE;
     ok = hutch_remote_tar_write(fd, src, recursive, NULL, &local_error);
   } else {
@@ -596,7 +645,7 @@ gboolean hutch_remote_copy(HutchRemote *remote, const char *src, const char *dst
     /* the far side's cp refuses a directory without -r */
     g_autofree char *script = g_strdup_printf(download_script, recursive ? "-r " : "");
     g_autofree char *line = copy_line(remote, script, quiet, base, src);
-    if (!remote_spawn(remote, line, FALSE, &pid, NULL, &fd, error))
+    if (!remote_spawn(remote, line, FALSE, FALSE, &pid, NULL, &fd, error))
       return FALSE;
     ok = hutch_remote_tar_extract(fd, base, dst, &local_error);
   }

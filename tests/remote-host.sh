@@ -13,17 +13,19 @@
 set -euo pipefail
 
 other=hutch-remote
+# pinned, next to the lane's test user (1101): the lane shares this machine's processes, and
+# `pkill -u` below must reach only this user's (never a real user's of this machine)
+other_uid=1102
 port=2022
 state=/run/hutch-remote-sshd
 
 stop() {
-  local pid
-  if [ -f "$state/sshd.pid" ]; then
-    pid=$(cat "$state/sshd.pid" 2>/dev/null || true)
-    case $pid in '' | *[!0-9]*) ;; *) kill "$pid" 2>/dev/null || true ;; esac
-  fi
+  # this script's sshd, by its command line: a killed run's outlives its pidfile (/run is the
+  # lane's tmpfs) and would hold the port
+  pkill -f -- "sshd.* -f $state/sshd_config" 2>/dev/null || true
+  for _ in $(seq 50); do pgrep -f -- "sshd.* -f $state/sshd_config" >/dev/null || break; sleep 0.1; done
   # its VMs' QEMU, helpers and libvirt session daemon
-  if id "$other" >/dev/null 2>&1; then
+  if [ "$(id -u "$other" 2>/dev/null)" = "$other_uid" ]; then
     pkill -u "$other" 2>/dev/null || true
     for _ in $(seq 50); do pgrep -u "$other" >/dev/null || break; sleep 0.1; done
     pkill -KILL -u "$other" 2>/dev/null || true
@@ -34,7 +36,11 @@ case "${1:-}" in
 start)
   test_user=${2:?usage: tests/remote-host.sh start TEST_USER}
   stop
-  id "$other" >/dev/null 2>&1 || useradd --create-home --shell /bin/bash "$other"
+  id "$other" >/dev/null 2>&1 || useradd --uid "$other_uid" --create-home --shell /bin/bash "$other"
+  if [ "$(id -u "$other")" != "$other_uid" ]; then
+    echo "tests/remote-host.sh: $other has uid $(id -u "$other"), not $other_uid" >&2
+    exit 1
+  fi
   # no password, but not locked ("!"): sshd without PAM refuses a locked account's keys too
   usermod -p '*' "$other"
   # its own subordinate ids (virtiofsd and the image builds need a user namespace)

@@ -17,9 +17,9 @@ uri=${HUTCH_TEST_REMOTE_URI:-}
 export HUTCH_REMOTE_PROGRAM=$HUTCH_BUILD_DIR/cmd/hutch
 
 # ---- what needs no far side ------------------------------------------------------------
-marker=$E2E_TMP/injected
-out=$("$HUTCH" -c "qemu+ssh://-oProxyCommand=touch\${IFS}$marker/session" list 2>&1); rc=$?
-if [ $rc -eq 2 ] && [ ! -e "$marker" ] && [ "$(wc -l <<<"$out")" -eq 1 ]; then
+# (the host alone is wrong: a path of /session, an option ssh would run a command with)
+out=$(cd "$E2E_TMP" && "$HUTCH" -c "qemu+ssh://-oProxyCommand=touch%20injected/session" list 2>&1); rc=$?
+if [ $rc -eq 2 ] && [ ! -e "$E2E_TMP/injected" ] && grep -q "name a host" <<<"$out" && [ "$(wc -l <<<"$out")" -eq 1 ]; then
   ok "a host ssh would take for an option is refused (exit 2, one line), nothing runs"
 else
   not_ok "a host that is an ssh option (exit $rc)"; diag "$out"
@@ -61,7 +61,8 @@ else
 fi
 # an unknown host key is refused: ssh's own check, which hutch never turns off
 # (the same sshd under a name known_hosts does not hold)
-out=$("$HUTCH" -c "${uri/@127.0.0.1:/@localhost:}" list 2>&1 </dev/null); rc=$?
+# (setsid: no terminal for ssh to ask on, as in CI)
+out=$(setsid -w "$HUTCH" -c "${uri/@127.0.0.1:/@localhost:}" list 2>&1 </dev/null); rc=$?
 if [ $rc -eq 1 ] && grep -qi "host key verification failed" <<<"$out"; then ok "a far host whose key is not known is refused"; else not_ok "an unknown host key (exit $rc)"; diag "$out"; fi
 
 # ---- the image: the far side's own cache, filled through ssh ---------------------------
@@ -97,6 +98,10 @@ YAML
 t0=$(date +%s)
 out=$(R create "$vm" -f "$E2E_TMP/remote.yaml" 2>&1); rc=$?
 if [ $rc -eq 0 ]; then ok "create on the far side from a local profile file"; else not_ok "create (exit $rc)"; diag "$out"; fi
+# getopt's spellings of -f are read here too (the far side has no such file); two are refused
+out=$(R create "$vm-b" --fil="$E2E_TMP/remote.yaml" --no-ports 2>&1); rc=$?
+if [ $rc -eq 0 ] && R -q delete "$vm-b" >/dev/null 2>&1; then ok "--fil=FILE (an abbreviation getopt takes) is read here too"; else not_ok "--fil=FILE (exit $rc)"; diag "$out"; fi
+check_status "two -f are refused (exit 2)" 2 R create "$vm-c" -f "$E2E_TMP/remote.yaml" -f "$E2E_TMP/bad.yaml"
 if far "test -d ~/.local/share/hutch/instances/$vm" && [ ! -e "$XDG_DATA_HOME/hutch/instances/$vm" ] && [ ! -e "$HOME/.local/share/hutch/instances/$vm" ]; then
   ok "the VM's files are the far account's, none are here"
 else
@@ -134,26 +139,38 @@ out=$(R shell "$vm" -- printf '%s|' 'a b' '$HOME' ';id' 2>&1)
 check "arguments reach the guest as given" test "$out" = "a b|\$HOME|;id|"
 
 # ---- cp --------------------------------------------------------------------------------
-mkdir -p "$E2E_TMP/up/sub"
+mkdir -p "$E2E_TMP/up/sub" "$E2E_TMP/up/ro"
 echo "local file" >"$E2E_TMP/up/a.txt"
+echo "accented" >"$E2E_TMP/up/caf$(printf '\xc3\xa9').txt"
+echo "inside" >"$E2E_TMP/up/ro/f"
+chmod 555 "$E2E_TMP/up/ro"  # (a Go module cache's read-only directories)
 head -c 300000 /dev/urandom >"$E2E_TMP/up/sub/blob"
 chmod 750 "$E2E_TMP/up/sub/blob"
 echo "local secret" >"$E2E_TMP/secret"
 ln -s "$E2E_TMP/secret" "$E2E_TMP/up/sub/link"
 check "cp -r a local tree to the far VM" R -q cp -r "$E2E_TMP/up" "$vm:up"
-out=$(R shell "$vm" -- sh -c 'cat up/a.txt; stat -c %a up/sub/blob; sha256sum < up/sub/blob; test -e up/sub/link && echo LINK' 2>&1)
+out=$(R shell "$vm" -- sh -c 'cat up/a.txt up/caf*.txt up/ro/f; stat -c %a up/sub/blob; sha256sum < up/sub/blob; test -e up/sub/link && echo LINK' 2>&1)
 expect="local file
+accented
+inside
 750
 $(sha256sum <"$E2E_TMP/up/sub/blob")"
 if [ "$out" = "$expect" ]; then ok "the tree arrived (content, mode), its link was not followed"; else not_ok "the uploaded tree"; diag "$out"; fi
-R -q shell "$vm" -- sh -c 'mkdir -p back/deep && echo from-guest > back/deep/g.txt && printf x > back/one'
-check "cp a file back from the far VM" R -q cp "$vm:back/one" "$E2E_TMP/one"
-check "the file's content" test "$(cat "$E2E_TMP/one" 2>/dev/null)" = x
+R -q shell "$vm" -- sh -c 'mkdir -p back/deep && echo from-guest > back/deep/g.txt && printf x > back/one && chmod 644 back/one && printf y > "back/caf$(printf "\303\251")"'
+out=$(umask 077 && R -q cp "$vm:back/one" "$E2E_TMP/one" 2>&1); rc=$?
+if [ $rc -eq 0 ] && [ "$(cat "$E2E_TMP/one" 2>/dev/null)" = x ] && [ "$(stat -c %a "$E2E_TMP/one")" = 600 ]; then
+  ok "cp a file back from the far VM (its mode through this side's umask)"
+else
+  not_ok "cp a file back (exit $rc, mode $(stat -c %a "$E2E_TMP/one" 2>&1))"; diag "$out"
+fi
 check_status "a directory without -r is refused" 1 R -q cp "$vm:back" "$E2E_TMP/norec"
-# guest root plants a link to the far account's files and a FIFO in the tree copied back
-R -q shell "$vm" -- sudo sh -c 'ln -s /etc/shadow back/deep/shadow; ln -s /home back/home; mkfifo back/fifo'
-check "cp -r a tree back" R -q cp -r "$vm:back" "$E2E_TMP/"
-check "the tree's file" test "$(cat "$E2E_TMP/back/deep/g.txt" 2>/dev/null)" = from-guest
+# guest root plants a link to the far account's files and a FIFO in the tree copied back, and
+# a file of root's that only "others" may read: the guest user's copy gets that mode on the far
+# side, where its owner may not read it (the far side's tar must still send it)
+R -q shell "$vm" -- sudo sh -c 'ln -s /etc/shadow back/deep/shadow; ln -s /home back/home; mkfifo back/fifo; printf z > back/locked; chmod 004 back/locked'
+check "cp -r a tree back" sh -c "umask 022 && '$HUTCH' -q -c '$uri' cp -r '$vm:back' '$E2E_TMP/'"
+check "the tree's files (a name that is not ASCII, one its far owner could not read)" test "$(cat "$E2E_TMP/back/deep/g.txt" "$E2E_TMP/back/caf$(printf '\xc3\xa9')" "$E2E_TMP/back/locked" 2>&1)" = "from-guest
+yz"
 if [ ! -e "$E2E_TMP/back/deep/shadow" ] && [ ! -L "$E2E_TMP/back/deep/shadow" ] && [ ! -e "$E2E_TMP/back/home" ] && [ ! -L "$E2E_TMP/back/home" ] && [ ! -e "$E2E_TMP/back/fifo" ]; then
   ok "links and a FIFO guest root planted in the tree do not come back"
 else
@@ -179,11 +196,12 @@ check_status "the removed port no longer answers" 7 curl -s -m 5 "http://127.0.0
 # ---- stop and delete -------------------------------------------------------------------
 check "stop on the far side" R -q stop "$vm"
 check "delete on the far side" R -q delete "$vm"
-left=$(R list 2>&1 | grep -c "$vm")
-check "list no longer shows it" test "$left" = 0
+out=$(R list 2>&1); rc=$?
+if [ $rc -eq 0 ] && ! grep -q "$vm" <<<"$out"; then ok "list no longer shows it"; else not_ok "list after delete (exit $rc)"; diag "$out"; fi
 check "its files are gone there" far "test ! -e ~/.local/share/hutch/instances/$vm"
 procs=""
-# ([r]: the pattern does not match the command line that carries it)
-for _ in $(seq 20); do procs=$(far "pgrep -u \$(id -u) -af -- '[${vm:0:1}]${vm:1}'" 2>/dev/null) || break; sleep 0.5; done
-if [ -z "$procs" ]; then ok "no process of the VM is left on the far side"; else not_ok "processes left on the far side"; diag "$procs"; fi
+# ([r]: the pattern does not match the command line that carries it; pgrep's 1: none, and
+# anything but 0 or 1, ssh's 255 among them, is no pass)
+for _ in $(seq 20); do procs=$(far "pgrep -u \$(id -u) -af -- '[${vm:0:1}]${vm:1}'" 2>&1); rc=$?; [ $rc -eq 0 ] || break; sleep 0.5; done
+if [ $rc -eq 1 ]; then ok "no process of the VM is left on the far side"; else not_ok "processes left on the far side (pgrep exit $rc)"; diag "$procs"; fi
 finish

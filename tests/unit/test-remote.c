@@ -51,7 +51,7 @@ static GStrv ssh_argv_for(const char *uri) {
   g_autoptr(HutchRemote) remote = hutch_remote_new(uri, &error);
   g_assert_no_error(error);
   g_assert_nonnull(remote);
-  return hutch_remote_ssh_argv(remote, FALSE, "LINE");
+  return hutch_remote_ssh_argv(remote, FALSE, FALSE, "LINE");
 }
 
 static void test_uri(void) {
@@ -69,6 +69,10 @@ static void test_uri(void) {
   g_autoptr(HutchRemote) system = hutch_remote_new("qemu+ssh://box/system", &error);
   g_assert_no_error(error);
   g_assert_cmpstr(hutch_remote_host(system), ==, "box");
+  g_auto(GStrv) no_stdin = hutch_remote_ssh_argv(system, TRUE, TRUE, "LINE");
+  const char *const expect_no_stdin[] = {"ssh", "-e",  "none", "-t", "-n",
+                                         "--",  "box", "LINE", NULL};
+  g_assert_cmpstrv(no_stdin, expect_no_stdin);
   const char *const args[] = {"list", NULL};
   g_autofree char *line = hutch_remote_hutch_line(system, args);
   g_assert_cmpstr(line, ==, "'hutch' '-c' 'qemu:///system' 'list'");
@@ -92,6 +96,7 @@ static void test_uri(void) {
       "qemu+ssh://u:pw@box/session",              /* a password */
       "qemu+ssh://box/session#x",                 /* a fragment */
       "qemu+ssh:///session",                      /* no host */
+      "qemu+ssh://box:0/session",                 /* no port */
   };
   for (guint i = 0; i < G_N_ELEMENTS(bad); i++) {
     g_autoptr(GError) bad_error = NULL;
@@ -168,6 +173,9 @@ static void test_tar_roundtrip(void) {
   g_autofree char *b = path_in("proj/sub/b.sh");
   write_text(a, "alpha\n", 0640);
   write_text(b, "#!/bin/sh\n", 04755);
+  /* a name that is not ASCII (hutch runs in the C locale: written and read as its bytes) */
+  g_autofree char *accented = path_in("proj/caf\xc3\xa9.txt");
+  write_text(accented, "au lait\n", 0644);
   g_autofree char *secret = path_in("secret");
   write_text(secret, "host secret\n", 0600);
   /* a link into the user's secrets, in a tree the user copies (a cloned repository) */
@@ -197,6 +205,9 @@ static void test_tar_roundtrip(void) {
   g_assert_cmpint(st.st_mode & 07777, ==, 0640);
   g_assert_cmpint(stat(copy_b, &st), ==, 0);
   g_assert_cmpint(st.st_mode & 07777, ==, 0755); /* no setuid bit */
+  g_autofree char *copy_accented = path_in("copy/caf\xc3\xa9.txt");
+  g_autofree char *accented_text = read_text(copy_accented);
+  g_assert_cmpstr(accented_text, ==, "au lait\n");
   g_autofree char *copy_key = path_in("copy/sub/key");
   g_autofree char *copy_fifo = path_in("copy/fifo");
   g_assert_cmpint(lstat(copy_key, &st), ==, -1);
@@ -247,6 +258,25 @@ static void test_tar_roundtrip(void) {
   close(fd);
 }
 
+/* Modes come back through the user's umask, as hutch cp's downloads. */
+static void test_extract_umask(void) {
+  g_autofree char *src = path_in("open.txt");
+  write_text(src, "x\n", 0666);
+  g_autoptr(GError) error = NULL;
+  int fd = stream_of(src, FALSE, &error);
+  g_assert_no_error(error);
+  mode_t saved = umask(077);
+  g_autofree char *dst = path_in("private.txt");
+  gboolean ok = hutch_remote_tar_extract(fd, "open.txt", dst, &error);
+  umask(saved);
+  close(fd);
+  g_assert_no_error(error);
+  g_assert_true(ok);
+  struct stat st;
+  g_assert_cmpint(stat(dst, &st), ==, 0);
+  g_assert_cmpint(st.st_mode & 07777, ==, 0600);
+}
+
 typedef struct {
   const char *path;
   mode_t type;
@@ -266,11 +296,15 @@ static int crafted(const Entry *entries, guint n) {
     archive_entry_set_pathname(e, entries[i].path);
     archive_entry_set_filetype(e, entries[i].type);
     archive_entry_set_perm(e, 0644);
-    if (entries[i].target)
+    /* a target on a regular file: a hard link entry */
+    if (entries[i].target && entries[i].type == AE_IFLNK)
       archive_entry_set_symlink(e, entries[i].target);
-    archive_entry_set_size(e, entries[i].type == AE_IFREG ? 4 : 0);
+    else if (entries[i].target)
+      archive_entry_set_hardlink(e, entries[i].target);
+    gboolean data = entries[i].type == AE_IFREG && !entries[i].target;
+    archive_entry_set_size(e, data ? 4 : 0);
     g_assert_cmpint(archive_write_header(a, e), ==, ARCHIVE_OK);
-    if (entries[i].type == AE_IFREG)
+    if (data)
       g_assert_cmpint(archive_write_data(a, "evil", 4), ==, 4);
     archive_entry_free(e);
   }
@@ -292,6 +326,7 @@ static void test_extract_refuses(void) {
       {{"base", AE_IFDIR, NULL}, {"base/link", AE_IFLNK, "/etc/passwd"}},
       {{"base", AE_IFDIR, NULL}, {"base/dev", AE_IFCHR, NULL}},
       {{"base", AE_IFDIR, NULL}, {"base//x", AE_IFREG, NULL}},
+      {{"base", AE_IFDIR, NULL}, {"base/hard", AE_IFREG, "/etc/passwd"}},
   };
   for (guint i = 0; i < G_N_ELEMENTS(cases); i++) {
     int fd = crafted(cases[i], 2);
@@ -301,8 +336,13 @@ static void test_extract_refuses(void) {
     g_assert_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED);
     close(fd);
   }
+  /* where each would have landed: beside the destination, in it, or at its absolute name */
   g_autofree char *escaped = path_in("escaped");
+  g_autofree char *escaped_in = path_in("dest/escaped");
+  g_autofree char *other = path_in("dest/other");
   g_assert_false(g_file_test(escaped, G_FILE_TEST_EXISTS));
+  g_assert_false(g_file_test(escaped_in, G_FILE_TEST_EXISTS));
+  g_assert_false(g_file_test(other, G_FILE_TEST_EXISTS));
   g_assert_false(g_file_test("/tmp/escaped", G_FILE_TEST_EXISTS));
 
   /* a link planted where the copy's directory goes: nothing is written through it */
@@ -336,6 +376,7 @@ int main(int argc, char **argv) {
   g_test_add_func("/remote/command-line", test_command_line);
   g_test_add_func("/remote/tar-roundtrip", test_tar_roundtrip);
   g_test_add_func("/remote/extract-refuses", test_extract_refuses);
+  g_test_add_func("/remote/extract-umask", test_extract_umask);
   int rc = g_test_run();
   if (!g_getenv("HUTCH_KEEP_TEST_DIR"))
     hutch_rmtree(tmp, NULL);
