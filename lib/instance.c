@@ -1350,6 +1350,7 @@ static gboolean wait_ready_channel(HutchContext *ctx, HutchInstance *instance, g
     }
   }
   ready_source_close(&src);
+  hutch_ready_report_end(report);
   *ret_warnings = hutch_ready_report_warnings(report);
   *ret_sshd_failed = hutch_ready_report_has_warning(report, HUTCH_READY_WARN_SSHD_FAILED);
   if (state == HUTCH_READY_FAILED)

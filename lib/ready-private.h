@@ -18,7 +18,8 @@
  * (at a character boundary). */
 #define HUTCH_READY_REASON_MAX 512
 #define HUTCH_READY_FIELD_MAX 64
-/* WARN lines kept (each cut to HUTCH_READY_REASON_MAX): later ones are only shown. */
+/* WARN lines kept and shown (each kept one cut to HUTCH_READY_REASON_MAX): later ones are
+ * only counted. */
 #define HUTCH_READY_WARNINGS_MAX 8
 
 /* The warning a guest sends with READY when its sshd failed at this boot (its unit failed,
@@ -38,6 +39,8 @@ typedef struct {
                                  HUTCH_READY_FAILED_MAX) */
   guint optional_failed_more; /* failed optional steps beyond those */
   GPtrArray *warnings;        /* the first HUTCH_READY_WARNINGS_MAX WARN lines' texts */
+  guint warnings_more;        /* WARN lines beyond those, neither kept nor shown */
+  gboolean warnings_more_shown; /* hutch_ready_report_end said how many */
   GString *pending;           /* the bytes of a line whose newline has not come yet */
   gboolean discarding;        /* the line being received is too long: dropped to its newline */
 } HutchReadyReport;
@@ -62,8 +65,14 @@ void hutch_ready_report_set_error(const HutchReadyReport *report, const char *in
 char *hutch_ready_report_summary(const HutchReadyReport *report, const char *instance_name);
 
 /* The guest's warnings (WARN lines), kept for an error that comes later (SSH did not answer
- * after READY): "W1; W2", or NULL when it sent none. */
+ * after READY): "W1; W2" ("W1; ... W8 and N more" beyond the kept ones), or NULL when it sent
+ * none. */
 char *hutch_ready_report_warnings(const HutchReadyReport *report);
+
+/* Once the boot is over (ready, failed, timed out or stopped): a progress note saying how
+ * many of the guest's warnings were neither kept nor shown, if any; only the first call says
+ * it. */
+void hutch_ready_report_end(HutchReadyReport *report);
 
 /* Whether one of the kept warnings is exactly text (after the sanitising every line gets). */
 gboolean hutch_ready_report_has_warning(const HutchReadyReport *report, const char *text);

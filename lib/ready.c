@@ -109,11 +109,14 @@ static HutchReadyState report_line(HutchReadyReport *report, const char *bytes, 
     g_free(report->failed_step);
     report->failed_step = failed_step_bounded(line + 5);
   } else if (g_str_has_prefix(line, "WARN ")) {
-    hutch_progress_note(report->ctx, "warning from the guest: %s", line + 5);
+    /* A guest may send them for the whole boot: only the kept ones reach the terminal. */
     if (report->warnings->len < HUTCH_READY_WARNINGS_MAX) {
+      hutch_progress_note(report->ctx, "warning from the guest: %s", line + 5);
       char *kept = g_strstrip(g_strdup(line + 5));
       hutch_text_truncate(kept, HUTCH_READY_REASON_MAX);
       g_ptr_array_add(report->warnings, kept);
+    } else if (report->warnings_more < G_MAXUINT) {
+      report->warnings_more++;
     }
   } else if (ready) {
     if (report->provisioning)
@@ -197,7 +200,16 @@ char *hutch_ready_report_warnings(const HutchReadyReport *report) {
   GString *text = g_string_new(NULL);
   for (guint i = 0; i < report->warnings->len; i++)
     g_string_append_printf(text, "%s%s", i ? "; " : "", (const char *)report->warnings->pdata[i]);
+  if (report->warnings_more)
+    g_string_append_printf(text, " and %u more", report->warnings_more);
   return g_string_free(text, FALSE);
+}
+
+void hutch_ready_report_end(HutchReadyReport *report) {
+  if (report->warnings_more && !report->warnings_more_shown)
+    hutch_progress_note(report->ctx, "%u more warning%s from the guest were not shown",
+                        report->warnings_more, report->warnings_more == 1 ? "" : "s");
+  report->warnings_more_shown = TRUE;
 }
 
 gboolean hutch_ready_report_has_warning(const HutchReadyReport *report, const char *text) {

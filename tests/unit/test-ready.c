@@ -100,8 +100,48 @@ static void test_warnings_kept(void) {
   }
   g_assert_cmpuint(flooded->warnings->len, ==, HUTCH_READY_WARNINGS_MAX);
   g_autofree char *all = hutch_ready_report_warnings(flooded);
-  g_assert_cmpuint(strlen(all), <=, HUTCH_READY_WARNINGS_MAX * (HUTCH_READY_REASON_MAX + 2));
+  /* and " and 992 more" */
+  g_assert_cmpuint(strlen(all), <=, HUTCH_READY_WARNINGS_MAX * (HUTCH_READY_REASON_MAX + 2) + 32);
   g_assert_true(g_str_has_prefix(all, "0 www"));
+  g_assert_true(g_str_has_suffix(all, " and 992 more"));
+}
+
+/* A guest that sends WARN lines for the whole boot does not flood the terminal: the kept
+ * ones are shown, then one note says how many more were not, once the boot is over. */
+static void test_warnings_shown_bounded(void) {
+  g_autoptr(GError) error = NULL;
+  g_autoptr(HutchContext) ctx = hutch_context_new("test:///default", &error);
+  g_assert_no_error(error);
+  g_autoptr(GString) events = g_string_new(NULL);
+  hutch_context_set_progress(ctx, record, events);
+  g_autoptr(HutchReadyReport) report = hutch_ready_report_new(ctx);
+  const guint flood = 1000;
+  for (guint i = 0; i < flood; i++) {
+    g_autofree char *line = g_strdup_printf("WARN w%u\n", i);
+    g_assert_cmpint(hutch_ready_report_feed(report, line, strlen(line)), ==, HUTCH_READY_WAITING);
+  }
+  g_assert_cmpint(hutch_ready_report_feed(report, "READY\n", 6), ==, HUTCH_READY_OK);
+  hutch_ready_report_end(report);
+  g_auto(GStrv) lines = g_strsplit(events->str, "\n", -1);
+  guint notes = 0;
+  for (guint i = 0; lines[i]; i++)
+    if (g_str_has_prefix(lines[i], "note "))
+      notes++;
+  g_assert_cmpuint(notes, ==, HUTCH_READY_WARNINGS_MAX + 1);
+  g_assert_nonnull(strstr(events->str, "note - warning from the guest: w7\n"));
+  g_assert_null(strstr(events->str, "w8"));
+  g_autofree char *more = g_strdup_printf("note - %u more warnings from the guest were not shown\n",
+                                          flood - HUTCH_READY_WARNINGS_MAX);
+  g_assert_true(g_str_has_suffix(events->str, more));
+  /* the error that may come later says so too */
+  g_autofree char *kept = hutch_ready_report_warnings(report);
+  g_autofree char *kept_more =
+      g_strdup_printf("; w7 and %u more", flood - HUTCH_READY_WARNINGS_MAX);
+  g_assert_true(g_str_has_suffix(kept, kept_more));
+  /* once */
+  gsize len = events->len;
+  hutch_ready_report_end(report);
+  g_assert_cmpuint(events->len, ==, len);
 }
 
 static void test_all_well(void) {
@@ -321,6 +361,7 @@ int main(int argc, char **argv) {
   g_test_add_func("/ready/optional-failures", test_optional_failures);
   g_test_add_func("/ready/all-well", test_all_well);
   g_test_add_func("/ready/warnings-kept", test_warnings_kept);
+  g_test_add_func("/ready/warnings-shown-bounded", test_warnings_shown_bounded);
   g_test_add_func("/ready/required-failure", test_required_failure);
   g_test_add_func("/ready/failed-step-parse", test_failed_step_parse);
   g_test_add_func("/ready/c1-and-invalid-utf8", test_c1_and_invalid_utf8);
