@@ -619,6 +619,13 @@ static int descriptor_arg(const char *text) {
   return *text && !*end && fd >= 3 && fd <= 1024 ? (int)fd : -2;
 }
 
+/* A TCP port number given by hutch start; 0 when it is none (out of range included: parsed in
+ * 64 bits, so 4294967318 is not 22). */
+static guint port_arg(const char *text) {
+  guint64 port = 0;
+  return g_ascii_string_to_unsigned(text, 10, 1, 65535, &port, NULL) ? (guint)port : 0;
+}
+
 int verb_supervise(Cli *cli, int argc, char **argv) {
   CliOptions opts = {cli_find_verb("supervise"), "", NULL, 0};
   /* hutch start's own: the boot socket, the SSH port and the egress helper's secrets */
@@ -629,19 +636,23 @@ int verb_supervise(Cli *cli, int argc, char **argv) {
   opts.longopts = longopts;
   int c, boot_fd = -1, secrets_fd = -1;
   guint ssh_port = 0;
+  const char *ssh_port_text = NULL;
   while ((c = cli_getopt(&opts, argc, argv)) > 0) {
     if (c == 'B')
       boot_fd = descriptor_arg(optarg);
     else if (c == 'S')
       secrets_fd = descriptor_arg(optarg);
     else if (c == 'P')
-      ssh_port = (guint)g_ascii_strtoull(optarg, NULL, 10);
+      ssh_port = port_arg(ssh_port_text = optarg);
   }
   if (c < 0)
     return opts.exit_code;
   if (!cli_expect_args(&opts, argc, argv, 1, 1))
     return opts.exit_code;
-  if (boot_fd == -2 || secrets_fd == -2 || (boot_fd >= 0 && (ssh_port == 0 || ssh_port > 65535)))
+  if (ssh_port_text && ssh_port == 0)
+    return cli_usage_error(opts.verb->name, "--ssh-port takes a port (1 to 65535), not '%s'",
+                           ssh_port_text);
+  if (boot_fd == -2 || secrets_fd == -2 || (boot_fd >= 0 && ssh_port == 0))
     return cli_usage_error(opts.verb->name,
                            "--boot-fd and --secrets-fd take a descriptor (3 or more), "
                            "--boot-fd needs --ssh-port PORT");

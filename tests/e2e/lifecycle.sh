@@ -29,6 +29,17 @@ for uri in 'qemu:///system?socket=/run/libvirt/libvirt-sock' qemu+tcp://nobody@h
     not_ok "-c $uri (exit $rc)"; diag "$out"
   fi
 done
+# The supervisor's --ssh-port (from hutch start) out of range is a usage error, before anything
+# is looked at: 4294967318 was 22 once cut to 32 bits. (No such VM, and the boot descriptor is
+# /dev/null: nothing could start even if it were taken.)
+for port in 4294967318 0 65536 22x; do
+  out=$("$HUTCH" supervise --boot-fd 3 --ssh-port "$port" "$vm-none" 2>&1 3</dev/null >/dev/null); rc=$?
+  if [ $rc -eq 2 ] && [ "$(wc -l <<<"$out")" -eq 1 ] && grep -q "ssh-port takes a port (1 to 65535)" <<<"$out"; then
+    ok "supervise --ssh-port $port is refused (exit 2, one line)"
+  else
+    not_ok "supervise --ssh-port $port (exit $rc)"; diag "$out"
+  fi
+done
 # Root makes and starts no VM (QEMU would run as root, virtiofsd without a user namespace):
 # as root (uid 0 of a user namespace of its own), exit 1 with one line, nothing made
 for verb in create start run; do
