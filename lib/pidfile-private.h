@@ -48,6 +48,9 @@ char *hutch_pidfile_format(pid_t pid);
 pid_t hutch_pidfile_check(const char *pidfile, const HutchHelperId *id);
 
 /* Stops the process in pidfile if it passes id: SIGTERM, up to 2 s for it to exit, then
- * SIGKILL. A process that does not pass is never signalled. Removes pidfile either way.
- * Returns TRUE when a process was signalled. */
+ * SIGKILL. A process that does not pass is never signalled. Removes pidfile unless it names,
+ * with the start time recorded in it, a running process that does not pass: that is the
+ * process the file was written for (a `start --foreground` supervisor is not named
+ * hutch-supervise), and keeps it. (Without a start time, a process that does not pass is
+ * taken for a reused pid.) Returns TRUE when a process was signalled. */
 gboolean hutch_pidfile_kill(const char *pidfile, const HutchHelperId *id);

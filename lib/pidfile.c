@@ -30,8 +30,7 @@ static pid_t read_pidfile(const char *pidfile, guint64 *ret_start) {
   guint n = g_strv_length(fields);
   guint64 pid = 0, start = 0;
   if (n < 1 || n > 2 || !g_ascii_string_to_unsigned(fields[0], 10, 2, G_MAXINT32, &pid, NULL) ||
-      (n == 2 && !g_ascii_string_to_unsigned(fields[1], 10, 1, G_MAXUINT64, &start, NULL)) ||
-      (pid_t)pid == getpid())
+      (n == 2 && !g_ascii_string_to_unsigned(fields[1], 10, 1, G_MAXUINT64, &start, NULL)))
     return 0;
   *ret_start = start;
   return (pid_t)pid;
@@ -163,24 +162,30 @@ static gboolean has_arg(int procfd, const char *want) {
 }
 
 /* A /proc/PID directory fd of the process in pidfile if it passes id, else -1. The fd keeps
- * naming that process: reads through it fail once it is gone, whoever gets the pid next. */
-static int open_verified(const char *pidfile, const HutchHelperId *id, pid_t *ret_pid) {
+ * naming that process: reads through it fail once it is gone, whoever gets the pid next.
+ * *ret_stale: the pidfile names no process it is known to be of: no pid in it, that pid not
+ * running (or a zombie), running with another start time than the one recorded, or, with
+ * none recorded, a process that does not pass (a pid reused, as far as we can tell). A
+ * running process with the recorded start time is the one the file was written for, whether
+ * it passes or not (this one included). */
+static int open_verified(const char *pidfile, const HutchHelperId *id, pid_t *ret_pid,
+                         gboolean *ret_stale) {
   guint64 recorded_start = 0, start = 0;
+  *ret_stale = TRUE;
   pid_t pid = read_pidfile(pidfile, &recorded_start);
-  if (pid <= 0 || (id->recorded && recorded_start == 0))
+  if (pid <= 0)
     return -1;
   g_autofree char *path = g_strdup_printf("/proc/%d", (int)pid);
-  int procfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (procfd < 0)
+  g_auto(HutchFd) procfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (procfd < 0 || !alive_at(procfd, &start) || (recorded_start && start != recorded_start))
     return -1;
-  if (!alive_at(procfd, &start) || (recorded_start && start != recorded_start) ||
-      !owned_by_us(procfd) || !runs_exe(procfd, id->exes) ||
-      (id->comm && !has_comm(procfd, id->comm)) || (id->arg && !has_arg(procfd, id->arg))) {
-    close(procfd);
+  *ret_stale = recorded_start == 0;
+  if (pid == getpid() || (id->recorded && recorded_start == 0) || !owned_by_us(procfd) ||
+      !runs_exe(procfd, id->exes) || (id->comm && !has_comm(procfd, id->comm)) ||
+      (id->arg && !has_arg(procfd, id->arg)))
     return -1;
-  }
   *ret_pid = pid;
-  return procfd;
+  return g_steal_fd(&procfd);
 }
 
 char *hutch_pidfile_format(pid_t pid) {
@@ -194,7 +199,8 @@ char *hutch_pidfile_format(pid_t pid) {
 
 pid_t hutch_pidfile_check(const char *pidfile, const HutchHelperId *id) {
   pid_t pid = 0;
-  g_auto(HutchFd) procfd = open_verified(pidfile, id, &pid);
+  gboolean stale = FALSE;
+  g_auto(HutchFd) procfd = open_verified(pidfile, id, &pid, &stale);
   return procfd >= 0 ? pid : 0;
 }
 
@@ -212,7 +218,8 @@ static int signal_at(int procfd, pid_t pid, int sig) {
 
 gboolean hutch_pidfile_kill(const char *pidfile, const HutchHelperId *id) {
   pid_t pid = 0;
-  g_auto(HutchFd) procfd = open_verified(pidfile, id, &pid);
+  gboolean stale = FALSE;
+  g_auto(HutchFd) procfd = open_verified(pidfile, id, &pid, &stale);
   gboolean signalled = procfd >= 0 && signal_at(procfd, pid, SIGTERM) == 0;
   if (signalled) {
     for (int i = 0; i < TERM_WAIT_STEPS && alive_at(procfd, NULL); i++)
@@ -220,6 +227,10 @@ gboolean hutch_pidfile_kill(const char *pidfile, const HutchHelperId *id) {
     if (alive_at(procfd, NULL))
       signal_at(procfd, pid, SIGKILL);
   }
-  g_unlink(pidfile);
+  /* The process the file was written for, refused, keeps it: hutch_supervisor_wait_gone
+   * meeting a `start --foreground` supervisor (no hutch-supervise name) must not make it
+   * unreachable. */
+  if (stale || procfd >= 0)
+    g_unlink(pidfile);
   return signalled;
 }

@@ -62,6 +62,12 @@ static void write_pidfile(const char *pidfile, pid_t pid) {
   g_assert_true(hutch_write_file(pidfile, text, strlen(text), 0600, NULL));
 }
 
+static void assert_text_is(const char *path, const char *want) {
+  g_autofree char *text = NULL;
+  g_assert_true(g_file_get_contents(path, &text, NULL, NULL));
+  g_assert_cmpstr(text, ==, want);
+}
+
 /* Still running and not signalled: reaps nothing. */
 static void assert_running(pid_t pid) {
   int status = 0;
@@ -275,6 +281,61 @@ static void test_bad_pidfiles(Fixture *f, gconstpointer data) {
   }
 }
 
+/* A pidfile goes with its process: when that is the one signalled, or no longer runs. One
+ * that names, with its recorded start time, a running process refused is kept: it is that
+ * process's own (a `start --foreground` supervisor runs as hutch, not hutch-supervise, and
+ * hutch_supervisor_wait_gone must not take its pidfile). */
+static void test_kept_while_refused(Fixture *f, gconstpointer data) {
+  g_autofree char *pidfile = path_in(f, "supervisor.pid");
+  HutchHelperId id = {.comm = "hutch-supervise", .recorded = TRUE};
+  pid_t child = fork_named("hutch", TRUE);
+  g_autofree char *text = hutch_pidfile_format(child);
+  g_assert_nonnull(text);
+  g_assert_true(hutch_write_file(pidfile, text, strlen(text), 0600, NULL));
+  g_assert_false(hutch_pidfile_kill(pidfile, &id));
+  assert_running(child);
+  assert_text_is(pidfile, text);
+  /* so is this very process's, which is never signalled */
+  g_autofree char *own = hutch_pidfile_format(getpid());
+  g_assert_true(hutch_write_file(pidfile, own, strlen(own), 0600, NULL));
+  g_assert_false(hutch_pidfile_kill(pidfile, &(HutchHelperId){0}));
+  assert_text_is(pidfile, own);
+
+  /* without a start time, a process refused is taken for a reused pid */
+  write_pidfile(pidfile, child);
+  g_assert_false(hutch_pidfile_kill(pidfile, &id));
+  g_assert_false(g_file_test(pidfile, G_FILE_TEST_EXISTS));
+  /* the pid with another start time: its process is gone, the pid reused */
+  guint64 pid = 0, start = 0;
+  g_assert_cmpint(sscanf(text, "%" G_GUINT64_FORMAT " %" G_GUINT64_FORMAT, &pid, &start), ==, 2);
+  g_autofree char *earlier = g_strdup_printf("%d %" G_GUINT64_FORMAT "\n", (int)child, start - 1);
+  g_assert_true(hutch_write_file(pidfile, earlier, strlen(earlier), 0600, NULL));
+  g_assert_false(hutch_pidfile_kill(pidfile, &id));
+  g_assert_false(g_file_test(pidfile, G_FILE_TEST_EXISTS));
+  assert_running(child);
+  /* a zombie, and a process reaped */
+  g_assert_true(hutch_write_file(pidfile, text, strlen(text), 0600, NULL));
+  kill(child, SIGKILL);
+  g_autofree char *stat_path = g_strdup_printf("/proc/%d/stat", (int)child);
+  for (int i = 0; i < 200; i++) {
+    g_autofree char *stat = NULL;
+    g_assert_true(g_file_get_contents(stat_path, &stat, NULL, NULL));
+    if (strstr(stat, ") Z "))
+      break;
+    g_usleep(10 * 1000);
+  }
+  g_assert_false(hutch_pidfile_kill(pidfile, &id));
+  g_assert_false(g_file_test(pidfile, G_FILE_TEST_EXISTS));
+  g_assert_cmpint(waitpid(child, NULL, 0), ==, child);
+  g_assert_true(hutch_write_file(pidfile, text, strlen(text), 0600, NULL));
+  g_assert_false(hutch_pidfile_kill(pidfile, &id));
+  g_assert_false(g_file_test(pidfile, G_FILE_TEST_EXISTS));
+  /* no pid at all */
+  g_assert_true(hutch_write_file(pidfile, "abc", 3, 0600, NULL));
+  g_assert_false(hutch_pidfile_kill(pidfile, &id));
+  g_assert_false(g_file_test(pidfile, G_FILE_TEST_EXISTS));
+}
+
 /* A helper that runs on without exec keeps the descriptors it names, moved to 3, 4, ..., and
  * none of the others its parent had (wherever they were: low, high, the kept ones' old
  * numbers). Checked in a child, which reports through its exit status. */
@@ -338,6 +399,7 @@ int main(int argc, char **argv) {
   ADD("/pidfile/comm", test_comm);
   ADD("/pidfile/not-dumpable", test_not_dumpable);
   ADD("/pidfile/bad-pidfiles", test_bad_pidfiles);
+  ADD("/pidfile/kept-while-refused", test_kept_while_refused);
   ADD("/pidfile/keep-only-fds", test_keep_only_fds);
   return g_test_run();
 }
