@@ -1190,10 +1190,15 @@ static void accept_clients(Sup *s) {
     }
     /* the socket is 0600 in a directory of the user's (0700, or on qemu:///system 0700 with
      * QEMU's user let through); the peer's uid is checked all the same */
-    struct ucred cred;
+    struct ucred cred = {.pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1};
     socklen_t len = sizeof cred;
-    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 || cred.uid != getuid()) {
-      sup_log("refused a client of uid %d", len == sizeof cred ? (int)cred.uid : -1);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
+      sup_log("refused a client whose uid cannot be read: %s", g_strerror(errno));
+      close(fd);
+      continue;
+    }
+    if (cred.uid != getuid()) {
+      sup_log("refused a client of uid %u", (unsigned)cred.uid);
       close(fd);
       continue;
     }
@@ -1921,6 +1926,9 @@ static int serve(Sup *s, HutchSuperviseEnd *ret_end, GError **error) {
     s->listen_fd = listen_on(socket_path, error);
   }
   g_autofree char *pid_text = s->listen_fd >= 0 ? hutch_pidfile_format(getpid()) : NULL;
+  if (s->listen_fd >= 0 && !pid_text)
+    g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED, "writing %s: cannot read /proc/%d/stat",
+                pid_path, (int)getpid());
   if (pid_text && hutch_write_file(pid_path, pid_text, strlen(pid_text), 0600, error)) {
     sup_log("serving %s on %s", s->name, socket_path);
     /* stopped between the lookup and the registration: no event will come */
