@@ -1058,13 +1058,13 @@ static int remote_stat(HutchSsh *ssh, const char *path, LIBSSH2_SFTP_ATTRIBUTES 
 }
 
 static gboolean remote_chmod(HutchSsh *ssh, LIBSSH2_SFTP_HANDLE *handle, const char *path,
-                             unsigned long mode, GError **error) {
+                             const char *path_shown, unsigned long mode, GError **error) {
   LIBSSH2_SFTP_ATTRIBUTES attrs = {.flags = LIBSSH2_SFTP_ATTR_PERMISSIONS,
                                    .permissions = mode & 0777};
   int rc = handle ? libssh2_sftp_fsetstat(handle, &attrs)
                   : libssh2_sftp_setstat(ssh->sftp, path, &attrs);
   if (rc != 0) {
-    set_sftp_error(ssh, error, "setting the mode of %s", path);
+    set_sftp_error(ssh, error, "setting the mode of %s", path_shown);
     return FALSE;
   }
   return TRUE;
@@ -1077,15 +1077,17 @@ static gboolean remote_chmod(HutchSsh *ssh, LIBSSH2_SFTP_HANDLE *handle, const c
  * the user named is opened with the walker, everything below it by single names with
  * O_NOFOLLOW, so a link a guest swaps into a share during an upload is never read through,
  * and a download never writes outside the destination the user named. shown (the local
- * path) is only for messages. */
+ * path) and remote_shown are only for messages: below the paths the user typed, every name in
+ * them is in hutch_hostpath_name_display's form, since the guest chooses those (in the guest,
+ * or in a share) and a raw newline would add lines of its own to hutch's output. */
 static gboolean upload_file(HutchSsh *ssh, int fd, const char *shown, const char *remote,
-                            mode_t mode, GError **error) {
+                            const char *remote_shown, mode_t mode, GError **error) {
   if (copy_cancelled(ssh, error))
     return FALSE; /* before the open, which truncates */
   LIBSSH2_SFTP_HANDLE *handle = libssh2_sftp_open(
       ssh->sftp, remote, LIBSSH2_FXF_WRITE | LIBSSH2_FXF_CREAT | LIBSSH2_FXF_TRUNC, mode & 0777);
   if (!handle) {
-    set_sftp_error(ssh, error, "creating %s", remote);
+    set_sftp_error(ssh, error, "creating %s", remote_shown);
     return FALSE;
   }
   g_autofree char *buf = g_malloc(COPY_BUFFER_SIZE);
@@ -1109,7 +1111,7 @@ static gboolean upload_file(HutchSsh *ssh, int fd, const char *shown, const char
     for (ssize_t off = 0; ok && off < n;) {
       ssize_t w = libssh2_sftp_write(handle, buf + off, (size_t)(n - off));
       if (w < 0) {
-        set_sftp_error(ssh, error, "writing %s", remote);
+        set_sftp_error(ssh, error, "writing %s", remote_shown);
         ok = FALSE;
       } else {
         off += w;
@@ -1119,22 +1121,23 @@ static gboolean upload_file(HutchSsh *ssh, int fd, const char *shown, const char
       break;
   }
   /* The open mode only applies to new files, and through the server's umask. */
-  ok = ok && remote_chmod(ssh, handle, remote, mode, error);
+  ok = ok && remote_chmod(ssh, handle, remote, remote_shown, mode, error);
   if (libssh2_sftp_close_handle(handle) != 0 && ok) {
-    set_sftp_error(ssh, error, "closing %s", remote);
+    set_sftp_error(ssh, error, "closing %s", remote_shown);
     ok = FALSE;
   }
   return ok;
 }
 
 static gboolean upload_dir(HutchSsh *ssh, int fd, const char *shown, const char *remote,
-                           mode_t mode, guint depth, GError **error);
+                           const char *remote_shown, mode_t mode, guint depth, GError **error);
 
 /* One entry of a local directory being uploaded: decided by its lstat (like OpenSSH's sftp,
  * only directories and regular files are copied; links and special files are skipped), then
  * opened by name without following a link and checked to be the same file. */
 static gboolean upload_entry(HutchSsh *ssh, int dirfd, const char *name, const char *shown,
-                             const char *remote, guint depth, GError **error) {
+                             const char *remote, const char *remote_shown, guint depth,
+                             GError **error) {
   struct stat st;
   if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
     set_local_error(error, errno, "reading %s", shown);
@@ -1147,12 +1150,13 @@ static gboolean upload_entry(HutchSsh *ssh, int dirfd, const char *name, const c
                            : hutch_hostpath_open_child_file(dirfd, name, &st, shown, error);
   if (fd < 0)
     return FALSE;
-  return S_ISDIR(st.st_mode) ? upload_dir(ssh, fd, shown, remote, st.st_mode, depth + 1, error)
-                             : upload_file(ssh, fd, shown, remote, st.st_mode, error);
+  return S_ISDIR(st.st_mode)
+             ? upload_dir(ssh, fd, shown, remote, remote_shown, st.st_mode, depth + 1, error)
+             : upload_file(ssh, fd, shown, remote, remote_shown, st.st_mode, error);
 }
 
 static gboolean upload_dir(HutchSsh *ssh, int fd, const char *shown, const char *remote,
-                           mode_t mode, guint depth, GError **error) {
+                           const char *remote_shown, mode_t mode, guint depth, GError **error) {
   if (depth > COPY_MAX_DEPTH) {
     g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED,
                 "%s: more than %d directory levels (refusing to copy deeper)", shown,
@@ -1164,7 +1168,7 @@ static gboolean upload_dir(HutchSsh *ssh, int fd, const char *shown, const char 
     LIBSSH2_SFTP_ATTRIBUTES attrs;
     int exists = remote_stat(ssh, remote, &attrs, NULL);
     if (exists != 1 || !LIBSSH2_SFTP_S_ISDIR(attrs.permissions)) {
-      set_sftp_error(ssh, error, "creating the directory %s", remote);
+      set_sftp_error(ssh, error, "creating the directory %s", remote_shown);
       return FALSE;
     }
   }
@@ -1194,15 +1198,19 @@ static gboolean upload_dir(HutchSsh *ssh, int fd, const char *shown, const char 
       ok = FALSE;
       break;
     }
-    g_autofree char *local_child = g_build_filename(shown, entry->d_name, NULL);
+    g_autofree char *entry_shown =
+        hutch_hostpath_name_display(entry->d_name, strlen(entry->d_name));
+    g_autofree char *local_child = g_build_filename(shown, entry_shown, NULL);
     g_autofree char *remote_child = remote_join(remote, entry->d_name);
-    if (!upload_entry(ssh, fd, entry->d_name, local_child, remote_child, depth, error)) {
+    g_autofree char *remote_child_shown = remote_join(remote_shown, entry_shown);
+    if (!upload_entry(ssh, fd, entry->d_name, local_child, remote_child, remote_child_shown, depth,
+                      error)) {
       ok = FALSE;
       break;
     }
   }
   closedir(dir);
-  return ok && remote_chmod(ssh, NULL, remote, mode, error);
+  return ok && remote_chmod(ssh, NULL, remote, remote_shown, mode, error);
 }
 
 gboolean hutch_ssh_upload(HutchSsh *ssh, const char *local_path, const char *remote_path_arg,
@@ -1254,8 +1262,9 @@ gboolean hutch_ssh_upload_fd(HutchSsh *ssh, int fd, const char *local_path,
     g_free(target);
     target = g_steal_pointer(&inside);
   }
-  gboolean ok = S_ISDIR(st.st_mode) ? upload_dir(ssh, fd, local_path, target, st.st_mode, 0, error)
-                                    : upload_file(ssh, fd, local_path, target, st.st_mode, error);
+  gboolean ok = S_ISDIR(st.st_mode)
+                    ? upload_dir(ssh, fd, local_path, target, target, st.st_mode, 0, error)
+                    : upload_file(ssh, fd, local_path, target, target, st.st_mode, error);
   if (!ok)
     g_prefix_error(error, "uploading %s to %s: ", local_path, ssh->where);
   return ok;
@@ -1284,12 +1293,13 @@ static mode_t local_mode(HutchSsh *ssh, unsigned long guest_mode) {
  * complete (never into an existing file's inode, never through a link, never into a FIFO or
  * device; a failed or cancelled copy leaves what was there), with the remote mode through
  * the umask (local_mode). */
-static gboolean download_file(HutchSsh *ssh, const char *remote, int dirfd, const char *name,
-                              const char *shown, unsigned long mode, GError **error) {
+static gboolean download_file(HutchSsh *ssh, const char *remote, const char *remote_shown,
+                              int dirfd, const char *name, const char *shown, unsigned long mode,
+                              GError **error) {
   /* Remote first, so that a missing source leaves no temporary file behind. */
   LIBSSH2_SFTP_HANDLE *handle = libssh2_sftp_open(ssh->sftp, remote, LIBSSH2_FXF_READ, 0);
   if (!handle) {
-    set_sftp_error(ssh, error, "opening %s", remote);
+    set_sftp_error(ssh, error, "opening %s", remote_shown);
     return FALSE;
   }
   if (copy_cancelled(ssh, error)) {
@@ -1310,7 +1320,7 @@ static gboolean download_file(HutchSsh *ssh, const char *remote, int dirfd, cons
     }
     ssize_t n = libssh2_sftp_read(handle, buf, COPY_BUFFER_SIZE);
     if (n < 0) {
-      set_sftp_error(ssh, error, "reading %s", remote);
+      set_sftp_error(ssh, error, "reading %s", remote_shown);
       ok = FALSE;
       break;
     }
@@ -1335,11 +1345,12 @@ static gboolean download_file(HutchSsh *ssh, const char *remote, int dirfd, cons
  * created relative to its descriptor, so a directory the guest swaps for a link meanwhile
  * leads nowhere. Every name the server lists is checked: "." and ".." (which servers list)
  * are skipped, any other invalid name fails the copy. */
-static gboolean download_dir(HutchSsh *ssh, const char *remote, int dirfd, const char *name,
-                             const char *shown, unsigned long mode, guint depth, GError **error) {
+static gboolean download_dir(HutchSsh *ssh, const char *remote, const char *remote_shown, int dirfd,
+                             const char *name, const char *shown, unsigned long mode, guint depth,
+                             GError **error) {
   if (depth > COPY_MAX_DEPTH) {
     g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED,
-                "%s: more than %d directory levels (refusing to copy deeper)", remote,
+                "%s: more than %d directory levels (refusing to copy deeper)", remote_shown,
                 COPY_MAX_DEPTH);
     return FALSE;
   }
@@ -1349,7 +1360,7 @@ static gboolean download_dir(HutchSsh *ssh, const char *remote, int dirfd, const
     return FALSE;
   LIBSSH2_SFTP_HANDLE *handle = libssh2_sftp_opendir(ssh->sftp, remote);
   if (!handle) {
-    set_sftp_error(ssh, error, "opening the directory %s", remote);
+    set_sftp_error(ssh, error, "opening the directory %s", remote_shown);
     return FALSE;
   }
   gboolean ok = TRUE;
@@ -1358,7 +1369,7 @@ static gboolean download_dir(HutchSsh *ssh, const char *remote, int dirfd, const
     LIBSSH2_SFTP_ATTRIBUTES attrs = {0};
     int n = libssh2_sftp_readdir(handle, entry, SFTP_NAME_MAX - 1, &attrs);
     if (n < 0) {
-      set_sftp_error(ssh, error, "reading the directory %s", remote);
+      set_sftp_error(ssh, error, "reading the directory %s", remote_shown);
       ok = FALSE;
       break;
     }
@@ -1377,21 +1388,24 @@ static gboolean download_dir(HutchSsh *ssh, const char *remote, int dirfd, const
       g_set_error(error, HUTCH_ERROR, HUTCH_ERROR_FAILED,
                   "reading the directory %s: the guest's SFTP server listed an invalid file "
                   "name \"%s\" (refusing to copy)",
-                  remote, bad);
+                  remote_shown, bad);
       ok = FALSE;
       break;
     }
     if (!(attrs.flags & LIBSSH2_SFTP_ATTR_PERMISSIONS))
       continue;
+    g_autofree char *entry_shown = hutch_hostpath_name_display(entry, (gsize)n);
     g_autofree char *remote_child = remote_join(remote, entry);
-    g_autofree char *local_child = g_build_filename(shown, entry, NULL);
+    g_autofree char *remote_child_shown = remote_join(remote_shown, entry_shown);
+    g_autofree char *local_child = g_build_filename(shown, entry_shown, NULL);
     /* readdir reports lstat() attributes, so links are seen as links and skipped, as in
      * OpenSSH's sftp. */
     if (LIBSSH2_SFTP_S_ISDIR(attrs.permissions))
-      ok = download_dir(ssh, remote_child, fd, entry, local_child, attrs.permissions, depth + 1,
-                        error);
+      ok = download_dir(ssh, remote_child, remote_child_shown, fd, entry, local_child,
+                        attrs.permissions, depth + 1, error);
     else if (LIBSSH2_SFTP_S_ISREG(attrs.permissions))
-      ok = download_file(ssh, remote_child, fd, entry, local_child, attrs.permissions, error);
+      ok = download_file(ssh, remote_child, remote_child_shown, fd, entry, local_child,
+                         attrs.permissions, error);
     if (!ok)
       break;
   }
@@ -1522,8 +1536,9 @@ gboolean hutch_ssh_download_to(HutchSsh *ssh, const char *remote_path_arg,
   } else {
     shown = g_strdup(local_path);
   }
-  gboolean ok = is_dir ? download_dir(ssh, source, dirfd, name, shown, attrs.permissions, 0, error)
-                       : download_file(ssh, source, dirfd, name, shown, attrs.permissions, error);
+  gboolean ok =
+      is_dir ? download_dir(ssh, source, source, dirfd, name, shown, attrs.permissions, 0, error)
+             : download_file(ssh, source, source, dirfd, name, shown, attrs.permissions, error);
   if (!ok)
     g_prefix_error(error, "downloading %s from %s to %s: ", remote_path_arg, ssh->where,
                    local_path);

@@ -906,6 +906,73 @@ static void test_sftp_planted_links(void) {
   g_assert_false(g_file_test(up_keydir, G_FILE_TEST_EXISTS | G_FILE_TEST_IS_SYMLINK));
 }
 
+/* A file name with a newline (legal, and a guest's to choose, in the guest or in a share) is
+ * copied, but never printed raw: in an error it is shown escaped, so it cannot add lines of its
+ * own to hutch's output. */
+static void assert_error_one_line(GError **error, const char *needle) {
+  g_assert_nonnull(*error);
+  if (strchr((*error)->message, '\n') || !strstr((*error)->message, needle))
+    g_error("expected one line with \"%s\" in: %s", needle, (*error)->message);
+  g_clear_error(error);
+}
+
+static void test_sftp_name_shown(void) {
+  if (!sshd_fixture_ready(&fx))
+    return;
+  g_autoptr(HutchSsh) ssh = connect_ok();
+  g_autoptr(GError) error = NULL;
+  const char *evil = "evil\nhutch: forged line";
+  /* downloading: a link where the guest's file goes (a share of the same VM) */
+  g_autofree char *remote_tree = g_build_filename(fx.home, "nl-tree", NULL);
+  g_assert_cmpint(g_mkdir(remote_tree, 0755), ==, 0);
+  g_autofree char *remote_evil = g_build_filename(remote_tree, evil, NULL);
+  g_assert_true(g_file_set_contents(remote_evil, "from the guest", -1, NULL));
+  g_autofree char *secret = g_build_filename(fx.dir, "nl-secret", NULL);
+  g_assert_true(g_file_set_contents(secret, "host secret", -1, NULL));
+  g_autofree char *into = g_build_filename(fx.dir, "nl-into", NULL);
+  g_autofree char *into_tree = g_build_filename(into, "nl-tree", NULL);
+  g_assert_cmpint(g_mkdir_with_parents(into_tree, 0700), ==, 0);
+  g_autofree char *into_evil = g_build_filename(into_tree, evil, NULL);
+  plant_link(secret, into_evil);
+  g_assert_false(hutch_ssh_download(ssh, "nl-tree", into, TRUE, &error));
+  assert_error_one_line(&error, "nl-tree/evil\\x0ahutch: forged line");
+  assert_text(secret, "host secret");
+  g_assert_cmpint(g_unlink(into_evil), ==, 0);
+  g_assert_true(hutch_ssh_download(ssh, "nl-tree", into, TRUE, &error));
+  g_assert_no_error(error);
+  assert_text(into_evil, "from the guest");
+
+  /* the guest's names in a path the guest's server is asked about */
+  g_autoptr(GString) deep = g_string_new(fx.home);
+  g_string_append(deep, "/nl-deep/a\nb");
+  for (guint i = 0; i < 130; i++)
+    g_string_append(deep, "/d");
+  g_assert_cmpint(g_mkdir_with_parents(deep->str, 0700), ==, 0);
+  g_autofree char *down = g_build_filename(fx.dir, "nl-deep-down", NULL);
+  g_assert_false(hutch_ssh_download(ssh, "nl-deep", down, TRUE, &error));
+  assert_error_one_line(&error, "nl-deep/a\\x0ab/d/d");
+
+  /* uploading a tree with such a name (a share's, the guest's): the guest's server refuses */
+  g_autofree char *up = g_build_filename(fx.dir, "nl-up", NULL);
+  g_autofree char *up_evil = g_build_filename(up, evil, NULL);
+  g_assert_cmpint(g_mkdir_with_parents(up_evil, 0700), ==, 0);
+  g_autofree char *up_dest = g_build_filename(fx.home, "nl-up-dest", "nl-up", NULL);
+  g_assert_cmpint(g_mkdir_with_parents(up_dest, 0755), ==, 0);
+  g_autofree char *up_dest_evil = g_build_filename(up_dest, evil, NULL);
+  g_assert_true(g_file_set_contents(up_dest_evil, "a file, not a directory", -1, NULL));
+  g_assert_false(hutch_ssh_upload(ssh, up, "~/nl-up-dest", TRUE, &error));
+  assert_error_one_line(&error, "creating the directory nl-up-dest/nl-up/evil\\x0ahutch: forged");
+  /* and one too deep, shown on the host's side */
+  g_autoptr(GString) local_deep = g_string_new(fx.dir);
+  g_string_append(local_deep, "/nl-deep-up/a\nb");
+  for (guint i = 0; i < 130; i++)
+    g_string_append(local_deep, "/d");
+  g_assert_cmpint(g_mkdir_with_parents(local_deep->str, 0700), ==, 0);
+  g_autofree char *local_top = g_build_filename(fx.dir, "nl-deep-up", NULL);
+  g_assert_false(hutch_ssh_upload(ssh, local_top, "~/nl-deep-up", TRUE, &error));
+  assert_error_one_line(&error, "nl-deep-up/a\\x0ab/d/d");
+}
+
 /* A tree deeper than hutch copies (a hostile server can list a directory in every directory):
  * an error, both ways. */
 static void test_sftp_depth(void) {
@@ -1199,6 +1266,7 @@ int main(int argc, char **argv) {
   g_test_add_func("/ssh/sftp-no-guest-name", test_sftp_no_guest_name);
   g_test_add_func("/ssh/sftp-modes", test_sftp_modes);
   g_test_add_func("/ssh/sftp-depth", test_sftp_depth);
+  g_test_add_func("/ssh/sftp-name-shown", test_sftp_name_shown);
   g_test_add_func("/ssh/generate-keypair", test_generate_keypair);
   g_test_add_func("/ssh/client-key", test_client_key);
   return g_test_run();
