@@ -239,6 +239,18 @@ static void test_not_dumpable(Fixture *f, gconstpointer data) {
 }
 
 /* Pidfiles that name nothing we may signal. */
+/* Until pid has exited and is not reaped yet (a zombie), at most 2 s. */
+static void wait_zombie(GPid pid) {
+  g_autofree char *stat_path = g_strdup_printf("/proc/%d/stat", (int)pid);
+  for (int i = 0; i < 200; i++) {
+    g_autofree char *stat = NULL;
+    g_assert_true(g_file_get_contents(stat_path, &stat, NULL, NULL));
+    if (strstr(stat, ") Z "))
+      break;
+    g_usleep(10 * 1000);
+  }
+}
+
 static void test_bad_pidfiles(Fixture *f, gconstpointer data) {
   g_autofree char *pidfile = path_in(f, "x.pid");
   HutchHelperId any = {0};
@@ -261,14 +273,7 @@ static void test_bad_pidfiles(Fixture *f, gconstpointer data) {
   g_assert_true(g_spawn_async(NULL, (char **)argv, NULL,
                               G_SPAWN_DO_NOT_REAP_CHILD | G_SPAWN_FILE_AND_ARGV_ZERO, NULL, NULL,
                               &zombie, NULL));
-  g_autofree char *stat_path = g_strdup_printf("/proc/%d/stat", (int)zombie);
-  for (int i = 0; i < 200; i++) {
-    g_autofree char *stat = NULL;
-    g_assert_true(g_file_get_contents(stat_path, &stat, NULL, NULL));
-    if (strstr(stat, ") Z "))
-      break;
-    g_usleep(10 * 1000);
-  }
+  wait_zombie(zombie);
   write_pidfile(pidfile, zombie);
   HutchHelperId zombie_id = {.arg = argv0};
   g_assert_cmpint(hutch_pidfile_check(pidfile, &zombie_id), ==, 0);
@@ -316,14 +321,7 @@ static void test_kept_while_refused(Fixture *f, gconstpointer data) {
   /* a zombie, and a process reaped */
   g_assert_true(hutch_write_file(pidfile, text, strlen(text), 0600, NULL));
   kill(child, SIGKILL);
-  g_autofree char *stat_path = g_strdup_printf("/proc/%d/stat", (int)child);
-  for (int i = 0; i < 200; i++) {
-    g_autofree char *stat = NULL;
-    g_assert_true(g_file_get_contents(stat_path, &stat, NULL, NULL));
-    if (strstr(stat, ") Z "))
-      break;
-    g_usleep(10 * 1000);
-  }
+  wait_zombie(child);
   g_assert_false(hutch_pidfile_kill(pidfile, &id));
   g_assert_false(g_file_test(pidfile, G_FILE_TEST_EXISTS));
   g_assert_cmpint(waitpid(child, NULL, 0), ==, child);
