@@ -38,7 +38,8 @@ typedef struct {
   GPtrArray *optional_failed; /* the same form, one a failed optional step (at most
                                  HUTCH_READY_FAILED_MAX) */
   guint optional_failed_more; /* failed optional steps beyond those */
-  GPtrArray *warnings;        /* the first HUTCH_READY_WARNINGS_MAX WARN lines' texts */
+  GPtrArray *warnings;        /* the first HUTCH_READY_WARNINGS_MAX WARN lines' texts, and
+                               * HUTCH_READY_WARN_SSHD_FAILED past them (once) */
   guint warnings_more;        /* WARN lines beyond those, neither kept nor shown */
   gboolean warnings_more_shown; /* hutch_ready_report_end said how many */
   GString *pending;           /* the bytes of a line whose newline has not come yet */

@@ -109,14 +109,20 @@ static HutchReadyState report_line(HutchReadyReport *report, const char *bytes, 
     g_free(report->failed_step);
     report->failed_step = failed_step_bounded(line + 5);
   } else if (g_str_has_prefix(line, "WARN ")) {
-    /* A guest may send them for the whole boot: only the kept ones reach the terminal. */
-    if (report->warnings->len < HUTCH_READY_WARNINGS_MAX) {
+    char *kept = g_strstrip(g_strdup(line + 5));
+    hutch_text_truncate(kept, HUTCH_READY_REASON_MAX);
+    /* A guest may send them for the whole boot: only the kept ones reach the terminal. The
+     * one a start acts on (its sshd failed: SSH gets 5 s) is kept past them, once: the guest
+     * sends it last, after a warning for each share that failed to mount. */
+    gboolean acted_on = strcmp(kept, HUTCH_READY_WARN_SSHD_FAILED) == 0 &&
+                        !hutch_ready_report_has_warning(report, kept);
+    if (report->warnings->len < HUTCH_READY_WARNINGS_MAX || acted_on) {
       hutch_progress_note(report->ctx, "warning from the guest: %s", line + 5);
-      char *kept = g_strstrip(g_strdup(line + 5));
-      hutch_text_truncate(kept, HUTCH_READY_REASON_MAX);
       g_ptr_array_add(report->warnings, kept);
-    } else if (report->warnings_more < G_MAXUINT) {
-      report->warnings_more++;
+    } else {
+      g_free(kept);
+      if (report->warnings_more < G_MAXUINT)
+        report->warnings_more++;
     }
   } else if (ready) {
     if (report->provisioning)
@@ -207,8 +213,9 @@ char *hutch_ready_report_warnings(const HutchReadyReport *report) {
 
 void hutch_ready_report_end(HutchReadyReport *report) {
   if (report->warnings_more && !report->warnings_more_shown)
-    hutch_progress_note(report->ctx, "%u more warning%s from the guest were not shown",
-                        report->warnings_more, report->warnings_more == 1 ? "" : "s");
+    hutch_progress_note(report->ctx, "%u more warning%s from the guest %s not shown",
+                        report->warnings_more, report->warnings_more == 1 ? "" : "s",
+                        report->warnings_more == 1 ? "was" : "were");
   report->warnings_more_shown = TRUE;
 }
 

@@ -356,12 +356,41 @@ static void test_failed_from_old_text(void) {
   g_assert_cmpuint(strlen(d->reason), ==, HUTCH_READY_REASON_MAX);
 }
 
+/* The guest sends its sshd's failure last, after a warning for each share that failed to
+ * mount: past the kept ones, it is still kept (the start acts on it) and shown, once. */
+static void test_sshd_warning_after_many(void) {
+  g_autoptr(GError) error = NULL;
+  g_autoptr(HutchContext) ctx = hutch_context_new("test:///default", &error);
+  g_assert_no_error(error);
+  g_autoptr(GString) events = g_string_new(NULL);
+  hutch_context_set_progress(ctx, record, events);
+  g_autoptr(HutchReadyReport) report = hutch_ready_report_new(ctx);
+  for (guint i = 0; i < HUTCH_READY_WARNINGS_MAX + 1; i++) {
+    g_autofree char *line = g_strdup_printf("WARN mount %u failed\n", i);
+    hutch_ready_report_feed(report, line, strlen(line));
+  }
+  const char *sshd = "WARN " HUTCH_READY_WARN_SSHD_FAILED "\n";
+  hutch_ready_report_feed(report, sshd, strlen(sshd));
+  hutch_ready_report_feed(report, sshd, strlen(sshd));
+  g_assert_cmpint(hutch_ready_report_feed(report, "READY\n", 6), ==, HUTCH_READY_OK);
+  hutch_ready_report_end(report);
+  g_assert_true(hutch_ready_report_has_warning(report, HUTCH_READY_WARN_SSHD_FAILED));
+  g_autofree char *shown =
+      g_strdup_printf("note - warning from the guest: %s\n", HUTCH_READY_WARN_SSHD_FAILED);
+  const char *first = strstr(events->str, shown);
+  g_assert_nonnull(first);
+  g_assert_null(strstr(first + 1, shown));
+  /* the one past the kept ones and the repeat: 2 not shown, "were" */
+  g_assert_nonnull(strstr(events->str, "note - 2 more warnings from the guest were not shown\n"));
+}
+
 int main(int argc, char **argv) {
   g_test_init(&argc, &argv, NULL);
   g_test_add_func("/ready/optional-failures", test_optional_failures);
   g_test_add_func("/ready/all-well", test_all_well);
   g_test_add_func("/ready/warnings-kept", test_warnings_kept);
   g_test_add_func("/ready/warnings-shown-bounded", test_warnings_shown_bounded);
+  g_test_add_func("/ready/sshd-warning-after-many", test_sshd_warning_after_many);
   g_test_add_func("/ready/required-failure", test_required_failure);
   g_test_add_func("/ready/failed-step-parse", test_failed_step_parse);
   g_test_add_func("/ready/c1-and-invalid-utf8", test_c1_and_invalid_utf8);
